@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine (Python 3.11 and the package registries only):
+#   make quickstart   # install, then run the embedded default suite offline
+#   make test         # install, then run the test suite
+VENV ?= .venv
+PYTHON ?= python3.11
+BIN := $(VENV)/bin
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup data quickstart test
+
+$(BIN)/nonxfer-bench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	# torchattacks pins requests~=2.25, which conflicts with mlflow; it runs fine with newer requests.
+	$(BIN)/pip install -q --no-deps torchattacks==3.5.1
+	touch $@
+
+setup: $(BIN)/nonxfer-bench
+
+$(FASHION_MNIST):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq dataset-fashion-mnist
+
+data: $(FASHION_MNIST)
+
+quickstart: setup data
+	$(BIN)/nonxfer-bench run suites/quickstart.yaml
+
+test: setup data
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,38 @@
+"""``blur``: Gaussian low-pass filtering (kornia)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from nonxfer_bench.attacks.base import ATTACKS, Attack
+
+
+class BlurParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_sigma: float = Field(2.0, gt=0, description="Gaussian sigma in pixels at strength 1")
+
+
+@ATTACKS.register("blur")
+class Blur(Attack):
+    """Gaussian blur with sigma = strength x ``max_sigma`` (kernel 2*ceil(3 sigma)+1, reflect borders)."""
+
+    Params = BlurParams
+    threat_model = "no knowledge: low-pass filtering removes high-frequency noise"
+
+    def sigma(self, strength: float) -> float:
+        return strength * self.params.max_sigma
+
+    def parameter(self, strength: float) -> dict:
+        return {"sigma": round(self.sigma(strength), 4)}
+
+    def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        from kornia.filters import gaussian_blur2d
+
+        sigma = self.sigma(strength)
+        if sigma < 1e-3:
+            return images.clone()
+        size = 2 * math.ceil(3 * sigma) + 1
+        return gaussian_blur2d(images, (size, size), (sigma, sigma), border_type="reflect")

@@ -1,0 +1,17 @@
+"""``identity``: no attack; the row that shows what the NE itself does."""
+
+from __future__ import annotations
+
+import torch
+
+from nonxfer_bench.attacks.base import ATTACKS, Attack
+
+
+@ATTACKS.register("identity")
+class Identity(Attack):
+    """Returns the released images unchanged."""
+
+    threat_model = "none: the released images as they are"
+
+    def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        return images.clone()

@@ -1,0 +1,169 @@
+"""The ``nonxfer-bench`` command line: run suites, train the zoo, list components, rebuild leaderboards, open the UI."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
+from nonxfer_bench.errors import UserError
+
+SUITES_DIR = Path("suites")
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from nonxfer_bench.leaderboard import write_leaderboard
+    from nonxfer_bench.runner import Runner
+    from nonxfer_bench.suite import load_suite
+    from nonxfer_bench.tracking import Tracker
+
+    suite = load_suite(Path(args.suite))
+    if args.limit is not None:
+        suite.dataset.limit = args.limit
+    _set_threads(args.threads or suite.threads)
+    tracking = suite.tracking.enabled and not args.no_tracking
+    tracker = Tracker(suite, Path(args.suite)) if tracking else None
+    with tracker or contextlib.nullcontext():
+        runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None)
+        try:
+            result = runner.run()
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted: {len(runner.store.cells)} finished cells are kept in {runner.store.path}; "
+                "run the same command again to resume",
+                file=sys.stderr,
+            )
+            raise
+        paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())
+        if tracker:
+            tracker.log_results(paths)
+    print(
+        f"{suite.name}: {result.computed_groups} encodings computed, {result.skipped_groups} reused; "
+        f"{len(result.cells)} cells. Leaderboard: {paths[0]}"
+        + (f"; MLflow: {tracker.uri} (experiment {suite.tracking.experiment or suite.name})" if tracker else "")
+    )
+    return 0
+
+
+def command_zoo_train(args: argparse.Namespace) -> int:
+    from nonxfer_bench.training import train_zoo
+
+    _set_threads(args.threads)
+    cards = train_zoo(Path(args.zoo), fresh=args.fresh, only=args.only)
+    print(f"trained {len(cards)} model(s)" if cards else "all weights present (use --fresh to retrain)")
+    return 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    if args.what == "suites":
+        for path in sorted(SUITES_DIR.glob("*.yaml")):
+            print(path)
+        return 0
+    if args.what == "models":
+        from nonxfer_bench.suite import load_suite
+
+        if not args.suite:
+            raise UserError("list models: give a suite file, e.g. `nonxfer-bench list models suites/quickstart.yaml`")
+        suite = load_suite(Path(args.suite), require_weights=False)
+        for model in suite.models:
+            role = "authorized" if model.name in suite.authorized else "unauthorized"
+            print(f"{model.name:16s} {model.arch:28s} {model.weights.source:5s} {role}")
+        return 0
+    from nonxfer_bench.attacks import ATTACKS
+    from nonxfer_bench.data import DATASETS
+    from nonxfer_bench.encoders import ENCODERS
+
+    registry = {"attacks": ATTACKS, "encoders": ENCODERS, "datasets": DATASETS}[args.what]
+    for name in registry.names():
+        cls = registry.get(name)
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:14s} {summary}")
+    return 0
+
+
+def command_leaderboard(args: argparse.Namespace) -> int:
+    from nonxfer_bench.leaderboard import write_leaderboard
+    from nonxfer_bench.plan import plan_suite
+    from nonxfer_bench.store import CellStore
+    from nonxfer_bench.suite import load_suite
+
+    suite = load_suite(Path(args.suite))
+    store = CellStore(suite.run_dir() / "cells.jsonl")
+    keys = [key for group in plan_suite(suite) for key in group.cells.values()]
+    missing = sum(key not in store for key in keys)
+    if missing == len(keys):
+        raise UserError(f"{args.suite}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
+    paths = write_leaderboard(suite.name, [store.cells[k] for k in keys if k in store], [m.name for m in suite.models], suite.results_dir())
+    print(f"{paths[0]} ({len(keys) - missing} cells, {missing} missing)")
+    return 0
+
+
+def command_ui(args: argparse.Namespace) -> int:
+    from nonxfer_bench.suite import load_suite
+    from nonxfer_bench.tracking import tracking_uri
+
+    suite = load_suite(Path(args.suite), require_weights=False)
+    uri = tracking_uri(suite)
+    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}")
+    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nonxfer-bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a suite: encode, attack, evaluate, log, leaderboard")
+    run.add_argument("suite", help="suite YAML file, e.g. suites/quickstart.yaml")
+    run.add_argument("--fresh", action="store_true", help="recompute cells that are already finished")
+    run.add_argument("--limit", type=int, help="evaluate a seeded random subset of N images")
+    run.add_argument("--threads", type=int, help="torch CPU threads")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.set_defaults(handler=command_run)
+
+    zoo = commands.add_parser("zoo", help="zoo utilities").add_subparsers(dest="zoo_command", required=True)
+    train = zoo.add_parser("train", help="train the zoo's models that have file weights")
+    train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
+    train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
+    train.add_argument("--only", nargs="+", help="train only these model names")
+    train.add_argument("--threads", type=int, help="torch CPU threads")
+    train.set_defaults(handler=command_zoo_train)
+
+    listing = commands.add_parser("list", help="list registered components or suites")
+    listing.add_argument("what", choices=["attacks", "encoders", "datasets", "suites", "models"])
+    listing.add_argument("suite", nargs="?", help="suite file (for 'models')")
+    listing.set_defaults(handler=command_list)
+
+    board = commands.add_parser("leaderboard", help="rebuild a suite's leaderboard from its finished cells")
+    board.add_argument("suite")
+    board.set_defaults(handler=command_leaderboard)
+
+    ui = commands.add_parser("ui", help="start the MLflow UI on the store a suite logs to")
+    ui.add_argument("suite")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(handler=command_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"nonxfer-bench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

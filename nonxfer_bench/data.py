@@ -1,0 +1,219 @@
+"""Datasets as uint8 image tensors (N x C x H x W) with labels, decoded once per run.
+
+Registered datasets: ``fashion_mnist`` (local IDX files), ``digits`` (scikit-learn, for tests) and
+``image_folder`` (ImageNet-val layout: one sub-folder of images per class, sorted names = labels).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from nonxfer_bench.errors import UserError
+from nonxfer_bench.registry import Registry
+
+DATASETS: Registry["Dataset"] = Registry("dataset", ("nonxfer_bench.data",), "nonxfer_bench.datasets")
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class ImageSet:
+    """Decoded images (uint8, N x C x H x W), integer labels and the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, limit: int | None, seed: int) -> "ImageSet":
+        """A deterministic seeded random subset (kept in dataset order); all images if limit is None."""
+        if limit is None or limit >= len(self):
+            return self
+        generator = torch.Generator().manual_seed(seed)
+        index = torch.randperm(len(self), generator=generator)[:limit].sort().values
+        return ImageSet(self.images[index], self.labels[index], self.classes)
+
+    def as_float(self) -> torch.Tensor:
+        """Images in [0, 1], float32: the pixel-space contract."""
+        return self.images.float() / 255.0
+
+
+class Dataset(ABC):
+    """Base class: a registered dataset declares ``Params`` and implements ``load``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+
+    def __init__(self, params: BaseModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def load(self) -> ImageSet:
+        """Decode the whole dataset."""
+
+
+class FashionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    split: Literal["train", "test"] = "test"
+    root: Path | None = Field(None, description="folder with the four IDX .gz files; default: Debian path")
+    download: bool = Field(False, description="use torchvision's downloader when no local copy exists")
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped), as used by (Fashion-)MNIST."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise UserError(f"{path}: not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise UserError(f"{path}: truncated IDX file (expected {int(np.prod(shape))} values, found {body.size})")
+    return body.reshape(shape)
+
+
+@DATASETS.register("fashion_mnist")
+class FashionMNIST(Dataset):
+    """Fashion-MNIST, 28x28 grayscale, 10 classes, from local IDX files."""
+
+    Params = FashionParams
+    CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+    def _root(self) -> Path:
+        candidates = [self.params.root] if self.params.root else []
+        if os.environ.get("FASHION_MNIST_ROOT"):
+            candidates.append(Path(os.environ["FASHION_MNIST_ROOT"]))
+        candidates.append(DEBIAN_FASHION_MNIST)
+        for root in candidates:
+            if (root / "t10k-images-idx3-ubyte.gz").is_file() or (root / "t10k-images-idx3-ubyte").is_file():
+                return root
+        if self.params.download:
+            from torchvision.datasets import FashionMNIST as TorchvisionFashion
+
+            target = Path(self.params.root or Path.home() / ".cache" / "nonxfer-bench")
+            TorchvisionFashion(str(target), train=self.params.split == "train", download=True)
+            return target / "FashionMNIST" / "raw"
+        raise UserError(
+            f"Fashion-MNIST IDX files not found in {', '.join(str(c) for c in candidates)}; install Debian's "
+            "'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist), set dataset.params.root or "
+            "FASHION_MNIST_ROOT, or set dataset.params.download: true when online"
+        )
+
+    def load(self) -> ImageSet:
+        root = self._root()
+        prefix = "train" if self.params.split == "train" else "t10k"
+
+        def find(stem: str) -> Path:
+            gz = root / f"{prefix}-{stem}-ubyte.gz"
+            return gz if gz.is_file() else root / f"{prefix}-{stem}-ubyte"
+
+        images = read_idx(find("images-idx3"))
+        labels = read_idx(find("labels-idx1"))
+        return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), self.CLASSES)
+
+
+class DigitsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    split: Literal["train", "test", "all"] = "test"
+    size: int = Field(16, ge=8, description="upsampled side length (nearest), so stems have room")
+
+
+@DATASETS.register("digits")
+class Digits(Dataset):
+    """scikit-learn's 1,797 8x8 handwritten digits; a fixed 70/30 split; always installed, for tests."""
+
+    Params = DigitsParams
+
+    def load(self) -> ImageSet:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
+        images = torch.nn.functional.interpolate(images.float(), size=self.params.size, mode="nearest").to(torch.uint8)
+        labels = torch.from_numpy(bunch.target.astype(np.int64))
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
+        cut = int(0.7 * len(labels))
+        index = {"train": order[:cut], "test": order[cut:], "all": order}[self.params.split].sort().values
+        return ImageSet(images[index], labels[index], [str(i) for i in range(10)])
+
+
+class FolderParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    root: Path | None = Field(None, description="folder of class sub-folders; or set env var named by root_env")
+    root_env: str = "IMAGENET_VAL"
+    size: int = Field(224, ge=8, description="side of the square the images are decoded to")
+    crop_pct: float = Field(0.875, gt=0, le=1, description="resize shorter side to size/crop_pct, center crop")
+    channels: Literal[1, 3] = 3
+
+
+@DATASETS.register("image_folder")
+class ImageFolder(Dataset):
+    """ImageNet-val layout: ``root/<class>/<image>``; labels are the sorted class-folder indices."""
+
+    Params = FolderParams
+
+    def root(self) -> Path:
+        root = self.params.root or (Path(os.environ[self.params.root_env]) if os.environ.get(self.params.root_env) else None)
+        if root is None:
+            raise UserError(
+                f"image_folder: no dataset folder; set dataset.params.root or the environment variable "
+                f"{self.params.root_env} to a folder with one sub-folder of images per class"
+            )
+        if not root.is_dir():
+            raise UserError(f"image_folder: dataset folder {root} does not exist")
+        return root
+
+    def files(self) -> tuple[list[tuple[Path, int]], list[str]]:
+        root = self.root()
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not classes:
+            raise UserError(f"image_folder: {root} has no class sub-folders (expected root/<class>/<image>)")
+        files = [
+            (file, label)
+            for label, name in enumerate(classes)
+            for file in sorted((root / name).iterdir())
+            if file.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        if not files:
+            raise UserError(f"image_folder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+        return files, classes
+
+    def load(self) -> ImageSet:
+        files, classes = self.files()
+        images = torch.stack([decode_image(path, self.params.size, self.params.crop_pct, self.params.channels) for path, _ in files])
+        return ImageSet(images, torch.tensor([label for _, label in files]), classes)
+
+
+def decode_image(path: Path, size: int, crop_pct: float, channels: int) -> torch.Tensor:
+    """Decode one image file to uint8 (C x size x size): shorter side to size/crop_pct, center crop."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            scale = size / crop_pct / min(image.size)
+            resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"{path}: cannot read image ({error})") from None
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    array = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(array.copy())
+
+
+def load_dataset(name: str, params: dict) -> ImageSet:
+    return DATASETS.create(name, params).load()

@@ -1,0 +1,49 @@
+"""Encoder interface: clean [0, 1] images in, non-transferable examples (NEs) out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel
+
+from nonxfer_bench.registry import NoParams, Registry
+from nonxfer_bench.zoo import ZooModel
+
+ENCODERS: Registry["Encoder"] = Registry(
+    "encoder",
+    ("nonxfer_bench.encoders.clean", "nonxfer_bench.encoders.reference", "nonxfer_bench.encoders.gaussian", "nonxfer_bench.encoders.patch"),
+    "nonxfer_bench.encoders",
+)
+
+
+@dataclass
+class Encoding:
+    """An encoded batch in [0, 1] pixel units (possibly unclipped) and what the encoder achieved.
+
+    ``authorized_patches`` is set only by the reference recipe for overlapping stems: the unfolded
+    tensor (normalized space) that the published code feeds the authorized model's stem directly.
+    """
+
+    images: torch.Tensor
+    achieved_psnr: torch.Tensor
+    authorized_patches: torch.Tensor | None = None
+    info: dict[str, float] = field(default_factory=dict)
+
+
+class Encoder(ABC):
+    """A registered NE encoder. Strength is a PSNR in dB; ``strength_unit`` says which PSNR."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    Params: ClassVar[type[BaseModel]] = NoParams
+    strength_unit: ClassVar[str] = "standard PSNR (dB, peak 1 on [0, 1] pixels)"
+
+    def __init__(self, params: BaseModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
+        """Encode images (B x C x H x W in [0, 1], at ``model``'s input size) for the authorized ``model``."""

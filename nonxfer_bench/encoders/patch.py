@@ -1,0 +1,60 @@
+"""The ``patch`` encoder: pixel-domain noise in the first layer's low-sensitivity subspace, per patch.
+
+The image is tiled into non-overlapping kernel-sized tiles that sit exactly where the first layer's
+windows sit for a non-overlapping stem (stride == kernel, same padding offset). Each tile of each
+image gets its own draw V_N z (z ~ N(0, I_k), from the keyed generator), where V_N is the
+low-sensitivity basis of W_eff = W diag(1/std) (the first layer seen from [0, 1] pixels). The noise
+is then scaled per image so that the standard PSNR (peak 1) equals the target exactly.
+
+For non-overlapping stems every window of the authorized layer sees only V_N noise, so the first
+layer changes by at most sigma_S per unit of noise. For overlapping stems (stride < kernel) only the
+windows aligned with the tiling see pure V_N noise; the others straddle tiles and see mixtures that
+are not in the subspace, so the authorized model is *not* protected from the noise. That is a
+property of the per-patch construction, measured as such; the operator-level encoder is the answer for
+those stems. Pixels outside the tiling (the remainder rows/columns) receive no noise.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
+from nonxfer_bench.metrics import noise_scale_for_psnr, psnr_per_image
+from nonxfer_bench.subspace import ConvGeometry, PatchSubspace, flatten_weight, patch_subspace
+from nonxfer_bench.zoo import ZooModel
+
+
+class PatchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tau: float = Field(1e-5, gt=0, description="singular-value threshold when the stem has no exact null space")
+
+
+def pixel_space_subspace(model: ZooModel, tau: float) -> PatchSubspace:
+    """Low-sensitivity subspace of the first layer as seen from [0, 1] pixels: W diag(1/std)."""
+    weight = flatten_weight(model.first_conv)
+    kh, kw = model.first_conv.kernel_size
+    inverse_std = (1.0 / model.std.flatten()).repeat_interleave(kh * kw)
+    return patch_subspace(weight * inverse_std.to(weight), tau)
+
+
+@ENCODERS.register("patch")
+class PatchEncoder(Encoder):
+    """Independent low-sensitivity noise per patch tile, exact standard PSNR per image."""
+
+    Params = PatchParams
+
+    def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
+        geometry = ConvGeometry.of(model.first_conv)
+        subspace = pixel_space_subspace(model, self.params.tau)
+        tiles = dict(kernel_size=geometry.kernel_size, stride=geometry.kernel_size, padding=geometry.padding)
+        count = F.unfold(images[:1], **tiles).shape[-1]
+        z = torch.randn(len(images), subspace.k, count, generator=generator, device=images.device)
+        noise = F.fold(subspace.basis.to(images) @ z, output_size=images.shape[-2:], **tiles)
+        released = images + noise * noise_scale_for_psnr(noise, strength)
+        return Encoding(
+            images=released,
+            achieved_psnr=psnr_per_image(images, released),
+            info={"k": subspace.k, "sigma_s": subspace.sigma_s},
+        )

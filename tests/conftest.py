@@ -1,0 +1,79 @@
+"""Shared fixtures: one torch thread, offline hub, and a tiny digits zoo trained once per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+torch.set_num_threads(int(os.environ.get("NXB_TEST_THREADS", "1")))
+
+DIGITS_PREPROCESS = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}
+DIGITS_ZOO = {
+    "dataset": {"name": "digits"},
+    "train": {"epochs": 12, "batch_size": 64, "lr": 0.003, "weight_decay": 0.01},
+    "models": [
+        {
+            "name": f"vit_{suffix}",
+            "arch": "vit_tiny_patch16_224",
+            "kwargs": {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 12, "depth": 2, "num_heads": 2, "num_classes": 10},
+            "train": {"epochs": 30, "batch_size": 32, "lr": 0.003, "weight_decay": 0.01},
+            "preprocess": DIGITS_PREPROCESS,
+            "weights": {"source": "file", "path": f"vit_{suffix}.safetensors"},
+            "seed": seed,
+        }
+        for suffix, seed in (("a", 0), ("b", 1))
+    ]
+    + [
+        {
+            "name": "res",
+            "arch": "resnet18",
+            "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "num_classes": 10},
+            "preprocess": DIGITS_PREPROCESS,
+            "weights": {"source": "file", "path": "res.safetensors"},
+            "seed": 2,
+        }
+    ],
+}
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A three-model digits zoo (two ViT twins with an exact 4-dim patch null space, one ResNet), trained here.
+
+    Two ViTs that differ only in their training seed are the hardest unauthorized pair.
+    """
+    from nonxfer_bench.training import train_zoo
+
+    folder = tmp_path_factory.mktemp("digits_zoo")
+    path = write_yaml(folder / "zoo.yaml", DIGITS_ZOO)
+    train_zoo(path)
+    return path
+
+
+def digits_suite(tmp_path: Path, zoo: Path, **overrides) -> Path:
+    """Write a small digits suite using the trained zoo; keys in ``overrides`` replace the defaults."""
+    suite = {
+        "name": "digits",
+        "dataset": {"name": "digits", "limit": 120},
+        "zoo": str(zoo),
+        "authorized": ["vit_a"],
+        "encoders": [{"name": "patch", "strengths": [0.0]}, {"name": "reference", "strengths": [20.0]}],
+        "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
+        "batch_size": 50,
+        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results"), "sample_images": 4},
+        "tracking": {"enabled": False},
+    }
+    suite.update(overrides)
+    return write_yaml(tmp_path / "suite.yaml", suite)

@@ -1,0 +1,120 @@
+"""Encoders: the published recipe reproduced bit for bit, exact PSNR, determinism, subspace placement."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.encoders.patch import pixel_space_subspace
+from nonxfer_bench.suite import ModelSpec
+from nonxfer_bench.zoo import build_model
+
+PRE = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}
+MODELS = {
+    "patchify_null": ModelSpec(name="vit", arch="vit_tiny_patch16_224", preprocess=PRE,
+                               kwargs=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=12, depth=1, num_heads=2, num_classes=10)),
+    "patchify_full_rank": ModelSpec(name="cnx", arch="convnext_atto", preprocess=PRE,
+                                    kwargs=dict(in_chans=1, dims=[24, 24, 24, 24], depths=[1, 1, 1, 1], num_classes=10)),
+    "overlapping": ModelSpec(name="res", arch="resnet18", preprocess=PRE,
+                             kwargs=dict(in_chans=1, layers=[1, 1, 1, 1], channels=[8, 16, 32, 64], num_classes=10)),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    torch.manual_seed(0)
+    return build_model(MODELS[request.param])
+
+
+def images(count: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.rand(count, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def published_recipe(normalized: torch.Tensor, conv: torch.nn.Conv2d, nominal_psnr: float, tau: float):
+    """A second, literal implementation of the published recipe, drawing from the global generator."""
+    w = conv.weight.detach().flatten(1)
+    m, d = w.shape
+    _, s, vh = torch.linalg.svd(w, full_matrices=True)
+    r = m if d > m else min(int((s > tau).sum()), d - 1)
+    v_n = vh[r:].T
+    kwargs = dict(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+    u = F.unfold(normalized, **kwargs)
+    b, k = normalized.shape[0], v_n.shape[1]
+    target = 255.0**2 / 10 ** (nominal_psnr / 10)
+    z1 = torch.randn(b, k, 1)
+    n1 = v_n @ z1
+    mu2 = ((u + n1) ** 2).mean(dim=(1, 2))
+    c = torch.sqrt(target / mu2).view(b, 1, 1)
+    z2 = torch.randn(b, k, 1)
+    u_encoded = u + v_n @ (c * z2)
+    return F.fold(u_encoded, output_size=normalized.shape[-2:], **kwargs), u_encoded
+
+
+@pytest.mark.parametrize("nominal_psnr", [0.0, 30.0])
+def test_reference_equals_the_published_recipe_bit_for_bit(model, nominal_psnr):
+    x = images()
+    torch.manual_seed(7)
+    folded, patches = published_recipe(model.normalize(x), model.first_conv, nominal_psnr, tau=1e-5)
+    encoding = ENCODERS.create("reference").encode(x, model, nominal_psnr, torch.Generator().manual_seed(7))
+    assert torch.equal(encoding.images, model.denormalize(folded))
+    if model.geometry.overlapping:
+        assert torch.equal(encoding.authorized_patches, patches)
+    else:
+        assert encoding.authorized_patches is None
+
+
+def test_reference_flat_input_path_leaves_the_authorized_stem_unchanged_for_an_exact_null_space():
+    torch.manual_seed(0)
+    vit = build_model(MODELS["patchify_null"])
+    x = images()
+    encoding = ENCODERS.create("reference").encode(x, vit, 0.0, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(vit(encoding.images), vit(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["patch", "gaussian"])
+@pytest.mark.parametrize("target", [0.0, 12.5, 40.0])
+def test_standard_psnr_is_hit_exactly_per_image(model, name, target):
+    x = images()
+    encoding = ENCODERS.create(name).encode(x, model, target, torch.Generator().manual_seed(3))
+    assert torch.allclose(encoding.achieved_psnr, torch.full((4,), target, dtype=torch.float64), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["reference", "patch", "gaussian"])
+def test_same_key_gives_identical_bytes_and_another_key_does_not(model, name):
+    x = images()
+    encoder = ENCODERS.create(name)
+    first = encoder.encode(x, model, 10.0, torch.Generator().manual_seed(5)).images
+    again = encoder.encode(x, model, 10.0, torch.Generator().manual_seed(5)).images
+    other = encoder.encode(x, model, 10.0, torch.Generator().manual_seed(6)).images
+    assert first.numpy().tobytes() == again.numpy().tobytes()
+    assert not torch.equal(first, other)
+
+
+def test_patch_noise_lies_in_the_pixel_space_subspace_on_every_window_of_a_patchifying_stem():
+    torch.manual_seed(0)
+    vit = build_model(MODELS["patchify_null"])
+    x = images()
+    encoding = ENCODERS.create("patch").encode(x, vit, 5.0, torch.Generator().manual_seed(2))
+    conv = vit.first_conv
+    noise_normalized = vit.normalize(encoding.images) - vit.normalize(x)
+    response = F.conv2d(noise_normalized, conv.weight, stride=conv.stride)  # no bias: the change of the first layer
+    assert response.abs().max() < 1e-3 * noise_normalized.abs().max()
+    basis = pixel_space_subspace(vit, 1e-5).basis
+    patches = F.unfold(encoding.images - x, kernel_size=4, stride=4)
+    assert torch.allclose(basis @ basis.T @ patches, patches, atol=1e-5)
+
+
+def test_patch_draws_differ_between_patches():
+    torch.manual_seed(0)
+    vit = build_model(MODELS["patchify_null"])
+    x = images(1)
+    encoding = ENCODERS.create("patch").encode(x, vit, 5.0, torch.Generator().manual_seed(2))
+    patches = F.unfold(encoding.images - x, kernel_size=4, stride=4)[0]
+    assert not torch.allclose(patches[:, 0], patches[:, 1])
+
+
+def test_clean_encoder_is_the_identity(model):
+    x = images()
+    encoding = ENCODERS.create("clean").encode(x, model, 0.0, torch.Generator())
+    assert torch.equal(encoding.images, x) and torch.isinf(encoding.achieved_psnr).all()

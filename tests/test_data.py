@@ -1,0 +1,54 @@
+"""Datasets: real Fashion-MNIST from IDX files, digits, image folders; seeded subsets."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nonxfer_bench.data import load_dataset
+from nonxfer_bench.errors import UserError
+
+
+def test_fashion_mnist_reads_the_full_local_test_split():
+    test = load_dataset("fashion_mnist", {"split": "test"})
+    assert test.images.shape == (10000, 1, 28, 28) and test.images.dtype == torch.uint8
+    assert torch.bincount(test.labels).tolist() == [1000] * 10
+    assert test.classes[9] == "Ankle boot"
+
+
+def test_seeded_subsets_are_deterministic_and_differ_between_seeds():
+    digits = load_dataset("digits", {"split": "all"})
+    a, b, c = digits.subset(100, 0), digits.subset(100, 0), digits.subset(100, 1)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert len(a) == 100 and digits.subset(None, 0) is digits
+
+
+def test_digits_splits_are_disjoint_and_cover_the_set():
+    train, test = load_dataset("digits", {"split": "train"}), load_dataset("digits", {"split": "test"})
+    assert len(train) + len(test) == 1797
+    assert train.images.shape[-1] == 16
+
+
+def test_image_folder_reads_imagenet_val_layout(tmp_path):
+    for label, name in enumerate(["n01", "n02"]):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            array = np.full((40, 60, 3), 50 * label + i, dtype=np.uint8)
+            Image.fromarray(array).save(tmp_path / name / f"img{i}.png")
+    (tmp_path / "n02" / "notes.txt").write_text("not an image")
+    data = load_dataset("image_folder", {"root": str(tmp_path), "size": 32})
+    assert data.images.shape == (4, 3, 32, 32)
+    assert data.labels.tolist() == [0, 0, 1, 1] and data.classes == ["n01", "n02"]
+    assert int(data.images[2].float().mean()) == 50
+
+
+def test_image_folder_errors_name_what_to_provide(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMAGENET_VAL", raising=False)
+    with pytest.raises(UserError, match="IMAGENET_VAL"):
+        load_dataset("image_folder", {})
+    with pytest.raises(UserError, match="no class sub-folders"):
+        load_dataset("image_folder", {"root": str(tmp_path)})
+    (tmp_path / "n01").mkdir()
+    (tmp_path / "n01" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(UserError, match="broken.jpg: cannot read image"):
+        load_dataset("image_folder", {"root": str(tmp_path)})

@@ -1,0 +1,63 @@
+"""The runner end to end on a trained digits zoo: the NE outcome, resumption and --fresh."""
+
+import pandas as pd
+import pytest
+
+from nonxfer_bench.cli import main
+from nonxfer_bench.runner import Runner
+from nonxfer_bench.suite import load_suite
+from tests.conftest import digits_suite
+
+
+def cells(results_dir) -> pd.DataFrame:
+    return pd.read_csv(results_dir / "digits" / "cells.csv")
+
+
+def test_authorized_model_keeps_its_accuracy_while_unauthorized_models_collapse(tmp_path, digits_zoo):
+    assert main(["run", str(digits_suite(tmp_path, digits_zoo))]) == 0
+    frame = cells(tmp_path / "results")
+    plain = frame[frame.attack == "identity"].set_index(["encoder", "model"])["accuracy"]
+    clean = plain.loc["clean"]
+    assert clean.min() > 0.8, "the digits zoo did not train"
+    # vit_a's first layer has an exact patch null space: the patch NE is invisible to it even at 0 dB ...
+    assert plain.loc[("patch", "vit_a")] == pytest.approx(clean["vit_a"], abs=0.01)
+    # ... while its twin (same architecture, other seed) and the ResNet fall towards chance (10 %).
+    assert plain.loc[("patch", "vit_b")] < 0.35 and plain.loc[("patch", "res")] < 0.35
+    agreement = frame[(frame.attack == "identity") & (frame.encoder == "patch") & (frame.model == "vit_a")]["agreement"]
+    assert agreement.item() > 0.98
+    psnr = frame[(frame.encoder == "patch")]["encoded_psnr"]
+    assert psnr.round(3).eq(0.0).all()
+    assert (tmp_path / "results" / "digits" / "leaderboard.md").read_text().count("| vit_a |") >= 3
+
+
+def test_an_interrupted_run_resumes_with_only_the_missing_work_and_the_same_numbers(tmp_path, digits_zoo):
+    reference_dir, interrupted_dir = tmp_path / "ref", tmp_path / "int"
+    reference_dir.mkdir(), interrupted_dir.mkdir()
+    uninterrupted = Runner(load_suite(digits_suite(reference_dir, digits_zoo))).run()
+
+    suite = load_suite(digits_suite(interrupted_dir, digits_zoo))
+    finished = []
+
+    def stop_after_two(group, group_cells, sample):
+        finished.append(group.key)
+        if len(finished) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Runner(suite, on_group=stop_after_two).run()
+    resumed = Runner(suite).run()
+    assert resumed.skipped_groups == 2 and resumed.computed_groups == len(resumed.cells) // 6 - 2
+
+    def numbers(result):
+        return sorted((c["key"], c["accuracy"], c["agreement"], c["encoded_psnr"]) for c in result.cells)
+
+    assert numbers(resumed) == numbers(uninterrupted)
+
+
+def test_fresh_recomputes_everything_and_a_plain_rerun_nothing(tmp_path, digits_zoo):
+    suite = load_suite(digits_suite(tmp_path, digits_zoo, attacks=[{"name": "identity"}]))
+    first = Runner(suite).run()
+    assert Runner(suite).run().computed_groups == 0
+    again = Runner(suite, fresh=True).run()
+    assert again.computed_groups == first.computed_groups
+    assert [c["accuracy"] for c in again.cells] == [c["accuracy"] for c in first.cells]
