@@ -63,6 +63,22 @@ def command_zoo_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_train_diffusion(args: argparse.Namespace) -> int:
+    import torch
+
+    from nonxfer_bench.diffusion import evaluate_purifier, load_diffusion_spec, train_diffusion, write_model_card
+
+    _set_threads(args.threads)
+    spec = load_diffusion_spec(Path(args.config))
+    if args.steps is not None:
+        spec.train_steps = args.steps
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    card = train_diffusion(spec, device=device, max_seconds=args.max_seconds)
+    quality = evaluate_purifier(spec, device=device)
+    print(f"wrote {write_model_card(spec, card, quality)}; purification PSNR by t*/T: {quality}")
+    return 0
+
+
 def command_list(args: argparse.Namespace) -> int:
     if args.what == "suites":
         for path in sorted(SUITES_DIR.glob("*.yaml")):
@@ -136,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--only", nargs="+", help="train only these model names")
     train.add_argument("--threads", type=int, help="torch CPU threads")
     train.set_defaults(handler=command_zoo_train)
+
+    training = commands.add_parser("train", help="train generative models used by attacks").add_subparsers(dest="train_command", required=True)
+    diffusion = training.add_parser("diffusion", help="train a DDPM for diffusion purification")
+    diffusion.add_argument("config", help="diffusion config YAML, e.g. suites/zoo/fashion-ddpm.yaml")
+    diffusion.add_argument("--device", help="torch device (default: cuda if available)")
+    diffusion.add_argument("--steps", type=int, help="override train_steps")
+    diffusion.add_argument("--max-seconds", type=float, help="stop training after this many seconds")
+    diffusion.add_argument("--threads", type=int, help="torch CPU threads")
+    diffusion.set_defaults(handler=command_train_diffusion)
 
     listing = commands.add_parser("list", help="list registered components or suites")
     listing.add_argument("what", choices=["attacks", "encoders", "datasets", "suites", "models"])
