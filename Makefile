@@ -12,7 +12,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 $(BIN)/nonxfer-bench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,imagenet]'
 	# torchattacks pins requests~=2.25, which conflicts with mlflow; it runs fine with newer requests.
 	$(BIN)/pip install -q --no-deps torchattacks==3.5.1
 	touch $@

@@ -4,6 +4,6 @@ Installed, this folder is the package ``nonxfer_bench.attacks``. Third-party att
 through the entry-point group ``nonxfer_bench.attacks``.
 """
 
-from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 
-__all__ = ["ATTACKS", "Attack"]
+__all__ = ["ATTACKS", "Attack", "AttackContext"]

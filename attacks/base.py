@@ -10,12 +10,16 @@ out-of-range values and says so in its docstring.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from pydantic import BaseModel
 
 from nonxfer_bench.registry import NoParams, Registry
+
+if TYPE_CHECKING:
+    from nonxfer_bench.zoo import ZooModel
 
 ATTACKS: Registry["Attack"] = Registry(
     "attack",
@@ -25,13 +29,45 @@ ATTACKS: Registry["Attack"] = Registry(
         "nonxfer_bench.attacks.resampling",
         "nonxfer_bench.attacks.filtering",
         "nonxfer_bench.attacks.occlusion",
+        "nonxfer_bench.attacks.patch_statistics",
+        "nonxfer_bench.attacks.subspace_estimation",
+        "nonxfer_bench.attacks.surrogate",
+        "nonxfer_bench.attacks.oracle",
+        "nonxfer_bench.attacks.denoising",
+        "nonxfer_bench.attacks.integrity",
+        "nonxfer_bench.attacks.reconstruction",
     ),
     "nonxfer_bench.attacks",
 )
 
 
+@dataclass
+class AttackContext:
+    """What an informed attacker may use; an attack takes only what its threat model grants.
+
+    Built once per encoding group by the runner and handed to :meth:`Attack.fit`.
+    - ``authorized``: the authorized model (oracle and integrity attacks only);
+    - ``model``: looks up any zoo model by name (surrogate candidates named in the attack's params);
+    - ``public_images``: clean images from a split disjoint from the evaluation images, at the release
+      resolution ([0, 1]); empty when the suite declares no ``public`` dataset;
+    - ``released``: a sample of the released (encoded) images of this group;
+    - ``batch_labels``: labels of the batch being attacked (integrity attacks), set per batch.
+    """
+
+    authorized: "ZooModel"
+    model: Callable[[str], "ZooModel"]
+    public_images: torch.Tensor
+    released: torch.Tensor
+    batch_labels: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
 class Attack(ABC):
-    """A registered attack; ``threat_model`` states what the attacker knows and uses."""
+    """A registered attack; ``threat_model`` states what the attacker knows and uses.
+
+    Attacks that learn from data or use models override :meth:`fit`, which the runner calls once
+    per encoding group before the first batch is attacked.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
@@ -40,6 +76,14 @@ class Attack(ABC):
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
+
+    @property
+    def draws(self) -> int:
+        """How many stochastic draws the runner evaluates (``Params.draws`` if declared, else 1)."""
+        return int(getattr(self.params, "draws", 1))
+
+    def fit(self, context: AttackContext) -> None:
+        """Learn what the attack needs (subspaces, priors, surrogates); the default needs nothing."""
 
     def parameter(self, strength: float) -> dict[str, Any]:
         """The attack's own parameter(s) at a common strength, for logs and tables."""

@@ -123,6 +123,49 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_encode(args: argparse.Namespace) -> int:
+    import os
+
+    import yaml
+
+    from nonxfer_bench.release import encode_folder
+
+    _set_threads(args.threads)
+    params = {}
+    for item in args.param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--param {item!r}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
+        params[name] = yaml.safe_load(value)
+    seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
+    manifest = encode_folder(
+        Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
+        params=params, batch_size=args.batch_size,
+    )
+    notes = "; ".join(f"{note}: {count} image(s)" for note, count in manifest["notes"].items())
+    print(
+        f"wrote {len(manifest['images'])} {manifest['format']} NE(s) for {args.model} to {args.output} "
+        f"(PSNR after storage: mean {manifest['psnr_mean']} dB, min {manifest['psnr_min']} dB; key id {manifest['key_id']})"
+        + (f"; {notes}" if notes else "")
+    )
+    return 0
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    from nonxfer_bench.release import format_table, verify_release
+
+    _set_threads(args.threads)
+    result = verify_release(
+        Path(args.release), Path(args.zoo), args.models, Path(args.originals) if args.originals else None,
+        labels_from_folders=args.labels, batch_size=args.batch_size,
+    )
+    print(f"{args.release}: {result['format']} release for {result['authorized']['name']} "
+          f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages:")
+    print(format_table(result["models"]))
+    print(f"wrote {Path(args.release) / 'verify.json'}")
+    return 0
+
+
 def command_ui(args: argparse.Namespace) -> int:
     from nonxfer_bench.suite import load_suite
     from nonxfer_bench.tracking import tracking_uri
@@ -171,6 +214,30 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("suite")
     board.set_defaults(handler=command_leaderboard)
 
+    encode = commands.add_parser("encode", help="turn an image folder into NE files for one authorized model")
+    encode.add_argument("input", help="folder of images (searched recursively; class sub-folders are mirrored)")
+    encode.add_argument("output", help="folder for the NE files and manifest.json")
+    encode.add_argument("--zoo", required=True, help="zoo file or suite file that defines the model")
+    encode.add_argument("--model", required=True, help="the authorized model's name in that zoo")
+    encode.add_argument("--encoder", required=True, help="encoder name (nonxfer-bench list encoders)")
+    encode.add_argument("--strength", type=float, required=True, help="encoder strength (PSNR in dB; nominal for 'reference')")
+    encode.add_argument("--param", action="append", metavar="NAME=VALUE", help="encoder parameter (repeatable)")
+    encode.add_argument("--format", default="png8", help="float32, png16, png8, jpeg or jpeg<Q> (default png8)")
+    encode.add_argument("--seed-key", help="secret key seeding the noise (default: env NXB_SEED_KEY); only its hash is written")
+    encode.add_argument("--batch-size", type=int, default=64)
+    encode.add_argument("--threads", type=int, help="torch CPU threads")
+    encode.set_defaults(handler=command_encode)
+
+    verify = commands.add_parser("verify", help="score zoo models on a released NE folder")
+    verify.add_argument("release", help="folder written by `nonxfer-bench encode`")
+    verify.add_argument("--zoo", required=True, help="zoo file or suite file with the models")
+    verify.add_argument("--models", nargs="+", help="model names (default: every zoo model)")
+    verify.add_argument("--originals", help="the input folder given to encode: reports agreement with predictions on it")
+    verify.add_argument("--labels", action="store_true", help="labels from class folders (sorted names = class indices)")
+    verify.add_argument("--batch-size", type=int, default=64)
+    verify.add_argument("--threads", type=int, help="torch CPU threads")
+    verify.set_defaults(handler=command_verify)
+
     ui = commands.add_parser("ui", help="start the MLflow UI on the store a suite logs to")
     ui.add_argument("suite")
     ui.add_argument("--host", default="127.0.0.1")
@@ -181,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
+    torch.set_flush_denormal(True)  # denormal weights or activations can slow CPU work down 20-50x
     try:
         return args.handler(args)
     except UserError as error:

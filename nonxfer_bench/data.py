@@ -1,12 +1,19 @@
 """Datasets as uint8 image tensors (N x C x H x W) with labels, decoded once per run.
 
 Registered datasets: ``fashion_mnist`` (local IDX files), ``digits`` (scikit-learn, for tests) and
-``image_folder`` (ImageNet-val layout: one sub-folder of images per class, sorted names = labels).
+``image_folder`` (ImageNet-val layout: one sub-folder of images per class, sorted names = labels);
+``foolbox_imagenet`` and ``skimage_photos`` (images shipped inside installed packages) live in
+:mod:`nonxfer_bench.packaged_data`. Label -1 marks an unlabeled image (accuracy is then not reported).
+
+Datasets of natural images decode with ``size``, ``crop_pct`` and ``interpolation``; left unset in a
+suite they come from the first authorized model's resolved timm data config, and :func:`decode_image`
+resizes and crops exactly as timm's eval transform does.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,10 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from nonxfer_bench.errors import UserError
 from nonxfer_bench.registry import Registry
 
-DATASETS: Registry["Dataset"] = Registry("dataset", ("nonxfer_bench.data",), "nonxfer_bench.datasets")
+DATASETS: Registry["Dataset"] = Registry(
+    "dataset", ("nonxfer_bench.data", "nonxfer_bench.packaged_data"), "nonxfer_bench.datasets"
+)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# Params fields that, left unset (None) in a suite, are filled from the first authorized model's timm config.
+MODEL_PREPROCESSING_FIELDS = ("size", "crop_pct", "interpolation")
+DEFAULT_DECODE = {"size": 224, "crop_pct": 0.875, "interpolation": "bicubic"}
 
 
 @dataclass
@@ -62,6 +74,9 @@ class Dataset(ABC):
     @abstractmethod
     def load(self) -> ImageSet:
         """Decode the whole dataset."""
+
+    def check(self) -> None:
+        """Raise a :class:`UserError` saying what to provide if the data is not there (cheap; before any work)."""
 
 
 class FashionParams(BaseModel):
@@ -113,6 +128,10 @@ class FashionMNIST(Dataset):
             "FASHION_MNIST_ROOT, or set dataset.params.download: true when online"
         )
 
+    def check(self) -> None:
+        if not self.params.download:
+            self._root()
+
     def load(self) -> ImageSet:
         root = self._root()
         prefix = "train" if self.params.split == "train" else "t10k"
@@ -155,8 +174,9 @@ class FolderParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     root: Path | None = Field(None, description="folder of class sub-folders; or set env var named by root_env")
     root_env: str = "IMAGENET_VAL"
-    size: int = Field(224, ge=8, description="side of the square the images are decoded to")
-    crop_pct: float = Field(0.875, gt=0, le=1, description="resize shorter side to size/crop_pct, center crop")
+    size: int | None = Field(None, ge=8, description="side of the square the images are decoded to; default: the model's")
+    crop_pct: float | None = Field(None, gt=0, le=1, description="resize shorter side to size/crop_pct, center crop")
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
     channels: Literal[1, 3] = 3
 
 
@@ -174,8 +194,16 @@ class ImageFolder(Dataset):
                 f"{self.params.root_env} to a folder with one sub-folder of images per class"
             )
         if not root.is_dir():
-            raise UserError(f"image_folder: dataset folder {root} does not exist")
+            raise UserError(
+                f"image_folder: dataset folder {root} does not exist; point dataset.params.root or "
+                f"{self.params.root_env} at a folder with one sub-folder of images per class"
+            )
         return root
+
+    def check(self) -> None:
+        root = self.root()
+        if not any(p.is_dir() for p in root.iterdir()):
+            raise UserError(f"image_folder: {root} has no class sub-folders (expected root/<class>/<image>)")
 
     def files(self) -> tuple[list[tuple[Path, int]], list[str]]:
         root = self.root()
@@ -194,22 +222,40 @@ class ImageFolder(Dataset):
 
     def load(self) -> ImageSet:
         files, classes = self.files()
-        images = torch.stack([decode_image(path, self.params.size, self.params.crop_pct, self.params.channels) for path, _ in files])
+        decode = decode_settings(self.params)
+        images = torch.stack([decode_image(path, channels=self.params.channels, **decode) for path, _ in files])
         return ImageSet(images, torch.tensor([label for _, label in files]), classes)
 
 
-def decode_image(path: Path, size: int, crop_pct: float, channels: int) -> torch.Tensor:
-    """Decode one image file to uint8 (C x size x size): shorter side to size/crop_pct, center crop."""
+def decode_settings(params: BaseModel) -> dict:
+    """size, crop_pct and interpolation of a dataset's params, unset ones at timm's defaults."""
+    return {key: getattr(params, key, None) or default for key, default in DEFAULT_DECODE.items()}
+
+
+def decode_image(path: Path, size: int, crop_pct: float, channels: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """Decode one image file to uint8 (C x size x size) as timm's eval transform does (crop_mode center):
+    shorter side resized to floor(size / crop_pct), longer side as torchvision's Resize computes it,
+    then torchvision's CenterCrop. ``ToTensor`` of the result equals timm's tensor before normalization."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            scale = size / crop_pct / min(image.size)
-            resized = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
+            return center_crop_pil(image.convert("L" if channels == 1 else "RGB"), size, crop_pct, interpolation)
     except (UnidentifiedImageError, OSError) as error:
         raise UserError(f"{path}: cannot read image ({error})") from None
-    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+
+
+def center_crop_pil(image, size: int, crop_pct: float, interpolation: str = "bicubic") -> torch.Tensor:
+    """A PIL image to uint8 (C x size x size), exactly timm's ``Resize(floor(size/crop_pct)) + CenterCrop(size)``."""
+    from PIL import Image
+
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[interpolation]
+    short = max(size, math.floor(size / crop_pct))
+    width, height = image.size
+    new = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
+    resized = image if new == (width, height) else image.resize(new, resample)
+    top = int(round((resized.height - size) / 2.0))
+    left = int(round((resized.width - size) / 2.0))
     array = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(array.copy())

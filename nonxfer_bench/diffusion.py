@@ -1,9 +1,10 @@
 """Diffusion purification (DiffPure / SDEdit style) and training a small DDPM for a dataset.
 
-A purifier is a diffusers ``UNet2DModel`` plus a DDPM or DDIM scheduler, stored in the
-``save_pretrained`` layout of a ``DDPMPipeline`` (``<dir>/unet``, ``<dir>/scheduler``) in a local folder
-or a hub repository. Purification diffuses the released image to timestep t* and runs the reverse
-process back to 0; strength = t*/T.
+A purifier is a diffusers ``UNet2DModel`` plus its noise schedule (a DDPM/DDIM scheduler config),
+stored in the ``save_pretrained`` layout of a ``DDPMPipeline`` (``<dir>/unet``, ``<dir>/scheduler``) in a
+local folder or a hub repository. Purification diffuses the released image to exactly timestep t* and
+runs the reverse process (DDIM or DDPM updates, written out here so that any t* and step count work)
+back to 0; strength = t*/T.
 
 `nonxfer-bench train diffusion CONFIG` trains such a model reproducibly and writes it, with a model
 card, a sample grid and a purification-quality figure, into the config's output folder.
@@ -27,9 +28,10 @@ from nonxfer_bench.suite import DatasetSpec, Strict, _read_yaml, _resolve, _vali
 class Purifier:
     """A loaded UNet + scheduler that purifies [0, 1] images at a given t*/T."""
 
-    def __init__(self, unet: torch.nn.Module, scheduler, steps: int | None = None) -> None:
+    def __init__(self, unet: torch.nn.Module, scheduler, steps: int | None = None, kind: Literal["ddim", "ddpm"] = "ddim") -> None:
         self.unet = unet.eval()
         self.scheduler = scheduler
+        self.kind = kind
         self.total = scheduler.config.num_train_timesteps
         self.steps = steps or self.total
         config = unet.config
@@ -57,11 +59,21 @@ class Purifier:
                 f"cannot load diffusion model {source!r} (a save_pretrained folder with unet/ and scheduler/, "
                 f"or a hub id with HF_HUB_OFFLINE=0): {str(error).splitlines()[0]}"
             ) from None
-        return cls(unet, sched, steps)
+        return cls(unet, sched, steps, scheduler)
+
+    def reverse_timesteps(self, t_star: int) -> list[int]:
+        """``steps`` evenly spaced timesteps from t* - 1 down to 0 (fewer if t* is smaller)."""
+        count = max(1, min(self.steps, t_star))
+        return sorted({round(v) for v in torch.linspace(t_star - 1, 0, count).tolist()} | {t_star - 1}, reverse=True)
 
     @torch.no_grad()
     def purify(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-        """Diffuse [0, 1] images to t* = strength x T and denoise back; t* = 0 returns the input."""
+        """Diffuse [0, 1] images to exactly t* = round(strength x T) and denoise back; t* = 0 returns the input.
+
+        The reverse process visits ``steps`` timesteps from t* - 1 to 0: DDIM (eta = 0, deterministic
+        after the forward noise) or DDPM ancestral sampling (the posterior between consecutive visited
+        timesteps, fresh noise from ``generator`` at each step). One step is one-shot denoising.
+        """
         t_star = round(strength * self.total)
         if t_star == 0:
             return images.clone()
@@ -69,22 +81,29 @@ class Purifier:
         channels = images.shape[1]
         x = images.clamp(0, 1)
         if channels != self.channels:
-            x = x.mean(1, keepdim=True).expand(-1, self.channels, -1, -1) if self.channels in (1, 3) else x
+            x = x.mean(1, keepdim=True).expand(-1, self.channels, -1, -1)
         if (height, width) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         x = x * 2 - 1
-        self.scheduler.set_timesteps(self.steps)
-        timesteps = [t for t in self.scheduler.timesteps.tolist() if t < t_star]
-        if not timesteps:
-            timesteps = [t_star - 1]
-        noise = torch.randn(x.shape, generator=generator).to(x)
-        sample = self.scheduler.add_noise(x, noise, torch.tensor([timesteps[0]]))
+        alphas = self.scheduler.alphas_cumprod.double()
+        timesteps = self.reverse_timesteps(t_star)
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        sample = alphas[timesteps[0]].sqrt() * x.double() + (1 - alphas[timesteps[0]]).sqrt() * noise
         device = next(self.unet.parameters()).device
-        sample = sample.to(device)
-        for t in timesteps:
-            predicted = self.unet(sample, t).sample
-            sample = self.scheduler.step(predicted, t, sample, generator=generator).prev_sample
-        out = ((sample.float().cpu() + 1) / 2).clamp(0, 1)
+        for index, t in enumerate(timesteps):
+            previous = alphas[timesteps[index + 1]] if index + 1 < len(timesteps) else torch.tensor(1.0, dtype=torch.float64)
+            current = alphas[t]
+            epsilon = self.unet(sample.float().to(device), t).sample.double().cpu()
+            x0 = ((sample - (1 - current).sqrt() * epsilon) / current.sqrt()).clamp(-1, 1)
+            if self.kind == "ddim":
+                epsilon = (sample - current.sqrt() * x0) / (1 - current).sqrt()
+                sample = previous.sqrt() * x0 + (1 - previous).sqrt() * epsilon
+            else:
+                beta = 1 - current / previous
+                mean = (previous.sqrt() * beta * x0 + (current / previous).sqrt() * (1 - previous) * sample) / (1 - current)
+                variance = beta * (1 - previous) / (1 - current)
+                sample = mean + variance.sqrt() * torch.randn(sample.shape, generator=generator, dtype=torch.float64)
+        out = ((sample.float() + 1) / 2).clamp(0, 1)
         if (height, width) != self.size:
             out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
         if channels != self.channels:
@@ -202,7 +221,7 @@ def train_diffusion(spec: DiffusionTrainSpec, device: str = "cpu", log_every: in
 def evaluate_purifier(spec: DiffusionTrainSpec, device: str = "cpu", count: int = 256, strengths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)) -> dict:
     """Quality figure for the model card: PSNR of purify(clean) vs clean on held-out images, per t*/T.
 
-    Uses the dataset's ``test`` split (never trained on) and DDIM with 50 steps over the full schedule.
+    Uses the dataset's ``test`` split (never trained on) and DDIM with up to 50 steps from t* to 0.
     Also writes ``samples.png``: clean images, their purifications at each t*, and unconditional samples.
     """
     from nonxfer_bench.data import load_dataset
@@ -239,7 +258,7 @@ def write_model_card(spec: DiffusionTrainSpec, card: dict, quality: dict) -> Pat
         f"- training: {card['steps_taken']} steps (of {spec.train_steps} configured), batch {spec.batch_size}, AdamW lr {spec.lr}, seed {spec.seed}, bf16 autocast on GPU",
         f"- time: {card['train_seconds']} s on {card['device']} (torch {card['torch']}); final loss {card['final_loss']}",
         "",
-        "## Quality: purification of held-out clean test images (DDIM, 50-step schedule)",
+        "## Quality: purification of held-out clean test images (DDIM, up to 50 steps from t*)",
         "",
         "| t*/T | PSNR(purify(clean), clean) dB |",
         "|---|---|",

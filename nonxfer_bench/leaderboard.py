@@ -6,6 +6,17 @@ Tables in ``leaderboard.md``:
    max unauthorized accuracy, and every model's accuracy.
 2. *Attacks*: the same rows per attack step: authorized accuracy, mean and max unauthorized accuracy,
    the attacked images' PSNR against the clean ones.
+3. *Theory* (when identity cells carry ``bound/`` numbers, see ``nonxfer_bench/bounds.py``): per encoding
+   the authorized bound ratios, per unauthorized model misalignment / Hoffman-Wielandt ratio / first-layer
+   response, and the Spearman correlation of misalignment with the accuracy drop; two PNG plots
+   (``theory_pred_vs_obs.png``, ``theory_misalignment_vs_drop.png``) are written beside it.
+
+The NE-effect table also names, per encoding, the *strongest attack*: the attack step (any attack of the
+suite at any strength, ``identity`` included) with the highest mean unauthorized accuracy, with that mean
+and the authorized accuracy it leaves (:func:`strongest_attack`).
+
+A missing accuracy (an unlabeled dataset) renders blank; when no cell has an accuracy, the tables show
+agreement with each model's own clean prediction instead, and say so.
 """
 
 from __future__ import annotations
@@ -17,7 +28,8 @@ import pandas as pd
 
 CELL_COLUMNS = [
     "authorized", "encoder", "strength", "seed", "attack", "attack_strength", "attack_param", "model", "role",
-    "accuracy", "agreement", "accuracy_flat", "encoded_psnr", "encoded_psnr_min", "attacked_psnr", "n", "key",
+    "accuracy", "agreement", "accuracy_flat", "accuracy_worst", "accuracy_spread", "draws",
+    "encoded_psnr", "encoded_psnr_min", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
 
 
@@ -27,6 +39,8 @@ def cells_frame(cells: list[dict]) -> pd.DataFrame:
         if column not in frame:
             frame[column] = None
     frame["attack_param"] = frame["attack_param"].map(lambda p: " ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else "")
+    for column in ("accuracy", "agreement", "accuracy_flat"):  # None (unlabeled) becomes NaN
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame = frame[CELL_COLUMNS]
     return frame.sort_values(["authorized", "encoder", "strength", "seed", "attack", "attack_strength", "model"], kind="stable").reset_index(drop=True)
 
@@ -50,34 +64,85 @@ def _encoding_label(encoder: str, strength: float) -> str:
     return encoder if encoder == "clean" else f"{encoder} {strength:g}"
 
 
-def effect_table(frame: pd.DataFrame, models: list[str]) -> pd.DataFrame:
-    """Table 1: what each encoding does with no attack (mean over seeds)."""
+def _max_with_model(values: pd.Series) -> str:
+    values = values.dropna()
+    return f"{_pct(values.max())} ({values.idxmax()})" if len(values) else ""
+
+
+def _auth(metric: str) -> str:
+    return "auth acc" if metric == "accuracy" else "auth agree"
+
+
+def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accuracy") -> dict | None:
+    """The attack step with the highest mean unauthorized ``metric`` on one encoding's cells (mean over seeds).
+
+    Ties go to the step that leaves the authorized model more, then to the first label in sort order.
+    Returns attack, attack_strength, attack_param, label (``name strength``; ``none`` for identity),
+    unauth_mean, unauth_max, unauth_max_model, auth and attacked_psnr; None without unauthorized cells.
+    """
+    keys = ["attack", "attack_strength", "attack_param"]
+    unauthorized = part[part.model != authorized].dropna(subset=[metric])
+    if unauthorized.empty:
+        return None
+    per_model = unauthorized.groupby(keys + ["model"])[metric].mean()
+    auth = part[part.model == authorized].groupby(keys)[metric].mean()
+    candidates = []
+    for step, values in per_model.groupby(level=keys, sort=True):
+        values = values.droplevel(keys)
+        auth_value = auth.get(step, float("nan"))
+        candidates.append((-values.mean(), -(auth_value if pd.notna(auth_value) else -1.0), step, values, auth_value))
+    _, _, (attack, attack_strength, param), values, auth_value = min(candidates, key=lambda c: (c[0], c[1]))
+    chosen = part[(part.attack == attack) & (part.attack_strength == attack_strength) & (part.attack_param == param)]
+    return {
+        "attack": attack,
+        "attack_strength": float(attack_strength),
+        "attack_param": param,
+        "label": "none" if attack == "identity" else f"{attack} {attack_strength:g}",
+        "unauth_mean": float(values.mean()),
+        "unauth_max": float(values.max()),
+        "unauth_max_model": str(values.idxmax()),
+        "auth": None if pd.isna(auth_value) else float(auth_value),
+        "attacked_psnr": None if chosen["attacked_psnr"].isna().all() else float(chosen["attacked_psnr"].mean()),
+    }
+
+
+def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy") -> pd.DataFrame:
+    """Table 1: what each encoding does with no attack (mean over seeds), and its strongest attack."""
     plain = frame[frame.attack == "identity"]
+    strongest = {
+        key: strongest_attack(part, key[0], metric) for key, part in frame.groupby(["authorized", "encoder", "strength"], sort=True)
+    }
     rows = []
     for (authorized, encoder, strength), part in plain.groupby(["authorized", "encoder", "strength"], sort=True):
-        mean = part.groupby("model")["accuracy"].mean()
+        mean = part.groupby("model")[metric].mean()
         unauthorized = mean.drop(authorized)
         flat = part[(part.role == "authorized")]["accuracy_flat"].dropna()
         row = {
             "authorized": authorized,
             "encoding": _encoding_label(encoder, strength),
             "PSNR dB": _db(part["encoded_psnr"].mean()),
-            "auth acc": _pct(mean[authorized]),
+            _auth(metric): _pct(mean[authorized]),
             "auth acc (flat input)": _pct(flat.mean()) if len(flat) else "",
             "unauth mean": _pct(unauthorized.mean()),
-            "unauth max": f"{_pct(unauthorized.max())} ({unauthorized.idxmax()})" if len(unauthorized) else "",
+            "unauth max": _max_with_model(unauthorized) if len(unauthorized) else "",
+        }
+        best = strongest.get((authorized, encoder, strength))
+        row |= {
+            "strongest attack": best["label"] if best else "",
+            "strongest: unauth mean": _pct(best["unauth_mean"]) if best else "",
+            f"strongest: {_auth(metric)}": _pct(best["auth"]) if best else "",
         }
         row |= {model: _pct(mean.get(model)) for model in models}
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def attack_table(frame: pd.DataFrame) -> pd.DataFrame:
+def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Table 2: every attack step on every encoding (mean over seeds)."""
     rows = []
     keys = ["authorized", "encoder", "strength", "attack", "attack_strength", "attack_param"]
     for (authorized, encoder, strength, attack, attack_strength, param), part in frame.groupby(keys, sort=True):
-        mean = part.groupby("model")["accuracy"].mean()
+        mean = part.groupby("model")[metric].mean()
         unauthorized = mean.drop(authorized)
         rows.append(
             {
@@ -86,9 +151,9 @@ def attack_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "attack": "none" if attack == "identity" else f"{attack} {attack_strength:g}",
                 "param": param,
                 "attacked PSNR dB": _db(part["attacked_psnr"].mean()),
-                "auth acc": _pct(mean[authorized]),
+                _auth(metric): _pct(mean[authorized]),
                 "unauth mean": _pct(unauthorized.mean()),
-                "unauth max": f"{_pct(unauthorized.max())} ({unauthorized.idxmax()})" if len(unauthorized) else "",
+                "unauth max": _max_with_model(unauthorized) if len(unauthorized) else "",
             }
         )
     return pd.DataFrame(rows)
@@ -99,6 +164,13 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
     folder.mkdir(parents=True, exist_ok=True)
     frame = cells_frame(cells)
     csv_path, md_path = folder / "cells.csv", folder / "leaderboard.md"
+    metric = "accuracy" if frame["accuracy"].notna().any() else "agreement"
+    if metric == "agreement":
+        notes = (
+            "**Unlabeled dataset**: accuracy is not defined, so the tables show *agreement* (%): how often a "
+            "model's prediction on the released/attacked image equals its own prediction on the clean image. "
+            "The `clean` rows are 100 by definition.\n\n" + notes
+        )
     _write_atomically(csv_path, frame.drop(columns=["key"]).to_csv(index=False, float_format="%.4f"))
     text = [
         f"# Leaderboard: {suite_name}",
@@ -111,15 +183,20 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
         notes,
         "## NE effect (no attack)",
         "",
-        _markdown(effect_table(frame, models)),
+        _markdown(effect_table(frame, models, metric)),
         "",
         "## Attacks",
         "",
-        _markdown(attack_table(frame)),
+        _markdown(attack_table(frame, metric)),
         "",
     ]
+    from nonxfer_bench.bounds import theory_markdown, write_theory_plots
+
+    theory = theory_markdown(cells)  # table 3: bound tightness, from the identity cells' bound/ numbers
+    if theory:
+        text += ["## Theory", "", theory, ""]
     _write_atomically(md_path, "\n".join(text))
-    return [md_path, csv_path]
+    return [md_path, csv_path, *write_theory_plots(cells, folder)]
 
 
 def _write_atomically(path: Path, text: str) -> None:

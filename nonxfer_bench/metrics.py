@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
 
@@ -31,3 +33,29 @@ def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
 def agreement(predictions: torch.Tensor, clean_predictions: torch.Tensor) -> float:
     """Label-free fidelity: fraction of predictions equal to the model's own clean prediction."""
     return float((predictions == clean_predictions).double().mean())
+
+
+def ssim_per_image(reference: torch.Tensor, image: torch.Tensor, window: int = 7) -> torch.Tensor:
+    """Mean SSIM of each image against its reference, both clipped to [0, 1] (kornia, Gaussian window)."""
+    from kornia.metrics import ssim
+
+    side = min(reference.shape[-2:])
+    window = min(window, side if side % 2 else side - 1)
+    return ssim(reference.clamp(0, 1).float(), image.clamp(0, 1).float(), window).flatten(1).mean(1)
+
+
+def aggregate_draws(name: str, values: list[float] | None, role: str) -> dict[str, object]:
+    """Summarize one metric over K stochastic attack draws: ``name`` is the mean over draws.
+
+    With K > 1 also ``<name>_worst``, the worst draw for the data owner (the highest value for an
+    unauthorized model, the lowest for the authorized one), ``<name>_spread`` (population standard
+    deviation) and ``<name>_draws`` (every value). ``values`` None means undefined (unlabeled data).
+    """
+    if values is None:
+        return {name: None}
+    out: dict[str, object] = {name: statistics.fmean(values)}
+    if len(values) > 1:
+        out[f"{name}_worst"] = max(values) if role == "unauthorized" else min(values)
+        out[f"{name}_spread"] = statistics.pstdev(values)
+        out[f"{name}_draws"] = list(values)
+    return out

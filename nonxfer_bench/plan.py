@@ -39,11 +39,17 @@ class EncodingGroup:
     seed: int
     key: str
     cells: dict[tuple[AttackStep, str], str] = field(default_factory=dict)
+    storage: str = "float32"  # how the release is stored (nonxfer_bench.release); float32 is lossless
+    draw_key: str = ""  # seeds the encoder's and attacks' draws: the float32 group's key, so storages share draws
+
+    def __post_init__(self) -> None:
+        self.draw_key = self.draw_key or self.key
 
     @property
     def label(self) -> str:
         strength = "" if self.encoder.name == "clean" else f"@{self.strength:g}"
-        return f"{self.authorized}/{self.encoder.name}{strength}/seed{self.seed}"
+        storage = "" if self.storage == "float32" else f"/{self.storage}"
+        return f"{self.authorized}/{self.encoder.name}{strength}/seed{self.seed}{storage}"
 
 
 def plan_suite(suite: Suite) -> list[EncodingGroup]:
@@ -58,7 +64,7 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
             encoder_id = {"name": encoder.name, "params": encoder.params, "version": ENCODERS.get(encoder.name).version}
             strengths = [0.0] if encoder.name == "clean" else encoder.strengths
             for strength in strengths:
-                for seed in suite.seeds:
+                for seed, storage in ((seed, storage) for seed in suite.seeds for storage in suite.storage):
                     base = {
                         "code": nonxfer_bench.__version__,
                         "dataset": dataset,
@@ -67,7 +73,10 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
                         "strength": strength,
                         "seed": seed,
                     }
-                    group = EncodingGroup(authorized, encoder, strength, seed, stable_hash(base))
+                    draw_key = stable_hash(base)
+                    if storage != "float32":  # float32 (lossless) keeps the keys of suites without 'storage'
+                        base["storage"] = storage
+                    group = EncodingGroup(authorized, encoder, strength, seed, stable_hash(base), storage=storage, draw_key=draw_key)
                     for step in steps:
                         attack_id = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
                         for model in suite.models:

@@ -16,11 +16,12 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from nonxfer_bench.attacks import ATTACKS, Attack
+from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
 from nonxfer_bench.data import ImageSet, load_dataset
 from nonxfer_bench.encoders import ENCODERS, Encoder
-from nonxfer_bench.metrics import psnr_per_image
+from nonxfer_bench.metrics import aggregate_draws, psnr_per_image, ssim_per_image
 from nonxfer_bench.plan import AttackStep, EncodingGroup, plan_suite
+from nonxfer_bench.release import apply_storage
 from nonxfer_bench.samples import save_sample_grid
 from nonxfer_bench.store import CellStore
 from nonxfer_bench.suite import Suite
@@ -42,19 +43,38 @@ class RunResult:
 
 
 class Tally:
-    """Running sums for one (attack step, model) cell over the batches of a group."""
+    """Running sums for one (attack step, model) cell over the batches of a group, kept per attack draw.
 
-    def __init__(self) -> None:
+    Accuracy counts only labeled images (label >= 0; unlabeled sets use -1) and is None when there are
+    none; agreement with the model's clean prediction counts every image. A stochastic attack with K
+    draws gives K values per metric; the cell reports their mean, and for K > 1 the worst case for the
+    data owner and the spread (:func:`nonxfer_bench.metrics.aggregate_draws`).
+    """
+
+    def __init__(self, draws: int = 1) -> None:
         self.n = 0
-        self.correct = 0
-        self.agree = 0
+        self.labeled = 0
+        self.correct = [0] * draws
+        self.agree = [0] * draws
         self.correct_flat = 0
         self.flat = False
 
-    def metrics(self) -> dict[str, float]:
-        out = {"n": self.n, "accuracy": self.correct / self.n, "agreement": self.agree / self.n}
+    def add(self, draw: int, predictions: torch.Tensor, labels: torch.Tensor, clean_predictions: torch.Tensor) -> None:
+        if draw == 0:
+            self.n += len(predictions)
+            self.labeled += int((labels >= 0).sum())
+        self.correct[draw] += int((predictions == labels).sum())
+        self.agree[draw] += int((predictions == clean_predictions).sum())
+
+    def metrics(self, role: str) -> dict[str, Any]:
+        accuracies = [c / self.labeled for c in self.correct] if self.labeled else None
+        out: dict[str, Any] = {"n": self.n}
+        out |= aggregate_draws("accuracy", accuracies, role)
+        out |= aggregate_draws("agreement", [a / self.n for a in self.agree], role)
+        if self.labeled != self.n:
+            out["n_labeled"] = self.labeled
         if self.flat:
-            out["accuracy_flat"] = self.correct_flat / self.n
+            out["accuracy_flat"] = self.correct_flat / self.labeled if self.labeled else None
         return out
 
 
@@ -69,6 +89,7 @@ class Runner:
         self.groups = plan_suite(suite)
         self._models: dict[str, ZooModel] = {}
         self._attacks: dict[int, Attack] = {}
+        self._public: ImageSet | None = None
 
     def model(self, name: str) -> ZooModel:
         if name not in self._models:
@@ -80,6 +101,15 @@ class Runner:
         if key not in self._attacks:
             self._attacks[key] = ATTACKS.create(step.spec.name, step.spec.params)
         return self._attacks[key]
+
+    def public_images(self, authorized: ZooModel) -> torch.Tensor:
+        """The suite's public (attacker-held) clean images at the release resolution; empty if none."""
+        spec = self.suite.public
+        if spec is None:
+            return torch.empty(0, *authorized.input_size)
+        if self._public is None:
+            self._public = load_dataset(spec.name, spec.params).subset(spec.limit, self.suite.seeds[0])
+        return authorized.prepare(self._public.as_float())
 
     def missing(self, group: EncodingGroup) -> dict[tuple[AttackStep, str], str]:
         if self.fresh:
@@ -128,46 +158,67 @@ class Runner:
     ) -> tuple[list[dict], Path | None]:
         authorized = self.model(group.authorized)
         encoder: Encoder = ENCODERS.create(group.encoder.name, group.encoder.params)
-        encode_generator = keyed_generator(group.key, "encode")
+        encode_generator = keyed_generator(group.draw_key, "encode")
         steps = list(dict.fromkeys(step for step, _ in missing))
-        attack_generators = {step: keyed_generator(group.key, step.spec.name, step.spec.params, step.strength) for step in steps}
-        tallies: dict[tuple[AttackStep, str], Tally] = defaultdict(Tally)
+        draws = {step: self.attack(step).draws for step in steps}
+        attack_generators = {
+            (step, draw): keyed_generator(group.draw_key, step.spec.name, step.spec.params, step.strength, *([draw] if draw else []))
+            for step in steps
+            for draw in range(draws[step])
+        }
+        tallies = {cell: Tally(draws[cell[0]]) for cell in missing}
         psnr_encoded: list[torch.Tensor] = []
+        psnr_stored: list[torch.Tensor] = []
         psnr_attacked: dict[AttackStep, list[torch.Tensor]] = defaultdict(list)
+        ssim_attacked: dict[AttackStep, list[torch.Tensor]] = defaultdict(list)
         info: dict[str, float] = {}
+        bounds: tuple[dict, dict] = ({}, {})
         sample_rows: dict[str, torch.Tensor] = {}
         size = self.suite.batch_size
+        context: AttackContext | None = None
         for start in range(0, len(release), size):
             clean = release[start : start + size]
             batch_labels = labels[start : start + size]
             encoding = encoder.encode(clean, authorized, group.strength, encode_generator)
+            if group.storage != "float32":  # the release is what comes back from the stored files
+                encoding.images = apply_storage(encoding.images, group.storage)
+                encoding.authorized_patches = None  # the flat-input path bypasses any stored file
+            psnr_stored.append(psnr_per_image(clean, encoding.images))
             info = encoding.info
+            if start == 0 and any(step.spec.name == "identity" for step in steps):
+                bounds = _group_bounds(group, authorized, clean, encoding, {name: self.model(name) for _, name in missing})
+            if context is None:
+                context = AttackContext(authorized, self.model, self.public_images(authorized), encoding.images)
+                for spec_id in dict.fromkeys(id(step.spec) for step in steps):
+                    self.attack(next(s for s in steps if id(s.spec) == spec_id)).fit(context)
+            context.batch_labels = batch_labels
             psnr_encoded.append(encoding.achieved_psnr)
             if start == 0 and self.suite.output.sample_images:
                 sample_rows = {"clean": clean, group.encoder.name: encoding.images}
             for step in steps:
-                attacked = self.attack(step)(encoding.images, step.strength, attack_generators[step])
-                psnr_attacked[step].append(psnr_per_image(clean, attacked))
-                if start == 0 and self.suite.output.sample_images and step.strength == max(step.spec.strengths) and step.spec.name != "identity":
-                    sample_rows[step.label] = attacked
-                for (cell_step, model_name) in missing:
-                    if cell_step is not step:
-                        continue
-                    model = self.model(model_name)
-                    predictions = model(attacked).argmax(1)
-                    tally = tallies[(step, model_name)]
-                    tally.n += len(predictions)
-                    tally.correct += int((predictions == batch_labels).sum())
-                    clean_pred = clean_predictions[(group.authorized, model_name)][start : start + size]
-                    tally.agree += int((predictions == clean_pred).sum())
-                    if encoding.authorized_patches is not None and model_name == group.authorized and step.spec.name == "identity":
-                        flat = model.forward_first_layer_patches(attacked, encoding.authorized_patches).argmax(1)
-                        tally.flat = True
-                        tally.correct_flat += int((flat == batch_labels).sum())
+                for draw in range(draws[step]):
+                    attacked = self.attack(step)(encoding.images, step.strength, attack_generators[(step, draw)])
+                    psnr_attacked[step].append(psnr_per_image(clean, attacked))
+                    ssim_attacked[step].append(ssim_per_image(clean, attacked))
+                    if draw == 0 and start == 0 and sample_rows and step.strength == max(step.spec.strengths) and step.spec.name != "identity":
+                        sample_rows[step.label] = attacked
+                    for cell_step, model_name in missing:
+                        if cell_step is not step:
+                            continue
+                        model = self.model(model_name)
+                        clean_pred = clean_predictions[(group.authorized, model_name)][start : start + size]
+                        tally = tallies[(step, model_name)]
+                        tally.add(draw, model(attacked).argmax(1), batch_labels, clean_pred)
+                        if encoding.authorized_patches is not None and model_name == group.authorized and step.spec.name == "identity":
+                            flat = model.forward_first_layer_patches(attacked, encoding.authorized_patches).argmax(1)
+                            tally.flat = True
+                            tally.correct_flat += int((flat == batch_labels).sum())
         encoded_psnr = torch.cat(psnr_encoded)
+        stored_psnr = torch.cat(psnr_stored)
         cells = []
         for (step, model_name), key in missing.items():
             attacked_psnr = torch.cat(psnr_attacked[step])
+            role = "authorized" if model_name == group.authorized else "unauthorized"
             cells.append(
                 {
                     "key": key,
@@ -181,12 +232,17 @@ class Runner:
                     "attack_strength": step.strength,
                     "attack_param": self.attack(step).parameter(step.strength),
                     "model": model_name,
-                    "role": "authorized" if model_name == group.authorized else "unauthorized",
+                    "role": role,
                     "encoded_psnr": _finite_mean(encoded_psnr),
                     "encoded_psnr_min": _finite_min(encoded_psnr),
+                    "storage": group.storage,
+                    "stored_psnr": _finite_mean(stored_psnr),
                     "attacked_psnr": _finite_mean(attacked_psnr),
+                    "attacked_ssim": round(float(torch.cat(ssim_attacked[step]).mean()), 4),
+                    "draws": draws[step],
                     "encoder_info": info,
-                    **tallies[(step, model_name)].metrics(),
+                    **tallies[(step, model_name)].metrics(role),
+                    **((bounds[0] | bounds[1].get(model_name, {})) if step.spec.name == "identity" else {}),
                 }
             )
         sample = None
@@ -194,6 +250,16 @@ class Runner:
             path = self.suite.run_dir() / "samples" / f"{group.label.replace('/', '__')}.png"
             sample = save_sample_grid(sample_rows, path, self.suite.output.sample_images)
         return cells, sample
+
+
+def _group_bounds(group: EncodingGroup, authorized: ZooModel, clean: torch.Tensor, encoding, models: dict) -> tuple[dict, dict]:
+    """Bound-tightness numbers of one encoding group (``nonxfer_bench.bounds``); never fails a run."""
+    try:
+        from nonxfer_bench.bounds import group_bounds
+
+        return group_bounds(authorized, group.encoder.name, group.encoder.params, clean, encoding, models)
+    except Exception as error:  # noqa: BLE001 - a diagnostic must not cost the benchmark its cells
+        return {"bound/error": f"{type(error).__name__}: {str(error)[:300]}"}, {}
 
 
 def _finite_mean(values: torch.Tensor) -> float | None:

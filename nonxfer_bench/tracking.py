@@ -8,7 +8,10 @@ store never holds duplicate groups and no parent is left RUNNING after a success
 Names are fixed so the MLflow UI groups without hand work: tags ``nxb.authorized``, ``nxb.encoder``,
 ``nxb.strength``, ``nxb.seed``; metrics ``acc.<attack>.<model>`` and ``agree.<attack>.<model>`` with
 step = round(100 x attack strength); per-group summaries ``auth.acc``, ``unauth.acc_mean``,
-``unauth.acc_max`` (no attack) and ``psnr.encoded``.
+``unauth.acc_max`` (no attack) and ``psnr.encoded``; the strongest attack of the group (highest mean
+unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack``) as
+``unauth.best_attack_acc`` (its mean unauthorized accuracy), ``unauth.best_attack_acc_max`` and
+``auth.best_attack_acc``, with tag ``nxb.best_attack`` = ``<attack>@<strength>``.
 """
 
 from __future__ import annotations
@@ -86,7 +89,23 @@ class Tracker:
             mlflow.set_tags({PARENT_TAG: self.suite_hash, "nxb.suite": self.suite.name})
             mlflow.log_params(self._suite_params())
             mlflow.log_artifact(str(self.suite_path), artifact_path="suite")
+            self._log_preprocessing()
         return self
+
+    def _log_preprocessing(self) -> None:
+        """Each model's resolved input pipeline (timm data config + zoo overrides): a param per model and
+        ``preprocessing.json``; the dataset's decode settings are in ``dataset.params``."""
+        from nonxfer_bench.zoo import resolve_preprocessing
+
+        resolved = {model.name: resolve_preprocessing(model) for model in self.suite.models}
+        self.mlflow.log_params(
+            {
+                f"preprocess.{name}": f"{'x'.join(map(str, p['input_size']))} {p['interpolation']} crop_pct={p['crop_pct']} "
+                f"mean={list(p['mean'])} std={list(p['std'])}"
+                for name, p in resolved.items()
+            }
+        )
+        self.mlflow.log_dict(resolved, "preprocessing.json")
 
     def _suite_params(self) -> dict[str, Any]:
         suite = self.suite
@@ -122,18 +141,24 @@ class Tracker:
             timestamp = int(time.time() * 1000)
             for cell in cells:
                 step = round(100 * cell["attack_strength"])
-                metrics.append(mlflow.entities.Metric(f"acc.{cell['attack']}.{cell['model']}", cell["accuracy"], timestamp, step))
+                if cell["accuracy"] is not None:  # None: unlabeled images
+                    metrics.append(mlflow.entities.Metric(f"acc.{cell['attack']}.{cell['model']}", cell["accuracy"], timestamp, step))
                 metrics.append(mlflow.entities.Metric(f"agree.{cell['attack']}.{cell['model']}", cell["agreement"], timestamp, step))
-                if "accuracy_flat" in cell:
+                if cell.get("accuracy_flat") is not None:
                     metrics.append(mlflow.entities.Metric(f"acc_flat.{cell['attack']}.{cell['model']}", cell["accuracy_flat"], timestamp, step))
             plain = [c for c in cells if c["attack"] == "identity"]
-            unauthorized = [c["accuracy"] for c in plain if c["role"] == "unauthorized"]
+            unauthorized = [c["accuracy"] for c in plain if c["role"] == "unauthorized" and c["accuracy"] is not None]
             summary = {"auth.acc": next((c["accuracy"] for c in plain if c["role"] == "authorized"), None)}
             if unauthorized:
                 summary |= {"unauth.acc_mean": sum(unauthorized) / len(unauthorized), "unauth.acc_max": max(unauthorized)}
             if cells and cells[0]["encoded_psnr"] is not None:
                 summary["psnr.encoded"] = cells[0]["encoded_psnr"]
+            best = self._strongest_attack(group, cells)
+            if best is not None:
+                summary |= {"unauth.best_attack_acc": best["unauth_mean"], "unauth.best_attack_acc_max": best["unauth_max"], "auth.best_attack_acc": best["auth"]}
+                mlflow.set_tag("nxb.best_attack", f"{best['attack']}@{best['attack_strength']:g}")
             metrics += [mlflow.entities.Metric(k, v, timestamp, 0) for k, v in summary.items() if v is not None]
+            metrics += self._bound_metrics(group, cells, timestamp)
             client = mlflow.MlflowClient()
             run_id = mlflow.active_run().info.run_id
             for start in range(0, len(metrics), 900):
@@ -141,6 +166,30 @@ class Tracker:
             if sample is not None:
                 mlflow.log_artifact(str(sample), artifact_path="samples")
         self.logged_groups.add(group.key)
+
+    def _bound_metrics(self, group: EncodingGroup, cells: list[dict], timestamp: int) -> list:
+        """The identity cells' numeric ``bound/`` numbers: group-level ones as ``bound/<name>`` (from the authorized
+        cell), model-specific ones as ``bound/<name>.<model>``."""
+        from nonxfer_bench.bounds import MODEL_KEYS, numeric_bounds
+
+        Metric = self.mlflow.entities.Metric
+        out, seen = [], set()
+        for cell in (c for c in cells if c["attack"] == "identity"):
+            for name, value in numeric_bounds(cell).items():
+                key = f"{name}.{cell['model']}" if name in MODEL_KEYS else name
+                if key not in seen:
+                    seen.add(key)
+                    out.append(Metric(key, value, timestamp, 0))
+        return out
+
+    @staticmethod
+    def _strongest_attack(group: EncodingGroup, cells: list[dict]) -> dict | None:
+        """The group's strongest attack by accuracy (None for unlabeled data or no unauthorized cells)."""
+        from nonxfer_bench.leaderboard import cells_frame, strongest_attack
+
+        if not cells or all(c.get("accuracy") is None for c in cells):
+            return None
+        return strongest_attack(cells_frame(cells), group.authorized)
 
     def log_results(self, paths: list[Path]) -> None:
         for path in paths:

@@ -2,6 +2,13 @@
 
 A :class:`ZooModel` takes images in [0, 1] at any size and channel count, resizes and normalizes
 them itself, and exposes its first layer (``pretrained_cfg["first_conv"]`` unless overridden).
+Its input pipeline (input size, interpolation, crop_pct, mean, std) is timm's
+``resolve_model_data_config`` for the architecture and pretrained tag, field by field overridden by the
+zoo entry's ``preprocess`` (:func:`resolve_preprocessing`).
+
+Weights: ``none`` (random init, seeded by the entry's ``seed``), ``file``, ``hub`` or ``package`` (a file
+inside an installed Python package, loaded as a state dict or *by position*: the file's tensors zipped
+in order onto the architecture's, ``num_batches_tracked`` dropped on both sides, shapes checked pairwise).
 """
 
 from __future__ import annotations
@@ -16,11 +23,45 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.data import resolve_model_data_config
+from timm.layers import Conv2dSame
+from timm.layers.padding import get_same_padding
 from torch import nn
 
 from nonxfer_bench.errors import UserError
 from nonxfer_bench.subspace import ConvGeometry
-from nonxfer_bench.suite import ModelSpec
+from nonxfer_bench.suite import ModelSpec, resolve_package_file
+
+DEFAULT_CROP_PCT = 0.875  # timm's default when a config names none
+DECODE_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def resolve_preprocessing(spec: ModelSpec, net: nn.Module | None = None) -> dict:
+    """A zoo model's input pipeline: timm's resolved data config for its architecture (and pretrained
+    tag), each field overridden by the zoo entry's ``preprocess``. Without ``net`` the architecture is
+    built on the meta device (no weights, no memory) just to read its config."""
+    if net is None:
+        with torch.device("meta"):
+            net = _timm_network(spec, pretrained=False)
+    config = resolve_model_data_config(net)
+    pre = spec.preprocess
+    return {
+        "input_size": tuple(pre.input_size or config["input_size"]),
+        "interpolation": pre.interpolation or config.get("interpolation") or "bilinear",
+        "crop_pct": pre.crop_pct or config.get("crop_pct") or DEFAULT_CROP_PCT,
+        "crop_mode": config.get("crop_mode") or "center",
+        "mean": tuple(float(v) for v in (pre.mean or config["mean"])),
+        "std": tuple(float(v) for v in (pre.std or config["std"])),
+    }
+
+
+def dataset_preprocessing(preprocessing: dict) -> dict:
+    """The decode settings (size, crop_pct, interpolation) that make a dataset's images this model's input."""
+    interpolation = preprocessing["interpolation"]
+    return {
+        "size": int(preprocessing["input_size"][-1]),
+        "crop_pct": float(preprocessing["crop_pct"]),
+        "interpolation": interpolation if interpolation in DECODE_INTERPOLATIONS else "bicubic",
+    }
 
 
 class ZooModel(nn.Module):
@@ -31,17 +72,16 @@ class ZooModel(nn.Module):
         self.spec = spec
         self.name = spec.name
         self.net = net.eval()
-        config = resolve_model_data_config(net)
-        pre = spec.preprocess
-        self.input_size: tuple[int, int, int] = tuple(pre.input_size or config["input_size"])
+        self.preprocessing = resolve_preprocessing(spec, net)
+        self.input_size: tuple[int, int, int] = self.preprocessing["input_size"]
         channels = self.input_size[0]
-        mean = pre.mean or config["mean"]
-        std = pre.std or config["std"]
+        mean, std = self.preprocessing["mean"], self.preprocessing["std"]
         if len(mean) != channels or len(std) != channels:
             raise UserError(
                 f"model {spec.name!r}: preprocess mean/std have {len(mean)}/{len(std)} values for {channels} input channels"
             )
-        self.interpolation: str = pre.interpolation or config.get("interpolation", "bilinear")
+        self.interpolation: str = self.preprocessing["interpolation"]
+        self.crop_pct: float = self.preprocessing["crop_pct"]
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.first_conv_name = _first_conv_name(net, spec)
@@ -86,6 +126,11 @@ class ZooModel(nn.Module):
         ``patches`` is an ``F.unfold`` tensor (B x D x L) in normalized space; the first layer's output is
         replaced by W @ patches + b, and the rest of the network runs as usual. ``images`` only supplies
         the shape for the layers before the stem hook.
+
+        A TF-"same" stem (timm ``Conv2dSame``, e.g. ``tf_efficientnet_*``) pads inside its forward, so its
+        output grid has windows that reach into the padding which ``F.unfold`` (padding 0) does not
+        produce: those border outputs are kept as the conv computes them from the (folded) image, and
+        the unfolded windows replace the rest.
         """
         conv = self.first_conv
         weight = conv.weight.flatten(1)
@@ -94,7 +139,18 @@ class ZooModel(nn.Module):
             flat = weight @ patches
             if module.bias is not None:
                 flat = flat + module.bias.view(1, -1, 1)
-            return flat.view(output.shape)
+            if flat.shape[-1] == output.shape[-2] * output.shape[-1]:
+                return flat.view(output.shape)
+            if not isinstance(module, Conv2dSame):
+                raise ValueError(f"{patches.shape[-1]} unfolded windows do not fit the first layer's {tuple(output.shape[-2:])} outputs")
+            (ih, iw), (kh, kw), (sh, sw), (dh, dw) = inputs[0].shape[-2:], module.kernel_size, module.stride, module.dilation
+            rows, cols = (ih - dh * (kh - 1) - 1) // sh + 1, (iw - dw * (kw - 1) - 1) // sw + 1
+            top, left = get_same_padding(ih, kh, sh, dh) // 2, get_same_padding(iw, kw, sw, dw) // 2
+            if top % sh or left % sw:
+                raise ValueError("TF-same padding offsets the stem's windows off the unfold grid; flat input unsupported")
+            out = output.clone()
+            out[..., top // sh : top // sh + rows, left // sw : left // sw + cols] = flat.view(*output.shape[:2], rows, cols)
+            return out
 
         handle = conv.register_forward_hook(replace_output)
         try:
@@ -124,25 +180,58 @@ def _first_conv_name(net: nn.Module, spec: ModelSpec) -> str:
     return name
 
 
+def _timm_network(spec: ModelSpec, pretrained: bool) -> nn.Module:
+    """``timm.create_model`` for a spec (the hub tag selects the pretrained config), errors as UserError."""
+    weights = spec.weights
+    arch = f"{spec.arch}.{weights.tag}" if weights.source == "hub" and weights.tag else spec.arch
+    try:
+        return timm.create_model(arch, pretrained=pretrained, **spec.kwargs)
+    except RuntimeError as error:  # timm's "Unknown model", hub failures
+        hint = " (offline: set HF_HUB_OFFLINE=0 with hub access, or use weights.source: file)" if weights.source == "hub" else ""
+        raise UserError(f"model {spec.name!r}: cannot create {arch!r}: {error}{hint}") from None
+    except TypeError as error:
+        raise UserError(f"model {spec.name!r}: bad kwargs for {spec.arch!r}: {error}") from None
+
+
 def create_network(spec: ModelSpec) -> nn.Module:
     """The bare timm network of a spec, with its weights loaded."""
     weights = spec.weights
-    try:
-        if weights.source == "hub":
-            arch = f"{spec.arch}.{weights.tag}" if weights.tag else spec.arch
-            return timm.create_model(arch, pretrained=True, **spec.kwargs)
-        net = timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
-    except RuntimeError as error:  # timm's "Unknown model", hub failures
-        hint = " (offline: set HF_HUB_OFFLINE=0 with hub access, or use weights.source: file)" if weights.source == "hub" else ""
-        raise UserError(f"model {spec.name!r}: cannot create {spec.arch!r}: {error}{hint}") from None
-    except TypeError as error:
-        raise UserError(f"model {spec.name!r}: bad kwargs for {spec.arch!r}: {error}") from None
+    if weights.source == "hub":
+        return _timm_network(spec, pretrained=True)
+    if weights.source == "none":
+        torch.manual_seed(spec.seed)  # a random init is a function of the entry's seed (as `zoo train` seeds it)
+    net = _timm_network(spec, pretrained=False)
     if weights.source == "file":
         load_weights(net, Path(weights.path), spec.name)
+    elif weights.source == "package":
+        path = resolve_package_file(weights, spec.name)
+        load_weights(net, path, spec.name, by_position=weights.loader == "by_position")
     return net
 
 
-def load_weights(net: nn.Module, path: Path, model_name: str) -> None:
+def load_by_position(net: nn.Module, state: dict, source: Path, model_name: str) -> None:
+    """Zip a state dict's tensors in order onto the network's (``num_batches_tracked`` dropped on both
+    sides), for checkpoints whose key names differ from timm's but whose layout is the same."""
+    ours = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    theirs = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    if len(theirs) != len(ours):
+        raise UserError(
+            f"model {model_name!r}: weights {source} hold {len(theirs)} tensors, the architecture {len(ours)}; "
+            "they cannot be loaded by position"
+        )
+    mapped = {}
+    for i, ((their_key, value), (our_key, target)) in enumerate(zip(theirs, ours.items())):
+        if not isinstance(value, torch.Tensor) or value.shape != target.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise UserError(
+                f"model {model_name!r}: weights {source} do not fit by position: tensor {i} {their_key} "
+                f"{shape} vs {our_key} {tuple(target.shape)}"
+            )
+        mapped[our_key] = value.to(target.dtype)
+    net.load_state_dict(mapped, strict=False)
+
+
+def load_weights(net: nn.Module, path: Path, model_name: str, by_position: bool = False) -> None:
     """Load a .safetensors or .pth state dict (pickles refused: ``weights_only=True``)."""
     try:
         if path.suffix == ".safetensors":
@@ -154,6 +243,9 @@ def load_weights(net: nn.Module, path: Path, model_name: str) -> None:
             state = state.get("state_dict", state) if isinstance(state, dict) else state
     except Exception as error:  # corrupt files surface as many different exception types
         raise UserError(f"model {model_name!r}: cannot read weights {path}: {type(error).__name__}: {error}") from None
+    if by_position:
+        load_by_position(net, state, path, model_name)
+        return
     try:
         net.load_state_dict(state)
     except RuntimeError as error:
@@ -163,3 +255,45 @@ def load_weights(net: nn.Module, path: Path, model_name: str) -> None:
 
 def build_model(spec: ModelSpec) -> ZooModel:
     return ZooModel(spec, create_network(spec))
+
+
+def hub_weights_problem(specs: list[ModelSpec]) -> str | None:
+    """None if every hub model's weights can be had now (local cache, or a reachable hub when online);
+    else one line naming the missing weights and what to provide. Checked before any work starts."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    missing, unreachable = [], None
+    for spec in specs:
+        with torch.device("meta"):
+            cfg = _timm_network(spec, pretrained=False).pretrained_cfg
+        repo, url = cfg.get("hf_hub_id"), cfg.get("url")
+        names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
+        if repo and any(isinstance(huggingface_hub.try_to_load_from_cache(repo, name), str) for name in names):
+            continue
+        if url and (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).is_file():
+            continue
+        if not repo and not url:
+            missing.append(f"{spec.name} (timm has no pretrained weights for {cfg.get('architecture')}.{cfg.get('tag')})")
+            continue
+        if not constants.HF_HUB_OFFLINE and repo and unreachable is None:
+            try:
+                huggingface_hub.get_hf_file_metadata(huggingface_hub.hf_hub_url(repo, names[0]), timeout=10)
+                continue
+            except Exception as error:  # no network, DNS, HTTP errors
+                unreachable = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        missing.append(f"{spec.name} ({repo or url})")
+    if not missing:
+        return None
+    why = (
+        f"the hub is not reachable ({unreachable})"
+        if unreachable
+        else "HF_HUB_OFFLINE=1 and they are not in the local Hugging Face cache"
+        if constants.HF_HUB_OFFLINE
+        else "they are not available"
+    )
+    return (
+        f"hub weights missing for {len(missing)} model(s): {', '.join(missing)}; {why}. Provide them: run with "
+        "HF_HUB_OFFLINE=0 and hub access (or HF_HOME pointing at a cache that holds them), or give each model "
+        "weights: {source: file, path: ...}"
+    )

@@ -14,7 +14,7 @@ from nonxfer_bench.zoo import ZooModel
 
 ENCODERS: Registry["Encoder"] = Registry(
     "encoder",
-    ("nonxfer_bench.encoders.clean", "nonxfer_bench.encoders.reference", "nonxfer_bench.encoders.gaussian", "nonxfer_bench.encoders.patch"),
+    ("nonxfer_bench.encoders.clean", "nonxfer_bench.encoders.reference", "nonxfer_bench.encoders.gaussian", "nonxfer_bench.encoders.patch", "nonxfer_bench.encoders.operator"),
     "nonxfer_bench.encoders",
 )
 

@@ -1,0 +1,172 @@
+"""Reconstruction attacks: autoencoders and diffusion purification (DiffPure / SDEdit style).
+
+The attacker pushes the released images through a generative model trained on clean data and hopes
+the NE noise does not survive. Outputs are images in [0, 1]; inputs are clipped to [0, 1] first
+(``range: clip``, what happens when an image is saved) or min-max rescaled per image (``range: minmax``,
+the reference's convention for unclipped releases). Models load (or train) on first use; these
+attackers use no knowledge of the authorized model, so they take nothing from the attack context.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from nonxfer_bench.attacks.base import ATTACKS, Attack, to_unit_range
+from nonxfer_bench.autoencoder import AutoencoderConfig, load_or_train
+from nonxfer_bench.errors import UserError
+
+DEFAULT_DDPM = "suites/zoo/weights/fashion-ddpm"
+
+
+def _into_unit(images: torch.Tensor, mode: str) -> torch.Tensor:
+    return to_unit_range(images, mode)[0]
+
+
+def _match(images: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """Bring images to a model's channel count and spatial size."""
+    if images.shape[1] != channels:
+        images = images.mean(1, keepdim=True).expand(-1, channels, -1, -1)
+    if tuple(images.shape[-2:]) != tuple(size):
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return images
+
+
+class AutoencoderParams(AutoencoderConfig):
+    max_latent_noise: float = Field(1.0, ge=0, description="latent noise (x latent std) at strength 1")
+    range: Literal["clip", "minmax"] = "clip"
+
+
+@ATTACKS.register("autoencoder")
+class AutoencoderReconstruction(Attack):
+    """Encode and decode with a denoising conv autoencoder trained on the attacker's clean split; the
+    strength adds Gaussian noise of ``strength x max_latent_noise`` latent standard deviations to the code
+    (strength 0: a plain reconstruction). Trained on first use and cached by its config hash."""
+
+    Params = AutoencoderParams
+    threat_model = "knows the data domain: holds clean images of it (a disjoint split) and trains a reconstructor"
+
+    def __init__(self, params: BaseModel) -> None:
+        super().__init__(params)
+        self.model: torch.nn.Module | None = None
+
+    def _load(self) -> torch.nn.Module:
+        if self.model is None:
+            self.model = load_or_train(AutoencoderConfig(**self.params.model_dump(include=set(AutoencoderConfig.model_fields))))
+        return self.model
+
+    def parameter(self, strength: float) -> dict:
+        return {"latent_noise": round(strength * self.params.max_latent_noise, 4)}
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        model = self._load()
+        channels = model.encoder[0].in_channels
+        x = _match(_into_unit(images, self.params.range), channels, images.shape[-2:])
+        height, width = x.shape[-2:]
+        padded = F.pad(x, (0, -width % 4, 0, -height % 4), mode="replicate")
+        latent = model.encode(padded)
+        noise = torch.randn(latent.shape, generator=generator).to(latent)
+        latent = latent + strength * self.params.max_latent_noise * latent.std() * noise
+        out = model.decode(latent, (height, width))
+        return _match(out, images.shape[1], images.shape[-2:]).to(images.dtype)
+
+
+class DiffusersVaeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(description="local save_pretrained folder or hub id of an AutoencoderKL/AutoencoderTiny")
+    kind: Literal["kl", "tiny"] = "kl"
+    subfolder: str | None = Field(None, description="e.g. 'vae' inside a Stable Diffusion repository")
+    max_latent_noise: float = Field(1.0, ge=0)
+    range: Literal["clip", "minmax"] = "clip"
+
+
+def _load_diffusers(kind: type, source: str, subfolder: str | None, what: str):
+    if not Path(source).is_dir() and source.startswith((".", "/")):
+        raise UserError(f"{what} {source!r} not found: give a folder written by save_pretrained or a hub id (HF_HUB_OFFLINE=0)")
+    try:
+        return kind.from_pretrained(source, subfolder=subfolder).eval()
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load {what} {source!r}: {str(error).splitlines()[0]}") from None
+
+
+@ATTACKS.register("diffusers_vae")
+class DiffusersVae(Attack):
+    """Reconstruction through a pretrained diffusers ``AutoencoderKL`` (latent mode) or ``AutoencoderTiny``,
+    with latent noise of ``strength x max_latent_noise`` latent standard deviations; images are brought
+    to RGB and a multiple of 8 pixels and back."""
+
+    Params = DiffusersVaeParams
+    threat_model = "holds a pretrained image autoencoder (e.g. Stable Diffusion's VAE)"
+
+    def __init__(self, params: BaseModel) -> None:
+        super().__init__(params)
+        self.vae = None
+
+    def _load(self):
+        if self.vae is None:
+            from diffusers import AutoencoderKL, AutoencoderTiny
+
+            kind = AutoencoderKL if self.params.kind == "kl" else AutoencoderTiny
+            self.vae = _load_diffusers(kind, self.params.source, self.params.subfolder, "autoencoder")
+        return self.vae
+
+    def parameter(self, strength: float) -> dict:
+        return {"latent_noise": round(strength * self.params.max_latent_noise, 4)}
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        vae = self._load()
+        height, width = images.shape[-2:]
+        size = (max(8, (height + 7) // 8 * 8), max(8, (width + 7) // 8 * 8))
+        x = _match(_into_unit(images, self.params.range), vae.config.in_channels, size) * 2 - 1
+        encoded = vae.encode(x)
+        latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
+        noise = torch.randn(latent.shape, generator=generator).to(latent)
+        latent = latent + strength * self.params.max_latent_noise * latent.std() * noise
+        out = ((vae.decode(latent).sample + 1) / 2).clamp(0, 1)
+        return _match(out, images.shape[1], (height, width)).to(images.dtype)
+
+
+class DiffusionParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(DEFAULT_DDPM, description="save_pretrained folder (unet/, scheduler/) or hub id")
+    scheduler: Literal["ddim", "ddpm"] = "ddim"
+    steps: int = Field(20, ge=1, description="reverse steps from t* to 0 (1: one-shot denoising)")
+    max_t: float = Field(1.0, gt=0, le=1, description="t*/T at strength 1")
+    draws: int = Field(1, ge=1, description="K stochastic purifications per image (mean, worst, spread reported)")
+    range: Literal["clip", "minmax"] = "clip"
+
+
+@ATTACKS.register("diffusion")
+class DiffusionPurification(Attack):
+    """DiffPure/SDEdit purification: diffuse to exactly t* = strength x ``max_t`` x T, then run ``steps``
+    reverse steps (DDIM or DDPM) from t* to 0 with a diffusers ``UNet2DModel``. Strength 0 returns the
+    input. ``draws`` > 1 evaluates K seeded purifications."""
+
+    Params = DiffusionParams
+    threat_model = "knows the data domain: holds a diffusion model trained on clean images of it"
+
+    def __init__(self, params: BaseModel) -> None:
+        super().__init__(params)
+        self.purifier = None
+
+    def _load(self):
+        if self.purifier is None:
+            from nonxfer_bench.diffusion import Purifier
+
+            self.purifier = Purifier.load(self.params.source, self.params.scheduler, self.params.steps)
+        return self.purifier
+
+    def parameter(self, strength: float) -> dict:
+        return {"t_over_T": round(strength * self.params.max_t, 4)}
+
+    def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        if strength * self.params.max_t == 0:
+            return images.clone()
+        unit = _into_unit(images, self.params.range)
+        return self._load().purify(unit, strength * self.params.max_t, generator).to(images.dtype)

@@ -1,0 +1,108 @@
+"""Surrogate-zoo projection: identify the authorized stem among public candidates, then project its V_N out.
+
+The attacker knows the method and a list of public models (``candidates``, names in the suite's zoo),
+but not which one, if any, is authorized. For each candidate it computes the pixel-space low-sensitivity
+subspace V_N of the candidate's first layer and asks how much of the release's variance in excess of
+clean data that subspace explains; the best-scoring candidate(s) are used like the oracle.
+
+Score of a candidate (higher = better explanation): the *explained excess*, the share of the release's
+variance in excess of clean data that lies in the candidate's subspace, over the candidate's own tiles:
+``(tr(V^T C_released V) - tr(V^T C_clean V)) / (tr C_released - tr C_clean)``. The authorized stem
+explains all of an encoder's low-sensitivity noise (score near 1); a stem whose V_N overlaps it by
+chance explains a part; ties go to the smaller subspace (less clean content destroyed). A variance
+*ratio* instead would favour any tiny subspace where clean images have almost no energy. Candidates whose
+input size or channel count differ from the release cannot be authorized (the release is made at the
+authorized model's input size) and are skipped.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from nonxfer_bench.attacks._subspace_tools import Restore, SubspaceRemover, Tiling, covariance, first_layer_tiles, not_fitted
+from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+
+
+class SurrogateParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    candidates: list[str] = Field(min_length=1, description="zoo model names the attacker holds (public models)")
+    exclude_authorized: bool = Field(False, description="drop the authorized model from the candidates (it is private)")
+    select: int = Field(1, ge=1, description="how many top-scoring candidates to project out (applied in score order)")
+    tau: float = Field(1e-5, gt=0, description="singular-value threshold for each candidate's V_N")
+    restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
+    ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariance")
+
+
+@ATTACKS.register("surrogate_projection")
+class SurrogateProjection(Attack):
+    """Picks the candidate stem(s) whose V_N best explains the release's excess variance and projects it out.
+
+    Scoring as in the module docstring (explained excess variance per candidate on its own tile lattice,
+    from ``context.released`` against ``context.public_images``; without public images, the share of the
+    released variance in V_N). The top ``select`` candidates are applied one after the other, each as
+    ``oracle_projection`` would with that candidate's weights: per tile p - s V (V^T p - a_hat), s the
+    removed fraction. ``parameter()`` names the chosen candidate(s). Unclipped values are used as they are.
+    Needs :meth:`fit` (it raises otherwise).
+    """
+
+    Params = SurrogateParams
+    threat_model = (
+        "knows the method and holds a list of public candidate models (first layers included) that may contain "
+        "the authorized one, plus clean public images; does not know which candidate is authorized"
+    )
+
+    def __init__(self, params: SurrogateParams) -> None:
+        super().__init__(params)
+        self.chosen: list[tuple[str, Tiling, SubspaceRemover]] | None = None
+        self.scores: dict[str, float | None] = {}
+
+    def fit(self, context: AttackContext) -> None:
+        released, public = context.released, context.public_images
+        scored: list[tuple[float, int, str, Tiling, torch.Tensor]] = []
+        self.scores = {}
+        for name in self.params.candidates:
+            if self.params.exclude_authorized and name == context.authorized.name:
+                continue
+            try:
+                model = context.model(name)
+            except Exception:
+                raise ValueError(f"surrogate_projection: candidate {name!r} is not a model of the zoo") from None
+            if tuple(model.input_size) != tuple(released.shape[1:]):
+                self.scores[name] = None
+                continue
+            tiling, basis = first_layer_tiles(model, self.params.tau)
+            score = self.score(tiling, basis, released, public)
+            self.scores[name] = score
+            scored.append((score, basis.shape[1], name, tiling, basis))
+        if not scored:
+            raise ValueError(f"surrogate_projection: no candidate among {self.params.candidates} matches the release's shape {tuple(released.shape[1:])}")
+        scored.sort(key=lambda item: (-round(item[0], 6), item[1], item[2]))
+        self.chosen = []
+        for _, _, name, tiling, basis in scored[: self.params.select]:
+            clean = tiling.patches(public) if len(public) else None
+            self.chosen.append((name, tiling, SubspaceRemover(basis, clean, self.params.restore, self.params.ridge)))
+
+    @staticmethod
+    def score(tiling: Tiling, basis: torch.Tensor, released: torch.Tensor, public: torch.Tensor) -> float:
+        _, c_released = covariance(tiling.patches(released))
+        if len(public) > 1:
+            c_released = c_released - covariance(tiling.patches(public))[1]
+        total = float(torch.trace(c_released))
+        if total <= 0:
+            return 0.0
+        return float(torch.trace(basis.T @ c_released @ basis)) / total
+
+    def parameter(self, strength: float) -> dict:
+        out: dict = {"removed": round(strength, 4)}
+        if self.chosen is not None:
+            out["chosen"] = "+".join(name for name, _, _ in self.chosen)
+        return out
+
+    def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        if self.chosen is None:
+            raise not_fitted(self.name)
+        out = images
+        for _, tiling, remover in self.chosen:
+            out = tiling.apply(out, lambda rows, remover=remover: remover(rows, strength))
+        return out.clone() if out is images else out

@@ -1,0 +1,87 @@
+"""The ``operator`` encoder: image-domain noise in the whole first layer's low-sensitivity subspace.
+
+The ``patch`` encoder works per window, which is exact only for non-overlapping stems. This encoder
+works on the whole first-layer operator A (``nonxfer_bench.operator``): the convolution over the full
+image grid, with stride, overlap, padding, dilation and groups, as seen from [0, 1] pixels (the layer
+sees (x - mean) / std, so the pixel-space operator is the convolution with weight / std_c; the mean
+drops out of differences). Its k smallest right-singular vectors v_1..v_k (orthonormal images) span the
+noise: per image z ~ N(0, I_k) from the keyed generator, noise = sum_i z_i v_i, scaled so the standard
+PSNR (peak 1) equals the target exactly. Every such noise n changes the authorized first layer by
+||A n|| <= sigma_s ||n||, with sigma_s the largest singular value over the chosen directions, reported
+in ``Encoding.info`` together with sigma_min, ||A|| and the patch-level k and sigma_s for comparison.
+
+What it can and cannot promise:
+- An exact null space (sigma_s = 0) exists only when the operator is not injective: non-overlapping
+  stems with D > m (ViT patchify), pixels no window sees. If its dimension exceeds k, the k directions
+  are one deterministic (seeded) k-dimensional part of it.
+- Overlapping stems (ResNet 7x7/s2, 3x3/s2 stems) are in general injective: sigma_s > 0, typically a
+  sizeable fraction of ||A||, and with zero padding the smallest directions concentrate near the image
+  border. The noise is then "least visible", not invisible: read sigma_s / sigma_max_operator.
+The basis is computed once per (weights, std, input shape, k, tol) and cached in memory.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
+from nonxfer_bench.metrics import noise_scale_for_psnr, psnr_per_image
+from nonxfer_bench.operator import OperatorSubspace, cached_operator_subspace, patch_level
+from nonxfer_bench.zoo import ZooModel
+
+
+class OperatorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(64, ge=1, description="number of smallest right-singular directions of the whole first layer")
+    tol: float = Field(1e-8, gt=0, description="eigensolver tolerance: ||A^T A v - s^2 v|| / ||A||^2 per direction")
+    ritz_tol: float | None = Field(
+        1e-4, gt=0, description="also stop once the k singular values move < ritz_tol (relative) in 10 iterations"
+    )
+    max_iter: int = Field(500, ge=1, description="eigensolver iteration cap (the reported sigmas stay exact)")
+    tau: float = Field(1e-5, gt=0, description="patch-level threshold, only for the reported comparison")
+
+
+def pixel_space_operator_subspace(
+    model: ZooModel, input_shape: tuple[int, int, int], params: OperatorParams
+) -> OperatorSubspace:
+    """The authorized first layer's operator-level subspace as seen from [0, 1] pixels: conv(weight / std_c)."""
+    channels, height, width = input_shape
+    k = min(params.k, channels * height * width)
+    inverse_std = 1.0 / model.std.flatten()
+    return cached_operator_subspace(
+        model.first_conv, input_shape, k, params.tol, input_scale=inverse_std, max_iter=params.max_iter,
+        ritz_tol=params.ritz_tol,
+    )
+
+
+@ENCODERS.register("operator")
+class OperatorEncoder(Encoder):
+    """Gaussian noise in the k least-sensitive image directions of the whole first layer, exact standard PSNR."""
+
+    Params = OperatorParams
+
+    def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
+        subspace = pixel_space_operator_subspace(model, tuple(images.shape[1:]), self.params)
+        basis = subspace.basis.to(device=images.device, dtype=images.dtype).flatten(1)
+        z = torch.randn(len(images), subspace.k, generator=generator, device=images.device, dtype=images.dtype)
+        noise = (z @ basis).view_as(images)
+        released = images + noise * noise_scale_for_psnr(noise, strength)
+        patch = patch_level(model.first_conv, 1.0 / model.std.flatten(), self.params.tau)
+        return Encoding(
+            images=released,
+            achieved_psnr=psnr_per_image(images, released),
+            info={
+                "k": subspace.k,
+                "sigma_s": subspace.sigma_s,
+                "sigma_min": subspace.sigma_min,
+                "sigma_max_operator": subspace.sigma_max_operator,
+                "exact_null": subspace.exact_null_count(),
+                "converged": float(subspace.converged),  # every residual <= tol
+                "ritz_settled": float(subspace.stop == "ritz"),  # stopped because the sigmas stopped moving
+                "residual_max": float(subspace.residuals.max()),
+                "iterations": subspace.iterations,
+                "patch_k": patch.k,
+                "patch_sigma_s": patch.sigma_s,
+            },
+        )

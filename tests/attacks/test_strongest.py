@@ -1,0 +1,85 @@
+"""The strongest attack per encoding: the leaderboard column and the MLflow metric on the group run."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+import yaml
+
+from nonxfer_bench.leaderboard import cells_frame, effect_table, strongest_attack
+from nonxfer_bench.plan import plan_suite
+from nonxfer_bench.suite import load_suite
+from nonxfer_bench.tracking import Tracker
+
+
+def cell(attack, strength, model, accuracy, encoder="patch", authorized="a", psnr=20.0, param=None):
+    return {
+        "authorized": authorized, "encoder": encoder, "strength": 10.0, "seed": 0, "attack": attack,
+        "attack_strength": strength, "attack_param": param or {}, "model": model,
+        "role": "authorized" if model == authorized else "unauthorized", "accuracy": accuracy, "agreement": accuracy,
+        "encoded_psnr": 10.0, "attacked_psnr": psnr, "n": 100, "key": f"{attack}{strength}{model}{encoder}",
+    }  # fmt: skip
+
+
+CELLS = [
+    cell("identity", 1.0, "a", 0.90), cell("identity", 1.0, "b", 0.10), cell("identity", 1.0, "c", 0.12),
+    cell("blur", 0.5, "a", 0.80), cell("blur", 0.5, "b", 0.30), cell("blur", 0.5, "c", 0.20),
+    cell("oracle_projection", 1.0, "a", 0.85), cell("oracle_projection", 1.0, "b", 0.70), cell("oracle_projection", 1.0, "c", 0.50),
+    cell("oracle_projection", 0.5, "a", 0.88), cell("oracle_projection", 0.5, "b", 0.40), cell("oracle_projection", 0.5, "c", 0.40),
+]  # fmt: skip
+
+
+def test_strongest_attack_maximizes_the_mean_unauthorized_accuracy():
+    best = strongest_attack(cells_frame(CELLS), "a")
+    assert (best["attack"], best["attack_strength"], best["label"]) == ("oracle_projection", 1.0, "oracle_projection 1")
+    assert best["unauth_mean"] == pytest.approx(0.60)
+    assert (best["unauth_max"], best["unauth_max_model"], best["auth"]) == (pytest.approx(0.70), "b", pytest.approx(0.85))
+
+
+def test_strongest_attack_is_identity_when_nothing_helps_and_ties_keep_the_authorized_model():
+    plain = [c for c in CELLS if c["attack"] == "identity"]
+    assert strongest_attack(cells_frame(plain), "a")["label"] == "none"
+    tie = CELLS[:3] + [cell("blur", 0.5, "a", 0.95), cell("blur", 0.5, "b", 0.10), cell("blur", 0.5, "c", 0.12)]
+    assert strongest_attack(cells_frame(tie), "a")["attack"] == "blur"
+
+
+def test_effect_table_has_the_strongest_attack_columns_per_encoding():
+    clean = [cell("identity", 1.0, m, 0.9, encoder="clean") for m in "abc"]
+    table = effect_table(cells_frame(CELLS + clean), ["a", "b", "c"])
+    row = table[table.encoding == "patch 10"].iloc[0]
+    assert row["strongest attack"] == "oracle_projection 1"
+    assert row["strongest: unauth mean"] == "60.0"
+    assert row["strongest: auth acc"] == "85.0"
+    assert table[table.encoding == "clean"].iloc[0]["strongest attack"] == "none"
+
+
+def test_group_run_logs_the_best_attack_metric_and_tag(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    model = {
+        "arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
+        "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},
+    }  # fmt: skip
+    suite_data = {
+        "name": "strongest",
+        "dataset": {"name": "digits", "limit": 10},
+        "zoo": [{"name": name, **model} for name in "abc"],
+        "authorized": ["a"],
+        "encoders": [{"name": "patch", "strengths": [10.0]}],
+        "attacks": [{"name": "identity"}],
+        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")},
+        "tracking": {"uri": uri, "experiment": "strongest-test"},
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite_data))
+    suite = load_suite(path)
+    group = next(g for g in plan_suite(suite) if g.encoder.name == "patch")
+    with Tracker(suite, path) as tracker:
+        tracker.log_group(group, CELLS, None)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["strongest-test"])
+    child = runs[runs["tags.mlflow.parentRunId"].notna()].iloc[0]
+    assert child["metrics.unauth.best_attack_acc"] == pytest.approx(0.60)
+    assert child["metrics.unauth.best_attack_acc_max"] == pytest.approx(0.70)
+    assert child["metrics.auth.best_attack_acc"] == pytest.approx(0.85)
+    assert child["tags.nxb.best_attack"] == "oracle_projection@1"

@@ -1,0 +1,121 @@
+"""The ``operator`` encoder: exact PSNR, determinism, first-layer response within the reported sigma range,
+and a much smaller authorized first-layer response than the ``patch`` encoder on an overlapping stem."""
+
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.suite import ModelSpec, load_zoo
+from nonxfer_bench.zoo import ZooModel, build_model
+
+ROOT = Path(__file__).resolve().parents[2]
+PRE = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}
+RESNET = dict(layers=[1, 1, 1, 1], channels=[8, 16, 32, 64], num_classes=10)
+MODELS = {
+    "patchify_null": ModelSpec(name="vit", arch="vit_tiny_patch16_224", preprocess=PRE,
+                               kwargs=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=12, depth=1, num_heads=2, num_classes=10)),
+    "patchify_full_rank": ModelSpec(name="cnx", arch="convnext_atto", preprocess=PRE,
+                                    kwargs=dict(in_chans=1, dims=[24, 24, 24, 24], depths=[1, 1, 1, 1], num_classes=10)),
+    "overlapping": ModelSpec(name="res", arch="resnet18", preprocess=PRE, kwargs=dict(in_chans=1, **RESNET)),
+    "deep_stem": ModelSpec(name="deep", arch="resnet18", preprocess=PRE, first_conv="conv1.0",
+                           kwargs=dict(in_chans=1, stem_type="deep", stem_width=8, **RESNET)),
+    "grouped_dilated": ModelSpec(name="grp", arch="resnet18", kwargs=dict(in_chans=2, **RESNET),
+                                 preprocess={"input_size": [2, 16, 16], "mean": [0.3, 0.5], "std": [0.4, 0.2]}),
+}  # fmt: skip
+
+
+def build(name: str) -> ZooModel:
+    torch.manual_seed(0)
+    model = build_model(MODELS[name])
+    if name == "grouped_dilated":  # a stem with groups and dilation (same 8x8 output grid as the 7x7/s2 stem)
+        model.net.conv1 = nn.Conv2d(2, 64, 3, stride=2, padding=2, dilation=2, groups=2, bias=False)
+    return model
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request):
+    return build(request.param)
+
+
+def images(model: ZooModel, count: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.rand(count, *model.input_size, generator=torch.Generator().manual_seed(seed))
+
+
+def first_layer_gain(model: ZooModel, clean: torch.Tensor, released: torch.Tensor) -> torch.Tensor:
+    """||A n|| / ||n|| per image: the change of the authorized first layer (bias cancels) per unit pixel noise."""
+    conv = model.first_conv
+    with torch.no_grad():
+        change = conv._conv_forward(model.normalize(released) - model.normalize(clean), conv.weight, None)
+    return change.flatten(1).norm(dim=1) / (released - clean).flatten(1).norm(dim=1)
+
+
+@pytest.mark.parametrize("target", [0.0, 12.5, 40.0])
+def test_standard_psnr_is_hit_exactly_per_image(model, target):
+    x = images(model)
+    encoding = ENCODERS.create("operator").encode(x, model, target, torch.Generator().manual_seed(3))
+    assert torch.allclose(encoding.achieved_psnr, torch.full((4,), target, dtype=torch.float64), atol=1e-3)
+
+
+def test_same_key_gives_identical_bytes_and_another_key_does_not(model):
+    x = images(model)
+    encoder = ENCODERS.create("operator")
+    first = encoder.encode(x, model, 10.0, torch.Generator().manual_seed(5)).images
+    again = ENCODERS.create("operator").encode(x, model, 10.0, torch.Generator().manual_seed(5)).images
+    other = encoder.encode(x, model, 10.0, torch.Generator().manual_seed(6)).images
+    assert first.numpy().tobytes() == again.numpy().tobytes()
+    assert not torch.equal(first, other)
+
+
+def test_first_layer_response_lies_in_the_reported_sigma_range(model):
+    x = images(model)
+    encoding = ENCODERS.create("operator").encode(x, model, 5.0, torch.Generator().manual_seed(2))
+    info = encoding.info
+    assert info["k"] == 64 and info["converged"] + info["ritz_settled"] == 1.0
+    assert 0.0 <= info["sigma_min"] <= info["sigma_s"] <= info["sigma_max_operator"]
+    gain = first_layer_gain(model, x, encoding.images)
+    slack = 1e-5 * info["sigma_max_operator"]  # float32 images and basis
+    assert bool((gain <= info["sigma_s"] * (1 + 1e-4) + slack).all())
+    assert bool((gain >= info["sigma_min"] * (1 - 1e-4) - slack).all())
+
+
+def test_an_operator_null_space_leaves_the_authorized_model_unchanged():
+    vit = build("patchify_null")  # 12 x 16 patch matrix: 4 null directions x 16 windows = 64 exact null directions
+    x = images(vit)
+    encoding = ENCODERS.create("operator").encode(x, vit, 0.0, torch.Generator().manual_seed(1))
+    assert encoding.info["exact_null"] == 64 and encoding.info["sigma_s"] < 1e-6 * encoding.info["sigma_max_operator"]
+    with torch.no_grad():
+        assert torch.allclose(vit(encoding.images), vit(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("k, bound", [(4, 0.25), (64, 0.8)])
+def test_operator_noise_moves_an_overlapping_stem_much_less_than_patch_noise(k, bound):
+    deep = build("deep_stem")  # 3x3/s2 pad 1, 8 x 9: exact patch-level null space, injective operator
+    x = images(deep, count=8)
+    operator = ENCODERS.create("operator", {"k": k}).encode(x, deep, 10.0, torch.Generator().manual_seed(1))
+    patch = ENCODERS.create("patch").encode(x, deep, 10.0, torch.Generator().manual_seed(1))
+    assert torch.allclose(operator.achieved_psnr, patch.achieved_psnr, atol=1e-3)  # same noise energy
+    ratio = float(first_layer_gain(deep, x, operator.images).mean() / first_layer_gain(deep, x, patch.images).mean())
+    print(f"operator/patch first-layer response, deep stem, k={k}: {ratio:.3f}")
+    assert ratio < bound
+    assert operator.info["patch_sigma_s"] == 0.0 and operator.info["exact_null"] == 0  # the patch null is not an image null
+
+
+def fashion_zoo_models() -> list:
+    specs = load_zoo(ROOT / "suites/zoo/fashion.yaml").models
+    return [pytest.param(spec, id=spec.name) for spec in specs if spec.name != "vit_b"]  # vit_b: vit_a's geometry
+
+
+@pytest.mark.parametrize("spec", fashion_zoo_models())
+def test_every_fashion_zoo_stem_geometry_encodes(spec):
+    torch.manual_seed(spec.seed)
+    model = ZooModel(spec, timm.create_model(spec.arch, pretrained=False, **spec.kwargs))  # untrained is enough here
+    x = images(model, count=2)
+    encoding = ENCODERS.create("operator").encode(x, model, 10.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(encoding.achieved_psnr, torch.full((2,), 10.0, dtype=torch.float64), atol=1e-3)
+    gain = first_layer_gain(model, x, encoding.images)
+    assert bool((gain <= encoding.info["sigma_s"] * (1 + 1e-4) + 1e-5 * encoding.info["sigma_max_operator"]).all())
+    assert encoding.info["converged"] + encoding.info["ritz_settled"] == 1.0  # not stopped by the iteration cap

@@ -1,0 +1,203 @@
+"""Releasable NEs: storage formats keep what they promise; encode/verify end to end; the suite's storage axis."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from nonxfer_bench.cli import main
+from nonxfer_bench.metrics import psnr_per_image
+from nonxfer_bench.release import apply_storage, parse_format, read_image, write_image
+from tests.conftest import digits_suite
+
+CHANNELS = [1, 3]
+
+
+def _batch(channels: int, unclipped: bool = True) -> torch.Tensor:
+    images = torch.rand(3, channels, 12, 10, generator=torch.Generator().manual_seed(channels))
+    return images * 1.4 - 0.2 if unclipped else images
+
+
+def _smooth(channels: int) -> torch.Tensor:
+    """Natural-image-like content (smooth gradients) on which JPEG at high quality is near lossless."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    planes = [0.2 + 0.6 * x, 0.2 + 0.6 * y, 0.5 + 0.3 * torch.sin(6 * x * y)][:channels]
+    return torch.stack(planes)[None]
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_float32_is_bit_exact_including_unclipped_values(channels, tmp_path):
+    images = _batch(channels)
+    assert torch.equal(apply_storage(images, "float32"), images)
+    back, notes = read_image(write_image(tmp_path / "a.npy", images[0], "float32"))
+    assert torch.equal(back, images[0]) and notes == []
+    assert images.min() < 0 and images.max() > 1  # the unclipped range survived
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+@pytest.mark.parametrize("fmt, levels", [("png16", 65535), ("png8", 255)])
+def test_png_clips_and_quantizes_within_one_level_and_files_match(channels, fmt, levels, tmp_path):
+    images = _batch(channels)
+    stored = apply_storage(images, fmt)
+    assert stored.min() >= 0 and stored.max() <= 1
+    assert (stored - images.clamp(0, 1)).abs().max() <= 0.5 / levels + 1e-7
+    for i in range(len(images)):
+        back, _ = read_image(write_image(tmp_path / f"{i}.png", images[i], fmt))
+        assert back.shape == images[i].shape
+        assert torch.equal(back, stored[i])  # the file holds exactly what apply_storage predicts
+    with Image.open(tmp_path / "0.png") as image:
+        assert image.size == (10, 12)
+
+
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_jpeg_at_high_quality_keeps_psnr_above_a_floor_and_files_match(channels, tmp_path):
+    images = _smooth(channels)
+    stored = apply_storage(images, "jpeg95")
+    assert stored.shape == images.shape
+    assert float(psnr_per_image(images, stored).min()) > 38.0
+    assert float(psnr_per_image(images, apply_storage(images, "jpeg20")).min()) < float(psnr_per_image(images, stored).min())
+    back, _ = read_image(write_image(tmp_path / "a.jpg", images[0], "jpeg95"))
+    assert torch.equal(back, stored[0])
+
+
+def test_format_names_are_validated():
+    assert parse_format("jpeg").quality == 95 and parse_format("jpeg95").name == "jpeg"
+    assert parse_format("jpeg70").name == "jpeg70"
+    for bad in ("png4", "jpeg0", "jpeg101", "tiff"):
+        with pytest.raises(ValueError, match="storage format|quality"):
+            parse_format(bad)
+
+
+def test_an_unreadable_image_is_a_user_error(tmp_path):
+    from nonxfer_bench.errors import UserError
+
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read image"):
+        read_image(tmp_path / "bad.png")
+
+
+# --- encode / verify through the CLI ----------------------------------------------------------------
+
+ZOO = {
+    "models": [
+        {
+            "name": name,
+            "arch": "resnet18",
+            "kwargs": {"in_chans": 3, "layers": [1, 1, 1, 1], "channels": [4, 8, 8, 8], "num_classes": 2},
+            "preprocess": {"input_size": [3, 16, 16], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+            "weights": {"source": "none"},
+            "seed": seed,
+        }
+        for name, seed in (("auth", 0), ("other", 1))
+    ]
+}
+
+
+def _image_folder(root):
+    """ImageNet-val-like layout with RGB JPEG, grayscale PNG, RGBA PNG and 16-bit grayscale PNG inputs."""
+    import png
+
+    rng = np.random.default_rng(0)
+    for label in ("n01", "n02"):
+        folder = root / label
+        folder.mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(folder / "rgb.jpg")
+        Image.fromarray(rng.integers(0, 256, (18, 18), dtype=np.uint8)).save(folder / "gray.png")
+        Image.fromarray(rng.integers(0, 256, (18, 18, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
+        with open(folder / "deep.png", "wb") as handle:
+            png.Writer(20, 18, greyscale=True, bitdepth=16).write(handle, rng.integers(0, 65536, (18, 20), dtype=np.uint16).tolist())
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["png16", "png8"])
+def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(yaml.safe_dump(ZOO))
+    source = _image_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    argv = ["encode", str(source), str(out), "--zoo", str(zoo), "--model", "auth", "--encoder", "patch", "--strength", "30",
+            "--format", fmt, "--seed-key", "s3cret-key", "--batch-size", "3"]  # fmt: skip
+    assert main(argv) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "s3cret-key" not in (out / "manifest.json").read_text()
+    assert manifest["format"] == fmt and manifest["model"]["name"] == "auth" and len(manifest["key_id"]) == 16
+    assert manifest["encoder"]["name"] == "patch" and manifest["encoder"]["strength"] == 30
+    assert manifest["notes"] == {"alpha dropped": 2, "16-bit source": 2}
+    assert sorted(e["source"] for e in manifest["images"]) == sorted(p.relative_to(source).as_posix() for p in source.rglob("*.*"))
+    for entry in manifest["images"]:
+        image, _ = read_image(out / entry["file"])
+        assert image.shape == (3, 16, 16) and entry["file"].endswith(".png")
+        assert 25 < entry["psnr"] < 35  # achieved PSNR after storage, near the 30 dB asked for
+    # the same key gives the same release; another key another one
+    again, other_key = tmp_path / "again", tmp_path / "other_key"
+    assert main(argv[:2] + [str(again)] + argv[3:]) == 0
+    assert main([str(other_key) if a == str(out) else "other-key" if a == "s3cret-key" else a for a in argv]) == 0
+    first = manifest["images"][0]["file"]
+    assert torch.equal(read_image(out / first)[0], read_image(again / first)[0])
+    assert not torch.equal(read_image(out / first)[0], read_image(other_key / first)[0])
+    capsys.readouterr()
+
+    assert main(["verify", str(out), "--zoo", str(zoo), "--originals", str(source), "--labels"]) == 0
+    printed = capsys.readouterr().out
+    assert "authorized" in printed and "unauthorized" in printed
+    report = json.loads((out / "verify.json").read_text())
+    rows = {r["model"]: r for r in report["models"]}
+    assert rows["auth"]["role"] == "authorized" and rows["other"]["role"] == "unauthorized"
+    assert report["classes"] == ["n01", "n02"]
+    for row in rows.values():
+        assert row["n"] == 8 and 0 <= row["agreement"] <= 1 and 0 <= row["accuracy"] <= 1
+
+
+def test_encode_and_verify_errors_are_one_line_exit_2(tmp_path, capsys):
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(yaml.safe_dump(ZOO))
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "broken.png").write_bytes(b"\x89PNG garbage")
+    base = ["encode", str(source), str(tmp_path / "out"), "--zoo", str(zoo), "--model", "auth", "--encoder", "patch", "--strength", "30", "--seed-key", "k"]
+    assert main(base) == 2
+    assert "broken.png: cannot read image" in capsys.readouterr().err
+    assert main(base + ["--format", "png4"]) == 2
+    assert "unknown storage format 'png4'" in capsys.readouterr().err
+    assert main(base[:6] + ["nope"] + base[7:]) == 2
+    assert "no model 'nope'" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path), "--zoo", str(zoo)]) == 2
+    assert "no manifest.json" in capsys.readouterr().err
+
+
+# --- the suite's storage axis -----------------------------------------------------------------------
+
+
+def test_unknown_storage_in_a_suite_is_one_line(tmp_path, digits_zoo, capsys):
+    path = digits_suite(tmp_path, digits_zoo, storage=["float32", "png5"])
+    assert main(["run", str(path), "--no-tracking"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "storage" in err and "png5" in err and "png16" in err
+
+
+def test_storage_axis_keeps_float32_keys_and_stores_the_release(tmp_path, digits_zoo):
+    from nonxfer_bench.plan import plan_suite
+    from nonxfer_bench.runner import Runner
+    from nonxfer_bench.suite import load_suite
+
+    small = {"dataset": {"name": "digits", "limit": 40}, "encoders": [{"name": "patch", "strengths": [25.0]}],
+             "attacks": [{"name": "identity"}], "batch_size": 40}  # fmt: skip
+    plain = plan_suite(load_suite(digits_suite(tmp_path, digits_zoo, **small)))
+    suite = load_suite(digits_suite(tmp_path, digits_zoo, storage=["float32", "png8"], **small))
+    groups = plan_suite(suite)
+    assert [g.key for g in groups if g.storage == "float32"] == [g.key for g in plain]
+    assert [g.cells for g in groups if g.storage == "float32"][0].values().__len__() == len(plain[0].cells)
+    png8 = [g for g in groups if g.storage == "png8"]
+    assert len(png8) == len(plain) and not {g.key for g in png8} & {g.key for g in plain}
+    assert all(g.label.endswith("/png8") for g in png8)
+
+    cells = Runner(suite).run().cells
+    by = {(c["encoder"], c["storage"], c["model"]): c for c in cells}
+    lossless, stored = by[("patch", "float32", "vit_a")], by[("patch", "png8", "vit_a")]
+    assert lossless["stored_psnr"] == pytest.approx(lossless["encoded_psnr"], abs=0.01)
+    assert stored["encoded_psnr"] == lossless["encoded_psnr"]  # same draws, only the storage differs
+    assert stored["stored_psnr"] != lossless["stored_psnr"]
+    assert 20 < stored["stored_psnr"] < 30
