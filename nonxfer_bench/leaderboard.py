@@ -29,7 +29,7 @@ import pandas as pd
 CELL_COLUMNS = [
     "authorized", "encoder", "strength", "seed", "attack", "attack_strength", "attack_param", "model", "role",
     "accuracy", "agreement", "accuracy_flat", "accuracy_worst", "accuracy_spread", "draws",
-    "encoded_psnr", "encoded_psnr_min", "attacked_psnr", "attacked_ssim", "n", "key",
+    "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
 
 
@@ -38,6 +38,9 @@ def cells_frame(cells: list[dict]) -> pd.DataFrame:
     for column in CELL_COLUMNS:
         if column not in frame:
             frame[column] = None
+    if "storage" in frame:  # an encoding stored in another format is its own row: "patch/png8"
+        stored = frame["storage"].notna() & (frame["storage"] != "float32")
+        frame.loc[stored, "encoder"] = frame.loc[stored, "encoder"] + "/" + frame.loc[stored, "storage"]
     frame["attack_param"] = frame["attack_param"].map(lambda p: " ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else "")
     for column in ("accuracy", "agreement", "accuracy_flat"):  # None (unlabeled) becomes NaN
         frame[column] = pd.to_numeric(frame[column], errors="coerce")

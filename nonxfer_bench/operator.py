@@ -32,6 +32,12 @@ estimate for zero-padded layers, where borders differ).
 
 All arithmetic is float64: the smallest singular values of a stem are 1e-3..1e-6 of the largest, below
 float32's resolution for eigenvalues of A^T A.
+
+Cost, measured on one CPU thread of a shared machine, k = 64: Fashion-zoo stems at 28x28 / 32x32 x 1
+channel 0.2-1.5 s; 32x32x3 (7x7/s2 64 filters; EfficientNet-Lite0's 3x3/s2 stem) about 8-9 s at
+tol 1e-8; 224x224x3 (n = 150,528): 7x7/s2 64 filters 690 s (50 iterations, stopped by
+``ritz_tol=1e-4`` with residuals 1e-4), Lite0 stem 870 s (74 iterations to tol 1e-8). About 13 s per
+iteration there, dominated by 80 float64 conv/conv-transpose pairs; a GPU runs the same code.
 """
 
 from __future__ import annotations
