@@ -286,3 +286,27 @@ def test_tiling_leaves_uncovered_pixels_alone():
     out = tiling.apply(images, lambda rows: rows * 0)
     assert out[..., :8, :8].abs().max() == 0
     assert out[..., 8:, :].equal(images[..., 8:, :]) and out[..., :, 8:].equal(images[..., :, 8:])
+
+
+def test_torchattacks_distances_and_penalties_are_kept_in_pixel_units(monkeypatch):
+    import nonxfer_bench.attacks.integrity as integrity
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, model, **kwargs):
+            seen.update(kwargs)
+
+        def __call__(self, inputs, labels):
+            assert 0 <= float(inputs.min()) and float(inputs.max()) <= 1
+            return inputs
+
+    model = vit(0)
+    images = rand(3, 1, 16, 16) * 3 - 1  # range [-1, 2]: rescaled by 3
+    attacks = {name: fitted(name, model, images[:0], images) for name in ("pgd", "cw")}
+    monkeypatch.setattr(integrity, "torchattacks_class", lambda name: Recorder)
+    for name, expected in (("pgd", {"eps": 8 / 255 / 3, "alpha": 2 / 255 / 3, "steps": 10}), ("cw", {"c": 1 / 9, "steps": 50, "lr": 0.01})):
+        seen.clear()
+        out = attacks[name](images, 1.0, torch.Generator())
+        assert seen == pytest.approx(expected)
+        assert torch.allclose(out, images, atol=1e-6)
