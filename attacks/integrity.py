@@ -122,7 +122,10 @@ class Torchattacks(Attack):
         kwargs = {k: v / scale if k in self.params.pixel_units else v for k, v in kwargs.items()}
         kwargs = {k: v / scale**2 if k in self.params.pixel_penalties else v for k, v in kwargs.items()}
         labels = self.labels_for(images)
-        attack = torchattacks_class(self.params.name)(_Rescaled(self.target, low, scale), **kwargs)
+        # torchattacks restores the wrapper's training flag afterwards (train() if it was training), so the
+        # wrapper must be in eval mode, or the zoo model would be left in training mode (BatchNorm on batch
+        # statistics, running statistics overwritten) for every later evaluation.
+        attack = torchattacks_class(self.params.name)(_Rescaled(self.target, low, scale).eval(), **kwargs)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         frozen = [p for p in self.target.parameters() if p.requires_grad]  # gradients w.r.t. inputs only
         try:
@@ -152,6 +155,7 @@ class CwParams(TorchattacksParams):
     name: Literal["CW"] = "CW"
     kwargs: dict[str, Any] = {"steps": 50, "lr": 0.01}
     scaled: dict[str, float] = {"c": 1.0}
+    pixel_units: list[str] = ["lr"]  # Adam steps in tanh space move u by ~lr: kept in pixel units
 
 
 @ATTACKS.register("pgd")
@@ -170,6 +174,9 @@ class Fgsm(Torchattacks):
 
 @ATTACKS.register("cw")
 class Cw(Torchattacks):
-    """Carlini-Wagner L2 (torchattacks) on the authorized model: c = s x 1, 50 Adam steps by default."""
+    """Carlini-Wagner L2 (torchattacks) on the authorized model: c = s x 1, 50 Adam steps by default.
+
+    On rescaled (unclipped) releases c is divided by (high - low)^2 and the Adam learning rate by
+    (high - low), so the objective and the step sizes stay in pixel units."""
 
     Params = CwParams

@@ -206,6 +206,8 @@ class Runner:
                         if cell_step is not step:
                             continue
                         model = self.model(model_name)
+                        if model.training:
+                            raise RuntimeError(f"attack {step.spec.name!r} left model {model_name!r} in training mode")
                         clean_pred = clean_predictions[(group.authorized, model_name)][start : start + size]
                         tally = tallies[(step, model_name)]
                         tally.add(draw, model(attacked).argmax(1), batch_labels, clean_pred)

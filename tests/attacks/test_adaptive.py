@@ -302,11 +302,23 @@ def test_torchattacks_distances_and_penalties_are_kept_in_pixel_units(monkeypatc
             return inputs
 
     model = vit(0)
-    images = rand(3, 1, 16, 16) * 3 - 1  # range [-1, 2]: rescaled by 3
+    images = rand(3, 1, 16, 16) * 3 - 1
+    images[0, 0, 0, :2] = torch.tensor([-1.0, 2.0])  # range exactly [-1, 2]: rescaled by 3
     attacks = {name: fitted(name, model, images[:0], images) for name in ("pgd", "cw")}
     monkeypatch.setattr(integrity, "torchattacks_class", lambda name: Recorder)
-    for name, expected in (("pgd", {"eps": 8 / 255 / 3, "alpha": 2 / 255 / 3, "steps": 10}), ("cw", {"c": 1 / 9, "steps": 50, "lr": 0.01})):
+    for name, expected in (("pgd", {"eps": 8 / 255 / 3, "alpha": 2 / 255 / 3, "steps": 10}), ("cw", {"c": 1 / 9, "steps": 50, "lr": 0.01 / 3})):
         seen.clear()
         out = attacks[name](images, 1.0, torch.Generator())
         assert seen == pytest.approx(expected)
         assert torch.allclose(out, images, atol=1e-6)
+
+
+def test_integrity_attacks_leave_the_attacked_model_in_eval_mode():
+    """torchattacks restores its wrapper's training flag; a leak would put BatchNorm on batch statistics."""
+    from tests.attacks.test_registry import context
+
+    for name in ("pgd", "fgsm", "cw"):
+        attack = ATTACKS.create(name)
+        attack.fit(context(1))
+        attack(torch.rand(3, 1, 20, 24), 0.5, torch.Generator().manual_seed(0))
+        assert not context(1).authorized.training, name
