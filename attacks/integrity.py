@@ -89,6 +89,7 @@ class Torchattacks(Attack):
     """
 
     Params = TorchattacksParams
+    version = "2"  # 1 left the attacked model in training mode (cells of such runs are wrong)
     threat_model = (
         "integrity, white box: gradients of the authorized model and the true labels; compare with the same "
         "attack on the clean encoder row"

@@ -85,6 +85,7 @@ class ZooModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.first_conv_name = _first_conv_name(net, spec)
+        self.eval()  # a classifier under test; training code switches to train() itself
 
     @property
     def first_conv(self) -> nn.Conv2d:
