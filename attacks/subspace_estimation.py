@@ -18,6 +18,8 @@ Strength s maps to the number of removed directions, round(s x ``max_dims``) (ca
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -42,11 +44,13 @@ class _Estimated(Attack):
         self.clean: torch.Tensor | None = None
         self._removers: dict[int, SubspaceRemover] = {}
 
+    @abstractmethod
     def rows(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The vectors the estimator works on (stem tiles or whole images), one per row."""
 
+    @abstractmethod
     def apply_rows(self, images: torch.Tensor, fn) -> torch.Tensor:
-        raise NotImplementedError
+        """Apply ``fn`` to the rows of ``images`` and put the result back into image form."""
 
     def fit_rows(self, released: torch.Tensor, public: torch.Tensor) -> None:
         released_rows = self.rows(released)

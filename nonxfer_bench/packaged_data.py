@@ -12,6 +12,8 @@ from the first authorized model's timm data config). Install them with ``pip ins
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import re
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -53,8 +55,9 @@ class PackagedImages(Dataset):
             raise UserError(f"{self.name}: {folder} not found in the installed {self.package!r}; reinstall {self.pip_name}")
         return folder
 
+    @abstractmethod
     def files(self) -> list[tuple[Path, int]]:
-        raise NotImplementedError
+        """The image files of this dataset with their labels (-1 when unlabeled)."""
 
     def check(self) -> None:
         if not self.files():
