@@ -56,6 +56,8 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
     """Expand a suite into encoding groups, each with its (attack step, evaluated model) -> cell key."""
     identities = {model.name: model.identity() for model in suite.models}
     dataset = suite.dataset.model_dump(mode="json")
+    # what informed attackers hold changes their cells; suites without it keep their keys
+    public = {"public": suite.public.model_dump(mode="json")} if suite.public else {}
     steps = [AttackStep(spec, s) for spec in suite.attacks for s in spec.strengths]
     encoders = ([] if any(e.name == "clean" for e in suite.encoders) else [CLEAN]) + list(suite.encoders)
     groups = []
@@ -68,6 +70,7 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
                     base = {
                         "code": nonxfer_bench.__version__,
                         "dataset": dataset,
+                        **public,
                         "authorized": identities[authorized],
                         "encoder": encoder_id,
                         "strength": strength,
