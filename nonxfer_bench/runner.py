@@ -90,6 +90,7 @@ class Runner:
         self._models: dict[str, ZooModel] = {}
         self._attacks: dict[int, Attack] = {}
         self._public: ImageSet | None = None
+        self._prepared: dict[tuple[str, str], torch.Tensor] = {}  # (which set, authorized) -> release-ready images
 
     def model(self, name: str) -> ZooModel:
         if name not in self._models:
@@ -109,7 +110,13 @@ class Runner:
             return torch.empty(0, *authorized.input_size)
         if self._public is None:
             self._public = load_dataset(spec.name, spec.params).subset(spec.limit, self.suite.seeds[0])
-        return authorized.prepare(self._public.as_float())
+        return self.prepared("public", authorized, self._public)
+
+    def prepared(self, which: str, authorized: ZooModel, images: ImageSet) -> torch.Tensor:
+        """``images`` at ``authorized``'s release format, converted once per run rather than once per group."""
+        if (which, authorized.name) not in self._prepared:
+            self._prepared[(which, authorized.name)] = authorized.prepare(images.as_float())
+        return self._prepared[(which, authorized.name)]
 
     def missing(self, group: EncodingGroup) -> dict[tuple[AttackStep, str], str]:
         if self.fresh:
@@ -132,7 +139,7 @@ class Runner:
                 spec = self.suite.dataset
                 dataset = load_dataset(spec.name, spec.params).subset(spec.limit, self.suite.seeds[0])
             authorized = self.model(group.authorized)
-            release = authorized.prepare(dataset.as_float())
+            release = self.prepared("dataset", authorized, dataset)
             for model_name in {name for _, name in missing}:
                 if (group.authorized, model_name) not in clean_predictions:
                     clean_predictions[(group.authorized, model_name)] = self.model(model_name).predict(release, self.suite.batch_size)
