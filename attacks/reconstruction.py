@@ -9,6 +9,7 @@ attackers use no knowledge of the authorized model, so they take nothing from th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -85,13 +86,14 @@ class DiffusersVaeParams(BaseModel):
     range: Literal["clip", "minmax"] = "clip"
 
 
-def _load_diffusers(kind: type, source: str, subfolder: str | None, what: str):
+def _load_diffusers(kind: type, source: str, subfolder: str | None, what: str, **kwargs):
     if not Path(source).is_dir() and source.startswith((".", "/")):
         raise UserError(f"{what} {source!r} not found: give a folder written by save_pretrained or a hub id (HF_HUB_OFFLINE=0)")
     try:
-        return kind.from_pretrained(source, subfolder=subfolder).eval()
+        loaded = kind.from_pretrained(source, **kwargs, **({"subfolder": subfolder} if subfolder else {}))
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load {what} {source!r}: {str(error).splitlines()[0]}") from None
+    return loaded.eval() if isinstance(loaded, torch.nn.Module) else loaded
 
 
 @ATTACKS.register("diffusers_vae")
@@ -170,3 +172,61 @@ class DiffusionPurification(Attack):
             return images.clone()
         unit = _into_unit(images, self.params.range)
         return self._load().purify(unit, strength * self.params.max_t, generator).to(images.dtype)
+
+
+class Img2ImgParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field(description="local save_pretrained folder or hub id of a Stable-Diffusion-style pipeline")
+    prompt: str = Field("", description="text prompt for every image (empty: unconditional regeneration)")
+    steps: int = Field(50, ge=1, description="scheduler steps for the full trajectory; img2img runs strength x steps of them")
+    guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance (<= 1: off, one UNet pass per step)")
+    max_strength: float = Field(0.5, gt=0, le=1, description="the pipeline's img2img strength (t*/T) at attack strength 1")
+    size: int = Field(512, ge=8, description="square resolution the pipeline runs at (Stable Diffusion 1.x: 512)")
+    draws: int = Field(1, ge=1, description="K stochastic regenerations per image (mean, worst, spread reported)")
+    range: Literal["clip", "minmax"] = "clip"
+
+
+@ATTACKS.register("img2img")
+class Img2ImgRegeneration(Attack):
+    """Regeneration through a diffusers image-to-image pipeline (``AutoPipelineForImage2Image``: Stable
+    Diffusion 1.x/2.x, SDXL, ...): images are resized to ``size``, brought to RGB, noised to
+    t*/T = strength x ``max_strength`` and denoised with the pipeline's scheduler, then resized back.
+    Strength 0 returns the input; at least one denoising step runs at any other strength. The safety
+    checker is not loaded (it blanks images, which would count as an attack effect)."""
+
+    Params = Img2ImgParams
+    threat_model = "holds a pretrained text-to-image diffusion model (e.g. Stable Diffusion) and regenerates the images"
+
+    def __init__(self, params: BaseModel) -> None:
+        super().__init__(params)
+        self.pipeline = None
+
+    def _load(self, device: torch.device):
+        if self.pipeline is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self.pipeline = _load_diffusers(AutoPipelineForImage2Image, self.params.source, None, "img2img pipeline", safety_checker=None)
+            self.pipeline.set_progress_bar_config(disable=True)
+        return self.pipeline.to(device)
+
+    def parameter(self, strength: float) -> dict:
+        return {"t_over_T": round(strength * self.params.max_strength, 4)}
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        t_star = strength * self.params.max_strength
+        if t_star == 0:
+            return images.clone()
+        pipeline = self._load(images.device)
+        size = (self.params.size, self.params.size)
+        x = _match(_into_unit(images, self.params.range), 3, size)
+        out = pipeline(
+            prompt=[self.params.prompt] * len(x),
+            image=x,
+            strength=t_star,
+            num_inference_steps=max(self.params.steps, math.ceil(1 / t_star)),
+            guidance_scale=self.params.guidance_scale,
+            generator=generator,
+            output_type="pt",
+        ).images
+        return _match(out.clamp(0, 1), images.shape[1], images.shape[-2:]).to(images.dtype)

@@ -10,7 +10,7 @@ from nonxfer_bench.autoencoder import AutoencoderConfig, load_or_train
 from nonxfer_bench.data import load_dataset
 from nonxfer_bench.errors import UserError
 from nonxfer_bench.metrics import aggregate_draws, psnr_per_image
-from tests.attacks.test_registry import ROOT, tiny_vae_dir
+from tests.attacks.test_registry import ROOT, tiny_img2img_dir, tiny_vae_dir
 
 DDPM = str(ROOT / "suites/zoo/weights/fashion-ddpm")
 DIGITS_AE = {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 10, "width": 16, "batch_size": 32}
@@ -79,12 +79,26 @@ def test_a_diffusers_autoencoder_saved_locally_loads_and_reconstructs():
     assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
 
 
+def test_an_img2img_pipeline_saved_locally_regenerates_seeded_and_follows_its_prompt():
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    attack = ATTACKS.create("img2img", {"source": tiny_img2img_dir(), "size": 16, "steps": 4})
+    first = attack(x, 1.0, torch.Generator().manual_seed(1))
+    assert first.shape == x.shape and 0 <= first.min() and first.max() <= 1 and not torch.equal(first, x)
+    assert torch.equal(first, attack(x, 1.0, torch.Generator().manual_seed(1)))
+    assert not torch.equal(first, attack(x, 1.0, torch.Generator().manual_seed(2)))
+    prompted = ATTACKS.create("img2img", {"source": tiny_img2img_dir(), "size": 16, "steps": 4, "prompt": "a shirt"})
+    assert not torch.equal(first, prompted(x, 1.0, torch.Generator().manual_seed(1)))  # the text encoder conditions the UNet
+    assert attack.parameter(1.0) == {"t_over_T": 0.5} and torch.equal(attack(x, 0.0, torch.Generator()), x)
+
+
 @pytest.mark.parametrize(
     "name, params, expected",
     [
         ("diffusion", {"source": "/no/such/ddpm"}, "train one with `nonxfer-bench train diffusion"),
         ("diffusion", {"source": str(ROOT / "suites")}, "a save_pretrained folder with unet/ and scheduler/"),
         ("diffusers_vae", {"source": "./missing-vae"}, "save_pretrained"),
+        ("img2img", {"source": "/no/such/pipeline"}, "save_pretrained or a hub id"),
+        ("img2img", {"source": str(ROOT / "suites")}, "cannot load img2img pipeline"),
     ],
 )
 def test_missing_weights_say_how_to_provide_them(name, params, expected):

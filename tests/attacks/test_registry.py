@@ -36,11 +36,42 @@ def tiny_vae_dir() -> str:
     return str(folder)
 
 
+@functools.cache
+def tiny_img2img_dir() -> str:
+    """A tiny random Stable Diffusion img2img pipeline (CLIP text encoder and tokenizer, conditional UNet, VAE,
+    DDIM) saved with save_pretrained, the layout of a user's local copy of a hub pipeline."""
+    import json
+
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = Path(tempfile.mkdtemp(prefix="nxb-sd-"))
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = {token: i for i, token in enumerate(letters + [c + "</w>" for c in letters] + ["<|startoftext|>", "<|endoftext|>"])}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=16, num_attention_heads=2,
+                                                num_hidden_layers=1, max_position_embeddings=16, bos_token_id=len(vocab) - 2,
+                                                eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1))  # fmt: skip
+    unet = UNet2DConditionModel(sample_size=8, block_out_channels=(8, 16), layers_per_block=1, cross_attention_dim=16,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                                attention_head_dim=2, norm_num_groups=4)  # fmt: skip
+    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)  # fmt: skip
+    pipeline = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(clip_sample=False),
+                                              safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    pipeline.save_pretrained(folder / "pipeline")
+    return str(folder / "pipeline")
+
+
 SPEC_PARAMS = {
     "surrogate_projection": lambda: {"candidates": ["authorized", "twin", "res"]},
     "autoencoder": lambda: {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 10, "width": 16, "batch_size": 32},
     "diffusion": lambda: {"source": str(ROOT / "suites/zoo/weights/fashion-ddpm"), "steps": 4},
     "diffusers_vae": lambda: {"source": tiny_vae_dir()},
+    "img2img": lambda: {"source": tiny_img2img_dir(), "size": 16, "steps": 4},
 }
 
 
