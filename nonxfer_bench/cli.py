@@ -91,7 +91,7 @@ def command_list(args: argparse.Namespace) -> int:
             raise UserError("list models: give a suite file, e.g. `nonxfer-bench list models suites/quickstart.yaml`")
         suite = load_suite(Path(args.suite), require_weights=False)
         for model in suite.models:
-            role = "authorized" if model.name in suite.authorized else "unauthorized"
+            role = "authorized" if model.name in suite.authorized else suite.role(model.name, "")
             print(f"{model.name:16s} {model.arch:28s} {model.weights.source:5s} {role}")
         return 0
     from nonxfer_bench.attacks import ATTACKS

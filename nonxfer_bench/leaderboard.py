@@ -15,6 +15,9 @@ The NE-effect table also names, per encoding, the *strongest attack*: the attack
 suite at any strength, ``identity`` included) with the highest mean unauthorized accuracy, with that mean
 and the authorized accuracy it leaves (:func:`strongest_attack`).
 
+Models a suite names as ``controls`` (e.g. random-weight twins) keep their own columns but are never
+counted as unauthorized (means, maxima, strongest attack).
+
 A missing accuracy (an unlabeled dataset) renders blank; when no cell has an accuracy, the tables show
 agreement with each model's own clean prediction instead, and say so.
 """
@@ -84,7 +87,7 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
     unauth_mean, unauth_max, unauth_max_model, auth and attacked_psnr; None without unauthorized cells.
     """
     keys = ["attack", "attack_strength", "attack_param"]
-    unauthorized = part[part.model != authorized].dropna(subset=[metric])
+    unauthorized = part[(part.model != authorized) & (part.role != "control")].dropna(subset=[metric])
     if unauthorized.empty:
         return None
     per_model = unauthorized.groupby(keys + ["model"])[metric].mean()
@@ -109,6 +112,11 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
     }
 
 
+def _unauthorized_models(part: pd.DataFrame) -> list[str]:
+    """The models counted in unauthorized means and maxima: neither authorized nor a control."""
+    return sorted(part.loc[part.role == "unauthorized", "model"].unique())
+
+
 def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy") -> pd.DataFrame:
     """Table 1: what each encoding does with no attack (mean over seeds), and its strongest attack."""
     plain = frame[frame.attack == "identity"]
@@ -118,7 +126,7 @@ def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy
     rows = []
     for (authorized, encoder, strength), part in plain.groupby(["authorized", "encoder", "strength"], sort=True):
         mean = part.groupby("model")[metric].mean()
-        unauthorized = mean.drop(authorized)
+        unauthorized = mean[_unauthorized_models(part)]
         flat = part[(part.role == "authorized")]["accuracy_flat"].dropna()
         row = {
             "authorized": authorized,
@@ -146,7 +154,7 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     keys = ["authorized", "encoder", "strength", "attack", "attack_strength", "attack_param"]
     for (authorized, encoder, strength, attack, attack_strength, param), part in frame.groupby(keys, sort=True):
         mean = part.groupby("model")[metric].mean()
-        unauthorized = mean.drop(authorized)
+        unauthorized = mean[_unauthorized_models(part)]
         rows.append(
             {
                 "authorized": authorized,
@@ -168,6 +176,9 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
     frame = cells_frame(cells)
     csv_path, md_path = folder / "cells.csv", folder / "leaderboard.md"
     metric = "accuracy" if frame["accuracy"].notna().any() else "agreement"
+    controls = sorted(frame.loc[frame.role == "control", "model"].unique())
+    if controls:
+        notes = f"**Controls** ({', '.join(controls)}) are listed per model but never counted in `unauth mean` / `unauth max`.\n\n" + notes
     if metric == "agreement":
         notes = (
             "**Unlabeled dataset**: accuracy is not defined, so the tables show *agreement* (%): how often a "

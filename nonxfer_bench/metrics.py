@@ -48,14 +48,14 @@ def aggregate_draws(name: str, values: list[float] | None, role: str) -> dict[st
     """Summarize one metric over K stochastic attack draws: ``name`` is the mean over draws.
 
     With K > 1 also ``<name>_worst``, the worst draw for the data owner (the highest value for an
-    unauthorized model, the lowest for the authorized one), ``<name>_spread`` (population standard
+    unauthorized model or a control, the lowest for the authorized one), ``<name>_spread`` (population standard
     deviation) and ``<name>_draws`` (every value). ``values`` None means undefined (unlabeled data).
     """
     if values is None:
         return {name: None}
     out: dict[str, object] = {name: statistics.fmean(values)}
     if len(values) > 1:
-        out[f"{name}_worst"] = max(values) if role == "unauthorized" else min(values)
+        out[f"{name}_worst"] = min(values) if role == "authorized" else max(values)
         out[f"{name}_spread"] = statistics.pstdev(values)
         out[f"{name}_draws"] = list(values)
     return out

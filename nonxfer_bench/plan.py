@@ -84,6 +84,8 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
                         attack_id = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
                         for model in suite.models:
                             cell = {**base, "attack": attack_id, "attack_strength": step.strength, "model": identities[model.name]}
+                            if suite.role(model.name, authorized) == "control":  # stored with its role
+                                cell["role"] = "control"
                             group.cells[(step, model.name)] = stable_hash(cell)
                     groups.append(group)
     return groups

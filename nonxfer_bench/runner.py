@@ -227,7 +227,7 @@ class Runner:
         cells = []
         for (step, model_name), key in missing.items():
             attacked_psnr = torch.cat(psnr_attacked[step])
-            role = "authorized" if model_name == group.authorized else "unauthorized"
+            role = self.suite.role(model_name, group.authorized)
             cells.append(
                 {
                     "key": key,

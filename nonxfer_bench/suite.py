@@ -158,6 +158,9 @@ class Suite(Strict):
     )
     zoo: list[ModelSpec] | Path
     authorized: list[str] = Field(min_length=1)
+    controls: list[str] = Field(
+        [], description="zoo models evaluated as controls (e.g. random-weight twins): shown, never counted as unauthorized"
+    )
     encoders: list[EncoderSpec] = Field(min_length=1)
     attacks: list[AttackSpec] = Field(min_length=1)
     seeds: list[int] = Field([0], min_length=1)
@@ -168,6 +171,12 @@ class Suite(Strict):
     threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()
+
+    def role(self, model: str, authorized: str) -> str:
+        """A model's role in an encoding for ``authorized``: authorized, control or unauthorized."""
+        if model == authorized:
+            return "authorized"
+        return "control" if model in self.controls else "unauthorized"
 
     @field_validator("storage")
     @classmethod
@@ -348,6 +357,10 @@ def load_suite(path: Path, require_weights: bool = True) -> Suite:
     for i, name in enumerate(suite.authorized):
         if name not in names:
             raise UserError(f"{path}: key 'authorized[{i}]': {name!r} is not in the zoo; valid: {', '.join(names)}")
+    for i, name in enumerate(suite.controls):
+        if name not in names or name in suite.authorized:
+            valid = ", ".join(n for n in names if n not in suite.authorized)
+            raise UserError(f"{path}: key 'controls[{i}]': {name!r} is not an unauthorized zoo model; valid: {valid}")
     if require_weights:
         for i, model in enumerate(suite.models):
             weights = model.weights

@@ -61,3 +61,15 @@ def test_fresh_recomputes_everything_and_a_plain_rerun_nothing(tmp_path, digits_
     again = Runner(suite, fresh=True).run()
     assert again.computed_groups == first.computed_groups
     assert [c["accuracy"] for c in again.cells] == [c["accuracy"] for c in first.cells]
+
+
+def test_a_control_model_is_stored_with_its_role_and_left_out_of_the_unauthorized_mean(tmp_path, digits_zoo):
+    suite = digits_suite(tmp_path, digits_zoo, controls=["res"], encoders=[{"name": "patch", "strengths": [0.0]}], attacks=[{"name": "identity"}])
+    assert main(["run", str(suite)]) == 0
+    frame = cells(tmp_path / "results")
+    assert set(frame[frame.model == "res"].role) == {"control"}
+    patch = frame[frame.encoder == "patch"].set_index("model")["accuracy"]
+    board = (tmp_path / "results" / "digits" / "leaderboard.md").read_text()
+    row = next(line for line in board.splitlines() if line.startswith("| vit_a | patch 0 |"))
+    assert f"| {100 * patch['vit_b']:.1f} | {100 * patch['vit_b']:.1f} (vit_b) |" in row  # mean and max over vit_b alone
+    assert "**Controls** (res)" in board

@@ -59,6 +59,8 @@ def test_a_valid_suite_loads_with_parameter_defaults_filled_in(tmp_path):
         (with_(attacks=[{"name": "blur", "params": {"sigma": 2}}]), "key 'attacks[0].params.sigma': Extra inputs are not permitted; valid parameters: max_sigma"),
         (with_(attacks=[{"name": "jpeg_pil", "params": {"max_quality": 101}}]), "key 'attacks[0].params.max_quality'"),
         (with_(authorized=["x"]), "key 'authorized[0]': 'x' is not in the zoo; valid: m, n"),
+        (with_(controls=["m"]), "key 'controls[0]': 'm' is not an unauthorized zoo model; valid: n"),
+        (with_(controls=["x"]), "key 'controls[0]': 'x' is not an unauthorized zoo model"),
         (with_(zoo="missing.yaml"), "key 'zoo': zoo file"),
         (with_(zoo=[{"name": "m", "arch": "a", "weights": {"source": "file", "path": "w.pth"}}], authorized=["m"]), "key 'zoo[0].weights.path': weight file"),
         (with_(zoo=[{"name": "m", "arch": "a", "weights": {"source": "disk"}}]), "key 'zoo[0].weights.source'"),
@@ -71,6 +73,19 @@ def test_a_valid_suite_loads_with_parameter_defaults_filled_in(tmp_path):
 )
 def test_bad_suites_give_one_line_naming_file_key_and_valid_values(tmp_path, data, expected):
     assert expected in error_for(tmp_path, data)
+
+
+def test_a_control_has_its_own_role_and_cell_keys_while_other_keys_stay(tmp_path):
+    from nonxfer_bench.plan import plan_suite
+
+    plain = plan_suite(load_suite(write(tmp_path, VALID)))
+    controlled_suite = load_suite(write(tmp_path, with_(controls=["n"])))
+    controlled = plan_suite(controlled_suite)
+    assert [controlled_suite.role(m, "m") for m in ("m", "n")] == ["authorized", "control"]
+    for before, after in zip(plain, controlled):
+        for (step, model), key in before.cells.items():
+            same = key in after.cells.values()
+            assert same == (model != "n")
 
 
 def test_missing_suite_file(tmp_path):

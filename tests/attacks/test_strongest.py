@@ -53,6 +53,14 @@ def test_effect_table_has_the_strongest_attack_columns_per_encoding():
     assert table[table.encoding == "clean"].iloc[0]["strongest attack"] == "none"
 
 
+def test_controls_are_shown_but_never_counted_as_unauthorized():
+    control = [cell(attack, strength, "r", 0.99) | {"role": "control"} for attack, strength in (("identity", 1.0), ("blur", 0.5))]
+    frame = cells_frame(CELLS + control)
+    assert strongest_attack(frame, "a")["unauth_mean"] == pytest.approx(0.60)  # as without the control
+    row = effect_table(frame, ["a", "b", "c", "r"]).iloc[0]
+    assert (row["unauth mean"], row["unauth max"], row["r"]) == ("11.0", effect_table(cells_frame(CELLS), ["a"]).iloc[0]["unauth max"], "99.0")
+
+
 def test_group_run_logs_the_best_attack_metric_and_tag(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
