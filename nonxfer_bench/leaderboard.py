@@ -11,6 +11,10 @@ Tables in ``leaderboard.md``:
    response, and the Spearman correlation of misalignment with the accuracy drop; two PNG plots
    (``theory_pred_vs_obs.png``, ``theory_misalignment_vs_drop.png``) are written beside it.
 
+Beside the tables: the accuracy plots of :mod:`nonxfer_bench.plots` (accuracy vs encoder strength, the
+transfer heatmap, accuracy vs attack strength). The cells come from the suite's cell store or, read back
+from MLflow, from :mod:`nonxfer_bench.readback`: both feed the same :func:`write_leaderboard`.
+
 The NE-effect table also names, per encoding, the *strongest attack*: the attack step (any attack of the
 suite at any strength, ``identity`` included) with the highest mean unauthorized accuracy, with that mean
 and the authorized accuracy it leaves (:func:`strongest_attack`).
@@ -199,7 +203,9 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
     if theory:
         text += ["## Theory", "", theory, ""]
     _write_atomically(md_path, "\n".join(text))
-    return [md_path, csv_path, *write_theory_plots(cells, folder)]
+    from nonxfer_bench.plots import write_plots
+
+    return [md_path, csv_path, *write_theory_plots(cells, folder), *write_plots(frame, models, metric, folder)]
 
 
 def _write_atomically(path: Path, text: str) -> None:
