@@ -93,29 +93,36 @@ def attack_curves(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
     if not panels:
         return None
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    encodings = sorted(set(zip(attacked.encoder, attacked.strength)))
+    colours = {encoding: plt.get_cmap("tab20")(index % 20) for index, encoding in enumerate(encodings)}
     columns = min(len(panels), 4)
     rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
-    colours = plt.get_cmap("tab10")
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows + 0.3 * (1 + len(encodings) // 6)), squeeze=False)
     for axis, (authorized, attack) in zip(axes.flat, panels):
         part = attacked[(attacked.authorized == authorized) & (attacked.attack == attack)]
-        for index, ((encoder, strength), encoding) in enumerate(part.groupby(["encoder", "strength"], sort=True)):
-            mean = encoding.groupby(["attack_strength", "model"])[metric].mean().unstack("model") * 100
-            colour = colours(index % 10)
-            label = _label(encoder, strength)
-            axis.plot(mean.index, mean[authorized], color=colour, marker="o", ms=3, label=f"{label} auth")
+        for encoding, rows_of_encoding in part.groupby(["encoder", "strength"], sort=True):
+            mean = rows_of_encoding.groupby(["attack_strength", "model"])[metric].mean().unstack("model") * 100
+            axis.plot(mean.index, mean[authorized], color=colours[encoding], marker="o", ms=3)
             others = mean.drop(columns=authorized)
             if not others.empty:
-                axis.plot(mean.index, others.mean(axis=1), color=colour, ls="--", marker="x", ms=3, label=f"{label} unauth mean")
+                axis.plot(mean.index, others.mean(axis=1), color=colours[encoding], ls="--", marker="x", ms=3)
         axis.set_title(f"{authorized}: {attack}", fontsize=8)
         axis.set_xlabel("attack strength", fontsize=7)
+        axis.set_xlim(-0.03, 1.03)
         axis.set_ylabel(f"{metric} %", fontsize=7)
         axis.set_ylim(-3, 103)
         axis.tick_params(labelsize=6)
-        axis.legend(fontsize=4.5, ncol=2)
     for axis in list(axes.flat)[len(panels):]:
         axis.set_visible(False)
-    return _save(figure, path)
+    handles = [Line2D([], [], color="grey", marker="o", label="authorized"), Line2D([], [], color="grey", ls="--", marker="x", label="unauthorized mean")]
+    handles += [Line2D([], [], color=colours[e], lw=3, label=_label(*e)) for e in encodings]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=6, frameon=False)
+    figure.tight_layout(rect=(0, 0.05 * (1 + len(handles) // 6) / rows, 1, 1))
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
 
 
 def write_plots(frame: pd.DataFrame, models: list[str], metric: str, folder: Path) -> list[Path]:
