@@ -230,6 +230,9 @@ def command_ui(args: argparse.Namespace) -> int:
 
     suite = load_suite(Path(args.suite), require_weights=False)
     uri = tracking_uri(suite)
+    if uri.startswith(("http://", "https://")):  # a tracking server already serves its own UI
+        print(f"{suite.name} logs to the MLflow server {uri}: open it in a browser")
+        return 0
     print(f"MLflow UI on http://{args.host}:{args.port} for {uri}")
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
 

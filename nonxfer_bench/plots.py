@@ -99,11 +99,16 @@ def attack_curves(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
     colours = {encoding: plt.get_cmap("tab20")(index % 20) for index, encoding in enumerate(encodings)}
     columns = min(len(panels), 4)
     rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows + 0.3 * (1 + len(encodings) // 6)), squeeze=False)
+    per_line = 2 * columns  # legend entries per line below the panels
+    legend_lines = -(-(len(encodings) + 2) // per_line)
+    height = 2.4 * rows + 0.2 * legend_lines + 0.1
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, height), squeeze=False)
     for axis, (authorized, attack) in zip(axes.flat, panels):
         part = attacked[(attacked.authorized == authorized) & (attacked.attack == attack)]
         for encoding, rows_of_encoding in part.groupby(["encoder", "strength"], sort=True):
             mean = rows_of_encoding.groupby(["attack_strength", "model"])[metric].mean().unstack("model") * 100
+            if authorized not in mean:
+                continue
             axis.plot(mean.index, mean[authorized], color=colours[encoding], marker="o", ms=3)
             others = mean.drop(columns=authorized)
             if not others.empty:
@@ -118,8 +123,8 @@ def attack_curves(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
         axis.set_visible(False)
     handles = [Line2D([], [], color="grey", marker="o", label="authorized"), Line2D([], [], color="grey", ls="--", marker="x", label="unauthorized mean")]
     handles += [Line2D([], [], color=colours[e], lw=3, label=_label(*e)) for e in encodings]
-    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=6, frameon=False)
-    figure.tight_layout(rect=(0, 0.05 * (1 + len(handles) // 6) / rows, 1, 1))
+    figure.legend(handles=handles, loc="lower center", ncol=per_line, fontsize=6, frameon=False)
+    figure.tight_layout(rect=(0, (0.2 * legend_lines + 0.1) / height, 1, 1))
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path

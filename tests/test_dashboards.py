@@ -8,7 +8,9 @@ missing browser fails these tests rather than skipping them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 from nonxfer_bench.cli import main
 from nonxfer_bench.store import CellStore
 from nonxfer_bench.suite import load_suite
+from nonxfer_bench.tracking import Tracker
 from tests.conftest import digits_suite
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,6 +42,21 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"{process.args[:5]} did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real MLflow tracking server (SQLite store, proxied artifacts) on a free loopback port."""
@@ -48,23 +66,12 @@ def server(tmp_path_factory):
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    _wait_healthy(url, process, folder / "server.log")
     yield url
-    process.terminate()
+    os.killpg(process.pid, signal.SIGTERM)  # the server's workers are in its process group
     process.wait(30)
     log.close()
 
@@ -211,3 +218,26 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
     assert sorted_column() == sorted(float(row["unauth mean"]) for row in rows.values())
     assert sorted_column() == sorted((float(row["unauth mean"]) for row in rows.values()), reverse=True)
     page.close()
+
+
+def test_ui_serves_the_store_the_suite_logs_to(digits_zoo, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = digits_suite(tmp_path, digits_zoo, tracking={"enabled": True, "experiment": "digits-ui"})
+    suite = load_suite(path)
+    with Tracker(suite, path) as tracker:  # the suite's default store: SQLite under output.dir
+        parent = tracker.parent_id
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nonxfer_bench.cli", "ui", str(path), "--port", str(port)],
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process, log)
+        mlflow.set_tracking_uri(url)
+        assert list(mlflow.search_runs(experiment_names=["digits-ui"])["run_id"]) == [parent]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
