@@ -130,12 +130,14 @@ def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cel
     rows = _effect_rows((tmp_path / "mlflow" / "leaderboard.md").read_text())
     identity = [cell for cell in store.cells.values() if cell["attack"] == "identity"]
     encodings = {(c["encoder"], c["strength"]) for c in identity}
+    clean_authorized = next(c["accuracy"] for c in identity if c["encoder"] == "clean" and c["model"] == "vit_a")
     assert len(rows) == len(encodings) == 4  # clean, patch 0, patch 20, reference 20
     for encoder, strength in encodings:
         cells = {c["model"]: c["accuracy"] for c in identity if (c["encoder"], c["strength"]) == (encoder, strength)}
         unauthorized = [cells["vit_b"], cells["res"]]
         row = rows[("vit_a", encoder if encoder == "clean" else f"{encoder} {strength:g}")]
         assert row["auth acc"] == f"{100 * cells['vit_a']:.1f}"
+        assert row["auth retention"] == f"{100 * cells['vit_a'] / clean_authorized:.1f}"
         assert row["unauth mean"] == f"{100 * sum(unauthorized) / 2:.1f}"
         assert row["unauth max"].startswith(f"{100 * max(unauthorized):.1f} (")
         assert (row["vit_b"], row["res"]) == (f"{100 * cells['vit_b']:.1f}", f"{100 * cells['res']:.1f}")
