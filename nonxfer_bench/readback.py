@@ -49,6 +49,8 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
     """The cells of the latest invocation in ``experiment`` (or of parent run ``run_id``) at ``uri``."""
     import mlflow
 
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():  # reading must not create one
+        raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; run the suite with tracking first or give --tracking-uri")
     mlflow.set_tracking_uri(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)

@@ -125,6 +125,7 @@ def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cel
     path, suite, store = logged
     assert main(["leaderboard", str(path), "--mlflow", "--out", str(tmp_path / "mlflow")]) == 0
     assert main(["leaderboard", str(path), "--out", str(tmp_path / "store")]) == 0
+    assert main(["leaderboard", "--experiment", "nope", "--tracking-uri", server]) == 2
     for name in ("leaderboard.md", "cells.csv"):
         assert (tmp_path / "mlflow" / name).read_text() == (tmp_path / "store" / name).read_text()
     rows = _effect_rows((tmp_path / "mlflow" / "leaderboard.md").read_text())
@@ -211,6 +212,10 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
     assert all(ok for _, ok in images), images
     assert sum(src.startswith("samples/") for src in sources) == 4  # one grid per encoding: clean, NE, blur rows
     assert {"accuracy_vs_strength.png", "transfer_heatmap.png", "attack_curves.png"} <= set(sources)
+    assert main(["report", str(path), "--out", str(tmp_path / "from_store")]) == 0  # the same page from the cell store
+    assert (tmp_path / "from_store" / "index.html").read_text() == (Path(folder) / "index.html").read_text()
+    for grid in (Path(folder) / "samples").iterdir():
+        assert (tmp_path / "from_store" / "samples" / grid.name).read_bytes() == grid.read_bytes()
     column = [cell.strip() for cell in effect.locator("th").all_inner_texts()].index("unauth mean")
 
     def sorted_column() -> list[float]:
@@ -220,6 +225,21 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
     assert sorted_column() == sorted(float(row["unauth mean"]) for row in rows.values())
     assert sorted_column() == sorted((float(row["unauth mean"]) for row in rows.values()), reverse=True)
     page.close()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["leaderboard"], "give a suite file, or --experiment NAME"),
+        (["report", "--experiment", "nope"], "needs --tracking-uri"),
+        (["leaderboard", "--experiment", "nope", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"], "no MLflow store at"),
+    ],
+)
+def test_reading_back_from_mlflow_fails_with_one_line(argv, expected, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main([arg.format(tmp=tmp_path) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
 
 
 def test_ui_serves_the_store_the_suite_logs_to(digits_zoo, tmp_path, monkeypatch):
