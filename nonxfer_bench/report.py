@@ -40,11 +40,10 @@ figure { margin: 0 0 1.5em 0; }
 
 
 def _inline(text: str) -> str:
-    """Escape ``text`` and render the inline Markdown the leaderboard uses: `code`, **bold**, [link](target)."""
+    """Escape ``text`` and render the inline Markdown the leaderboard uses: `code` and **bold**."""
     text = html.escape(text)
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
 
 
 def _cells(line: str) -> list[str]:
