@@ -164,8 +164,9 @@ def command_report(args: argparse.Namespace) -> int:
             samples = tracked.download_samples(Path(downloads))
         else:
             from nonxfer_bench.plan import plan_suite
+            from nonxfer_bench.samples import sample_file
 
-            grids = {g.label: suite.run_dir() / "samples" / f"{g.label.replace('/', '__')}.png" for g in plan_suite(suite)}
+            grids = {g.label: sample_file(suite.run_dir(), g.label) for g in plan_suite(suite)}
             samples = {label: path for label, path in grids.items() if path.is_file()}
         index = write_report(name, cells, models, samples, out)
     print(f"{index} ({len(cells)} cells, {len(samples)} sample grids)")
