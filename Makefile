@@ -5,9 +5,10 @@ VENV ?= .venv
 PYTHON ?= python3.11
 BIN := $(VENV)/bin
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data quickstart test
+.PHONY: setup data browser quickstart test
 
 $(BIN)/nonxfer-bench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +26,15 @@ $(FASHION_MNIST):
 
 data: $(FASHION_MNIST)
 
+# Debian's headless Chromium renders the MLflow UI and the HTML report in tests/test_dashboards.py.
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y -qq chromium
+
+browser: $(CHROMIUM)
+
 quickstart: setup data
 	$(BIN)/nonxfer-bench run suites/quickstart.yaml
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,4 @@
-"""The ``nonxfer-bench`` command line: run suites, train the zoo, list components, rebuild leaderboards, open the UI."""
+"""The ``nonxfer-bench`` command line: run suites, train the zoo, list components, rebuild leaderboards and reports, open the UI."""
 
 from __future__ import annotations
 
@@ -106,21 +106,80 @@ def command_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_leaderboard(args: argparse.Namespace) -> int:
-    from nonxfer_bench.leaderboard import write_leaderboard
-    from nonxfer_bench.plan import plan_suite
-    from nonxfer_bench.store import CellStore
+def _read_cells(args: argparse.Namespace):
+    """The cells for ``leaderboard`` and ``report``: from the suite's cell store, or read back from MLflow
+    (``--mlflow``, ``--experiment``, ``--tracking-uri``, ``--run-id``). Returns (suite or None, name, cells,
+    models, tracked invocation or None)."""
     from nonxfer_bench.suite import load_suite
 
-    suite = load_suite(Path(args.suite))
+    from_mlflow = bool(args.mlflow or args.experiment or args.tracking_uri or args.run_id)
+    if not args.suite and not args.experiment:
+        raise UserError(f"{args.command}: give a suite file, or --experiment NAME to read from MLflow")
+    suite = load_suite(Path(args.suite), require_weights=not from_mlflow) if args.suite else None
+    if from_mlflow:
+        import os
+
+        from nonxfer_bench.readback import read_suite
+        from nonxfer_bench.tracking import tracking_uri
+
+        uri = args.tracking_uri or (tracking_uri(suite) if suite else os.environ.get("MLFLOW_TRACKING_URI"))
+        if not uri:
+            raise UserError("--experiment without a suite file needs --tracking-uri URI (or MLFLOW_TRACKING_URI)")
+        tracked = read_suite(uri, args.experiment or (suite.tracking.experiment or suite.name), args.run_id)
+        return suite, tracked.suite_name, tracked.cells, tracked.models, tracked
+    from nonxfer_bench.plan import plan_suite
+    from nonxfer_bench.store import CellStore
+
     store = CellStore(suite.run_dir() / "cells.jsonl")
     keys = [key for group in plan_suite(suite) for key in group.cells.values()]
-    missing = sum(key not in store for key in keys)
-    if missing == len(keys):
+    if not any(key in store for key in keys):
         raise UserError(f"{args.suite}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
-    paths = write_leaderboard(suite.name, [store.cells[k] for k in keys if k in store], [m.name for m in suite.models], suite.results_dir())
-    print(f"{paths[0]} ({len(keys) - missing} cells, {missing} missing)")
+    return suite, suite.name, [store.cells[k] for k in keys if k in store], [m.name for m in suite.models], None
+
+
+def command_leaderboard(args: argparse.Namespace) -> int:
+    from nonxfer_bench.leaderboard import write_leaderboard
+
+    suite, name, cells, models, tracked = _read_cells(args)
+    out = Path(args.out) if args.out else (suite.results_dir() if suite else Path("results") / name)
+    paths = write_leaderboard(name, cells, models, out)
+    if tracked:
+        from nonxfer_bench.readback import log_to_parent
+
+        log_to_parent(tracked, paths)
+    source = f"MLflow {tracked.uri}, run {tracked.parent_id}" if tracked else "the cell store"
+    print(f"{paths[0]} ({len(cells)} cells from {source})")
     return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from nonxfer_bench.report import write_report
+
+    suite, name, cells, models, tracked = _read_cells(args)
+    out = Path(args.out) if args.out else (suite.output.dir if suite else Path("runs")) / name / "report"
+    with tempfile.TemporaryDirectory() as downloads:
+        if tracked:
+            samples = tracked.download_samples(Path(downloads))
+        else:
+            from nonxfer_bench.plan import plan_suite
+            from nonxfer_bench.samples import sample_file
+
+            grids = {g.label: sample_file(suite.run_dir(), g.label) for g in plan_suite(suite)}
+            samples = {label: path for label, path in grids.items() if path.is_file()}
+        index = write_report(name, cells, models, samples, out)
+    print(f"{index} ({len(cells)} cells, {len(samples)} sample grids)")
+    return 0
+
+
+def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
+    parser.add_argument("suite", nargs="?", help="suite YAML file (optional with --experiment)")
+    parser.add_argument("--mlflow", action="store_true", help="read the cells back from MLflow instead of the cell store")
+    parser.add_argument("--experiment", help="MLflow experiment to read (default: the suite's); implies --mlflow")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, the suite's tracking.uri or store)")
+    parser.add_argument("--run-id", help="parent run of the invocation to read (default: the latest with group runs)")
+    parser.add_argument("--out", help=out_help)
 
 
 def command_encode(args: argparse.Namespace) -> int:
@@ -172,8 +231,13 @@ def command_ui(args: argparse.Namespace) -> int:
 
     suite = load_suite(Path(args.suite), require_weights=False)
     uri = tracking_uri(suite)
+    if uri.startswith(("http://", "https://")):  # a tracking server already serves its own UI
+        print(f"{suite.name} logs to the MLflow server {uri}: open it in a browser")
+        return 0
     print(f"MLflow UI on http://{args.host}:{args.port} for {uri}")
-    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+    # one worker: a local UI for one person starts about twice as fast as mlflow's default pool on 2 cores
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
+    return subprocess.call([sys.executable, "-m", *command])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,9 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("suite", nargs="?", help="suite file (for 'models')")
     listing.set_defaults(handler=command_list)
 
-    board = commands.add_parser("leaderboard", help="rebuild a suite's leaderboard from its finished cells")
-    board.add_argument("suite")
+    board = commands.add_parser("leaderboard", help="rebuild a suite's leaderboard and plots from its cell store or MLflow")
+    _add_cell_source(board, "output folder (default: the suite's results folder, or results/<suite name>)")
     board.set_defaults(handler=command_leaderboard)
+
+    report = commands.add_parser("report", help="write a static HTML report (leaderboard, plots, sample images) in one folder")
+    _add_cell_source(report, "output folder (default: <output.dir>/<suite name>/report)")
+    report.set_defaults(handler=command_report)
 
     encode = commands.add_parser("encode", help="turn an image folder into NE files for one authorized model")
     encode.add_argument("input", help="folder of images (searched recursively; class sub-folders are mirrored)")

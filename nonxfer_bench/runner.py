@@ -22,7 +22,7 @@ from nonxfer_bench.encoders import ENCODERS, Encoder
 from nonxfer_bench.metrics import aggregate_draws, psnr_per_image, ssim_per_image
 from nonxfer_bench.plan import AttackStep, EncodingGroup, plan_suite
 from nonxfer_bench.release import apply_storage
-from nonxfer_bench.samples import save_sample_grid
+from nonxfer_bench.samples import sample_file, save_sample_grid
 from nonxfer_bench.store import CellStore
 from nonxfer_bench.suite import Suite
 from nonxfer_bench.zoo import ZooModel, build_model
@@ -256,8 +256,7 @@ class Runner:
             )
         sample = None
         if sample_rows:
-            path = self.suite.run_dir() / "samples" / f"{group.label.replace('/', '__')}.png"
-            sample = save_sample_grid(sample_rows, path, self.suite.output.sample_images)
+            sample = save_sample_grid(sample_rows, sample_file(self.suite.run_dir(), group.label), self.suite.output.sample_images)
         return cells, sample
 
 

@@ -16,6 +16,11 @@ def for_display(images: torch.Tensor) -> torch.Tensor:
     return torch.where(in_range, images.clamp(0, 1), rescaled)
 
 
+def sample_file(run_dir: Path, label: str) -> Path:
+    """Where an encoding group's sample grid lives: ``<run dir>/samples/<label with / as __>.png``."""
+    return run_dir / "samples" / f"{label.replace('/', '__')}.png"
+
+
 def save_sample_grid(rows: dict[str, torch.Tensor], path: Path, count: int) -> Path:
     """Save one row of ``count`` images per named batch (rows labelled on the left) as a PNG."""
     import matplotlib

@@ -12,6 +12,14 @@ step = round(100 x attack strength); per-group summaries ``auth.acc``, ``unauth.
 unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack``) as
 ``unauth.best_attack_acc`` (its mean unauthorized accuracy), ``unauth.best_attack_acc_max`` and
 ``auth.best_attack_acc``, with tag ``nxb.best_attack`` = ``<attack>@<strength>``.
+
+For the UI's group-by and chart views, every group run also has params ``authorized``, ``encoder``,
+``strength``, ``seed``, ``storage``, tag ``nxb.attack_families`` (its attacks, comma-separated), tag
+``nxb.kind`` (``invocation`` on parents, ``encoding`` on groups) and per attack one curve per role:
+``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` and ``unauth.acc_max.<attack>`` (agreement as
+``auth.agree.<attack>`` ...), step = round(100 x attack strength). The group's cells, exactly as in the
+cell store, are its ``cells.json`` artifact, so leaderboards can be rebuilt from MLflow alone
+(:mod:`nonxfer_bench.readback`).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from nonxfer_bench.suite import Suite, stable_hash
 
 PARENT_TAG = "nxb.suite_hash"
 GROUP_TAG = "nxb.group"
+CELLS_ARTIFACT = "cells.json"
 
 
 def tracking_uri(suite: Suite) -> str:
@@ -86,7 +95,7 @@ class Tracker:
         else:
             run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{self.suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
             self.parent_id = run.info.run_id
-            mlflow.set_tags({PARENT_TAG: self.suite_hash, "nxb.suite": self.suite.name})
+            mlflow.set_tags({PARENT_TAG: self.suite_hash, "nxb.suite": self.suite.name, "nxb.kind": "invocation"})
             mlflow.log_params(self._suite_params())
             mlflow.log_artifact(str(self.suite_path), artifact_path="suite")
             self._log_preprocessing()
@@ -134,9 +143,15 @@ class Tracker:
                     "nxb.encoder": group.encoder.name,
                     "nxb.strength": group.strength,
                     "nxb.seed": group.seed,
+                    "nxb.kind": "encoding",
+                    "nxb.attack_families": ",".join(dict.fromkeys(c["attack"] for c in cells)),
                 }
             )
-            mlflow.log_params({f"encoder.{k}": v for k, v in group.encoder.params.items()} | {"strength": group.strength})
+            mlflow.log_params(
+                {f"encoder.{k}": v for k, v in group.encoder.params.items()}
+                | {"strength": group.strength, "authorized": group.authorized, "encoder": group.encoder.name, "seed": group.seed, "storage": group.storage}
+            )
+            mlflow.log_dict({"cells": cells}, CELLS_ARTIFACT)
             metrics = []
             timestamp = int(time.time() * 1000)
             for cell in cells:
@@ -158,6 +173,7 @@ class Tracker:
                 summary |= {"unauth.best_attack_acc": best["unauth_mean"], "unauth.best_attack_acc_max": best["unauth_max"], "auth.best_attack_acc": best["auth"]}
                 mlflow.set_tag("nxb.best_attack", f"{best['attack']}@{best['attack_strength']:g}")
             metrics += [mlflow.entities.Metric(k, v, timestamp, 0) for k, v in summary.items() if v is not None]
+            metrics += _role_curves(cells, timestamp)
             metrics += self._bound_metrics(group, cells, timestamp)
             client = mlflow.MlflowClient()
             run_id = mlflow.active_run().info.run_id
@@ -200,3 +216,25 @@ class Tracker:
             self.mlflow.end_run("FINISHED")
         else:
             self.mlflow.end_run("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+
+
+def _role_curves(cells: list[dict], timestamp: int) -> list:
+    """Per attack and role, the authorized value and the unauthorized mean and max at each attack strength."""
+    from mlflow.entities import Metric
+
+    steps: dict[tuple[str, float], dict[str, list[float]]] = {}
+    for cell in cells:
+        for metric, name in (("accuracy", "acc"), ("agreement", "agree")):
+            if cell.get(metric) is not None:
+                steps.setdefault((cell["attack"], cell["attack_strength"]), {}).setdefault(f"{name}.{cell['role']}", []).append(cell[metric])
+    out = []
+    for (attack, strength), values in steps.items():
+        step = round(100 * strength)
+        for name in ("acc", "agree"):
+            if values.get(f"{name}.authorized"):
+                out.append(Metric(f"auth.{name}.{attack}", values[f"{name}.authorized"][0], timestamp, step))
+            unauthorized = values.get(f"{name}.unauthorized")
+            if unauthorized:
+                out.append(Metric(f"unauth.{name}_mean.{attack}", sum(unauthorized) / len(unauthorized), timestamp, step))
+                out.append(Metric(f"unauth.{name}_max.{attack}", max(unauthorized), timestamp, step))
+    return out

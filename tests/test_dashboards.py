@@ -1,0 +1,265 @@
+"""End to end over HTTP: a real ``mlflow server`` on loopback, a tiny suite logged to it, the leaderboard and the
+HTML report rebuilt from MLflow, and the MLflow experiment page and the report rendered in headless Chromium.
+
+Needs Debian's ``chromium`` (``make test`` installs it) and the ``playwright`` package (the ``test`` extra); a
+missing browser fails these tests rather than skipping them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from nonxfer_bench.cli import main
+from nonxfer_bench.store import CellStore
+from nonxfer_bench.suite import load_suite
+from nonxfer_bench.tracking import Tracker
+from tests.conftest import digits_suite
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without these, headless Chromium on a closed network can hang on start-up (quic, sync, component updates).
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+EXPERIMENT = "digits-e2e"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"{process.args[:5]} did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real MLflow tracking server (SQLite store, proxied artifacts) on a free loopback port."""
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    port = _free_port()
+    log = open(folder / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url, process, folder / "server.log")
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)  # the server's workers are in its process group
+    process.wait(30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def logged(server, digits_zoo, tmp_path_factory):
+    """The tiny suite run once through the CLI, logging to the server over HTTP; its suite path and store."""
+    folder = tmp_path_factory.mktemp("digits_e2e")
+    path = digits_suite(
+        folder,
+        digits_zoo,
+        encoders=[{"name": "patch", "strengths": [0.0, 20.0]}, {"name": "reference", "strengths": [20.0]}],
+        attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.25, 1.0]}],
+        tracking={"enabled": True, "uri": server, "experiment": EXPERIMENT},
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert main(["run", str(path)]) == 0
+        suite = load_suite(path)
+        yield path, suite, CellStore(suite.run_dir() / "cells.jsonl")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install chromium`, done by `make test`)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+def _group_runs(server: str):
+    mlflow.set_tracking_uri(server)
+    runs = mlflow.search_runs(experiment_names=[EXPERIMENT])
+    return runs, runs[runs["tags.nxb.kind"] == "encoding"]
+
+
+def _effect_rows(markdown: str) -> dict[tuple[str, str], dict[str, str]]:
+    """The NE-effect table of a leaderboard.md as {(authorized, encoding): {column: text}}."""
+    section = markdown.split("## NE effect (no attack)")[1].split("## Attacks")[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+    return {(row["authorized"], row["encoding"]): row for row in rows}
+
+
+def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cells(logged, server, tmp_path):
+    path, suite, store = logged
+    assert main(["leaderboard", str(path), "--mlflow", "--out", str(tmp_path / "mlflow")]) == 0
+    assert main(["leaderboard", str(path), "--out", str(tmp_path / "store")]) == 0
+    assert main(["leaderboard", "--experiment", "nope", "--tracking-uri", server]) == 2
+    for name in ("leaderboard.md", "cells.csv"):
+        assert (tmp_path / "mlflow" / name).read_text() == (tmp_path / "store" / name).read_text()
+    rows = _effect_rows((tmp_path / "mlflow" / "leaderboard.md").read_text())
+    identity = [cell for cell in store.cells.values() if cell["attack"] == "identity"]
+    encodings = {(c["encoder"], c["strength"]) for c in identity}
+    clean_authorized = next(c["accuracy"] for c in identity if c["encoder"] == "clean" and c["model"] == "vit_a")
+    assert len(rows) == len(encodings) == 4  # clean, patch 0, patch 20, reference 20
+    for encoder, strength in encodings:
+        cells = {c["model"]: c["accuracy"] for c in identity if (c["encoder"], c["strength"]) == (encoder, strength)}
+        unauthorized = [cells["vit_b"], cells["res"]]
+        row = rows[("vit_a", encoder if encoder == "clean" else f"{encoder} {strength:g}")]
+        assert row["auth acc"] == f"{100 * cells['vit_a']:.1f}"
+        assert row["auth retention"] == f"{100 * cells['vit_a'] / clean_authorized:.1f}"
+        assert row["unauth mean"] == f"{100 * sum(unauthorized) / 2:.1f}"
+        assert row["unauth max"].startswith(f"{100 * max(unauthorized):.1f} (")
+        assert (row["vit_b"], row["res"]) == (f"{100 * cells['vit_b']:.1f}", f"{100 * cells['res']:.1f}")
+    plots = {"accuracy_vs_strength.png", "transfer_heatmap.png", "attack_curves.png", "theory_pred_vs_obs.png", "theory_misalignment_vs_drop.png"}
+    assert plots <= {p.name for p in (tmp_path / "mlflow").glob("*.png")}
+    runs, _ = _group_runs(server)
+    parent = runs[runs["tags.nxb.kind"] == "invocation"]["run_id"].item()
+    logged_files = {Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(parent, "leaderboard")}
+    assert {"leaderboard.md", "cells.csv"} | plots <= logged_files
+
+
+def test_group_runs_carry_the_params_tags_and_role_curves_the_ui_groups_by(logged, server):
+    _, suite, store = logged
+    _, groups = _group_runs(server)
+    assert sorted(groups["params.encoder"]) == ["clean", "patch", "patch", "reference"]
+    assert set(groups["params.authorized"]) == {"vit_a"} and set(groups["tags.nxb.attack_families"]) == {"identity,blur"}
+    client = mlflow.MlflowClient()
+    for run_id, group_key in zip(groups["run_id"], groups["tags.nxb.group"]):
+        blur = [c for c in store.cells.values() if c["group"] == group_key and c["attack"] == "blur"]
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "unauth.acc_mean.blur"))
+        expected = sorted(
+            (round(100 * s), sum(c["accuracy"] for c in blur if c["attack_strength"] == s and c["role"] == "unauthorized") / 2)
+            for s in (0.25, 1.0)
+        )
+        assert [step for step, _ in history] == [step for step, _ in expected] == [25, 100]
+        assert [value for _, value in history] == pytest.approx([value for _, value in expected])
+        authorized = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "auth.acc.blur"))
+        assert authorized == sorted((round(100 * c["attack_strength"]), c["accuracy"]) for c in blur if c["role"] == "authorized")
+
+
+def test_the_experiment_page_and_the_run_comparison_render_in_chromium(logged, server, browser):
+    runs, groups = _group_runs(server)
+    experiment = runs["experiment_id"].iloc[0]
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{server}/#/experiments/{experiment}/runs", timeout=60_000)
+    parent_name = runs[runs["tags.nxb.kind"] == "invocation"]["tags.mlflow.runName"].item()
+    parent = page.locator("[role=row]").filter(has_text=parent_name).first
+    parent.wait_for(timeout=60_000)
+    parent.locator("[col-id*='Run Name'] button").first.click()  # expand the invocation's nested group runs
+    for name in groups["tags.mlflow.runName"]:
+        page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+    assert EXPERIMENT in page.inner_text("body")
+    ids = json.dumps(list(groups["run_id"]))
+    page.goto(f"{server}/#/compare-runs?runs={ids}&experiments={json.dumps([experiment])}", timeout=60_000)
+    page.get_by_text("auth.acc.blur", exact=True).first.wait_for(timeout=60_000)
+    shown = page.inner_text("body")
+    for name in groups["tags.mlflow.runName"]:
+        assert name in shown
+    for text in ("authorized", "encoder", "storage", "nxb.attack_families\tidentity,blur", "nxb.kind\tencoding"):
+        assert text in shown
+    page.close()
+
+
+def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, browser, tmp_path):
+    path, suite, store = logged
+    assert main(["report", str(path), "--mlflow", "--out", str(tmp_path / "built")]) == 0
+    folder = shutil.move(tmp_path / "built", tmp_path / "moved")  # self-contained: nothing points back
+    board = (Path(folder) / "leaderboard.md").read_text()
+    page = browser.new_page()
+    page.goto((Path(folder) / "index.html").as_uri())
+    page.wait_for_selector("h1")
+    assert page.inner_text("h1") == f"Leaderboard: {suite.name}"
+    rows = _effect_rows(board)
+    effect = page.locator("table").first
+    assert effect.locator("tbody tr").count() == len(rows)
+    shown = effect.inner_text()
+    for row in rows.values():
+        assert row["auth acc"] in shown and row["encoding"] in shown
+    images = page.eval_on_selector_all("img", "images => images.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+    sources = [src for src, _ in images]
+    assert all(ok for _, ok in images), images
+    assert sum(src.startswith("samples/") for src in sources) == 4  # one grid per encoding: clean, NE, blur rows
+    assert {"accuracy_vs_strength.png", "transfer_heatmap.png", "attack_curves.png"} <= set(sources)
+    assert main(["report", str(path), "--out", str(tmp_path / "from_store")]) == 0  # the same page from the cell store
+    assert (tmp_path / "from_store" / "index.html").read_text() == (Path(folder) / "index.html").read_text()
+    for grid in (Path(folder) / "samples").iterdir():
+        assert (tmp_path / "from_store" / "samples" / grid.name).read_bytes() == grid.read_bytes()
+    column = [cell.strip() for cell in effect.locator("th").all_inner_texts()].index("unauth mean")
+
+    def sorted_column() -> list[float]:
+        effect.locator("th").nth(column).click()
+        return [float(text) for text in effect.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()]
+
+    assert sorted_column() == sorted(float(row["unauth mean"]) for row in rows.values())
+    assert sorted_column() == sorted((float(row["unauth mean"]) for row in rows.values()), reverse=True)
+    page.close()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["leaderboard"], "give a suite file, or --experiment NAME"),
+        (["report", "--experiment", "nope"], "needs --tracking-uri"),
+        (["leaderboard", "--experiment", "nope", "--tracking-uri", "sqlite:///{tmp}/mlflow.db"], "no MLflow store at"),
+    ],
+)
+def test_reading_back_from_mlflow_fails_with_one_line(argv, expected, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main([arg.format(tmp=tmp_path) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_ui_serves_the_store_the_suite_logs_to(digits_zoo, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = digits_suite(tmp_path, digits_zoo, tracking={"enabled": True, "experiment": "digits-ui"})
+    suite = load_suite(path)
+    with Tracker(suite, path) as tracker:  # the suite's default store: SQLite under output.dir
+        parent = tracker.parent_id
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nonxfer_bench.cli", "ui", str(path), "--port", str(port)],
+            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, process, log)
+        mlflow.set_tracking_uri(url)
+        assert list(mlflow.search_runs(experiment_names=["digits-ui"])["run_id"]) == [parent]
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
