@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from nonxfer_bench import faults
 from nonxfer_bench.errors import UserError
 
 SUITES_DIR = Path("suites")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or `kill`), turned into the same clean shutdown as Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def _set_threads(threads: int | None) -> None:
@@ -23,6 +33,7 @@ def _set_threads(threads: int | None) -> None:
 def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.leaderboard import write_leaderboard
     from nonxfer_bench.runner import Runner
+    from nonxfer_bench.store import exclusive
     from nonxfer_bench.suite import load_suite
     from nonxfer_bench.tracking import Tracker
 
@@ -32,20 +43,21 @@ def command_run(args: argparse.Namespace) -> int:
     _set_threads(args.threads or suite.threads)
     tracking = suite.tracking.enabled and not args.no_tracking
     tracker = Tracker(suite, Path(args.suite)) if tracking else None
-    with tracker or contextlib.nullcontext():
-        runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None)
-        try:
+    kept = f"finished cells are kept in {suite.run_dir() / 'cells.jsonl'}; run the same command again to resume"
+    try:
+        with exclusive(suite.run_dir()), tracker or contextlib.nullcontext():
+            runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None)
             result = runner.run()
-        except KeyboardInterrupt:
-            print(
-                f"\ninterrupted: {len(runner.store.cells)} finished cells are kept in {runner.store.path}; "
-                "run the same command again to resume",
-                file=sys.stderr,
-            )
-            raise
-        paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())
-        if tracker:
-            tracker.log_results(paths)
+            faults.point("leaderboard_before")
+            paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())
+            faults.point("leaderboard_written")
+            if tracker:
+                tracker.log_results(paths)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {kept}", file=sys.stderr)
+        raise
+    except OSError as error:  # a full disk, a read-only folder: the store holds every cell finished before it
+        raise UserError(f"{_io_error(error)}; {kept}") from None
     print(
         f"{suite.name}: {result.computed_groups} encodings computed, {result.skipped_groups} reused; "
         f"{len(result.cells)} cells. Leaderboard: {paths[0]}"
@@ -246,18 +258,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _io_error(error: OSError) -> str:
+    where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    return f"{where + ': ' if where else ''}{error.strerror or error} (check the path, its permissions and free disk space)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 bad input or an I/O error (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
     args = build_parser().parse_args(argv)
     import torch
 
     torch.set_flush_denormal(True)  # denormal weights or activations can slow CPU work down 20-50x
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.handler(args)
     except UserError as error:
         print(f"nonxfer-bench: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"nonxfer-bench: error: {_io_error(error)}", file=sys.stderr)
+        return 2
+    except Terminated:
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        return 130
+        return 128 + signal.SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,12 @@
 The store is a local SQLite file beside the run folders unless ``MLFLOW_TRACKING_URI`` (first) or the
 suite's ``tracking.uri`` names another. A run killed before it finished is resumed by the next
 invocation of the same suite (same parent run, groups already logged are not logged again), so the
-store never holds duplicate groups and no parent is left RUNNING after a successful rerun.
+store never holds duplicate groups and no parent is left RUNNING after a successful rerun. A parent is
+resumed only by a run writing the same run folder (tag ``nxb.run_dir``), so concurrent runs of one suite
+into different folders keep separate parents. Nested runs that a killed invocation left unfinished are
+deleted (MLflow's soft delete) and their groups logged again. An ``http(s)`` tracking server is probed
+with a short connection first, so an unreachable one is reported at once instead of after minutes of
+MLflow's retries.
 
 Names are fixed so the MLflow UI groups without hand work: tags ``nxb.authorized``, ``nxb.encoder``,
 ``nxb.strength``, ``nxb.seed``; metrics ``acc.<attack>.<model>`` and ``agree.<attack>.<model>`` with
@@ -17,16 +22,20 @@ unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
+from nonxfer_bench import faults
 from nonxfer_bench.errors import UserError
 from nonxfer_bench.plan import EncodingGroup
 from nonxfer_bench.suite import Suite, stable_hash
 
 PARENT_TAG = "nxb.suite_hash"
 GROUP_TAG = "nxb.group"
+RUN_DIR_TAG = "nxb.run_dir"
+PROBE_SECONDS = 5.0
 
 
 def tracking_uri(suite: Suite) -> str:
@@ -35,6 +44,23 @@ def tracking_uri(suite: Suite) -> str:
     if suite.tracking.uri:
         return suite.tracking.uri
     return f"sqlite:///{(suite.output.dir / 'mlflow.db').resolve()}"
+
+
+def probe_server(uri: str) -> None:
+    """Fail fast with one line if an http(s) tracking server does not accept connections."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=PROBE_SECONDS).close()
+    except OSError as error:
+        raise UserError(
+            f"MLflow tracking server {uri} is not reachable ({type(error).__name__}: {error}); start it, point "
+            "MLFLOW_TRACKING_URI or the suite's tracking.uri at a running one, or run with --no-tracking"
+        ) from None
 
 
 class Tracker:
@@ -48,6 +74,7 @@ class Tracker:
         self.suite_path = suite_path
         self.uri = tracking_uri(suite)
         self.suite_hash = stable_hash(suite.model_dump(mode="json", exclude={"output", "tracking", "threads"}))
+        self.run_dir = str(suite.run_dir().resolve())
         self.parent_id: str | None = None
         self.logged_groups: set[str] = set()
 
@@ -55,6 +82,7 @@ class Tracker:
         mlflow = self.mlflow
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        probe_server(self.uri)
         mlflow.set_tracking_uri(self.uri)
         name = self.suite.tracking.experiment or self.suite.name
         try:
@@ -71,7 +99,8 @@ class Tracker:
         self.experiment_id = experiment_id
         previous = mlflow.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{self.suite_hash}' and attributes.status != 'FINISHED'",
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.suite_hash}' and tags.`{RUN_DIR_TAG}` = '{self.run_dir}' "
+            "and attributes.status != 'FINISHED'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
             output_format="list",
@@ -81,15 +110,22 @@ class Tracker:
             children = mlflow.search_runs(
                 [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'", output_format="list"
             )
-            self.logged_groups = {run.data.tags.get(GROUP_TAG) for run in children}
+            client = mlflow.MlflowClient()
+            for run in children:
+                if run.info.status == "FINISHED":
+                    self.logged_groups.add(run.data.tags.get(GROUP_TAG))
+                else:  # killed while it was being logged: its metrics may be incomplete
+                    client.delete_run(run.info.run_id)
             mlflow.start_run(run_id=self.parent_id)
-        else:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{self.suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-            self.parent_id = run.info.run_id
-            mlflow.set_tags({PARENT_TAG: self.suite_hash, "nxb.suite": self.suite.name})
-            mlflow.log_params(self._suite_params())
-            mlflow.log_artifact(str(self.suite_path), artifact_path="suite")
-            self._log_preprocessing()
+        else:  # the identifying tags are written with the run itself, so a kill cannot leave an orphan parent
+            tags = {PARENT_TAG: self.suite_hash, RUN_DIR_TAG: self.run_dir, "nxb.suite": self.suite.name}
+            run_name = f"{self.suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.parent_id = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags).info.run_id
+            faults.point("mlflow_parent_started")
+        # logged again on resume (same values), in case the killed invocation died before logging them
+        mlflow.log_params(self._suite_params())
+        mlflow.log_artifact(str(self.suite_path), artifact_path="suite")
+        self._log_preprocessing()
         return self
 
     def _log_preprocessing(self) -> None:
@@ -126,10 +162,10 @@ class Tracker:
         if group.key in self.logged_groups:
             return
         mlflow = self.mlflow
-        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id):
+        faults.point("mlflow_group_before")
+        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id, tags={GROUP_TAG: group.key}):
             mlflow.set_tags(
                 {
-                    GROUP_TAG: group.key,
                     "nxb.authorized": group.authorized,
                     "nxb.encoder": group.encoder.name,
                     "nxb.strength": group.strength,
@@ -137,6 +173,7 @@ class Tracker:
                 }
             )
             mlflow.log_params({f"encoder.{k}": v for k, v in group.encoder.params.items()} | {"strength": group.strength})
+            faults.point("mlflow_group_started")
             metrics = []
             timestamp = int(time.time() * 1000)
             for cell in cells:
@@ -163,8 +200,10 @@ class Tracker:
             run_id = mlflow.active_run().info.run_id
             for start in range(0, len(metrics), 900):
                 client.log_batch(run_id, metrics=metrics[start : start + 900])
+                faults.point("mlflow_metrics_logged")
             if sample is not None:
                 mlflow.log_artifact(str(sample), artifact_path="samples")
+        faults.point("mlflow_group_after")
         self.logged_groups.add(group.key)
 
     def _bound_metrics(self, group: EncodingGroup, cells: list[dict], timestamp: int) -> list:
