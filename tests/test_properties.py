@@ -1,0 +1,101 @@
+"""Property-based tests (hypothesis): encoders and attacks on random image sizes, channel counts,
+strengths and seeds keep shapes, dtypes and value ranges, are deterministic, and the encoders that
+promise an exact standard PSNR achieve it.
+
+Examples are few (each builds a model or runs an attack) and derandomized, so CI sees the same cases
+every time; the fixed-size specification of every attack is ``tests/attacks/test_registry.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nonxfer_bench.attacks import ATTACKS, Attack
+from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.metrics import psnr_per_image
+from nonxfer_bench.suite import ModelSpec
+from nonxfer_bench.zoo import build_model
+
+PROPERTY = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+
+# Attacks that need no fitted context and no trained generative model. They take [0, 1] images to
+# [0, 1] images: filters that average, codecs and quantizers that clip, occlusion with black.
+PLAIN_ATTACKS = [
+    n for n in ATTACKS.names() if ATTACKS.get(n).fit is Attack.fit and n not in ("autoencoder", "diffusers_vae", "diffusion")
+]
+EXACT_PSNR_ENCODERS = ["patch", "gaussian"]  # "standard PSNR ... exactly" in their docstrings
+
+
+@functools.cache
+def model(arch: str, channels: int, height: int, width: int):
+    """A small random-weight zoo model at this input size: a ViT (non-overlapping 4x4 stem) or a ResNet (7x7/2)."""
+    preprocess = {"input_size": [channels, height, width], "mean": [0.4] * channels, "std": [0.3] * channels}
+    if arch == "vit":
+        kwargs = {"img_size": [height, width], "patch_size": 4, "in_chans": channels, "embed_dim": 12, "depth": 1, "num_heads": 2, "num_classes": 5}
+        return build_model(ModelSpec(name="vit", arch="vit_tiny_patch16_224", kwargs=kwargs, preprocess=preprocess))
+    kwargs = {"in_chans": channels, "layers": [1, 1, 1, 1], "channels": [4, 4, 4, 4], "num_classes": 5}
+    return build_model(ModelSpec(name="res", arch="resnet18", kwargs=kwargs, preprocess=preprocess))
+
+
+@st.composite
+def image_batches(draw, multiple: int = 1) -> torch.Tensor:
+    """Random [0, 1] float32 batches: 1-3 images, 1 or 3 channels, sides 8-40 (multiples of ``multiple``)."""
+    count = draw(st.integers(1, 3))
+    channels = draw(st.sampled_from([1, 3]))
+    height = multiple * draw(st.integers(-(-8 // multiple), 40 // multiple))
+    width = multiple * draw(st.integers(-(-8 // multiple), 40 // multiple))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return torch.rand(count, channels, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+@PROPERTY
+@given(
+    name=st.sampled_from(PLAIN_ATTACKS),
+    images=image_batches(),
+    strength=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_an_attack_keeps_shape_dtype_and_the_unit_range_and_is_deterministic(name, images, strength, seed):
+    attack = ATTACKS.create(name)
+    first = attack(images, strength, torch.Generator().manual_seed(seed))
+    again = attack(images, strength, torch.Generator().manual_seed(seed))
+    assert first.shape == images.shape and first.dtype == torch.float32
+    assert torch.equal(first, again)
+    assert first.min() >= 0 and first.max() <= 1
+
+
+@PROPERTY
+@given(
+    name=st.sampled_from(EXACT_PSNR_ENCODERS + ["reference", "clean"]),
+    arch=st.sampled_from(["vit", "res"]),
+    images=image_batches(multiple=4),
+    strength=st.floats(5.0, 50.0),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_an_encoder_keeps_shape_and_dtype_is_deterministic_and_hits_its_psnr(name, arch, images, strength, seed):
+    authorized = model(arch, *images.shape[1:])
+    encoder = ENCODERS.create(name)
+    first = encoder.encode(images, authorized, strength, torch.Generator().manual_seed(seed))
+    again = encoder.encode(images, authorized, strength, torch.Generator().manual_seed(seed))
+    assert first.images.shape == images.shape and first.images.dtype == torch.float32
+    assert torch.equal(first.images, again.images)
+    assert torch.isfinite(first.images).all()
+    assert first.achieved_psnr.shape == (len(images),)
+    if name in EXACT_PSNR_ENCODERS:
+        torch.testing.assert_close(first.achieved_psnr, torch.full((len(images),), strength), atol=1e-2, rtol=0)
+        torch.testing.assert_close(psnr_per_image(images, first.images), first.achieved_psnr)  # it reports what it did
+    if name == "clean":
+        assert torch.equal(first.images, images)
+
+
+@PROPERTY
+@given(images=image_batches(multiple=4), strength=st.floats(5.0, 50.0), seeds=st.lists(st.integers(0, 2**31 - 1), min_size=2, max_size=2, unique=True))
+def test_different_seeds_give_different_noise(images, strength, seeds):
+    authorized = model("vit", *images.shape[1:])
+    encoder = ENCODERS.create("patch")
+    first, second = (encoder.encode(images, authorized, strength, torch.Generator().manual_seed(s)).images for s in seeds)
+    assert not torch.equal(first, second)
