@@ -50,10 +50,13 @@ class CellStore:
             return
         text = "".join(json.dumps(cell, sort_keys=True) + "\n" for cell in cells)
         faults.point("store_append")
-        with open(self.path, "a") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:  # name the file: a failed fsync (a full disk) says only what went wrong
+            raise OSError(error.errno, error.strerror, str(self.path)) from error
         faults.point("store_appended")
         for cell in cells:
             self.cells[cell["key"]] = cell
