@@ -21,11 +21,13 @@ unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 from nonxfer_bench import faults
 from nonxfer_bench.errors import UserError
@@ -36,6 +38,7 @@ PARENT_TAG = "nxb.suite_hash"
 GROUP_TAG = "nxb.group"
 RUN_DIR_TAG = "nxb.run_dir"
 PROBE_SECONDS = 5.0
+T = TypeVar("T")
 
 
 def tracking_uri(suite: Suite) -> str:
@@ -63,6 +66,38 @@ def probe_server(uri: str) -> None:
         ) from None
 
 
+# What another process writing the same store at the same moment looks like: SQLite's lock, the other
+# process's table creation or migration, or its experiment of the same name created just before ours.
+CONCURRENT = ("database is locked", "already exists", "duplicate column", "UNIQUE constraint failed")
+
+
+def retry_concurrent(call: Callable[[], T], attempts: int = 6, delay: float = 0.5) -> T:
+    """``call()``, retried with a growing pause while another process holds or is creating the store."""
+    for attempt in range(attempts - 1):
+        try:
+            return call()
+        except Exception as error:  # MLflow wraps SQLAlchemy errors in its own types
+            if not any(text in str(error) for text in CONCURRENT):
+                raise
+        time.sleep(delay * 2**attempt)
+    return call()
+
+
+@contextlib.contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, one process at a time creates (migrates) the file and the experiment: MLflow's
+    table creation is not safe against a second process doing the same at the same moment."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Logs one suite invocation to MLflow; use as a context manager around the runner."""
 
@@ -84,19 +119,12 @@ class Tracker:
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         probe_server(self.uri)
         mlflow.set_tracking_uri(self.uri)
-        name = self.suite.tracking.experiment or self.suite.name
         try:
-            experiment = mlflow.get_experiment_by_name(name)
-            if experiment is None:
-                location = None
-                if self.uri.startswith("sqlite:///"):
-                    location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-                experiment_id = mlflow.create_experiment(name, artifact_location=location)
-            else:
-                experiment_id = experiment.experiment_id
+            with creation_lock(self.uri):
+                self.experiment_id = retry_concurrent(self._experiment_id)
         except Exception as error:  # unreachable servers raise many types
             raise UserError(f"MLflow tracking at {self.uri} is not usable: {type(error).__name__}: {str(error).splitlines()[0]}") from None
-        self.experiment_id = experiment_id
+        experiment_id = self.experiment_id
         previous = mlflow.search_runs(
             [experiment_id],
             filter_string=f"tags.`{PARENT_TAG}` = '{self.suite_hash}' and tags.`{RUN_DIR_TAG}` = '{self.run_dir}' "
@@ -127,6 +155,17 @@ class Tracker:
         mlflow.log_artifact(str(self.suite_path), artifact_path="suite")
         self._log_preprocessing()
         return self
+
+    def _experiment_id(self) -> str:
+        """The suite's experiment, created if missing (artifacts beside a SQLite store)."""
+        name = self.suite.tracking.experiment or self.suite.name
+        experiment = self.mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        return self.mlflow.create_experiment(name, artifact_location=location)
 
     def _log_preprocessing(self) -> None:
         """Each model's resolved input pipeline (timm data config + zoo overrides): a param per model and
