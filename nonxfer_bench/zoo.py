@@ -245,7 +245,7 @@ def load_weights(net: nn.Module, path: Path, model_name: str, by_position: bool 
     except Exception as error:  # corrupt files surface as many different exception types
         text = str(error)
         if "WeightsUnpickler error:" in text:  # a pickle that holds more than tensors: possibly code
-            refused = text.split("WeightsUnpickler error:")[1].split(" Please")[0].strip()
+            refused = text.split("WeightsUnpickler error:")[1].strip().splitlines()[0].split(" Please")[0]
             detail = f"refused by torch.load(weights_only=True): {refused} A checkpoint must hold tensors only; re-save it as .safetensors"
         else:
             detail = f"{type(error).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
