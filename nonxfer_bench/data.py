@@ -195,7 +195,7 @@ class ImageFolder(Dataset):
             )
         if not root.is_dir():
             raise UserError(
-                f"image_folder: dataset folder {root} does not exist; point dataset.params.root or "
+                f"image_folder: dataset folder {root} {'is a file, not a folder' if root.exists() else 'does not exist'}; point dataset.params.root or "
                 f"{self.params.root_env} at a folder with one sub-folder of images per class"
             )
         return root

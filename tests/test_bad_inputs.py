@@ -193,6 +193,11 @@ def test_a_missing_dataset_folder_says_what_to_point_at(tmp_path, digits_zoo, ca
     fails(["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val")], capsys, "key 'dataset'", f"{tmp_path / 'val'} does not exist", "one sub-folder of images per class")
 
 
+def test_a_dataset_path_that_is_a_file_is_named(tmp_path, digits_zoo, capsys):
+    (tmp_path / "val.tar").write_bytes(b"")
+    fails(["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val.tar")], capsys, f"{tmp_path / 'val.tar'} is a file, not a folder")
+
+
 def test_an_unset_dataset_folder_names_the_variable(tmp_path, digits_zoo, capsys, monkeypatch):
     monkeypatch.delenv("NXB_TEST_IMAGES", raising=False)
     suite = folder_suite(tmp_path, digits_zoo, None, root_env="NXB_TEST_IMAGES")
