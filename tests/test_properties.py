@@ -24,10 +24,11 @@ from nonxfer_bench.zoo import build_model
 
 PROPERTY = settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
-# Attacks that need no fitted context and no trained generative model. They take [0, 1] images to
-# [0, 1] images: filters that average, codecs and quantizers that clip, occlusion with black.
+# Attacks that need no fitted context and no generative model (the reconstruction attacks, which load or
+# train one: tests/attacks/test_reconstruction.py). They take [0, 1] images to [0, 1] images: filters
+# that average, codecs and quantizers that clip, occlusion with black.
 PLAIN_ATTACKS = [
-    n for n in ATTACKS.names() if ATTACKS.get(n).fit is Attack.fit and n not in ("autoencoder", "diffusers_vae", "diffusion")
+    n for n in ATTACKS.names() if ATTACKS.get(n).fit is Attack.fit and not ATTACKS.get(n).__module__.endswith(".reconstruction")
 ]
 EXACT_PSNR_ENCODERS = ["patch", "gaussian", "operator"]  # "standard PSNR ... exactly" in their docstrings
 ENCODER_PARAMS = {"operator": {"k": 4}}  # few directions: the eigensolver stays fast on every size
