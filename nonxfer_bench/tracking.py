@@ -121,10 +121,10 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         try:
             with creation_lock(self.uri):
-                self.experiment_id = retry_concurrent(self._experiment_id)
+                experiment_id = retry_concurrent(self._experiment_id)
         except Exception as error:  # unreachable servers raise many types
             raise UserError(f"MLflow tracking at {self.uri} is not usable: {type(error).__name__}: {str(error).splitlines()[0]}") from None
-        experiment_id = self.experiment_id
+        self.experiment_id = experiment_id
         previous = mlflow.search_runs(
             [experiment_id],
             filter_string=f"tags.`{PARENT_TAG}` = '{self.suite_hash}' and tags.`{RUN_DIR_TAG}` = '{self.run_dir}' "

@@ -250,6 +250,8 @@ def load_weights(net: nn.Module, path: Path, model_name: str, by_position: bool 
         else:
             detail = f"{type(error).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
         raise UserError(f"model {model_name!r}: cannot read weights {path}: {detail}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"model {model_name!r}: weights {path} hold a {type(state).__name__}, not a state dict of tensors")
     if by_position:
         load_by_position(net, state, path, model_name)
         return

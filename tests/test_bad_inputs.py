@@ -176,9 +176,16 @@ def test_a_corrupt_checkpoint_is_named(suffix, tmp_path, digits_zoo, capsys):
     fails(["run", digits_suite(tmp_path, zoo)], capsys, "model 'vit_a'", f"cannot read weights {bad}")
 
 
+def test_a_checkpoint_that_is_not_a_state_dict_is_named(tmp_path, digits_zoo, capsys):
+    torch.save([torch.zeros(3)], tmp_path / "list.pth")
+    zoo = zoo_copy(tmp_path, digits_zoo, weights={"source": "file", "path": str(tmp_path / "list.pth")})
+    fails(["run", digits_suite(tmp_path, zoo)], capsys, "model 'vit_a'", "list.pth hold a list, not a state dict of tensors")
+
+
 def test_a_checkpoint_with_the_wrong_shapes_is_named(tmp_path, digits_zoo, capsys):
     zoo = zoo_copy(tmp_path, digits_zoo, weights={"source": "file", "path": str(digits_zoo.parent / "res.safetensors")})
-    fails(["run", digits_suite(tmp_path, zoo)], capsys, "model 'vit_a'", "res.safetensors do not fit the architecture")
+    fails(["run", digits_suite(tmp_path, zoo)], capsys, "model 'vit_a'", "res.safetensors do not fit the architecture",
+          "missing tensors (first: cls_token)", "unexpected tensors (first: conv1.weight)")  # fmt: skip
 
 
 # --- datasets and images -----------------------------------------------------------------------------------
