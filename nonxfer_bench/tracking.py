@@ -238,7 +238,8 @@ class Tracker:
             client = mlflow.MlflowClient()
             run_id = mlflow.active_run().info.run_id
             for start in range(0, len(metrics), 900):
-                client.log_batch(run_id, metrics=metrics[start : start + 900])
+                batch = metrics[start : start + 900]
+                retry_concurrent(lambda: client.log_batch(run_id, metrics=batch))  # a failed batch wrote nothing
                 faults.point("mlflow_metrics_logged")
             if sample is not None:
                 mlflow.log_artifact(str(sample), artifact_path="samples")

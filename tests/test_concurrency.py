@@ -9,6 +9,7 @@ import pytest
 
 from nonxfer_bench.cli import main
 from nonxfer_bench.store import CellStore
+from nonxfer_bench.tracking import retry_concurrent
 from tests.conftest import digits_suite
 
 
@@ -57,3 +58,24 @@ def test_two_simultaneous_runs_into_one_new_sqlite_store_keep_separate_correct_r
         assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
         for cell in cells:  # every cell of this run, and only this run, in its own nested runs
             assert logged[(cell["group"], f"acc.{cell['attack']}.{cell['model']}")] == pytest.approx(cell["accuracy"])
+
+
+def failing(times: int, message: str):
+    """A call that raises ``message`` the first ``times`` times, then returns how often it was called."""
+    calls = []
+
+    def call() -> int:
+        calls.append(1)
+        if len(calls) <= times:
+            raise RuntimeError(message)
+        return len(calls)
+
+    return call
+
+
+def test_store_contention_is_retried_and_any_other_error_is_raised_at_once():
+    assert retry_concurrent(failing(2, "(sqlite3.OperationalError) database is locked"), delay=0.001) == 3
+    with pytest.raises(RuntimeError, match="database is locked"):
+        retry_concurrent(failing(5, "database is locked"), attempts=3, delay=0.001)  # gives up after its attempts
+    with pytest.raises(RuntimeError, match="no such table"):
+        retry_concurrent(failing(1, "no such table"), delay=0.001)  # a retry would have succeeded
