@@ -9,6 +9,7 @@ configuration reuses one file, and a killed training never leaves a half-written
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -91,18 +92,20 @@ def train_autoencoder(config: AutoencoderConfig) -> tuple[ConvAutoencoder, tuple
 
 
 def load_or_train(config: AutoencoderConfig) -> ConvAutoencoder:
-    """The cached autoencoder for this config, trained first if the cache has none."""
+    """The cached autoencoder for this config, trained first if the cache has none or an unreadable one."""
     from safetensors.torch import load_file
 
     from nonxfer_bench.training import save_atomically
 
     path = cache_dir() / "autoencoders" / f"{stable_hash(config.model_dump(mode='json'))}.safetensors"
     if path.is_file():
-        state = load_file(str(path))
-        channels = state["encoder.0.weight"].shape[1]
-        model = ConvAutoencoder(channels, config.width, config.bottleneck)
-        model.load_state_dict(state)
-        return model.eval()
+        try:
+            state = load_file(str(path))
+            model = ConvAutoencoder(state["encoder.0.weight"].shape[1], config.width, config.bottleneck)
+            model.load_state_dict(state)
+            return model.eval()
+        except Exception as error:  # noqa: BLE001 - a damaged cache entry is derived data: rebuild it
+            print(f"nonxfer-bench: warning: cache entry {path} is unreadable ({type(error).__name__}); retraining it", file=sys.stderr)
     model, _ = train_autoencoder(config)
     save_atomically(model.state_dict(), path)
     return model

@@ -4,13 +4,49 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from nonxfer_bench import faults
 from nonxfer_bench.errors import UserError
 
 SUITES_DIR = Path("suites")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler or `kill`), turned into the same clean shutdown as Ctrl-C."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Command-line mistakes as one line with exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"nonxfer-bench: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+positive_int.__name__ = "positive integer"  # argparse names the expected type after the function
+finite_float.__name__ = "finite number"
 
 
 def _set_threads(threads: int | None) -> None:
@@ -23,6 +59,7 @@ def _set_threads(threads: int | None) -> None:
 def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.leaderboard import write_leaderboard
     from nonxfer_bench.runner import Runner
+    from nonxfer_bench.store import exclusive
     from nonxfer_bench.suite import load_suite
     from nonxfer_bench.tracking import Tracker
 
@@ -32,20 +69,21 @@ def command_run(args: argparse.Namespace) -> int:
     _set_threads(args.threads or suite.threads)
     tracking = suite.tracking.enabled and not args.no_tracking
     tracker = Tracker(suite, Path(args.suite)) if tracking else None
-    with tracker or contextlib.nullcontext():
-        runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None)
-        try:
+    kept = f"finished cells are kept in {suite.run_dir() / 'cells.jsonl'}; run the same command again to resume"
+    try:
+        with exclusive(suite.run_dir()), tracker or contextlib.nullcontext():
+            runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None)
             result = runner.run()
-        except KeyboardInterrupt:
-            print(
-                f"\ninterrupted: {len(runner.store.cells)} finished cells are kept in {runner.store.path}; "
-                "run the same command again to resume",
-                file=sys.stderr,
-            )
-            raise
-        paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())
-        if tracker:
-            tracker.log_results(paths)
+            faults.point("leaderboard_before")
+            paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())
+            faults.point("leaderboard_written")
+            if tracker:
+                tracker.log_results(paths)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {kept}", file=sys.stderr)
+        raise
+    except OSError as error:  # a full disk, a read-only folder: the store holds every cell finished before it
+        raise UserError(f"{_io_error(error)}; {kept}") from None
     print(
         f"{suite.name}: {result.computed_groups} encodings computed, {result.skipped_groups} reused; "
         f"{len(result.cells)} cells. Leaderboard: {paths[0]}"
@@ -195,7 +233,10 @@ def command_encode(args: argparse.Namespace) -> int:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise UserError(f"--param {item!r}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
-        params[name] = yaml.safe_load(value)
+        try:
+            params[name] = yaml.safe_load(value)  # safe_load: plain YAML values only, never Python objects
+        except yaml.YAMLError as error:
+            raise UserError(f"--param {item!r}: VALUE is not a plain YAML value ({getattr(error, 'problem', error)})") from None
     seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
     manifest = encode_folder(
         Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
@@ -241,14 +282,14 @@ def command_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nonxfer-bench", description=__doc__)
+    parser = OneLineParser(prog="nonxfer-bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a suite: encode, attack, evaluate, log, leaderboard")
     run.add_argument("suite", help="suite YAML file, e.g. suites/quickstart.yaml")
     run.add_argument("--fresh", action="store_true", help="recompute cells that are already finished")
-    run.add_argument("--limit", type=int, help="evaluate a seeded random subset of N images")
-    run.add_argument("--threads", type=int, help="torch CPU threads")
+    run.add_argument("--limit", type=positive_int, help="evaluate a seeded random subset of N images")
+    run.add_argument("--threads", type=positive_int, help="torch CPU threads")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.set_defaults(handler=command_run)
 
@@ -257,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
     train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
     train.add_argument("--only", nargs="+", help="train only these model names")
-    train.add_argument("--threads", type=int, help="torch CPU threads")
+    train.add_argument("--threads", type=positive_int, help="torch CPU threads")
     train.set_defaults(handler=command_zoo_train)
 
     training = commands.add_parser("train", help="train generative models used by attacks").add_subparsers(dest="train_command", required=True)
@@ -266,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     diffusion.add_argument("--device", help="torch device (default: cuda if available)")
     diffusion.add_argument("--steps", type=int, help="override train_steps")
     diffusion.add_argument("--max-seconds", type=float, help="stop training after this many seconds")
-    diffusion.add_argument("--threads", type=int, help="torch CPU threads")
+    diffusion.add_argument("--threads", type=positive_int, help="torch CPU threads")
     diffusion.set_defaults(handler=command_train_diffusion)
 
     listing = commands.add_parser("list", help="list registered components or suites")
@@ -288,12 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--zoo", required=True, help="zoo file or suite file that defines the model")
     encode.add_argument("--model", required=True, help="the authorized model's name in that zoo")
     encode.add_argument("--encoder", required=True, help="encoder name (nonxfer-bench list encoders)")
-    encode.add_argument("--strength", type=float, required=True, help="encoder strength (PSNR in dB; nominal for 'reference')")
+    encode.add_argument("--strength", type=finite_float, required=True, help="encoder strength (PSNR in dB; nominal for 'reference')")
     encode.add_argument("--param", action="append", metavar="NAME=VALUE", help="encoder parameter (repeatable)")
     encode.add_argument("--format", default="png8", help="float32, png16, png8, jpeg or jpeg<Q> (default png8)")
     encode.add_argument("--seed-key", help="secret key seeding the noise (default: env NXB_SEED_KEY); only its hash is written")
-    encode.add_argument("--batch-size", type=int, default=64)
-    encode.add_argument("--threads", type=int, help="torch CPU threads")
+    encode.add_argument("--batch-size", type=positive_int, default=64)
+    encode.add_argument("--threads", type=positive_int, help="torch CPU threads")
     encode.set_defaults(handler=command_encode)
 
     verify = commands.add_parser("verify", help="score zoo models on a released NE folder")
@@ -302,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--models", nargs="+", help="model names (default: every zoo model)")
     verify.add_argument("--originals", help="the input folder given to encode: reports agreement with predictions on it")
     verify.add_argument("--labels", action="store_true", help="labels from class folders (sorted names = class indices)")
-    verify.add_argument("--batch-size", type=int, default=64)
-    verify.add_argument("--threads", type=int, help="torch CPU threads")
+    verify.add_argument("--batch-size", type=positive_int, default=64)
+    verify.add_argument("--threads", type=positive_int, help="torch CPU threads")
     verify.set_defaults(handler=command_verify)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the store a suite logs to")
@@ -314,18 +355,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _io_error(error: OSError) -> str:
+    where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    return f"{where + ': ' if where else ''}{error.strerror or error} (check the path, its permissions and free disk space)"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 bad input or an I/O error (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
     args = build_parser().parse_args(argv)
     import torch
 
     torch.set_flush_denormal(True)  # denormal weights or activations can slow CPU work down 20-50x
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.handler(args)
     except UserError as error:
         print(f"nonxfer-bench: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"nonxfer-bench: error: {_io_error(error)}", file=sys.stderr)
+        return 2
+    except Terminated:
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
-        return 130
+        return 128 + signal.SIGINT
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ class ImageFolder(Dataset):
             )
         if not root.is_dir():
             raise UserError(
-                f"image_folder: dataset folder {root} does not exist; point dataset.params.root or "
+                f"image_folder: dataset folder {root} {'is a file, not a folder' if root.exists() else 'does not exist'}; point dataset.params.root or "
                 f"{self.params.root_env} at a folder with one sub-folder of images per class"
             )
         return root
@@ -235,11 +235,14 @@ def decode_settings(params: BaseModel) -> dict:
 def decode_image(path: Path, size: int, crop_pct: float, channels: int, interpolation: str = "bicubic") -> torch.Tensor:
     """Decode one image file to uint8 (C x size x size) as timm's eval transform does (crop_mode center):
     shorter side resized to floor(size / crop_pct), longer side as torchvision's Resize computes it,
-    then torchvision's CenterCrop. ``ToTensor`` of the result equals timm's tensor before normalization."""
+    then torchvision's CenterCrop. ``ToTensor`` of the result equals timm's tensor before normalization.
+    Any PIL mode is converted: gray to RGB and back, alpha dropped, 16-bit gray scaled to 8 bits."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray: PIL's convert would clip at 255, not scale
+                image = Image.fromarray((np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0).round().astype(np.uint8))
             return center_crop_pil(image.convert("L" if channels == 1 else "RGB"), size, crop_pct, interpolation)
     except (UnidentifiedImageError, OSError) as error:
         raise UserError(f"{path}: cannot read image ({error})") from None

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from nonxfer_bench import faults
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
 from nonxfer_bench.data import ImageSet, load_dataset
 from nonxfer_bench.encoders import ENCODERS, Encoder
@@ -138,6 +139,7 @@ class Runner:
             if dataset is None:
                 spec = self.suite.dataset
                 dataset = load_dataset(spec.name, spec.params).subset(spec.limit, self.suite.seeds[0])
+                faults.point("dataset_loaded")
             authorized = self.model(group.authorized)
             release = self.prepared("dataset", authorized, dataset)
             for model_name in {name for _, name in missing}:
@@ -222,6 +224,7 @@ class Runner:
                             flat = model.forward_first_layer_patches(attacked, encoding.authorized_patches).argmax(1)
                             tally.flat = True
                             tally.correct_flat += int((flat == batch_labels).sum())
+            faults.point("group_batch")
         encoded_psnr = torch.cat(psnr_encoded)
         stored_psnr = torch.cat(psnr_stored)
         cells = []

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 from typing import Any
+
+from nonxfer_bench import faults
+from nonxfer_bench.errors import UserError
 
 
 class CellStore:
@@ -24,10 +30,16 @@ class CellStore:
         if len(complete) != len(data):  # a torn final line from a killed writer
             with open(self.path, "r+b") as handle:
                 handle.truncate(len(complete))
-        for line in complete.decode().splitlines():
+        for number, line in enumerate(complete.decode(errors="replace").splitlines(), 1):
             if line.strip():
-                cell = json.loads(line)
-                self.cells[cell["key"]] = cell
+                try:
+                    cell = json.loads(line)
+                    self.cells[cell["key"]] = cell
+                except (ValueError, TypeError, KeyError):
+                    raise UserError(
+                        f"{self.path}: line {number} is not a finished cell (JSON with a 'key'); the file was edited "
+                        "or damaged: restore it, delete that line (its cell is recomputed) or delete the file"
+                    ) from None
 
     def __contains__(self, key: str) -> bool:
         return key in self.cells
@@ -37,9 +49,37 @@ class CellStore:
         if not cells:
             return
         text = "".join(json.dumps(cell, sort_keys=True) + "\n" for cell in cells)
-        with open(self.path, "a") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        faults.point("store_append")
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:  # name the file: a failed fsync (a full disk) says only what went wrong
+            raise OSError(error.errno, error.strerror, str(self.path)) from error
+        faults.point("store_appended")
         for cell in cells:
             self.cells[cell["key"]] = cell
+
+
+@contextlib.contextmanager
+def exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for one invocation (an OS lock, released even when the process is killed), so
+    two runs can never append to the same cells.jsonl at once."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise UserError(
+                f"{run_dir} is in use by another run (pid {handle.read().strip() or '?'}); wait for it to finish, "
+                "or give this run another output.dir"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -268,7 +268,9 @@ def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())  # safe_load: a suite file can never construct Python objects
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (expected UTF-8 YAML)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

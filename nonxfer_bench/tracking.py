@@ -3,7 +3,12 @@
 The store is a local SQLite file beside the run folders unless ``MLFLOW_TRACKING_URI`` (first) or the
 suite's ``tracking.uri`` names another. A run killed before it finished is resumed by the next
 invocation of the same suite (same parent run, groups already logged are not logged again), so the
-store never holds duplicate groups and no parent is left RUNNING after a successful rerun.
+store never holds duplicate groups and no parent is left RUNNING after a successful rerun. A parent is
+resumed only by a run writing the same run folder (tag ``nxb.run_dir``), so concurrent runs of one suite
+into different folders keep separate parents. Nested runs that a killed invocation left unfinished are
+deleted (MLflow's soft delete) and their groups logged again. An ``http(s)`` tracking server is probed
+with a short connection first, so an unreachable one is reported at once instead of after minutes of
+MLflow's retries.
 
 Names are fixed so the MLflow UI groups without hand work: tags ``nxb.authorized``, ``nxb.encoder``,
 ``nxb.strength``, ``nxb.seed``; metrics ``acc.<attack>.<model>`` and ``agree.<attack>.<model>`` with
@@ -24,11 +29,15 @@ cell store, are its ``cells.json`` artifact, so leaderboards can be rebuilt from
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
+from nonxfer_bench import faults
 from nonxfer_bench.errors import UserError
 from nonxfer_bench.plan import EncodingGroup
 from nonxfer_bench.suite import Suite, stable_hash
@@ -36,6 +45,9 @@ from nonxfer_bench.suite import Suite, stable_hash
 PARENT_TAG = "nxb.suite_hash"
 GROUP_TAG = "nxb.group"
 CELLS_ARTIFACT = "cells.json"
+RUN_DIR_TAG = "nxb.run_dir"
+PROBE_SECONDS = 5.0
+T = TypeVar("T")
 
 
 def tracking_uri(suite: Suite) -> str:
@@ -44,6 +56,55 @@ def tracking_uri(suite: Suite) -> str:
     if suite.tracking.uri:
         return suite.tracking.uri
     return f"sqlite:///{(suite.output.dir / 'mlflow.db').resolve()}"
+
+
+def probe_server(uri: str) -> None:
+    """Fail fast with one line if an http(s) tracking server does not accept connections."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=PROBE_SECONDS).close()
+    except OSError as error:
+        raise UserError(
+            f"MLflow tracking server {uri} is not reachable ({type(error).__name__}: {error}); start it, point "
+            "MLFLOW_TRACKING_URI or the suite's tracking.uri at a running one, or run with --no-tracking"
+        ) from None
+
+
+# What another process writing the same store at the same moment looks like: SQLite's lock, the other
+# process's table creation or migration, or its experiment of the same name created just before ours.
+CONCURRENT = ("database is locked", "already exists", "duplicate column", "UNIQUE constraint failed")
+
+
+def retry_concurrent(call: Callable[[], T], attempts: int = 6, delay: float = 0.5) -> T:
+    """``call()``, retried with a growing pause while another process holds or is creating the store."""
+    for attempt in range(attempts - 1):
+        try:
+            return call()
+        except Exception as error:  # MLflow wraps SQLAlchemy errors in its own types
+            if not any(text in str(error) for text in CONCURRENT):
+                raise
+        time.sleep(delay * 2**attempt)
+    return call()
+
+
+@contextlib.contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, one process at a time creates (migrates) the file and the experiment: MLflow's
+    table creation is not safe against a second process doing the same at the same moment."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Tracker:
@@ -57,6 +118,7 @@ class Tracker:
         self.suite_path = suite_path
         self.uri = tracking_uri(suite)
         self.suite_hash = stable_hash(suite.model_dump(mode="json", exclude={"output", "tracking", "threads"}))
+        self.run_dir = str(suite.run_dir().resolve())
         self.parent_id: str | None = None
         self.logged_groups: set[str] = set()
 
@@ -64,23 +126,18 @@ class Tracker:
         mlflow = self.mlflow
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        probe_server(self.uri)
         mlflow.set_tracking_uri(self.uri)
-        name = self.suite.tracking.experiment or self.suite.name
         try:
-            experiment = mlflow.get_experiment_by_name(name)
-            if experiment is None:
-                location = None
-                if self.uri.startswith("sqlite:///"):
-                    location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-                experiment_id = mlflow.create_experiment(name, artifact_location=location)
-            else:
-                experiment_id = experiment.experiment_id
+            with creation_lock(self.uri):
+                experiment_id = retry_concurrent(self._experiment_id)
         except Exception as error:  # unreachable servers raise many types
             raise UserError(f"MLflow tracking at {self.uri} is not usable: {type(error).__name__}: {str(error).splitlines()[0]}") from None
         self.experiment_id = experiment_id
         previous = mlflow.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{self.suite_hash}' and attributes.status != 'FINISHED'",
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.suite_hash}' and tags.`{RUN_DIR_TAG}` = '{self.run_dir}' "
+            "and attributes.status != 'FINISHED'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
             output_format="list",
@@ -90,16 +147,34 @@ class Tracker:
             children = mlflow.search_runs(
                 [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'", output_format="list"
             )
-            self.logged_groups = {run.data.tags.get(GROUP_TAG) for run in children}
+            client = mlflow.MlflowClient()
+            for run in children:
+                if run.info.status == "FINISHED":
+                    self.logged_groups.add(run.data.tags.get(GROUP_TAG))
+                else:  # killed while it was being logged: its metrics may be incomplete
+                    client.delete_run(run.info.run_id)
             mlflow.start_run(run_id=self.parent_id)
-        else:
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=f"{self.suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-            self.parent_id = run.info.run_id
-            mlflow.set_tags({PARENT_TAG: self.suite_hash, "nxb.suite": self.suite.name, "nxb.kind": "invocation"})
-            mlflow.log_params(self._suite_params())
-            mlflow.log_artifact(str(self.suite_path), artifact_path="suite")
-            self._log_preprocessing()
+        else:  # the identifying tags are written with the run itself, so a kill cannot leave an orphan parent
+            tags = {PARENT_TAG: self.suite_hash, RUN_DIR_TAG: self.run_dir, "nxb.suite": self.suite.name, "nxb.kind": "invocation"}
+            run_name = f"{self.suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.parent_id = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags).info.run_id
+            faults.point("mlflow_parent_started")
+        # logged again on resume (same values), in case the killed invocation died before logging them
+        mlflow.log_params(self._suite_params())
+        mlflow.log_artifact(str(self.suite_path), artifact_path="suite")
+        self._log_preprocessing()
         return self
+
+    def _experiment_id(self) -> str:
+        """The suite's experiment, created if missing (artifacts beside a SQLite store)."""
+        name = self.suite.tracking.experiment or self.suite.name
+        experiment = self.mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        return self.mlflow.create_experiment(name, artifact_location=location)
 
     def _log_preprocessing(self) -> None:
         """Each model's resolved input pipeline (timm data config + zoo overrides): a param per model and
@@ -135,10 +210,10 @@ class Tracker:
         if group.key in self.logged_groups:
             return
         mlflow = self.mlflow
-        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id):
+        faults.point("mlflow_group_before")
+        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id, tags={GROUP_TAG: group.key}):
             mlflow.set_tags(
                 {
-                    GROUP_TAG: group.key,
                     "nxb.authorized": group.authorized,
                     "nxb.encoder": group.encoder.name,
                     "nxb.strength": group.strength,
@@ -151,6 +226,7 @@ class Tracker:
                 {f"encoder.{k}": v for k, v in group.encoder.params.items()}
                 | {"strength": group.strength, "authorized": group.authorized, "encoder": group.encoder.name, "seed": group.seed, "storage": group.storage}
             )
+            faults.point("mlflow_group_started")
             mlflow.log_dict({"cells": cells}, CELLS_ARTIFACT)
             metrics = []
             timestamp = int(time.time() * 1000)
@@ -178,9 +254,12 @@ class Tracker:
             client = mlflow.MlflowClient()
             run_id = mlflow.active_run().info.run_id
             for start in range(0, len(metrics), 900):
-                client.log_batch(run_id, metrics=metrics[start : start + 900])
+                batch = metrics[start : start + 900]
+                retry_concurrent(lambda: client.log_batch(run_id, metrics=batch))  # a failed batch wrote nothing
+                faults.point("mlflow_metrics_logged")
             if sample is not None:
                 mlflow.log_artifact(str(sample), artifact_path="samples")
+        faults.point("mlflow_group_after")
         self.logged_groups.add(group.key)
 
     def _bound_metrics(self, group: EncodingGroup, cells: list[dict], timestamp: int) -> list:

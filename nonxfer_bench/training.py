@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from nonxfer_bench import faults
 from nonxfer_bench.data import load_dataset
 from nonxfer_bench.errors import UserError
 from nonxfer_bench.metrics import accuracy
@@ -56,6 +57,7 @@ def save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(path.suffix + ".partial")
     save_file({k: v.detach().contiguous() for k, v in state.items()}, str(temporary))
+    faults.point("cache_write")
     os.replace(temporary, path)
 
 

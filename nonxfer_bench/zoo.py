@@ -243,15 +243,39 @@ def load_weights(net: nn.Module, path: Path, model_name: str, by_position: bool 
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state) if isinstance(state, dict) else state
     except Exception as error:  # corrupt files surface as many different exception types
-        raise UserError(f"model {model_name!r}: cannot read weights {path}: {type(error).__name__}: {error}") from None
+        text = str(error)
+        if "WeightsUnpickler error:" in text:  # a pickle that holds more than tensors: possibly code
+            refused = text.split("WeightsUnpickler error:")[1].strip().splitlines()[0].split(" Please")[0]
+            detail = f"refused by torch.load(weights_only=True): {refused} A checkpoint must hold tensors only; re-save it as .safetensors"
+        else:
+            detail = f"{type(error).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
+        raise UserError(f"model {model_name!r}: cannot read weights {path}: {detail}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"model {model_name!r}: weights {path} hold a {type(state).__name__}, not a state dict of tensors")
     if by_position:
         load_by_position(net, state, path, model_name)
         return
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise UserError(f"model {model_name!r}: weights {path} do not fit the architecture: {first}") from None
+    problem = state_dict_mismatch(net.state_dict(), state)
+    if problem:
+        raise UserError(f"model {model_name!r}: weights {path} do not fit the architecture {net.__class__.__name__}: {problem}")
+    net.load_state_dict(state)
+
+
+def state_dict_mismatch(ours: dict, theirs: dict) -> str | None:
+    """None if a checkpoint's tensors fit a network's state dict exactly, else a one-line summary with examples."""
+    missing = [k for k in ours if k not in theirs]
+    unexpected = [k for k in theirs if k not in ours]
+    shapes = [
+        f"{k} {tuple(getattr(theirs[k], 'shape', ())) or type(theirs[k]).__name__} vs {tuple(ours[k].shape)}"
+        for k in ours
+        if k in theirs and (not isinstance(theirs[k], torch.Tensor) or theirs[k].shape != ours[k].shape)
+    ]
+    parts = [
+        f"{len(found)} {what} (first: {found[0]})"
+        for what, found in (("missing tensors", missing), ("unexpected tensors", unexpected), ("shape mismatches, checkpoint vs model", shapes))
+        if found
+    ]
+    return "; ".join(parts) or None
 
 
 def build_model(spec: ModelSpec) -> ZooModel:
