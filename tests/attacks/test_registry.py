@@ -60,7 +60,7 @@ def tiny_img2img_dir() -> str:
                                 attention_head_dim=2, norm_num_groups=4)  # fmt: skip
     vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)  # fmt: skip
-    pipeline = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(clip_sample=False),
+    pipeline = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(clip_sample=False, steps_offset=1),
                                               safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
     pipeline.save_pretrained(folder / "pipeline")
     return str(folder / "pipeline")
