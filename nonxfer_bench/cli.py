@@ -21,6 +21,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from nonxfer_bench.executors import WorkerDied, create_executor
     from nonxfer_bench.leaderboard import write_leaderboard
     from nonxfer_bench.runner import Runner
     from nonxfer_bench.suite import load_suite
@@ -33,7 +34,8 @@ def command_run(args: argparse.Namespace) -> int:
     tracking = suite.tracking.enabled and not args.no_tracking
     tracker = Tracker(suite, Path(args.suite)) if tracking else None
     with tracker or contextlib.nullcontext():
-        runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None)
+        executor = create_executor(args.executor, workers=args.workers, address=args.address)
+        runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None, executor=executor)
         try:
             result = runner.run()
         except KeyboardInterrupt:
@@ -43,6 +45,9 @@ def command_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             raise
+        except WorkerDied as error:
+            print(f"nonxfer-bench: {error}", file=sys.stderr)
+            return 1
         paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())
         if tracker:
             tracker.log_results(paths)
@@ -186,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=int, help="evaluate a seeded random subset of N images")
     run.add_argument("--threads", type=int, help="torch CPU threads")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--executor", choices=["local", "process", "ray"], default="local", help="where encoding groups run (default: this process)")
+    run.add_argument("--workers", type=int, default=2, help="processes for --executor process")
+    run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
     run.set_defaults(handler=command_run)
 
     zoo = commands.add_parser("zoo", help="zoo utilities").add_subparsers(dest="zoo_command", required=True)

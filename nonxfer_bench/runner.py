@@ -1,8 +1,9 @@
 """Runs a suite's work graph: decode once, encode once per group, attack once per step, evaluate every model.
 
 Work is streamed in batches: each batch of the dataset is encoded, attacked by every pending attack
-step and classified by every model that still has a missing cell. A group's cells are written to the
-:class:`CellStore` when the group finishes, so a killed run resumes at the group it was in.
+step and classified by every model that still has a missing cell. Groups are computed by an executor
+(:mod:`nonxfer_bench.executors`: in process, a process pool or Ray); this process alone writes a group's
+cells to the :class:`CellStore` as the group finishes, so a killed run resumes at the groups it was in.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +21,7 @@ from tqdm import tqdm
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
 from nonxfer_bench.data import ImageSet, load_dataset
 from nonxfer_bench.encoders import ENCODERS, Encoder
+from nonxfer_bench.executors import Executor, LocalExecutor
 from nonxfer_bench.metrics import aggregate_draws, psnr_per_image, ssim_per_image
 from nonxfer_bench.plan import AttackStep, EncodingGroup, plan_suite
 from nonxfer_bench.release import apply_storage
@@ -81,16 +84,29 @@ class Tally:
 class Runner:
     """Executes a validated suite; ``on_group`` is called with each finished group's cells (tracking)."""
 
-    def __init__(self, suite: Suite, fresh: bool = False, on_group: Callable[[EncodingGroup, list[dict], Path | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        suite: Suite,
+        fresh: bool = False,
+        on_group: Callable[[EncodingGroup, list[dict], Path | None], None] | None = None,
+        executor: Executor | None = None,
+    ) -> None:
         self.suite = suite
         self.fresh = fresh
         self.on_group = on_group
-        self.store = CellStore(suite.run_dir() / "cells.jsonl")
+        self.executor = executor or LocalExecutor()
         self.groups = plan_suite(suite)
+        self._dataset: ImageSet | None = None
+        self._clean_predictions: dict[tuple[str, str], torch.Tensor] = {}
         self._models: dict[str, ZooModel] = {}
         self._attacks: dict[int, Attack] = {}
         self._public: ImageSet | None = None
         self._prepared: dict[tuple[str, str], torch.Tensor] = {}  # (which set, authorized) -> release-ready images
+
+    @cached_property
+    def store(self) -> CellStore:
+        """Opened on first use, so that workers, which only :meth:`compute`, never open it."""
+        return CellStore(self.suite.run_dir() / "cells.jsonl")
 
     def model(self, name: str) -> ZooModel:
         if name not in self._models:
@@ -124,28 +140,23 @@ class Runner:
         return {cell: key for cell, key in group.cells.items() if key not in self.store}
 
     def run(self) -> RunResult:
-        dataset: ImageSet | None = None
+        """Compute every group with missing cells through the executor; only this process writes the store."""
         computed = skipped = 0
         samples: dict[str, Path] = {}
-        clean_predictions: dict[tuple[str, str], torch.Tensor] = {}
-        for group in tqdm(self.groups, desc=f"suite {self.suite.name}", unit="encoding"):
+        pending = []
+        for group in self.groups:
             missing = self.missing(group)
-            if not missing:
-                skipped += 1
-                if self.on_group:
-                    self.on_group(group, [self.store.cells[k] for k in group.cells.values()], None)
+            if missing:
+                pending.append((group, missing))
                 continue
-            if dataset is None:
-                spec = self.suite.dataset
-                dataset = load_dataset(spec.name, spec.params).subset(spec.limit, self.suite.seeds[0])
-            authorized = self.model(group.authorized)
-            release = self.prepared("dataset", authorized, dataset)
-            for model_name in {name for _, name in missing}:
-                if (group.authorized, model_name) not in clean_predictions:
-                    clean_predictions[(group.authorized, model_name)] = self.model(model_name).predict(release, self.suite.batch_size)
-            cells, sample = self.run_group(group, missing, release, dataset.labels, clean_predictions)
+            skipped += 1
+            if self.on_group:
+                self.on_group(group, [self.store.cells[k] for k in group.cells.values()], None)
+        results = self.executor.run(self, pending)
+        for group, cells, sample_rows in tqdm(results, total=len(pending), desc=f"suite {self.suite.name}", unit="encoding"):
             self.store.add(cells)
             computed += 1
+            sample = self.save_sample(group, sample_rows)
             if sample is not None:
                 samples[group.label] = sample
             if self.on_group:
@@ -153,6 +164,24 @@ class Runner:
         return RunResult(
             [self.store.cells[k] for g in self.groups for k in g.cells.values()], computed, skipped, samples
         )
+
+    def compute(self, group: EncodingGroup, missing: dict[tuple[AttackStep, str], str]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+        """One group's missing cells and its sample rows; touches neither the store nor the tracker (runs in workers)."""
+        if self._dataset is None:
+            spec = self.suite.dataset
+            self._dataset = load_dataset(spec.name, spec.params).subset(spec.limit, self.suite.seeds[0])
+        authorized = self.model(group.authorized)
+        release = self.prepared("dataset", authorized, self._dataset)
+        for model_name in {name for _, name in missing}:
+            if (group.authorized, model_name) not in self._clean_predictions:
+                self._clean_predictions[(group.authorized, model_name)] = self.model(model_name).predict(release, self.suite.batch_size)
+        return self.run_group(group, missing, release, self._dataset.labels, self._clean_predictions)
+
+    def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:
+        if not rows:
+            return None
+        path = self.suite.run_dir() / "samples" / f"{group.label.replace('/', '__')}.png"
+        return save_sample_grid(rows, path, self.suite.output.sample_images)
 
     @torch.no_grad()
     def run_group(
@@ -162,7 +191,7 @@ class Runner:
         release: torch.Tensor,
         labels: torch.Tensor,
         clean_predictions: dict[tuple[str, str], torch.Tensor],
-    ) -> tuple[list[dict], Path | None]:
+    ) -> tuple[list[dict], dict[str, torch.Tensor]]:
         authorized = self.model(group.authorized)
         encoder: Encoder = ENCODERS.create(group.encoder.name, group.encoder.params)
         encode_generator = keyed_generator(group.draw_key, "encode")
@@ -254,11 +283,8 @@ class Runner:
                     **((bounds[0] | bounds[1].get(model_name, {})) if step.spec.name == "identity" else {}),
                 }
             )
-        sample = None
-        if sample_rows:
-            path = self.suite.run_dir() / "samples" / f"{group.label.replace('/', '__')}.png"
-            sample = save_sample_grid(sample_rows, path, self.suite.output.sample_images)
-        return cells, sample
+        count = self.suite.output.sample_images  # only the shown images travel back from a worker
+        return cells, {label: rows[:count].clone() for label, rows in sample_rows.items()}
 
 
 def _group_bounds(group: EncodingGroup, authorized: ZooModel, clean: torch.Tensor, encoding, models: dict) -> tuple[dict, dict]:

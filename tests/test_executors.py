@@ -1,0 +1,72 @@
+"""Executors: a process pool and Ray compute exactly the cells the sequential runner computes, and a dead worker loses nothing."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+
+import pytest
+
+from nonxfer_bench.executors import ProcessExecutor, RayExecutor, WorkerDied
+from nonxfer_bench.runner import Runner
+from nonxfer_bench.suite import load_suite
+from tests.conftest import digits_suite
+
+
+def small_suite(tmp_path, zoo, name):
+    folder = tmp_path / name
+    folder.mkdir()
+    return load_suite(digits_suite(folder, zoo, dataset={"name": "digits", "limit": 60}, batch_size=25))
+
+
+def by_key(cells):
+    return {cell["key"]: cell for cell in cells}
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory, digits_zoo):
+    """The committed-results path: every group in this process, one after the other."""
+    result = Runner(small_suite(tmp_path_factory.mktemp("seq"), digits_zoo, "seq")).run()
+    assert result.computed_groups == 3
+    return by_key(result.cells)
+
+
+def test_a_process_pool_gives_the_sequential_cells_and_the_driver_alone_writes_them(tmp_path, digits_zoo, sequential):
+    suite = small_suite(tmp_path, digits_zoo, "pool")
+    seen = []
+    result = Runner(suite, executor=ProcessExecutor(workers=2, threads=1), on_group=lambda g, cells, sample: seen.append((g.key, sample))).run()
+    assert by_key(result.cells) == sequential  # same keys, same numbers, every field
+    assert sorted(key for key, _ in seen) == sorted(g.key for g in Runner(suite).groups)
+    assert all(sample is not None and sample.is_file() for _, sample in seen)  # grids drawn from rows the workers sent back
+    assert Runner(suite).run().computed_groups == 0  # the driver stored every cell
+
+
+def test_a_killed_worker_is_retried_and_an_exhausted_retry_names_the_missing_groups(tmp_path, digits_zoo, sequential):
+    def kill_a_worker(group, cells, sample):
+        if len(finished) == 0:
+            os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+        finished.append(group.key)
+
+    finished: list[str] = []
+    suite = small_suite(tmp_path, digits_zoo, "killed")
+    with pytest.raises(WorkerDied, match="groups not computed: .*run the same command again to resume"):
+        Runner(suite, executor=ProcessExecutor(workers=2, threads=1, retries=0), on_group=kill_a_worker).run()
+    assert 1 <= len(finished) < 3
+    resumed = Runner(suite).run()  # the rerun computes only what the dead worker lost
+    assert resumed.skipped_groups == len(finished)
+    assert by_key(resumed.cells) == sequential
+
+    finished.clear()
+    retried = Runner(small_suite(tmp_path, digits_zoo, "retried"), executor=ProcessExecutor(workers=2, threads=1, retries=1), on_group=kill_a_worker).run()
+    assert retried.computed_groups == 3 and by_key(retried.cells) == sequential
+
+
+def test_ray_tasks_on_a_local_cluster_give_the_sequential_cells(tmp_path, digits_zoo, sequential):
+    ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = Runner(small_suite(tmp_path, digits_zoo, "ray"), executor=RayExecutor()).run()
+    finally:
+        ray.shutdown()
+    assert by_key(result.cells) == sequential
