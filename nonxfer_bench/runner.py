@@ -234,6 +234,7 @@ class Runner:
             for step in steps:
                 for draw in range(draws[step]):
                     attacked = self.attack(step)(encoding.images, step.strength, attack_generators[(step, draw)])
+                    unchanged = torch.equal(attacked, clean)  # e.g. clean/identity: the clean predictions are this cell's
                     psnr_attacked[step].append(psnr_per_image(clean, attacked))
                     ssim_attacked[step].append(ssim_per_image(clean, attacked))
                     if draw == 0 and start == 0 and sample_rows and step.strength == max(step.spec.strengths) and step.spec.name != "identity":
@@ -246,7 +247,7 @@ class Runner:
                             raise RuntimeError(f"attack {step.spec.name!r} left model {model_name!r} in training mode")
                         clean_pred = clean_predictions[(group.authorized, model_name)][start : start + size]
                         tally = tallies[(step, model_name)]
-                        tally.add(draw, model(attacked).argmax(1), batch_labels, clean_pred)
+                        tally.add(draw, clean_pred if unchanged else model(attacked).argmax(1), batch_labels, clean_pred)
                         if encoding.authorized_patches is not None and model_name == group.authorized and step.spec.name == "identity":
                             flat = model.forward_first_layer_patches(attacked, encoding.authorized_patches).argmax(1)
                             tally.flat = True
