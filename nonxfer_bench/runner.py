@@ -9,6 +9,8 @@ cells to the :class:`CellStore` as the group finishes, so a killed run resumes a
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
@@ -19,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
-from nonxfer_bench.data import ImageSet, load_dataset
+from nonxfer_bench.data import ImageSet, load_cached
 from nonxfer_bench.encoders import ENCODERS, Encoder
 from nonxfer_bench.executors import Executor, LocalExecutor
 from nonxfer_bench.metrics import aggregate_draws, psnr_per_image, ssim_per_image
@@ -43,6 +45,32 @@ class RunResult:
     computed_groups: int
     skipped_groups: int
     samples: dict[str, Path]
+
+
+class Release:
+    """Evaluation images (uint8, possibly memory-mapped) in an authorized model's release format, by batch.
+
+    Converted once and kept when the float images fit in ``NXB_RELEASE_MAX_GB`` (default 2), else
+    converted batch by batch, so that peak memory does not grow with the dataset. A batch is the same
+    either way: the conversion works image by image.
+    """
+
+    def __init__(self, images: torch.Tensor, model: ZooModel) -> None:
+        self.images, self.model = images, model
+        float_bytes = 4 * len(images) * math.prod(model.input_size)
+        keep = float_bytes <= float(os.environ.get("NXB_RELEASE_MAX_GB", "2")) * 1e9
+        self.prepared = self.convert(images) if keep else None
+
+    def convert(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.prepare(images.float() / 255.0)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, start: int, size: int) -> torch.Tensor:
+        if self.prepared is not None:
+            return self.prepared[start : start + size]
+        return self.convert(self.images[start : start + size])
 
 
 class Tally:
@@ -101,7 +129,7 @@ class Runner:
         self._models: dict[str, ZooModel] = {}
         self._attacks: dict[int, Attack] = {}
         self._public: ImageSet | None = None
-        self._prepared: dict[tuple[str, str], torch.Tensor] = {}  # (which set, authorized) -> release-ready images
+        self._prepared: dict[tuple[str, str], Any] = {}  # (which set, authorized) -> release-ready images
 
     @cached_property
     def store(self) -> CellStore:
@@ -125,14 +153,19 @@ class Runner:
         if spec is None:
             return torch.empty(0, *authorized.input_size)
         if self._public is None:
-            self._public = load_dataset(spec.name, spec.params).subset(spec.limit, self.suite.seeds[0])
-        return self.prepared("public", authorized, self._public)
+            self._public = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
+        if ("public", authorized.name) not in self._prepared:
+            self._prepared[("public", authorized.name)] = authorized.prepare(self._public.as_float())
+        return self._prepared[("public", authorized.name)]
 
-    def prepared(self, which: str, authorized: ZooModel, images: ImageSet) -> torch.Tensor:
-        """``images`` at ``authorized``'s release format, converted once per run rather than once per group."""
-        if (which, authorized.name) not in self._prepared:
-            self._prepared[(which, authorized.name)] = authorized.prepare(images.as_float())
-        return self._prepared[(which, authorized.name)]
+    def release(self, authorized: ZooModel) -> Release:
+        """The evaluation images in ``authorized``'s release format, one :class:`Release` per authorized model."""
+        if self._dataset is None:
+            spec = self.suite.dataset
+            self._dataset = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
+        if ("dataset", authorized.name) not in self._prepared:
+            self._prepared[("dataset", authorized.name)] = Release(self._dataset.images, authorized)
+        return self._prepared[("dataset", authorized.name)]
 
     def missing(self, group: EncodingGroup) -> dict[tuple[AttackStep, str], str]:
         if self.fresh:
@@ -167,14 +200,15 @@ class Runner:
 
     def compute(self, group: EncodingGroup, missing: dict[tuple[AttackStep, str], str]) -> tuple[list[dict], dict[str, torch.Tensor]]:
         """One group's missing cells and its sample rows; touches neither the store nor the tracker (runs in workers)."""
-        if self._dataset is None:
-            spec = self.suite.dataset
-            self._dataset = load_dataset(spec.name, spec.params).subset(spec.limit, self.suite.seeds[0])
         authorized = self.model(group.authorized)
-        release = self.prepared("dataset", authorized, self._dataset)
+        release = self.release(authorized)
+        size = self.suite.batch_size
         for model_name in {name for _, name in missing}:
             if (group.authorized, model_name) not in self._clean_predictions:
-                self._clean_predictions[(group.authorized, model_name)] = self.model(model_name).predict(release, self.suite.batch_size)
+                model = self.model(model_name)
+                with torch.no_grad():
+                    predictions = [model(release.batch(start, size)).argmax(1) for start in range(0, len(release), size)]
+                self._clean_predictions[(group.authorized, model_name)] = torch.cat(predictions)
         return self.run_group(group, missing, release, self._dataset.labels, self._clean_predictions)
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:
@@ -188,7 +222,7 @@ class Runner:
         self,
         group: EncodingGroup,
         missing: dict[tuple[AttackStep, str], str],
-        release: torch.Tensor,
+        release: Release,
         labels: torch.Tensor,
         clean_predictions: dict[tuple[str, str], torch.Tensor],
     ) -> tuple[list[dict], dict[str, torch.Tensor]]:
@@ -213,7 +247,7 @@ class Runner:
         size = self.suite.batch_size
         context: AttackContext | None = None
         for start in range(0, len(release), size):
-            clean = release[start : start + size]
+            clean = release.batch(start, size)
             batch_labels = labels[start : start + size]
             encoding = encoder.encode(clean, authorized, group.strength, encode_generator)
             if group.storage != "float32":  # the release is what comes back from the stored files
