@@ -42,18 +42,22 @@ class ArrayCache:
         self.folder = (root or cache_root()) / kind
         self.limit = cache_limit_bytes() if limit_bytes is None else limit_bytes
 
+    def __contains__(self, key: str) -> bool:
+        return (self.folder / f"{key}.json").is_file()
+
     def get(self, key: str) -> tuple[np.ndarray, dict[str, Any]] | None:
         meta = self.folder / f"{key}.json"
         if not meta.is_file():
             return None
         array = np.load(self.folder / f"{key}.npy", mmap_mode="c")  # copy-on-write: torch wants writable arrays
-        os.utime(meta)  # least recently *used* is what eviction drops
+        _touch(meta)  # least recently *used* is what eviction drops
         return array, json.loads(meta.read_text())
 
     def put(self, key: str, array: np.ndarray, meta: dict[str, Any] | None = None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._write(self.folder / f"{key}.npy", lambda handle: np.save(handle, np.ascontiguousarray(array)))
         self._write(self.folder / f"{key}.json", lambda handle: handle.write(json.dumps(meta or {}).encode()))
+        _touch(self.folder / f"{key}.json")
         self._evict(keep=key)
 
     def _write(self, path: Path, write) -> None:
@@ -90,3 +94,9 @@ class ArrayCache:
             meta.unlink(missing_ok=True)  # metadata first: the entry stops counting before its array goes
             meta.with_suffix(".npy").unlink(missing_ok=True)
             total -= size
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry used now, at the clock's full resolution (a file system's own timestamps can be coarse)."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))

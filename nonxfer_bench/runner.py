@@ -21,6 +21,8 @@ import torch
 from tqdm import tqdm
 
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
+from nonxfer_bench.backoff import BatchBackOff
+from nonxfer_bench.cache import ArrayCache
 from nonxfer_bench.data import ImageSet, load_cached
 from nonxfer_bench.encoders import ENCODERS, Encoder
 from nonxfer_bench.executors import Executor, LocalExecutor
@@ -29,7 +31,7 @@ from nonxfer_bench.plan import AttackStep, EncodingGroup, plan_suite
 from nonxfer_bench.release import apply_storage
 from nonxfer_bench.samples import save_sample_grid
 from nonxfer_bench.store import CellStore
-from nonxfer_bench.suite import Suite
+from nonxfer_bench.suite import Suite, stable_hash
 from nonxfer_bench.zoo import ZooModel, build_model
 
 
@@ -126,6 +128,7 @@ class Runner:
         self.groups = plan_suite(suite)
         self._dataset: ImageSet | None = None
         self._clean_predictions: dict[tuple[str, str], torch.Tensor] = {}
+        self.backoff = BatchBackOff()
         self._models: dict[str, ZooModel] = {}
         self._attacks: dict[int, Attack] = {}
         self._public: ImageSet | None = None
@@ -135,6 +138,10 @@ class Runner:
     def store(self) -> CellStore:
         """Opened on first use, so that workers, which only :meth:`compute`, never open it."""
         return CellStore(self.suite.run_dir() / "cells.jsonl")
+
+    def predict(self, model: ZooModel, images: torch.Tensor) -> torch.Tensor:
+        """Top-1 predictions of one batch, in smaller chunks if the batch runs out of memory."""
+        return self.backoff(model.name, lambda chunk: model(chunk).argmax(1), images)
 
     def model(self, name: str) -> ZooModel:
         if name not in self._models:
@@ -207,7 +214,7 @@ class Runner:
             if (group.authorized, model_name) not in self._clean_predictions:
                 model = self.model(model_name)
                 with torch.no_grad():
-                    predictions = [model(release.batch(start, size)).argmax(1) for start in range(0, len(release), size)]
+                    predictions = [self.predict(model, release.batch(start, size)) for start in range(0, len(release), size)]
                 self._clean_predictions[(group.authorized, model_name)] = torch.cat(predictions)
         return self.run_group(group, missing, release, self._dataset.labels, self._clean_predictions)
 
@@ -237,6 +244,14 @@ class Runner:
             for draw in range(draws[step])
         }
         tallies = {cell: Tally(draws[cell[0]]) for cell in missing}
+        outputs = ArrayCache("attacked")  # expensive attacks' outputs, reused when a group is recomputed
+        output_keys = {
+            (step, draw): _attacked_keys(group, step, draw, len(release), self.suite.batch_size)
+            for step in steps
+            if self.attack(step).cache_outputs
+            for draw in range(draws[step])
+        }
+        reuse = {cell for cell, keys in output_keys.items() if all(key in outputs for key in keys)}  # all batches or none: draws are sequential
         psnr_encoded: list[torch.Tensor] = []
         psnr_stored: list[torch.Tensor] = []
         psnr_attacked: dict[AttackStep, list[torch.Tensor]] = defaultdict(list)
@@ -267,7 +282,13 @@ class Runner:
                 sample_rows = {"clean": clean, group.encoder.name: encoding.images}
             for step in steps:
                 for draw in range(draws[step]):
-                    attacked = self.attack(step)(encoding.images, step.strength, attack_generators[(step, draw)])
+                    cached_key = output_keys[(step, draw)][start // size] if (step, draw) in output_keys else None
+                    if (step, draw) in reuse:
+                        attacked = torch.from_numpy(outputs.get(cached_key)[0])
+                    else:
+                        attacked = self.attack(step)(encoding.images, step.strength, attack_generators[(step, draw)])
+                        if cached_key is not None:
+                            outputs.put(cached_key, attacked.detach().cpu().numpy())
                     unchanged = torch.equal(attacked, clean)  # e.g. clean/identity: the clean predictions are this cell's
                     psnr_attacked[step].append(psnr_per_image(clean, attacked))
                     ssim_attacked[step].append(ssim_per_image(clean, attacked))
@@ -281,7 +302,7 @@ class Runner:
                             raise RuntimeError(f"attack {step.spec.name!r} left model {model_name!r} in training mode")
                         clean_pred = clean_predictions[(group.authorized, model_name)][start : start + size]
                         tally = tallies[(step, model_name)]
-                        tally.add(draw, clean_pred if unchanged else model(attacked).argmax(1), batch_labels, clean_pred)
+                        tally.add(draw, clean_pred if unchanged else self.predict(model, attacked), batch_labels, clean_pred)
                         if encoding.authorized_patches is not None and model_name == group.authorized and step.spec.name == "identity":
                             flat = model.forward_first_layer_patches(attacked, encoding.authorized_patches).argmax(1)
                             tally.flat = True
@@ -320,6 +341,15 @@ class Runner:
             )
         count = self.suite.output.sample_images  # only the shown images travel back from a worker
         return cells, {label: rows[:count].clone() for label, rows in sample_rows.items()}
+
+
+def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int, size: int) -> list[str]:
+    """Cache keys of one attack draw's output batches: the group (its encoding and data), the attack, the batching."""
+    attack = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
+    return [
+        stable_hash({"group": group.key, "attack": attack, "strength": step.strength, "draw": draw, "start": start, "size": size})
+        for start in range(0, count, size)
+    ]
 
 
 def _group_bounds(group: EncodingGroup, authorized: ZooModel, clean: torch.Tensor, encoding, models: dict) -> tuple[dict, dict]:

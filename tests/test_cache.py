@@ -81,3 +81,27 @@ def test_a_streamed_run_gives_the_cells_of_an_in_memory_run(tmp_path, digits_zoo
     in_memory = cells("memory")
     monkeypatch.setenv("NXB_RELEASE_MAX_GB", "0")
     assert cells("streamed") == in_memory
+
+
+def test_a_recomputed_group_reuses_the_cached_diffusion_outputs_and_gives_the_same_cells(tmp_path, monkeypatch):
+    from nonxfer_bench.attacks.reconstruction import DiffusionPurification
+    from tests.conftest import write_yaml
+
+    monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    suite = load_suite(write_yaml(tmp_path / "suite.yaml", {
+        "name": "diffusion-cache",
+        "dataset": {"name": "fashion_mnist", "params": {"split": "test"}, "limit": 12},
+        "zoo": str(root / "suites/zoo/fashion.yaml"),
+        "authorized": ["vit_a"],
+        "encoders": [{"name": "reference", "strengths": [20.0]}],
+        "attacks": [{"name": "diffusion", "params": {"source": str(root / "suites/zoo/weights/fashion-ddpm"), "steps": 2}, "strengths": [0.1]}],
+        "batch_size": 8,
+        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results"), "sample_images": 0},
+        "tracking": {"enabled": False},
+    }))
+    first = {c["key"]: c for c in Runner(suite).run().cells}
+    assert len(list((tmp_path / "cache" / "attacked").glob("*.json"))) == 4  # 2 encodings x 2 batches
+    monkeypatch.setattr(DiffusionPurification, "forward", lambda *args: pytest.fail("purified again"))
+    again = Runner(suite, fresh=True).run()
+    assert again.computed_groups == 2 and {c["key"]: c for c in again.cells} == first

@@ -7,6 +7,7 @@ import os
 import signal
 
 import pytest
+import torch
 
 from nonxfer_bench.executors import ProcessExecutor, RayExecutor, WorkerDied
 from nonxfer_bench.runner import Runner
@@ -70,3 +71,22 @@ def test_ray_tasks_on_a_local_cluster_give_the_sequential_cells(tmp_path, digits
     finally:
         ray.shutdown()
     assert by_key(result.cells) == sequential
+
+
+def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_same_cells(tmp_path, digits_zoo, sequential, monkeypatch):
+    from nonxfer_bench.zoo import ZooModel
+
+    forward = ZooModel.forward
+
+    def small_device(self, images):
+        if len(images) > 12:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(self, images)
+
+    monkeypatch.setattr(ZooModel, "forward", small_device)
+    runner = Runner(small_suite(tmp_path, digits_zoo, "oom"))
+    cells = by_key(runner.run().cells)
+    differences = {(field, str(cell[field])) for key, cell in cells.items() for field in cell if cell[field] != sequential[key].get(field)}
+    # every cell number is the same; only the bound diagnostics (not backed off) record the error instead of failing
+    assert {field for field, _ in differences} == {"bound/error"} and all("out of memory" in text for _, text in differences)
+    assert set(runner.backoff.sizes.values()) == {12}  # 25 -> 24 -> 16 -> 12, per model
