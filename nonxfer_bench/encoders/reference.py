@@ -76,25 +76,27 @@ def tiles_exactly(geometry: ConvGeometry, size: tuple[int, int]) -> bool:
 def encode_tiled(normalized: torch.Tensor, geometry: ConvGeometry, basis: torch.Tensor, nominal_psnr: float, generator: torch.Generator) -> torch.Tensor:
     """The same recipe for a stem whose windows tile the image, with no unfold, fold or patch copy.
 
-    The image viewed as (B, C, H/kh, kh, W/kw, kw) holds every patch in place, so adding n 1^T is one
-    broadcast add of n viewed as a (C, kh, kw) tile. mu2 comes from two sufficient statistics read
-    once, ||x||^2 and the patch sum s = sum_l u_l: sum_l ||u_l + n1||^2 = ||x||^2 + 2 s.n1 + L ||n1||^2.
-    Same draws in the same order as :func:`encode_unfolded`; the sums differ from it by float rounding.
+    Adding n 1^T to every patch is adding one (C, kh, kw) tile everywhere: the image viewed as bands of
+    kh rows (B, C, H/kh, kh, W) plus the tile repeated along a band's width (B, C, 1, kh, W), broadcast.
+    mu2 comes from two sufficient statistics read once, ||x||^2 and the patch sum s = sum_l u_l:
+    sum_l ||u_l + n1||^2 = ||x||^2 + 2 s.n1 + L ||n1||^2. Same draws in the same order as
+    :func:`encode_unfolded`; the sums differ from it by float rounding.
     """
     normalized = normalized.contiguous()
     batch, channels, height, width = normalized.shape
     kh, kw = geometry.kernel_size
-    tiles = normalized.view(batch, channels, height // kh, kh, width // kw, kw)
     count = (height // kh) * (width // kw)
-    flat = normalized.reshape(batch, 1, -1)
+    flat = normalized.view(batch, 1, -1)
     square = torch.bmm(flat, flat.transpose(1, 2))  # B x 1 x 1
-    patch_sum = tiles.sum(dim=(2, 4)).reshape(batch, 1, -1)  # B x 1 x D
+    bands = normalized.view(batch * channels, height // kh, kh * width)
+    patch_sum = bands.sum(1).view(batch, channels, kh, width // kw, kw).sum(3).reshape(batch, 1, -1)  # B x 1 x D
 
     def mean_square(n1: torch.Tensor) -> torch.Tensor:
         return (square + 2 * torch.bmm(patch_sum, n1) + count * n1.pow(2).sum(1, keepdim=True)) / flat.shape[-1]
 
     noise = reference_noise(basis, mean_square, batch, nominal_psnr, generator)
-    return (tiles + noise.view(batch, channels, 1, kh, 1, kw)).view(batch, channels, height, width)
+    band = noise.view(batch, channels, kh, 1, kw).expand(-1, -1, -1, width // kw, -1).reshape(batch, channels, 1, kh, width)
+    return (normalized.view(batch, channels, height // kh, kh, width) + band).view(batch, channels, height, width)
 
 
 @ENCODERS.register("reference")
