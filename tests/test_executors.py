@@ -90,3 +90,27 @@ def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_s
     # every cell number is the same; only the bound diagnostics (not backed off) record the error instead of failing
     assert {field for field, _ in differences} == {"bound/error"} and all("out of memory" in text for _, text in differences)
     assert set(runner.backoff.sizes.values()) == {12}  # 25 -> 24 -> 16 -> 12, per model
+
+
+def test_the_command_line_selects_the_executor():
+    from nonxfer_bench.cli import build_parser
+    from nonxfer_bench.executors import LocalExecutor, create_executor
+
+    def executor(*flags):
+        args = build_parser().parse_args(["run", "suite.yaml", *flags])
+        return create_executor(args.executor, workers=args.workers, address=args.address)
+
+    assert isinstance(executor(), LocalExecutor)
+    pool = executor("--executor", "process", "--workers", "3")
+    assert isinstance(pool, ProcessExecutor) and pool.workers == 3 and pool.threads >= 1
+    ray_executor = executor("--executor", "ray", "--address", "auto")
+    assert isinstance(ray_executor, RayExecutor) and ray_executor.address == "auto"
+
+
+def test_a_suite_states_what_each_ray_task_requests(tmp_path, digits_zoo):
+    from nonxfer_bench.errors import UserError
+
+    suite = load_suite(digits_suite(tmp_path, digits_zoo, resources={"cpus": 2, "gpus": 0.5}))
+    assert (suite.resources.cpus, suite.resources.gpus) == (2, 0.5)
+    with pytest.raises(UserError, match="resources.cpus"):
+        load_suite(digits_suite(tmp_path, digits_zoo, resources={"cpus": 0}))
