@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -261,7 +262,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    report = {"machine": args.machine, "note": args.note, "command": " ".join(["python benchmarks/scale.py", *sys.argv[1:]]),
+    report = {"machine": args.machine, "note": args.note, "command": shlex.join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
               "torch": torch.__version__, "threads": args.threads}
     for name in args.only or BENCHES:
         report[name] = BENCHES[name](args)

@@ -134,7 +134,8 @@ class Runner:
         self._models: dict[str, ZooModel] = {}
         self._attacks: dict[int, Attack] = {}
         self._public: ImageSet | None = None
-        self._prepared: dict[tuple[str, str], Any] = {}  # (which set, authorized) -> release-ready images
+        self._public_prepared: dict[str, torch.Tensor] = {}  # authorized -> public images at its release format
+        self._releases: dict[str, Release] = {}  # authorized -> evaluation images at its release format
 
     @cached_property
     def store(self) -> CellStore:
@@ -163,18 +164,18 @@ class Runner:
             return torch.empty(0, *authorized.input_size)
         if self._public is None:
             self._public = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
-        if ("public", authorized.name) not in self._prepared:
-            self._prepared[("public", authorized.name)] = authorized.prepare(self._public.as_float())
-        return self._prepared[("public", authorized.name)]
+        if authorized.name not in self._public_prepared:
+            self._public_prepared[authorized.name] = authorized.prepare(self._public.as_float())
+        return self._public_prepared[authorized.name]
 
     def release(self, authorized: ZooModel) -> Release:
         """The evaluation images in ``authorized``'s release format, one :class:`Release` per authorized model."""
         if self._dataset is None:
             spec = self.suite.dataset
             self._dataset = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
-        if ("dataset", authorized.name) not in self._prepared:
-            self._prepared[("dataset", authorized.name)] = Release(self._dataset.images, authorized)
-        return self._prepared[("dataset", authorized.name)]
+        if authorized.name not in self._releases:
+            self._releases[authorized.name] = Release(self._dataset.images, authorized)
+        return self._releases[authorized.name]
 
     def missing(self, group: EncodingGroup) -> dict[tuple[AttackStep, str], str]:
         if self.fresh:

@@ -44,22 +44,25 @@ def test_a_process_pool_gives_the_sequential_cells_and_the_driver_alone_writes_t
 
 
 def test_a_killed_worker_is_retried_and_an_exhausted_retry_names_the_missing_groups(tmp_path, digits_zoo, sequential):
-    def kill_a_worker(group, cells, sample):
-        if len(finished) == 0:
-            os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+    """One worker computes the groups in turn: when the first is delivered it is busy with the second, and is killed."""
+
+    def kill_the_worker(group, cells, sample):
+        if not finished:
+            for worker in multiprocessing.active_children():
+                os.kill(worker.pid, signal.SIGKILL)
         finished.append(group.key)
 
     finished: list[str] = []
     suite = small_suite(tmp_path, digits_zoo, "killed")
     with pytest.raises(WorkerDied, match="groups not computed: .*run the same command again to resume"):
-        Runner(suite, executor=ProcessExecutor(workers=2, threads=1, retries=0), on_group=kill_a_worker).run()
+        Runner(suite, executor=ProcessExecutor(workers=1, threads=1, retries=0), on_group=kill_the_worker).run()
     assert 1 <= len(finished) < 3
     resumed = Runner(suite).run()  # the rerun computes only what the dead worker lost
     assert resumed.skipped_groups == len(finished)
     assert by_key(resumed.cells) == sequential
 
     finished.clear()
-    retried = Runner(small_suite(tmp_path, digits_zoo, "retried"), executor=ProcessExecutor(workers=2, threads=1, retries=1), on_group=kill_a_worker).run()
+    retried = Runner(small_suite(tmp_path, digits_zoo, "retried"), executor=ProcessExecutor(workers=1, threads=1, retries=1), on_group=kill_the_worker).run()
     assert retried.computed_groups == 3 and by_key(retried.cells) == sequential
 
 

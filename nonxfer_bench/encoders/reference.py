@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.metrics import psnr_per_image
-from nonxfer_bench.subspace import ConvGeometry, flatten_weight, patch_subspace
+from nonxfer_bench.subspace import ConvGeometry, PatchSubspace, flatten_weight, patch_subspace
 from nonxfer_bench.zoo import ZooModel
 
 
@@ -106,10 +106,16 @@ class ReferenceEncoder(Encoder):
     Params = ReferenceParams
     strength_unit = "nominal PSNR (dB, peak 255 in the model's normalized space)"
 
+    def __init__(self, params: BaseModel) -> None:
+        super().__init__(params)
+        self._subspaces: dict[int, PatchSubspace] = {}  # per first layer: one SVD per group, not per batch
+
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         conv = model.first_conv
         geometry = ConvGeometry.of(conv)
-        basis = patch_subspace(flatten_weight(conv), self.params.tau)
+        if id(conv) not in self._subspaces:
+            self._subspaces[id(conv)] = patch_subspace(flatten_weight(conv), self.params.tau)
+        basis = self._subspaces[id(conv)]
         normalized = model.normalize(images)
         patches = None
         if tiles_exactly(geometry, normalized.shape[-2:]):
