@@ -280,12 +280,13 @@ def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageS
     Keyed by the dataset's parameters (which fix the decoded resolution), the subset and the source
     fingerprint; the first run decodes and writes, every run (that one included) reads the cached array.
     """
+    import nonxfer_bench
     from nonxfer_bench.cache import ArrayCache
     from nonxfer_bench.suite import stable_hash
 
     dataset = DATASETS.create(name, params)
     key = stable_hash({"name": name, "params": dataset.params.model_dump(mode="json"), "limit": limit, "seed": seed,
-                       "source": dataset.fingerprint(), "format": 1})
+                       "source": dataset.fingerprint(), "code": nonxfer_bench.__version__})
     cache = ArrayCache("datasets")
     if (hit := cache.get(key)) is None:
         data = dataset.load().subset(limit, seed)
