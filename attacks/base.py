@@ -73,6 +73,8 @@ class Attack(ABC):
     version: ClassVar[str] = "1"
     Params: ClassVar[type[BaseModel]] = NoParams
     threat_model: ClassVar[str] = "no knowledge: a fixed transformation of the released images"
+    # expensive attacks (networks, iterations): the runner caches their outputs per group, step, draw and batch
+    cache_outputs: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params

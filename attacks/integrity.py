@@ -94,6 +94,7 @@ class Torchattacks(Attack):
         "integrity, white box: gradients of the authorized model and the true labels; compare with the same "
         "attack on the clean encoder row"
     )
+    cache_outputs = True
 
     def __init__(self, params: TorchattacksParams) -> None:
         super().__init__(params)

@@ -50,6 +50,7 @@ class AutoencoderReconstruction(Attack):
 
     Params = AutoencoderParams
     threat_model = "knows the data domain: holds clean images of it (a disjoint split) and trains a reconstructor"
+    cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)
@@ -104,6 +105,7 @@ class DiffusersVae(Attack):
 
     Params = DiffusersVaeParams
     threat_model = "holds a pretrained image autoencoder (e.g. Stable Diffusion's VAE)"
+    cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)
@@ -152,6 +154,7 @@ class DiffusionPurification(Attack):
 
     Params = DiffusionParams
     threat_model = "knows the data domain: holds a diffusion model trained on clean images of it"
+    cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)

@@ -57,6 +57,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from nonxfer_bench.executors import WorkerDied, create_executor
     from nonxfer_bench.leaderboard import write_leaderboard
     from nonxfer_bench.runner import Runner
     from nonxfer_bench.store import exclusive
@@ -72,7 +73,8 @@ def command_run(args: argparse.Namespace) -> int:
     kept = f"finished cells are kept in {suite.run_dir() / 'cells.jsonl'}; run the same command again to resume"
     try:
         with exclusive(suite.run_dir()), tracker or contextlib.nullcontext():
-            runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None)
+            executor = create_executor(args.executor, workers=args.workers, address=args.address)
+            runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None, executor=executor)
             result = runner.run()
             faults.point("leaderboard_before")
             paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())
@@ -82,6 +84,9 @@ def command_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: {kept}", file=sys.stderr)
         raise
+    except WorkerDied as error:  # the parent run is marked FAILED; a rerun resumes it
+        print(f"nonxfer-bench: {error}; {kept}", file=sys.stderr)
+        return 1
     except OSError as error:  # a full disk, a read-only folder: the store holds every cell finished before it
         raise UserError(f"{_io_error(error)}; {kept}") from None
     print(
@@ -291,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=positive_int, help="evaluate a seeded random subset of N images")
     run.add_argument("--threads", type=positive_int, help="torch CPU threads")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--executor", choices=["local", "process", "ray"], default="local", help="where encoding groups run (default: this process)")
+    run.add_argument("--workers", type=positive_int, default=2, help="processes for --executor process")
+    run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
     run.set_defaults(handler=command_run)
 
     zoo = commands.add_parser("zoo", help="zoo utilities").add_subparsers(dest="zoo_command", required=True)

@@ -78,6 +78,10 @@ class Dataset(ABC):
     def check(self) -> None:
         """Raise a :class:`UserError` saying what to provide if the data is not there (cheap; before any work)."""
 
+    def fingerprint(self) -> dict:
+        """What identifies the source files beyond the parameters (a folder's contents); part of the cache key."""
+        return {}
+
 
 class FashionParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -220,6 +224,11 @@ class ImageFolder(Dataset):
             raise UserError(f"image_folder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
         return files, classes
 
+    def fingerprint(self) -> dict:
+        files, _ = self.files()
+        stats = [path.stat() for path, _ in files]
+        return {"root": str(self.root()), "files": len(files), "bytes": sum(s.st_size for s in stats), "mtime": max(s.st_mtime for s in stats)}
+
     def load(self) -> ImageSet:
         files, classes = self.files()
         decode = decode_settings(self.params)
@@ -266,3 +275,25 @@ def center_crop_pil(image, size: int, crop_pct: float, interpolation: str = "bic
 
 def load_dataset(name: str, params: dict) -> ImageSet:
     return DATASETS.create(name, params).load()
+
+
+def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageSet:
+    """The seeded subset of a dataset, decoded once and then read memory-mapped (uint8) from the cache.
+
+    Keyed by the dataset's parameters (which fix the decoded resolution), the subset and the source
+    fingerprint; the first run decodes and writes, every run (that one included) reads the cached array.
+    """
+    import nonxfer_bench
+    from nonxfer_bench.cache import ArrayCache
+    from nonxfer_bench.suite import stable_hash
+
+    dataset = DATASETS.create(name, params)
+    key = stable_hash({"name": name, "params": dataset.params.model_dump(mode="json"), "limit": limit, "seed": seed,
+                       "source": dataset.fingerprint(), "code": nonxfer_bench.__version__})
+    cache = ArrayCache("datasets")
+    if (hit := cache.get(key)) is None:
+        data = dataset.load().subset(limit, seed)
+        cache.put(key, data.images.numpy(), {"labels": data.labels.tolist(), "classes": data.classes, "dataset": name})
+        hit = cache.get(key)
+    images, meta = hit
+    return ImageSet(torch.from_numpy(images), torch.tensor(meta["labels"], dtype=torch.long), meta["classes"])

@@ -149,6 +149,13 @@ class TrackingSpec(Strict):
     experiment: str | None = None
 
 
+class ResourceSpec(Strict):
+    """What one encoding group requests from a Ray cluster (``--executor ray``); also its torch threads."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+
 class Suite(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -169,6 +176,7 @@ class Suite(Strict):
     )
     batch_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")
+    resources: ResourceSpec = ResourceSpec()
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()
 

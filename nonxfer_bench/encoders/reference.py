@@ -10,9 +10,15 @@ Quirks kept on purpose, because the benchmark measures the published method:
   (``Encoding.authorized_patches``), and every other model on the folded image;
 - no clipping and no rounding: the output is an unclipped float tensor.
 The result is converted back to [0, 1] pixel units at the boundary (x * std + mean).
+
+Stems whose windows tile the image (ViT/ConvNeXt patchify stems) take :func:`encode_tiled`: the same
+draws and arithmetic without unfold/fold, equal to the literal recipe up to float rounding (about 1e-6
+relative). Every other stem runs the literal recipe, :func:`encode_unfolded`, bit for bit.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.metrics import psnr_per_image
-from nonxfer_bench.subspace import ConvGeometry, flatten_weight, patch_subspace
+from nonxfer_bench.subspace import ConvGeometry, PatchSubspace, flatten_weight, patch_subspace
 from nonxfer_bench.zoo import ZooModel
 
 
@@ -29,19 +35,68 @@ class ReferenceParams(BaseModel):
     tau: float = Field(1e-5, gt=0, description="singular-value threshold when the stem has no exact null space")
 
 
-def reference_noise_add(
-    patches: torch.Tensor, basis: torch.Tensor, nominal_psnr: float, generator: torch.Generator
+def reference_noise(
+    basis: torch.Tensor, mean_square: Callable[[torch.Tensor], torch.Tensor], batch: int, nominal_psnr: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """Steps 4-5 of the recipe on an unfolded batch U (B x D x L): returns U + n 1^T."""
-    batch, k = patches.shape[0], basis.shape[1]
+    """Step 4 of the recipe: the noise vector n (B x D x 1) that is added to every patch column.
+
+    ``mean_square(n1)`` is mu2, the per-image mean of (U + n1 1^T)^2 (B x 1 x 1), computed by the caller
+    in whatever layout it holds U. z1 and z2 are drawn in the published order from the keyed generator
+    (on its device, one call each per batch) and moved to the basis's device.
+    """
+    k = basis.shape[1]
     target = 255.0**2 / 10.0 ** (nominal_psnr / 10.0)
-    z1 = torch.randn(batch, k, 1, generator=generator, device=patches.device)
-    n1 = basis @ z1
-    mu2 = (patches + n1).pow(2).mean(dim=(1, 2), keepdim=True)
+    z1 = torch.randn(batch, k, 1, generator=generator, device=generator.device).to(basis.device)
+    mu2 = mean_square(basis @ z1)
     c = torch.sqrt(target / mu2)
-    z2 = torch.randn(batch, k, 1, generator=generator, device=patches.device)
-    noise = basis @ (c * z2)
-    return patches + noise
+    z2 = torch.randn(batch, k, 1, generator=generator, device=generator.device).to(basis.device)
+    return basis @ (c * z2)
+
+
+def encode_unfolded(
+    normalized: torch.Tensor, geometry: ConvGeometry, basis: torch.Tensor, nominal_psnr: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The straightforward recipe (unfold, add, fold): returns the folded image and U + n 1^T."""
+    unfolded = F.unfold(normalized, **geometry.unfold_kwargs())
+    noise = reference_noise(basis, lambda n1: (unfolded + n1).pow(2).mean(dim=(1, 2), keepdim=True), len(normalized), nominal_psnr, generator)
+    encoded = unfolded + noise
+    return F.fold(encoded, output_size=normalized.shape[-2:], **geometry.unfold_kwargs()), encoded
+
+
+def tiles_exactly(geometry: ConvGeometry, size: tuple[int, int]) -> bool:
+    """True when the stem's windows tile the image: stride == kernel, no padding or dilation, sizes divisible."""
+    return (
+        geometry.stride == geometry.kernel_size
+        and geometry.padding == (0, 0)
+        and geometry.dilation == (1, 1)
+        and all(n % k == 0 for n, k in zip(size, geometry.kernel_size))
+    )
+
+
+def encode_tiled(normalized: torch.Tensor, geometry: ConvGeometry, basis: torch.Tensor, nominal_psnr: float, generator: torch.Generator) -> torch.Tensor:
+    """The same recipe for a stem whose windows tile the image, with no unfold, fold or patch copy.
+
+    Adding n 1^T to every patch is adding one (C, kh, kw) tile everywhere: the image viewed as bands of
+    kh rows (B, C, H/kh, kh, W) plus the tile repeated along a band's width (B, C, 1, kh, W), broadcast.
+    mu2 comes from two sufficient statistics read once, ||x||^2 and the patch sum s = sum_l u_l:
+    sum_l ||u_l + n1||^2 = ||x||^2 + 2 s.n1 + L ||n1||^2. Same draws in the same order as
+    :func:`encode_unfolded`; the sums differ from it by float rounding.
+    """
+    normalized = normalized.contiguous()
+    batch, channels, height, width = normalized.shape
+    kh, kw = geometry.kernel_size
+    count = (height // kh) * (width // kw)
+    flat = normalized.view(batch, 1, -1)
+    square = torch.bmm(flat, flat.transpose(1, 2))  # B x 1 x 1
+    bands = normalized.view(batch * channels, height // kh, kh * width)
+    patch_sum = bands.sum(1).view(batch, channels, kh, width // kw, kw).sum(3).reshape(batch, 1, -1)  # B x 1 x D
+
+    def mean_square(n1: torch.Tensor) -> torch.Tensor:
+        return (square + 2 * torch.bmm(patch_sum, n1) + count * n1.pow(2).sum(1, keepdim=True)) / flat.shape[-1]
+
+    noise = reference_noise(basis, mean_square, batch, nominal_psnr, generator)
+    band = noise.view(batch, channels, kh, 1, kw).expand(-1, -1, -1, width // kw, -1).reshape(batch, channels, 1, kh, width)
+    return (normalized.view(batch, channels, height // kh, kh, width) + band).view(batch, channels, height, width)
 
 
 @ENCODERS.register("reference")
@@ -51,19 +106,27 @@ class ReferenceEncoder(Encoder):
     Params = ReferenceParams
     strength_unit = "nominal PSNR (dB, peak 255 in the model's normalized space)"
 
+    def __init__(self, params: BaseModel) -> None:
+        super().__init__(params)
+        self._subspaces: dict[int, PatchSubspace] = {}  # per first layer: one SVD per group, not per batch
+
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         conv = model.first_conv
         geometry = ConvGeometry.of(conv)
-        subspace = patch_subspace(flatten_weight(conv), self.params.tau)
+        if id(conv) not in self._subspaces:
+            self._subspaces[id(conv)] = patch_subspace(flatten_weight(conv), self.params.tau)
+        basis = self._subspaces[id(conv)]
         normalized = model.normalize(images)
-        unfolded = F.unfold(normalized, **geometry.unfold_kwargs())
-        encoded = reference_noise_add(unfolded, subspace.basis.to(unfolded), strength, generator)
-        folded = F.fold(encoded, output_size=normalized.shape[-2:], **geometry.unfold_kwargs())
+        patches = None
+        if tiles_exactly(geometry, normalized.shape[-2:]):
+            folded = encode_tiled(normalized, geometry, basis.basis.to(normalized), strength, generator)
+        else:
+            folded, patches = encode_unfolded(normalized, geometry, basis.basis.to(normalized), strength, generator)
         released = model.denormalize(folded)
         reference_psnr = 20 * torch.log10(255.0 / (folded - normalized).pow(2).mean().sqrt())
         return Encoding(
             images=released,
             achieved_psnr=psnr_per_image(images, released),
-            authorized_patches=encoded if geometry.overlapping else None,
-            info={"k": subspace.k, "sigma_s": subspace.sigma_s, "reference_psnr": float(reference_psnr)},
+            authorized_patches=patches if geometry.overlapping else None,
+            info={"k": basis.k, "sigma_s": basis.sigma_s, "reference_psnr": float(reference_psnr)},
         )

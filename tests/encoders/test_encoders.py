@@ -1,4 +1,4 @@
-"""Encoders: the published recipe reproduced bit for bit, exact PSNR, determinism, subspace placement."""
+"""Encoders: the published recipe reproduced (bit for bit, or to float rounding on tiling stems), exact PSNR, determinism, subspace placement."""
 
 import pytest
 import torch
@@ -51,16 +51,50 @@ def published_recipe(normalized: torch.Tensor, conv: torch.nn.Conv2d, nominal_ps
 
 
 @pytest.mark.parametrize("nominal_psnr", [0.0, 30.0])
-def test_reference_equals_the_published_recipe_bit_for_bit(model, nominal_psnr):
+def test_reference_equals_the_published_recipe(model, nominal_psnr):
+    """Bit for bit where the literal recipe runs; to float rounding, from the same draws, where the stem tiles the image."""
     x = images()
     torch.manual_seed(7)
     folded, patches = published_recipe(model.normalize(x), model.first_conv, nominal_psnr, tau=1e-5)
-    encoding = ENCODERS.create("reference").encode(x, model, nominal_psnr, torch.Generator().manual_seed(7))
-    assert torch.equal(encoding.images, model.denormalize(folded))
+    published_state = torch.get_rng_state()
+    generator = torch.Generator().manual_seed(7)
+    encoding = ENCODERS.create("reference").encode(x, model, nominal_psnr, generator)
+    assert torch.equal(generator.get_state(), published_state)  # the same draws, in the same order
+    if model.geometry.stride == model.geometry.kernel_size:
+        noise = folded - model.normalize(x)
+        error = model.normalize(encoding.images) - folded
+        assert error.abs().max() < 1e-5 * noise.abs().max()
+    else:
+        assert torch.equal(encoding.images, model.denormalize(folded))
     if model.geometry.overlapping:
         assert torch.equal(encoding.authorized_patches, patches)
     else:
         assert encoding.authorized_patches is None
+
+
+def test_reference_on_a_tiling_stem_runs_without_unfold_or_fold(monkeypatch):
+    torch.manual_seed(0)
+    vit = build_model(MODELS["patchify_null"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("unfold/fold called on a stem that tiles the image")
+
+    monkeypatch.setattr(F, "unfold", refuse)
+    monkeypatch.setattr(F, "fold", refuse)
+    encoding = ENCODERS.create("reference").encode(images(), vit, 0.0, torch.Generator().manual_seed(1))
+    assert torch.isfinite(encoding.images).all()
+
+
+def test_reference_keeps_the_literal_recipe_when_the_patches_do_not_tile_the_image():
+    """18 px is not a multiple of the 4 px patch: fold leaves the remainder at 0 in normalized space, bit for bit."""
+    torch.manual_seed(0)
+    vit = build_model(MODELS["patchify_null"])
+    x = torch.rand(2, 1, 18, 18, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(3)
+    folded, _ = published_recipe(vit.normalize(x), vit.first_conv, 10.0, tau=1e-5)
+    encoding = ENCODERS.create("reference").encode(x, vit, 10.0, torch.Generator().manual_seed(3))
+    assert torch.equal(encoding.images, vit.denormalize(folded))
+    assert torch.equal(folded[..., 16:, :], torch.zeros_like(folded[..., 16:, :]))
 
 
 def test_reference_flat_input_path_leaves_the_authorized_stem_unchanged_for_an_exact_null_space():

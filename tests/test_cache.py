@@ -1,0 +1,107 @@
+"""The array cache (atomic, bounded), the memory-mapped dataset cache and streamed release batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nonxfer_bench.cache import ArrayCache
+from nonxfer_bench.data import load_cached, load_dataset
+from nonxfer_bench.runner import Release, Runner
+from nonxfer_bench.suite import ModelSpec, load_suite
+from nonxfer_bench.zoo import build_model
+from tests.conftest import digits_suite
+
+
+def test_an_entry_reads_back_memory_mapped_and_identical(tmp_path):
+    cache = ArrayCache("kind", root=tmp_path, limit_bytes=10**6)
+    array = np.arange(120, dtype=np.uint8).reshape(2, 3, 4, 5)
+    cache.put("k", array, {"labels": [1, 2]})
+    stored, meta = cache.get("k")
+    assert isinstance(stored, np.memmap) and np.array_equal(stored, array) and meta == {"labels": [1, 2]}
+    assert cache.get("other") is None
+
+
+def test_a_write_killed_before_its_metadata_leaves_no_entry_and_is_cleaned_up(tmp_path, monkeypatch):
+    cache = ArrayCache("kind", root=tmp_path, limit_bytes=10**6)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_dumps = __import__("json").dumps
+    monkeypatch.setattr("nonxfer_bench.cache.json.dumps", killed)  # dies after the array, before the metadata
+    with pytest.raises(KeyboardInterrupt):
+        cache.put("k", np.zeros(10, np.uint8))
+    assert cache.get("k") is None
+    assert sorted(p.name for p in cache.folder.iterdir()) == ["k.npy"]  # no temporary file left behind
+    monkeypatch.setattr("nonxfer_bench.cache.json.dumps", real_dumps)
+    cache.put("j", np.ones(10, np.uint8))
+    assert sorted(p.name for p in cache.folder.iterdir()) == ["j.json", "j.npy"]  # the orphan is gone
+
+
+def test_the_least_recently_used_entries_go_when_the_limit_is_exceeded(tmp_path):
+    cache = ArrayCache("kind", root=tmp_path, limit_bytes=2500)  # two 1000-byte arrays with their headers fit, three do not
+    for key in ("a", "b"):
+        cache.put(key, np.zeros(1000, np.uint8))
+    assert cache.get("a") is not None  # a is now more recently used than b
+    cache.put("c", np.zeros(1000, np.uint8))
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+
+
+def test_the_dataset_is_decoded_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NXB_CACHE", str(tmp_path))
+    first = load_cached("digits", {}, 50, 0)
+    direct = load_dataset("digits", {}).subset(50, 0)
+    assert torch.equal(first.images, direct.images) and torch.equal(first.labels, direct.labels)
+    monkeypatch.setattr("nonxfer_bench.data.Digits.load", lambda self: pytest.fail("decoded again"))
+    again = load_cached("digits", {}, 50, 0)
+    assert torch.equal(again.images, direct.images) and again.classes == direct.classes
+    assert len(list((tmp_path / "datasets").glob("*.npy"))) == 1
+
+
+def test_streamed_release_batches_equal_the_batches_of_the_whole_converted_set(monkeypatch):
+    images = load_dataset("digits", {"size": 8}).subset(40, 0).images  # 8 px, resized to the model's 16 px
+    model = build_model(ModelSpec(name="vit", arch="vit_tiny_patch16_224", preprocess={"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]},
+                                  kwargs=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=12, depth=1, num_heads=2, num_classes=10)))
+    kept = Release(images, model)
+    monkeypatch.setenv("NXB_RELEASE_MAX_GB", "0")
+    streamed = Release(images, model)
+    assert kept.prepared is not None and streamed.prepared is None
+    for start in range(0, 40, 16):
+        assert torch.equal(streamed.batch(start, 16), kept.batch(start, 16))
+
+
+def test_a_streamed_run_gives_the_cells_of_an_in_memory_run(tmp_path, digits_zoo, monkeypatch):
+    def cells(name):
+        (tmp_path / name).mkdir()
+        suite = load_suite(digits_suite(tmp_path / name, digits_zoo, dataset={"name": "digits", "limit": 60}, batch_size=25))
+        return {c["key"]: c for c in Runner(suite).run().cells}
+
+    in_memory = cells("memory")
+    monkeypatch.setenv("NXB_RELEASE_MAX_GB", "0")
+    assert cells("streamed") == in_memory
+
+
+def test_a_recomputed_group_reuses_the_cached_diffusion_outputs_and_gives_the_same_cells(tmp_path, monkeypatch):
+    from nonxfer_bench.attacks.reconstruction import DiffusionPurification
+    from tests.conftest import write_yaml
+
+    monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    suite = load_suite(write_yaml(tmp_path / "suite.yaml", {
+        "name": "diffusion-cache",
+        "dataset": {"name": "fashion_mnist", "params": {"split": "test"}, "limit": 12},
+        "zoo": str(root / "suites/zoo/fashion.yaml"),
+        "authorized": ["vit_a"],
+        "encoders": [{"name": "reference", "strengths": [20.0]}],
+        "attacks": [{"name": "diffusion", "params": {"source": str(root / "suites/zoo/weights/fashion-ddpm"), "steps": 2}, "strengths": [0.1]}],
+        "batch_size": 8,
+        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results"), "sample_images": 0},
+        "tracking": {"enabled": False},
+    }))
+    first = {c["key"]: c for c in Runner(suite).run().cells}
+    assert len(list((tmp_path / "cache" / "attacked").glob("*.json"))) == 4  # 2 encodings x 2 batches
+    monkeypatch.setattr(DiffusionPurification, "forward", lambda *args: pytest.fail("purified again"))
+    again = Runner(suite, fresh=True).run()
+    assert again.computed_groups == 2 and {c["key"]: c for c in again.cells} == first
