@@ -8,7 +8,6 @@ configuration reuses one file, and a killed training never leaves a half-written
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from nonxfer_bench.cache import cache_root
 from nonxfer_bench.suite import DatasetSpec, stable_hash
 
 
@@ -59,10 +59,6 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(padded), (height, width))
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("NXB_CACHE", Path.home() / ".cache" / "nonxfer-bench"))
-
-
 @torch.enable_grad()  # may be called lazily from inside an attack's no-grad forward
 def train_autoencoder(config: AutoencoderConfig) -> tuple[ConvAutoencoder, tuple[int, int, int]]:
     """Train on the config's dataset with noisy inputs; returns the model and the image shape it saw."""
@@ -97,7 +93,7 @@ def load_or_train(config: AutoencoderConfig) -> ConvAutoencoder:
 
     from nonxfer_bench.training import save_atomically
 
-    path = cache_dir() / "autoencoders" / f"{stable_hash(config.model_dump(mode='json'))}.safetensors"
+    path = cache_root() / "autoencoders" / f"{stable_hash(config.model_dump(mode='json'))}.safetensors"
     if path.is_file():
         try:
             state = load_file(str(path))

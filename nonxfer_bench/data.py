@@ -67,6 +67,7 @@ class Dataset(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
+    version: ClassVar[str] = "1"  # bump when decoding changes: part of the decoded-dataset cache key
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
@@ -280,16 +281,15 @@ def load_dataset(name: str, params: dict) -> ImageSet:
 def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageSet:
     """The seeded subset of a dataset, decoded once and then read memory-mapped (uint8) from the cache.
 
-    Keyed by the dataset's parameters (which fix the decoded resolution), the subset and the source
-    fingerprint; the first run decodes and writes, every run (that one included) reads the cached array.
+    Keyed by the dataset's parameters (which fix the decoded resolution), the subset, the source
+    fingerprint and the dataset class's ``version``; the first run decodes and writes, every run (that one included) reads the cached array.
     """
-    import nonxfer_bench
     from nonxfer_bench.cache import ArrayCache
     from nonxfer_bench.suite import stable_hash
 
     dataset = DATASETS.create(name, params)
     key = stable_hash({"name": name, "params": dataset.params.model_dump(mode="json"), "limit": limit, "seed": seed,
-                       "source": dataset.fingerprint(), "code": nonxfer_bench.__version__})
+                       "source": dataset.fingerprint(), "code": type(dataset).version})
     cache = ArrayCache("datasets")
     if (hit := cache.get(key)) is None:
         data = dataset.load().subset(limit, seed)

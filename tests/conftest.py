@@ -1,10 +1,18 @@
-"""Shared fixtures: one torch thread, offline hub, and a tiny digits zoo trained once per session."""
+"""Shared fixtures: one torch thread, offline hub, a private cache, and a tiny digits zoo trained once per session."""
 
 from __future__ import annotations
 
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "NXB_CACHE" not in os.environ:  # tests never read or fill the user's cache (~/.cache/nonxfer-bench)
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["NXB_CACHE"] = tempfile.mkdtemp(prefix="nxb-test-cache-")
+    _owner = os.getpid()  # forked or spawned workers must not remove it
+    atexit.register(lambda: os.getpid() == _owner and shutil.rmtree(os.environ["NXB_CACHE"], ignore_errors=True))
 
 from pathlib import Path
 
