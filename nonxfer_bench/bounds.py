@@ -13,7 +13,7 @@ Conventions
   patches d_l (D = C_in kh kw, ``F.unfold`` order); ``||W d_l||`` is that layer's output change (the bias
   cancels). For the ``reference`` encoder on an overlapping stem, ``F.fold`` sums windows, so the folded
   release's "perturbation" contains the clean content multiplied by the window count; the authorized
-  layer is then measured, as the published protocol evaluates it, on ``Encoding.authorized_patches``
+  layer is then measured, as the published protocol evaluates it, on ``Encoding.flat_input``
   minus the unfolded clean tensor (exactly n per patch).
 * sigma_S is the largest singular value over the chosen low-sensitivity directions of the matrix the
   encoder works with: W (normalized space, ``tau`` of the encoder) for ``reference``, W_eff = W diag(1/std)
@@ -192,7 +192,7 @@ def group_bounds(
     n = min(len(clean), max_images)
     clean = clean[:n].float()
     released = encoding.images[:n].float()
-    patches_flat = encoding.authorized_patches[:n].float() if encoding.authorized_patches is not None else None
+    patches_flat = encoding.flat_input.patches()[:n].float() if encoding.flat_input is not None else None
     conv = authorized.first_conv
     geometry = ConvGeometry.of(conv)
     subspace, space, basis_pixel = encoder_subspace(authorized, encoder, encoder_params)

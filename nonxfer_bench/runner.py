@@ -271,7 +271,7 @@ class Runner:
             encoding = encoder.encode(clean, authorized, group.strength, encode_generator)
             if group.storage != "float32":  # the release is what comes back from the stored files
                 encoding.images = apply_storage(encoding.images, group.storage)
-                encoding.authorized_patches = None  # the flat-input path bypasses any stored file
+                encoding.flat_input = None  # the flat-input path bypasses any stored file
             psnr_stored.append(psnr_per_image(clean, encoding.images))
             info = encoding.info
             if start == 0 and any(step.spec.name == "identity" for step in steps):
@@ -307,8 +307,8 @@ class Runner:
                         clean_pred = clean_predictions[(group.authorized, model_name)][start : start + size]
                         tally = tallies[(step, model_name)]
                         tally.add(draw, clean_pred if unchanged else self.predict(model, attacked), batch_labels, clean_pred)
-                        if encoding.authorized_patches is not None and model_name == group.authorized and step.spec.name == "identity":
-                            flat = model.forward_first_layer_patches(attacked, encoding.authorized_patches).argmax(1)
+                        if encoding.flat_input is not None and model_name == group.authorized and step.spec.name == "identity":
+                            flat = model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight)).argmax(1)
                             tally.flat = True
                             tally.correct_flat += int((flat == batch_labels).sum())
             faults.point("group_batch")

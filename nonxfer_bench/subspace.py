@@ -38,6 +38,13 @@ class ConvGeometry:
         extent = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation)]
         return any(s < e for s, e in zip(self.stride, extent))
 
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Rows and columns of windows on a height x width input (the convolution's output grid)."""
+        return tuple(
+            (n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, k, s, p, d in zip((height, width), self.kernel_size, self.stride, self.padding, self.dilation)
+        )
+
     def unfold_kwargs(self) -> dict:
         return dict(kernel_size=self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
 

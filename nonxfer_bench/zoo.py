@@ -122,11 +122,14 @@ class ZooModel(nn.Module):
         return self.net(self.normalize(self.prepare(images)))
 
     def forward_first_layer_patches(self, images: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        """The reference's flat-input path: the first layer computed from given (normalized) patches.
+        """The reference's flat-input path: the first layer computed from given (normalized) patches, an
+        ``F.unfold`` tensor (B x D x L); see :meth:`forward_first_layer`."""
+        return self.forward_first_layer(images, self.first_conv.weight.flatten(1) @ patches)
 
-        ``patches`` is an ``F.unfold`` tensor (B x D x L) in normalized space; the first layer's output is
-        replaced by W @ patches + b, and the rest of the network runs as usual. ``images`` only supplies
-        the shape for the layers before the stem hook.
+    def forward_first_layer(self, images: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """The network with its first layer's output replaced by ``flat`` + b, where ``flat`` (B x O x L) is
+        W @ patches for the unfolded windows; the rest of the network runs as usual. ``images`` only
+        supplies the shape for the layers before the stem hook.
 
         A TF-"same" stem (timm ``Conv2dSame``, e.g. ``tf_efficientnet_*``) pads inside its forward, so its
         output grid has windows that reach into the padding which ``F.unfold`` (padding 0) does not
@@ -134,16 +137,15 @@ class ZooModel(nn.Module):
         the unfolded windows replace the rest.
         """
         conv = self.first_conv
-        weight = conv.weight.flatten(1)
 
         def replace_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-            flat = weight @ patches
+            nonlocal flat
             if module.bias is not None:
                 flat = flat + module.bias.view(1, -1, 1)
             if flat.shape[-1] == output.shape[-2] * output.shape[-1]:
                 return flat.view(output.shape)
             if not isinstance(module, Conv2dSame):
-                raise ValueError(f"{patches.shape[-1]} unfolded windows do not fit the first layer's {tuple(output.shape[-2:])} outputs")
+                raise ValueError(f"{flat.shape[-1]} unfolded windows do not fit the first layer's {tuple(output.shape[-2:])} outputs")
             (ih, iw), (kh, kw), (sh, sw), (dh, dw) = inputs[0].shape[-2:], module.kernel_size, module.stride, module.dilation
             rows, cols = (ih - dh * (kh - 1) - 1) // sh + 1, (iw - dw * (kw - 1) - 1) // sw + 1
             top, left = get_same_padding(ih, kh, sh, dh) // 2, get_same_padding(iw, kw, sw, dw) // 2

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel
 
 from nonxfer_bench.registry import NoParams, Registry
+from nonxfer_bench.subspace import ConvGeometry
 from nonxfer_bench.zoo import ZooModel
 
 ENCODERS: Registry["Encoder"] = Registry(
@@ -20,16 +22,36 @@ ENCODERS: Registry["Encoder"] = Registry(
 
 
 @dataclass
+class FlatInput:
+    """What the published code feeds an overlapping authorized stem directly: U + n 1^T, the unfolded clean
+    windows (normalized space) plus the noise vector n in every window. Held as the clean normalized
+    images and n, so nothing is unfolded unless :meth:`patches` is asked for."""
+
+    normalized: torch.Tensor  # B x C x H x W
+    noise: torch.Tensor  # B x D x 1
+    geometry: ConvGeometry
+
+    def patches(self) -> torch.Tensor:
+        """U + n 1^T itself (B x D x L)."""
+        return F.unfold(self.normalized, **self.geometry.unfold_kwargs()) + self.noise
+
+    def first_layer(self, weight: torch.Tensor) -> torch.Tensor:
+        """W (U + n 1^T) without unfolding: the convolution of the clean images plus W n (B x O x L, no bias)."""
+        geometry = self.geometry
+        conv = F.conv2d(self.normalized, weight, None, geometry.stride, geometry.padding, geometry.dilation)
+        return conv.flatten(2) + weight.flatten(1) @ self.noise
+
+
+@dataclass
 class Encoding:
     """An encoded batch in [0, 1] pixel units (possibly unclipped) and what the encoder achieved.
 
-    ``authorized_patches`` is set only by the reference recipe for overlapping stems: the unfolded
-    tensor (normalized space) that the published code feeds the authorized model's stem directly.
+    ``flat_input`` is set only by the reference recipe for overlapping stems (:class:`FlatInput`).
     """
 
     images: torch.Tensor
     achieved_psnr: torch.Tensor
-    authorized_patches: torch.Tensor | None = None
+    flat_input: FlatInput | None = None
     info: dict[str, float] = field(default_factory=dict)
 
 

@@ -7,24 +7,26 @@ Quirks kept on purpose, because the benchmark measures the published method:
 - ``F.fold`` sums overlapping windows, so for stems with stride < kernel the released image is not an
   image whose patches are U + n (clean content is multiplied by the window count); the authorized
   model is then evaluated, as in the published code, on the unfolded tensor through its stem
-  (``Encoding.authorized_patches``), and every other model on the folded image;
+  (``Encoding.flat_input``), and every other model on the folded image;
 - no clipping and no rounding: the output is an unclipped float tensor.
 The result is converted back to [0, 1] pixel units at the boundary (x * std + mean).
 
-Stems whose windows tile the image (ViT/ConvNeXt patchify stems) take :func:`encode_tiled`: the same
-draws and arithmetic without unfold/fold, equal to the literal recipe up to float rounding (about 1e-6
-relative). Every other stem runs the literal recipe, :func:`encode_unfolded`, bit for bit.
+:func:`encode_unfolded` is the literal recipe, kept as the specification that tests and benchmarks compare
+against. The encoder itself never materializes the unfolded tensor: stems whose windows tile the image
+(ViT/ConvNeXt patchify stems) take :func:`encode_tiled` (one broadcast add), every other stem
+:func:`encode_strided` (one strided add per kernel offset); both make the same draws in the same order and
+equal the literal recipe up to float rounding (about 1e-6 relative).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
+from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding, FlatInput
 from nonxfer_bench.metrics import psnr_per_image
 from nonxfer_bench.subspace import ConvGeometry, PatchSubspace, flatten_weight, patch_subspace
 from nonxfer_bench.zoo import ZooModel
@@ -73,6 +75,49 @@ def tiles_exactly(geometry: ConvGeometry, size: tuple[int, int]) -> bool:
     )
 
 
+def window_views(padded: torch.Tensor, geometry: ConvGeometry, rows: int, cols: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """For each kernel offset (i, j), the strided view of ``padded`` holding that offset's pixel of every window."""
+    (kh, kw), (sh, sw), (dh, dw) = geometry.kernel_size, geometry.stride, geometry.dilation
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, padded[..., dh * i : dh * i + sh * (rows - 1) + 1 : sh, dw * j : dw * j + sw * (cols - 1) + 1 : sw]
+
+
+def encode_strided(
+    normalized: torch.Tensor, geometry: ConvGeometry, basis: torch.Tensor, nominal_psnr: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same recipe for any stem without materializing the unfolded tensor; returns the folded image and n.
+
+    fold(U + n 1^T) = x * m + fold(n 1^T), with m the number of windows covering each pixel; fold(n 1^T)
+    adds n's entry for offset (i, j) at that offset's pixel of every window: one strided add per kernel
+    offset. mu2 comes from sum_l ||u_l||^2 = sum x^2 m and the patch sum s (one strided sum per offset).
+    Same draws in the same order as :func:`encode_unfolded`; sums differ from it by float rounding.
+    """
+    batch, channels, height, width = normalized.shape
+    (kh, kw), (ph, pw) = geometry.kernel_size, geometry.padding
+    rows, cols = geometry.output_size(height, width)
+    padded = F.pad(normalized, (pw, pw, ph, ph))
+    coverage = torch.zeros(padded.shape[-2:], dtype=normalized.dtype, device=normalized.device)
+    patch_sum = normalized.new_empty(batch, channels, kh, kw)
+    for i, j, view in window_views(padded, geometry, rows, cols):
+        patch_sum[:, :, i, j] = view.sum((-2, -1))
+    for _, _, view in window_views(coverage, geometry, rows, cols):
+        view += 1
+    square = (padded.pow(2) * coverage).sum((1, 2, 3)).view(batch, 1, 1)
+    count, size = rows * cols, channels * kh * kw
+    patch_sum = patch_sum.view(batch, 1, size)
+
+    def mean_square(n1: torch.Tensor) -> torch.Tensor:
+        return (square + 2 * torch.bmm(patch_sum, n1) + count * n1.pow(2).sum(1, keepdim=True)) / (size * count)
+
+    noise = reference_noise(basis, mean_square, batch, nominal_psnr, generator)
+    tile = noise.view(batch, channels, kh, kw, 1, 1)
+    out = padded * coverage
+    for i, j, view in window_views(out, geometry, rows, cols):
+        view += tile[:, :, i, j]
+    return out[..., ph : ph + height, pw : pw + width], noise
+
+
 def encode_tiled(normalized: torch.Tensor, geometry: ConvGeometry, basis: torch.Tensor, nominal_psnr: float, generator: torch.Generator) -> torch.Tensor:
     """The same recipe for a stem whose windows tile the image, with no unfold, fold or patch copy.
 
@@ -117,16 +162,17 @@ class ReferenceEncoder(Encoder):
             self._subspaces[id(conv)] = patch_subspace(flatten_weight(conv), self.params.tau)
         basis = self._subspaces[id(conv)]
         normalized = model.normalize(images)
-        patches = None
+        flat_input = None
         if tiles_exactly(geometry, normalized.shape[-2:]):
             folded = encode_tiled(normalized, geometry, basis.basis.to(normalized), strength, generator)
         else:
-            folded, patches = encode_unfolded(normalized, geometry, basis.basis.to(normalized), strength, generator)
+            folded, noise = encode_strided(normalized, geometry, basis.basis.to(normalized), strength, generator)
+            flat_input = FlatInput(normalized, noise, geometry)
         released = model.denormalize(folded)
         reference_psnr = 20 * torch.log10(255.0 / (folded - normalized).pow(2).mean().sqrt())
         return Encoding(
             images=released,
             achieved_psnr=psnr_per_image(images, released),
-            authorized_patches=patches if geometry.overlapping else None,
+            flat_input=flat_input if geometry.overlapping else None,
             info={"k": basis.k, "sigma_s": basis.sigma_s, "reference_psnr": float(reference_psnr)},
         )

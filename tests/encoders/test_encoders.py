@@ -52,7 +52,7 @@ def published_recipe(normalized: torch.Tensor, conv: torch.nn.Conv2d, nominal_ps
 
 @pytest.mark.parametrize("nominal_psnr", [0.0, 30.0])
 def test_reference_equals_the_published_recipe(model, nominal_psnr):
-    """Bit for bit where the literal recipe runs; to float rounding, from the same draws, where the stem tiles the image."""
+    """From the same draws in the same order, equal to the literal recipe (unfold, add, fold) to float rounding."""
     x = images()
     torch.manual_seed(7)
     folded, patches = published_recipe(model.normalize(x), model.first_conv, nominal_psnr, tau=1e-5)
@@ -60,41 +60,45 @@ def test_reference_equals_the_published_recipe(model, nominal_psnr):
     generator = torch.Generator().manual_seed(7)
     encoding = ENCODERS.create("reference").encode(x, model, nominal_psnr, generator)
     assert torch.equal(generator.get_state(), published_state)  # the same draws, in the same order
-    if model.geometry.stride == model.geometry.kernel_size:
-        noise = folded - model.normalize(x)
-        error = model.normalize(encoding.images) - folded
-        assert error.abs().max() < 1e-5 * noise.abs().max()
-    else:
-        assert torch.equal(encoding.images, model.denormalize(folded))
+    noise = folded - model.normalize(x)
+    error = model.normalize(encoding.images) - folded
+    assert error.abs().max() < 1e-5 * noise.abs().max()
     if model.geometry.overlapping:
-        assert torch.equal(encoding.authorized_patches, patches)
+        assert (encoding.flat_input.patches() - patches).abs().max() < 1e-5 * patches.abs().max()
+        weight = model.first_conv.weight
+        assert torch.allclose(encoding.flat_input.first_layer(weight), weight.flatten(1) @ patches, rtol=1e-4, atol=1e-4 * float((weight.flatten(1) @ patches).abs().max()))
     else:
-        assert encoding.authorized_patches is None
+        assert encoding.flat_input is None
 
 
-def test_reference_on_a_tiling_stem_runs_without_unfold_or_fold(monkeypatch):
+@pytest.mark.parametrize("name", ["patchify_null", "overlapping"])
+def test_reference_never_unfolds_or_folds(monkeypatch, name):
+    """Tiling stems add one broadcast tile, overlapping ones one strided add per kernel offset; the flat
+    input's first-layer output needs no unfolded tensor either."""
     torch.manual_seed(0)
-    vit = build_model(MODELS["patchify_null"])
+    model = build_model(MODELS[name])
 
     def refuse(*args, **kwargs):
-        raise AssertionError("unfold/fold called on a stem that tiles the image")
+        raise AssertionError("unfold/fold called by the encoder")
 
     monkeypatch.setattr(F, "unfold", refuse)
     monkeypatch.setattr(F, "fold", refuse)
-    encoding = ENCODERS.create("reference").encode(images(), vit, 0.0, torch.Generator().manual_seed(1))
+    encoding = ENCODERS.create("reference").encode(images(), model, 0.0, torch.Generator().manual_seed(1))
     assert torch.isfinite(encoding.images).all()
+    if encoding.flat_input is not None:
+        assert torch.isfinite(encoding.flat_input.first_layer(model.first_conv.weight)).all()
 
 
-def test_reference_keeps_the_literal_recipe_when_the_patches_do_not_tile_the_image():
-    """18 px is not a multiple of the 4 px patch: fold leaves the remainder at 0 in normalized space, bit for bit."""
+def test_reference_matches_the_literal_recipe_when_the_patches_do_not_tile_the_image():
+    """18 px is not a multiple of the 4 px patch: fold leaves the remainder at 0 in normalized space."""
     torch.manual_seed(0)
     vit = build_model(MODELS["patchify_null"])
     x = torch.rand(2, 1, 18, 18, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(3)
     folded, _ = published_recipe(vit.normalize(x), vit.first_conv, 10.0, tau=1e-5)
     encoding = ENCODERS.create("reference").encode(x, vit, 10.0, torch.Generator().manual_seed(3))
-    assert torch.equal(encoding.images, vit.denormalize(folded))
-    assert torch.equal(folded[..., 16:, :], torch.zeros_like(folded[..., 16:, :]))
+    assert torch.allclose(vit.normalize(encoding.images), folded, rtol=1e-5, atol=1e-5 * float(folded.abs().max()))
+    assert torch.equal(vit.normalize(encoding.images)[..., 16:, :], torch.zeros_like(folded[..., 16:, :]))
 
 
 def test_reference_flat_input_path_leaves_the_authorized_stem_unchanged_for_an_exact_null_space():
