@@ -38,6 +38,13 @@ MODEL_PREPROCESSING_FIELDS = ("size", "crop_pct", "interpolation")
 DEFAULT_DECODE = {"size": 224, "crop_pct": 0.875, "interpolation": "bicubic"}
 
 
+def subset_index(count: int, limit: int | None, seed: int) -> torch.Tensor | None:
+    """Indices of the seeded random subset of ``limit`` out of ``count`` items, in dataset order; None for all."""
+    if limit is None or limit >= count:
+        return None
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+
+
 @dataclass
 class ImageSet:
     """Decoded images (uint8, N x C x H x W), integer labels and the class names."""
@@ -51,11 +58,8 @@ class ImageSet:
 
     def subset(self, limit: int | None, seed: int) -> "ImageSet":
         """A deterministic seeded random subset (kept in dataset order); all images if limit is None."""
-        if limit is None or limit >= len(self):
-            return self
-        generator = torch.Generator().manual_seed(seed)
-        index = torch.randperm(len(self), generator=generator)[:limit].sort().values
-        return ImageSet(self.images[index], self.labels[index], self.classes)
+        index = subset_index(len(self), limit, seed)
+        return self if index is None else ImageSet(self.images[index], self.labels[index], self.classes)
 
     def as_float(self) -> torch.Tensor:
         """Images in [0, 1], float32: the pixel-space contract."""
@@ -75,6 +79,11 @@ class Dataset(ABC):
     @abstractmethod
     def load(self) -> ImageSet:
         """Decode the whole dataset."""
+
+    def load_subset(self, limit: int | None, seed: int) -> ImageSet:
+        """The seeded subset of :meth:`load` (:meth:`ImageSet.subset`); datasets of separate files override it
+        to decode only the chosen ones."""
+        return self.load().subset(limit, seed)
 
     def check(self) -> None:
         """Raise a :class:`UserError` saying what to provide if the data is not there (cheap; before any work)."""
@@ -231,10 +240,19 @@ class ImageFolder(Dataset):
         return {"root": str(self.root()), "files": len(files), "bytes": sum(s.st_size for s in stats), "mtime": max(s.st_mtime for s in stats)}
 
     def load(self) -> ImageSet:
+        return self.load_subset(None, 0)
+
+    def load_subset(self, limit: int | None, seed: int) -> ImageSet:
+        """Decodes only the chosen files, straight into one uint8 array: memory grows with ``limit``, not
+        with the folder (``--limit 5000`` of ImageNet-val decodes 5,000 images, not 50,000)."""
         files, classes = self.files()
+        index = subset_index(len(files), limit, seed)
+        chosen = files if index is None else [files[i] for i in index.tolist()]
         decode = decode_settings(self.params)
-        images = torch.stack([decode_image(path, channels=self.params.channels, **decode) for path, _ in files])
-        return ImageSet(images, torch.tensor([label for _, label in files]), classes)
+        images = torch.empty(len(chosen), self.params.channels, decode["size"], decode["size"], dtype=torch.uint8)
+        for i, (path, _) in enumerate(chosen):
+            images[i] = decode_image(path, channels=self.params.channels, **decode)
+        return ImageSet(images, torch.tensor([label for _, label in chosen]), classes)
 
 
 def decode_settings(params: BaseModel) -> dict:
@@ -292,7 +310,7 @@ def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageS
                        "source": dataset.fingerprint(), "code": type(dataset).version})
     cache = ArrayCache("datasets")
     if (hit := cache.get(key)) is None:
-        data = dataset.load().subset(limit, seed)
+        data = dataset.load_subset(limit, seed)
         cache.put(key, data.images.numpy(), {"labels": data.labels.tolist(), "classes": data.classes, "dataset": name})
         hit = cache.get(key)
     images, meta = hit

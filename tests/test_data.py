@@ -42,6 +42,24 @@ def test_image_folder_reads_imagenet_val_layout(tmp_path):
     assert int(data.images[2].float().mean()) == 50
 
 
+def test_an_image_folder_subset_decodes_only_the_chosen_files_and_equals_the_full_decode_subset(tmp_path, monkeypatch):
+    import nonxfer_bench.data as data_module
+    from nonxfer_bench.data import DATASETS
+
+    for label in range(3):
+        (tmp_path / f"c{label}").mkdir()
+        for i in range(4):
+            Image.fromarray(np.full((20, 30, 3), 20 * label + i, dtype=np.uint8)).save(tmp_path / f"c{label}" / f"{i}.png")
+    dataset = DATASETS.create("image_folder", {"root": str(tmp_path), "size": 16})
+    full = dataset.load().subset(5, 3)
+    decoded = []
+    original = data_module.decode_image
+    monkeypatch.setattr(data_module, "decode_image", lambda path, **kw: decoded.append(path) or original(path, **kw))
+    chosen = dataset.load_subset(5, 3)
+    assert len(decoded) == 5
+    assert torch.equal(chosen.images, full.images) and torch.equal(chosen.labels, full.labels) and chosen.classes == full.classes
+
+
 def test_image_folder_errors_name_what_to_provide(tmp_path, monkeypatch):
     monkeypatch.delenv("IMAGENET_VAL", raising=False)
     with pytest.raises(UserError, match="IMAGENET_VAL"):
