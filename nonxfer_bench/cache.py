@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -57,6 +57,29 @@ class ArrayCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._write(self.folder / f"{key}.npy", lambda handle: np.save(handle, np.ascontiguousarray(array)))
         self._write(self.folder / f"{key}.json", lambda handle: handle.write(json.dumps(meta or {}).encode()))
+        _touch(self.folder / f"{key}.json")
+        self._evict(keep=key)
+
+    def put_filled(self, key: str, fill: Callable[[Callable[[tuple[int, ...]], np.ndarray]], dict[str, Any]]) -> None:
+        """Like :meth:`put`, for a uint8 array written in place: ``fill(allocate)`` gets the entry's array from
+        ``allocate(shape)``, memory-mapped on disk (never whole in memory), writes it and returns the
+        metadata. Atomic like ``put``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta: dict[str, Any] = {}
+
+        def write(handle) -> None:
+            arrays: list[np.memmap] = []
+
+            def allocate(shape: tuple[int, ...]) -> np.ndarray:
+                arrays.append(np.lib.format.open_memmap(handle.name, mode="w+", dtype=np.uint8, shape=shape))
+                return arrays[-1]
+
+            meta.update(fill(allocate))
+            for array in arrays:
+                array.flush()
+
+        self._write(self.folder / f"{key}.npy", write)
+        self._write(self.folder / f"{key}.json", lambda handle: handle.write(json.dumps(meta).encode()))
         _touch(self.folder / f"{key}.json")
         self._evict(keep=key)
 

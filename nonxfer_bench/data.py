@@ -18,7 +18,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -81,9 +81,20 @@ class Dataset(ABC):
         """Decode the whole dataset."""
 
     def load_subset(self, limit: int | None, seed: int) -> ImageSet:
-        """The seeded subset of :meth:`load` (:meth:`ImageSet.subset`); datasets of separate files override it
-        to decode only the chosen ones."""
-        return self.load().subset(limit, seed)
+        """The seeded subset of :meth:`load` (:meth:`ImageSet.subset`), decoded into memory."""
+        images, labels, classes = self.decode_subset_into(limit, seed, lambda shape: np.empty(shape, dtype=np.uint8))
+        return ImageSet(torch.from_numpy(images), labels, classes)
+
+    def decode_subset_into(
+        self, limit: int | None, seed: int, allocate: Callable[[tuple[int, ...]], np.ndarray]
+    ) -> tuple[np.ndarray, torch.Tensor, list[str]]:
+        """Write the seeded subset's uint8 images into ``allocate(shape)`` (e.g. a memory-mapped cache file);
+        returns that array, the labels and the class names. Datasets of separate files override it to
+        decode only the chosen files, one at a time, so memory does not grow with the dataset."""
+        data = self.load().subset(limit, seed)
+        images = allocate(tuple(data.images.shape))
+        images[:] = data.images.numpy()
+        return images, data.labels, data.classes
 
     def check(self) -> None:
         """Raise a :class:`UserError` saying what to provide if the data is not there (cheap; before any work)."""
@@ -242,17 +253,19 @@ class ImageFolder(Dataset):
     def load(self) -> ImageSet:
         return self.load_subset(None, 0)
 
-    def load_subset(self, limit: int | None, seed: int) -> ImageSet:
-        """Decodes only the chosen files, straight into one uint8 array: memory grows with ``limit``, not
-        with the folder (``--limit 5000`` of ImageNet-val decodes 5,000 images, not 50,000)."""
+    def decode_subset_into(
+        self, limit: int | None, seed: int, allocate: Callable[[tuple[int, ...]], np.ndarray]
+    ) -> tuple[np.ndarray, torch.Tensor, list[str]]:
+        """Decodes only the chosen files, one at a time, into the given array (``--limit 5000`` of
+        ImageNet-val decodes 5,000 images, not 50,000; into the cache file, nothing is held in memory)."""
         files, classes = self.files()
         index = subset_index(len(files), limit, seed)
         chosen = files if index is None else [files[i] for i in index.tolist()]
         decode = decode_settings(self.params)
-        images = torch.empty(len(chosen), self.params.channels, decode["size"], decode["size"], dtype=torch.uint8)
+        images = allocate((len(chosen), self.params.channels, decode["size"], decode["size"]))
         for i, (path, _) in enumerate(chosen):
-            images[i] = decode_image(path, channels=self.params.channels, **decode)
-        return ImageSet(images, torch.tensor([label for _, label in chosen]), classes)
+            images[i] = decode_image(path, channels=self.params.channels, **decode).numpy()
+        return images, torch.tensor([label for _, label in chosen]), classes
 
 
 def decode_settings(params: BaseModel) -> dict:
@@ -310,8 +323,12 @@ def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageS
                        "source": dataset.fingerprint(), "code": type(dataset).version})
     cache = ArrayCache("datasets")
     if (hit := cache.get(key)) is None:
-        data = dataset.load_subset(limit, seed)
-        cache.put(key, data.images.numpy(), {"labels": data.labels.tolist(), "classes": data.classes, "dataset": name})
+
+        def fill(allocate: Callable[[tuple[int, ...]], np.ndarray]) -> dict:
+            _, labels, classes = dataset.decode_subset_into(limit, seed, allocate)
+            return {"labels": labels.tolist(), "classes": classes, "dataset": name}
+
+        cache.put_filled(key, fill)
         hit = cache.get(key)
     images, meta = hit
     return ImageSet(torch.from_numpy(images), torch.tensor(meta["labels"], dtype=torch.long), meta["classes"])

@@ -60,6 +60,21 @@ def test_an_image_folder_subset_decodes_only_the_chosen_files_and_equals_the_ful
     assert torch.equal(chosen.images, full.images) and torch.equal(chosen.labels, full.labels) and chosen.classes == full.classes
 
 
+def test_a_cached_image_folder_subset_is_decoded_into_the_cache_file_and_read_back_equal(tmp_path, monkeypatch):
+    from nonxfer_bench.data import DATASETS, load_cached
+
+    monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
+    for label in range(2):
+        (tmp_path / "data" / f"c{label}").mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((20, 30, 3), 40 * label + i, dtype=np.uint8)).save(tmp_path / "data" / f"c{label}" / f"{i}.png")
+    params = {"root": str(tmp_path / "data"), "size": 16}
+    cached = load_cached("image_folder", params, 4, 1)
+    expected = DATASETS.create("image_folder", params).load().subset(4, 1)
+    assert torch.equal(cached.images, expected.images) and torch.equal(cached.labels, expected.labels)
+    assert [p.suffix for p in sorted((tmp_path / "cache" / "datasets").iterdir())] == [".json", ".npy"]  # no partial file left
+
+
 def test_image_folder_errors_name_what_to_provide(tmp_path, monkeypatch):
     monkeypatch.delenv("IMAGENET_VAL", raising=False)
     with pytest.raises(UserError, match="IMAGENET_VAL"):
