@@ -192,7 +192,7 @@ def group_bounds(
     n = min(len(clean), max_images)
     clean = clean[:n].float()
     released = encoding.images[:n].float()
-    patches_flat = encoding.flat_input.patches()[:n].float() if encoding.flat_input is not None else None
+    flat_input = encoding.flat_input
     conv = authorized.first_conv
     geometry = ConvGeometry.of(conv)
     subspace, space, basis_pixel = encoder_subspace(authorized, encoder, encoder_params)
@@ -205,8 +205,9 @@ def group_bounds(
 
     # --- perturbation patches in the authorized layer's normalized space ---
     delta_pixel = (released - clean).double()
-    if patches_flat is not None:  # published protocol for overlapping stems: U' - U, exactly n per patch
-        d_norm = patches_flat.double() - _unfold_norm(authorized.normalize(clean).double(), geometry)
+    if flat_input is not None:  # published protocol for overlapping stems: U' - U is exactly n in every patch
+        windows = geometry.output_size(*clean.shape[-2:])
+        d_norm = flat_input.noise[:n].double().expand(-1, -1, windows[0] * windows[1])
         out["bound/auth_patches"] = "authorized_patches (unfolded, published protocol)"
     else:
         d_norm = _unfold_norm((delta_pixel / authorized.std.double()), geometry)
@@ -259,7 +260,7 @@ def group_bounds(
         out["bound/lipschitz_na"] = f"{type(error).__name__}: {str(error)[:200]}"
     logits_clean = authorized(clean).double()
     logits_released = (
-        authorized.forward_first_layer_patches(released, patches_flat) if patches_flat is not None else authorized(released)
+        authorized.forward_first_layer(released, flat_input.first_layer(conv.weight)[:n]) if flat_input is not None else authorized(released)
     ).double()
     logit_dev = (logits_released - logits_clean).norm(dim=1)
     layer_dev = torch.einsum("md,bdl->bml", weight, d_norm).flatten(1).norm(dim=1)  # ||h(x') - h(x)||

@@ -121,15 +121,10 @@ class ZooModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(self.prepare(images)))
 
-    def forward_first_layer_patches(self, images: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-        """The reference's flat-input path: the first layer computed from given (normalized) patches, an
-        ``F.unfold`` tensor (B x D x L); see :meth:`forward_first_layer`."""
-        return self.forward_first_layer(images, self.first_conv.weight.flatten(1) @ patches)
-
     def forward_first_layer(self, images: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-        """The network with its first layer's output replaced by ``flat`` + b, where ``flat`` (B x O x L) is
-        W @ patches for the unfolded windows; the rest of the network runs as usual. ``images`` only
-        supplies the shape for the layers before the stem hook.
+        """The reference's flat-input path: the network with its first layer's output replaced by ``flat`` + b,
+        where ``flat`` (B x O x L) is W @ patches for given (normalized) ``F.unfold`` windows; the rest of the
+        network runs as usual. ``images`` only supplies the shape for the layers before the stem hook.
 
         A TF-"same" stem (timm ``Conv2dSame``, e.g. ``tf_efficientnet_*``) pads inside its forward, so its
         output grid has windows that reach into the padding which ``F.unfold`` (padding 0) does not
