@@ -199,6 +199,7 @@ class Img2ImgRegeneration(Attack):
 
     Params = Img2ImgParams
     threat_model = "holds a pretrained text-to-image diffusion model (e.g. Stable Diffusion) and regenerates the images"
+    cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)

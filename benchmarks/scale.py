@@ -84,12 +84,13 @@ def bench_encoder(args: argparse.Namespace) -> dict:
     return rows
 
 
-def fashion_suite(folder: Path, images: int, batch: int, encoders: list[dict]) -> Path:
+def write_suite(folder: Path, name: str, dataset: dict, zoo, authorized: str, encoders: list[dict], batch: int) -> Path:
+    """A suite with the identity attack only, no tracking and no sample images, written under ``folder``."""
     suite = {
-        "name": "bench",
-        "dataset": {"name": "fashion_mnist", "params": {"split": "test"}, "limit": images},
-        "zoo": str(FASHION_ZOO),
-        "authorized": ["vit_a"],
+        "name": name,
+        "dataset": dataset,
+        "zoo": zoo,
+        "authorized": [authorized],
         "encoders": encoders,
         "attacks": [{"name": "identity"}],
         "batch_size": batch,
@@ -99,6 +100,11 @@ def fashion_suite(folder: Path, images: int, batch: int, encoders: list[dict]) -
     path = folder / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     return path
+
+
+def fashion_suite(folder: Path, images: int, batch: int, encoders: list[dict]) -> Path:
+    dataset = {"name": "fashion_mnist", "params": {"split": "test"}, "limit": images}
+    return write_suite(folder, "bench", dataset, str(FASHION_ZOO), "vit_a", encoders, batch)
 
 
 def bench_throughput(args: argparse.Namespace) -> dict:
@@ -150,20 +156,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 def large_image_suite(folder: Path, images: int, batch: int) -> Path:
     """Digits upsampled to 224 px for one random-weight ImageNet-size model: a release of 0.6 MB per image."""
-    suite = {
-        "name": "bench-memory",
-        "dataset": {"name": "digits", "params": {"split": "all", "size": 224}, "limit": images},
-        "zoo": [{"name": "mnet", "arch": "mobilenetv3_small_050", "kwargs": {"num_classes": 10}, "preprocess": {"input_size": [3, 224, 224]}}],
-        "authorized": ["mnet"],
-        "encoders": [{"name": "reference", "strengths": [20.0]}],
-        "attacks": [{"name": "identity"}],
-        "batch_size": batch,
-        "output": {"dir": str(folder / "runs"), "results": str(folder / "results"), "sample_images": 0},
-        "tracking": {"enabled": False},
-    }
-    path = folder / "suite.yaml"
-    path.write_text(yaml.safe_dump(suite))
-    return path
+    dataset = {"name": "digits", "params": {"split": "all", "size": 224}, "limit": images}
+    zoo = [{"name": "mnet", "arch": "mobilenetv3_small_050", "kwargs": {"num_classes": 10}, "preprocess": {"input_size": [3, 224, 224]}}]
+    return write_suite(folder, "bench-memory", dataset, zoo, "mnet", [{"name": "reference", "strengths": [20.0]}], batch)
 
 
 def bench_memory(args: argparse.Namespace) -> dict:

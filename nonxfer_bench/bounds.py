@@ -52,6 +52,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nonxfer_bench.encoders.base import FlatInput
 from nonxfer_bench.subspace import ConvGeometry, PatchSubspace, patch_subspace
 from nonxfer_bench.zoo import ZooModel
 
@@ -193,6 +194,8 @@ def group_bounds(
     clean = clean[:n].float()
     released = encoding.images[:n].float()
     flat_input = encoding.flat_input
+    if flat_input is not None:  # the first n images only: the published flat input of the measured batch
+        flat_input = FlatInput(flat_input.normalized[:n], flat_input.noise[:n], flat_input.geometry)
     conv = authorized.first_conv
     geometry = ConvGeometry.of(conv)
     subspace, space, basis_pixel = encoder_subspace(authorized, encoder, encoder_params)
@@ -207,7 +210,7 @@ def group_bounds(
     delta_pixel = (released - clean).double()
     if flat_input is not None:  # published protocol for overlapping stems: U' - U is exactly n in every patch
         windows = geometry.output_size(*clean.shape[-2:])
-        d_norm = flat_input.noise[:n].double().expand(-1, -1, windows[0] * windows[1])
+        d_norm = flat_input.noise.double().expand(-1, -1, windows[0] * windows[1])
         out["bound/auth_patches"] = "authorized_patches (unfolded, published protocol)"
     else:
         d_norm = _unfold_norm((delta_pixel / authorized.std.double()), geometry)
@@ -260,7 +263,7 @@ def group_bounds(
         out["bound/lipschitz_na"] = f"{type(error).__name__}: {str(error)[:200]}"
     logits_clean = authorized(clean).double()
     logits_released = (
-        authorized.forward_first_layer(released, flat_input.first_layer(conv.weight)[:n]) if flat_input is not None else authorized(released)
+        authorized.forward_first_layer(released, flat_input.first_layer(conv.weight)) if flat_input is not None else authorized(released)
     ).double()
     logit_dev = (logits_released - logits_clean).norm(dim=1)
     layer_dev = torch.einsum("md,bdl->bml", weight, d_norm).flatten(1).norm(dim=1)  # ||h(x') - h(x)||
