@@ -1,0 +1,154 @@
+"""Defect 4: a release folder is all or nothing, encode never reads its own output, and verify reads only
+what the manifest vouches for, inside the release."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nonxfer_bench.cli import main
+from tests.hostile.conftest import error_line, refused, run_cli, tree_digest
+
+
+def make_images(folder: Path, count: int = 6) -> Path:
+    """``count`` small grayscale PNGs in two class folders."""
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        target = folder / f"class{i % 2}" / f"img{i}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(target)
+    return folder
+
+
+def encode_args(source: Path, output: Path, zoo: Path, strength: str = "20") -> list[str]:
+    return [
+        "encode", str(source), str(output), "--zoo", str(zoo), "--model", "vit_a", "--encoder", "patch",
+        "--strength", strength, "--format", "png8", "--seed-key", "k", "--batch-size", "2",
+    ]
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory, digits_zoo: Path) -> tuple[Path, Path]:
+    """Source images and a release of them, encoded once for the module."""
+    root = tmp_path_factory.mktemp("release")
+    source = make_images(root / "photos")
+    assert main(encode_args(source, root / "release", digits_zoo)) == 0
+    return source, root / "release"
+
+
+@pytest.fixture
+def release(pristine: tuple[Path, Path], tmp_path: Path) -> Path:
+    copy = tmp_path / "release"
+    shutil.copytree(pristine[1], copy)
+    return copy
+
+
+def verify(release: Path, zoo: Path, cwd: Path, *extra: str):
+    return run_cli("verify", release, "--zoo", zoo, "--models", "vit_a", *extra, cwd=cwd)
+
+
+def edit_manifest(release: Path, change) -> None:
+    path = release / "manifest.json"
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps(change(manifest)))
+
+
+@pytest.mark.parametrize("layout", ["output inside input", "input inside output", "same folder", "symlink to input"])
+def test_encode_never_mixes_input_and_output(tmp_path: Path, cwd: Path, digits_zoo: Path, layout: str) -> None:
+    source = make_images(tmp_path / "photos")
+    before = tree_digest(source)
+    output = {
+        "output inside input": source / "class0" / "release",
+        "input inside output": tmp_path,
+        "same folder": source,
+        "symlink to input": tmp_path / "link",
+    }[layout]
+    if layout == "symlink to input":
+        output.symlink_to(source)
+    refused(*encode_args(source, output, digits_zoo), cwd=cwd, expected=("input",))
+    assert tree_digest(source) == before
+
+
+def test_killed_re_encode_leaves_the_old_release_whole(pristine: tuple[Path, Path], release: Path, cwd: Path, digits_zoo: Path) -> None:
+    before = tree_digest(release)
+    killed = run_cli(*encode_args(pristine[0], release, digits_zoo, strength="30"), cwd=cwd, env={"NXB_FAULT": "release_image_written:3"})
+    assert killed.code == -9, killed.err[-2000:]
+    assert tree_digest(release) == before
+    assert verify(release, digits_zoo, cwd).code == 0
+
+
+def test_killed_first_encode_leaves_no_release(pristine: tuple[Path, Path], tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
+    output = tmp_path / "new"
+    killed = run_cli(*encode_args(pristine[0], output, digits_zoo), cwd=cwd, env={"NXB_FAULT": "release_image_written:3"})
+    assert killed.code == -9
+    assert not output.exists() or not any(output.iterdir())
+    error_line(verify(output, digits_zoo, cwd), "manifest.json")
+
+
+def test_finished_re_encode_replaces_every_file(pristine: tuple[Path, Path], release: Path, cwd: Path, digits_zoo: Path) -> None:
+    (release / "stale.png").write_bytes((release / "class0" / "img0.png").read_bytes())
+    assert run_cli(*encode_args(pristine[0], release, digits_zoo, strength="30"), cwd=cwd).code == 0
+    assert not (release / "stale.png").exists(), "a file of the old release survived the new one"
+    assert json.loads((release / "manifest.json").read_text())["encoder"]["strength"] == 30
+    assert verify(release, digits_zoo, cwd).code == 0
+
+
+MANIFEST_EDITS = {
+    "absolute file path": lambda m: {**m, "images": [{**m["images"][0], "file": "/etc/hostname"}, *m["images"][1:]]},
+    "parent file path": lambda m: {**m, "images": [{**m["images"][0], "file": "../outside.png"}, *m["images"][1:]]},
+    "inner parent path": lambda m: {**m, "images": [{**m["images"][0], "file": "class0/../../outside.png"}, *m["images"][1:]]},
+    "file not a string": lambda m: {**m, "images": [{**m["images"][0], "file": 7}, *m["images"][1:]]},
+    "missing file key": lambda m: {**m, "images": [{"source": "x.png"}, *m["images"][1:]]},
+    "duplicate entry": lambda m: {**m, "images": [m["images"][0], *m["images"]]},
+    "no images": lambda m: {**m, "images": []},
+    "images not a list": lambda m: {**m, "images": {"a": 1}},
+    "unknown format": lambda m: {**m, "format": "png7"},
+    "missing decode": lambda m: {k: v for k, v in m.items() if k != "decode"},
+    "missing model": lambda m: {k: v for k, v in m.items() if k != "model"},
+    "not a mapping": lambda m: [m],
+    "missing listed file": lambda m: {**m, "images": [*m["images"], {**m["images"][0], "file": "class0/ghost.png"}]},
+    "huge number": lambda m: {**m, "release_size": [10**30, 10**30, 10**30]},
+}
+
+
+@pytest.mark.parametrize("edit", list(MANIFEST_EDITS))
+def test_verify_refuses_a_manifest_it_cannot_trust(release: Path, tmp_path: Path, cwd: Path, digits_zoo: Path, edit: str) -> None:
+    (tmp_path / "outside.png").write_bytes((release / "class0" / "img0.png").read_bytes())
+    edit_manifest(release, MANIFEST_EDITS[edit])
+    error_line(verify(release, digits_zoo, cwd), "manifest.json")
+
+
+def test_verify_refuses_a_source_outside_the_originals(pristine: tuple[Path, Path], release: Path, cwd: Path, digits_zoo: Path) -> None:
+    edit_manifest(release, lambda m: {**m, "images": [{**m["images"][0], "source": "../../etc/hostname"}, *m["images"][1:]]})
+    error_line(verify(release, digits_zoo, cwd, "--originals", str(pristine[0])), "manifest.json")
+
+
+@pytest.mark.parametrize("intruder", ["extra image", "symlinked image", "extra folder"])
+def test_verify_refuses_files_the_manifest_does_not_vouch_for(release: Path, tmp_path: Path, cwd: Path, digits_zoo: Path, intruder: str) -> None:
+    if intruder == "extra image":
+        shutil.copy(release / "class0" / "img0.png", release / "class0" / "planted.png")
+    elif intruder == "symlinked image":
+        outside = tmp_path / "outside.png"
+        shutil.copy(release / "class0" / "img0.png", outside)
+        (release / "class0" / "img0.png").unlink()
+        os.symlink(outside, release / "class0" / "img0.png")
+    else:
+        (release / "class9").mkdir()
+        shutil.copy(release / "class0" / "img0.png", release / "class9" / "x.png")
+    error_line(verify(release, digits_zoo, cwd), str(release))
+
+
+@pytest.mark.parametrize(
+    "damage", ["not json", "empty", "binary", "huge"],
+)
+def test_verify_refuses_a_damaged_manifest(release: Path, cwd: Path, digits_zoo: Path, damage: str) -> None:
+    path = release / "manifest.json"
+    path.write_bytes({"not json": b"{images: [", "empty": b"", "binary": os.urandom(256),
+                      "huge": b'{"images": [' + b'{"file": "x.png"},' * 3_000_000 + b"{}]}"}[damage])
+    error_line(verify(release, digits_zoo, cwd), "manifest.json")

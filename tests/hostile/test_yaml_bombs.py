@@ -1,0 +1,81 @@
+"""Defect 2: YAML that expands to billions of nodes, recursion, depth and size, in every file the CLI reads.
+
+Each is refused with one line before validation, within the time and memory limits; no error line echoes
+more than a bounded piece of the input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.hostile.conftest import refused
+
+LAUGHS = "\n".join(
+    ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+)  # 10^9 scalars in under 1 KB
+
+
+def bombs() -> dict[str, str]:
+    """Small files whose naive expansion is huge, deep or self-referential."""
+    return {
+        "billion laughs at the top": LAUGHS + "\nname: bomb\n",
+        "billion laughs in a value": LAUGHS + "\nname: bomb\ndescription: *a8\n",
+        "billion laughs in the zoo": LAUGHS + "\nname: bomb\nzoo: [{name: m, arch: resnet18, kwargs: {x: *a8}}]\n",
+        "laughs in mapping merges": "\n".join(
+            ["m0: &m0 {a: 1, b: 2, c: 3, d: 4, e: 5, f: 6, g: 7, h: 8, i: 9, j: 10}"]
+            + [f"m{i}: &m{i} [{', '.join([f'*m{i - 1}'] * 10)}]" for i in range(1, 9)]
+        ),
+        "recursive alias": "name: &r [*r]\n",
+        "recursive mapping": "zoo: &z {models: *z}\n",
+        "deep nesting": "name: " + "[" * 20000 + "]" * 20000 + "\n",
+        "deep mapping nesting": "a: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+        "huge file": "# padding\n" * 2_000_000 + "name: big\n",
+        "long scalar": "name: " + "A" * 3_000_000 + "\n",
+        "many keys": "".join(f"k{i}: {i}\n" for i in range(300_000)),
+    }
+
+
+CASES = [(name, "list models") for name in bombs()] + [
+    (name, command) for name in ("billion laughs in a value", "recursive alias", "deep nesting") for command in ("run", "leaderboard")
+]
+
+
+@pytest.mark.parametrize(("name", "command"), CASES)
+def test_suite_bombs(tmp_path: Path, cwd: Path, name: str, command: str) -> None:
+    suite = tmp_path / "bomb.yaml"
+    suite.write_text(bombs()[name])
+    refused(*command.split(), suite, cwd=cwd, expected=(str(suite),))
+
+
+@pytest.mark.parametrize("name", ["billion laughs at the top", "recursive alias", "deep nesting", "huge file"])
+def test_zoo_and_diffusion_spec_bombs(tmp_path: Path, cwd: Path, name: str) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(bombs()[name])
+    refused("zoo", "train", path, cwd=cwd, expected=(str(path),))
+    refused("train", "diffusion", path, cwd=cwd, expected=(str(path),))
+    refused("encode", tmp_path, tmp_path / "out", "--zoo", path, "--model", "m", "--encoder", "patch", "--strength", "20",
+            "--seed-key", "k", cwd=cwd, expected=(str(path),))
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["&a [x,x,x,x,x,x,x,x,x,x]", "[" * 5000 + "]" * 5000, "&r [*r]", "{a: " * 3000 + "1" + "}" * 3000],
+    ids=["anchor", "deep list", "recursive", "deep mapping"],
+)
+def test_encoder_param_bombs(tmp_path: Path, cwd: Path, value: str) -> None:
+    """``--param NAME=VALUE`` reads VALUE as YAML: a hostile value is one line, and the echo is bounded."""
+    (tmp_path / "in").mkdir()
+    line = refused("encode", tmp_path / "in", tmp_path / "out", "--zoo", tmp_path / "none.yaml", "--model", "m",
+                   "--encoder", "patch", "--strength", "20", "--seed-key", "k", "--param", f"k={value}", cwd=cwd,
+                   expected=("--param",))
+    assert len(line) < 400
+
+
+def test_long_value_is_not_echoed_whole(tmp_path: Path, cwd: Path) -> None:
+    """A wrong-typed value of 200 KB is named in a bounded excerpt, not copied into the message."""
+    suite = tmp_path / "long.yaml"
+    suite.write_text("name: ok\nbatch_size: '" + "9" * 200_000 + "x'\n")
+    line = refused("list", "models", suite, cwd=cwd, expected=("batch_size",))
+    assert len(line) < 600
