@@ -37,4 +37,5 @@ quickstart: setup data
 	$(BIN)/nonxfer-bench run suites/quickstart.yaml
 
 test: setup data browser
+	$(BIN)/ruff check nonxfer_bench attacks tests benchmarks
 	$(BIN)/python -m pytest -q

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 import torch
 from pydantic import BaseModel
 
-from nonxfer_bench.registry import NoParams, Registry
+from nonxfer_bench.core.params import NoParams
+from nonxfer_bench.core.registry import Registry
 
 if TYPE_CHECKING:
     from nonxfer_bench.zoo import ZooModel

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, to_unit_range
-from nonxfer_bench.autoencoder import AutoencoderConfig, load_or_train
-from nonxfer_bench.errors import UserError
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.generative.autoencoder import AutoencoderConfig, load_or_train
 
 DEFAULT_DDPM = "suites/zoo/weights/fashion-ddpm"
 
@@ -162,7 +162,7 @@ class DiffusionPurification(Attack):
 
     def _load(self):
         if self.purifier is None:
-            from nonxfer_bench.diffusion import Purifier
+            from nonxfer_bench.generative.diffusion import Purifier
 
             self.purifier = Purifier.load(self.params.source, self.params.scheduler, self.params.steps)
         return self.purifier

@@ -49,7 +49,7 @@ def main() -> None:
     import timm
 
     from nonxfer_bench.encoders import ENCODERS
-    from nonxfer_bench.suite import ModelSpec
+    from nonxfer_bench.schema.suite import ModelSpec
     from nonxfer_bench.zoo import ZooModel
 
     device = torch.device(args.device)

@@ -53,8 +53,8 @@ def median_seconds(function, repeats: int) -> float:
 def bench_encoder(args: argparse.Namespace) -> dict:
     from nonxfer_bench.encoders import ENCODERS
     from nonxfer_bench.encoders.reference import encode_strided, encode_tiled, encode_unfolded, tiles_exactly
-    from nonxfer_bench.subspace import ConvGeometry, flatten_weight, patch_subspace
-    from nonxfer_bench.suite import ModelSpec
+    from nonxfer_bench.linalg.subspace import ConvGeometry, flatten_weight, patch_subspace
+    from nonxfer_bench.schema.suite import ModelSpec
     from nonxfer_bench.zoo import build_model
 
     rows = {}
@@ -108,9 +108,9 @@ def fashion_suite(folder: Path, images: int, batch: int, encoders: list[dict]) -
 
 
 def bench_throughput(args: argparse.Namespace) -> dict:
-    from nonxfer_bench.data import load_dataset
-    from nonxfer_bench.runner import Runner
-    from nonxfer_bench.suite import load_suite
+    from nonxfer_bench.datasets.base import load_dataset
+    from nonxfer_bench.execution.runner import Runner
+    from nonxfer_bench.loading import load_suite
     from nonxfer_bench.zoo import build_model
 
     def suite_run() -> float:
@@ -147,8 +147,8 @@ def bench_throughput(args: argparse.Namespace) -> dict:
 MEMORY_PROBE = """
 import resource, sys
 from pathlib import Path
-from nonxfer_bench.runner import Runner
-from nonxfer_bench.suite import load_suite
+from nonxfer_bench.execution.runner import Runner
+from nonxfer_bench.loading import load_suite
 Runner(load_suite(Path(sys.argv[1]))).run()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -165,7 +165,7 @@ def bench_memory(args: argparse.Namespace) -> dict:
     """Peak RSS of a fresh process per size, dataset cache warmed first (decoding is measured by no one here)."""
     import os
 
-    from nonxfer_bench.data import load_cached
+    from nonxfer_bench.datasets.base import load_cached
 
     sizes = (args.memory_images, 10 * args.memory_images)
     for images in sizes:
@@ -187,9 +187,9 @@ def bench_memory(args: argparse.Namespace) -> dict:
 def bench_ray(args: argparse.Namespace) -> dict:
     import ray
 
-    from nonxfer_bench.executors import LocalExecutor, RayExecutor
-    from nonxfer_bench.runner import Runner
-    from nonxfer_bench.suite import load_suite
+    from nonxfer_bench.execution.executors import RayExecutor
+    from nonxfer_bench.execution.runner import InProcess, Runner
+    from nonxfer_bench.loading import load_suite
 
     encoders = [{"name": "reference", "strengths": [0.0, 20.0]}, {"name": "gaussian", "strengths": [20.0]}]
 
@@ -202,7 +202,7 @@ def bench_ray(args: argparse.Namespace) -> dict:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        local_s, local_cells = timed_run(LocalExecutor())
+        local_s, local_cells = timed_run(InProcess())
         ray_s, ray_cells = timed_run(RayExecutor())
     finally:
         ray.shutdown()
@@ -230,7 +230,7 @@ def markdown(report: dict) -> str:
     if "memory" in report:
         r = report["memory"]
         lines += ["## (d) peak RSS when the dataset grows 10x", "",
-                  f"Digits at 224 px, one random-weight mobilenetv3_small_050, reference encoder, identity attack; fresh process per run, dataset cache warm.", "",
+                  "Digits at 224 px, one random-weight mobilenetv3_small_050, reference encoder, identity attack; fresh process per run, dataset cache warm.", "",
                   f"| release | {r['images'][0]} images (MiB) | {r['images'][1]} images (MiB) | ratio |", "|---|---|---|---|"]
         for mode, row in r["modes"].items():
             lines.append(f"| {mode} | {row['peak_rss_mib'][0]:.0f} | {row['peak_rss_mib'][1]:.0f} | {row['ratio']:.2f}x |")

@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nonxfer_bench import faults
-from nonxfer_bench.errors import UserError
+from nonxfer_bench.core import faults
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.execution import EXECUTOR_NAMES
 
 SUITES_DIR = Path("suites")
 
@@ -57,12 +58,12 @@ def _set_threads(threads: int | None) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from nonxfer_bench.executors import WorkerDied, create_executor
-    from nonxfer_bench.leaderboard import write_leaderboard
-    from nonxfer_bench.runner import Runner
-    from nonxfer_bench.store import exclusive
-    from nonxfer_bench.suite import load_suite
-    from nonxfer_bench.tracking import Tracker
+    from nonxfer_bench.execution.executors import WorkerDied, create_executor
+    from nonxfer_bench.execution.runner import Runner
+    from nonxfer_bench.execution.store import exclusive
+    from nonxfer_bench.loading import load_suite
+    from nonxfer_bench.reporting.leaderboard import write_leaderboard
+    from nonxfer_bench.reporting.tracking import Tracker
 
     suite = load_suite(Path(args.suite))
     if args.limit is not None:
@@ -109,7 +110,7 @@ def command_zoo_train(args: argparse.Namespace) -> int:
 def command_train_diffusion(args: argparse.Namespace) -> int:
     import torch
 
-    from nonxfer_bench.diffusion import evaluate_purifier, load_diffusion_spec, train_diffusion, write_model_card
+    from nonxfer_bench.generative.diffusion import evaluate_purifier, load_diffusion_spec, train_diffusion, write_model_card
 
     _set_threads(args.threads)
     spec = load_diffusion_spec(Path(args.config))
@@ -128,7 +129,7 @@ def command_list(args: argparse.Namespace) -> int:
             print(path)
         return 0
     if args.what == "models":
-        from nonxfer_bench.suite import load_suite
+        from nonxfer_bench.loading import load_suite
 
         if not args.suite:
             raise UserError("list models: give a suite file, e.g. `nonxfer-bench list models suites/quickstart.yaml`")
@@ -138,7 +139,7 @@ def command_list(args: argparse.Namespace) -> int:
             print(f"{model.name:16s} {model.arch:28s} {model.weights.source:5s} {role}")
         return 0
     from nonxfer_bench.attacks import ATTACKS
-    from nonxfer_bench.data import DATASETS
+    from nonxfer_bench.datasets.base import DATASETS
     from nonxfer_bench.encoders import ENCODERS
 
     registry = {"attacks": ATTACKS, "encoders": ENCODERS, "datasets": DATASETS}[args.what]
@@ -153,7 +154,7 @@ def _read_cells(args: argparse.Namespace):
     """The cells for ``leaderboard`` and ``report``: from the suite's cell store, or read back from MLflow
     (``--mlflow``, ``--experiment``, ``--tracking-uri``, ``--run-id``). Returns (suite or None, name, cells,
     models, tracked invocation or None)."""
-    from nonxfer_bench.suite import load_suite
+    from nonxfer_bench.loading import load_suite
 
     from_mlflow = bool(args.mlflow or args.experiment or args.tracking_uri or args.run_id)
     if not args.suite and not args.experiment:
@@ -162,16 +163,16 @@ def _read_cells(args: argparse.Namespace):
     if from_mlflow:
         import os
 
-        from nonxfer_bench.readback import read_suite
-        from nonxfer_bench.tracking import tracking_uri
+        from nonxfer_bench.reporting.readback import read_suite
+        from nonxfer_bench.reporting.tracking import tracking_uri
 
         uri = args.tracking_uri or (tracking_uri(suite) if suite else os.environ.get("MLFLOW_TRACKING_URI"))
         if not uri:
             raise UserError("--experiment without a suite file needs --tracking-uri URI (or MLFLOW_TRACKING_URI)")
         tracked = read_suite(uri, args.experiment or (suite.tracking.experiment or suite.name), args.run_id)
         return suite, tracked.suite_name, tracked.cells, tracked.models, tracked
-    from nonxfer_bench.plan import plan_suite
-    from nonxfer_bench.store import CellStore
+    from nonxfer_bench.execution.plan import plan_suite
+    from nonxfer_bench.execution.store import CellStore
 
     store = CellStore(suite.run_dir() / "cells.jsonl")
     keys = [key for group in plan_suite(suite) for key in group.cells.values()]
@@ -181,13 +182,13 @@ def _read_cells(args: argparse.Namespace):
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
-    from nonxfer_bench.leaderboard import write_leaderboard
+    from nonxfer_bench.reporting.leaderboard import write_leaderboard
 
     suite, name, cells, models, tracked = _read_cells(args)
     out = Path(args.out) if args.out else (suite.results_dir() if suite else Path("results") / name)
     paths = write_leaderboard(name, cells, models, out)
     if tracked:
-        from nonxfer_bench.readback import log_to_parent
+        from nonxfer_bench.reporting.readback import log_to_parent
 
         log_to_parent(tracked, paths)
     source = f"MLflow {tracked.uri}, run {tracked.parent_id}" if tracked else "the cell store"
@@ -198,7 +199,7 @@ def command_leaderboard(args: argparse.Namespace) -> int:
 def command_report(args: argparse.Namespace) -> int:
     import tempfile
 
-    from nonxfer_bench.report import write_report
+    from nonxfer_bench.reporting.report import write_report
 
     suite, name, cells, models, tracked = _read_cells(args)
     out = Path(args.out) if args.out else (suite.output.dir if suite else Path("runs")) / name / "report"
@@ -206,8 +207,8 @@ def command_report(args: argparse.Namespace) -> int:
         if tracked:
             samples = tracked.download_samples(Path(downloads))
         else:
-            from nonxfer_bench.plan import plan_suite
-            from nonxfer_bench.samples import sample_file
+            from nonxfer_bench.execution.plan import plan_suite
+            from nonxfer_bench.storage.samples import sample_file
 
             grids = {g.label: sample_file(suite.run_dir(), g.label) for g in plan_suite(suite)}
             samples = {label: path for label, path in grids.items() if path.is_file()}
@@ -230,7 +231,7 @@ def command_encode(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from nonxfer_bench.release import encode_folder
+    from nonxfer_bench.owner.release import encode_folder
 
     _set_threads(args.threads)
     params = {}
@@ -257,7 +258,7 @@ def command_encode(args: argparse.Namespace) -> int:
 
 
 def command_verify(args: argparse.Namespace) -> int:
-    from nonxfer_bench.release import format_table, verify_release
+    from nonxfer_bench.owner.release import format_table, verify_release
 
     _set_threads(args.threads)
     result = verify_release(
@@ -272,8 +273,8 @@ def command_verify(args: argparse.Namespace) -> int:
 
 
 def command_ui(args: argparse.Namespace) -> int:
-    from nonxfer_bench.suite import load_suite
-    from nonxfer_bench.tracking import tracking_uri
+    from nonxfer_bench.loading import load_suite
+    from nonxfer_bench.reporting.tracking import tracking_uri
 
     suite = load_suite(Path(args.suite), require_weights=False)
     uri = tracking_uri(suite)
@@ -296,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=positive_int, help="evaluate a seeded random subset of N images")
     run.add_argument("--threads", type=positive_int, help="torch CPU threads")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    run.add_argument("--executor", choices=["local", "process", "ray"], default="local", help="where encoding groups run (default: this process)")
+    run.add_argument("--executor", choices=EXECUTOR_NAMES, default="local", help="where encoding groups run (default: this process)")
     run.add_argument("--workers", type=positive_int, default=2, help="processes for --executor process")
     run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
     run.set_defaults(handler=command_run)

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from tqdm import tqdm
 
-from nonxfer_bench import faults
-from nonxfer_bench.data import load_dataset
-from nonxfer_bench.errors import UserError
-from nonxfer_bench.metrics import accuracy
-from nonxfer_bench.suite import ModelSpec, TrainSpec, ZooFile, load_zoo
+from nonxfer_bench.core.atomic import save_atomically
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.datasets.base import load_dataset
+from nonxfer_bench.loading import load_zoo
+from nonxfer_bench.metrics.outcomes import accuracy
+from nonxfer_bench.schema.suite import ModelSpec, TrainSpec, ZooFile
 from nonxfer_bench.zoo import ZooModel, create_network
 
 
@@ -50,15 +49,6 @@ def train_model(spec: ModelSpec, train: TrainSpec, images: torch.Tensor, labels:
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
                 bar.update()
     return model.eval()
-
-
-def save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Write a safetensors file so that a killed run never leaves a half-written one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".partial")
-    save_file({k: v.detach().contiguous() for k, v in state.items()}, str(temporary))
-    faults.point("cache_write")
-    os.replace(temporary, path)
 
 
 def train_zoo(zoo_path: Path, fresh: bool = False, only: list[str] | None = None) -> list[dict]:

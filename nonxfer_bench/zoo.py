@@ -27,9 +27,9 @@ from timm.layers import Conv2dSame
 from timm.layers.padding import get_same_padding
 from torch import nn
 
-from nonxfer_bench.errors import UserError
-from nonxfer_bench.subspace import ConvGeometry
-from nonxfer_bench.suite import ModelSpec, resolve_package_file
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.linalg.subspace import ConvGeometry
+from nonxfer_bench.schema.suite import ModelSpec, resolve_package_file
 
 DEFAULT_CROP_PCT = 0.875  # timm's default when a config names none
 DECODE_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nonxfer_bench.backoff import BatchBackOff
+from nonxfer_bench.execution.backoff import BatchBackOff
 
 
 def fits_in(limit: int, calls: list[int]):

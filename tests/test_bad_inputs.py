@@ -24,9 +24,8 @@ import yaml
 from PIL import Image
 
 from nonxfer_bench.cli import main
-from nonxfer_bench.store import CellStore
+from nonxfer_bench.execution.store import CellStore
 from tests.conftest import DIGITS_ZOO, digits_suite, write_yaml
-
 
 PROGRESS = re.compile(r"^suite \S+: +\d+%\|")  # tqdm's progress bar, redrawn with carriage returns
 
@@ -280,7 +279,7 @@ def test_grayscale_rgba_palette_and_16_bit_images_are_converted_not_refused(tmp_
 
 
 def test_a_16_bit_image_is_scaled_to_8_bits_not_clipped(tmp_path):
-    from nonxfer_bench.data import decode_image
+    from nonxfer_bench.datasets.base import decode_image
 
     path = tmp_path / "deep.png"
     gradient("I;16").save(path)
@@ -303,7 +302,7 @@ def test_a_damaged_cell_store_line_names_the_file_and_line(tmp_path, digits_zoo,
 
 
 def test_a_damaged_autoencoder_cache_entry_is_retrained(tmp_path, monkeypatch, capsys):
-    from nonxfer_bench.autoencoder import AutoencoderConfig, load_or_train
+    from nonxfer_bench.generative.autoencoder import AutoencoderConfig, load_or_train
 
     monkeypatch.setenv("NXB_CACHE", str(tmp_path))
     config = AutoencoderConfig(dataset={"name": "digits", "params": {"split": "train"}, "limit": 64}, epochs=1, width=4, bottleneck=1)
@@ -365,7 +364,7 @@ def test_an_unwritable_results_folder_keeps_every_cell(tmp_path, digits_zoo, cap
 
 
 def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(tmp_path, digits_zoo, capsys):
-    from nonxfer_bench.store import exclusive
+    from nonxfer_bench.execution.store import exclusive
 
     suite = suite_with(tmp_path, digits_zoo)
     with exclusive(tmp_path / "runs" / "digits"):  # as a first run would hold it

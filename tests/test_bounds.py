@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from nonxfer_bench.bounds import effective_weight, encoder_subspace, group_bounds, hoffman_wielandt, misalignment
 from nonxfer_bench.encoders import ENCODERS
-from nonxfer_bench.suite import ModelSpec
+from nonxfer_bench.linalg.bounds import effective_weight, encoder_subspace, group_bounds, hoffman_wielandt, misalignment
+from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 from tests.conftest import digits_suite
 
@@ -61,7 +61,7 @@ def test_hoffman_wielandt_holds_on_random_pairs():
 
 
 def test_hoffman_wielandt_holds_on_zoo_pairs(digits_zoo):
-    from nonxfer_bench.suite import load_zoo
+    from nonxfer_bench.loading import load_zoo
 
     specs = {spec.name: spec for spec in load_zoo(digits_zoo).models}
     a, b = (effective_weight(build_model(specs[name])) for name in ("vit_a", "vit_b"))

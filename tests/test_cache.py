@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from nonxfer_bench.cache import ArrayCache
-from nonxfer_bench.data import load_cached, load_dataset
-from nonxfer_bench.runner import Release, Runner
-from nonxfer_bench.suite import ModelSpec, load_suite
+from nonxfer_bench.core.cache import ArrayCache
+from nonxfer_bench.datasets.base import load_cached, load_dataset
+from nonxfer_bench.execution.runner import Release, Runner
+from nonxfer_bench.loading import load_suite
+from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 from tests.conftest import digits_suite
 
@@ -30,12 +31,12 @@ def test_a_write_killed_before_its_metadata_leaves_no_entry_and_is_cleaned_up(tm
         raise KeyboardInterrupt
 
     real_dumps = __import__("json").dumps
-    monkeypatch.setattr("nonxfer_bench.cache.json.dumps", killed)  # dies after the array, before the metadata
+    monkeypatch.setattr("nonxfer_bench.core.cache.json.dumps", killed)  # dies after the array, before the metadata
     with pytest.raises(KeyboardInterrupt):
         cache.put("k", np.zeros(10, np.uint8))
     assert cache.get("k") is None
     assert sorted(p.name for p in cache.folder.iterdir()) == ["k.npy"]  # no temporary file left behind
-    monkeypatch.setattr("nonxfer_bench.cache.json.dumps", real_dumps)
+    monkeypatch.setattr("nonxfer_bench.core.cache.json.dumps", real_dumps)
     cache.put("j", np.ones(10, np.uint8))
     assert sorted(p.name for p in cache.folder.iterdir()) == ["j.json", "j.npy"]  # the orphan is gone
 
@@ -54,7 +55,7 @@ def test_the_dataset_is_decoded_once_and_then_read_from_the_cache(tmp_path, monk
     first = load_cached("digits", {}, 50, 0)
     direct = load_dataset("digits", {}).subset(50, 0)
     assert torch.equal(first.images, direct.images) and torch.equal(first.labels, direct.labels)
-    monkeypatch.setattr("nonxfer_bench.data.Digits.load", lambda self: pytest.fail("decoded again"))
+    monkeypatch.setattr("nonxfer_bench.datasets.digits.Digits.load", lambda self: pytest.fail("decoded again"))
     again = load_cached("digits", {}, 50, 0)
     assert torch.equal(again.images, direct.images) and again.classes == direct.classes
     assert len(list((tmp_path / "datasets").glob("*.npy"))) == 1

@@ -8,8 +8,8 @@ import mlflow
 import pytest
 
 from nonxfer_bench.cli import main
-from nonxfer_bench.store import CellStore
-from nonxfer_bench.tracking import retry_concurrent
+from nonxfer_bench.execution.store import CellStore
+from nonxfer_bench.reporting.tracking import retry_concurrent
 from tests.conftest import digits_suite
 
 

@@ -22,9 +22,9 @@ import mlflow
 import pytest
 
 from nonxfer_bench.cli import main
-from nonxfer_bench.store import CellStore
-from nonxfer_bench.suite import load_suite
-from nonxfer_bench.tracking import Tracker
+from nonxfer_bench.execution.store import CellStore
+from nonxfer_bench.loading import load_suite
+from nonxfer_bench.reporting.tracking import Tracker
 from tests.conftest import digits_suite
 
 CHROMIUM = Path("/usr/bin/chromium")

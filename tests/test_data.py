@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from nonxfer_bench.data import load_dataset
-from nonxfer_bench.errors import UserError
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.datasets.base import load_dataset
 
 
 def test_fashion_mnist_reads_the_full_local_test_split():
@@ -43,8 +43,8 @@ def test_image_folder_reads_imagenet_val_layout(tmp_path):
 
 
 def test_an_image_folder_subset_decodes_only_the_chosen_files_and_equals_the_full_decode_subset(tmp_path, monkeypatch):
-    import nonxfer_bench.data as data_module
-    from nonxfer_bench.data import DATASETS
+    import nonxfer_bench.datasets.image_folder as data_module
+    from nonxfer_bench.datasets.base import DATASETS
 
     for label in range(3):
         (tmp_path / f"c{label}").mkdir()
@@ -61,7 +61,7 @@ def test_an_image_folder_subset_decodes_only_the_chosen_files_and_equals_the_ful
 
 
 def test_a_cached_image_folder_subset_is_decoded_into_the_cache_file_and_read_back_equal(tmp_path, monkeypatch):
-    from nonxfer_bench.data import DATASETS, load_cached
+    from nonxfer_bench.datasets.base import DATASETS, load_cached
 
     monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
     for label in range(2):

@@ -9,9 +9,9 @@ import signal
 import pytest
 import torch
 
-from nonxfer_bench.executors import ProcessExecutor, RayExecutor, WorkerDied
-from nonxfer_bench.runner import Runner
-from nonxfer_bench.suite import load_suite
+from nonxfer_bench.execution.executors import ProcessExecutor, RayExecutor, WorkerDied
+from nonxfer_bench.execution.runner import Runner
+from nonxfer_bench.loading import load_suite
 from tests.conftest import digits_suite
 
 
@@ -97,13 +97,14 @@ def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_s
 
 def test_the_command_line_selects_the_executor():
     from nonxfer_bench.cli import build_parser
-    from nonxfer_bench.executors import LocalExecutor, create_executor
+    from nonxfer_bench.execution.executors import create_executor
+    from nonxfer_bench.execution.runner import InProcess
 
     def executor(*flags):
         args = build_parser().parse_args(["run", "suite.yaml", *flags])
         return create_executor(args.executor, workers=args.workers, address=args.address)
 
-    assert isinstance(executor(), LocalExecutor)
+    assert isinstance(executor(), InProcess)
     pool = executor("--executor", "process", "--workers", "3")
     assert isinstance(pool, ProcessExecutor) and pool.workers == 3 and pool.threads >= 1
     ray_executor = executor("--executor", "ray", "--address", "auto")
@@ -111,7 +112,7 @@ def test_the_command_line_selects_the_executor():
 
 
 def test_a_suite_states_what_each_ray_task_requests(tmp_path, digits_zoo):
-    from nonxfer_bench.errors import UserError
+    from nonxfer_bench.core.errors import UserError
 
     suite = load_suite(digits_suite(tmp_path, digits_zoo, resources={"cpus": 2, "gpus": 0.5}))
     assert (suite.resources.cpus, suite.resources.gpus) == (2, 0.5)

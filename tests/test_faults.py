@@ -17,8 +17,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from nonxfer_bench import faults
 from nonxfer_bench.cli import main
+from nonxfer_bench.core import faults
 from tests.conftest import digits_suite
 
 # Two encoding groups (clean, patch@0) of two batches each; the autoencoder attack writes a cache entry.

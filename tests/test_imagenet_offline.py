@@ -11,12 +11,14 @@ from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
 from nonxfer_bench.cli import main
-from nonxfer_bench.data import center_crop_pil, load_dataset
-from nonxfer_bench.errors import UserError
-from nonxfer_bench.packaged_data import FoolboxImageNet
-from nonxfer_bench.runner import Runner, Tally
-from nonxfer_bench.suite import ModelSpec, load_suite, package_folder
-from nonxfer_bench.zoo import ZooModel, build_model, dataset_preprocessing, _timm_network
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.datasets.base import center_crop_pil, load_dataset
+from nonxfer_bench.datasets.packaged import FoolboxImageNet
+from nonxfer_bench.execution.runner import Runner
+from nonxfer_bench.loading import load_suite
+from nonxfer_bench.metrics.outcomes import Tally
+from nonxfer_bench.schema.suite import ModelSpec, package_folder
+from nonxfer_bench.zoo import ZooModel, _timm_network, build_model, dataset_preprocessing
 from tests.conftest import write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

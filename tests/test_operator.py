@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nonxfer_bench.operator import (
+from nonxfer_bench.linalg.operator import (
     ConvOperator,
     cached_operator_subspace,
     circular_spectrum,

@@ -21,3 +21,12 @@ def test_wheel_maps_attacks_into_the_package(tmp_path):
     assert top_level <= {"nonxfer_bench", next(n for n in top_level if n.endswith(".dist-info"))}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "nonxfer-bench = nonxfer_bench.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    """A new subpackage missing from pyproject's ``packages`` would install without its code."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {"nonxfer_bench." + init.parent.relative_to(ROOT / "nonxfer_bench").as_posix().replace("/", ".") for init in (ROOT / "nonxfer_bench").glob("*/__init__.py")}
+    assert on_disk | {"nonxfer_bench", "nonxfer_bench.attacks"} == listed

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from nonxfer_bench.attacks import ATTACKS, Attack
 from nonxfer_bench.encoders import ENCODERS
-from nonxfer_bench.metrics import psnr_per_image
-from nonxfer_bench.suite import ModelSpec
+from nonxfer_bench.metrics.image_quality import psnr_per_image
+from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 
 PROPERTY = settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

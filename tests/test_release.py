@@ -9,8 +9,9 @@ import yaml
 from PIL import Image
 
 from nonxfer_bench.cli import main
-from nonxfer_bench.metrics import psnr_per_image
-from nonxfer_bench.release import apply_storage, parse_format, read_image, write_image
+from nonxfer_bench.metrics.image_quality import psnr_per_image
+from nonxfer_bench.schema.storage import parse_format
+from nonxfer_bench.storage.formats import apply_storage, read_image, write_image
 from tests.conftest import digits_suite
 
 CHANNELS = [1, 3]
@@ -72,7 +73,7 @@ def test_format_names_are_validated():
 
 
 def test_an_unreadable_image_is_a_user_error(tmp_path):
-    from nonxfer_bench.errors import UserError
+    from nonxfer_bench.core.errors import UserError
 
     (tmp_path / "bad.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="cannot read image"):
@@ -179,9 +180,9 @@ def test_unknown_storage_in_a_suite_is_one_line(tmp_path, digits_zoo, capsys):
 
 
 def test_storage_axis_keeps_float32_keys_and_stores_the_release(tmp_path, digits_zoo):
-    from nonxfer_bench.plan import plan_suite
-    from nonxfer_bench.runner import Runner
-    from nonxfer_bench.suite import load_suite
+    from nonxfer_bench.execution.plan import plan_suite
+    from nonxfer_bench.execution.runner import Runner
+    from nonxfer_bench.loading import load_suite
 
     small = {"dataset": {"name": "digits", "limit": 40}, "encoders": [{"name": "patch", "strengths": [25.0]}],
              "attacks": [{"name": "identity"}], "batch_size": 40}  # fmt: skip

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 
 from nonxfer_bench.cli import main
-from nonxfer_bench.runner import Runner
-from nonxfer_bench.suite import load_suite
+from nonxfer_bench.execution.runner import Runner
+from nonxfer_bench.loading import load_suite
 from tests.conftest import digits_suite
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from nonxfer_bench.cli import main
 from tests.conftest import DIGITS_ZOO, digits_suite, write_yaml
 from tests.test_bad_inputs import fails
 

@@ -1,6 +1,6 @@
 """The cell store: durable appends, and a torn last line from a killed writer is dropped, not fatal."""
 
-from nonxfer_bench.store import CellStore
+from nonxfer_bench.execution.store import CellStore
 
 
 def test_cells_survive_reopening(tmp_path):

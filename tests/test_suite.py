@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nonxfer_bench.errors import UserError
-from nonxfer_bench.suite import load_suite
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.loading import load_suite
 
 VALID = {
     "name": "s",
@@ -76,7 +76,7 @@ def test_bad_suites_give_one_line_naming_file_key_and_valid_values(tmp_path, dat
 
 
 def test_a_control_has_its_own_role_and_cell_keys_while_other_keys_stay(tmp_path):
-    from nonxfer_bench.plan import plan_suite
+    from nonxfer_bench.execution.plan import plan_suite
 
     plain = plan_suite(load_suite(write(tmp_path, VALID)))
     controlled_suite = load_suite(write(tmp_path, with_(controls=["n"])))

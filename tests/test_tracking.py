@@ -3,9 +3,9 @@
 import mlflow
 import pytest
 
-from nonxfer_bench.runner import Runner
-from nonxfer_bench.suite import load_suite
-from nonxfer_bench.tracking import Tracker
+from nonxfer_bench.execution.runner import Runner
+from nonxfer_bench.loading import load_suite
+from nonxfer_bench.reporting.tracking import Tracker
 from tests.conftest import digits_suite
 
 
@@ -66,7 +66,7 @@ def test_a_killed_invocation_is_resumed_in_the_same_parent_run_without_duplicate
 
 
 def test_the_environment_tracking_uri_wins(tmp_path, digits_zoo, monkeypatch):
-    from nonxfer_bench.tracking import tracking_uri
+    from nonxfer_bench.reporting.tracking import tracking_uri
 
     _, suite, _ = tracked_suite(tmp_path, digits_zoo)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from nonxfer_bench.errors import UserError
-from nonxfer_bench.suite import ModelSpec
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 
 RESNET = dict(arch="resnet18", kwargs={"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "num_classes": 10},

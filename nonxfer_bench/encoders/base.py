@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel
 
-from nonxfer_bench.registry import NoParams, Registry
-from nonxfer_bench.subspace import ConvGeometry
+from nonxfer_bench.core.params import NoParams
+from nonxfer_bench.core.registry import Registry
+from nonxfer_bench.linalg.flat_input import FlatInput
 from nonxfer_bench.zoo import ZooModel
 
 ENCODERS: Registry["Encoder"] = Registry(
@@ -19,27 +19,6 @@ ENCODERS: Registry["Encoder"] = Registry(
     ("nonxfer_bench.encoders.clean", "nonxfer_bench.encoders.reference", "nonxfer_bench.encoders.gaussian", "nonxfer_bench.encoders.patch", "nonxfer_bench.encoders.operator"),
     "nonxfer_bench.encoders",
 )
-
-
-@dataclass
-class FlatInput:
-    """What the published code feeds an overlapping authorized stem directly: U + n 1^T, the unfolded clean
-    windows (normalized space) plus the noise vector n in every window. Held as the clean normalized
-    images and n, so nothing is unfolded unless :meth:`patches` is asked for."""
-
-    normalized: torch.Tensor  # B x C x H x W
-    noise: torch.Tensor  # B x D x 1
-    geometry: ConvGeometry
-
-    def patches(self) -> torch.Tensor:
-        """U + n 1^T itself (B x D x L)."""
-        return F.unfold(self.normalized, **self.geometry.unfold_kwargs()) + self.noise
-
-    def first_layer(self, weight: torch.Tensor) -> torch.Tensor:
-        """W (U + n 1^T) without unfolding: the convolution of the clean images plus W n (B x O x L, no bias)."""
-        geometry = self.geometry
-        conv = F.conv2d(self.normalized, weight, None, geometry.stride, geometry.padding, geometry.dilation)
-        return conv.flatten(2) + weight.flatten(1) @ self.noise
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
-from nonxfer_bench.metrics import noise_scale_for_psnr, psnr_per_image
+from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_image
 from nonxfer_bench.zoo import ZooModel
 
 

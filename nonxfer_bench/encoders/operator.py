@@ -26,8 +26,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
-from nonxfer_bench.metrics import noise_scale_for_psnr, psnr_per_image
-from nonxfer_bench.operator import OperatorSubspace, cached_operator_subspace, patch_level
+from nonxfer_bench.linalg.operator import OperatorSubspace, cached_operator_subspace, patch_level
+from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_image
 from nonxfer_bench.zoo import ZooModel
 
 

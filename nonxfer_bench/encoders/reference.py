@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding, FlatInput
-from nonxfer_bench.metrics import psnr_per_image
-from nonxfer_bench.subspace import ConvGeometry, PatchSubspace, flatten_weight, patch_subspace
+from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
+from nonxfer_bench.linalg.flat_input import FlatInput
+from nonxfer_bench.linalg.subspace import ConvGeometry, PatchSubspace, flatten_weight, patch_subspace
+from nonxfer_bench.metrics.image_quality import psnr_per_image
 from nonxfer_bench.zoo import ZooModel
 
 

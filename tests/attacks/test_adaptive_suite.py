@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import yaml
 
-from nonxfer_bench.leaderboard import write_leaderboard
-from nonxfer_bench.runner import Runner
-from nonxfer_bench.suite import load_suite
+from nonxfer_bench.execution.runner import Runner
+from nonxfer_bench.loading import load_suite
+from nonxfer_bench.reporting.leaderboard import write_leaderboard
 
 PRE = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}
 VIT = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 12, "depth": 1, "num_heads": 2, "num_classes": 10}

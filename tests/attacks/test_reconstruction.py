@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from nonxfer_bench.attacks import ATTACKS
-from nonxfer_bench.autoencoder import AutoencoderConfig, load_or_train
-from nonxfer_bench.data import load_dataset
-from nonxfer_bench.errors import UserError
-from nonxfer_bench.metrics import aggregate_draws, psnr_per_image
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.datasets.base import load_dataset
+from nonxfer_bench.generative.autoencoder import AutoencoderConfig, load_or_train
+from nonxfer_bench.metrics.image_quality import psnr_per_image
+from nonxfer_bench.metrics.outcomes import aggregate_draws
 from tests.attacks.test_registry import ROOT, tiny_img2img_dir, tiny_vae_dir
 
 DDPM = str(ROOT / "suites/zoo/weights/fashion-ddpm")

@@ -16,7 +16,7 @@ import torch
 
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
 from nonxfer_bench.encoders import ENCODERS
-from nonxfer_bench.suite import ModelSpec
+from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 
 NAMES = ATTACKS.names()

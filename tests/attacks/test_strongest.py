@@ -6,10 +6,10 @@ import mlflow
 import pytest
 import yaml
 
-from nonxfer_bench.leaderboard import cells_frame, effect_table, strongest_attack
-from nonxfer_bench.plan import plan_suite
-from nonxfer_bench.suite import load_suite
-from nonxfer_bench.tracking import Tracker
+from nonxfer_bench.execution.plan import plan_suite
+from nonxfer_bench.loading import load_suite
+from nonxfer_bench.reporting.leaderboard import cells_frame, effect_table, strongest_attack
+from nonxfer_bench.reporting.tracking import Tracker
 
 
 def cell(attack, strength, model, accuracy, encoder="patch", authorized="a", psnr=20.0, param=None):

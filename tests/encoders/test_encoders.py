@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.encoders.patch import pixel_space_subspace
-from nonxfer_bench.suite import ModelSpec
+from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 
 PRE = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from nonxfer_bench.encoders import ENCODERS
-from nonxfer_bench.suite import ModelSpec, load_zoo
+from nonxfer_bench.loading import load_zoo
+from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import ZooModel, build_model
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,168 @@
+"""The dataset interface: uint8 image tensors (N x C x H x W) with labels, decoded once and cached.
+
+One module per source in this package: ``fashion_mnist`` (local IDX files), ``digits`` (scikit-learn, for
+tests), ``image_folder`` (ImageNet-val layout: one sub-folder of images per class, sorted names = labels) and
+``packaged`` (images shipped inside installed packages). Label -1 marks an unlabeled image (accuracy is then
+not reported).
+
+Datasets of natural images decode with ``size``, ``crop_pct`` and ``interpolation``; left unset in a
+suite they come from the first authorized model's resolved timm data config, and :func:`decode_image`
+resizes and crops exactly as timm's eval transform does.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from nonxfer_bench.core.cache import ArrayCache
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.hashing import stable_hash
+from nonxfer_bench.core.registry import Registry
+
+DATASETS: Registry["Dataset"] = Registry(
+    "dataset",
+    ("nonxfer_bench.datasets.fashion_mnist", "nonxfer_bench.datasets.digits", "nonxfer_bench.datasets.image_folder", "nonxfer_bench.datasets.packaged"),
+    "nonxfer_bench.datasets",
+)
+
+IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+# Params fields that, left unset (None) in a suite, are filled from the first authorized model's timm config.
+MODEL_PREPROCESSING_FIELDS = ("size", "crop_pct", "interpolation")
+DEFAULT_DECODE = {"size": 224, "crop_pct": 0.875, "interpolation": "bicubic"}
+
+
+def subset_index(count: int, limit: int | None, seed: int) -> torch.Tensor | None:
+    """Indices of the seeded random subset of ``limit`` out of ``count`` items, in dataset order; None for all."""
+    if limit is None or limit >= count:
+        return None
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+
+
+@dataclass
+class ImageSet:
+    """Decoded images (uint8, N x C x H x W), integer labels and the class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, limit: int | None, seed: int) -> "ImageSet":
+        """A deterministic seeded random subset (kept in dataset order); all images if limit is None."""
+        index = subset_index(len(self), limit, seed)
+        return self if index is None else ImageSet(self.images[index], self.labels[index], self.classes)
+
+    def as_float(self) -> torch.Tensor:
+        """Images in [0, 1], float32: the pixel-space contract."""
+        return self.images.float() / 255.0
+
+
+class Dataset(ABC):
+    """Base class: a registered dataset declares ``Params`` and implements ``load``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+    version: ClassVar[str] = "1"  # bump when decoding changes: part of the decoded-dataset cache key
+
+    def __init__(self, params: BaseModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def load(self) -> ImageSet:
+        """Decode the whole dataset."""
+
+    def load_subset(self, limit: int | None, seed: int) -> ImageSet:
+        """The seeded subset of :meth:`load` (:meth:`ImageSet.subset`), decoded into memory."""
+        images, labels, classes = self.decode_subset_into(limit, seed, lambda shape: np.empty(shape, dtype=np.uint8))
+        return ImageSet(torch.from_numpy(images), labels, classes)
+
+    def decode_subset_into(
+        self, limit: int | None, seed: int, allocate: Callable[[tuple[int, ...]], np.ndarray]
+    ) -> tuple[np.ndarray, torch.Tensor, list[str]]:
+        """Write the seeded subset's uint8 images into ``allocate(shape)`` (e.g. a memory-mapped cache file);
+        returns that array, the labels and the class names. Datasets of separate files override it to
+        decode only the chosen files, one at a time, so memory does not grow with the dataset."""
+        data = self.load().subset(limit, seed)
+        images = allocate(tuple(data.images.shape))
+        images[:] = data.images.numpy()
+        return images, data.labels, data.classes
+
+    def check(self) -> None:
+        """Raise a :class:`UserError` saying what to provide if the data is not there (cheap; before any work)."""
+
+    def fingerprint(self) -> dict:
+        """What identifies the source files beyond the parameters (a folder's contents); part of the cache key."""
+        return {}
+
+
+def decode_settings(params: BaseModel) -> dict:
+    """size, crop_pct and interpolation of a dataset's params, unset ones at timm's defaults."""
+    return {key: getattr(params, key, None) or default for key, default in DEFAULT_DECODE.items()}
+
+
+def decode_image(path: Path, size: int, crop_pct: float, channels: int, interpolation: str = "bicubic") -> torch.Tensor:
+    """Decode one image file to uint8 (C x size x size) as timm's eval transform does (crop_mode center):
+    shorter side resized to floor(size / crop_pct), longer side as torchvision's Resize computes it,
+    then torchvision's CenterCrop. ``ToTensor`` of the result equals timm's tensor before normalization.
+    Any PIL mode is converted: gray to RGB and back, alpha dropped, 16-bit gray scaled to 8 bits."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray: PIL's convert would clip at 255, not scale
+                image = Image.fromarray((np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0).round().astype(np.uint8))
+            return center_crop_pil(image.convert("L" if channels == 1 else "RGB"), size, crop_pct, interpolation)
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"{path}: cannot read image ({error})") from None
+
+
+def center_crop_pil(image, size: int, crop_pct: float, interpolation: str = "bicubic") -> torch.Tensor:
+    """A PIL image to uint8 (C x size x size), exactly timm's ``Resize(floor(size/crop_pct)) + CenterCrop(size)``."""
+    from PIL import Image
+
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[interpolation]
+    short = max(size, math.floor(size / crop_pct))
+    width, height = image.size
+    new = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
+    resized = image if new == (width, height) else image.resize(new, resample)
+    top = int(round((resized.height - size) / 2.0))
+    left = int(round((resized.width - size) / 2.0))
+    array = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(array.copy())
+
+
+def load_dataset(name: str, params: dict) -> ImageSet:
+    return DATASETS.create(name, params).load()
+
+
+def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageSet:
+    """The seeded subset of a dataset, decoded once and then read memory-mapped (uint8) from the cache.
+
+    Keyed by the dataset's parameters (which fix the decoded resolution), the subset, the source
+    fingerprint and the dataset class's ``version``; the first run decodes and writes, every run (that one included) reads the cached array.
+    """
+    dataset = DATASETS.create(name, params)
+    key = stable_hash({"name": name, "params": dataset.params.model_dump(mode="json"), "limit": limit, "seed": seed,
+                       "source": dataset.fingerprint(), "code": type(dataset).version})
+    cache = ArrayCache("datasets")
+    if (hit := cache.get(key)) is None:
+
+        def fill(allocate: Callable[[tuple[int, ...]], np.ndarray]) -> dict:
+            _, labels, classes = dataset.decode_subset_into(limit, seed, allocate)
+            return {"labels": labels.tolist(), "classes": classes, "dataset": name}
+
+        cache.put_filled(key, fill)
+        hit = cache.get(key)
+    images, meta = hit
+    return ImageSet(torch.from_numpy(images), torch.tensor(meta["labels"], dtype=torch.long), meta["classes"])

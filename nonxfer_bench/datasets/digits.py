@@ -1,0 +1,36 @@
+"""scikit-learn's 8x8 handwritten digits: always installed, so the tests run on real images in seconds."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from nonxfer_bench.core.params import Strict
+from nonxfer_bench.datasets.base import DATASETS, Dataset, ImageSet
+
+
+class DigitsParams(Strict):
+    split: Literal["train", "test", "all"] = "test"
+    size: int = Field(16, ge=8, description="upsampled side length (nearest), so stems have room")
+
+
+@DATASETS.register("digits")
+class Digits(Dataset):
+    """scikit-learn's 1,797 8x8 handwritten digits; a fixed 70/30 split; always installed, for tests."""
+
+    Params = DigitsParams
+
+    def load(self) -> ImageSet:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
+        images = torch.nn.functional.interpolate(images.float(), size=self.params.size, mode="nearest").to(torch.uint8)
+        labels = torch.from_numpy(bunch.target.astype(np.int64))
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
+        cut = int(0.7 * len(labels))
+        index = {"train": order[:cut], "test": order[cut:], "all": order}[self.params.split].sort().values
+        return ImageSet(images[index], labels[index], [str(i) for i in range(10)])

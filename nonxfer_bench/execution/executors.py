@@ -1,0 +1,168 @@
+"""Where encoding groups are computed: in process, in a local process pool, or as Ray tasks.
+
+An executor maps ``(group, missing cells)`` work items onto workers and yields each group's cells as it
+finishes. Workers rebuild the models and the dataset from the (picklable) suite and never touch the
+cell store or MLflow: the driver (:meth:`nonxfer_bench.runner.Runner.run`) writes both as results
+arrive, so a failed worker loses only the groups it was computing. Every draw is keyed by the group
+(``keyed_generator``), so cells do not depend on the executor, the worker count or the completion order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Iterator
+
+import torch
+
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.execution import EXECUTOR_NAMES
+from nonxfer_bench.execution.runner import Executor, InProcess, Result, Runner, Work
+from nonxfer_bench.schema.suite import Suite
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died (killed, out of memory) more often than the executor retries."""
+
+
+class ProcessExecutor(Executor):
+    """A pool of ``workers`` spawned processes on this machine, ``threads`` torch threads each.
+
+    A worker that dies breaks the pool: the groups it had not finished are resubmitted to a fresh pool up
+    to ``retries`` times, then :class:`WorkerDied` says which groups are missing (finished ones are stored).
+    """
+
+    def __init__(self, workers: int = 2, threads: int = 1, retries: int = 1) -> None:
+        self.workers, self.threads, self.retries = workers, threads, retries
+
+    def run(self, runner: Runner, work: Work) -> Iterator[Result]:
+        remaining = {group.key: (group, missing) for group, missing in work}
+        index = {group.key: i for i, group in enumerate(runner.groups)}
+        failures = 0
+        while remaining:
+            pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(self.threads, os.getcwd())
+            )
+            try:
+                futures = {
+                    pool.submit(compute_task, runner.suite, index[key], key, sorted(missing.values())): key
+                    for key, (_, missing) in remaining.items()
+                }
+                pending = set(futures)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        try:
+                            cells, rows = future.result()
+                        except BrokenProcessPool:
+                            continue  # its group stays in ``remaining``
+                        group, _ = remaining.pop(futures[future])
+                        yield group, cells, rows
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            if remaining:
+                failures += 1
+                labels = ", ".join(group.label for group, _ in remaining.values())
+                if failures > self.retries:
+                    raise WorkerDied(
+                        f"a worker process died (killed or out of memory) {failures} time(s); groups not computed: {labels}. "
+                        "Finished groups are stored: run the same command again to resume"
+                    )
+                print(f"nonxfer-bench: a worker process died; retrying {len(remaining)} group(s): {labels}", file=sys.stderr)
+
+
+class RayExecutor(Executor):
+    """One Ray task per group on an existing cluster (``address``; None starts a local Ray instance).
+
+    Each task requests the suite's ``resources`` (CPUs, GPUs) and runs with that many torch threads.
+    Ray retries a task whose worker died ``retries`` times; after that the group is reported, the
+    others still finish and are stored, and :class:`WorkerDied` names what is missing.
+    """
+
+    def __init__(self, address: str | None = None, retries: int = 2) -> None:
+        self.address, self.retries = address, retries
+
+    def run(self, runner: Runner, work: Work) -> Iterator[Result]:
+        try:
+            import ray
+        except ImportError:
+            raise UserError("--executor ray: Ray is not installed; pip install 'nonxfer-bench[ray]'") from None
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+        resources = runner.suite.resources
+        task = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=self.retries)(_ray_task)
+        suite = ray.put(runner.suite)
+        threads = max(1, int(resources.cpus))
+        index = {group.key: i for i, group in enumerate(runner.groups)}
+        refs = {
+            task.remote(suite, index[group.key], group.key, sorted(missing.values()), threads, os.getcwd()): group
+            for group, missing in work
+        }
+        lost = []
+        while refs:
+            [ref], _ = ray.wait(list(refs), num_returns=1)
+            group = refs.pop(ref)
+            try:
+                cells, rows = ray.get(ref)
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError):
+                lost.append(group.label)
+                continue
+            yield group, cells, rows
+        if lost:
+            raise WorkerDied(
+                f"Ray workers died (killed, out of memory or node lost) after {self.retries} retries; groups not computed: "
+                f"{', '.join(lost)}. Finished groups are stored: run the same command again to resume"
+            )
+
+
+EXECUTORS: dict[str, Callable[[int, str | None], Executor]] = dict(
+    zip(
+        EXECUTOR_NAMES,
+        (
+            lambda workers, address: InProcess(),
+            lambda workers, address: ProcessExecutor(workers=workers, threads=max(1, (os.cpu_count() or 1) // workers)),
+            lambda workers, address: RayExecutor(address=address),
+        ),
+        strict=True,
+    )
+)
+
+
+def create_executor(name: str, workers: int = 2, address: str | None = None) -> Executor:
+    """The executor a ``--executor`` name selects (the CLI's choices are ``EXECUTORS``' keys)."""
+    if name not in EXECUTORS:
+        raise UserError(f"--executor {name!r}: valid executors are {', '.join(EXECUTORS)}")
+    return EXECUTORS[name](workers, address)
+
+
+_worker_runner: tuple[str, Runner] | None = None
+
+
+def compute_task(suite: Suite, index: int, key: str, cell_keys: list[str]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Worker side: compute group ``index`` of ``suite`` (cells ``cell_keys`` only), reusing this process's runner."""
+    global _worker_runner
+
+    identity = suite.model_dump_json()
+    if _worker_runner is None or _worker_runner[0] != identity:
+        _worker_runner = (identity, Runner(suite))
+    runner = _worker_runner[1]
+    group = runner.groups[index]
+    if group.key != key:
+        raise RuntimeError(f"worker planned group {index} as {group.key}, driver as {key}: driver and worker run different code")
+    wanted = set(cell_keys)
+    return runner.compute(group, {cell: k for cell, k in group.cells.items() if k in wanted})
+
+
+def _init_worker(threads: int, cwd: str) -> None:
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    if os.path.isdir(cwd):  # relative paths in the suite (weights, data, caches) mean the driver's folder
+        os.chdir(cwd)
+
+
+def _ray_task(suite: Suite, index: int, key: str, cell_keys: list[str], threads: int, cwd: str):
+    _init_worker(threads, cwd)
+    return compute_task(suite, index, key, cell_keys)

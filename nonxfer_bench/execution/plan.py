@@ -1,0 +1,92 @@
+"""The work graph of a suite: encodings x attacks x evaluated models, each cell keyed by a hash.
+
+A cell's key hashes its resolved configuration (dataset, both models' identities including weight
+hashes, encoder and attack names, parameters and code versions, strengths, seed), so a finished cell
+is recognized in any later run and a changed one is recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nonxfer_bench
+from nonxfer_bench.attacks import ATTACKS
+from nonxfer_bench.core.hashing import stable_hash
+from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.schema.suite import AttackSpec, EncoderSpec, Suite
+
+CLEAN = EncoderSpec(name="clean", strengths=[0.0])
+
+
+@dataclass(frozen=True, eq=False)
+class AttackStep:
+    """One attack at one strength; shared by all groups of a plan (hashed by identity)."""
+
+    spec: AttackSpec
+    strength: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.name}@{self.strength:g}"
+
+
+@dataclass
+class EncodingGroup:
+    """One encoding (authorized model, encoder, strength, seed) and every cell that depends on it."""
+
+    authorized: str
+    encoder: EncoderSpec
+    strength: float
+    seed: int
+    key: str
+    cells: dict[tuple[AttackStep, str], str] = field(default_factory=dict)
+    storage: str = "float32"  # how the release is stored (nonxfer_bench.release); float32 is lossless
+    draw_key: str = ""  # seeds the encoder's and attacks' draws: the float32 group's key, so storages share draws
+
+    def __post_init__(self) -> None:
+        self.draw_key = self.draw_key or self.key
+
+    @property
+    def label(self) -> str:
+        strength = "" if self.encoder.name == "clean" else f"@{self.strength:g}"
+        storage = "" if self.storage == "float32" else f"/{self.storage}"
+        return f"{self.authorized}/{self.encoder.name}{strength}/seed{self.seed}{storage}"
+
+
+def plan_suite(suite: Suite) -> list[EncodingGroup]:
+    """Expand a suite into encoding groups, each with its (attack step, evaluated model) -> cell key."""
+    identities = {model.name: model.identity() for model in suite.models}
+    dataset = suite.dataset.model_dump(mode="json")
+    # what informed attackers hold changes their cells; suites without it keep their keys
+    public = {"public": suite.public.model_dump(mode="json")} if suite.public else {}
+    steps = [AttackStep(spec, s) for spec in suite.attacks for s in spec.strengths]
+    encoders = ([] if any(e.name == "clean" for e in suite.encoders) else [CLEAN]) + list(suite.encoders)
+    groups = []
+    for authorized in suite.authorized:
+        for encoder in encoders:
+            encoder_id = {"name": encoder.name, "params": encoder.params, "version": ENCODERS.get(encoder.name).version}
+            strengths = [0.0] if encoder.name == "clean" else encoder.strengths
+            for strength in strengths:
+                for seed, storage in ((seed, storage) for seed in suite.seeds for storage in suite.storage):
+                    base = {
+                        "code": nonxfer_bench.__version__,
+                        "dataset": dataset,
+                        **public,
+                        "authorized": identities[authorized],
+                        "encoder": encoder_id,
+                        "strength": strength,
+                        "seed": seed,
+                    }
+                    draw_key = stable_hash(base)
+                    if storage != "float32":  # float32 (lossless) keeps the keys of suites without 'storage'
+                        base["storage"] = storage
+                    group = EncodingGroup(authorized, encoder, strength, seed, stable_hash(base), storage=storage, draw_key=draw_key)
+                    for step in steps:
+                        attack_id = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
+                        for model in suite.models:
+                            cell = {**base, "attack": attack_id, "attack_strength": step.strength, "model": identities[model.name]}
+                            if suite.role(model.name, authorized) == "control":  # stored with its role
+                                cell["role"] = "control"
+                            group.cells[(step, model.name)] = stable_hash(cell)
+                    groups.append(group)
+    return groups

@@ -1,0 +1,1 @@
+"""Generative models the reconstruction attacks use: a small conv autoencoder and DDPM purification."""

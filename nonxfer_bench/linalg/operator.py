@@ -1,0 +1,589 @@
+"""Operator-level low-sensitivity subspace of a first layer: the *whole* strided convolution.
+
+The patch-level analysis (:mod:`nonxfer_bench.subspace`) looks at one window: W (m x D). What an
+image perturbation does to the first layer, though, is decided by the full linear map
+
+    A: R^{C x H x W} -> R^{m x H' x W'},   x -> conv2d(x, weight; stride, padding, dilation, groups)
+
+(bias ignored), which couples overlapping windows and knows the borders. Its right-singular vectors
+with the smallest singular values are the image directions the layer sees least: ||A v|| = sigma ||v||.
+
+- An exact null space exists only when A is not injective: non-overlapping stems with D > m (each
+  window contributes D - m null directions), pixels no window sees (stride > kernel extent, or the
+  remainder rows/columns a strided stem skips), or grouped/dilated layouts with the same effect.
+- Overlapping stems (ResNet's 7x7/s2) are in general injective: the smallest singular values are
+  positive, and "low sensitivity" means "smallest sigma", not "invisible". Zero padding makes border
+  pixels seen by fewer windows, so the smallest directions often concentrate at the image border.
+
+Everything here is matrix-free: A is ``F.conv2d`` and A^T is ``F.conv_transpose2d`` (with the
+``output_padding`` that maps back to exactly H x W); for circular/reflect/replicate padding the
+transpose runs on the padded grid and the padding's own adjoint (wrap-add) comes from autograd.
+The k smallest eigenpairs of A^T A come from block LOBPCG (float64, soft locking), preconditioned by
+the exact inverse of the circular-boundary A^T A (block-diagonal per frequency, applied by FFT):
+without it the smallest eigenvalues sit 1e-3..1e-4 of ||A||^2 deep and Krylov-type methods need
+hundreds of iterations. The final singular values are measured directly as the singular values of A
+restricted to the found subspace (no squaring), so ``sigma_s`` (the largest over the chosen
+directions) bounds ||A n|| / ||n|| for every n in their span, exactly, converged or not.
+
+For circular boundaries (``padding_mode="circular"`` and H' * s == H) the operator is block-circulant
+and its whole spectrum is the union over the Ho x Wo frequencies of the singular values of small
+m x (C s_h s_w) symbol matrices: :func:`circular_spectrum` computes that (used as a check, and as an
+estimate for zero-padded layers, where borders differ).
+
+All arithmetic is float64: the smallest singular values of a stem are 1e-3..1e-6 of the largest, below
+float32's resolution for eigenvalues of A^T A.
+
+Cost, measured on one CPU thread of a shared machine, k = 64: Fashion-zoo stems at 28x28 / 32x32 x 1
+channel 0.2-1.5 s; 32x32x3 (7x7/s2 64 filters; EfficientNet-Lite0's 3x3/s2 stem) about 8-9 s at
+tol 1e-8; 224x224x3 (n = 150,528): 7x7/s2 64 filters 690 s (50 iterations, stopped by
+``ritz_tol=1e-4`` with residuals 1e-4), Lite0 stem 870 s (74 iterations to tol 1e-8). About 13 s per
+iteration there, dominated by 80 float64 conv/conv-transpose pairs; a GPU runs the same code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nonxfer_bench.linalg.subspace import PatchSubspace, patch_subspace
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+@dataclass(frozen=True)
+class ConvOperator:
+    """The first layer as a linear map on one image (bias ignored), optionally after a per-channel scale.
+
+    ``input_scale`` (C,) multiplies the input channels first: with 1/std the operator acts on [0, 1]
+    pixels, as the normalized layer sees them (the mean shift is affine and drops out of differences).
+    """
+
+    weight: torch.Tensor
+    input_shape: tuple[int, int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    padding_mode: str = "zeros"
+    input_scale: torch.Tensor | None = None
+
+    @classmethod
+    def of(
+        cls,
+        conv: nn.Conv2d,
+        input_shape: tuple[int, int, int],
+        input_scale: torch.Tensor | None = None,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> "ConvOperator":
+        if isinstance(conv.padding, str):
+            raise ValueError(f"padding={conv.padding!r} is not supported; need explicit integers")
+        channels, height, width = (int(v) for v in input_shape)
+        if channels != conv.in_channels:
+            raise ValueError(f"input has {channels} channels, the layer takes {conv.in_channels}")
+        device = device if device is not None else conv.weight.device
+        scale = None
+        if input_scale is not None:
+            scale = torch.as_tensor(input_scale).detach().flatten().to(device=device, dtype=dtype)
+            if scale.numel() != channels:
+                raise ValueError(f"input_scale has {scale.numel()} values for {channels} channels")
+        operator = cls(
+            weight=conv.weight.detach().to(device=device, dtype=dtype),
+            input_shape=(channels, height, width),
+            stride=_pair(conv.stride),
+            padding=_pair(conv.padding),
+            dilation=_pair(conv.dilation),
+            groups=conv.groups,
+            padding_mode=conv.padding_mode,
+            input_scale=scale,
+        )
+        if min(operator.output_shape[1:]) < 1:
+            raise ValueError(f"input {input_shape} is smaller than the layer's window")
+        return operator
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return tuple(self.weight.shape[-2:])
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        sizes = []
+        for size, k, s, p, d in zip(self.input_shape[1:], self.kernel_size, self.stride, self.padding, self.dilation):
+            sizes.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
+        return (self.weight.shape[0], *sizes)
+
+    @property
+    def output_padding(self) -> tuple[int, int]:
+        """What ``conv_transpose2d`` must add so that the adjoint lands on exactly H x W (always < stride)."""
+        pads = []
+        for size, out, k, s, p, d in zip(
+            self.input_shape[1:], self.output_shape[1:], self.kernel_size, self.stride, self.padding, self.dilation
+        ):
+            pads.append(size - ((out - 1) * s - 2 * p + d * (k - 1) + 1))
+        return tuple(pads)
+
+    @property
+    def in_features(self) -> int:
+        return math.prod(self.input_shape)
+
+    @property
+    def out_features(self) -> int:
+        return math.prod(self.output_shape)
+
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.input_scale is None else x * self.input_scale.view(1, -1, 1, 1)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode == "zeros":
+            return F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
+        ph, pw = self.padding
+        padded = F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode)
+        return F.conv2d(padded, self.weight, None, self.stride, 0, self.dilation, self.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A x for a batch of images (B, C, H, W) -> (B, m, H', W')."""
+        return self._conv(self._scaled(x))
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """A^T y for a batch of first-layer outputs (B, m, H', W') -> (B, C, H, W)."""
+        if self.padding_mode == "zeros":
+            x = F.conv_transpose2d(
+                y, self.weight, None, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+            )
+        else:  # circular / reflect / replicate: transpose the unpadded conv on the padded grid, then the pad
+            ph, pw = self.padding
+            _, height, width = self.input_shape
+            padded_size = (height + 2 * ph, width + 2 * pw)
+            geometry = zip(padded_size, self.output_shape[1:], self.kernel_size, self.stride, self.dilation)
+            output_padding = tuple(size - ((out - 1) * s + d * (k - 1) + 1) for size, out, k, s, d in geometry)
+            padded = F.conv_transpose2d(
+                y, self.weight, None, self.stride, 0, output_padding, self.groups, self.dilation
+            )
+            with torch.enable_grad():  # the adjoint of F.pad (wrap-add / reflect-add) by autograd: cheap
+                zeros = y.new_zeros(y.shape[0], *self.input_shape, requires_grad=True)
+                (x,) = torch.autograd.grad(F.pad(zeros, (pw, pw, ph, ph), mode=self.padding_mode), zeros, padded)
+        return self._scaled(x)
+
+    def gram(self, x: torch.Tensor) -> torch.Tensor:
+        """A^T A x for a batch of images."""
+        return self.adjoint(self.forward(x))
+
+    def full_weight(self) -> torch.Tensor:
+        """(m, C, kh, kw): block-diagonal over groups, input scale folded in (the patch-level matrix)."""
+        m, per_group, kh, kw = self.weight.shape
+        full = self.weight.new_zeros(m, per_group * self.groups, kh, kw)
+        out_per_group = m // self.groups
+        for g in range(self.groups):
+            rows = slice(g * out_per_group, (g + 1) * out_per_group)
+            full[rows, g * per_group : (g + 1) * per_group] = self.weight[rows]
+        if self.input_scale is not None:
+            full = full * self.input_scale.view(1, -1, 1, 1)
+        return full
+
+    def symbol(self, ho: int, wo: int) -> torch.Tensor:
+        """Per-frequency matrices (ho, wo, m, C s_h s_w) of the circular-boundary layer on an (ho s_h, wo s_w) grid.
+
+        Polyphase form: the input splits into C s_h s_w phase images on the ho x wo output grid; tap (a, b)
+        reads phase (d a - p) mod s at shift floor((d a - p) / s). Frequencies follow ``torch.fft``.
+        """
+        channels = self.input_shape[0]
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        weight = self.full_weight().to(torch.complex128)
+        m, _, kh, kw = weight.shape
+        symbol = torch.zeros(ho, wo, m, channels, sh, sw, dtype=torch.complex128, device=weight.device)
+        freq_h = torch.arange(ho, dtype=torch.float64, device=weight.device).view(ho, 1) / ho
+        freq_w = torch.arange(wo, dtype=torch.float64, device=weight.device).view(1, wo) / wo
+        for a in range(kh):
+            offset_h = dh * a - ph
+            for b in range(kw):
+                offset_w = dw * b - pw
+                phase = torch.exp(2j * math.pi * (freq_h * (offset_h // sh) + freq_w * (offset_w // sw)))
+                symbol[:, :, :, :, offset_h % sh, offset_w % sw] += phase.view(ho, wo, 1, 1) * weight[:, :, a, b]
+        return symbol.view(ho, wo, m, channels * sh * sw)
+
+    def columns(self, fn, vectors: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Apply an image -> image map to the columns of an (n, p) matrix, in chunks of images."""
+        out = []
+        for start in range(0, vectors.shape[1], chunk):
+            block = vectors[:, start : start + chunk].T.reshape(-1, *self.input_shape)
+            out.append(fn(block).reshape(block.shape[0], -1).T)
+        return torch.cat(out, dim=1)
+
+
+@dataclass(frozen=True)
+class OperatorSubspace:
+    """The k smallest right-singular directions of the whole first-layer operator, as images.
+
+    ``basis`` (k, C, H, W) is orthonormal (as flattened vectors); ``singular_values`` (k,) ascending,
+    with ``singular_values[i] = ||A basis[i]||`` and, for any combination n of the basis,
+    ``||A n|| <= sigma_s ||n||`` (sigma_s = the largest of them). ``residuals`` are
+    ||A^T A v - sigma^2 v|| / sigma_max_operator^2 per direction; ``converged`` when all are <= tol;
+    ``stop`` says why the solver stopped (see :class:`EigenResult`).
+    """
+
+    basis: torch.Tensor
+    singular_values: torch.Tensor
+    residuals: torch.Tensor
+    converged: bool
+    sigma_max_operator: float
+    iterations: int
+    matvecs: int
+    stop: str
+    seconds: float
+    input_shape: tuple[int, int, int]
+    output_shape: tuple[int, int, int]
+
+    @property
+    def k(self) -> int:
+        return self.basis.shape[0]
+
+    @property
+    def sigma_s(self) -> float:
+        """Largest singular value over the chosen directions (the operator-level sigma_S)."""
+        return float(self.singular_values.max()) if self.k else 0.0
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.singular_values.min()) if self.k else 0.0
+
+    def exact_null_count(self, rtol: float = 1e-6) -> int:
+        """How many chosen directions have sigma <= rtol * ||A|| (numerically an exact null space)."""
+        return int((self.singular_values <= rtol * self.sigma_max_operator).sum())
+
+
+def _orthonormalize(
+    y: torch.Tensor, gy: torch.Tensor | None, basis: torch.Tensor | None, gbasis: torch.Tensor | None, drop: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Orthonormal columns spanning y's part outside span(basis), with their images under A^T A.
+
+    ``gy`` (A^T A y) and ``gbasis`` are carried along linearly when given (no new matvecs). Directions
+    whose remaining norm is <= ``drop`` times y's largest column norm are dropped.
+    """
+    scale = float(y.norm(dim=0).max()) if y.numel() else 0.0
+    if basis is not None and basis.shape[1]:
+        for _ in range(2):  # classical Gram-Schmidt twice: orthogonal to working precision
+            coefficients = basis.T @ y
+            y = y - basis @ coefficients
+            if gy is not None:
+                gy = gy - gbasis @ coefficients
+    if y.shape[1] == 0 or scale == 0.0:
+        return y[:, :0], None if gy is None else gy[:, :0]
+    _, s, vh = torch.linalg.svd(y, full_matrices=False)
+    keep = s > drop * scale
+    transform = vh[keep].T / s[keep]
+    z = y @ transform
+    gz = None if gy is None else gy @ transform
+    factor, failed = torch.linalg.cholesky_ex(z.T @ z)  # polish orthonormality: z^T z = I + O(eps cond)
+    upper = factor.T if not bool(failed) else None
+    if upper is None:  # never seen; Householder QR as the fallback
+        z, upper = torch.linalg.qr(z)
+    else:
+        z = torch.linalg.solve_triangular(upper, z, upper=True, left=False)
+    if gz is not None:
+        gz = torch.linalg.solve_triangular(upper, gz, upper=True, left=False)
+    return z, gz
+
+
+def circulant_preconditioner(operator: "ConvOperator", shift: float = 1e-3):
+    """(G_c + shift * ||G_c|| I)^{-1}, with G_c the circular-boundary A^T A on the stride-padded grid.
+
+    G_c is block-diagonal per frequency (see :func:`circular_spectrum`), so it is inverted exactly and
+    applied by FFT. It equals A^T A away from the borders; as a preconditioner for the smallest
+    eigenpairs it removes the interior's ill-conditioning and leaves the border (and any exact null
+    space) to the iteration. Returns a function on (n, p) column blocks.
+    """
+    channels, height, width = operator.input_shape
+    sh, sw = operator.stride
+    ho, wo = -(-height // sh), -(-width // sw)
+    symbol = operator.symbol(ho, wo)  # (ho, wo, m, C sh sw)
+    gram = symbol.conj().transpose(-1, -2) @ symbol
+    values, vectors = torch.linalg.eigh(gram)
+    mu = shift * float(values.max())
+    inverse = (vectors / (values + mu).unsqueeze(-2)) @ vectors.conj().transpose(-1, -2)
+    d = channels * sh * sw
+
+    def apply(columns: torch.Tensor) -> torch.Tensor:
+        p = columns.shape[1]
+        x = columns.T.reshape(p, channels, height, width)
+        x = F.pad(x, (0, wo * sw - width, 0, ho * sh - height))
+        x = x.reshape(p, channels, ho, sh, wo, sw).permute(0, 1, 3, 5, 2, 4)  # p, C, sh, sw, ho, wo
+        spectrum = torch.fft.fft2(x).reshape(p, d, ho, wo).permute(2, 3, 1, 0)  # ho, wo, d, p
+        y = torch.fft.ifft2((inverse @ spectrum).permute(3, 2, 0, 1).reshape(p, channels, sh, sw, ho, wo)).real
+        y = y.permute(0, 1, 4, 2, 5, 3).reshape(p, channels, ho * sh, wo * sw)[:, :, :height, :width]
+        return y.reshape(p, -1).T
+
+    return apply
+
+
+def largest_eigenvalue(operator: ConvOperator, steps: int = 40, seed: int = 0) -> float:
+    """||A||^2 = lambda_max(A^T A) by Lanczos with full reorthogonalization (``steps`` matvecs)."""
+    n = operator.in_features
+    steps = min(steps, n)
+    dtype, device = operator.weight.dtype, operator.weight.device
+    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+    v = torch.randn(n, generator=generator, dtype=dtype).to(device)
+    basis = [v / v.norm()]
+    alphas, betas = [], []
+    for _ in range(steps):
+        w = operator.gram(basis[-1].view(1, *operator.input_shape)).flatten()
+        alphas.append(float(w @ basis[-1]))
+        stacked = torch.stack(basis, 1)
+        for _ in range(2):
+            w = w - stacked @ (stacked.T @ w)
+        beta = float(w.norm())
+        if beta <= 1e-12 * max(abs(a) for a in alphas) or len(basis) == steps:
+            break
+        betas.append(beta)
+        basis.append(w / beta)
+    tridiagonal = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    if betas:
+        off = torch.tensor(betas[: len(alphas) - 1], dtype=torch.float64)
+        tridiagonal += torch.diag(off, 1) + torch.diag(off, -1)
+    return float(torch.linalg.eigvalsh(tridiagonal).max())
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    vectors: torch.Tensor  # (n, k), orthonormal Ritz vectors of A^T A
+    values: torch.Tensor  # (k,) Ritz values, ascending
+    residuals: torch.Tensor  # (k,) ||A^T A v - theta v|| / lambda_max, recomputed exactly at the end
+    converged: bool
+    lambda_max: float  # ||A||^2 from Lanczos (a lower bound, tight to many digits in practice)
+    iterations: int
+    matvecs: int
+    stop: str  # "residual", "ritz" (Ritz values stagnated), "invariant" (nothing left to add), "max_iter"
+
+
+def smallest_eigenpairs(
+    operator: ConvOperator,
+    k: int,
+    tol: float = 1e-8,
+    *,
+    oversample: int | None = None,
+    max_iter: int = 500,
+    precondition: bool = True,
+    shift: float = 1e-3,
+    chunk: int = 64,
+    seed: int = 0,
+    refresh: int = 20,
+    ritz_tol: float | None = None,
+    window: int = 10,
+    callback=None,
+) -> EigenResult:
+    """The k smallest eigenpairs of A^T A by block LOBPCG, matrix-free (A = conv2d, A^T = conv_transpose2d).
+
+    Block size p = k + oversample (guard vectors speed up the k-th). Soft locking: converged vectors stop
+    receiving new search directions. Preconditioner: :func:`circulant_preconditioner` (``precondition``).
+    ``tol`` bounds ||A^T A v - theta v|| / lambda_max for each of the k vectors. On large grids the
+    bottom of the spectrum is a near-continuum and individual eigenvectors converge slowly while the
+    Ritz values (upper bounds, decreasing) settle early: ``ritz_tol`` also stops when, over ``window``
+    iterations, no Ritz value of the k moved by more than ritz_tol times the k-th.
+    """
+    n = operator.in_features
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} must be in [1, {n}] for input {operator.input_shape}")
+    dtype, device = operator.weight.dtype, operator.weight.device
+    p = min(n, k + (oversample if oversample is not None else max(8, k // 4)))
+    gram = lambda block: operator.columns(operator.gram, block, chunk)  # noqa: E731
+    preconditioner = circulant_preconditioner(operator, shift) if precondition else None
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    lambda_max = largest_eigenvalue(operator, seed=seed)
+    x, _ = torch.linalg.qr(torch.randn(n, p, generator=generator, dtype=dtype).to(device))
+    gx = gram(x)
+    matvecs = p + min(40, n)
+    directions = gdirections = None
+    converged = False
+    stop = "max_iter"
+    history: list[torch.Tensor] = []
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        if iteration % refresh == 0:  # undo drift of the carried images and of orthonormality
+            x, _ = torch.linalg.qr(x)
+            gx = gram(x)
+            matvecs += p
+        if iteration == 1 or iteration % refresh == 0:
+            projected = x.T @ gx
+            values, rotation = torch.linalg.eigh((projected + projected.T) / 2)
+            x, gx = x @ rotation, gx @ rotation
+            lambda_max = max(lambda_max, float(values[-1]))
+        residual_vectors = gx - x * values
+        residuals = residual_vectors.norm(dim=0) / lambda_max
+        if callback is not None:
+            callback(iteration, values[:k], residuals[:k], matvecs)
+        if bool((residuals[:k] <= tol).all()):
+            converged, stop = True, "residual"
+            break
+        history.append(values[:k].clone())
+        if ritz_tol is not None and len(history) > window:
+            change = (history[-1] - history[-1 - window]).abs().max()
+            if float(change) <= ritz_tol * max(float(history[-1][-1]), 1e-30 * lambda_max):
+                stop = "ritz"
+                break
+        active = residuals > tol
+        active[k:] = True
+        search = residual_vectors[:, active]
+        if preconditioner is not None:
+            search = torch.cat([preconditioner(search[:, i : i + chunk]) for i in range(0, search.shape[1], chunk)], 1)
+        search, _ = _orthonormalize(search, None, x, None, drop=1e-7)
+        if search.shape[1] == 0:  # nothing left to add: x spans an invariant subspace numerically
+            converged, stop = bool((residuals[:k] <= max(tol, 1e-12)).all()), "invariant"
+            break
+        gsearch = gram(search)
+        matvecs += search.shape[1]
+        basis, gbasis = torch.cat([x, search], 1), torch.cat([gx, gsearch], 1)
+        if directions is not None:
+            directions, gdirections = _orthonormalize(directions, gdirections, basis, gbasis, drop=1e-7)
+            basis, gbasis = torch.cat([basis, directions], 1), torch.cat([gbasis, gdirections], 1)
+        projected = basis.T @ gbasis
+        all_values, all_vectors = torch.linalg.eigh((projected + projected.T) / 2)
+        lambda_max = max(lambda_max, float(all_values[-1]))
+        coefficients = all_vectors[:, :p]
+        values = all_values[:p]
+        x, gx = basis @ coefficients, gbasis @ coefficients
+        directions, gdirections = basis[:, p:] @ coefficients[p:], gbasis[:, p:] @ coefficients[p:]
+    x, _ = torch.linalg.qr(x[:, :k])
+    gx = gram(x)
+    matvecs += k
+    projected = x.T @ gx
+    values, rotation = torch.linalg.eigh((projected + projected.T) / 2)
+    x, gx = x @ rotation, gx @ rotation
+    residuals = (gx - x * values).norm(dim=0) / lambda_max
+    converged = converged and bool((residuals <= 10 * tol).all())  # exact residuals, not the carried ones
+    return EigenResult(x, values, residuals, converged, lambda_max, iteration, matvecs, stop)
+
+
+def operator_subspace(
+    conv: nn.Conv2d,
+    input_shape: tuple[int, int, int],
+    k: int = 64,
+    tol: float = 1e-8,
+    *,
+    input_scale: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    **solver,
+) -> OperatorSubspace:
+    """The k smallest singular values and right-singular vectors of the whole first layer on C x H x W.
+
+    ``input_scale`` multiplies input channels first (1/std: the layer as seen from [0, 1] pixels).
+    Extra keywords go to :func:`smallest_eigenpairs` (``oversample``, ``max_iter``, ``precondition``,
+    ``shift``, ``ritz_tol``, ``chunk``, ``seed``, ``callback``).
+    """
+    start = time.perf_counter()
+    operator = ConvOperator.of(conv, input_shape, input_scale, device=device)
+    result = smallest_eigenpairs(operator, k, tol, **solver)
+    # Final Rayleigh-Ritz in singular-value form: the SVD of A restricted to the subspace, no squaring,
+    # so sigma_i = ||A v_i|| exactly and sigma_max bounds the response of every combination.
+    response = operator.columns(operator.forward, result.vectors, solver.get("chunk", 64))
+    _, sigma, vh = torch.linalg.svd(response, full_matrices=False)
+    vectors = result.vectors @ vh.T.flip(1)
+    basis = vectors.T.reshape(k, *operator.input_shape).contiguous()
+    return OperatorSubspace(
+        basis=basis,
+        singular_values=sigma.flip(0),
+        residuals=result.residuals,
+        converged=result.converged,
+        sigma_max_operator=math.sqrt(result.lambda_max),
+        iterations=result.iterations,
+        matvecs=result.matvecs,
+        stop=result.stop,
+        seconds=time.perf_counter() - start,
+        input_shape=operator.input_shape,
+        output_shape=operator.output_shape,
+    )
+
+
+def dense_operator_matrix(
+    conv: nn.Conv2d,
+    input_shape: tuple[int, int, int],
+    input_scale: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """The operator as a dense (m H' W') x (C H W) matrix, by applying it to the identity basis (tests only)."""
+    operator = ConvOperator.of(conv, input_shape, input_scale, dtype=dtype)
+    eye = torch.eye(operator.in_features, dtype=dtype, device=operator.weight.device)
+    return operator.forward(eye.view(-1, *operator.input_shape)).flatten(1).T
+
+
+def patch_matrix(conv: nn.Conv2d, input_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The patch-level matrix (m x C_in kh kw, ``F.unfold`` column order), block-diagonal for groups > 1.
+
+    A grouped layer's output channel reads only its group's input channels: its row is zero on the
+    others, so one unfolded patch serves all groups.
+    """
+    window = [d * (k - 1) + 1 for k, d in zip(conv.kernel_size, _pair(conv.dilation))]  # any grid that fits
+    operator = ConvOperator.of(conv, (conv.in_channels, *window), input_scale)
+    return operator.full_weight().flatten(1).cpu()
+
+
+def patch_level(conv: nn.Conv2d, input_scale: torch.Tensor | None = None, tau: float = 1e-5) -> PatchSubspace:
+    """The patch-level subspace (the published rule) of the same layer, for comparison."""
+    return patch_subspace(patch_matrix(conv, input_scale), tau)
+
+
+def circular_spectrum(
+    conv: nn.Conv2d, input_shape: tuple[int, int, int], input_scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """All singular values (ascending) of the layer with circular boundaries, frequency by frequency.
+
+    Per output-grid frequency the layer is an m x (C s_h s_w) matrix (:meth:`ConvOperator.symbol`); the
+    operator's spectrum is the union of theirs. Requires H = H' s_h and W = W' s_w (the output grid
+    tiles the input). Exact for ``padding_mode="circular"``; for zero padding an interior estimate that
+    ignores the borders.
+    """
+    operator = ConvOperator.of(conv, input_shape, input_scale)
+    _, height, width = operator.input_shape
+    (sh, sw), (_, ho, wo) = operator.stride, operator.output_shape
+    if (ho * sh, wo * sw) != (height, width):
+        raise ValueError(f"output grid {ho}x{wo} with stride {sh}x{sw} does not tile the {height}x{width} input")
+    symbol = operator.symbol(ho, wo)
+    singular = torch.linalg.svdvals(symbol.reshape(ho * wo, *symbol.shape[-2:])).flatten()
+    missing = operator.in_features - singular.numel()  # per-frequency rank < C s_h s_w: exact zeros
+    return torch.cat([singular, singular.new_zeros(max(0, missing))]).sort().values.cpu()
+
+
+# --- a small in-memory cache: one basis per (weights, scale, geometry, input shape, k, tol) per process ---
+
+_CACHE: OrderedDict[str, OperatorSubspace] = OrderedDict()
+_CACHE_SIZE = 16
+
+
+def _digest(conv: nn.Conv2d, input_shape, input_scale, k: int, tol: float, extra: tuple) -> str:
+    h = hashlib.sha256()
+    h.update(conv.weight.detach().float().cpu().contiguous().numpy().tobytes())
+    if input_scale is not None:
+        h.update(torch.as_tensor(input_scale).detach().float().cpu().contiguous().numpy().tobytes())
+    geometry = (
+        tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode,
+        tuple(input_shape), k, tol, extra,
+    )
+    h.update(repr(geometry).encode())
+    return h.hexdigest()
+
+
+def cached_operator_subspace(
+    conv: nn.Conv2d,
+    input_shape: tuple[int, int, int],
+    k: int,
+    tol: float,
+    input_scale: torch.Tensor | None = None,
+    **solver,
+) -> OperatorSubspace:
+    """:func:`operator_subspace`, memoized on the weight bytes (LRU of the last few layers)."""
+    key = _digest(conv, input_shape, input_scale, k, tol, tuple(sorted(solver.items())))
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    result = operator_subspace(conv, input_shape, k, tol, input_scale=input_scale, **solver)
+    _CACHE[key] = result
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return result

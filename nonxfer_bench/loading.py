@@ -1,0 +1,141 @@
+"""Loading a suite or zoo file: read, validate, resolve paths, and check every name against the registries.
+
+Every problem becomes one :class:`UserError` line that names the file, the key and what would be
+valid, so a typo in the last attack of a suite cannot waste an hour of encoding. This module sits above
+the components it checks (datasets, zoo, encoders, attacks); the schema below it imports none of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from nonxfer_bench.attacks import ATTACKS
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.datasets import DATASETS
+from nonxfer_bench.datasets.base import MODEL_PREPROCESSING_FIELDS
+from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.schema.files import key_path, read_yaml, resolve_path, validate
+from nonxfer_bench.schema.suite import DatasetSpec, Suite, ZooFile, resolve_package_file
+from nonxfer_bench.zoo import dataset_preprocessing, hub_weights_problem, resolve_preprocessing
+
+
+def load_zoo(path: Path) -> ZooFile:
+    """Read and validate a zoo file; weight paths are taken relative to the file."""
+    zoo = validate(ZooFile, read_yaml(path), path)
+    for model in zoo.models:
+        if model.weights.path is not None:
+            model.weights.path = resolve_path(path.parent, model.weights.path)
+    _check_unique([m.name for m in zoo.models], path, "models")
+    return zoo
+
+
+def _check_unique(names: list[str], path: Path, key: str) -> None:
+    seen = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise UserError(f"{path}: key '{key}[{i}].name': duplicate name {name!r}")
+        seen.add(name)
+
+
+def load_suite(path: Path, require_weights: bool = True) -> Suite:
+    """Read, validate and resolve a suite file: zoo, registry names, parameters and files."""
+    path = Path(path)
+    suite = validate(Suite, read_yaml(path), path)
+    if isinstance(suite.zoo, Path):
+        zoo_path = resolve_path(path.parent, suite.zoo)
+        if not zoo_path.is_file():
+            raise UserError(f"{path}: key 'zoo': zoo file {zoo_path} not found")
+        suite.zoo = load_zoo(zoo_path).models
+    else:
+        for model in suite.zoo:
+            if model.weights.path is not None:
+                model.weights.path = resolve_path(path.parent, model.weights.path)
+        _check_unique([m.name for m in suite.zoo], path, "zoo")
+    names = [m.name for m in suite.models]
+    for i, name in enumerate(suite.authorized):
+        if name not in names:
+            raise UserError(f"{path}: key 'authorized[{i}]': {name!r} is not in the zoo; valid: {', '.join(names)}")
+    for i, name in enumerate(suite.controls):
+        if name not in names or name in suite.authorized:
+            valid = ", ".join(n for n in names if n not in suite.authorized)
+            raise UserError(f"{path}: key 'controls[{i}]': {name!r} is not an unauthorized zoo model; valid: {valid}")
+    if require_weights:
+        for i, model in enumerate(suite.models):
+            weights = model.weights
+            if weights.source == "file" and not weights.path.is_file():
+                raise UserError(
+                    f"{path}: key 'zoo[{i}].weights.path': weight file {weights.path} not found "
+                    f"(train it with `nonxfer-bench zoo train`, or point to an existing .safetensors/.pth)"
+                )
+            if weights.source == "package":
+                try:
+                    resolve_package_file(weights, model.name)
+                except UserError as error:
+                    raise UserError(f"{path}: key 'zoo[{i}].weights': {error}") from None
+    _fill_dataset_preprocessing(suite, path)
+    _check_components(suite, path)
+    if require_weights:
+        check_inputs(suite, path)
+    return suite
+
+
+def _dataset_specs(suite: Suite) -> list[tuple[str, DatasetSpec]]:
+    return [("dataset", suite.dataset)] + ([("public", suite.public)] if suite.public else [])
+
+
+def _fill_dataset_preprocessing(suite: Suite, path: Path) -> None:
+    """Decode settings a dataset leaves unset (size, crop_pct, interpolation) come from the first
+    authorized model's resolved timm data config, so the release is made exactly as timm's eval
+    transform would make that model's input; the filled values are part of the cell keys."""
+    for _, spec in _dataset_specs(suite):
+        if spec.name not in DATASETS.names():
+            continue  # reported by _check_components
+        declared = DATASETS.get(spec.name).Params.model_fields  # opt in: such a field defaults to None
+        fields = [f for f in MODEL_PREPROCESSING_FIELDS if f in declared and declared[f].default is None]
+        unset = [f for f in fields if spec.params.get(f) is None]
+        if not unset:
+            continue
+        try:
+            values = dataset_preprocessing(resolve_preprocessing(suite.model(suite.authorized[0])))
+        except UserError as error:
+            raise UserError(f"{path}: {error}") from None
+        spec.params = {**spec.params, **{f: values[f] for f in unset}}
+
+
+def check_inputs(suite: Suite, path: Path) -> None:
+    """Before any work: the datasets' files and the hub weights a run needs exist; one line naming them all."""
+    problems = []
+    for key, spec in _dataset_specs(suite):
+        try:
+            DATASETS.create(spec.name, spec.params).check()
+        except UserError as error:
+            problems.append(f"key '{key}': {error}")
+    hub = hub_weights_problem([m for m in suite.models if m.weights.source == "hub"])
+    if hub:
+        problems.append(hub)
+    if problems:
+        raise UserError(f"{path}: " + "; ".join(problems))
+
+
+def _check_components(suite: Suite, path: Path) -> None:
+    checks = [(DATASETS, "dataset", suite.dataset)] + ([(DATASETS, "public", suite.public)] if suite.public else [])
+    checks += [(ENCODERS, f"encoders[{i}]", spec) for i, spec in enumerate(suite.encoders)]
+    checks += [(ATTACKS, f"attacks[{i}]", spec) for i, spec in enumerate(suite.attacks)]
+    for registry, key, spec in checks:
+        if spec.name not in registry.names():
+            raise UserError(
+                f"{path}: key '{key}.name': unknown {registry.kind} {spec.name!r}; valid: {', '.join(registry.names())}"
+            )
+        params_cls = registry.get(spec.name).Params
+        try:
+            params = params_cls.model_validate(spec.params)
+        except ValidationError as error:
+            first = error.errors()[0]
+            sub = key_path(first["loc"])
+            hint = ""
+            if first["type"] == "extra_forbidden":
+                hint = f"; valid parameters: {', '.join(sorted(params_cls.model_fields)) or 'none'}"
+            raise UserError(f"{path}: key '{key}.params.{sub}': {first['msg']}{hint}") from None
+        spec.params = params.model_dump(mode="json")

@@ -1,0 +1,1 @@
+"""Metrics: image quality (PSNR, SSIM), classification outcomes and their statistics."""

@@ -1,0 +1,1 @@
+"""Outputs: MLflow tracking and read-back, leaderboards, theory tables, plots and the HTML report."""

@@ -1,0 +1,97 @@
+"""A suite's cells read back from MLflow: ``mlflow.search_runs`` over one invocation's group runs.
+
+The tracker logs each encoding group's cells, exactly as the cell store holds them, as the group run's
+``cells.json`` artifact (:mod:`nonxfer_bench.tracking`). Reading them back in the groups' start order
+reproduces the store's cell order, so a leaderboard built from MLflow is the one built from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT
+
+
+@dataclass
+class TrackedSuite:
+    """One invocation read back: its parent run, its group runs (a search_runs frame) and their cells."""
+
+    uri: str
+    experiment: str
+    parent_id: str
+    suite_name: str
+    models: list[str]
+    groups: pd.DataFrame
+    cells: list[dict] = field(default_factory=list)
+
+    def download_samples(self, folder: Path) -> dict[str, Path]:
+        """The group runs' sample grids under ``folder``, by group run name (groups reused from an earlier
+        invocation logged none)."""
+        import mlflow
+
+        client = mlflow.MlflowClient(self.uri)
+        samples = {}
+        for run_id, name in zip(self.groups["run_id"], self.groups["tags.mlflow.runName"]):
+            for artifact in client.list_artifacts(run_id, "samples"):
+                target = folder / run_id
+                target.mkdir(parents=True, exist_ok=True)
+                samples[name] = Path(client.download_artifacts(run_id, artifact.path, str(target)))
+        return samples
+
+
+def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedSuite:
+    """The cells of the latest invocation in ``experiment`` (or of parent run ``run_id``) at ``uri``."""
+    import mlflow
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():  # reading must not create one
+        raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; run the suite with tracking first or give --tracking-uri")
+    mlflow.set_tracking_uri(uri)
+    try:
+        found = mlflow.get_experiment_by_name(experiment)
+    except Exception as error:  # unreachable servers raise many types
+        raise UserError(f"MLflow tracking at {uri} is not usable: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+    if found is None:
+        raise UserError(f"--experiment {experiment!r}: no such MLflow experiment at {uri}")
+    runs = mlflow.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+    if "tags.mlflow.parentRunId" not in runs or "tags.nxb.kind" not in runs:
+        raise UserError(f"experiment {experiment!r} at {uri} holds no nonxfer-bench group runs; run a suite with tracking first")
+    parents = runs[runs["tags.nxb.kind"] == "invocation"]
+    if run_id is None:
+        with_groups = parents[parents["run_id"].isin(runs["tags.mlflow.parentRunId"])]
+        if with_groups.empty:
+            raise UserError(f"experiment {experiment!r} at {uri} holds no nonxfer-bench group runs; run a suite with tracking first")
+        parent = with_groups.iloc[-1]
+    elif run_id in set(parents["run_id"]):
+        parent = parents[parents["run_id"] == run_id].iloc[0]
+    else:
+        raise UserError(f"--run-id {run_id}: not a suite invocation in experiment {experiment!r}; valid: {', '.join(parents['run_id'])}")
+    groups = runs[(runs["tags.mlflow.parentRunId"] == parent["run_id"]) & (runs["tags.nxb.kind"] == "encoding")].reset_index(drop=True)
+    cells: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for group_id in groups["run_id"]:
+            path = mlflow.artifacts.download_artifacts(run_id=group_id, artifact_path=CELLS_ARTIFACT, dst_path=folder)
+            cells |= {cell["key"]: cell for cell in json.loads(Path(path).read_text())["cells"]}
+    return TrackedSuite(
+        uri=uri,
+        experiment=experiment,
+        parent_id=str(parent["run_id"]),
+        suite_name=str(parent["tags.nxb.suite"]),
+        models=str(parent["params.zoo"]).split(","),
+        groups=groups,
+        cells=list(cells.values()),
+    )
+
+
+def log_to_parent(tracked: TrackedSuite, paths: list[Path], artifact_path: str = "leaderboard") -> None:
+    """Log files (the rebuilt leaderboard and plots) to the invocation's parent run."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracked.uri)
+    for path in paths:
+        client.log_artifact(tracked.parent_id, str(path), artifact_path)

@@ -1,0 +1,160 @@
+"""The Theory table and plots: bound tightness and the misalignment-vs-drop correlation, from identity cells.
+
+The numbers themselves are computed per encoding group by :mod:`nonxfer_bench.linalg.bounds`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from nonxfer_bench.linalg.bounds import PREFIX, finite_or_none
+
+
+def numeric_bounds(cell: dict) -> dict[str, float]:
+    """The cell's numeric ``bound/`` entries (for metrics and tables)."""
+    return {
+        k: float(v)
+        for k, v in cell.items()
+        if k.startswith(PREFIX) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    }
+
+
+def misalignment_correlation(cells: list[dict]) -> list[dict]:
+    """Per encoding (authorized, encoder, strength, seed-mean): Spearman rho between misalignment and the
+    unauthorized accuracy drop (clean accuracy - NE accuracy, identity attack), its p-value and n models."""
+    from scipy.stats import spearmanr
+
+    identity = [c for c in cells if c.get("attack") == "identity" and c.get("accuracy") is not None]
+    clean_acc: dict[tuple[str, str], list[float]] = {}
+    for c in identity:
+        if c["encoder"] == "clean":
+            clean_acc.setdefault((c["authorized"], c["model"]), []).append(c["accuracy"])
+    groups: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
+    for c in identity:
+        if c["encoder"] == "clean" or c["role"] != "unauthorized" or c.get("bound/misalignment") is None:
+            continue
+        base = clean_acc.get((c["authorized"], c["model"]))
+        if not base:
+            continue
+        drop = sum(base) / len(base) - c["accuracy"]
+        groups.setdefault((c["authorized"], c["encoder"], c["strength"]), {}).setdefault(c["model"], []).append(
+            (float(c["bound/misalignment"]), drop)
+        )
+    rows = []
+    for (authorized, encoder, strength), per_model in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        names = sorted(per_model)
+        mis = [sum(v[0] for v in per_model[m]) / len(per_model[m]) for m in names]
+        drop = [sum(v[1] for v in per_model[m]) / len(per_model[m]) for m in names]
+        rho = p = None
+        if len(names) >= 2 and len(set(mis)) > 1 and len(set(drop)) > 1:
+            result = spearmanr(mis, drop)
+            rho, p = finite_or_none(result.statistic), finite_or_none(result.pvalue)
+        rows.append({"authorized": authorized, "encoder": encoder, "strength": strength, "models": names,
+                     "misalignment": mis, "drop": drop, "rho": rho, "p": p, "n": len(names)})
+    return rows
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{float(value):.{digits}g}"
+
+
+def theory_markdown(cells: list[dict]) -> str:
+    """The leaderboard's "Theory" section: per encoding the authorized ratios, per unauthorized model the
+    misalignment and HW ratio, and the Spearman line; empty string when no cell carries ``bound/`` numbers."""
+    identity = [c for c in cells if c.get("attack") == "identity" and any(k.startswith(PREFIX) for k in c)]
+    if not identity:
+        return ""
+    groups: dict[tuple, list[dict]] = {}
+    for c in identity:
+        groups.setdefault((c["authorized"], c["encoder"], c["strength"]), []).append(c)
+    correlation = {(r["authorized"], r["encoder"], r["strength"]): r for r in misalignment_correlation(cells)}
+    header = ("| authorized | encoding | k | sigma_S | layer obs/pred median | p95 | mean-square obs/pred | layer obs/(‖W‖‖d‖) median "
+              "| L_g (local) | logit obs/bound | per model: misalignment / HW ratio / unauth layer obs (pred) | Spearman rho (p, n) |")
+    lines = [header, "|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|"]
+    for (authorized, encoder, strength), part in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+        auth = next((c for c in part if c["model"] == authorized), part[0])
+        models = []
+        for c in sorted(part, key=lambda c: c["model"]):
+            if c["model"] == authorized:
+                continue
+            pred = c.get("bound/unauth_layer_pred")
+            models.append(
+                f"{c['model']}: {_fmt(c.get('bound/misalignment')) or 'n/a'} / {_fmt(c.get('bound/hw_ratio')) or 'n/a'} / "
+                f"{_fmt(c.get('bound/unauth_layer_obs'))}{f' ({_fmt(pred)})' if pred is not None else ''}"
+            )
+        r = correlation.get((authorized, encoder, strength))
+        spearman = f"{_fmt(r['rho'])} ({_fmt(r['p'])}, {r['n']})" if r and r["rho"] is not None else (f"n/a (n={r['n']})" if r else "")
+        label = encoder if encoder == "clean" else f"{encoder} {strength:g}"
+        lines.append(
+            f"| {authorized} | {label} | {auth.get('bound/k', '')} | {_fmt(auth.get('bound/sigma_s'))} | "
+            f"{_fmt(auth.get('bound/auth_layer_ratio_median'))} | {_fmt(auth.get('bound/auth_layer_ratio_p95'))} | "
+            f"{_fmt(auth.get('bound/auth_layer_ms_ratio'))} | {_fmt(auth.get('bound/auth_layer_rel_median'))} | "
+            f"{_fmt(auth.get('bound/lipschitz_estimate'))} | {_fmt(auth.get('bound/auth_logit_ratio'))} | "
+            f"{'; '.join(models)} | {spearman} |"
+        )
+    intro = (
+        "Bound tightness on the first batch of each encoding (nonxfer_bench/bounds.py states every convention). "
+        "layer obs/pred: ||W d_l|| / (sigma_S ||d_l||) per patch (1 = tight; empty for an exact null space, sigma_S = 0, "
+        "where obs/(‖W‖‖d‖) shows the numerical residue); mean-square obs/pred: sum ||W d_l||^2 / sum ||d_l||^2 over "
+        "mean_S sigma_i^2. L_g: largest local Jacobian norm of the network after the first layer at 4 clean images "
+        "(a lower bound of the global Lipschitz constant); logit obs/bound: ||f(x') - f(x)|| / (L_g sigma_S ||d||). "
+        "Per model: misalignment ||W'_eff Q||_F / ||W'_eff||_F in raw-pixel space (n/a: different D), Hoffman-Wielandt "
+        "ratio sum (sigma_i - sigma'_i)^2 / ||W_eff - W'_eff||_F^2 (<= 1; n/a: different shape), RMS first-layer response "
+        "change on the release (predicted c^2 ||W'_eff B||_F^2 in parentheses for same-geometry stems). Spearman: misalignment "
+        "vs accuracy drop (clean - NE, no attack) over the unauthorized models with a misalignment."
+    )
+    return "\n".join([intro, "", *lines])
+
+
+def write_theory_plots(cells: list[dict], folder) -> list:
+    """Two PNGs under ``folder``: predicted vs observed first-layer response (unauthorized, same geometry, and the
+    authorized layer) and misalignment vs accuracy drop. Returns the written paths (none without bound numbers)."""
+    from pathlib import Path
+
+    identity = [c for c in cells if c.get("attack") == "identity"]
+    pairs = [(c["bound/unauth_layer_pred"], c["bound/unauth_layer_obs_patch"], c) for c in identity
+             if c.get("bound/unauth_layer_pred") and c.get("bound/unauth_layer_obs_patch")]
+    correlation = misalignment_correlation(cells)
+    if not pairs and not correlation:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    paths = []
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    if pairs:
+        for encoder in sorted({p[2]["encoder"] for p in pairs}):
+            chosen = [p for p in pairs if p[2]["encoder"] == encoder]
+            ax.scatter([p[0] for p in chosen], [p[1] for p in chosen], label=encoder, s=18)
+        lo = min(min(p[0], p[1]) for p in pairs)
+        hi = max(max(p[0], p[1]) for p in pairs)
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="observed = predicted")
+        ax.set_xscale("log"), ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    ax.set_xlabel("predicted RMS first-layer change  c·‖W'_eff B‖_F")
+    ax.set_ylabel("observed RMS first-layer change")
+    ax.set_title("First layer: predicted vs observed", fontsize=9)
+    fig.tight_layout()
+    path = folder / "theory_pred_vs_obs.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for row in correlation:
+        label = f"{row['authorized']}/{row['encoder']} {row['strength']:g}"
+        ax.plot(row["misalignment"], row["drop"], "o", ms=4, label=label)
+    ax.set_xlabel("misalignment ‖W'_eff Q‖_F / ‖W'_eff‖_F (raw pixels)")
+    ax.set_ylabel("unauthorized accuracy drop (clean - NE)")
+    ax.set_title("Spectral misalignment vs degradation", fontsize=9)
+    if correlation:
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path = folder / "theory_misalignment_vs_drop.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+    return paths

