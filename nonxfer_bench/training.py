@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from nonxfer_bench.core.atomic import save_atomically
+from nonxfer_bench.core.atomic import atomic_write, save_atomically
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.datasets.base import load_dataset
 from nonxfer_bench.loading import load_zoo
@@ -84,7 +84,7 @@ def train_zoo(zoo_path: Path, fresh: bool = False, only: list[str] | None = None
             "first_conv_shape": list(model.first_conv.weight.shape),
             "torch": torch.__version__,
         }
-        spec.weights.path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        atomic_write(spec.weights.path.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
         tqdm.write(f"{spec.name}: test accuracy {test_accuracy:.4f} in {seconds:.0f} s")
         cards.append(card)
     return cards

@@ -13,6 +13,8 @@ import os
 import signal
 from collections import Counter
 
+from nonxfer_bench.core.errors import UserError, excerpt
+
 ENV = "NXB_FAULT"
 POINTS = (
     "dataset_loaded",  # the evaluation images decoded
@@ -27,19 +29,35 @@ POINTS = (
     "cache_write",  # a cache file written to its temporary name, not yet renamed into place
     "leaderboard_before",  # every cell finished, the leaderboard not yet written
     "leaderboard_written",  # the leaderboard written, the MLflow parent not yet ended
+    "diffusion_staged",  # a trained DDPM complete in its staging folder, not yet swapped into place
+    "release_image_written",  # one NE file of `encode` written to the staging folder
 )
+SIGNALS = ("KILL", "TERM", "INT")
 _hits: Counter[str] = Counter()
+
+
+def request() -> tuple[str, int, str] | None:
+    """``NXB_FAULT`` parsed as (point, hit, signal), None when unset; a malformed value is one line (the CLI
+    checks it before any work, so a typo never silently disables a fault test)."""
+    text = os.environ.get(ENV, "").strip()
+    if not text:
+        return None
+    target, _, rest = text.partition(":")
+    count, _, signal_name = rest.partition(":")
+    signal_name = signal_name or "KILL"
+    if target not in POINTS or not (count or "1").isdigit() or int(count or 1) < 1 or signal_name not in SIGNALS:
+        raise UserError(
+            f"environment variable {ENV}={excerpt(text)}: expected POINT[:HIT[:SIGNAL]] with HIT >= 1, "
+            f"SIGNAL one of {', '.join(SIGNALS)} and POINT one of {', '.join(POINTS)}"
+        )
+    return target, int(count or 1), signal_name
 
 
 def point(name: str) -> None:
     """Mark a named point; signal this process if ``NXB_FAULT`` asks for it at this hit."""
-    request = os.environ.get(ENV)
-    if not request:
+    wanted = request()
+    if wanted is None or wanted[0] != name:
         return
-    target, _, rest = request.partition(":")
-    if target != name:
-        return
-    count, _, signal_name = rest.partition(":")
     _hits[name] += 1
-    if _hits[name] == int(count or 1):
-        os.kill(os.getpid(), getattr(signal, f"SIG{signal_name or 'KILL'}"))
+    if _hits[name] == wanted[1]:
+        os.kill(os.getpid(), getattr(signal, f"SIG{wanted[2]}"))

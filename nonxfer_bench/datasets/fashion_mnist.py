@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -11,7 +13,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.datasets.base import DATASETS, Dataset, ImageSet
 
@@ -24,19 +26,30 @@ class FashionParams(Strict):
     download: bool = Field(False, description="use torchvision's downloader when no local copy exists")
 
 
+MAX_IDX_VALUES = 1 << 31  # Fashion-MNIST's training images are 47 million values
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped), as used by (Fashion-)MNIST."""
+    """Read an IDX file (optionally gzipped), as used by (Fashion-)MNIST. Reads exactly what the header
+    declares (bounded), so a damaged header or a decompression bomb is one line, not a memory blow-up."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise UserError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise UserError(f"{path}: truncated IDX file (expected {int(np.prod(shape))} values, found {body.size})")
-    return body.reshape(shape)
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(4)
+            if len(header) < 4 or header[:3] != b"\x00\x00\x08" or not 1 <= header[3] <= 4:
+                raise UserError(f"{path}: not an unsigned-byte IDX file")
+            dims = handle.read(4 * header[3])
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(header[3]))
+            expected = math.prod(shape)
+            if len(dims) < 4 * header[3] or expected > MAX_IDX_VALUES:
+                raise UserError(f"{path}: IDX header declares shape {shape}; at most {MAX_IDX_VALUES:,} values are read")
+            body = handle.read(expected + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise UserError(f"{path}: unreadable IDX file ({excerpt(str(error))})") from None
+    if len(body) != expected:
+        state = "truncated" if len(body) < expected else "longer than its header says"
+        raise UserError(f"{path}: {state} (header declares {expected:,} values)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 
 
 @DATASETS.register("fashion_mnist")
@@ -47,13 +60,16 @@ class FashionMNIST(Dataset):
     CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
     def _root(self) -> Path:
-        candidates = [self.params.root] if self.params.root else []
-        if os.environ.get("FASHION_MNIST_ROOT"):
-            candidates.append(Path(os.environ["FASHION_MNIST_ROOT"]))
-        candidates.append(DEBIAN_FASHION_MNIST)
-        for root in candidates:
-            if (root / "t10k-images-idx3-ubyte.gz").is_file() or (root / "t10k-images-idx3-ubyte").is_file():
-                return root
+        """The folder named by ``params.root``, else by ``FASHION_MNIST_ROOT``, else Debian's: only that one,
+        so a mistyped root is an error instead of a silent switch to another copy."""
+        if self.params.root:
+            root, named = self.params.root, "dataset.params.root"
+        elif os.environ.get("FASHION_MNIST_ROOT"):
+            root, named = Path(os.environ["FASHION_MNIST_ROOT"]), "FASHION_MNIST_ROOT"
+        else:
+            root, named = DEBIAN_FASHION_MNIST, "the Debian path"
+        if (root / "t10k-images-idx3-ubyte.gz").is_file() or (root / "t10k-images-idx3-ubyte").is_file():
+            return root
         if self.params.download:
             from torchvision.datasets import FashionMNIST as TorchvisionFashion
 
@@ -61,9 +77,9 @@ class FashionMNIST(Dataset):
             TorchvisionFashion(str(target), train=self.params.split == "train", download=True)
             return target / "FashionMNIST" / "raw"
         raise UserError(
-            f"Fashion-MNIST IDX files not found in {', '.join(str(c) for c in candidates)}; install Debian's "
-            "'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist), set dataset.params.root or "
-            "FASHION_MNIST_ROOT, or set dataset.params.download: true when online"
+            f"Fashion-MNIST IDX files not found in {root} ({named}; it {'exists' if root.is_dir() else 'does not exist'}); "
+            "install Debian's 'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist), point "
+            "dataset.params.root or FASHION_MNIST_ROOT at the folder, or set dataset.params.download: true when online"
         )
 
     def check(self) -> None:
@@ -80,4 +96,6 @@ class FashionMNIST(Dataset):
 
         images = read_idx(find("images-idx3"))
         labels = read_idx(find("labels-idx1"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise UserError(f"{root}: IDX files of shapes {images.shape} and {labels.shape} are not N images with N labels")
         return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), self.CLASSES)

@@ -15,16 +15,20 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from nonxfer_bench.core import faults
+from nonxfer_bench.core.atomic import atomic_write, staged_folder
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.schema.files import read_yaml, resolve_path, validate
 from nonxfer_bench.schema.suite import DatasetSpec
+
+MAX_TRAIN_STEPS = 10_000_000
 
 
 class Purifier:
@@ -114,27 +118,47 @@ class Purifier:
 
 
 class DiffusionTrainSpec(Strict):
-    """A small DDPM for one dataset: data, UNet size, schedule and optimisation, all that fixes the result."""
+    """A small DDPM for one dataset: data, UNet size, schedule and optimisation, all that fixes the result.
+
+    Every number is bounded, so a typo cannot ask for a 10^9-pixel UNet before anything is checked."""
 
     dataset: DatasetSpec
     output: Path = Field(description="folder for the save_pretrained layout, model card and figures")
-    image_size: int = Field(32, ge=8)
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
-    layers_per_block: int = Field(1, ge=1)
+    image_size: int = Field(32, ge=8, le=1024)
+    block_out_channels: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = Field((32, 64, 64), min_length=1, max_length=8)
+    layers_per_block: int = Field(1, ge=1, le=16)
     attention: bool = Field(True, description="self-attention in the lowest-resolution block")
-    num_train_timesteps: int = Field(1000, ge=10)
+    num_train_timesteps: int = Field(1000, ge=10, le=100_000)
     beta_schedule: Literal["linear", "squaredcos_cap_v2"] = "linear"
-    train_steps: int = Field(4000, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    seed: int = 0
+    train_steps: int = Field(4000, ge=1, le=MAX_TRAIN_STEPS)
+    batch_size: int = Field(128, ge=1, le=65_536)
+    lr: float = Field(2e-4, gt=0, le=1)
+    seed: int = Field(0, ge=0, lt=2**63)
     ema_decay: float = Field(0.999, ge=0, lt=1)
 
 
-def load_diffusion_spec(path: Path) -> DiffusionTrainSpec:
-    spec = validate(DiffusionTrainSpec, read_yaml(path), path)
+def load_diffusion_spec(path: Path, train_steps: int | None = None) -> DiffusionTrainSpec:
+    """Read and validate a DDPM config; ``train_steps`` (the CLI's --steps) overrides the file's and is
+    validated with it, before anything is written."""
+    data = read_yaml(path)
+    if train_steps is not None and isinstance(data, dict):
+        data = {**data, "train_steps": train_steps}
+    spec = validate(DiffusionTrainSpec, data, path)
     spec.output = resolve_path(path.parent, spec.output)
     return spec
+
+
+def train_and_publish(spec: DiffusionTrainSpec, device: str = "cpu", max_seconds: float | None = None) -> tuple[Path, dict]:
+    """Train, evaluate and describe a DDPM in a staging folder beside ``spec.output``, which replaces the
+    output folder only once every file (unet, scheduler, cards, quality, samples) is written: a failure or
+    a kill at any point leaves the previous model whole. Returns the model card's path and the quality."""
+    with staged_folder(spec.output) as staging:
+        staged = spec.model_copy(update={"output": staging})
+        card = train_diffusion(staged, device=device, max_seconds=max_seconds)
+        quality = evaluate_purifier(staged, device=device)
+        write_model_card(staged, card, quality)
+        faults.point("diffusion_staged")
+    return spec.output / "MODEL_CARD.md", quality
 
 
 def build_unet(spec: DiffusionTrainSpec, channels: int) -> torch.nn.Module:
@@ -216,7 +240,7 @@ def train_diffusion(spec: DiffusionTrainSpec, device: str = "cpu", log_every: in
         "final_loss": round(sum(losses[-log_every:]) / min(log_every, len(losses)), 5),
         "torch": torch.__version__,
     }
-    (spec.output / "train_card.json").write_text(json.dumps(card, indent=2) + "\n")
+    atomic_write(spec.output / "train_card.json", json.dumps(card, indent=2) + "\n")
     return card
 
 
@@ -242,7 +266,7 @@ def evaluate_purifier(spec: DiffusionTrainSpec, device: str = "cpu", count: int 
         rows[f"t*/T={strength:g}"] = purified[:10]
     rows["sampled"] = purifier.purify(torch.zeros_like(clean[:10]), 1.0, torch.Generator().manual_seed(spec.seed))
     save_sample_grid(rows, spec.output / "samples.png", 10)
-    (spec.output / "quality.json").write_text(json.dumps({"psnr_purified_vs_clean_db": quality, "images": count}, indent=2) + "\n")
+    atomic_write(spec.output / "quality.json", json.dumps({"psnr_purified_vs_clean_db": quality, "images": count}, indent=2) + "\n")
     return quality
 
 
@@ -270,5 +294,5 @@ def write_model_card(spec: DiffusionTrainSpec, card: dict, quality: dict) -> Pat
         "",
     ]
     path = spec.output / "MODEL_CARD.md"
-    path.write_text("\n".join(lines))
+    atomic_write(path, "\n".join(lines))
     return path

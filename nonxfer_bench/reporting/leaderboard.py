@@ -29,10 +29,11 @@ agreement with each model's own clean prediction instead, and say so.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from nonxfer_bench.core.atomic import atomic_write
 
 CELL_COLUMNS = [
     "authorized", "encoder", "strength", "seed", "attack", "attack_strength", "attack_param", "model", "role",
@@ -192,7 +193,7 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
             "model's prediction on the released/attacked image equals its own prediction on the clean image. "
             "The `clean` rows are 100 by definition.\n\n" + notes
         )
-    _write_atomically(csv_path, frame.drop(columns=["key"]).to_csv(index=False, float_format="%.4f"))
+    atomic_write(csv_path, frame.drop(columns=["key"]).to_csv(index=False, float_format="%.4f"))
     text = [
         f"# Leaderboard: {suite_name}",
         "",
@@ -217,13 +218,8 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
     theory = theory_markdown(cells)  # table 3: bound tightness, from the identity cells' bound/ numbers
     if theory:
         text += ["## Theory", "", theory, ""]
-    _write_atomically(md_path, "\n".join(text))
+    atomic_write(md_path, "\n".join(text))
     from nonxfer_bench.reporting.plots import write_plots
 
     return [md_path, csv_path, *write_theory_plots(cells, folder), *write_plots(frame, models, metric, folder)]
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_suffix(path.suffix + ".partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)

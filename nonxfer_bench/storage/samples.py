@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from nonxfer_bench.core.atomic import atomic_path
 
 
 def for_display(images: torch.Tensor) -> torch.Tensor:
@@ -40,9 +41,9 @@ def save_sample_grid(rows: dict[str, torch.Tensor], path: Path, count: int) -> P
             axis.set_yticks([])
         axes[row][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".partial.png")
-    figure.savefig(temporary, dpi=80)
-    plt.close(figure)
-    os.replace(temporary, path)
+    try:
+        with atomic_path(path) as temporary:  # a unique temporary name: concurrent writers never collide
+            figure.savefig(temporary, dpi=80, format="png")
+    finally:
+        plt.close(figure)
     return path
