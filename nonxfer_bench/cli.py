@@ -9,10 +9,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.environment import check_environment
+from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.execution import EXECUTOR_NAMES
+from nonxfer_bench.generative.diffusion import MAX_TRAIN_STEPS
+from nonxfer_bench.schema.suite import MAX_STRENGTH
 
 SUITES_DIR = Path("suites")
 
@@ -25,29 +29,51 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+MAX_LINE = 1000  # an error message is one line of at most this many characters
+
+
+def one_line(message: str) -> str:
+    """A message as one bounded line: newlines flattened, the tail cut (values in it are excerpts already)."""
+    text = " ".join(str(message).split("\n")).replace("\r", " ")
+    return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
+
+
 class OneLineParser(argparse.ArgumentParser):
     """Command-line mistakes as one line with exit code 2, like every other bad input."""
 
     def error(self, message: str) -> None:
-        self.exit(2, f"nonxfer-bench: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+        self.exit(2, one_line(f"nonxfer-bench: error: {self.prog}: {message} (see `{self.prog} --help`)") + "\n")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(text)
-    return value
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high] (argparse's error names the range)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"integer from {low} to {high:,}"
+    return parse
 
 
-def finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(text)
-    return value
+def bounded_float(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high] (or (low, high] with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"number {'>' if low_open else '>='} {low:g} and <= {high:g}"
+    return parse
 
 
-positive_int.__name__ = "positive integer"  # argparse names the expected type after the function
-finite_float.__name__ = "finite number"
+positive_int = bounded_int(1, 10**9)
+threads_int = bounded_int(1, 1024)
+batch_int = bounded_int(1, 65_536)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -110,16 +136,13 @@ def command_zoo_train(args: argparse.Namespace) -> int:
 def command_train_diffusion(args: argparse.Namespace) -> int:
     import torch
 
-    from nonxfer_bench.generative.diffusion import evaluate_purifier, load_diffusion_spec, train_diffusion, write_model_card
+    from nonxfer_bench.generative.diffusion import load_diffusion_spec, train_and_publish
 
+    spec = load_diffusion_spec(Path(args.config), train_steps=args.steps)  # everything validated before any write
     _set_threads(args.threads)
-    spec = load_diffusion_spec(Path(args.config))
-    if args.steps is not None:
-        spec.train_steps = args.steps
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    card = train_diffusion(spec, device=device, max_seconds=args.max_seconds)
-    quality = evaluate_purifier(spec, device=device)
-    print(f"wrote {write_model_card(spec, card, quality)}; purification PSNR by t*/T: {quality}")
+    card, quality = train_and_publish(spec, device=device, max_seconds=args.max_seconds)
+    print(f"wrote {card}; purification PSNR by t*/T: {quality}")
     return 0
 
 
@@ -229,20 +252,16 @@ def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
 def command_encode(args: argparse.Namespace) -> int:
     import os
 
-    import yaml
-
     from nonxfer_bench.owner.release import encode_folder
+    from nonxfer_bench.schema.files import parse_yaml
 
     _set_threads(args.threads)
     params = {}
     for item in args.param or []:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise UserError(f"--param {item!r}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
-        try:
-            params[name] = yaml.safe_load(value)  # safe_load: plain YAML values only, never Python objects
-        except yaml.YAMLError as error:
-            raise UserError(f"--param {item!r}: VALUE is not a plain YAML value ({getattr(error, 'problem', error)})") from None
+            raise UserError(f"--param {excerpt(item)}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
+        params[name] = parse_yaml(value, f"--param {excerpt(name, 40)}")  # plain YAML values only, bounded
     seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
     manifest = encode_folder(
         Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
@@ -295,10 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("suite", help="suite YAML file, e.g. suites/quickstart.yaml")
     run.add_argument("--fresh", action="store_true", help="recompute cells that are already finished")
     run.add_argument("--limit", type=positive_int, help="evaluate a seeded random subset of N images")
-    run.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    run.add_argument("--threads", type=threads_int, help="torch CPU threads")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.add_argument("--executor", choices=EXECUTOR_NAMES, default="local", help="where encoding groups run (default: this process)")
-    run.add_argument("--workers", type=positive_int, default=2, help="processes for --executor process")
+    run.add_argument("--workers", type=bounded_int(1, 256), default=2, help="processes for --executor process")
     run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
     run.set_defaults(handler=command_run)
 
@@ -307,16 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
     train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
     train.add_argument("--only", nargs="+", help="train only these model names")
-    train.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    train.add_argument("--threads", type=threads_int, help="torch CPU threads")
     train.set_defaults(handler=command_zoo_train)
 
     training = commands.add_parser("train", help="train generative models used by attacks").add_subparsers(dest="train_command", required=True)
     diffusion = training.add_parser("diffusion", help="train a DDPM for diffusion purification")
     diffusion.add_argument("config", help="diffusion config YAML, e.g. suites/zoo/fashion-ddpm.yaml")
     diffusion.add_argument("--device", help="torch device (default: cuda if available)")
-    diffusion.add_argument("--steps", type=int, help="override train_steps")
-    diffusion.add_argument("--max-seconds", type=float, help="stop training after this many seconds")
-    diffusion.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    diffusion.add_argument("--steps", type=bounded_int(1, MAX_TRAIN_STEPS), help="override train_steps")
+    diffusion.add_argument("--max-seconds", type=bounded_float(0, 1e7, low_open=True), help="stop training after this many seconds")
+    diffusion.add_argument("--threads", type=threads_int, help="torch CPU threads")
     diffusion.set_defaults(handler=command_train_diffusion)
 
     listing = commands.add_parser("list", help="list registered components or suites")
@@ -338,12 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--zoo", required=True, help="zoo file or suite file that defines the model")
     encode.add_argument("--model", required=True, help="the authorized model's name in that zoo")
     encode.add_argument("--encoder", required=True, help="encoder name (nonxfer-bench list encoders)")
-    encode.add_argument("--strength", type=finite_float, required=True, help="encoder strength (PSNR in dB; nominal for 'reference')")
+    encode.add_argument("--strength", type=bounded_float(-MAX_STRENGTH, MAX_STRENGTH), required=True, help="encoder strength (PSNR in dB; nominal for 'reference')")
     encode.add_argument("--param", action="append", metavar="NAME=VALUE", help="encoder parameter (repeatable)")
     encode.add_argument("--format", default="png8", help="float32, png16, png8, jpeg or jpeg<Q> (default png8)")
     encode.add_argument("--seed-key", help="secret key seeding the noise (default: env NXB_SEED_KEY); only its hash is written")
-    encode.add_argument("--batch-size", type=positive_int, default=64)
-    encode.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    encode.add_argument("--batch-size", type=batch_int, default=64)
+    encode.add_argument("--threads", type=threads_int, help="torch CPU threads")
     encode.set_defaults(handler=command_encode)
 
     verify = commands.add_parser("verify", help="score zoo models on a released NE folder")
@@ -352,14 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--models", nargs="+", help="model names (default: every zoo model)")
     verify.add_argument("--originals", help="the input folder given to encode: reports agreement with predictions on it")
     verify.add_argument("--labels", action="store_true", help="labels from class folders (sorted names = class indices)")
-    verify.add_argument("--batch-size", type=positive_int, default=64)
-    verify.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    verify.add_argument("--batch-size", type=batch_int, default=64)
+    verify.add_argument("--threads", type=threads_int, help="torch CPU threads")
     verify.set_defaults(handler=command_verify)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the store a suite logs to")
     ui.add_argument("suite")
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=bounded_int(1, 65_535), default=5000)
     ui.set_defaults(handler=command_ui)
     return parser
 
@@ -377,12 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # denormal weights or activations can slow CPU work down 20-50x
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        check_environment()
         return args.handler(args)
     except UserError as error:
-        print(f"nonxfer-bench: error: {error}", file=sys.stderr)
+        print(one_line(f"nonxfer-bench: error: {error}"), file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"nonxfer-bench: error: {_io_error(error)}", file=sys.stderr)
+        print(one_line(f"nonxfer-bench: error: {_io_error(error)}"), file=sys.stderr)
         return 2
     except Terminated:
         return 128 + signal.SIGTERM

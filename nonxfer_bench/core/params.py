@@ -6,9 +6,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Strict(BaseModel):
-    """A pydantic model that refuses keys it does not declare (a typo in a suite is an error)."""
+    """A pydantic model that refuses keys it does not declare (a typo in a suite is an error) and infinite or
+    NaN numbers (no parameter means anything at infinity)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class NoParams(Strict):
