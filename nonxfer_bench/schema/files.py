@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 
 
 def key_path(loc: tuple) -> str:
@@ -19,21 +19,96 @@ def key_path(loc: tuple) -> str:
         elif "[" in part or part in ("str", "int", "float", "bool"):  # a union member's tag, not a key
             continue
         else:
-            path += f".{part}" if path else str(part)
+            name = str(part) if len(str(part)) <= 40 and str(part).isprintable() else excerpt(str(part), 40)
+            path += f".{name}" if path else name
     return path or "(top level)"
 
 
-def read_yaml(path: Path) -> Any:
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+MAX_YAML_CHARACTERS = 1 << 20  # suites and zoo files are a few KB
+MAX_YAML_VALUES = 100_000  # values after alias expansion; the largest shipped suite has a few hundred
+
+
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain data only, never Python objects) that refuses duplicate keys, which it
+    would otherwise resolve silently in favour of the last."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {excerpt(key_node.value)}", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node, where: str) -> None:
+    """Refuse a document whose expansion (every alias followed) has more than ``MAX_YAML_VALUES`` values, or
+    an alias that contains itself: pydantic would walk every expanded copy (a "billion laughs" file under
+    1 KB). Iterative and linear in the number of distinct nodes."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > MAX_YAML_VALUES:
+                raise UserError(f"{where}: expands to more than {MAX_YAML_VALUES:,} values through YAML aliases; refusing to read it")
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise UserError(f"{where}: line {node.start_mark.line + 1}: a YAML alias contains itself; refusing to read it")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` within bounds (size, alias expansion, nesting, no duplicate keys); every problem is
+    one :class:`UserError` naming ``where``."""
+    if len(text) > MAX_YAML_CHARACTERS:
+        raise UserError(f"{where}: {len(text):,} characters; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,}")
+    loader = _SafeLoader(text)
     try:
-        return yaml.safe_load(path.read_text())  # safe_load: a suite file can never construct Python objects
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file (expected UTF-8 YAML)") from None
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, where)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply; refusing to read it") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}:{where} not valid YAML ({getattr(error, 'problem', error)})") from None
+        line = f" line {mark.line + 1}:" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise UserError(f"{where}:{line} not valid YAML ({excerpt(problem, 160).strip(chr(39))})") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: Path) -> Any:
+    """A suite, zoo or config file, read with :func:`parse_yaml`'s bounds."""
+    if not path.is_file():
+        raise UserError(f"{path}: {'a folder, not a file' if path.is_dir() else 'file not found'}")
+    if path.stat().st_size > 4 * MAX_YAML_CHARACTERS:
+        raise UserError(f"{path}: {path.stat().st_size:,} bytes; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,} characters")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (expected UTF-8 YAML)") from None
+    return parse_yaml(text, str(path))
 
 
 def validate(cls: type[BaseModel], data: Any, path: Path) -> Any:
@@ -49,7 +124,7 @@ def validate(cls: type[BaseModel], data: Any, path: Path) -> Any:
             fields = _fields_at(cls, tuple(p for p in first["loc"][:-1] if not (isinstance(p, str) and "[" in p)))
             message = f"unknown key; valid keys here: {', '.join(fields)}" if fields else "unknown key"
         elif "input" in first and first["type"] not in ("missing",):
-            message = f"{message} (got {first['input']!r})"
+            message = f"{message} (got {excerpt(first['input'])})"
         raise UserError(f"{path}: key '{key}': {message}") from None
 
 
