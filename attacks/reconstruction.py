@@ -140,9 +140,9 @@ class DiffusionParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str = Field(DEFAULT_DDPM, description="save_pretrained folder (unet/, scheduler/) or hub id")
     scheduler: Literal["ddim", "ddpm"] = "ddim"
-    steps: int = Field(20, ge=1, description="reverse steps from t* to 0 (1: one-shot denoising)")
+    steps: int = Field(20, ge=1, le=10_000, description="reverse steps from t* to 0 (1: one-shot denoising)")
     max_t: float = Field(1.0, gt=0, le=1, description="t*/T at strength 1")
-    draws: int = Field(1, ge=1, description="K stochastic purifications per image (mean, worst, spread reported)")
+    draws: int = Field(1, ge=1, le=1000, description="K stochastic purifications per image (mean, worst, spread reported)")
     range: Literal["clip", "minmax"] = "clip"
 
 
@@ -181,11 +181,11 @@ class Img2ImgParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: str = Field(description="local save_pretrained folder or hub id of a Stable-Diffusion-style pipeline")
     prompt: str = Field("", description="text prompt for every image (empty: unconditional regeneration)")
-    steps: int = Field(50, ge=1, description="scheduler steps for the full trajectory; img2img runs strength x steps of them")
+    steps: int = Field(50, ge=1, le=10_000, description="scheduler steps for the full trajectory; img2img runs strength x steps of them")
     guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance (<= 1: off, one UNet pass per step)")
     max_strength: float = Field(0.5, gt=0, le=1, description="the pipeline's img2img strength (t*/T) at attack strength 1")
-    size: int = Field(512, ge=8, description="square resolution the pipeline runs at (Stable Diffusion 1.x: 512)")
-    draws: int = Field(1, ge=1, description="K stochastic regenerations per image (mean, worst, spread reported)")
+    size: int = Field(512, ge=8, le=4096, description="square resolution the pipeline runs at (Stable Diffusion 1.x: 512)")
+    draws: int = Field(1, ge=1, le=1000, description="K stochastic regenerations per image (mean, worst, spread reported)")
     range: Literal["clip", "minmax"] = "clip"
 
 

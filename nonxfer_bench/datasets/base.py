@@ -162,7 +162,6 @@ def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageS
             _, labels, classes = dataset.decode_subset_into(limit, seed, allocate)
             return {"labels": labels.tolist(), "classes": classes, "dataset": name}
 
-        cache.put_filled(key, fill)
-        hit = cache.get(key)
+        hit = cache.put_filled(key, fill)  # mapped before it is renamed: another process's eviction cannot take it
     images, meta = hit
     return ImageSet(torch.from_numpy(images), torch.tensor(meta["labels"], dtype=torch.long), meta["classes"])

@@ -14,7 +14,7 @@ from nonxfer_bench.datasets.base import DATASETS, Dataset, ImageSet
 
 class DigitsParams(Strict):
     split: Literal["train", "test", "all"] = "test"
-    size: int = Field(16, ge=8, description="upsampled side length (nearest), so stems have room")
+    size: int = Field(16, ge=8, le=1024, description="upsampled side length (nearest), so stems have room")
 
 
 @DATASETS.register("digits")

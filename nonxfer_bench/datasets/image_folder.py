@@ -18,7 +18,7 @@ from nonxfer_bench.datasets.base import DATASETS, IMAGE_SUFFIXES, Dataset, Image
 class FolderParams(Strict):
     root: Path | None = Field(None, description="folder of class sub-folders; or set env var named by root_env")
     root_env: str = "IMAGENET_VAL"
-    size: int | None = Field(None, ge=8, description="side of the square the images are decoded to; default: the model's")
+    size: int | None = Field(None, ge=8, le=4096, description="side of the square the images are decoded to; default: the model's")
     crop_pct: float | None = Field(None, gt=0, le=1, description="resize shorter side to size/crop_pct, center crop")
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
     channels: Literal[1, 3] = 3

@@ -29,7 +29,7 @@ UNLABELED = -1
 
 class PackagedParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    size: int | None = Field(None, ge=8, description="side of the square the images are decoded to; default: the model's")
+    size: int | None = Field(None, ge=8, le=4096, description="side of the square the images are decoded to; default: the model's")
     crop_pct: float | None = Field(None, gt=0, le=1, description="resize shorter side to size/crop_pct, center crop")
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import os
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.cache import ArrayCache
+from nonxfer_bench.core.environment import gigabytes
 from nonxfer_bench.core.hashing import keyed_generator, stable_hash
 from nonxfer_bench.datasets.base import ImageSet, load_cached
 from nonxfer_bench.encoders import ENCODERS, Encoder
@@ -76,7 +76,7 @@ class Release:
     def __init__(self, images: torch.Tensor, model: ZooModel) -> None:
         self.images, self.model = images, model
         float_bytes = 4 * len(images) * math.prod(model.input_size)
-        keep = float_bytes <= float(os.environ.get("NXB_RELEASE_MAX_GB", "2")) * 1e9
+        keep = float_bytes <= gigabytes("NXB_RELEASE_MAX_GB") * 1e9
         self.prepared = self.convert(images) if keep else None
 
     def convert(self, images: torch.Tensor) -> torch.Tensor:
@@ -177,9 +177,9 @@ class Runner:
                 self.on_group(group, [self.store.cells[k] for k in group.cells.values()], None)
         results = self.executor.run(self, pending)
         for group, cells, sample_rows in tqdm(results, total=len(pending), desc=f"suite {self.suite.name}", unit="encoding"):
+            sample = self.save_sample(group, sample_rows)  # before the cells: a kill after storing them loses no grid
             self.store.add(cells)
             computed += 1
-            sample = self.save_sample(group, sample_rows)
             if sample is not None:
                 samples[group.label] = sample
             if self.on_group:
@@ -233,7 +233,8 @@ class Runner:
             if self.attack(step).cache_outputs
             for draw in range(draws[step])
         }
-        reuse = {cell for cell, keys in output_keys.items() if all(key in outputs for key in keys)}  # all batches or none: draws are sequential
+        held = {cell: [outputs.get(key) for key in keys] for cell, keys in output_keys.items()}  # mapped now: eviction cannot take them
+        reuse = {cell for cell, hits in held.items() if all(hit is not None for hit in hits)}  # all batches or none: draws are sequential
         psnr_encoded: list[torch.Tensor] = []
         psnr_stored: list[torch.Tensor] = []
         psnr_attacked: dict[AttackStep, list[torch.Tensor]] = defaultdict(list)
@@ -266,7 +267,7 @@ class Runner:
                 for draw in range(draws[step]):
                     cached_key = output_keys[(step, draw)][start // size] if (step, draw) in output_keys else None
                     if (step, draw) in reuse:
-                        attacked = torch.from_numpy(outputs.get(cached_key)[0])
+                        attacked = torch.from_numpy(held[(step, draw)][start // size][0])
                     else:
                         attacked = self.attack(step)(encoding.images, step.strength, attack_generators[(step, draw)])
                         if cached_key is not None:

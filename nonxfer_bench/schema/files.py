@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ def key_path(loc: tuple) -> str:
 
 MAX_YAML_CHARACTERS = 1 << 20  # suites and zoo files are a few KB
 MAX_YAML_VALUES = 100_000  # values after alias expansion; the largest shipped suite has a few hundred
+MAX_YAML_DEPTH = 64  # nested [ ] / { } levels; PyYAML's scanner slows down quadratically with them
+_QUOTED_OR_COMMENT = re.compile(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"|(?:^|\s)#[^\n]*")
 
 
 class _SafeLoader(yaml.SafeLoader):
@@ -80,6 +83,12 @@ def parse_yaml(text: str, where: str) -> Any:
     one :class:`UserError` naming ``where``."""
     if len(text) > MAX_YAML_CHARACTERS:
         raise UserError(f"{where}: {len(text):,} characters; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,}")
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", _QUOTED_OR_COMMENT.sub("", text)):
+        depth = depth + 1 if bracket in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    if deepest > MAX_YAML_DEPTH:
+        raise UserError(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels; refusing to read it")
     loader = _SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -92,8 +101,8 @@ def parse_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        raise UserError(f"{where}:{line} not valid YAML ({excerpt(problem, 160).strip(chr(39))})") from None
+        problem = str(getattr(error, "problem", None) or error)
+        raise UserError(f"{where}:{line} not valid YAML ({problem if len(problem) <= 160 else problem[:157] + '...'})") from None
     finally:
         loader.dispose()
 

