@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nonxfer_bench.cache import ArrayCache
 from nonxfer_bench.cli import main
+from nonxfer_bench.core.cache import ArrayCache
 from tests.conftest import digits_suite
 from tests.hostile.conftest import refused
 
 HAMMER = textwrap.dedent(
     """
     import sys, numpy as np
-    from nonxfer_bench.cache import ArrayCache
+    from nonxfer_bench.core.cache import ArrayCache
     cache = ArrayCache("race", limit_bytes=6000)
     rng = np.random.default_rng(int(sys.argv[1]))
     for i in range(150):

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from tests.conftest import DIGITS_ZOO, digits_suite
-from tests.hostile.conftest import error_line, refused, run_cli
+from tests.hostile.conftest import error_line, refused, run_cli, suite_with_zoo
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -59,7 +59,7 @@ def test_hostile_input_images(tmp_path: Path, cwd: Path, digits_zoo: Path, kind:
     (source / "a.png").write_bytes(good)
     (source / "b.png").write_bytes(IMAGES[kind]())
     outcome = run_cli("encode", source, tmp_path / "out", "--zoo", digits_zoo, "--model", "vit_a", "--encoder", "patch",
-                      "--strength", "20", "--seed-key", "k", cwd=cwd)
+                      "--strength", "20", "--seed-key", "k", cwd=cwd, isolate=kind == "decompression bomb")
     if kind.startswith("one pixel"):  # tiny but valid: resized like any other image
         assert outcome.code == 0, outcome.err[-2000:]
         return
@@ -93,8 +93,8 @@ def test_hostile_weight_files(tmp_path: Path, cwd: Path, digits_zoo: Path, name:
     models[1]["weights"] = {"source": "file", "path": str(weights)}
     for model in models[::2]:
         model["weights"]["path"] = str(digits_zoo.parent / model["weights"]["path"])
-    suite = digits_suite(tmp_path, digits_zoo, zoo=models, dataset={"name": "digits", "limit": 20})
-    refused("run", suite, "--no-tracking", cwd=cwd, expected=(name,))
+    suite = suite_with_zoo(tmp_path, digits_zoo, models, dataset={"name": "digits", "limit": 20})
+    refused("run", suite, "--no-tracking", cwd=cwd, expected=(name,), isolate=name.startswith("pickle"))
     assert not (cwd / "pwned").exists()
 
 
@@ -124,7 +124,7 @@ def test_hostile_dataset_files(tmp_path: Path, cwd: Path, digits_zoo: Path, kind
     (root / "t10k-images-idx3-ubyte.gz").write_bytes(IDX_FILES[kind]())
     (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + struct.pack(">I", 10) + bytes(10)))
     suite = digits_suite(tmp_path, digits_zoo, dataset={"name": "fashion_mnist", "params": {"root": str(root)}, "limit": 5})
-    refused("run", suite, "--no-tracking", cwd=cwd, expected=("t10k-images-idx3-ubyte.gz",))
+    refused("run", suite, "--no-tracking", cwd=cwd, expected=("t10k-images-idx3-ubyte.gz",), isolate=kind == "declares 2^32 images")
 
 
 SUITE_FILES = {
@@ -159,8 +159,8 @@ def test_package_weight_source_imports_nothing(tmp_path: Path, cwd: Path, digits
     for model in models:
         model["weights"] = {"source": "none"}
     models[1]["weights"] = {"source": "package", "package": "evilpkg.sub", "file": "models/*.pth"}
-    suite = digits_suite(tmp_path, digits_zoo, zoo=models)
-    refused("run", suite, "--no-tracking", cwd=cwd, env={"PYTHONPATH": str(tmp_path / "site")}, expected=("evilpkg",))
+    suite = suite_with_zoo(tmp_path, digits_zoo, models)
+    refused("run", suite, "--no-tracking", cwd=cwd, env={"PYTHONPATH": str(tmp_path / "site")}, expected=("evilpkg",), isolate=True)
     assert not (cwd / "IMPORTED").exists() and not (cwd / "IMPORTED_SUB").exists()
 
 

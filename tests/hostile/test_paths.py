@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from tests.conftest import DIGITS_ZOO, digits_suite
-from tests.hostile.conftest import refused, run_cli
+from tests.hostile.conftest import refused, run_cli, suite_with_zoo
 
 BAD_NAMES = [".", "..", "...", "a/b", "../x", "a\\b", ".hidden", "", "x\x00y", "-rf", "a" * 300, "ok\n"]
 
@@ -35,7 +35,7 @@ def test_inline_zoo_model_name_must_be_plain(tmp_path: Path, cwd: Path, digits_z
     for model in models:
         model["weights"] = {"source": "none"}
     models[0]["name"] = ".."
-    suite = digits_suite(tmp_path, digits_zoo, zoo=models, authorized=[".."])
+    suite = suite_with_zoo(tmp_path, digits_zoo, models, authorized=[".."])
     refused("list", "models", suite, cwd=cwd, expected=("zoo[0].name",))
 
 

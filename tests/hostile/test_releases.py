@@ -49,8 +49,8 @@ def release(pristine: tuple[Path, Path], tmp_path: Path) -> Path:
     return copy
 
 
-def verify(release: Path, zoo: Path, cwd: Path, *extra: str):
-    return run_cli("verify", release, "--zoo", zoo, "--models", "vit_a", *extra, cwd=cwd)
+def verify(release: Path, zoo: Path, cwd: Path, *extra: str, isolate: bool = False):
+    return run_cli("verify", release, "--zoo", zoo, "--models", "vit_a", *extra, cwd=cwd, isolate=isolate)
 
 
 def edit_manifest(release: Path, change) -> None:
@@ -77,7 +77,7 @@ def test_encode_never_mixes_input_and_output(tmp_path: Path, cwd: Path, digits_z
 
 def test_killed_re_encode_leaves_the_old_release_whole(pristine: tuple[Path, Path], release: Path, cwd: Path, digits_zoo: Path) -> None:
     before = tree_digest(release)
-    killed = run_cli(*encode_args(pristine[0], release, digits_zoo, strength="30"), cwd=cwd, env={"NXB_FAULT": "release_image_written:3"})
+    killed = run_cli(*encode_args(pristine[0], release, digits_zoo, strength="30"), cwd=cwd, env={"NXB_FAULT": "release_image_written:3"}, isolate=True)
     assert killed.code == -9, killed.err[-2000:]
     assert tree_digest(release) == before
     assert verify(release, digits_zoo, cwd).code == 0
@@ -85,7 +85,7 @@ def test_killed_re_encode_leaves_the_old_release_whole(pristine: tuple[Path, Pat
 
 def test_killed_first_encode_leaves_no_release(pristine: tuple[Path, Path], tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     output = tmp_path / "new"
-    killed = run_cli(*encode_args(pristine[0], output, digits_zoo), cwd=cwd, env={"NXB_FAULT": "release_image_written:3"})
+    killed = run_cli(*encode_args(pristine[0], output, digits_zoo), cwd=cwd, env={"NXB_FAULT": "release_image_written:3"}, isolate=True)
     assert killed.code == -9
     assert not output.exists() or not any(output.iterdir())
     error_line(verify(output, digits_zoo, cwd), "manifest.json")
@@ -121,7 +121,7 @@ MANIFEST_EDITS = {
 def test_verify_refuses_a_manifest_it_cannot_trust(release: Path, tmp_path: Path, cwd: Path, digits_zoo: Path, edit: str) -> None:
     (tmp_path / "outside.png").write_bytes((release / "class0" / "img0.png").read_bytes())
     edit_manifest(release, MANIFEST_EDITS[edit])
-    error_line(verify(release, digits_zoo, cwd), "manifest.json")
+    error_line(verify(release, digits_zoo, cwd, isolate=edit == "huge number"), "manifest.json")
 
 
 def test_verify_refuses_a_source_outside_the_originals(pristine: tuple[Path, Path], release: Path, cwd: Path, digits_zoo: Path) -> None:
@@ -151,4 +151,4 @@ def test_verify_refuses_a_damaged_manifest(release: Path, cwd: Path, digits_zoo:
     path = release / "manifest.json"
     path.write_bytes({"not json": b"{images: [", "empty": b"", "binary": os.urandom(256),
                       "huge": b'{"images": [' + b'{"file": "x.png"},' * 3_000_000 + b"{}]}"}[damage])
-    error_line(verify(release, digits_zoo, cwd), "manifest.json")
+    error_line(verify(release, digits_zoo, cwd, isolate=damage == "huge"), "manifest.json")

@@ -68,25 +68,25 @@ KINDS = ["dead", "silent", "backlog", "error", "garbage"]
 def test_run_against_a_broken_server(tmp_path: Path, cwd: Path, digits_zoo: Path, kind: str) -> None:
     with server(kind) as address:
         suite = digits_suite(tmp_path, digits_zoo, tracking={"enabled": True, "uri": f"http://{address}"})
-        refused("run", suite, cwd=cwd, timeout=BOUND, expected=("MLflow", address))
+        refused("run", suite, cwd=cwd, timeout=BOUND, isolate=True, expected=("MLflow", address))
 
 
 def test_https_to_a_plain_http_port(tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     with server("http") as address:
         suite = digits_suite(tmp_path, digits_zoo, tracking={"enabled": True, "uri": f"https://{address}"})
-        refused("run", suite, cwd=cwd, timeout=BOUND, expected=("MLflow", address))
+        refused("run", suite, cwd=cwd, timeout=BOUND, isolate=True, expected=("MLflow", address))
 
 
 @pytest.mark.parametrize(("kind", "command"), [(kind, "leaderboard") for kind in KINDS] + [("silent", "report"), ("dead", "report")])
 def test_reading_back_from_a_broken_server(cwd: Path, kind: str, command: str) -> None:
     with server(kind) as address:
-        refused(command, "--experiment", "x", "--tracking-uri", f"http://{address}", cwd=cwd, timeout=BOUND, expected=(address,))
+        refused(command, "--experiment", "x", "--tracking-uri", f"http://{address}", cwd=cwd, timeout=BOUND, isolate=True, expected=(address,))
 
 
 def test_tracking_uri_from_the_environment_is_probed(tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     suite = digits_suite(tmp_path, digits_zoo)
     with server("silent") as address:
-        refused("leaderboard", suite, "--mlflow", cwd=cwd, timeout=BOUND, env={"MLFLOW_TRACKING_URI": f"http://{address}"},
+        refused("leaderboard", suite, "--mlflow", cwd=cwd, timeout=BOUND, isolate=True, env={"MLFLOW_TRACKING_URI": f"http://{address}"},
                 expected=(address,))
 
 
@@ -97,5 +97,5 @@ def test_tracking_uri_from_the_environment_is_probed(tmp_path: Path, cwd: Path, 
     ids=["ftp", "no host", "bad ipv6", "port out of range", "no scheme", "empty sqlite", "long"],
 )
 def test_malformed_tracking_uris(cwd: Path, uri: str) -> None:
-    line = refused("leaderboard", "--experiment", "x", "--tracking-uri", uri, cwd=cwd, timeout=BOUND)
+    line = refused("leaderboard", "--experiment", "x", "--tracking-uri", uri, cwd=cwd, timeout=BOUND, isolate=True)
     assert len(line) < 600

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import digits_suite
 from tests.hostile.conftest import refused
 
 LAUGHS = "\n".join(
@@ -46,36 +47,54 @@ CASES = [(name, "list models") for name in bombs()] + [
 def test_suite_bombs(tmp_path: Path, cwd: Path, name: str, command: str) -> None:
     suite = tmp_path / "bomb.yaml"
     suite.write_text(bombs()[name])
-    refused(*command.split(), suite, cwd=cwd, expected=(str(suite),))
+    refused(*command.split(), suite, cwd=cwd, expected=(str(suite),), isolate=True)
 
 
-@pytest.mark.parametrize("name", ["billion laughs at the top", "recursive alias", "deep nesting", "huge file"])
-def test_zoo_and_diffusion_spec_bombs(tmp_path: Path, cwd: Path, name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [("billion laughs at the top", "zoo train"), ("recursive alias", "train diffusion"), ("deep nesting", "encode"),
+     ("huge file", "zoo train"), ("laughs in mapping merges", "train diffusion")],
+)
+def test_zoo_and_diffusion_spec_bombs(tmp_path: Path, cwd: Path, name: str, command: str) -> None:
+    """The zoo file of `zoo train` and `encode --zoo`, and the DDPM config of `train diffusion`."""
     path = tmp_path / "bomb.yaml"
     path.write_text(bombs()[name])
-    refused("zoo", "train", path, cwd=cwd, expected=(str(path),))
-    refused("train", "diffusion", path, cwd=cwd, expected=(str(path),))
-    refused("encode", tmp_path, tmp_path / "out", "--zoo", path, "--model", "m", "--encoder", "patch", "--strength", "20",
-            "--seed-key", "k", cwd=cwd, expected=(str(path),))
+    args = {
+        "zoo train": ["zoo", "train", path],
+        "train diffusion": ["train", "diffusion", path],
+        "encode": ["encode", tmp_path, tmp_path / "out", "--zoo", path, "--model", "m", "--encoder", "patch", "--strength", "20", "--seed-key", "k"],
+    }[command]
+    refused(*args, cwd=cwd, expected=(str(path),), isolate=True)
+
+
+ONE_LINE_LAUGHS = "[&a0 [x,x,x,x,x,x,x,x,x,x], " + ", ".join(f"&a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)) + "]"
 
 
 @pytest.mark.parametrize(
     "value",
-    ["&a [x,x,x,x,x,x,x,x,x,x]", "[" * 5000 + "]" * 5000, "&r [*r]", "{a: " * 3000 + "1" + "}" * 3000],
-    ids=["anchor", "deep list", "recursive", "deep mapping"],
+    [ONE_LINE_LAUGHS, "[" * 5000 + "]" * 5000, "&r [*r]", "{a: " * 3000 + "1" + "}" * 3000, "a: 1\na: 2"],
+    ids=["laughs", "deep list", "recursive", "deep mapping", "duplicate key"],
 )
 def test_encoder_param_bombs(tmp_path: Path, cwd: Path, value: str) -> None:
     """``--param NAME=VALUE`` reads VALUE as YAML: a hostile value is one line, and the echo is bounded."""
     (tmp_path / "in").mkdir()
     line = refused("encode", tmp_path / "in", tmp_path / "out", "--zoo", tmp_path / "none.yaml", "--model", "m",
                    "--encoder", "patch", "--strength", "20", "--seed-key", "k", "--param", f"k={value}", cwd=cwd,
-                   expected=("--param",))
+                   expected=("--param",), isolate=True)
     assert len(line) < 400
 
 
-def test_long_value_is_not_echoed_whole(tmp_path: Path, cwd: Path) -> None:
-    """A wrong-typed value of 200 KB is named in a bounded excerpt, not copied into the message."""
-    suite = tmp_path / "long.yaml"
-    suite.write_text("name: ok\nbatch_size: '" + "9" * 200_000 + "x'\n")
-    line = refused("list", "models", suite, cwd=cwd, expected=("batch_size",))
+@pytest.mark.parametrize("key", ["batch_size", "name", "unknown"])
+def test_long_value_is_not_echoed_whole(tmp_path: Path, cwd: Path, digits_zoo: Path, key: str) -> None:
+    """A wrong value (or an unknown key) of 200 KB is named in a bounded excerpt, not copied into the message."""
+    long = "9" * 200_000 + "x"
+    suite = digits_suite(tmp_path, digits_zoo, **({long: 1} if key == "unknown" else {key: long}))
+    line = refused("list", "models", suite, cwd=cwd, expected=("key '",))
     assert len(line) < 600
+
+
+def test_duplicate_keys_are_refused(tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
+    """YAML would let the second ``batch_size`` win silently."""
+    suite = digits_suite(tmp_path, digits_zoo)
+    suite.write_text(suite.read_text() + "batch_size: 7\n")
+    refused("list", "models", suite, cwd=cwd, expected=("duplicate key 'batch_size'", "line"))
