@@ -5,17 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core import faults
+from nonxfer_bench.core.atomic import atomic_write, staged_folder
+from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.schema.files import validate
 from nonxfer_bench.schema.storage import parse_format
+from nonxfer_bench.schema.suite import MAX_SIDE
 from nonxfer_bench.storage.formats import apply_storage, is_16bit, read_image, write_image
 
 MANIFEST = "manifest.json"
+VERIFY = "verify.json"  # written by verify beside the manifest
+MAX_MANIFEST_BYTES = 256 << 20
 
 
 def decode_source(path: Path, size: int, crop_pct: float, channels: int, interpolation: str) -> tuple[torch.Tensor, list[str]]:
@@ -144,8 +151,7 @@ def encode_folder(
             raise UserError(f"--strength: {error}") from None
     files = list_sources(source)
     output = Path(output)
-    if output.resolve() == Path(source).resolve():
-        raise UserError(f"{output}: output folder must differ from the input folder")
+    _check_output(Path(source), output)
     targets: dict[Path, Path] = {}
     for relative in files:
         target = relative.with_suffix(storage.suffix)
@@ -156,55 +162,67 @@ def encode_folder(
     decode = dataset_preprocessing(model.preprocessing)
     channels = model.input_size[0]
     entries, notes = [], {}
-    bar = tqdm(total=len(files), desc=f"encode {model_name}/{encoder_name}@{strength:g} -> {storage.name}", unit="img", disable=not progress)
-    for batch_index, start in enumerate(range(0, len(files), batch_size)):
-        batch_files = files[start : start + batch_size]
-        decoded = []
-        for relative in batch_files:
-            image, image_notes = decode_source(Path(source) / relative, decode["size"], decode["crop_pct"], channels, decode["interpolation"])
-            for note in image_notes:
-                notes[note] = notes.get(note, 0) + 1
-            decoded.append(image)
-        clean = model.prepare(torch.stack(decoded))
-        with torch.no_grad():
-            encoding = encoder.encode(clean, model, strength, keyed_generator(seed_key, "encode", batch_index))
-        stored = apply_storage(encoding.images, storage)
-        psnr = psnr_per_image(clean, stored)
-        for relative, image, encoded_psnr, stored_psnr in zip(batch_files, stored, encoding.achieved_psnr, psnr):
-            target = (output / relative).with_suffix(storage.suffix)
-            write_image(target, image, storage)
-            entries.append(
-                {
-                    "file": target.relative_to(output).as_posix(),
-                    "source": relative.as_posix(),
-                    "encoded_psnr": _round(encoded_psnr),
-                    "psnr": _round(stored_psnr),
-                }
-            )
-        bar.update(len(batch_files))
-    bar.close()
-    finite = [e["psnr"] for e in entries if e["psnr"] is not None]
-    manifest = {
-        "nonxfer_bench": nonxfer_bench.__version__,
-        "format": storage.name,
-        "encoder": {
-            "name": encoder_name,
-            "params": encoder.params.model_dump(mode="json"),
-            "version": type(encoder).version,
-            "strength": strength,
-            "strength_unit": type(encoder).strength_unit,
-        },
-        "model": {"name": spec.name, "arch": spec.arch, "identity_hash": model_identity_hash(spec)},
-        "key_id": key_id(seed_key),
-        "decode": {**decode, "channels": channels},
-        "release_size": list(model.input_size),
-        "psnr_mean": round(sum(finite) / len(finite), 4) if finite else None,
-        "psnr_min": min(finite) if finite else None,
-        "notes": notes,
-        "images": entries,
-    }
-    (output / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    with staged_folder(output) as staging:  # the new release appears whole (manifest last), or the old one stays
+        bar = tqdm(total=len(files), desc=f"encode {model_name}/{encoder_name}@{strength:g} -> {storage.name}", unit="img", disable=not progress)
+        for batch_index, start in enumerate(range(0, len(files), batch_size)):
+            batch_files = files[start : start + batch_size]
+            decoded = []
+            for relative in batch_files:
+                image, image_notes = decode_source(Path(source) / relative, decode["size"], decode["crop_pct"], channels, decode["interpolation"])
+                for note in image_notes:
+                    notes[note] = notes.get(note, 0) + 1
+                decoded.append(image)
+            clean = model.prepare(torch.stack(decoded))
+            with torch.no_grad():
+                encoding = encoder.encode(clean, model, strength, keyed_generator(seed_key, "encode", batch_index))
+            stored = apply_storage(encoding.images, storage)
+            psnr = psnr_per_image(clean, stored)
+            for relative, image, encoded_psnr, stored_psnr in zip(batch_files, stored, encoding.achieved_psnr, psnr):
+                target = (staging / relative).with_suffix(storage.suffix)
+                write_image(target, image, storage)
+                faults.point("release_image_written")
+                entries.append(
+                    {
+                        "file": target.relative_to(staging).as_posix(),
+                        "source": relative.as_posix(),
+                        "encoded_psnr": _round(encoded_psnr),
+                        "psnr": _round(stored_psnr),
+                    }
+                )
+            bar.update(len(batch_files))
+        bar.close()
+        finite = [e["psnr"] for e in entries if e["psnr"] is not None]
+        manifest = {
+            "nonxfer_bench": nonxfer_bench.__version__,
+            "format": storage.name,
+            "encoder": {
+                "name": encoder_name,
+                "params": encoder.params.model_dump(mode="json"),
+                "version": type(encoder).version,
+                "strength": strength,
+                "strength_unit": type(encoder).strength_unit,
+            },
+            "model": {"name": spec.name, "arch": spec.arch, "identity_hash": model_identity_hash(spec)},
+            "key_id": key_id(seed_key),
+            "decode": {**decode, "channels": channels},
+            "release_size": list(model.input_size),
+            "psnr_mean": round(sum(finite) / len(finite), 4) if finite else None,
+            "psnr_min": min(finite) if finite else None,
+            "notes": notes,
+            "images": entries,
+        }
+        atomic_write(staging / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
+
+
+def _check_output(source: Path, output: Path) -> None:
+    """The output folder neither contains nor lies inside the input folder (encode would read its own
+    release, or mix it with the originals), and an existing output is a release that may be replaced."""
+    source_real, output_real = source.resolve(), output.resolve()
+    if output_real == source_real or output_real.is_relative_to(source_real) or source_real.is_relative_to(output_real):
+        raise UserError(f"{output}: the output folder and the input folder {source} must not contain each other; choose a folder outside the input")
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST).is_file())):
+        raise UserError(f"{output}: exists and is not a release (no {MANIFEST}); choose a new or empty folder, it is replaced as a whole")
 
 
 def _round(value: torch.Tensor) -> float | None:
@@ -212,14 +230,104 @@ def _round(value: torch.Tensor) -> float | None:
     return round(value, 4) if math.isfinite(value) else None
 
 
+class ManifestImage(BaseModel):
+    """One released file: its path in the release and the source image it came from."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    file: str = Field(min_length=1, max_length=4096)
+    source: str = Field(min_length=1, max_length=4096)
+
+
+class ManifestModel(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str
+    arch: str
+    identity_hash: str
+
+
+class ManifestEncoder(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    name: str
+    strength: float
+
+
+class ManifestDecode(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    size: int = Field(ge=1, le=MAX_SIDE)
+    crop_pct: float = Field(gt=0, le=1)
+    channels: int = Field(ge=1, le=4)
+    interpolation: Literal["bilinear", "bicubic", "nearest"]
+
+
+class Manifest(BaseModel):
+    """What ``verify`` relies on in ``manifest.json``; anything else is refused with one line."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    format: str
+    encoder: ManifestEncoder
+    model: ManifestModel
+    key_id: str
+    decode: ManifestDecode
+    release_size: tuple[int, int, int] | None = None
+    images: list[ManifestImage] = Field(min_length=1)
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        parse_format(value)  # ValueError names the valid formats
+        return value
+
+    @field_validator("release_size")
+    @classmethod
+    def _size(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and not all(1 <= v <= MAX_SIDE for v in value):
+            raise ValueError(f"release_size {list(value)} is outside 1..{MAX_SIDE}")
+        return value
+
+
 def read_manifest(release: Path) -> dict:
+    """``manifest.json`` of a release, checked against :class:`Manifest` (bounded size, one line on any problem)."""
     path = Path(release) / MANIFEST
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         raise UserError(f"{release}: no {MANIFEST} (not a folder written by `nonxfer-bench encode`)")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise UserError(f"{path}: {path.stat().st_size:,} bytes; a manifest has at most {MAX_MANIFEST_BYTES:,}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path}: not valid JSON ({error})") from None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{path}: not valid JSON ({excerpt(str(error), 120)})") from None
+    validate(Manifest, data, path)
+    return data
+
+
+def _inside(root: Path, name: str, what: str, where: str) -> Path:
+    """``root / name`` for a relative POSIX path from the manifest that stays inside ``root``."""
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts or "\\" in name or not relative.parts:
+        raise UserError(f"{where}: {what} {excerpt(name)} is not a relative path inside the folder (no '..', not absolute)")
+    return root / relative
+
+
+def vouched_files(release: Path, manifest: dict) -> list[Path]:
+    """The release's image files in manifest order, refusing any listed file that is missing, duplicated,
+    outside the release or a symbolic link, and any file in the release that the manifest does not list."""
+    where = str(release / MANIFEST)
+    files = [_inside(release, e["file"], f"images[{i}].file", where) for i, e in enumerate(manifest["images"])]
+    seen: set[Path] = set()
+    for i, path in enumerate(files):
+        if path in seen:
+            raise UserError(f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is listed twice")
+        seen.add(path)
+        if any(part.is_symlink() for part in (path, *path.parents) if part.is_relative_to(release) and part != release):
+            raise UserError(f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is a symbolic link; a release holds plain files")
+        if not path.is_file():
+            raise UserError(f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is missing from the release")
+    allowed = seen | {release / MANIFEST, release / VERIFY}
+    extra = sorted(str(p.relative_to(release)) for p in release.rglob("*") if (p.is_file() or p.is_symlink()) and p not in allowed)
+    if extra:
+        more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
+        raise UserError(f"{release}: files the manifest does not list: {', '.join(excerpt(e, 60) for e in extra[:3])}{more}; the release was changed after encode")
+    return files
 
 
 def verify_release(
@@ -244,10 +352,7 @@ def verify_release(
     names = model_names or [m.name for m in models]
     specs = [_pick(models, name, Path(zoo)) for name in names]
     entries = manifest["images"]
-    images = []
-    for entry in tqdm(entries, desc="read release", unit="img", disable=not progress):
-        image, _ = read_image(release / entry["file"])
-        images.append(image)
+    images = [read_image(path)[0] for path in tqdm(vouched_files(release, manifest), desc="read release", unit="img", disable=not progress)]
     shapes = {tuple(i.shape) for i in images}
     if len(shapes) != 1:
         raise UserError(f"{release}: released images differ in shape ({', '.join(map(str, sorted(shapes)))})")
@@ -257,8 +362,9 @@ def verify_release(
         decode = manifest["decode"]
         clean = torch.stack(
             [
-                decode_source(Path(originals) / e["source"], decode["size"], decode["crop_pct"], decode["channels"], decode["interpolation"])[0]
-                for e in tqdm(entries, desc="read originals", unit="img", disable=not progress)
+                decode_source(_inside(Path(originals), e["source"], f"images[{i}].source", str(release / MANIFEST)),
+                              decode["size"], decode["crop_pct"], decode["channels"], decode["interpolation"])[0]
+                for i, e in enumerate(tqdm(entries, desc="read originals", unit="img", disable=not progress))
             ]
         )
     labels = None
@@ -296,7 +402,7 @@ def verify_release(
         "classes": classes,
         "models": rows,
     }
-    (release / "verify.json").write_text(json.dumps(result, indent=1))
+    atomic_write(release / VERIFY, json.dumps(result, indent=1))
     return result
 
 
