@@ -31,6 +31,9 @@ TIME_LIMIT = 60.0
 MEMORY_LIMIT = 6 << 30  # address space: torch's import needs about 3 GiB of it, a bomb needs far more
 MAX_LINE = 1000  # an error line echoes at most ~80 characters of any value, so a long line is a leak
 COMMITTED = (REPO / "suites", REPO / "results")
+# tqdm's progress bar ("desc:  40%|####  | 2/5 [00:01<00:01, 2.0img/s]"), drawn in-process (TQDM_DISABLE only
+# takes effect in a fresh process); it is not an error line
+PROGRESS = re.compile(r"[^\r\n]*?\d+%\|[^|\r\n]*\|[^\]\r\n]*\]")
 
 
 @dataclass
@@ -103,7 +106,7 @@ def _in_process(argv: list[str], cwd: Path, env: dict[str, str]) -> Outcome:
 
 def error_line(outcome: Outcome, *expected: str) -> str:
     """Assert a clean refusal: exit 2, one short ``nonxfer-bench: error:`` line containing ``expected``, no traceback."""
-    lines = [line for line in re.split(r"[\r\n]", outcome.err) if line.strip()]
+    lines = [line for line in re.split(r"[\r\n]", PROGRESS.sub("", outcome.err)) if line.strip()]
     context = f"`nonxfer-bench {' '.join(outcome.argv)[:300]}` -> exit {outcome.code}\n{outcome.err[-3000:]}"
     assert "Traceback" not in outcome.err, context
     assert outcome.code == 2, context
