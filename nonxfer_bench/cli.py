@@ -197,7 +197,7 @@ def _read_cells(args: argparse.Namespace):
     from nonxfer_bench.execution.plan import plan_suite
     from nonxfer_bench.execution.store import CellStore
 
-    store = CellStore(suite.run_dir() / "cells.jsonl")
+    store = CellStore(suite.run_dir() / "cells.jsonl", writable=False)  # read-only: never truncates or locks
     keys = [key for group in plan_suite(suite) for key in group.cells.values()]
     if not any(key in store for key in keys):
         raise UserError(f"{args.suite}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
