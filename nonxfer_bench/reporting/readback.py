@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from nonxfer_bench.core.errors import UserError
-from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT
+from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT, check_tracking_uri, shown_uri
 
 
 @dataclass
@@ -49,15 +49,16 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
     """The cells of the latest invocation in ``experiment`` (or of parent run ``run_id``) at ``uri``."""
     import mlflow
 
+    check_tracking_uri(uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():  # reading must not create one
         raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; run the suite with tracking first or give --tracking-uri")
     mlflow.set_tracking_uri(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)
     except Exception as error:  # unreachable servers raise many types
-        raise UserError(f"MLflow tracking at {uri} is not usable: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"MLflow tracking at {shown_uri(uri)} is not usable: {type(error).__name__}: {excerpt((str(error).splitlines() or [''])[0], 200)}") from None
     if found is None:
-        raise UserError(f"--experiment {experiment!r}: no such MLflow experiment at {uri}")
+        raise UserError(f"--experiment {excerpt(experiment)}: no such MLflow experiment at {shown_uri(uri)}")
     runs = mlflow.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
     if "tags.mlflow.parentRunId" not in runs or "tags.nxb.kind" not in runs:
         raise UserError(f"experiment {experiment!r} at {uri} holds no nonxfer-bench group runs; run a suite with tracking first")

@@ -32,13 +32,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import EXCERPT, UserError, excerpt
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.execution.plan import EncodingGroup
 from nonxfer_bench.schema.suite import Suite
@@ -59,21 +58,70 @@ def tracking_uri(suite: Suite) -> str:
     return f"sqlite:///{(suite.output.dir / 'mlflow.db').resolve()}"
 
 
-def probe_server(uri: str) -> None:
-    """Fail fast with one line if an http(s) tracking server does not accept connections."""
+SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
+HTTP_TIMEOUT = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}  # MLflow's own: 120 s x 7 retries
+
+
+def shown_uri(uri: str) -> str:
+    """A tracking URI for messages: without user and password, at most ~80 characters."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https"):
-        return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        socket.create_connection((parts.hostname, port), timeout=PROBE_SECONDS).close()
-    except OSError as error:
+        parts = urlsplit(uri)
+        if parts.username or parts.password:
+            uri = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    except ValueError:
+        pass
+    uri = uri.replace("\n", " ")
+    return uri if len(uri) <= EXCERPT else f"{uri[: EXCERPT - 3]}..."
+
+
+def check_tracking_uri(uri: str) -> None:
+    """Refuse a tracking URI MLflow cannot use, and probe an http(s) server with one bounded request, so a
+    dead, silent, failing or wrong-protocol server is one line within ``PROBE_SECONDS`` instead of a hang
+    (MLflow retries for minutes). Later MLflow requests get a bounded timeout and retry count too."""
+    import http.client
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    shown = shown_uri(uri)
+    hint = "point MLFLOW_TRACKING_URI, --tracking-uri or the suite's tracking.uri at a usable store, or run with --no-tracking"
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises ValueError for a port outside 0..65535
+    except ValueError as error:
+        raise UserError(f"MLflow tracking URI {shown} is malformed ({error}); {hint}") from None
+    scheme = parts.scheme.partition("+")[0]
+    if scheme and scheme not in SCHEMES and len(scheme) > 1:  # one letter: a Windows drive
+        raise UserError(f"MLflow tracking URI {shown}: unsupported scheme {scheme!r}; valid: {', '.join(SCHEMES)}, or a folder path")
+    if scheme == "sqlite" and not uri.removeprefix("sqlite:///").strip("/"):
+        raise UserError(f"MLflow tracking URI {shown}: no database file; use sqlite:////ABSOLUTE/PATH.db")
+    if scheme not in ("http", "https"):
+        return
+    if not parts.hostname:
+        raise UserError(f"MLflow tracking URI {shown}: no host; use e.g. http://HOST:5000")
+    for name, value in HTTP_TIMEOUT.items():
+        os.environ.setdefault(name, value)
+    url = parts._replace(path=parts.path.rstrip("/") + "/health", query="", fragment="").geturl()
+    context = None
+    if scheme == "https" and os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+        import ssl
+
+        context = ssl._create_unverified_context()  # noqa: S323 - the user asked MLflow for it
+    try:
+        with urllib.request.urlopen(url, timeout=PROBE_SECONDS, context=context) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        reason = getattr(error, "reason", error)
         raise UserError(
-            f"MLflow tracking server {uri} is not reachable ({type(error).__name__}: {error}); start it, point "
-            "MLFLOW_TRACKING_URI or the suite's tracking.uri at a running one, or run with --no-tracking"
+            f"MLflow tracking server {shown} does not answer HTTP within {PROBE_SECONDS:g} s "
+            f"({type(reason).__name__}: {excerpt(str(reason), 100)}); start it or {hint}"
         ) from None
+    if status >= 500:
+        raise UserError(f"MLflow tracking server {shown} answers with HTTP {status}; {hint}")
 
 
 # What another process writing the same store at the same moment looks like: SQLite's lock, the other
@@ -127,7 +175,7 @@ class Tracker:
         mlflow = self.mlflow
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        probe_server(self.uri)
+        check_tracking_uri(self.uri)
         mlflow.set_tracking_uri(self.uri)
         try:
             with creation_lock(self.uri):
