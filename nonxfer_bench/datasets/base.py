@@ -23,7 +23,7 @@ import torch
 from pydantic import BaseModel
 
 from nonxfer_bench.core.cache import ArrayCache
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.core.registry import Registry
 
@@ -122,8 +122,8 @@ def decode_image(path: Path, size: int, crop_pct: float, channels: int, interpol
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray: PIL's convert would clip at 255, not scale
                 image = Image.fromarray((np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0).round().astype(np.uint8))
             return center_crop_pil(image.convert("L" if channels == 1 else "RGB"), size, crop_pct, interpolation)
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"{path}: cannot read image ({error})") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as error:
+        raise UserError(f"{path}: cannot read image ({type(error).__name__}: {excerpt(str(error), 160)})") from None
 
 
 def center_crop_pil(image, size: int, crop_pct: float, interpolation: str = "bicubic") -> torch.Tensor:

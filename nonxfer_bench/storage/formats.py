@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.schema.storage import StorageFormat, parse_format
+
+MAX_PIXELS = 2 * 89_478_485  # PIL refuses images above this (its DecompressionBombError threshold); so do the other readers
 
 
 def _check_batch(images: torch.Tensor) -> None:
@@ -114,14 +116,16 @@ def read_image(path: Path) -> tuple[torch.Tensor, list[str]]:
     notes: list[str] = []
     try:
         if path.suffix.lower() == ".npy":
-            array = np.load(path, allow_pickle=False)
-            if array.ndim != 3 or array.shape[0] not in (1, 3):
-                raise ValueError(f"expected a C x H x W array with 1 or 3 channels, got shape {array.shape}")
-            return torch.from_numpy(array.astype(np.float32)), notes
+            array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header first: a huge shape is not allocated
+            if array.ndim != 3 or array.shape[0] not in (1, 3) or array.shape[1] * array.shape[2] > MAX_PIXELS:
+                raise ValueError(f"expected a C x H x W array with 1 or 3 channels and at most {MAX_PIXELS:,} pixels, got shape {array.shape}")
+            return torch.from_numpy(np.array(array, dtype=np.float32)), notes
         if path.suffix.lower() == ".png":
             import png
 
             width, height, rows, info = png.Reader(filename=str(path)).asDirect()
+            if width * height > MAX_PIXELS:
+                raise ValueError(f"{width} x {height} pixels; at most {MAX_PIXELS:,} are read (a decompression bomb?)")
             planes, depth = info["planes"], info["bitdepth"]
             array = np.vstack([np.asarray(row, dtype=np.uint32) for row in rows]).reshape(height, width, planes)
             if info.get("alpha"):
@@ -140,7 +144,7 @@ def read_image(path: Path) -> tuple[torch.Tensor, list[str]]:
     except UserError:
         raise
     except Exception as error:  # corrupt files surface as many exception types (PIL, pypng, numpy)
-        raise UserError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
+        raise UserError(f"{path}: cannot read image ({type(error).__name__}: {excerpt(str(error), 160)})") from None
 
 
 def is_16bit(path: Path) -> bool:
