@@ -152,3 +152,14 @@ def test_verify_refuses_a_damaged_manifest(release: Path, cwd: Path, digits_zoo:
     path.write_bytes({"not json": b"{images: [", "empty": b"", "binary": os.urandom(256),
                       "huge": b'{"images": [' + b'{"file": "x.png"},' * 3_000_000 + b"{}]}"}[damage])
     error_line(verify(release, digits_zoo, cwd, isolate=damage == "huge"), "manifest.json")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes", "decompression bomb", "zero bytes"])
+def test_verify_refuses_a_hostile_released_image(release: Path, cwd: Path, digits_zoo: Path, damage: str) -> None:
+    from tests.hostile.test_hostile_files import bomb_png
+
+    target = release / "class0" / "img0.png"
+    data = target.read_bytes()
+    target.write_bytes({"truncated": data[: len(data) // 2], "random bytes": os.urandom(2048),
+                        "decompression bomb": bomb_png(60000), "zero bytes": b""}[damage])
+    error_line(verify(release, digits_zoo, cwd, isolate=damage == "decompression bomb"), "img0.png")

@@ -22,7 +22,7 @@ SMALL = {
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory, digits_zoo: Path) -> Path:
-    """The run folder of a small finished digits suite (two encoding groups), computed once for the module."""
+    """The run folder of a small finished digits suite (three encoding groups with `clean`), computed once."""
     root = tmp_path_factory.mktemp("finished")
     suite = digits_suite(root, digits_zoo, **SMALL)
     assert main(["run", str(suite), "--no-tracking"]) == 0
@@ -55,7 +55,7 @@ BAD_LINES = {
     "a string": lambda cell: json.dumps("cell"),
     "null": lambda cell: "null",
     "binary": lambda cell: "\x00\x01\x02",
-    "huge line": lambda cell: json.dumps({**cell, "note": "x" * 5_000_000}),
+    "huge line": lambda cell: json.dumps({"key": cell["key"], "note": "x" * 5_000_000}),
 }
 
 
@@ -102,7 +102,7 @@ def test_sample_grids_survive_a_kill_after_the_store_append(tmp_path: Path, cwd:
     resumed = run_cli("run", suite, "--no-tracking", cwd=cwd)
     assert resumed.code == 0, resumed.err[-2000:]
     samples = sorted(p.name for p in (tmp_path / "runs" / "digits" / "samples").iterdir())
-    assert len(samples) == 2 and all(name.endswith(".png") for name in samples), samples
+    assert len(samples) == 3 and all(name.endswith(".png") for name in samples), samples  # clean + two patch strengths
 
 
 def test_the_store_is_never_truncated_by_a_refused_command(suite: Path, cwd: Path) -> None:
