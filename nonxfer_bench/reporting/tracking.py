@@ -55,7 +55,13 @@ def tracking_uri(suite: Suite) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     if suite.tracking.uri:
         return suite.tracking.uri
-    return f"sqlite:///{(suite.output.dir / 'mlflow.db').resolve()}"
+    store = (suite.output.dir / "mlflow.db").resolve()
+    if any(char in str(store) for char in "?#%"):  # a URI would read them as query, fragment or escape
+        raise UserError(
+            f"output.dir {excerpt(str(suite.output.dir))}: its path contains '?', '#' or '%', which the default SQLite "
+            "tracking URI cannot hold; choose another output.dir, set tracking.uri, or run with --no-tracking"
+        )
+    return f"sqlite:///{store}"
 
 
 SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
