@@ -40,7 +40,7 @@ def _label(encoder: str, strength: float) -> str:
 
 
 def accuracy_vs_strength(frame: pd.DataFrame, models: list[str], metric: str, path: Path) -> Path | None:
-    plain = frame[frame.attack == "identity"].dropna(subset=[metric])
+    plain = frame[frame.baseline].dropna(subset=[metric])
     panels = sorted({(a, e) for a, e in zip(plain.authorized, plain.encoder) if e != "clean"})
     if not panels:
         return None
@@ -69,7 +69,7 @@ def accuracy_vs_strength(frame: pd.DataFrame, models: list[str], metric: str, pa
 
 
 def transfer_heatmap(frame: pd.DataFrame, models: list[str], metric: str, path: Path) -> Path | None:
-    plain = frame[frame.attack == "identity"].dropna(subset=[metric])
+    plain = frame[frame.baseline].dropna(subset=[metric])
     if plain.empty:
         return None
     table = plain.groupby(["authorized", "encoder", "strength", "model"])[metric].mean().unstack("model") * 100
@@ -88,7 +88,7 @@ def transfer_heatmap(frame: pd.DataFrame, models: list[str], metric: str, path: 
 
 
 def attack_curves(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
-    attacked = frame[frame.attack != "identity"].dropna(subset=[metric])
+    attacked = frame[~frame.baseline].dropna(subset=[metric])
     panels = sorted(set(zip(attacked.authorized, attacked.attack)))
     if not panels:
         return None
