@@ -1,4 +1,4 @@
-"""Leaderboard plots (matplotlib, PNG) from a cells frame (:func:`nonxfer_bench.leaderboard.cells_frame`).
+"""Leaderboard plots (matplotlib, PNG) from a cells frame (:func:`nonxfer_bench.reporting.leaderboard.cells_frame`).
 
 Three figures, each a mean over seeds of ``metric`` (accuracy, or agreement for unlabeled data), in %:
 
@@ -8,7 +8,7 @@ Three figures, each a mean over seeds of ``metric`` (accuracy, or agreement for 
 - ``attack_curves.png``: one panel per (authorized model, attack): authorized (solid) and mean
   unauthorized (dashed) against the attack strength, one colour per encoding.
 
-The bound scatters are :func:`nonxfer_bench.bounds.write_theory_plots`.
+The bound scatters are :func:`nonxfer_bench.reporting.theory.write_theory_plots`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A suite's cells read back from MLflow: ``mlflow.search_runs`` over one invocation's group runs.
 
 The tracker logs each encoding group's cells, exactly as the cell store holds them, as the group run's
-``cells.json`` artifact (:mod:`nonxfer_bench.tracking`). Reading them back in the groups' start order
+``cells.json`` artifact (:mod:`nonxfer_bench.reporting.tracking`). Reading them back in the groups' start order
 reproduces the store's cell order, so a leaderboard built from MLflow is the one built from the store.
 """
 
