@@ -60,6 +60,7 @@ class GroupServices:
     predict: Callable[[ZooModel, torch.Tensor], torch.Tensor]
     public_images: Callable[[ZooModel], torch.Tensor]
     role: Callable[[str, str], Role]
+    phase: Callable[[EncodingGroup, str], None]  # progress: which stage a group is in
     suite_name: str
     batch_size: int
     sample_images: int
@@ -127,6 +128,7 @@ class GroupComputation:
         attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size)
         context: AttackContext | None = None
         for start in range(0, inputs.count, size):
+            self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: encode")
             clean = inputs.clean(start, size)
             labels = inputs.labels[start : start + size]
             encoding = self.encode(clean, first=start == 0)
@@ -135,6 +137,7 @@ class GroupComputation:
                 for spec_id in dict.fromkeys(id(step.spec) for step in self.steps):
                     self.services.attack(next(s for s in self.steps if id(s.spec) == spec_id)).fit(context)
             context.batch_labels = labels
+            self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: attack and score")
             for step in self.steps:
                 for draw in range(self.draws[step]):
                     attacked = attacked_batches(step, draw, start, encoding.images)
