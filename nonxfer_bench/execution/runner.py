@@ -253,7 +253,7 @@ class Runner:
             psnr_stored.append(psnr_per_image(clean, encoding.images))
             info = encoding.info
             if start == 0 and any(step.spec.name == "identity" for step in steps):
-                bounds = _group_bounds(group, authorized, clean, encoding, {name: self.model(name) for _, name in missing})
+                bounds = _group_bounds(encoder, authorized, clean, encoding, {name: self.model(name) for _, name in missing})
             if context is None:
                 context = AttackContext(authorized, self.model, self.public_images(authorized), encoding.images)
                 for spec_id in dict.fromkeys(id(step.spec) for step in steps):
@@ -348,12 +348,12 @@ def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int
     ]
 
 
-def _group_bounds(group: EncodingGroup, authorized: ZooModel, clean: torch.Tensor, encoding, models: dict) -> tuple[dict, dict]:
+def _group_bounds(encoder: Encoder, authorized: ZooModel, clean: torch.Tensor, encoding, models: dict) -> tuple[dict, dict]:
     """Bound-tightness numbers of one encoding group (``nonxfer_bench.bounds``); never fails a run."""
     try:
         from nonxfer_bench.linalg.bounds import group_bounds
 
-        return group_bounds(authorized, group.encoder.name, group.encoder.params, clean, encoding, models)
+        return group_bounds(authorized, encoder, clean, encoding, models)
     except Exception as error:  # noqa: BLE001 - a diagnostic must not cost the benchmark its cells
         return {"bound/error": f"{type(error).__name__}: {str(error)[:300]}"}, {}
 

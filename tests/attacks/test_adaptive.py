@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from nonxfer_bench.attacks import ATTACKS, AttackContext
 from nonxfer_bench.attacks._subspace_tools import SubspaceRemover, Tiling, excess_variance_directions, first_layer_tiles
 from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.linalg.geometry import ConvGeometry
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 
@@ -281,7 +282,7 @@ def test_denoisers_are_scale_equivariant_on_unclipped_releases(name):
 
 
 def test_tiling_leaves_uncovered_pixels_alone():
-    tiling = Tiling((4, 4), (0, 0))
+    tiling = Tiling(ConvGeometry((4, 4), (4, 4)))
     images = rand(2, 1, 10, 10)
     out = tiling.apply(images, lambda rows: rows * 0)
     assert out[..., :8, :8].abs().max() == 0
