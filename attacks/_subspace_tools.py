@@ -54,7 +54,6 @@ class Lattice:
     geometry: ConvGeometry
     mean: torch.Tensor | None = None  # (1, C, 1, 1)
     std: torch.Tensor | None = None
-    source: str = "explicit"
 
     @property
     def tiling(self) -> "Tiling":
@@ -65,7 +64,7 @@ class Lattice:
         geometry = model.geometry
         if geometry.dilation != (1, 1):
             raise ValueError(f"model {model.name!r}: dilated first layers are not supported")
-        return cls(geometry, model.mean, model.std, model.name)
+        return cls(geometry, model.mean, model.std)
 
     @classmethod
     def resolve(cls, params: LatticeParams, context: "AttackContext | None") -> "Lattice | None":

@@ -132,10 +132,6 @@ class ConvOperator:
     def in_features(self) -> int:
         return math.prod(self.input_shape)
 
-    @property
-    def out_features(self) -> int:
-        return math.prod(self.output_shape)
-
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_scale is None else x * self.input_scale.view(1, -1, 1, 1)
 
