@@ -75,6 +75,8 @@ class Attack(ABC):
     threat_model: ClassVar[str] = "no knowledge: a fixed transformation of the released images"
     # expensive attacks (networks, iterations): the runner caches their outputs per group, step, draw and batch
     cache_outputs: ClassVar[bool] = False
+    # the no-attack step: its cells are the baseline every attack is compared with, and carry the bound numbers
+    baseline: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
