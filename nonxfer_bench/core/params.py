@@ -28,7 +28,7 @@ def describe_error(error: ValidationError, model: type[BaseModel]) -> tuple[str,
     """(key path, one-line message) for the most specific problem of a validation of ``model``.
 
     The key path reads like the file (``attacks[0].params.sigma``; empty for the model as a whole); the
-    message has pydantic's validator prefixes removed and, except for a missing key, the offending value.
+    message has pydantic's validator prefixes removed and, for a key that is there, the offending value.
     """
     first = max(error.errors(), key=lambda e: len(e["loc"]))  # the most specific of a union's errors
     loc = first["loc"]
@@ -38,7 +38,7 @@ def describe_error(error: ValidationError, model: type[BaseModel]) -> tuple[str,
     message = first["msg"]
     for prefix in _VALIDATOR_PREFIXES:
         message = message.removeprefix(prefix)
-    if "input" in first and first["type"] != "missing":
+    if loc and "input" in first and first["type"] != "missing":  # a model-level error's input is everything
         message = f"{message} (got {first['input']!r})"
     return key_path(loc), message
 

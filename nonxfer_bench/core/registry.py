@@ -69,5 +69,6 @@ class Registry(Generic[T]):
             validated = model.model_validate(params or {})
         except ValidationError as error:
             key, message = describe_error(error, model)
-            raise UserError(f"{self.kind} {name!r}: parameter '{key or '(all)'}': {message}") from None
+            where = f"parameter '{key}': " if key else ""
+            raise UserError(f"{self.kind} {name!r}: {where}{message}") from None
         return cls(validated)

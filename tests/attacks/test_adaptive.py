@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from nonxfer_bench.attacks import ATTACKS, AttackContext
 from nonxfer_bench.attacks._subspace_tools import SubspaceRemover, Tiling, excess_variance_directions, first_layer_tiles
+from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.linalg.geometry import ConvGeometry
 from nonxfer_bench.schema.suite import ModelSpec
@@ -253,9 +254,9 @@ def test_torchattacks_budget_is_in_pixel_units_on_unclipped_releases():
 
 
 def test_generic_adapter_validates_class_and_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match=r"^attack 'torchattacks': torchattacks has no attack class 'NotAnAttack'"):
         ATTACKS.create("torchattacks", {"name": "NotAnAttack"})
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match=r"^attack 'torchattacks': FGSM takes no argument\(s\) \['alpha'\]"):
         ATTACKS.create("torchattacks", {"name": "FGSM", "scaled": {"alpha": 0.1}})
     assert ATTACKS.create("torchattacks", {"name": "CW", "scaled": {"c": 2.0}}).parameter(0.5) == {"attack": "CW", "c": 1.0}
 
