@@ -1,47 +1,25 @@
-"""Finished cells, one JSON line each, appended and fsynced: a killed run loses at most the line it was writing."""
+"""Finished cells, one JSON line each (:meth:`Cell.record`), appended and fsynced: a killed run loses at most the line it was writing.
+
+Every line is validated against the cell schema when the store is opened (a line with only a key is not a
+cell); stores written before cells were typed (schema 1) are read as they are. Readers that only look
+(leaderboard, report) open it read-only.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
+
+from pydantic import ValidationError
 
 from nonxfer_bench.core import faults
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.errors import UserError, excerpt
-
-TEXT_FIELDS = ("key", "group", "authorized", "encoder", "attack", "model")
-ROLES = ("authorized", "unauthorized", "control")
-
-
-def cell_problem(cell: Any) -> str | None:
-    """Why a stored line is not a finished cell (None if it is one): the fields every reader relies on must
-    be there with sane types, so a line holding only a key can never pass for a result."""
-    if not isinstance(cell, dict):
-        return f"a JSON {type(cell).__name__}, not an object"
-    for name in TEXT_FIELDS:
-        if not isinstance(cell.get(name), str) or not cell[name]:
-            return f"'{name}' is missing or not a text"
-    if cell.get("role") not in ROLES:
-        return f"'role' is {excerpt(cell.get('role'))}, not one of {', '.join(ROLES)}"
-    for name in ("strength", "attack_strength"):
-        value = cell.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return f"'{name}' is {excerpt(value)}, not a finite number"
-    for name in ("seed", "n"):
-        value = cell.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            return f"'{name}' is {excerpt(value)}, not a count"
-    for name in ("agreement", "accuracy"):
-        value = cell.get(name)
-        if value is None and name == "accuracy":  # unlabeled data
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            return f"'{name}' is {excerpt(value)}, not a fraction in [0, 1]"
-    return None
+from nonxfer_bench.core.params import describe_error
 
 
 class CellStore:
@@ -55,7 +33,7 @@ class CellStore:
     def __init__(self, path: Path, writable: bool = True) -> None:
         self.path = path
         self.writable = writable
-        self.cells: dict[str, dict[str, Any]] = {}
+        self.cells: dict[str, Cell] = {}
         if writable:
             path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
@@ -76,33 +54,33 @@ class CellStore:
         for number, line in enumerate(complete.splitlines(), 1):
             if line.strip():
                 cell = self._parse(line, number)
-                self.cells[cell["key"]] = cell
+                self.cells[cell.key] = cell
 
-    def _parse(self, line: bytes, number: int, strict: bool = True) -> dict[str, Any] | None:
-        """The cell on line ``number``; a line that is not one is one error line (or None if not ``strict``)."""
+    def _parse(self, line: bytes, number: int, strict: bool = True) -> Cell | None:
+        """The cell on line ``number``; a line that is not a whole cell is one error line (None if not ``strict``)."""
         try:
-            cell = json.loads(line.decode())
-            problem = cell_problem(cell)
-        except (ValueError, RecursionError) as error:  # bad UTF-8 or JSON
-            problem = f"not JSON ({excerpt(str(error), 60)})"
-        if problem is None:
-            return cell
+            return Cell.from_record(json.loads(line.decode()))
+        except ValidationError as error:
+            key, message = describe_error(error, Cell)
+            reason = f"'{key}': {message}" if key else message
+        except (ValueError, TypeError, RecursionError) as error:  # bad UTF-8 or JSON, not an object
+            reason = str(error)
         if not strict:
             return None
         raise UserError(
-            f"{self.path}: line {number} is not a finished cell: {problem}; the file was edited or damaged: restore it, "
-            "delete that line (its cell is recomputed) or delete the file"
+            f"{self.path}: line {number} is not a finished cell ({excerpt(reason, 160)}); the file was edited or damaged: "
+            "restore it, delete that line (its cell is recomputed) or delete the file"
         )
 
     def __contains__(self, key: str) -> bool:
         return key in self.cells
 
-    def add(self, cells: list[dict[str, Any]]) -> None:
+    def add(self, cells: list[Cell]) -> None:
         """Append finished cells durably."""
         assert self.writable, "the store was opened read-only"
         if not cells:
             return
-        text = "".join(json.dumps(cell, sort_keys=True) + "\n" for cell in cells)
+        text = "".join(json.dumps(cell.record(), sort_keys=True) + "\n" for cell in cells)
         faults.point("store_append")
         try:
             with open(self.path, "a") as handle:
@@ -113,7 +91,7 @@ class CellStore:
             raise OSError(error.errno, error.strerror, str(self.path)) from error
         faults.point("store_appended")
         for cell in cells:
-            self.cells[cell["key"]] = cell
+            self.cells[cell.key] = cell
 
 
 @contextlib.contextmanager

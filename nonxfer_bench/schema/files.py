@@ -10,20 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from nonxfer_bench.core.errors import UserError, excerpt
-
-
-def key_path(loc: tuple) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif "[" in part or part in ("str", "int", "float", "bool"):  # a union member's tag, not a key
-            continue
-        else:
-            name = str(part) if len(str(part)) <= 40 and str(part).isprintable() else excerpt(str(part), 40)
-            path += f".{name}" if path else name
-    return path or "(top level)"
-
+from nonxfer_bench.core.params import describe_error
 
 MAX_YAML_CHARACTERS = 1 << 20  # suites and zoo files are a few KB
 MAX_YAML_VALUES = 100_000  # values after alias expansion; the largest shipped suite has a few hundred
@@ -126,40 +113,8 @@ def validate(cls: type[BaseModel], data: Any, path: Path) -> Any:
     try:
         return cls.model_validate(data)
     except ValidationError as error:
-        first = max(error.errors(), key=lambda e: len(e["loc"]))  # the most specific of a union's errors
-        key = key_path(first["loc"])
-        message = first["msg"]
-        if first["type"] == "extra_forbidden":
-            fields = _fields_at(cls, tuple(p for p in first["loc"][:-1] if not (isinstance(p, str) and "[" in p)))
-            message = f"unknown key; valid keys here: {', '.join(fields)}" if fields else "unknown key"
-        elif "input" in first and first["type"] not in ("missing",):
-            message = f"{message} (got {excerpt(first['input'])})"
-        raise UserError(f"{path}: key '{key}': {message}") from None
-
-
-def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the schema object at ``loc`` (for 'valid keys' hints)."""
-    current: Any = cls
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(current.model_fields)
-    return []
-
-
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+        key, message = describe_error(error, cls)
+        raise UserError(f"{path}: key '{key or '(top level)'}': {message}") from None
 
 
 def resolve_path(base: Path, path: Path) -> Path:
