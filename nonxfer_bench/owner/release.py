@@ -10,11 +10,12 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.atomic import atomic_write, staged_folder
 from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.schema.files import validate
 from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.schema.suite import MAX_SIDE
@@ -258,7 +259,7 @@ class Manifest(BaseModel):
     key_id: str
     decode: ManifestDecode
     release_size: tuple[int, int, int] | None = None
-    images: list[ManifestImage] = Field(min_length=1)
+    images: list[dict[str, Any]] = Field(min_length=1, description="checked entry by entry (ManifestImage), stopping at the first bad one")
 
     @field_validator("format")
     @classmethod
@@ -286,6 +287,12 @@ def read_manifest(release: Path) -> dict:
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"{path}: not valid JSON ({excerpt(str(error), 120)})") from None
     validate(Manifest, data, path)
+    for i, entry in enumerate(data["images"]):  # one by one: a million bad entries fail at the first, fast
+        try:
+            ManifestImage.model_validate(entry)
+        except ValidationError as error:
+            key, message = describe_error(error, ManifestImage)
+            raise UserError(f"{path}: key 'images[{i}]{'.' + key if key else ''}': {message}") from None
     return data
 
 

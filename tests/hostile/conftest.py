@@ -34,6 +34,8 @@ COMMITTED = (REPO / "suites", REPO / "results")
 # tqdm's progress bar ("desc:  40%|####  | 2/5 [00:01<00:01, 2.0img/s]"), drawn in-process (TQDM_DISABLE only
 # takes effect in a fresh process); it is not an error line
 PROGRESS = re.compile(r"[^\r\n]*?\d+%\|[^|\r\n]*\|[^\]\r\n]*\]")
+# the run's plan line ("digits: plan: 3 encodings x ..."), printed before the groups start: progress, not an error
+PLAN = re.compile(r"^\S+: plan: ")
 
 
 @dataclass
@@ -106,7 +108,7 @@ def _in_process(argv: list[str], cwd: Path, env: dict[str, str]) -> Outcome:
 
 def error_line(outcome: Outcome, *expected: str) -> str:
     """Assert a clean refusal: exit 2, one short ``nonxfer-bench: error:`` line containing ``expected``, no traceback."""
-    lines = [line for line in re.split(r"[\r\n]", PROGRESS.sub("", outcome.err)) if line.strip()]
+    lines = [line for line in re.split(r"[\r\n]", PROGRESS.sub("", outcome.err)) if line.strip() and not PLAN.match(line)]
     context = f"`nonxfer-bench {' '.join(outcome.argv)[:300]}` -> exit {outcome.code}\n{outcome.err[-3000:]}"
     assert "Traceback" not in outcome.err, context
     assert outcome.code == 2, context
