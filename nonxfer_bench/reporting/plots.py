@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nonxfer_bench.core.atomic import atomic_path
+
 
 def _pyplot():
     import matplotlib
@@ -30,7 +32,8 @@ def _pyplot():
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    with atomic_path(path) as temporary:  # a reader never sees half a plot
+        figure.savefig(temporary, dpi=90, format="png")
     _pyplot().close(figure)
     return path
 
@@ -125,7 +128,8 @@ def attack_curves(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
     handles += [Line2D([], [], color=colours[e], lw=3, label=_label(*e)) for e in encodings]
     figure.legend(handles=handles, loc="lower center", ncol=per_line, fontsize=6, frameon=False)
     figure.tight_layout(rect=(0, (0.2 * legend_lines + 0.1) / height, 1, 1))
-    figure.savefig(path, dpi=90)
+    with atomic_path(path) as temporary:  # a reader never sees half a plot
+        figure.savefig(temporary, dpi=90, format="png")
     plt.close(figure)
     return path
 

@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.reporting.leaderboard import write_leaderboard
 
@@ -104,5 +105,5 @@ def write_report(suite_name: str, cells: list[Cell], models: list[str], samples:
         ]
     )
     index = folder / "index.html"
-    index.write_text(text)
+    atomic_write(index, text)
     return index

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from nonxfer_bench.core.atomic import atomic_path
 from nonxfer_bench.linalg.bounds import PREFIX, finite_or_none
 
 
@@ -152,7 +153,8 @@ def write_theory_plots(cells: list[dict], folder) -> list:
     ax.set_title("First layer: predicted vs observed", fontsize=9)
     fig.tight_layout()
     path = folder / "theory_pred_vs_obs.png"
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as temporary:  # a reader never sees half a plot
+        fig.savefig(temporary, dpi=110, format="png")
     plt.close(fig)
     paths.append(path)
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -166,7 +168,8 @@ def write_theory_plots(cells: list[dict], folder) -> list:
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     path = folder / "theory_misalignment_vs_drop.png"
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as temporary:  # a reader never sees half a plot
+        fig.savefig(temporary, dpi=110, format="png")
     plt.close(fig)
     paths.append(path)
     return paths
