@@ -25,6 +25,7 @@ from nonxfer_bench.cli import main
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.reporting.tracking import Tracker
+from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
 from tests.conftest import digits_suite
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -137,11 +138,13 @@ def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cel
         cells = {c["model"]: c["accuracy"] for c in identity if (c["encoder"], c["strength"]) == (encoder, strength)}
         unauthorized = [cells["vit_b"], cells["res"]]
         row = rows[("vit_a", encoder if encoder == "clean" else f"{encoder} {strength:g}")]
-        assert row["auth acc"] == f"{100 * cells['vit_a']:.1f}"
+        n = next(c["n"] for c in identity if c["encoder"] == encoder)
+        shown = {name: with_interval(proportion_interval(value, n)) for name, value in cells.items()}
+        assert row["n"] == str(n) and row["auth acc"] == shown["vit_a"]
         assert row["auth retention"] == f"{100 * cells['vit_a'] / clean_authorized:.1f}"
-        assert row["unauth mean"] == f"{100 * sum(unauthorized) / 2:.1f}"
-        assert row["unauth max"].startswith(f"{100 * max(unauthorized):.1f} (")
-        assert (row["vit_b"], row["res"]) == (f"{100 * cells['vit_b']:.1f}", f"{100 * cells['res']:.1f}")
+        assert row["unauth mean"] == with_interval(proportion_interval(sum(unauthorized) / 2, n))
+        assert row["unauth max"].startswith(with_interval(proportion_interval(max(unauthorized), n)) + " (")
+        assert (row["vit_b"], row["res"]) == (shown["vit_b"], shown["res"])
     plots = {"accuracy_vs_strength.png", "transfer_heatmap.png", "attack_curves.png", "theory_pred_vs_obs.png", "theory_misalignment_vs_drop.png"}
     assert plots <= {p.name for p in (tmp_path / "mlflow").glob("*.png")}
     runs, _ = _group_runs(server)

@@ -23,6 +23,11 @@ and the authorized accuracy it leaves (:func:`strongest_attack`).
 Models a suite names as ``controls`` (e.g. random-weight twins) keep their own columns but are never
 counted as unauthorized (means, maxima, strongest attack).
 
+Every accuracy or agreement is shown with its 95% interval as ``83.5 [78.1, 87.9]`` and every table has
+an ``n`` column (images per cell) and a glossary line under it (:mod:`nonxfer_bench.reporting.uncertainty`).
+With several seeds, ``seeds`` and the between-seed spread (``seed sd``) are added. cells.csv keeps its
+columns: intervals follow from its ``n`` and the proportion.
+
 A missing accuracy (an unlabeled dataset) renders blank; when no cell has an accuracy, the tables show
 agreement with each model's own clean prediction instead, and say so.
 """
@@ -34,16 +39,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from nonxfer_bench.metrics.statistics import seed_summary
+from nonxfer_bench.reporting.uncertainty import metric_n, percent, proportion_interval, with_interval
+
 CELL_COLUMNS = [
     "authorized", "encoder", "strength", "seed", "attack", "attack_strength", "attack_param", "model", "role",
     "accuracy", "agreement", "accuracy_flat", "accuracy_worst", "accuracy_spread", "draws",
     "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
+EXTRA_COLUMNS = ["n_labeled"]  # kept in the frame for the intervals, not written to cells.csv
 
 
 def cells_frame(cells: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(cells)
-    for column in CELL_COLUMNS:
+    for column in CELL_COLUMNS + EXTRA_COLUMNS:
         if column not in frame:
             frame[column] = None
     if "storage" in frame:  # an encoding stored in another format is its own row: "patch/png8"
@@ -52,12 +61,8 @@ def cells_frame(cells: list[dict]) -> pd.DataFrame:
     frame["attack_param"] = frame["attack_param"].map(lambda p: " ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else "")
     for column in ("accuracy", "agreement", "accuracy_flat"):  # None (unlabeled) becomes NaN
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame = frame[CELL_COLUMNS]
+    frame = frame[CELL_COLUMNS + EXTRA_COLUMNS]
     return frame.sort_values(["authorized", "encoder", "strength", "seed", "attack", "attack_strength", "model"], kind="stable").reset_index(drop=True)
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None or pd.isna(value) else f"{100 * value:.1f}"
 
 
 def _db(value: float | None) -> str:
@@ -75,9 +80,43 @@ def _encoding_label(encoder: str, strength: float) -> str:
     return encoder if encoder == "clean" else f"{encoder} {strength:g}"
 
 
-def _max_with_model(values: pd.Series) -> str:
+def _max_with_model(values: pd.Series, n: int | None) -> str:
     values = values.dropna()
-    return f"{_pct(values.max())} ({values.idxmax()})" if len(values) else ""
+    return f"{with_interval(proportion_interval(values.max(), n))} ({values.idxmax()})" if len(values) else ""
+
+
+def _ci(value: float | None, n: int | None) -> str:
+    return with_interval(proportion_interval(value, n))
+
+
+def _n_text(part: pd.DataFrame, metric: str) -> str:
+    n = metric_n(part, metric)
+    return "" if n is None else str(n)
+
+
+def _seed_columns(part: pd.DataFrame, authorized: str, metric: str) -> dict[str, str]:
+    """Seeds and the between-seed spread (sample sd, points) of the authorized and the mean unauthorized value."""
+    per_seed = part.groupby(["seed", "model"])[metric].mean().unstack("model")
+    unauthorized = per_seed[[m for m in _unauthorized_models(part) if m in per_seed]]
+    spreads = {
+        f"{_auth(metric)} seed sd": seed_summary(per_seed[authorized].dropna())[1] if authorized in per_seed else float("nan"),
+        "unauth mean seed sd": seed_summary(unauthorized.mean(axis=1).dropna())[1] if not unauthorized.empty else float("nan"),
+    }
+    return {"seeds": str(part.seed.nunique())} | {name: "" if pd.isna(sd) else f"{100 * sd:.1f}" for name, sd in spreads.items()}
+
+
+def glossary(metric: str, seeds: bool) -> str:
+    """The line under a table: what n, the intervals and the seed spread are."""
+    unit = "labeled images" if metric == "accuracy" else "images"
+    text = (
+        f"`n`: {unit} per cell. `x [lo, hi]`: the {metric} in % and its Wilson 95% score interval for a proportion "
+        f"of n images. Means over models (`unauth mean`), seeds or attack draws use Wilson's interval at the mean "
+        "with n images: conservative, since those proportions share the images. `unauth max`: the interval of that "
+        "model's own value, which ignores that it was picked as the largest."
+    )
+    if seeds:
+        text += " `seed sd`: the sample standard deviation between seeds, in points."
+    return text
 
 
 def _auth(metric: str) -> str:
@@ -89,7 +128,8 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
 
     Ties go to the step that leaves the authorized model more, then to the first label in sort order.
     Returns attack, attack_strength, attack_param, label (``name strength``; ``none`` for identity),
-    unauth_mean, unauth_max, unauth_max_model, auth and attacked_psnr; None without unauthorized cells.
+    unauth_mean, unauth_max, unauth_max_model, auth, attacked_psnr and n (images per cell, for intervals);
+    None without unauthorized cells.
     """
     keys = ["attack", "attack_strength", "attack_param"]
     unauthorized = part[(part.model != authorized) & (part.role != "control")].dropna(subset=[metric])
@@ -114,6 +154,7 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
         "unauth_max_model": str(values.idxmax()),
         "auth": None if pd.isna(auth_value) else float(auth_value),
         "attacked_psnr": None if chosen["attacked_psnr"].isna().all() else float(chosen["attacked_psnr"].mean()),
+        "n": metric_n(chosen, metric),
     }
 
 
@@ -133,24 +174,29 @@ def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy
     for (authorized, encoder, strength), part in plain.groupby(["authorized", "encoder", "strength"], sort=True):
         mean = part.groupby("model")[metric].mean()
         unauthorized = mean[_unauthorized_models(part)]
-        flat = part[(part.role == "authorized")]["accuracy_flat"].dropna()
+        n = metric_n(part, metric)
+        authorized_part = part[part.role == "authorized"]
+        flat = authorized_part["accuracy_flat"].dropna()
         row = {
             "authorized": authorized,
             "encoding": _encoding_label(encoder, strength),
+            "n": _n_text(part, metric),
             "PSNR dB": _db(part["encoded_psnr"].mean()),
-            _auth(metric): _pct(mean[authorized]),
-            "auth retention": _pct(mean[authorized] / clean[authorized]) if clean.get(authorized, 0) > 0 else "",
-            "auth acc (flat input)": _pct(flat.mean()) if len(flat) else "",
-            "unauth mean": _pct(unauthorized.mean()),
-            "unauth max": _max_with_model(unauthorized) if len(unauthorized) else "",
+            _auth(metric): _ci(mean[authorized], metric_n(authorized_part, metric)),
+            "auth retention": percent(mean[authorized] / clean[authorized]) if clean.get(authorized, 0) > 0 else "",
+            "auth acc (flat input)": _ci(flat.mean(), metric_n(authorized_part, "accuracy")) if len(flat) else "",
+            "unauth mean": _ci(unauthorized.mean(), n),
+            "unauth max": _max_with_model(unauthorized, n) if len(unauthorized) else "",
         }
         best = strongest.get((authorized, encoder, strength))
         row |= {
             "strongest attack": best["label"] if best else "",
-            "strongest: unauth mean": _pct(best["unauth_mean"]) if best else "",
-            f"strongest: {_auth(metric)}": _pct(best["auth"]) if best else "",
+            "strongest: unauth mean": _ci(best["unauth_mean"], best["n"]) if best else "",
+            f"strongest: {_auth(metric)}": _ci(best["auth"], best["n"]) if best else "",
         }
-        row |= {model: _pct(mean.get(model)) for model in models}
+        if frame.seed.nunique() > 1:
+            row |= _seed_columns(part, authorized, metric)
+        row |= {model: _ci(mean.get(model), metric_n(part[part.model == model], metric)) for model in models}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -162,17 +208,21 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     for (authorized, encoder, strength, attack, attack_strength, param), part in frame.groupby(keys, sort=True):
         mean = part.groupby("model")[metric].mean()
         unauthorized = mean[_unauthorized_models(part)]
+        n = metric_n(part, metric)
+        seeds = _seed_columns(part, authorized, metric) if frame.seed.nunique() > 1 else {}
         rows.append(
             {
                 "authorized": authorized,
                 "encoding": _encoding_label(encoder, strength),
                 "attack": "none" if attack == "identity" else f"{attack} {attack_strength:g}",
                 "param": param,
+                "n": _n_text(part, metric),
                 "attacked PSNR dB": _db(part["attacked_psnr"].mean()),
-                _auth(metric): _pct(mean[authorized]),
-                "unauth mean": _pct(unauthorized.mean()),
-                "unauth max": _max_with_model(unauthorized) if len(unauthorized) else "",
+                _auth(metric): _ci(mean[authorized], metric_n(part[part.model == authorized], metric)),
+                "unauth mean": _ci(unauthorized.mean(), n),
+                "unauth max": _max_with_model(unauthorized, n) if len(unauthorized) else "",
             }
+            | seeds
         )
     return pd.DataFrame(rows)
 
@@ -184,6 +234,7 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
     csv_path, md_path = folder / "cells.csv", folder / "leaderboard.md"
     metric = "accuracy" if frame["accuracy"].notna().any() else "agreement"
     controls = sorted(frame.loc[frame.role == "control", "model"].unique())
+    seeds = frame.seed.nunique() > 1
     if controls:
         notes = f"**Controls** ({', '.join(controls)}) are listed per model but never counted in `unauth mean` / `unauth max`.\n\n" + notes
     if metric == "agreement":
@@ -192,7 +243,7 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
             "model's prediction on the released/attacked image equals its own prediction on the clean image. "
             "The `clean` rows are 100 by definition.\n\n" + notes
         )
-    _write_atomically(csv_path, frame.drop(columns=["key"]).to_csv(index=False, float_format="%.4f"))
+    _write_atomically(csv_path, frame.drop(columns=["key", *EXTRA_COLUMNS]).to_csv(index=False, float_format="%.4f"))
     text = [
         f"# Leaderboard: {suite_name}",
         "",
@@ -207,9 +258,13 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
         "",
         _markdown(effect_table(frame, models, metric)),
         "",
+        glossary(metric, seeds),
+        "",
         "## Attacks",
         "",
         _markdown(attack_table(frame, metric)),
+        "",
+        glossary(metric, seeds),
         "",
     ]
     from nonxfer_bench.reporting.theory import theory_markdown, write_theory_plots
