@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.linalg.bounds import effective_weight, encoder_subspace, group_bounds, hoffman_wielandt, misalignment
 from nonxfer_bench.schema.suite import ModelSpec
@@ -97,18 +98,18 @@ def test_the_runner_puts_bound_numbers_into_identity_cells(tmp_path, digits_zoo)
     path = digits_suite(tmp_path, digits_zoo, attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
                         encoders=[{"name": "patch", "strengths": [10.0]}], dataset={"name": "digits", "limit": 60})
     assert main(["run", str(path)]) == 0
-    cells = [json.loads(line) for line in (tmp_path / "runs" / "digits" / "cells.jsonl").read_text().splitlines()]
-    identity = {c["model"]: c for c in cells if c["attack"] == "identity" and c["encoder"] == "patch"}
+    cells = [Cell.from_record(json.loads(line)) for line in (tmp_path / "runs" / "digits" / "cells.jsonl").read_text().splitlines()]
+    identity = {c.model: c for c in cells if c.baseline and c.encoder == "patch"}
     assert set(identity) == {"vit_a", "vit_b", "res"}
-    assert all(not any(k.startswith("bound/") for k in c) for c in cells if c["attack"] != "identity")
+    assert all(not c.bounds for c in cells if not c.baseline)
     auth = identity["vit_a"]
-    assert "bound/error" not in auth
-    assert auth["bound/exact_null"] and auth["bound/sigma_s"] == 0.0 and auth["bound/auth_layer_ratio_median"] is None
-    assert auth["bound/auth_layer_rel_median"] < 1e-4  # exact null space: only float residue reaches the layer
-    assert auth["bound/misalignment"] < 1e-5 and auth["bound/lipschitz_estimate"] > 0
-    assert identity["vit_b"]["bound/misalignment"] > 0.05 and identity["vit_b"]["bound/hw_ratio"] <= 1
-    assert identity["vit_b"]["bound/unauth_layer_pred"] > 0
-    assert identity["res"]["bound/misalignment"] is None and "bound/misalignment_na" in identity["res"]
+    assert "bound/error" not in auth.bounds
+    assert auth.bounds["bound/exact_null"] and auth.bounds["bound/sigma_s"] == 0.0 and auth.bounds["bound/auth_layer_ratio_median"] is None
+    assert auth.bounds["bound/auth_layer_rel_median"] < 1e-4  # exact null space: only float residue reaches the layer
+    assert auth.bounds["bound/misalignment"] < 1e-5 and auth.bounds["bound/lipschitz_estimate"] > 0
+    assert identity["vit_b"].bounds["bound/misalignment"] > 0.05 and identity["vit_b"].bounds["bound/hw_ratio"] <= 1
+    assert identity["vit_b"].bounds["bound/unauth_layer_pred"] > 0
+    assert identity["res"].bounds["bound/misalignment"] is None and "bound/misalignment_na" in identity["res"].bounds
     board = (tmp_path / "results" / "digits" / "leaderboard.md").read_text()
     assert "## Theory" in board
     assert (tmp_path / "results" / "digits" / "theory_misalignment_vs_drop.png").is_file()

@@ -57,7 +57,7 @@ def test_two_simultaneous_runs_into_one_new_sqlite_store_keep_separate_correct_r
         logged = {(c.data.tags["nxb.group"], name): value for c in children for name, value in c.data.metrics.items()}
         assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
         for cell in cells:  # every cell of this run, and only this run, in its own nested runs
-            assert logged[(cell["group"], f"acc.{cell['attack']}.{cell['model']}")] == pytest.approx(cell["accuracy"])
+            assert logged[(cell.group, f"acc.{cell.attack}.{cell.model}")] == pytest.approx(cell.accuracy)
 
 
 def failing(times: int, message: str):

@@ -203,8 +203,8 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
     assert suite.dataset.params == {"size": 32, "crop_pct": 0.95, "interpolation": "bicubic"}  # resnet18.a1_in1k; size from a
     assert main(["run", str(path)]) == 0
     cells = Runner(load_suite(path)).run().cells
-    assert cells and all(c["accuracy"] is None and c["n_labeled"] == 0 and 0 <= c["agreement"] <= 1 for c in cells)
-    assert all(c["agreement"] == 1.0 for c in cells if c["encoder"] == "clean" and c["attack"] == "identity")
+    assert cells and all(c.accuracy is None and c.n_labeled == 0 and 0 <= c.agreement <= 1 for c in cells)
+    assert all(c.agreement == 1.0 for c in cells if c.encoder == "clean" and c.attack == "identity")
     board = (tmp_path / "results" / "photos" / "leaderboard.md").read_text()
     assert "**Unlabeled dataset**" in board and "| auth agree |" in board and "nan" not in board
     import mlflow

@@ -7,16 +7,19 @@ import re
 import pandas as pd
 import pytest
 
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.metrics.statistics import wilson
-from nonxfer_bench.reporting.leaderboard import CELL_COLUMNS, attack_table, cells_frame, effect_table, write_leaderboard
+from nonxfer_bench.reporting import leaderboard
+from nonxfer_bench.reporting.leaderboard import CELL_COLUMNS, attack_table, effect_table
 from nonxfer_bench.reporting.plots import _curve
 
 SHOWN = re.compile(r"^(-?\d+\.\d) \[(\d+\.\d), (\d+\.\d)\]")
 
 
 def cell(attack, strength, model, accuracy, encoder="patch", seed=0, n=200, **extra):
+    """A cell record as the store keeps it (schema 1 unless ``extra`` adds outcomes)."""
     return {
-        "authorized": "a", "encoder": encoder, "strength": 10.0, "seed": seed, "attack": attack, "attack_strength": strength,
+        "suite": "s", "group": "g", "authorized": "a", "encoder": encoder, "strength": 10.0, "seed": seed, "attack": attack, "attack_strength": strength,
         "attack_param": {}, "model": model, "role": "authorized" if model == "a" else "unauthorized", "accuracy": accuracy,
         "agreement": accuracy, "encoded_psnr": 10.0, "attacked_psnr": 20.0, "n": n, "key": f"{attack}{strength}{model}{encoder}{seed}",
     } | extra  # fmt: skip
@@ -26,6 +29,14 @@ CELLS = [
     cell("identity", 1.0, "a", 0.835), cell("identity", 1.0, "b", 0.20), cell("identity", 1.0, "c", 0.31),
     cell("blur", 0.5, "a", 0.70), cell("blur", 0.5, "b", 0.45), cell("blur", 0.5, "c", 0.40),
 ]  # fmt: skip
+
+
+def cells_frame(records: list[dict]) -> pd.DataFrame:
+    return leaderboard.cells_frame([Cell.from_record(record) for record in records])
+
+
+def write_leaderboard(name: str, records: list[dict], models: list[str], folder) -> None:
+    leaderboard.write_leaderboard(name, [Cell.from_record(record) for record in records], models, folder)
 
 
 def parse(text: str) -> tuple[float, float, float]:

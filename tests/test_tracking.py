@@ -37,8 +37,8 @@ def test_nested_runs_hold_every_cell_and_read_back_with_search_runs(tmp_path, di
     assert len(children) == 3  # clean, patch@0, reference@20 for vit_a
     assert set(children["tags.nxb.encoder"]) == {"clean", "patch", "reference"}
     for cell in result.cells:
-        child = children[children["tags.nxb.group"] == cell["group"]]
-        assert child[f"metrics.acc.{cell['attack']}.{cell['model']}"].item() == pytest.approx(cell["accuracy"])
+        child = children[children["tags.nxb.group"] == cell.group]
+        assert child[f"metrics.acc.{cell.attack}.{cell.model}"].item() == pytest.approx(cell.accuracy)
     client = mlflow.MlflowClient()
     blur = client.get_metric_history(children["run_id"].iloc[0], "acc.blur.vit_b")
     assert [m.step for m in blur] == [50]

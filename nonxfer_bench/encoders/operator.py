@@ -1,7 +1,7 @@
 """The ``operator`` encoder: image-domain noise in the whole first layer's low-sensitivity subspace.
 
 The ``patch`` encoder works per window, which is exact only for non-overlapping stems. This encoder
-works on the whole first-layer operator A (``nonxfer_bench.operator``): the convolution over the full
+works on the whole first-layer operator A (``nonxfer_bench.linalg.operator``): the convolution over the full
 image grid, with stride, overlap, padding, dilation and groups, as seen from [0, 1] pixels (the layer
 sees (x - mean) / std, so the pixel-space operator is the convolution with weight / std_c; the mean
 drops out of differences). Its k smallest right-singular vectors v_1..v_k (orthonormal images) span the

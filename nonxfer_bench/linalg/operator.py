@@ -1,6 +1,6 @@
 """Operator-level low-sensitivity subspace of a first layer: the *whole* strided convolution.
 
-The patch-level analysis (:mod:`nonxfer_bench.subspace`) looks at one window: W (m x D). What an
+The patch-level analysis (:mod:`nonxfer_bench.linalg.subspace`) looks at one window: W (m x D). What an
 image perturbation does to the first layer, though, is decided by the full linear map
 
     A: R^{C x H x W} -> R^{m x H' x W'},   x -> conv2d(x, weight; stride, padding, dilation, groups)

@@ -21,7 +21,7 @@ MANIFEST = "manifest.json"
 def decode_source(path: Path, size: int, crop_pct: float, channels: int, interpolation: str) -> tuple[torch.Tensor, list[str]]:
     """A source image as the authorized model's input (C x size x size float in [0, 1]) and notes.
 
-    8-bit images go through :func:`nonxfer_bench.data.decode_image` (exactly timm's eval transform);
+    8-bit images go through :func:`nonxfer_bench.datasets.base.decode_image` (exactly timm's eval transform);
     16-bit PNGs keep their depth: resized (antialiased, in torch) and center-cropped the same way."""
     from PIL import Image
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.metrics.statistics import seed_summary
 from nonxfer_bench.reporting.uncertainty import metric_n, percent, proportion_interval, with_interval
 
@@ -47,11 +48,12 @@ CELL_COLUMNS = [
     "accuracy", "agreement", "accuracy_flat", "accuracy_worst", "accuracy_spread", "draws",
     "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
-EXTRA_COLUMNS = ["n_labeled"]  # kept in the frame for the intervals, not written to cells.csv
+EXTRA_COLUMNS = ["baseline", "n_labeled"]  # in the frame (the no-attack step; for intervals), not in cells.csv
 
 
-def cells_frame(cells: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(cells)
+def cells_frame(cells: list[Cell]) -> pd.DataFrame:
+    """One row per cell: the ``CELL_COLUMNS`` of ``cells.csv`` plus ``EXTRA_COLUMNS``."""
+    frame = pd.DataFrame([cell.record() for cell in cells])
     for column in CELL_COLUMNS + EXTRA_COLUMNS:
         if column not in frame:
             frame[column] = None
@@ -144,11 +146,12 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
         candidates.append((-values.mean(), -(auth_value if pd.notna(auth_value) else -1.0), step, values, auth_value))
     _, _, (attack, attack_strength, param), values, auth_value = min(candidates, key=lambda c: (c[0], c[1]))
     chosen = part[(part.attack == attack) & (part.attack_strength == attack_strength) & (part.attack_param == param)]
+    baseline = bool(chosen.baseline.all())
     return {
         "attack": attack,
         "attack_strength": float(attack_strength),
         "attack_param": param,
-        "label": "none" if attack == "identity" else f"{attack} {attack_strength:g}",
+        "label": "none" if baseline else f"{attack} {attack_strength:g}",
         "unauth_mean": float(values.mean()),
         "unauth_max": float(values.max()),
         "unauth_max_model": str(values.idxmax()),
@@ -165,7 +168,7 @@ def _unauthorized_models(part: pd.DataFrame) -> list[str]:
 
 def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy") -> pd.DataFrame:
     """Table 1: what each encoding does with no attack (mean over seeds), and its strongest attack."""
-    plain = frame[frame.attack == "identity"]
+    plain = frame[frame.baseline]
     clean = plain[(plain.encoder == "clean") & (plain.model == plain.authorized)].groupby("authorized")[metric].mean()
     strongest = {
         key: strongest_attack(part, key[0], metric) for key, part in frame.groupby(["authorized", "encoder", "strength"], sort=True)
@@ -206,6 +209,7 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     rows = []
     keys = ["authorized", "encoder", "strength", "attack", "attack_strength", "attack_param"]
     for (authorized, encoder, strength, attack, attack_strength, param), part in frame.groupby(keys, sort=True):
+        baseline = bool(part.baseline.all())
         mean = part.groupby("model")[metric].mean()
         unauthorized = mean[_unauthorized_models(part)]
         n = metric_n(part, metric)
@@ -214,7 +218,7 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
             {
                 "authorized": authorized,
                 "encoding": _encoding_label(encoder, strength),
-                "attack": "none" if attack == "identity" else f"{attack} {attack_strength:g}",
+                "attack": "none" if baseline else f"{attack} {attack_strength:g}",
                 "param": param,
                 "n": _n_text(part, metric),
                 "attacked PSNR dB": _db(part["attacked_psnr"].mean()),
@@ -227,7 +231,7 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], folder: Path, notes: str = "") -> list[Path]:
+def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], folder: Path, notes: str = "") -> list[Path]:
     """Write ``cells.csv`` and ``leaderboard.md`` under ``folder``; returns the written paths."""
     folder.mkdir(parents=True, exist_ok=True)
     frame = cells_frame(cells)
@@ -269,13 +273,14 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
     ]
     from nonxfer_bench.reporting.theory import theory_markdown, write_theory_plots
 
-    theory = theory_markdown(cells)  # table 3: bound tightness, from the identity cells' bound/ numbers
+    records = [cell.record() for cell in cells]
+    theory = theory_markdown(records)  # table 3: bound tightness, from the identity cells' bound/ numbers
     if theory:
         text += ["## Theory", "", theory, ""]
     _write_atomically(md_path, "\n".join(text))
     from nonxfer_bench.reporting.plots import write_plots
 
-    return [md_path, csv_path, *write_theory_plots(cells, folder), *write_plots(frame, models, metric, folder)]
+    return [md_path, csv_path, *write_theory_plots(records, folder), *write_plots(frame, models, metric, folder)]
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -25,13 +25,13 @@ def misalignment_correlation(cells: list[dict]) -> list[dict]:
     unauthorized accuracy drop (clean accuracy - NE accuracy, identity attack), its p-value and n models."""
     from scipy.stats import spearmanr
 
-    identity = [c for c in cells if c.get("attack") == "identity" and c.get("accuracy") is not None]
+    baselines = [c for c in cells if c.get("baseline") and c.get("accuracy") is not None]
     clean_acc: dict[tuple[str, str], list[float]] = {}
-    for c in identity:
+    for c in baselines:
         if c["encoder"] == "clean":
             clean_acc.setdefault((c["authorized"], c["model"]), []).append(c["accuracy"])
     groups: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
-    for c in identity:
+    for c in baselines:
         if c["encoder"] == "clean" or c["role"] != "unauthorized" or c.get("bound/misalignment") is None:
             continue
         base = clean_acc.get((c["authorized"], c["model"]))
@@ -62,11 +62,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def theory_markdown(cells: list[dict]) -> str:
     """The leaderboard's "Theory" section: per encoding the authorized ratios, per unauthorized model the
     misalignment and HW ratio, and the Spearman line; empty string when no cell carries ``bound/`` numbers."""
-    identity = [c for c in cells if c.get("attack") == "identity" and any(k.startswith(PREFIX) for k in c)]
-    if not identity:
+    baselines = [c for c in cells if c.get("baseline") and any(k.startswith(PREFIX) for k in c)]
+    if not baselines:
         return ""
     groups: dict[tuple, list[dict]] = {}
-    for c in identity:
+    for c in baselines:
         groups.setdefault((c["authorized"], c["encoder"], c["strength"]), []).append(c)
     correlation = {(r["authorized"], r["encoder"], r["strength"]): r for r in misalignment_correlation(cells)}
     header = ("| authorized | encoding | k | sigma_S | layer obs/pred median | p95 | mean-square obs/pred | layer obs/(‖W‖‖d‖) median "
@@ -112,8 +112,8 @@ def write_theory_plots(cells: list[dict], folder) -> list:
     authorized layer) and misalignment vs accuracy drop. Returns the written paths (none without bound numbers)."""
     from pathlib import Path
 
-    identity = [c for c in cells if c.get("attack") == "identity"]
-    pairs = [(c["bound/unauth_layer_pred"], c["bound/unauth_layer_obs_patch"], c) for c in identity
+    baselines = [c for c in cells if c.get("baseline")]
+    pairs = [(c["bound/unauth_layer_pred"], c["bound/unauth_layer_obs_patch"], c) for c in baselines
              if c.get("bound/unauth_layer_pred") and c.get("bound/unauth_layer_obs_patch")]
     correlation = misalignment_correlation(cells)
     if not pairs and not correlation:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from nonxfer_bench.core import faults
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.execution.plan import EncodingGroup
@@ -206,10 +207,11 @@ class Tracker:
             "batch_size": suite.batch_size,
         }
 
-    def log_group(self, group: EncodingGroup, cells: list[dict], sample: Path | None) -> None:
+    def log_group(self, group: EncodingGroup, finished: list[Cell], sample: Path | None) -> None:
         """Log one finished encoding group as a nested run, once per parent run."""
         if group.key in self.logged_groups:
             return
+        cells = [cell.record() for cell in finished]  # the store's records: the cells.json artifact holds them as they are
         mlflow = self.mlflow
         faults.point("mlflow_group_before")
         with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id, tags={GROUP_TAG: group.key}):
@@ -238,7 +240,7 @@ class Tracker:
                 metrics.append(mlflow.entities.Metric(f"agree.{cell['attack']}.{cell['model']}", cell["agreement"], timestamp, step))
                 if cell.get("accuracy_flat") is not None:
                     metrics.append(mlflow.entities.Metric(f"acc_flat.{cell['attack']}.{cell['model']}", cell["accuracy_flat"], timestamp, step))
-            plain = [c for c in cells if c["attack"] == "identity"]
+            plain = [c for c in cells if c["baseline"]]
             unauthorized = [c["accuracy"] for c in plain if c["role"] == "unauthorized" and c["accuracy"] is not None]
             summary = {"auth.acc": next((c["accuracy"] for c in plain if c["role"] == "authorized"), None)}
             if unauthorized:
@@ -271,7 +273,7 @@ class Tracker:
 
         Metric = self.mlflow.entities.Metric
         out, seen = [], set()
-        for cell in (c for c in cells if c["attack"] == "identity"):
+        for cell in (c for c in cells if c["baseline"]):
             for name, value in numeric_bounds(cell).items():
                 key = f"{name}.{cell['model']}" if name in MODEL_KEYS else name
                 if key not in seen:
@@ -286,7 +288,7 @@ class Tracker:
 
         if not cells or all(c.get("accuracy") is None for c in cells):
             return None
-        return strongest_attack(cells_frame(cells), group.authorized)
+        return strongest_attack(cells_frame([Cell.from_record(c) for c in cells]), group.authorized)
 
     def log_results(self, paths: list[Path]) -> None:
         for path in paths:
