@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from nonxfer_bench.core.cell import Cell
-from nonxfer_bench.metrics.statistics import wilson
+from nonxfer_bench.core.cell import Cell, pack_bits
+from nonxfer_bench.metrics.statistics import bootstrap_over_images, holm, mcnemar_exact, paired_difference, paired_gain, wilson
 from nonxfer_bench.reporting import leaderboard
 from nonxfer_bench.reporting.leaderboard import CELL_COLUMNS, attack_table, effect_table
 from nonxfer_bench.reporting.plots import _curve
@@ -102,3 +103,84 @@ def test_plot_error_bars_are_the_wilson_intervals():
     interval = wilson(0.425 * 200, 200)
     assert curve.loc[0.5, "value"] == pytest.approx(42.5)
     assert (curve.loc[0.5, "below"], curve.loc[0.5, "above"]) == (pytest.approx(100 * (0.425 - interval.lo)), pytest.approx(100 * (interval.hi - 0.425)))
+
+
+def with_outcomes(record: dict, correct: np.ndarray, ids: str = "images-0") -> dict:
+    """A cell record of schema 2: per-image correctness (and agreement) as packed bits, accuracy from them."""
+    bits = pack_bits(correct)
+    return record | {"accuracy": float(correct.mean()), "n": len(correct), "outcomes": {"images": len(correct), "ids": ids, "correct": [bits], "agree": [bits]}}
+
+
+def outcome_cells(rng: np.random.Generator, n: int = 200) -> tuple[list[dict], dict]:
+    """No attack and three attack steps on one encoding; 'blur' helps the unauthorized models a lot, 'jpeg' a
+    one image each, 'noise' hurts them. Returns the records and the bits by (attack, model)."""
+    base = {"a": rng.random(n) < 0.8, "b": rng.random(n) < 0.2, "c": rng.random(n) < 0.3}
+    bits = {("identity", m): flags for m, flags in base.items()}
+    bits |= {("blur", m): flags | (rng.random(n) < (0.0 if m == "a" else 0.4)) for m, flags in base.items()}
+    bits |= {("jpeg", m): flags | (np.arange(n) == np.argmin(flags) if m != "a" else flags) for m, flags in base.items()}  # one image more
+    bits |= {("noise", m): flags & (rng.random(n) > 0.05) for m, flags in base.items()}
+    strengths = {"identity": 1.0, "blur": 0.5, "jpeg": 0.5, "noise": 0.5}
+    return [with_outcomes(cell(attack, strengths[attack], model, None), flags) for (attack, model), flags in bits.items()], bits
+
+
+def test_with_outcomes_the_unauthorized_aggregates_use_the_paired_bootstrap():
+    records, bits = outcome_cells(np.random.default_rng(0))
+    row = effect_table(cells_frame(records), ["a", "b", "c"]).iloc[0]
+    mean, maximum = bootstrap_over_images(np.vstack([bits["identity", "b"], bits["identity", "c"]]))
+    assert parse(row["unauth mean"]) == tuple(round(100 * x, 1) for x in mean)
+    assert parse(row["unauth max"]) == tuple(round(100 * x, 1) for x in maximum)
+    assert parse(row["auth acc"]) == expected(bits["identity", "a"].mean(), 200)  # one model: still Wilson
+
+
+def test_attack_rows_compare_each_step_with_no_attack_on_the_same_images():
+    records, bits = outcome_cells(np.random.default_rng(1))
+    table = attack_table(cells_frame(records)).set_index("attack")
+    blur, none = table.loc["blur 0.5"], table.loc["none"]
+    auth = paired_difference(bits["identity", "a"], bits["blur", "a"])
+    assert blur["auth Δ"] == f"{100 * auth.estimate:+.1f} [{100 * auth.lo:+.1f}, {100 * auth.hi:+.1f}]"
+    p = mcnemar_exact(bits["identity", "a"], bits["blur", "a"])
+    assert blur["auth p"] == ("<0.001" if p < 0.001 else f"{p:.3f}")
+    unauth = paired_gain(np.vstack([bits["identity", m] for m in "bc"]), np.vstack([bits["blur", m] for m in "bc"]))
+    assert blur["unauth mean Δ"] == f"{100 * unauth.estimate:+.1f} [{100 * unauth.lo:+.1f}, {100 * unauth.hi:+.1f}]"
+    assert blur["unauth p"] == "<0.001" and unauth.lo > 0
+    assert (none["auth Δ"], none["unauth p"]) == ("", "")  # no attack is the reference, not a comparison
+
+
+def test_the_strongest_attack_reports_its_gain_and_a_holm_adjusted_p():
+    rng = np.random.default_rng(2)
+    records, bits = outcome_cells(rng)
+    row = effect_table(cells_frame(records), ["a", "b", "c"]).iloc[0]
+    assert row["strongest attack"] == "blur 0.5"
+    before = np.vstack([bits["identity", m] for m in "bc"])
+    raw = [paired_gain(before, np.vstack([bits[attack, m] for m in "bc"])).p for attack in ("blur", "jpeg", "noise")]
+    gain = paired_gain(before, np.vstack([bits["blur", m] for m in "bc"]))
+    assert row["strongest: gain"] == f"{100 * gain.estimate:+.1f} [{100 * gain.lo:+.1f}, {100 * gain.hi:+.1f}]"
+    assert row["strongest: p (Holm)"] == "<0.001" and holm(raw)[0] < 0.001
+    # without blur the strongest is jpeg, one image more per model: adjusted for the two steps, not significant
+    small = [r for r in records if r["attack"] != "blur"]
+    row = effect_table(cells_frame(small), ["a", "b", "c"]).iloc[0]
+    assert row["strongest attack"] == "jpeg 0.5"
+    adjusted = holm([paired_gain(before, np.vstack([bits[attack, m] for m in "bc"])).p for attack in ("jpeg", "noise")])[0]
+    assert adjusted >= 0.05 and row["strongest: p (Holm)"] == f"{adjusted:.3f} (not significant)"
+
+
+def test_paired_columns_show_a_dash_without_outcomes_or_on_other_images(tmp_path):
+    records, _ = outcome_cells(np.random.default_rng(3))
+    old = [{k: v for k, v in r.items() if k != "outcomes"} for r in records]
+    for cells in (old, [r | {"outcomes": r["outcomes"] | {"ids": "other"}} if r["attack"] == "blur" else r for r in records]):
+        blur = attack_table(cells_frame(cells)).set_index("attack").loc["blur 0.5"]
+        assert (blur["auth Δ"], blur["auth p"], blur["unauth mean Δ"], blur["unauth p"]) == ("—",) * 4
+        assert effect_table(cells_frame(cells), ["a"]).iloc[0]["strongest: p (Holm)"] == "—"
+    write_leaderboard("old", old, ["a", "b", "c"], tmp_path)
+    assert "`—`: a paired test needs per-image outcomes" in (tmp_path / "leaderboard.md").read_text()
+    write_leaderboard("new", records, ["a", "b", "c"], tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "exact McNemar" in text and "Holm" in text and "needs per-image outcomes" not in text
+
+
+def test_plot_error_bars_of_the_unauthorized_mean_use_the_bootstrap_with_outcomes():
+    records, bits = outcome_cells(np.random.default_rng(4))
+    curve = _curve(cells_frame(records), "attack_strength", "accuracy", ["b", "c"])
+    mean, _ = bootstrap_over_images(np.vstack([bits["identity", "b"], bits["identity", "c"]]))
+    assert curve.loc[1.0, "below"] == pytest.approx(100 * (mean.estimate - mean.lo))
+    assert curve.loc[1.0, "above"] == pytest.approx(100 * (mean.hi - mean.estimate))

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nonxfer_bench.reporting.uncertainty import metric_n, proportion_interval
+from nonxfer_bench.reporting.uncertainty import aggregate_intervals
 
 
 def _pyplot():
@@ -44,12 +44,13 @@ def _label(encoder: str, strength: float) -> str:
 
 def _curve(part: pd.DataFrame, by: str, metric: str, models: list[str]) -> pd.DataFrame:
     """Per value of ``by``: the mean over ``models`` (and seeds) of ``metric`` in % with its 95% interval's
-    distance below and above (columns value, below, above), for ``axis.errorbar``."""
+    distance below and above (columns value, below, above), for ``axis.errorbar``; the intervals are the
+    leaderboard's (:func:`~nonxfer_bench.reporting.uncertainty.aggregate_intervals`)."""
     rows = []
     for x, rows_at_x in part[part.model.isin(models)].groupby(by, sort=True):
         value = rows_at_x.groupby("model")[metric].mean().mean()
-        interval = proportion_interval(value, metric_n(rows_at_x, metric))
-        below, above = (0.0, 0.0) if interval is None else (value - interval.lo, interval.hi - value)
+        interval = aggregate_intervals(rows_at_x, models, metric)[0]
+        below, above = (0.0, 0.0) if interval is None else (max(0.0, value - interval.lo), max(0.0, interval.hi - value))
         rows.append({by: x, "value": 100 * value, "below": 100 * below, "above": 100 * above})
     return pd.DataFrame(rows).set_index(by)
 
