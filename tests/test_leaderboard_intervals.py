@@ -13,6 +13,7 @@ from nonxfer_bench.metrics.statistics import bootstrap_over_images, holm, mcnema
 from nonxfer_bench.reporting import leaderboard
 from nonxfer_bench.reporting.leaderboard import CELL_COLUMNS, attack_table, effect_table
 from nonxfer_bench.reporting.plots import _curve
+from nonxfer_bench.reporting.uncertainty import gain_text, p_text
 
 SHOWN = re.compile(r"^(-?\d+\.\d) \[(\d+\.\d), (\d+\.\d)\]")
 
@@ -184,3 +185,23 @@ def test_plot_error_bars_of_the_unauthorized_mean_use_the_bootstrap_with_outcome
     mean, _ = bootstrap_over_images(np.vstack([bits["identity", "b"], bits["identity", "c"]]))
     assert curve.loc[1.0, "below"] == pytest.approx(100 * (mean.estimate - mean.lo))
     assert curve.loc[1.0, "above"] == pytest.approx(100 * (mean.hi - mean.estimate))
+
+
+def test_unlabeled_cells_compare_agreement_bits(tmp_path):
+    rng = np.random.default_rng(5)
+    records, bits = outcome_cells(rng)
+    unlabeled = []
+    for record in records:
+        flags = bits[record["attack"], record["model"]]
+        packed = pack_bits(flags)
+        none = pack_bits(np.zeros_like(flags))
+        outcomes = record["outcomes"] | {"correct": [none], "agree": [packed], "labeled": none}
+        unlabeled.append(record | {"accuracy": None, "n_labeled": 0, "agreement": float(flags.mean()), "outcomes": outcomes})
+    write_leaderboard("photos", unlabeled, ["a", "b", "c"], tmp_path)
+    text = (tmp_path / "leaderboard.md").read_text()
+    assert "| auth agree |" in text and "nan" not in text and "`n`: images per cell" in text
+    blur = attack_table(cells_frame(unlabeled), "agreement").set_index("attack").loc["blur 0.5"]
+    assert blur["auth p"] == p_text(mcnemar_exact(bits["identity", "a"], bits["blur", "a"]))
+    unauth = paired_gain(np.vstack([bits["identity", m] for m in "bc"]), np.vstack([bits["blur", m] for m in "bc"]))
+    assert (blur["unauth mean Δ"], blur["unauth p"]) == (gain_text(unauth), p_text(unauth.p))
+    assert parse(blur["auth agree"]) == expected(bits["blur", "a"].mean(), 200)
