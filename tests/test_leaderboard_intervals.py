@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from nonxfer_bench.core.cell import Cell, pack_bits
-from nonxfer_bench.metrics.statistics import bootstrap_over_images, holm, mcnemar_exact, paired_difference, paired_gain, wilson
+from nonxfer_bench.metrics.statistics import Gain, bootstrap_over_images, holm, mcnemar_exact, paired_difference, paired_gain, wilson
 from nonxfer_bench.reporting import leaderboard
 from nonxfer_bench.reporting.leaderboard import CELL_COLUMNS, attack_table, effect_table
 from nonxfer_bench.reporting.plots import _curve
@@ -205,3 +205,9 @@ def test_unlabeled_cells_compare_agreement_bits(tmp_path):
     unauth = paired_gain(np.vstack([bits["identity", m] for m in "bc"]), np.vstack([bits["blur", m] for m in "bc"]))
     assert (blur["unauth mean Δ"], blur["unauth p"]) == (gain_text(unauth), p_text(unauth.p))
     assert parse(blur["auth agree"]) == expected(bits["blur", "a"].mean(), 200)
+
+
+def test_change_and_p_texts():
+    assert gain_text(Gain(-1e-17, -0.017, 0.0176, 1.0)) == "+0.0 [-1.7, +1.8]"  # never "-0.0"
+    assert gain_text(None) == p_text(None) == "—"
+    assert (p_text(0.0004), p_text(0.0123), p_text(0.05, verdict=True)) == ("<0.001", "0.012", "0.050 (not significant)")

@@ -172,6 +172,8 @@ def glossary(metric: str, seeds: bool, paired: bool, strongest: bool) -> str:
             "model's own value, which ignores that it was picked as the largest."
         )
     change = "`strongest: gain`: the strongest attack's gain in `unauth mean`" if strongest else "`Δ`: the change"
+    if strongest:
+        text += " `strongest attack`: the attack step (of any attack and strength) that raises `unauth mean` most; `none` if none does."
     text += (
         f" {change} against no attack on the same images, encoding and seeds, in points, with a 95% interval "
         "(one model, seed and draw: Newcombe's method 10; a mean over models, seeds or draws: the paired bootstrap "

@@ -112,7 +112,12 @@ def gain_text(gain: Gain | None) -> str:
     """``+12.5 [+5.0, +20.0]``: a change in points with its interval; ``—`` without per-image outcomes."""
     if gain is None:
         return MISSING
-    return f"{100 * gain.estimate:+.1f} [{100 * gain.lo:+.1f}, {100 * gain.hi:+.1f}]"
+    return f"{_points(gain.estimate)} [{_points(gain.lo)}, {_points(gain.hi)}]"
+
+
+def _points(value: float) -> str:
+    """A signed difference in points with one decimal; never ``-0.0``."""
+    return f"{round(100 * value, 1) + 0.0:+.1f}"
 
 
 def p_text(p: float | None, verdict: bool = False) -> str:
