@@ -113,3 +113,15 @@ def test_the_runner_puts_bound_numbers_into_identity_cells(tmp_path, digits_zoo)
     board = (tmp_path / "results" / "digits" / "leaderboard.md").read_text()
     assert "## Theory" in board
     assert (tmp_path / "results" / "digits" / "theory_misalignment_vs_drop.png").is_file()
+
+
+def test_the_theory_table_marks_ratios_that_are_one_by_construction():
+    from nonxfer_bench.reporting.theory import theory_markdown
+
+    base = {"baseline": True, "authorized": "a", "model": "a", "encoder": "reference", "strength": 20.0, "role": "authorized"}
+    exact = base | {"bound/k": 1, "bound/auth_layer_ratio_median": 1.0, "bound/auth_layer_ratio_p95": 1.0}
+    straddling = base | {"encoder": "patch", "bound/k": 1, "bound/auth_layer_ratio_median": 6.68, "bound/auth_layer_ratio_p95": 7.67}
+    several = base | {"encoder": "operator", "bound/k": 4, "bound/auth_layer_ratio_median": 1.0, "bound/auth_layer_ratio_p95": 1.0}
+    rows = {line.split(" | ")[1]: line for line in theory_markdown([exact, straddling, several]).splitlines() if line.startswith("| a |")}
+    assert "| 1 † | 1 † |" in rows["reference 20"]
+    assert "†" not in rows["patch 20"] and "†" not in rows["operator 20"]

