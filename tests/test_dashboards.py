@@ -26,7 +26,7 @@ from nonxfer_bench.cli import main
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.metrics.statistics import bootstrap_over_images
-from nonxfer_bench.reporting.tracking import Tracker
+from nonxfer_bench.reporting.tracking import Tracker, sqlite_uri
 from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
 from tests.conftest import digits_suite
 
@@ -68,7 +68,7 @@ def server(tmp_path_factory):
     log = open(folder / "server.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
+         "--backend-store-uri", sqlite_uri(folder / "mlflow.db"), "--artifacts-destination", str(folder / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"

@@ -17,6 +17,7 @@ from nonxfer_bench.datasets.packaged import FoolboxImageNet
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.metrics.outcomes import Tally
+from nonxfer_bench.reporting.tracking import sqlite_uri
 from nonxfer_bench.schema.suite import ModelSpec, package_folder
 from nonxfer_bench.zoo import ZooModel, _timm_network, build_model, dataset_preprocessing
 from tests.conftest import write_yaml
@@ -197,7 +198,7 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
         "encoders": [{"name": "patch", "strengths": [20]}], "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
         "batch_size": 9,
         "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results"), "sample_images": 0},
-        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        "tracking": {"uri": sqlite_uri(tmp_path / "mlflow.db")},
     })  # fmt: skip
     suite = load_suite(path)
     assert suite.dataset.params == {"size": 32, "crop_pct": 0.95, "interpolation": "bicubic"}  # resnet18.a1_in1k; size from a
@@ -209,7 +210,7 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
     assert "**Unlabeled dataset**" in board and "| auth agree |" in board and "nan" not in board
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(sqlite_uri(tmp_path / "mlflow.db"))
     runs = mlflow.search_runs(experiment_names=["photos"])
     parent = runs[runs["tags.mlflow.parentRunId"].isna()]
     assert parent["params.preprocess.a"].item() == "3x32x32 bicubic crop_pct=0.95 mean=[0.5, 0.5, 0.5] std=[0.5, 0.5, 0.5]"

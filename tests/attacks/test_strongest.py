@@ -10,7 +10,7 @@ from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.reporting.leaderboard import cells_frame, effect_table, strongest_attack
-from nonxfer_bench.reporting.tracking import Tracker
+from nonxfer_bench.reporting.tracking import Tracker, sqlite_uri
 
 
 def cell(attack, strength, model, accuracy, encoder="patch", authorized="a", psnr=20.0, param=None, role=None):
@@ -65,7 +65,7 @@ def test_controls_are_shown_but_never_counted_as_unauthorized():
 
 def test_group_run_logs_the_best_attack_metric_and_tag(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / "mlflow.db")
     model = {
         "arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
         "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},
