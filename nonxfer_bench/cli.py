@@ -261,7 +261,10 @@ def command_encode(args: argparse.Namespace) -> int:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise UserError(f"--param {excerpt(item)}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
-        params[name] = parse_yaml(value, f"--param {excerpt(name, 40)}")  # plain YAML values only, bounded
+        try:
+            params[name] = parse_yaml(value, "VALUE")  # plain YAML values only (never Python objects), bounded
+        except UserError as error:
+            raise UserError(f"--param {excerpt(item, 60)}: VALUE is not a plain YAML value ({error})") from None
     seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
     manifest = encode_folder(
         Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),

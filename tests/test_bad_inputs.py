@@ -27,7 +27,8 @@ from nonxfer_bench.cli import main
 from nonxfer_bench.execution.store import CellStore
 from tests.conftest import DIGITS_ZOO, digits_suite, write_yaml
 
-PROGRESS = re.compile(r"^suite \S+: +\d+%\|")  # tqdm's progress bar, redrawn with carriage returns
+# tqdm's progress bar (redrawn with carriage returns) and a run's plan and progress lines: not error lines
+PROGRESS = re.compile(r"^suite \S+: +\d+%\||^\S+: plan: |^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+: ")
 
 
 def fails(argv: list[str], capsys, *expected: str) -> str:
@@ -53,10 +54,10 @@ SCHEMA_CASES = {
     "unknown top-level key": ({"atacks": []}, ["'atacks'", "unknown key; valid keys here:", "attacks"]),
     "wrong type": ({"batch_size": "big"}, ["'batch_size'", "valid integer", "'big'"]),
     "negative batch size": ({"batch_size": -4}, ["'batch_size'", "greater than or equal to 1"]),
-    "NaN encoder strength": ({"encoders": [{"name": "patch", "strengths": [float("nan")]}]}, ["encoders[0].strengths", "not a finite number"]),
+    "NaN encoder strength": ({"encoders": [{"name": "patch", "strengths": [float("nan")]}]}, ["encoders[0].strengths", "finite number"]),
     "negative attack strength": ({"attacks": [{"name": "blur", "strengths": [-0.5]}]}, ["attacks[0].strengths", "outside [0, 1]"]),
     "attack strength above 1": ({"attacks": [{"name": "blur", "strengths": [1.5]}]}, ["attacks[0].strengths", "outside [0, 1]"]),
-    "infinite attack strength": ({"attacks": [{"name": "blur", "strengths": [float("inf")]}]}, ["attacks[0].strengths", "not a finite number"]),
+    "infinite attack strength": ({"attacks": [{"name": "blur", "strengths": [float("inf")]}]}, ["attacks[0].strengths", "finite number"]),
     "empty encoder list": ({"encoders": []}, ["'encoders'", "at least 1"]),
     "empty authorized list": ({"authorized": []}, ["'authorized'", "at least 1"]),
     "empty strengths": ({"encoders": [{"name": "patch", "strengths": []}]}, ["encoders[0].strengths", "at least 1"]),
@@ -117,11 +118,11 @@ def test_a_binary_file_given_as_suite_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["run", "SUITE", "--limit", "0"], ["--limit", "invalid positive integer value: '0'"]),
-        (["run", "SUITE", "--threads", "-2"], ["--threads", "invalid positive integer value: '-2'"]),
+        (["run", "SUITE", "--limit", "0"], ["--limit", "integer from 1 to", "value: '0'"]),
+        (["run", "SUITE", "--threads", "-2"], ["--threads", "integer from 1 to", "value: '-2'"]),
         (["run"], ["the following arguments are required: suite"]),
         (["runn", "SUITE"], ["invalid choice: 'runn'", "'run'"]),
-        (["encode", "in", "out", "--zoo", "z", "--model", "m", "--encoder", "patch", "--strength", "nan"], ["--strength", "invalid finite number value: 'nan'"]),
+        (["encode", "in", "out", "--zoo", "z", "--model", "m", "--encoder", "patch", "--strength", "nan"], ["--strength", "value: 'nan'"]),
     ],
     ids=["limit 0", "negative threads", "no suite", "unknown command", "NaN strength"],
 )

@@ -47,7 +47,7 @@ def read_idx(path: Path) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as error:
         raise UserError(f"{path}: unreadable IDX file ({excerpt(str(error))})") from None
     if len(body) != expected:
-        state = "truncated" if len(body) < expected else "longer than its header says"
+        state = "truncated IDX file" if len(body) < expected else "IDX file longer than its header says"
         raise UserError(f"{path}: {state} (header declares {expected:,} values)")
     return np.frombuffer(body, dtype=np.uint8).reshape(shape)
 

@@ -109,16 +109,16 @@ def check_tracking_uri(uri: str) -> None:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError for a port outside 0..65535
     except ValueError as error:
-        raise UserError(f"MLflow tracking URI {shown} is malformed ({error}); {hint}") from None
+        raise UserError(f"MLflow tracking at {shown} is not usable: malformed URI ({error}); {hint}") from None
     scheme = parts.scheme.partition("+")[0]
     if scheme and scheme not in SCHEMES and len(scheme) > 1:  # one letter: a Windows drive
-        raise UserError(f"MLflow tracking URI {shown}: unsupported scheme {scheme!r}; valid: {', '.join(SCHEMES)}, or a folder path")
+        raise UserError(f"MLflow tracking at {shown} is not usable: unsupported scheme {excerpt(scheme, 20)}; valid: {', '.join(SCHEMES)}, or a folder path")
     if scheme == "sqlite" and not uri.removeprefix("sqlite:///").strip("/"):
-        raise UserError(f"MLflow tracking URI {shown}: no database file; use sqlite:////ABSOLUTE/PATH.db")
+        raise UserError(f"MLflow tracking at {shown} is not usable: no database file; use sqlite:////ABSOLUTE/PATH.db")
     if scheme not in ("http", "https"):
         return
     if not parts.hostname:
-        raise UserError(f"MLflow tracking URI {shown}: no host; use e.g. http://HOST:5000")
+        raise UserError(f"MLflow tracking at {shown} is not usable: no host; use e.g. http://HOST:5000")
     for name, value in HTTP_TIMEOUT.items():
         os.environ.setdefault(name, value)
     url = parts._replace(path=parts.path.rstrip("/") + "/health", query="", fragment="").geturl()
@@ -135,7 +135,7 @@ def check_tracking_uri(uri: str) -> None:
     except (OSError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", error)
         raise UserError(
-            f"MLflow tracking server {shown} does not answer HTTP within {PROBE_SECONDS:g} s "
+            f"MLflow tracking server {shown} is not reachable or does not answer HTTP within {PROBE_SECONDS:g} s "
             f"({type(reason).__name__}: {excerpt(str(reason), 100)}); start it or {hint}"
         ) from None
     if status >= 500:

@@ -87,7 +87,7 @@ def parse_yaml(text: str, where: str) -> Any:
         raise UserError(f"{where}: nested too deeply; refusing to read it") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}:" if mark else ""
+        line = f" line {mark.line + 1}" if mark else ""
         problem = str(getattr(error, "problem", None) or error)
         raise UserError(f"{where}:{line} not valid YAML ({problem if len(problem) <= 160 else problem[:157] + '...'})") from None
     finally:

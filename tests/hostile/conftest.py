@@ -34,8 +34,8 @@ COMMITTED = (REPO / "suites", REPO / "results")
 # tqdm's progress bar ("desc:  40%|####  | 2/5 [00:01<00:01, 2.0img/s]"), drawn in-process (TQDM_DISABLE only
 # takes effect in a fresh process); it is not an error line
 PROGRESS = re.compile(r"[^\r\n]*?\d+%\|[^|\r\n]*\|[^\]\r\n]*\]")
-# the run's plan line ("digits: plan: 3 encodings x ..."), printed before the groups start: progress, not an error
-PLAN = re.compile(r"^\S+: plan: ")
+# a run's plan line ("digits: plan: 3 encodings x ...") and its timestamped progress lines: not error lines
+PLAN = re.compile(r"^\S+: plan: |^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+: ")
 
 
 @dataclass
