@@ -114,8 +114,12 @@ def test_a_run_killed_at_a_fault_point_and_rerun_ends_as_an_uninterrupted_run(
     assert result == reference  # same numbers, one FINISHED parent, each group logged once
 
 
+# killed in tests/hostile: train diffusion (test_weights.py) and encode (test_releases.py), which are not suite runs
+EXERCISED_ELSEWHERE = {"diffusion_staged", "release_image_written"}
+
+
 def test_every_fault_point_is_exercised():
-    assert {point for point, _ in KILLS} == set(faults.POINTS)
+    assert {point for point, _ in KILLS} | EXERCISED_ELSEWHERE == set(faults.POINTS)
 
 
 @pytest.mark.slow
