@@ -6,8 +6,8 @@ fraction of the attacker's budget used, so strength 0 leaves every model as it i
 
 - ``bn_adapt``: test-time normalization adaptation. BatchNorm running statistics are recomputed on the
   first round(s x n) unlabelled released NEs of the group (train-mode forward of the BatchNorm layers only,
-  ``momentum=None`` = cumulative average, no gradients). Models without BatchNorm are unchanged; their
-  cells say ``bn_layers=0``.
+  ``momentum=None`` = cumulative average, no gradients). Models without BatchNorm are unchanged; the
+  step's ``attack_param`` names them (``no_bn``).
 - ``finetune``: fine-tuning on round(s x ``labelled``) labelled NEs. The labelled NEs are the suite's
   *public* images (a split disjoint from the evaluation images, with their labels) encoded by the group's
   encoder for the authorized model with draws keyed apart from the release: the owner's release of a
@@ -88,10 +88,11 @@ class BnAdapt(_Adaptation):
         return self.spent.model_copy(update={"released": _used(strength, self.spent.released)})
 
     def parameter(self, strength: float) -> dict:
-        return {"used": _used(strength, 0 if self.data is None else len(self.data))}
-
-    def adaptation_note(self, model_name: str) -> dict:
-        return {"bn_layers": self.bn_layers[model_name]} if model_name in self.bn_layers else {}
+        """``used`` NEs and, once models were adapted, ``no_bn``: the models it left unchanged (no BatchNorm)."""
+        out: dict = {"used": _used(strength, 0 if self.data is None else len(self.data))}
+        if self.bn_layers:  # one value for every cell of the step, so tables group the step's cells together
+            out["no_bn"] = "+".join(sorted(name for name, count in self.bn_layers.items() if not count)) or "-"
+        return out
 
     @torch.no_grad()
     def adapt(self, model: ZooModel, strength: float) -> ZooModel:

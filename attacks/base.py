@@ -124,10 +124,6 @@ class Attack(ABC):
         """An adapted copy of ``model`` (after :meth:`fit`), for attacks with ``adapts_model``; the default keeps it."""
         return model
 
-    def adaptation_note(self, model_name: str) -> dict[str, Any]:
-        """What :meth:`adapt` did to one model, merged into that model's ``attack_param`` (e.g. no BatchNorm to adapt)."""
-        return {}
-
     @property
     def draws(self) -> int:
         """How many stochastic draws the runner evaluates (``Params.draws`` if declared, else 1)."""

@@ -260,7 +260,7 @@ class GroupComputation:
                     storage=group.storage,
                     attack=step.spec.name,
                     attack_strength=step.strength,
-                    attack_param=attack.parameter(step.strength) | attack.adaptation_note(model_name),
+                    attack_param=attack.parameter(step.strength),
                     baseline=attack.baseline,
                     model=model_name,
                     role=role,
