@@ -13,6 +13,9 @@ fraction of the attacker's budget used, so strength 0 leaves every model as it i
   encoder for the authorized model with draws keyed apart from the release: the owner's release of a
   labelled set. Accuracy is then measured on the whole evaluation release, none of whose images was
   trained on. ``scope: first_layer`` trains only the stem (BatchNorm kept frozen), ``all`` the whole model.
+- ``augment_finetune``: label-free fine-tuning on clean public images with self-made noise of the
+  release's kind and PSNR (the group's encoder and strength, made for stems the attacker holds), towards the
+  model's own clean predictions.
 """
 
 from __future__ import annotations
@@ -111,12 +114,17 @@ class BnAdapt(_Adaptation):
         return adapted.eval()
 
 
-class FinetuneParams(Strict):
-    labelled: int = Field(128, ge=1, description="labelled NEs at strength 1 (the first of the public split, encoded)")
+class TrainParams(Strict):
+    """How an adaptation attack trains a model copy (see :func:`_train`)."""
+
     scope: Literal["first_layer", "all"] = Field("all", description="train the stem only, or the whole model")
-    epochs: int = Field(5, ge=1, description="passes over the labelled NEs")
+    epochs: int = Field(5, ge=1, description="passes over the training images")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     batch_size: int = Field(32, ge=1)
+
+
+class FinetuneParams(TrainParams):
+    labelled: int = Field(128, ge=1, description="labelled NEs at strength 1 (the first of the public split, encoded)")
 
 
 @ATTACKS.register("finetune")
@@ -145,7 +153,7 @@ class Finetune(_Adaptation):
         if context.encode is None or labels is None or not len(context.public_images) or bool((labels < 0).any()):
             raise ValueError("finetune: needs a labelled 'public' dataset in the suite (its images are encoded as the labelled NEs)")
         count = min(self.params.labelled, len(context.public_images))
-        self.data = context.encode(context.public_images[:count])
+        self.data = context.encode(context.public_images[:count], context.authorized)
         self.labels = labels[:count].to(self.data.device)
 
     def budget(self, strength: float) -> Budget:
@@ -158,23 +166,83 @@ class Finetune(_Adaptation):
         used = self.used(strength)
         if not used:
             return model
-        adapted = copy.deepcopy(model)
-        trained = list(adapted.first_conv.parameters()) if self.params.scope == "first_layer" else list(adapted.parameters())
-        for parameter in adapted.parameters():
-            parameter.requires_grad_(False)
-        for parameter in trained:
-            parameter.requires_grad_(True)
-        adapted.train(self.params.scope == "all")
-        optimizer = torch.optim.Adam(trained, lr=self.params.lr)
-        generator = keyed_generator(self.name, model.name, used)
-        images, labels = self.data[:used], self.labels[:used]
-        for _ in range(self.params.epochs):
-            order = torch.randperm(used, generator=generator).to(images.device)
-            for start in range(0, used, self.params.batch_size):
-                index = order[start : start + self.params.batch_size]
-                optimizer.zero_grad()
-                F.cross_entropy(adapted(images[index]), labels[index]).backward()
-                optimizer.step()
-        for parameter in adapted.parameters():
-            parameter.requires_grad_(False)
-        return adapted.eval()
+        return _train(model, self.data[:used], self.labels[:used], self.params, keyed_generator(self.name, model.name, used))
+
+
+class AugmentFinetuneParams(TrainParams):
+    images: int = Field(256, ge=1, description="clean public images at strength 1 (the first of the public split)")
+    noise_models: list[str] = Field([], description="zoo models (public) whose stems make the noise; empty: the adapted model's own")
+
+
+@ATTACKS.register("augment_finetune")
+class AugmentFinetune(_Adaptation):
+    """Label-free fine-tuning on round(s x ``images``) clean public images with self-made NE noise.
+
+    The method and the release's PSNR are public: the attacker encodes the public images with the group's
+    encoder at the group's strength, but for a stem it holds: each of ``noise_models`` (never the
+    authorized model) or, by default, the adapted model itself. Targets are the model's own predictions on
+    the clean images (no labels), so the model learns to ignore noise of the release's kind and size.
+    """
+
+    Params = AugmentFinetuneParams
+    threat = ThreatModel(
+        tier=Tier.METHOD,
+        text="knows the method and the release's PSNR, holds clean public images; makes NE-like noise with stems it holds and trains its model to ignore it",
+        public=True,
+        queries="gradient",
+    )
+
+    def __init__(self, params: AugmentFinetuneParams) -> None:
+        super().__init__(params)
+        self.context: AttackContext | None = None
+
+    def fit(self, context: AttackContext) -> None:
+        if context.encode is None or not len(context.public_images):
+            raise ValueError("augment_finetune: needs a 'public' dataset in the suite (clean images to add noise to)")
+        if context.authorized.name in self.params.noise_models:
+            raise ValueError(f"augment_finetune: noise_models may not hold the authorized model {context.authorized.name!r} (that is the white box)")
+        for name in self.params.noise_models:
+            if tuple(context.model(name).input_size) != tuple(context.public_images.shape[1:]):
+                raise ValueError(f"augment_finetune: noise model {name!r} takes {tuple(context.model(name).input_size)} inputs, the release is {tuple(context.public_images.shape[1:])}")
+        self.data = context.public_images[: self.params.images]
+        self.context = context
+
+    def budget(self, strength: float) -> Budget:
+        return self.spent.model_copy(update={"public": _used(strength, 0 if self.data is None else len(self.data))})
+
+    def parameter(self, strength: float) -> dict:
+        return {"public": self.budget(strength).public, "scope": self.params.scope}
+
+    def adapt(self, model: ZooModel, strength: float) -> ZooModel:
+        used = self.used(strength)
+        if not used:
+            return model
+        clean = self.data[:used]
+        stems = [self.context.model(name) for name in self.params.noise_models] or [model]
+        noisy = torch.cat([self.context.encode(clean, stem) for stem in stems])
+        with torch.no_grad():
+            targets = model(clean).argmax(1).repeat(len(stems))
+        return _train(model, noisy, targets, self.params, keyed_generator(self.name, model.name, used))
+
+
+def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: TrainParams, generator: torch.Generator) -> ZooModel:
+    """A copy of ``model`` trained on (images, labels): cross-entropy, Adam, seeded shuffles; the stem only
+    (in eval mode, BatchNorm frozen) for ``scope: first_layer``, every parameter in training mode for ``all``."""
+    adapted = copy.deepcopy(model)
+    trained = list(adapted.first_conv.parameters()) if params.scope == "first_layer" else list(adapted.parameters())
+    for parameter in adapted.parameters():
+        parameter.requires_grad_(False)
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    adapted.train(params.scope == "all")
+    optimizer = torch.optim.Adam(trained, lr=params.lr)
+    for _ in range(params.epochs):
+        order = torch.randperm(len(images), generator=generator).to(images.device)
+        for start in range(0, len(images), params.batch_size):
+            index = order[start : start + params.batch_size]
+            optimizer.zero_grad()
+            F.cross_entropy(adapted(images[index]), labels[index]).backward()
+            optimizer.step()
+    for parameter in adapted.parameters():
+        parameter.requires_grad_(False)
+    return adapted.eval()

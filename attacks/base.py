@@ -57,8 +57,9 @@ class AttackContext:
     - ``released``: a sample of the released (encoded) images of this group;
     - ``batch_labels``: labels of the batch being attacked (integrity attacks), set per batch;
     - ``public_labels``: labels of ``public_images`` (None when unknown);
-    - ``encode``: the group's encoder, keyed apart from the release's draws: clean images in, NEs for the
-      authorized model out (labelled-NE attackers: the owner's release of a labelled set).
+    - ``encode``: the group's encoder at the group's strength, keyed apart from the release's draws: (clean
+      images, a model) in, NEs made for that model out. With the authorized model: the owner's release of a
+      labelled set (labelled-NE attackers); with a model the attacker holds: self-made noise of the release's kind.
     """
 
     authorized: "ZooModel"
@@ -67,7 +68,7 @@ class AttackContext:
     released: torch.Tensor
     batch_labels: torch.Tensor | None = None
     public_labels: torch.Tensor | None = None
-    encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    encode: Callable[[torch.Tensor, "ZooModel"], torch.Tensor] | None = None
 
     def limited(self, released: int | None, public: int | None) -> "AttackContext":
         """The same context holding only the first ``released`` NEs and ``public`` clean images (None: all)."""

@@ -158,11 +158,11 @@ class GroupComputation:
         return self.assemble(inputs.image_ids), {label: rows[:count].clone() for label, rows in self.sample_rows.items()}
 
     def attack_context(self, released: torch.Tensor) -> AttackContext:
-        """What informed attackers of this group may use; labelled NEs are encoded with draws keyed apart from the release."""
+        """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the release."""
 
-        def encode(images: torch.Tensor) -> torch.Tensor:
-            generator = keyed_generator(self.group.draw_key, "labelled")
-            return self.encoder.encode(images, self.authorized, self.group.strength, generator).images
+        def encode(images: torch.Tensor, model: ZooModel) -> torch.Tensor:
+            generator = keyed_generator(self.group.draw_key, "attacker", model.name)
+            return self.encoder.encode(images, model, self.group.strength, generator).images
 
         public = self.services.public_images(self.authorized)
         return AttackContext(self.authorized, self.services.model, public, released, public_labels=self.services.public_labels(), encode=encode)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,7 @@ LADDER_ATTACKS = [
     {"name": "bn_adapt", "strengths": [0.0, 1.0]},
     {"name": "finetune", "strengths": [1.0], "params": {"labelled": 60, "epochs": 3, "lr": 0.003, "scope": "all"}},
     {"name": "finetune", "strengths": [1.0], "params": {"labelled": 60, "epochs": 3, "lr": 0.01, "scope": "first_layer"}},
+    {"name": "augment_finetune", "strengths": [1.0], "params": {"images": 40, "epochs": 2, "noise_models": ["vit_b"]}},
     {"name": "identify", "strengths": [1.0], "params": {"candidates": ["vit_a", "vit_b", "res"], "released": 1}},
     {"name": "identify", "strengths": [1.0], "params": {"candidates": ["vit_a", "vit_b", "res"], "released": 30}},
 ]
@@ -76,6 +78,8 @@ def test_cells_record_tier_budget_and_compute(ladder_run):
     assert (tuned.tier, tuned.budget_labelled) == ("labelled_nes", 60)
     assert by[("patch", "bn_adapt", 1.0, 60, None, "res")].attack_param["no_bn"] == "vit_a+vit_b"  # ViTs: nothing to adapt
     assert by[("patch", "bn_adapt", 0.0, 0, None, "res")].budget_released == 0
+    augmented = by[("patch", "augment_finetune", 1.0, 0, "all", "res")]
+    assert (augmented.tier, augmented.budget_public, augmented.budget_labelled, augmented.attack_param["public"]) == ("method", 40, 0, 40)
     record = tuned.record()
     assert record["tier"] == "labelled_nes" and record["attack_seconds"] == tuned.attack_seconds
 
@@ -117,6 +121,15 @@ def test_finetune_refuses_a_suite_without_labelled_public_images():
         ATTACKS.create("finetune").prepare(ctx)
 
 
+def test_augment_finetune_never_makes_noise_with_the_authorized_stem():
+    from tests.attacks.test_registry import context
+
+    with pytest.raises(ValueError, match="white box"):
+        ATTACKS.create("augment_finetune", {"noise_models": ["authorized"]}).prepare(context(1))
+    with pytest.raises(ValueError, match="release is"):  # a stem of another input size cannot make noise for this release
+        ATTACKS.create("augment_finetune", {"noise_models": ["twin"]}).prepare(replace(context(1), public_images=torch.rand(4, 1, 8, 8)))
+
+
 def test_identification_and_ladder_tables(ladder_run, tmp_path):
     suite, cells = ladder_run
     identify = {c.budget_released: c.attack_param for c in cells if c.attack == "identify" and c.model == "vit_b"}
@@ -125,7 +138,7 @@ def test_identification_and_ladder_tables(ladder_run, tmp_path):
     table = identification_table(cells)
     assert list(table["released NEs"]) == [1, 30] and table["identified"].iloc[-1] == "1/1"
     ladder, breaks = ladder_tables(cells)
-    assert set(ladder.tier) == {"none", "architecture", "labelled_nes"}  # identify is analysis, not a rung
+    assert set(ladder.tier) == {"none", "method", "architecture", "labelled_nes"}  # identify is analysis, not a rung
     none_row = ladder[ladder.tier == "none"].iloc[0]
     assert none_row["unauth acc by NEs used"].startswith("0: ")  # identity and bn_adapt at strength 0 spend nothing
     assert len(breaks) == 1 and breaks.iloc[0]["encoding"] == "patch 10"

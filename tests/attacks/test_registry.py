@@ -71,6 +71,7 @@ SPEC_PARAMS = {
     "surrogate_projection": lambda: {"candidates": ["authorized", "twin", "res"]},
     "identify": lambda: {"candidates": ["authorized", "twin", "res"]},
     "finetune": lambda: {"labelled": 8, "epochs": 1},
+    "augment_finetune": lambda: {"images": 8, "epochs": 1},
     "autoencoder": lambda: {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 10, "width": 16, "batch_size": 32},
     "diffusion": lambda: {"source": str(ROOT / "suites/zoo/weights/fashion-ddpm"), "steps": 4},
     "diffusers_vae": lambda: {"source": tiny_vae_dir()},
@@ -107,8 +108,8 @@ def context(channels: int) -> AttackContext:
     released = encoder.encode(clean, models["authorized"], 15.0, generator).images
     labels = torch.arange(len(public)) % 10
 
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        return encoder.encode(images, models["authorized"], 15.0, torch.Generator().manual_seed(4)).images
+    def encode(images: torch.Tensor, model) -> torch.Tensor:
+        return encoder.encode(images, model, 15.0, torch.Generator().manual_seed(4)).images
 
     return AttackContext(models["authorized"], models.__getitem__, public, released, public_labels=labels, encode=encode)
 
