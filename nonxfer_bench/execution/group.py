@@ -30,7 +30,7 @@ from nonxfer_bench.core import faults
 from nonxfer_bench.core.cache import ArrayCache
 from nonxfer_bench.core.cell import Cell, Role
 from nonxfer_bench.core.hashing import keyed_generator, stable_hash
-from nonxfer_bench.encoders import ENCODERS, Encoding
+from nonxfer_bench.encoders import ENCODERS, Encoder, Encoding
 from nonxfer_bench.execution.plan import AttackStep, EncodingGroup
 from nonxfer_bench.metrics.image_quality import psnr_per_image, ssim_per_image
 from nonxfer_bench.metrics.outcomes import Tally
@@ -61,6 +61,7 @@ class GroupServices:
     predict: Callable[[ZooModel, torch.Tensor], torch.Tensor]
     public_images: Callable[[ZooModel], torch.Tensor]
     role: Callable[[str, str], Role]
+    phase: Callable[[EncodingGroup, str], None]  # progress: which stage a group is in
     suite_name: str
     batch_size: int
     sample_images: int
@@ -136,6 +137,7 @@ class GroupComputation:
         attacked_batches = self.attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size)
         context: AttackContext | None = None
         for start in range(0, inputs.count, size):
+            self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: encode")
             clean = inputs.clean(start, size)
             labels = inputs.labels[start : start + size]
             encoding = self.encode(clean, first=start == 0)
@@ -148,6 +150,7 @@ class GroupComputation:
                     for step in spec_steps:  # every strength of the attack needs its fit
                         attacked_batches.seconds[step] += time.perf_counter() - began
             context.batch_labels = labels
+            self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: attack and score")
             for step in self.steps:
                 for draw in range(self.draws[step]):
                     attacked = attacked_batches(step, draw, start, encoding.images)
@@ -179,7 +182,7 @@ class GroupComputation:
         self.encoder_info = encoding.info
         if first and any(self.services.attack(step).baseline for step in self.steps):
             models = {name: self.services.model(name) for _, name in self.missing}
-            self.bounds = _group_bounds(self.group, self.authorized, clean, encoding, models)
+            self.bounds = _group_bounds(self.encoder, self.authorized, clean, encoding, models)
         if first and self.services.sample_images:
             self.sample_rows = {"clean": clean, self.group.encoder.name: encoding.images}
         return encoding
@@ -294,12 +297,12 @@ def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int
     ]
 
 
-def _group_bounds(group: EncodingGroup, authorized: ZooModel, clean: torch.Tensor, encoding: Encoding, models: dict) -> tuple[dict, dict]:
+def _group_bounds(encoder: Encoder, authorized: ZooModel, clean: torch.Tensor, encoding: Encoding, models: dict) -> tuple[dict, dict]:
     """Bound-tightness numbers of one encoding group (:mod:`nonxfer_bench.linalg.bounds`); never fails a run."""
     try:
         from nonxfer_bench.linalg.bounds import group_bounds
 
-        return group_bounds(authorized, group.encoder.name, group.encoder.params, clean, encoding, models)
+        return group_bounds(authorized, encoder, clean, encoding, models)
     except Exception as error:  # noqa: BLE001 - a diagnostic must not cost the benchmark its cells
         return {"bound/error": f"{type(error).__name__}: {str(error)[:300]}"}, {}
 

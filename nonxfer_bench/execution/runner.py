@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from tqdm import tqdm
 
 from nonxfer_bench.attacks import ATTACKS, Attack
 from nonxfer_bench.core import faults
@@ -30,6 +29,7 @@ from nonxfer_bench.datasets.base import ImageSet, load_cached
 from nonxfer_bench.execution.backoff import BatchBackOff
 from nonxfer_bench.execution.group import GroupComputation, GroupInputs, GroupServices, Missing
 from nonxfer_bench.execution.plan import AttackStep, EncodingGroup, plan_suite
+from nonxfer_bench.execution.progress import Plan, Progress
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.schema.suite import Suite
 from nonxfer_bench.storage.samples import sample_file, save_sample_grid
@@ -113,6 +113,7 @@ class Runner:
         self._public: ImageSet | None = None
         self._public_prepared: dict[str, torch.Tensor] = {}  # authorized -> public images at its release format
         self._clean_inputs: dict[str, CleanInputs] = {}  # authorized -> clean images at its release format
+        self.progress: Progress | None = None  # set by run(); workers, which only compute, have none
 
     @cached_property
     def store(self) -> CellStore:
@@ -166,8 +167,20 @@ class Runner:
             return dict(group.cells)
         return {cell: key for cell, key in group.cells.items() if key not in self.store}
 
-    def run(self) -> RunResult:
-        """Compute every group with missing cells through the executor; only this process writes the store."""
+    def plan(self, pending: Work) -> Plan:
+        """How big this run is and how much of it is already finished."""
+        cells = sum(len(group.cells) for group in self.groups)
+        todo = sum(len(missing) for _, missing in pending)
+        steps = len({step for group in self.groups[:1] for step, _ in group.cells})
+        return Plan(len(self.groups), steps, len(self.suite.models), cells, cells - todo, len(pending))
+
+    def run(self, progress: Progress | None = None) -> RunResult:
+        """Compute every group with missing cells through the executor; only this process writes the store.
+
+        ``progress`` reports the plan, phases and finished groups (default: to stderr and ``run.log`` in the run folder).
+        """
+        self.suite.run_dir().mkdir(parents=True, exist_ok=True)
+        self.progress = progress or Progress(self.suite.name, self.suite.run_dir() / "run.log")
         computed = skipped = 0
         samples: dict[str, Path] = {}
         pending = []
@@ -179,21 +192,31 @@ class Runner:
             skipped += 1
             if self.on_group:
                 self.on_group(group, [self.store.cells[k] for k in group.cells.values()], None)
-        results = self.executor.run(self, pending)
-        for group, cells, sample_rows in tqdm(results, total=len(pending), desc=f"suite {self.suite.name}", unit="encoding"):
-            sample = self.save_sample(group, sample_rows)  # before the cells: a stored group always has its grid
-            if sample is not None:
-                samples[group.label] = sample
-            self.store.add(cells)
-            computed += 1
-            if self.on_group:
-                self.on_group(group, [self.store.cells[k] for k in group.cells.values()], sample)
+        self.progress.plan(self.plan(pending))
+        try:
+            for group, cells, sample_rows in self.executor.run(self, pending):
+                sample = self.save_sample(group, sample_rows)  # before the cells: a stored group always has its grid
+                if sample is not None:
+                    samples[group.label] = sample
+                self.store.add(cells)
+                computed += 1
+                self.progress.group_done(group.label)
+                if self.on_group:
+                    self.on_group(group, [self.store.cells[k] for k in group.cells.values()], sample)
+        finally:
+            self.progress.close()
         return RunResult(
             [self.store.cells[k] for g in self.groups for k in g.cells.values()], computed, skipped, samples
         )
 
+    def phase(self, group: EncodingGroup, phase: str) -> None:
+        """A group computed in this process entered ``phase`` (workers of other executors report nothing)."""
+        if self.progress is not None:
+            self.progress.phase(group.label, phase)
+
     def compute(self, group: EncodingGroup, missing: Missing) -> tuple[list[Cell], dict[str, torch.Tensor]]:
         """One group's missing cells and its sample rows; touches neither the store nor the tracker (runs in workers)."""
+        self.phase(group, "clean predictions")
         authorized = self.model(group.authorized)
         clean = self.clean_inputs(authorized)
         size = self.suite.batch_size
@@ -209,7 +232,7 @@ class Runner:
     def services(self) -> GroupServices:
         suite = self.suite
         return GroupServices(
-            self.model, self.attack, self.predict, self.public_images, suite.role, suite.name, suite.batch_size, suite.output.sample_images,
+            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images,
             public_labels=lambda: None if self._public is None else self._public.labels,
         )
 

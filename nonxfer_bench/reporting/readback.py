@@ -16,7 +16,7 @@ import pandas as pd
 
 from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.errors import UserError
-from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT
+from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT, sqlite_path
 
 
 @dataclass
@@ -50,8 +50,9 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
     """The cells of the latest invocation in ``experiment`` (or of parent run ``run_id``) at ``uri``."""
     import mlflow
 
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():  # reading must not create one
-        raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; run the suite with tracking first or give --tracking-uri")
+    store = sqlite_path(uri)
+    if store is not None and not store.is_file():  # reading must not create one
+        raise UserError(f"no MLflow store at {store}; run the suite with tracking first or give --tracking-uri")
     mlflow.set_tracking_uri(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)

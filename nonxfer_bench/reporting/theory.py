@@ -88,8 +88,8 @@ def theory_markdown(cells: list[dict]) -> str:
         label = encoder if encoder == "clean" else f"{encoder} {strength:g}"
         lines.append(
             f"| {authorized} | {label} | {auth.get('bound/k', '')} | {_fmt(auth.get('bound/sigma_s'))} | "
-            f"{_fmt(auth.get('bound/auth_layer_ratio_median'))} | {_fmt(auth.get('bound/auth_layer_ratio_p95'))} | "
-            f"{_fmt(auth.get('bound/auth_layer_ms_ratio'))} | {_fmt(auth.get('bound/auth_layer_rel_median'))} | "
+            f"{_check(auth, 'bound/auth_layer_ratio_median')} | {_check(auth, 'bound/auth_layer_ratio_p95')} | "
+            f"{_check(auth, 'bound/auth_layer_ms_ratio')} | {_fmt(auth.get('bound/auth_layer_rel_median'))} | "
             f"{_fmt(auth.get('bound/lipschitz_estimate'))} | {_fmt(auth.get('bound/auth_logit_ratio'))} | "
             f"{'; '.join(models)} | {spearman} |"
         )
@@ -97,7 +97,9 @@ def theory_markdown(cells: list[dict]) -> str:
         "Bound tightness on the first batch of each encoding (nonxfer_bench/bounds.py states every convention). "
         "layer obs/pred: ||W d_l|| / (sigma_S ||d_l||) per patch (1 = tight; empty for an exact null space, sigma_S = 0, "
         "where obs/(‖W‖‖d‖) shows the numerical residue); mean-square obs/pred: sum ||W d_l||^2 / sum ||d_l||^2 over "
-        "mean_S sigma_i^2. L_g: largest local Jacobian norm of the network after the first layer at 4 clean images "
+        "mean_S sigma_i^2; † marks k = 1 with every patch's perturbation in the one chosen direction v, where "
+        "||W v|| = sigma ||v|| makes the ratio 1 by construction: a consistency check of the implementation, not evidence "
+        "that the bound is tight. L_g: largest local Jacobian norm of the network after the first layer at 4 clean images "
         "(a lower bound of the global Lipschitz constant); logit obs/bound: ||f(x') - f(x)|| / (L_g sigma_S ||d||). "
         "Per model: misalignment ||W'_eff Q||_F / ||W'_eff||_F in raw-pixel space (n/a: different D), Hoffman-Wielandt "
         "ratio sum (sigma_i - sigma'_i)^2 / ||W_eff - W'_eff||_F^2 (<= 1; n/a: different shape), RMS first-layer response "
@@ -105,6 +107,16 @@ def theory_markdown(cells: list[dict]) -> str:
         "vs accuracy drop (clean - NE, no attack) over the unauthorized models with a misalignment."
     )
     return "\n".join([intro, "", *lines])
+
+
+def _check(cell: dict, key: str) -> str:
+    """A first-layer ratio, marked † when it is 1 by construction: k = 1 and every measured patch ratio is 1
+    (median and p95), i.e. the perturbation of every patch lies in the single chosen direction."""
+    text = _fmt(cell.get(key))
+    by_construction = cell.get("bound/k") == 1 and all(
+        cell.get(name) is not None and abs(cell[name] - 1.0) < 1e-3 for name in ("bound/auth_layer_ratio_median", "bound/auth_layer_ratio_p95")
+    )
+    return f"{text} †" if text and by_construction else text
 
 
 def write_theory_plots(cells: list[dict], folder) -> list:

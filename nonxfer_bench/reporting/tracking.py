@@ -51,6 +51,17 @@ CELLS_ARTIFACT = "cells.json"
 RUN_DIR_TAG = "nxb.run_dir"
 PROBE_SECONDS = 5.0
 T = TypeVar("T")
+SQLITE = "sqlite:///"
+
+
+def sqlite_uri(path: Path) -> str:
+    """The MLflow tracking URI of a SQLite store file."""
+    return f"{SQLITE}{path}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The store file of a ``sqlite:///`` tracking URI; None for any other store (a server, another database)."""
+    return Path(uri.removeprefix(SQLITE)) if uri.startswith(SQLITE) else None
 
 
 def tracking_uri(suite: Suite) -> str:
@@ -58,7 +69,7 @@ def tracking_uri(suite: Suite) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     if suite.tracking.uri:
         return suite.tracking.uri
-    return f"sqlite:///{(suite.output.dir / 'mlflow.db').resolve()}"
+    return sqlite_uri((suite.output.dir / "mlflow.db").resolve())
 
 
 def probe_server(uri: str) -> None:
@@ -99,10 +110,11 @@ def retry_concurrent(call: Callable[[], T], attempts: int = 6, delay: float = 0.
 def creation_lock(uri: str) -> Iterator[None]:
     """For a SQLite store, one process at a time creates (migrates) the file and the experiment: MLflow's
     table creation is not safe against a second process doing the same at the same moment."""
-    if not uri.startswith("sqlite:///"):
+    store = sqlite_path(uri)
+    if store is None:
         yield
         return
-    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as handle:
+    with open(f"{store}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -127,8 +139,9 @@ class Tracker:
 
     def __enter__(self) -> "Tracker":
         mlflow = self.mlflow
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        store = sqlite_path(self.uri)
+        if store is not None:
+            store.parent.mkdir(parents=True, exist_ok=True)
         probe_server(self.uri)
         mlflow.set_tracking_uri(self.uri)
         try:
@@ -175,8 +188,9 @@ class Tracker:
         if experiment is not None:
             return experiment.experiment_id
         location = None
-        if self.uri.startswith("sqlite:///"):
-            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        store = sqlite_path(self.uri)
+        if store is not None:
+            location = (store.parent / "mlartifacts").resolve().as_uri()
         return self.mlflow.create_experiment(name, artifact_location=location)
 
     def _log_preprocessing(self) -> None:
