@@ -64,8 +64,15 @@ class Outcomes(BaseModel):
         return np.ones(self.images, dtype=bool) if self.labeled is None else unpack_bits(self.labeled, self.images)
 
 
+RUN_METADATA = frozenset({"attack_seconds", "device"})  # how a run computed a cell, not what it measured
+
+
 class Cell(BaseModel):
-    """One finished cell. ``baseline`` marks the no-attack step (a property of the attack, not its name)."""
+    """One finished cell. ``baseline`` marks the no-attack step (a property of the attack, not its name).
+
+    Equality ignores :data:`RUN_METADATA` (wall seconds, device): the same cell computed by another run,
+    executor or from cached attack outputs is the same cell.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -110,6 +117,11 @@ class Cell(BaseModel):
     device: str | None = Field(None, description="device type the attack ran on")
     bounds: dict[str, Any] = Field({}, description="bound-tightness numbers of a baseline cell, named bound/...")
     outcomes: Outcomes | None = Field(None, description="per-image results; None in stores of schema 1")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cell):
+            return NotImplemented
+        return self.model_dump(exclude=set(RUN_METADATA)) == other.model_dump(exclude=set(RUN_METADATA))
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Cell:

@@ -80,6 +80,8 @@ def test_cells_record_tier_budget_and_compute(ladder_run):
     assert by[("patch", "bn_adapt", 0.0, 0, None, "res")].budget_released == 0
     augmented = by[("patch", "augment_finetune", 1.0, 0, "all", "res")]
     assert (augmented.tier, augmented.budget_public, augmented.budget_labelled, augmented.attack_param["public"]) == ("method", 40, 0, 40)
+    rerun = tuned.model_copy(update={"attack_seconds": tuned.attack_seconds + 1, "device": "cuda"})
+    assert rerun == tuned and rerun != tuned.model_copy(update={"tier": "none"})  # run metadata is not part of a cell's value
     record = tuned.record()
     assert record["tier"] == "labelled_nes" and record["attack_seconds"] == tuned.attack_seconds
 
