@@ -211,3 +211,20 @@ def test_change_and_p_texts():
     assert gain_text(Gain(-1e-17, -0.017, 0.0176, 1.0)) == "+0.0 [-1.7, +1.8]"  # never "-0.0"
     assert gain_text(None) == p_text(None) == "—"
     assert (p_text(0.0004), p_text(0.0123), p_text(0.05, verdict=True)) == ("<0.001", "0.012", "0.050 (not significant)")
+
+
+def test_the_effect_table_compares_each_ne_with_the_clean_images_on_the_same_images():
+    rng = np.random.default_rng(3)
+    clean_bits = {model: rng.random(300) < p for model, p in (("a", 0.9), ("b", 0.85), ("c", 0.8))}
+    ne_bits = {model: rng.random(300) < p for model, p in (("a", 0.88), ("b", 0.1), ("c", 0.12))}
+    records = [with_outcomes(cell("identity", 1.0, m, None, encoder="clean"), flags) for m, flags in clean_bits.items()]
+    records += [with_outcomes(cell("identity", 1.0, m, None), flags) for m, flags in ne_bits.items()]
+    table = effect_table(cells_frame(records), ["a", "b", "c"])
+    ne, clean = table[table.encoding == "patch 10"].iloc[0], table[table.encoding == "clean"].iloc[0]
+    assert clean["auth Δ vs clean"] == "" and clean["p vs clean (auth; unauth)"] == ""
+    auth_p, unauth_p = ne["p vs clean (auth; unauth)"].split("; ")
+    assert auth_p == p_text(mcnemar_exact(clean_bits["a"], ne_bits["a"]))  # one model: exact McNemar
+    assert ne["auth Δ vs clean"] == gain_text(paired_gain(clean_bits["a"], ne_bits["a"]))  # Newcombe's interval, in points
+    unauthorized = np.stack([clean_bits["b"], clean_bits["c"]]), np.stack([ne_bits["b"], ne_bits["c"]])
+    assert ne["unauth mean Δ vs clean"] == gain_text(paired_gain(*unauthorized))  # paired bootstrap over images
+    assert unauth_p == "<0.001" and ne["unauth mean Δ vs clean"].startswith("-")

@@ -136,6 +136,21 @@ def _paired_columns(baseline: pd.DataFrame, part: pd.DataFrame, authorized: str,
     }
 
 
+def _against_clean(plain: pd.DataFrame, part: pd.DataFrame, authorized: str, encoder: str, metric: str) -> dict[str, str]:
+    """The NE against the clean images (no attack, same authorized model, images and seeds): the change for the
+    authorized model and for the mean over unauthorized models, with its p-value; blank on the clean row."""
+    clean = plain[(plain.authorized == authorized) & (plain.encoder == "clean") & plain.seed.isin(part.seed.unique())]
+    if encoder == "clean" or clean.empty:
+        return {"auth Δ vs clean": "", "unauth mean Δ vs clean": "", "p vs clean (auth; unauth)": ""}
+    auth = gain_over_baseline(clean, part, [authorized], metric)
+    unauthorized = gain_over_baseline(clean, part, _unauthorized_models(part), metric)
+    return {
+        "auth Δ vs clean": gain_text(auth),
+        "unauth mean Δ vs clean": gain_text(unauthorized),
+        "p vs clean (auth; unauth)": f"{p_text(None if auth is None else auth.p)}; {p_text(None if unauthorized is None else unauthorized.p)}",
+    }
+
+
 def _strongest_gain(part: pd.DataFrame, best: dict, metric: str) -> dict[str, str]:
     """The strongest attack's gain in mean unauthorized ``metric`` over no attack, and its p-value adjusted
     (Holm) for the number of attack steps it was chosen from; blank when no attack beat no attack."""
@@ -173,6 +188,11 @@ def glossary(metric: str, seeds: bool, paired: bool, strongest: bool) -> str:
         )
     change = "`strongest: gain`: the strongest attack's gain in `unauth mean`" if strongest else "`Δ`: the change"
     if strongest:
+        text += (
+            " `Δ vs clean`: the NE (no attack) against the clean images for the same model(s), images and seeds, in points "
+            "with its 95% interval and two-sided p-value (exact McNemar for one model, seed and draw; else a paired sign-flip "
+            "test over images)."
+        )
         text += " `strongest attack`: the attack step (of any attack and strength) that raises `unauth mean` most; `none` if none does."
     text += (
         f" {change} against no attack on the same images, encoding and seeds, in points, with a 95% interval "
@@ -274,6 +294,7 @@ def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy
             "strongest: unauth mean": with_interval(aggregate_intervals(chosen, _unauthorized_models(chosen), metric)[0]) if best else "",
             f"strongest: {_auth(metric)}": _ci(best["auth"], best["n"]) if best else "",
         }
+        row |= _against_clean(plain, part, authorized, encoder, metric)
         row |= _strongest_gain(encoding, best, metric) if best else {"strongest: gain": "", "strongest: p (Holm)": ""}
         if frame.seed.nunique() > 1:
             row |= _seed_columns(part, authorized, metric)
