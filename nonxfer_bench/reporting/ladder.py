@@ -4,7 +4,8 @@ From cells that record their attack's threat model (``tier`` and budget, see
 :mod:`nonxfer_bench.attacks.threat`), per encoding (authorized model, encoder, strength, storage):
 
 - *Adversary ladder*: one row per knowledge tier; the best mean unauthorized accuracy the tier reaches at
-  each budget (NEs used = released NEs observed + labelled NEs trained on), and the best overall.
+  each budget (NEs used = released NEs observed + labelled NEs trained on), and the best overall with its
+  95% interval (Wilson on the n evaluated images, as :mod:`nonxfer_bench.reporting.uncertainty` does).
 - *Cheapest break*: the cheapest attack step whose mean unauthorized accuracy reaches 90% of the
   unauthorized models' clean accuracy, ordered by tier, then NEs used, public images, wall seconds.
 - *Identification*: for ``identify`` cells, how often the top-ranked candidate is the authorized model,
@@ -19,6 +20,7 @@ from __future__ import annotations
 import pandas as pd
 
 from nonxfer_bench.core.cell import Cell, Role
+from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
 
 TIERS = ["none", "method", "architecture", "public_weights", "white_box", "labelled_nes"]  # attacks.threat.Tier, in order
 BREAK_FRACTION = 0.9
@@ -33,6 +35,7 @@ def _frame(cells: list[Cell]) -> pd.DataFrame:
             "attack_strength": c.attack_strength, "tier": c.tier, "nes": (c.budget_released or 0) + (c.budget_labelled or 0),
             "budget_public": c.budget_public or 0, "seconds": c.attack_seconds or 0.0, "accuracy": c.accuracy,
             "baseline": c.baseline, "chosen": c.attack_param.get("chosen"), "group": c.group,
+            "n": c.n_labeled if c.n_labeled is not None else c.n,
         }
         for c in cells
         if c.role == Role.UNAUTHORIZED and c.tier is not None and c.accuracy is not None
@@ -55,7 +58,7 @@ def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = _frame([c for c in cells if c.attack != "identify"])  # identification changes nothing: not a rung
     if frame.empty:
         return pd.DataFrame(), pd.DataFrame()
-    steps = frame.groupby(ENCODING + STEP, dropna=False).agg(accuracy=("accuracy", "mean"), seconds=("seconds", "max")).reset_index()
+    steps = frame.groupby(ENCODING + STEP, dropna=False).agg(accuracy=("accuracy", "mean"), seconds=("seconds", "max"), n=("n", "min")).reset_index()
     clean_acc = frame[(frame.encoder == "clean") & frame.baseline].groupby("authorized")["accuracy"].mean()
     ladder, breaks = [], []
     for (authorized, encoder, strength, storage), rows in steps[steps.encoder != "clean"].groupby(ENCODING, sort=True):
@@ -67,7 +70,7 @@ def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 {
                     "authorized": authorized, "encoding": label, "tier": tier,
                     "unauth acc by NEs used": ", ".join(f"{n}: {100 * a:.1f}" for n, a in curve.items()),
-                    "best": f"{100 * tiered.accuracy.max():.1f}",
+                    "best [95% CI]": _with_interval(tiered.loc[tiered.accuracy.idxmax()]),
                     "best attack": _step(tiered.loc[tiered.accuracy.idxmax()]),
                 }
             )  # fmt: skip
@@ -81,10 +84,15 @@ def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "cheapest break": "none" if row is None else _step(row),
                 "tier": "" if row is None else row.tier, "NEs used": "" if row is None else int(row.nes),
                 "public": "" if row is None else int(row.budget_public), "seconds": "" if row is None else f"{row.seconds:.3g}",
-                "unauth acc": "" if row is None else f"{100 * row.accuracy:.1f}",
+                "unauth acc [95% CI]": "" if row is None else _with_interval(row),
             }
         )  # fmt: skip
     return pd.DataFrame(ladder), pd.DataFrame(breaks)
+
+
+def _with_interval(row: pd.Series) -> str:
+    """A step's mean unauthorized accuracy with Wilson's interval on its n images (conservative for a mean over models)."""
+    return with_interval(proportion_interval(row.accuracy, int(row.n)))
 
 
 def _step(row: pd.Series) -> str:

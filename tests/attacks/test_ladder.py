@@ -143,6 +143,8 @@ def test_identification_and_ladder_tables(ladder_run, tmp_path):
     assert set(ladder.tier) == {"none", "method", "architecture", "labelled_nes"}  # identify is analysis, not a rung
     none_row = ladder[ladder.tier == "none"].iloc[0]
     assert none_row["unauth acc by NEs used"].startswith("0: ")  # identity and bn_adapt at strength 0 spend nothing
+    low, high = (float(x) for x in none_row["best [95% CI]"].split("[")[1].rstrip("]").split(", "))
+    assert low < float(none_row["best [95% CI]"].split()[0]) < high  # Wilson's interval on the 60 images
     assert len(breaks) == 1 and breaks.iloc[0]["encoding"] == "patch 10"
     text = write_leaderboard(suite.name, cells, [m.name for m in suite.models], tmp_path)[0].read_text()
     assert "## Adversary ladder" in text and "## Cheapest break" in text and "## Identification" in text
