@@ -17,7 +17,7 @@ What it can and cannot promise:
 - Overlapping stems (ResNet 7x7/s2, 3x3/s2 stems) are in general injective: sigma_s > 0, typically a
   sizeable fraction of ||A||, and with zero padding the smallest directions concentrate near the image
   border. The noise is then "least visible", not invisible: read sigma_s / sigma_max_operator.
-The basis is computed once per (weights, std, input shape, k, tol) and cached in memory.
+The basis is computed once per (weights, std, input shape, k, tol) and cached in memory and on disk.
 """
 
 from __future__ import annotations
