@@ -14,8 +14,6 @@ from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.zoo import build_model
 
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run by benchmarks/gpu.py on a GPU machine)")
-
 
 def test_auto_is_the_cpu_without_cuda_and_the_first_gpu_with_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -112,7 +110,7 @@ def test_predict_runs_in_inference_mode_and_returns_cpu_predictions(digits_zoo):
     assert predictions.device.type == "cpu" and predictions.is_inference()
 
 
-@cuda
+@pytest.mark.cuda
 def test_cuda_models_are_channels_last_and_bf16_agrees_with_fp32(digits_zoo):
     images = digits_images()
     device = resolve_device("cuda")
