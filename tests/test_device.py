@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from nonxfer_bench.core.device import autocast, resolve_device
+from nonxfer_bench.core.device import autocast, generator_on, resolve_device
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.zoo import build_model
@@ -120,3 +120,28 @@ def test_cuda_models_are_channels_last_and_bf16_agrees_with_fp32(digits_zoo):
         bf16 = model.to_device(device, "bf16").predict(images, 100)  # CPU images are moved by the model
         assert bf16.device.type == "cpu"
         assert float((fp32 == bf16).float().mean()) >= 0.95
+
+
+def test_a_generator_already_on_the_device_is_used_as_it_is():
+    generator = torch.Generator().manual_seed(3)
+    assert generator_on(generator, torch.device("cpu")) is generator
+    assert torch.equal(torch.randn(4, generator=generator), torch.randn(4, generator=torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.cuda
+def test_a_cpu_generator_seeds_a_cuda_one_reproducibly():
+    device = resolve_device("cuda")
+    draws = [torch.randn(8, generator=generator_on(torch.Generator().manual_seed(5), device), device=device) for _ in range(2)]
+    assert draws[0].is_cuda and torch.equal(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("encoder", ["gaussian", "patch", "reference"])
+def test_encoders_draws_do_not_depend_on_the_models_precision(encoder, digits_zoo):
+    from nonxfer_bench.encoders import ENCODERS
+
+    model = digits_models(digits_zoo)[0]
+    images = digits_images()[:8]
+    encode = lambda: ENCODERS.create(encoder).encode(images, model, 20.0, torch.Generator().manual_seed(1)).images
+    first = encode()
+    model.to_device(torch.device("cpu"), "bf16")  # precision changes the networks, never the encoders' draws
+    assert torch.equal(encode(), first) and not torch.equal(first, images)

@@ -48,3 +48,13 @@ def autocast(device: torch.device, precision: Precision) -> ContextManager:
 def device_name(device: torch.device) -> str:
     """A human name for reports: the GPU's model for CUDA, ``cpu`` otherwise."""
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def generator_on(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator that draws on ``device``: ``generator`` itself when it is there (CPU draws stay exactly as
+    they were), else one seeded by a draw from it, so keyed draws stay a function of the cell on every device
+    (the same on every run on that kind of device, not across CPU and CUDA, whose generators differ)."""
+    if generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)

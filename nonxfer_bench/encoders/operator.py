@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from nonxfer_bench.core.device import generator_on
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.linalg.operator import OperatorSubspace, cached_operator_subspace, patch_level
 from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_image
@@ -64,7 +65,7 @@ class OperatorEncoder(Encoder):
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         subspace = pixel_space_operator_subspace(model, tuple(images.shape[1:]), self.params)
         basis = subspace.basis.to(device=images.device, dtype=images.dtype).flatten(1)
-        z = torch.randn(len(images), subspace.k, generator=generator, device=images.device, dtype=images.dtype)
+        z = torch.randn(len(images), subspace.k, generator=generator_on(generator, images.device), device=images.device, dtype=images.dtype)
         noise = (z @ basis).view_as(images)
         released = images + noise * noise_scale_for_psnr(noise, strength)
         patch = patch_level(model.first_conv, 1.0 / model.std.flatten(), self.params.tau)

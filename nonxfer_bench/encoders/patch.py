@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from nonxfer_bench.core.device import generator_on
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.linalg.subspace import ConvGeometry, PatchSubspace, flatten_weight, patch_subspace
 from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_image
@@ -50,7 +51,7 @@ class PatchEncoder(Encoder):
         subspace = pixel_space_subspace(model, self.params.tau)
         tiles = dict(kernel_size=geometry.kernel_size, stride=geometry.kernel_size, padding=geometry.padding)
         count = F.unfold(images[:1], **tiles).shape[-1]
-        z = torch.randn(len(images), subspace.k, count, generator=generator, device=images.device)
+        z = torch.randn(len(images), subspace.k, count, generator=generator_on(generator, images.device), device=images.device)
         noise = F.fold(subspace.basis.to(images) @ z, output_size=images.shape[-2:], **tiles)
         released = images + noise * noise_scale_for_psnr(noise, strength)
         return Encoding(
