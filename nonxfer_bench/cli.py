@@ -81,7 +81,8 @@ def command_run(args: argparse.Namespace) -> int:
         suite.dataset.limit = args.limit
     suite.device = args.device or suite.device
     suite.precision = args.precision or suite.precision
-    resolve_device(suite.device)  # before any work: cuda asked for where there is none is one line, exit 2
+    if args.executor != "ray":  # before any work: cuda asked for where there is none is one line, exit 2
+        suite.device = str(resolve_device(suite.device))  # (a Ray driver may have no GPU; its workers resolve their own)
     _set_threads(args.threads or suite.threads)
     tracking = suite.tracking.enabled and not args.no_tracking
     tracker = Tracker(suite, Path(args.suite)) if tracking else None

@@ -145,3 +145,38 @@ def test_encoders_draws_do_not_depend_on_the_models_precision(encoder, digits_zo
     first = encode()
     model.to_device(torch.device("cpu"), "bf16")  # precision changes the networks, never the encoders' draws
     assert torch.equal(encode(), first) and not torch.equal(first, images)
+
+
+def test_a_bf16_suite_runs_end_to_end_with_its_own_keys_and_fp32_keys_unchanged(tmp_path, digits_zoo):
+    from nonxfer_bench.execution.plan import plan_suite
+    from nonxfer_bench.execution.runner import Runner
+    from nonxfer_bench.loading import load_suite
+    from tests.conftest import digits_suite
+
+    encoders = [{"name": "reference", "strengths": [20.0]}]
+    for name in ("fp32", "default", "bf16"):
+        (tmp_path / name).mkdir()
+    fp32_suite = load_suite(digits_suite(tmp_path / "fp32", digits_zoo, encoders=encoders, precision="fp32"))
+    default_suite = load_suite(digits_suite(tmp_path / "default", digits_zoo, encoders=encoders))
+    keys = lambda suite: [sorted(g.cells.values()) for g in plan_suite(suite)]  # noqa: E731
+    assert keys(fp32_suite) == keys(default_suite)  # fp32 is the old key
+    fp32 = Runner(fp32_suite).run().cells
+    bf16_suite = load_suite(digits_suite(tmp_path / "bf16", digits_zoo, encoders=encoders, precision="bf16", device="cpu"))
+    bf16 = Runner(bf16_suite).run().cells
+    assert {c.precision for c in bf16} == {"bf16"} and {c.device for c in bf16} == {"cpu"}
+    assert not {c.key for c in bf16} & {c.key for c in fp32} and not {c.group for c in bf16} & {c.group for c in fp32}
+    assert all(g.label.endswith("/bf16") for g in plan_suite(bf16_suite))
+    record = fp32[0].record()
+    assert "precision" not in record and record["device"] == "cpu" and bf16[0].record()["precision"] == "bf16"
+    by_cell = {(c.encoder, c.attack, c.attack_strength, c.model): c for c in fp32}
+    for cell in bf16:
+        twin = by_cell[(cell.encoder, cell.attack, cell.attack_strength, cell.model)]
+        assert cell.encoded_psnr == twin.encoded_psnr  # the same draws: precision changes the models only
+        assert abs(cell.accuracy - twin.accuracy) <= 0.05, (cell.model, cell.attack, cell.accuracy, twin.accuracy)
+
+
+def test_a_ray_worker_computes_on_the_gpu_ray_assigned_it():
+    from nonxfer_bench.execution.executors import worker_device
+
+    assert worker_device("auto", [3]) == "cuda" and worker_device("cuda:2", [0]) == "cuda"  # its GPU is cuda:0 there
+    assert worker_device("cpu", [1]) == "cpu" and worker_device("auto", []) == "auto"

@@ -77,6 +77,8 @@ class Cell(BaseModel):
     strength: float
     seed: int
     storage: str = "float32"
+    precision: str = Field("fp32", description="the models' precision (part of the key when not fp32)")
+    device: str | None = Field(None, description="where the cell was computed, e.g. cuda:0 (not part of the key)")
     attack: str
     attack_strength: float
     attack_param: dict[str, Any] = {}
@@ -125,6 +127,10 @@ class Cell(BaseModel):
                     "agreement_worst", "agreement_spread", "agreement_draws"):  # fmt: skip
             if data[key] is None:
                 data.pop(key)  # written only when they apply, as schema 1 did
+        if data["precision"] == "fp32":
+            data.pop("precision")  # fp32 records keep the layout they always had
+        if data["device"] is None:
+            data.pop("device")
         data |= self.bounds
         data["schema"] = SCHEMA
         if self.outcomes is not None:

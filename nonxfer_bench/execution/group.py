@@ -64,6 +64,8 @@ class GroupServices:
     suite_name: str
     batch_size: int
     sample_images: int
+    device: str = "cpu"  # recorded in the cells, not part of their keys
+    precision: str = "fp32"
 
 
 class AttackedBatches:
@@ -90,11 +92,11 @@ class AttackedBatches:
     def __call__(self, step: AttackStep, draw: int, start: int, released: torch.Tensor) -> torch.Tensor:
         key = self.keys[(step, draw)][start // self.size] if (step, draw) in self.keys else None
         if (step, draw) in self.reuse:
-            return torch.from_numpy(self.outputs.get(key)[0])
+            return torch.from_numpy(self.outputs.get(key)[0]).to(released.device)
         attacked = self.attacks(step)(released, step.strength, self.generators[(step, draw)])
         if key is not None:
             self.outputs.put(key, attacked.detach().cpu().numpy())
-        return attacked
+        return attacked.to(released.device)  # attacks that work on the host (libjpeg, scikit-image) hand back there
 
 
 @dataclass
@@ -145,7 +147,7 @@ class GroupComputation:
                     self.score(step, draw, start, clean, attacked, labels, encoding, inputs.clean_predictions)
             faults.point("group_batch")
         count = self.services.sample_images  # only the shown images travel back from a worker
-        return self.assemble(inputs.image_ids), {label: rows[:count].clone() for label, rows in self.sample_rows.items()}
+        return self.assemble(inputs.image_ids), {label: rows[:count].cpu().clone() for label, rows in self.sample_rows.items()}
 
     # stage 1
     def encode(self, clean: torch.Tensor, first: bool) -> Encoding:
@@ -197,7 +199,7 @@ class GroupComputation:
             tally = self.tallies[(step, model_name)]
             tally.add(draw, predictions, labels, clean_pred)
             if self.scores_flat_input(step, model_name, encoding):
-                tally.add_flat(model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight)).argmax(1), labels)
+                tally.add_flat(model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight)).argmax(1).cpu(), labels)
 
     def scores_flat_input(self, step: AttackStep, model_name: str, encoding: Encoding) -> bool:
         """The one place the published protocol's flat input is scored: the authorized model, no attack,
@@ -225,6 +227,8 @@ class GroupComputation:
                     strength=group.strength,
                     seed=group.seed,
                     storage=group.storage,
+                    precision=self.services.precision,
+                    device=self.services.device,
                     attack=step.spec.name,
                     attack_strength=step.strength,
                     attack_param=attack.parameter(step.strength),
