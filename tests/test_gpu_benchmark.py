@@ -20,12 +20,12 @@ def test_the_gpu_script_runs_as_a_dry_check_on_the_cpu(tmp_path):
     report = json.loads((tmp_path / "out" / "gpu.json").read_text())
     assert report["device"] == "cpu" and report["precision"] == "bf16" and report["data"]["images"] == 32
     assert set(report["bare"]) == set(report["agreement"]) == {"mobilenetv2", "efficientnet_b0"}
-    assert all(0.0 <= value <= 1.0 for value in report["agreement"].values())
+    assert all(0.5 <= value <= 1.0 for value in report["agreement"].values())  # the same random weights in fp32 and bf16
     sections = ("throughput", "encoders", "projection", "imagenet_mini")
     assert not [name for name in sections if "error" in report[name]], {name: report[name] for name in sections}
     assert report["throughput"]["ratio"] > 0 and report["data"]["loader_over_eval"] > 0
     assert {"reference", "patch", "gaussian", "plain_noise_add"} <= set(report["encoders"]["encoders"])
     assert report["projection"]["groups"] == 2 and report["projection"]["full_groups"] == 11  # the dry check's reduced grid
     mini = report["imagenet_mini"]
-    assert "skipped" in mini or (mini["cells"] > 0 and mini["max_accuracy_difference"] <= 0.5)
+    assert "skipped" in mini or (mini["cells"] > 0 and 0.5 <= mini["image_agreement"] <= 1.0)
     assert (tmp_path / "out" / "gpu.md").read_text().startswith("# GPU figures: cpu")

@@ -26,8 +26,8 @@ class PrefetchingReader:
         return len(self.images)
 
     def _read(self, start: int, size: int) -> torch.Tensor:
-        batch = self.images[start : start + size].contiguous()  # from a memory map: this is the disk read
-        return batch.pin_memory() if self.pin else batch
+        batch = self.images[start : start + size]  # a view of the memory map: the copy below is the disk read
+        return batch.pin_memory() if self.pin else batch.clone()
 
     def batch(self, start: int, size: int) -> torch.Tensor:
         ahead, self._ahead = self._ahead, None

@@ -127,8 +127,9 @@ class Runner:
         return CellStore(self.suite.run_dir() / "cells.jsonl")
 
     def predict(self, model: ZooModel, images: torch.Tensor) -> torch.Tensor:
-        """Top-1 predictions of one batch, in smaller chunks if the batch runs out of memory."""
-        return self.backoff(model.name, lambda chunk: model(chunk).argmax(1).cpu(), images)
+        """Top-1 predictions of one batch (on the host), in smaller chunks if the batch runs out of memory."""
+        with torch.inference_mode():
+            return self.backoff(model.name, lambda chunk: model(chunk).argmax(1).cpu(), images)
 
     def model(self, name: str) -> ZooModel:
         if name not in self._models:
