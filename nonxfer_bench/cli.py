@@ -161,7 +161,8 @@ def command_list(args: argparse.Namespace) -> int:
     for name in registry.names():
         cls = registry.get(name)
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name:14s} {summary}")
+        tier = f"[{cls.threat.tier}] " if args.what == "attacks" else ""  # the knowledge tier of its threat model
+        print(f"{name:14s} {tier}{summary}")
     return 0
 
 

@@ -41,6 +41,12 @@ def test_list_shows_registered_components_with_a_summary(what, expected, capsys)
     assert len(line.split()) > 1
 
 
+def test_list_attacks_shows_each_attacks_knowledge_tier(capsys):
+    assert main(["list", "attacks"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "[none]" in lines["jpeg_pil"] and "[white_box]" in lines["oracle_projection"] and "[labelled_nes]" in lines["finetune"]
+
+
 def test_missing_dataset_files_say_how_to_get_them(tmp_path, digits_zoo, capsys):
     from tests.conftest import digits_suite
 

@@ -240,7 +240,7 @@ class Runner:
         suite = self.suite
         return GroupServices(
             self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images,
-            str(self.device), suite.precision,
+            public_labels=lambda: None if self._public is None else self._public.labels, precision=suite.precision,
         )
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:

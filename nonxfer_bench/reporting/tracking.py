@@ -20,6 +20,7 @@ unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack
 
 For the UI's group-by and chart views, every group run also has params ``authorized``, ``encoder``,
 ``strength``, ``seed``, ``storage``, tag ``nxb.attack_families`` (its attacks, comma-separated), tag
+``nxb.attack_tiers`` (``attack:tier`` per attack, the threat model's knowledge tier), tag
 ``nxb.kind`` (``invocation`` on parents, ``encoding`` on groups) and per attack one curve per role:
 ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` and ``unauth.acc_max.<attack>`` (agreement as
 ``auth.agree.<attack>`` ...), step = round(100 x attack strength). The group's cells, exactly as in the
@@ -239,6 +240,7 @@ class Tracker:
                     "nxb.seed": group.seed,
                     "nxb.kind": "encoding",
                     "nxb.attack_families": ",".join(dict.fromkeys(c["attack"] for c in cells)),
+                    "nxb.attack_tiers": ",".join(dict.fromkeys(f"{c['attack']}:{c['tier']}" for c in cells if c.get("tier"))),
                 }
             )
             mlflow.log_params(

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
+from nonxfer_bench.attacks.threat import TIERS, ThreatModel
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
@@ -68,6 +69,9 @@ def tiny_img2img_dir() -> str:
 
 SPEC_PARAMS = {
     "surrogate_projection": lambda: {"candidates": ["authorized", "twin", "res"]},
+    "identify": lambda: {"candidates": ["authorized", "twin", "res"]},
+    "finetune": lambda: {"labelled": 8, "epochs": 1},
+    "augment_finetune": lambda: {"images": 8, "epochs": 1},
     "autoencoder": lambda: {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 10, "width": 16, "batch_size": 32},
     "diffusion": lambda: {"source": str(ROOT / "suites/zoo/weights/fashion-ddpm"), "steps": 4},
     "diffusers_vae": lambda: {"source": tiny_vae_dir()},
@@ -100,16 +104,26 @@ def context(channels: int) -> AttackContext:
     generator = torch.Generator().manual_seed(3)
     public = torch.rand(24, channels, 20, 24, generator=generator)
     clean = torch.rand(8, channels, 20, 24, generator=generator)
-    released = ENCODERS.create("patch").encode(clean, models["authorized"], 15.0, generator).images
-    return AttackContext(models["authorized"], models.__getitem__, public, released)
+    encoder = ENCODERS.create("patch")
+    released = encoder.encode(clean, models["authorized"], 15.0, generator).images
+    labels = torch.arange(len(public)) % 10
+
+    def encode(images: torch.Tensor, model) -> torch.Tensor:
+        return encoder.encode(images, model, 15.0, torch.Generator().manual_seed(4)).images
+
+    return AttackContext(models["authorized"], models.__getitem__, public, released, public_labels=labels, encode=encode)
 
 
 def make(name: str, channels: int = 3) -> Attack:
     """The attack with its spec parameters, fitted on ``context(channels)`` if it is an informed attack."""
     attack = ATTACKS.create(name, spec_params(name))
     if type(attack).fit is not Attack.fit:
-        attack.fit(context(channels))
+        attack.prepare(context(channels))
     return attack
+
+
+# attacks that leave the images alone by design: the baseline, model adaptation, identification
+UNCHANGED_IMAGES = {"identity", "identify"} | {n for n in NAMES if ATTACKS.get(n).adapts_model}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -128,7 +142,7 @@ def test_keeps_shape_dtype_and_is_deterministic(name, channels, strength):
 @pytest.mark.parametrize("name", NAMES)
 def test_declares_typed_parameters_and_rejects_unknown_ones(name):
     cls = ATTACKS.get(name)
-    assert cls.__doc__ and cls.threat_model
+    assert cls.__doc__
     with pytest.raises(Exception):
         cls.Params(not_a_parameter=1)
 
@@ -139,7 +153,22 @@ def test_rejects_strengths_outside_the_unit_interval(name):
         make(name, 1)(batch(1), 1.5, torch.Generator())
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "identity"])
+@pytest.mark.parametrize("name", NAMES)
+def test_declares_its_threat_model_as_data_on_its_own_class(name):
+    cls = ATTACKS.get(name)
+    declared = next(k for k in cls.__mro__ if "threat" in vars(k))
+    assert declared is not Attack, f"{name} inherits the base class's threat model instead of declaring one"
+    threat = ThreatModel.model_validate(cls.threat.model_dump())
+    assert threat.tier in TIERS and len(threat.text) > 10
+    attack = make(name)
+    budget = attack.budget(1.0)
+    # a budget is spent only where the threat model grants it, and fitted attacks report what they were given
+    assert (budget.released == 0 or threat.released) and (budget.public == 0 or threat.public) and (budget.labelled == 0 or threat.labelled)
+    if threat.released and attack.adapts_model is False and type(attack).fit is not Attack.fit:
+        assert budget.released == len(context(3).released)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in UNCHANGED_IMAGES])
 def test_harshest_strength_changes_the_images_more_than_the_mildest(name):
     attack = make(name)
     x = batch(3)
