@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -46,7 +47,16 @@ def finite_float(text: str) -> float:
     return value
 
 
+def device_name(text: str) -> str:
+    from nonxfer_bench.core.device import DEVICE_PATTERN
+
+    if not re.match(DEVICE_PATTERN, text):
+        raise ValueError(text)
+    return text
+
+
 positive_int.__name__ = "positive integer"  # argparse names the expected type after the function
+device_name.__name__ = "device (auto, cpu, cuda or cuda:N)"
 finite_float.__name__ = "finite number"
 
 
@@ -58,6 +68,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from nonxfer_bench.core.device import resolve_device
     from nonxfer_bench.execution.executors import WorkerDied, create_executor
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.execution.store import exclusive
@@ -68,6 +79,10 @@ def command_run(args: argparse.Namespace) -> int:
     suite = load_suite(Path(args.suite))
     if args.limit is not None:
         suite.dataset.limit = args.limit
+    suite.device = args.device or suite.device
+    suite.precision = args.precision or suite.precision
+    if args.executor != "ray":  # before any work: cuda asked for where there is none is one line, exit 2
+        suite.device = str(resolve_device(suite.device))  # (a Ray driver may have no GPU; its workers resolve their own)
     _set_threads(args.threads or suite.threads)
     tracking = suite.tracking.enabled and not args.no_tracking
     tracker = Tracker(suite, Path(args.suite)) if tracking else None
@@ -301,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=EXECUTOR_NAMES, default="local", help="where encoding groups run (default: this process)")
     run.add_argument("--workers", type=positive_int, default=2, help="processes for --executor process")
     run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
+    run.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: the suite's 'device', auto)")
+    run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default: the suite's 'precision', fp32)")
     run.set_defaults(handler=command_run)
 
     zoo = commands.add_parser("zoo", help="zoo utilities").add_subparsers(dest="zoo_command", required=True)

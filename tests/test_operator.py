@@ -1,5 +1,7 @@
 """Operator-level subspace: matrix-free LOBPCG against a dense SVD, adjoints, circular spectrum, null spaces."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -167,3 +169,39 @@ def test_ritz_stop_gives_upper_bounds_close_to_the_dense_values():
     assert settled.stop == "ritz" and not settled.converged
     assert bool((settled.singular_values >= dense - 1e-12).all())  # Ritz values bound from above
     assert torch.allclose(settled.singular_values, dense, rtol=1e-4, atol=0)
+
+
+DISK_PROBE = """
+import sys
+import torch
+import nonxfer_bench.linalg.operator as operator
+from tests.test_operator import make_conv
+
+conv, shape = make_conv("resnet_7x7_s2_p3_rgb")
+if sys.argv[1] == "load":  # a second process must read the basis from disk, never solve
+    def refuse(*args, **kwargs):
+        raise AssertionError("solved again")
+    operator.operator_subspace = refuse
+result = operator.cached_operator_subspace(conv, shape, 6, float(sys.argv[2]), input_scale=torch.tensor([2.0, 3.0, 4.0]), max_iter=300)
+print(result.basis.dtype, float(result.basis.double().abs().sum()), result.singular_values.tolist(), result.stop, result.converged)
+"""
+
+
+def test_a_second_process_loads_the_basis_from_disk_and_other_settings_solve_again(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"NXB_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
+
+    def probe(mode: str, tol: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", DISK_PROBE, mode, tol], capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+
+    solved = probe("solve", "1e-8")
+    assert solved.returncode == 0, solved.stderr
+    assert list((tmp_path / "operator").glob("*.npy"))
+    loaded = probe("load", "1e-8")
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout == solved.stdout  # the same basis, singular values and solver report, bit for bit
+    other = probe("load", "1e-6")  # another tolerance is another basis: it is not taken from the cache
+    assert other.returncode != 0 and "solved again" in other.stderr

@@ -84,6 +84,7 @@ class Cell(BaseModel):
     strength: float
     seed: int
     storage: str = "float32"
+    precision: str = Field("fp32", description="the models' precision (part of the key when not fp32)")
     attack: str
     attack_strength: float
     attack_param: dict[str, Any] = {}
@@ -145,6 +146,8 @@ class Cell(BaseModel):
                     "budget_labelled", "budget_public", "attack_seconds", "device"):  # fmt: skip
             if data[key] is None:
                 data.pop(key)  # written only when they apply, as schema 1 did
+        if data["precision"] == "fp32":
+            data.pop("precision")  # fp32 records keep the layout they always had
         data |= self.bounds
         data["schema"] = SCHEMA
         if self.outcomes is not None:

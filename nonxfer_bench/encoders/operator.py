@@ -20,7 +20,7 @@ What it can and cannot promise:
   border. The noise is then "least visible", not invisible: read sigma_s / sigma_max_operator.
 The subspace is exact for inputs of up to 4,096 pixels (dense Gram matrix) and otherwise solved by LOBPCG on one
 thread, so an NE is a function of its key and inputs, not of the machine's thread count. It is computed once per
-(weights, std, input shape, k, tol) and cached in memory.
+(weights, std, input shape, k, tol) and cached in memory and on disk.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from nonxfer_bench.core.device import generator_on
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.linalg.operator import OperatorSubspace, cached_operator_subspace, patch_level
@@ -69,7 +70,7 @@ class OperatorEncoder(Encoder):
         basis = subspace.basis.to(device=images.device, dtype=images.dtype).flatten(1)
         # P g with P = V V^T the projector onto the subspace and g ~ N(0, I) in pixel space: the same law as V z,
         # but a function of the subspace only, not of the basis a solver happened to return within it
-        g = torch.randn(len(images), basis.shape[1], generator=generator, device=images.device, dtype=images.dtype)
+        g = torch.randn(len(images), basis.shape[1], generator=generator_on(generator, images.device), device=images.device, dtype=images.dtype)
         noise = ((g @ basis.T) @ basis).view_as(images)
         released = images + noise * noise_scale_for_psnr(noise, strength)
         patch = patch_level(model.first_conv, model.pixel_scale(), self.params.tau)

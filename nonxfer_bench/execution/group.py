@@ -66,6 +66,7 @@ class GroupServices:
     batch_size: int
     sample_images: int
     public_labels: Callable[[], torch.Tensor | None] = lambda: None  # labels of the public images, if the suite has them
+    precision: str = "fp32"  # the models' precision, recorded in the cells (part of their keys when not fp32)
 
 
 class AttackedBatches:
@@ -94,14 +95,14 @@ class AttackedBatches:
     def __call__(self, step: AttackStep, draw: int, start: int, released: torch.Tensor) -> torch.Tensor:
         key = self.keys[(step, draw)][start // self.size] if (step, draw) in self.keys else None
         if (step, draw) in self.reuse:
-            return torch.from_numpy(self.outputs.get(key)[0])
+            return torch.from_numpy(self.outputs.get(key)[0]).to(released.device)
         began = time.perf_counter()
         attacked = self.attacks(step)(released, step.strength, self.generators[(step, draw)])
         self.seconds[step] += time.perf_counter() - began
         self.device = attacked.device.type
         if key is not None:
             self.outputs.put(key, attacked.detach().cpu().numpy())
-        return attacked
+        return attacked.to(released.device)  # attacks that work on the host (libjpeg, scikit-image) hand back there
 
 
 @dataclass
@@ -158,7 +159,7 @@ class GroupComputation:
                     self.score(step, draw, start, clean, attacked, labels, encoding, inputs.clean_predictions)
             faults.point("group_batch")
         count = self.services.sample_images  # only the shown images travel back from a worker
-        return self.assemble(inputs.image_ids), {label: rows[:count].clone() for label, rows in self.sample_rows.items()}
+        return self.assemble(inputs.image_ids), {label: rows[:count].cpu().clone() for label, rows in self.sample_rows.items()}
 
     def attack_context(self, released: torch.Tensor) -> AttackContext:
         """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the release."""
@@ -223,7 +224,7 @@ class GroupComputation:
             tally = self.tallies[(step, model_name)]
             tally.add(draw, predictions, labels, clean_pred)
             if self.scores_flat_input(step, model_name, encoding):
-                tally.add_flat(model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight)).argmax(1), labels)
+                tally.add_flat(model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight)).argmax(1).cpu(), labels)
 
     def adapt(self, step: AttackStep, model: ZooModel) -> ZooModel:
         """The model as ``step``'s attack adapts it, computed once per group and timed with the attack stage."""
@@ -261,6 +262,7 @@ class GroupComputation:
                     strength=group.strength,
                     seed=group.seed,
                     storage=group.storage,
+                    precision=self.services.precision,
                     attack=step.spec.name,
                     attack_strength=step.strength,
                     attack_param=attack.parameter(step.strength),

@@ -48,12 +48,15 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nonxfer_bench.core.cache import ArrayCache
 from nonxfer_bench.linalg.geometry import ConvGeometry
 from nonxfer_bench.linalg.subspace import PatchSubspace, patch_subspace
 
@@ -590,9 +593,10 @@ def circular_spectrum(
     return torch.cat([singular, singular.new_zeros(max(0, missing))]).sort().values.cpu()
 
 
-# --- a small in-memory cache: one basis per (weights, scale, geometry, input shape, k, tol) per process ---
+# --- a cache: one basis per (weights, scale, geometry, input shape, k, tol), in memory and on disk ---
 
 _CACHE: OrderedDict[str, OperatorSubspace] = OrderedDict()
+_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()  # part of the disk key: new code, new bases
 _CACHE_SIZE = 16
 
 
@@ -614,12 +618,46 @@ def cached_operator_subspace(
     input_scale: torch.Tensor | None = None,
     **solver,
 ) -> OperatorSubspace:
-    """:func:`operator_subspace`, memoized on the weight bytes (LRU of the last few layers)."""
-    key = _digest(conv, input_shape, input_scale, k, tol, tuple(sorted(solver.items())))
+    """:func:`operator_subspace`, memoized on the weight bytes: in memory (LRU of the last few layers) and on
+    disk (``ArrayCache("operator")``, atomic), so a second process or run loads the basis instead of solving.
+
+    The key is the content: first-layer weights and geometry, input scale and shape, k, tol and the solver
+    settings that change the result (not ``device`` or ``callback``); on disk also this module's source, so a
+    changed solver never reads an old basis. The basis comes back on ``device``.
+    """
+    device = solver.get("device")
+    settings = tuple(sorted((name, value) for name, value in solver.items() if name not in ("device", "callback")))
+    key = _digest(conv, input_shape, input_scale, k, tol, settings)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    result = operator_subspace(conv, input_shape, k, tol, input_scale=input_scale, **solver)
+    disk, disk_key = ArrayCache("operator"), hashlib.sha256(f"{key}/{_CODE}".encode()).hexdigest()[:32]
+    if (hit := disk.get(disk_key)) is not None:
+        array, meta = hit
+        basis = torch.from_numpy(np.array(array)).to(device or "cpu")
+        result = OperatorSubspace(
+            basis=basis,
+            singular_values=basis.new_tensor(meta["singular_values"]),
+            residuals=basis.new_tensor(meta["residuals"]),
+            **{name: meta[name] for name in ("converged", "sigma_max_operator", "iterations", "matvecs", "stop", "seconds")},
+            input_shape=tuple(meta["input_shape"]),
+            output_shape=tuple(meta["output_shape"]),
+        )
+    else:
+        result = operator_subspace(conv, input_shape, k, tol, input_scale=input_scale, **solver)
+        meta = {
+            "singular_values": result.singular_values.tolist(),
+            "residuals": result.residuals.tolist(),
+            "converged": result.converged,
+            "sigma_max_operator": result.sigma_max_operator,
+            "iterations": result.iterations,
+            "matvecs": result.matvecs,
+            "stop": result.stop,
+            "seconds": result.seconds,
+            "input_shape": list(result.input_shape),
+            "output_shape": list(result.output_shape),
+        }
+        disk.put(disk_key, result.basis.detach().cpu().numpy(), meta)
     _CACHE[key] = result
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

@@ -220,6 +220,8 @@ class Tracker:
             "attacks": ";".join(f"{a.name}{a.strengths}{a.params or ''}" for a in suite.attacks)[:6000],
             "seeds": suite.seeds,
             "batch_size": suite.batch_size,
+            "device": suite.device,
+            "precision": suite.precision,
         }
 
     def log_group(self, group: EncodingGroup, finished: list[Cell], sample: Path | None) -> None:

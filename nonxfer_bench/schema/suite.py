@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from nonxfer_bench.core.device import DEVICE_PATTERN, Precision
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.hashing import file_sha256
 from nonxfer_bench.core.params import Strict
@@ -171,6 +172,8 @@ class Suite(Strict):
     )
     batch_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto (the first GPU if any), cpu, cuda or cuda:N; not part of cell keys")
+    precision: Precision = Field("fp32", description="fp32, or bf16/fp16 autocast for the models; part of the cell key when not fp32")
     resources: ResourceSpec = ResourceSpec()
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()
