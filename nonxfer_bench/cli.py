@@ -29,7 +29,8 @@ class OneLineParser(argparse.ArgumentParser):
     """Command-line mistakes as one line with exit code 2, like every other bad input."""
 
     def error(self, message: str) -> None:
-        self.exit(2, f"nonxfer-bench: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+        command = self.prog.removeprefix("nonxfer-bench").strip()
+        self.exit(2, f"nonxfer-bench: error: {command + ': ' if command else ''}{message} (see `{self.prog} --help`)\n")
 
 
 def positive_int(text: str) -> int:
@@ -123,6 +124,24 @@ def command_train_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attacks_origin_problem() -> str | None:
+    """Run from a checkout (``PYTHONPATH=.``), ``nonxfer_bench`` comes from the checkout but its ``attacks``
+    from wherever the package was installed, or from nowhere: say so instead of running other code."""
+    import importlib.util
+
+    import nonxfer_bench
+
+    checkout = Path(nonxfer_bench.__file__).resolve().parents[1] / "attacks"
+    if not (checkout / "__init__.py").is_file():
+        return None  # an installed package: attacks/ is inside it
+    spec = importlib.util.find_spec("nonxfer_bench.attacks")
+    where = Path(spec.origin).resolve().parent if spec and spec.origin else None
+    if where == checkout:
+        return None
+    found = f"from {where}" if where else "nowhere"
+    return f"nonxfer_bench is imported from {checkout.parent} but nonxfer_bench.attacks {found}; install this checkout with `pip install -e .`"
+
+
 def command_list(args: argparse.Namespace) -> int:
     if args.what == "suites":
         for path in sorted(SUITES_DIR.glob("*.yaml")):
@@ -138,15 +157,28 @@ def command_list(args: argparse.Namespace) -> int:
             role = "authorized" if model.name in suite.authorized else suite.role(model.name, "")
             print(f"{model.name:16s} {model.arch:28s} {model.weights.source:5s} {role}")
         return 0
+    import textwrap
+
     from nonxfer_bench.attacks import ATTACKS
+    from nonxfer_bench.core.registry import first_sentence, parameter_defaults
     from nonxfer_bench.datasets.base import DATASETS
     from nonxfer_bench.encoders import ENCODERS
 
     registry = {"attacks": ATTACKS, "encoders": ENCODERS, "datasets": DATASETS}[args.what]
-    for name in registry.names():
+    names = registry.names()
+    if args.what == "attacks":
+        import nonxfer_bench.attacks
+
+        print(f"built-in attacks from {Path(nonxfer_bench.attacks.__file__).parent}")
+    indent = " " * 22
+    for name in names:
         cls = registry.get(name)
-        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name:14s} {summary}")
+        plugin = f" [plugin: {registry.plugins[name]}]" if name in registry.plugins else ""
+        print(textwrap.fill(f"{name:20s}  {first_sentence(cls.__doc__)}{plugin}", 110, subsequent_indent=indent))
+        params = parameter_defaults(cls.Params)
+        print(textwrap.fill(f"parameters: {', '.join(params) if params else 'none'}", 110, initial_indent=indent, subsequent_indent=indent + "  "))
+        if getattr(cls, "threat_model", None):
+            print(textwrap.fill(f"threat model: {cls.threat_model}", 110, initial_indent=indent, subsequent_indent=indent + "  "))
     return 0
 
 
@@ -288,7 +320,10 @@ def command_ui(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nonxfer_bench import __version__
+
     parser = OneLineParser(prog="nonxfer-bench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"nonxfer-bench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a suite: encode, attack, evaluate, log, leaderboard")
@@ -302,15 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
     run.set_defaults(handler=command_run)
 
-    zoo = commands.add_parser("zoo", help="zoo utilities").add_subparsers(dest="zoo_command", required=True)
-    train = zoo.add_parser("train", help="train the zoo's models that have file weights")
-    train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
-    train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
-    train.add_argument("--only", nargs="+", help="train only these model names")
-    train.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    train.set_defaults(handler=command_zoo_train)
-
-    training = commands.add_parser("train", help="train generative models used by attacks").add_subparsers(dest="train_command", required=True)
+    training = commands.add_parser("train", help="train the zoo or a generative model used by attacks").add_subparsers(dest="train_command", required=True)
+    zoo = commands.add_parser("zoo", help="zoo utilities (`zoo train` is `train zoo`)").add_subparsers(dest="zoo_command", required=True)
+    for subcommands in (training, zoo):  # `train zoo` reads like `train diffusion`; `zoo train` is kept as an alias
+        train = subcommands.add_parser("zoo" if subcommands is training else "train", help="train the zoo's models that have file weights")
+        train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
+        train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
+        train.add_argument("--only", nargs="+", help="train only these model names")
+        train.add_argument("--threads", type=positive_int, help="torch CPU threads")
+        train.set_defaults(handler=command_zoo_train)
     diffusion = training.add_parser("diffusion", help="train a DDPM for diffusion purification")
     diffusion.add_argument("config", help="diffusion config YAML, e.g. suites/zoo/fashion-ddpm.yaml")
     diffusion.add_argument("--device", help="torch device (default: cuda if available)")
@@ -372,9 +407,14 @@ def _io_error(error: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input or an I/O error (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
     args = build_parser().parse_args(argv)
-    import torch
+    problem = _attacks_origin_problem()
+    if problem:
+        print(f"nonxfer-bench: error: {problem}", file=sys.stderr)
+        return 2
+    if args.command not in ("list", "ui"):  # torch takes seconds to import; listing and the UI never compute
+        import torch
 
-    torch.set_flush_denormal(True)  # denormal weights or activations can slow CPU work down 20-50x
+        torch.set_flush_denormal(True)  # denormal weights or activations can slow CPU work down 20-50x
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.handler(args)

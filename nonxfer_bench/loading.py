@@ -16,7 +16,7 @@ from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.datasets import DATASETS
 from nonxfer_bench.datasets.base import MODEL_PREPROCESSING_FIELDS
 from nonxfer_bench.encoders import ENCODERS
-from nonxfer_bench.schema.files import key_path, read_yaml, resolve_path, validate
+from nonxfer_bench.schema.files import key_path, pydantic_message, read_yaml, resolve_path, validate
 from nonxfer_bench.schema.suite import DatasetSpec, Suite, ZooFile, resolve_package_file
 from nonxfer_bench.zoo import dataset_preprocessing, hub_weights_problem, resolve_preprocessing
 
@@ -137,5 +137,5 @@ def _check_components(suite: Suite, path: Path) -> None:
             hint = ""
             if first["type"] == "extra_forbidden":
                 hint = f"; valid parameters: {', '.join(sorted(params_cls.model_fields)) or 'none'}"
-            raise UserError(f"{path}: key '{key}.params.{sub}': {first['msg']}{hint}") from None
+            raise UserError(f"{path}: key '{key}.params.{sub}': {pydantic_message(first)}{hint}") from None
         spec.params = params.model_dump(mode="json")

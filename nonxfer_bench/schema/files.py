@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,12 @@ def key_path(loc: tuple) -> str:
         else:
             path += f".{part}" if path else str(part)
     return path or "(top level)"
+
+
+def pydantic_message(error: Any) -> str:
+    """An entry of ``ValidationError.errors()`` as a user reads it: without pydantic's "Value error, " or
+    "Assertion failed, " prefix, which names a Python exception class, not the problem."""
+    return re.sub(r"^(Value error|Assertion failed), ", "", error["msg"])
 
 
 def read_yaml(path: Path) -> Any:
@@ -44,7 +51,7 @@ def validate(cls: type[BaseModel], data: Any, path: Path) -> Any:
     except ValidationError as error:
         first = max(error.errors(), key=lambda e: len(e["loc"]))  # the most specific of a union's errors
         key = key_path(first["loc"])
-        message = first["msg"]
+        message = pydantic_message(first)
         if first["type"] == "extra_forbidden":
             fields = _fields_at(cls, tuple(p for p in first["loc"][:-1] if not (isinstance(p, str) and "[" in p)))
             message = f"unknown key; valid keys here: {', '.join(fields)}" if fields else "unknown key"
