@@ -316,7 +316,35 @@ def command_ui(args: argparse.Namespace) -> int:
     print(f"MLflow UI on http://{args.host}:{args.port} for {uri}")
     # one worker: a local UI for one person starts about twice as fast as mlflow's default pool on 2 cores
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    return subprocess.call([sys.executable, "-m", *command])
+    # its own session: the server, its job runner and their workers form one process group that we stop as a whole
+    server = subprocess.Popen([sys.executable, "-m", *command], start_new_session=True)
+    try:
+        return server.wait()
+    finally:  # SIGTERM (raised here as Terminated), Ctrl-C, or the server exiting on its own
+        _stop_group(server)
+
+
+def _stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM to ``process``'s process group, then SIGKILL to whatever is left of it after ``grace`` seconds."""
+    import os
+    import time
+
+    # a second Ctrl-C or kill must not cut the clean-up short
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            process.poll()  # reaps the server itself once it has exited
+            os.killpg(process.pid, 0)  # ProcessLookupError once every member of the group has exited
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        process.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -263,3 +263,58 @@ def test_ui_serves_the_store_the_suite_logs_to(digits_zoo, tmp_path, monkeypatch
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue  # exited while we read
+        if state != "Z":
+            children.setdefault(int(parent), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_stopping_ui_by_its_pid_stops_the_server_and_every_child(tmp_path, monkeypatch):
+    """``kill <pid of nonxfer-bench ui>``: the MLflow server, its job runner and workers go too, and the port is free."""
+    from tests.conftest import DIGITS_ZOO, write_yaml
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    zoo = write_yaml(tmp_path / "zoo.yaml", DIGITS_ZOO)  # `ui` reads the suite but never loads weights
+    path = digits_suite(tmp_path, zoo, tracking={"enabled": True, "experiment": "digits-ui-stop"})
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as output:  # the CLI in our own process group: only its PID is signalled
+        process = subprocess.Popen([sys.executable, "-m", "nonxfer_bench", "ui", str(path), "--port", str(port)], stdout=output, stderr=subprocess.STDOUT)
+    tree: set[int] = set()
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        tree = _descendants(process.pid)
+        assert len(tree) >= 2, tree  # the server and at least its job runner or web workers
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10  # orphans are reaped by init; give it a moment
+        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in tree if _alive(pid)], log.read_text()[-2000:]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # nothing serves the port any more
+    finally:
+        for pid in [process.pid, *tree]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
