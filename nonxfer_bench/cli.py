@@ -9,10 +9,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.execution import EXECUTOR_NAMES
+
+if TYPE_CHECKING:
+    from nonxfer_bench.reporting.tracking import Tracker
 
 SUITES_DIR = Path("suites")
 
@@ -94,9 +98,18 @@ def command_run(args: argparse.Namespace) -> int:
     print(
         f"{suite.name}: {result.computed_groups} encodings computed, {result.skipped_groups} reused; "
         f"{len(result.cells)} cells. Leaderboard: {paths[0]}"
-        + (f"; MLflow: {tracker.uri} (experiment {suite.tracking.experiment or suite.name})" if tracker else "")
+        + (f"; MLflow: {tracker.uri} (experiment {suite.tracking.experiment or suite.name}{_mlflow_link(tracker)})" if tracker else "")
     )
     return 0
+
+
+def _mlflow_link(tracker: "Tracker") -> str:
+    """Where to open the run's experiment: a server's own link, or how to start the UI on a local store."""
+    from nonxfer_bench.reporting.tracking import experiment_url
+
+    if tracker.uri.startswith(("http://", "https://")):
+        return f", {experiment_url(tracker.uri, tracker.experiment_id)}"
+    return f"; open it with `nonxfer-bench ui {tracker.suite_path}`"
 
 
 def command_zoo_train(args: argparse.Namespace) -> int:
@@ -306,14 +319,15 @@ def command_verify(args: argparse.Namespace) -> int:
 
 def command_ui(args: argparse.Namespace) -> int:
     from nonxfer_bench.loading import load_suite
-    from nonxfer_bench.reporting.tracking import tracking_uri
+    from nonxfer_bench.reporting.tracking import experiment_url, find_experiment, tracking_uri
 
     suite = load_suite(Path(args.suite), require_weights=False)
     uri = tracking_uri(suite)
+    experiment = find_experiment(uri, suite.tracking.experiment or suite.name)
     if uri.startswith(("http://", "https://")):  # a tracking server already serves its own UI
-        print(f"{suite.name} logs to the MLflow server {uri}: open it in a browser")
+        print(f"{suite.name} logs to the MLflow server {uri}: open {experiment_url(uri, experiment)}")
         return 0
-    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}")
+    print(f"MLflow UI for {uri}: {experiment_url(f'http://{args.host}:{args.port}', experiment)}", flush=True)
     # one worker: a local UI for one person starts about twice as fast as mlflow's default pool on 2 cores
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
     # its own session: the server, its job runner and their workers form one process group that we stop as a whole

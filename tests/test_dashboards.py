@@ -24,7 +24,7 @@ import pytest
 from nonxfer_bench.cli import main
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.tracking import Tracker
+from nonxfer_bench.reporting.tracking import Tracker, experiment_url
 from tests.conftest import digits_suite
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -173,10 +173,11 @@ def test_the_experiment_page_and_the_run_comparison_render_in_chromium(logged, s
     runs, groups = _group_runs(server)
     experiment = runs["experiment_id"].iloc[0]
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(f"{server}/#/experiments/{experiment}/runs", timeout=60_000)
+    assert mlflow.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    page.goto(experiment_url(server, experiment), timeout=60_000)  # the link the CLI prints
     parent_name = runs[runs["tags.nxb.kind"] == "invocation"]["tags.mlflow.runName"].item()
     parent = page.locator("[role=row]").filter(has_text=parent_name).first
-    parent.wait_for(timeout=60_000)
+    parent.wait_for(timeout=60_000)  # the classic runs table, not MLflow 3's GenAI (traces) view
     parent.locator("[col-id*='Run Name'] button").first.click()  # expand the invocation's nested group runs
     for name in groups["tags.mlflow.runName"]:
         page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
@@ -260,6 +261,7 @@ def test_ui_serves_the_store_the_suite_logs_to(digits_zoo, tmp_path, monkeypatch
         _wait_healthy(url, process, log)
         mlflow.set_tracking_uri(url)
         assert list(mlflow.search_runs(experiment_names=["digits-ui"])["run_id"]) == [parent]
+        assert experiment_url(url, mlflow.get_experiment_by_name("digits-ui").experiment_id) in log.read_text()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
@@ -304,6 +306,7 @@ def test_stopping_ui_by_its_pid_stops_the_server_and_every_child(tmp_path, monke
     tree: set[int] = set()
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        assert experiment_url(f"http://127.0.0.1:{port}", None) in log.read_text()  # no experiment yet: the list, classic view
         tree = _descendants(process.pid)
         assert len(tree) >= 2, tree  # the server and at least its job runner or web workers
         process.send_signal(signal.SIGTERM)
