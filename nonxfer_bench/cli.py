@@ -145,7 +145,7 @@ def _attacks_origin_problem() -> str | None:
     import nonxfer_bench
 
     checkout = Path(nonxfer_bench.__file__).resolve().parents[1] / "attacks"
-    if not (checkout / "__init__.py").is_file():
+    if not ((checkout / "__init__.py").is_file() and (checkout.parent / "pyproject.toml").is_file()):
         return None  # an installed package: attacks/ is inside it
     spec = importlib.util.find_spec("nonxfer_bench.attacks")
     where = Path(spec.origin).resolve().parent if spec and spec.origin else None

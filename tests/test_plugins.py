@@ -74,6 +74,7 @@ def test_a_checkout_on_pythonpath_never_runs_the_installed_attacks(tmp_path):
     root = Path(__file__).resolve().parents[1]
     shutil.copytree(root / "nonxfer_bench", tmp_path / "nonxfer_bench", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(root / "attacks", tmp_path / "attacks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "pyproject.toml", tmp_path / "pyproject.toml")
     done = subprocess.run([sys.executable, "-m", "nonxfer_bench", "list", "suites"], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
