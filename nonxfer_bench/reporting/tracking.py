@@ -29,10 +29,10 @@ step = round(100 x attack strength). The experiment is tagged as classic model d
 ``workflowType=machine_learning``, whose UI otherwise opens every experiment in its GenAI view. The group's cells, exactly as in the cell store, are its
 ``cells.json`` artifact, so leaderboards can be rebuilt from MLflow alone (:mod:`nonxfer_bench.readback`).
 
-A group whose cells an earlier finished group run already holds (tags ``nxb.group`` and ``nxb.cells_hash``
-equal) is not logged again: the invocation's parent run gets the tag ``nxb.reuses.<group key>`` = that
-run's id instead, so a rerun that computes nothing adds one parent run and no group runs, and
-:mod:`nonxfer_bench.readback` reads the reused runs as part of the invocation.
+A group whose cells an earlier finished group run of the same run folder already holds (tags ``nxb.group``,
+``nxb.cells_hash`` and ``nxb.run_dir`` equal) is not logged again: the invocation's parent run gets the tag
+``nxb.reuses.<group key>`` = that run's id instead, so a rerun that computes nothing adds one parent run and
+no group runs, and :mod:`nonxfer_bench.readback` reads the reused runs as part of the invocation.
 """
 
 from __future__ import annotations
@@ -239,10 +239,12 @@ class Tracker:
         }
 
     def _run_holding(self, group: EncodingGroup, cells_hash: str) -> str | None:
-        """The id of a finished group run of this experiment that holds exactly these cells, if any."""
+        """The id of a finished group run of this experiment and run folder that holds exactly these cells, if any
+        (runs into other folders keep their own group runs, as they keep their own parents)."""
         found = self.mlflow.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{GROUP_TAG}` = '{group.key}' and tags.`{CELLS_HASH_TAG}` = '{cells_hash}' and attributes.status = 'FINISHED'",
+            filter_string=f"tags.`{GROUP_TAG}` = '{group.key}' and tags.`{CELLS_HASH_TAG}` = '{cells_hash}' "
+            f"and tags.`{RUN_DIR_TAG}` = '{self.run_dir}' and attributes.status = 'FINISHED'",
             max_results=1,
             output_format="list",
         )
@@ -260,7 +262,7 @@ class Tracker:
             self.logged_groups.add(group.key)
             return
         faults.point("mlflow_group_before")
-        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id, tags={GROUP_TAG: group.key}):
+        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id, tags={GROUP_TAG: group.key, RUN_DIR_TAG: self.run_dir}):
             mlflow.set_tags(
                 {
                     "nxb.authorized": group.authorized,
