@@ -3,10 +3,10 @@
 Not an attack family (nothing is registered here). Used by ``patch_statistics``, ``subspace_estimation``,
 ``surrogate`` and ``oracle``.
 
-- :class:`Lattice`: the first layer's window geometry as the attacker assumes it (kernel, stride, padding),
+- :class:`Lattice`: the first layer's window geometry (a :class:`ConvGeometry`) as the attacker assumes it,
   resolved from explicit parameters, a named zoo model or the authorized model's architecture.
-- :class:`Tiling`: non-overlapping kernel-sized tiles at the stem's padding offset (the lattice of the
-  ``patch`` encoder, and the patch lattice of a non-overlapping stem); patches in and out.
+- :class:`Tiling`: non-overlapping kernel-sized tiles at the stem's padding offset (``ConvGeometry.tiling``:
+  the lattice of the ``patch`` encoder, and the patch lattice of a non-overlapping stem); patches in and out.
 - :func:`excess_variance_directions`: the generalized eigenproblem C_released v = lambda C_clean v.
 - :class:`SubspaceRemover`: replaces the component of a vector in a subspace by its conditional
   expectation under a clean (Gaussian) prior given the rest of the vector.
@@ -19,7 +19,11 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from nonxfer_bench.core.params import Strict
+from nonxfer_bench.encoders.patch import pixel_space_subspace
+from nonxfer_bench.linalg.geometry import ConvGeometry
 
 if TYPE_CHECKING:
     from nonxfer_bench.attacks.base import AttackContext
@@ -32,11 +36,10 @@ def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-class LatticeParams(BaseModel):
+class LatticeParams(Strict):
     """Where the attacker takes the patch lattice from: explicit numbers, a named zoo model, or (default)
     the authorized model's architecture (its stem geometry and normalization are public, its weights are not)."""
 
-    model_config = ConfigDict(extra="forbid")
     kernel: int | tuple[int, int] | None = Field(None, description="explicit lattice kernel (overrides the models)")
     stride: int | tuple[int, int] | None = Field(None, description="explicit stride; default: the kernel")
     padding: int | tuple[int, int] = Field(0, description="explicit padding")
@@ -45,28 +48,23 @@ class LatticeParams(BaseModel):
 
 @dataclass(frozen=True)
 class Lattice:
-    """A stem's window geometry plus the per-channel normalization the stem sees (for the reference's fold)."""
+    """A stem's window geometry as the attacker assumes it, plus the per-channel normalization the stem sees
+    (for the reference's fold); ``mean``/``std`` None: identity normalization."""
 
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    mean: torch.Tensor | None = None  # (1, C, 1, 1) or None: identity normalization
+    geometry: ConvGeometry
+    mean: torch.Tensor | None = None  # (1, C, 1, 1)
     std: torch.Tensor | None = None
-    source: str = "explicit"
-
-    def unfold_kwargs(self) -> dict:
-        return dict(kernel_size=self.kernel, stride=self.stride, padding=self.padding)
 
     @property
     def tiling(self) -> "Tiling":
-        return Tiling(self.kernel, self.padding)
+        return Tiling(self.geometry.tiling())
 
     @classmethod
     def of_model(cls, model: "ZooModel") -> "Lattice":
         geometry = model.geometry
         if geometry.dilation != (1, 1):
             raise ValueError(f"model {model.name!r}: dilated first layers are not supported")
-        return cls(geometry.kernel_size, geometry.stride, geometry.padding, model.mean, model.std, model.name)
+        return cls(geometry, model.mean, model.std)
 
     @classmethod
     def resolve(cls, params: LatticeParams, context: "AttackContext | None") -> "Lattice | None":
@@ -74,7 +72,7 @@ class Lattice:
         if params.kernel is not None:
             kernel = _pair(params.kernel)
             stride = _pair(params.stride) if params.stride is not None else kernel
-            return cls(kernel, stride, _pair(params.padding))
+            return cls(ConvGeometry(kernel, stride, _pair(params.padding)))
         if context is None:
             return None
         model = context.model(params.geometry_model) if params.geometry_model else context.authorized
@@ -83,17 +81,17 @@ class Lattice:
 
 @dataclass(frozen=True)
 class Tiling:
-    """Non-overlapping kernel-sized tiles (stride = kernel) starting at -padding, as the ``patch`` encoder tiles.
+    """Non-overlapping tiles (a geometry with stride = kernel, e.g. ``ConvGeometry.tiling()``), as the ``patch``
+    encoder tiles: kernel-sized, starting at -padding.
 
     Pixels outside every tile (remainder rows/columns) are left unchanged by :meth:`apply`; tiles that
     reach into the padding see zeros there, and what a map writes into the padding is dropped.
     """
 
-    kernel: tuple[int, int]
-    padding: tuple[int, int] = (0, 0)
+    geometry: ConvGeometry
 
     def unfold_kwargs(self) -> dict:
-        return dict(kernel_size=self.kernel, stride=self.kernel, padding=self.padding)
+        return self.geometry.unfold_kwargs()
 
     def patches(self, images: torch.Tensor) -> torch.Tensor:
         """All tiles of all images as rows (B*L x D), D = C*kh*kw in ``F.unfold`` order."""
@@ -200,11 +198,9 @@ def energy_fraction(rows: torch.Tensor, basis: torch.Tensor) -> float:
 
 
 def first_layer_tiles(model: "ZooModel", tau: float) -> tuple[Tiling, torch.Tensor]:
-    """The tiling of a model's stem (kernel-sized tiles at its padding offset) and its pixel-space V_N (D x k)."""
-    from nonxfer_bench.encoders.patch import pixel_space_subspace
-
-    geometry = model.geometry
-    return Tiling(geometry.kernel_size, geometry.padding), pixel_space_subspace(model, tau).basis.double()
+    """The tiling of a model's stem (kernel-sized tiles at its padding offset) and its pixel-space V_N (D x k),
+    the subspace the ``patch`` encoder draws from."""
+    return Tiling(model.geometry.tiling()), pixel_space_subspace(model, tau).basis.double()
 
 
 def not_fitted(name: str) -> RuntimeError:

@@ -10,7 +10,7 @@ out-of-range values and says so in its docstring.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
@@ -60,7 +60,6 @@ class AttackContext:
     public_images: torch.Tensor
     released: torch.Tensor
     batch_labels: torch.Tensor | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Attack(ABC):
@@ -76,6 +75,8 @@ class Attack(ABC):
     threat_model: ClassVar[str] = "no knowledge: a fixed transformation of the released images"
     # expensive attacks (networks, iterations): the runner caches their outputs per group, step, draw and batch
     cache_outputs: ClassVar[bool] = False
+    # the no-attack step: its cells are the baseline every attack is compared with, and carry the bound numbers
+    baseline: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params

@@ -8,13 +8,13 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, to_unit_range
+from nonxfer_bench.core.params import Strict
 
 
-class JpegParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class JpegParams(Strict):
     max_quality: int = Field(95, ge=1, le=100, description="quality at strength 0")
     min_quality: int = Field(5, ge=1, le=100, description="quality at strength 1")
     range: Literal["minmax", "clip"] = Field("minmax", description="how unclipped images enter 8 bits")
@@ -73,8 +73,7 @@ class JpegKornia(Attack):
         return out * scale + low
 
 
-class QuantizeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class QuantizeParams(Strict):
     max_bits: int = Field(8, ge=1, le=16, description="bit depth at strength 0")
     min_bits: int = Field(1, ge=1, le=16, description="bit depth at strength 1")
     range: Literal["minmax", "clip"] = Field("clip", description="'clip' is what an integer image file stores")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.core.params import Strict
 
 
-class MedianParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MedianParams(Strict):
     max_kernel: int = Field(7, ge=3, description="odd window side at strength 1 (strength 0 is 1: identity)")
 
 
@@ -43,8 +43,7 @@ class DenoiseMedian(Attack):
         return median_blur(images, (size, size), border_type="reflect")
 
 
-class TvParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TvParams(Strict):
     max_weight: float = Field(0.5, gt=0, description="TV weight at strength 1, relative to each image's standard deviation")
     steps: int = Field(100, ge=1, description="Adam steps")
     lr: float = Field(0.02, gt=0, description="Adam learning rate, in units of each image's standard deviation")
@@ -84,8 +83,7 @@ class DenoiseTv(Attack):
         return (u.detach() * scale + center).to(images.dtype)
 
 
-class NlmParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NlmParams(Strict):
     max_h: float = Field(1.5, gt=0, description="filter strength h at strength 1, in units of the estimated noise sigma")
     patch_size: int = Field(5, ge=1)
     patch_distance: int = Field(6, ge=1)

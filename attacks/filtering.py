@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.core.params import Strict
 
 
-class BlurParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class BlurParams(Strict):
     max_sigma: float = Field(2.0, gt=0, description="Gaussian sigma in pixels at strength 1")
 
 

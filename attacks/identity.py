@@ -12,6 +12,7 @@ class Identity(Attack):
     """Returns the released images unchanged."""
 
     threat_model = "none: the released images as they are"
+    baseline = True
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
         return images.clone()

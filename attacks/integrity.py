@@ -32,11 +32,12 @@ import inspect
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 
 from nonxfer_bench.attacks._subspace_tools import not_fitted
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+from nonxfer_bench.core.params import Strict
 
 
 def torchattacks_class(name: str) -> type:
@@ -48,8 +49,7 @@ def torchattacks_class(name: str) -> type:
     return cls
 
 
-class TorchattacksParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TorchattacksParams(Strict):
     name: str = Field("PGD", description="torchattacks class name, e.g. PGD, FGSM, CW, APGD, DeepFool")
     kwargs: dict[str, Any] = Field({}, description="fixed keyword arguments of the class (steps, ...)")
     scaled: dict[str, float] = Field({"eps": 8 / 255, "alpha": 2 / 255}, description="keyword arguments set to strength x value")

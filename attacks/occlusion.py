@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.core.params import Strict
 
 
-class CutoutParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CutoutParams(Strict):
     max_fraction: float = Field(0.5, gt=0, le=1, description="square side / shorter image side at strength 1")
 
 

@@ -10,7 +10,7 @@ tile energy that lies in V_N), the price every projection attack pays.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from nonxfer_bench.attacks._subspace_tools import (
     Restore,
@@ -21,10 +21,10 @@ from nonxfer_bench.attacks._subspace_tools import (
     not_fitted,
 )
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+from nonxfer_bench.core.params import Strict
 
 
-class OracleParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OracleParams(Strict):
     tau: float = Field(1e-5, gt=0, description="singular-value threshold for V_N (the encoders' default)")
     restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
     ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariance")

@@ -123,7 +123,7 @@ class PatchMean(Attack):
         """(gain on the image 1 x C x H x W, F^T F as D x D) for an image shape, cached: the gain is the window
         count (the fold's), or ones where the release is not taken to carry it."""
         if shape not in self._operators:
-            kwargs = self.lattice.unfold_kwargs()
+            kwargs = self.lattice.geometry.unfold_kwargs()
             channels, height, width = shape
             ones = torch.ones(1, *shape, dtype=torch.float64)
             unfolded = F.unfold(ones, **kwargs)
@@ -137,7 +137,7 @@ class PatchMean(Attack):
 
     def least_squares(self, images: torch.Tensor) -> torch.Tensor:
         """n_ls = (F^T F)^-1 F^T (r - count * mu) per image (B x D), r the normalized images."""
-        kwargs = self.lattice.unfold_kwargs()
+        kwargs = self.lattice.geometry.unfold_kwargs()
         released = self._normalize(images.double())
         count, gram = self.operators(tuple(images.shape[1:]))
         prior = self.prior if self.prior.shape[1:] == released.shape[1:] else released.mean(0, keepdim=True)
@@ -148,7 +148,7 @@ class PatchMean(Attack):
         """(n_hat per image, B x D; the clean estimate in normalized units)."""
         if self.lattice is None:
             raise not_fitted(self.name)
-        kwargs = self.lattice.unfold_kwargs()
+        kwargs = self.lattice.geometry.unfold_kwargs()
         released = self._normalize(images.double())
         count, _ = self.operators(tuple(images.shape[1:]))
         noise = self.least_squares(images)
@@ -228,7 +228,7 @@ class LatticeNotch(Attack):
             distance = (bins - nearest).abs()
             return distance <= self.params.width + 0.5 - 1e-9 if self.params.width else distance < 0.5
 
-        mask = axis(height, self.lattice.stride[0])[:, None] & axis(width, self.lattice.stride[1])[None, :]
+        mask = axis(height, self.lattice.geometry.stride[0])[:, None] & axis(width, self.lattice.geometry.stride[1])[None, :]
         mask[0, 0] = False
         return mask
 

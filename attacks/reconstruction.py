@@ -15,10 +15,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, to_unit_range
 from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.params import Strict
 from nonxfer_bench.generative.autoencoder import AutoencoderConfig, load_or_train
 
 DEFAULT_DDPM = "suites/zoo/weights/fashion-ddpm"
@@ -78,8 +79,7 @@ class AutoencoderReconstruction(Attack):
         return _match(out, images.shape[1], images.shape[-2:]).to(images.dtype)
 
 
-class DiffusersVaeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DiffusersVaeParams(Strict):
     source: str = Field(description="local save_pretrained folder or hub id of an AutoencoderKL/AutoencoderTiny")
     kind: Literal["kl", "tiny"] = "kl"
     subfolder: str | None = Field(None, description="e.g. 'vae' inside a Stable Diffusion repository")
@@ -136,8 +136,7 @@ class DiffusersVae(Attack):
         return _match(out, images.shape[1], (height, width)).to(images.dtype)
 
 
-class DiffusionParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DiffusionParams(Strict):
     source: str = Field(DEFAULT_DDPM, description="save_pretrained folder (unet/, scheduler/) or hub id")
     scheduler: Literal["ddim", "ddpm"] = "ddim"
     steps: int = Field(20, ge=1, description="reverse steps from t* to 0 (1: one-shot denoising)")
@@ -177,8 +176,7 @@ class DiffusionPurification(Attack):
         return self._load().purify(unit, strength * self.params.max_t, generator).to(images.dtype)
 
 
-class Img2ImgParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Img2ImgParams(Strict):
     source: str = Field(description="local save_pretrained folder or hub id of a Stable-Diffusion-style pipeline")
     prompt: str = Field("", description="text prompt for every image (empty: unconditional regeneration)")
     steps: int = Field(50, ge=1, description="scheduler steps for the full trajectory; img2img runs strength x steps of them")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.core.params import Strict
 
 
-class ResizeParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ResizeParams(Strict):
     min_scale: float = Field(0.25, gt=0, lt=1, description="scale factor at strength 1 (strength 0 is 1.0)")
     antialias: bool = Field(False, description="antialias the downscale (the reference does not)")
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from abc import abstractmethod
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from nonxfer_bench.attacks._subspace_tools import (
     Lattice,
@@ -32,6 +32,7 @@ from nonxfer_bench.attacks._subspace_tools import (
     not_fitted,
 )
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+from nonxfer_bench.core.params import Strict
 
 
 class _Estimated(Attack):
@@ -117,8 +118,7 @@ class SubspacePatch(_Estimated):
         return self.tiling.apply(images, fn)
 
 
-class SubspaceImageParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SubspaceImageParams(Strict):
     max_dims: int = Field(64, ge=1, description="directions removed at strength 1")
     restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
     ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariances")

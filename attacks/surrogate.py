@@ -18,14 +18,14 @@ authorized model's input size) and are skipped.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from nonxfer_bench.attacks._subspace_tools import Restore, SubspaceRemover, Tiling, covariance, first_layer_tiles, not_fitted
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+from nonxfer_bench.core.params import Strict
 
 
-class SurrogateParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SurrogateParams(Strict):
     candidates: list[str] = Field(min_length=1, description="zoo model names the attacker holds (public models)")
     exclude_authorized: bool = Field(False, description="drop the authorized model from the candidates (it is private)")
     select: int = Field(1, ge=1, description="how many top-scoring candidates to project out (applied in score order)")

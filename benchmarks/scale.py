@@ -53,7 +53,7 @@ def median_seconds(function, repeats: int) -> float:
 def bench_encoder(args: argparse.Namespace) -> dict:
     from nonxfer_bench.encoders import ENCODERS
     from nonxfer_bench.encoders.reference import encode_strided, encode_tiled, encode_unfolded, tiles_exactly
-    from nonxfer_bench.linalg.subspace import ConvGeometry, flatten_weight, patch_subspace
+    from nonxfer_bench.linalg.subspace import flatten_weight, patch_subspace
     from nonxfer_bench.schema.suite import ModelSpec
     from nonxfer_bench.zoo import build_model
 
@@ -62,7 +62,7 @@ def bench_encoder(args: argparse.Namespace) -> dict:
         model = build_model(ModelSpec(name=arch, arch=arch))
         images = torch.rand(args.batch, *model.input_size, generator=torch.Generator().manual_seed(0))
         normalized = model.normalize(images)
-        geometry = ConvGeometry.of(model.first_conv)
+        geometry = model.geometry
         basis = patch_subspace(flatten_weight(model.first_conv)).basis
         encoder = ENCODERS.create("reference")
         fast = encode_tiled if tiles_exactly(geometry, normalized.shape[-2:]) else lambda *a: encode_strided(*a)[0]

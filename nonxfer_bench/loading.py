@@ -13,10 +13,11 @@ from pydantic import ValidationError
 
 from nonxfer_bench.attacks import ATTACKS
 from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.datasets import DATASETS
 from nonxfer_bench.datasets.base import MODEL_PREPROCESSING_FIELDS
 from nonxfer_bench.encoders import ENCODERS
-from nonxfer_bench.schema.files import key_path, pydantic_message, read_yaml, resolve_path, validate
+from nonxfer_bench.schema.files import read_yaml, resolve_path, validate
 from nonxfer_bench.schema.suite import DatasetSpec, Suite, ZooFile, resolve_package_file
 from nonxfer_bench.zoo import dataset_preprocessing, hub_weights_problem, resolve_preprocessing
 
@@ -132,10 +133,6 @@ def _check_components(suite: Suite, path: Path) -> None:
         try:
             params = params_cls.model_validate(spec.params)
         except ValidationError as error:
-            first = error.errors()[0]
-            sub = key_path(first["loc"])
-            hint = ""
-            if first["type"] == "extra_forbidden":
-                hint = f"; valid parameters: {', '.join(sorted(params_cls.model_fields)) or 'none'}"
-            raise UserError(f"{path}: key '{key}.params.{sub}': {pydantic_message(first)}{hint}") from None
+            sub, message = describe_error(error, params_cls)
+            raise UserError(f"{path}: key '{key}.params{'.' + sub if sub else ''}': {message}") from None
         spec.params = params.model_dump(mode="json")

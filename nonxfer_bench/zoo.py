@@ -23,12 +23,11 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.data import resolve_model_data_config
-from timm.layers import Conv2dSame
-from timm.layers.padding import get_same_padding
 from torch import nn
 
 from nonxfer_bench.core.errors import UserError
-from nonxfer_bench.linalg.subspace import ConvGeometry
+from nonxfer_bench.linalg.geometry import ConvGeometry
+from nonxfer_bench.linalg.subspace import unfold_columns
 from nonxfer_bench.schema.suite import ModelSpec, resolve_package_file
 
 DEFAULT_CROP_PCT = 0.875  # timm's default when a config names none
@@ -95,6 +94,23 @@ class ZooModel(nn.Module):
     def geometry(self) -> ConvGeometry:
         return ConvGeometry.of(self.first_conv)
 
+    def pixel_scale(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """1/std_c per input channel (C,): what the first layer multiplies [0, 1] pixel changes by (the mean
+        cancels in differences). The operator encoder scales its input with it."""
+        return 1.0 / self.std.flatten().to(dtype)
+
+    def pixel_weight(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """W_eff = W diag(1/std_c): the first layer's patch matrix (m x C kh kw, ``F.unfold`` column order)
+        seen from [0, 1] pixels, the common space where models that normalize differently compare.
+
+        Computed in ``dtype`` (float64 by default; the ``patch`` encoder keeps the float32 products its
+        published releases were drawn with). Grouped layers have no single patch matrix and are refused.
+        """
+        conv = self.first_conv
+        if conv.groups != 1:
+            raise ValueError(f"grouped first layer (groups={conv.groups}) has no single patch matrix")
+        return conv.weight.detach().to(dtype).flatten(1) * unfold_columns(self.pixel_scale(dtype), conv.kernel_size)
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] brought to this model's channels and input size (still [0, 1] units)."""
         channels, height, width = self.input_size
@@ -132,6 +148,7 @@ class ZooModel(nn.Module):
         the unfolded windows replace the rest.
         """
         conv = self.first_conv
+        geometry = self.geometry
 
         def replace_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
             nonlocal flat
@@ -139,15 +156,12 @@ class ZooModel(nn.Module):
                 flat = flat + module.bias.view(1, -1, 1)
             if flat.shape[-1] == output.shape[-2] * output.shape[-1]:
                 return flat.view(output.shape)
-            if not isinstance(module, Conv2dSame):
+            if not geometry.same:
                 raise ValueError(f"{flat.shape[-1]} unfolded windows do not fit the first layer's {tuple(output.shape[-2:])} outputs")
-            (ih, iw), (kh, kw), (sh, sw), (dh, dw) = inputs[0].shape[-2:], module.kernel_size, module.stride, module.dilation
-            rows, cols = (ih - dh * (kh - 1) - 1) // sh + 1, (iw - dw * (kw - 1) - 1) // sw + 1
-            top, left = get_same_padding(ih, kh, sh, dh) // 2, get_same_padding(iw, kw, sw, dw) // 2
-            if top % sh or left % sw:
-                raise ValueError("TF-same padding offsets the stem's windows off the unfold grid; flat input unsupported")
+            size = inputs[0].shape[-2:]
+            (rows, cols), (top, left) = geometry.windows(*size), geometry.window_offset(*size)
             out = output.clone()
-            out[..., top // sh : top // sh + rows, left // sw : left // sw + cols] = flat.view(*output.shape[:2], rows, cols)
+            out[..., top : top + rows, left : left + cols] = flat.view(*output.shape[:2], rows, cols)
             return out
 
         handle = conv.register_forward_hook(replace_output)

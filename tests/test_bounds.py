@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.encoders import ENCODERS
-from nonxfer_bench.linalg.bounds import effective_weight, encoder_subspace, group_bounds, hoffman_wielandt, misalignment
+from nonxfer_bench.linalg.bounds import encoder_subspace, group_bounds, hoffman_wielandt, misalignment
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 from tests.conftest import digits_suite
@@ -36,8 +37,9 @@ def test_k1_prediction_equals_observation_on_a_constructed_layer():
         model.first_conv.weight.copy_(weight.view(4, 1, 2, 2))
     clean = torch.rand(6, 1, 8, 8)
     for encoder, strength in (("patch", 20.0), ("reference", 30.0)):
-        encoding = ENCODERS.create(encoder, {}).encode(clean, model, strength, torch.Generator().manual_seed(1))
-        common, per_model = group_bounds(model, encoder, {}, clean, encoding, {"tiny": model})
+        encoder = ENCODERS.create(encoder, {})
+        encoding = encoder.encode(clean, model, strength, torch.Generator().manual_seed(1))
+        common, per_model = group_bounds(model, encoder, clean, encoding, {"tiny": model})
         assert common["bound/k"] == 1 and common["bound/sigma_s"] > 0
         # noise along the smallest singular vector: ||W d_l|| = sigma_S ||d_l|| for every patch, and in mean square
         assert common["bound/auth_layer_ratio_median"] == pytest.approx(1.0, rel=1e-4)
@@ -64,7 +66,7 @@ def test_hoffman_wielandt_holds_on_zoo_pairs(digits_zoo):
     from nonxfer_bench.loading import load_zoo
 
     specs = {spec.name: spec for spec in load_zoo(digits_zoo).models}
-    a, b = (effective_weight(build_model(specs[name])) for name in ("vit_a", "vit_b"))
+    a, b = (build_model(specs[name]).pixel_weight() for name in ("vit_a", "vit_b"))
     lhs, rhs, ratio = hoffman_wielandt(a, b)
     assert 0 < lhs <= rhs and ratio <= 1
 
@@ -74,21 +76,22 @@ def test_misalignment_is_zero_for_the_same_model_and_invariant_to_pixel_rescalin
     torch.manual_seed(0)
     authorized = tiny_vit(patch=4, embed=6)  # 6 x 16: an exact 10-dimensional null space
     other = tiny_vit(patch=4, embed=6, seed=1)
-    _, _, basis = encoder_subspace(authorized, encoder, {})
-    assert misalignment(effective_weight(authorized), basis) < 1e-6
-    before = misalignment(effective_weight(other), basis)
+    encoder = ENCODERS.create(encoder, {})
+    basis = encoder_subspace(authorized, encoder)[0].pixel_basis
+    assert misalignment(authorized.pixel_weight(), basis) < 1e-6
+    before = misalignment(other.pixel_weight(), basis)
     assert before > 0.1
     # scale the unauthorized model's std and first layer together: the raw-pixel layer W / std is unchanged
     with torch.no_grad():
         other.std.mul_(3.0)
         other.first_conv.weight.mul_(3.0)
-    assert misalignment(effective_weight(other), basis) == pytest.approx(before, rel=1e-9)
+    assert misalignment(other.pixel_weight(), basis) == pytest.approx(before, rel=1e-9)
     # and the same for the authorized one: its pixel-space subspace does not move
     with torch.no_grad():
         authorized.std.mul_(0.5)
         authorized.first_conv.weight.mul_(0.5)
-    _, _, rescaled = encoder_subspace(authorized, encoder, {})
-    assert misalignment(effective_weight(other), rescaled) == pytest.approx(before, rel=1e-6)
+    rescaled = encoder_subspace(authorized, ENCODERS.create(encoder.name, {}))[0].pixel_basis  # a fresh encoder: new weights
+    assert misalignment(other.pixel_weight(), rescaled) == pytest.approx(before, rel=1e-6)
 
 
 def test_the_runner_puts_bound_numbers_into_identity_cells(tmp_path, digits_zoo):
@@ -97,18 +100,30 @@ def test_the_runner_puts_bound_numbers_into_identity_cells(tmp_path, digits_zoo)
     path = digits_suite(tmp_path, digits_zoo, attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
                         encoders=[{"name": "patch", "strengths": [10.0]}], dataset={"name": "digits", "limit": 60})
     assert main(["run", str(path)]) == 0
-    cells = [json.loads(line) for line in (tmp_path / "runs" / "digits" / "cells.jsonl").read_text().splitlines()]
-    identity = {c["model"]: c for c in cells if c["attack"] == "identity" and c["encoder"] == "patch"}
+    cells = [Cell.from_record(json.loads(line)) for line in (tmp_path / "runs" / "digits" / "cells.jsonl").read_text().splitlines()]
+    identity = {c.model: c for c in cells if c.baseline and c.encoder == "patch"}
     assert set(identity) == {"vit_a", "vit_b", "res"}
-    assert all(not any(k.startswith("bound/") for k in c) for c in cells if c["attack"] != "identity")
+    assert all(not c.bounds for c in cells if not c.baseline)
     auth = identity["vit_a"]
-    assert "bound/error" not in auth
-    assert auth["bound/exact_null"] and auth["bound/sigma_s"] == 0.0 and auth["bound/auth_layer_ratio_median"] is None
-    assert auth["bound/auth_layer_rel_median"] < 1e-4  # exact null space: only float residue reaches the layer
-    assert auth["bound/misalignment"] < 1e-5 and auth["bound/lipschitz_estimate"] > 0
-    assert identity["vit_b"]["bound/misalignment"] > 0.05 and identity["vit_b"]["bound/hw_ratio"] <= 1
-    assert identity["vit_b"]["bound/unauth_layer_pred"] > 0
-    assert identity["res"]["bound/misalignment"] is None and "bound/misalignment_na" in identity["res"]
+    assert "bound/error" not in auth.bounds
+    assert auth.bounds["bound/exact_null"] and auth.bounds["bound/sigma_s"] == 0.0 and auth.bounds["bound/auth_layer_ratio_median"] is None
+    assert auth.bounds["bound/auth_layer_rel_median"] < 1e-4  # exact null space: only float residue reaches the layer
+    assert auth.bounds["bound/misalignment"] < 1e-5 and auth.bounds["bound/lipschitz_estimate"] > 0
+    assert identity["vit_b"].bounds["bound/misalignment"] > 0.05 and identity["vit_b"].bounds["bound/hw_ratio"] <= 1
+    assert identity["vit_b"].bounds["bound/unauth_layer_pred"] > 0
+    assert identity["res"].bounds["bound/misalignment"] is None and "bound/misalignment_na" in identity["res"].bounds
     board = (tmp_path / "results" / "digits" / "leaderboard.md").read_text()
     assert "## Theory" in board
     assert (tmp_path / "results" / "digits" / "theory_misalignment_vs_drop.png").is_file()
+
+
+def test_the_theory_table_marks_ratios_that_are_one_by_construction():
+    from nonxfer_bench.reporting.theory import theory_markdown
+
+    base = {"baseline": True, "authorized": "a", "model": "a", "encoder": "reference", "strength": 20.0, "role": "authorized"}
+    exact = base | {"bound/k": 1, "bound/auth_layer_ratio_median": 1.0, "bound/auth_layer_ratio_p95": 1.0}
+    straddling = base | {"encoder": "patch", "bound/k": 1, "bound/auth_layer_ratio_median": 6.68, "bound/auth_layer_ratio_p95": 7.67}
+    several = base | {"encoder": "operator", "bound/k": 4, "bound/auth_layer_ratio_median": 1.0, "bound/auth_layer_ratio_p95": 1.0}
+    rows = {line.split(" | ")[1]: line for line in theory_markdown([exact, straddling, several]).splitlines() if line.startswith("| a |")}
+    assert "| 1 † | 1 † |" in rows["reference 20"]
+    assert "†" not in rows["patch 20"] and "†" not in rows["operator 20"]

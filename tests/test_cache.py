@@ -8,7 +8,7 @@ import torch
 
 from nonxfer_bench.core.cache import ArrayCache
 from nonxfer_bench.datasets.base import load_cached, load_dataset
-from nonxfer_bench.execution.runner import Release, Runner
+from nonxfer_bench.execution.runner import CleanInputs, Runner
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
@@ -61,13 +61,13 @@ def test_the_dataset_is_decoded_once_and_then_read_from_the_cache(tmp_path, monk
     assert len(list((tmp_path / "datasets").glob("*.npy"))) == 1
 
 
-def test_streamed_release_batches_equal_the_batches_of_the_whole_converted_set(monkeypatch):
+def test_streamed_clean_inputs_batches_equal_the_batches_of_the_whole_converted_set(monkeypatch):
     images = load_dataset("digits", {"size": 8}).subset(40, 0).images  # 8 px, resized to the model's 16 px
     model = build_model(ModelSpec(name="vit", arch="vit_tiny_patch16_224", preprocess={"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]},
                                   kwargs=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=12, depth=1, num_heads=2, num_classes=10)))
-    kept = Release(images, model)
+    kept = CleanInputs(images, model)
     monkeypatch.setenv("NXB_RELEASE_MAX_GB", "0")
-    streamed = Release(images, model)
+    streamed = CleanInputs(images, model)
     assert kept.prepared is not None and streamed.prepared is None
     for start in range(0, 40, 16):
         assert torch.equal(streamed.batch(start, 16), kept.batch(start, 16))
@@ -77,7 +77,7 @@ def test_a_streamed_run_gives_the_cells_of_an_in_memory_run(tmp_path, digits_zoo
     def cells(name):
         (tmp_path / name).mkdir()
         suite = load_suite(digits_suite(tmp_path / name, digits_zoo, dataset={"name": "digits", "limit": 60}, batch_size=25))
-        return {c["key"]: c for c in Runner(suite).run().cells}
+        return {c.key: c for c in Runner(suite).run().cells}
 
     in_memory = cells("memory")
     monkeypatch.setenv("NXB_RELEASE_MAX_GB", "0")
@@ -101,8 +101,8 @@ def test_a_recomputed_group_reuses_the_cached_diffusion_outputs_and_gives_the_sa
         "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results"), "sample_images": 0},
         "tracking": {"enabled": False},
     }))
-    first = {c["key"]: c for c in Runner(suite).run().cells}
+    first = {c.key: c for c in Runner(suite).run().cells}
     assert len(list((tmp_path / "cache" / "attacked").glob("*.json"))) == 4  # 2 encodings x 2 batches
     monkeypatch.setattr(DiffusionPurification, "forward", lambda *args: pytest.fail("purified again"))
     again = Runner(suite, fresh=True).run()
-    assert again.computed_groups == 2 and {c["key"]: c for c in again.cells} == first
+    assert again.computed_groups == 2 and {c.key: c for c in again.cells} == first

@@ -9,7 +9,7 @@ import pytest
 
 from nonxfer_bench.cli import main
 from nonxfer_bench.execution.store import CellStore
-from nonxfer_bench.reporting.tracking import retry_concurrent
+from nonxfer_bench.reporting.tracking import retry_concurrent, sqlite_uri
 from tests.conftest import digits_suite
 
 
@@ -33,7 +33,7 @@ def exit_code(pid: int) -> int:
 
 @pytest.mark.slow
 def test_two_simultaneous_runs_into_one_new_sqlite_store_keep_separate_correct_results(tmp_path, digits_zoo):
-    uri = f"sqlite:///{tmp_path / 'shared.db'}"  # created by whichever run comes first
+    uri = sqlite_uri(tmp_path / "shared.db")  # created by whichever run comes first
     folders = {strength: tmp_path / f"run{strength:g}" for strength in (0.0, 30.0)}
     suites = {}
     for strength, folder in folders.items():  # the same suite and experiment, another encoder strength and run folder
@@ -57,7 +57,7 @@ def test_two_simultaneous_runs_into_one_new_sqlite_store_keep_separate_correct_r
         logged = {(c.data.tags["nxb.group"], name): value for c in children for name, value in c.data.metrics.items()}
         assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
         for cell in cells:  # every cell of this run, and only this run, in its own nested runs
-            assert logged[(cell["group"], f"acc.{cell['attack']}.{cell['model']}")] == pytest.approx(cell["accuracy"])
+            assert logged[(cell.group, f"acc.{cell.attack}.{cell.model}")] == pytest.approx(cell.accuracy)
 
 
 def failing(times: int, message: str):

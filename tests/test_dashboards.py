@@ -24,7 +24,7 @@ import pytest
 from nonxfer_bench.cli import main
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.tracking import Tracker, experiment_url
+from nonxfer_bench.reporting.tracking import Tracker, experiment_url, sqlite_uri
 from tests.conftest import digits_suite
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -65,7 +65,7 @@ def server(tmp_path_factory):
     log = open(folder / "server.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--artifacts-destination", str(folder / "artifacts")],
+         "--backend-store-uri", sqlite_uri(folder / "mlflow.db"), "--artifacts-destination", str(folder / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -129,12 +129,12 @@ def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cel
     for name in ("leaderboard.md", "cells.csv"):
         assert (tmp_path / "mlflow" / name).read_text() == (tmp_path / "store" / name).read_text()
     rows = _effect_rows((tmp_path / "mlflow" / "leaderboard.md").read_text())
-    identity = [cell for cell in store.cells.values() if cell["attack"] == "identity"]
-    encodings = {(c["encoder"], c["strength"]) for c in identity}
-    clean_authorized = next(c["accuracy"] for c in identity if c["encoder"] == "clean" and c["model"] == "vit_a")
+    identity = [cell for cell in store.cells.values() if cell.baseline]
+    encodings = {(c.encoder, c.strength) for c in identity}
+    clean_authorized = next(c.accuracy for c in identity if c.encoder == "clean" and c.model == "vit_a")
     assert len(rows) == len(encodings) == 4  # clean, patch 0, patch 20, reference 20
     for encoder, strength in encodings:
-        cells = {c["model"]: c["accuracy"] for c in identity if (c["encoder"], c["strength"]) == (encoder, strength)}
+        cells = {c.model: c.accuracy for c in identity if (c.encoder, c.strength) == (encoder, strength)}
         unauthorized = [cells["vit_b"], cells["res"]]
         row = rows[("vit_a", encoder if encoder == "clean" else f"{encoder} {strength:g}")]
         assert row["auth acc"] == f"{100 * cells['vit_a']:.1f}"
@@ -157,16 +157,16 @@ def test_group_runs_carry_the_params_tags_and_role_curves_the_ui_groups_by(logge
     assert set(groups["params.authorized"]) == {"vit_a"} and set(groups["tags.nxb.attack_families"]) == {"identity,blur"}
     client = mlflow.MlflowClient()
     for run_id, group_key in zip(groups["run_id"], groups["tags.nxb.group"]):
-        blur = [c for c in store.cells.values() if c["group"] == group_key and c["attack"] == "blur"]
+        blur = [c for c in store.cells.values() if c.group == group_key and c.attack == "blur"]
         history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "unauth.acc_mean.blur"))
         expected = sorted(
-            (round(100 * s), sum(c["accuracy"] for c in blur if c["attack_strength"] == s and c["role"] == "unauthorized") / 2)
+            (round(100 * s), sum(c.accuracy for c in blur if c.attack_strength == s and c.role == "unauthorized") / 2)
             for s in (0.25, 1.0)
         )
         assert [step for step, _ in history] == [step for step, _ in expected] == [25, 100]
         assert [value for _, value in history] == pytest.approx([value for _, value in expected])
         authorized = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "auth.acc.blur"))
-        assert authorized == sorted((round(100 * c["attack_strength"]), c["accuracy"]) for c in blur if c["role"] == "authorized")
+        assert authorized == sorted((round(100 * c.attack_strength), c.accuracy) for c in blur if c.role == "authorized")
 
 
 def test_the_experiment_page_and_the_run_comparison_render_in_chromium(logged, server, browser):

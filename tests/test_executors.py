@@ -22,7 +22,7 @@ def small_suite(tmp_path, zoo, name):
 
 
 def by_key(cells):
-    return {cell["key"]: cell for cell in cells}
+    return {cell.key: cell for cell in cells}
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,9 @@ def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_s
 
     monkeypatch.setattr(ZooModel, "forward", small_device)
     runner = Runner(small_suite(tmp_path, digits_zoo, "oom"))
-    cells = by_key(runner.run().cells)
-    differences = {(field, str(cell[field])) for key, cell in cells.items() for field in cell if cell[field] != sequential[key].get(field)}
+    cells = {key: cell.record() for key, cell in by_key(runner.run().cells).items()}
+    expected = {key: cell.record() for key, cell in sequential.items()}
+    differences = {(field, str(cell[field])) for key, cell in cells.items() for field in cell if cell[field] != expected[key].get(field)}
     # every cell number is the same; only the bound diagnostics (not backed off) record the error instead of failing
     assert {field for field, _ in differences} == {"bound/error"} and all("out of memory" in text for _, text in differences)
     assert set(runner.backoff.sizes.values()) == {12}  # 25 -> 24 -> 16 -> 12, per model

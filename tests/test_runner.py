@@ -49,7 +49,7 @@ def test_an_interrupted_run_resumes_with_only_the_missing_work_and_the_same_numb
     assert resumed.skipped_groups == 2 and resumed.computed_groups == len(resumed.cells) // 6 - 2
 
     def numbers(result):
-        return sorted((c["key"], c["accuracy"], c["agreement"], c["encoded_psnr"]) for c in result.cells)
+        return sorted((c.key, c.accuracy, c.agreement, c.encoded_psnr) for c in result.cells)
 
     assert numbers(resumed) == numbers(uninterrupted)
 
@@ -60,7 +60,7 @@ def test_fresh_recomputes_everything_and_a_plain_rerun_nothing(tmp_path, digits_
     assert Runner(suite).run().computed_groups == 0
     again = Runner(suite, fresh=True).run()
     assert again.computed_groups == first.computed_groups
-    assert [c["accuracy"] for c in again.cells] == [c["accuracy"] for c in first.cells]
+    assert [c.accuracy for c in again.cells] == [c.accuracy for c in first.cells]
 
 
 def test_a_control_model_is_stored_with_its_role_and_left_out_of_the_unauthorized_mean(tmp_path, digits_zoo):

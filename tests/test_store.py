@@ -1,21 +1,64 @@
-"""The cell store: durable appends, and a torn last line from a killed writer is dropped, not fatal."""
+"""The cell store: durable appends of typed cells, old (schema 1) stores still readable, damaged lines refused."""
 
+import json
+
+import numpy as np
+import pytest
+
+from nonxfer_bench.core.cell import SCHEMA, Cell, Outcomes, pack_bits
+from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.execution.store import CellStore
+
+
+def cell(key: str, accuracy: float, attack: str = "blur", **extra) -> Cell:
+    return Cell(key=key, suite="s", group="g", authorized="a", encoder="patch", strength=10.0, seed=0, attack=attack,
+                attack_strength=0.5, baseline=attack == "identity", model="b", role="unauthorized", n=4,
+                accuracy=accuracy, agreement=accuracy, **extra)  # fmt: skip
 
 
 def test_cells_survive_reopening(tmp_path):
     store = CellStore(tmp_path / "cells.jsonl")
-    store.add([{"key": "a", "accuracy": 0.5}, {"key": "b", "accuracy": 1.0}])
+    store.add([cell("a", 0.5), cell("b", 1.0)])
     again = CellStore(tmp_path / "cells.jsonl")
-    assert again.cells == {"a": {"key": "a", "accuracy": 0.5}, "b": {"key": "b", "accuracy": 1.0}}
+    assert again.cells == {"a": cell("a", 0.5), "b": cell("b", 1.0)}
+
+
+def test_per_image_outcomes_round_trip_as_packed_bits(tmp_path):
+    correct = np.array([True, False, True, True, False])
+    outcomes = Outcomes(images=5, ids="x", correct=[pack_bits(correct)], agree=[pack_bits(~correct)])
+    CellStore(tmp_path / "cells.jsonl").add([cell("a", 0.6, outcomes=outcomes)])
+    read = CellStore(tmp_path / "cells.jsonl").cells["a"].outcomes
+    assert read.correct_bits().tolist() == correct.tolist() and read.agree_bits().tolist() == (~correct).tolist()
+    assert read.labeled_bits().all()
+
+
+def test_a_schema_1_store_is_read_with_its_bound_numbers_and_the_identity_as_baseline(tmp_path):
+    old = {"key": "k", "suite": "s", "group": "g", "authorized": "a", "encoder": "patch", "strength": 10.0, "seed": 0,
+           "attack": "identity", "attack_strength": 1.0, "attack_param": {}, "model": "a", "role": "authorized", "n": 4,
+           "accuracy": 0.5, "agreement": 1.0, "encoded_psnr": 9.9, "encoded_psnr_min": 9.8, "storage": "float32",
+           "stored_psnr": 9.9, "attacked_psnr": 9.9, "attacked_ssim": 0.2, "draws": 1, "encoder_info": {"k": 3},
+           "bound/sigma_s": 0.0}  # fmt: skip
+    (tmp_path / "cells.jsonl").write_text(json.dumps(old) + "\n")
+    read = CellStore(tmp_path / "cells.jsonl").cells["k"]
+    assert read.baseline and read.bounds == {"bound/sigma_s": 0.0} and read.outcomes is None
+    assert read.record() == old | {"schema": SCHEMA, "baseline": True}
+
+
+def test_a_line_with_only_a_key_is_not_a_finished_cell(tmp_path):
+    path = tmp_path / "cells.jsonl"
+    CellStore(path).add([cell("a", 0.5)])
+    with open(path, "a") as handle:
+        handle.write('{"key": "b"}\n')
+    with pytest.raises(UserError, match=r"cells.jsonl: line 2 is not a finished cell"):
+        CellStore(path)
 
 
 def test_a_torn_final_line_is_dropped_and_the_file_stays_appendable(tmp_path):
     path = tmp_path / "cells.jsonl"
-    CellStore(path).add([{"key": "a", "accuracy": 0.5}])
+    CellStore(path).add([cell("a", 0.5)])
     with open(path, "a") as handle:
         handle.write('{"key": "b", "accur')
     store = CellStore(path)
     assert set(store.cells) == {"a"}
-    store.add([{"key": "c", "accuracy": 0.1}])
+    store.add([cell("c", 0.1)])
     assert set(CellStore(path).cells) == {"a", "c"}

@@ -3,7 +3,8 @@
 import torch
 from torch import nn
 
-from nonxfer_bench.linalg.subspace import ConvGeometry, flatten_weight, patch_subspace
+from nonxfer_bench.linalg.geometry import ConvGeometry
+from nonxfer_bench.linalg.subspace import flatten_weight, patch_subspace
 
 
 def test_exact_null_space_is_annihilated_when_d_exceeds_m():

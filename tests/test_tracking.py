@@ -5,12 +5,19 @@ import pytest
 
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.tracking import Tracker
+from nonxfer_bench.reporting.tracking import Tracker, sqlite_path, sqlite_uri
 from tests.conftest import digits_suite
 
 
+def test_sqlite_uris_are_built_and_parsed_in_one_place(tmp_path):
+    store = tmp_path / "runs" / "mlflow.db"
+    assert sqlite_uri(store) == f"sqlite:///{store}" and sqlite_path(sqlite_uri(store)) == store
+    assert sqlite_path("sqlite:///mlflow.db").name == "mlflow.db"  # relative to the working directory
+    assert sqlite_path("http://localhost:5000") is None and sqlite_path("postgresql://db/mlflow") is None
+
+
 def tracked_suite(tmp_path, zoo):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / "mlflow.db")
     path = digits_suite(tmp_path, zoo, tracking={"enabled": True, "uri": uri, "experiment": "digits-test"})
     return path, load_suite(path), uri
 
@@ -37,8 +44,8 @@ def test_nested_runs_hold_every_cell_and_read_back_with_search_runs(tmp_path, di
     assert len(children) == 3  # clean, patch@0, reference@20 for vit_a
     assert set(children["tags.nxb.encoder"]) == {"clean", "patch", "reference"}
     for cell in result.cells:
-        child = children[children["tags.nxb.group"] == cell["group"]]
-        assert child[f"metrics.acc.{cell['attack']}.{cell['model']}"].item() == pytest.approx(cell["accuracy"])
+        child = children[children["tags.nxb.group"] == cell.group]
+        assert child[f"metrics.acc.{cell.attack}.{cell.model}"].item() == pytest.approx(cell.accuracy)
     client = mlflow.MlflowClient()
     blur = client.get_metric_history(children["run_id"].iloc[0], "acc.blur.vit_b")
     assert [m.step for m in blur] == [50]
@@ -90,7 +97,7 @@ def test_a_rerun_that_computes_nothing_logs_no_group_run_and_reads_back_whole(tm
     assert reused == dict(zip(children["tags.nxb.group"], children["run_id"]))
     tracked = read_suite(uri, "digits-test")
     assert tracked.parent_id == tracker.parent_id
-    assert sorted(tracked.cells, key=lambda c: c["key"]) == sorted(again.cells, key=lambda c: c["key"])
+    assert sorted(tracked.cells, key=lambda c: c.key) == sorted(again.cells, key=lambda c: c.key)
 
 
 def test_the_experiment_opens_in_mlflows_classic_runs_view(tmp_path, digits_zoo, monkeypatch):

@@ -75,3 +75,22 @@ def test_corrupt_wrong_shape_and_pickled_checkpoints_are_refused(tmp_path):
 def test_unknown_architecture_is_a_user_error():
     with pytest.raises(UserError, match="cannot create 'not_a_model'"):
         build_model(spec(arch="not_a_model"))
+
+
+def test_pixel_weight_is_the_first_layer_over_std_in_unfold_order():
+    """W_eff = W diag(1/std), built directly from the 4-D weight; W_eff times unfolded [0, 1] pixel changes is
+    the first layer's output change (the mean and the bias cancel)."""
+    rgb = spec(kwargs={**RESNET["kwargs"], "in_chans": 3}, preprocess={"input_size": [3, 16, 16], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.45]})
+    model = build_model(rgb)
+    conv = model.first_conv
+    mean, std = model.mean.double(), model.std.double()  # the float32 buffers the model normalizes with
+    weight = conv.weight.detach().double()
+    direct = (weight / std.view(1, 3, 1, 1)).flatten(1)
+    pixel_weight = model.pixel_weight()
+    assert pixel_weight.dtype == torch.float64 and pixel_weight.shape == (conv.out_channels, 3 * 7 * 7)
+    assert torch.allclose(pixel_weight, direct, rtol=1e-12, atol=0)
+    assert model.pixel_weight(torch.float32).dtype == torch.float32
+    a, b = torch.rand(2, 1, 3, 16, 16, generator=torch.Generator().manual_seed(0)).double().unbind(0)
+    layer = F.conv2d((a - mean) / std, weight, None, conv.stride, conv.padding) - F.conv2d((b - mean) / std, weight, None, conv.stride, conv.padding)
+    patches = F.unfold(a - b, **model.geometry.unfold_kwargs())
+    assert torch.allclose(pixel_weight @ patches[0], layer.flatten(2)[0], atol=1e-10)

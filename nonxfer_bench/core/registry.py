@@ -14,7 +14,10 @@ import sys
 from importlib import import_module, metadata
 from typing import Any, Callable, Generic, TypeVar
 
+from pydantic import ValidationError
+
 from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.params import describe_error
 
 T = TypeVar("T")
 
@@ -81,9 +84,16 @@ class Registry(Generic[T]):
         return self._classes[name]
 
     def create(self, name: str, params: dict[str, Any] | None = None) -> T:
-        """Instantiate a registered component with validated parameters."""
+        """Instantiate a registered component with validated parameters; bad ones are a one-line UserError."""
         cls = self.get(name)
-        return cls(cls.Params(**(params or {})))  # type: ignore[attr-defined]
+        model = cls.Params  # type: ignore[attr-defined]
+        try:
+            validated = model.model_validate(params or {})
+        except ValidationError as error:
+            key, message = describe_error(error, model)
+            where = f"parameter '{key}': " if key else ""
+            raise UserError(f"{self.kind} {name!r}: {where}{message}") from None
+        return cls(validated)
 
 
 def first_sentence(doc: str | None) -> str:

@@ -18,17 +18,17 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.params import Strict
 from nonxfer_bench.datasets.base import DATASETS, Dataset, ImageSet, decode_image, decode_settings
 from nonxfer_bench.schema.suite import package_folder
 
 UNLABELED = -1
 
 
-class PackagedParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PackagedParams(Strict):
     size: int | None = Field(None, ge=8, description="side of the square the images are decoded to; default: the model's")
     crop_pct: float | None = Field(None, gt=0, le=1, description="resize shorter side to size/crop_pct, center crop")
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None

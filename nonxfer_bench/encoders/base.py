@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from nonxfer_bench.core.params import NoParams
 from nonxfer_bench.core.registry import Registry
 from nonxfer_bench.linalg.flat_input import FlatInput
+from nonxfer_bench.linalg.subspace import NoiseSubspace
 from nonxfer_bench.zoo import ZooModel
 
 ENCODERS: Registry["Encoder"] = Registry(
@@ -48,3 +49,8 @@ class Encoder(ABC):
     @abstractmethod
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         """Encode images (B x C x H x W in [0, 1], at ``model``'s input size) for the authorized ``model``."""
+
+    def noise_subspace(self, model: ZooModel) -> NoiseSubspace | None:
+        """The patch-level subspace of ``model``'s first layer this encoder draws its noise from, for the
+        bound numbers (``linalg.bounds``); None when its noise is not drawn per patch from one."""
+        return None

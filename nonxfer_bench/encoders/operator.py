@@ -1,7 +1,7 @@
 """The ``operator`` encoder: image-domain noise in the whole first layer's low-sensitivity subspace.
 
 The ``patch`` encoder works per window, which is exact only for non-overlapping stems. This encoder
-works on the whole first-layer operator A (``nonxfer_bench.operator``): the convolution over the full
+works on the whole first-layer operator A (``nonxfer_bench.linalg.operator``): the convolution over the full
 image grid, with stride, overlap, padding, dilation and groups, as seen from [0, 1] pixels (the layer
 sees (x - mean) / std, so the pixel-space operator is the convolution with weight / std_c; the mean
 drops out of differences). Its k smallest right-singular vectors v_1..v_k (orthonormal images) span the
@@ -23,16 +23,16 @@ The basis is computed once per (weights, std, input shape, k, tol) and cached in
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from nonxfer_bench.core.params import Strict
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.linalg.operator import OperatorSubspace, cached_operator_subspace, patch_level
 from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_image
 from nonxfer_bench.zoo import ZooModel
 
 
-class OperatorParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class OperatorParams(Strict):
     k: int = Field(64, ge=1, description="number of smallest right-singular directions of the whole first layer")
     tol: float = Field(1e-8, gt=0, description="eigensolver tolerance: ||A^T A v - s^2 v|| / ||A||^2 per direction")
     ritz_tol: float | None = Field(
@@ -48,9 +48,8 @@ def pixel_space_operator_subspace(
     """The authorized first layer's operator-level subspace as seen from [0, 1] pixels: conv(weight / std_c)."""
     channels, height, width = input_shape
     k = min(params.k, channels * height * width)
-    inverse_std = 1.0 / model.std.flatten()
     return cached_operator_subspace(
-        model.first_conv, input_shape, k, params.tol, input_scale=inverse_std, max_iter=params.max_iter,
+        model.first_conv, input_shape, k, params.tol, input_scale=model.pixel_scale(), max_iter=params.max_iter,
         ritz_tol=params.ritz_tol,
     )
 
@@ -67,7 +66,7 @@ class OperatorEncoder(Encoder):
         z = torch.randn(len(images), subspace.k, generator=generator, device=images.device, dtype=images.dtype)
         noise = (z @ basis).view_as(images)
         released = images + noise * noise_scale_for_psnr(noise, strength)
-        patch = patch_level(model.first_conv, 1.0 / model.std.flatten(), self.params.tau)
+        patch = patch_level(model.first_conv, model.pixel_scale(), self.params.tau)
         return Encoding(
             images=released,
             achieved_psnr=psnr_per_image(images, released),

@@ -18,25 +18,22 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from nonxfer_bench.core.params import Strict
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
-from nonxfer_bench.linalg.subspace import ConvGeometry, PatchSubspace, flatten_weight, patch_subspace
+from nonxfer_bench.linalg.subspace import DEFAULT_TAU, NoiseSubspace, PatchSubspace, patch_subspace
 from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_image
 from nonxfer_bench.zoo import ZooModel
 
 
-class PatchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tau: float = Field(1e-5, gt=0, description="singular-value threshold when the stem has no exact null space")
+class PatchParams(Strict):
+    tau: float = Field(DEFAULT_TAU, gt=0, description="singular-value threshold when the stem has no exact null space")
 
 
 def pixel_space_subspace(model: ZooModel, tau: float) -> PatchSubspace:
-    """Low-sensitivity subspace of the first layer as seen from [0, 1] pixels: W diag(1/std)."""
-    weight = flatten_weight(model.first_conv)
-    kh, kw = model.first_conv.kernel_size
-    inverse_std = (1.0 / model.std.flatten()).repeat_interleave(kh * kw)
-    return patch_subspace(weight * inverse_std.to(weight), tau)
+    """Low-sensitivity subspace of the first layer as seen from [0, 1] pixels: W diag(1/std), float32 products."""
+    return patch_subspace(model.pixel_weight(torch.float32), tau)
 
 
 @ENCODERS.register("patch")
@@ -46,9 +43,8 @@ class PatchEncoder(Encoder):
     Params = PatchParams
 
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
-        geometry = ConvGeometry.of(model.first_conv)
         subspace = pixel_space_subspace(model, self.params.tau)
-        tiles = dict(kernel_size=geometry.kernel_size, stride=geometry.kernel_size, padding=geometry.padding)
+        tiles = model.geometry.tiling().unfold_kwargs()
         count = F.unfold(images[:1], **tiles).shape[-1]
         z = torch.randn(len(images), subspace.k, count, generator=generator, device=images.device)
         noise = F.fold(subspace.basis.to(images) @ z, output_size=images.shape[-2:], **tiles)
@@ -58,3 +54,8 @@ class PatchEncoder(Encoder):
             achieved_psnr=psnr_per_image(images, released),
             info={"k": subspace.k, "sigma_s": subspace.sigma_s},
         )
+
+    def noise_subspace(self, model: ZooModel) -> NoiseSubspace:
+        """W_eff's subspace. The bounds build W_eff in float64 and round it once to float32 (the encoder rounds
+        each float32 product): the same directions to float32 precision, kept so committed numbers reproduce."""
+        return NoiseSubspace.pixel(model, self.params.tau)

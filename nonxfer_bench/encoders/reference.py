@@ -24,18 +24,19 @@ from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from nonxfer_bench.core.params import Strict
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.linalg.flat_input import FlatInput
-from nonxfer_bench.linalg.subspace import ConvGeometry, PatchSubspace, flatten_weight, patch_subspace
+from nonxfer_bench.linalg.geometry import ConvGeometry
+from nonxfer_bench.linalg.subspace import DEFAULT_TAU, NoiseSubspace, PatchSubspace, flatten_weight, patch_subspace
 from nonxfer_bench.metrics.image_quality import psnr_per_image
 from nonxfer_bench.zoo import ZooModel
 
 
-class ReferenceParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    tau: float = Field(1e-5, gt=0, description="singular-value threshold when the stem has no exact null space")
+class ReferenceParams(Strict):
+    tau: float = Field(DEFAULT_TAU, gt=0, description="singular-value threshold when the stem has no exact null space")
 
 
 def reference_noise(
@@ -96,7 +97,7 @@ def encode_strided(
     """
     batch, channels, height, width = normalized.shape
     (kh, kw), (ph, pw) = geometry.kernel_size, geometry.padding
-    rows, cols = geometry.output_size(height, width)
+    rows, cols = geometry.windows(height, width)
     padded = F.pad(normalized, (pw, pw, ph, ph))
     coverage = torch.zeros(padded.shape[-2:], dtype=normalized.dtype, device=normalized.device)
     patch_sum = normalized.new_empty(batch, channels, kh, kw)
@@ -156,12 +157,19 @@ class ReferenceEncoder(Encoder):
         super().__init__(params)
         self._subspaces: dict[int, PatchSubspace] = {}  # per first layer: one SVD per group, not per batch
 
-    def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
+    def subspace(self, model: ZooModel) -> PatchSubspace:
+        """The low-sensitivity subspace of the model's (normalized-space) W, one SVD per first layer."""
         conv = model.first_conv
-        geometry = ConvGeometry.of(conv)
         if id(conv) not in self._subspaces:
             self._subspaces[id(conv)] = patch_subspace(flatten_weight(conv), self.params.tau)
-        basis = self._subspaces[id(conv)]
+        return self._subspaces[id(conv)]
+
+    def noise_subspace(self, model: ZooModel) -> NoiseSubspace:
+        return NoiseSubspace.normalized(model, self.subspace(model), folded=True)
+
+    def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
+        geometry = model.geometry
+        basis = self.subspace(model)
         normalized = model.normalize(images)
         flat_input = None
         if tiles_exactly(geometry, normalized.shape[-2:]):

@@ -2,7 +2,7 @@
 
 An executor maps ``(group, missing cells)`` work items onto workers and yields each group's cells as it
 finishes. Workers rebuild the models and the dataset from the (picklable) suite and never touch the
-cell store or MLflow: the driver (:meth:`nonxfer_bench.runner.Runner.run`) writes both as results
+cell store or MLflow: the driver (:meth:`nonxfer_bench.execution.runner.Runner.run`) writes both as results
 arrive, so a failed worker loses only the groups it was computing. Every draw is keyed by the group
 (``keyed_generator``), so cells do not depend on the executor, the worker count or the completion order.
 """

@@ -40,7 +40,7 @@ class EncodingGroup:
     seed: int
     key: str
     cells: dict[tuple[AttackStep, str], str] = field(default_factory=dict)
-    storage: str = "float32"  # how the release is stored (nonxfer_bench.release); float32 is lossless
+    storage: str = "float32"  # how the release is stored (nonxfer_bench.storage.formats); float32 is lossless
     draw_key: str = ""  # seeds the encoder's and attacks' draws: the float32 group's key, so storages share draws
 
     def __post_init__(self) -> None:

@@ -1,4 +1,8 @@
-"""Finished cells, one JSON line each, appended and fsynced: a killed run loses at most the line it was writing."""
+"""Finished cells, one JSON line each (:meth:`Cell.record`), appended and fsynced: a killed run loses at most the line it was writing.
+
+Every line is validated against the cell schema when the store is opened; stores written before cells were
+typed (schema 1) are read as they are.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 from nonxfer_bench.core import faults
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.errors import UserError
 
 
@@ -18,7 +23,7 @@ class CellStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.cells: dict[str, dict[str, Any]] = {}
+        self.cells: dict[str, Cell] = {}
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             self._read()
@@ -32,22 +37,23 @@ class CellStore:
         for number, line in enumerate(complete.decode(errors="replace").splitlines(), 1):
             if line.strip():
                 try:
-                    cell = json.loads(line)
-                    self.cells[cell["key"]] = cell
-                except (ValueError, TypeError, KeyError):
+                    cell = Cell.from_record(json.loads(line))
+                except (ValueError, TypeError) as error:  # pydantic's ValidationError is a ValueError
+                    reason = str(error).splitlines()[0][:160]
                     raise UserError(
-                        f"{self.path}: line {number} is not a finished cell (JSON with a 'key'); the file was edited "
+                        f"{self.path}: line {number} is not a finished cell ({reason}); the file was edited "
                         "or damaged: restore it, delete that line (its cell is recomputed) or delete the file"
                     ) from None
+                self.cells[cell.key] = cell
 
     def __contains__(self, key: str) -> bool:
         return key in self.cells
 
-    def add(self, cells: list[dict[str, Any]]) -> None:
+    def add(self, cells: list[Cell]) -> None:
         """Append finished cells durably."""
         if not cells:
             return
-        text = "".join(json.dumps(cell, sort_keys=True) + "\n" for cell in cells)
+        text = "".join(json.dumps(cell.record(), sort_keys=True) + "\n" for cell in cells)
         faults.point("store_append")
         try:
             with open(self.path, "a") as handle:
@@ -58,7 +64,7 @@ class CellStore:
             raise OSError(error.errno, error.strerror, str(self.path)) from error
         faults.point("store_appended")
         for cell in cells:
-            self.cells[cell["key"]] = cell
+            self.cells[cell.key] = cell
 
 
 @contextlib.contextmanager

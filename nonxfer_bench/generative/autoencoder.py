@@ -12,18 +12,18 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from nonxfer_bench.core.cache import cache_root
 from nonxfer_bench.core.hashing import stable_hash
+from nonxfer_bench.core.params import Strict
 from nonxfer_bench.schema.suite import DatasetSpec
 
 
-class AutoencoderConfig(BaseModel):
+class AutoencoderConfig(Strict):
     """Everything that fixes a trained autoencoder (its cache key)."""
 
-    model_config = ConfigDict(extra="forbid")
     dataset: DatasetSpec = DatasetSpec(name="fashion_mnist", params={"split": "train"})
     width: int = Field(32, ge=4, description="channels of the first encoder layer")
     bottleneck: int = Field(8, ge=1, description="latent channels at 1/4 resolution")

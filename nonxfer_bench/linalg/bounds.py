@@ -47,13 +47,14 @@ Conventions
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from nonxfer_bench.linalg.flat_input import FlatInput
-from nonxfer_bench.linalg.subspace import ConvGeometry, PatchSubspace, patch_subspace
+from nonxfer_bench.linalg.geometry import ConvGeometry
+from nonxfer_bench.linalg.subspace import DEFAULT_TAU, NoiseSubspace, unfold_columns
 
 if TYPE_CHECKING:
     from nonxfer_bench.zoo import ZooModel
@@ -74,14 +75,13 @@ def finite_or_none(value: Any) -> float | None:
     return float(f"{value:.6g}") if math.isfinite(value) else None
 
 
-def effective_weight(model: "ZooModel") -> torch.Tensor:
-    """W_eff = W diag(1/std_c): the first layer (m x D, unfold order) seen from [0, 1] pixels (float64)."""
-    conv = model.first_conv
-    if conv.groups != 1:
-        raise ValueError(f"grouped first layer (groups={conv.groups})")
-    kh, kw = conv.kernel_size
-    inverse_std = (1.0 / model.std.flatten().double()).repeat_interleave(kh * kw)
-    return conv.weight.detach().double().flatten(1) * inverse_std
+class NoiseSource(Protocol):
+    """What the bounds need of an encoder (``nonxfer_bench.encoders.Encoder`` is one)."""
+
+    name: str
+    params: Any
+
+    def noise_subspace(self, model: "ZooModel") -> NoiseSubspace | None: ...
 
 
 def misalignment(weight_eff: torch.Tensor, basis: torch.Tensor) -> float:
@@ -100,21 +100,16 @@ def hoffman_wielandt(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, fl
     return lhs, rhs, (lhs / rhs if rhs > 0 else float("nan"))
 
 
-def encoder_subspace(model: "ZooModel", encoder: str, params: dict | None) -> tuple[PatchSubspace, str, torch.Tensor]:
-    """(subspace, space, pixel-space basis B) of the directions the encoder draws from.
+def encoder_subspace(model: "ZooModel", encoder: NoiseSource) -> tuple[NoiseSubspace, bool]:
+    """(the directions the numbers refer to, whether the encoder draws its noise from them).
 
-    ``space`` is ``normalized`` (reference: subspace of W) or ``pixel`` (every other encoder: of W_eff).
+    An encoder without a patch subspace (``gaussian``, ``clean``, ``operator``) gets W_eff's subspace at its
+    ``tau`` (default 1e-5) as the control for the cross-model numbers.
     """
-    params = params or {}
-    tau = float(params.get("tau", 1e-5))
-    conv = model.first_conv
-    kh, kw = conv.kernel_size
-    std = model.std.flatten().double().repeat_interleave(kh * kw)
-    if encoder == "reference":
-        subspace = patch_subspace(conv.weight.detach().flatten(1).float(), tau)
-        return subspace, "normalized", std.unsqueeze(1) * subspace.basis.double()
-    subspace = patch_subspace(effective_weight(model).float(), tau)
-    return subspace, "pixel", subspace.basis.double()
+    drawn = encoder.noise_subspace(model)
+    if drawn is not None:
+        return drawn, True
+    return NoiseSubspace.pixel(model, float(getattr(encoder.params, "tau", DEFAULT_TAU))), False
 
 
 def _local_lipschitz(model: "ZooModel", clean: torch.Tensor, iterations: int = 8, seed: int = 0) -> float | None:
@@ -178,8 +173,7 @@ def _first_layer_response(model: "ZooModel", images: torch.Tensor) -> torch.Tens
 @torch.no_grad()
 def group_bounds(
     authorized: "ZooModel",
-    encoder: str,
-    encoder_params: dict | None,
+    encoder: NoiseSource,
     clean: torch.Tensor,
     encoding,
     models: dict[str, "ZooModel"],
@@ -199,24 +193,23 @@ def group_bounds(
     if flat_input is not None:  # the first n images only: the published flat input of the measured batch
         flat_input = FlatInput(flat_input.normalized[:n], flat_input.noise[:n], flat_input.geometry)
     conv = authorized.first_conv
-    geometry = ConvGeometry.of(conv)
-    subspace, space, basis_pixel = encoder_subspace(authorized, encoder, encoder_params)
+    geometry = authorized.geometry
+    noise, has_subspace = encoder_subspace(authorized, encoder)
+    subspace, space, basis_pixel = noise.patch, noise.space, noise.pixel_basis
     weight = conv.weight.detach().double().flatten(1)  # normalized space
-    weight_eff = effective_weight(authorized)
-    std = authorized.std.flatten().double()
-    kh, kw = conv.kernel_size
-    std_cols = std.repeat_interleave(kh * kw).view(1, -1, 1)
+    weight_eff = authorized.pixel_weight()
+    std_cols = unfold_columns(authorized.std.double(), conv.kernel_size).view(1, -1, 1)
     out: dict[str, Any] = {"bound/space": space, "bound/k": subspace.k, "bound/exact_null": subspace.exact_null_space}
 
     # --- perturbation patches in the authorized layer's normalized space ---
     delta_pixel = (released - clean).double()
     if flat_input is not None:  # published protocol for overlapping stems: U' - U is exactly n in every patch
-        windows = geometry.output_size(*clean.shape[-2:])
+        windows = geometry.windows(*clean.shape[-2:])
         d_norm = flat_input.noise.double().expand(-1, -1, windows[0] * windows[1])
         out["bound/auth_patches"] = "authorized_patches (unfolded, published protocol)"
     else:
         d_norm = _unfold_norm((delta_pixel / authorized.std.double()), geometry)
-        if geometry.overlapping and encoder == "reference":
+        if geometry.overlapping and noise.folded:
             out["bound/auth_patches"] = "folded release (includes rescaled clean content)"
     # (B, D, L): the layer output change per patch, and ||d_l|| in the subspace's own space
     response = torch.einsum("md,bdl->bml", weight, d_norm).norm(dim=1)  # ||W d_l||
@@ -231,7 +224,6 @@ def group_bounds(
         out["bound/auth_layer_obs_p95"] = finite_or_none(torch.quantile(obs, 0.95))
         out["bound/auth_layer_rel_median"] = finite_or_none(rel.median())
         out["bound/auth_layer_rel_p95"] = finite_or_none(torch.quantile(rel, 0.95))
-    has_subspace = encoder in ("reference", "patch")
     sigma_s = subspace.sigma_s
     ratio_median = ratio_p95 = ms_ratio = None
     if has_subspace and mask.any() and sigma_s > 0:
@@ -239,13 +231,13 @@ def group_bounds(
         ratio_median, ratio_p95 = ratio.median(), torch.quantile(ratio, 0.95)
         expected_gain = float(subspace.selected_singular_values.double().pow(2).mean())
         ms_ratio = float(response[mask].pow(2).sum() / d_len[mask].pow(2).sum()) / expected_gain
-    elif encoder == "operator" and encoding.info.get("sigma_s"):
-        image_obs = F.conv2d(delta_pixel / authorized.std.double(), conv.weight.double(), None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    elif not has_subspace and encoding.info.get("sigma_s"):  # whole-image noise (operator): its own sigma_s
+        image_obs = F.conv2d(delta_pixel / authorized.std.double(), conv.weight.double(), None, geometry.stride, geometry.padding, geometry.dilation, geometry.groups)
         ratio = image_obs.flatten(1).norm(dim=1) / (float(encoding.info["sigma_s"]) * delta_pixel.flatten(1).norm(dim=1).clamp_min(1e-30))
         ratio_median, ratio_p95 = ratio.median(), torch.quantile(ratio, 0.95)
-        out["bound/auth_layer_na"] = "operator noise: whole-image ratio ||A d|| / (sigma_s ||d||)"
+        out["bound/auth_layer_na"] = f"{encoder.name} noise: whole-image ratio ||A d|| / (sigma_s ||d||)"
     elif not has_subspace:
-        out["bound/auth_layer_na"] = f"{encoder}: no low-sensitivity subspace"
+        out["bound/auth_layer_na"] = f"{encoder.name}: no low-sensitivity subspace"
     else:
         out["bound/auth_layer_na"] = "exact null space: sigma_S = 0, see auth_layer_obs_* and auth_layer_rel_*"
     out |= {
@@ -285,7 +277,7 @@ def group_bounds(
     for name, model in models.items():
         row: dict[str, Any] = {}
         try:
-            other_eff = effective_weight(model)
+            other_eff = model.pixel_weight()
         except ValueError as error:
             other_eff = None
             row["bound/misalignment_na"] = str(error)
@@ -313,7 +305,7 @@ def group_bounds(
         same = (
             other_eff is not None
             and other_eff.shape == weight_eff.shape
-            and ConvGeometry.of(model.first_conv) == geometry
+            and model.geometry == geometry
             and tuple(model.input_size) == tuple(authorized.input_size)
         )
         if same and has_subspace:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from nonxfer_bench.linalg.subspace import ConvGeometry
+from nonxfer_bench.linalg.geometry import ConvGeometry
 
 
 @dataclass

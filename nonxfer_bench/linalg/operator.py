@@ -1,6 +1,6 @@
 """Operator-level low-sensitivity subspace of a first layer: the *whole* strided convolution.
 
-The patch-level analysis (:mod:`nonxfer_bench.subspace`) looks at one window: W (m x D). What an
+The patch-level analysis (:mod:`nonxfer_bench.linalg.subspace`) looks at one window: W (m x D). What an
 image perturbation does to the first layer, though, is decided by the full linear map
 
     A: R^{C x H x W} -> R^{m x H' x W'},   x -> conv2d(x, weight; stride, padding, dilation, groups)
@@ -52,11 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nonxfer_bench.linalg.geometry import ConvGeometry
 from nonxfer_bench.linalg.subspace import PatchSubspace, patch_subspace
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 @dataclass(frozen=True)
@@ -65,15 +62,12 @@ class ConvOperator:
 
     ``input_scale`` (C,) multiplies the input channels first: with 1/std the operator acts on [0, 1]
     pixels, as the normalized layer sees them (the mean shift is affine and drops out of differences).
+    The geometry's TF-same padding (timm ``Conv2dSame``) is part of the map, as the layer's forward pads.
     """
 
     weight: torch.Tensor
     input_shape: tuple[int, int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-    padding_mode: str = "zeros"
+    geometry: ConvGeometry
     input_scale: torch.Tensor | None = None
 
     @classmethod
@@ -85,8 +79,7 @@ class ConvOperator:
         dtype: torch.dtype = torch.float64,
         device: torch.device | str | None = None,
     ) -> "ConvOperator":
-        if isinstance(conv.padding, str):
-            raise ValueError(f"padding={conv.padding!r} is not supported; need explicit integers")
+        geometry = ConvGeometry.of(conv)
         channels, height, width = (int(v) for v in input_shape)
         if channels != conv.in_channels:
             raise ValueError(f"input has {channels} channels, the layer takes {conv.in_channels}")
@@ -99,11 +92,7 @@ class ConvOperator:
         operator = cls(
             weight=conv.weight.detach().to(device=device, dtype=dtype),
             input_shape=(channels, height, width),
-            stride=_pair(conv.stride),
-            padding=_pair(conv.padding),
-            dilation=_pair(conv.dilation),
-            groups=conv.groups,
-            padding_mode=conv.padding_mode,
+            geometry=geometry,
             input_scale=scale,
         )
         if min(operator.output_shape[1:]) < 1:
@@ -116,38 +105,45 @@ class ConvOperator:
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        sizes = []
-        for size, k, s, p, d in zip(self.input_shape[1:], self.kernel_size, self.stride, self.padding, self.dilation):
-            sizes.append((size + 2 * p - d * (k - 1) - 1) // s + 1)
-        return (self.weight.shape[0], *sizes)
+        return (self.weight.shape[0], *self.geometry.output_size(*self.input_shape[1:]))
+
+    @property
+    def pads(self) -> tuple[int, int, int, int]:
+        """All padding around the input in ``F.pad`` order (left, right, top, bottom): explicit plus TF-same."""
+        ph, pw = self.geometry.padding
+        left, right, top, bottom = self.geometry.same_padding(*self.input_shape[1:])
+        return (pw + left, pw + right, ph + top, ph + bottom)
+
+    @property
+    def _conv_pads(self) -> bool:
+        """True when ``conv2d`` can pad by itself: zeros, symmetric (no TF-same)."""
+        return self.geometry.padding_mode == "zeros" and not self.geometry.same
 
     @property
     def output_padding(self) -> tuple[int, int]:
         """What ``conv_transpose2d`` must add so that the adjoint lands on exactly H x W (always < stride)."""
+        g = self.geometry
         pads = []
-        for size, out, k, s, p, d in zip(
-            self.input_shape[1:], self.output_shape[1:], self.kernel_size, self.stride, self.padding, self.dilation
-        ):
-            pads.append(size - ((out - 1) * s - 2 * p + d * (k - 1) + 1))
+        for size, out, e, s, p in zip(self.input_shape[1:], self.output_shape[1:], g.extent, g.stride, g.padding):
+            pads.append(size - ((out - 1) * s - 2 * p + e))
         return tuple(pads)
 
     @property
     def in_features(self) -> int:
         return math.prod(self.input_shape)
 
-    @property
-    def out_features(self) -> int:
-        return math.prod(self.output_shape)
-
     def _scaled(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_scale is None else x * self.input_scale.view(1, -1, 1, 1)
 
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        mode = "constant" if self.geometry.padding_mode == "zeros" else self.geometry.padding_mode
+        return F.pad(x, self.pads, mode=mode)
+
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding_mode == "zeros":
-            return F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation, self.groups)
-        ph, pw = self.padding
-        padded = F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode)
-        return F.conv2d(padded, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        g = self.geometry
+        if self._conv_pads:
+            return F.conv2d(x, self.weight, None, g.stride, g.padding, g.dilation, g.groups)
+        return F.conv2d(self._pad(x), self.weight, None, g.stride, 0, g.dilation, g.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """A x for a batch of images (B, C, H, W) -> (B, m, H', W')."""
@@ -155,22 +151,19 @@ class ConvOperator:
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """A^T y for a batch of first-layer outputs (B, m, H', W') -> (B, C, H, W)."""
-        if self.padding_mode == "zeros":
-            x = F.conv_transpose2d(
-                y, self.weight, None, self.stride, self.padding, self.output_padding, self.groups, self.dilation
-            )
-        else:  # circular / reflect / replicate: transpose the unpadded conv on the padded grid, then the pad
-            ph, pw = self.padding
+        g = self.geometry
+        if self._conv_pads:
+            x = F.conv_transpose2d(y, self.weight, None, g.stride, g.padding, self.output_padding, g.groups, g.dilation)
+        else:  # circular / reflect / replicate / TF-same: transpose the unpadded conv on the padded grid, then the pad
+            left, right, top, bottom = self.pads
             _, height, width = self.input_shape
-            padded_size = (height + 2 * ph, width + 2 * pw)
-            geometry = zip(padded_size, self.output_shape[1:], self.kernel_size, self.stride, self.dilation)
-            output_padding = tuple(size - ((out - 1) * s + d * (k - 1) + 1) for size, out, k, s, d in geometry)
-            padded = F.conv_transpose2d(
-                y, self.weight, None, self.stride, 0, output_padding, self.groups, self.dilation
-            )
-            with torch.enable_grad():  # the adjoint of F.pad (wrap-add / reflect-add) by autograd: cheap
+            padded_size = (height + top + bottom, width + left + right)
+            sizes = zip(padded_size, self.output_shape[1:], g.extent, g.stride)
+            output_padding = tuple(size - ((out - 1) * s + e) for size, out, e, s in sizes)
+            padded = F.conv_transpose2d(y, self.weight, None, g.stride, 0, output_padding, g.groups, g.dilation)
+            with torch.enable_grad():  # the adjoint of F.pad (crop / wrap-add / reflect-add) by autograd: cheap
                 zeros = y.new_zeros(y.shape[0], *self.input_shape, requires_grad=True)
-                (x,) = torch.autograd.grad(F.pad(zeros, (pw, pw, ph, ph), mode=self.padding_mode), zeros, padded)
+                (x,) = torch.autograd.grad(self._pad(zeros), zeros, padded)
         return self._scaled(x)
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,9 +173,10 @@ class ConvOperator:
     def full_weight(self) -> torch.Tensor:
         """(m, C, kh, kw): block-diagonal over groups, input scale folded in (the patch-level matrix)."""
         m, per_group, kh, kw = self.weight.shape
-        full = self.weight.new_zeros(m, per_group * self.groups, kh, kw)
-        out_per_group = m // self.groups
-        for g in range(self.groups):
+        groups = self.geometry.groups
+        full = self.weight.new_zeros(m, per_group * groups, kh, kw)
+        out_per_group = m // groups
+        for g in range(groups):
             rows = slice(g * out_per_group, (g + 1) * out_per_group)
             full[rows, g * per_group : (g + 1) * per_group] = self.weight[rows]
         if self.input_scale is not None:
@@ -196,7 +190,8 @@ class ConvOperator:
         reads phase (d a - p) mod s at shift floor((d a - p) / s). Frequencies follow ``torch.fft``.
         """
         channels = self.input_shape[0]
-        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        (sh, sw), (dh, dw) = self.geometry.stride, self.geometry.dilation
+        pw, _, ph, _ = self.pads  # leading padding: where tap (0, 0) of the first window reads
         weight = self.full_weight().to(torch.complex128)
         m, _, kh, kw = weight.shape
         symbol = torch.zeros(ho, wo, m, channels, sh, sw, dtype=torch.complex128, device=weight.device)
@@ -302,7 +297,7 @@ def circulant_preconditioner(operator: "ConvOperator", shift: float = 1e-3):
     space) to the iteration. Returns a function on (n, p) column blocks.
     """
     channels, height, width = operator.input_shape
-    sh, sw = operator.stride
+    sh, sw = operator.geometry.stride
     ho, wo = -(-height // sh), -(-width // sw)
     symbol = operator.symbol(ho, wo)  # (ho, wo, m, C sh sw)
     gram = symbol.conj().transpose(-1, -2) @ symbol
@@ -519,8 +514,7 @@ def patch_matrix(conv: nn.Conv2d, input_scale: torch.Tensor | None = None) -> to
     A grouped layer's output channel reads only its group's input channels: its row is zero on the
     others, so one unfolded patch serves all groups.
     """
-    window = [d * (k - 1) + 1 for k, d in zip(conv.kernel_size, _pair(conv.dilation))]  # any grid that fits
-    operator = ConvOperator.of(conv, (conv.in_channels, *window), input_scale)
+    operator = ConvOperator.of(conv, (conv.in_channels, *ConvGeometry.of(conv).extent), input_scale)  # any grid that fits
     return operator.full_weight().flatten(1).cpu()
 
 
@@ -541,7 +535,7 @@ def circular_spectrum(
     """
     operator = ConvOperator.of(conv, input_shape, input_scale)
     _, height, width = operator.input_shape
-    (sh, sw), (_, ho, wo) = operator.stride, operator.output_shape
+    (sh, sw), (_, ho, wo) = operator.geometry.stride, operator.output_shape
     if (ho * sh, wo * sw) != (height, width):
         raise ValueError(f"output grid {ho}x{wo} with stride {sh}x{sw} does not tile the {height}x{width} input")
     symbol = operator.symbol(ho, wo)
@@ -561,10 +555,7 @@ def _digest(conv: nn.Conv2d, input_shape, input_scale, k: int, tol: float, extra
     h.update(conv.weight.detach().float().cpu().contiguous().numpy().tobytes())
     if input_scale is not None:
         h.update(torch.as_tensor(input_scale).detach().float().cpu().contiguous().numpy().tobytes())
-    geometry = (
-        tuple(conv.weight.shape), conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode,
-        tuple(input_shape), k, tol, extra,
-    )
+    geometry = (tuple(conv.weight.shape), ConvGeometry.of(conv), tuple(input_shape), k, tol, extra)
     h.update(repr(geometry).encode())
     return h.hexdigest()
 

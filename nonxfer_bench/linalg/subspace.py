@@ -9,44 +9,15 @@ null space of dimension D - m.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from nonxfer_bench.zoo import ZooModel
 
-@dataclass(frozen=True)
-class ConvGeometry:
-    """Window geometry of a convolution, as ``F.unfold``/``F.fold`` take it."""
-
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-
-    @classmethod
-    def of(cls, conv: nn.Conv2d) -> "ConvGeometry":
-        if isinstance(conv.padding, str):
-            raise ValueError(f"padding={conv.padding!r} is not supported; need explicit integers")
-        return cls(
-            tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding), tuple(conv.dilation), conv.groups
-        )
-
-    @property
-    def overlapping(self) -> bool:
-        """True when windows share pixels (stride smaller than the dilated kernel extent)."""
-        extent = [d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation)]
-        return any(s < e for s, e in zip(self.stride, extent))
-
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """Rows and columns of windows on a height x width input (the convolution's output grid)."""
-        return tuple(
-            (n + 2 * p - d * (k - 1) - 1) // s + 1
-            for n, k, s, p, d in zip((height, width), self.kernel_size, self.stride, self.padding, self.dilation)
-        )
-
-    def unfold_kwargs(self) -> dict:
-        return dict(kernel_size=self.kernel_size, dilation=self.dilation, padding=self.padding, stride=self.stride)
+DEFAULT_TAU = 1e-5  # the reference library's default threshold
 
 
 @dataclass(frozen=True)
@@ -75,7 +46,7 @@ def flatten_weight(conv: nn.Conv2d) -> torch.Tensor:
     return conv.weight.detach().flatten(1)
 
 
-def patch_subspace(weight: torch.Tensor, tau: float = 1e-5) -> PatchSubspace:
+def patch_subspace(weight: torch.Tensor, tau: float = DEFAULT_TAU) -> PatchSubspace:
     """The reference's rule: exact null space if D > m, else singular values <= tau, else the smallest one.
 
     Follows the published call order (full-matrix ``torch.linalg.svd`` of the float weight; the basis
@@ -91,3 +62,38 @@ def patch_subspace(weight: torch.Tensor, tau: float = 1e-5) -> PatchSubspace:
     basis = vh[r:].T.contiguous()
     selected = torch.cat([s[r:], s.new_zeros(max(0, basis.shape[1] - s[r:].numel()))])
     return PatchSubspace(basis=basis, singular_values=s, selected_singular_values=selected, exact_null_space=d > m)
+
+
+def unfold_columns(per_channel: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
+    """A per-channel value (C,) repeated over each channel's kh*kw taps: one value per ``F.unfold`` column (D,)."""
+    kh, kw = kernel_size
+    return per_channel.flatten().repeat_interleave(kh * kw)
+
+
+@dataclass(frozen=True)
+class NoiseSubspace:
+    """The patch-level directions an encoder draws its noise from, in the space it draws them.
+
+    ``space`` is ``normalized`` (a subspace of W, the model's normalized input) or ``pixel`` (of W_eff =
+    W diag(1/std), [0, 1] pixels); ``pixel_basis`` (D x k, float64) holds the same directions in pixel
+    units (B = diag(std) V_N for a normalized subspace). ``folded``: one vector per image is added to every
+    window and the windows are summed by ``F.fold`` (the published recipe), so on an overlapping stem the
+    release also carries the clean content times the window count.
+    """
+
+    patch: PatchSubspace
+    space: Literal["normalized", "pixel"]
+    pixel_basis: torch.Tensor
+    folded: bool = False
+
+    @classmethod
+    def normalized(cls, model: "ZooModel", subspace: PatchSubspace, folded: bool) -> "NoiseSubspace":
+        """A subspace of the model's normalized-space W, with its pixel-unit basis diag(std) V_N."""
+        std = unfold_columns(model.std.double(), model.first_conv.kernel_size)
+        return cls(subspace, "normalized", std.unsqueeze(1) * subspace.basis.double(), folded)
+
+    @classmethod
+    def pixel(cls, model: "ZooModel", tau: float = DEFAULT_TAU) -> "NoiseSubspace":
+        """The subspace of W_eff (``ZooModel.pixel_weight``, float64, rounded once to float32 for the SVD)."""
+        subspace = patch_subspace(model.pixel_weight().float(), tau)
+        return cls(subspace, "pixel", subspace.basis.double())

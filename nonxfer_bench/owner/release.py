@@ -21,7 +21,7 @@ MANIFEST = "manifest.json"
 def decode_source(path: Path, size: int, crop_pct: float, channels: int, interpolation: str) -> tuple[torch.Tensor, list[str]]:
     """A source image as the authorized model's input (C x size x size float in [0, 1]) and notes.
 
-    8-bit images go through :func:`nonxfer_bench.data.decode_image` (exactly timm's eval transform);
+    8-bit images go through :func:`nonxfer_bench.datasets.base.decode_image` (exactly timm's eval transform);
     16-bit PNGs keep their depth: resized (antialiased, in torch) and center-cropped the same way."""
     from PIL import Image
 
@@ -115,7 +115,6 @@ def encode_folder(
 ) -> dict:
     """Encode every image under ``source`` into NE files under ``output`` (same relative layout) plus
     ``manifest.json``; returns the manifest."""
-    from pydantic import ValidationError
     from tqdm import tqdm
 
     import nonxfer_bench
@@ -131,17 +130,7 @@ def encode_folder(
     if not seed_key:
         raise UserError("no seed key: give --seed-key or set NXB_SEED_KEY (keep it secret; the manifest holds only its hash)")
     spec = _pick(load_models(zoo), model_name, Path(zoo))
-    try:
-        encoder = ENCODERS.create(encoder_name, params or {})
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise UserError(f"encoder {encoder_name!r}: parameter {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-    check = getattr(type(encoder), "check_strengths", None)
-    if check is not None:
-        try:
-            check([strength])
-        except ValueError as error:
-            raise UserError(f"--strength: {error}") from None
+    encoder = ENCODERS.create(encoder_name, params or {})
     files = list_sources(source)
     output = Path(output)
     if output.resolve() == Path(source).resolve():

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from nonxfer_bench.core.cell import Cell
+
 CELL_COLUMNS = [
     "authorized", "encoder", "strength", "seed", "attack", "attack_strength", "attack_param", "model", "role",
     "accuracy", "agreement", "accuracy_flat", "accuracy_worst", "accuracy_spread", "draws",
@@ -41,8 +43,9 @@ CELL_COLUMNS = [
 ]  # fmt: skip
 
 
-def cells_frame(cells: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(cells)
+def cells_frame(cells: list[Cell]) -> pd.DataFrame:
+    """One row per cell: the ``CELL_COLUMNS`` of ``cells.csv`` plus ``baseline`` (the no-attack step)."""
+    frame = pd.DataFrame([cell.record() for cell in cells])
     for column in CELL_COLUMNS:
         if column not in frame:
             frame[column] = None
@@ -52,7 +55,7 @@ def cells_frame(cells: list[dict]) -> pd.DataFrame:
     frame["attack_param"] = frame["attack_param"].map(lambda p: " ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else "")
     for column in ("accuracy", "agreement", "accuracy_flat"):  # None (unlabeled) becomes NaN
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame = frame[CELL_COLUMNS]
+    frame = frame[CELL_COLUMNS + ["baseline"]]
     return frame.sort_values(["authorized", "encoder", "strength", "seed", "attack", "attack_strength", "model"], kind="stable").reset_index(drop=True)
 
 
@@ -104,11 +107,12 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
         candidates.append((-values.mean(), -(auth_value if pd.notna(auth_value) else -1.0), step, values, auth_value))
     _, _, (attack, attack_strength, param), values, auth_value = min(candidates, key=lambda c: (c[0], c[1]))
     chosen = part[(part.attack == attack) & (part.attack_strength == attack_strength) & (part.attack_param == param)]
+    baseline = bool(chosen.baseline.all())
     return {
         "attack": attack,
         "attack_strength": float(attack_strength),
         "attack_param": param,
-        "label": "none" if attack == "identity" else f"{attack} {attack_strength:g}",
+        "label": "none" if baseline else f"{attack} {attack_strength:g}",
         "unauth_mean": float(values.mean()),
         "unauth_max": float(values.max()),
         "unauth_max_model": str(values.idxmax()),
@@ -124,7 +128,7 @@ def _unauthorized_models(part: pd.DataFrame) -> list[str]:
 
 def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy") -> pd.DataFrame:
     """Table 1: what each encoding does with no attack (mean over seeds), and its strongest attack."""
-    plain = frame[frame.attack == "identity"]
+    plain = frame[frame.baseline]
     clean = plain[(plain.encoder == "clean") & (plain.model == plain.authorized)].groupby("authorized")[metric].mean()
     strongest = {
         key: strongest_attack(part, key[0], metric) for key, part in frame.groupby(["authorized", "encoder", "strength"], sort=True)
@@ -160,13 +164,14 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     rows = []
     keys = ["authorized", "encoder", "strength", "attack", "attack_strength", "attack_param"]
     for (authorized, encoder, strength, attack, attack_strength, param), part in frame.groupby(keys, sort=True):
+        baseline = bool(part.baseline.all())
         mean = part.groupby("model")[metric].mean()
         unauthorized = mean[_unauthorized_models(part)]
         rows.append(
             {
                 "authorized": authorized,
                 "encoding": _encoding_label(encoder, strength),
-                "attack": "none" if attack == "identity" else f"{attack} {attack_strength:g}",
+                "attack": "none" if baseline else f"{attack} {attack_strength:g}",
                 "param": param,
                 "attacked PSNR dB": _db(part["attacked_psnr"].mean()),
                 _auth(metric): _pct(mean[authorized]),
@@ -177,7 +182,7 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], folder: Path, notes: str = "") -> list[Path]:
+def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], folder: Path, notes: str = "") -> list[Path]:
     """Write ``cells.csv`` and ``leaderboard.md`` under ``folder``; returns the written paths."""
     folder.mkdir(parents=True, exist_ok=True)
     frame = cells_frame(cells)
@@ -192,7 +197,7 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
             "model's prediction on the released/attacked image equals its own prediction on the clean image. "
             "The `clean` rows are 100 by definition.\n\n" + notes
         )
-    _write_atomically(csv_path, frame.drop(columns=["key"]).to_csv(index=False, float_format="%.4f"))
+    _write_atomically(csv_path, frame.drop(columns=["key", "baseline"]).to_csv(index=False, float_format="%.4f"))
     text = [
         f"# Leaderboard: {suite_name}",
         "",
@@ -214,13 +219,14 @@ def write_leaderboard(suite_name: str, cells: list[dict], models: list[str], fol
     ]
     from nonxfer_bench.reporting.theory import theory_markdown, write_theory_plots
 
-    theory = theory_markdown(cells)  # table 3: bound tightness, from the identity cells' bound/ numbers
+    records = [cell.record() for cell in cells]
+    theory = theory_markdown(records)  # table 3: bound tightness, from the identity cells' bound/ numbers
     if theory:
         text += ["## Theory", "", theory, ""]
     _write_atomically(md_path, "\n".join(text))
     from nonxfer_bench.reporting.plots import write_plots
 
-    return [md_path, csv_path, *write_theory_plots(cells, folder), *write_plots(frame, models, metric, folder)]
+    return [md_path, csv_path, *write_theory_plots(records, folder), *write_plots(frame, models, metric, folder)]
 
 
 def _write_atomically(path: Path, text: str) -> None:

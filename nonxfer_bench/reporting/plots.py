@@ -1,4 +1,4 @@
-"""Leaderboard plots (matplotlib, PNG) from a cells frame (:func:`nonxfer_bench.leaderboard.cells_frame`).
+"""Leaderboard plots (matplotlib, PNG) from a cells frame (:func:`nonxfer_bench.reporting.leaderboard.cells_frame`).
 
 Three figures, each a mean over seeds of ``metric`` (accuracy, or agreement for unlabeled data), in %:
 
@@ -8,7 +8,7 @@ Three figures, each a mean over seeds of ``metric`` (accuracy, or agreement for 
 - ``attack_curves.png``: one panel per (authorized model, attack): authorized (solid) and mean
   unauthorized (dashed) against the attack strength, one colour per encoding.
 
-The bound scatters are :func:`nonxfer_bench.bounds.write_theory_plots`.
+The bound scatters are :func:`nonxfer_bench.reporting.theory.write_theory_plots`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _label(encoder: str, strength: float) -> str:
 
 
 def accuracy_vs_strength(frame: pd.DataFrame, models: list[str], metric: str, path: Path) -> Path | None:
-    plain = frame[frame.attack == "identity"].dropna(subset=[metric])
+    plain = frame[frame.baseline].dropna(subset=[metric])
     panels = sorted({(a, e) for a, e in zip(plain.authorized, plain.encoder) if e != "clean"})
     if not panels:
         return None
@@ -69,7 +69,7 @@ def accuracy_vs_strength(frame: pd.DataFrame, models: list[str], metric: str, pa
 
 
 def transfer_heatmap(frame: pd.DataFrame, models: list[str], metric: str, path: Path) -> Path | None:
-    plain = frame[frame.attack == "identity"].dropna(subset=[metric])
+    plain = frame[frame.baseline].dropna(subset=[metric])
     if plain.empty:
         return None
     table = plain.groupby(["authorized", "encoder", "strength", "model"])[metric].mean().unstack("model") * 100
@@ -88,7 +88,7 @@ def transfer_heatmap(frame: pd.DataFrame, models: list[str], metric: str, path: 
 
 
 def attack_curves(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
-    attacked = frame[frame.attack != "identity"].dropna(subset=[metric])
+    attacked = frame[~frame.baseline].dropna(subset=[metric])
     panels = sorted(set(zip(attacked.authorized, attacked.attack)))
     if not panels:
         return None

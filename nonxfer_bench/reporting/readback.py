@@ -1,7 +1,7 @@
 """A suite's cells read back from MLflow: ``mlflow.search_runs`` over one invocation's group runs.
 
 The tracker logs each encoding group's cells, exactly as the cell store holds them, as the group run's
-``cells.json`` artifact (:mod:`nonxfer_bench.tracking`). Reading them back in the groups' start order
+``cells.json`` artifact (:mod:`nonxfer_bench.reporting.tracking`). Reading them back in the groups' start order
 reproduces the store's cell order, so a leaderboard built from MLflow is the one built from the store.
 An invocation's groups are its own nested runs plus the earlier runs it reuses (parent tags
 ``nxb.reuses.<group key>``: groups whose cells were already logged, by a rerun that computed nothing new).
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.errors import UserError
-from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT, REUSES_TAG
+from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT, REUSES_TAG, sqlite_path
 
 
 @dataclass
@@ -30,7 +31,7 @@ class TrackedSuite:
     suite_name: str
     models: list[str]
     groups: pd.DataFrame
-    cells: list[dict] = field(default_factory=list)
+    cells: list[Cell] = field(default_factory=list)
 
     def download_samples(self, folder: Path) -> dict[str, Path]:
         """The group runs' sample grids under ``folder``, by group run name."""
@@ -50,8 +51,9 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
     """The cells of the latest invocation in ``experiment`` (or of parent run ``run_id``) at ``uri``."""
     import mlflow
 
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():  # reading must not create one
-        raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}; run the suite with tracking first or give --tracking-uri")
+    store = sqlite_path(uri)
+    if store is not None and not store.is_file():  # reading must not create one
+        raise UserError(f"no MLflow store at {store}; run the suite with tracking first or give --tracking-uri")
     mlflow.set_tracking_uri(uri)
     try:
         found = mlflow.get_experiment_by_name(experiment)
@@ -77,11 +79,13 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
     reused = {parent[column] for column in reuse_columns if isinstance(parent[column], str)}
     own = (runs["tags.mlflow.parentRunId"] == parent["run_id"]) & (runs["tags.nxb.kind"] == "encoding")
     groups = runs[own | runs["run_id"].isin(reused)].reset_index(drop=True)
-    cells: dict[str, dict] = {}
+    cells: dict[str, Cell] = {}
     with tempfile.TemporaryDirectory() as folder:
         for group_id in groups["run_id"]:
             path = mlflow.artifacts.download_artifacts(run_id=group_id, artifact_path=CELLS_ARTIFACT, dst_path=folder)
-            cells |= {cell["key"]: cell for cell in json.loads(Path(path).read_text())["cells"]}
+            for record in json.loads(Path(path).read_text())["cells"]:
+                cell = Cell.from_record(record)
+                cells[cell.key] = cell
     return TrackedSuite(
         uri=uri,
         experiment=experiment,

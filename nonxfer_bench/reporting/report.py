@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.reporting.leaderboard import write_leaderboard
 
 SORT_SCRIPT = """
@@ -70,7 +71,7 @@ def markdown_to_html(markdown: str) -> str:
     return "\n".join(out)
 
 
-def write_report(suite_name: str, cells: list[dict], models: list[str], samples: dict[str, Path], folder: Path) -> Path:
+def write_report(suite_name: str, cells: list[Cell], models: list[str], samples: dict[str, Path], folder: Path) -> Path:
     """Write the report folder (leaderboard, plots, ``samples/``) and return its ``index.html``.
 
     ``samples`` maps an encoding's label (its group run name) to its sample grid PNG.

@@ -25,13 +25,13 @@ def misalignment_correlation(cells: list[dict]) -> list[dict]:
     unauthorized accuracy drop (clean accuracy - NE accuracy, identity attack), its p-value and n models."""
     from scipy.stats import spearmanr
 
-    identity = [c for c in cells if c.get("attack") == "identity" and c.get("accuracy") is not None]
+    baselines = [c for c in cells if c.get("baseline") and c.get("accuracy") is not None]
     clean_acc: dict[tuple[str, str], list[float]] = {}
-    for c in identity:
+    for c in baselines:
         if c["encoder"] == "clean":
             clean_acc.setdefault((c["authorized"], c["model"]), []).append(c["accuracy"])
     groups: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
-    for c in identity:
+    for c in baselines:
         if c["encoder"] == "clean" or c["role"] != "unauthorized" or c.get("bound/misalignment") is None:
             continue
         base = clean_acc.get((c["authorized"], c["model"]))
@@ -62,11 +62,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def theory_markdown(cells: list[dict]) -> str:
     """The leaderboard's "Theory" section: per encoding the authorized ratios, per unauthorized model the
     misalignment and HW ratio, and the Spearman line; empty string when no cell carries ``bound/`` numbers."""
-    identity = [c for c in cells if c.get("attack") == "identity" and any(k.startswith(PREFIX) for k in c)]
-    if not identity:
+    baselines = [c for c in cells if c.get("baseline") and any(k.startswith(PREFIX) for k in c)]
+    if not baselines:
         return ""
     groups: dict[tuple, list[dict]] = {}
-    for c in identity:
+    for c in baselines:
         groups.setdefault((c["authorized"], c["encoder"], c["strength"]), []).append(c)
     correlation = {(r["authorized"], r["encoder"], r["strength"]): r for r in misalignment_correlation(cells)}
     header = ("| authorized | encoding | k | sigma_S | layer obs/pred median | p95 | mean-square obs/pred | layer obs/(‖W‖‖d‖) median "
@@ -88,8 +88,8 @@ def theory_markdown(cells: list[dict]) -> str:
         label = encoder if encoder == "clean" else f"{encoder} {strength:g}"
         lines.append(
             f"| {authorized} | {label} | {auth.get('bound/k', '')} | {_fmt(auth.get('bound/sigma_s'))} | "
-            f"{_fmt(auth.get('bound/auth_layer_ratio_median'))} | {_fmt(auth.get('bound/auth_layer_ratio_p95'))} | "
-            f"{_fmt(auth.get('bound/auth_layer_ms_ratio'))} | {_fmt(auth.get('bound/auth_layer_rel_median'))} | "
+            f"{_check(auth, 'bound/auth_layer_ratio_median')} | {_check(auth, 'bound/auth_layer_ratio_p95')} | "
+            f"{_check(auth, 'bound/auth_layer_ms_ratio')} | {_fmt(auth.get('bound/auth_layer_rel_median'))} | "
             f"{_fmt(auth.get('bound/lipschitz_estimate'))} | {_fmt(auth.get('bound/auth_logit_ratio'))} | "
             f"{'; '.join(models)} | {spearman} |"
         )
@@ -97,7 +97,9 @@ def theory_markdown(cells: list[dict]) -> str:
         "Bound tightness on the first batch of each encoding (nonxfer_bench/bounds.py states every convention). "
         "layer obs/pred: ||W d_l|| / (sigma_S ||d_l||) per patch (1 = tight; empty for an exact null space, sigma_S = 0, "
         "where obs/(‖W‖‖d‖) shows the numerical residue); mean-square obs/pred: sum ||W d_l||^2 / sum ||d_l||^2 over "
-        "mean_S sigma_i^2. L_g: largest local Jacobian norm of the network after the first layer at 4 clean images "
+        "mean_S sigma_i^2; † marks k = 1 with every patch's perturbation in the one chosen direction v, where "
+        "||W v|| = sigma ||v|| makes the ratio 1 by construction: a consistency check of the implementation, not evidence "
+        "that the bound is tight. L_g: largest local Jacobian norm of the network after the first layer at 4 clean images "
         "(a lower bound of the global Lipschitz constant); logit obs/bound: ||f(x') - f(x)|| / (L_g sigma_S ||d||). "
         "Per model: misalignment ||W'_eff Q||_F / ||W'_eff||_F in raw-pixel space (n/a: different D), Hoffman-Wielandt "
         "ratio sum (sigma_i - sigma'_i)^2 / ||W_eff - W'_eff||_F^2 (<= 1; n/a: different shape), RMS first-layer response "
@@ -107,13 +109,23 @@ def theory_markdown(cells: list[dict]) -> str:
     return "\n".join([intro, "", *lines])
 
 
+def _check(cell: dict, key: str) -> str:
+    """A first-layer ratio, marked † when it is 1 by construction: k = 1 and every measured patch ratio is 1
+    (median and p95), i.e. the perturbation of every patch lies in the single chosen direction."""
+    text = _fmt(cell.get(key))
+    by_construction = cell.get("bound/k") == 1 and all(
+        cell.get(name) is not None and abs(cell[name] - 1.0) < 1e-3 for name in ("bound/auth_layer_ratio_median", "bound/auth_layer_ratio_p95")
+    )
+    return f"{text} †" if text and by_construction else text
+
+
 def write_theory_plots(cells: list[dict], folder) -> list:
     """Two PNGs under ``folder``: predicted vs observed first-layer response (unauthorized, same geometry, and the
     authorized layer) and misalignment vs accuracy drop. Returns the written paths (none without bound numbers)."""
     from pathlib import Path
 
-    identity = [c for c in cells if c.get("attack") == "identity"]
-    pairs = [(c["bound/unauth_layer_pred"], c["bound/unauth_layer_obs_patch"], c) for c in identity
+    baselines = [c for c in cells if c.get("baseline")]
+    pairs = [(c["bound/unauth_layer_pred"], c["bound/unauth_layer_obs_patch"], c) for c in baselines
              if c.get("bound/unauth_layer_pred") and c.get("bound/unauth_layer_obs_patch")]
     correlation = misalignment_correlation(cells)
     if not pairs and not correlation:

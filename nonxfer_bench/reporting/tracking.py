@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from nonxfer_bench.core import faults
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.execution.plan import EncodingGroup
@@ -63,6 +64,17 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 CLASSIC_VIEW = "workflowType=machine_learning"
 PROBE_SECONDS = 5.0
 T = TypeVar("T")
+SQLITE = "sqlite:///"
+
+
+def sqlite_uri(path: Path) -> str:
+    """The MLflow tracking URI of a SQLite store file."""
+    return f"{SQLITE}{path}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The store file of a ``sqlite:///`` tracking URI; None for any other store (a server, another database)."""
+    return Path(uri.removeprefix(SQLITE)) if uri.startswith(SQLITE) else None
 
 
 def tracking_uri(suite: Suite) -> str:
@@ -70,7 +82,7 @@ def tracking_uri(suite: Suite) -> str:
         return os.environ["MLFLOW_TRACKING_URI"]
     if suite.tracking.uri:
         return suite.tracking.uri
-    return f"sqlite:///{(suite.output.dir / 'mlflow.db').resolve()}"
+    return sqlite_uri((suite.output.dir / "mlflow.db").resolve())
 
 
 def experiment_url(server: str, experiment_id: str | None) -> str:
@@ -80,7 +92,8 @@ def experiment_url(server: str, experiment_id: str | None) -> str:
 
 def find_experiment(uri: str, name: str) -> str | None:
     """The id of experiment ``name`` at ``uri``, or None; a SQLite store that does not exist is not created."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    store = sqlite_path(uri)
+    if store is not None and not store.is_file():
         return None
     import mlflow
 
@@ -126,10 +139,11 @@ def retry_concurrent(call: Callable[[], T], attempts: int = 6, delay: float = 0.
 def creation_lock(uri: str) -> Iterator[None]:
     """For a SQLite store, one process at a time creates (migrates) the file and the experiment: MLflow's
     table creation is not safe against a second process doing the same at the same moment."""
-    if not uri.startswith("sqlite:///"):
+    store = sqlite_path(uri)
+    if store is None:
         yield
         return
-    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as handle:
+    with open(f"{store}.lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -154,8 +168,9 @@ class Tracker:
 
     def __enter__(self) -> "Tracker":
         mlflow = self.mlflow
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        store = sqlite_path(self.uri)
+        if store is not None:
+            store.parent.mkdir(parents=True, exist_ok=True)
         probe_server(self.uri)
         mlflow.set_tracking_uri(self.uri)
         try:
@@ -205,8 +220,9 @@ class Tracker:
                     self.mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
             return experiment.experiment_id
         location = None
-        if self.uri.startswith("sqlite:///"):
-            location = (Path(self.uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+        store = sqlite_path(self.uri)
+        if store is not None:
+            location = (store.parent / "mlartifacts").resolve().as_uri()
         return self.mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
     def _log_preprocessing(self) -> None:
@@ -250,10 +266,11 @@ class Tracker:
         )
         return found[0].info.run_id if found else None
 
-    def log_group(self, group: EncodingGroup, cells: list[dict], sample: Path | None) -> None:
+    def log_group(self, group: EncodingGroup, finished: list[Cell], sample: Path | None) -> None:
         """Log one finished encoding group as a nested run, once per parent run, unless an earlier run holds its cells."""
         if group.key in self.logged_groups:
             return
+        cells = [cell.record() for cell in finished]  # the store's records: the cells.json artifact holds them as they are
         mlflow = self.mlflow
         cells_hash = stable_hash(cells)
         earlier = self._run_holding(group, cells_hash)
@@ -286,7 +303,7 @@ class Tracker:
                 metrics.append(mlflow.entities.Metric(f"agree.{cell['attack']}.{cell['model']}", cell["agreement"], timestamp, step))
                 if cell.get("accuracy_flat") is not None:
                     metrics.append(mlflow.entities.Metric(f"acc_flat.{cell['attack']}.{cell['model']}", cell["accuracy_flat"], timestamp, step))
-            plain = [c for c in cells if c["attack"] == "identity"]
+            plain = [c for c in cells if c["baseline"]]
             unauthorized = [c["accuracy"] for c in plain if c["role"] == "unauthorized" and c["accuracy"] is not None]
             summary = {"auth.acc": next((c["accuracy"] for c in plain if c["role"] == "authorized"), None)}
             if unauthorized:
@@ -320,7 +337,7 @@ class Tracker:
 
         Metric = self.mlflow.entities.Metric
         out, seen = [], set()
-        for cell in (c for c in cells if c["attack"] == "identity"):
+        for cell in (c for c in cells if c["baseline"]):
             for name, value in numeric_bounds(cell).items():
                 key = f"{name}.{cell['model']}" if name in MODEL_KEYS else name
                 if key not in seen:
@@ -335,7 +352,7 @@ class Tracker:
 
         if not cells or all(c.get("accuracy") is None for c in cells):
             return None
-        return strongest_attack(cells_frame(cells), group.authorized)
+        return strongest_attack(cells_frame([Cell.from_record(c) for c in cells]), group.authorized)
 
     def log_results(self, paths: list[Path]) -> None:
         for path in paths:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -10,24 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from nonxfer_bench.core.errors import UserError
-
-
-def key_path(loc: tuple) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif "[" in part or part in ("str", "int", "float", "bool"):  # a union member's tag, not a key
-            continue
-        else:
-            path += f".{part}" if path else str(part)
-    return path or "(top level)"
-
-
-def pydantic_message(error: Any) -> str:
-    """An entry of ``ValidationError.errors()`` as a user reads it: without pydantic's "Value error, " or
-    "Assertion failed, " prefix, which names a Python exception class, not the problem."""
-    return re.sub(r"^(Value error|Assertion failed), ", "", error["msg"])
+from nonxfer_bench.core.params import describe_error
 
 
 def read_yaml(path: Path) -> Any:
@@ -49,40 +31,8 @@ def validate(cls: type[BaseModel], data: Any, path: Path) -> Any:
     try:
         return cls.model_validate(data)
     except ValidationError as error:
-        first = max(error.errors(), key=lambda e: len(e["loc"]))  # the most specific of a union's errors
-        key = key_path(first["loc"])
-        message = pydantic_message(first)
-        if first["type"] == "extra_forbidden":
-            fields = _fields_at(cls, tuple(p for p in first["loc"][:-1] if not (isinstance(p, str) and "[" in p)))
-            message = f"unknown key; valid keys here: {', '.join(fields)}" if fields else "unknown key"
-        elif "input" in first and first["type"] not in ("missing",):
-            message = f"{message} (got {first['input']!r})"
-        raise UserError(f"{path}: key '{key}': {message}") from None
-
-
-def _fields_at(cls: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the schema object at ``loc`` (for 'valid keys' hints)."""
-    current: Any = cls
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(current.model_fields)
-    return []
-
-
-def _model_in(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
+        key, message = describe_error(error, cls)
+        raise UserError(f"{path}: key '{key or '(top level)'}': {message}") from None
 
 
 def resolve_path(base: Path, path: Path) -> Path:

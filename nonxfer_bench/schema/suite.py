@@ -167,7 +167,7 @@ class Suite(Strict):
     attacks: list[AttackSpec] = Field(min_length=1)
     seeds: list[int] = Field([0], min_length=1)
     storage: list[str] = Field(
-        ["float32"], min_length=1, description="how the release is stored: float32, png16, png8, jpeg or jpeg<Q> (nonxfer_bench.release)"
+        ["float32"], min_length=1, description="how the release is stored: float32, png16, png8, jpeg or jpeg<Q> (nonxfer_bench.storage.formats)"
     )
     batch_size: int = Field(256, ge=1)
     threads: int | None = Field(None, ge=1, description="torch threads; default: torch's choice")

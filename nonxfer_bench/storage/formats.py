@@ -14,7 +14,7 @@ A released NE is a file, not a tensor. Storage formats (the suite key ``storage`
 release is written and read back); :func:`write_image` / :func:`read_image` are the file writer and
 reader, and reading a written file gives exactly :func:`apply_storage`'s result.
 
-Input images for ``encode``: 8-bit files (any PIL mode) are decoded with :func:`nonxfer_bench.data.decode_image`
+Input images for ``encode``: 8-bit files (any PIL mode) are decoded with :func:`nonxfer_bench.datasets.base.decode_image`
 (timm's eval resize + center crop); 16-bit PNGs are read at full depth with pypng and resized and cropped
 the same way in torch (antialiased); an alpha channel is dropped (not composited) and counted in the
 manifest's ``notes``.

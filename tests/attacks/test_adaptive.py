@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 from nonxfer_bench.attacks import ATTACKS, AttackContext
 from nonxfer_bench.attacks._subspace_tools import SubspaceRemover, Tiling, excess_variance_directions, first_layer_tiles
+from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.linalg.geometry import ConvGeometry
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 
@@ -252,9 +254,9 @@ def test_torchattacks_budget_is_in_pixel_units_on_unclipped_releases():
 
 
 def test_generic_adapter_validates_class_and_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match=r"^attack 'torchattacks': torchattacks has no attack class 'NotAnAttack'"):
         ATTACKS.create("torchattacks", {"name": "NotAnAttack"})
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match=r"^attack 'torchattacks': FGSM takes no argument\(s\) \['alpha'\]"):
         ATTACKS.create("torchattacks", {"name": "FGSM", "scaled": {"alpha": 0.1}})
     assert ATTACKS.create("torchattacks", {"name": "CW", "scaled": {"c": 2.0}}).parameter(0.5) == {"attack": "CW", "c": 1.0}
 
@@ -281,7 +283,7 @@ def test_denoisers_are_scale_equivariant_on_unclipped_releases(name):
 
 
 def test_tiling_leaves_uncovered_pixels_alone():
-    tiling = Tiling((4, 4), (0, 0))
+    tiling = Tiling(ConvGeometry((4, 4), (4, 4)))
     images = rand(2, 1, 10, 10)
     out = tiling.apply(images, lambda rows: rows * 0)
     assert out[..., :8, :8].abs().max() == 0

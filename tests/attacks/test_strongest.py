@@ -6,19 +6,20 @@ import mlflow
 import pytest
 import yaml
 
+from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.reporting.leaderboard import cells_frame, effect_table, strongest_attack
-from nonxfer_bench.reporting.tracking import Tracker
+from nonxfer_bench.reporting.tracking import Tracker, sqlite_uri
 
 
-def cell(attack, strength, model, accuracy, encoder="patch", authorized="a", psnr=20.0, param=None):
-    return {
-        "authorized": authorized, "encoder": encoder, "strength": 10.0, "seed": 0, "attack": attack,
-        "attack_strength": strength, "attack_param": param or {}, "model": model,
-        "role": "authorized" if model == authorized else "unauthorized", "accuracy": accuracy, "agreement": accuracy,
-        "encoded_psnr": 10.0, "attacked_psnr": psnr, "n": 100, "key": f"{attack}{strength}{model}{encoder}",
-    }  # fmt: skip
+def cell(attack, strength, model, accuracy, encoder="patch", authorized="a", psnr=20.0, param=None, role=None):
+    return Cell(
+        authorized=authorized, encoder=encoder, strength=10.0, seed=0, attack=attack, baseline=attack == "identity",
+        attack_strength=strength, attack_param=param or {}, model=model, suite="s", group="g",
+        role=role or ("authorized" if model == authorized else "unauthorized"), accuracy=accuracy, agreement=accuracy,
+        encoded_psnr=10.0, attacked_psnr=psnr, n=100, key=f"{attack}{strength}{model}{encoder}",
+    )  # fmt: skip
 
 
 CELLS = [
@@ -37,7 +38,7 @@ def test_strongest_attack_maximizes_the_mean_unauthorized_accuracy():
 
 
 def test_strongest_attack_is_identity_when_nothing_helps_and_ties_keep_the_authorized_model():
-    plain = [c for c in CELLS if c["attack"] == "identity"]
+    plain = [c for c in CELLS if c.baseline]
     assert strongest_attack(cells_frame(plain), "a")["label"] == "none"
     tie = CELLS[:3] + [cell("blur", 0.5, "a", 0.95), cell("blur", 0.5, "b", 0.10), cell("blur", 0.5, "c", 0.12)]
     assert strongest_attack(cells_frame(tie), "a")["attack"] == "blur"
@@ -54,7 +55,7 @@ def test_effect_table_has_the_strongest_attack_columns_per_encoding():
 
 
 def test_controls_are_shown_but_never_counted_as_unauthorized():
-    control = [cell(attack, strength, "r", 0.99) | {"role": "control"} for attack, strength in (("identity", 1.0), ("blur", 0.5))]
+    control = [cell(attack, strength, "r", 0.99, role="control") for attack, strength in (("identity", 1.0), ("blur", 0.5))]
     frame = cells_frame(CELLS + control)
     assert strongest_attack(frame, "a")["unauth_mean"] == pytest.approx(0.60)  # as without the control
     row = effect_table(frame, ["a", "b", "c", "r"]).iloc[0]
@@ -63,7 +64,7 @@ def test_controls_are_shown_but_never_counted_as_unauthorized():
 
 def test_group_run_logs_the_best_attack_metric_and_tag(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path / "mlflow.db")
     model = {
         "arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
         "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},

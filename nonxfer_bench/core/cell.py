@@ -1,0 +1,132 @@
+"""The benchmark's unit of output: one cell = (encoding, attack step, evaluated model) and what was measured.
+
+The runner produces :class:`Cell` objects; the cell store, leaderboards, tracking, theory tables and the
+MLflow read-back consume them. On disk a cell is one flat JSON record (:meth:`Cell.record`): the
+layout of schema 1 (stores written before cells were typed) plus ``schema``, ``baseline`` and, from
+schema 2 on, the per-image ``outcomes``. :meth:`Cell.from_record` reads both schemas.
+"""
+
+from __future__ import annotations
+
+import base64
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA = 2
+BOUND_PREFIX = "bound/"
+
+
+class Role(StrEnum):
+    """What an evaluated model is for one encoding: the one it was made for, another one, or a control."""
+
+    AUTHORIZED = "authorized"
+    UNAUTHORIZED = "unauthorized"
+    CONTROL = "control"  # e.g. a random-weight twin: shown, never counted as unauthorized
+
+
+def pack_bits(flags: np.ndarray) -> str:
+    """Booleans (one per image) as base64 of their packed bits: 10,000 images take 1,668 characters."""
+    return base64.b64encode(np.packbits(np.asarray(flags, dtype=bool)).tobytes()).decode("ascii")
+
+
+def unpack_bits(text: str, count: int) -> np.ndarray:
+    """The ``count`` booleans that :func:`pack_bits` packed."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=count).astype(bool)
+
+
+class Outcomes(BaseModel):
+    """Per-image results of one cell, per attack draw, so that every aggregate can carry n and an interval
+    and two cells over the same images can be compared by a paired test.
+
+    ``images`` is the number of evaluated images and ``ids`` a hash of their dataset indices (equal ids:
+    the same images in the same order). ``correct[d]`` and ``agree[d]`` are packed bits for draw d
+    (:func:`pack_bits`); ``labeled`` marks the images that have a label (absent: all of them).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    images: int = Field(ge=0)
+    ids: str
+    correct: list[str]
+    agree: list[str]
+    labeled: str | None = None
+
+    def correct_bits(self, draw: int = 0) -> np.ndarray:
+        return unpack_bits(self.correct[draw], self.images)
+
+    def agree_bits(self, draw: int = 0) -> np.ndarray:
+        return unpack_bits(self.agree[draw], self.images)
+
+    def labeled_bits(self) -> np.ndarray:
+        return np.ones(self.images, dtype=bool) if self.labeled is None else unpack_bits(self.labeled, self.images)
+
+
+class Cell(BaseModel):
+    """One finished cell. ``baseline`` marks the no-attack step (a property of the attack, not its name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    suite: str
+    group: str
+    authorized: str
+    encoder: str
+    strength: float
+    seed: int
+    storage: str = "float32"
+    attack: str
+    attack_strength: float
+    attack_param: dict[str, Any] = {}
+    baseline: bool
+    model: str
+    role: Role
+    n: int
+    n_labeled: int | None = None
+    draws: int = 1
+    accuracy: float | None = None
+    accuracy_worst: float | None = None
+    accuracy_spread: float | None = None
+    accuracy_draws: list[float] | None = None
+    agreement: float | None = None
+    agreement_worst: float | None = None
+    agreement_spread: float | None = None
+    agreement_draws: list[float] | None = None
+    accuracy_flat: float | None = None
+    encoded_psnr: float | None = None
+    encoded_psnr_min: float | None = None
+    stored_psnr: float | None = None
+    attacked_psnr: float | None = None
+    attacked_ssim: float | None = None
+    encoder_info: dict[str, Any] = {}
+    bounds: dict[str, Any] = Field({}, description="bound-tightness numbers of a baseline cell, named bound/...")
+    outcomes: Outcomes | None = Field(None, description="per-image results; None in stores of schema 1")
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Cell:
+        """A cell from its JSON record, of schema 1 (untyped, before 'schema' existed) or 2."""
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        schema = record.get("schema", 1)
+        if schema not in (1, SCHEMA):
+            raise ValueError(f"cell schema {schema!r} is not one this version reads (1 or {SCHEMA})")
+        fields = {k: v for k, v in record.items() if k != "schema" and not k.startswith(BOUND_PREFIX)}
+        fields["bounds"] = {k: v for k, v in record.items() if k.startswith(BOUND_PREFIX)}
+        if schema == 1:  # the only place the identity attack is known by its name: old records lack the flag
+            fields["baseline"] = record.get("attack") == "identity"
+        return cls.model_validate(fields)
+
+    def record(self) -> dict[str, Any]:
+        """The flat JSON record: schema-1 keys as they were (bound numbers flat), plus schema and outcomes."""
+        data = self.model_dump(mode="json", exclude={"bounds", "outcomes"}, exclude_none=False)
+        for key in ("n_labeled", "accuracy_flat", "accuracy_worst", "accuracy_spread", "accuracy_draws",
+                    "agreement_worst", "agreement_spread", "agreement_draws"):  # fmt: skip
+            if data[key] is None:
+                data.pop(key)  # written only when they apply, as schema 1 did
+        data |= self.bounds
+        data["schema"] = SCHEMA
+        if self.outcomes is not None:
+            data["outcomes"] = self.outcomes.model_dump(mode="json", exclude_none=True)
+        return data

@@ -1,0 +1,275 @@
+"""One encoding group, computed in stages: encode each batch, attack it, score every model, assemble the cells.
+
+:class:`GroupComputation` streams the dataset batch by batch through the stages, so memory does not grow
+with the dataset:
+
+1. **encode** (:meth:`GroupComputation.encode`): the clean batch becomes the release (stored and read back
+   when the group's storage is not float32);
+2. **attack** (:class:`AttackedBatches`): every pending attack step and draw, with the outputs of
+   expensive attacks cached on disk per group, step, draw and batch;
+3. **score** (:meth:`GroupComputation.score`): every model with a missing cell classifies the attacked
+   batch; per-image outcomes accumulate in a :class:`~nonxfer_bench.metrics.outcomes.Tally` per cell;
+4. **assemble** (:meth:`GroupComputation.assemble`): one typed :class:`~nonxfer_bench.core.cell.Cell` per
+   missing (attack step, model).
+
+Every tensor a stage hands on is a batch that may live on another device than the host; only per-image
+outcomes and scalars come back to the host.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
+from nonxfer_bench.core import faults
+from nonxfer_bench.core.cache import ArrayCache
+from nonxfer_bench.core.cell import Cell, Role
+from nonxfer_bench.core.hashing import keyed_generator, stable_hash
+from nonxfer_bench.encoders import ENCODERS, Encoder, Encoding
+from nonxfer_bench.execution.plan import AttackStep, EncodingGroup
+from nonxfer_bench.metrics.image_quality import psnr_per_image, ssim_per_image
+from nonxfer_bench.metrics.outcomes import Tally
+from nonxfer_bench.storage.formats import apply_storage
+from nonxfer_bench.zoo import ZooModel
+
+Missing = dict[tuple[AttackStep, str], str]  # (attack step, evaluated model) -> cell key
+
+
+@dataclass
+class GroupInputs:
+    """What a group reads: the clean inputs at the authorized model's release format, their labels, every
+    evaluated model's predictions on them, and the id of this image list (hash of dataset and subset)."""
+
+    clean: Callable[[int, int], torch.Tensor]  # (start, size) -> clean batch in [0, 1]
+    count: int
+    labels: torch.Tensor
+    clean_predictions: dict[str, torch.Tensor]
+    image_ids: str
+
+
+@dataclass
+class GroupServices:
+    """The runner's shared resources a group uses: models, attacks, the OOM-safe predictor, public images."""
+
+    model: Callable[[str], ZooModel]
+    attack: Callable[[AttackStep], Attack]
+    predict: Callable[[ZooModel, torch.Tensor], torch.Tensor]
+    public_images: Callable[[ZooModel], torch.Tensor]
+    role: Callable[[str, str], Role]
+    phase: Callable[[EncodingGroup, str], None]  # progress: which stage a group is in
+    suite_name: str
+    batch_size: int
+    sample_images: int
+
+
+class AttackedBatches:
+    """Stage 2: attack outputs per (step, draw, batch), from the disk cache for expensive attacks.
+
+    A draw is reused only when all its batches are cached (draws are sequential in their generator).
+    """
+
+    def __init__(self, group: EncodingGroup, steps: list[AttackStep], attacks: Callable[[AttackStep], Attack], count: int, size: int) -> None:
+        self.attacks, self.size = attacks, size
+        self.outputs = ArrayCache("attacked")
+        self.generators = {
+            (step, draw): keyed_generator(group.draw_key, step.spec.name, step.spec.params, step.strength, *([draw] if draw else []))
+            for step in steps
+            for draw in range(attacks(step).draws)
+        }
+        self.keys = {
+            (step, draw): _attacked_keys(group, step, draw, count, size)
+            for (step, draw) in self.generators
+            if attacks(step).cache_outputs
+        }
+        self.reuse = {cell for cell, keys in self.keys.items() if all(key in self.outputs for key in keys)}
+
+    def __call__(self, step: AttackStep, draw: int, start: int, released: torch.Tensor) -> torch.Tensor:
+        key = self.keys[(step, draw)][start // self.size] if (step, draw) in self.keys else None
+        if (step, draw) in self.reuse:
+            return torch.from_numpy(self.outputs.get(key)[0])
+        attacked = self.attacks(step)(released, step.strength, self.generators[(step, draw)])
+        if key is not None:
+            self.outputs.put(key, attacked.detach().cpu().numpy())
+        return attacked
+
+
+@dataclass
+class _Measures:
+    """Per-image PSNR/SSIM collected over the batches of a group."""
+
+    encoded_psnr: list[torch.Tensor] = field(default_factory=list)
+    stored_psnr: list[torch.Tensor] = field(default_factory=list)
+    attacked_psnr: dict[AttackStep, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
+    attacked_ssim: dict[AttackStep, list[torch.Tensor]] = field(default_factory=lambda: defaultdict(list))
+
+
+class GroupComputation:
+    """One group's missing cells and its sample rows; touches neither the store nor the tracker."""
+
+    def __init__(self, group: EncodingGroup, missing: Missing, services: GroupServices) -> None:
+        self.group, self.missing, self.services = group, missing, services
+        self.authorized = services.model(group.authorized)
+        self.encoder = ENCODERS.create(group.encoder.name, group.encoder.params)
+        self.encode_generator = keyed_generator(group.draw_key, "encode")
+        self.steps = list(dict.fromkeys(step for step, _ in missing))
+        self.draws = {step: services.attack(step).draws for step in self.steps}
+        self.tallies = {cell: Tally(self.draws[cell[0]]) for cell in missing}
+        self.measures = _Measures()
+        self.encoder_info: dict[str, float] = {}
+        self.bounds: tuple[dict, dict] = ({}, {})
+        self.sample_rows: dict[str, torch.Tensor] = {}
+
+    def run(self, inputs: GroupInputs) -> tuple[list[Cell], dict[str, torch.Tensor]]:
+        size = self.services.batch_size
+        attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size)
+        context: AttackContext | None = None
+        for start in range(0, inputs.count, size):
+            self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: encode")
+            clean = inputs.clean(start, size)
+            labels = inputs.labels[start : start + size]
+            encoding = self.encode(clean, first=start == 0)
+            if context is None:  # fitted once per group, on the first batch of the release
+                context = AttackContext(self.authorized, self.services.model, self.services.public_images(self.authorized), encoding.images)
+                for spec_id in dict.fromkeys(id(step.spec) for step in self.steps):
+                    self.services.attack(next(s for s in self.steps if id(s.spec) == spec_id)).fit(context)
+            context.batch_labels = labels
+            self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: attack and score")
+            for step in self.steps:
+                for draw in range(self.draws[step]):
+                    attacked = attacked_batches(step, draw, start, encoding.images)
+                    self.measure_attack(step, draw, start, clean, attacked)
+                    self.score(step, draw, start, clean, attacked, labels, encoding, inputs.clean_predictions)
+            faults.point("group_batch")
+        count = self.services.sample_images  # only the shown images travel back from a worker
+        return self.assemble(inputs.image_ids), {label: rows[:count].clone() for label, rows in self.sample_rows.items()}
+
+    # stage 1
+    def encode(self, clean: torch.Tensor, first: bool) -> Encoding:
+        """The release of one clean batch; on the first batch also the group's bound numbers and sample rows."""
+        encoding = self.encoder.encode(clean, self.authorized, self.group.strength, self.encode_generator)
+        if self.group.storage != "float32":  # the release is what comes back from the stored files
+            encoding.images = apply_storage(encoding.images, self.group.storage)
+            encoding.flat_input = None  # the flat-input path bypasses any stored file
+        self.measures.stored_psnr.append(psnr_per_image(clean, encoding.images))
+        self.measures.encoded_psnr.append(encoding.achieved_psnr)
+        self.encoder_info = encoding.info
+        if first and any(self.services.attack(step).baseline for step in self.steps):
+            models = {name: self.services.model(name) for _, name in self.missing}
+            self.bounds = _group_bounds(self.encoder, self.authorized, clean, encoding, models)
+        if first and self.services.sample_images:
+            self.sample_rows = {"clean": clean, self.group.encoder.name: encoding.images}
+        return encoding
+
+    def measure_attack(self, step: AttackStep, draw: int, start: int, clean: torch.Tensor, attacked: torch.Tensor) -> None:
+        self.measures.attacked_psnr[step].append(psnr_per_image(clean, attacked))
+        self.measures.attacked_ssim[step].append(ssim_per_image(clean, attacked))
+        strongest = step.strength == max(step.spec.strengths)
+        if draw == 0 and start == 0 and self.sample_rows and strongest and not self.services.attack(step).baseline:
+            self.sample_rows[step.label] = attacked
+
+    # stage 3
+    @torch.no_grad()
+    def score(
+        self,
+        step: AttackStep,
+        draw: int,
+        start: int,
+        clean: torch.Tensor,
+        attacked: torch.Tensor,
+        labels: torch.Tensor,
+        encoding: Encoding,
+        clean_predictions: dict[str, torch.Tensor],
+    ) -> None:
+        """Every model with a missing cell for ``step`` classifies the attacked batch."""
+        unchanged = torch.equal(attacked, clean)  # e.g. clean/identity: the clean predictions are this cell's
+        for cell_step, model_name in self.missing:
+            if cell_step is not step:
+                continue
+            model = self.services.model(model_name)
+            if model.training:
+                raise RuntimeError(f"attack {step.spec.name!r} left model {model_name!r} in training mode")
+            clean_pred = clean_predictions[model_name][start : start + len(attacked)]
+            predictions = clean_pred if unchanged else self.services.predict(model, attacked)
+            tally = self.tallies[(step, model_name)]
+            tally.add(draw, predictions, labels, clean_pred)
+            if self.scores_flat_input(step, model_name, encoding):
+                tally.add_flat(model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight)).argmax(1), labels)
+
+    def scores_flat_input(self, step: AttackStep, model_name: str, encoding: Encoding) -> bool:
+        """The one place the published protocol's flat input is scored: the authorized model, no attack,
+        an encoder that produced one (the reference recipe on an overlapping stem, stored as float32)."""
+        return encoding.flat_input is not None and model_name == self.group.authorized and self.services.attack(step).baseline
+
+    # stage 4
+    def assemble(self, image_ids: str) -> list[Cell]:
+        encoded_psnr = torch.cat(self.measures.encoded_psnr)
+        stored_psnr = torch.cat(self.measures.stored_psnr)
+        group = self.group
+        cells = []
+        for (step, model_name), key in self.missing.items():
+            attack = self.services.attack(step)
+            role = self.services.role(model_name, group.authorized)
+            tally = self.tallies[(step, model_name)]
+            bounds = (self.bounds[0] | self.bounds[1].get(model_name, {})) if attack.baseline else {}
+            cells.append(
+                Cell(
+                    key=key,
+                    suite=self.services.suite_name,
+                    group=group.key,
+                    authorized=group.authorized,
+                    encoder=group.encoder.name,
+                    strength=group.strength,
+                    seed=group.seed,
+                    storage=group.storage,
+                    attack=step.spec.name,
+                    attack_strength=step.strength,
+                    attack_param=attack.parameter(step.strength),
+                    baseline=attack.baseline,
+                    model=model_name,
+                    role=role,
+                    encoded_psnr=_finite_mean(encoded_psnr),
+                    encoded_psnr_min=_finite_min(encoded_psnr),
+                    stored_psnr=_finite_mean(stored_psnr),
+                    attacked_psnr=_finite_mean(torch.cat(self.measures.attacked_psnr[step])),
+                    attacked_ssim=round(float(torch.cat(self.measures.attacked_ssim[step]).mean()), 4),
+                    draws=self.draws[step],
+                    encoder_info=self.encoder_info,
+                    bounds=bounds,
+                    outcomes=tally.outcomes(image_ids),
+                    **tally.metrics(role),
+                )
+            )
+        return cells
+
+
+def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int, size: int) -> list[str]:
+    """Cache keys of one attack draw's output batches: the group (its encoding and data), the attack, the batching."""
+    attack = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
+    return [
+        stable_hash({"group": group.key, "attack": attack, "strength": step.strength, "draw": draw, "start": start, "size": size})
+        for start in range(0, count, size)
+    ]
+
+
+def _group_bounds(encoder: Encoder, authorized: ZooModel, clean: torch.Tensor, encoding: Encoding, models: dict) -> tuple[dict, dict]:
+    """Bound-tightness numbers of one encoding group (:mod:`nonxfer_bench.linalg.bounds`); never fails a run."""
+    try:
+        from nonxfer_bench.linalg.bounds import group_bounds
+
+        return group_bounds(authorized, encoder, clean, encoding, models)
+    except Exception as error:  # noqa: BLE001 - a diagnostic must not cost the benchmark its cells
+        return {"bound/error": f"{type(error).__name__}: {str(error)[:300]}"}, {}
+
+
+def _finite_mean(values: torch.Tensor) -> float | None:
+    finite = values[torch.isfinite(values)]
+    return round(float(finite.mean()), 4) if len(finite) else None
+
+
+def _finite_min(values: torch.Tensor) -> float | None:
+    finite = values[torch.isfinite(values)]
+    return round(float(finite.min()), 4) if len(finite) else None

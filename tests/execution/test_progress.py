@@ -1,0 +1,27 @@
+"""A run says what it will do, then what it is doing: the plan, each group's phase, a plain log file."""
+
+from __future__ import annotations
+
+import io
+
+from nonxfer_bench.execution.progress import Progress
+from nonxfer_bench.execution.runner import Runner
+from nonxfer_bench.loading import load_suite
+from tests.conftest import digits_suite
+
+
+def test_a_run_prints_its_plan_and_logs_every_group_in_plain_lines(tmp_path, digits_zoo):
+    suite = load_suite(digits_suite(tmp_path, digits_zoo, dataset={"name": "digits", "limit": 30}))
+    stream = io.StringIO()  # not a terminal: plain lines, no bar
+    Runner(suite).run(Progress(suite.name, suite.run_dir() / "run.log", stream))
+    shown = stream.getvalue().splitlines()
+    assert shown[0] == "digits: plan: 3 encodings x 2 attack steps x 3 models = 18 cells; 0 finished, 18 to compute in 3 encodings"
+    finished = [line for line in shown if "finished: vit_a/" in line]
+    assert [line.split("encoding ")[1].split(" finished")[0] for line in finished] == ["1/3", "2/3", "3/3"]
+    log = (suite.run_dir() / "run.log").read_text()
+    assert "batch 1/1: attack and score" in log and log.count("finished: vit_a/") == 3
+
+    again = io.StringIO()
+    result = Runner(suite).run(Progress(suite.name, None, again))
+    assert result.computed_groups == 0
+    assert again.getvalue() == "digits: plan: all 18 cells of 3 encodings are finished; nothing to compute\n"
