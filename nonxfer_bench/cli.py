@@ -319,10 +319,11 @@ def command_verify(args: argparse.Namespace) -> int:
 
 def command_ui(args: argparse.Namespace) -> int:
     from nonxfer_bench.loading import load_suite
-    from nonxfer_bench.reporting.tracking import experiment_url, find_experiment, tracking_uri
+    from nonxfer_bench.reporting.tracking import experiment_url, find_experiment, probe_server, tracking_uri
 
     suite = load_suite(Path(args.suite), require_weights=False)
     uri = tracking_uri(suite)
+    probe_server(uri)  # a server that is down: one line now, not minutes of MLflow's retries
     experiment = find_experiment(uri, suite.tracking.experiment or suite.name)
     if uri.startswith(("http://", "https://")):  # a tracking server already serves its own UI
         print(f"{suite.name} logs to the MLflow server {uri}: open {experiment_url(uri, experiment)}")

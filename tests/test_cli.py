@@ -149,3 +149,14 @@ def test_train_zoo_and_zoo_train_are_one_command():
     parser = build_parser()
     spelled = [parser.parse_args([*words, "z.yaml", "--only", "a"]) for words in (["train", "zoo"], ["zoo", "train"])]
     assert all(args.handler is command_zoo_train and args.zoo == "z.yaml" and args.only == ["a"] for args in spelled)
+
+
+def test_ui_for_a_tracking_server_that_is_down_is_one_line(tmp_path, capsys, monkeypatch):
+    suite = yaml.safe_load((ROOT / "suites" / "quickstart.yaml").read_text())
+    suite |= {"zoo": str(ROOT / "suites" / "zoo" / "fashion.yaml"), "tracking": {"enabled": True, "uri": "http://127.0.0.1:9"}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["ui", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "MLflow tracking server http://127.0.0.1:9 is not reachable" in err and len(err.splitlines()) == 1
