@@ -139,32 +139,19 @@ class ZooModel(nn.Module):
 
     def forward_first_layer(self, images: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         """The reference's flat-input path: the network with its first layer's output replaced by ``flat`` + b,
-        where ``flat`` (B x O x L) is W @ patches for given (normalized) ``F.unfold`` windows; the rest of the
-        network runs as usual. ``images`` only supplies the shape for the layers before the stem hook.
-
-        A TF-"same" stem (timm ``Conv2dSame``, e.g. ``tf_efficientnet_*``) pads inside its forward, so its
-        output grid has windows that reach into the padding which ``F.unfold`` (padding 0) does not
-        produce: those border outputs are kept as the conv computes them from the (folded) image, and
-        the unfolded windows replace the rest.
+        where ``flat`` (B x O x L) is W @ patches for every window of the stem's output
+        (:meth:`nonxfer_bench.linalg.flat_input.FlatInput.first_layer`; for a TF-"same" stem the windows of its
+        own zero padding included); the rest of the network runs as usual. ``images`` only supplies the shape
+        for the layers before the stem hook.
         """
-        conv = self.first_conv
-        geometry = self.geometry
 
         def replace_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-            nonlocal flat
-            if module.bias is not None:
-                flat = flat + module.bias.view(1, -1, 1)
-            if flat.shape[-1] == output.shape[-2] * output.shape[-1]:
-                return flat.view(output.shape)
-            if not geometry.same:
-                raise ValueError(f"{flat.shape[-1]} unfolded windows do not fit the first layer's {tuple(output.shape[-2:])} outputs")
-            size = inputs[0].shape[-2:]
-            (rows, cols), (top, left) = geometry.windows(*size), geometry.window_offset(*size)
-            out = output.clone()
-            out[..., top : top + rows, left : left + cols] = flat.view(*output.shape[:2], rows, cols)
-            return out
+            if flat.shape[-1] != output.shape[-2] * output.shape[-1]:
+                raise ValueError(f"{flat.shape[-1]} windows do not fit the first layer's {tuple(output.shape[-2:])} outputs")
+            bias = module.bias.view(1, -1, 1) if module.bias is not None else 0
+            return (flat + bias).view(output.shape)
 
-        handle = conv.register_forward_hook(replace_output)
+        handle = self.first_conv.register_forward_hook(replace_output)
         try:
             return self.forward(images)
         finally:

@@ -127,3 +127,25 @@ def test_the_theory_table_marks_ratios_that_are_one_by_construction():
     rows = {line.split(" | ")[1]: line for line in theory_markdown([exact, straddling, several]).splitlines() if line.startswith("| a |")}
     assert "| 1 † | 1 † |" in rows["reference 20"]
     assert "†" not in rows["patch 20"] and "†" not in rows["operator 20"]
+
+
+def test_rank_correlation_tests_each_predictor_of_the_drop_with_a_bootstrap_interval():
+    from nonxfer_bench.reporting.theory import predictors_markdown, rank_correlation
+
+    def baseline(model, encoder, accuracy, **bounds):
+        role = "authorized" if model == "a" else "unauthorized"
+        return {"baseline": True, "authorized": "a", "model": model, "encoder": encoder, "strength": 10.0 if encoder != "clean" else 0.0,
+                "role": role, "accuracy": accuracy} | {f"bound/{k}": v for k, v in bounds.items()}  # fmt: skip
+
+    models = [f"m{i}" for i in range(6)]
+    cells = [baseline(m, "clean", 0.9) for m in ["a", *models]]
+    cells += [baseline(m, "patch", 0.9 - 0.1 * i, misalignment=0.1 * i + 0.05, hw_lhs=(1.0 if i % 2 else 2.0) if i < 4 else None)
+              for i, m in enumerate(models)]  # fmt: skip
+    [misalignment] = rank_correlation(cells, "bound/misalignment")
+    assert (misalignment["rho"], misalignment["n"]) == (1.0, 6) and misalignment["p"] < 0.01
+    assert misalignment["interval"][0] <= 1.0 <= misalignment["interval"][1] + 1e-12
+    [spectral] = rank_correlation(cells, "bound/hw_lhs")
+    assert spectral["n"] == 4 and spectral["rho"] < 1.0  # only the models with a same-shape first layer
+    table = predictors_markdown(cells)
+    assert "| a | patch 10 | misalignment | 1 [" in table and "| a | patch 10 | hw_lhs |" in table
+    assert rank_correlation(cells[:7] + cells[7:9], "bound/misalignment")[0]["rho"] is None  # two models: undefined

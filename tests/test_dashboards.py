@@ -19,12 +19,15 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 
 from nonxfer_bench.cli import main
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
+from nonxfer_bench.metrics.statistics import bootstrap_over_images
 from nonxfer_bench.reporting.tracking import Tracker, experiment_url, sqlite_uri
+from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
 from tests.conftest import digits_suite
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -134,14 +137,18 @@ def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cel
     clean_authorized = next(c.accuracy for c in identity if c.encoder == "clean" and c.model == "vit_a")
     assert len(rows) == len(encodings) == 4  # clean, patch 0, patch 20, reference 20
     for encoder, strength in encodings:
-        cells = {c.model: c.accuracy for c in identity if (c.encoder, c.strength) == (encoder, strength)}
-        unauthorized = [cells["vit_b"], cells["res"]]
+        encoding = {c.model: c for c in identity if (c.encoder, c.strength) == (encoder, strength)}
+        cells = {model: c.accuracy for model, c in encoding.items()}
         row = rows[("vit_a", encoder if encoder == "clean" else f"{encoder} {strength:g}")]
-        assert row["auth acc"] == f"{100 * cells['vit_a']:.1f}"
+        n = encoding["vit_a"].n
+        shown = {name: with_interval(proportion_interval(value, n)) for name, value in cells.items()}
+        assert row["n"] == str(n) and row["auth acc"] == shown["vit_a"]
         assert row["auth retention"] == f"{100 * cells['vit_a'] / clean_authorized:.1f}"
-        assert row["unauth mean"] == f"{100 * sum(unauthorized) / 2:.1f}"
-        assert row["unauth max"].startswith(f"{100 * max(unauthorized):.1f} (")
-        assert (row["vit_b"], row["res"]) == (f"{100 * cells['vit_b']:.1f}", f"{100 * cells['res']:.1f}")
+        # two unauthorized models with per-image outcomes: the paired bootstrap over the images
+        mean, maximum = bootstrap_over_images(np.vstack([encoding[m].outcomes.correct_bits() for m in ("vit_b", "res")]))
+        assert mean.estimate == pytest.approx((cells["vit_b"] + cells["res"]) / 2)
+        assert row["unauth mean"] == with_interval(mean) and row["unauth max"].startswith(with_interval(maximum) + " (")
+        assert (row["vit_b"], row["res"]) == (shown["vit_b"], shown["res"])
     plots = {"accuracy_vs_strength.png", "transfer_heatmap.png", "attack_curves.png", "theory_pred_vs_obs.png", "theory_misalignment_vs_drop.png"}
     assert plots <= {p.name for p in (tmp_path / "mlflow").glob("*.png")}
     runs, _ = _group_runs(server)
@@ -219,12 +226,15 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
         assert (tmp_path / "from_store" / "samples" / grid.name).read_bytes() == grid.read_bytes()
     column = [cell.strip() for cell in effect.locator("th").all_inner_texts()].index("unauth mean")
 
+    def value(text: str) -> float:  # "83.5 [78.1, 87.9]": the estimate sorts the column
+        return float(text.split(" [")[0])
+
     def sorted_column() -> list[float]:
         effect.locator("th").nth(column).click()
-        return [float(text) for text in effect.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()]
+        return [value(text) for text in effect.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()]
 
-    assert sorted_column() == sorted(float(row["unauth mean"]) for row in rows.values())
-    assert sorted_column() == sorted((float(row["unauth mean"]) for row in rows.values()), reverse=True)
+    assert sorted_column() == sorted(value(row["unauth mean"]) for row in rows.values())
+    assert sorted_column() == sorted((value(row["unauth mean"]) for row in rows.values()), reverse=True)
     page.close()
 
 

@@ -154,13 +154,20 @@ def test_release_resized_for_another_model_stays_within_the_documented_tolerance
         assert float(difference.mean()) < 0.5 and float(difference.flatten().quantile(0.99)) < 1.5
 
 
-def test_tf_same_stem_flat_input_path_equals_the_plain_forward():
+def test_tf_same_stem_flat_input_covers_every_window_and_equals_the_plain_forward_without_noise():
+    from nonxfer_bench.linalg.flat_input import FlatInput
+
     model = build_model(ModelSpec(name="r", arch="tf_efficientnet_lite0", weights={"source": "none"}, preprocess=HALF))
     x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    patches = F.unfold(model.normalize(x), **model.geometry.unfold_kwargs())
-    assert patches.shape[-1] == 111 * 111  # the stem's output is 112 x 112: its last row/column reach into TF padding
+    weight = model.first_conv.weight
+    silent = FlatInput(model.normalize(x), torch.zeros(2, weight[0].numel(), 1), model.geometry)
+    assert silent.patches().shape[-1] == 112 * 112  # the stem's whole output, the windows in its TF padding included
+    assert F.unfold(model.normalize(x), **model.geometry.unfold_kwargs()).shape[-1] == 111 * 111  # F.unfold alone misses them
     with torch.no_grad():
-        assert torch.allclose(model.forward_first_layer(x, model.first_conv.weight.flatten(1) @ patches), model(x), atol=1e-4)
+        assert torch.allclose(model.forward_first_layer(x, silent.first_layer(weight)), model(x), atol=1e-4)
+        noise = torch.randn(2, weight[0].numel(), 1, generator=torch.Generator().manual_seed(1))
+        noisy = FlatInput(model.normalize(x), noise, model.geometry).first_layer(weight)
+        assert torch.allclose(noisy - silent.first_layer(weight), (weight.flatten(1) @ noise).expand(-1, -1, 112 * 112), atol=1e-4)
 
 
 def test_random_init_is_a_function_of_the_seed():

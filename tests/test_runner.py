@@ -6,6 +6,7 @@ import pytest
 from nonxfer_bench.cli import main
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
+from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
 from tests.conftest import digits_suite
 
 
@@ -68,8 +69,9 @@ def test_a_control_model_is_stored_with_its_role_and_left_out_of_the_unauthorize
     assert main(["run", str(suite)]) == 0
     frame = cells(tmp_path / "results")
     assert set(frame[frame.model == "res"].role) == {"control"}
-    patch = frame[frame.encoder == "patch"].set_index("model")["accuracy"]
+    patch = frame[frame.encoder == "patch"].set_index("model")
     board = (tmp_path / "results" / "digits" / "leaderboard.md").read_text()
     row = next(line for line in board.splitlines() if line.startswith("| vit_a | patch 0 |"))
-    assert f"| {100 * patch['vit_b']:.1f} | {100 * patch['vit_b']:.1f} (vit_b) |" in row  # mean and max over vit_b alone
+    shown = with_interval(proportion_interval(patch.at["vit_b", "accuracy"], int(patch.at["vit_b", "n"])))
+    assert f"| {shown} | {shown} (vit_b) |" in row  # mean and max over vit_b alone
     assert "**Controls** (res)" in board

@@ -204,7 +204,7 @@ def group_bounds(
     # --- perturbation patches in the authorized layer's normalized space ---
     delta_pixel = (released - clean).double()
     if flat_input is not None:  # published protocol for overlapping stems: U' - U is exactly n in every patch
-        windows = geometry.windows(*clean.shape[-2:])
+        windows = geometry.output_size(*clean.shape[-2:])  # every window of the stem's output, TF-same ones included
         d_norm = flat_input.noise.double().expand(-1, -1, windows[0] * windows[1])
         out["bound/auth_patches"] = "authorized_patches (unfolded, published protocol)"
     else:

@@ -20,12 +20,17 @@ class FlatInput:
     noise: torch.Tensor  # B x D x 1
     geometry: ConvGeometry
 
+    def padded(self) -> torch.Tensor:
+        """The clean normalized images as the stem reads them: with a TF-same stem's own zero padding, so that
+        every one of its output windows is a window of U (the published protocol feeds the noise to all of them)."""
+        return F.pad(self.normalized, self.geometry.same_padding(*self.normalized.shape[-2:]))
+
     def patches(self) -> torch.Tensor:
-        """U + n 1^T itself (B x D x L)."""
-        return F.unfold(self.normalized, **self.geometry.unfold_kwargs()) + self.noise
+        """U + n 1^T itself (B x D x L), L = every window of the stem's output."""
+        return F.unfold(self.padded(), **self.geometry.unfold_kwargs()) + self.noise
 
     def first_layer(self, weight: torch.Tensor) -> torch.Tensor:
         """W (U + n 1^T) without unfolding: the convolution of the clean images plus W n (B x O x L, no bias)."""
         geometry = self.geometry
-        conv = F.conv2d(self.normalized, weight, None, geometry.stride, geometry.padding, geometry.dilation)
+        conv = F.conv2d(self.padded(), weight, None, geometry.stride, geometry.padding, geometry.dilation)
         return conv.flatten(2) + weight.flatten(1) @ self.noise

@@ -23,6 +23,14 @@ and the authorized accuracy it leaves (:func:`strongest_attack`).
 Models a suite names as ``controls`` (e.g. random-weight twins) keep their own columns but are never
 counted as unauthorized (means, maxima, strongest attack).
 
+Every accuracy or agreement is shown with its 95% interval as ``83.5 [78.1, 87.9]`` and every table has
+an ``n`` column (images per cell) and a glossary line under it (:mod:`nonxfer_bench.reporting.uncertainty`).
+With several seeds, ``seeds`` and the between-seed spread (``seed sd``) are added. cells.csv keeps its
+columns: intervals follow from its ``n`` and the proportion. Where cells keep per-image outcomes, the
+unauthorized mean and max get a paired bootstrap over images, each attack row its change against no attack
+(``Δ``, ``p``: Newcombe and exact McNemar for the authorized model, bootstrap and sign-flip test for the
+unauthorized mean) and the strongest attack its gain with a Holm-adjusted p; without outcomes those show ``—``.
+
 A missing accuracy (an unlabeled dataset) renders blank; when no cell has an accuracy, the tables show
 agreement with each model's own clean prediction instead, and say so.
 """
@@ -35,18 +43,31 @@ from pathlib import Path
 import pandas as pd
 
 from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.metrics.statistics import holm, seed_summary
+from nonxfer_bench.reporting.uncertainty import (
+    BOOTSTRAP_RESAMPLES,
+    aggregate_intervals,
+    gain_over_baseline,
+    gain_text,
+    metric_n,
+    p_text,
+    percent,
+    proportion_interval,
+    with_interval,
+)
 
 CELL_COLUMNS = [
     "authorized", "encoder", "strength", "seed", "attack", "attack_strength", "attack_param", "model", "role",
     "accuracy", "agreement", "accuracy_flat", "accuracy_worst", "accuracy_spread", "draws",
     "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
+EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes"]  # in the frame (the no-attack step; intervals, paired tests), not in cells.csv
 
 
 def cells_frame(cells: list[Cell]) -> pd.DataFrame:
-    """One row per cell: the ``CELL_COLUMNS`` of ``cells.csv`` plus ``baseline`` (the no-attack step)."""
+    """One row per cell: the ``CELL_COLUMNS`` of ``cells.csv`` plus ``EXTRA_COLUMNS``."""
     frame = pd.DataFrame([cell.record() for cell in cells])
-    for column in CELL_COLUMNS:
+    for column in CELL_COLUMNS + EXTRA_COLUMNS:
         if column not in frame:
             frame[column] = None
     if "storage" in frame:  # an encoding stored in another format is its own row: "patch/png8"
@@ -55,12 +76,8 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
     frame["attack_param"] = frame["attack_param"].map(lambda p: " ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else "")
     for column in ("accuracy", "agreement", "accuracy_flat"):  # None (unlabeled) becomes NaN
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame = frame[CELL_COLUMNS + ["baseline"]]
+    frame = frame[CELL_COLUMNS + EXTRA_COLUMNS]
     return frame.sort_values(["authorized", "encoder", "strength", "seed", "attack", "attack_strength", "model"], kind="stable").reset_index(drop=True)
-
-
-def _pct(value: float | None) -> str:
-    return "" if value is None or pd.isna(value) else f"{100 * value:.1f}"
 
 
 def _db(value: float | None) -> str:
@@ -78,9 +95,126 @@ def _encoding_label(encoder: str, strength: float) -> str:
     return encoder if encoder == "clean" else f"{encoder} {strength:g}"
 
 
-def _max_with_model(values: pd.Series) -> str:
-    values = values.dropna()
-    return f"{_pct(values.max())} ({values.idxmax()})" if len(values) else ""
+def _ci(value: float | None, n: int | None) -> str:
+    return with_interval(proportion_interval(value, n))
+
+
+def _n_text(part: pd.DataFrame, metric: str) -> str:
+    n = metric_n(part, metric)
+    return "" if n is None else str(n)
+
+
+def _seed_columns(part: pd.DataFrame, authorized: str, metric: str) -> dict[str, str]:
+    """Seeds and the between-seed spread (sample sd, points) of the authorized and the mean unauthorized value."""
+    per_seed = part.groupby(["seed", "model"])[metric].mean().unstack("model")
+    unauthorized = per_seed[[m for m in _unauthorized_models(part) if m in per_seed]]
+    spreads = {
+        f"{_auth(metric)} seed sd": seed_summary(per_seed[authorized].dropna())[1] if authorized in per_seed else float("nan"),
+        "unauth mean seed sd": seed_summary(unauthorized.mean(axis=1).dropna())[1] if not unauthorized.empty else float("nan"),
+    }
+    return {"seeds": str(part.seed.nunique())} | {name: "" if pd.isna(sd) else f"{100 * sd:.1f}" for name, sd in spreads.items()}
+
+
+def _unauthorized_columns(part: pd.DataFrame, metric: str) -> dict[str, str]:
+    """``unauth mean`` and ``unauth max`` (with the model) with their intervals."""
+    models = _unauthorized_models(part)
+    mean, maximum = aggregate_intervals(part, models, metric)
+    values = part[part.model.isin(models)].groupby("model")[metric].mean().dropna()
+    return {"unauth mean": with_interval(mean), "unauth max": f"{with_interval(maximum)} ({values.idxmax()})" if len(values) else ""}
+
+
+def _paired_columns(baseline: pd.DataFrame, part: pd.DataFrame, authorized: str, metric: str) -> dict[str, str]:
+    """An attack step against no attack on the same encoding, images and seeds: the change and its p-value,
+    for the authorized model and for the mean over unauthorized models."""
+    auth = gain_over_baseline(baseline, part, [authorized], metric)
+    unauthorized = gain_over_baseline(baseline, part, _unauthorized_models(part), metric)
+    return {
+        "auth Δ": gain_text(auth),
+        "auth p": p_text(None if auth is None else auth.p),
+        "unauth mean Δ": gain_text(unauthorized),
+        "unauth p": p_text(None if unauthorized is None else unauthorized.p),
+    }
+
+
+def _against_clean(plain: pd.DataFrame, part: pd.DataFrame, authorized: str, encoder: str, metric: str) -> dict[str, str]:
+    """The NE against the clean images (no attack, same authorized model, images and seeds): the change for the
+    authorized model and for the mean over unauthorized models, with its p-value; blank on the clean row."""
+    clean = plain[(plain.authorized == authorized) & (plain.encoder == "clean") & plain.seed.isin(part.seed.unique())]
+    if encoder == "clean" or clean.empty:
+        return {"auth Δ vs clean": "", "unauth mean Δ vs clean": "", "p vs clean (auth; unauth)": ""}
+    auth = gain_over_baseline(clean, part, [authorized], metric)
+    unauthorized = gain_over_baseline(clean, part, _unauthorized_models(part), metric)
+    return {
+        "auth Δ vs clean": gain_text(auth),
+        "unauth mean Δ vs clean": gain_text(unauthorized),
+        "p vs clean (auth; unauth)": f"{p_text(None if auth is None else auth.p)}; {p_text(None if unauthorized is None else unauthorized.p)}",
+    }
+
+
+def _strongest_gain(part: pd.DataFrame, best: dict, metric: str) -> dict[str, str]:
+    """The strongest attack's gain in mean unauthorized ``metric`` over no attack, and its p-value adjusted
+    (Holm) for the number of attack steps it was chosen from; blank when no attack beat no attack."""
+    keys = ["attack", "attack_strength", "attack_param"]
+    baseline, models = part[part.baseline], _unauthorized_models(part)
+    gains = {step: gain_over_baseline(baseline, cells, models, metric) for step, cells in part[~part.baseline].groupby(keys, sort=True)}
+    chosen = (best["attack"], best["attack_strength"], best["attack_param"])
+    if chosen not in gains:
+        return {"strongest: gain": "", "strongest: p (Holm)": ""}
+    adjusted = None if any(gain is None for gain in gains.values()) else holm([gain.p for gain in gains.values()])
+    return {
+        "strongest: gain": gain_text(gains[chosen]),
+        "strongest: p (Holm)": p_text(None if adjusted is None else float(adjusted[list(gains).index(chosen)]), verdict=True),
+    }
+
+
+def glossary(metric: str, seeds: bool, paired: bool, strongest: bool) -> str:
+    """The line under a table: what n, the intervals, the paired tests and the seed spread are; ``strongest``
+    for the NE-effect table (its strongest-attack gain), else the attack table (its change columns)."""
+    unit = "labeled images" if metric == "accuracy" else "images"
+    text = (
+        f"`n`: {unit} per cell. `x [lo, hi]`: the {metric} in % and its Wilson 95% score interval for a proportion "
+        "of n images. Means over seeds or attack draws use Wilson's interval at the mean with n images: "
+        "conservative, since those proportions share the images."
+    )
+    if paired:
+        text += (
+            f" `unauth mean` and `unauth max`: a paired bootstrap over images ({BOOTSTRAP_RESAMPLES:,} resamples, the "
+            "same for every model, 95% percentile interval), which accounts for picking the max."
+        )
+    else:
+        text += (
+            " `unauth mean`: Wilson at the mean, conservative in the same way; `unauth max`: the interval of that "
+            "model's own value, which ignores that it was picked as the largest."
+        )
+    change = "`strongest: gain`: the strongest attack's gain in `unauth mean`" if strongest else "`Δ`: the change"
+    if strongest:
+        text += (
+            " `Δ vs clean`: the NE (no attack) against the clean images for the same model(s), images and seeds, in points "
+            "with its 95% interval and two-sided p-value (exact McNemar for one model, seed and draw; else a paired sign-flip "
+            "test over images)."
+        )
+        text += " `strongest attack`: the attack step (of any attack and strength) that raises `unauth mean` most; `none` if none does."
+    text += (
+        f" {change} against no attack on the same images, encoding and seeds, in points, with a 95% interval "
+        "(one model, seed and draw: Newcombe's method 10; a mean over models, seeds or draws: the paired bootstrap "
+        "over images)."
+    )
+    if strongest:
+        text += (
+            " `strongest: p (Holm)`: its two-sided p-value (as in the attack table) adjusted by Holm's method for the "
+            "number of attack steps it was chosen from, `not significant` when p >= 0.05; both blank when no attack "
+            "beats no attack."
+        )
+    else:
+        text += (
+            " `p`: two-sided, from the same image pairs: the exact McNemar test for one model, seed and draw, else a "
+            "sign-flip test (normal approximation); not adjusted for the number of rows."
+        )
+    if not paired:
+        text += " `—`: a paired test needs per-image outcomes, which this store does not keep (rerun the suite to record them)."
+    if seeds:
+        text += " `seed sd`: the sample standard deviation between seeds, in points."
+    return text
 
 
 def _auth(metric: str) -> str:
@@ -92,7 +226,8 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
 
     Ties go to the step that leaves the authorized model more, then to the first label in sort order.
     Returns attack, attack_strength, attack_param, label (``name strength``; ``none`` for identity),
-    unauth_mean, unauth_max, unauth_max_model, auth and attacked_psnr; None without unauthorized cells.
+    unauth_mean, unauth_max, unauth_max_model, auth, attacked_psnr and n (images per cell, for intervals);
+    None without unauthorized cells.
     """
     keys = ["attack", "attack_strength", "attack_param"]
     unauthorized = part[(part.model != authorized) & (part.role != "control")].dropna(subset=[metric])
@@ -118,6 +253,7 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
         "unauth_max_model": str(values.idxmax()),
         "auth": None if pd.isna(auth_value) else float(auth_value),
         "attacked_psnr": None if chosen["attacked_psnr"].isna().all() else float(chosen["attacked_psnr"].mean()),
+        "n": metric_n(chosen, metric),
     }
 
 
@@ -136,25 +272,33 @@ def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy
     rows = []
     for (authorized, encoder, strength), part in plain.groupby(["authorized", "encoder", "strength"], sort=True):
         mean = part.groupby("model")[metric].mean()
-        unauthorized = mean[_unauthorized_models(part)]
-        flat = part[(part.role == "authorized")]["accuracy_flat"].dropna()
+        authorized_part = part[part.role == "authorized"]
+        flat = authorized_part["accuracy_flat"].dropna()
         row = {
             "authorized": authorized,
             "encoding": _encoding_label(encoder, strength),
+            "n": _n_text(part, metric),
             "PSNR dB": _db(part["encoded_psnr"].mean()),
-            _auth(metric): _pct(mean[authorized]),
-            "auth retention": _pct(mean[authorized] / clean[authorized]) if clean.get(authorized, 0) > 0 else "",
-            "auth acc (flat input)": _pct(flat.mean()) if len(flat) else "",
-            "unauth mean": _pct(unauthorized.mean()),
-            "unauth max": _max_with_model(unauthorized) if len(unauthorized) else "",
-        }
+            _auth(metric): _ci(mean[authorized], metric_n(authorized_part, metric)),
+            "auth retention": percent(mean[authorized] / clean[authorized]) if clean.get(authorized, 0) > 0 else "",
+            "auth acc (flat input)": _ci(flat.mean(), metric_n(authorized_part, "accuracy")) if len(flat) else "",
+        } | _unauthorized_columns(part, metric)
         best = strongest.get((authorized, encoder, strength))
+        encoding = frame[(frame.authorized == authorized) & (frame.encoder == encoder) & (frame.strength == strength)]
+        chosen = None
+        if best is not None:
+            step = (encoding.attack == best["attack"]) & (encoding.attack_strength == best["attack_strength"]) & (encoding.attack_param == best["attack_param"])
+            chosen = encoding[step]
         row |= {
             "strongest attack": best["label"] if best else "",
-            "strongest: unauth mean": _pct(best["unauth_mean"]) if best else "",
-            f"strongest: {_auth(metric)}": _pct(best["auth"]) if best else "",
+            "strongest: unauth mean": with_interval(aggregate_intervals(chosen, _unauthorized_models(chosen), metric)[0]) if best else "",
+            f"strongest: {_auth(metric)}": _ci(best["auth"], best["n"]) if best else "",
         }
-        row |= {model: _pct(mean.get(model)) for model in models}
+        row |= _against_clean(plain, part, authorized, encoder, metric)
+        row |= _strongest_gain(encoding, best, metric) if best else {"strongest: gain": "", "strongest: p (Holm)": ""}
+        if frame.seed.nunique() > 1:
+            row |= _seed_columns(part, authorized, metric)
+        row |= {model: _ci(mean.get(model), metric_n(part[part.model == model], metric)) for model in models}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -163,21 +307,26 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Table 2: every attack step on every encoding (mean over seeds)."""
     rows = []
     keys = ["authorized", "encoder", "strength", "attack", "attack_strength", "attack_param"]
+    baselines = dict(list(frame[frame.baseline].groupby(keys[:3], sort=True)))
     for (authorized, encoder, strength, attack, attack_strength, param), part in frame.groupby(keys, sort=True):
-        baseline = bool(part.baseline.all())
+        is_baseline = bool(part.baseline.all())
         mean = part.groupby("model")[metric].mean()
-        unauthorized = mean[_unauthorized_models(part)]
+        baseline = baselines.get((authorized, encoder, strength))
+        paired = {} if is_baseline or baseline is None else _paired_columns(baseline, part, authorized, metric)
+        seeds = _seed_columns(part, authorized, metric) if frame.seed.nunique() > 1 else {}
         rows.append(
             {
                 "authorized": authorized,
                 "encoding": _encoding_label(encoder, strength),
-                "attack": "none" if baseline else f"{attack} {attack_strength:g}",
+                "attack": "none" if is_baseline else f"{attack} {attack_strength:g}",
                 "param": param,
+                "n": _n_text(part, metric),
                 "attacked PSNR dB": _db(part["attacked_psnr"].mean()),
-                _auth(metric): _pct(mean[authorized]),
-                "unauth mean": _pct(unauthorized.mean()),
-                "unauth max": _max_with_model(unauthorized) if len(unauthorized) else "",
+                _auth(metric): _ci(mean[authorized], metric_n(part[part.model == authorized], metric)),
             }
+            | _unauthorized_columns(part, metric)
+            | {name: paired.get(name, "") for name in ("auth Δ", "auth p", "unauth mean Δ", "unauth p")}
+            | seeds
         )
     return pd.DataFrame(rows)
 
@@ -189,6 +338,8 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
     csv_path, md_path = folder / "cells.csv", folder / "leaderboard.md"
     metric = "accuracy" if frame["accuracy"].notna().any() else "agreement"
     controls = sorted(frame.loc[frame.role == "control", "model"].unique())
+    seeds = frame.seed.nunique() > 1
+    paired = frame["outcomes"].map(lambda outcomes: isinstance(outcomes, dict)).any()
     if controls:
         notes = f"**Controls** ({', '.join(controls)}) are listed per model but never counted in `unauth mean` / `unauth max`.\n\n" + notes
     if metric == "agreement":
@@ -197,7 +348,7 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
             "model's prediction on the released/attacked image equals its own prediction on the clean image. "
             "The `clean` rows are 100 by definition.\n\n" + notes
         )
-    _write_atomically(csv_path, frame.drop(columns=["key", "baseline"]).to_csv(index=False, float_format="%.4f"))
+    _write_atomically(csv_path, frame.drop(columns=["key", *EXTRA_COLUMNS]).to_csv(index=False, float_format="%.4f"))
     text = [
         f"# Leaderboard: {suite_name}",
         "",
@@ -212,9 +363,13 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
         "",
         _markdown(effect_table(frame, models, metric)),
         "",
+        glossary(metric, seeds, paired, strongest=True),
+        "",
         "## Attacks",
         "",
         _markdown(attack_table(frame, metric)),
+        "",
+        glossary(metric, seeds, paired, strongest=False),
         "",
     ]
     from nonxfer_bench.reporting.theory import theory_markdown, write_theory_plots

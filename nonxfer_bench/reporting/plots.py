@@ -1,6 +1,7 @@
 """Leaderboard plots (matplotlib, PNG) from a cells frame (:func:`nonxfer_bench.reporting.leaderboard.cells_frame`).
 
-Three figures, each a mean over seeds of ``metric`` (accuracy, or agreement for unlabeled data), in %:
+Three figures, each a mean over seeds of ``metric`` (accuracy, or agreement for unlabeled data), in %,
+with error bars for the 95% interval of each point (:mod:`nonxfer_bench.reporting.uncertainty`):
 
 - ``accuracy_vs_strength.png``: one panel per (authorized model, encoder), no attack: the authorized
   model (black) and every unauthorized model against the encoder strength, the clean value at the left.
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from nonxfer_bench.reporting.uncertainty import aggregate_intervals
 
 
 def _pyplot():
@@ -39,6 +42,23 @@ def _label(encoder: str, strength: float) -> str:
     return encoder if encoder == "clean" else f"{encoder} {strength:g}"
 
 
+def _curve(part: pd.DataFrame, by: str, metric: str, models: list[str]) -> pd.DataFrame:
+    """Per value of ``by``: the mean over ``models`` (and seeds) of ``metric`` in % with its 95% interval's
+    distance below and above (columns value, below, above), for ``axis.errorbar``; the intervals are the
+    leaderboard's (:func:`~nonxfer_bench.reporting.uncertainty.aggregate_intervals`)."""
+    rows = []
+    for x, rows_at_x in part[part.model.isin(models)].groupby(by, sort=True):
+        value = rows_at_x.groupby("model")[metric].mean().mean()
+        interval = aggregate_intervals(rows_at_x, models, metric)[0]
+        below, above = (0.0, 0.0) if interval is None else (max(0.0, value - interval.lo), max(0.0, interval.hi - value))
+        rows.append({by: x, "value": 100 * value, "below": 100 * below, "above": 100 * above})
+    return pd.DataFrame(rows).set_index(by)
+
+
+def _errorbar(axis, curve: pd.DataFrame, **style):
+    return axis.errorbar(curve.index, curve["value"], yerr=[curve["below"], curve["above"]], capsize=2, elinewidth=0.6, **style)
+
+
 def accuracy_vs_strength(frame: pd.DataFrame, models: list[str], metric: str, path: Path) -> Path | None:
     plain = frame[frame.baseline].dropna(subset=[metric])
     panels = sorted({(a, e) for a, e in zip(plain.authorized, plain.encoder) if e != "clean"})
@@ -52,9 +72,9 @@ def accuracy_vs_strength(frame: pd.DataFrame, models: list[str], metric: str, pa
         part = plain[(plain.authorized == authorized) & (plain.encoder == encoder)]
         clean = plain[(plain.authorized == authorized) & (plain.encoder == "clean")].groupby("model")[metric].mean()
         for model in (m for m in models if m in set(part.model)):
-            curve = part[part.model == model].groupby("strength")[metric].mean() * 100
+            curve = _curve(part, "strength", metric, [model])
             style = {"color": "black", "lw": 2.2} if model == authorized else {"lw": 1.0}
-            line = axis.plot(curve.index, curve.values, marker="o", ms=3, label=f"{model}{' (auth)' if model == authorized else ''}", **style)
+            line = _errorbar(axis, curve, marker="o", ms=3, label=f"{model}{' (auth)' if model == authorized else ''}", **style)
             if model in clean:
                 axis.axhline(100 * clean[model], color=line[0].get_color(), lw=0.5, ls=":")
         axis.set_title(f"{authorized}: {encoder}", fontsize=8)
@@ -106,13 +126,12 @@ def attack_curves(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
     for axis, (authorized, attack) in zip(axes.flat, panels):
         part = attacked[(attacked.authorized == authorized) & (attacked.attack == attack)]
         for encoding, rows_of_encoding in part.groupby(["encoder", "strength"], sort=True):
-            mean = rows_of_encoding.groupby(["attack_strength", "model"])[metric].mean().unstack("model") * 100
-            if authorized not in mean:
+            if authorized not in set(rows_of_encoding.model):
                 continue
-            axis.plot(mean.index, mean[authorized], color=colours[encoding], marker="o", ms=3)
-            others = mean.drop(columns=authorized)
-            if not others.empty:
-                axis.plot(mean.index, others.mean(axis=1), color=colours[encoding], ls="--", marker="x", ms=3)
+            _errorbar(axis, _curve(rows_of_encoding, "attack_strength", metric, [authorized]), color=colours[encoding], marker="o", ms=3)
+            others = sorted(rows_of_encoding.loc[rows_of_encoding.role == "unauthorized", "model"].unique())  # no controls
+            if others:
+                _errorbar(axis, _curve(rows_of_encoding, "attack_strength", metric, others), color=colours[encoding], ls="--", marker="x", ms=3)
         axis.set_title(f"{authorized}: {attack}", fontsize=8)
         axis.set_xlabel("attack strength", fontsize=7)
         axis.set_xlim(-0.03, 1.03)

@@ -20,11 +20,18 @@ def numeric_bounds(cell: dict) -> dict[str, float]:
     }
 
 
-def misalignment_correlation(cells: list[dict]) -> list[dict]:
-    """Per encoding (authorized, encoder, strength, seed-mean): Spearman rho between misalignment and the
-    unauthorized accuracy drop (clean accuracy - NE accuracy, identity attack), its p-value and n models."""
-    from scipy.stats import spearmanr
+PREDICTORS = {
+    "bound/misalignment": "misalignment ||W'_eff Q||_F / ||W'_eff||_F",
+    "bound/hw_lhs": "spectral gap sum_i (sigma_i - sigma'_i)^2 (Hoffman-Wielandt left side)",
+    "bound/hw_rhs": "weight distance ||W_eff - W'_eff||_F^2 (Hoffman-Wielandt right side)",
+}
+RHO_RESAMPLES = 2000
 
+
+def rank_correlation(cells: list[dict], predictor: str = "bound/misalignment") -> list[dict]:
+    """Per encoding (authorized, encoder, strength; seed means): Spearman rho between ``predictor`` and the
+    unauthorized accuracy drop (clean accuracy - NE accuracy, identity attack) over the unauthorized models
+    that have the predictor, its p-value, a 95% bootstrap interval over models and n models."""
     baselines = [c for c in cells if c.get("baseline") and c.get("accuracy") is not None]
     clean_acc: dict[tuple[str, str], list[float]] = {}
     for c in baselines:
@@ -32,27 +39,65 @@ def misalignment_correlation(cells: list[dict]) -> list[dict]:
             clean_acc.setdefault((c["authorized"], c["model"]), []).append(c["accuracy"])
     groups: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
     for c in baselines:
-        if c["encoder"] == "clean" or c["role"] != "unauthorized" or c.get("bound/misalignment") is None:
+        if c["encoder"] == "clean" or c["role"] != "unauthorized" or c.get(predictor) is None:
             continue
         base = clean_acc.get((c["authorized"], c["model"]))
         if not base:
             continue
         drop = sum(base) / len(base) - c["accuracy"]
-        groups.setdefault((c["authorized"], c["encoder"], c["strength"]), {}).setdefault(c["model"], []).append(
-            (float(c["bound/misalignment"]), drop)
-        )
+        groups.setdefault((c["authorized"], c["encoder"], c["strength"]), {}).setdefault(c["model"], []).append((float(c[predictor]), drop))
     rows = []
     for (authorized, encoder, strength), per_model in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
         names = sorted(per_model)
-        mis = [sum(v[0] for v in per_model[m]) / len(per_model[m]) for m in names]
+        x = [sum(v[0] for v in per_model[m]) / len(per_model[m]) for m in names]
         drop = [sum(v[1] for v in per_model[m]) / len(per_model[m]) for m in names]
-        rho = p = None
-        if len(names) >= 2 and len(set(mis)) > 1 and len(set(drop)) > 1:
-            result = spearmanr(mis, drop)
-            rho, p = finite_or_none(result.statistic), finite_or_none(result.pvalue)
-        rows.append({"authorized": authorized, "encoder": encoder, "strength": strength, "models": names,
-                     "misalignment": mis, "drop": drop, "rho": rho, "p": p, "n": len(names)})
+        rho, p, interval = _spearman(x, drop)
+        rows.append({"authorized": authorized, "encoder": encoder, "strength": strength, "predictor": predictor, "models": names,
+                     "x": x, "drop": drop, "rho": rho, "p": p, "interval": interval, "n": len(names)})  # fmt: skip
     return rows
+
+
+def misalignment_correlation(cells: list[dict]) -> list[dict]:
+    """:func:`rank_correlation` of misalignment, with its values under ``misalignment`` (the Theory table and plot)."""
+    return [row | {"misalignment": row["x"]} for row in rank_correlation(cells, "bound/misalignment")]
+
+
+def _spearman(x: list[float], y: list[float]) -> tuple[float | None, float | None, tuple[float, float] | None]:
+    """rho, its p-value and a percentile bootstrap interval over the pairs (seeded; resamples with ties only
+    in one variable are left out); None where undefined (fewer than 3 models or a constant variable)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None, None, None
+    result = spearmanr(x, y)
+    values, rng = [], np.random.default_rng(0)
+    xs, ys = np.asarray(x), np.asarray(y)
+    for _ in range(RHO_RESAMPLES):
+        pick = rng.integers(0, len(xs), len(xs))
+        if len(set(xs[pick])) > 1 and len(set(ys[pick])) > 1:
+            values.append(spearmanr(xs[pick], ys[pick]).statistic)
+    interval = (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))) if values else None
+    return finite_or_none(result.statistic), finite_or_none(result.pvalue), interval
+
+
+def predictors_markdown(cells: list[dict]) -> str:
+    """'What predicts the drop': per encoding and predictor, Spearman rho [95% bootstrap interval], p and n models."""
+    rows = [row for predictor in PREDICTORS for row in rank_correlation(cells, predictor) if row["rho"] is not None]
+    if not rows:
+        return ""
+    lines = ["| authorized | encoding | predictor | Spearman rho [95% CI] | p | n models |", "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["authorized"], r["encoder"], r["strength"], list(PREDICTORS).index(r["predictor"]))):
+        low, high = r["interval"] or (None, None)
+        interval = f" [{_fmt(low, 2)}, {_fmt(high, 2)}]" if r["interval"] else ""
+        lines.append(f"| {r['authorized']} | {r['encoder']} {r['strength']:g} | {r['predictor'].removeprefix(PREFIX)} | "
+                     f"{_fmt(r['rho'], 3)}{interval} | {_fmt(r['p'], 3)} | {r['n']} |")  # fmt: skip
+    intro = (
+        "What predicts the unauthorized accuracy drop (clean - NE, no attack), over the unauthorized models that have "
+        "the number (Hoffman-Wielandt only for first layers of the authorized one's shape): " + "; ".join(f"`{k.removeprefix(PREFIX)}` = {v}" for k, v in PREDICTORS.items())
+        + f". Interval: percentile bootstrap over models ({RHO_RESAMPLES:,} resamples); with few models it is wide and the p-value is the better guide."
+    )
+    return "\n".join([intro, "", *lines])
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -106,7 +151,8 @@ def theory_markdown(cells: list[dict]) -> str:
         "change on the release (predicted c^2 ||W'_eff B||_F^2 in parentheses for same-geometry stems). Spearman: misalignment "
         "vs accuracy drop (clean - NE, no attack) over the unauthorized models with a misalignment."
     )
-    return "\n".join([intro, "", *lines])
+    predictors = predictors_markdown(cells)
+    return "\n".join([intro, "", *lines] + (["", predictors] if predictors else []))
 
 
 def _check(cell: dict, key: str) -> str:
