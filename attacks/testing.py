@@ -10,10 +10,11 @@ over theirs, with the parameters the attack needs::
     def test_sharpen_meets_the_attack_specification(check):
         check("sharpen", {"max_amount": 2.0})
 
-Attacks that override ``fit`` (informed attackers) are fitted first on a small :class:`AttackContext` built
+Attacks that override ``fit`` (informed attackers) are prepared first on a small :class:`AttackContext` built
 from random-weight zoo models at the batch's resolution: ``authorized`` (a ViT with an exact patch null
-space), the candidates ``twin`` (same architecture, other seed) and ``res`` (a ResNet stem), public images
-and a released sample encoded by the ``patch`` encoder.
+space), the candidates ``twin`` (same architecture, other seed) and ``res`` (a ResNet stem), labelled public
+images, a released sample encoded by the ``patch`` encoder and that encoder as ``encode``. Attacks that leave
+the images alone by design (the baseline, model adaptation, identification) skip ``harsher_at_strength_one``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from typing import Any, Callable
 import torch
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+from nonxfer_bench.attacks.threat import TIERS, ThreatModel
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.schema.suite import ModelSpec
-from nonxfer_bench.zoo import build_model
+from nonxfer_bench.zoo import ZooModel, build_model
 
 CHANNELS = (1, 3)
 STRENGTHS = (0.0, 0.5, 1.0)
@@ -49,15 +51,21 @@ def context(channels: int) -> AttackContext:
     generator = torch.Generator().manual_seed(3)
     public = torch.rand(24, channels, 20, 24, generator=generator)
     clean = torch.rand(8, channels, 20, 24, generator=generator)
-    released = ENCODERS.create("patch").encode(clean, models["authorized"], 15.0, generator).images
-    return AttackContext(models["authorized"], models.__getitem__, public, released)
+    encoder = ENCODERS.create("patch")
+    released = encoder.encode(clean, models["authorized"], 15.0, generator).images
+    labels = torch.arange(len(public)) % 10
+
+    def encode(images: torch.Tensor, model: ZooModel) -> torch.Tensor:
+        return encoder.encode(images, model, 15.0, torch.Generator().manual_seed(4)).images
+
+    return AttackContext(models["authorized"], models.__getitem__, public, released, public_labels=labels, encode=encode)
 
 
 def make(name: str, params: dict[str, Any] | None = None, channels: int = 3) -> Attack:
-    """The registered attack with ``params``, fitted on ``context(channels)`` if it is an informed attack."""
+    """The registered attack with ``params``, prepared on ``context(channels)`` if it is an informed attack."""
     attack = ATTACKS.create(name, params)
     if type(attack).fit is not Attack.fit:
-        attack.fit(context(channels))
+        attack.prepare(context(channels))
     return attack
 
 
@@ -75,14 +83,30 @@ def check_shape_dtype_and_determinism(name: str, params: dict[str, Any] | None =
 
 
 def check_typed_parameters(name: str, params: dict[str, Any] | None = None) -> None:
-    """A docstring, a threat model, and a ``Params`` model that refuses unknown keys."""
+    """A docstring and a ``Params`` model that refuses unknown keys."""
     cls = ATTACKS.get(name)
-    assert cls.__doc__ and cls.threat_model, f"{name}: needs a docstring and a threat_model"
+    assert cls.__doc__, f"{name}: needs a docstring"
     try:
         cls.Params(not_a_parameter=1)
     except Exception:
         return
     raise AssertionError(f"{name}: Params accepts an unknown key (use extra='forbid')")
+
+
+def check_threat_model(name: str, params: dict[str, Any] | None = None) -> None:
+    """A :class:`ThreatModel` declared on the attack's own class, and a budget spent only where it grants one."""
+    cls = ATTACKS.get(name)
+    declared = next(k for k in cls.__mro__ if "threat" in vars(k))
+    assert declared is not Attack, f"{name} inherits the base class's threat model instead of declaring one"
+    threat = ThreatModel.model_validate(cls.threat.model_dump())
+    assert threat.tier in TIERS and len(threat.text) > 10, f"{name}: threat model {threat}"
+    attack = make(name, params)
+    budget = attack.budget(1.0)
+    assert budget.released == 0 or threat.released, f"{name}: spends released NEs its threat model does not grant"
+    assert budget.public == 0 or threat.public, f"{name}: spends public images its threat model does not grant"
+    assert budget.labelled == 0 or threat.labelled, f"{name}: spends labelled NEs its threat model does not grant"
+    if threat.released and not attack.adapts_model and type(attack).fit is not Attack.fit:
+        assert budget.released == len(context(3).released), f"{name}: reports {budget.released} released NEs used"
 
 
 def check_rejects_strengths_outside_the_unit_interval(name: str, params: dict[str, Any] | None = None) -> None:
@@ -126,6 +150,7 @@ def check_parameter_is_json(name: str, params: dict[str, Any] | None = None) -> 
 CHECKS: dict[str, Callable[[str, dict[str, Any] | None], None]] = {
     "shape_dtype_and_determinism": check_shape_dtype_and_determinism,
     "typed_parameters": check_typed_parameters,
+    "threat_model": check_threat_model,
     "rejects_strengths_outside_the_unit_interval": check_rejects_strengths_outside_the_unit_interval,
     "harsher_at_strength_one": check_harsher_at_strength_one,
     "refuses_to_run_unfitted": check_refuses_to_run_unfitted,

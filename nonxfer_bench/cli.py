@@ -187,11 +187,12 @@ def command_list(args: argparse.Namespace) -> int:
     for name in names:
         cls = registry.get(name)
         plugin = f" [plugin: {registry.plugins[name]}]" if name in registry.plugins else ""
-        print(textwrap.fill(f"{name:20s}  {first_sentence(cls.__doc__)}{plugin}", 110, subsequent_indent=indent))
+        tier = f"[{cls.threat.tier}] " if args.what == "attacks" else ""  # the knowledge tier of its threat model
+        print(textwrap.fill(f"{name:20s}  {tier}{first_sentence(cls.__doc__)}{plugin}", 110, subsequent_indent=indent))
         params = parameter_defaults(cls.Params)
         print(textwrap.fill(f"parameters: {', '.join(params) if params else 'none'}", 110, initial_indent=indent, subsequent_indent=indent + "  "))
-        if getattr(cls, "threat_model", None):
-            print(textwrap.fill(f"threat model: {cls.threat_model}", 110, initial_indent=indent, subsequent_indent=indent + "  "))
+        if args.what == "attacks":
+            print(textwrap.fill(f"threat model: {cls.threat.text}", 110, initial_indent=indent, subsequent_indent=indent + "  "))
     return 0
 
 

@@ -43,6 +43,12 @@ def test_list_shows_registered_components_with_a_summary(what, expected, capsys)
     assert len(line.split()) > 1
 
 
+def test_list_attacks_shows_each_attacks_knowledge_tier(capsys):
+    assert main(["list", "attacks"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "[none]" in lines["jpeg_pil"] and "[white_box]" in lines["oracle_projection"] and "[labelled_nes]" in lines["finetune"]
+
+
 def test_missing_dataset_files_say_how_to_get_them(tmp_path, digits_zoo, capsys):
     from tests.conftest import digits_suite
 
@@ -92,7 +98,7 @@ def test_list_attacks_shows_sentences_parameters_defaults_and_threat_models(caps
     assert out.splitlines()[0] == f"built-in attacks from {ROOT / 'attacks'}"
     assert "`" not in out
     entry = out.split("\njpeg_pil ")[1].split("\njpeg_kornia ")[0]
-    assert entry.split()[:5] == ["JPEG", "with", "libjpeg", "via", "PIL."]
+    assert entry.split()[:6] == ["[none]", "JPEG", "with", "libjpeg", "via", "PIL."]
     assert "parameters: max_quality=95, min_quality=5, range='minmax'" in entry and "threat model: no knowledge" in entry
     assert {line.split()[0] for line in out.splitlines()[1:] if not line.startswith(" ")} == set(ATTACKS.names())
 

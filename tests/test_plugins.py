@@ -7,6 +7,7 @@ import torch
 
 from nonxfer_bench.attacks import ATTACKS, Attack
 from nonxfer_bench.attacks.testing import CHECKS
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.cli import main
 from nonxfer_bench.core.errors import UserError
 
@@ -16,7 +17,7 @@ GROUP = "nonxfer_bench.attacks"
 class Negate(Attack):
     """Mirrors the images around 0.5 by the strength."""
 
-    threat_model = "no knowledge: a fixed transformation"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: a fixed transformation")
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
         return images + strength * (1 - 2 * images)
@@ -47,7 +48,8 @@ def test_a_plugin_that_fails_to_import_is_one_line_and_the_rest_works(plugins, c
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err
     assert "'broken = nxb_no_such_plugin.attacks'" in lines[0] and "ModuleNotFoundError: No module named 'nxb_no_such_plugin'" in lines[0]
-    assert "negate" in captured.out and "[plugin: " in captured.out and "jpeg_pil" in captured.out
+    listed = " ".join(captured.out.split())
+    assert f"negate [none] Mirrors the images around 0.5 by the strength. [plugin: {__name__}:Negate]" in listed and "jpeg_pil" in listed
     assert main(["list", "encoders"]) == 0  # other registries and commands are untouched
     with pytest.raises(UserError, match="plugins that failed to import: broken = nxb_no_such_plugin.attacks"):
         ATTACKS.get("broken")

@@ -43,6 +43,7 @@ def test_nested_runs_hold_every_cell_and_read_back_with_search_runs(tmp_path, di
     assert len(parents) == 1 and parents["status"].item() == "FINISHED"
     assert len(children) == 3  # clean, patch@0, reference@20 for vit_a
     assert set(children["tags.nxb.encoder"]) == {"clean", "patch", "reference"}
+    assert set(children["tags.nxb.attack_tiers"]) == {"identity:none,blur:none"}  # the threat model as data, per group
     for cell in result.cells:
         child = children[children["tags.nxb.group"] == cell.group]
         assert child[f"metrics.acc.{cell.attack}.{cell.model}"].item() == pytest.approx(cell.accuracy)

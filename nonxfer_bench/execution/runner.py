@@ -232,7 +232,8 @@ class Runner:
     def services(self) -> GroupServices:
         suite = self.suite
         return GroupServices(
-            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images
+            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images,
+            public_labels=lambda: None if self._public is None else self._public.labels,
         )
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:

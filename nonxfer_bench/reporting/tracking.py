@@ -21,12 +21,13 @@ unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack
 For the UI's group-by and chart views, every group run also has params ``authorized``, ``encoder``,
 ``strength``, ``seed``, ``storage`` (only these: MLflow's compare view offers the first differing params,
 sorted, as axes), the encoder's own parameters as tags ``nxb.encoder_param.<name>``, tag
-``nxb.attack_families`` (its attacks, comma-separated), tag ``nxb.kind`` (``invocation`` on parents,
-``encoding`` on groups) and per attack one curve per role: ``auth.acc.<attack>``,
-``unauth.acc_mean.<attack>`` and ``unauth.acc_max.<attack>`` (agreement as ``auth.agree.<attack>`` ...),
-step = round(100 x attack strength). The experiment is tagged as classic model development
-(``mlflow.experimentKind``), and the links this package prints (:func:`experiment_url`) carry MLflow 3.17's
-``workflowType=machine_learning``, whose UI otherwise opens every experiment in its GenAI view. The group's cells, exactly as in the cell store, are its
+``nxb.attack_families`` (its attacks, comma-separated), tag ``nxb.attack_tiers`` (``attack:tier`` per attack,
+the threat model's knowledge tier), tag ``nxb.kind`` (``invocation`` on parents, ``encoding`` on groups) and
+per attack one curve per role: ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` and
+``unauth.acc_max.<attack>`` (agreement as ``auth.agree.<attack>`` ...), step = round(100 x attack strength).
+The experiment is tagged as classic model development (``mlflow.experimentKind``), and the links this
+package prints (:func:`experiment_url`) carry MLflow 3.17's ``workflowType=machine_learning``, whose UI
+otherwise opens every experiment in its GenAI view. The group's cells, exactly as in the cell store, are its
 ``cells.json`` artifact, so leaderboards can be rebuilt from MLflow alone (:mod:`nonxfer_bench.readback`).
 
 A group whose cells an earlier finished group run of the same run folder already holds (tags ``nxb.group``,
@@ -288,6 +289,7 @@ class Tracker:
                     "nxb.seed": group.seed,
                     "nxb.kind": "encoding",
                     "nxb.attack_families": ",".join(dict.fromkeys(c["attack"] for c in cells)),
+                    "nxb.attack_tiers": ",".join(dict.fromkeys(f"{c['attack']}:{c['tier']}" for c in cells if c.get("tier"))),
                 }
                 | {f"nxb.encoder_param.{k}": v for k, v in group.encoder.params.items()}
             )

@@ -18,6 +18,7 @@ from nonxfer_bench.attacks.testing import (
     check_refuses_to_run_unfitted,
     check_rejects_strengths_outside_the_unit_interval,
     check_shape_dtype_and_determinism,
+    check_threat_model,
     check_typed_parameters,
 )
 
@@ -70,6 +71,9 @@ def tiny_img2img_dir() -> str:
 
 SPEC_PARAMS = {
     "surrogate_projection": lambda: {"candidates": ["authorized", "twin", "res"]},
+    "identify": lambda: {"candidates": ["authorized", "twin", "res"]},
+    "finetune": lambda: {"labelled": 8, "epochs": 1},
+    "augment_finetune": lambda: {"images": 8, "epochs": 1},
     "autoencoder": lambda: {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 10, "width": 16, "batch_size": 32},
     "diffusion": lambda: {"source": str(ROOT / "suites/zoo/weights/fashion-ddpm"), "steps": 4},
     "diffusers_vae": lambda: {"source": tiny_vae_dir()},
@@ -79,6 +83,10 @@ SPEC_PARAMS = {
 
 def spec_params(name: str) -> dict | None:
     return SPEC_PARAMS[name]() if name in SPEC_PARAMS else None
+
+
+# attacks that leave the images alone by design: the baseline, model adaptation, identification
+UNCHANGED_IMAGES = {"identity", "identify"} | {n for n in NAMES if ATTACKS.get(n).adapts_model}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -96,7 +104,12 @@ def test_rejects_strengths_outside_the_unit_interval(name):
     check_rejects_strengths_outside_the_unit_interval(name, spec_params(name))
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "identity"])
+@pytest.mark.parametrize("name", NAMES)
+def test_declares_its_threat_model_as_data_on_its_own_class(name):
+    check_threat_model(name, spec_params(name))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in UNCHANGED_IMAGES])
 def test_harshest_strength_changes_the_images_more_than_the_mildest(name):
     check_harsher_at_strength_one(name, spec_params(name))
 
