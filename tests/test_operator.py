@@ -66,11 +66,12 @@ def test_forward_matches_the_layer_and_the_adjoint_is_exact(name):
     assert abs(float(inner_forward - inner_adjoint)) <= 1e-12 * float(inner_forward.abs() + 1)
 
 
+@pytest.mark.parametrize("method", ["lobpcg", "dense"])
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
-def test_smallest_singular_values_equal_the_dense_svd(name):
+def test_smallest_singular_values_equal_the_dense_svd(name, method):
     conv, shape = make_conv(name)
     k = 8
-    subspace = operator_subspace(conv, shape, k, tol=1e-10)
+    subspace = operator_subspace(conv, shape, k, tol=1e-10, method=method)
     dense = dense_singular_values(conv, shape)
     assert subspace.converged
     assert abs(subspace.sigma_max_operator - float(dense[-1])) <= 1e-9 * float(dense[-1])
@@ -129,8 +130,8 @@ def test_circular_spectrum_equals_the_dense_svd_of_a_circular_layer():
 
 def test_solver_without_preconditioner_agrees():
     conv, shape = make_conv("overlap_3x3_s1")
-    plain = operator_subspace(conv, shape, 6, tol=1e-10, precondition=False)
-    preconditioned = operator_subspace(conv, shape, 6, tol=1e-10)
+    plain = operator_subspace(conv, shape, 6, tol=1e-10, precondition=False, method="lobpcg")
+    preconditioned = operator_subspace(conv, shape, 6, tol=1e-10, method="lobpcg")
     assert torch.allclose(plain.singular_values, preconditioned.singular_values, atol=1e-8)
 
 
@@ -161,7 +162,7 @@ def test_k_outside_the_input_dimension_is_refused():
 
 def test_ritz_stop_gives_upper_bounds_close_to_the_dense_values():
     conv, shape = make_conv("resnet_7x7_s2_p3_rgb")
-    settled = operator_subspace(conv, shape, 8, tol=1e-300, ritz_tol=1e-6)  # residual tolerance unreachable
+    settled = operator_subspace(conv, shape, 8, tol=1e-300, ritz_tol=1e-6, method="lobpcg")  # residual tolerance unreachable
     dense = dense_singular_values(conv, shape)[:8]
     assert settled.stop == "ritz" and not settled.converged
     assert bool((settled.singular_values >= dense - 1e-12).all())  # Ritz values bound from above

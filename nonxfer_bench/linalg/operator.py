@@ -42,11 +42,13 @@ iteration there, dominated by 80 float64 conv/conv-transpose pairs; a GPU runs t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -355,7 +357,7 @@ class EigenResult:
     lambda_max: float  # ||A||^2 from Lanczos (a lower bound, tight to many digits in practice)
     iterations: int
     matvecs: int
-    stop: str  # "residual", "ritz" (Ritz values stagnated), "invariant" (nothing left to add), "max_iter"
+    stop: str  # "residual", "ritz" (Ritz values stagnated), "invariant" (nothing left to add), "max_iter", "dense" (exact)
 
 
 def smallest_eigenpairs(
@@ -464,9 +466,13 @@ def operator_subspace(
     *,
     input_scale: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    method: Literal["auto", "dense", "lobpcg"] = "auto",
     **solver,
 ) -> OperatorSubspace:
     """The k smallest singular values and right-singular vectors of the whole first layer on C x H x W.
+
+    ``method``: ``dense`` solves exactly from the Gram matrix, ``lobpcg`` iterates matrix-free (on one thread);
+    ``auto`` is dense up to ``DENSE_LIMIT`` input pixels.
 
     ``input_scale`` multiplies input channels first (1/std: the layer as seen from [0, 1] pixels).
     Extra keywords go to :func:`smallest_eigenpairs` (``oversample``, ``max_iter``, ``precondition``,
@@ -474,7 +480,13 @@ def operator_subspace(
     """
     start = time.perf_counter()
     operator = ConvOperator.of(conv, input_shape, input_scale, device=device)
-    result = smallest_eigenpairs(operator, k, tol, **solver)
+    if not 1 <= k <= operator.in_features:
+        raise ValueError(f"k={k} must be in [1, {operator.in_features}] for input {operator.input_shape}")
+    if method == "dense" or (method == "auto" and operator.in_features <= DENSE_LIMIT):
+        result = _dense_smallest(operator, k)
+    else:
+        with _one_thread():  # the iterate depends on BLAS summation order: the same on every machine with 1 thread
+            result = smallest_eigenpairs(operator, k, tol, **solver)
     # Final Rayleigh-Ritz in singular-value form: the SVD of A restricted to the subspace, no squaring,
     # so sigma_i = ||A v_i|| exactly and sigma_max bounds the response of every combination.
     response = operator.columns(operator.forward, result.vectors, solver.get("chunk", 64))
@@ -494,6 +506,40 @@ def operator_subspace(
         input_shape=operator.input_shape,
         output_shape=operator.output_shape,
     )
+
+
+DENSE_LIMIT = 4096  # inputs up to this many pixels (e.g. 1 x 64 x 64) are solved exactly from the dense Gram matrix
+
+
+def _dense_smallest(operator: ConvOperator, k: int) -> EigenResult:
+    """The exact k smallest eigenpairs of A^T A from its dense Gram matrix (float64), for small inputs.
+
+    Where the null space has more than k dimensions the k directions are not unique: a fixed seeded frame is
+    projected onto the null space and orthonormalized, so the chosen subspace is a function of the layer only.
+    """
+    dense = operator.columns(operator.forward, torch.eye(operator.in_features, dtype=torch.float64, device=operator.weight.device), 256)
+    gram = dense.T @ dense
+    values, vectors = torch.linalg.eigh(gram)
+    null = values <= 1e-12 * values[-1]
+    if int(null.sum()) > k:
+        frame = torch.randn(operator.in_features, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(vectors)
+        inside = vectors[:, null]
+        chosen, _ = torch.linalg.qr(inside @ (inside.T @ frame))
+        chosen_values = torch.zeros(k, dtype=torch.float64, device=vectors.device)
+    else:
+        chosen, chosen_values = vectors[:, :k], values[:k]
+    residuals = (gram @ chosen - chosen * chosen_values).norm(dim=0) / values[-1]
+    return EigenResult(chosen, chosen_values, residuals, True, float(values[-1]), 0, operator.in_features, "dense")
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def dense_operator_matrix(
