@@ -67,7 +67,7 @@ class ModelSpec(Strict):
     weights: WeightSource = WeightSource()
     preprocess: Preprocess = Preprocess()
     first_conv: str | None = Field(None, description="module path of the first layer; default pretrained_cfg")
-    seed: int = Field(0, description="training seed (zoo train)")
+    seed: int = Field(0, description="training seed (train zoo)")
     train: TrainSpec | None = Field(None, description="training settings for this model; default: the zoo's")
 
     def identity(self) -> dict:
@@ -97,7 +97,7 @@ class DatasetSpec(Strict):
 
 
 class ZooFile(Strict):
-    """A zoo file: models plus how `nonxfer-bench zoo train` trains those with file weights."""
+    """A zoo file: models plus how `nonxfer-bench train zoo` trains those with file weights."""
 
     dataset: DatasetSpec | None = None
     train: TrainSpec = TrainSpec()

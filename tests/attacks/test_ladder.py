@@ -99,7 +99,7 @@ def test_adaptation_changes_models_not_images(ladder_run):
 
 
 def test_bn_adapt_uses_train_mode_statistics_of_the_release_only():
-    from tests.attacks.test_registry import context
+    from nonxfer_bench.attacks.testing import context
 
     ctx = context(1)
     attack = ATTACKS.create("bn_adapt")
@@ -115,7 +115,7 @@ def test_bn_adapt_uses_train_mode_statistics_of_the_release_only():
 
 
 def test_finetune_refuses_a_suite_without_labelled_public_images():
-    from tests.attacks.test_registry import context
+    from nonxfer_bench.attacks.testing import context
 
     ctx = copy.copy(context(1))
     ctx.public_labels = None
@@ -124,7 +124,7 @@ def test_finetune_refuses_a_suite_without_labelled_public_images():
 
 
 def test_augment_finetune_never_makes_noise_with_the_authorized_stem():
-    from tests.attacks.test_registry import context
+    from nonxfer_bench.attacks.testing import context
 
     with pytest.raises(ValueError, match="white box"):
         ATTACKS.create("augment_finetune", {"noise_models": ["authorized"]}).prepare(context(1))
