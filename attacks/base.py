@@ -10,12 +10,13 @@ out-of-range values and says so in its docstring.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from pydantic import BaseModel
 
+from nonxfer_bench.attacks.threat import Budget, ThreatModel, Tier
 from nonxfer_bench.core.params import NoParams
 from nonxfer_bench.core.registry import Registry
 
@@ -37,6 +38,8 @@ ATTACKS: Registry["Attack"] = Registry(
         "nonxfer_bench.attacks.denoising",
         "nonxfer_bench.attacks.integrity",
         "nonxfer_bench.attacks.reconstruction",
+        "nonxfer_bench.attacks.adaptation",
+        "nonxfer_bench.attacks.identification",
     ),
     "nonxfer_bench.attacks",
 )
@@ -52,7 +55,11 @@ class AttackContext:
     - ``public_images``: clean images from a split disjoint from the evaluation images, at the release
       resolution ([0, 1]); empty when the suite declares no ``public`` dataset;
     - ``released``: a sample of the released (encoded) images of this group;
-    - ``batch_labels``: labels of the batch being attacked (integrity attacks), set per batch.
+    - ``batch_labels``: labels of the batch being attacked (integrity attacks), set per batch;
+    - ``public_labels``: labels of ``public_images`` (None when unknown);
+    - ``encode``: the group's encoder at the group's strength, keyed apart from the release's draws: (clean
+      images, a model) in, NEs made for that model out. With the authorized model: the owner's release of a
+      labelled set (labelled-NE attackers); with a model the attacker holds: self-made noise of the release's kind.
     """
 
     authorized: "ZooModel"
@@ -60,19 +67,35 @@ class AttackContext:
     public_images: torch.Tensor
     released: torch.Tensor
     batch_labels: torch.Tensor | None = None
+    public_labels: torch.Tensor | None = None
+    encode: Callable[[torch.Tensor, "ZooModel"], torch.Tensor] | None = None
+
+    def limited(self, released: int | None, public: int | None) -> "AttackContext":
+        """The same context holding only the first ``released`` NEs and ``public`` clean images (None: all)."""
+        labels = self.public_labels
+        return replace(
+            self,
+            released=self.released[:released],
+            public_images=self.public_images[:public],
+            public_labels=None if labels is None else labels[:public],
+        )
 
 
 class Attack(ABC):
-    """A registered attack; ``threat_model`` states what the attacker knows and uses.
+    """A registered attack; ``threat`` states, as data, what the attacker knows and uses.
 
-    Attacks that learn from data or use models override :meth:`fit`, which the runner calls once
-    per encoding group before the first batch is attacked.
+    Attacks that learn from data or use models override :meth:`fit`, which the runner calls (through
+    :meth:`prepare`, which applies the ``released``/``public`` budget parameters and records the
+    :class:`Budget` given in ``spent``) once per encoding group before the first batch is attacked. Attacks that adapt
+    the unauthorized party's model instead of the images set ``adapts_model`` and implement :meth:`adapt`.
     """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Params: ClassVar[type[BaseModel]] = NoParams
-    threat_model: ClassVar[str] = "no knowledge: a fixed transformation of the released images"
+    threat: ClassVar[ThreatModel] = ThreatModel(tier=Tier.NONE, text="no knowledge: a fixed transformation of the released images")
+    # the score stage evaluates adapt(model) on the images this attack returns (usually unchanged)
+    adapts_model: ClassVar[bool] = False
     # expensive attacks (networks, iterations): the runner caches their outputs per group, step, draw and batch
     cache_outputs: ClassVar[bool] = False
     # the no-attack step: its cells are the baseline every attack is compared with, and carry the bound numbers
@@ -80,6 +103,27 @@ class Attack(ABC):
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
+        self.spent = Budget()
+
+    def prepare(self, context: AttackContext) -> None:
+        """Fit on the budget this attack may spend (its ``released``/``public`` parameters, else everything the
+        group holds) and record in ``spent`` how many images of each kind it was given."""
+        released, public = getattr(self.params, "released", None), getattr(self.params, "public", None)
+        limited = context.limited(released, public)
+        threat = self.threat
+        self.spent = Budget(
+            released=len(limited.released) if threat.released else 0,
+            public=len(limited.public_images) if threat.public else 0,
+        )
+        self.fit(limited)
+
+    def budget(self, strength: float) -> Budget:
+        """What the attack spends at ``strength`` (recorded per cell); attacks whose use depends on it override."""
+        return self.spent
+
+    def adapt(self, model: "ZooModel", strength: float) -> "ZooModel":
+        """An adapted copy of ``model`` (after :meth:`fit`), for attacks with ``adapts_model``; the default keeps it."""
+        return model
 
     @property
     def draws(self) -> int:

@@ -11,6 +11,7 @@ from PIL import Image
 from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, to_unit_range
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.core.params import Strict
 
 
@@ -31,7 +32,7 @@ class JpegPil(Attack):
     ``max_quality`` (strength 0) to ``min_quality`` (strength 1)."""
 
     Params = JpegParams
-    threat_model = "no knowledge: the release is re-encoded as JPEG (a platform upload, a careless copy)"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: the release is re-encoded as JPEG (a platform upload, a careless copy)")
 
     def parameter(self, strength: float) -> dict:
         return {"quality": jpeg_quality(self.params, strength)}
@@ -56,7 +57,7 @@ class JpegKornia(Attack):
     ``jpeg_pil``); grayscale is coded as equal RGB channels and averaged back."""
 
     Params = JpegParams
-    threat_model = "no knowledge: differentiable JPEG, the codec an adaptive attacker would backprop through"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: differentiable JPEG, the codec an adaptive attacker would backprop through")
 
     def parameter(self, strength: float) -> dict:
         return {"quality": jpeg_quality(self.params, strength)}
@@ -85,7 +86,7 @@ class Quantize(Attack):
     at strength 1. By default values are clipped to [0, 1] first, as storing an integer image does."""
 
     Params = QuantizeParams
-    threat_model = "no knowledge: the release is stored as an integer image"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: the release is stored as an integer image")
 
     def bits(self, strength: float) -> int:
         return round(self.params.max_bits + (self.params.min_bits - self.params.max_bits) * strength)

@@ -14,6 +14,7 @@ import torch
 from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.core.params import Strict
 
 
@@ -26,7 +27,7 @@ class DenoiseMedian(Attack):
     """Median filter (kornia ``median_blur``, reflect borders); window side 1 -> ``max_kernel`` (odd) with strength."""
 
     Params = MedianParams
-    threat_model = "no knowledge: a median filter removes impulsive and high-frequency noise"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: a median filter removes impulsive and high-frequency noise")
 
     def kernel(self, strength: float) -> int:
         return 1 + 2 * round(strength * (self.params.max_kernel - 1) / 2)
@@ -58,7 +59,7 @@ class DenoiseTv(Attack):
     denoised, and mapped back)."""
 
     Params = TvParams
-    threat_model = "no knowledge: total-variation smoothing keeps edges and removes texture-like noise"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: total-variation smoothing keeps edges and removes texture-like noise")
 
     def parameter(self, strength: float) -> dict:
         return {"weight": round(strength * self.params.max_weight, 4)}
@@ -105,7 +106,7 @@ class DenoiseNlm(Attack):
     per image on the CPU."""
 
     Params = NlmParams
-    threat_model = "no knowledge: non-local means averages similar patches (repeated noise patterns are similar too)"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: non-local means averages similar patches (repeated noise patterns are similar too)")
 
     def parameter(self, strength: float) -> dict:
         return {"h_over_sigma": round(strength * self.params.max_h, 4)}

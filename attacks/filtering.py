@@ -8,6 +8,7 @@ import torch
 from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.core.params import Strict
 
 
@@ -20,7 +21,7 @@ class Blur(Attack):
     """Gaussian blur with sigma = strength x ``max_sigma`` (kernel 2*ceil(3 sigma)+1, reflect borders)."""
 
     Params = BlurParams
-    threat_model = "no knowledge: low-pass filtering removes high-frequency noise"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: low-pass filtering removes high-frequency noise")
 
     def sigma(self, strength: float) -> float:
         return strength * self.params.max_sigma

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 
 
 @ATTACKS.register("identity")
 class Identity(Attack):
     """Returns the released images unchanged."""
 
-    threat_model = "none: the released images as they are"
+    threat = ThreatModel(tier=Tier.NONE, text="none: the released images as they are")
     baseline = True
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:

@@ -37,6 +37,7 @@ from torch import nn
 
 from nonxfer_bench.attacks._subspace_tools import not_fitted
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.core.params import Strict
 
 
@@ -90,9 +91,13 @@ class Torchattacks(Attack):
 
     Params = TorchattacksParams
     version = "2"  # 1 left the attacked model in training mode (cells of such runs are wrong)
-    threat_model = (
-        "integrity, white box: gradients of the authorized model and the true labels; compare with the same "
-        "attack on the clean encoder row"
+    threat = ThreatModel(
+        tier=Tier.WHITE_BOX,
+        text=(
+            "integrity, white box: gradients of the authorized model and the true labels; compare with the same "
+            "attack on the clean encoder row"
+        ),
+        queries="gradient",
     )
     cache_outputs = True
 

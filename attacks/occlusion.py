@@ -6,6 +6,7 @@ import torch
 from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.core.params import Strict
 
 
@@ -18,7 +19,7 @@ class Cutout(Attack):
     """Zeroes one square per image at a position drawn from the seeded generator; side grows with strength."""
 
     Params = CutoutParams
-    threat_model = "no knowledge: occlusion (crops, overlays, watermarks)"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: occlusion (crops, overlays, watermarks)")
 
     def side(self, strength: float, height: int, width: int) -> int:
         return round(strength * self.params.max_fraction * min(height, width))

@@ -21,6 +21,7 @@ from nonxfer_bench.attacks._subspace_tools import (
     not_fitted,
 )
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.core.params import Strict
 
 
@@ -43,7 +44,7 @@ class OracleProjection(Attack):
     """
 
     Params = OracleParams
-    threat_model = "white box: holds the authorized model's first layer (weights and normalization) and clean public images"
+    threat = ThreatModel(tier=Tier.WHITE_BOX, text="white box: holds the authorized model's first layer (weights and normalization) and clean public images", public=True)
 
     def __init__(self, params: OracleParams) -> None:
         super().__init__(params)

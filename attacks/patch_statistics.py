@@ -24,9 +24,10 @@ from pydantic import Field
 
 from nonxfer_bench.attacks._subspace_tools import Lattice, LatticeParams, not_fitted
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+from nonxfer_bench.attacks.threat import BudgetParams, ThreatModel, Tier
 
 
-class PatchMeanParams(LatticeParams):
+class PatchMeanParams(LatticeParams, BudgetParams):
     prior: Literal["public", "released"] = Field("public", description="clean prior mean from public images, or from the released images (noise averages out over images)")
     estimator: Literal["mean", "wiener"] = Field("mean", description="plain least squares, or Wiener-shrunk with the noise and clean covariances")
     fold_gain: Literal["assume", "detect"] = Field("assume", description="assume the reference's fold gain (window count) on the image, or detect it from the release's mean")
@@ -64,9 +65,13 @@ class PatchMean(Attack):
     """
 
     Params = PatchMeanParams
-    threat_model = (
-        "knows the method and the authorized architecture's stem geometry and normalization (not its weights); "
-        "holds clean public images for a prior mean"
+    threat = ThreatModel(
+        tier=Tier.ARCHITECTURE,
+        text=(
+            "knows the method and the authorized architecture's stem geometry and normalization (not its weights); "
+            "holds clean public images for a prior mean"
+        ),
+        released=True, public=True,
     )
 
     def __init__(self, params: PatchMeanParams) -> None:
@@ -177,13 +182,17 @@ class PatchWiener(PatchMean):
     """``patch_mean`` with the Wiener-shrunk estimate and a detected fold gain (see ``patch_mean``)."""
 
     Params = PatchWienerParams
-    threat_model = (
-        "knows the method and the authorized architecture's stem geometry and normalization (not its weights); "
-        "holds clean public images and the release for first and second moments"
+    threat = ThreatModel(
+        tier=Tier.ARCHITECTURE,
+        text=(
+            "knows the method and the authorized architecture's stem geometry and normalization (not its weights); "
+            "holds clean public images and the release for first and second moments"
+        ),
+        released=True, public=True,
     )
 
 
-class NotchParams(LatticeParams):
+class NotchParams(LatticeParams, BudgetParams):
     width: int = Field(0, ge=0, description="notch half-width in DFT bins around each lattice frequency")
     dc: Literal["keep", "prior"] = Field("prior", description="keep each image's mean, or move it toward the public images' mean (needs fit)")
 
@@ -205,7 +214,7 @@ class LatticeNotch(Attack):
     """
 
     Params = NotchParams
-    threat_model = "knows the method and the authorized architecture's stem stride (the noise period); nothing else"
+    threat = ThreatModel(tier=Tier.ARCHITECTURE, text="knows the method and the authorized architecture's stem stride (the noise period); nothing else", released=True, public=True)
 
     def __init__(self, params: NotchParams) -> None:
         super().__init__(params)

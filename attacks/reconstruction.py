@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, to_unit_range
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.generative.autoencoder import AutoencoderConfig, load_or_train
@@ -50,7 +51,7 @@ class AutoencoderReconstruction(Attack):
     (strength 0: a plain reconstruction). Trained on first use and cached by its config hash."""
 
     Params = AutoencoderParams
-    threat_model = "knows the data domain: holds clean images of it (a disjoint split) and trains a reconstructor"
+    threat = ThreatModel(tier=Tier.NONE, text="knows the data domain: holds clean images of it (a disjoint split) and trains a reconstructor")
     cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
@@ -104,7 +105,7 @@ class DiffusersVae(Attack):
     to RGB and a multiple of 8 pixels and back."""
 
     Params = DiffusersVaeParams
-    threat_model = "holds a pretrained image autoencoder (e.g. Stable Diffusion's VAE)"
+    threat = ThreatModel(tier=Tier.NONE, text="holds a pretrained image autoencoder (e.g. Stable Diffusion's VAE)")
     cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
@@ -152,7 +153,7 @@ class DiffusionPurification(Attack):
     input. ``draws`` > 1 evaluates K seeded purifications."""
 
     Params = DiffusionParams
-    threat_model = "knows the data domain: holds a diffusion model trained on clean images of it"
+    threat = ThreatModel(tier=Tier.NONE, text="knows the data domain: holds a diffusion model trained on clean images of it")
     cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
@@ -196,7 +197,7 @@ class Img2ImgRegeneration(Attack):
     checker is not loaded (it blanks images, which would count as an attack effect)."""
 
     Params = Img2ImgParams
-    threat_model = "holds a pretrained text-to-image diffusion model (e.g. Stable Diffusion) and regenerates the images"
+    threat = ThreatModel(tier=Tier.NONE, text="holds a pretrained text-to-image diffusion model (e.g. Stable Diffusion) and regenerates the images")
     cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:

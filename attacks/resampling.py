@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
+from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.core.params import Strict
 
 
@@ -20,7 +21,7 @@ class Resize(Attack):
     """Bilinear resize to ``scale`` x the size and back; scale goes 1 -> ``min_scale`` with strength."""
 
     Params = ResizeParams
-    threat_model = "no knowledge: the release is resized (thumbnails, re-uploads)"
+    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: the release is resized (thumbnails, re-uploads)")
 
     def scale(self, strength: float) -> float:
         return 1.0 + (self.params.min_scale - 1.0) * strength

@@ -32,7 +32,7 @@ from nonxfer_bench.attacks._subspace_tools import (
     not_fitted,
 )
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.attacks.threat import BudgetParams, ThreatModel, Tier
 
 
 class _Estimated(Attack):
@@ -85,7 +85,7 @@ class _Estimated(Attack):
         return self.apply_rows(images, lambda rows: remover(rows))
 
 
-class SubspacePatchParams(LatticeParams):
+class SubspacePatchParams(LatticeParams, BudgetParams):
     max_dims: int = Field(32, ge=1, description="directions removed at strength 1 (capped at the patch dimension)")
     restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
     ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariances")
@@ -102,9 +102,13 @@ class SubspacePatch(_Estimated):
     (plain PCA of released tiles). Needs :meth:`fit` (it raises otherwise)."""
 
     Params = SubspacePatchParams
-    threat_model = (
-        "knows the method and the authorized architecture's stem kernel (not its weights); holds released NEs "
-        "and clean public images; estimates the noise subspace from their patch covariances"
+    threat = ThreatModel(
+        tier=Tier.ARCHITECTURE,
+        text=(
+            "knows the method and the authorized architecture's stem kernel (not its weights); holds released NEs "
+            "and clean public images; estimates the noise subspace from their patch covariances"
+        ),
+        released=True, public=True,
     )
 
     def fit(self, context: AttackContext) -> None:
@@ -118,7 +122,7 @@ class SubspacePatch(_Estimated):
         return self.tiling.apply(images, fn)
 
 
-class SubspaceImageParams(Strict):
+class SubspaceImageParams(BudgetParams):
     max_dims: int = Field(64, ge=1, description="directions removed at strength 1")
     restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
     ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariances")
@@ -135,9 +139,13 @@ class SubspaceImage(_Estimated):
     used as they are. Needs :meth:`fit` (it raises otherwise)."""
 
     Params = SubspaceImageParams
-    threat_model = (
-        "knows only that the noise is low-dimensional; holds released NEs and clean public images; "
-        "estimates the noise subspace from their image covariances"
+    threat = ThreatModel(
+        tier=Tier.METHOD,
+        text=(
+            "knows only that the noise is low-dimensional; holds released NEs and clean public images; "
+            "estimates the noise subspace from their image covariances"
+        ),
+        released=True, public=True,
     )
 
     def fit(self, context: AttackContext) -> None:

@@ -22,16 +22,55 @@ from pydantic import Field
 
 from nonxfer_bench.attacks._subspace_tools import Restore, SubspaceRemover, Tiling, covariance, first_layer_tiles, not_fitted
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.attacks.threat import BudgetParams, ThreatModel, Tier
 
 
-class SurrogateParams(Strict):
+class SurrogateParams(BudgetParams):
     candidates: list[str] = Field(min_length=1, description="zoo model names the attacker holds (public models)")
     exclude_authorized: bool = Field(False, description="drop the authorized model from the candidates (it is private)")
     select: int = Field(1, ge=1, description="how many top-scoring candidates to project out (applied in score order)")
     tau: float = Field(1e-5, gt=0, description="singular-value threshold for each candidate's V_N")
     restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
     ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariance")
+
+
+def explained_excess(tiling: Tiling, basis: torch.Tensor, released: torch.Tensor, public: torch.Tensor) -> float:
+    """Share of the release's variance in excess of the public images' that lies in ``basis`` (module docstring)."""
+    _, c_released = covariance(tiling.patches(released))
+    if len(public) > 1:
+        c_released = c_released - covariance(tiling.patches(public))[1]
+    total = float(torch.trace(c_released))
+    if total <= 0:
+        return 0.0
+    return float(torch.trace(basis.T @ c_released @ basis)) / total
+
+
+Ranked = list[tuple[float, int, str, Tiling, torch.Tensor]]  # (score, subspace dims, name, tiling, V_N), best first
+
+
+def rank_candidates(attack: str, candidates: list[str], context: AttackContext, tau: float, exclude_authorized: bool) -> tuple[Ranked, dict[str, float | None]]:
+    """Candidates ranked by explained excess (ties: the smaller subspace, then the name), and every score
+    (None for a candidate whose input shape differs from the release's: it cannot be authorized)."""
+    released, public = context.released, context.public_images
+    scored: Ranked = []
+    scores: dict[str, float | None] = {}
+    for name in candidates:
+        if exclude_authorized and name == context.authorized.name:
+            continue
+        try:
+            model = context.model(name)
+        except Exception:
+            raise ValueError(f"{attack}: candidate {name!r} is not a model of the zoo") from None
+        if tuple(model.input_size) != tuple(released.shape[1:]):
+            scores[name] = None
+            continue
+        tiling, basis = first_layer_tiles(model, tau)
+        scores[name] = explained_excess(tiling, basis, released, public)
+        scored.append((scores[name], basis.shape[1], name, tiling, basis))
+    if not scored:
+        raise ValueError(f"{attack}: no candidate among {candidates} matches the release's shape {tuple(released.shape[1:])}")
+    scored.sort(key=lambda item: (-round(item[0], 6), item[1], item[2]))
+    return scored, scores
 
 
 @ATTACKS.register("surrogate_projection")
@@ -47,9 +86,13 @@ class SurrogateProjection(Attack):
     """
 
     Params = SurrogateParams
-    threat_model = (
-        "knows the method and holds a list of public candidate models (first layers included) that may contain "
-        "the authorized one, plus clean public images; does not know which candidate is authorized"
+    threat = ThreatModel(
+        tier=Tier.PUBLIC_WEIGHTS,
+        text=(
+            "knows the method and holds a list of public candidate models (first layers included) that may contain "
+            "the authorized one, plus clean public images; does not know which candidate is authorized"
+        ),
+        released=True, public=True,
     )
 
     def __init__(self, params: SurrogateParams) -> None:
@@ -58,40 +101,13 @@ class SurrogateProjection(Attack):
         self.scores: dict[str, float | None] = {}
 
     def fit(self, context: AttackContext) -> None:
-        released, public = context.released, context.public_images
-        scored: list[tuple[float, int, str, Tiling, torch.Tensor]] = []
-        self.scores = {}
-        for name in self.params.candidates:
-            if self.params.exclude_authorized and name == context.authorized.name:
-                continue
-            try:
-                model = context.model(name)
-            except Exception:
-                raise ValueError(f"surrogate_projection: candidate {name!r} is not a model of the zoo") from None
-            if tuple(model.input_size) != tuple(released.shape[1:]):
-                self.scores[name] = None
-                continue
-            tiling, basis = first_layer_tiles(model, self.params.tau)
-            score = self.score(tiling, basis, released, public)
-            self.scores[name] = score
-            scored.append((score, basis.shape[1], name, tiling, basis))
-        if not scored:
-            raise ValueError(f"surrogate_projection: no candidate among {self.params.candidates} matches the release's shape {tuple(released.shape[1:])}")
-        scored.sort(key=lambda item: (-round(item[0], 6), item[1], item[2]))
+        public = context.public_images
+        scored, self.scores = rank_candidates(self.name, self.params.candidates, context, self.params.tau, self.params.exclude_authorized)
         self.chosen = []
         for _, _, name, tiling, basis in scored[: self.params.select]:
             clean = tiling.patches(public) if len(public) else None
             self.chosen.append((name, tiling, SubspaceRemover(basis, clean, self.params.restore, self.params.ridge)))
 
-    @staticmethod
-    def score(tiling: Tiling, basis: torch.Tensor, released: torch.Tensor, public: torch.Tensor) -> float:
-        _, c_released = covariance(tiling.patches(released))
-        if len(public) > 1:
-            c_released = c_released - covariance(tiling.patches(public))[1]
-        total = float(torch.trace(c_released))
-        if total <= 0:
-            return 0.0
-        return float(torch.trace(basis.T @ c_released @ basis)) / total
 
     def parameter(self, strength: float) -> dict:
         out: dict = {"removed": round(strength, 4)}

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.environment import check_environment
@@ -17,6 +18,9 @@ from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.execution import EXECUTOR_NAMES
 from nonxfer_bench.generative.diffusion import MAX_TRAIN_STEPS
 from nonxfer_bench.schema.suite import MAX_STRENGTH
+
+if TYPE_CHECKING:
+    from nonxfer_bench.reporting.tracking import Tracker
 
 SUITES_DIR = Path("suites")
 
@@ -42,7 +46,8 @@ class OneLineParser(argparse.ArgumentParser):
     """Command-line mistakes as one line with exit code 2, like every other bad input."""
 
     def error(self, message: str) -> None:
-        self.exit(2, one_line(f"nonxfer-bench: error: {self.prog}: {message} (see `{self.prog} --help`)") + "\n")
+        command = self.prog.removeprefix("nonxfer-bench").strip()
+        self.exit(2, one_line(f"nonxfer-bench: error: {command + ': ' if command else ''}{message} (see `{self.prog} --help`)") + "\n")
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -76,6 +81,17 @@ threads_int = bounded_int(1, 1024)
 batch_int = bounded_int(1, 65_536)
 
 
+def device_name(text: str) -> str:
+    from nonxfer_bench.core.device import DEVICE_PATTERN
+
+    if not re.match(DEVICE_PATTERN, text):
+        raise ValueError(text)
+    return text
+
+
+device_name.__name__ = "device (auto, cpu, cuda or cuda:N)"
+
+
 def _set_threads(threads: int | None) -> None:
     import torch
 
@@ -84,6 +100,7 @@ def _set_threads(threads: int | None) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from nonxfer_bench.core.device import resolve_device
     from nonxfer_bench.execution.executors import WorkerDied, create_executor
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.execution.store import exclusive
@@ -94,6 +111,10 @@ def command_run(args: argparse.Namespace) -> int:
     suite = load_suite(Path(args.suite))
     if args.limit is not None:
         suite.dataset.limit = args.limit
+    suite.device = args.device or suite.device
+    suite.precision = args.precision or suite.precision
+    if args.executor != "ray":  # before any work: cuda asked for where there is none is one line, exit 2
+        suite.device = str(resolve_device(suite.device))  # (a Ray driver may have no GPU; its workers resolve their own)
     _set_threads(args.threads or suite.threads)
     tracking = suite.tracking.enabled and not args.no_tracking
     tracker = Tracker(suite, Path(args.suite)) if tracking else None
@@ -119,9 +140,18 @@ def command_run(args: argparse.Namespace) -> int:
     print(
         f"{suite.name}: {result.computed_groups} encodings computed, {result.skipped_groups} reused; "
         f"{len(result.cells)} cells. Leaderboard: {paths[0]}"
-        + (f"; MLflow: {tracker.uri} (experiment {suite.tracking.experiment or suite.name})" if tracker else "")
+        + (f"; MLflow: {tracker.uri} (experiment {suite.tracking.experiment or suite.name}{_mlflow_link(tracker)})" if tracker else "")
     )
     return 0
+
+
+def _mlflow_link(tracker: "Tracker") -> str:
+    """Where to open the run's experiment: a server's own link, or how to start the UI on a local store."""
+    from nonxfer_bench.reporting.tracking import experiment_url
+
+    if tracker.uri.startswith(("http://", "https://")):
+        return f", {experiment_url(tracker.uri, tracker.experiment_id)}"
+    return f"; open it with `nonxfer-bench ui {tracker.suite_path}`"
 
 
 def command_zoo_train(args: argparse.Namespace) -> int:
@@ -146,6 +176,24 @@ def command_train_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attacks_origin_problem() -> str | None:
+    """Run from a checkout (``PYTHONPATH=.``), ``nonxfer_bench`` comes from the checkout but its ``attacks``
+    from wherever the package was installed, or from nowhere: say so instead of running other code."""
+    import importlib.util
+
+    import nonxfer_bench
+
+    checkout = Path(nonxfer_bench.__file__).resolve().parents[1] / "attacks"
+    if not ((checkout / "__init__.py").is_file() and (checkout.parent / "pyproject.toml").is_file()):
+        return None  # an installed package: attacks/ is inside it
+    spec = importlib.util.find_spec("nonxfer_bench.attacks")
+    where = Path(spec.origin).resolve().parent if spec and spec.origin else None
+    if where == checkout:
+        return None
+    found = f"from {where}" if where else "nowhere"
+    return f"nonxfer_bench is imported from {checkout.parent} but nonxfer_bench.attacks {found}; install this checkout with `pip install -e .`"
+
+
 def command_list(args: argparse.Namespace) -> int:
     if args.what == "suites":
         for path in sorted(SUITES_DIR.glob("*.yaml")):
@@ -161,15 +209,29 @@ def command_list(args: argparse.Namespace) -> int:
             role = "authorized" if model.name in suite.authorized else suite.role(model.name, "")
             print(f"{model.name:16s} {model.arch:28s} {model.weights.source:5s} {role}")
         return 0
+    import textwrap
+
     from nonxfer_bench.attacks import ATTACKS
+    from nonxfer_bench.core.registry import first_sentence, parameter_defaults
     from nonxfer_bench.datasets.base import DATASETS
     from nonxfer_bench.encoders import ENCODERS
 
     registry = {"attacks": ATTACKS, "encoders": ENCODERS, "datasets": DATASETS}[args.what]
-    for name in registry.names():
+    names = registry.names()
+    if args.what == "attacks":
+        import nonxfer_bench.attacks
+
+        print(f"built-in attacks from {Path(nonxfer_bench.attacks.__file__).parent}")
+    indent = " " * 22
+    for name in names:
         cls = registry.get(name)
-        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name:14s} {summary}")
+        plugin = f" [plugin: {registry.plugins[name]}]" if name in registry.plugins else ""
+        tier = f"[{cls.threat.tier}] " if args.what == "attacks" else ""  # the knowledge tier of its threat model
+        print(textwrap.fill(f"{name:20s}  {tier}{first_sentence(cls.__doc__)}{plugin}", 110, subsequent_indent=indent))
+        params = parameter_defaults(cls.Params)
+        print(textwrap.fill(f"parameters: {', '.join(params) if params else 'none'}", 110, initial_indent=indent, subsequent_indent=indent + "  "))
+        if args.what == "attacks":
+            print(textwrap.fill(f"threat model: {cls.threat.text}", 110, initial_indent=indent, subsequent_indent=indent + "  "))
     return 0
 
 
@@ -296,21 +358,54 @@ def command_verify(args: argparse.Namespace) -> int:
 
 def command_ui(args: argparse.Namespace) -> int:
     from nonxfer_bench.loading import load_suite
-    from nonxfer_bench.reporting.tracking import tracking_uri
+    from nonxfer_bench.reporting.tracking import check_tracking_uri, experiment_url, find_experiment, tracking_uri
 
     suite = load_suite(Path(args.suite), require_weights=False)
     uri = tracking_uri(suite)
+    check_tracking_uri(uri)  # a server that is down: one line now, not minutes of MLflow's retries
+    experiment = find_experiment(uri, suite.tracking.experiment or suite.name)
     if uri.startswith(("http://", "https://")):  # a tracking server already serves its own UI
-        print(f"{suite.name} logs to the MLflow server {uri}: open it in a browser")
+        print(f"{suite.name} logs to the MLflow server {uri}: open {experiment_url(uri, experiment)}")
         return 0
-    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}")
+    print(f"MLflow UI for {uri}: {experiment_url(f'http://{args.host}:{args.port}', experiment)}", flush=True)
     # one worker: a local UI for one person starts about twice as fast as mlflow's default pool on 2 cores
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    return subprocess.call([sys.executable, "-m", *command])
+    # its own session: the server, its job runner and their workers form one process group that we stop as a whole
+    server = subprocess.Popen([sys.executable, "-m", *command], start_new_session=True)
+    try:
+        return server.wait()
+    finally:  # SIGTERM (raised here as Terminated), Ctrl-C, or the server exiting on its own
+        _stop_group(server)
+
+
+def _stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
+    """SIGTERM to ``process``'s process group, then SIGKILL to whatever is left of it after ``grace`` seconds."""
+    import os
+    import time
+
+    # a second Ctrl-C or kill must not cut the clean-up short
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            process.poll()  # reaps the server itself once it has exited
+            os.killpg(process.pid, 0)  # ProcessLookupError once every member of the group has exited
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    finally:
+        process.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nonxfer_bench import __version__
+
     parser = OneLineParser(prog="nonxfer-bench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"nonxfer-bench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a suite: encode, attack, evaluate, log, leaderboard")
@@ -322,17 +417,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=EXECUTOR_NAMES, default="local", help="where encoding groups run (default: this process)")
     run.add_argument("--workers", type=bounded_int(1, 256), default=2, help="processes for --executor process")
     run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
+    run.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: the suite's 'device', auto)")
+    run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default: the suite's 'precision', fp32)")
     run.set_defaults(handler=command_run)
 
-    zoo = commands.add_parser("zoo", help="zoo utilities").add_subparsers(dest="zoo_command", required=True)
-    train = zoo.add_parser("train", help="train the zoo's models that have file weights")
-    train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
-    train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
-    train.add_argument("--only", nargs="+", help="train only these model names")
-    train.add_argument("--threads", type=threads_int, help="torch CPU threads")
-    train.set_defaults(handler=command_zoo_train)
-
-    training = commands.add_parser("train", help="train generative models used by attacks").add_subparsers(dest="train_command", required=True)
+    training = commands.add_parser("train", help="train the zoo or a generative model used by attacks").add_subparsers(dest="train_command", required=True)
+    zoo = commands.add_parser("zoo", help="zoo utilities (`zoo train` is `train zoo`)").add_subparsers(dest="zoo_command", required=True)
+    for subcommands in (training, zoo):  # `train zoo` reads like `train diffusion`; `zoo train` is kept as an alias
+        train = subcommands.add_parser("zoo" if subcommands is training else "train", help="train the zoo's models that have file weights")
+        train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
+        train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
+        train.add_argument("--only", nargs="+", help="train only these model names")
+        train.add_argument("--threads", type=threads_int, help="torch CPU threads")
+        train.set_defaults(handler=command_zoo_train)
     diffusion = training.add_parser("diffusion", help="train a DDPM for diffusion purification")
     diffusion.add_argument("config", help="diffusion config YAML, e.g. suites/zoo/fashion-ddpm.yaml")
     diffusion.add_argument("--device", help="torch device (default: cuda if available)")
@@ -394,9 +491,14 @@ def _io_error(error: OSError) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input or an I/O error (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
     args = build_parser().parse_args(argv)
-    import torch
+    problem = _attacks_origin_problem()
+    if problem:
+        print(f"nonxfer-bench: error: {problem}", file=sys.stderr)
+        return 2
+    if args.command not in ("list", "ui"):  # torch takes seconds to import; listing and the UI never compute
+        import torch
 
-    torch.set_flush_denormal(True)  # denormal weights or activations can slow CPU work down 20-50x
+        torch.set_flush_denormal(True)  # denormal weights or activations can slow CPU work down 20-50x
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         check_environment()

@@ -68,7 +68,7 @@ def load_suite(path: Path, require_weights: bool = True) -> Suite:
             if weights.source == "file" and not weights.path.is_file():
                 raise UserError(
                     f"{path}: key 'zoo[{i}].weights.path': weight file {weights.path} not found "
-                    f"(train it with `nonxfer-bench zoo train`, or point to an existing .safetensors/.pth)"
+                    f"(train it with `nonxfer-bench train zoo`, or point to an existing .safetensors/.pth)"
                 )
             if weights.source == "package":
                 try:

@@ -1,4 +1,4 @@
-"""`nonxfer-bench zoo train`: train the zoo's models with file weights, reproducibly, and save them.
+"""`nonxfer-bench train zoo`: train the zoo's models with file weights, reproducibly, and save them.
 
 Each model is trained from its own seed on the zoo file's dataset (train split), evaluated on the
 test split, and written as ``.safetensors`` with a JSON card beside it (accuracy, time, settings).

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from timm.data import resolve_model_data_config
 from torch import nn
 
+from nonxfer_bench.core.device import Precision, autocast
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.linalg.geometry import ConvGeometry
 from nonxfer_bench.linalg.subspace import unfold_columns
@@ -134,8 +135,33 @@ class ZooModel(nn.Module):
     def denormalize(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor * self.std + self.mean
 
+    # --- device and precision (issue 14): kept in one block ---
+    precision: Precision = "fp32"
+    channels_last: bool = False
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's tensors are (its buffers follow ``.to``)."""
+        return self.mean.device
+
+    def to_device(self, device: torch.device, precision: Precision = "fp32") -> "ZooModel":
+        """Resident on ``device`` in eval mode, networks under autocast for bf16/fp16. channels_last on CUDA
+        only: on the CPU it would change fp32 results in the last bits, and committed results stay as they are."""
+        self.to(device)
+        self.channels_last = device.type == "cuda"
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        self.precision = precision
+        return self.eval()
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(self.prepare(images)))
+        """Logits (float32) of [0, 1] images, moved to the model's device if they are elsewhere."""
+        normalized = self.normalize(self.prepare(images.to(self.device, non_blocking=True)))
+        if self.channels_last:
+            normalized = normalized.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            logits = self.net(normalized)
+        return logits.float()
 
     def forward_first_layer(self, images: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         """The reference's flat-input path: the network with its first layer's output replaced by ``flat`` + b,
@@ -157,10 +183,10 @@ class ZooModel(nn.Module):
         finally:
             handle.remove()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        """Top-1 predictions for [0, 1] images, in batches."""
-        return torch.cat([self(images[i : i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+        """Top-1 predictions (on the CPU) for [0, 1] images, in batches."""
+        return torch.cat([self(images[i : i + batch_size]).argmax(1).cpu() for i in range(0, len(images), batch_size)])
 
 
 def _first_conv_name(net: nn.Module, spec: ModelSpec) -> str:

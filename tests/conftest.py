@@ -51,6 +51,17 @@ DIGITS_ZOO = {
 }
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` are skipped without a CUDA device (benchmarks/gpu.py runs them on a GPU machine);
+    each has a CPU twin, so a skip here is never the only test of a behaviour."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run by benchmarks/gpu.py on a GPU machine)")
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(skip)
+
+
 def write_yaml(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

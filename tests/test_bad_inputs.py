@@ -160,7 +160,7 @@ def test_a_duplicate_model_name_is_named(tmp_path, digits_zoo, capsys):
 
 def test_a_missing_weight_file_says_how_to_get_it(tmp_path, digits_zoo, capsys):
     zoo = zoo_copy(tmp_path, digits_zoo, weights={"source": "file", "path": str(tmp_path / "gone.safetensors")})
-    fails(["run", digits_suite(tmp_path, zoo)], capsys, "zoo[0].weights.path", "gone.safetensors not found", "nonxfer-bench zoo train")
+    fails(["run", digits_suite(tmp_path, zoo)], capsys, "zoo[0].weights.path", "gone.safetensors not found", "nonxfer-bench train zoo")
 
 
 def test_an_unknown_architecture_is_named(tmp_path, digits_zoo, capsys):

@@ -26,7 +26,7 @@ from nonxfer_bench.cli import main
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.metrics.statistics import bootstrap_over_images
-from nonxfer_bench.reporting.tracking import Tracker, sqlite_uri
+from nonxfer_bench.reporting.tracking import Tracker, experiment_url, sqlite_uri
 from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
 from tests.conftest import digits_suite
 
@@ -180,10 +180,11 @@ def test_the_experiment_page_and_the_run_comparison_render_in_chromium(logged, s
     runs, groups = _group_runs(server)
     experiment = runs["experiment_id"].iloc[0]
     page = browser.new_page(viewport={"width": 1400, "height": 900})
-    page.goto(f"{server}/#/experiments/{experiment}/runs", timeout=60_000)
+    assert mlflow.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    page.goto(experiment_url(server, experiment), timeout=60_000)  # the link the CLI prints
     parent_name = runs[runs["tags.nxb.kind"] == "invocation"]["tags.mlflow.runName"].item()
     parent = page.locator("[role=row]").filter(has_text=parent_name).first
-    parent.wait_for(timeout=60_000)
+    parent.wait_for(timeout=60_000)  # the classic runs table, not MLflow 3's GenAI (traces) view
     parent.locator("[col-id*='Run Name'] button").first.click()  # expand the invocation's nested group runs
     for name in groups["tags.mlflow.runName"]:
         page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
@@ -270,6 +271,63 @@ def test_ui_serves_the_store_the_suite_logs_to(digits_zoo, tmp_path, monkeypatch
         _wait_healthy(url, process, log)
         mlflow.set_tracking_uri(url)
         assert list(mlflow.search_runs(experiment_names=["digits-ui"])["run_id"]) == [parent]
+        assert experiment_url(url, mlflow.get_experiment_by_name("digits-ui").experiment_id) in log.read_text()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue  # exited while we read
+        if state != "Z":
+            children.setdefault(int(parent), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_stopping_ui_by_its_pid_stops_the_server_and_every_child(tmp_path, monkeypatch):
+    """``kill <pid of nonxfer-bench ui>``: the MLflow server, its job runner and workers go too, and the port is free."""
+    from tests.conftest import DIGITS_ZOO, write_yaml
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    zoo = write_yaml(tmp_path / "zoo.yaml", DIGITS_ZOO)  # `ui` reads the suite but never loads weights
+    path = digits_suite(tmp_path, zoo, tracking={"enabled": True, "experiment": "digits-ui-stop"})
+    port = _free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as output:  # the CLI in our own process group: only its PID is signalled
+        process = subprocess.Popen([sys.executable, "-m", "nonxfer_bench", "ui", str(path), "--port", str(port)], stdout=output, stderr=subprocess.STDOUT)
+    tree: set[int] = set()
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        assert experiment_url(f"http://127.0.0.1:{port}", None) in log.read_text()  # no experiment yet: the list, classic view
+        tree = _descendants(process.pid)
+        assert len(tree) >= 2, tree  # the server and at least its job runner or web workers
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 10  # orphans are reaped by init; give it a moment
+        while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in tree if _alive(pid)], log.read_text()[-2000:]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # nothing serves the port any more
+    finally:
+        for pid in [process.pid, *tree]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -1,5 +1,7 @@
 """Operator-level subspace: matrix-free LOBPCG against a dense SVD, adjoints, circular spectrum, null spaces."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -66,11 +68,12 @@ def test_forward_matches_the_layer_and_the_adjoint_is_exact(name):
     assert abs(float(inner_forward - inner_adjoint)) <= 1e-12 * float(inner_forward.abs() + 1)
 
 
+@pytest.mark.parametrize("method", ["lobpcg", "dense"])
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
-def test_smallest_singular_values_equal_the_dense_svd(name):
+def test_smallest_singular_values_equal_the_dense_svd(name, method):
     conv, shape = make_conv(name)
     k = 8
-    subspace = operator_subspace(conv, shape, k, tol=1e-10)
+    subspace = operator_subspace(conv, shape, k, tol=1e-10, method=method)
     dense = dense_singular_values(conv, shape)
     assert subspace.converged
     assert abs(subspace.sigma_max_operator - float(dense[-1])) <= 1e-9 * float(dense[-1])
@@ -129,8 +132,8 @@ def test_circular_spectrum_equals_the_dense_svd_of_a_circular_layer():
 
 def test_solver_without_preconditioner_agrees():
     conv, shape = make_conv("overlap_3x3_s1")
-    plain = operator_subspace(conv, shape, 6, tol=1e-10, precondition=False)
-    preconditioned = operator_subspace(conv, shape, 6, tol=1e-10)
+    plain = operator_subspace(conv, shape, 6, tol=1e-10, precondition=False, method="lobpcg")
+    preconditioned = operator_subspace(conv, shape, 6, tol=1e-10, method="lobpcg")
     assert torch.allclose(plain.singular_values, preconditioned.singular_values, atol=1e-8)
 
 
@@ -161,8 +164,44 @@ def test_k_outside_the_input_dimension_is_refused():
 
 def test_ritz_stop_gives_upper_bounds_close_to_the_dense_values():
     conv, shape = make_conv("resnet_7x7_s2_p3_rgb")
-    settled = operator_subspace(conv, shape, 8, tol=1e-300, ritz_tol=1e-6)  # residual tolerance unreachable
+    settled = operator_subspace(conv, shape, 8, tol=1e-300, ritz_tol=1e-6, method="lobpcg")  # residual tolerance unreachable
     dense = dense_singular_values(conv, shape)[:8]
     assert settled.stop == "ritz" and not settled.converged
     assert bool((settled.singular_values >= dense - 1e-12).all())  # Ritz values bound from above
     assert torch.allclose(settled.singular_values, dense, rtol=1e-4, atol=0)
+
+
+DISK_PROBE = """
+import sys
+import torch
+import nonxfer_bench.linalg.operator as operator
+from tests.test_operator import make_conv
+
+conv, shape = make_conv("resnet_7x7_s2_p3_rgb")
+if sys.argv[1] == "load":  # a second process must read the basis from disk, never solve
+    def refuse(*args, **kwargs):
+        raise AssertionError("solved again")
+    operator.operator_subspace = refuse
+result = operator.cached_operator_subspace(conv, shape, 6, float(sys.argv[2]), input_scale=torch.tensor([2.0, 3.0, 4.0]), max_iter=300)
+print(result.basis.dtype, float(result.basis.double().abs().sum()), result.singular_values.tolist(), result.stop, result.converged)
+"""
+
+
+def test_a_second_process_loads_the_basis_from_disk_and_other_settings_solve_again(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"NXB_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
+
+    def probe(mode: str, tol: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", DISK_PROBE, mode, tol], capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+
+    solved = probe("solve", "1e-8")
+    assert solved.returncode == 0, solved.stderr
+    assert list((tmp_path / "operator").glob("*.npy"))
+    loaded = probe("load", "1e-8")
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout == solved.stdout  # the same basis, singular values and solver report, bit for bit
+    other = probe("load", "1e-6")  # another tolerance is another basis: it is not taken from the cache
+    assert other.returncode != 0 and "solved again" in other.stderr

@@ -43,6 +43,7 @@ def test_nested_runs_hold_every_cell_and_read_back_with_search_runs(tmp_path, di
     assert len(parents) == 1 and parents["status"].item() == "FINISHED"
     assert len(children) == 3  # clean, patch@0, reference@20 for vit_a
     assert set(children["tags.nxb.encoder"]) == {"clean", "patch", "reference"}
+    assert set(children["tags.nxb.attack_tiers"]) == {"identity:none,blur:none"}  # the threat model as data, per group
     for cell in result.cells:
         child = children[children["tags.nxb.group"] == cell.group]
         assert child[f"metrics.acc.{cell.attack}.{cell.model}"].item() == pytest.approx(cell.accuracy)
@@ -78,3 +79,47 @@ def test_the_environment_tracking_uri_wins(tmp_path, digits_zoo, monkeypatch):
     _, suite, _ = tracked_suite(tmp_path, digits_zoo)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     assert tracking_uri(suite) == "http://127.0.0.1:9"
+
+
+def test_a_rerun_that_computes_nothing_logs_no_group_run_and_reads_back_whole(tmp_path, digits_zoo, monkeypatch):
+    from nonxfer_bench.reporting.readback import read_suite
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path, suite, uri = tracked_suite(tmp_path, digits_zoo)
+    first, _ = run_tracked(path, suite)
+    again, tracker = run_tracked(path, load_suite(path))
+    assert again.computed_groups == 0 and again.cells == first.cells
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["digits-test"])
+    children = runs[runs["tags.mlflow.parentRunId"].notna()]
+    assert len(children) == 3 and len(runs) == 5 and runs["status"].eq("FINISHED").all()  # two parents, groups once
+    parent = mlflow.get_run(tracker.parent_id)
+    reused = {key.removeprefix("nxb.reuses."): value for key, value in parent.data.tags.items() if key.startswith("nxb.reuses.")}
+    assert reused == dict(zip(children["tags.nxb.group"], children["run_id"]))
+    tracked = read_suite(uri, "digits-test")
+    assert tracked.parent_id == tracker.parent_id
+    assert sorted(tracked.cells, key=lambda c: c.key) == sorted(again.cells, key=lambda c: c.key)
+
+
+def test_the_experiment_opens_in_mlflows_classic_runs_view(tmp_path, digits_zoo, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path, suite, uri = tracked_suite(tmp_path, digits_zoo)
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("digits-test")  # made before the tag existed: the next run adds it
+    with Tracker(suite, path):
+        pass
+    assert mlflow.get_experiment_by_name("digits-test").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_compare_views_default_axes_are_the_encoding_not_encoder_internals(tmp_path, digits_zoo, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path, suite, uri = tracked_suite(tmp_path, digits_zoo)
+    run_tracked(path, suite)
+    mlflow.set_tracking_uri(uri)
+    children = [r for r in mlflow.search_runs(experiment_names=["digits-test"], output_format="list") if "mlflow.parentRunId" in r.data.tags]
+    keys = {key for run in children for key in run.data.params}
+    # MLflow's compare page offers the first three params (sorted) whose values differ between the runs
+    differing = sorted(key for key in keys if len({run.data.params.get(key) for run in children}) > 1)[:3]
+    assert keys == {"authorized", "encoder", "strength", "seed", "storage"} and differing == ["encoder", "strength"]
+    patch = next(run for run in children if run.data.params["encoder"] == "patch")
+    assert patch.data.tags["nxb.encoder_param.tau"] == str(suite.encoders[0].params["tau"])

@@ -64,8 +64,15 @@ class Outcomes(BaseModel):
         return np.ones(self.images, dtype=bool) if self.labeled is None else unpack_bits(self.labeled, self.images)
 
 
+RUN_METADATA = frozenset({"attack_seconds", "device"})  # how a run computed a cell, not what it measured
+
+
 class Cell(BaseModel):
-    """One finished cell. ``baseline`` marks the no-attack step (a property of the attack, not its name)."""
+    """One finished cell. ``baseline`` marks the no-attack step (a property of the attack, not its name).
+
+    Equality ignores :data:`RUN_METADATA` (wall seconds, device): the same cell computed by another run,
+    executor or from cached attack outputs is the same cell.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -77,6 +84,7 @@ class Cell(BaseModel):
     strength: float
     seed: int
     storage: str = "float32"
+    precision: str = Field("fp32", description="the models' precision (part of the key when not fp32)")
     attack: str
     attack_strength: float
     attack_param: dict[str, Any] = {}
@@ -101,8 +109,20 @@ class Cell(BaseModel):
     attacked_psnr: float | None = None
     attacked_ssim: float | None = None
     encoder_info: dict[str, Any] = {}
+    # the attack's threat model and what it spent (None in stores written before they were recorded)
+    tier: str | None = Field(None, description="knowledge tier of the attack (nonxfer_bench.attacks.threat.Tier)")
+    budget_released: int | None = Field(None, description="released NEs the attack observed")
+    budget_labelled: int | None = Field(None, description="labelled NEs the attack trained on")
+    budget_public: int | None = Field(None, description="clean public images the attack used")
+    attack_seconds: float | None = Field(None, description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs read from the cache)")
+    device: str | None = Field(None, description="device type the attack ran on")
     bounds: dict[str, Any] = Field({}, description="bound-tightness numbers of a baseline cell, named bound/...")
     outcomes: Outcomes | None = Field(None, description="per-image results; None in stores of schema 1")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Cell):
+            return NotImplemented
+        return self.model_dump(exclude=set(RUN_METADATA)) == other.model_dump(exclude=set(RUN_METADATA))
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Cell:
@@ -122,9 +142,12 @@ class Cell(BaseModel):
         """The flat JSON record: schema-1 keys as they were (bound numbers flat), plus schema and outcomes."""
         data = self.model_dump(mode="json", exclude={"bounds", "outcomes"}, exclude_none=False)
         for key in ("n_labeled", "accuracy_flat", "accuracy_worst", "accuracy_spread", "accuracy_draws",
-                    "agreement_worst", "agreement_spread", "agreement_draws"):  # fmt: skip
+                    "agreement_worst", "agreement_spread", "agreement_draws", "tier", "budget_released",
+                    "budget_labelled", "budget_public", "attack_seconds", "device"):  # fmt: skip
             if data[key] is None:
                 data.pop(key)  # written only when they apply, as schema 1 did
+        if data["precision"] == "fp32":
+            data.pop("precision")  # fp32 records keep the layout they always had
         data |= self.bounds
         data["schema"] = SCHEMA
         if self.outcomes is not None:

@@ -1,7 +1,8 @@
 """The dataset interface: uint8 image tensors (N x C x H x W) with labels, decoded once and cached.
 
 One module per source in this package: ``fashion_mnist`` (local IDX files), ``digits`` (scikit-learn, for
-tests), ``image_folder`` (ImageNet-val layout: one sub-folder of images per class, sorted names = labels) and
+tests), ``image_folder`` (ImageNet-val layout: one sub-folder of images per class, sorted names = labels),
+``imagenet_val`` (the official flat ImageNet-val folder with the devkit's or LOC_val_solution's labels) and
 ``packaged`` (images shipped inside installed packages). Label -1 marks an unlabeled image (accuracy is then
 not reported).
 
@@ -29,7 +30,8 @@ from nonxfer_bench.core.registry import Registry
 
 DATASETS: Registry["Dataset"] = Registry(
     "dataset",
-    ("nonxfer_bench.datasets.fashion_mnist", "nonxfer_bench.datasets.digits", "nonxfer_bench.datasets.image_folder", "nonxfer_bench.datasets.packaged"),
+    ("nonxfer_bench.datasets.fashion_mnist", "nonxfer_bench.datasets.digits", "nonxfer_bench.datasets.image_folder", "nonxfer_bench.datasets.imagenet_val",
+     "nonxfer_bench.datasets.packaged"),
     "nonxfer_bench.datasets",
 )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -29,18 +29,19 @@ class ImageFolder(Dataset):
     """ImageNet-val layout: ``root/<class>/<image>``; labels are the sorted class-folder indices."""
 
     Params = FolderParams
+    layout: ClassVar[str] = "a folder with one sub-folder of images per class"
 
     def root(self) -> Path:
         root = self.params.root or (Path(os.environ[self.params.root_env]) if os.environ.get(self.params.root_env) else None)
         if root is None:
             raise UserError(
-                f"image_folder: no dataset folder; set dataset.params.root or the environment variable "
-                f"{self.params.root_env} to a folder with one sub-folder of images per class"
+                f"{self.name}: no dataset folder; set dataset.params.root or the environment variable "
+                f"{self.params.root_env} to {self.layout}"
             )
         if not root.is_dir():
             raise UserError(
-                f"image_folder: dataset folder {root} {'is a file, not a folder' if root.exists() else 'does not exist'}; point dataset.params.root or "
-                f"{self.params.root_env} at a folder with one sub-folder of images per class"
+                f"{self.name}: dataset folder {root} {'is a file, not a folder' if root.exists() else 'does not exist'}; point dataset.params.root or "
+                f"{self.params.root_env} at {self.layout}"
             )
         return root
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from nonxfer_bench.core.device import generator_on
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_image
 from nonxfer_bench.zoo import ZooModel
@@ -14,6 +15,6 @@ class GaussianEncoder(Encoder):
     """Adds white Gaussian noise scaled per image to the target standard PSNR; ignores the model."""
 
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
-        noise = torch.randn(images.shape, generator=generator, device=images.device)
+        noise = torch.randn(images.shape, generator=generator_on(generator, images.device), device=images.device)
         released = images + noise * noise_scale_for_psnr(noise, strength)
         return Encoding(images=released, achieved_psnr=psnr_per_image(images, released))

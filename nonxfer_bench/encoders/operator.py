@@ -5,8 +5,9 @@ works on the whole first-layer operator A (``nonxfer_bench.linalg.operator``): t
 image grid, with stride, overlap, padding, dilation and groups, as seen from [0, 1] pixels (the layer
 sees (x - mean) / std, so the pixel-space operator is the convolution with weight / std_c; the mean
 drops out of differences). Its k smallest right-singular vectors v_1..v_k (orthonormal images) span the
-noise: per image z ~ N(0, I_k) from the keyed generator, noise = sum_i z_i v_i, scaled so the standard
-PSNR (peak 1) equals the target exactly. Every such noise n changes the authorized first layer by
+noise: per image the projection P g of g ~ N(0, I) (pixel space, keyed generator) onto their span, which has
+the law of sum_i z_i v_i with z ~ N(0, I_k) but depends only on the subspace, scaled so the standard PSNR
+(peak 1) equals the target exactly. Every such noise n changes the authorized first layer by
 ||A n|| <= sigma_s ||n||, with sigma_s the largest singular value over the chosen directions, reported
 in ``Encoding.info`` together with sigma_min, ||A|| and the patch-level k and sigma_s for comparison.
 
@@ -17,7 +18,9 @@ What it can and cannot promise:
 - Overlapping stems (ResNet 7x7/s2, 3x3/s2 stems) are in general injective: sigma_s > 0, typically a
   sizeable fraction of ||A||, and with zero padding the smallest directions concentrate near the image
   border. The noise is then "least visible", not invisible: read sigma_s / sigma_max_operator.
-The basis is computed once per (weights, std, input shape, k, tol) and cached in memory.
+The subspace is exact for inputs of up to 4,096 pixels (dense Gram matrix) and otherwise solved by LOBPCG on one
+thread, so an NE is a function of its key and inputs, not of the machine's thread count. It is computed once per
+(weights, std, input shape, k, tol) and cached in memory and on disk.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from nonxfer_bench.core.device import generator_on
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.linalg.operator import OperatorSubspace, cached_operator_subspace, patch_level
@@ -59,12 +63,15 @@ class OperatorEncoder(Encoder):
     """Gaussian noise in the k least-sensitive image directions of the whole first layer, exact standard PSNR."""
 
     Params = OperatorParams
+    version = "2"  # 2: exact small subspaces, draws by projection (1 depended on the thread count)
 
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         subspace = pixel_space_operator_subspace(model, tuple(images.shape[1:]), self.params)
         basis = subspace.basis.to(device=images.device, dtype=images.dtype).flatten(1)
-        z = torch.randn(len(images), subspace.k, generator=generator, device=images.device, dtype=images.dtype)
-        noise = (z @ basis).view_as(images)
+        # P g with P = V V^T the projector onto the subspace and g ~ N(0, I) in pixel space: the same law as V z,
+        # but a function of the subspace only, not of the basis a solver happened to return within it
+        g = torch.randn(len(images), basis.shape[1], generator=generator_on(generator, images.device), device=images.device, dtype=images.dtype)
+        noise = ((g @ basis.T) @ basis).view_as(images)
         released = images + noise * noise_scale_for_psnr(noise, strength)
         patch = patch_level(model.first_conv, model.pixel_scale(), self.params.tau)
         return Encoding(

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from nonxfer_bench.core.device import generator_on
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.linalg.subspace import DEFAULT_TAU, NoiseSubspace, PatchSubspace, patch_subspace
@@ -46,7 +47,7 @@ class PatchEncoder(Encoder):
         subspace = pixel_space_subspace(model, self.params.tau)
         tiles = model.geometry.tiling().unfold_kwargs()
         count = F.unfold(images[:1], **tiles).shape[-1]
-        z = torch.randn(len(images), subspace.k, count, generator=generator, device=images.device)
+        z = torch.randn(len(images), subspace.k, count, generator=generator_on(generator, images.device), device=images.device)
         noise = F.fold(subspace.basis.to(images) @ z, output_size=images.shape[-2:], **tiles)
         released = images + noise * noise_scale_for_psnr(noise, strength)
         return Encoding(

@@ -77,7 +77,8 @@ class ProcessExecutor(Executor):
 class RayExecutor(Executor):
     """One Ray task per group on an existing cluster (``address``; None starts a local Ray instance).
 
-    Each task requests the suite's ``resources`` (CPUs, GPUs) and runs with that many torch threads.
+    Each task requests the suite's ``resources`` (CPUs, GPUs) and runs with that many torch threads; with
+    ``gpus >= 1`` each group gets a GPU of its own and its worker computes there (:func:`worker_device`).
     Ray retries a task whose worker died ``retries`` times; after that the group is reported, the
     others still finish and are stored, and :class:`WorkerDied` names what is missing.
     """
@@ -163,6 +164,14 @@ def _init_worker(threads: int, cwd: str) -> None:
         os.chdir(cwd)
 
 
+def worker_device(device: str, assigned_gpus: list) -> str:
+    """The device a Ray worker uses: the GPU Ray assigned it (visible as cuda:0 there) unless the suite asks for the CPU."""
+    return "cuda" if assigned_gpus and device != "cpu" else device
+
+
 def _ray_task(suite: Suite, index: int, key: str, cell_keys: list[str], threads: int, cwd: str):
+    import ray
+
     _init_worker(threads, cwd)
+    suite = suite.model_copy(update={"device": worker_device(suite.device, ray.get_gpu_ids())})
     return compute_task(suite, index, key, cell_keys)

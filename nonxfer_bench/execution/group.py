@@ -18,6 +18,7 @@ outcomes and scalars come back to the host.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -64,6 +65,8 @@ class GroupServices:
     suite_name: str
     batch_size: int
     sample_images: int
+    public_labels: Callable[[], torch.Tensor | None] = lambda: None  # labels of the public images, if the suite has them
+    precision: str = "fp32"  # the models' precision, recorded in the cells (part of their keys when not fp32)
 
 
 class AttackedBatches:
@@ -76,6 +79,8 @@ class AttackedBatches:
 
     def __init__(self, group: EncodingGroup, steps: list[AttackStep], attacks: Callable[[AttackStep], Attack], count: int, size: int) -> None:
         self.attacks, self.size = attacks, size
+        self.seconds: dict[AttackStep, float] = defaultdict(float)  # wall time of this stage (fit, attack, adapt) per step
+        self.device = "cpu"
         self.outputs = ArrayCache("attacked")
         self.generators = {
             (step, draw): keyed_generator(group.draw_key, step.spec.name, step.spec.params, step.strength, *([draw] if draw else []))
@@ -93,11 +98,14 @@ class AttackedBatches:
     def __call__(self, step: AttackStep, draw: int, start: int, released: torch.Tensor) -> torch.Tensor:
         key = self.keys[(step, draw)][start // self.size] if (step, draw) in self.keys else None
         if (step, draw) in self.reuse:
-            return torch.from_numpy(self.held[(step, draw)][start // self.size][0])
+            return torch.from_numpy(self.held[(step, draw)][start // self.size][0]).to(released.device)
+        began = time.perf_counter()
         attacked = self.attacks(step)(released, step.strength, self.generators[(step, draw)])
+        self.seconds[step] += time.perf_counter() - began
+        self.device = attacked.device.type
         if key is not None:
             self.outputs.put(key, attacked.detach().cpu().numpy())
-        return attacked
+        return attacked.to(released.device)  # attacks that work on the host (libjpeg, scikit-image) hand back there
 
 
 @dataclass
@@ -125,10 +133,12 @@ class GroupComputation:
         self.encoder_info: dict[str, float] = {}
         self.bounds: tuple[dict, dict] = ({}, {})
         self.sample_rows: dict[str, torch.Tensor] = {}
+        self.adapted: dict[tuple[AttackStep, str], ZooModel] = {}  # model-adapting attacks: (step, model) -> adapted copy
+        self.attacked_batches: AttackedBatches | None = None
 
     def run(self, inputs: GroupInputs) -> tuple[list[Cell], dict[str, torch.Tensor]]:
         size = self.services.batch_size
-        attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size)
+        attacked_batches = self.attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size)
         context: AttackContext | None = None
         for start in range(0, inputs.count, size):
             self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: encode")
@@ -136,9 +146,13 @@ class GroupComputation:
             labels = inputs.labels[start : start + size]
             encoding = self.encode(clean, first=start == 0)
             if context is None:  # fitted once per group, on the first batch of the release
-                context = AttackContext(self.authorized, self.services.model, self.services.public_images(self.authorized), encoding.images)
+                context = self.attack_context(encoding.images)
                 for spec_id in dict.fromkeys(id(step.spec) for step in self.steps):
-                    self.services.attack(next(s for s in self.steps if id(s.spec) == spec_id)).fit(context)
+                    spec_steps = [s for s in self.steps if id(s.spec) == spec_id]
+                    began = time.perf_counter()
+                    self.services.attack(spec_steps[0]).prepare(context)
+                    for step in spec_steps:  # every strength of the attack needs its fit
+                        attacked_batches.seconds[step] += time.perf_counter() - began
             context.batch_labels = labels
             self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: attack and score")
             for step in self.steps:
@@ -148,7 +162,17 @@ class GroupComputation:
                     self.score(step, draw, start, clean, attacked, labels, encoding, inputs.clean_predictions)
             faults.point("group_batch")
         count = self.services.sample_images  # only the shown images travel back from a worker
-        return self.assemble(inputs.image_ids), {label: rows[:count].clone() for label, rows in self.sample_rows.items()}
+        return self.assemble(inputs.image_ids), {label: rows[:count].cpu().clone() for label, rows in self.sample_rows.items()}
+
+    def attack_context(self, released: torch.Tensor) -> AttackContext:
+        """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the release."""
+
+        def encode(images: torch.Tensor, model: ZooModel) -> torch.Tensor:
+            generator = keyed_generator(self.group.draw_key, "attacker", model.name)
+            return self.encoder.encode(images, model, self.group.strength, generator).images
+
+        public = self.services.public_images(self.authorized)
+        return AttackContext(self.authorized, self.services.model, public, released, public_labels=self.services.public_labels(), encode=encode)
 
     # stage 1
     def encode(self, clean: torch.Tensor, first: bool) -> Encoding:
@@ -188,11 +212,14 @@ class GroupComputation:
         clean_predictions: dict[str, torch.Tensor],
     ) -> None:
         """Every model with a missing cell for ``step`` classifies the attacked batch."""
-        unchanged = torch.equal(attacked, clean)  # e.g. clean/identity: the clean predictions are this cell's
+        attack = self.services.attack(step)
+        unchanged = torch.equal(attacked, clean) and not attack.adapts_model  # e.g. clean/identity: the clean predictions are this cell's
         for cell_step, model_name in self.missing:
             if cell_step is not step:
                 continue
             model = self.services.model(model_name)
+            if attack.adapts_model:  # the attacker adapts its model, the images pass unchanged
+                model = self.adapt(step, model)
             if model.training:
                 raise RuntimeError(f"attack {step.spec.name!r} left model {model_name!r} in training mode")
             clean_pred = clean_predictions[model_name][start : start + len(attacked)]
@@ -200,7 +227,16 @@ class GroupComputation:
             tally = self.tallies[(step, model_name)]
             tally.add(draw, predictions, labels, clean_pred)
             if self.scores_flat_input(step, model_name, encoding):
-                tally.add_flat(model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight)).argmax(1), labels)
+                tally.add_flat(model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight)).argmax(1).cpu(), labels)
+
+    def adapt(self, step: AttackStep, model: ZooModel) -> ZooModel:
+        """The model as ``step``'s attack adapts it, computed once per group and timed with the attack stage."""
+        if (step, model.name) not in self.adapted:
+            began = time.perf_counter()
+            with torch.enable_grad():  # fine-tuning attacks train; score() runs under no_grad
+                self.adapted[(step, model.name)] = self.services.attack(step).adapt(model, step.strength)
+            self.attacked_batches.seconds[step] += time.perf_counter() - began
+        return self.adapted[(step, model.name)]
 
     def scores_flat_input(self, step: AttackStep, model_name: str, encoding: Encoding) -> bool:
         """The one place the published protocol's flat input is scored: the authorized model, no attack,
@@ -218,6 +254,7 @@ class GroupComputation:
             role = self.services.role(model_name, group.authorized)
             tally = self.tallies[(step, model_name)]
             bounds = (self.bounds[0] | self.bounds[1].get(model_name, {})) if attack.baseline else {}
+            budget = attack.budget(step.strength)
             cells.append(
                 Cell(
                     key=key,
@@ -228,6 +265,7 @@ class GroupComputation:
                     strength=group.strength,
                     seed=group.seed,
                     storage=group.storage,
+                    precision=self.services.precision,
                     attack=step.spec.name,
                     attack_strength=step.strength,
                     attack_param=attack.parameter(step.strength),
@@ -243,6 +281,12 @@ class GroupComputation:
                     encoder_info=self.encoder_info,
                     bounds=bounds,
                     outcomes=tally.outcomes(image_ids),
+                    tier=attack.threat.tier.value,
+                    budget_released=budget.released,
+                    budget_labelled=budget.labelled,
+                    budget_public=budget.public,
+                    attack_seconds=round(self.attacked_batches.seconds[step], 4),
+                    device=self.attacked_batches.device,
                     **tally.metrics(role),
                 )
             )

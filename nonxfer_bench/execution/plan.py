@@ -42,6 +42,7 @@ class EncodingGroup:
     cells: dict[tuple[AttackStep, str], str] = field(default_factory=dict)
     storage: str = "float32"  # how the release is stored (nonxfer_bench.storage.formats); float32 is lossless
     draw_key: str = ""  # seeds the encoder's and attacks' draws: the float32 group's key, so storages share draws
+    precision: str = "fp32"  # the models' precision; not fp32 is part of every key of the group
 
     def __post_init__(self) -> None:
         self.draw_key = self.draw_key or self.key
@@ -50,7 +51,8 @@ class EncodingGroup:
     def label(self) -> str:
         strength = "" if self.encoder.name == "clean" else f"@{self.strength:g}"
         storage = "" if self.storage == "float32" else f"/{self.storage}"
-        return f"{self.authorized}/{self.encoder.name}{strength}/seed{self.seed}{storage}"
+        precision = "" if self.precision == "fp32" else f"/{self.precision}"
+        return f"{self.authorized}/{self.encoder.name}{strength}/seed{self.seed}{storage}{precision}"
 
 
 def plan_suite(suite: Suite) -> list[EncodingGroup]:
@@ -80,7 +82,11 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
                     draw_key = stable_hash(base)
                     if storage != "float32":  # float32 (lossless) keeps the keys of suites without 'storage'
                         base["storage"] = storage
-                    group = EncodingGroup(authorized, encoder, strength, seed, stable_hash(base), storage=storage, draw_key=draw_key)
+                    if suite.precision != "fp32":  # fp32 keeps every existing key; the same draws either way
+                        base["precision"] = suite.precision
+                    group = EncodingGroup(
+                        authorized, encoder, strength, seed, stable_hash(base), storage=storage, draw_key=draw_key, precision=suite.precision
+                    )
                     for step in steps:
                         attack_id = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
                         for model in suite.models:

@@ -1,8 +1,10 @@
 """What a run tells its user: the plan at the start, then each group's phase and completion.
 
-On a terminal the groups are one progress bar whose postfix names the group and its phase (encode,
-attack, score); anywhere else (a log, a scheduler) each event is one plain, timestamped line. Every
-event is also appended to ``runs/<suite>/run.log``, so a run that ran unattended can be read afterwards.
+The plan and plain lines go to standard output, so that standard error holds only errors (one line each).
+When standard error is a terminal the groups are one progress bar there whose postfix names the group and
+its phase (encode, attack and score); otherwise (a log, a scheduler) each finished group is one plain,
+timestamped line. Every event is also appended to ``runs/<suite>/run.log``, so a run that ran unattended
+can be read afterwards.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ class Plan:
 
 
 class Progress:
-    """Reports a run's plan and groups to ``stream`` (a bar on a terminal, plain lines elsewhere) and a log file."""
+    """Reports a run's plan and groups: plain lines to ``stream``, a bar on ``bar_stream`` when it is a terminal, a log file."""
 
-    def __init__(self, suite_name: str, log_path: Path | None, stream: TextIO | None = None) -> None:
+    def __init__(self, suite_name: str, log_path: Path | None, stream: TextIO | None = None, bar_stream: TextIO | None = None) -> None:
         self.suite_name = suite_name
-        self.stream = stream or sys.stderr
+        self.stream = stream or sys.stdout
+        self.bar_stream = bar_stream or sys.stderr
         self.log_path = log_path
         self.log: TextIO | None = None  # opened on the first event, closed by close()
         self.bar: tqdm | None = None
@@ -52,7 +55,7 @@ class Progress:
 
     @property
     def terminal(self) -> bool:
-        return hasattr(self.stream, "isatty") and self.stream.isatty()
+        return hasattr(self.bar_stream, "isatty") and self.bar_stream.isatty()
 
     def _line(self, text: str, show: bool = True) -> None:
         stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {self.suite_name}: {text}"
@@ -71,7 +74,7 @@ class Progress:
         print(f"{self.suite_name}: {plan.describe()}", file=self.stream, flush=True)
         self._line(plan.describe(), show=False)
         if self.terminal and plan.pending_groups:
-            self.bar = tqdm(total=plan.pending_groups, desc=self.suite_name, unit="encoding", file=self.stream)
+            self.bar = tqdm(total=plan.pending_groups, desc=self.suite_name, unit="encoding", file=self.bar_stream)
 
     def phase(self, group: str, phase: str) -> None:
         """A group entered a phase (only groups computed in this process report phases)."""

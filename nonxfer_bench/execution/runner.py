@@ -23,11 +23,13 @@ import torch
 from nonxfer_bench.attacks import ATTACKS, Attack
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.core.device import resolve_device
 from nonxfer_bench.core.environment import gigabytes
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.datasets.base import ImageSet, load_cached
 from nonxfer_bench.execution.backoff import BatchBackOff
 from nonxfer_bench.execution.group import GroupComputation, GroupInputs, GroupServices, Missing
+from nonxfer_bench.execution.loader import PrefetchingReader
 from nonxfer_bench.execution.plan import AttackStep, EncodingGroup, plan_suite
 from nonxfer_bench.execution.progress import Plan, Progress
 from nonxfer_bench.execution.store import CellStore
@@ -64,21 +66,20 @@ class RunResult:
 
 
 class CleanInputs:
-    """The clean evaluation images (uint8, possibly memory-mapped) at an authorized model's release format, by batch.
+    """The clean evaluation images (uint8, possibly memory-mapped) at an authorized model's release format, by batch,
+    on the model's device.
 
-    Converted once and kept when the float images fit in ``NXB_RELEASE_MAX_GB`` (default 2), else
-    converted batch by batch, so that peak memory does not grow with the dataset. A batch is the same
-    either way: the conversion works image by image.
+    Converted once and kept (on the device) when the float images fit in ``NXB_RELEASE_MAX_GB`` (default 2),
+    else converted batch by batch as a :class:`PrefetchingReader` brings them to the device, so that peak
+    memory does not grow with the dataset. A batch is the same either way: the conversion works image by image.
     """
 
-    def __init__(self, images: torch.Tensor, model: ZooModel) -> None:
-        self.images, self.model = images, model
+    def __init__(self, images: torch.Tensor, model: ZooModel, device: torch.device = torch.device("cpu")) -> None:
+        self.images, self.model, self.device = images, model, device
         float_bytes = 4 * len(images) * math.prod(model.input_size)
         keep = float_bytes <= gigabytes("NXB_RELEASE_MAX_GB") * 1e9
-        self.prepared = self.convert(images) if keep else None
-
-    def convert(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.prepare(images.float() / 255.0)
+        self.prepared = self.model.prepare(images.to(device).float() / 255.0) if keep else None
+        self.reader = None if keep else PrefetchingReader(images, device)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -86,7 +87,7 @@ class CleanInputs:
     def batch(self, start: int, size: int) -> torch.Tensor:
         if self.prepared is not None:
             return self.prepared[start : start + size]
-        return self.convert(self.images[start : start + size])
+        return self.model.prepare(self.reader.batch(start, size))
 
 
 class Runner:
@@ -116,17 +117,23 @@ class Runner:
         self.progress: Progress | None = None  # set by run(); workers, which only compute, have none
 
     @cached_property
+    def device(self) -> torch.device:
+        """Where models and batches live; resolved where groups are computed (a Ray driver may have no GPU)."""
+        return resolve_device(self.suite.device)
+
+    @cached_property
     def store(self) -> CellStore:
         """Opened on first use, so that workers, which only :meth:`compute`, never open it."""
         return CellStore(self.suite.run_dir() / "cells.jsonl")
 
     def predict(self, model: ZooModel, images: torch.Tensor) -> torch.Tensor:
-        """Top-1 predictions of one batch, in smaller chunks if the batch runs out of memory."""
-        return self.backoff(model.name, lambda chunk: model(chunk).argmax(1), images)
+        """Top-1 predictions of one batch (on the host), in smaller chunks if the batch runs out of memory."""
+        with torch.inference_mode():
+            return self.backoff(model.name, lambda chunk: model(chunk).argmax(1).cpu(), images)
 
     def model(self, name: str) -> ZooModel:
         if name not in self._models:
-            self._models[name] = build_model(self.suite.model(name))
+            self._models[name] = build_model(self.suite.model(name)).to_device(self.device, self.suite.precision)
         return self._models[name]
 
     def attack(self, step: AttackStep) -> Attack:
@@ -139,11 +146,11 @@ class Runner:
         """The suite's public (attacker-held) clean images at the release resolution; empty if none."""
         spec = self.suite.public
         if spec is None:
-            return torch.empty(0, *authorized.input_size)
+            return torch.empty(0, *authorized.input_size, device=self.device)
         if self._public is None:
             self._public = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
         if authorized.name not in self._public_prepared:
-            self._public_prepared[authorized.name] = authorized.prepare(self._public.as_float())
+            self._public_prepared[authorized.name] = authorized.prepare(self._public.as_float().to(self.device))
         return self._public_prepared[authorized.name]
 
     def clean_inputs(self, authorized: ZooModel) -> CleanInputs:
@@ -153,7 +160,7 @@ class Runner:
             self._dataset = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
             faults.point("dataset_loaded")
         if authorized.name not in self._clean_inputs:
-            self._clean_inputs[authorized.name] = CleanInputs(self._dataset.images, authorized)
+            self._clean_inputs[authorized.name] = CleanInputs(self._dataset.images, authorized, self.device)
         return self._clean_inputs[authorized.name]
 
     @property
@@ -232,7 +239,8 @@ class Runner:
     def services(self) -> GroupServices:
         suite = self.suite
         return GroupServices(
-            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images
+            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images,
+            public_labels=lambda: None if self._public is None else self._public.labels, precision=suite.precision,
         )
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:

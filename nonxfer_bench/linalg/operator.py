@@ -42,16 +42,21 @@ iteration there, dominated by 80 float64 conv/conv-transpose pairs; a GPU runs t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nonxfer_bench.core.cache import ArrayCache
 from nonxfer_bench.linalg.geometry import ConvGeometry
 from nonxfer_bench.linalg.subspace import PatchSubspace, patch_subspace
 
@@ -355,7 +360,7 @@ class EigenResult:
     lambda_max: float  # ||A||^2 from Lanczos (a lower bound, tight to many digits in practice)
     iterations: int
     matvecs: int
-    stop: str  # "residual", "ritz" (Ritz values stagnated), "invariant" (nothing left to add), "max_iter"
+    stop: str  # "residual", "ritz" (Ritz values stagnated), "invariant" (nothing left to add), "max_iter", "dense" (exact)
 
 
 def smallest_eigenpairs(
@@ -464,9 +469,13 @@ def operator_subspace(
     *,
     input_scale: torch.Tensor | None = None,
     device: torch.device | str | None = None,
+    method: Literal["auto", "dense", "lobpcg"] = "auto",
     **solver,
 ) -> OperatorSubspace:
     """The k smallest singular values and right-singular vectors of the whole first layer on C x H x W.
+
+    ``method``: ``dense`` solves exactly from the Gram matrix, ``lobpcg`` iterates matrix-free (on one thread);
+    ``auto`` is dense up to ``DENSE_LIMIT`` input pixels.
 
     ``input_scale`` multiplies input channels first (1/std: the layer as seen from [0, 1] pixels).
     Extra keywords go to :func:`smallest_eigenpairs` (``oversample``, ``max_iter``, ``precondition``,
@@ -474,7 +483,13 @@ def operator_subspace(
     """
     start = time.perf_counter()
     operator = ConvOperator.of(conv, input_shape, input_scale, device=device)
-    result = smallest_eigenpairs(operator, k, tol, **solver)
+    if not 1 <= k <= operator.in_features:
+        raise ValueError(f"k={k} must be in [1, {operator.in_features}] for input {operator.input_shape}")
+    if method == "dense" or (method == "auto" and operator.in_features <= DENSE_LIMIT):
+        result = _dense_smallest(operator, k)
+    else:
+        with _one_thread():  # the iterate depends on BLAS summation order: the same on every machine with 1 thread
+            result = smallest_eigenpairs(operator, k, tol, **solver)
     # Final Rayleigh-Ritz in singular-value form: the SVD of A restricted to the subspace, no squaring,
     # so sigma_i = ||A v_i|| exactly and sigma_max bounds the response of every combination.
     response = operator.columns(operator.forward, result.vectors, solver.get("chunk", 64))
@@ -494,6 +509,40 @@ def operator_subspace(
         input_shape=operator.input_shape,
         output_shape=operator.output_shape,
     )
+
+
+DENSE_LIMIT = 4096  # inputs up to this many pixels (e.g. 1 x 64 x 64) are solved exactly from the dense Gram matrix
+
+
+def _dense_smallest(operator: ConvOperator, k: int) -> EigenResult:
+    """The exact k smallest eigenpairs of A^T A from its dense Gram matrix (float64), for small inputs.
+
+    Where the null space has more than k dimensions the k directions are not unique: a fixed seeded frame is
+    projected onto the null space and orthonormalized, so the chosen subspace is a function of the layer only.
+    """
+    dense = operator.columns(operator.forward, torch.eye(operator.in_features, dtype=torch.float64, device=operator.weight.device), 256)
+    gram = dense.T @ dense
+    values, vectors = torch.linalg.eigh(gram)
+    null = values <= 1e-12 * values[-1]
+    if int(null.sum()) > k:
+        frame = torch.randn(operator.in_features, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(vectors)
+        inside = vectors[:, null]
+        chosen, _ = torch.linalg.qr(inside @ (inside.T @ frame))
+        chosen_values = torch.zeros(k, dtype=torch.float64, device=vectors.device)
+    else:
+        chosen, chosen_values = vectors[:, :k], values[:k]
+    residuals = (gram @ chosen - chosen * chosen_values).norm(dim=0) / values[-1]
+    return EigenResult(chosen, chosen_values, residuals, True, float(values[-1]), 0, operator.in_features, "dense")
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def dense_operator_matrix(
@@ -544,9 +593,10 @@ def circular_spectrum(
     return torch.cat([singular, singular.new_zeros(max(0, missing))]).sort().values.cpu()
 
 
-# --- a small in-memory cache: one basis per (weights, scale, geometry, input shape, k, tol) per process ---
+# --- a cache: one basis per (weights, scale, geometry, input shape, k, tol), in memory and on disk ---
 
 _CACHE: OrderedDict[str, OperatorSubspace] = OrderedDict()
+_CODE = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()  # part of the disk key: new code, new bases
 _CACHE_SIZE = 16
 
 
@@ -568,12 +618,46 @@ def cached_operator_subspace(
     input_scale: torch.Tensor | None = None,
     **solver,
 ) -> OperatorSubspace:
-    """:func:`operator_subspace`, memoized on the weight bytes (LRU of the last few layers)."""
-    key = _digest(conv, input_shape, input_scale, k, tol, tuple(sorted(solver.items())))
+    """:func:`operator_subspace`, memoized on the weight bytes: in memory (LRU of the last few layers) and on
+    disk (``ArrayCache("operator")``, atomic), so a second process or run loads the basis instead of solving.
+
+    The key is the content: first-layer weights and geometry, input scale and shape, k, tol and the solver
+    settings that change the result (not ``device`` or ``callback``); on disk also this module's source, so a
+    changed solver never reads an old basis. The basis comes back on ``device``.
+    """
+    device = solver.get("device")
+    settings = tuple(sorted((name, value) for name, value in solver.items() if name not in ("device", "callback")))
+    key = _digest(conv, input_shape, input_scale, k, tol, settings)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    result = operator_subspace(conv, input_shape, k, tol, input_scale=input_scale, **solver)
+    disk, disk_key = ArrayCache("operator"), hashlib.sha256(f"{key}/{_CODE}".encode()).hexdigest()[:32]
+    if (hit := disk.get(disk_key)) is not None:
+        array, meta = hit
+        basis = torch.from_numpy(np.array(array)).to(device or "cpu")
+        result = OperatorSubspace(
+            basis=basis,
+            singular_values=basis.new_tensor(meta["singular_values"]),
+            residuals=basis.new_tensor(meta["residuals"]),
+            **{name: meta[name] for name in ("converged", "sigma_max_operator", "iterations", "matvecs", "stop", "seconds")},
+            input_shape=tuple(meta["input_shape"]),
+            output_shape=tuple(meta["output_shape"]),
+        )
+    else:
+        result = operator_subspace(conv, input_shape, k, tol, input_scale=input_scale, **solver)
+        meta = {
+            "singular_values": result.singular_values.tolist(),
+            "residuals": result.residuals.tolist(),
+            "converged": result.converged,
+            "sigma_max_operator": result.sigma_max_operator,
+            "iterations": result.iterations,
+            "matvecs": result.matvecs,
+            "stop": result.stop,
+            "seconds": result.seconds,
+            "input_shape": list(result.input_shape),
+            "output_shape": list(result.output_shape),
+        }
+        disk.put(disk_key, result.basis.detach().cpu().numpy(), meta)
     _CACHE[key] = result
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

@@ -378,6 +378,9 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
     theory = theory_markdown(records)  # table 3: bound tightness, from the identity cells' bound/ numbers
     if theory:
         text += ["## Theory", "", theory, ""]
+    from nonxfer_bench.reporting.ladder import ladder_markdown
+
+    text += ladder_markdown(cells)  # adversary ladder, cheapest break, identification (cells with a threat tier)
     atomic_write(md_path, "\n".join(text))
     from nonxfer_bench.reporting.plots import write_plots
 

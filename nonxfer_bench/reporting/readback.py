@@ -3,6 +3,8 @@
 The tracker logs each encoding group's cells, exactly as the cell store holds them, as the group run's
 ``cells.json`` artifact (:mod:`nonxfer_bench.reporting.tracking`). Reading them back in the groups' start order
 reproduces the store's cell order, so a leaderboard built from MLflow is the one built from the store.
+An invocation's groups are its own nested runs plus the earlier runs it reuses (parent tags
+``nxb.reuses.<group key>``: groups whose cells were already logged, by a rerun that computed nothing new).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pandas as pd
 
 from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.errors import UserError, excerpt
-from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT, check_tracking_uri, shown_uri, sqlite_path
+from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT, REUSES_TAG, check_tracking_uri, shown_uri, sqlite_path
 
 
 @dataclass
@@ -32,8 +34,7 @@ class TrackedSuite:
     cells: list[Cell] = field(default_factory=list)
 
     def download_samples(self, folder: Path) -> dict[str, Path]:
-        """The group runs' sample grids under ``folder``, by group run name (groups reused from an earlier
-        invocation logged none)."""
+        """The group runs' sample grids under ``folder``, by group run name."""
         import mlflow
 
         client = mlflow.MlflowClient(self.uri)
@@ -65,8 +66,10 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
     if "tags.mlflow.parentRunId" not in runs or "tags.nxb.kind" not in runs:
         raise UserError(f"experiment {experiment!r} at {uri} holds no nonxfer-bench group runs; run a suite with tracking first")
     parents = runs[runs["tags.nxb.kind"] == "invocation"]
+    reuse_columns = [column for column in runs.columns if column.startswith(f"tags.{REUSES_TAG}")]
     if run_id is None:
-        with_groups = parents[parents["run_id"].isin(runs["tags.mlflow.parentRunId"])]
+        reuses = parents[reuse_columns].notna().any(axis=1) if reuse_columns else False
+        with_groups = parents[parents["run_id"].isin(runs["tags.mlflow.parentRunId"]) | reuses]
         if with_groups.empty:
             raise UserError(f"experiment {experiment!r} at {uri} holds no nonxfer-bench group runs; run a suite with tracking first")
         parent = with_groups.iloc[-1]
@@ -74,7 +77,9 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
         parent = parents[parents["run_id"] == run_id].iloc[0]
     else:
         raise UserError(f"--run-id {run_id}: not a suite invocation in experiment {experiment!r}; valid: {', '.join(parents['run_id'])}")
-    groups = runs[(runs["tags.mlflow.parentRunId"] == parent["run_id"]) & (runs["tags.nxb.kind"] == "encoding")].reset_index(drop=True)
+    reused = {parent[column] for column in reuse_columns if isinstance(parent[column], str)}
+    own = (runs["tags.mlflow.parentRunId"] == parent["run_id"]) & (runs["tags.nxb.kind"] == "encoding")
+    groups = runs[own | runs["run_id"].isin(reused)].reset_index(drop=True)
     cells: dict[str, Cell] = {}
     with tempfile.TemporaryDirectory() as folder:
         for group_id in groups["run_id"]:

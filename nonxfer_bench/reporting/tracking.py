@@ -19,12 +19,21 @@ unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack
 ``auth.best_attack_acc``, with tag ``nxb.best_attack`` = ``<attack>@<strength>``.
 
 For the UI's group-by and chart views, every group run also has params ``authorized``, ``encoder``,
-``strength``, ``seed``, ``storage``, tag ``nxb.attack_families`` (its attacks, comma-separated), tag
-``nxb.kind`` (``invocation`` on parents, ``encoding`` on groups) and per attack one curve per role:
-``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` and ``unauth.acc_max.<attack>`` (agreement as
-``auth.agree.<attack>`` ...), step = round(100 x attack strength). The group's cells, exactly as in the
-cell store, are its ``cells.json`` artifact, so leaderboards can be rebuilt from MLflow alone
-(:mod:`nonxfer_bench.readback`).
+``strength``, ``seed``, ``storage`` (only these: MLflow's compare view offers the first differing params,
+sorted, as axes), the encoder's own parameters as tags ``nxb.encoder_param.<name>``, tag
+``nxb.attack_families`` (its attacks, comma-separated), tag ``nxb.attack_tiers`` (``attack:tier`` per attack,
+the threat model's knowledge tier), tag ``nxb.kind`` (``invocation`` on parents, ``encoding`` on groups) and
+per attack one curve per role: ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` and
+``unauth.acc_max.<attack>`` (agreement as ``auth.agree.<attack>`` ...), step = round(100 x attack strength).
+The experiment is tagged as classic model development (``mlflow.experimentKind``), and the links this
+package prints (:func:`experiment_url`) carry MLflow 3.17's ``workflowType=machine_learning``, whose UI
+otherwise opens every experiment in its GenAI view. The group's cells, exactly as in the cell store, are its
+``cells.json`` artifact, so leaderboards can be rebuilt from MLflow alone (:mod:`nonxfer_bench.readback`).
+
+A group whose cells an earlier finished group run of the same run folder already holds (tags ``nxb.group``,
+``nxb.cells_hash`` and ``nxb.run_dir`` equal) is not logged again: the invocation's parent run gets the tag
+``nxb.reuses.<group key>`` = that run's id instead, so a rerun that computes nothing adds one parent run and
+no group runs, and :mod:`nonxfer_bench.readback` reads the reused runs as part of the invocation.
 """
 
 from __future__ import annotations
@@ -47,6 +56,12 @@ PARENT_TAG = "nxb.suite_hash"
 GROUP_TAG = "nxb.group"
 CELLS_ARTIFACT = "cells.json"
 RUN_DIR_TAG = "nxb.run_dir"
+CELLS_HASH_TAG = "nxb.cells_hash"
+REUSES_TAG = "nxb.reuses."  # + group key, on a parent run: the id of the earlier group run holding the same cells
+# MLflow 3 opens experiments without this tag in its GenAI view (traces, prompts); ours are classic runs
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow 3.17's UI picks the view from this query (or the browser's last choice), not from the tag
+CLASSIC_VIEW = "workflowType=machine_learning"
 PROBE_SECONDS = 5.0
 T = TypeVar("T")
 SQLITE = "sqlite:///"
@@ -74,6 +89,22 @@ def tracking_uri(suite: Suite) -> str:
     if suite.tracking.uri:
         return suite.tracking.uri
     return sqlite_uri((suite.output.dir / "mlflow.db").resolve())
+
+
+def experiment_url(server: str, experiment_id: str | None) -> str:
+    """The MLflow UI link that opens the experiment (or, without one, the experiment list) in the classic runs view."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?{CLASSIC_VIEW}" if experiment_id else f"{server.rstrip('/')}/#/?{CLASSIC_VIEW}"
+
+
+def find_experiment(uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` at ``uri``, or None; a SQLite store that does not exist is not created."""
+    store = sqlite_path(uri)
+    if store is not None and not store.is_file():
+        return None
+    import mlflow
+
+    experiment = mlflow.MlflowClient(uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment is not None else None
 
 
 SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
@@ -239,12 +270,15 @@ class Tracker:
         name = self.suite.tracking.experiment or self.suite.name
         experiment = self.mlflow.get_experiment_by_name(name)
         if experiment is not None:
+            for key, value in EXPERIMENT_KIND.items():  # experiments created before the tag existed
+                if experiment.tags.get(key) != value:
+                    self.mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
             return experiment.experiment_id
         location = None
         store = sqlite_path(self.uri)
         if store is not None:
             location = (store.parent / "mlartifacts").resolve().as_uri()
-        return self.mlflow.create_experiment(name, artifact_location=location)
+        return self.mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
     def _log_preprocessing(self) -> None:
         """Each model's resolved input pipeline (timm data config + zoo overrides): a param per model and
@@ -273,16 +307,36 @@ class Tracker:
             "attacks": ";".join(f"{a.name}{a.strengths}{a.params or ''}" for a in suite.attacks)[:6000],
             "seeds": suite.seeds,
             "batch_size": suite.batch_size,
+            "device": suite.device,
+            "precision": suite.precision,
         }
 
+    def _run_holding(self, group: EncodingGroup, cells_hash: str) -> str | None:
+        """The id of a finished group run of this experiment and run folder that holds exactly these cells, if any
+        (runs into other folders keep their own group runs, as they keep their own parents)."""
+        found = self.mlflow.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{GROUP_TAG}` = '{group.key}' and tags.`{CELLS_HASH_TAG}` = '{cells_hash}' "
+            f"and tags.`{RUN_DIR_TAG}` = '{self.run_dir}' and attributes.status = 'FINISHED'",
+            max_results=1,
+            output_format="list",
+        )
+        return found[0].info.run_id if found else None
+
     def log_group(self, group: EncodingGroup, finished: list[Cell], sample: Path | None) -> None:
-        """Log one finished encoding group as a nested run, once per parent run."""
+        """Log one finished encoding group as a nested run, once per parent run, unless an earlier run holds its cells."""
         if group.key in self.logged_groups:
             return
         cells = [cell.record() for cell in finished]  # the store's records: the cells.json artifact holds them as they are
         mlflow = self.mlflow
+        cells_hash = stable_hash(cells)
+        earlier = self._run_holding(group, cells_hash)
+        if earlier is not None:  # nothing new: point the invocation at it instead of logging a copy
+            mlflow.set_tag(f"{REUSES_TAG}{group.key}", earlier)
+            self.logged_groups.add(group.key)
+            return
         faults.point("mlflow_group_before")
-        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id, tags={GROUP_TAG: group.key}):
+        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id, tags={GROUP_TAG: group.key, RUN_DIR_TAG: self.run_dir}):
             mlflow.set_tags(
                 {
                     "nxb.authorized": group.authorized,
@@ -291,12 +345,11 @@ class Tracker:
                     "nxb.seed": group.seed,
                     "nxb.kind": "encoding",
                     "nxb.attack_families": ",".join(dict.fromkeys(c["attack"] for c in cells)),
+                    "nxb.attack_tiers": ",".join(dict.fromkeys(f"{c['attack']}:{c['tier']}" for c in cells if c.get("tier"))),
                 }
+                | {f"nxb.encoder_param.{k}": v for k, v in group.encoder.params.items()}
             )
-            mlflow.log_params(
-                {f"encoder.{k}": v for k, v in group.encoder.params.items()}
-                | {"strength": group.strength, "authorized": group.authorized, "encoder": group.encoder.name, "seed": group.seed, "storage": group.storage}
-            )
+            mlflow.log_params({"strength": group.strength, "authorized": group.authorized, "encoder": group.encoder.name, "seed": group.seed, "storage": group.storage})
             faults.point("mlflow_group_started")
             mlflow.log_dict({"cells": cells}, CELLS_ARTIFACT)
             metrics = []
@@ -330,6 +383,7 @@ class Tracker:
                 faults.point("mlflow_metrics_logged")
             if sample is not None:
                 mlflow.log_artifact(str(sample), artifact_path="samples")
+            mlflow.set_tag(CELLS_HASH_TAG, cells_hash)  # last: a run killed before this point is never reused
         faults.point("mlflow_group_after")
         self.logged_groups.add(group.key)
 

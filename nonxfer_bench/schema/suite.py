@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from nonxfer_bench.core.device import DEVICE_PATTERN, Precision
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.hashing import file_sha256, stable_hash
 from nonxfer_bench.core.params import Strict
@@ -100,7 +101,7 @@ class ModelSpec(Strict):
     weights: WeightSource = WeightSource()
     preprocess: Preprocess = Preprocess()
     first_conv: str | None = Field(None, max_length=200, description="module path of the first layer; default pretrained_cfg")
-    seed: Seed = Field(0, description="training seed (zoo train)")
+    seed: Seed = Field(0, description="training seed (train zoo)")
     train: TrainSpec | None = Field(None, description="training settings for this model; default: the zoo's")
 
     @field_validator("kwargs")
@@ -138,7 +139,7 @@ class DatasetSpec(Strict):
 
 
 class ZooFile(Strict):
-    """A zoo file: models plus how `nonxfer-bench zoo train` trains those with file weights."""
+    """A zoo file: models plus how `nonxfer-bench train zoo` trains those with file weights."""
 
     dataset: DatasetSpec | None = None
     train: TrainSpec = TrainSpec()
@@ -219,6 +220,8 @@ class Suite(Strict):
     )
     batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     threads: int | None = Field(None, ge=1, le=1024, description="torch threads; default: torch's choice")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto (the first GPU if any), cpu, cuda or cuda:N; not part of cell keys")
+    precision: Precision = Field("fp32", description="fp32, or bf16/fp16 autocast for the models; part of the cell key when not fp32")
     resources: ResourceSpec = ResourceSpec()
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()

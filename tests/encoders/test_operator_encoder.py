@@ -120,3 +120,41 @@ def test_every_fashion_zoo_stem_geometry_encodes(spec):
     gain = first_layer_gain(model, x, encoding.images)
     assert bool((gain <= encoding.info["sigma_s"] * (1 + 1e-4) + 1e-5 * encoding.info["sigma_max_operator"]).all())
     assert encoding.info["converged"] + encoding.info["ritz_settled"] == 1.0  # not stopped by the iteration cap
+
+
+ENCODE_IN_A_FRESH_PROCESS = """
+import sys, torch
+torch.set_num_threads(int(sys.argv[1]))
+from tests.encoders.test_operator_encoder import build, images
+from nonxfer_bench.encoders import ENCODERS
+model = build(sys.argv[2])
+x = images(model, count=3)
+encoding = ENCODERS.create("operator", {"k": 8}).encode(x, model, 20.0, torch.Generator().manual_seed(7))
+torch.save(encoding.images, sys.argv[3])
+"""
+
+
+@pytest.mark.parametrize("name", ["overlapping", "patchify_null"])
+def test_a_release_is_a_function_of_its_key_and_inputs_not_of_the_thread_count(name, tmp_path):
+    """The operator subspace of a small input is exact (dense Gram matrix) and the noise a projection onto it,
+    so 1 and 2 torch threads release the same images (they differed by up to 4.45 pixel units before)."""
+    import subprocess
+    import sys
+
+    released = {}
+    for threads in (1, 2):
+        path = tmp_path / f"{threads}.pt"
+        subprocess.run([sys.executable, "-c", ENCODE_IN_A_FRESH_PROCESS, str(threads), name, str(path)], cwd=ROOT, check=True, timeout=300)
+        released[threads] = torch.load(path)
+    assert (released[1] - released[2]).abs().max() < 1e-5
+
+
+def test_the_dense_subspace_is_the_exact_smallest_spectrum():
+    from nonxfer_bench.linalg.operator import dense_operator_matrix, operator_subspace
+
+    model = build("overlapping")
+    subspace = operator_subspace(model.first_conv, (1, 16, 16), 6, input_scale=model.pixel_scale())
+    dense = dense_operator_matrix(model.first_conv, (1, 16, 16), model.pixel_scale())
+    exact = torch.linalg.svdvals(dense).flip(0)[:6]
+    assert subspace.stop == "dense" and subspace.converged
+    assert torch.allclose(subspace.singular_values.double(), exact, rtol=1e-8, atol=1e-10)

@@ -1,0 +1,60 @@
+"""Where and in what precision models run: resolving ``auto|cpu|cuda|cuda:N`` and the autocast context.
+
+``auto`` is the first CUDA device if there is one, else the CPU. ``fp32`` runs as written (no autocast,
+so CPU results stay bit for bit what they were); ``bf16`` and ``fp16`` run the networks under
+``torch.autocast`` on whichever device they sit (bf16 autocast works on CPU too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import ContextManager, Literal
+
+import torch
+
+from nonxfer_bench.core.errors import UserError
+
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a :class:`UserError` when it is not there."""
+    if not re.match(DEVICE_PATTERN, name):
+        raise UserError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+    if name == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu or auto")
+        count = torch.cuda.device_count()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index >= count:
+            raise UserError(f"device {name!r}: this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+        device = torch.device("cuda", index)
+    return device
+
+
+def autocast(device: torch.device, precision: Precision) -> ContextManager:
+    """The context a forward pass runs in: nothing for fp32, ``torch.autocast`` to bf16/fp16 otherwise."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+def device_name(device: torch.device) -> str:
+    """A human name for reports: the GPU's model for CUDA, ``cpu`` otherwise."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def generator_on(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator that draws on ``device``: ``generator`` itself when it is there (CPU draws stay exactly as
+    they were), else one seeded by a draw from it, so keyed draws stay a function of the cell on every device
+    (the same on every run on that kind of device, not across CPU and CUDA, whose generators differ)."""
+    if generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)

@@ -1,0 +1,140 @@
+"""The adversary ladder: how much an unauthorized party must know, see and spend to recover its accuracy.
+
+From cells that record their attack's threat model (``tier`` and budget, see
+:mod:`nonxfer_bench.attacks.threat`), per encoding (authorized model, encoder, strength, storage):
+
+- *Adversary ladder*: one row per knowledge tier; the best mean unauthorized accuracy the tier reaches at
+  each budget (NEs used = released NEs observed + labelled NEs trained on), and the best overall with its
+  95% interval (Wilson on the n evaluated images, as :mod:`nonxfer_bench.reporting.uncertainty` does).
+- *Cheapest break*: the cheapest attack step whose mean unauthorized accuracy reaches 90% of the
+  unauthorized models' clean accuracy, ordered by tier, then NEs used, public images, wall seconds.
+- *Identification*: for ``identify`` cells, how often the top-ranked candidate is the authorized model,
+  per number of released NEs observed.
+
+Controls are never counted as unauthorized. Cells without a tier (stores written before tiers were
+recorded) are left out; with none, there is no ladder.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from nonxfer_bench.core.cell import Cell, Role
+from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
+
+TIERS = ["none", "method", "architecture", "public_weights", "white_box", "labelled_nes"]  # attacks.threat.Tier, in order
+BREAK_FRACTION = 0.9
+ENCODING = ["authorized", "encoder", "strength", "storage"]
+STEP = ["attack", "attack_strength", "tier", "nes", "budget_public"]
+
+
+def _frame(cells: list[Cell]) -> pd.DataFrame:
+    rows = [
+        {
+            "authorized": c.authorized, "encoder": c.encoder, "strength": c.strength, "storage": c.storage, "attack": c.attack,
+            "attack_strength": c.attack_strength, "tier": c.tier, "nes": (c.budget_released or 0) + (c.budget_labelled or 0),
+            "budget_public": c.budget_public or 0, "seconds": c.attack_seconds or 0.0, "accuracy": c.accuracy,
+            "baseline": c.baseline, "chosen": c.attack_param.get("chosen"), "group": c.group,
+            "n": c.n_labeled if c.n_labeled is not None else c.n,
+        }
+        for c in cells
+        if c.role == Role.UNAUTHORIZED and c.tier is not None and c.accuracy is not None
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _label(encoder: str, strength: float, storage: str) -> str:
+    name = encoder if storage == "float32" else f"{encoder}/{storage}"
+    return name if encoder == "clean" else f"{name} {strength:g}"
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "|".join("---" for _ in frame.columns) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in frame.itertuples(index=False)])
+
+
+def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ladder: encoding x tier rows; cheapest break: one row per encoding) from typed cells."""
+    frame = _frame([c for c in cells if c.attack != "identify"])  # identification changes nothing: not a rung
+    if frame.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    steps = frame.groupby(ENCODING + STEP, dropna=False).agg(accuracy=("accuracy", "mean"), seconds=("seconds", "max"), n=("n", "min")).reset_index()
+    clean_acc = frame[(frame.encoder == "clean") & frame.baseline].groupby("authorized")["accuracy"].mean()
+    ladder, breaks = [], []
+    for (authorized, encoder, strength, storage), rows in steps[steps.encoder != "clean"].groupby(ENCODING, sort=True):
+        label = _label(encoder, strength, storage)
+        for tier in [t for t in TIERS if t in set(rows.tier)]:
+            tiered = rows[rows.tier == tier]
+            curve = tiered.groupby("nes")["accuracy"].max()
+            ladder.append(
+                {
+                    "authorized": authorized, "encoding": label, "tier": tier,
+                    "unauth acc by NEs used": ", ".join(f"{n}: {100 * a:.1f}" for n, a in curve.items()),
+                    "best [95% CI]": _with_interval(tiered.loc[tiered.accuracy.idxmax()]),
+                    "best attack": _step(tiered.loc[tiered.accuracy.idxmax()]),
+                }
+            )  # fmt: skip
+        target = BREAK_FRACTION * clean_acc.get(authorized, float("nan"))
+        broken = rows[rows.accuracy >= target].assign(order=lambda r: r.tier.map(TIERS.index))
+        cheapest = broken.sort_values(["order", "nes", "budget_public", "seconds", "attack"], kind="stable").head(1)
+        row = cheapest.iloc[0] if len(cheapest) else None
+        breaks.append(
+            {
+                "authorized": authorized, "encoding": label, "target": "" if pd.isna(target) else f"{100 * target:.1f}",
+                "cheapest break": "none" if row is None else _step(row),
+                "tier": "" if row is None else row.tier, "NEs used": "" if row is None else int(row.nes),
+                "public": "" if row is None else int(row.budget_public), "seconds": "" if row is None else f"{row.seconds:.3g}",
+                "unauth acc [95% CI]": "" if row is None else _with_interval(row),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(ladder), pd.DataFrame(breaks)
+
+
+def _with_interval(row: pd.Series) -> str:
+    """A step's mean unauthorized accuracy with Wilson's interval on its n images (conservative for a mean over models)."""
+    return with_interval(proportion_interval(row.accuracy, int(row.n)))
+
+
+def _step(row: pd.Series) -> str:
+    return f"{row.attack}@{row.attack_strength:g}"
+
+
+def identification_table(cells: list[Cell]) -> pd.DataFrame:
+    """Per encoder and strength, and released NEs observed: how often ``identify`` ranks the authorized model first."""
+    frame = _frame([c for c in cells if c.attack == "identify" and c.encoder != "clean"])  # a clean release has no owner
+    if frame.empty:
+        return pd.DataFrame()
+    groups = frame.drop_duplicates(["group", "nes", "attack_strength"])
+    rows = []
+    for (encoder, strength, storage, nes), part in groups.groupby(["encoder", "strength", "storage", "nes"], sort=True):
+        hits = int((part.chosen == part.authorized).sum())
+        rows.append({"encoding": _label(encoder, strength, storage), "released NEs": int(nes), "identified": f"{hits}/{len(part)}", "%": f"{100 * hits / len(part):.1f}"})
+    return pd.DataFrame(rows)
+
+
+def ladder_markdown(cells: list[Cell]) -> list[str]:
+    """The ladder, cheapest-break and identification sections of ``leaderboard.md`` (no lines without tiers)."""
+    ladder, breaks = ladder_tables(cells)
+    if ladder.empty:
+        return []
+    text = [
+        "## Adversary ladder",
+        "",
+        "Mean unauthorized accuracy (%) per knowledge tier (none < method < architecture < public weights < white box; "
+        "labelled NEs), best over the tier's attack steps at each budget: NEs used = released NEs observed + labelled NEs "
+        "trained on.",
+        "",
+        _markdown(ladder),
+        "",
+        "## Cheapest break",
+        "",
+        f"The cheapest attack step (lowest tier, then fewest NEs, public images, seconds) whose mean unauthorized accuracy "
+        f"reaches {BREAK_FRACTION:.0%} of the unauthorized models' clean accuracy (`target`).",
+        "",
+        _markdown(breaks),
+        "",
+    ]
+    identified = identification_table(cells)
+    if not identified.empty:
+        text += ["## Identification", "", "How often `identify` ranks the authorized model first among the public candidates.", "", _markdown(identified), ""]
+    return text

@@ -1,0 +1,150 @@
+"""The adversary ladder end to end on the digits zoo: threat tiers and budgets on cells, model adaptation in the
+score stage, identification, the ladder tables, and committed suites whose cell keys the budget axis left alone."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from nonxfer_bench.attacks import ATTACKS
+from nonxfer_bench.attacks.threat import Tier
+from nonxfer_bench.execution.plan import plan_suite
+from nonxfer_bench.execution.runner import Runner
+from nonxfer_bench.loading import load_suite
+from nonxfer_bench.reporting.ladder import identification_table, ladder_tables
+from nonxfer_bench.reporting.leaderboard import write_leaderboard
+from tests.conftest import digits_suite
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("suite_name", ["quickstart", "quickstart-adaptive"])
+def test_committed_suites_keep_their_cell_keys(suite_name):
+    """Budget parameters are left out of the params dump when unset: every key equals main's before the change."""
+    expected = json.loads((ROOT / "tests/fixtures/plan_keys.json").read_text())[suite_name]
+    groups = plan_suite(load_suite(ROOT / "suites" / f"{suite_name}.yaml", require_weights=False))
+    keys = sorted(k for g in groups for k in [g.key, *g.cells.values()])
+    assert hashlib.sha256("\n".join(keys).encode()).hexdigest() == expected
+
+
+def test_a_set_budget_is_part_of_the_parameters_and_an_unset_one_is_not():
+    assert "released" not in ATTACKS.create("patch_mean").params.model_dump(mode="json")
+    assert ATTACKS.create("patch_mean", {"released": 10}).params.model_dump(mode="json")["released"] == 10
+    with pytest.raises(Exception):
+        ATTACKS.create("subspace_patch", {"released": 0})
+
+
+LADDER_ATTACKS = [
+    {"name": "identity"},
+    {"name": "patch_mean", "strengths": [1.0], "params": {"released": 1}},
+    {"name": "patch_mean", "strengths": [1.0], "params": {"released": 20, "public": 10}},
+    {"name": "bn_adapt", "strengths": [0.0, 1.0]},
+    {"name": "finetune", "strengths": [1.0], "params": {"labelled": 60, "epochs": 3, "lr": 0.003, "scope": "all"}},
+    {"name": "finetune", "strengths": [1.0], "params": {"labelled": 60, "epochs": 3, "lr": 0.01, "scope": "first_layer"}},
+    {"name": "augment_finetune", "strengths": [1.0], "params": {"images": 40, "epochs": 2, "noise_models": ["vit_b"]}},
+    {"name": "identify", "strengths": [1.0], "params": {"candidates": ["vit_a", "vit_b", "res"], "released": 1}},
+    {"name": "identify", "strengths": [1.0], "params": {"candidates": ["vit_a", "vit_b", "res"], "released": 30}},
+]
+
+
+@pytest.fixture(scope="module")
+def ladder_run(digits_zoo, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ladder")
+    path = digits_suite(
+        tmp_path, digits_zoo,
+        public={"name": "digits", "params": {"split": "train"}, "limit": 80},
+        encoders=[{"name": "patch", "strengths": [10.0]}],
+        attacks=LADDER_ATTACKS, batch_size=60, dataset={"name": "digits", "limit": 60},
+    )  # fmt: skip
+    suite = load_suite(path)
+    return suite, Runner(suite).run().cells
+
+
+def test_cells_record_tier_budget_and_compute(ladder_run):
+    _, cells = ladder_run
+    by = {(c.encoder, c.attack, c.attack_strength, c.budget_released, c.attack_param.get("scope"), c.model): c for c in cells}
+    assert by[("patch", "identity", 1.0, 0, None, "vit_b")].tier == Tier.NONE
+    few = by[("patch", "patch_mean", 1.0, 1, None, "vit_b")]
+    many = by[("patch", "patch_mean", 1.0, 20, None, "vit_b")]
+    assert (few.tier, few.budget_public, many.budget_public) == ("architecture", 80, 10)
+    assert few.device == "cpu" and few.attack_seconds > 0
+    tuned = by[("patch", "finetune", 1.0, 0, "all", "vit_b")]
+    assert (tuned.tier, tuned.budget_labelled) == ("labelled_nes", 60)
+    assert by[("patch", "bn_adapt", 1.0, 60, None, "res")].attack_param["no_bn"] == "vit_a+vit_b"  # ViTs: nothing to adapt
+    assert by[("patch", "bn_adapt", 0.0, 0, None, "res")].budget_released == 0
+    augmented = by[("patch", "augment_finetune", 1.0, 0, "all", "res")]
+    assert (augmented.tier, augmented.budget_public, augmented.budget_labelled, augmented.attack_param["public"]) == ("method", 40, 0, 40)
+    rerun = tuned.model_copy(update={"attack_seconds": tuned.attack_seconds + 1, "device": "cuda"})
+    assert rerun == tuned and rerun != tuned.model_copy(update={"tier": "none"})  # run metadata is not part of a cell's value
+    record = tuned.record()
+    assert record["tier"] == "labelled_nes" and record["attack_seconds"] == tuned.attack_seconds
+
+
+def test_adaptation_changes_models_not_images(ladder_run):
+    _, cells = ladder_run
+    by = {(c.encoder, c.attack, c.attack_strength, c.attack_param.get("scope"), c.model): c for c in cells}
+    identity = by[("patch", "identity", 1.0, None, "res")]
+    assert by[("patch", "bn_adapt", 0.0, None, "res")].accuracy == identity.accuracy  # strength 0: no adaptation
+    assert by[("patch", "bn_adapt", 1.0, None, "vit_b")].accuracy == by[("patch", "identity", 1.0, None, "vit_b")].accuracy
+    for cell in (by[("patch", "bn_adapt", 1.0, None, "res")], by[("patch", "finetune", 1.0, "all", "vit_b")]):
+        assert cell.attacked_psnr == identity.attacked_psnr  # the release is scored as released
+    # fine-tuning the whole unauthorized twin on 60 labelled NEs recovers accuracy the release took away
+    assert by[("patch", "finetune", 1.0, "all", "vit_b")].accuracy > by[("patch", "identity", 1.0, None, "vit_b")].accuracy
+
+
+def test_bn_adapt_uses_train_mode_statistics_of_the_release_only():
+    from nonxfer_bench.attacks.testing import context
+
+    ctx = context(1)
+    attack = ATTACKS.create("bn_adapt")
+    attack.prepare(ctx)
+    res = ctx.model("res")
+    adapted = attack.adapt(res, 1.0)
+    assert adapted is not res and not adapted.training and not res.training
+    layer = next(m for m in adapted.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    original = next(m for m in res.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert layer.momentum is None and int(layer.num_batches_tracked) == 1 and not torch.equal(layer.running_mean, original.running_mean)
+    assert attack.adapt(ctx.model("twin"), 1.0) is ctx.model("twin")  # no BatchNorm: the model itself
+    assert attack.budget(0.5).released == round(0.5 * len(ctx.released))
+
+
+def test_finetune_refuses_a_suite_without_labelled_public_images():
+    from nonxfer_bench.attacks.testing import context
+
+    ctx = copy.copy(context(1))
+    ctx.public_labels = None
+    with pytest.raises(ValueError, match="labelled 'public' dataset"):
+        ATTACKS.create("finetune").prepare(ctx)
+
+
+def test_augment_finetune_never_makes_noise_with_the_authorized_stem():
+    from nonxfer_bench.attacks.testing import context
+
+    with pytest.raises(ValueError, match="white box"):
+        ATTACKS.create("augment_finetune", {"noise_models": ["authorized"]}).prepare(context(1))
+    with pytest.raises(ValueError, match="release is"):  # a stem of another input size cannot make noise for this release
+        ATTACKS.create("augment_finetune", {"noise_models": ["twin"]}).prepare(replace(context(1), public_images=torch.rand(4, 1, 8, 8)))
+
+
+def test_identification_and_ladder_tables(ladder_run, tmp_path):
+    suite, cells = ladder_run
+    identify = {c.budget_released: c.attack_param for c in cells if c.attack == "identify" and c.model == "vit_b"}
+    assert identify[30]["chosen"] == "vit_a" and identify[30]["authorized_rank"] == 1
+    assert identify[30]["ranking"].split(">")[0] == "vit_a" and len(identify[30]["ranking"].split(">")) == 3
+    table = identification_table(cells)
+    assert list(table["released NEs"]) == [1, 30] and table["identified"].iloc[-1] == "1/1"
+    ladder, breaks = ladder_tables(cells)
+    assert set(ladder.tier) == {"none", "method", "architecture", "labelled_nes"}  # identify is analysis, not a rung
+    none_row = ladder[ladder.tier == "none"].iloc[0]
+    assert none_row["unauth acc by NEs used"].startswith("0: ")  # identity and bn_adapt at strength 0 spend nothing
+    low, high = (float(x) for x in none_row["best [95% CI]"].split("[")[1].rstrip("]").split(", "))
+    assert low < float(none_row["best [95% CI]"].split()[0]) < high  # Wilson's interval on the 60 images
+    assert len(breaks) == 1 and breaks.iloc[0]["encoding"] == "patch 10"
+    text = write_leaderboard(suite.name, cells, [m.name for m in suite.models], tmp_path)[0].read_text()
+    assert "## Adversary ladder" in text and "## Cheapest break" in text and "## Identification" in text

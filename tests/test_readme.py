@@ -1,0 +1,58 @@
+"""The README's glossary and numbers hold: a newcomer reads any leaderboard with it alone."""
+
+import csv
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from nonxfer_bench.reporting.leaderboard import attack_table, effect_table
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+GLOSSARY = README.split("### Reading a leaderboard: the columns")[1].split("\n## ")[0].split("\nThe report folder")[0]
+QUICKSTART = ROOT / "results" / "quickstart"
+
+
+def _explained() -> set[str]:
+    """Every backticked name in the glossary."""
+    return set(re.findall(r"`([^`]+)`", GLOSSARY))
+
+
+def _table_headers(markdown: str) -> list[str]:
+    """The header cells of every table in ``markdown``."""
+    lines = markdown.splitlines()
+    return [cell.strip() for i, line in enumerate(lines[:-1]) if line.startswith("|") and lines[i + 1].startswith("|---")
+            for cell in line.strip("|").split("|")]  # fmt: skip
+
+
+def _quickstart_frame() -> pd.DataFrame:
+    """The committed quickstart cells as the leaderboard's frame, with a second seed so the seed columns appear."""
+    frame = pd.read_csv(QUICKSTART / "cells.csv")
+    frame = frame.assign(attack_param=frame["attack_param"].fillna(""), baseline=frame["attack"] == "identity", n_labeled=frame["n"], outcomes=None)
+    return pd.concat([frame, frame.assign(seed=frame["seed"] + 1)], ignore_index=True)
+
+
+def test_the_glossary_explains_every_column_the_leaderboard_and_cells_csv_have():
+    frame = _quickstart_frame()
+    models = set(frame["model"])
+    produced = set(effect_table(frame, sorted(models)).columns) | set(attack_table(frame).columns)  # what the code writes now
+    committed = set(_table_headers((QUICKSTART / "leaderboard.md").read_text().split("## Theory")[0]))  # the Theory table explains itself
+    with open(QUICKSTART / "cells.csv") as handle:
+        columns = (produced | committed | set(next(csv.reader(handle)))) - models
+    assert columns - _explained() == set()
+
+
+def test_the_psnr_conversion_examples_are_the_committed_quickstart_numbers():
+    with open(QUICKSTART / "cells.csv") as handle:
+        psnr = {(row["authorized"], float(row["strength"])): float(row["encoded_psnr"]) for row in csv.DictReader(handle)
+                if row["encoder"] == "reference" and row["attack"] == "identity"}  # fmt: skip
+    text = " ".join(README.split())
+    assert f"{psnr[('resnet', 0.0)]:.1f} dB for the quickstart `resnet`, {psnr[('vit_a', 0.0)]:.1f} dB for `vit_a`" in text
+    assert f"at nominal 30: {psnr[('resnet', 30.0)]:.1f} and {psnr[('vit_a', 30.0)]:.1f} dB" in text
+
+
+def test_the_fast_subset_the_readme_names_exists():
+    assert "pytest -m 'not slow'" in README
+    assert 'markers = ["slow:' in (ROOT / "pyproject.toml").read_text()
+    assert any("@pytest.mark.slow" in path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
