@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Callable
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.environment import check_environment
 from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
 from nonxfer_bench.execution import EXECUTOR_NAMES
-from nonxfer_bench.generative.diffusion import MAX_TRAIN_STEPS
-from nonxfer_bench.schema.suite import MAX_STRENGTH
 
 if TYPE_CHECKING:
     from nonxfer_bench.reporting.tracking import Tracker

@@ -16,6 +16,10 @@ from nonxfer_bench.core.errors import excerpt
 _VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
 
 
+MAX_STRENGTH = 1000.0  # |encoder strength| in dB: far beyond any meaningful PSNR (suite and --strength)
+MAX_TRAIN_STEPS = 10_000_000  # DDPM training steps (config and --steps)
+
+
 class Strict(BaseModel):
     """A pydantic model that refuses keys it does not declare (a typo in a suite is an error) and infinite or
     NaN numbers (no parameter means anything at infinity)."""

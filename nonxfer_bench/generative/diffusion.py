@@ -24,11 +24,9 @@ from pydantic import Field
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.atomic import atomic_write, staged_folder
 from nonxfer_bench.core.errors import UserError
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.core.params import MAX_TRAIN_STEPS, Strict
 from nonxfer_bench.schema.files import read_yaml, resolve_path, validate
 from nonxfer_bench.schema.suite import DatasetSpec
-
-MAX_TRAIN_STEPS = 10_000_000
 
 
 class Purifier:

@@ -16,12 +16,11 @@ from pydantic import Field, field_validator, model_validator
 from nonxfer_bench.core.device import DEVICE_PATTERN, Precision
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.hashing import file_sha256, stable_hash
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.core.params import MAX_STRENGTH, Strict
 from nonxfer_bench.schema.storage import canonical_format
 
 PLAIN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # a file name: no separators, never '.' or '..', no leading '-'
 PlainName = Annotated[str, Field(pattern=PLAIN_NAME, description="letters, digits, '_', '.', '-'; not starting with '.' or '-'")]
-MAX_STRENGTH = 1000.0  # |encoder strength| in dB: far beyond any meaningful PSNR
 MAX_SIDE = 4096  # pixels per side of a model input
 MAX_BATCH = 65_536
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
