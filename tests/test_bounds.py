@@ -1,4 +1,4 @@
-"""Bound tightness (nonxfer_bench/bounds.py): the formulas on constructed layers, zoo pairs and in the runner."""
+"""Bound tightness (nonxfer_bench/linalg/bounds.py): the formulas on constructed layers, zoo pairs and in the runner."""
 
 import json
 

@@ -47,17 +47,15 @@ Conventions
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from nonxfer_bench.linalg.flat_input import FlatInput
 from nonxfer_bench.linalg.geometry import ConvGeometry
+from nonxfer_bench.linalg.model import FirstLayerModel
 from nonxfer_bench.linalg.subspace import DEFAULT_TAU, NoiseSubspace, unfold_columns
-
-if TYPE_CHECKING:
-    from nonxfer_bench.zoo import ZooModel
 
 PREFIX = "bound/"
 # numbers that belong to one evaluated model (on that model's identity cell); the rest describe the group
@@ -81,7 +79,7 @@ class NoiseSource(Protocol):
     name: str
     params: Any
 
-    def noise_subspace(self, model: "ZooModel") -> NoiseSubspace | None: ...
+    def noise_subspace(self, model: FirstLayerModel) -> NoiseSubspace | None: ...
 
 
 def misalignment(weight_eff: torch.Tensor, basis: torch.Tensor) -> float:
@@ -100,7 +98,7 @@ def hoffman_wielandt(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, fl
     return lhs, rhs, (lhs / rhs if rhs > 0 else float("nan"))
 
 
-def encoder_subspace(model: "ZooModel", encoder: NoiseSource) -> tuple[NoiseSubspace, bool]:
+def encoder_subspace(model: FirstLayerModel, encoder: NoiseSource) -> tuple[NoiseSubspace, bool]:
     """(the directions the numbers refer to, whether the encoder draws its noise from them).
 
     An encoder without a patch subspace (``gaussian``, ``clean``, ``operator``) gets W_eff's subspace at its
@@ -112,7 +110,7 @@ def encoder_subspace(model: "ZooModel", encoder: NoiseSource) -> tuple[NoiseSubs
     return NoiseSubspace.pixel(model, float(getattr(encoder.params, "tau", DEFAULT_TAU))), False
 
 
-def _local_lipschitz(model: "ZooModel", clean: torch.Tensor, iterations: int = 8, seed: int = 0) -> float | None:
+def _local_lipschitz(model: FirstLayerModel, clean: torch.Tensor, iterations: int = 8, seed: int = 0) -> float | None:
     """max over images of ||J_g(h(x))||_2 by power iteration (g: first-layer output -> logits)."""
     conv = model.first_conv
     state: dict[str, torch.Tensor] = {}
@@ -161,7 +159,7 @@ def _unfold_norm(tensor: torch.Tensor, geometry: ConvGeometry) -> torch.Tensor:
     return F.unfold(tensor, **geometry.unfold_kwargs())
 
 
-def _first_layer_response(model: "ZooModel", images: torch.Tensor) -> torch.Tensor:
+def _first_layer_response(model: FirstLayerModel, images: torch.Tensor) -> torch.Tensor:
     """The first conv's output minus its bias on [0, 1] images (prepare + normalize first)."""
     conv = model.first_conv
     out = conv(model.normalize(model.prepare(images)))
@@ -172,11 +170,11 @@ def _first_layer_response(model: "ZooModel", images: torch.Tensor) -> torch.Tens
 
 @torch.no_grad()
 def group_bounds(
-    authorized: "ZooModel",
+    authorized: FirstLayerModel,
     encoder: NoiseSource,
     clean: torch.Tensor,
     encoding,
-    models: dict[str, "ZooModel"],
+    models: dict[str, FirstLayerModel],
     max_images: int = 128,
     lipschitz_images: int = 4,
     lipschitz_iterations: int = 8,

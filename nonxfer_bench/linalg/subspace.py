@@ -9,13 +9,12 @@ null space of dimension D - m.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from nonxfer_bench.zoo import ZooModel
+from nonxfer_bench.linalg.model import FirstLayerModel
 
 DEFAULT_TAU = 1e-5  # the reference library's default threshold
 
@@ -87,13 +86,13 @@ class NoiseSubspace:
     folded: bool = False
 
     @classmethod
-    def normalized(cls, model: "ZooModel", subspace: PatchSubspace, folded: bool) -> "NoiseSubspace":
+    def normalized(cls, model: FirstLayerModel, subspace: PatchSubspace, folded: bool) -> "NoiseSubspace":
         """A subspace of the model's normalized-space W, with its pixel-unit basis diag(std) V_N."""
         std = unfold_columns(model.std.double(), model.first_conv.kernel_size)
         return cls(subspace, "normalized", std.unsqueeze(1) * subspace.basis.double(), folded)
 
     @classmethod
-    def pixel(cls, model: "ZooModel", tau: float = DEFAULT_TAU) -> "NoiseSubspace":
+    def pixel(cls, model: FirstLayerModel, tau: float = DEFAULT_TAU) -> "NoiseSubspace":
         """The subspace of W_eff (``ZooModel.pixel_weight``, float64, rounded once to float32 for the SVD)."""
         subspace = patch_subspace(model.pixel_weight().float(), tau)
         return cls(subspace, "pixel", subspace.basis.double())

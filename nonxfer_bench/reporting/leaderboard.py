@@ -7,7 +7,7 @@ Tables in ``leaderboard.md``:
    max unauthorized accuracy, and every model's accuracy.
 2. *Attacks*: the same rows per attack step: authorized accuracy, mean and max unauthorized accuracy,
    the attacked images' PSNR against the clean ones.
-3. *Theory* (when identity cells carry ``bound/`` numbers, see ``nonxfer_bench/bounds.py``): per encoding
+3. *Theory* (when identity cells carry ``bound/`` numbers, see ``nonxfer_bench/linalg/bounds.py``): per encoding
    the authorized bound ratios, per unauthorized model misalignment / Hoffman-Wielandt ratio / first-layer
    response, and the Spearman correlation of misalignment with the accuracy drop; two PNG plots
    (``theory_pred_vs_obs.png``, ``theory_misalignment_vs_drop.png``) are written beside it.

@@ -140,7 +140,7 @@ def theory_markdown(cells: list[dict]) -> str:
             f"{'; '.join(models)} | {spearman} |"
         )
     intro = (
-        "Bound tightness on the first batch of each encoding (nonxfer_bench/bounds.py states every convention). "
+        "Bound tightness on the first batch of each encoding (nonxfer_bench/linalg/bounds.py states every convention). "
         "layer obs/pred: ||W d_l|| / (sigma_S ||d_l||) per patch (1 = tight; empty for an exact null space, sigma_S = 0, "
         "where obs/(‖W‖‖d‖) shows the numerical residue); mean-square obs/pred: sum ||W d_l||^2 / sum ||d_l||^2 over "
         "mean_S sigma_i^2; † marks k = 1 with every patch's perturbation in the one chosen direction v, where "
