@@ -96,3 +96,16 @@ def digits_suite(tmp_path: Path, zoo: Path, **overrides) -> Path:
     }
     suite.update(overrides)
     return write_yaml(tmp_path / "suite.yaml", suite)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_does_not_leak():
+    """``mlflow.set_tracking_uri`` (tests, and the Tracker in an in-process ``main``) also sets the
+    MLFLOW_TRACKING_URI environment variable, which wins over a suite's own store in every later test and
+    subprocess; put it back as it was after each test."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
