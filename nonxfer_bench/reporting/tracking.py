@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import time
 from pathlib import Path
@@ -212,6 +213,7 @@ class Tracker:
     def __init__(self, suite: Suite, suite_path: Path) -> None:
         import mlflow
 
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (store migrations) are not the run's progress
         self.mlflow = mlflow
         self.suite = suite
         self.suite_path = suite_path
