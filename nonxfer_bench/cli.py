@@ -393,7 +393,7 @@ def _stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
             time.sleep(0.1)
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        pass  # every member of the server's group has exited: nothing left to stop
     finally:
         process.wait()
         for signum, handler in previous.items():

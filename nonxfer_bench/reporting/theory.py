@@ -197,12 +197,7 @@ def write_theory_plots(cells: list[dict], folder) -> list:
     ax.set_xlabel("predicted RMS first-layer change  c·‖W'_eff B‖_F")
     ax.set_ylabel("observed RMS first-layer change")
     ax.set_title("First layer: predicted vs observed", fontsize=9)
-    fig.tight_layout()
-    path = folder / "theory_pred_vs_obs.png"
-    with atomic_path(path) as temporary:  # a reader never sees half a plot
-        fig.savefig(temporary, dpi=110, format="png")
-    plt.close(fig)
-    paths.append(path)
+    paths.append(_save(fig, folder / "theory_pred_vs_obs.png"))
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for row in correlation:
         label = f"{row['authorized']}/{row['encoder']} {row['strength']:g}"
@@ -212,10 +207,16 @@ def write_theory_plots(cells: list[dict], folder) -> list:
     ax.set_title("Spectral misalignment vs degradation", fontsize=9)
     if correlation:
         ax.legend(fontsize=6, ncol=2)
+    paths.append(_save(fig, folder / "theory_misalignment_vs_drop.png"))
+    return paths
+
+
+def _save(fig, path):
+    """Write a figure atomically (a reader never sees half a plot) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    path = folder / "theory_misalignment_vs_drop.png"
-    with atomic_path(path) as temporary:  # a reader never sees half a plot
+    with atomic_path(path) as temporary:
         fig.savefig(temporary, dpi=110, format="png")
     plt.close(fig)
-    paths.append(path)
-    return paths
+    return path

@@ -121,7 +121,7 @@ def shown_uri(uri: str) -> str:
         if parts.username or parts.password:
             uri = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
     except ValueError:
-        pass
+        pass  # not parseable as a URL: it has no credentials to strip, shown as it is
     uri = uri.replace("\n", " ")
     return uri if len(uri) <= EXCERPT else f"{uri[: EXCERPT - 3]}..."
 
