@@ -7,7 +7,8 @@ From cells that record their attack's threat model (``tier`` and budget, see
   each budget (NEs used = released NEs observed + labelled NEs trained on), and the best overall with its
   95% interval (Wilson on the n evaluated images, as :mod:`nonxfer_bench.reporting.uncertainty` does).
 - *Cheapest break*: the cheapest attack step whose mean unauthorized accuracy reaches 90% of the
-  unauthorized models' clean accuracy, ordered by tier, then NEs used, public images, wall seconds.
+  unauthorized models' clean accuracy, ordered by tier, then NEs used, public images, then attack name and strength (not wall seconds, which vary
+  with the machine and the cache).
 - *Identification*: for ``identify`` cells, how often the top-ranked candidate is the authorized model,
   per number of released NEs observed.
 
@@ -76,7 +77,7 @@ def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
             )  # fmt: skip
         target = BREAK_FRACTION * clean_acc.get(authorized, float("nan"))
         broken = rows[rows.accuracy >= target].assign(order=lambda r: r.tier.map(TIERS.index))
-        cheapest = broken.sort_values(["order", "nes", "budget_public", "seconds", "attack"], kind="stable").head(1)
+        cheapest = broken.sort_values(["order", "nes", "budget_public", "attack", "attack_strength"], kind="stable").head(1)  # no wall seconds: a table must not depend on the machine or the cache
         row = cheapest.iloc[0] if len(cheapest) else None
         breaks.append(
             {
@@ -128,7 +129,7 @@ def ladder_markdown(cells: list[Cell]) -> list[str]:
         "",
         "## Cheapest break",
         "",
-        f"The cheapest attack step (lowest tier, then fewest NEs, public images, seconds) whose mean unauthorized accuracy "
+        f"The cheapest attack step (lowest tier, then fewest NEs, public images; ties by attack name and strength) whose mean unauthorized accuracy "
         f"reaches {BREAK_FRACTION:.0%} of the unauthorized models' clean accuracy (`target`).",
         "",
         _markdown(breaks),
