@@ -34,7 +34,7 @@ def _frame(cells: list[Cell]) -> pd.DataFrame:
         {
             "authorized": c.authorized, "encoder": c.encoder, "strength": c.strength, "storage": c.storage, "attack": c.attack,
             "attack_strength": c.attack_strength, "tier": c.tier, "nes": (c.budget_released or 0) + (c.budget_labelled or 0),
-            "budget_public": c.budget_public or 0, "seconds": c.attack_seconds or 0.0, "accuracy": c.accuracy,
+            "budget_public": c.budget_public or 0, "accuracy": c.accuracy,
             "baseline": c.baseline, "chosen": c.attack_param.get("chosen"), "group": c.group,
             "n": c.n_labeled if c.n_labeled is not None else c.n,
         }
@@ -59,7 +59,7 @@ def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
     frame = _frame([c for c in cells if c.attack != "identify"])  # identification changes nothing: not a rung
     if frame.empty:
         return pd.DataFrame(), pd.DataFrame()
-    steps = frame.groupby(ENCODING + STEP, dropna=False).agg(accuracy=("accuracy", "mean"), seconds=("seconds", "max"), n=("n", "min")).reset_index()
+    steps = frame.groupby(ENCODING + STEP, dropna=False).agg(accuracy=("accuracy", "mean"), n=("n", "min")).reset_index()
     clean_acc = frame[(frame.encoder == "clean") & frame.baseline].groupby("authorized")["accuracy"].mean()
     ladder, breaks = [], []
     for (authorized, encoder, strength, storage), rows in steps[steps.encoder != "clean"].groupby(ENCODING, sort=True):
@@ -84,7 +84,7 @@ def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "authorized": authorized, "encoding": label, "target": "" if pd.isna(target) else f"{100 * target:.1f}",
                 "cheapest break": "none" if row is None else _step(row),
                 "tier": "" if row is None else row.tier, "NEs used": "" if row is None else int(row.nes),
-                "public": "" if row is None else int(row.budget_public), "seconds": "" if row is None else f"{row.seconds:.3g}",
+                "public": "" if row is None else int(row.budget_public),
                 "unauth acc [95% CI]": "" if row is None else _with_interval(row),
             }
         )  # fmt: skip
