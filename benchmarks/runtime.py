@@ -1,0 +1,150 @@
+"""Where a finished run spent its time: a figure and a table from its cell store and its run log.
+
+    python benchmarks/runtime.py runs/fashion-full --out results/fashion-full
+    python benchmarks/runtime.py runs/fashion-full runs/fashion-full-reconstruction --out results/fashion-full
+
+Two measures, both in wall seconds per 1,000 images so that suites of different sizes compare:
+- per attack step, the attack stage of one encoding group (fit, attack, adapt) as the cells record it
+  (``attack_seconds``; outputs read from the attack cache count 0 and are left out);
+- per encoder, one whole encoding group (encode, every attack step, every model's evaluation, the bounds)
+  as the run log's "encoding i/N finished: <group> (<s> s)" lines record it.
+Each bar is the median over groups, the whisker the range. The numbers depend on the machine and its load;
+they are not part of the reproducible leaderboard, so they live here, beside the speed benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from nonxfer_bench.core.atomic import atomic_path
+from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.execution.store import CellStore
+
+# written by nonxfer_bench.execution.progress.Progress.group_done
+FINISHED = re.compile(r"encoding \d+/\d+ finished: (?P<group>\S+) \((?P<seconds>[0-9.]+) s\)$")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per 1,000 images of one measured thing over the groups that measured it."""
+
+    what: str
+    groups: int
+    median: float
+    low: float
+    high: float
+
+
+def _timing(what: str, values: list[float]) -> Timing:
+    return Timing(what, len(values), statistics.median(values), min(values), max(values))
+
+
+def attack_timings(cells: list[Cell], prefix: str = "") -> list[Timing]:
+    """Attack-stage seconds per 1,000 images for each attack step, one value per group that computed it."""
+    per_step: dict[str, dict[str, float]] = {}
+    for cell in cells:
+        if cell.attack_seconds and cell.n:
+            step = prefix + (cell.attack if cell.baseline else f"{cell.attack} {cell.attack_strength:g}")
+            per_step.setdefault(step, {})[cell.group] = 1000 * cell.attack_seconds / cell.n
+    return sorted((_timing(step, list(groups.values())) for step, groups in per_step.items()), key=lambda t: -t.median)
+
+
+def group_timings(log: Path, cells: list[Cell], prefix: str = "") -> list[Timing]:
+    """Whole-group seconds per 1,000 images for each encoder (the last time each group was computed), from the
+    run log's group labels (:attr:`nonxfer_bench.execution.plan.EncodingGroup.label`)."""
+    seconds: dict[str, float] = {}
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            if match := FINISHED.search(line):
+                seconds[match["group"]] = float(match["seconds"])
+    images = {(cell.authorized, cell.encoder): cell.n for cell in cells if cell.n}
+    per_encoder: dict[str, list[float]] = {}
+    for label, value in seconds.items():  # <authorized>/<encoder>[@strength]/seed<k>[/storage][/precision]
+        authorized, encoding = label.split("/")[:2]
+        encoder = encoding.split("@")[0]
+        if (authorized, encoder) in images:
+            per_encoder.setdefault(prefix + encoder, []).append(1000 * value / images[authorized, encoder])
+    return sorted((_timing(encoder, values) for encoder, values in per_encoder.items()), key=lambda t: -t.median)
+
+
+def _panel(axis, timings: list[Timing], title: str) -> None:
+    labels = [t.what for t in timings][::-1]
+    medians = [t.median for t in timings][::-1]
+    errors = [[t.median - t.low for t in timings][::-1], [t.high - t.median for t in timings][::-1]]
+    axis.barh(labels, medians, xerr=errors, color="#4c72b0", ecolor="#333333", capsize=3)
+    axis.set_xscale("log")
+    axis.set_xlabel("wall seconds per 1,000 images (median, range)", fontsize=10)
+    axis.set_title(title, fontsize=12)
+    axis.tick_params(labelsize=10)
+
+
+def write_figure(attacks: list[Timing], groups: list[Timing], machine: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(attacks, "attack stage, per attack step"), (groups, "whole encoding group, per encoder")]
+    panels = [(timings, title) for timings, title in panels if timings]
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.32 * max(len(t) for t, _ in panels) + 2.2), squeeze=False)
+    for axis, (timings, title) in zip(axes[0], panels):
+        _panel(axis, timings, title)
+    figure.suptitle(f"Run time on {machine}", fontsize=12)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=110, format="png", metadata={"Software": None})
+    plt.close(figure)
+    return path
+
+
+def markdown(attacks: list[Timing], groups: list[Timing], machine: str, runs: list[Path]) -> str:
+    lines = [
+        "# Run time",
+        "",
+        f"Measured on {machine}, from {', '.join(str(run) for run in runs)} (cells' attack seconds and the run logs).",
+        "Wall seconds per 1,000 images: median over the encoding groups, range in brackets; they depend on the",
+        "machine and its load (other jobs shared these cores).",
+        "",
+    ]
+    for title, timings in (("Whole encoding group, per encoder", groups), ("Attack stage, per attack step", attacks)):
+        lines += [f"## {title}", "", "| | groups | s / 1,000 images | range |", "|---|---|---|---|"]
+        lines += [f"| {t.what} | {t.groups} | {t.median:.2f} | [{t.low:.2f}, {t.high:.2f}] |" for t in timings]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def machine_text() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<suite>) holding cells.jsonl and run.log")
+    parser.add_argument("--out", type=Path, required=True, help="folder for runtime.png and RUNTIME.md")
+    parser.add_argument("--machine", default=machine_text(), help="how to name the machine in the figure")
+    args = parser.parse_args(argv)
+    attacks: list[Timing] = []
+    groups: list[Timing] = []
+    for run in args.runs:
+        if not (run / "cells.jsonl").exists():
+            parser.error(f"{run.resolve() / 'cells.jsonl'}: not found; pass a run folder such as runs/quickstart")
+        cells = list(CellStore(run / "cells.jsonl", writable=False).cells.values())
+        prefix = f"{run.name}: " if len(args.runs) > 1 else ""
+        attacks += attack_timings(cells, prefix)
+        groups += group_timings(run / "run.log", cells, prefix)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_figure(attacks, groups, args.machine, args.out / "runtime.png")
+    with atomic_path(args.out / "RUNTIME.md") as temporary:
+        temporary.write_text(markdown(attacks, groups, args.machine, args.runs) + "\n")
+    print(f"wrote {args.out / 'runtime.png'} and {args.out / 'RUNTIME.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""benchmarks/runtime.py: where a finished run spent its time, read from its cell store and its run log."""
+
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.execution.progress import Progress
+from nonxfer_bench.execution.store import CellStore
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("runtime_benchmark", ROOT / "benchmarks" / "runtime.py")
+runtime = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+spec.loader.exec_module(runtime)
+
+
+def cell(key: str, group: str, attack: str, seconds: float | None, n: int = 500, encoder: str = "patch") -> Cell:
+    return Cell(key=key, suite="s", group=group, authorized="vit_a", encoder=encoder, strength=10.0, seed=0, attack=attack,
+                attack_strength=0.5, baseline=attack == "identity", model="vit_b", role="unauthorized", n=n,
+                accuracy=0.5, agreement=0.5, attack_seconds=seconds)  # fmt: skip
+
+
+def test_attack_seconds_are_per_1000_images_once_per_group_and_cache_hits_are_left_out():
+    cells = [
+        cell("1", "g1", "blur", 1.0),  # two models of one group share the step's seconds: one value
+        cell("2", "g1", "blur", 1.0),
+        cell("3", "g2", "blur", 3.0),
+        cell("4", "g3", "blur", 0.0),  # read from the attack cache
+        cell("5", "g1", "identity", None),  # a schema-1 cell: not measured
+    ]
+    [blur] = runtime.attack_timings(cells)
+    assert (blur.what, blur.groups, blur.median, blur.low, blur.high) == ("blur 0.5", 2, 4.0, 2.0, 6.0)
+
+
+def test_group_seconds_come_from_the_lines_the_progress_writer_logs(tmp_path):
+    log = tmp_path / "run.log"
+    progress = Progress("s", log, stream=io.StringIO(), bar_stream=io.StringIO())
+    progress.total = 2
+    for label in ("vit_a/patch@10/seed0", "vit_a/clean/seed1"):
+        progress.phase(label, "encode")
+        progress.started[label] -= 5.0  # the group took (at least) 5 s
+        progress.group_done(label)
+    progress.close()
+    cells = [cell("1", "g1", "blur", 1.0, n=1000), cell("2", "g2", "blur", 1.0, n=1000, encoder="clean")]
+    timings = {t.what: t for t in runtime.group_timings(log, cells)}
+    assert set(timings) == {"patch", "clean"}
+    assert all(5.0 <= t.median < 60.0 and t.groups == 1 for t in timings.values())
+
+
+def test_the_script_writes_a_figure_and_a_table_and_names_a_missing_store(tmp_path, capsys):
+    run = tmp_path / "runs" / "s"
+    CellStore(run / "cells.jsonl").add([cell("1", "g1", "blur", 1.0), cell("2", "g2", "jpeg_pil", 0.2)])
+    assert runtime.main([str(run), "--out", str(tmp_path / "out"), "--machine", "test box"]) == 0
+    table = (tmp_path / "out" / "RUNTIME.md").read_text()
+    assert "test box" in table and "| blur 0.5 | 1 | 2.00 |" in table and "| jpeg_pil 0.5 | 1 | 0.40 |" in table
+    with Image.open(tmp_path / "out" / "runtime.png") as image:
+        assert image.size[0] > 400 and image.size[1] > 200
+    with pytest.raises(SystemExit) as exit_info:
+        runtime.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and str((tmp_path / "nowhere").resolve()) in capsys.readouterr().err
