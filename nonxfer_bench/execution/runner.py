@@ -122,6 +122,11 @@ class Runner:
         return resolve_device(self.suite.device)
 
     @cached_property
+    def overlap_cpu_attacks(self) -> bool:
+        """Whether CPU-only attacks run on a thread pool beside the device work: not on the CPU, whose cores they would share."""
+        return self.device.type != "cpu"
+
+    @cached_property
     def store(self) -> CellStore:
         """Opened on first use, so that workers, which only :meth:`compute`, never open it."""
         return CellStore(self.suite.run_dir() / "cells.jsonl")
@@ -241,6 +246,7 @@ class Runner:
         return GroupServices(
             self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images,
             public_labels=lambda: None if self._public is None else self._public.labels, precision=suite.precision,
+            overlap_cpu_attacks=self.overlap_cpu_attacks,
         )
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:
