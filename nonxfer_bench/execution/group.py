@@ -35,6 +35,7 @@ from nonxfer_bench.core.cell import Cell, Role
 from nonxfer_bench.core.hashing import keyed_generator, stable_hash
 from nonxfer_bench.encoders import ENCODERS, Encoder, Encoding
 from nonxfer_bench.execution.plan import AttackStep, EncodingGroup
+from nonxfer_bench.linalg.bounds import NOT_COMPUTED, group_bounds
 from nonxfer_bench.metrics.image_quality import psnr_per_image, ssim_per_image
 from nonxfer_bench.metrics.outcomes import Tally
 from nonxfer_bench.storage.formats import apply_storage
@@ -80,6 +81,7 @@ class GroupServices:
     public_labels: Callable[[], torch.Tensor | None] = lambda: None  # labels of the public images, if the suite has them
     precision: str = "fp32"  # the models' precision, recorded in the cells (part of their keys when not fp32)
     overlap_cpu_attacks: bool = False  # run CPU-only attacks on a thread pool beside the device work (the device is not the CPU)
+    bounds: bool = True  # compute the bound diagnostics (suite key 'bounds')
 
 
 class AttackedBatches:
@@ -242,7 +244,7 @@ class GroupComputation:
         self.measures.stored_psnr.append(psnr_per_image(clean, encoding.images))
         self.measures.encoded_psnr.append(encoding.achieved_psnr)
         self.encoder_info = encoding.info
-        if first and any(self.services.attack(step).baseline for step in self.steps):
+        if first and self.services.bounds and any(self.services.attack(step).baseline for step in self.steps):
             models = {name: self.services.model(name) for _, name in self.missing}
             self.bounds = _group_bounds(self.encoder, self.authorized, clean, encoding, models)
         if first and self.services.sample_images:
@@ -302,6 +304,12 @@ class GroupComputation:
         return encoding.flat_input is not None and model_name == self.group.authorized and self.services.attack(step).baseline
 
     # stage 4
+    def cell_bounds(self, model_name: str) -> dict:
+        """The bound numbers of a baseline cell; without bounds only the mark that they were not computed."""
+        if not self.services.bounds:
+            return {NOT_COMPUTED: False}
+        return self.bounds[0] | self.bounds[1].get(model_name, {})
+
     def assemble(self, image_ids: str) -> list[Cell]:
         encoded_psnr = torch.cat(self.measures.encoded_psnr)
         stored_psnr = torch.cat(self.measures.stored_psnr)
@@ -311,7 +319,7 @@ class GroupComputation:
             attack = self.services.attack(step)
             role = self.services.role(model_name, group.authorized)
             tally = self.tallies[(step, model_name)]
-            bounds = (self.bounds[0] | self.bounds[1].get(model_name, {})) if attack.baseline else {}
+            bounds = self.cell_bounds(model_name) if attack.baseline else {}
             budget = attack.budget(step.strength)
             cells.append(
                 Cell(
@@ -370,8 +378,6 @@ def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int
 def _group_bounds(encoder: Encoder, authorized: ZooModel, clean: torch.Tensor, encoding: Encoding, models: dict) -> tuple[dict, dict]:
     """Bound-tightness numbers of one encoding group (:mod:`nonxfer_bench.linalg.bounds`); never fails a run."""
     try:
-        from nonxfer_bench.linalg.bounds import group_bounds
-
         return group_bounds(authorized, encoder, clean, encoding, models)
     except Exception as error:  # noqa: BLE001 - a diagnostic must not cost the benchmark its cells
         return {"bound/error": f"{type(error).__name__}: {str(error)[:300]}"}, {}

@@ -246,7 +246,7 @@ class Runner:
         return GroupServices(
             self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images,
             public_labels=lambda: None if self._public is None else self._public.labels, precision=suite.precision,
-            overlap_cpu_attacks=self.overlap_cpu_attacks,
+            overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=suite.bounds,
         )
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:
