@@ -75,6 +75,7 @@ class GroupServices:
     public_images: Callable[[ZooModel], torch.Tensor]
     role: Callable[[str, str], Role]
     phase: Callable[[EncodingGroup, str], None]  # progress: which stage a group is in
+    note: Callable[[EncodingGroup, str], None]  # progress: something the user should know about a group's cells
     suite_name: str
     batch_size: int
     sample_images: int
@@ -198,7 +199,7 @@ class GroupComputation:
         for spec_id, budget in budgets.items():
             spec_steps = [s for s in self.steps if id(s.spec) == spec_id]
             if budget and budget > count:
-                self.services.phase(self.group, f"note: {spec_steps[0].spec.name} asks for {budget} released NEs, the group has {count}: it fits on {count}")
+                self.services.note(self.group, f"{spec_steps[0].spec.name} asks for {budget} released NEs, the group has {count}: it fits on {count}")
             began = time.perf_counter()
             self.services.attack(spec_steps[0]).prepare(replace(context, released=released[: budget or first_batch]))
             for step in spec_steps:  # every strength of the attack needs its fit
@@ -207,22 +208,26 @@ class GroupComputation:
 
     def cpu_pool(self) -> contextlib.AbstractContextManager[ThreadPoolExecutor | None]:
         """Threads for the group's CPU-only attacks when they may overlap with device work, else None."""
-        tasks = sum(self.draws[step] for step in self.steps if self.services.attack(step).cpu_only)
-        if not (self.services.overlap_cpu_attacks and tasks):
+        steps = sum(1 for step in self.steps if self.services.attack(step).cpu_only)
+        if not (self.services.overlap_cpu_attacks and steps):
             return contextlib.nullcontext()
-        return ThreadPoolExecutor(min(tasks, os.cpu_count() or 1), thread_name_prefix="nxb-cpu-attack")
+        return ThreadPoolExecutor(min(steps, os.cpu_count() or 1), thread_name_prefix="nxb-cpu-attack")
 
     # stage 2
     def attacked(self, pool: ThreadPoolExecutor | None, start: int, released: torch.Tensor) -> Iterator[tuple[AttackStep, int, torch.Tensor]]:
-        """Every (step, draw) of one batch with its attacked images. With a pool, the CPU-only attacks run on its
-        threads while the others run here, and are handed on last: their CPU work overlaps the device's."""
-        draws = [(step, draw) for step in self.steps for draw in range(self.draws[step])]
-        on_pool = {(step, draw): pool.submit(self.attacked_batches, step, draw, start, released) for step, draw in draws if pool and self.services.attack(step).cpu_only}
-        for step, draw in draws:
-            if (step, draw) not in on_pool:
-                yield step, draw, self.attacked_batches(step, draw, start, released)
-        for (step, draw), future in on_pool.items():
-            yield step, draw, future.result()
+        """Every (step, draw) of one batch with its attacked images. With a pool, each CPU-only step runs its draws
+        on a pool thread while the other steps run here, and is handed on last: its CPU work overlaps the device's."""
+        on_pool = {step: pool.submit(self.all_draws, step, start, released) for step in self.steps if pool and self.services.attack(step).cpu_only}
+        for step in self.steps:
+            if step not in on_pool:
+                for draw in range(self.draws[step]):
+                    yield step, draw, self.attacked_batches(step, draw, start, released)
+        for step, future in on_pool.items():
+            for draw, attacked in enumerate(future.result()):
+                yield step, draw, attacked
+
+    def all_draws(self, step: AttackStep, start: int, released: torch.Tensor) -> list[torch.Tensor]:
+        return [self.attacked_batches(step, draw, start, released) for draw in range(self.draws[step])]
 
     def attack_context(self, released: torch.Tensor) -> AttackContext:
         """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the release."""

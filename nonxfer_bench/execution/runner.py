@@ -226,6 +226,11 @@ class Runner:
         if self.progress is not None:
             self.progress.phase(group.label, phase)
 
+    def note(self, group: EncodingGroup, text: str) -> None:
+        """Tell the user something about a group computed in this process (shown and logged in run.log)."""
+        if self.progress is not None:
+            self.progress.note(f"{group.label}: {text}")
+
     def compute(self, group: EncodingGroup, missing: Missing) -> tuple[list[Cell], dict[str, torch.Tensor]]:
         """One group's missing cells and its sample rows; touches neither the store nor the tracker (runs in workers)."""
         self.phase(group, "clean predictions")
@@ -244,7 +249,7 @@ class Runner:
     def services(self) -> GroupServices:
         suite = self.suite
         return GroupServices(
-            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images,
+            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, self.note, suite.name, suite.batch_size, suite.output.sample_images,
             public_labels=lambda: None if self._public is None else self._public.labels, precision=suite.precision,
             overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=suite.bounds,
         )
