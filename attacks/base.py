@@ -54,7 +54,8 @@ class AttackContext:
     - ``model``: looks up any zoo model by name (surrogate candidates named in the attack's params);
     - ``public_images``: clean images from a split disjoint from the evaluation images, at the release
       resolution ([0, 1]); empty when the suite declares no ``public`` dataset;
-    - ``released``: a sample of the released (encoded) images of this group;
+    - ``released``: the first released (encoded) images of this group: as many as the attack's ``released``
+      budget (across batches, at most the group's images), else the first batch;
     - ``batch_labels``: labels of the batch being attacked (integrity attacks), set per batch;
     - ``public_labels``: labels of ``public_images`` (None when unknown);
     - ``encode``: the group's encoder at the group's strength, keyed apart from the release's draws: (clean
