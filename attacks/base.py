@@ -54,7 +54,8 @@ class AttackContext:
     - ``model``: looks up any zoo model by name (surrogate candidates named in the attack's params);
     - ``public_images``: clean images from a split disjoint from the evaluation images, at the release
       resolution ([0, 1]); empty when the suite declares no ``public`` dataset;
-    - ``released``: a sample of the released (encoded) images of this group;
+    - ``released``: the first released (encoded) images of this group: as many as the attack's ``released``
+      budget (across batches, at most the group's images), else the first batch;
     - ``batch_labels``: labels of the batch being attacked (integrity attacks), set per batch;
     - ``public_labels``: labels of ``public_images`` (None when unknown);
     - ``encode``: the group's encoder at the group's strength, keyed apart from the release's draws: (clean
@@ -100,6 +101,9 @@ class Attack(ABC):
     cache_outputs: ClassVar[bool] = False
     # the no-attack step: its cells are the baseline every attack is compared with, and carry the bound numbers
     baseline: ClassVar[bool] = False
+    # computes on the CPU whatever the batch's device (libjpeg, scikit-image): on an accelerator the runner runs it
+    # on a thread pool, beside the device work of the other attacks
+    cpu_only: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params

@@ -33,6 +33,7 @@ class JpegPil(Attack):
 
     Params = JpegParams
     threat = ThreatModel(tier=Tier.NONE, text="no knowledge: the release is re-encoded as JPEG (a platform upload, a careless copy)")
+    cpu_only = True
 
     def parameter(self, strength: float) -> dict:
         return {"quality": jpeg_quality(self.params, strength)}

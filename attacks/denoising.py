@@ -107,6 +107,7 @@ class DenoiseNlm(Attack):
 
     Params = NlmParams
     threat = ThreatModel(tier=Tier.NONE, text="no knowledge: non-local means averages similar patches (repeated noise patterns are similar too)")
+    cpu_only = True
 
     def parameter(self, strength: float) -> dict:
         return {"h_over_sigma": round(strength * self.params.max_h, 4)}

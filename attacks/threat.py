@@ -68,7 +68,7 @@ class BudgetParams(Strict):
     suites that do not set a budget keep their cell keys.
     """
 
-    released: int | None = Field(None, ge=1, description="released NEs the attacker observes for fitting (first n of the group's sample); all if unset")
+    released: int | None = Field(None, ge=1, description="released NEs the attacker observes for fitting (the group's first n, across batches); the first batch if unset")
     public: int | None = Field(None, ge=0, description="clean public images the attacker uses (first n); all if unset")
 
     @model_serializer(mode="wrap")

@@ -112,6 +112,7 @@ def command_run(args: argparse.Namespace) -> int:
         suite.dataset.limit = args.limit
     suite.device = args.device or suite.device
     suite.precision = args.precision or suite.precision
+    suite.bounds = suite.bounds and not args.no_bounds
     if args.executor != "ray":  # before any work: cuda asked for where there is none is one line, exit 2
         suite.device = str(resolve_device(suite.device))  # (a Ray driver may have no GPU; its workers resolve their own)
     _set_threads(args.threads or suite.threads)
@@ -418,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
     run.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: the suite's 'device', auto)")
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default: the suite's 'precision', fp32)")
+    run.add_argument("--no-bounds", action="store_true", help="skip the bound diagnostics (as the suite key 'bounds: false')")
     run.set_defaults(handler=command_run)
 
     training = commands.add_parser("train", help="train the zoo or a generative model used by attacks").add_subparsers(dest="train_command", required=True)

@@ -18,10 +18,13 @@ outcomes and scalars come back to the host.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 
@@ -32,12 +35,22 @@ from nonxfer_bench.core.cell import Cell, Role
 from nonxfer_bench.core.hashing import keyed_generator, stable_hash
 from nonxfer_bench.encoders import ENCODERS, Encoder, Encoding
 from nonxfer_bench.execution.plan import AttackStep, EncodingGroup
+from nonxfer_bench.linalg.bounds import NOT_COMPUTED, group_bounds
 from nonxfer_bench.metrics.image_quality import psnr_per_image, ssim_per_image
 from nonxfer_bench.metrics.outcomes import Tally
 from nonxfer_bench.storage.formats import apply_storage
 from nonxfer_bench.zoo import ZooModel
 
 Missing = dict[tuple[AttackStep, str], str]  # (attack step, evaluated model) -> cell key
+
+
+class Release(NamedTuple):
+    """One batch after stage 1: where it starts in the dataset, its clean images and labels, and its release."""
+
+    start: int
+    clean: torch.Tensor
+    labels: torch.Tensor
+    encoding: Encoding
 
 
 @dataclass
@@ -62,11 +75,14 @@ class GroupServices:
     public_images: Callable[[ZooModel], torch.Tensor]
     role: Callable[[str, str], Role]
     phase: Callable[[EncodingGroup, str], None]  # progress: which stage a group is in
+    note: Callable[[EncodingGroup, str], None]  # progress: something the user should know about a group's cells
     suite_name: str
     batch_size: int
     sample_images: int
     public_labels: Callable[[], torch.Tensor | None] = lambda: None  # labels of the public images, if the suite has them
     precision: str = "fp32"  # the models' precision, recorded in the cells (part of their keys when not fp32)
+    overlap_cpu_attacks: bool = False  # run CPU-only attacks on a thread pool beside the device work (the device is not the CPU)
+    bounds: bool = True  # compute the bound diagnostics (suite key 'bounds')
 
 
 class AttackedBatches:
@@ -80,7 +96,7 @@ class AttackedBatches:
     def __init__(self, group: EncodingGroup, steps: list[AttackStep], attacks: Callable[[AttackStep], Attack], count: int, size: int) -> None:
         self.attacks, self.size = attacks, size
         self.seconds: dict[AttackStep, float] = defaultdict(float)  # wall time of this stage (fit, attack, adapt) per step
-        self.device = "cpu"
+        self.devices: dict[AttackStep, str] = {}  # the device type each step's attack computed on
         self.outputs = ArrayCache("attacked")
         self.generators = {
             (step, draw): keyed_generator(group.draw_key, step.spec.name, step.spec.params, step.strength, *([draw] if draw else []))
@@ -100,9 +116,10 @@ class AttackedBatches:
         if (step, draw) in self.reuse:
             return torch.from_numpy(self.held[(step, draw)][start // self.size][0]).to(released.device)
         began = time.perf_counter()
-        attacked = self.attacks(step)(released, step.strength, self.generators[(step, draw)])
+        attack = self.attacks(step)
+        attacked = attack(released, step.strength, self.generators[(step, draw)])
         self.seconds[step] += time.perf_counter() - began
-        self.device = attacked.device.type
+        self.devices[step] = "cpu" if attack.cpu_only else attacked.device.type
         if key is not None:
             self.outputs.put(key, attacked.detach().cpu().numpy())
         return attacked.to(released.device)  # attacks that work on the host (libjpeg, scikit-image) hand back there
@@ -138,31 +155,79 @@ class GroupComputation:
 
     def run(self, inputs: GroupInputs) -> tuple[list[Cell], dict[str, torch.Tensor]]:
         size = self.services.batch_size
-        attacked_batches = self.attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size)
-        context: AttackContext | None = None
+        self.attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size)
+        releases = self.releases(inputs)
+        ahead, context = self.fit_attacks(releases, inputs.count)
+        with self.cpu_pool() as pool:
+            for start, clean, labels, encoding in _drain(ahead, releases):
+                context.batch_labels = labels
+                self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: attack and score")
+                for step, draw, attacked in self.attacked(pool, start, encoding.images):
+                    self.measure_attack(step, draw, start, clean, attacked)
+                    self.score(step, draw, start, clean, attacked, labels, encoding, inputs.clean_predictions)
+                faults.point("group_batch")
+        count = self.services.sample_images  # only the shown images travel back from a worker
+        shown = dict.fromkeys(["clean", self.group.encoder.name, *(step.label for step in self.steps)])  # the grid's row order
+        return self.assemble(inputs.image_ids), {label: self.sample_rows[label][:count].cpu().clone() for label in shown if label in self.sample_rows}
+
+    def releases(self, inputs: GroupInputs) -> Iterator[Release]:
+        """Stage 1 over the dataset, batch by batch: (start, clean batch, its labels, its release)."""
+        size = self.services.batch_size
         for start in range(0, inputs.count, size):
             self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: encode")
             clean = inputs.clean(start, size)
-            labels = inputs.labels[start : start + size]
-            encoding = self.encode(clean, first=start == 0)
-            if context is None:  # fitted once per group, on the first batch of the release
-                context = self.attack_context(encoding.images)
-                for spec_id in dict.fromkeys(id(step.spec) for step in self.steps):
-                    spec_steps = [s for s in self.steps if id(s.spec) == spec_id]
-                    began = time.perf_counter()
-                    self.services.attack(spec_steps[0]).prepare(context)
-                    for step in spec_steps:  # every strength of the attack needs its fit
-                        attacked_batches.seconds[step] += time.perf_counter() - began
-            context.batch_labels = labels
-            self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: attack and score")
-            for step in self.steps:
+            yield Release(start, clean, inputs.labels[start : start + size], self.encode(clean, first=start == 0))
+
+    def fit_attacks(self, releases: Iterator[Release], count: int) -> tuple[list[Release], AttackContext]:
+        """Fit every attack once per group, before the first batch is attacked; returns the batches encoded for it.
+
+        An attack fits on its ``released`` budget of the group's first NEs, whatever the batch size: as many
+        batches are encoded ahead as the largest budget needs (only their releases are held), and a budget above
+        the group's images is clamped to them (the cells' ``budget_released`` says how many were used). An
+        attack without a budget fits on the first batch.
+        """
+        budgets = {id(step.spec): getattr(self.services.attack(step).params, "released", None) for step in self.steps}
+        needed = min(max((b for b in budgets.values() if b), default=0), count)
+        ahead: list[Release] = []
+        for release in releases:
+            ahead.append(release)
+            if sum(len(r.clean) for r in ahead) >= needed:
+                break
+        released = ahead[0].encoding.images if len(ahead) == 1 else torch.cat([r.encoding.images for r in ahead])[:needed]
+        context = self.attack_context(released)
+        first_batch = len(ahead[0].clean)
+        for spec_id, budget in budgets.items():
+            spec_steps = [s for s in self.steps if id(s.spec) == spec_id]
+            if budget and budget > count:
+                self.services.note(self.group, f"{spec_steps[0].spec.name} asks for {budget} released NEs, the group has {count}: it fits on {count}")
+            began = time.perf_counter()
+            self.services.attack(spec_steps[0]).prepare(replace(context, released=released[: budget or first_batch]))
+            for step in spec_steps:  # every strength of the attack needs its fit
+                self.attacked_batches.seconds[step] += time.perf_counter() - began
+        return ahead, context
+
+    def cpu_pool(self) -> contextlib.AbstractContextManager[ThreadPoolExecutor | None]:
+        """Threads for the group's CPU-only attacks when they may overlap with device work, else None."""
+        steps = sum(1 for step in self.steps if self.services.attack(step).cpu_only)
+        if not (self.services.overlap_cpu_attacks and steps):
+            return contextlib.nullcontext()
+        return ThreadPoolExecutor(min(steps, os.cpu_count() or 1), thread_name_prefix="nxb-cpu-attack")
+
+    # stage 2
+    def attacked(self, pool: ThreadPoolExecutor | None, start: int, released: torch.Tensor) -> Iterator[tuple[AttackStep, int, torch.Tensor]]:
+        """Every (step, draw) of one batch with its attacked images. With a pool, each CPU-only step runs its draws
+        on a pool thread while the other steps run here, and is handed on last: its CPU work overlaps the device's."""
+        on_pool = {step: pool.submit(self.all_draws, step, start, released) for step in self.steps if pool and self.services.attack(step).cpu_only}
+        for step in self.steps:
+            if step not in on_pool:
                 for draw in range(self.draws[step]):
-                    attacked = attacked_batches(step, draw, start, encoding.images)
-                    self.measure_attack(step, draw, start, clean, attacked)
-                    self.score(step, draw, start, clean, attacked, labels, encoding, inputs.clean_predictions)
-            faults.point("group_batch")
-        count = self.services.sample_images  # only the shown images travel back from a worker
-        return self.assemble(inputs.image_ids), {label: rows[:count].cpu().clone() for label, rows in self.sample_rows.items()}
+                    yield step, draw, self.attacked_batches(step, draw, start, released)
+        for step, future in on_pool.items():
+            for draw, attacked in enumerate(future.result()):
+                yield step, draw, attacked
+
+    def all_draws(self, step: AttackStep, start: int, released: torch.Tensor) -> list[torch.Tensor]:
+        return [self.attacked_batches(step, draw, start, released) for draw in range(self.draws[step])]
 
     def attack_context(self, released: torch.Tensor) -> AttackContext:
         """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the release."""
@@ -184,7 +249,7 @@ class GroupComputation:
         self.measures.stored_psnr.append(psnr_per_image(clean, encoding.images))
         self.measures.encoded_psnr.append(encoding.achieved_psnr)
         self.encoder_info = encoding.info
-        if first and any(self.services.attack(step).baseline for step in self.steps):
+        if first and self.services.bounds and any(self.services.attack(step).baseline for step in self.steps):
             models = {name: self.services.model(name) for _, name in self.missing}
             self.bounds = _group_bounds(self.encoder, self.authorized, clean, encoding, models)
         if first and self.services.sample_images:
@@ -244,6 +309,12 @@ class GroupComputation:
         return encoding.flat_input is not None and model_name == self.group.authorized and self.services.attack(step).baseline
 
     # stage 4
+    def cell_bounds(self, model_name: str) -> dict:
+        """The bound numbers of a baseline cell; without bounds only the mark that they were not computed."""
+        if not self.services.bounds:
+            return {NOT_COMPUTED: False}
+        return self.bounds[0] | self.bounds[1].get(model_name, {})
+
     def assemble(self, image_ids: str) -> list[Cell]:
         encoded_psnr = torch.cat(self.measures.encoded_psnr)
         stored_psnr = torch.cat(self.measures.stored_psnr)
@@ -253,7 +324,7 @@ class GroupComputation:
             attack = self.services.attack(step)
             role = self.services.role(model_name, group.authorized)
             tally = self.tallies[(step, model_name)]
-            bounds = (self.bounds[0] | self.bounds[1].get(model_name, {})) if attack.baseline else {}
+            bounds = self.cell_bounds(model_name) if attack.baseline else {}
             budget = attack.budget(step.strength)
             cells.append(
                 Cell(
@@ -286,11 +357,18 @@ class GroupComputation:
                     budget_labelled=budget.labelled,
                     budget_public=budget.public,
                     attack_seconds=round(self.attacked_batches.seconds[step], 4),
-                    device=self.attacked_batches.device,
+                    device=self.attacked_batches.devices.get(step, "cpu"),
                     **tally.metrics(role),
                 )
             )
         return cells
+
+
+def _drain(ahead: list[Release], rest: Iterator[Release]) -> Iterator[Release]:
+    """The batches in ``ahead`` (taken out as they go, so each is freed once used), then those of ``rest``."""
+    while ahead:
+        yield ahead.pop(0)
+    yield from rest
 
 
 def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int, size: int) -> list[str]:
@@ -305,8 +383,6 @@ def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int
 def _group_bounds(encoder: Encoder, authorized: ZooModel, clean: torch.Tensor, encoding: Encoding, models: dict) -> tuple[dict, dict]:
     """Bound-tightness numbers of one encoding group (:mod:`nonxfer_bench.linalg.bounds`); never fails a run."""
     try:
-        from nonxfer_bench.linalg.bounds import group_bounds
-
         return group_bounds(authorized, encoder, clean, encoding, models)
     except Exception as error:  # noqa: BLE001 - a diagnostic must not cost the benchmark its cells
         return {"bound/error": f"{type(error).__name__}: {str(error)[:300]}"}, {}

@@ -93,6 +93,8 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
                             cell = {**base, "attack": attack_id, "attack_strength": step.strength, "model": identities[model.name]}
                             if suite.role(model.name, authorized) == "control":  # stored with its role
                                 cell["role"] = "control"
+                            if not suite.bounds and ATTACKS.get(step.spec.name).baseline:  # a bounds-on run never reuses it
+                                cell["bounds"] = False
                             group.cells[(step, model.name)] = stable_hash(cell)
                     groups.append(group)
     return groups

@@ -84,6 +84,12 @@ class Progress:
         else:
             self._line(f"{group}: {phase}", show=False)
 
+    def note(self, text: str) -> None:
+        """A line the user should read (e.g. a budget clamped to the images a group has), shown even beside a bar."""
+        if self.bar is not None:
+            self.bar.write(f"note: {text}", file=self.bar_stream)
+        self._line(f"note: {text}", show=self.bar is None)
+
     def group_done(self, group: str) -> None:
         self.done += 1
         seconds = time.monotonic() - self.started.pop(group, time.monotonic())

@@ -122,6 +122,11 @@ class Runner:
         return resolve_device(self.suite.device)
 
     @cached_property
+    def overlap_cpu_attacks(self) -> bool:
+        """Whether CPU-only attacks run on a thread pool beside the device work: not on the CPU, whose cores they would share."""
+        return self.device.type != "cpu"
+
+    @cached_property
     def store(self) -> CellStore:
         """Opened on first use, so that workers, which only :meth:`compute`, never open it."""
         return CellStore(self.suite.run_dir() / "cells.jsonl")
@@ -221,6 +226,11 @@ class Runner:
         if self.progress is not None:
             self.progress.phase(group.label, phase)
 
+    def note(self, group: EncodingGroup, text: str) -> None:
+        """Tell the user something about a group computed in this process (shown and logged in run.log)."""
+        if self.progress is not None:
+            self.progress.note(f"{group.label}: {text}")
+
     def compute(self, group: EncodingGroup, missing: Missing) -> tuple[list[Cell], dict[str, torch.Tensor]]:
         """One group's missing cells and its sample rows; touches neither the store nor the tracker (runs in workers)."""
         self.phase(group, "clean predictions")
@@ -239,8 +249,9 @@ class Runner:
     def services(self) -> GroupServices:
         suite = self.suite
         return GroupServices(
-            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, suite.name, suite.batch_size, suite.output.sample_images,
+            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, self.note, suite.name, suite.batch_size, suite.output.sample_images,
             public_labels=lambda: None if self._public is None else self._public.labels, precision=suite.precision,
+            overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=suite.bounds,
         )
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:

@@ -58,6 +58,7 @@ from nonxfer_bench.linalg.model import FirstLayerModel
 from nonxfer_bench.linalg.subspace import DEFAULT_TAU, NoiseSubspace, unfold_columns
 
 PREFIX = "bound/"
+NOT_COMPUTED = PREFIX + "computed"  # false on the baseline cells of a run without bounds (suite 'bounds: false', run --no-bounds)
 # numbers that belong to one evaluated model (on that model's identity cell); the rest describe the group
 MODEL_KEYS = frozenset(
     f"bound/{k}" for k in ("misalignment", "hw_lhs", "hw_rhs", "hw_ratio", "unauth_layer_obs", "unauth_layer_obs_rel",

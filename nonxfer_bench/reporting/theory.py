@@ -9,7 +9,7 @@ import math
 from typing import Any
 
 from nonxfer_bench.core.atomic import atomic_path
-from nonxfer_bench.linalg.bounds import PREFIX, finite_or_none
+from nonxfer_bench.linalg.bounds import NOT_COMPUTED, PREFIX, finite_or_none
 
 
 def numeric_bounds(cell: dict) -> dict[str, float]:
@@ -107,10 +107,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def theory_markdown(cells: list[dict]) -> str:
     """The leaderboard's "Theory" section: per encoding the authorized ratios, per unauthorized model the
-    misalignment and HW ratio, and the Spearman line; empty string when no cell carries ``bound/`` numbers."""
-    baselines = [c for c in cells if c.get("baseline") and any(k.startswith(PREFIX) for k in c)]
+    misalignment and HW ratio, and the Spearman line; a sentence when the run skipped them, empty string when no
+    cell carries ``bound/`` numbers."""
+    baselines = [c for c in cells if c.get("baseline") and any(k.startswith(PREFIX) for k in c) and NOT_COMPUTED not in c]
     if not baselines:
-        return ""
+        skipped = any(c.get("baseline") and NOT_COMPUTED in c for c in cells)
+        return "Bounds were not computed for this run (suite `bounds: false` or `nonxfer-bench run --no-bounds`)." if skipped else ""
     groups: dict[tuple, list[dict]] = {}
     for c in baselines:
         groups.setdefault((c["authorized"], c["encoder"], c["strength"]), []).append(c)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from nonxfer_bench.execution.progress import Progress
+from nonxfer_bench.execution.progress import Plan, Progress
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
 from tests.conftest import digits_suite
@@ -25,3 +25,18 @@ def test_a_run_prints_its_plan_and_logs_every_group_in_plain_lines(tmp_path, dig
     result = Runner(suite).run(Progress(suite.name, None, again))
     assert result.computed_groups == 0
     assert again.getvalue() == "digits: plan: all 18 cells of 3 encodings are finished; nothing to compute\n"
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_note_is_shown_beside_the_bar_and_logged(tmp_path):
+    stream, bar_stream = io.StringIO(), Terminal()
+    progress = Progress("s", tmp_path / "run.log", stream, bar_stream)
+    progress.plan(Plan(1, 1, 1, 1, 0, 1))
+    progress.note("g: patch_mean asks for 100 released NEs, the group has 40: it fits on 40")
+    progress.close()
+    assert "note: g: patch_mean asks for 100" in bar_stream.getvalue()
+    assert "note: g: patch_mean asks for 100" in (tmp_path / "run.log").read_text()
