@@ -136,7 +136,7 @@ def test_with_outcomes_the_unauthorized_aggregates_use_the_paired_bootstrap():
 def test_attack_rows_compare_each_step_with_no_attack_on_the_same_images():
     records, bits = outcome_cells(np.random.default_rng(1))
     table = attack_table(cells_frame(records)).set_index("attack")
-    blur, none = table.loc["blur 0.5"], table.loc["none"]
+    blur, none = table.loc["blur 0.5"], table.loc["no attack"]
     auth = paired_difference(bits["identity", "a"], bits["blur", "a"])
     assert blur["auth Δ"] == f"{100 * auth.estimate:+.1f} [{100 * auth.lo:+.1f}, {100 * auth.hi:+.1f}]"
     p = mcnemar_exact(bits["identity", "a"], bits["blur", "a"])
