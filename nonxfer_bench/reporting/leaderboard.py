@@ -1,6 +1,10 @@
 """Leaderboards: the suite's cells as a long CSV and a Markdown summary, sorted and formatted stably.
 
-Tables in ``leaderboard.md``:
+``leaderboard.md`` opens with what was run (:mod:`nonxfer_bench.reporting.provenance`: suite, images, seeds,
+counts, precision, device, code version, date of the newest cell; nothing from the clock) and the units (% for
+people, fractions in cells.csv). Tables:
+0. *Protection ranking*, the headline: one protection gap per release with its interval, ranked best first,
+   beside PSNR and SSIM (:mod:`nonxfer_bench.reporting.ranking`).
 1. *NE effect*: per (authorized model, encoder, strength) with no attack: achieved standard PSNR,
    authorized accuracy, its retention (% of the authorized model's clean accuracy), the reference's
    flat-input accuracy for overlapping stems, the mean and
@@ -18,7 +22,9 @@ from MLflow, from :mod:`nonxfer_bench.readback`: both feed the same :func:`write
 
 The NE-effect table also names, per encoding, the *strongest attack*: the attack step (any attack of the
 suite at any strength, ``identity`` included) with the highest mean unauthorized accuracy, with that mean
-and the authorized accuracy it leaves (:func:`strongest_attack`).
+and the authorized accuracy it leaves (:func:`strongest_attack`); ``no attack`` names the identity step everywhere.
+Per-model columns mark the authorized model's value ``(auth)``. With several precisions (part of the cell key)
+each precision is its own row, with a ``precision`` column.
 
 Models a suite names as ``controls`` (e.g. random-weight twins) keep their own columns but are never
 counted as unauthorized (means, maxima, strongest attack).
@@ -308,9 +314,11 @@ def ranking_text(metric: str, paired: bool, seeds: bool) -> tuple[str, str]:
         f"unauthorized model reaches on it under the strongest attack, in points; a gap near 0 or negative means no "
         "protection (someone without the authorized model does as well). Best first; `clean` is not a release."
     )
+    unit = "labeled images" if metric == "accuracy" else "images"
     below = (
+        f"`n`: {unit} per cell. `{_auth(metric)}`: on the release, with Wilson's 95% interval. "
         "`by attack`: the strongest attack for that release, the attack step (any attack and strength of the suite, "
-        "`no attack` included) that raises the best unauthorized accuracy most; `by model`: the unauthorized model "
+        f"`no attack` included) that raises the best unauthorized {metric} most; `by model`: the unauthorized model "
         f"that reaches it (controls never count). `best unauth {_short(metric)}`: that model's {metric} under that step. "
         "`PSNR dB` and `SSIM` (kornia, 7-pixel Gaussian window): the release (as stored) against the clean images, mean "
         "over images; higher is less visible."
@@ -318,8 +326,7 @@ def ranking_text(metric: str, paired: bool, seeds: bool) -> tuple[str, str]:
     if paired:
         below += (
             f" Intervals: 95% paired bootstrap over images ({BOOTSTRAP_RESAMPLES:,} resamples) of the authorized minus "
-            "the max over every attack step and unauthorized model, so picking the worst case is part of the interval; "
-            f"`{_auth(metric)}`: Wilson's interval."
+            "the max over every attack step and unauthorized model, so picking the worst case is part of the interval."
         )
     else:
         below += " The gap has no interval here: it needs per-image outcomes, which this store does not keep (rerun the suite to record them)."
