@@ -159,3 +159,13 @@ def test_the_authorized_column_is_marked_and_no_attack_is_never_none(cells, tmp_
     assert "`(auth)` marks the authorized model's value" in text
     assert {row["attack"] for row in found["Attacks"]} == {"no attack", "blur 0.5"}
     assert all(cell != "none" for rows in found.values() for row in rows for cell in row.values())
+
+
+def test_an_unlabeled_suite_ranks_by_agreement(cells, tmp_path):
+    unlabeled = [c.model_copy(update={"accuracy": None}) for c in cells]
+    text = write_leaderboard("s", unlabeled, MODELS, tmp_path)[0].read_text()
+    ranking = tables(text)["Protection ranking"]
+    assert {"auth agree", "best unauth agree"} <= set(ranking[0]) and "auth acc" not in ranking[0]
+    assert "the authorized model's agreement on the release minus the best agreement" in text
+    labeled = tables(write_leaderboard("s", cells, MODELS, tmp_path / "labeled")[0].read_text())["Protection ranking"]
+    assert [row["protection gap"] for row in ranking] == [row["protection gap"] for row in labeled]  # agreement = accuracy here
