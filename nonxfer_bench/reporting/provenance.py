@@ -78,9 +78,11 @@ def _counted(count: int, noun: str) -> str:
 
 
 def _values(series: pd.Series) -> str:
-    """The distinct values of a column, ``not recorded`` for cells that lack it."""
-    shown = sorted(str(v) for v in series.dropna().unique())
-    return ", ".join(shown + (["not recorded"] if series.isna().any() else []))
+    """The distinct values of a column, and how many cells lack it (written before it was recorded)."""
+    shown, missing = ", ".join(sorted(str(v) for v in series.dropna().unique())), int(series.isna().sum())
+    if not shown:
+        return "not recorded"
+    return shown + (f" (not recorded for {_counted(missing, 'older cell')})" if missing else "")
 
 
 def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> str:
