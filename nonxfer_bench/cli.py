@@ -105,6 +105,7 @@ def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.execution.store import exclusive
     from nonxfer_bench.loading import load_suite
     from nonxfer_bench.reporting.leaderboard import write_leaderboard
+    from nonxfer_bench.reporting.provenance import Source
     from nonxfer_bench.reporting.tracking import Tracker
 
     suite = load_suite(Path(args.suite))
@@ -125,7 +126,8 @@ def command_run(args: argparse.Namespace) -> int:
             runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None, executor=executor)
             result = runner.run()
             faults.point("leaderboard_before")
-            paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())
+            source = Source.store(Path(args.suite), suite.run_dir() / "cells.jsonl")
+            paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir(), source=source)
             faults.point("leaderboard_written")
             if tracker:
                 tracker.log_results(paths)
@@ -238,8 +240,9 @@ def command_list(args: argparse.Namespace) -> int:
 def _read_cells(args: argparse.Namespace):
     """The cells for ``leaderboard`` and ``report``: from the suite's cell store, or read back from MLflow
     (``--mlflow``, ``--experiment``, ``--tracking-uri``, ``--run-id``). Returns (suite or None, name, cells,
-    models, tracked invocation or None)."""
+    models, tracked invocation or None, where the cells came from)."""
     from nonxfer_bench.loading import load_suite
+    from nonxfer_bench.reporting.provenance import Source
 
     from_mlflow = bool(args.mlflow or args.experiment or args.tracking_uri or args.run_id)
     if not args.suite and not args.experiment:
@@ -255,7 +258,7 @@ def _read_cells(args: argparse.Namespace):
         if not uri:
             raise UserError("--experiment without a suite file needs --tracking-uri URI (or MLFLOW_TRACKING_URI)")
         tracked = read_suite(uri, args.experiment or (suite.tracking.experiment or suite.name), args.run_id)
-        return suite, tracked.suite_name, tracked.cells, tracked.models, tracked
+        return suite, tracked.suite_name, tracked.cells, tracked.models, tracked, Source.mlflow(Path(args.suite) if args.suite else None, tracked.groups)
     from nonxfer_bench.execution.plan import plan_suite
     from nonxfer_bench.execution.store import CellStore
 
@@ -263,15 +266,16 @@ def _read_cells(args: argparse.Namespace):
     keys = [key for group in plan_suite(suite) for key in group.cells.values()]
     if not any(key in store for key in keys):
         raise UserError(f"{args.suite}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
-    return suite, suite.name, [store.cells[k] for k in keys if k in store], [m.name for m in suite.models], None
+    cells = [store.cells[k] for k in keys if k in store]
+    return suite, suite.name, cells, [m.name for m in suite.models], None, Source.store(Path(args.suite), store.path)
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
     from nonxfer_bench.reporting.leaderboard import write_leaderboard
 
-    suite, name, cells, models, tracked = _read_cells(args)
+    suite, name, cells, models, tracked, source = _read_cells(args)
     out = Path(args.out) if args.out else (suite.results_dir() if suite else Path("results") / name)
-    paths = write_leaderboard(name, cells, models, out)
+    paths = write_leaderboard(name, cells, models, out, source=source)
     if tracked:
         from nonxfer_bench.reporting.readback import log_to_parent
 
@@ -286,7 +290,7 @@ def command_report(args: argparse.Namespace) -> int:
 
     from nonxfer_bench.reporting.report import write_report
 
-    suite, name, cells, models, tracked = _read_cells(args)
+    suite, name, cells, models, tracked, source = _read_cells(args)
     out = Path(args.out) if args.out else (suite.output.dir if suite else Path("runs")) / name / "report"
     with tempfile.TemporaryDirectory() as downloads:
         if tracked:
@@ -297,7 +301,7 @@ def command_report(args: argparse.Namespace) -> int:
 
             grids = {g.label: sample_file(suite.run_dir(), g.label) for g in plan_suite(suite)}
             samples = {label: path for label, path in grids.items() if path.is_file()}
-        index = write_report(name, cells, models, samples, out)
+        index = write_report(name, cells, models, samples, out, source=source)
     print(f"{index} ({len(cells)} cells, {len(samples)} sample grids)")
     return 0
 

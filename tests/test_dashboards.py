@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -124,6 +125,14 @@ def _effect_rows(markdown: str) -> dict[tuple[str, str], dict[str, str]]:
     return {(row["authorized"], row["encoding"]): row for row in rows}
 
 
+def _ranking_rows(markdown: str) -> list[dict[str, str]]:
+    """The protection ranking of a leaderboard.md, in its order."""
+    section = markdown.split("## Protection ranking")[1].split("## NE effect")[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
+
+
 def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cells(logged, server, tmp_path):
     path, suite, store = logged
     assert main(["leaderboard", str(path), "--mlflow", "--out", str(tmp_path / "mlflow")]) == 0
@@ -209,8 +218,17 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
     page.goto((Path(folder) / "index.html").as_uri())
     page.wait_for_selector("h1")
     assert page.inner_text("h1") == f"Leaderboard: {suite.name}"
+    assert f"What was run: suite {suite.name} ({path}); " in page.locator("p").first.inner_text()  # before any table
+    ranking = page.locator("table").first  # the headline: releases ranked by protection gap
+    assert page.locator("h2").first.inner_text() == "Protection ranking"
+    ranked = _ranking_rows(board)
+    assert [row["encoding"] for row in ranked] == ranking.locator("tbody tr td:nth-child(3)").all_inner_texts()
+    assert sorted(row["encoding"] for row in ranked) == ["patch 0", "patch 20", "reference 20"]  # clean is not a release
+    gaps = [[float(x) for x in re.findall(r"[+-]\d+\.\d", text)] for text in ranking.locator("tbody tr td:nth-child(4)").all_inner_texts()]
+    assert [estimate for estimate, _, _ in gaps] == sorted((estimate for estimate, _, _ in gaps), reverse=True)  # best first
+    assert all(lo <= estimate <= hi for estimate, lo, hi in gaps)  # the paired bootstrap interval holds its estimate
     rows = _effect_rows(board)
-    effect = page.locator("table").first
+    effect = page.locator("xpath=//h2[starts-with(., 'NE effect')]/following-sibling::table[1]")
     assert effect.locator("tbody tr").count() == len(rows)
     shown = effect.inner_text()
     for row in rows.values():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from nonxfer_bench.reporting.leaderboard import attack_table, effect_table
+from nonxfer_bench.reporting.leaderboard import attack_table, effect_table, protection_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -27,16 +27,18 @@ def _table_headers(markdown: str) -> list[str]:
 
 
 def _quickstart_frame() -> pd.DataFrame:
-    """The committed quickstart cells as the leaderboard's frame, with a second seed so the seed columns appear."""
+    """The committed quickstart cells as the leaderboard's frame, with a second seed and a bf16 run on a GPU so the
+    seed, precision and device columns appear."""
     frame = pd.read_csv(QUICKSTART / "cells.csv")
     frame = frame.assign(attack_param=frame["attack_param"].fillna(""), baseline=frame["attack"] == "identity", n_labeled=frame["n"], outcomes=None)
-    return pd.concat([frame, frame.assign(seed=frame["seed"] + 1)], ignore_index=True)
+    frame = frame.assign(precision="fp32", device="cpu")
+    return pd.concat([frame, frame.assign(seed=frame["seed"] + 1), frame.assign(precision="bf16", device="cuda")], ignore_index=True)
 
 
 def test_the_glossary_explains_every_column_the_leaderboard_and_cells_csv_have():
     frame = _quickstart_frame()
     models = set(frame["model"])
-    produced = set(effect_table(frame, sorted(models)).columns) | set(attack_table(frame).columns)  # what the code writes now
+    produced = set(effect_table(frame, sorted(models)).columns) | set(attack_table(frame).columns) | set(protection_table(frame).columns)  # what the code writes now
     committed = set(_table_headers((QUICKSTART / "leaderboard.md").read_text().split("## Theory")[0]))  # the Theory table explains itself
     with open(QUICKSTART / "cells.csv") as handle:
         columns = (produced | committed | set(next(csv.reader(handle)))) - models

@@ -25,14 +25,15 @@ from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interv
 
 TIERS = ["none", "method", "architecture", "public_weights", "white_box", "labelled_nes"]  # attacks.threat.Tier, in order
 BREAK_FRACTION = 0.9
-ENCODING = ["authorized", "encoder", "strength", "storage"]
-STEP = ["attack", "attack_strength", "tier", "nes", "budget_public"]
+ENCODING = ["authorized", "encoder", "strength", "storage", "precision"]
+STEP = ["attack", "attack_strength", "baseline", "tier", "nes", "budget_public"]
+NOT_BROKEN = "not broken"
 
 
 def _frame(cells: list[Cell]) -> pd.DataFrame:
     rows = [
         {
-            "authorized": c.authorized, "encoder": c.encoder, "strength": c.strength, "storage": c.storage, "attack": c.attack,
+            "authorized": c.authorized, "encoder": c.encoder, "strength": c.strength, "storage": c.storage, "precision": c.precision, "attack": c.attack,
             "attack_strength": c.attack_strength, "tier": c.tier, "nes": (c.budget_released or 0) + (c.budget_labelled or 0),
             "budget_public": c.budget_public or 0, "accuracy": c.accuracy,
             "baseline": c.baseline, "chosen": c.attack_param.get("chosen"), "group": c.group,
@@ -44,9 +45,10 @@ def _frame(cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _label(encoder: str, strength: float, storage: str) -> str:
+def _label(encoder: str, strength: float, storage: str, precision: str = "fp32") -> str:
     name = encoder if storage == "float32" else f"{encoder}/{storage}"
-    return name if encoder == "clean" else f"{name} {strength:g}"
+    name = name if encoder == "clean" else f"{name} {strength:g}"
+    return name if precision == "fp32" else f"{name} ({precision})"
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -60,10 +62,10 @@ def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
     if frame.empty:
         return pd.DataFrame(), pd.DataFrame()
     steps = frame.groupby(ENCODING + STEP, dropna=False).agg(accuracy=("accuracy", "mean"), n=("n", "min")).reset_index()
-    clean_acc = frame[(frame.encoder == "clean") & frame.baseline].groupby("authorized")["accuracy"].mean()
+    clean_acc = frame[(frame.encoder == "clean") & frame.baseline].groupby(["authorized", "precision"])["accuracy"].mean()
     ladder, breaks = [], []
-    for (authorized, encoder, strength, storage), rows in steps[steps.encoder != "clean"].groupby(ENCODING, sort=True):
-        label = _label(encoder, strength, storage)
+    for (authorized, encoder, strength, storage, precision), rows in steps[steps.encoder != "clean"].groupby(ENCODING, sort=True):
+        label = _label(encoder, strength, storage, precision)
         for tier in [t for t in TIERS if t in set(rows.tier)]:
             tiered = rows[rows.tier == tier]
             curve = tiered.groupby("nes")["accuracy"].max()
@@ -75,14 +77,14 @@ def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "best attack": _step(tiered.loc[tiered.accuracy.idxmax()]),
                 }
             )  # fmt: skip
-        target = BREAK_FRACTION * clean_acc.get(authorized, float("nan"))
+        target = BREAK_FRACTION * clean_acc.get((authorized, precision), float("nan"))
         broken = rows[rows.accuracy >= target].assign(order=lambda r: r.tier.map(TIERS.index))
         cheapest = broken.sort_values(["order", "nes", "budget_public", "attack", "attack_strength"], kind="stable").head(1)  # no wall seconds: a table must not depend on the machine or the cache
         row = cheapest.iloc[0] if len(cheapest) else None
         breaks.append(
             {
                 "authorized": authorized, "encoding": label, "target": "" if pd.isna(target) else f"{100 * target:.1f}",
-                "cheapest break": "none" if row is None else _step(row),
+                "cheapest break": NOT_BROKEN if row is None else _step(row),
                 "tier": "" if row is None else row.tier, "NEs used": "" if row is None else int(row.nes),
                 "public": "" if row is None else int(row.budget_public),
                 "unauth acc [95% CI]": "" if row is None else _with_interval(row),
@@ -97,7 +99,7 @@ def _with_interval(row: pd.Series) -> str:
 
 
 def _step(row: pd.Series) -> str:
-    return f"{row.attack}@{row.attack_strength:g}"
+    return "no attack" if row.baseline else f"{row.attack}@{row.attack_strength:g}"
 
 
 def identification_table(cells: list[Cell]) -> pd.DataFrame:
@@ -130,7 +132,7 @@ def ladder_markdown(cells: list[Cell]) -> list[str]:
         "## Cheapest break",
         "",
         f"The cheapest attack step (lowest tier, then fewest NEs, public images; ties by attack name and strength) whose mean unauthorized accuracy "
-        f"reaches {BREAK_FRACTION:.0%} of the unauthorized models' clean accuracy (`target`).",
+        f"reaches {BREAK_FRACTION:.0%} of the unauthorized models' clean accuracy (`target`); `{NOT_BROKEN}`: no step of the suite does.",
         "",
         _markdown(breaks),
         "",

@@ -1,6 +1,10 @@
 """Leaderboards: the suite's cells as a long CSV and a Markdown summary, sorted and formatted stably.
 
-Tables in ``leaderboard.md``:
+``leaderboard.md`` opens with what was run (:mod:`nonxfer_bench.reporting.provenance`: suite, images, seeds,
+counts, precision, device, code version, date of the newest cell; nothing from the clock) and the units (% for
+people, fractions in cells.csv). Tables:
+0. *Protection ranking*, the headline: one protection gap per release with its interval, ranked best first,
+   beside PSNR and SSIM (:mod:`nonxfer_bench.reporting.ranking`).
 1. *NE effect*: per (authorized model, encoder, strength) with no attack: achieved standard PSNR,
    authorized accuracy, its retention (% of the authorized model's clean accuracy), the reference's
    flat-input accuracy for overlapping stems, the mean and
@@ -18,7 +22,9 @@ from MLflow, from :mod:`nonxfer_bench.readback`: both feed the same :func:`write
 
 The NE-effect table also names, per encoding, the *strongest attack*: the attack step (any attack of the
 suite at any strength, ``identity`` included) with the highest mean unauthorized accuracy, with that mean
-and the authorized accuracy it leaves (:func:`strongest_attack`).
+and the authorized accuracy it leaves (:func:`strongest_attack`); ``no attack`` names the identity step everywhere.
+Per-model columns mark the authorized model's value ``(auth)``. With several precisions (part of the cell key)
+each precision is its own row, with a ``precision`` column.
 
 Models a suite names as ``controls`` (e.g. random-weight twins) keep their own columns but are never
 counted as unauthorized (means, maxima, strongest attack).
@@ -44,6 +50,8 @@ import pandas as pd
 from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.metrics.statistics import holm, seed_summary
+from nonxfer_bench.reporting.provenance import Source, run_summary
+from nonxfer_bench.reporting.ranking import gap_text, protection_rows, step_label
 from nonxfer_bench.reporting.uncertainty import (
     BOOTSTRAP_RESAMPLES,
     aggregate_intervals,
@@ -61,7 +69,8 @@ CELL_COLUMNS = [
     "accuracy", "agreement", "accuracy_flat", "accuracy_worst", "accuracy_spread", "draws",
     "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
-EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes"]  # in the frame (the no-attack step; intervals, paired tests), not in cells.csv
+EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes", "precision", "device"]  # in the frame (no-attack step; intervals, paired tests; what ran), not in cells.csv
+ENCODING = ["authorized", "encoder", "strength", "precision"]  # one release: a precision is part of the cell key
 
 
 def cells_frame(cells: list[Cell]) -> pd.DataFrame:
@@ -74,6 +83,7 @@ def cells_frame(cells: list[Cell]) -> pd.DataFrame:
         stored = frame["storage"].notna() & (frame["storage"] != "float32")
         frame.loc[stored, "encoder"] = frame.loc[stored, "encoder"] + "/" + frame.loc[stored, "storage"]
     frame["attack_param"] = frame["attack_param"].map(lambda p: " ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else "")
+    frame["precision"] = frame["precision"].fillna("fp32")  # fp32 records leave it out
     for column in ("accuracy", "agreement", "accuracy_flat"):  # None (unlabeled) becomes NaN
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame = frame[CELL_COLUMNS + EXTRA_COLUMNS]
@@ -139,7 +149,8 @@ def _paired_columns(baseline: pd.DataFrame, part: pd.DataFrame, authorized: str,
 def _against_clean(plain: pd.DataFrame, part: pd.DataFrame, authorized: str, encoder: str, metric: str) -> dict[str, str]:
     """The NE against the clean images (no attack, same authorized model, images and seeds): the change for the
     authorized model and for the mean over unauthorized models, with its p-value; blank on the clean row."""
-    clean = plain[(plain.authorized == authorized) & (plain.encoder == "clean") & plain.seed.isin(part.seed.unique())]
+    same = (plain.authorized == authorized) & plain.precision.isin(part.precision.unique()) & plain.seed.isin(part.seed.unique())
+    clean = plain[same & (plain.encoder == "clean")]
     if encoder == "clean" or clean.empty:
         return {"auth Δ vs clean": "", "unauth mean Δ vs clean": "", "p vs clean (auth; unauth)": ""}
     auth = gain_over_baseline(clean, part, [authorized], metric)
@@ -193,7 +204,10 @@ def glossary(metric: str, seeds: bool, paired: bool, strongest: bool) -> str:
             "with its 95% interval and two-sided p-value (exact McNemar for one model, seed and draw; else a paired sign-flip "
             "test over images)."
         )
-        text += " `strongest attack`: the attack step (of any attack and strength) that raises `unauth mean` most; `none` if none does."
+        text += (
+            " `strongest attack`: the attack step (of any attack and strength) that raises `unauth mean` most; `no attack` "
+            "if none does. In the per-model columns, `(auth)` marks the authorized model's value."
+        )
     text += (
         f" {change} against no attack on the same images, encoding and seeds, in points, with a 95% interval "
         "(one model, seed and draw: Newcombe's method 10; a mean over models, seeds or draws: the paired bootstrap "
@@ -225,7 +239,7 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
     """The attack step with the highest mean unauthorized ``metric`` on one encoding's cells (mean over seeds).
 
     Ties go to the step that leaves the authorized model more, then to the first label in sort order.
-    Returns attack, attack_strength, attack_param, label (``name strength``; ``none`` for identity),
+    Returns attack, attack_strength, attack_param, label (``name strength``; ``no attack`` for identity),
     unauth_mean, unauth_max, unauth_max_model, auth, attacked_psnr and n (images per cell, for intervals);
     None without unauthorized cells.
     """
@@ -247,7 +261,7 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
         "attack": attack,
         "attack_strength": float(attack_strength),
         "attack_param": param,
-        "label": "none" if baseline else f"{attack} {attack_strength:g}",
+        "label": step_label(attack, attack_strength, baseline),
         "unauth_mean": float(values.mean()),
         "unauth_max": float(values.max()),
         "unauth_max_model": str(values.idxmax()),
@@ -255,6 +269,70 @@ def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accurac
         "attacked_psnr": None if chosen["attacked_psnr"].isna().all() else float(chosen["attacked_psnr"].mean()),
         "n": metric_n(chosen, metric),
     }
+
+
+def _model_value(part: pd.DataFrame, model: str, authorized: str, metric: str) -> str:
+    """A per-model column's value with its interval; the authorized model's value is marked ``(auth)``."""
+    cells = part[part.model == model]
+    text = _ci(cells[metric].mean() if len(cells) else None, metric_n(cells, metric))
+    return f"{text} (auth)" if text and model == authorized else text
+
+
+def protection_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Table 0, the headline: releases ranked by protection gap (:mod:`nonxfer_bench.reporting.ranking`)."""
+    seeds, precisions = frame.seed.nunique() > 1, frame.precision.nunique() > 1
+    devices = frame.device.nunique() > 1 or (frame.device.isna().any() and frame.device.notna().any())
+    rows = []
+    for rank, row in enumerate(protection_rows(frame, metric, ENCODING), 1):
+        rows.append(
+            {"rank": rank, "authorized": row["authorized"], "encoding": _encoding_label(row["encoder"], row["strength"])}
+            | ({"precision": row["precision"]} if precisions else {})
+            | {
+                "protection gap": gap_text(row["gap"], row["gap_interval"]),
+                "n": "" if row["n"] is None else str(row["n"]),
+                _auth(metric): with_interval(row["auth"]),
+                f"best unauth {_short(metric)}": with_interval(row["best"]),
+                "by attack": row["attack"],
+                "by model": row["model"],
+                "PSNR dB": _db(row["psnr"]),
+                "SSIM": "" if row["ssim"] is None else f"{row['ssim']:.3f}",
+            }
+            | ({"seeds": str(row["seeds"]), "gap seed sd": "" if pd.isna(row["seed_sd"]) else f"{100 * row['seed_sd']:.1f}"} if seeds else {})
+            | ({"device": ", ".join(row["devices"]) or "not recorded"} if devices else {})
+        )
+    return pd.DataFrame(rows)
+
+
+def _short(metric: str) -> str:
+    return "acc" if metric == "accuracy" else "agree"
+
+
+def ranking_text(metric: str, paired: bool, seeds: bool) -> tuple[str, str]:
+    """(the sentence above the ranking, the glossary line under it)."""
+    above = (
+        f"Score: the **protection gap** = the authorized model's {metric} on the release minus the best {metric} any "
+        f"unauthorized model reaches on it under the strongest attack, in points; a gap near 0 or negative means no "
+        "protection (someone without the authorized model does as well). Best first; `clean` is not a release."
+    )
+    unit = "labeled images" if metric == "accuracy" else "images"
+    below = (
+        f"`n`: {unit} per cell. `{_auth(metric)}`: on the release, with Wilson's 95% interval. "
+        "`by attack`: the strongest attack for that release, the attack step (any attack and strength of the suite, "
+        f"`no attack` included) that raises the best unauthorized {metric} most; `by model`: the unauthorized model "
+        f"that reaches it (controls never count). `best unauth {_short(metric)}`: that model's {metric} under that step. "
+        "`PSNR dB` and `SSIM` (kornia, 7-pixel Gaussian window): the release (as stored) against the clean images, mean "
+        "over images; higher is less visible."
+    )
+    if paired:
+        below += (
+            f" Intervals: 95% paired bootstrap over images ({BOOTSTRAP_RESAMPLES:,} resamples) of the authorized minus "
+            "the max over every attack step and unauthorized model, so picking the worst case is part of the interval."
+        )
+    else:
+        below += " The gap has no interval here: it needs per-image outcomes, which this store does not keep (rerun the suite to record them)."
+    if seeds:
+        below += " With several seeds: accuracies are means over seeds (the gap is the mean of the per-seed gaps) and `gap seed sd` is the sample standard deviation of the per-seed gaps, in points."
+    return above, below
 
 
 def _unauthorized_models(part: pd.DataFrame) -> list[str]:
@@ -265,26 +343,28 @@ def _unauthorized_models(part: pd.DataFrame) -> list[str]:
 def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy") -> pd.DataFrame:
     """Table 1: what each encoding does with no attack (mean over seeds), and its strongest attack."""
     plain = frame[frame.baseline]
-    clean = plain[(plain.encoder == "clean") & (plain.model == plain.authorized)].groupby("authorized")[metric].mean()
-    strongest = {
-        key: strongest_attack(part, key[0], metric) for key, part in frame.groupby(["authorized", "encoder", "strength"], sort=True)
-    }
+    clean = plain[(plain.encoder == "clean") & (plain.model == plain.authorized)].groupby(["authorized", "precision"])[metric].mean()
+    releases = dict(list(frame.groupby(ENCODING, sort=True)))
+    strongest = {key: strongest_attack(part, key[0], metric) for key, part in releases.items()}
+    several = frame.precision.nunique() > 1
     rows = []
-    for (authorized, encoder, strength), part in plain.groupby(["authorized", "encoder", "strength"], sort=True):
+    for (authorized, encoder, strength, precision), part in plain.groupby(ENCODING, sort=True):
+        clean_auth = clean.get((authorized, precision), 0)
         mean = part.groupby("model")[metric].mean()
         authorized_part = part[part.role == "authorized"]
         flat = authorized_part["accuracy_flat"].dropna()
         row = {
             "authorized": authorized,
             "encoding": _encoding_label(encoder, strength),
+        } | ({"precision": precision} if several else {}) | {
             "n": _n_text(part, metric),
             "PSNR dB": _db(part["encoded_psnr"].mean()),
             _auth(metric): _ci(mean[authorized], metric_n(authorized_part, metric)),
-            "auth retention": percent(mean[authorized] / clean[authorized]) if clean.get(authorized, 0) > 0 else "",
+            "auth retention": percent(mean[authorized] / clean_auth) if clean_auth > 0 else "",
             "auth acc (flat input)": _ci(flat.mean(), metric_n(authorized_part, "accuracy")) if len(flat) else "",
         } | _unauthorized_columns(part, metric)
-        best = strongest.get((authorized, encoder, strength))
-        encoding = frame[(frame.authorized == authorized) & (frame.encoder == encoder) & (frame.strength == strength)]
+        best = strongest.get((authorized, encoder, strength, precision))
+        encoding = releases[(authorized, encoder, strength, precision)]
         chosen = None
         if best is not None:
             step = (encoding.attack == best["attack"]) & (encoding.attack_strength == best["attack_strength"]) & (encoding.attack_param == best["attack_param"])
@@ -298,7 +378,7 @@ def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy
         row |= _strongest_gain(encoding, best, metric) if best else {"strongest: gain": "", "strongest: p (Holm)": ""}
         if frame.seed.nunique() > 1:
             row |= _seed_columns(part, authorized, metric)
-        row |= {model: _ci(mean.get(model), metric_n(part[part.model == model], metric)) for model in models}
+        row |= {model: _model_value(part, model, authorized, metric) for model in models}
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -306,19 +386,23 @@ def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy
 def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Table 2: every attack step on every encoding (mean over seeds)."""
     rows = []
-    keys = ["authorized", "encoder", "strength", "attack", "attack_strength", "attack_param"]
-    baselines = dict(list(frame[frame.baseline].groupby(keys[:3], sort=True)))
-    for (authorized, encoder, strength, attack, attack_strength, param), part in frame.groupby(keys, sort=True):
+    keys = [*ENCODING, "attack", "attack_strength", "attack_param"]
+    baselines = dict(list(frame[frame.baseline].groupby(ENCODING, sort=True)))
+    several = frame.precision.nunique() > 1
+    for (authorized, encoder, strength, precision, attack, attack_strength, param), part in frame.groupby(keys, sort=True):
         is_baseline = bool(part.baseline.all())
         mean = part.groupby("model")[metric].mean()
-        baseline = baselines.get((authorized, encoder, strength))
+        baseline = baselines.get((authorized, encoder, strength, precision))
         paired = {} if is_baseline or baseline is None else _paired_columns(baseline, part, authorized, metric)
         seeds = _seed_columns(part, authorized, metric) if frame.seed.nunique() > 1 else {}
         rows.append(
             {
                 "authorized": authorized,
                 "encoding": _encoding_label(encoder, strength),
-                "attack": "none" if is_baseline else f"{attack} {attack_strength:g}",
+            }
+            | ({"precision": precision} if several else {})
+            | {
+                "attack": step_label(attack, attack_strength, is_baseline),
                 "param": param,
                 "n": _n_text(part, metric),
                 "attacked PSNR dB": _db(part["attacked_psnr"].mean()),
@@ -331,8 +415,11 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], folder: Path, notes: str = "") -> list[Path]:
-    """Write ``cells.csv`` and ``leaderboard.md`` under ``folder``; returns the written paths."""
+def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], folder: Path, notes: str = "", source: Source | None = None) -> list[Path]:
+    """Write ``cells.csv`` and ``leaderboard.md`` under ``folder``; returns the written paths.
+
+    ``source`` (the suite file and when the newest cell was written) completes the "What was run" line.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     frame = cells_frame(cells)
     csv_path, md_path = folder / "cells.csv", folder / "leaderboard.md"
@@ -349,16 +436,28 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
             "The `clean` rows are 100 by definition.\n\n" + notes
         )
     atomic_write(csv_path, frame.drop(columns=["key", *EXTRA_COLUMNS]).to_csv(index=False, float_format="%.4f"))
+    above, below = ranking_text(metric, paired, seeds)
     text = [
         f"# Leaderboard: {suite_name}",
         "",
-        "Accuracies are top-1 in %. PSNR is standard PSNR (peak 1, [0, 1] pixels) of the released images "
-        "against the clean ones. Strength: nominal PSNR for `reference`, standard PSNR for the others. "
-        "`flat input` is the published protocol for overlapping stems (the authorized model fed the unfolded "
-        "tensor directly). `auth retention`: authorized accuracy as a % of its clean accuracy. "
-        "Generated by `nonxfer-bench`; per-cell values in cells.csv.",
+        run_summary(suite_name, frame, source),
+        "",
+        "Every accuracy, agreement and retention here is in % and every change or gap in percentage points; the "
+        "machine-readable files (cells.csv, verify.json) keep fractions in [0, 1]. Accuracies are top-1. PSNR is "
+        "standard PSNR (peak 1, [0, 1] pixels) of the released images against the clean ones. Strength: nominal PSNR "
+        "for `reference`, standard PSNR for the others. `flat input` is the published protocol for overlapping stems "
+        "(the authorized model fed the unfolded tensor directly). `auth retention`: authorized accuracy as a % of its "
+        "clean accuracy. Generated by `nonxfer-bench`; per-cell values in cells.csv.",
         "",
         notes,
+        "## Protection ranking",
+        "",
+        above,
+        "",
+        _markdown(protection_table(frame, metric)),
+        "",
+        below,
+        "",
         "## NE effect (no attack)",
         "",
         _markdown(effect_table(frame, models, metric)),

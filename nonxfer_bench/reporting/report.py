@@ -1,7 +1,7 @@
 """A static HTML report for people without MLflow: one self-contained folder that opens from disk.
 
-``index.html`` shows the leaderboard (the same ``leaderboard.md`` tables, sortable by a click on a column
-header), the plots, and one sample grid (clean, NE, attacked rows) per encoding; every file it references
+``index.html`` shows the leaderboard (what was run, then the same ``leaderboard.md`` tables, the protection
+ranking first, sortable by a click on a column header), the plots, and one sample grid (clean, NE, attacked rows) per encoding; every file it references
 (``*.png``, ``samples/*.png``, ``cells.csv``, ``leaderboard.md``) is copied into the folder.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.reporting.leaderboard import write_leaderboard
+from nonxfer_bench.reporting.provenance import Source
 
 SORT_SCRIPT = """
 document.querySelectorAll("table").forEach(table => {
@@ -72,13 +73,14 @@ def markdown_to_html(markdown: str) -> str:
     return "\n".join(out)
 
 
-def write_report(suite_name: str, cells: list[Cell], models: list[str], samples: dict[str, Path], folder: Path) -> Path:
+def write_report(suite_name: str, cells: list[Cell], models: list[str], samples: dict[str, Path], folder: Path, source: Source | None = None) -> Path:
     """Write the report folder (leaderboard, plots, ``samples/``) and return its ``index.html``.
 
-    ``samples`` maps an encoding's label (its group run name) to its sample grid PNG.
+    ``samples`` maps an encoding's label (its group run name) to its sample grid PNG; ``source`` says where
+    the cells came from (the leaderboard's "What was run" line).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    paths = write_leaderboard(suite_name, cells, models, folder)
+    paths = write_leaderboard(suite_name, cells, models, folder, source=source)
     board = paths[0].read_text()
     figures = [f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}"><figcaption>{html.escape(p.stem)}</figcaption></figure>' for p in paths if p.suffix == ".png"]
     grids = []

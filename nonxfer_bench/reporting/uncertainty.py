@@ -112,10 +112,10 @@ def gain_text(gain: Gain | None) -> str:
     """``+12.5 [+5.0, +20.0]``: a change in points with its interval; ``—`` without per-image outcomes."""
     if gain is None:
         return MISSING
-    return f"{_points(gain.estimate)} [{_points(gain.lo)}, {_points(gain.hi)}]"
+    return f"{signed_points(gain.estimate)} [{signed_points(gain.lo)}, {signed_points(gain.hi)}]"
 
 
-def _points(value: float) -> str:
+def signed_points(value: float) -> str:
     """A signed difference in points with one decimal; never ``-0.0``."""
     return f"{round(100 * value, 1) + 0.0:+.1f}"
 

@@ -39,7 +39,7 @@ def test_strongest_attack_maximizes_the_mean_unauthorized_accuracy():
 
 def test_strongest_attack_is_identity_when_nothing_helps_and_ties_keep_the_authorized_model():
     plain = [c for c in CELLS if c.baseline]
-    assert strongest_attack(cells_frame(plain), "a")["label"] == "none"
+    assert strongest_attack(cells_frame(plain), "a")["label"] == "no attack"
     tie = CELLS[:3] + [cell("blur", 0.5, "a", 0.95), cell("blur", 0.5, "b", 0.10), cell("blur", 0.5, "c", 0.12)]
     assert strongest_attack(cells_frame(tie), "a")["attack"] == "blur"
 
@@ -51,7 +51,7 @@ def test_effect_table_has_the_strongest_attack_columns_per_encoding():
     assert row["strongest attack"] == "oracle_projection 1"
     assert row["strongest: unauth mean"] == "60.0 [50.2, 69.1]"  # Wilson 95% for 60 of n = 100
     assert row["strongest: auth acc"] == "85.0 [76.7, 90.7]"
-    assert table[table.encoding == "clean"].iloc[0]["strongest attack"] == "none"
+    assert table[table.encoding == "clean"].iloc[0]["strongest attack"] == "no attack"
 
 
 def test_controls_are_shown_but_never_counted_as_unauthorized():

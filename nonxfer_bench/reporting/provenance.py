@@ -1,0 +1,111 @@
+"""What was run, for the first lines of a leaderboard and the HTML report.
+
+Everything comes from the cells and where they were read from, never from the clock: the suite, the
+images per cell, seeds, encodings, attack steps, models, precision and device, the code version and the
+UTC date the newest cell was written (the cell store's last change, or the newest MLflow group run's end).
+A rerun that computes nothing therefore writes the same file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+import nonxfer_bench
+
+UNKNOWN = "unknown"
+CODE_PATHS = ("nonxfer_bench", "attacks")  # what computes cells; committing results/ does not change the version
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the cells were read from: the suite file (as the user named it) and the UTC date of the newest cell."""
+
+    suite_file: str | None = None
+    written: str | None = None
+
+    @classmethod
+    def store(cls, suite_file: Path, store: Path) -> Source:
+        """Cells from a cell store: it is only ever appended to, so its last change is the newest cell."""
+        written = datetime.fromtimestamp(store.stat().st_mtime, UTC) if store.is_file() else None
+        return cls(_shown_path(suite_file), _date(written))
+
+    @classmethod
+    def mlflow(cls, suite_file: Path | None, groups: pd.DataFrame) -> Source:
+        """Cells read back from MLflow group runs (a ``search_runs`` frame): the newest run's end."""
+        ends = pd.to_datetime(groups.get("end_time", pd.Series(dtype="datetime64[ns, UTC]")), utc=True).dropna()
+        return cls(_shown_path(suite_file) if suite_file else None, _date(ends.max().to_pydatetime() if len(ends) else None))
+
+
+def _shown_path(path: Path) -> str:
+    """The suite file relative to the current folder when it lies below it, so a committed file names no machine."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _date(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def code_version() -> str:
+    """The package version and, in a git checkout, the last commit that changed its code (+ a note when that
+    code has uncommitted changes); ``unknown`` for the commit of an installed package."""
+    root = Path(nonxfer_bench.__file__).resolve().parents[1]
+    commit = UNKNOWN
+    if (root / ".git").exists():
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # never another repository's
+        git = ["git", "-C", str(root)]
+        try:
+            last = subprocess.run([*git, "log", "-1", "--format=%H", "--", *CODE_PATHS], capture_output=True, text=True, timeout=20, env=env)
+            dirty = subprocess.run([*git, "status", "--porcelain", "--", *CODE_PATHS], capture_output=True, text=True, timeout=20, env=env)
+        except (OSError, subprocess.TimeoutExpired):  # no git on the PATH, a hung filesystem
+            last = dirty = None
+        if last is not None and last.returncode == 0 and last.stdout.strip():
+            commit = last.stdout.strip()[:12] + (" with uncommitted changes" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    return f"nonxfer-bench {nonxfer_bench.__version__}, git {commit}"
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def _values(series: pd.Series) -> str:
+    """The distinct values of a column, and how many cells lack it (written before it was recorded)."""
+    shown, missing = ", ".join(sorted(str(v) for v in series.dropna().unique())), int(series.isna().sum())
+    if not shown:
+        return "not recorded"
+    return shown + (f" (not recorded for {_counted(missing, 'older cell')})" if missing else "")
+
+
+def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> str:
+    """One paragraph: what was run, as far as the cells (and ``source``) say."""
+    source = source or Source()
+    n = pd.to_numeric(frame["n"], errors="coerce").dropna()
+    images = UNKNOWN if n.empty else (f"{int(n.min()):,}" if n.min() == n.max() else f"{int(n.min()):,} to {int(n.max()):,}")
+    seeds = sorted(int(s) for s in frame.seed.unique())
+    encodings = frame[frame.encoder != "clean"].drop_duplicates(["authorized", "encoder", "strength"])
+    steps = frame.drop_duplicates(["attack", "attack_strength", "attack_param"])
+    models = frame.drop_duplicates("model")
+    controls = int((models.role == "control").sum())
+    suite = f"`{suite_name}`" + (f" (`{source.suite_file}`)" if source.suite_file else " (suite file not given)")
+    parts = [
+        f"**What was run**: suite {suite}",
+        f"{images} images per cell",
+        f"{_counted(len(seeds), 'seed')} ({', '.join(map(str, seeds))})",
+        f"{_counted(len(encodings), 'encoding')} of {_counted(frame.authorized.nunique(), 'authorized model')} (besides `clean`)",
+        f"{_counted(len(steps), 'attack step')} of {_counted(steps.attack.nunique(), 'attack')} (no attack included)",
+        f"{_counted(len(models), 'model')}" + (f" ({controls} control{'s' if controls > 1 else ''})" if controls else ""),
+        f"precision {_values(frame['precision'])}",
+        f"device {_values(frame['device'])}",
+        f"code {code_version()}",
+        f"newest cell written {source.written or UNKNOWN} (UTC)",
+    ]
+    return "; ".join(parts) + "."
