@@ -151,6 +151,8 @@ def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cel
         assert (row["vit_b"], row["res"]) == (shown["vit_b"], shown["res"])
     plots = {"accuracy_vs_strength.png", "transfer_heatmap.png", "attack_curves.png", "theory_pred_vs_obs.png", "theory_misalignment_vs_drop.png"}
     assert plots <= {p.name for p in (tmp_path / "mlflow").glob("*.png")}
+    for name in plots:  # deterministic plots: the same cells, read from MLflow or the store, give the same bytes
+        assert (tmp_path / "mlflow" / name).read_bytes() == (tmp_path / "store" / name).read_bytes(), name
     runs, _ = _group_runs(server)
     parent = runs[runs["tags.nxb.kind"] == "invocation"]["run_id"].item()
     logged_files = {Path(a.path).name for a in mlflow.MlflowClient().list_artifacts(parent, "leaderboard")}

@@ -177,3 +177,40 @@ def test_the_leaderboard_writes_the_security_curves_beside_the_other_plots(ladde
     assert "knowledge tier" in read_caption(tmp_path / "security_curves.png")
     assert write_plots(cells_frame(cells), MODELS, "accuracy", tmp_path / "without", None)  # no typed cells: no security curves
     assert not (tmp_path / "without" / "security_curves.png").exists()
+
+
+def bound_records() -> list[dict]:
+    """Identity cells with bound numbers: authorized 'a', unauthorized 'b', 'c', 'd', a patch and a reference release."""
+    records = []
+    for model, misalignment in (("a", 0.0), ("b", 0.2), ("c", 0.4), ("d", 0.6)):
+        role = "authorized" if model == "a" else "unauthorized"
+        records.append({"baseline": True, "authorized": "a", "encoder": "clean", "strength": 0.0, "model": model, "role": role, "accuracy": 0.9})
+        for encoder, strength in (("patch", 10.0), ("patch", 20.0), ("reference", 15.0)):
+            bounds = {"bound/misalignment": misalignment, "bound/unauth_layer_pred": 1 + misalignment, "bound/unauth_layer_obs_patch": 1.1 + misalignment}
+            accuracy = 0.9 if model == "a" else 0.9 - misalignment
+            records.append({"baseline": True, "authorized": "a", "encoder": encoder, "strength": strength, "model": model, "role": role, "accuracy": accuracy} | bounds)
+    return records
+
+
+def test_theory_plots_share_the_style_and_facet_by_encoder(tmp_path, monkeypatch):
+    from nonxfer_bench.reporting import figures
+    from nonxfer_bench.reporting.theory import write_theory_plots
+
+    built = {}
+
+    def keep(figure, path):
+        built[path.name] = (figure, [text.get_fontsize() for text in texts(figure)], [axis.get_legend_handles_labels()[1] for axis in figure.axes])
+        return save(figure, path)
+
+    monkeypatch.setattr(figures, "save", keep)
+    paths = write_theory_plots(bound_records(), tmp_path)
+    assert [path.name for path in paths] == ["theory_pred_vs_obs.png", "theory_misalignment_vs_drop.png"]
+    for path in paths:
+        figure, sizes, legends = built[path.name]
+        assert min(sizes) >= FONT_SIZE and all(len(labels) <= MAX_SERIES for labels in legends)
+        with Image.open(path) as image:
+            assert image.info["dpi"] == pytest.approx((DPI, DPI), abs=0.5)
+        assert read_caption(path) == figure.get_label() and len(figure.get_label().split()) > 10
+    misalignment, _, legends = built["theory_misalignment_vs_drop.png"]
+    assert [axis.get_title() for axis in misalignment.axes] == ["patch, authorized a", "reference, authorized a"]
+    assert legends == [["patch 10 dB", "patch 20 dB"], ["reference 15 dB nominal"]]
