@@ -483,5 +483,5 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
     atomic_write(md_path, "\n".join(text))
     from nonxfer_bench.reporting.plots import write_plots
 
-    return [md_path, csv_path, *write_theory_plots(records, folder), *write_plots(frame, models, metric, folder)]
+    return [md_path, csv_path, *write_theory_plots(records, folder), *write_plots(frame, models, metric, folder, cells)]
 

@@ -1,14 +1,22 @@
 """Leaderboard plots (matplotlib, PNG) from a cells frame (:func:`nonxfer_bench.reporting.leaderboard.cells_frame`).
 
-Three figures, each a mean over seeds of ``metric`` (accuracy, or agreement for unlabeled data), in %,
-with error bars for the 95% interval of each point (:mod:`nonxfer_bench.reporting.uncertainty`):
+Each figure shows a mean over seeds of ``metric`` (accuracy, or agreement for unlabeled data), in %, with
+error bars for the 95% interval of each point (:mod:`nonxfer_bench.reporting.uncertainty`: Wilson's for one
+model, a paired bootstrap over images for a mean over models), in the shared style of
+:mod:`nonxfer_bench.reporting.figures`:
 
-- ``accuracy_vs_strength.png``: one panel per (authorized model, encoder), no attack: the authorized
-  model (black) and every unauthorized model against the encoder strength, the clean value at the left.
-- ``transfer_heatmap.png``: rows (authorized model, encoding), columns the evaluated models, no attack.
-- ``attack_curves.png``: one panel per (authorized model, attack): authorized (solid) and mean
-  unauthorized (dashed) against the attack strength, one colour per encoding.
+- ``accuracy_vs_strength.png``: one panel per (authorized model, encoder), no attack: the authorized model
+  (black) and every other model against the encoder strength, whose axis says which PSNR it is; the authorized
+  model's clean accuracy dotted. With more models than a panel can tell apart, the unauthorized mean and
+  best model replace the single models.
+- ``transfer_heatmap.png``: rows (authorized model, encoding), columns the evaluated models, no attack; the
+  authorized model's cell boxed.
+- ``attack_curves.png``: one row of panels per (authorized model, encoder), one column per attack: the
+  authorized model (solid, filled) and the unauthorized mean (dashed, hollow) against the attack strength,
+  one colour and marker per encoder strength.
+- ``security_curves.png``: when cells record their attacks' threat model, :mod:`nonxfer_bench.reporting.security`.
 
+Each ``*_figure`` function builds the figure (for tests and notebooks); :func:`write_plots` writes them.
 The bound scatters are :func:`nonxfer_bench.reporting.theory.write_theory_plots`.
 """
 
@@ -19,144 +27,196 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nonxfer_bench.core.atomic import atomic_path
+from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.reporting.figures import (
+    ATTACK_STRENGTH_LABEL,
+    AUTHORIZED_STYLE,
+    MAX_SERIES,
+    caption,
+    encoding_label,
+    metric_label,
+    save,
+    series_style,
+    strength_axis_label,
+    styled,
+)
 from nonxfer_bench.reporting.uncertainty import aggregate_intervals
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+STRENGTHS_PER_PANEL = MAX_SERIES // 2  # attack curves: two series (authorized, unauthorized mean) per strength
 
 
-def _save(figure, path: Path) -> Path:
-    figure.tight_layout()
-    with atomic_path(path) as temporary:  # a reader never sees half a plot
-        figure.savefig(temporary, dpi=90, format="png")
-    _pyplot().close(figure)
-    return path
-
-
-def _label(encoder: str, strength: float) -> str:
-    return encoder if encoder == "clean" else f"{encoder} {strength:g}"
-
-
-def _curve(part: pd.DataFrame, by: str, metric: str, models: list[str]) -> pd.DataFrame:
-    """Per value of ``by``: the mean over ``models`` (and seeds) of ``metric`` in % with its 95% interval's
-    distance below and above (columns value, below, above), for ``axis.errorbar``; the intervals are the
-    leaderboard's (:func:`~nonxfer_bench.reporting.uncertainty.aggregate_intervals`)."""
+def _curve(part: pd.DataFrame, by: str, metric: str, models: list[str], statistic: str = "mean") -> pd.DataFrame:
+    """Per value of ``by``: the mean (or, ``statistic="max"``, the best) over ``models`` (and seeds) of ``metric``
+    in % with its 95% interval's distance below and above (columns value, below, above), for ``axis.errorbar``;
+    the intervals are the leaderboard's (:func:`~nonxfer_bench.reporting.uncertainty.aggregate_intervals`)."""
     rows = []
     for x, rows_at_x in part[part.model.isin(models)].groupby(by, sort=True):
-        value = rows_at_x.groupby("model")[metric].mean().mean()
-        interval = aggregate_intervals(rows_at_x, models, metric)[0]
+        per_model = rows_at_x.groupby("model")[metric].mean()
+        value = per_model.max() if statistic == "max" else per_model.mean()
+        interval = aggregate_intervals(rows_at_x, models, metric)[1 if statistic == "max" else 0]
         below, above = (0.0, 0.0) if interval is None else (max(0.0, value - interval.lo), max(0.0, interval.hi - value))
         rows.append({by: x, "value": 100 * value, "below": 100 * below, "above": 100 * above})
     return pd.DataFrame(rows).set_index(by)
 
 
 def _errorbar(axis, curve: pd.DataFrame, **style):
-    return axis.errorbar(curve.index, curve["value"], yerr=[curve["below"], curve["above"]], capsize=2, elinewidth=0.6, **style)
+    return axis.errorbar(curve.index, curve["value"], yerr=[curve["below"], curve["above"]], capsize=2, elinewidth=0.8, markersize=5, **style)
 
 
-def accuracy_vs_strength(frame: pd.DataFrame, models: list[str], metric: str, path: Path) -> Path | None:
+def _grid(plt, panels: int, columns: int, width: float, height: float, legend_rows: int, **options):
+    rows = -(-panels // columns)
+    size = (width * columns, height * rows + 0.4 * legend_rows + 0.8)
+    figure, axes = plt.subplots(rows, columns, figsize=size, squeeze=False, layout="constrained", **options)
+    for axis in list(axes.flat)[panels:]:
+        axis.set_visible(False)
+    return figure, axes
+
+
+def _handle(**style):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], **style)
+
+
+def accuracy_vs_strength_figure(frame: pd.DataFrame, models: list[str], metric: str):
+    """The figure of ``accuracy_vs_strength.png``; None without an encoded release."""
     plain = frame[frame.baseline].dropna(subset=[metric])
     panels = sorted({(a, e) for a, e in zip(plain.authorized, plain.encoder) if e != "clean"})
     if not panels:
         return None
-    plt = _pyplot()
-    columns = min(len(panels), 4)
-    rows = -(-len(panels) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False)
-    for axis, (authorized, encoder) in zip(axes.flat, panels):
-        part = plain[(plain.authorized == authorized) & (plain.encoder == encoder)]
-        clean = plain[(plain.authorized == authorized) & (plain.encoder == "clean")].groupby("model")[metric].mean()
-        for model in (m for m in models if m in set(part.model)):
-            curve = _curve(part, "strength", metric, [model])
-            style = {"color": "black", "lw": 2.2} if model == authorized else {"lw": 1.0}
-            line = _errorbar(axis, curve, marker="o", ms=3, label=f"{model}{' (auth)' if model == authorized else ''}", **style)
-            if model in clean:
-                axis.axhline(100 * clean[model], color=line[0].get_color(), lw=0.5, ls=":")
-        axis.set_title(f"{authorized}: {encoder}", fontsize=8)
-        axis.set_xlabel("encoder strength", fontsize=7)
-        axis.set_ylabel(f"{metric} %", fontsize=7)
-        axis.set_ylim(-3, 103)
-        axis.tick_params(labelsize=6)
-        axis.legend(fontsize=5)
-    for axis in list(axes.flat)[len(panels):]:
-        axis.set_visible(False)
-    return _save(figure, path)
+    models = [m for m in models if m in set(plain.model)]
+    single = len(models) <= MAX_SERIES  # else: the authorized model, the unauthorized mean and best model
+    styles = {model: series_style(index) for index, model in enumerate(models)}
+    with styled() as plt:
+        columns = min(len(panels), 4)
+        handles = [_handle(label="authorized model of the panel", **AUTHORIZED_STYLE), _handle(color="black", linestyle=":", label="authorized model, clean images")]
+        if single:
+            handles += [_handle(label=model, **styles[model]) for model in models]
+        else:
+            handles += [_handle(label="unauthorized mean", **series_style(0)), _handle(label="best unauthorized model", **series_style(1))]
+        figure, axes = _grid(plt, len(panels), columns, 3.8, 3.3, -(-len(handles) // 4), sharey=True)
+        for axis, (authorized, encoder) in zip(axes.flat, panels):
+            part = plain[(plain.authorized == authorized) & (plain.encoder == encoder)]
+            present = [m for m in models if m in set(part.model)]
+            if single:
+                for model in present:
+                    _errorbar(axis, _curve(part, "strength", metric, [model]), **(AUTHORIZED_STYLE if model == authorized else styles[model]))
+            else:
+                _errorbar(axis, _curve(part, "strength", metric, [authorized]), **AUTHORIZED_STYLE)
+                others = sorted(part.loc[part.role == "unauthorized", "model"].unique())
+                if others:
+                    _errorbar(axis, _curve(part, "strength", metric, others), **series_style(0))
+                    _errorbar(axis, _curve(part, "strength", metric, others, "max"), **series_style(1))
+            clean = plain[(plain.authorized == authorized) & (plain.encoder == "clean") & (plain.model == authorized)][metric]
+            if len(clean):
+                axis.axhline(100 * clean.mean(), color="black", linewidth=1.0, linestyle=":")
+            axis.set_title(f"{encoder}, authorized {authorized}")
+            if part.strength.nunique() <= 6:  # the strengths run, not matplotlib's fractions of a dB
+                axis.set_xticks(sorted(part.strength.unique()))
+            axis.set_xlabel(strength_axis_label(encoder))
+        axes[0][0].set_ylim(-3, 103)  # shared by every panel
+        for row in axes:
+            row[0].set_ylabel(metric_label(metric))
+        figure.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
+        caption(
+            figure,
+            f"{metric_label(metric).capitalize()} of each model on the released images (no attack) against the encoder's strength, "
+            "per authorized model and encoder; error bars: 95% intervals (Wilson; bootstrap over images for aggregates).",
+        )
+    return figure
 
 
-def transfer_heatmap(frame: pd.DataFrame, models: list[str], metric: str, path: Path) -> Path | None:
+def transfer_heatmap_figure(frame: pd.DataFrame, models: list[str], metric: str):
+    """The figure of ``transfer_heatmap.png``; None without cells."""
     plain = frame[frame.baseline].dropna(subset=[metric])
     if plain.empty:
         return None
     table = plain.groupby(["authorized", "encoder", "strength", "model"])[metric].mean().unstack("model") * 100
     table = table[[m for m in models if m in table.columns]]
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(1.0 + 0.8 * table.shape[1], 0.8 + 0.3 * table.shape[0]))
-    axis.imshow(table.values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-    for (row, column), value in np.ndenumerate(table.values):
-        if not np.isnan(value):
-            axis.text(column, row, f"{value:.0f}", ha="center", va="center", fontsize=6, color="white" if value < 60 else "black")
-    axis.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right", fontsize=7)
-    axis.set_yticks(range(table.shape[0]), [f"{a} / {_label(e, s)}" for a, e, s in table.index], fontsize=7)
-    axis.set_xlabel("evaluated model", fontsize=7)
-    axis.set_title(f"{metric} % with no attack: authorized (row) x evaluated (column)", fontsize=8)
-    return _save(figure, path)
+    with styled() as plt:
+        from matplotlib.patches import Rectangle
+
+        figure, axis = plt.subplots(figsize=(4.5 + 0.9 * table.shape[1], 1.6 + 0.32 * table.shape[0]), layout="constrained")
+        image = axis.imshow(table.values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+        for (row, column), value in np.ndenumerate(table.values):
+            if not np.isnan(value):
+                axis.text(column, row, f"{value:.0f}", ha="center", va="center", color="white" if value < 60 else "black")
+        for row, (authorized, _, _) in enumerate(table.index):
+            if authorized in table.columns:
+                column = list(table.columns).index(authorized)
+                axis.add_patch(Rectangle((column - 0.5, row - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+        axis.grid(False)
+        axis.set_xticks(range(table.shape[1]), table.columns, rotation=45, ha="right")
+        axis.set_yticks(range(table.shape[0]), [f"{a}: {encoding_label(e, s)}" for a, e, s in table.index])
+        axis.set_xlabel("evaluated model")
+        axis.set_ylabel("authorized model: encoding")
+        figure.colorbar(image, ax=axis, label=metric_label(metric))
+        caption(figure, f"Transfer with no attack: {metric_label(metric)} of each evaluated model on each release; boxed: the authorized model.")
+    return figure
 
 
-def attack_curves(frame: pd.DataFrame, metric: str, path: Path) -> Path | None:
+def _attack_rows(attacked: pd.DataFrame) -> list[tuple[str, str, list[float]]]:
+    """(authorized model, encoder, its strengths) per row of the attack curves, at most ``STRENGTHS_PER_PANEL`` strengths a row."""
+    rows = []
+    for (authorized, encoder), part in attacked.groupby(["authorized", "encoder"], sort=True):
+        strengths = sorted(part.strength.unique())
+        rows += [(authorized, encoder, strengths[i : i + STRENGTHS_PER_PANEL]) for i in range(0, len(strengths), STRENGTHS_PER_PANEL)]
+    return rows
+
+
+def attack_curves_figure(frame: pd.DataFrame, metric: str):
+    """The figure of ``attack_curves.png``; None without attacked cells."""
     attacked = frame[~frame.baseline].dropna(subset=[metric])
-    panels = sorted(set(zip(attacked.authorized, attacked.attack)))
-    if not panels:
+    if attacked.empty:
         return None
-    plt = _pyplot()
-    from matplotlib.lines import Line2D
+    attacks = sorted(attacked.attack.unique())
+    rows = _attack_rows(attacked)
+    with styled() as plt:
+        figure, axes = plt.subplots(
+            len(rows), len(attacks), figsize=(2.9 * len(attacks) + 2.6, 2.5 * len(rows) + 1.4), squeeze=False, sharex=True, sharey=True, layout="constrained"
+        )
+        for axes_row, (authorized, encoder, strengths) in zip(axes, rows):
+            for axis, attack in zip(axes_row, attacks):
+                part = attacked[(attacked.authorized == authorized) & (attacked.encoder == encoder) & (attacked.attack == attack)]
+                for index, strength in enumerate(strengths):
+                    encoding = part[part.strength == strength]
+                    style = series_style(index)
+                    if authorized in set(encoding.model):
+                        _errorbar(axis, _curve(encoding, "attack_strength", metric, [authorized]), **style | {"linestyle": "-"})
+                    others = sorted(encoding.loc[encoding.role == "unauthorized", "model"].unique())  # no controls
+                    if others:
+                        _errorbar(axis, _curve(encoding, "attack_strength", metric, others), **style | {"linestyle": "--", "markerfacecolor": "none"})
+            axes_row[0].set_ylabel(f"{encoder}, authorized {authorized}\n{metric_label(metric)}")
+            entries = [_handle(label=encoding_label(encoder, s), **series_style(i) | {"linestyle": "-"}) for i, s in enumerate(strengths)]
+            axes_row[-1].legend(handles=entries, loc="upper left", bbox_to_anchor=(1.02, 1.0), title=encoder, frameon=False)
+        axes[0][0].set_xlim(-0.05, 1.05)  # shared by every panel: set once (each call reaches all of them)
+        axes[0][0].set_ylim(-3, 103)
+        for axis, attack in zip(axes[0], attacks):
+            axis.set_title(attack)
+        for axis in axes[-1]:
+            axis.set_xlabel(ATTACK_STRENGTH_LABEL)
+        roles = [
+            _handle(color="grey", marker="o", linestyle="-", label="authorized model"),
+            _handle(color="grey", marker="o", markerfacecolor="none", linestyle="--", label="unauthorized mean"),
+        ]
+        figure.legend(handles=roles, loc="outside lower center", ncol=2, frameon=False)
+        caption(
+            figure,
+            f"{metric_label(metric).capitalize()} under each attack (columns) against the attack's strength (0 = weakest, 1 = strongest setting), "
+            "per authorized model and encoder (rows), one colour per encoder strength; error bars: 95% intervals.",
+        )
+    return figure
 
-    encodings = sorted(set(zip(attacked.encoder, attacked.strength)))
-    colours = {encoding: plt.get_cmap("tab20")(index % 20) for index, encoding in enumerate(encodings)}
-    columns = min(len(panels), 4)
-    rows = -(-len(panels) // columns)
-    per_line = 2 * columns  # legend entries per line below the panels
-    legend_lines = -(-(len(encodings) + 2) // per_line)
-    height = 2.4 * rows + 0.2 * legend_lines + 0.1
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, height), squeeze=False)
-    for axis, (authorized, attack) in zip(axes.flat, panels):
-        part = attacked[(attacked.authorized == authorized) & (attacked.attack == attack)]
-        for encoding, rows_of_encoding in part.groupby(["encoder", "strength"], sort=True):
-            if authorized not in set(rows_of_encoding.model):
-                continue
-            _errorbar(axis, _curve(rows_of_encoding, "attack_strength", metric, [authorized]), color=colours[encoding], marker="o", ms=3)
-            others = sorted(rows_of_encoding.loc[rows_of_encoding.role == "unauthorized", "model"].unique())  # no controls
-            if others:
-                _errorbar(axis, _curve(rows_of_encoding, "attack_strength", metric, others), color=colours[encoding], ls="--", marker="x", ms=3)
-        axis.set_title(f"{authorized}: {attack}", fontsize=8)
-        axis.set_xlabel("attack strength", fontsize=7)
-        axis.set_xlim(-0.03, 1.03)
-        axis.set_ylabel(f"{metric} %", fontsize=7)
-        axis.set_ylim(-3, 103)
-        axis.tick_params(labelsize=6)
-    for axis in list(axes.flat)[len(panels):]:
-        axis.set_visible(False)
-    handles = [Line2D([], [], color="grey", marker="o", label="authorized"), Line2D([], [], color="grey", ls="--", marker="x", label="unauthorized mean")]
-    handles += [Line2D([], [], color=colours[e], lw=3, label=_label(*e)) for e in encodings]
-    figure.legend(handles=handles, loc="lower center", ncol=per_line, fontsize=6, frameon=False)
-    figure.tight_layout(rect=(0, (0.2 * legend_lines + 0.1) / height, 1, 1))
-    with atomic_path(path) as temporary:  # a reader never sees half a plot
-        figure.savefig(temporary, dpi=90, format="png")
-    plt.close(figure)
-    return path
 
+def write_plots(frame: pd.DataFrame, models: list[str], metric: str, folder: Path, cells: list[Cell] | None = None) -> list[Path]:
+    """The figures above under ``folder`` (the security curves need the typed ``cells``); returns the written paths
+    (a figure without data is skipped)."""
+    from nonxfer_bench.reporting.security import security_curves_figure
 
-def write_plots(frame: pd.DataFrame, models: list[str], metric: str, folder: Path) -> list[Path]:
-    """The three figures above under ``folder``; returns the written paths (a figure without data is skipped)."""
-    paths = [
-        accuracy_vs_strength(frame, models, metric, folder / "accuracy_vs_strength.png"),
-        transfer_heatmap(frame, models, metric, folder / "transfer_heatmap.png"),
-        attack_curves(frame, metric, folder / "attack_curves.png"),
-    ]
-    return [path for path in paths if path is not None]
+    figures = {
+        "accuracy_vs_strength.png": accuracy_vs_strength_figure(frame, models, metric),
+        "transfer_heatmap.png": transfer_heatmap_figure(frame, models, metric),
+        "attack_curves.png": attack_curves_figure(frame, metric),
+        "security_curves.png": security_curves_figure(frame, cells, metric) if cells else None,
+    }
+    return [save(figure, folder / name) for name, figure in figures.items() if figure is not None]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from nonxfer_bench.core.atomic import atomic_path
 from nonxfer_bench.linalg.bounds import NOT_COMPUTED, PREFIX, finite_or_none
 
 
@@ -170,8 +169,11 @@ def _check(cell: dict, key: str) -> str:
 
 def write_theory_plots(cells: list[dict], folder) -> list:
     """Two PNGs under ``folder``: predicted vs observed first-layer response (unauthorized, same geometry, and the
-    authorized layer) and misalignment vs accuracy drop. Returns the written paths (none without bound numbers)."""
+    authorized layer) and misalignment vs accuracy drop, in the style of :mod:`nonxfer_bench.reporting.figures`.
+    Returns the written paths (none without bound numbers)."""
     from pathlib import Path
+
+    from nonxfer_bench.reporting.figures import caption, encoding_label, save, series_style, styled
 
     baselines = [c for c in cells if c.get("baseline")]
     pairs = [(c["bound/unauth_layer_pred"], c["bound/unauth_layer_obs_patch"], c) for c in baselines
@@ -179,46 +181,42 @@ def write_theory_plots(cells: list[dict], folder) -> list:
     correlation = misalignment_correlation(cells)
     if not pairs and not correlation:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     folder = Path(folder)
-    paths = []
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    if pairs:
-        for encoder in sorted({p[2]["encoder"] for p in pairs}):
-            chosen = [p for p in pairs if p[2]["encoder"] == encoder]
-            ax.scatter([p[0] for p in chosen], [p[1] for p in chosen], label=encoder, s=18)
-        lo = min(min(p[0], p[1]) for p in pairs)
-        hi = max(max(p[0], p[1]) for p in pairs)
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="observed = predicted")
-        ax.set_xscale("log"), ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    ax.set_xlabel("predicted RMS first-layer change  c·‖W'_eff B‖_F")
-    ax.set_ylabel("observed RMS first-layer change")
-    ax.set_title("First layer: predicted vs observed", fontsize=9)
-    paths.append(_save(fig, folder / "theory_pred_vs_obs.png"))
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    for row in correlation:
-        label = f"{row['authorized']}/{row['encoder']} {row['strength']:g}"
-        ax.plot(row["misalignment"], row["drop"], "o", ms=4, label=label)
-    ax.set_xlabel("misalignment ‖W'_eff Q‖_F / ‖W'_eff‖_F (raw pixels)")
-    ax.set_ylabel("unauthorized accuracy drop (clean - NE)")
-    ax.set_title("Spectral misalignment vs degradation", fontsize=9)
-    if correlation:
-        ax.legend(fontsize=6, ncol=2)
-    paths.append(_save(fig, folder / "theory_misalignment_vs_drop.png"))
+    encoders = sorted({p[2]["encoder"] for p in pairs})
+    styles = {encoder: series_style(index) | {"linestyle": "none"} for index, encoder in enumerate(encoders)}
+    with styled() as plt:
+        fig, ax = plt.subplots(figsize=(6, 5.5), layout="constrained")
+        if pairs:
+            for encoder in encoders:
+                chosen = [p for p in pairs if p[2]["encoder"] == encoder]
+                ax.plot([p[0] for p in chosen], [p[1] for p in chosen], label=encoder, **styles[encoder])
+            lo = min(min(p[0], p[1]) for p in pairs)
+            hi = max(max(p[0], p[1]) for p in pairs)
+            ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="observed = predicted")
+            ax.set_xscale("log"), ax.set_yscale("log")
+            ax.legend()
+        ax.set_xlabel("predicted RMS first-layer change c·‖W'_eff B‖_F\n(first-layer output units, log)")
+        ax.set_ylabel("observed RMS first-layer change\n(first-layer output units, log)")
+        caption(fig, "First layer: the predicted vs the observed RMS change of each model's first-layer response to the NE noise, per encoder.")
+    paths = [save(fig, folder / "theory_pred_vs_obs.png")]
+    panels = sorted({(row["authorized"], row["encoder"]) for row in correlation}) or [("", "")]
+    authorized_models = sorted({a for a, _ in panels})
+    columns = sorted({e for _, e in panels})
+    with styled() as plt:
+        fig, axes = plt.subplots(
+            len(authorized_models), len(columns), figsize=(4.2 * len(columns), 3.8 * len(authorized_models) + 1.0), squeeze=False, sharey=True, layout="constrained"
+        )
+        for row_axes, authorized in zip(axes, authorized_models):
+            for ax, encoder in zip(row_axes, columns):
+                rows = [row for row in correlation if (row["authorized"], row["encoder"]) == (authorized, encoder)]
+                for index, row in enumerate(rows):  # one series per encoder strength
+                    ax.plot(row["misalignment"], [100 * d for d in row["drop"]], label=encoding_label(encoder, row["strength"]), **series_style(index) | {"linestyle": "none"})
+                ax.set_title(f"{encoder}, authorized {authorized}" if rows else "no models with bound numbers")
+                if rows:
+                    ax.legend()
+            row_axes[0].set_ylabel("unauthorized accuracy drop,\nclean − NE (percentage points)")
+        for ax in axes[-1]:
+            ax.set_xlabel("misalignment ‖W'_eff Q‖_F / ‖W'_eff‖_F\n(unitless, raw pixels)")
+        caption(fig, "Spectral misalignment of each unauthorized model with the authorized one against its accuracy drop on the NEs (no attack), per authorized model and encoder.")
+    paths.append(save(fig, folder / "theory_misalignment_vs_drop.png"))
     return paths
-
-
-def _save(fig, path):
-    """Write a figure atomically (a reader never sees half a plot) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, dpi=110, format="png")
-    plt.close(fig)
-    return path

@@ -25,6 +25,21 @@ sorted, as axes), the encoder's own parameters as tags ``nxb.encoder_param.<name
 the threat model's knowledge tier), tag ``nxb.kind`` (``invocation`` on parents, ``encoding`` on groups) and
 per attack one curve per role: ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` and
 ``unauth.acc_max.<attack>`` (agreement as ``auth.agree.<attack>`` ...), step = round(100 x attack strength).
+Every accuracy and agreement metric ``<metric>`` above (per cell, per role curve, summaries, strongest attack)
+comes with ``<metric>_lo`` and ``<metric>_hi``, its 95% interval, and ``<metric>_n``, the images it counts
+(labeled images for accuracy), at the same step: Wilson's interval for one model's proportion, and for the
+unauthorized mean and max a bootstrap over images paired across models where the cells keep per-image outcomes
+(Wilson's at the mean otherwise), as the leaderboard computes them (:mod:`nonxfer_bench.reporting.uncertainty`).
+E.g. ``unauth.acc_mean``, ``unauth.acc_mean_lo``, ``unauth.acc_mean_hi``, ``unauth.acc_mean_n``.
+
+Cells that record their attack's threat model add the security curves
+(:mod:`nonxfer_bench.reporting.security`): ``security.<budget>.<tier>.unauth_mean`` and
+``security.<budget>.<tier>.unauth_max`` (with ``_lo``, ``_hi``, ``_n``), step = the budget, where ``<budget>`` is
+``nes`` (released + labelled NEs the attack used) or ``public`` (clean public images) and ``<tier>`` the knowledge
+tier; each point is the tier's strongest attack step at that budget. The plot, ``security_curves.png``, is with
+the other plots among the parent run's ``leaderboard/`` artifacts (:meth:`Tracker.log_results`). The models'
+``precision`` (fp32, ...) is a param of the parent run, with the suite's other settings.
+
 The experiment is tagged as classic model development (``mlflow.experimentKind``), and the links this
 package prints (:func:`experiment_url`) carry MLflow 3.17's ``workflowType=machine_learning``, whose UI
 otherwise opens every experiment in its GenAI view. The group's cells, exactly as in the cell store, are its
@@ -46,11 +61,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+import pandas as pd
+
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.errors import EXCERPT, UserError, excerpt
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.execution.plan import EncodingGroup
+from nonxfer_bench.metrics.statistics import Interval
+from nonxfer_bench.reporting.leaderboard import cells_frame
+from nonxfer_bench.reporting.uncertainty import aggregate_intervals, metric_n, proportion_interval
 from nonxfer_bench.schema.suite import Suite
 
 PARENT_TAG = "nxb.suite_hash"
@@ -354,28 +374,16 @@ class Tracker:
             mlflow.log_params({"strength": group.strength, "authorized": group.authorized, "encoder": group.encoder.name, "seed": group.seed, "storage": group.storage})
             faults.point("mlflow_group_started")
             mlflow.log_dict({"cells": cells}, CELLS_ARTIFACT)
-            metrics = []
             timestamp = int(time.time() * 1000)
-            for cell in cells:
-                step = round(100 * cell["attack_strength"])
-                if cell["accuracy"] is not None:  # None: unlabeled images
-                    metrics.append(mlflow.entities.Metric(f"acc.{cell['attack']}.{cell['model']}", cell["accuracy"], timestamp, step))
-                metrics.append(mlflow.entities.Metric(f"agree.{cell['attack']}.{cell['model']}", cell["agreement"], timestamp, step))
-                if cell.get("accuracy_flat") is not None:
-                    metrics.append(mlflow.entities.Metric(f"acc_flat.{cell['attack']}.{cell['model']}", cell["accuracy_flat"], timestamp, step))
-            plain = [c for c in cells if c["baseline"]]
-            unauthorized = [c["accuracy"] for c in plain if c["role"] == "unauthorized" and c["accuracy"] is not None]
-            summary = {"auth.acc": next((c["accuracy"] for c in plain if c["role"] == "authorized"), None)}
-            if unauthorized:
-                summary |= {"unauth.acc_mean": sum(unauthorized) / len(unauthorized), "unauth.acc_max": max(unauthorized)}
-            if cells and cells[0]["encoded_psnr"] is not None:
-                summary["psnr.encoded"] = cells[0]["encoded_psnr"]
-            best = self._strongest_attack(group, cells)
+            frame = cells_frame(finished)
+            metrics = _cell_metrics(cells, timestamp)
+            metrics += _summary_metrics(group.authorized, frame, cells, timestamp)
+            best = _strongest_attack(group.authorized, frame)
             if best is not None:
-                summary |= {"unauth.best_attack_acc": best["unauth_mean"], "unauth.best_attack_acc_max": best["unauth_max"], "auth.best_attack_acc": best["auth"]}
+                metrics += _best_attack_metrics(best, frame, timestamp)
                 mlflow.set_tag("nxb.best_attack", f"{best['attack']}@{best['attack_strength']:g}")
-            metrics += [mlflow.entities.Metric(k, v, timestamp, 0) for k, v in summary.items() if v is not None]
-            metrics += _role_curves(cells, timestamp)
+            metrics += _role_curves(frame, timestamp)
+            metrics += _security_metrics(frame, finished, timestamp)
             metrics += self._bound_metrics(group, cells, timestamp)
             client = mlflow.MlflowClient()
             run_id = mlflow.active_run().info.run_id
@@ -405,15 +413,6 @@ class Tracker:
                     out.append(Metric(key, value, timestamp, 0))
         return out
 
-    @staticmethod
-    def _strongest_attack(group: EncodingGroup, cells: list[dict]) -> dict | None:
-        """The group's strongest attack by accuracy (None for unlabeled data or no unauthorized cells)."""
-        from nonxfer_bench.reporting.leaderboard import cells_frame, strongest_attack
-
-        if not cells or all(c.get("accuracy") is None for c in cells):
-            return None
-        return strongest_attack(cells_frame([Cell.from_record(c) for c in cells]), group.authorized)
-
     def log_results(self, paths: list[Path]) -> None:
         for path in paths:
             self.mlflow.log_artifact(str(path), artifact_path="leaderboard")
@@ -425,23 +424,108 @@ class Tracker:
             self.mlflow.end_run("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
 
 
-def _role_curves(cells: list[dict], timestamp: int) -> list:
-    """Per attack and role, the authorized value and the unauthorized mean and max at each attack strength."""
+def _with_interval(name: str, value: float, interval: Interval | None, n: int | None, timestamp: int, step: int) -> list:
+    """``name`` and, where known, ``name_lo``, ``name_hi`` (its 95% interval) and ``name_n`` (images it counts)."""
     from mlflow.entities import Metric
 
-    steps: dict[tuple[str, float], dict[str, list[float]]] = {}
-    for cell in cells:
-        for metric, name in (("accuracy", "acc"), ("agreement", "agree")):
-            if cell.get(metric) is not None:
-                steps.setdefault((cell["attack"], cell["attack_strength"]), {}).setdefault(f"{name}.{cell['role']}", []).append(cell[metric])
+    out = [Metric(name, value, timestamp, step)]
+    if interval is not None:
+        out += [Metric(f"{name}_lo", interval.lo, timestamp, step), Metric(f"{name}_hi", interval.hi, timestamp, step)]
+    if n is not None:
+        out.append(Metric(f"{name}_n", n, timestamp, step))
+    return out
+
+
+def _cell_metrics(cells: list[dict], timestamp: int) -> list:
+    """Per cell: ``acc.<attack>.<model>``, ``agree.<attack>.<model>`` (and ``acc_flat``) with Wilson intervals, step = round(100 x attack strength)."""
     out = []
-    for (attack, strength), values in steps.items():
+    for cell in cells:
+        step = round(100 * cell["attack_strength"])
+        labeled = cell.get("n_labeled", cell["n"])
+        for metric, name, n in (("accuracy", "acc", labeled), ("agreement", "agree", cell["n"]), ("accuracy_flat", "acc_flat", labeled)):
+            value = cell.get(metric)
+            if value is not None:  # accuracy None: unlabeled images
+                out += _with_interval(f"{name}.{cell['attack']}.{cell['model']}", value, proportion_interval(value, n), n, timestamp, step)
+    return out
+
+
+def _unauthorized(part: pd.DataFrame) -> list[str]:
+    return sorted(part.loc[part.role == "unauthorized", "model"].unique())  # never the authorized model or a control
+
+
+def _aggregates(names: tuple[str, str], part: pd.DataFrame, metric: str, timestamp: int, step: int) -> list:
+    """The mean and the max (``names``) over the unauthorized models of ``part`` with their intervals (paired
+    bootstrap over images with per-image outcomes, else Wilson) and n."""
+    models = _unauthorized(part)
+    values = part[part.model.isin(models)].groupby("model")[metric].mean().dropna()
+    if values.empty:
+        return []
+    mean, best = aggregate_intervals(part, models, metric)
+    n = metric_n(part[part.model.isin(models)], metric)
+    return _with_interval(names[0], values.mean(), mean, n, timestamp, step) + _with_interval(names[1], values.max(), best, n, timestamp, step)
+
+
+def _summary_metrics(authorized: str, frame: pd.DataFrame, cells: list[dict], timestamp: int) -> list:
+    """No attack: ``auth.acc``, ``unauth.acc_mean``, ``unauth.acc_max`` with intervals, and ``psnr.encoded``."""
+    from mlflow.entities import Metric
+
+    plain = frame[frame.baseline].dropna(subset=["accuracy"])
+    out = []
+    own = plain[plain.model == authorized]
+    if len(own):
+        n = metric_n(own, "accuracy")
+        out += _with_interval("auth.acc", own.accuracy.iloc[0], proportion_interval(own.accuracy.iloc[0], n), n, timestamp, 0)
+    out += _aggregates(("unauth.acc_mean", "unauth.acc_max"), plain, "accuracy", timestamp, 0)
+    if cells and cells[0]["encoded_psnr"] is not None:
+        out.append(Metric("psnr.encoded", cells[0]["encoded_psnr"], timestamp, 0))
+    return out
+
+
+def _strongest_attack(authorized: str, frame: pd.DataFrame) -> dict | None:
+    """The group's strongest attack by accuracy (None for unlabeled data or no unauthorized cells)."""
+    from nonxfer_bench.reporting.leaderboard import strongest_attack
+
+    if frame.empty or frame.accuracy.isna().all():
+        return None
+    return strongest_attack(frame, authorized)
+
+
+def _best_attack_metrics(best: dict, frame: pd.DataFrame, timestamp: int) -> list:
+    """The strongest attack step: ``unauth.best_attack_acc`` (mean), ``unauth.best_attack_acc_max`` and ``auth.best_attack_acc`` with intervals."""
+    step = frame[(frame.attack == best["attack"]) & (frame.attack_strength == best["attack_strength"]) & (frame.attack_param == best["attack_param"])]
+    out = _aggregates(("unauth.best_attack_acc", "unauth.best_attack_acc_max"), step, "accuracy", timestamp, 0)
+    if best["auth"] is not None:
+        n = metric_n(step[step.role == "authorized"], "accuracy")
+        out += _with_interval("auth.best_attack_acc", best["auth"], proportion_interval(best["auth"], n), n, timestamp, 0)
+    return out
+
+
+def _security_metrics(frame: pd.DataFrame, cells: list[Cell], timestamp: int) -> list:
+    """The security-curve points (:func:`~nonxfer_bench.reporting.security.security_points`):
+    ``security.<budget>.<tier>.unauth_mean`` and ``..._max`` with intervals and n, step = the budget."""
+    from nonxfer_bench.reporting.security import security_points
+
+    if frame.accuracy.isna().all():
+        return []
+    points = security_points(frame, cells, "accuracy")
+    out = []
+    for point in points.itertuples(index=False):
+        for statistic in ("mean", "max"):
+            interval = Interval(getattr(point, statistic), getattr(point, f"{statistic}_lo"), getattr(point, f"{statistic}_hi"))
+            out += _with_interval(f"security.{point.budget}.{point.tier}.unauth_{statistic}", interval.estimate, interval, point.n, timestamp, point.value)
+    return out
+
+
+def _role_curves(frame: pd.DataFrame, timestamp: int) -> list:
+    """Per attack and role, the authorized value and the unauthorized mean and max at each attack strength, with intervals."""
+    out = []
+    for (attack, strength), part in frame.groupby(["attack", "attack_strength"], sort=True):
         step = round(100 * strength)
-        for name in ("acc", "agree"):
-            if values.get(f"{name}.authorized"):
-                out.append(Metric(f"auth.{name}.{attack}", values[f"{name}.authorized"][0], timestamp, step))
-            unauthorized = values.get(f"{name}.unauthorized")
-            if unauthorized:
-                out.append(Metric(f"unauth.{name}_mean.{attack}", sum(unauthorized) / len(unauthorized), timestamp, step))
-                out.append(Metric(f"unauth.{name}_max.{attack}", max(unauthorized), timestamp, step))
+        for metric, name in (("accuracy", "acc"), ("agreement", "agree")):
+            measured = part.dropna(subset=[metric])
+            own = measured[measured.role == "authorized"]
+            if len(own):
+                value, n = own[metric].iloc[0], metric_n(own.iloc[:1], metric)
+                out += _with_interval(f"auth.{name}.{attack}", value, proportion_interval(value, n), n, timestamp, step)
+            out += _aggregates((f"unauth.{name}_mean.{attack}", f"unauth.{name}_max.{attack}"), measured, metric, timestamp, step)
     return out

@@ -1,0 +1,216 @@
+"""The leaderboard plots read like figures of a paper: legible text, a caption that says what is shown, axes
+with units (and which PSNR), at most eight distinguishable series per axes, Wilson/bootstrap error bars, and
+the same bytes for the same cells. Rendered from the committed quickstart results and synthetic ladder cells."""
+
+from __future__ import annotations
+
+import matplotlib.text
+import pandas as pd
+import pytest
+from PIL import Image
+
+from nonxfer_bench.reporting.figures import DPI, FONT_SIZE, MAX_SERIES, TITLE_SIZE, read_caption, save
+from nonxfer_bench.reporting.leaderboard import cells_frame, write_leaderboard
+from nonxfer_bench.reporting.plots import accuracy_vs_strength_figure, attack_curves_figure, transfer_heatmap_figure, write_plots
+from nonxfer_bench.reporting.security import security_curves_figure
+from tests.reporting.synthetic import MODELS, ladder_cells, quickstart_cells
+
+QUICKSTART_MODELS = ["vit_a", "vit_b", "convnext", "resnet", "resnet_deep", "mobilenet"]
+
+
+@pytest.fixture(scope="module")
+def quickstart():
+    cells = quickstart_cells()
+    return cells, cells_frame(cells)
+
+
+@pytest.fixture(scope="module")
+def ladder():
+    cells = ladder_cells()
+    return cells, cells_frame(cells)
+
+
+@pytest.fixture(scope="module")
+def figures(quickstart, ladder):
+    cells, frame = quickstart
+    built = {
+        "accuracy_vs_strength": accuracy_vs_strength_figure(frame, QUICKSTART_MODELS, "accuracy"),
+        "transfer_heatmap": transfer_heatmap_figure(frame, QUICKSTART_MODELS, "accuracy"),
+        "attack_curves": attack_curves_figure(frame, "accuracy"),
+        "security_curves": security_curves_figure(ladder[1], ladder[0], "accuracy"),
+    }
+    yield built
+    import matplotlib.pyplot as plt
+
+    for figure in built.values():
+        plt.close(figure)
+
+
+def texts(figure) -> list[matplotlib.text.Text]:
+    return [text for text in figure.findobj(matplotlib.text.Text) if text.get_visible() and text.get_text().strip()]
+
+
+def series(axis) -> list[tuple]:
+    """One (colour, marker, line style, marker fill) per errorbar series of an axes."""
+    lines = [container.lines[0] for container in axis.containers]
+    return [(line.get_color(), line.get_marker(), str(line.get_linestyle()), str(line.get_markerfacecolor())) for line in lines]
+
+
+@pytest.mark.parametrize("name", ["accuracy_vs_strength", "transfer_heatmap", "attack_curves", "security_curves"])
+def test_every_text_is_at_least_10_pt_and_titles_12(figures, name):
+    figure = figures[name]
+    assert all(text.get_fontsize() >= FONT_SIZE for text in texts(figure))
+    titles = [axis.title for axis in figure.axes if axis.get_title()] + [figure._suptitle]
+    assert titles and all(title.get_fontsize() >= TITLE_SIZE for title in titles)
+
+
+@pytest.mark.parametrize("name", ["accuracy_vs_strength", "transfer_heatmap", "attack_curves", "security_curves"])
+def test_the_caption_says_what_is_shown_and_travels_in_the_png(figures, name, tmp_path):
+    figure = figures[name]
+    caption = figure.get_label()
+    assert len(caption.split()) > 10 and ".png" not in caption and "_" not in caption.split(":")[0]
+    assert " ".join(figure._suptitle.get_text().split()) == caption
+    path = save(figure, tmp_path / f"{name}.png")
+    with Image.open(path) as image:
+        assert image.info["dpi"] == pytest.approx((DPI, DPI), abs=0.5)
+        assert image.width > 600 and image.height > 300
+        assert "Software" not in image.text  # no matplotlib version: committed plots do not churn
+    assert read_caption(path) == caption
+
+
+@pytest.mark.parametrize("name", ["accuracy_vs_strength", "attack_curves", "security_curves"])
+def test_no_axes_holds_more_than_eight_series_and_each_looks_different(figures, name):
+    for axis in figures[name].axes:
+        styles = series(axis)
+        assert len(styles) <= MAX_SERIES
+        assert len(set(styles)) == len(styles), f"{axis.get_title()}: two series look the same"
+
+
+def test_the_attack_curves_facet_22_series_into_panels_per_encoder(figures, quickstart):
+    _, frame = quickstart
+    figure = figures["attack_curves"]
+    visible = [axis for axis in figure.axes if axis.get_visible() and axis.get_subplotspec() is not None]
+    rows = frame[~frame.baseline][["authorized", "encoder"]].drop_duplicates()
+    attacks = frame[~frame.baseline].attack.nunique()
+    assert len(visible) == len(rows) * attacks  # one row of panels per (authorized, encoder), a column per attack
+    assert max(len(series(axis)) for axis in visible) == 6  # 3 strengths x (authorized, unauthorized mean)
+    first_column = [axis.get_ylabel() for axis in visible if axis.get_subplotspec().is_first_col()]
+    assert any(label.startswith("reference, authorized resnet") for label in first_column)
+    assert all("top-1 accuracy (%)" in label for label in first_column)
+
+
+def test_strength_axes_say_which_psnr_and_never_mix_the_two(figures):
+    labels = {axis.get_title(): " ".join(axis.get_xlabel().split()) for axis in figures["accuracy_vs_strength"].axes if axis.get_title()}
+    assert len(labels) == 8  # 2 authorized x (gaussian, operator, patch, reference)
+    for title, label in labels.items():
+        if title.startswith("reference"):
+            assert "nominal PSNR (dB, peak 255" in label and "standard" not in label
+        else:
+            assert "standard PSNR (dB, peak 1" in label and "nominal" not in label
+    heatmap = figures["transfer_heatmap"].axes[0]
+    rows = [tick.get_text() for tick in heatmap.get_yticklabels()]
+    assert "resnet: reference 15 dB nominal" in rows and "resnet: patch 20 dB" in rows and "vit_a: clean" in rows
+
+
+def test_accuracy_panels_show_each_model_and_the_authorized_model_in_black(figures):
+    figure = figures["accuracy_vs_strength"]
+    panel = next(axis for axis in figure.axes if axis.get_title() == "patch, authorized resnet")
+    assert len(series(panel)) == len(QUICKSTART_MODELS)
+    assert sum(style[0] == "black" for style in series(panel)) == 1
+    assert figure.axes[0].get_ylabel() == "top-1 accuracy (%)"  # the first column's panels; the others share it
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend[:2] == ["authorized model of the panel", "authorized model, clean images"] and legend[2:] == QUICKSTART_MODELS
+
+
+def test_more_models_than_styles_fall_back_to_the_unauthorized_mean_and_best(quickstart):
+    _, frame = quickstart
+    twins = [frame[frame.role == "unauthorized"].assign(model=lambda f, c=copy: f.model + f"_{c}") for copy in range(2)]
+    many = pd.concat([frame, *twins])  # 6 models and 12 unauthorized twins
+    models = sorted(many.model.unique())
+    figure = accuracy_vs_strength_figure(many, models, "accuracy")
+    panel = next(axis for axis in figure.axes if axis.get_title() == "patch, authorized resnet")
+    assert len(series(panel)) == 3
+    assert [text.get_text() for text in figure.legends[0].get_texts()][2:] == ["unauthorized mean", "best unauthorized model"]
+
+
+def test_the_same_cells_give_the_same_png_bytes(quickstart, tmp_path):
+    _, frame = quickstart
+    first = save(transfer_heatmap_figure(frame, QUICKSTART_MODELS, "accuracy"), tmp_path / "first" / "transfer_heatmap.png")
+    second = save(transfer_heatmap_figure(frame, QUICKSTART_MODELS, "accuracy"), tmp_path / "second" / "transfer_heatmap.png")
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_security_curves_plot_each_tier_against_each_budget_with_clean_and_break_lines(figures, ladder):
+    figure = figures["security_curves"]
+    panels = [axis for axis in figure.axes if axis.get_subplotspec() is not None]
+    assert [axis.get_title().replace("\n", " ") for axis in panels] == [
+        "mean over unauthorized models by NEs used",
+        "best unauthorized model by NEs used",
+        "mean over unauthorized models by public clean images used",
+        "best unauthorized model by public clean images used",
+    ]
+    assert [" ".join(axis.get_xlabel().split()) for axis in panels[:1]] == ["NEs used (released + labelled) (count, log)"]
+    assert panels[0].get_ylabel().splitlines() == ["patch 20 dB", "authorized a", "unauthorized top-1 accuracy (%)"]
+    assert len(series(panels[0])) == 5  # none, method, architecture, white box, labelled NEs
+    legend = [text.get_text() for text in figure.legends[0].get_texts()]
+    assert legend[:5] == ["tier: none", "tier: method", "tier: architecture", "tier: white_box", "tier: labelled_nes"]
+    cells, frame = ladder
+    clean = frame[(frame.encoder == "clean") & frame.baseline]
+    authorized = 100 * clean[clean.model == "a"].accuracy.mean()
+    target = 100 * 0.9 * clean[clean.role == "unauthorized"].accuracy.mean()
+    levels = sorted(line.get_ydata()[0] for line in panels[0].get_lines() if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2)
+    assert levels == pytest.approx(sorted([authorized, target]))
+
+
+def test_security_curves_need_a_budget_sweep(quickstart):
+    cells, frame = quickstart
+    assert security_curves_figure(frame, cells, "accuracy") is None  # no tiers
+    plain = [c for c in ladder_cells() if c.attack in ("identity", "blur", "oracle_projection")]  # every budget 0
+    assert security_curves_figure(cells_frame(plain), plain, "accuracy") is None
+
+
+def test_the_leaderboard_writes_the_security_curves_beside_the_other_plots(ladder, tmp_path):
+    cells, _ = ladder
+    paths = write_leaderboard("ladder", cells, MODELS, tmp_path)
+    names = {path.name for path in paths if path.suffix == ".png"}
+    assert {"accuracy_vs_strength.png", "transfer_heatmap.png", "attack_curves.png", "security_curves.png"} <= names
+    assert "knowledge tier" in read_caption(tmp_path / "security_curves.png")
+    assert write_plots(cells_frame(cells), MODELS, "accuracy", tmp_path / "without", None)  # no typed cells: no security curves
+    assert not (tmp_path / "without" / "security_curves.png").exists()
+
+
+def bound_records() -> list[dict]:
+    """Identity cells with bound numbers: authorized 'a', unauthorized 'b', 'c', 'd', a patch and a reference release."""
+    records = []
+    for model, misalignment in (("a", 0.0), ("b", 0.2), ("c", 0.4), ("d", 0.6)):
+        role = "authorized" if model == "a" else "unauthorized"
+        records.append({"baseline": True, "authorized": "a", "encoder": "clean", "strength": 0.0, "model": model, "role": role, "accuracy": 0.9})
+        for encoder, strength in (("patch", 10.0), ("patch", 20.0), ("reference", 15.0)):
+            bounds = {"bound/misalignment": misalignment, "bound/unauth_layer_pred": 1 + misalignment, "bound/unauth_layer_obs_patch": 1.1 + misalignment}
+            accuracy = 0.9 if model == "a" else 0.9 - misalignment
+            records.append({"baseline": True, "authorized": "a", "encoder": encoder, "strength": strength, "model": model, "role": role, "accuracy": accuracy} | bounds)
+    return records
+
+
+def test_theory_plots_share_the_style_and_facet_by_encoder(tmp_path, monkeypatch):
+    from nonxfer_bench.reporting import figures
+    from nonxfer_bench.reporting.theory import write_theory_plots
+
+    built = {}
+
+    def keep(figure, path):
+        built[path.name] = (figure, [text.get_fontsize() for text in texts(figure)], [axis.get_legend_handles_labels()[1] for axis in figure.axes])
+        return save(figure, path)
+
+    monkeypatch.setattr(figures, "save", keep)
+    paths = write_theory_plots(bound_records(), tmp_path)
+    assert [path.name for path in paths] == ["theory_pred_vs_obs.png", "theory_misalignment_vs_drop.png"]
+    for path in paths:
+        figure, sizes, legends = built[path.name]
+        assert min(sizes) >= FONT_SIZE and all(len(labels) <= MAX_SERIES for labels in legends)
+        with Image.open(path) as image:
+            assert image.info["dpi"] == pytest.approx((DPI, DPI), abs=0.5)
+        assert read_caption(path) == figure.get_label() and len(figure.get_label().split()) > 10
+    misalignment, _, legends = built["theory_misalignment_vs_drop.png"]
+    assert [axis.get_title() for axis in misalignment.axes] == ["patch, authorized a", "reference, authorized a"]
+    assert legends == [["patch 10 dB", "patch 20 dB"], ["reference 15 dB nominal"]]
