@@ -26,15 +26,16 @@ from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interv
 TIERS = ["none", "method", "architecture", "public_weights", "white_box", "labelled_nes"]  # attacks.threat.Tier, in order
 BREAK_FRACTION = 0.9
 ENCODING = ["authorized", "encoder", "strength", "storage", "precision"]
-STEP = ["attack", "attack_strength", "baseline", "tier", "nes", "budget_public"]
+STEP = ["attack", "attack_strength", "param", "baseline", "tier", "nes", "budget_public"]  # param: two steps of one attack differ
 NOT_BROKEN = "not broken"
+STEP_PARAMS = ("scope",)  # attack_param entries that name a variant rather than report a measurement
 
 
 def _frame(cells: list[Cell]) -> pd.DataFrame:
     rows = [
         {
             "authorized": c.authorized, "encoder": c.encoder, "strength": c.strength, "storage": c.storage, "precision": c.precision, "attack": c.attack,
-            "attack_strength": c.attack_strength, "tier": c.tier, "nes": (c.budget_released or 0) + (c.budget_labelled or 0),
+            "attack_strength": c.attack_strength, "param": _param(c), "tier": c.tier, "nes": (c.budget_released or 0) + (c.budget_labelled or 0),
             "budget_public": c.budget_public or 0, "accuracy": c.accuracy,
             "baseline": c.baseline, "chosen": c.attack_param.get("chosen"), "group": c.group,
             "n": c.n_labeled if c.n_labeled is not None else c.n,
@@ -43,6 +44,12 @@ def _frame(cells: list[Cell]) -> pd.DataFrame:
         if c.role == Role.UNAUTHORIZED and c.tier is not None and c.accuracy is not None
     ]  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _param(cell: Cell) -> str:
+    """The attack's own parameters that tell two steps of one attack apart (e.g. finetune's scope), as text."""
+    shown = {k: v for k, v in cell.attack_param.items() if k in STEP_PARAMS}
+    return " ".join(f"{k}={v}" for k, v in sorted(shown.items()))
 
 
 def _label(encoder: str, strength: float, storage: str, precision: str = "fp32") -> str:
@@ -79,7 +86,9 @@ def ladder_tables(cells: list[Cell]) -> tuple[pd.DataFrame, pd.DataFrame]:
             )  # fmt: skip
         target = BREAK_FRACTION * clean_acc.get((authorized, precision), float("nan"))
         broken = rows[rows.accuracy >= target].assign(order=lambda r: r.tier.map(TIERS.index))
-        cheapest = broken.sort_values(["order", "nes", "budget_public", "attack", "attack_strength"], kind="stable").head(1)  # no wall seconds: a table must not depend on the machine or the cache
+        cheapest = broken.sort_values(["order", "nes", "budget_public", "attack", "attack_strength", "param"], kind="stable").head(
+            1
+        )  # no wall seconds: a table must not depend on the machine or the cache
         row = cheapest.iloc[0] if len(cheapest) else None
         breaks.append(
             {
@@ -99,7 +108,9 @@ def _with_interval(row: pd.Series) -> str:
 
 
 def _step(row: pd.Series) -> str:
-    return "no attack" if row.baseline else f"{row.attack}@{row.attack_strength:g}"
+    if row.baseline:
+        return "no attack"
+    return f"{row.attack}@{row.attack_strength:g}" + (f" ({row.param})" if row.param else "")
 
 
 def identification_table(cells: list[Cell]) -> pd.DataFrame:
@@ -111,7 +122,14 @@ def identification_table(cells: list[Cell]) -> pd.DataFrame:
     rows = []
     for (encoder, strength, storage, nes), part in groups.groupby(["encoder", "strength", "storage", "nes"], sort=True):
         hits = int((part.chosen == part.authorized).sum())
-        rows.append({"encoding": _label(encoder, strength, storage), "released NEs": int(nes), "identified": f"{hits}/{len(part)}", "%": f"{100 * hits / len(part):.1f}"})
+        rows.append(
+            {
+                "encoding": _label(encoder, strength, storage),
+                "released NEs": int(nes),
+                "identified": f"{hits}/{len(part)}",
+                "%": f"{100 * hits / len(part):.1f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -148,3 +148,17 @@ def test_identification_and_ladder_tables(ladder_run, tmp_path):
     assert len(breaks) == 1 and breaks.iloc[0]["encoding"] == "patch 10"
     text = write_leaderboard(suite.name, cells, [m.name for m in suite.models], tmp_path)[0].read_text()
     assert "## Adversary ladder" in text and "## Cheapest break" in text and "## Identification" in text
+
+
+def test_two_steps_of_one_attack_that_differ_only_in_scope_stay_apart_in_the_ladder(ladder_run):
+    _, cells = ladder_run
+    tuned = [c for c in cells if c.attack == "finetune" and c.role.value == "unauthorized" and c.encoder != "clean"]
+    scopes: dict[str, list[float]] = {}
+    for c in tuned:
+        scopes.setdefault(c.attack_param["scope"], []).append(c.accuracy)
+    assert set(scopes) == {"all", "first_layer"} and len(set(map(tuple, scopes.values()))) == 2
+    ladder, _ = ladder_tables(cells)
+    [labelled] = ladder[ladder.tier == "labelled_nes"].to_dict("records")
+    best = max(sum(values) / len(values) for values in scopes.values())  # the better scope, not the mean of both
+    assert labelled["best [95% CI]"].startswith(f"{100 * best:.1f} "), (labelled, scopes)
+    assert labelled["best attack"] in {"finetune@1 (scope=all)", "finetune@1 (scope=first_layer)"}
