@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.reporting.figures import read_caption
 from nonxfer_bench.reporting.leaderboard import write_leaderboard
 from nonxfer_bench.reporting.provenance import Source
 
@@ -73,6 +74,11 @@ def markdown_to_html(markdown: str) -> str:
     return "\n".join(out)
 
 
+def _figure(source: str, caption: str) -> str:
+    """An image with its caption (a plot's own caption, written into its PNG; a sample grid's encoding)."""
+    return f'<figure><img src="{html.escape(source)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
 def write_report(suite_name: str, cells: list[Cell], models: list[str], samples: dict[str, Path], folder: Path, source: Source | None = None) -> Path:
     """Write the report folder (leaderboard, plots, ``samples/``) and return its ``index.html``.
 
@@ -82,14 +88,14 @@ def write_report(suite_name: str, cells: list[Cell], models: list[str], samples:
     folder.mkdir(parents=True, exist_ok=True)
     paths = write_leaderboard(suite_name, cells, models, folder, source=source)
     board = paths[0].read_text()
-    figures = [f'<figure><img src="{html.escape(p.name)}" alt="{html.escape(p.stem)}"><figcaption>{html.escape(p.stem)}</figcaption></figure>' for p in paths if p.suffix == ".png"]
+    figures = [_figure(p.name, read_caption(p) or p.stem) for p in paths if p.suffix == ".png"]
     grids = []
     if samples:
         (folder / "samples").mkdir(exist_ok=True)
     for label in sorted(samples):
         name = re.sub(r"[^A-Za-z0-9_.@-]+", "_", label) + ".png"
         shutil.copyfile(samples[label], folder / "samples" / name)
-        grids.append(f'<figure><img src="samples/{html.escape(name)}" alt="{html.escape(label)}"><figcaption>{html.escape(label)}</figcaption></figure>')
+        grids.append(_figure(f"samples/{name}", label))
     text = "\n".join(
         [
             "<!DOCTYPE html>",
@@ -99,7 +105,9 @@ def write_report(suite_name: str, cells: list[Cell], models: list[str], samples:
             "<h2>Plots</h2>",
             *figures,
             "<h2>Sample images</h2>",
-            "<p>Per encoding: clean images, the released NEs and each attack at its highest strength.</p>" if grids else "<p>No sample grids were saved for this suite.</p>",
+            "<p>Per encoding: clean images, the released NEs and each attack at its highest strength.</p>"
+            if grids
+            else "<p>No sample grids were saved for this suite.</p>",
             *grids,
             f"<script>{SORT_SCRIPT}</script>",
             "</body></html>",

@@ -4,6 +4,9 @@ the same bytes for the same cells. Rendered from the committed quickstart result
 
 from __future__ import annotations
 
+import html
+import re
+
 import matplotlib.text
 import pandas as pd
 import pytest
@@ -188,7 +191,9 @@ def bound_records() -> list[dict]:
         for encoder, strength in (("patch", 10.0), ("patch", 20.0), ("reference", 15.0)):
             bounds = {"bound/misalignment": misalignment, "bound/unauth_layer_pred": 1 + misalignment, "bound/unauth_layer_obs_patch": 1.1 + misalignment}
             accuracy = 0.9 if model == "a" else 0.9 - misalignment
-            records.append({"baseline": True, "authorized": "a", "encoder": encoder, "strength": strength, "model": model, "role": role, "accuracy": accuracy} | bounds)
+            records.append(
+                {"baseline": True, "authorized": "a", "encoder": encoder, "strength": strength, "model": model, "role": role, "accuracy": accuracy} | bounds
+            )
     return records
 
 
@@ -214,3 +219,13 @@ def test_theory_plots_share_the_style_and_facet_by_encoder(tmp_path, monkeypatch
     misalignment, _, legends = built["theory_misalignment_vs_drop.png"]
     assert [axis.get_title() for axis in misalignment.axes] == ["patch, authorized a", "reference, authorized a"]
     assert legends == [["patch 10 dB", "patch 20 dB"], ["reference 15 dB nominal"]]
+
+
+def test_the_html_report_captions_each_plot_with_its_own_caption(ladder, tmp_path):
+    from nonxfer_bench.reporting.report import write_report
+
+    cells, _ = ladder
+    page = write_report("ladder", cells, MODELS, {}, tmp_path).read_text()
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
+    expected = [html.escape(read_caption(path)) for path in sorted(tmp_path.glob("*.png"))]
+    assert sorted(captions) == sorted(expected) and all(" " in caption for caption in captions)  # sentences, not file names
