@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.environment import check_environment
@@ -98,6 +99,37 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+class _NoticeLine(logging.Handler):
+    """A library notice as one line on standard output, written above any progress bar (tqdm.write)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stdout)
+
+
+@contextlib.contextmanager
+def notices(line_format: str, log_file: Path | None = None) -> Iterator[None]:
+    """Within the block, what the package logs at INFO and above (logger ``nonxfer_bench``: e.g. the operator
+    encoder's one-time solve and its estimate, or a basis loaded from the cache) is printed as a line in
+    ``line_format`` and, when given, appended to ``log_file``."""
+    logger = logging.getLogger("nonxfer_bench")
+    formatter = logging.Formatter(line_format, datefmt="%Y-%m-%d %H:%M:%S")
+    handlers: list[logging.Handler] = [_NoticeLine()] + ([logging.FileHandler(log_file, delay=True)] if log_file else [])
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(previous)
+
+
 def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.core.device import resolve_device
     from nonxfer_bench.execution.executors import WorkerDied, create_executor
@@ -119,7 +151,7 @@ def command_run(args: argparse.Namespace) -> int:
     tracker = Tracker(suite, Path(args.suite)) if tracking else None
     kept = f"finished cells are kept in {suite.run_dir() / 'cells.jsonl'}; run the same command again to resume"
     try:
-        with exclusive(suite.run_dir()), tracker or contextlib.nullcontext():
+        with exclusive(suite.run_dir()), notices(f"%(asctime)s {suite.name}: %(message)s", suite.run_dir() / "run.log"), tracker or contextlib.nullcontext():
             executor = create_executor(args.executor, workers=args.workers, address=args.address)
             runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None, executor=executor)
             result = runner.run()
@@ -327,10 +359,11 @@ def command_encode(args: argparse.Namespace) -> int:
         except UserError as error:
             raise UserError(f"--param {excerpt(item, 60)}: VALUE is not a plain YAML value ({error})") from None
     seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
-    manifest = encode_folder(
-        Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
-        params=params, batch_size=args.batch_size,
-    )
+    with notices("nonxfer-bench: %(message)s"):
+        manifest = encode_folder(
+            Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
+            params=params, batch_size=args.batch_size,
+        )
     notes = "; ".join(f"{note}: {count} image(s)" for note, count in manifest["notes"].items())
     print(
         f"wrote {len(manifest['images'])} {manifest['format']} NE(s) for {args.model} to {args.output} "

@@ -202,3 +202,53 @@ def test_storage_axis_keeps_float32_keys_and_stores_the_release(tmp_path, digits
     assert stored.encoded_psnr == lossless.encoded_psnr  # same draws, only the storage differs
     assert stored.stored_psnr != lossless.stored_psnr
     assert 20 < stored.stored_psnr < 30
+
+
+# --- the operator encoder's one-time solve is announced -----------------------------------------------
+
+
+def test_encode_announces_the_one_time_operator_solve_then_the_cache_hit(tmp_path, monkeypatch, capsys):
+    from collections import OrderedDict
+
+    import nonxfer_bench.linalg.operator as linalg_operator
+
+    monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(linalg_operator, "_CACHE", OrderedDict())  # as in a fresh process
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(yaml.safe_dump(ZOO))
+    source = _image_folder(tmp_path / "in")
+    argv = ["encode", str(source), str(tmp_path / "out"), "--zoo", str(zoo), "--model", "auth", "--encoder", "operator",
+            "--strength", "30", "--param", "k=8", "--seed-key", "k"]  # fmt: skip
+    assert main(argv) == 0
+    first = capsys.readouterr().out.splitlines()
+    solve = [line for line in first if "one-time solve" in line]
+    assert len(solve) == 1, first
+    entry = next(iter((tmp_path / "cache" / "operator").glob("*.npy")))
+    for part in ("auth's first layer (conv1)", "3x16x16 = 768 input pixels, k=8", "exact (dense)", "estimated about", str(entry)):
+        assert part in solve[0]
+    assert not any("loaded from the cache" in line for line in first)
+
+    monkeypatch.setattr(linalg_operator, "_CACHE", OrderedDict())
+    assert main(argv[:2] + [str(tmp_path / "again")] + argv[3:]) == 0
+    second = capsys.readouterr().out
+    assert "one-time solve" not in second
+    assert f"operator subspace of auth's first layer (conv1) on 3x16x16 = 768 input pixels, k=8: loaded from the cache {entry}" in second
+
+
+def test_a_run_logs_the_operator_solve_before_it_starts(tmp_path, digits_zoo, monkeypatch, capsys):
+    from collections import OrderedDict
+
+    import nonxfer_bench.linalg.operator as linalg_operator
+
+    monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(linalg_operator, "_CACHE", OrderedDict())
+    small = {"dataset": {"name": "digits", "limit": 20}, "encoders": [{"name": "operator", "strengths": [30.0], "params": {"k": 4}}],
+             "attacks": [{"name": "identity"}], "batch_size": 20}  # fmt: skip
+    path = digits_suite(tmp_path, digits_zoo, **small)
+    assert main(["run", str(path), "--no-tracking"]) == 0
+    printed = capsys.readouterr().out
+    log = (tmp_path / "runs" / "digits" / "run.log").read_text()
+    for text in (printed, log):
+        line = next(line for line in text.splitlines() if "one-time solve" in line)
+        assert "digits: operator encoder: one-time solve" in line and "vit_a's first layer" in line and "1x16x16 = 256 input pixels, k=4" in line
+        assert "estimated about" in line and str(tmp_path / "cache" / "operator") in line
