@@ -379,11 +379,12 @@ def command_verify(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     result = verify_release(
         Path(args.release), Path(args.zoo), args.models, Path(args.originals) if args.originals else None,
-        labels_from_folders=args.labels, batch_size=args.batch_size,
+        labels_from_folders=args.labels, batch_size=args.batch_size, controls=args.controls, overwrite=args.overwrite,
     )
     print(f"{args.release}: {result['format']} release for {result['authorized']['name']} "
           f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages:")
     print(format_table(result["models"]))
+    print(result["verdict"]["text"])
     print(f"wrote {Path(args.release) / 'verify.json'}")
     return 0
 
@@ -500,9 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="score zoo models on a released NE folder")
     verify.add_argument("release", help="folder written by `nonxfer-bench encode`")
     verify.add_argument("--zoo", required=True, help="zoo file or suite file with the models")
-    verify.add_argument("--models", nargs="+", help="model names (default: every zoo model)")
-    verify.add_argument("--originals", help="the input folder given to encode: reports agreement with predictions on it")
+    verify.add_argument("--models", nargs="+", help="model names (default: every zoo model); the authorized model is always scored")
+    verify.add_argument("--originals", help="the input folder given to encode: agreement with each model's predictions on it (this or --labels is needed)")
     verify.add_argument("--labels", action="store_true", help="labels from class folders (sorted names = class indices)")
+    verify.add_argument("--controls", nargs="+", metavar="NAME", help="models shown as controls, never counted as unauthorized (a suite file's controls are)")
+    verify.add_argument("--overwrite", action="store_true", help="replace the release's verify.json from an earlier verify")
     verify.add_argument("--batch-size", type=batch_int, default=64)
     verify.add_argument("--threads", type=threads_int, help="torch CPU threads")
     verify.set_defaults(handler=command_verify)
