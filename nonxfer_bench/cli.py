@@ -135,11 +135,12 @@ def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.execution.executors import WorkerDied, create_executor
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.execution.store import exclusive
-    from nonxfer_bench.loading import load_suite
+    from nonxfer_bench.loading import check_results_folder, claim_results_folder, load_suite
     from nonxfer_bench.reporting.leaderboard import write_leaderboard
     from nonxfer_bench.reporting.tracking import Tracker
 
-    suite = load_suite(Path(args.suite))
+    suite = load_suite(Path(args.suite), output=args.output)
+    check_results_folder(suite, Path(args.suite))  # before any work: never into another suite's results
     if args.limit is not None:
         suite.dataset.limit = args.limit
     suite.device = args.device or suite.device
@@ -156,6 +157,7 @@ def command_run(args: argparse.Namespace) -> int:
             runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None, executor=executor)
             result = runner.run()
             faults.point("leaderboard_before")
+            claim_results_folder(suite, Path(args.suite))  # after the work: a results folder that cannot be written loses no cell
             paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())
             faults.point("leaderboard_written")
             if tracker:
@@ -275,7 +277,7 @@ def _read_cells(args: argparse.Namespace):
     from_mlflow = bool(args.mlflow or args.experiment or args.tracking_uri or args.run_id)
     if not args.suite and not args.experiment:
         raise UserError(f"{args.command}: give a suite file, or --experiment NAME to read from MLflow")
-    suite = load_suite(Path(args.suite), require_weights=not from_mlflow) if args.suite else None
+    suite = load_suite(Path(args.suite), require_weights=not from_mlflow, output=args.output) if args.suite else None
     if from_mlflow:
         import os
 
@@ -293,15 +295,21 @@ def _read_cells(args: argparse.Namespace):
     store = CellStore(suite.run_dir() / "cells.jsonl", writable=False)  # read-only: never truncates or locks
     keys = [key for group in plan_suite(suite) for key in group.cells.values()]
     if not any(key in store for key in keys):
-        raise UserError(f"{args.suite}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
+        raise UserError(f"{Path(args.suite).absolute()}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
     return suite, suite.name, [store.cells[k] for k in keys if k in store], [m.name for m in suite.models], None
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
+    from nonxfer_bench.loading import check_results_folder, claim_results_folder
     from nonxfer_bench.reporting.leaderboard import write_leaderboard
 
     suite, name, cells, models, tracked = _read_cells(args)
-    out = Path(args.out) if args.out else (suite.results_dir() if suite else Path("results") / name)
+    if args.out or not suite:
+        out = Path(args.out) if args.out else _project(args) / "results" / name
+    else:
+        out = suite.results_dir()
+        check_results_folder(suite, Path(args.suite))
+        claim_results_folder(suite, Path(args.suite))
     paths = write_leaderboard(name, cells, models, out)
     if tracked:
         from nonxfer_bench.reporting.readback import log_to_parent
@@ -318,7 +326,7 @@ def command_report(args: argparse.Namespace) -> int:
     from nonxfer_bench.reporting.report import write_report
 
     suite, name, cells, models, tracked = _read_cells(args)
-    out = Path(args.out) if args.out else (suite.output.dir if suite else Path("runs")) / name / "report"
+    out = Path(args.out) if args.out else (suite.run_dir() if suite else _project(args) / "runs" / name) / "report"
     with tempfile.TemporaryDirectory() as downloads:
         if tracked:
             samples = tracked.download_samples(Path(downloads))
@@ -333,6 +341,18 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project(args: argparse.Namespace) -> Path:
+    """Where runs/ and results/ are without a suite file (reading from MLflow): --output, else the current folder."""
+    return Path(args.output).absolute() if args.output else Path.cwd()
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", metavar="DIR", help="put runs/<suite>/ and results/<suite>/ under DIR (default: the suite's project folder: "
+        "the folder above the suite file's when that is named 'suites', else the suite file's own)",
+    )
+
+
 def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("suite", nargs="?", help="suite YAML file (optional with --experiment)")
     parser.add_argument("--mlflow", action="store_true", help="read the cells back from MLflow instead of the cell store")
@@ -340,6 +360,7 @@ def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, the suite's tracking.uri or store)")
     parser.add_argument("--run-id", help="parent run of the invocation to read (default: the latest with group runs)")
     parser.add_argument("--out", help=out_help)
+    _add_output(parser)
 
 
 def command_encode(args: argparse.Namespace) -> int:
@@ -452,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
     run.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: the suite's 'device', auto)")
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default: the suite's 'precision', fp32)")
+    _add_output(run)
     run.set_defaults(handler=command_run)
 
     training = commands.add_parser("train", help="train the zoo or a generative model used by attacks").add_subparsers(dest="train_command", required=True)
@@ -477,11 +499,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=command_list)
 
     board = commands.add_parser("leaderboard", help="rebuild a suite's leaderboard and plots from its cell store or MLflow")
-    _add_cell_source(board, "output folder (default: the suite's results folder, or results/<suite name>)")
+    _add_cell_source(board, "the leaderboard's folder (default: results/<suite> in the project folder or --output)")
     board.set_defaults(handler=command_leaderboard)
 
     report = commands.add_parser("report", help="write a static HTML report (leaderboard, plots, sample images) in one folder")
-    _add_cell_source(report, "output folder (default: <output.dir>/<suite name>/report)")
+    _add_cell_source(report, "the report's folder (default: runs/<suite>/report in the project folder or --output)")
     report.set_defaults(handler=command_report)
 
     encode = commands.add_parser("encode", help="turn an image folder into NE files for one authorized model")

@@ -103,7 +103,7 @@ def list_sources(folder: Path) -> list[Path]:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder}: input folder not found")
+        raise UserError(f"{folder.absolute()}: input folder not found")
     files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
@@ -281,7 +281,7 @@ def read_manifest(release: Path) -> dict:
     """``manifest.json`` of a release, checked against :class:`Manifest` (bounded size, one line on any problem)."""
     path = Path(release) / MANIFEST
     if not path.is_file() or path.is_symlink():
-        raise UserError(f"{release}: no {MANIFEST} (not a folder written by `nonxfer-bench encode`)")
+        raise UserError(f"{Path(release).absolute()}: no {MANIFEST} (not a folder written by `nonxfer-bench encode`)")
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise UserError(f"{path}: {path.stat().st_size:,} bytes; a manifest has at most {MAX_MANIFEST_BYTES:,}")
     try:
