@@ -52,7 +52,7 @@ from nonxfer_bench.zoo import ZooModel
 log = logging.getLogger(__name__)
 TYPICAL_ITERATIONS = 75  # LOBPCG iterations measured for 224-px stems at k = 64: 50-74 (nonxfer_bench/linalg/operator.py)
 ITERATION_COST = 6  # one iteration ~ 6 x (a QR of the n x p block + p applications of A^T A), measured at 112-224 px
-CALIBRATION_SIZE = 512  # the dense solve is timed on a matmul and an eigendecomposition of this size, scaled by n^3
+EIGH_COST = 120  # a dense symmetric eigendecomposition with vectors takes as long as ~120 n^3 flops of matmul (measured, n = 768-3072)
 
 
 class OperatorParams(Strict):
@@ -94,23 +94,22 @@ def pixel_space_operator_subspace(
 def estimate_solve_seconds(conv: torch.nn.Conv2d, input_shape: tuple[int, int, int], k: int, input_scale: torch.Tensor, max_iter: int) -> float:
     """Roughly how long :func:`nonxfer_bench.linalg.operator.operator_subspace` takes here, in seconds.
 
-    A cost model of the solve, calibrated by timing its own pieces at the real size (well under a second):
-    dense (up to ``DENSE_LIMIT`` pixels) = building A column by column + forming A^T A + its eigendecomposition,
-    the last two scaled from a timed matmul and eigendecomposition of ``CALIBRATION_SIZE``; LOBPCG = ``TYPICAL_ITERATIONS`` (at most ``max_iter``) iterations of
-    ``ITERATION_COST`` x (QR of the n x p block + p applications of A^T A), timed on one thread as the solver runs.
-    Within a factor of about two of measured solves; an estimate, not a promise."""
+    A cost model of the solve, calibrated by timing small pieces of it on one thread (a few milliseconds up to
+    about a second for 224-px inputs): dense (up to ``DENSE_LIMIT`` pixels) = building A column by column +
+    forming A^T A + its eigendecomposition (``EIGH_COST`` n^3), the last two at the measured matmul rate;
+    LOBPCG = ``TYPICAL_ITERATIONS`` (at most ``max_iter``) iterations of ``ITERATION_COST`` x (a QR of the
+    n x p block + p applications of A^T A), at the real size. Within a factor of about two of measured solves
+    on one thread (more threads speed up the dense solve); an estimate, not a promise."""
     operator = ConvOperator.of(conv, input_shape, input_scale)
     n = operator.in_features
-    if n <= DENSE_LIMIT:
-        m = min(n, CALIBRATION_SIZE)
-        square = torch.randn(m, m, dtype=torch.float64)
-        symmetric = square + square.T
-        images = torch.randn(8, *operator.input_shape, dtype=torch.float64)
-        columns = n * _best_of(lambda: operator.forward(images)) / 8
-        gram = 2 * math.prod(operator.output_shape) * n * n / (2 * m**3 / _best_of(lambda: square @ square))
-        return columns + gram + _best_of(lambda: torch.linalg.eigh(symmetric)) * (n / m) ** 3
-    p = min(n, k + max(8, k // 4))  # the solver's block: k plus its default guard vectors
-    with one_thread():
+    with one_thread():  # stable timings on a busy machine; the LOBPCG solve itself runs on one thread
+        if n <= DENSE_LIMIT:
+            square = torch.randn(256, 256, dtype=torch.float64)
+            rate = 2 * 256**3 / _best_of(lambda: square @ square)
+            images = torch.randn(8, *operator.input_shape, dtype=torch.float64)
+            columns = n * _best_of(lambda: operator.forward(images)) / 8
+            return columns + (2 * math.prod(operator.output_shape) * n * n + EIGH_COST * n**3) / rate
+        p = min(n, k + max(8, k // 4))  # the solver's block: k plus its default guard vectors
         block = torch.randn(n, p, dtype=torch.float64)
         images = torch.randn(4, *operator.input_shape, dtype=torch.float64)
         iteration = ITERATION_COST * (_best_of(lambda: torch.linalg.qr(block), 1) + p * _best_of(lambda: operator.gram(images), 1) / 4)
