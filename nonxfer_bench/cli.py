@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.environment import check_environment
@@ -98,17 +99,49 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+class _NoticeLine(logging.Handler):
+    """A library notice as one line on standard output, written above any progress bar (tqdm.write)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stdout)
+
+
+@contextlib.contextmanager
+def notices(line_format: str, log_file: Path | None = None) -> Iterator[None]:
+    """Within the block, what the package logs at INFO and above (logger ``nonxfer_bench``: e.g. the operator
+    encoder's one-time solve and its estimate, or a basis loaded from the cache) is printed as a line in
+    ``line_format`` and, when given, appended to ``log_file``."""
+    logger = logging.getLogger("nonxfer_bench")
+    formatter = logging.Formatter(line_format, datefmt="%Y-%m-%d %H:%M:%S")
+    handlers: list[logging.Handler] = [_NoticeLine()] + ([logging.FileHandler(log_file, delay=True)] if log_file else [])
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        logger.setLevel(previous)
+
+
 def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.core.device import resolve_device
     from nonxfer_bench.execution.executors import WorkerDied, create_executor
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.execution.store import exclusive
-    from nonxfer_bench.loading import load_suite
+    from nonxfer_bench.loading import check_results_folder, claim_results_folder, load_suite
     from nonxfer_bench.reporting.leaderboard import write_leaderboard
     from nonxfer_bench.reporting.provenance import Source
     from nonxfer_bench.reporting.tracking import Tracker
 
-    suite = load_suite(Path(args.suite))
+    suite = load_suite(Path(args.suite), output=args.output)
+    check_results_folder(suite, Path(args.suite))  # before any work: never into another suite's results
     if args.limit is not None:
         suite.dataset.limit = args.limit
     suite.device = args.device or suite.device
@@ -121,11 +154,12 @@ def command_run(args: argparse.Namespace) -> int:
     tracker = Tracker(suite, Path(args.suite)) if tracking else None
     kept = f"finished cells are kept in {suite.run_dir() / 'cells.jsonl'}; run the same command again to resume"
     try:
-        with exclusive(suite.run_dir()), tracker or contextlib.nullcontext():
+        with exclusive(suite.run_dir()), notices(f"%(asctime)s {suite.name}: %(message)s", suite.run_dir() / "run.log"), tracker or contextlib.nullcontext():
             executor = create_executor(args.executor, workers=args.workers, address=args.address)
             runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None, executor=executor)
             result = runner.run()
             faults.point("leaderboard_before")
+            claim_results_folder(suite, Path(args.suite))  # after the work: a results folder that cannot be written loses no cell
             source = Source.store(Path(args.suite), suite.run_dir() / "cells.jsonl")
             paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir(), source=source)
             faults.point("leaderboard_written")
@@ -247,7 +281,7 @@ def _read_cells(args: argparse.Namespace):
     from_mlflow = bool(args.mlflow or args.experiment or args.tracking_uri or args.run_id)
     if not args.suite and not args.experiment:
         raise UserError(f"{args.command}: give a suite file, or --experiment NAME to read from MLflow")
-    suite = load_suite(Path(args.suite), require_weights=not from_mlflow) if args.suite else None
+    suite = load_suite(Path(args.suite), require_weights=not from_mlflow, output=args.output) if args.suite else None
     if from_mlflow:
         import os
 
@@ -265,16 +299,22 @@ def _read_cells(args: argparse.Namespace):
     store = CellStore(suite.run_dir() / "cells.jsonl", writable=False)  # read-only: never truncates or locks
     keys = [key for group in plan_suite(suite) for key in group.cells.values()]
     if not any(key in store for key in keys):
-        raise UserError(f"{args.suite}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
+        raise UserError(f"{Path(args.suite).absolute()}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
     cells = [store.cells[k] for k in keys if k in store]
     return suite, suite.name, cells, [m.name for m in suite.models], None, Source.store(Path(args.suite), store.path)
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
+    from nonxfer_bench.loading import check_results_folder, claim_results_folder
     from nonxfer_bench.reporting.leaderboard import write_leaderboard
 
     suite, name, cells, models, tracked, source = _read_cells(args)
-    out = Path(args.out) if args.out else (suite.results_dir() if suite else Path("results") / name)
+    if args.out or not suite:
+        out = Path(args.out) if args.out else _project(args) / "results" / name
+    else:
+        out = suite.results_dir()
+        check_results_folder(suite, Path(args.suite))
+        claim_results_folder(suite, Path(args.suite))
     paths = write_leaderboard(name, cells, models, out, source=source)
     if tracked:
         from nonxfer_bench.reporting.readback import log_to_parent
@@ -291,7 +331,7 @@ def command_report(args: argparse.Namespace) -> int:
     from nonxfer_bench.reporting.report import write_report
 
     suite, name, cells, models, tracked, source = _read_cells(args)
-    out = Path(args.out) if args.out else (suite.output.dir if suite else Path("runs")) / name / "report"
+    out = Path(args.out) if args.out else (suite.run_dir() if suite else _project(args) / "runs" / name) / "report"
     with tempfile.TemporaryDirectory() as downloads:
         if tracked:
             samples = tracked.download_samples(Path(downloads))
@@ -306,6 +346,18 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _project(args: argparse.Namespace) -> Path:
+    """Where runs/ and results/ are without a suite file (reading from MLflow): --output, else the current folder."""
+    return Path(args.output).absolute() if args.output else Path.cwd()
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output", metavar="DIR", help="put runs/<suite>/ and results/<suite>/ under DIR (default: the suite's project folder: "
+        "the folder above the suite file's when that is named 'suites', else the suite file's own)",
+    )
+
+
 def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("suite", nargs="?", help="suite YAML file (optional with --experiment)")
     parser.add_argument("--mlflow", action="store_true", help="read the cells back from MLflow instead of the cell store")
@@ -313,6 +365,7 @@ def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, the suite's tracking.uri or store)")
     parser.add_argument("--run-id", help="parent run of the invocation to read (default: the latest with group runs)")
     parser.add_argument("--out", help=out_help)
+    _add_output(parser)
 
 
 def command_encode(args: argparse.Namespace) -> int:
@@ -332,10 +385,11 @@ def command_encode(args: argparse.Namespace) -> int:
         except UserError as error:
             raise UserError(f"--param {excerpt(item, 60)}: VALUE is not a plain YAML value ({error})") from None
     seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
-    manifest = encode_folder(
-        Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
-        params=params, batch_size=args.batch_size,
-    )
+    with notices("nonxfer-bench: %(message)s"):
+        manifest = encode_folder(
+            Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
+            params=params, batch_size=args.batch_size,
+        )
     notes = "; ".join(f"{note}: {count} image(s)" for note, count in manifest["notes"].items())
     print(
         f"wrote {len(manifest['images'])} {manifest['format']} NE(s) for {args.model} to {args.output} "
@@ -351,11 +405,12 @@ def command_verify(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     result = verify_release(
         Path(args.release), Path(args.zoo), args.models, Path(args.originals) if args.originals else None,
-        labels_from_folders=args.labels, batch_size=args.batch_size,
+        labels_from_folders=args.labels, batch_size=args.batch_size, controls=args.controls, overwrite=args.overwrite,
     )
     print(f"{args.release}: {result['format']} release for {result['authorized']['name']} "
           f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages:")
     print(format_table(result["models"]))
+    print(result["verdict"]["text"])
     print(f"wrote {Path(args.release) / 'verify.json'}")
     return 0
 
@@ -424,6 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: the suite's 'device', auto)")
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default: the suite's 'precision', fp32)")
     run.add_argument("--no-bounds", action="store_true", help="skip the bound diagnostics (as the suite key 'bounds: false')")
+    _add_output(run)
     run.set_defaults(handler=command_run)
 
     training = commands.add_parser("train", help="train the zoo or a generative model used by attacks").add_subparsers(dest="train_command", required=True)
@@ -449,11 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=command_list)
 
     board = commands.add_parser("leaderboard", help="rebuild a suite's leaderboard and plots from its cell store or MLflow")
-    _add_cell_source(board, "output folder (default: the suite's results folder, or results/<suite name>)")
+    _add_cell_source(board, "the leaderboard's folder (default: results/<suite> in the project folder or --output)")
     board.set_defaults(handler=command_leaderboard)
 
     report = commands.add_parser("report", help="write a static HTML report (leaderboard, plots, sample images) in one folder")
-    _add_cell_source(report, "output folder (default: <output.dir>/<suite name>/report)")
+    _add_cell_source(report, "the report's folder (default: runs/<suite>/report in the project folder or --output)")
     report.set_defaults(handler=command_report)
 
     encode = commands.add_parser("encode", help="turn an image folder into NE files for one authorized model")
@@ -473,9 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="score zoo models on a released NE folder")
     verify.add_argument("release", help="folder written by `nonxfer-bench encode`")
     verify.add_argument("--zoo", required=True, help="zoo file or suite file with the models")
-    verify.add_argument("--models", nargs="+", help="model names (default: every zoo model)")
-    verify.add_argument("--originals", help="the input folder given to encode: reports agreement with predictions on it")
+    verify.add_argument("--models", nargs="+", help="model names (default: every zoo model); the authorized model is always scored")
+    verify.add_argument("--originals", help="the input folder given to encode: agreement with each model's predictions on it (this or --labels is needed)")
     verify.add_argument("--labels", action="store_true", help="labels from class folders (sorted names = class indices)")
+    verify.add_argument("--controls", nargs="+", metavar="NAME", help="models shown as controls, never counted as unauthorized (a suite file's controls are)")
+    verify.add_argument("--overwrite", action="store_true", help="replace the release's verify.json from an earlier verify")
     verify.add_argument("--batch-size", type=batch_int, default=64)
     verify.add_argument("--threads", type=threads_int, help="torch CPU threads")
     verify.set_defaults(handler=command_verify)

@@ -1,17 +1,23 @@
 """Loading a suite or zoo file: read, validate, resolve paths, and check every name against the registries.
 
-Every problem becomes one :class:`UserError` line that names the file, the key and what would be
-valid, so a typo in the last attack of a suite cannot waste an hour of encoding. This module sits above
-the components it checks (datasets, zoo, encoders, attacks); the schema below it imports none of them.
+Every problem becomes one :class:`UserError` line that names the file (as an absolute path), the key and
+what would be valid, so a typo in the last attack of a suite cannot waste an hour of encoding. This module
+sits above the components it checks (datasets, zoo, encoders, attacks); the schema below it imports none of them.
+
+Every path a suite implies resolves from the suite file, never from the current directory: zoo and weight
+files from the suite's folder, and its outputs (``output.dir``, default ``runs``; ``output.results``, default
+``results``) from its *project folder* (:func:`project_folder`), or from ``--output DIR``.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from nonxfer_bench.attacks import ATTACKS
+from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.datasets import DATASETS
@@ -24,6 +30,7 @@ from nonxfer_bench.zoo import dataset_preprocessing, hub_weights_problem, resolv
 
 def load_zoo(path: Path) -> ZooFile:
     """Read and validate a zoo file; weight paths are taken relative to the file."""
+    path = absolute(path)
     zoo = validate(ZooFile, read_yaml(path), path)
     for model in zoo.models:
         if model.weights.path is not None:
@@ -40,10 +47,31 @@ def _check_unique(names: list[str], path: Path, key: str) -> None:
         seen.add(name)
 
 
-def load_suite(path: Path, require_weights: bool = True) -> Suite:
-    """Read, validate and resolve a suite file: zoo, registry names, parameters and files."""
-    path = Path(path)
+def absolute(path: Path) -> Path:
+    """``path`` as an absolute, normalized path (``..`` folded, symbolic links kept): what error lines show."""
+    return Path(os.path.abspath(path))
+
+
+def project_folder(suite_path: Path) -> Path:
+    """Where a suite's outputs go: the parent of the suite file's folder when that folder is named ``suites``
+    (this repository's layout: ``suites/quickstart.yaml`` writes ``runs/`` and ``results/`` beside ``suites/``),
+    else the suite file's own folder."""
+    folder = absolute(suite_path).parent
+    return folder.parent if folder.name == "suites" else folder
+
+
+def load_suite(path: Path, require_weights: bool = True, output: Path | None = None) -> Suite:
+    """Read, validate and resolve a suite file: zoo, registry names, parameters and files.
+
+    Outputs: relative ``output.dir`` and ``output.results`` are taken from :func:`project_folder`; ``output``
+    (the command line's ``--output DIR``) replaces both with ``DIR/runs`` and ``DIR/results``."""
+    path = absolute(path)
     suite = validate(Suite, read_yaml(path), path)
+    if output is not None:
+        suite.output.dir, suite.output.results = absolute(output) / "runs", absolute(output) / "results"
+    else:
+        project = project_folder(path)
+        suite.output.dir, suite.output.results = absolute(project / suite.output.dir), absolute(project / suite.output.results)
     if isinstance(suite.zoo, Path):
         zoo_path = resolve_path(path.parent, suite.zoo)
         if not zoo_path.is_file():
@@ -136,3 +164,36 @@ def _check_components(suite: Suite, path: Path) -> None:
             sub, message = describe_error(error, params_cls)
             raise UserError(f"{path}: key '{key}.params{'.' + sub if sub else ''}': {message}") from None
         spec.params = params.model_dump(mode="json")
+
+
+RESULTS_MARKER = "SUITE"  # in results/<name>/: the suite file that wrote the folder
+
+
+def check_results_folder(suite: Suite, suite_path: Path) -> None:
+    """Refuse to write a suite's results into a folder another suite file wrote.
+
+    ``results/<name>/SUITE`` names the suite file that wrote the folder (:func:`claim_results_folder`). A
+    folder without one (the committed results) belongs to ``<project>/suites/<name>.yaml`` only, with
+    ``<project>`` the folder that holds ``results/``; a missing or empty folder belongs to anyone."""
+    folder, suite_path = suite.results_dir(), absolute(suite_path)
+    marker = folder / RESULTS_MARKER
+    if marker.is_file():
+        owner = absolute(folder / marker.read_text(encoding="utf-8", errors="replace").strip())
+    elif folder.is_dir() and any(folder.iterdir()):
+        owner = folder.parent.parent / "suites" / f"{suite.name}.yaml"
+    else:
+        return
+    if owner != suite_path and not (owner.is_file() and os.path.samefile(owner, suite_path)):
+        raise UserError(
+            f"{suite_path}: results folder {folder} holds the results of {owner}, not of this suite file; "
+            "write them elsewhere with --output DIR (or rename the suite)"
+        )
+
+
+def claim_results_folder(suite: Suite, suite_path: Path) -> None:
+    """Write ``results/<name>/SUITE``: the suite file, relative to the folder when it lies in the same project
+    (a clone keeps it valid), else absolute."""
+    folder, suite_path = suite.results_dir(), absolute(suite_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    inside = suite_path.is_relative_to(folder.parent.parent)
+    atomic_write(folder / RESULTS_MARKER, (os.path.relpath(suite_path, folder) if inside else str(suite_path)) + "\n")

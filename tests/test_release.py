@@ -150,6 +150,95 @@ def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     assert report["classes"] == ["n01", "n02"]
     for row in rows.values():
         assert row["n"] == 8 and 0 <= row["agreement"] <= 1 and 0 <= row["accuracy"] <= 1
+    # the last lines: the verdict (accuracy, as labels are known), then where the report went
+    verdict_line = printed.splitlines()[-2]
+    assert verdict_line == report["verdict"]["text"] and report["verdict"]["metric"] == "accuracy"
+    assert verdict_line.startswith("verdict: the release is ") and "vs best unauthorized other" in verdict_line and "(accuracy, n=8" in verdict_line
+
+
+def _release(tmp_path):
+    """A png8 release of the ImageNet-like folder for 'auth' of ZOO: (zoo file, source folder, release folder)."""
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(yaml.safe_dump(ZOO))
+    source = _image_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    argv = ["encode", str(source), str(out), "--zoo", str(zoo), "--model", "auth", "--encoder", "patch", "--strength", "30", "--seed-key", "k"]
+    assert main(argv) == 0
+    return zoo, source, out
+
+
+def test_verify_without_originals_or_labels_says_what_to_pass(tmp_path, capsys):
+    zoo, _, out = _release(tmp_path)
+    capsys.readouterr()
+    assert main(["verify", str(out), "--zoo", str(zoo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--originals" in err and "--labels" in err
+    assert not (out / "verify.json").exists()
+
+
+def test_verify_never_overwrites_an_earlier_report_without_overwrite(tmp_path, capsys):
+    zoo, source, out = _release(tmp_path)
+    assert main(["verify", str(out), "--zoo", str(zoo), "--labels"]) == 0
+    before = (out / "verify.json").read_text()
+    capsys.readouterr()
+    assert main(["verify", str(out), "--zoo", str(zoo), "--originals", str(source)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "verify.json" in err and "--overwrite" in err
+    assert (out / "verify.json").read_text() == before
+    assert main(["verify", str(out), "--zoo", str(zoo), "--originals", str(source), "--overwrite"]) == 0
+    assert json.loads((out / "verify.json").read_text())["verdict"]["metric"] == "agreement"
+
+
+def test_verify_labels_controls_as_controls(tmp_path, capsys):
+    zoo, _, out = _release(tmp_path)
+    assert main(["verify", str(out), "--zoo", str(zoo), "--labels", "--controls", "other"]) == 0
+    rows = {r["model"]: r["role"] for r in json.loads((out / "verify.json").read_text())["models"]}
+    assert rows == {"auth": "authorized", "other": "control"}
+    assert "control" in capsys.readouterr().out
+    # a suite file's controls are controls too
+    suite = digits_suite(tmp_path, zoo, authorized=["auth"], controls=["other"])
+    assert main(["verify", str(out), "--zoo", str(suite), "--labels", "--overwrite"]) == 0
+    report = json.loads((out / "verify.json").read_text())
+    assert {r["model"]: r["role"] for r in report["models"]} == {"auth": "authorized", "other": "control"}
+    assert report["verdict"]["non_transferable"] is None and report["verdict"]["text"].startswith("verdict: none: no unauthorized model")
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"auth": {"seed": 7}}, "does not hold the release's authorized model 'auth'"),  # other weights, same name
+        ({"auth": {"name": "renamed", "seed": 7}}, "it has no model of that name"),
+        ({"other": {"preprocess": {"input_size": [1, 16, 16], "mean": [0.5], "std": [0.25]}, "kwargs": {**ZOO["models"][1]["kwargs"], "in_chans": 1}}},
+         "'other' takes 1x16x16, but the release's images are 3x16x16"),
+        ({"other": {"preprocess": {**ZOO["models"][1]["preprocess"], "input_size": [3, 24, 24]}}}, "'other' takes 3x24x24"),
+    ],
+)
+def test_verify_refuses_a_zoo_that_does_not_fit_the_release(change, expected, tmp_path, capsys):
+    _, source, out = _release(tmp_path)
+    other = tmp_path / "other-zoo.yaml"
+    other.write_text(yaml.safe_dump({"models": [{**m, **change.get(m["name"], {})} for m in ZOO["models"]]}))
+    capsys.readouterr()
+    assert main(["verify", str(out), "--zoo", str(other), "--originals", str(source)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err and str(other) in err
+    assert not (out / "verify.json").exists()
+
+
+def test_the_verdict_rule_compares_95_percent_intervals():
+    from nonxfer_bench.owner.verdict import verdict
+
+    def rows(auth, best, n=200):
+        return [{"model": "a", "role": "authorized", "n": n, "accuracy": auth}, {"model": "u", "role": "unauthorized", "n": n, "accuracy": best},
+                {"model": "c", "role": "control", "n": n, "accuracy": 0.99}]  # fmt: skip
+
+    clear = verdict(rows(0.9, 0.3), "accuracy")
+    assert clear["non_transferable"] is True
+    assert clear["text"].startswith("verdict: the release is non-transferable: authorized a 90.0% [") and "vs best unauthorized u 30.0% [" in clear["text"]
+    close = verdict(rows(0.9, 0.85), "accuracy")  # intervals overlap at n = 200; the control never counts
+    assert close["non_transferable"] is False and "NOT shown" in close["text"] and "more images" in close["text"]
+    assert verdict(rows(0.9, 0.85, n=20000), "accuracy")["non_transferable"] is True
+    worse = verdict(rows(0.5, 0.6), "accuracy")
+    assert worse["non_transferable"] is False and "scores as high as the authorized one" in worse["text"]
 
 
 def test_encode_and_verify_errors_are_one_line_exit_2(tmp_path, capsys):
@@ -165,7 +254,7 @@ def test_encode_and_verify_errors_are_one_line_exit_2(tmp_path, capsys):
     assert "unknown storage format 'png4'" in capsys.readouterr().err
     assert main(base[:6] + ["nope"] + base[7:]) == 2
     assert "no model 'nope'" in capsys.readouterr().err
-    assert main(["verify", str(tmp_path), "--zoo", str(zoo)]) == 2
+    assert main(["verify", str(tmp_path), "--zoo", str(zoo), "--labels"]) == 2
     assert "no manifest.json" in capsys.readouterr().err
 
 
@@ -202,3 +291,53 @@ def test_storage_axis_keeps_float32_keys_and_stores_the_release(tmp_path, digits
     assert stored.encoded_psnr == lossless.encoded_psnr  # same draws, only the storage differs
     assert stored.stored_psnr != lossless.stored_psnr
     assert 20 < stored.stored_psnr < 30
+
+
+# --- the operator encoder's one-time solve is announced -----------------------------------------------
+
+
+def test_encode_announces_the_one_time_operator_solve_then_the_cache_hit(tmp_path, monkeypatch, capsys):
+    from collections import OrderedDict
+
+    import nonxfer_bench.linalg.operator as linalg_operator
+
+    monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(linalg_operator, "_CACHE", OrderedDict())  # as in a fresh process
+    zoo = tmp_path / "zoo.yaml"
+    zoo.write_text(yaml.safe_dump(ZOO))
+    source = _image_folder(tmp_path / "in")
+    argv = ["encode", str(source), str(tmp_path / "out"), "--zoo", str(zoo), "--model", "auth", "--encoder", "operator",
+            "--strength", "30", "--param", "k=8", "--seed-key", "k"]  # fmt: skip
+    assert main(argv) == 0
+    first = capsys.readouterr().out.splitlines()
+    solve = [line for line in first if "one-time solve" in line]
+    assert len(solve) == 1, first
+    entry = next(iter((tmp_path / "cache" / "operator").glob("*.npy")))
+    for part in ("auth's first layer (conv1)", "3x16x16 = 768 input pixels, k=8", "exact (dense)", "estimated about", str(entry)):
+        assert part in solve[0]
+    assert not any("loaded from the cache" in line for line in first)
+
+    monkeypatch.setattr(linalg_operator, "_CACHE", OrderedDict())
+    assert main(argv[:2] + [str(tmp_path / "again")] + argv[3:]) == 0
+    second = capsys.readouterr().out
+    assert "one-time solve" not in second
+    assert f"operator subspace of auth's first layer (conv1) on 3x16x16 = 768 input pixels, k=8: loaded from the cache {entry}" in second
+
+
+def test_a_run_logs_the_operator_solve_before_it_starts(tmp_path, digits_zoo, monkeypatch, capsys):
+    from collections import OrderedDict
+
+    import nonxfer_bench.linalg.operator as linalg_operator
+
+    monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(linalg_operator, "_CACHE", OrderedDict())
+    small = {"dataset": {"name": "digits", "limit": 20}, "encoders": [{"name": "operator", "strengths": [30.0], "params": {"k": 4}}],
+             "attacks": [{"name": "identity"}], "batch_size": 20}  # fmt: skip
+    path = digits_suite(tmp_path, digits_zoo, **small)
+    assert main(["run", str(path), "--no-tracking"]) == 0
+    printed = capsys.readouterr().out
+    log = (tmp_path / "runs" / "digits" / "run.log").read_text()
+    for text in (printed, log):
+        line = next(line for line in text.splitlines() if "one-time solve" in line)
+        assert "digits: operator encoder: one-time solve" in line and "vit_a's first layer" in line and "1x16x16 = 256 input pixels, k=4" in line
+        assert "estimated about" in line and str(tmp_path / "cache" / "operator") in line

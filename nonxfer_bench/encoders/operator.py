@@ -20,10 +20,17 @@ What it can and cannot promise:
   border. The noise is then "least visible", not invisible: read sigma_s / sigma_max_operator.
 The subspace is exact for inputs of up to 4,096 pixels (dense Gram matrix) and otherwise solved by LOBPCG on one
 thread, so an NE is a function of its key and inputs, not of the machine's thread count. It is computed once per
-(weights, std, input shape, k, tol) and cached in memory and on disk.
+(weights, std, input shape, k, tol) and cached in memory and on disk. Before a solve the encoder logs (logger
+``nonxfer_bench.encoders.operator``, WARNING) what it solves, an estimate of how long it takes on this machine
+and the cache file; a basis read from the disk cache is logged at INFO.
 """
 
 from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
 
 import torch
 from pydantic import Field
@@ -31,9 +38,21 @@ from pydantic import Field
 from nonxfer_bench.core.device import generator_on
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
-from nonxfer_bench.linalg.operator import OperatorSubspace, cached_operator_subspace, patch_level
+from nonxfer_bench.linalg.operator import (
+    DENSE_LIMIT,
+    ConvOperator,
+    OperatorSubspace,
+    cached_operator_subspace,
+    one_thread,
+    patch_level,
+)
 from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_image
 from nonxfer_bench.zoo import ZooModel
+
+log = logging.getLogger(__name__)
+TYPICAL_ITERATIONS = 75  # LOBPCG iterations measured for 224-px stems at k = 64: 50-74 (nonxfer_bench/linalg/operator.py)
+ITERATION_COST = 6  # one iteration ~ 6 x (a QR of the n x p block + p applications of A^T A), measured at 112-224 px
+EIGH_COST = 120  # a dense symmetric eigendecomposition with vectors takes as long as ~120 n^3 flops of matmul (measured, n = 768-3072)
 
 
 class OperatorParams(Strict):
@@ -52,10 +71,67 @@ def pixel_space_operator_subspace(
     """The authorized first layer's operator-level subspace as seen from [0, 1] pixels: conv(weight / std_c)."""
     channels, height, width = input_shape
     k = min(params.k, channels * height * width)
+    what = f"{model.name}'s first layer ({model.first_conv_name}) on {channels}x{height}x{width} = {channels * height * width:,} input pixels, k={k}"
+
+    def announce(event: str, entry: Path) -> None:
+        if event == "load":
+            log.info(f"operator subspace of {what}: loaded from the cache {entry}")
+            return
+        method = "exact (dense)" if channels * height * width <= DENSE_LIMIT else "LOBPCG, one thread"
+        seconds = estimate_solve_seconds(model.first_conv, input_shape, k, model.pixel_scale(), params.max_iter)
+        log.warning(
+            f"operator encoder: one-time solve of the subspace of {what}, {method}; estimated {_duration(seconds)} on this "
+            f"machine (from the problem size and timed pieces of the solve, a rough estimate); cached in {entry} for every later call"
+        )
+
     return cached_operator_subspace(
-        model.first_conv, input_shape, k, params.tol, input_scale=model.pixel_scale(), max_iter=params.max_iter,
-        ritz_tol=params.ritz_tol,
+        model.first_conv, input_shape, k, params.tol, input_scale=model.pixel_scale(), announce=announce,
+        max_iter=params.max_iter, ritz_tol=params.ritz_tol,
     )
+
+
+
+def estimate_solve_seconds(conv: torch.nn.Conv2d, input_shape: tuple[int, int, int], k: int, input_scale: torch.Tensor, max_iter: int) -> float:
+    """Roughly how long :func:`nonxfer_bench.linalg.operator.operator_subspace` takes here, in seconds.
+
+    A cost model of the solve, calibrated by timing small pieces of it on one thread (a few milliseconds up to
+    about a second for 224-px inputs): dense (up to ``DENSE_LIMIT`` pixels) = building A column by column +
+    forming A^T A + its eigendecomposition (``EIGH_COST`` n^3), the last two at the measured matmul rate;
+    LOBPCG = ``TYPICAL_ITERATIONS`` (at most ``max_iter``) iterations of ``ITERATION_COST`` x (a QR of the
+    n x p block + p applications of A^T A), at the real size. Within a factor of about two of measured solves
+    on one thread (more threads speed up the dense solve); an estimate, not a promise."""
+    operator = ConvOperator.of(conv, input_shape, input_scale)
+    n = operator.in_features
+    with one_thread():  # stable timings on a busy machine; the LOBPCG solve itself runs on one thread
+        if n <= DENSE_LIMIT:
+            square = torch.randn(256, 256, dtype=torch.float64)
+            rate = 2 * 256**3 / _best_of(lambda: square @ square)
+            images = torch.randn(8, *operator.input_shape, dtype=torch.float64)
+            columns = n * _best_of(lambda: operator.forward(images)) / 8
+            return columns + (2 * math.prod(operator.output_shape) * n * n + EIGH_COST * n**3) / rate
+        p = min(n, k + max(8, k // 4))  # the solver's block: k plus its default guard vectors
+        block = torch.randn(n, p, dtype=torch.float64)
+        images = torch.randn(4, *operator.input_shape, dtype=torch.float64)
+        iteration = ITERATION_COST * (_best_of(lambda: torch.linalg.qr(block), 1) + p * _best_of(lambda: operator.gram(images), 1) / 4)
+    return min(TYPICAL_ITERATIONS, max_iter) * iteration
+
+
+def _best_of(work, repeats: int = 3) -> float:
+    """The shortest of ``repeats`` timings of ``work()`` in seconds (a shared machine only ever slows it down)."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"about {round(seconds / 60)} min"
+    return f"about {seconds / 3600:.1f} h"
 
 
 @ENCODERS.register("operator")

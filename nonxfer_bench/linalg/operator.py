@@ -49,7 +49,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
@@ -488,7 +488,7 @@ def operator_subspace(
     if method == "dense" or (method == "auto" and operator.in_features <= DENSE_LIMIT):
         result = _dense_smallest(operator, k)
     else:
-        with _one_thread():  # the iterate depends on BLAS summation order: the same on every machine with 1 thread
+        with one_thread():  # the iterate depends on BLAS summation order: the same on every machine with 1 thread
             result = smallest_eigenpairs(operator, k, tol, **solver)
     # Final Rayleigh-Ritz in singular-value form: the SVD of A restricted to the subspace, no squaring,
     # so sigma_i = ||A v_i|| exactly and sigma_max bounds the response of every combination.
@@ -536,7 +536,8 @@ def _dense_smallest(operator: ConvOperator, k: int) -> EigenResult:
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
+    """Torch on one thread inside the block (as the iterative solver runs), the previous count after it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -616,6 +617,7 @@ def cached_operator_subspace(
     k: int,
     tol: float,
     input_scale: torch.Tensor | None = None,
+    announce: Callable[[str, Path], None] | None = None,
     **solver,
 ) -> OperatorSubspace:
     """:func:`operator_subspace`, memoized on the weight bytes: in memory (LRU of the last few layers) and on
@@ -623,7 +625,8 @@ def cached_operator_subspace(
 
     The key is the content: first-layer weights and geometry, input scale and shape, k, tol and the solver
     settings that change the result (not ``device`` or ``callback``); on disk also this module's source, so a
-    changed solver never reads an old basis. The basis comes back on ``device``.
+    changed solver never reads an old basis. The basis comes back on ``device``. ``announce(event, entry)`` is
+    called with ``"load"`` on a disk hit and with ``"solve"`` before a solve (``entry``: the cache file).
     """
     device = solver.get("device")
     settings = tuple(sorted((name, value) for name, value in solver.items() if name not in ("device", "callback")))
@@ -632,7 +635,10 @@ def cached_operator_subspace(
         _CACHE.move_to_end(key)
         return _CACHE[key]
     disk, disk_key = ArrayCache("operator"), hashlib.sha256(f"{key}/{_CODE}".encode()).hexdigest()[:32]
+    entry = disk.folder / f"{disk_key}.npy"
     if (hit := disk.get(disk_key)) is not None:
+        if announce is not None:
+            announce("load", entry)
         array, meta = hit
         basis = torch.from_numpy(np.array(array)).to(device or "cpu")
         result = OperatorSubspace(
@@ -644,6 +650,8 @@ def cached_operator_subspace(
             output_shape=tuple(meta["output_shape"]),
         )
     else:
+        if announce is not None:
+            announce("solve", entry)
         result = operator_subspace(conv, input_shape, k, tol, input_scale=input_scale, **solver)
         meta = {
             "singular_values": result.singular_values.tolist(),

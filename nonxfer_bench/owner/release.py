@@ -74,17 +74,19 @@ def model_identity_hash(spec) -> str:
     return stable_hash(spec.identity())
 
 
-def load_models(path: Path) -> list:
-    """Zoo models from a zoo file (top-level ``models``) or a suite file (its ``zoo``)."""
+def load_models(path: Path) -> tuple[list, list[str]]:
+    """Zoo models and control names from a zoo file (top-level ``models``; no controls) or a suite file (its
+    ``zoo`` and ``controls``)."""
     from nonxfer_bench.loading import load_suite, load_zoo
     from nonxfer_bench.schema.files import read_yaml
 
-    path = Path(path)
+    path = Path(path).absolute()
     data = read_yaml(path)
     if isinstance(data, dict) and "models" in data:
-        return load_zoo(path).models
+        return load_zoo(path).models, []
     if isinstance(data, dict) and "zoo" in data:
-        return load_suite(path, require_weights=False).models
+        suite = load_suite(path, require_weights=False)
+        return suite.models, list(suite.controls)
     raise UserError(f"{path}: neither a zoo file (key 'models') nor a suite file (key 'zoo')")
 
 
@@ -101,7 +103,7 @@ def list_sources(folder: Path) -> list[Path]:
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"{folder}: input folder not found")
+        raise UserError(f"{folder.absolute()}: input folder not found")
     files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
@@ -137,7 +139,7 @@ def encode_folder(
         raise UserError(f"--format: {error}") from None
     if not seed_key:
         raise UserError("no seed key: give --seed-key or set NXB_SEED_KEY (keep it secret; the manifest holds only its hash)")
-    spec = _pick(load_models(zoo), model_name, Path(zoo))
+    spec = _pick(load_models(zoo)[0], model_name, Path(zoo))
     encoder = ENCODERS.create(encoder_name, params or {})
     files = list_sources(source)
     output = Path(output)
@@ -279,7 +281,7 @@ def read_manifest(release: Path) -> dict:
     """``manifest.json`` of a release, checked against :class:`Manifest` (bounded size, one line on any problem)."""
     path = Path(release) / MANIFEST
     if not path.is_file() or path.is_symlink():
-        raise UserError(f"{release}: no {MANIFEST} (not a folder written by `nonxfer-bench encode`)")
+        raise UserError(f"{Path(release).absolute()}: no {MANIFEST} (not a folder written by `nonxfer-bench encode`)")
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise UserError(f"{path}: {path.stat().st_size:,} bytes; a manifest has at most {MAX_MANIFEST_BYTES:,}")
     try:
@@ -334,28 +336,49 @@ def verify_release(
     labels_from_folders: bool = False,
     batch_size: int = 64,
     progress: bool = True,
+    controls: list[str] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Read a release back and score each model on it: agreement with the model's prediction on the
     originals (when given) and accuracy when labels come from the first folder of each source path
-    (sorted folder names = class indices, the ImageNet-val layout). Writes ``verify.json``."""
+    (sorted folder names = class indices, the ImageNet-val layout); then the verdict
+    (:mod:`nonxfer_bench.owner.verdict`). Writes ``verify.json``.
+
+    Refused before any model runs: neither originals nor labels (nothing to score against), an existing
+    ``verify.json`` without ``overwrite``, a zoo without the release's authorized model (by identity hash),
+    and models whose input size differs from the released images. The authorized model is always scored;
+    the suite file's ``controls`` and ``controls`` are labelled controls and never count as unauthorized."""
     from tqdm import tqdm
 
+    from nonxfer_bench.owner.verdict import verdict
     from nonxfer_bench.zoo import build_model
 
     release = Path(release)
+    if originals is None and not labels_from_folders:
+        raise UserError(f"verify {release}: nothing to score against; pass --originals FOLDER (the input folder given to encode) and/or --labels (classes from its folders)")
+    target = release / VERIFY
+    if target.exists() and not overwrite:
+        raise UserError(f"{target.absolute()}: exists (written by an earlier verify); pass --overwrite to replace it, or move it away first")
     manifest = read_manifest(release)
-    models = load_models(zoo)
-    names = model_names or [m.name for m in models]
+    models, suite_controls = load_models(zoo)
+    authorized = _authorized_model(models, manifest["model"], Path(zoo))
+    names = [authorized.name] + [name for name in (model_names or [m.name for m in models]) if name != authorized.name]
     specs = [_pick(models, name, Path(zoo)) for name in names]
+    control_names = set(suite_controls) | set(controls or [])
+    for name in sorted(control_names):
+        if name == authorized.name or name not in {m.name for m in models}:
+            raise UserError(f"{zoo}: control {name!r} is not an unauthorized zoo model; valid: {', '.join(m.name for m in models if m is not authorized)}")
+    decode = manifest["decode"]
+    size = tuple(manifest["release_size"] or (decode["channels"], decode["size"], decode["size"]))
+    _check_input_sizes(specs, size, Path(zoo))
     entries = manifest["images"]
     images = [read_image(path)[0] for path in tqdm(vouched_files(release, manifest), desc="read release", unit="img", disable=not progress)]
     shapes = {tuple(i.shape) for i in images}
-    if len(shapes) != 1:
-        raise UserError(f"{release}: released images differ in shape ({', '.join(map(str, sorted(shapes)))})")
+    if shapes != {size}:
+        raise UserError(f"{release}: released images are {', '.join('x'.join(map(str, s)) for s in sorted(shapes))}; the manifest says {'x'.join(map(str, size))}")
     released = torch.stack(images)
     clean = None
     if originals is not None:
-        decode = manifest["decode"]
         clean = torch.stack(
             [
                 decode_source(_inside(Path(originals), e["source"], f"images[{i}].source", str(release / MANIFEST)),
@@ -375,11 +398,8 @@ def verify_release(
     for spec in tqdm(specs, desc="verify models", unit="model", disable=not progress):
         model = build_model(spec)
         predictions = model.predict(released, batch_size)
-        row: dict[str, Any] = {
-            "model": spec.name,
-            "role": "authorized" if model_identity_hash(spec) == manifest["model"]["identity_hash"] else "unauthorized",
-            "n": len(predictions),
-        }
+        role = "authorized" if spec is authorized else "control" if spec.name in control_names else "unauthorized"
+        row: dict[str, Any] = {"model": spec.name, "role": role, "n": len(predictions)}
         clean_predictions = model.predict(clean, batch_size) if clean is not None else None
         if clean_predictions is not None:
             row["agreement"] = float((predictions == clean_predictions).double().mean())
@@ -397,9 +417,34 @@ def verify_release(
         "psnr_mean": manifest.get("psnr_mean"),
         "classes": classes,
         "models": rows,
+        "verdict": verdict(rows, "accuracy" if labels is not None else "agreement"),
     }
-    atomic_write(release / VERIFY, json.dumps(result, indent=1))
+    atomic_write(target, json.dumps(result, indent=1))
     return result
+
+
+def _authorized_model(models: list, authorized: dict, zoo: Path):
+    """The zoo model the release was made for: the one whose identity hash is the manifest's (its name first)."""
+    for spec in sorted(models, key=lambda m: m.name != authorized["name"]):
+        if model_identity_hash(spec) == authorized["identity_hash"]:
+            return spec
+    named = any(m.name == authorized["name"] for m in models)
+    why = "its model of that name has other weights or settings" if named else "it has no model of that name"
+    raise UserError(
+        f"{Path(zoo).absolute()}: does not hold the release's authorized model {authorized['name']!r} "
+        f"(identity hash {excerpt(authorized['identity_hash'], 20)}): {why}; pass the zoo or suite file the release was encoded with"
+    )
+
+
+def _check_input_sizes(specs: list, released: tuple[int, ...], zoo: Path) -> None:
+    """Every model to score takes images of the released size (channels x height x width); one line naming the others."""
+    from nonxfer_bench.zoo import resolve_preprocessing
+
+    wrong = [(spec.name, tuple(resolve_preprocessing(spec)["input_size"])) for spec in specs]
+    wrong = [(name, size) for name, size in wrong if size != tuple(released)]
+    if wrong:
+        listed = ", ".join(f"{name!r} takes {'x'.join(map(str, size))}" for name, size in wrong)
+        raise UserError(f"{Path(zoo).absolute()}: {listed}, but the release's images are {'x'.join(map(str, released))}; choose models of that input size with --models")
 
 
 def format_table(rows: list[dict]) -> str:

@@ -50,7 +50,8 @@ def release(pristine: tuple[Path, Path], tmp_path: Path) -> Path:
 
 
 def verify(release: Path, zoo: Path, cwd: Path, *extra: str, isolate: bool = False):
-    return run_cli("verify", release, "--zoo", zoo, "--models", "vit_a", *extra, cwd=cwd, isolate=isolate)
+    """``verify`` against the class folders (labels), writing a fresh verify.json over an earlier one."""
+    return run_cli("verify", release, "--zoo", zoo, "--models", "vit_a", "--labels", "--overwrite", *extra, cwd=cwd, isolate=isolate)
 
 
 def edit_manifest(release: Path, change) -> None:
