@@ -295,9 +295,15 @@ def _read_cells(args: argparse.Namespace):
         return suite, tracked.suite_name, tracked.cells, tracked.models, tracked, Source.mlflow(Path(args.suite) if args.suite else None, tracked.groups)
     from nonxfer_bench.execution.plan import plan_suite
     from nonxfer_bench.execution.store import CellStore
+    from nonxfer_bench.reporting.leaderboard import RESULTS_CELLS
 
-    store = CellStore(suite.run_dir() / "cells.jsonl", writable=False)  # read-only: never truncates or locks
     keys = [key for group in plan_suite(suite) for key in group.cells.values()]
+    store = CellStore(suite.run_dir() / "cells.jsonl", writable=False)  # read-only: never truncates or locks
+    committed = suite.results_dir() / RESULTS_CELLS
+    if not any(key in store for key in keys) and committed.is_file():  # a fresh clone: the committed results
+        store = CellStore(committed, writable=False)
+        cells = [store.cells[k] for k in keys if k in store]
+        return suite, suite.name, cells, [m.name for m in suite.models], None, Source.results(Path(args.suite))
     if not any(key in store for key in keys):
         raise UserError(f"{Path(args.suite).absolute()}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
     cells = [store.cells[k] for k in keys if k in store]

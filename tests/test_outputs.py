@@ -2,6 +2,8 @@
 a suite never writes into another suite file's results; --output moves them; errors show absolute paths."""
 
 import os
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,3 +98,19 @@ def test_not_found_errors_show_absolute_paths(tmp_path, digits_zoo, elsewhere, c
     write_yaml(suite, data)
     assert main(["leaderboard", os.path.relpath(suite)]) == 2
     assert f"no finished cells in {tmp_path / 'study' / 'runs' / 'digits' / 'cells.jsonl'}" in capsys.readouterr().err
+
+
+def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_results_alone(tmp_path, digits_zoo, elsewhere):
+    suite = tiny_suite(tmp_path, digits_zoo, tmp_path / "project" / "suites" / "digits.yaml")
+    assert main(["run", str(suite), "--no-tracking"]) == 0
+    project = tmp_path / "project"
+    results = project / "results" / "digits"
+    committed = {name: (results / name).read_text() for name in ("leaderboard.md", "cells.csv")}
+    shutil.rmtree(project / "runs")  # what a clone of the repository has: results/, no runs/
+    assert main(["leaderboard", str(suite)]) == 0
+    assert (results / "cells.csv").read_text() == committed["cells.csv"]
+    rebuilt = (results / "leaderboard.md").read_text()
+    assert rebuilt.replace("newest cell written unknown", "") == re.sub(r"newest cell written \S+", "", committed["leaderboard.md"])
+    assert "[" in rebuilt.split("## Protection ranking")[1]  # intervals from the per-image outcomes the results keep
+    assert main(["report", str(suite)]) == 0
+    assert (project / "runs" / "digits" / "report" / "index.html").is_file()

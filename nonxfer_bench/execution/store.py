@@ -80,7 +80,7 @@ class CellStore:
         assert self.writable, "the store was opened read-only"
         if not cells:
             return
-        text = "".join(json.dumps(cell.record(), sort_keys=True) + "\n" for cell in cells)
+        text = lines(cells)
         faults.point("store_append")
         try:
             with open(self.path, "a") as handle:
@@ -92,6 +92,11 @@ class CellStore:
         faults.point("store_appended")
         for cell in cells:
             self.cells[cell.key] = cell
+
+
+def lines(cells: list[Cell]) -> str:
+    """Cells as the store writes them: one sorted-key JSON record per line."""
+    return "".join(json.dumps(cell.record(), sort_keys=True) + "\n" for cell in cells)
 
 
 @contextlib.contextmanager

@@ -49,6 +49,7 @@ import pandas as pd
 
 from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.execution.store import lines
 from nonxfer_bench.metrics.statistics import holm, seed_summary
 from nonxfer_bench.reporting.provenance import Source, run_summary
 from nonxfer_bench.reporting.ranking import gap_text, protection_rows, step_label
@@ -69,6 +70,7 @@ CELL_COLUMNS = [
     "accuracy", "agreement", "accuracy_flat", "accuracy_worst", "accuracy_spread", "draws",
     "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
+RESULTS_CELLS = "cells.jsonl"  # the cells of a results folder, per-image outcomes included
 EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes", "precision", "device"]  # in the frame (no-attack step; intervals, paired tests; what ran), not in cells.csv
 ENCODING = ["authorized", "encoder", "strength", "precision"]  # one release: a precision is part of the cell key
 
@@ -416,7 +418,11 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
 
 
 def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], folder: Path, notes: str = "", source: Source | None = None) -> list[Path]:
-    """Write ``cells.csv`` and ``leaderboard.md`` under ``folder``; returns the written paths.
+    """Write ``cells.csv``, ``cells.jsonl`` and ``leaderboard.md`` (and the plots) under ``folder``; returns the
+    paths to show and log (all but ``cells.jsonl``, which MLflow holds per group as ``cells.json``).
+
+    ``cells.jsonl`` holds the cells as the store does, per-image outcomes included, so that ``leaderboard`` and
+    ``report`` rebuild every table and interval from a results folder alone (a fresh clone has no ``runs/``).
 
     ``source`` (the suite file and when the newest cell was written) completes the "What was run" line.
     """
@@ -436,6 +442,7 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
             "The `clean` rows are 100 by definition.\n\n" + notes
         )
     atomic_write(csv_path, frame.drop(columns=["key", *EXTRA_COLUMNS]).to_csv(index=False, float_format="%.4f"))
+    atomic_write(folder / RESULTS_CELLS, lines(sorted(cells, key=lambda cell: cell.key)))
     above, below = ranking_text(metric, paired, seeds)
     text = [
         f"# Leaderboard: {suite_name}",

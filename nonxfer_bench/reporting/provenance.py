@@ -36,6 +36,11 @@ class Source:
         return cls(_shown_path(suite_file), _date(written))
 
     @classmethod
+    def results(cls, suite_file: Path) -> Source:
+        """Cells from a results folder's ``cells.jsonl`` (a fresh clone): a checkout does not keep when they were written."""
+        return cls(_shown_path(suite_file), None)
+
+    @classmethod
     def mlflow(cls, suite_file: Path | None, groups: pd.DataFrame) -> Source:
         """Cells read back from MLflow group runs (a ``search_runs`` frame): the newest run's end."""
         ends = pd.to_datetime(groups.get("end_time", pd.Series(dtype="datetime64[ns, UTC]")), utc=True).dropna()
