@@ -1,8 +1,11 @@
-"""Where a finished run spent its time: a figure and a table from its cell store and its run log.
+"""Where a finished run spent its time: a figure and a table from its cells and its run log.
 
-    python benchmarks/runtime.py runs/fashion-full --out results/fashion-full
-    python benchmarks/runtime.py runs/fashion-full runs/fashion-full-reconstruction --out results/fashion-full
+    python benchmarks/runtime.py suites/fashion-full.yaml suites/fashion-full-subset.yaml --out results/fashion-full
 
+Only the cells the suite plans count (a store may hold cells of an earlier version of the suite). The cells
+come from the suite's store (runs/<suite>/cells.jsonl) or, in a fresh clone, from its committed results
+(results/<suite>/cells.jsonl); the whole-group panel needs the run log (runs/<suite>/run.log) and is left
+out without it.
 Two measures, both in wall seconds per 1,000 images so that suites of different sizes compare:
 - per attack step, the attack stage of one encoding group (fit, attack, adapt) as the cells record it
   (``attack_seconds``; outputs read from the attack cache count 0 and are left out);
@@ -24,7 +27,11 @@ from pathlib import Path
 
 from nonxfer_bench.core.atomic import atomic_path
 from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.execution.store import CellStore
+from nonxfer_bench.loading import load_suite
+from nonxfer_bench.reporting.leaderboard import RESULTS_CELLS
 
 # written by nonxfer_bench.execution.progress.Progress.group_done
 FINISHED = re.compile(r"encoding \d+/\d+ finished: (?P<group>\S+) \((?P<seconds>[0-9.]+) s\)$")
@@ -55,13 +62,13 @@ def attack_timings(cells: list[Cell], prefix: str = "") -> list[Timing]:
     return sorted((_timing(step, list(groups.values())) for step, groups in per_step.items()), key=lambda t: -t.median)
 
 
-def group_timings(log: Path, cells: list[Cell], prefix: str = "") -> list[Timing]:
+def group_timings(log: Path, cells: list[Cell], labels: set[str], prefix: str = "") -> list[Timing]:
     """Whole-group seconds per 1,000 images for each encoder (the last time each group was computed), from the
     run log's group labels (:attr:`nonxfer_bench.execution.plan.EncodingGroup.label`)."""
     seconds: dict[str, float] = {}
     if log.exists():
         for line in log.read_text(errors="replace").splitlines():
-            if match := FINISHED.search(line):
+            if (match := FINISHED.search(line)) and match["group"] in labels:
                 seconds[match["group"]] = float(match["seconds"])
     images = {(cell.authorized, cell.encoder): cell.n for cell in cells if cell.n}
     per_encoder: dict[str, list[float]] = {}
@@ -71,6 +78,13 @@ def group_timings(log: Path, cells: list[Cell], prefix: str = "") -> list[Timing
         if (authorized, encoder) in images:
             per_encoder.setdefault(prefix + encoder, []).append(1000 * value / images[authorized, encoder])
     return sorted((_timing(encoder, values) for encoder, values in per_encoder.items()), key=lambda t: -t.median)
+
+
+def _planned_cells(path: Path, keys: set[str]) -> list[Cell]:
+    """The cells of ``path`` whose keys the suite plans; none when the file is missing."""
+    if not path.is_file():
+        return []
+    return [cell for key, cell in CellStore(path, writable=False).cells.items() if key in keys]
 
 
 def _panel(axis, timings: list[Timing], title: str) -> None:
@@ -103,16 +117,23 @@ def write_figure(attacks: list[Timing], groups: list[Timing], machine: str, path
     return path
 
 
-def markdown(attacks: list[Timing], groups: list[Timing], machine: str, runs: list[Path]) -> str:
+def markdown(attacks: list[Timing], groups: list[Timing], machine: str, suites: list[Path]) -> str:
     lines = [
         "# Run time",
         "",
-        f"Measured on {machine}, from {', '.join(str(run) for run in runs)} (cells' attack seconds and the run logs).",
+        f"Measured on {machine}, for {', '.join(f'`{suite}`' for suite in suites)} (the cells' attack seconds{' and the run logs' if groups else ''}).",
         "Wall seconds per 1,000 images: median over the encoding groups, range in brackets; they depend on the",
         "machine and its load (other jobs shared these cores).",
         "",
     ]
-    for title, timings in (("Whole encoding group, per encoder", groups), ("Attack stage, per attack step", attacks)):
+    sections = (
+        ("Whole encoding group, per encoder", groups, "no run log (runs/<suite>/run.log) was found"),
+        ("Attack stage, per attack step", attacks, "no cell recorded attack seconds (all read from the attack cache)"),
+    )
+    for title, timings, missing in sections:
+        if not timings:
+            lines += [f"## {title}", "", f"Not measured: {missing}.", ""]
+            continue
         lines += [f"## {title}", "", "| | groups | s / 1,000 images | range |", "|---|---|---|---|"]
         lines += [f"| {t.what} | {t.groups} | {t.median:.2f} | [{t.low:.2f}, {t.high:.2f}] |" for t in timings]
         lines.append("")
@@ -125,23 +146,29 @@ def machine_text() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (runs/<suite>) holding cells.jsonl and run.log")
+    parser.add_argument("suites", nargs="+", type=Path, help="suite files whose finished runs to read (runs/<suite>/)")
     parser.add_argument("--out", type=Path, required=True, help="folder for runtime.png and RUNTIME.md")
     parser.add_argument("--machine", default=machine_text(), help="how to name the machine in the figure")
     args = parser.parse_args(argv)
     attacks: list[Timing] = []
     groups: list[Timing] = []
-    for run in args.runs:
-        if not (run / "cells.jsonl").exists():
-            parser.error(f"{run.resolve() / 'cells.jsonl'}: not found; pass a run folder such as runs/quickstart")
-        cells = list(CellStore(run / "cells.jsonl", writable=False).cells.values())
-        prefix = f"{run.name}: " if len(args.runs) > 1 else ""
+    for path in args.suites:
+        try:
+            suite = load_suite(path, require_weights=False)
+        except UserError as error:
+            parser.error(str(error))
+        plan = plan_suite(suite)
+        keys = {key for group in plan for key in group.cells.values()}
+        cells = _planned_cells(suite.run_dir() / "cells.jsonl", keys) or _planned_cells(suite.results_dir() / RESULTS_CELLS, keys)
+        if not cells:
+            parser.error(f"{suite.run_dir().resolve() / 'cells.jsonl'}: no finished cells of {path}; run it first")
+        prefix = f"{suite.name}: " if len(args.suites) > 1 else ""
         attacks += attack_timings(cells, prefix)
-        groups += group_timings(run / "run.log", cells, prefix)
+        groups += group_timings(suite.run_dir() / "run.log", cells, {group.label for group in plan}, prefix)
     args.out.mkdir(parents=True, exist_ok=True)
     write_figure(attacks, groups, args.machine, args.out / "runtime.png")
     with atomic_path(args.out / "RUNTIME.md") as temporary:
-        temporary.write_text(markdown(attacks, groups, args.machine, args.runs) + "\n")
+        temporary.write_text(markdown(attacks, groups, args.machine, args.suites) + "\n")
     print(f"wrote {args.out / 'runtime.png'} and {args.out / 'RUNTIME.md'}")
     return 0
 

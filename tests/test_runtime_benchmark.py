@@ -2,15 +2,17 @@
 
 import importlib.util
 import io
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from nonxfer_bench.cli import main
 from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.execution.progress import Progress
-from nonxfer_bench.execution.store import CellStore
+from tests.conftest import digits_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("runtime_benchmark", ROOT / "benchmarks" / "runtime.py")
@@ -46,19 +48,28 @@ def test_group_seconds_come_from_the_lines_the_progress_writer_logs(tmp_path):
         progress.group_done(label)
     progress.close()
     cells = [cell("1", "g1", "blur", 1.0, n=1000), cell("2", "g2", "blur", 1.0, n=1000, encoder="clean")]
-    timings = {t.what: t for t in runtime.group_timings(log, cells)}
+    timings = {t.what: t for t in runtime.group_timings(log, cells, {"vit_a/patch@10/seed0", "vit_a/clean/seed1"})}
     assert set(timings) == {"patch", "clean"}
     assert all(5.0 <= t.median < 60.0 and t.groups == 1 for t in timings.values())
+    assert runtime.group_timings(log, cells, {"vit_a/clean/seed1"})[0].what == "clean"  # groups the suite no longer plans: left out
 
 
-def test_the_script_writes_a_figure_and_a_table_and_names_a_missing_store(tmp_path, capsys):
-    run = tmp_path / "runs" / "s"
-    CellStore(run / "cells.jsonl").add([cell("1", "g1", "blur", 1.0), cell("2", "g2", "jpeg_pil", 0.2)])
-    assert runtime.main([str(run), "--out", str(tmp_path / "out"), "--machine", "test box"]) == 0
+def test_the_script_reads_a_finished_suite_and_writes_a_figure_and_a_table(tmp_path, digits_zoo, capsys):
+    small = {"name": "timed", "dataset": {"name": "digits", "limit": 20}, "encoders": [{"name": "patch", "strengths": [0.0]}],
+             "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}], "batch_size": 20}  # fmt: skip
+    suite = digits_suite(tmp_path, digits_zoo, **small)
+    assert main(["run", str(suite), "--no-tracking"]) == 0
+    assert runtime.main([str(suite), "--out", str(tmp_path / "out"), "--machine", "test box"]) == 0
     table = (tmp_path / "out" / "RUNTIME.md").read_text()
-    assert "test box" in table and "| blur 0.5 | 1 | 2.00 |" in table and "| jpeg_pil 0.5 | 1 | 0.40 |" in table
+    assert "test box" in table and "| blur 0.5 | 2 |" in table  # the clean and the patch group
+    assert "| patch | 1 |" in table and "| clean | 1 |" in table  # whole groups, from the run log
     with Image.open(tmp_path / "out" / "runtime.png") as image:
         assert image.size[0] > 400 and image.size[1] > 200
+    shutil.rmtree(tmp_path / "runs")  # a fresh clone: only the committed results/<suite>/cells.jsonl
+    assert runtime.main([str(suite), "--out", str(tmp_path / "clone"), "--machine", "test box"]) == 0
+    table = (tmp_path / "clone" / "RUNTIME.md").read_text()
+    assert "| blur 0.5 | 2 |" in table and "Not measured: no run log" in table
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        runtime.main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
-    assert exit_info.value.code == 2 and str((tmp_path / "nowhere").resolve()) in capsys.readouterr().err
+        runtime.main([str(tmp_path / "nowhere.yaml"), "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "nowhere.yaml" in capsys.readouterr().err
