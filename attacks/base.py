@@ -138,7 +138,9 @@ class Attack(ABC):
         """Learn what the attack needs (subspaces, priors, surrogates); the default needs nothing."""
 
     def parameter(self, strength: float) -> dict[str, Any]:
-        """The attack's own parameter(s) at a common strength, for logs and tables."""
+        """The attack's own parameter(s) at a common strength, for logs and tables. Entries named in
+        :data:`nonxfer_bench.core.cell.MEASURED_PARAMS` report what a fitted attack found (kept in the
+        cell, left out of the step's identity in tables)."""
         return {}
 
     @abstractmethod

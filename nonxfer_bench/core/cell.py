@@ -65,6 +65,9 @@ class Outcomes(BaseModel):
 
 
 RUN_METADATA = frozenset({"attack_seconds", "device"})  # how a run computed a cell, not what it measured
+# attack_param entries that report what a fitted attack found on one release (they differ between NE keys),
+# not which attack step ran: a step's identity leaves them out, so its seeds aggregate into one row
+MEASURED_PARAMS = frozenset({"ratio", "chosen", "authorized_rank", "ranking"})
 
 
 class Cell(BaseModel):
@@ -114,10 +117,16 @@ class Cell(BaseModel):
     budget_released: int | None = Field(None, description="released NEs the attack observed")
     budget_labelled: int | None = Field(None, description="labelled NEs the attack trained on")
     budget_public: int | None = Field(None, description="clean public images the attack used")
-    attack_seconds: float | None = Field(None, description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs read from the cache)")
+    attack_seconds: float | None = Field(
+        None, description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs read from the cache)"
+    )
     device: str | None = Field(None, description="device type the attack ran on")
     bounds: dict[str, Any] = Field({}, description="bound-tightness numbers of a baseline cell, named bound/...")
     outcomes: Outcomes | None = Field(None, description="per-image results; None in stores of schema 1")
+
+    def step_param(self) -> dict[str, Any]:
+        """The attack's settings at this step (``attack_param`` without :data:`MEASURED_PARAMS`)."""
+        return {k: v for k, v in self.attack_param.items() if k not in MEASURED_PARAMS}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Cell):

@@ -90,7 +90,9 @@ def test_the_gap_is_authorized_minus_the_best_unauthorized_over_every_attack_ste
     for encoding, row in rows.items():
         strength = float(encoding.split()[1])
         auth = by_key["patch", strength, "identity", "a"]
-        outcomes = {(c.attack, c.model): c.outcomes.correct_bits() for c in cells if (c.encoder, c.strength) == ("patch", strength) and c.role == "unauthorized"}
+        outcomes = {
+            (c.attack, c.model): c.outcomes.correct_bits() for c in cells if (c.encoder, c.strength) == ("patch", strength) and c.role == "unauthorized"
+        }
         best = max(flags.mean() for flags in outcomes.values())  # the control (right 95% of the time) never counts
         assert gap(row["protection gap"])[0] == round(100 * (auth.accuracy - best), 1)
         # the interval: one paired bootstrap over images of the max over (step, model) of unauthorized minus authorized
@@ -109,6 +111,15 @@ def test_with_several_seeds_the_gap_is_the_mean_over_seeds_and_shows_their_sprea
     assert gap(row["protection gap"])[0] == round(100 * np.mean(per_seed), 1)
     assert row["seeds"] == "2" and row["gap seed sd"] == f"{100 * np.std(per_seed, ddof=1):.1f}"
     assert "2 seeds (0, 1)" in text
+
+
+def test_what_a_fitted_attack_measured_differs_between_seeds_but_does_not_split_its_step(tmp_path):
+    cells = [c for seed in (0, 1) for c in release("clean", 0.0, CLEAN, seed) + release("patch", 20.0, STRONG, seed)]
+    fitted = [c.model_copy(update={"attack_param": {"dims": 18, "ratio": 1.0 + c.seed / 10}}) if c.attack == "blur" else c for c in cells]
+    text = write_leaderboard("s", fitted, MODELS, tmp_path)[0].read_text()
+    assert tables(text)["Protection ranking"][0]["seeds"] == "2"
+    blur = [row for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"]
+    assert len(blur) == 1 and blur[0]["param"] == "dims=18"  # one step over both seeds; its settings, not its measurements
 
 
 def test_without_per_image_outcomes_the_gap_is_shown_without_an_interval(cells, tmp_path):
