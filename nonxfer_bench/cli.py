@@ -303,7 +303,7 @@ def _read_cells(args: argparse.Namespace):
     if not any(key in store for key in keys) and committed.is_file():  # a fresh clone: the committed results
         store = CellStore(committed, writable=False)
         cells = [store.cells[k] for k in keys if k in store]
-        return suite, suite.name, cells, [m.name for m in suite.models], None, Source.results(Path(args.suite))
+        return suite, suite.name, cells, [m.name for m in suite.models], None, Source.results(Path(args.suite), committed)
     if not any(key in store for key in keys):
         raise UserError(f"{Path(args.suite).absolute()}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
     cells = [store.cells[k] for k in keys if k in store]

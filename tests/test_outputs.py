@@ -4,6 +4,7 @@ a suite never writes into another suite file's results; --output moves them; err
 import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,20 @@ def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_result
     assert main(["leaderboard", str(suite)]) == 0
     assert (results / "cells.csv").read_text() == committed["cells.csv"]
     rebuilt = (results / "leaderboard.md").read_text()
-    assert rebuilt.replace("newest cell written unknown", "") == re.sub(r"newest cell written \S+", "", committed["leaderboard.md"])
+    assert rebuilt.replace("cells committed unknown", "") == re.sub(r"newest cell written \S+", "", committed["leaderboard.md"])
+    git = {"cwd": project, "check": True, "capture_output": True}
+    subprocess.run(["git", "init", "-q"], **git)
+    subprocess.run(["git", "add", "results"], **git)
+    dated = os.environ | {
+        "GIT_COMMITTER_DATE": "2026-03-05T02:00:00+05:00",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    subprocess.run(["git", "commit", "-qm", "results"], env=dated, **git)
+    assert main(["leaderboard", str(suite)]) == 0
+    assert "cells committed 2026-03-04 (UTC)" in (results / "leaderboard.md").read_text()  # the commit's date, in UTC
     assert "[" in rebuilt.split("## Protection ranking")[1]  # intervals from the per-image outcomes the results keep
     assert main(["report", str(suite)]) == 0
     assert (project / "runs" / "digits" / "report" / "index.html").is_file()

@@ -28,6 +28,7 @@ class Source:
 
     suite_file: str | None = None
     written: str | None = None
+    written_as: str = "newest cell written"  # what ``written`` dates
 
     @classmethod
     def store(cls, suite_file: Path, store: Path) -> Source:
@@ -36,9 +37,14 @@ class Source:
         return cls(_shown_path(suite_file), _date(written))
 
     @classmethod
-    def results(cls, suite_file: Path) -> Source:
-        """Cells from a results folder's ``cells.jsonl`` (a fresh clone): a checkout does not keep when they were written."""
-        return cls(_shown_path(suite_file), None)
+    def results(cls, suite_file: Path, cells: Path) -> Source:
+        """Cells from a results folder's ``cells.jsonl`` (a fresh clone): a checkout does not keep when they were
+        written, so the date is the last commit of that file (none when it is not committed as it is)."""
+        committed = None
+        if not _git(cells.parent, "status", "--porcelain", "--", cells.name):
+            committed = _git(cells.parent, "log", "-1", "--format=%ct", "--", cells.name)
+        moment = datetime.fromtimestamp(int(committed), UTC) if committed and committed.isdigit() else None
+        return cls(_shown_path(suite_file), _date(moment), "cells committed")
 
     @classmethod
     def mlflow(cls, suite_file: Path | None, groups: pd.DataFrame) -> Source:
@@ -60,21 +66,23 @@ def _date(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d")
 
 
+def _git(folder: Path, *args: str) -> str | None:
+    """``git -C folder args`` output, stripped; None when git is missing, hangs, fails or ``folder`` is no checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # never another repository's
+    try:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=20, env=env)
+    except (OSError, subprocess.TimeoutExpired):  # no git on the PATH, a hung filesystem
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
 def code_version() -> str:
     """The package version and, in a git checkout, the last commit that changed its code (+ a note when that
     code has uncommitted changes); ``unknown`` for the commit of an installed package."""
     root = Path(nonxfer_bench.__file__).resolve().parents[1]
     commit = UNKNOWN
-    if (root / ".git").exists():
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # never another repository's
-        git = ["git", "-C", str(root)]
-        try:
-            last = subprocess.run([*git, "log", "-1", "--format=%H", "--", *CODE_PATHS], capture_output=True, text=True, timeout=20, env=env)
-            dirty = subprocess.run([*git, "status", "--porcelain", "--", *CODE_PATHS], capture_output=True, text=True, timeout=20, env=env)
-        except (OSError, subprocess.TimeoutExpired):  # no git on the PATH, a hung filesystem
-            last = dirty = None
-        if last is not None and last.returncode == 0 and last.stdout.strip():
-            commit = last.stdout.strip()[:12] + (" with uncommitted changes" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    if (root / ".git").exists() and (last := _git(root, "log", "-1", "--format=%H", "--", *CODE_PATHS)):
+        commit = last[:12] + (" with uncommitted changes" if _git(root, "status", "--porcelain", "--", *CODE_PATHS) else "")
     return f"nonxfer-bench {nonxfer_bench.__version__}, git {commit}"
 
 
@@ -111,6 +119,6 @@ def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> 
         f"precision {_values(frame['precision'])}",
         f"device {_values(frame['device'])}",
         f"code {code_version()}",
-        f"newest cell written {source.written or UNKNOWN} (UTC)",
+        f"{source.written_as} {source.written or UNKNOWN} (UTC)",
     ]
     return "; ".join(parts) + "."
