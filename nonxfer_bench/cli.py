@@ -326,8 +326,8 @@ def command_leaderboard(args: argparse.Namespace) -> int:
         from nonxfer_bench.reporting.readback import log_to_parent
 
         log_to_parent(tracked, paths)
-    source = f"MLflow {tracked.uri}, run {tracked.parent_id}" if tracked else "the cell store"
-    print(f"{paths[0]} ({len(cells)} cells from {source})")
+    origin = f"MLflow {tracked.uri}, run {tracked.parent_id}" if tracked else source.origin
+    print(f"{paths[0]} ({len(cells)} cells from {origin})")
     return 0
 
 

@@ -101,7 +101,7 @@ def test_not_found_errors_show_absolute_paths(tmp_path, digits_zoo, elsewhere, c
     assert f"no finished cells in {tmp_path / 'study' / 'runs' / 'digits' / 'cells.jsonl'}" in capsys.readouterr().err
 
 
-def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_results_alone(tmp_path, digits_zoo, elsewhere):
+def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_results_alone(tmp_path, digits_zoo, elsewhere, capsys):
     suite = tiny_suite(tmp_path, digits_zoo, tmp_path / "project" / "suites" / "digits.yaml")
     assert main(["run", str(suite), "--no-tracking"]) == 0
     project = tmp_path / "project"
@@ -124,6 +124,7 @@ def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_result
     }
     subprocess.run(["git", "commit", "-qm", "results"], env=dated, **git)
     assert main(["leaderboard", str(suite)]) == 0
+    assert f"cells from {results / 'cells.jsonl'}" in capsys.readouterr().out
     assert "cells committed 2026-03-04 (UTC)" in (results / "leaderboard.md").read_text()  # the commit's date, in UTC
     assert "[" in rebuilt.split("## Protection ranking")[1]  # intervals from the per-image outcomes the results keep
     assert main(["report", str(suite)]) == 0

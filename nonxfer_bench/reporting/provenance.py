@@ -29,6 +29,7 @@ class Source:
     suite_file: str | None = None
     written: str | None = None
     written_as: str = "newest cell written"  # what ``written`` dates
+    origin: str = "the cell store"  # where the cells were read, for messages
 
     @classmethod
     def store(cls, suite_file: Path, store: Path) -> Source:
@@ -44,7 +45,7 @@ class Source:
         if not _git(cells.parent, "status", "--porcelain", "--", cells.name):
             committed = _git(cells.parent, "log", "-1", "--format=%ct", "--", cells.name)
         moment = datetime.fromtimestamp(int(committed), UTC) if committed and committed.isdigit() else None
-        return cls(_shown_path(suite_file), _date(moment), "cells committed")
+        return cls(_shown_path(suite_file), _date(moment), "cells committed", _shown_path(cells))
 
     @classmethod
     def mlflow(cls, suite_file: Path | None, groups: pd.DataFrame) -> Source:
