@@ -125,8 +125,11 @@ class Cell(BaseModel):
     outcomes: Outcomes | None = Field(None, description="per-image results; None in stores of schema 1")
 
     def step_param(self) -> dict[str, Any]:
-        """The attack's settings at this step (``attack_param`` without :data:`MEASURED_PARAMS`)."""
-        return {k: v for k, v in self.attack_param.items() if k not in MEASURED_PARAMS}
+        """What tells this attack step from another of the same attack and strength: its settings
+        (``attack_param`` without :data:`MEASURED_PARAMS`) and the budget it spent (released and labelled NEs,
+        public images; a budget sweep is one step per budget)."""
+        budget = {"released": self.budget_released, "labelled": self.budget_labelled, "public": self.budget_public}
+        return {k: v for k, v in self.attack_param.items() if k not in MEASURED_PARAMS} | {k: v for k, v in budget.items() if v}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Cell):

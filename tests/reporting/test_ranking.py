@@ -122,6 +122,14 @@ def test_what_a_fitted_attack_measured_differs_between_seeds_but_does_not_split_
     assert len(blur) == 1 and blur[0]["param"] == "dims=18"  # one step over both seeds; its settings, not its measurements
 
 
+def test_each_budget_of_a_sweep_is_its_own_attack_step(tmp_path):
+    cells = release("clean", 0.0, CLEAN) + release("patch", 20.0, STRONG)
+    swept = [c.model_copy(update={"budget_released": budget, "key": c.key + str(budget)}) for c in cells if c.attack == "blur" for budget in (10, 100)]
+    text = write_leaderboard("s", [c for c in cells if c.attack != "blur"] + swept, MODELS, tmp_path)[0].read_text()
+    blur = [row["param"] for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"]
+    assert sorted(blur) == ["released=10", "released=100"]
+
+
 def test_without_per_image_outcomes_the_gap_is_shown_without_an_interval(cells, tmp_path):
     old = [c.model_copy(update={"outcomes": None}) for c in cells]
     text = write_leaderboard("s", old, MODELS, tmp_path)[0].read_text()
