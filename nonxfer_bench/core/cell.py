@@ -117,9 +117,7 @@ class Cell(BaseModel):
     budget_released: int | None = Field(None, description="released NEs the attack observed")
     budget_labelled: int | None = Field(None, description="labelled NEs the attack trained on")
     budget_public: int | None = Field(None, description="clean public images the attack used")
-    attack_seconds: float | None = Field(
-        None, description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs read from the cache)"
-    )
+    attack_seconds: float | None = Field(None, description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs read from the cache)")
     device: str | None = Field(None, description="device type the attack ran on")
     bounds: dict[str, Any] = Field({}, description="bound-tightness numbers of a baseline cell, named bound/...")
     outcomes: Outcomes | None = Field(None, description="per-image results; None in stores of schema 1")

@@ -71,13 +71,7 @@ CELL_COLUMNS = [
     "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
 RESULTS_CELLS = "cells.jsonl"  # the cells of a results folder, per-image outcomes included
-EXTRA_COLUMNS = [
-    "baseline",
-    "n_labeled",
-    "outcomes",
-    "precision",
-    "device",
-]  # in the frame (no-attack step; intervals, paired tests; what ran), not in cells.csv
+EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes", "precision", "device"]  # in the frame (no-attack step; intervals, paired tests; what ran), not in cells.csv
 ENCODING = ["authorized", "encoder", "strength", "precision"]  # one release: a precision is part of the cell key
 
 
@@ -361,21 +355,16 @@ def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy
         mean = part.groupby("model")[metric].mean()
         authorized_part = part[part.role == "authorized"]
         flat = authorized_part["accuracy_flat"].dropna()
-        row = (
-            {
-                "authorized": authorized,
-                "encoding": _encoding_label(encoder, strength),
-            }
-            | ({"precision": precision} if several else {})
-            | {
-                "n": _n_text(part, metric),
-                "PSNR dB": _db(part["encoded_psnr"].mean()),
-                _auth(metric): _ci(mean[authorized], metric_n(authorized_part, metric)),
-                "auth retention": percent(mean[authorized] / clean_auth) if clean_auth > 0 else "",
-                "auth acc (flat input)": _ci(flat.mean(), metric_n(authorized_part, "accuracy")) if len(flat) else "",
-            }
-            | _unauthorized_columns(part, metric)
-        )
+        row = {
+            "authorized": authorized,
+            "encoding": _encoding_label(encoder, strength),
+        } | ({"precision": precision} if several else {}) | {
+            "n": _n_text(part, metric),
+            "PSNR dB": _db(part["encoded_psnr"].mean()),
+            _auth(metric): _ci(mean[authorized], metric_n(authorized_part, metric)),
+            "auth retention": percent(mean[authorized] / clean_auth) if clean_auth > 0 else "",
+            "auth acc (flat input)": _ci(flat.mean(), metric_n(authorized_part, "accuracy")) if len(flat) else "",
+        } | _unauthorized_columns(part, metric)
         best = strongest.get((authorized, encoder, strength, precision))
         encoding = releases[(authorized, encoder, strength, precision)]
         chosen = None
@@ -502,3 +491,4 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
     from nonxfer_bench.reporting.plots import write_plots
 
     return [md_path, csv_path, *write_theory_plots(records, folder), *write_plots(frame, models, metric, folder, cells)]
+

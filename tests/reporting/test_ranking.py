@@ -90,9 +90,7 @@ def test_the_gap_is_authorized_minus_the_best_unauthorized_over_every_attack_ste
     for encoding, row in rows.items():
         strength = float(encoding.split()[1])
         auth = by_key["patch", strength, "identity", "a"]
-        outcomes = {
-            (c.attack, c.model): c.outcomes.correct_bits() for c in cells if (c.encoder, c.strength) == ("patch", strength) and c.role == "unauthorized"
-        }
+        outcomes = {(c.attack, c.model): c.outcomes.correct_bits() for c in cells if (c.encoder, c.strength) == ("patch", strength) and c.role == "unauthorized"}
         best = max(flags.mean() for flags in outcomes.values())  # the control (right 95% of the time) never counts
         assert gap(row["protection gap"])[0] == round(100 * (auth.accuracy - best), 1)
         # the interval: one paired bootstrap over images of the max over (step, model) of unauthorized minus authorized
