@@ -230,11 +230,50 @@ def _attacks_origin_problem() -> str | None:
     return f"nonxfer_bench is imported from {checkout.parent} but nonxfer_bench.attacks {found}; install this checkout with `pip install -e .`"
 
 
+def _suite_files() -> tuple[Path, list[Path]]:
+    """The suite files ``list suites`` shows: ./suites/*.yaml, else those of the checkout the package runs from."""
+    for folder in (SUITES_DIR.resolve(), Path(__file__).resolve().parents[1] / SUITES_DIR):
+        if files := sorted(folder.glob("*.yaml")):
+            return folder, files
+    return SUITES_DIR.resolve(), []
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it lies below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def list_suites() -> int:
+    """Each suite file with the first sentence of its description."""
+    import textwrap
+
+    import yaml
+
+    from nonxfer_bench.core.registry import first_sentence
+
+    folder, files = _suite_files()
+    if not files:
+        raise UserError(f"list suites: no suite files (*.yaml) in {folder}; run it in a project with a suites/ folder")
+    width = max(len(_shown(path)) for path in files) + 2
+    for path in files:
+        try:
+            data = yaml.safe_load(path.read_text())
+            about = first_sentence(data.get("description")) if isinstance(data, dict) else "(not a suite: no mapping)"
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            about = "(not valid YAML" + (f" at line {mark.line + 1})" if mark else ")")
+        except (OSError, UnicodeDecodeError) as error:
+            about = f"(unreadable: {error})"
+        print(textwrap.fill(f"{_shown(path):{width}s}{about}", 110, subsequent_indent=" " * width))
+    return 0
+
+
 def command_list(args: argparse.Namespace) -> int:
     if args.what == "suites":
-        for path in sorted(SUITES_DIR.glob("*.yaml")):
-            print(path)
-        return 0
+        return list_suites()
     if args.what == "models":
         from nonxfer_bench.loading import load_suite
 

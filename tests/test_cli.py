@@ -72,7 +72,23 @@ def test_list_suites_does_not_import_torch():
     script = "import sys; from nonxfer_bench.cli import main; main(['list', 'suites']); print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [f"suites/{p.name}" for p in sorted((ROOT / "suites").glob("*.yaml"))] + ["False"]
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "False"
+    listed = [line.split()[0] for line in lines[:-1] if not line.startswith(" ")]
+    assert listed == [f"suites/{p.name}" for p in sorted((ROOT / "suites").glob("*.yaml"))]
+    quickstart = next(line for line in lines if line.startswith("suites/quickstart.yaml"))
+    assert "Two authorized models of different stem geometry" in quickstart  # the description's first sentence
+
+
+def test_list_suites_elsewhere_lists_the_checkout_s_suites_by_absolute_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["list", "suites"]) == 0
+    assert str(ROOT / "suites" / "quickstart.yaml") in capsys.readouterr().out
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "mine.yaml").write_text("description: My study. Details follow.\n")
+    (tmp_path / "suites" / "broken.yaml").write_text("description: [unclosed\n")
+    assert main(["list", "suites"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["suites/broken.yaml  (not valid YAML at line 2)", "suites/mine.yaml    My study."]
 
 
 def test_python_dash_m_runs_the_cli():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -95,6 +97,16 @@ def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_s
     # every cell number is the same; only the bound diagnostics (not backed off) record the error instead of failing
     assert {field for field, _ in differences} == {"bound/error"} and all("out of memory" in text for _, text in differences)
     assert set(runner.backoff.sizes.values()) == {12}  # 25 -> 24 -> 16 -> 12, per model
+
+
+def test_a_worker_prints_the_package_s_notices_as_lines_naming_it(tmp_path):
+    script = (
+        "import logging, os; from nonxfer_bench.execution.executors import _init_worker; _init_worker(1, os.getcwd()); "
+        "logging.getLogger('nonxfer_bench.encoders.operator').info('operator encoder: one-time solve, estimated 3 s'); print(os.getpid())"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().endswith(f"worker {done.stdout.strip()}: operator encoder: one-time solve, estimated 3 s")
 
 
 def test_the_command_line_selects_the_executor():

@@ -9,6 +9,7 @@ arrive, so a failed worker loses only the groups it was computing. Every draw is
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import sys
@@ -162,6 +163,14 @@ def _init_worker(threads: int, cwd: str) -> None:
     torch.set_flush_denormal(True)
     if os.path.isdir(cwd):  # relative paths in the suite (weights, data, caches) mean the driver's folder
         os.chdir(cwd)
+    # the package's notices (the operator encoder's one-time solve and its estimate, a basis loaded from the
+    # cache) as lines on the worker's stderr, which the process pool and Ray pass to the driver's terminal
+    logger = logging.getLogger("nonxfer_bench")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"%(asctime)s worker {os.getpid()}: %(message)s", datefmt="%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def worker_device(device: str, assigned_gpus: list) -> str:
