@@ -109,3 +109,23 @@ def _tracking_uri_does_not_leak():
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+def tracked_patch_group(tmp_path: Path, uri: str, experiment: str, models: list[str], strength: float):
+    """A suite of tiny random ResNets (``models``, the first authorized) with one patch encoding, tracked to
+    ``uri``/``experiment``; returns (suite, suite file, its patch group) for logging cells as a group run."""
+    from nonxfer_bench.execution.plan import plan_suite
+    from nonxfer_bench.loading import load_suite
+
+    model = {
+        "arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
+        "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},
+    }  # fmt: skip
+    path = write_yaml(tmp_path / "suite.yaml", {
+        "name": experiment, "dataset": {"name": "digits", "limit": 10}, "zoo": [{"name": name, **model} for name in models],
+        "authorized": [models[0]], "encoders": [{"name": "patch", "strengths": [strength]}], "attacks": [{"name": "identity"}],
+        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")},
+        "tracking": {"uri": uri, "experiment": experiment},
+    })  # fmt: skip
+    suite = load_suite(path)
+    return suite, path, next(g for g in plan_suite(suite) if g.encoder.name == "patch")

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-import yaml
 
 from nonxfer_bench.core.cell import Cell
-from nonxfer_bench.execution.plan import plan_suite
-from nonxfer_bench.loading import load_suite
 from nonxfer_bench.reporting.leaderboard import cells_frame, effect_table, strongest_attack
 from nonxfer_bench.reporting.tracking import Tracker, sqlite_uri
+from tests.conftest import tracked_patch_group
 
 
 def cell(attack, strength, model, accuracy, encoder="patch", authorized="a", psnr=20.0, param=None, role=None):
@@ -66,24 +64,7 @@ def test_controls_are_shown_but_never_counted_as_unauthorized():
 def test_group_run_logs_the_best_attack_metric_and_tag(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = sqlite_uri(tmp_path / "mlflow.db")
-    model = {
-        "arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
-        "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},
-    }  # fmt: skip
-    suite_data = {
-        "name": "strongest",
-        "dataset": {"name": "digits", "limit": 10},
-        "zoo": [{"name": name, **model} for name in "abc"],
-        "authorized": ["a"],
-        "encoders": [{"name": "patch", "strengths": [10.0]}],
-        "attacks": [{"name": "identity"}],
-        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")},
-        "tracking": {"uri": uri, "experiment": "strongest-test"},
-    }
-    path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(suite_data))
-    suite = load_suite(path)
-    group = next(g for g in plan_suite(suite) if g.encoder.name == "patch")
+    suite, path, group = tracked_patch_group(tmp_path, uri, "strongest-test", list("abc"), 10.0)
     with Tracker(suite, path) as tracker:
         tracker.log_group(group, CELLS, None)
     mlflow.set_tracking_uri(uri)

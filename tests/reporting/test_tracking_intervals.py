@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-import yaml
 
-from nonxfer_bench.execution.plan import plan_suite
-from nonxfer_bench.loading import load_suite
 from nonxfer_bench.metrics.statistics import wilson
 from nonxfer_bench.reporting.leaderboard import cells_frame
 from nonxfer_bench.reporting.plots import write_plots
 from nonxfer_bench.reporting.security import security_points
 from nonxfer_bench.reporting.tracking import Tracker, sqlite_uri
 from nonxfer_bench.reporting.uncertainty import aggregate_intervals
+from tests.conftest import tracked_patch_group
 from tests.reporting.synthetic import IMAGES, MODELS, ladder_cells
 
 MEASURED = ("acc.", "agree.", "acc_flat.", "auth.acc", "auth.agree", "unauth.acc", "unauth.agree", "unauth.best_attack", "auth.best_attack", "security.")
@@ -27,24 +25,7 @@ def logged(tmp_path_factory):
     """One patch group of the synthetic ladder logged as a group run, and the plots logged to the parent run."""
     tmp_path = tmp_path_factory.mktemp("tracking")
     uri = sqlite_uri(tmp_path / "mlflow.db")
-    model = {
-        "arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
-        "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},
-    }  # fmt: skip
-    suite_data = {
-        "name": "intervals",
-        "dataset": {"name": "digits", "limit": 10},
-        "zoo": [{"name": name, **model} for name in MODELS],
-        "authorized": ["a"],
-        "encoders": [{"name": "patch", "strengths": [20.0]}],
-        "attacks": [{"name": "identity"}],
-        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")},
-        "tracking": {"uri": uri, "experiment": "intervals-test"},
-    }
-    path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(suite_data))
-    suite = load_suite(path)
-    group = next(g for g in plan_suite(suite) if g.encoder.name == "patch")
+    suite, path, group = tracked_patch_group(tmp_path, uri, "intervals-test", MODELS, 20.0)
     cells = ladder_cells()
     released = [c for c in cells if c.encoder == "patch"]
     plots = write_plots(cells_frame(cells), MODELS, "accuracy", tmp_path / "results", cells)
