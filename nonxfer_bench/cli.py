@@ -247,12 +247,11 @@ def _shown(path: Path) -> str:
 
 
 def list_suites() -> int:
-    """Each suite file with the first sentence of its description."""
+    """Each suite file with the first sentence of its description (read within the suite reader's bounds)."""
     import textwrap
 
-    import yaml
-
     from nonxfer_bench.core.registry import first_sentence
+    from nonxfer_bench.schema.files import read_yaml
 
     folder, files = _suite_files()
     if not files:
@@ -260,13 +259,10 @@ def list_suites() -> int:
     width = max(len(_shown(path)) for path in files) + 2
     for path in files:
         try:
-            data = yaml.safe_load(path.read_text())
+            data = read_yaml(path)
             about = first_sentence(data.get("description")) if isinstance(data, dict) else "(not a suite: no mapping)"
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            about = "(not valid YAML" + (f" at line {mark.line + 1})" if mark else ")")
-        except (OSError, UnicodeDecodeError) as error:
-            about = f"(unreadable: {error})"
+        except UserError as error:
+            about = f"({str(error).removeprefix(str(path)).lstrip(':').strip()})"
         print(textwrap.fill(f"{_shown(path):{width}s}{about}", 110, subsequent_indent=" " * width))
     return 0
 
