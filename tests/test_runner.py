@@ -4,7 +4,9 @@ import pandas as pd
 import pytest
 
 from nonxfer_bench.cli import main
+from nonxfer_bench.core.version import code_version
 from nonxfer_bench.execution.runner import Runner
+from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
 from tests.conftest import digits_suite
@@ -75,3 +77,13 @@ def test_a_control_model_is_stored_with_its_role_and_left_out_of_the_unauthorize
     shown = with_interval(proportion_interval(patch.at["vit_b", "accuracy"], int(patch.at["vit_b", "n"])))
     assert f"| {shown} | {shown} (vit_b) |" in row  # mean and max over vit_b alone
     assert "**Controls** (res)" in board
+
+
+def test_every_stored_cell_records_the_code_that_computed_it(tmp_path, digits_zoo):
+    path = digits_suite(tmp_path, digits_zoo, attacks=[{"name": "identity"}])
+    assert main(["run", str(path), "--no-tracking"]) == 0
+    suite = load_suite(path)
+    stored = CellStore(suite.run_dir() / "cells.jsonl", writable=False).cells.values()
+    assert stored and {cell.code for cell in stored} == {code_version()}
+    header = (suite.results_dir() / "leaderboard.md").read_text().split("\n\n")[1]
+    assert f"cells computed by {code_version()}; tables written by {code_version()}" in header

@@ -64,7 +64,7 @@ class Outcomes(BaseModel):
         return np.ones(self.images, dtype=bool) if self.labeled is None else unpack_bits(self.labeled, self.images)
 
 
-RUN_METADATA = frozenset({"attack_seconds", "device"})  # how a run computed a cell, not what it measured
+RUN_METADATA = frozenset({"attack_seconds", "device", "code"})  # how a run computed a cell, not what it measured
 # attack_param entries that report what a fitted attack found on one release (they differ between NE keys),
 # not which attack step ran: a step's identity leaves them out, so its seeds aggregate into one row
 MEASURED_PARAMS = frozenset({"ratio", "chosen", "authorized_rank", "ranking"})
@@ -119,6 +119,7 @@ class Cell(BaseModel):
     budget_public: int | None = Field(None, description="clean public images the attack used")
     attack_seconds: float | None = Field(None, description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs read from the cache)")
     device: str | None = Field(None, description="device type the attack ran on")
+    code: str | None = Field(None, description="the code that computed the cell (nonxfer_bench.core.version.code_version)")
     bounds: dict[str, Any] = Field({}, description="bound-tightness numbers of a baseline cell, named bound/...")
     outcomes: Outcomes | None = Field(None, description="per-image results; None in stores of schema 1")
 
@@ -153,7 +154,7 @@ class Cell(BaseModel):
         data = self.model_dump(mode="json", exclude={"bounds", "outcomes"}, exclude_none=False)
         for key in ("n_labeled", "accuracy_flat", "accuracy_worst", "accuracy_spread", "accuracy_draws",
                     "agreement_worst", "agreement_spread", "agreement_draws", "tier", "budget_released",
-                    "budget_labelled", "budget_public", "attack_seconds", "device"):  # fmt: skip
+                    "budget_labelled", "budget_public", "attack_seconds", "device", "code"):  # fmt: skip
             if data[key] is None:
                 data.pop(key)  # written only when they apply, as schema 1 did
         if data["precision"] == "fp32":

@@ -26,6 +26,7 @@ from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.device import resolve_device
 from nonxfer_bench.core.environment import gigabytes
 from nonxfer_bench.core.hashing import stable_hash
+from nonxfer_bench.core.version import code_version
 from nonxfer_bench.datasets.base import ImageSet, load_cached
 from nonxfer_bench.execution.backoff import BatchBackOff
 from nonxfer_bench.execution.group import GroupComputation, GroupInputs, GroupServices, Missing
@@ -206,11 +207,12 @@ class Runner:
                 self.on_group(group, [self.store.cells[k] for k in group.cells.values()], None)
         self.progress.plan(self.plan(pending))
         try:
+            code = code_version()  # what computes this run's cells, recorded with each (run metadata)
             for group, cells, sample_rows in self.executor.run(self, pending):
                 sample = self.save_sample(group, sample_rows)  # before the cells: a stored group always has its grid
                 if sample is not None:
                     samples[group.label] = sample
-                self.store.add(cells)
+                self.store.add([cell.model_copy(update={"code": code}) for cell in cells])
                 computed += 1
                 self.progress.group_done(group.label)
                 if self.on_group:

@@ -71,7 +71,7 @@ CELL_COLUMNS = [
     "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
 RESULTS_CELLS = "cells.jsonl"  # the cells of a results folder, per-image outcomes included
-EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes", "precision", "device"]  # in the frame (no-attack step; intervals, paired tests; what ran), not in cells.csv
+EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes", "precision", "device", "code"]  # in the frame (no-attack step; intervals, paired tests; what ran), not in cells.csv
 ENCODING = ["authorized", "encoder", "strength", "precision"]  # one release: a precision is part of the cell key
 
 

@@ -1,25 +1,21 @@
 """What was run, for the first lines of a leaderboard and the HTML report.
 
 Everything comes from the cells and where they were read from, never from the clock: the suite, the
-images per cell, seeds, encodings, attack steps, models, precision and device, the code version and the
+images per cell, seeds, encodings, attack steps, models, precision and device, the code that computed the
+cells and the code that wrote the tables, and the
 UTC date the newest cell was written (the cell store's last change, or the newest MLflow group run's end).
 A rerun that computes nothing therefore writes the same file.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
-import nonxfer_bench
-
-UNKNOWN = "unknown"
-CODE_PATHS = ("nonxfer_bench", "attacks")  # what computes cells; committing results/ does not change the version
+from nonxfer_bench.core.version import UNKNOWN, code_version, git
 
 
 @dataclass(frozen=True)
@@ -42,8 +38,8 @@ class Source:
         """Cells from a results folder's ``cells.jsonl`` (a fresh clone): a checkout does not keep when they were
         written, so the date is the last commit of that file (none when it is not committed as it is)."""
         committed = None
-        if not _git(cells.parent, "status", "--porcelain", "--", cells.name):
-            committed = _git(cells.parent, "log", "-1", "--format=%ct", "--", cells.name)
+        if not git(cells.parent, "status", "--porcelain", "--", cells.name):
+            committed = git(cells.parent, "log", "-1", "--format=%ct", "--", cells.name)
         moment = datetime.fromtimestamp(int(committed), UTC) if committed and committed.isdigit() else None
         return cls(_shown_path(suite_file), _date(moment), "cells committed", _shown_path(cells))
 
@@ -67,33 +63,13 @@ def _date(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d")
 
 
-def _git(folder: Path, *args: str) -> str | None:
-    """``git -C folder args`` output, stripped; None when git is missing, hangs, fails or ``folder`` is no checkout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}  # never another repository's
-    try:
-        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=20, env=env)
-    except (OSError, subprocess.TimeoutExpired):  # no git on the PATH, a hung filesystem
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def code_version() -> str:
-    """The package version and, in a git checkout, the last commit that changed its code (+ a note when that
-    code has uncommitted changes); ``unknown`` for the commit of an installed package."""
-    root = Path(nonxfer_bench.__file__).resolve().parents[1]
-    commit = UNKNOWN
-    if (root / ".git").exists() and (last := _git(root, "log", "-1", "--format=%H", "--", *CODE_PATHS)):
-        commit = last[:12] + (" with uncommitted changes" if _git(root, "status", "--porcelain", "--", *CODE_PATHS) else "")
-    return f"nonxfer-bench {nonxfer_bench.__version__}, git {commit}"
-
-
 def _counted(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def _values(series: pd.Series) -> str:
+def _values(series: pd.Series, separator: str = ", ") -> str:
     """The distinct values of a column, and how many cells lack it (written before it was recorded)."""
-    shown, missing = ", ".join(sorted(str(v) for v in series.dropna().unique())), int(series.isna().sum())
+    shown, missing = separator.join(sorted(str(v) for v in series.dropna().unique())), int(series.isna().sum())
     if not shown:
         return "not recorded"
     return shown + (f" (not recorded for {_counted(missing, 'older cell')})" if missing else "")
@@ -119,7 +95,8 @@ def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> 
         f"{_counted(len(models), 'model')}" + (f" ({controls} control{'s' if controls > 1 else ''})" if controls else ""),
         f"precision {_values(frame['precision'])}",
         f"device {_values(frame['device'])}",
-        f"code {code_version()}",
+        f"cells computed by {_values(frame['code'], ' and ')}",
+        f"tables written by {code_version()}",
         f"{source.written_as} {source.written or UNKNOWN} (UTC)",
     ]
     return "; ".join(parts) + "."

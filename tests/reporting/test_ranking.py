@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from nonxfer_bench.core.cell import Cell, pack_bits
+from nonxfer_bench.core.version import code_version
 from nonxfer_bench.metrics.statistics import bootstrap_over_images
 from nonxfer_bench.reporting.leaderboard import write_leaderboard
-from nonxfer_bench.reporting.provenance import Source, code_version
+from nonxfer_bench.reporting.provenance import Source
 
 N = 400
 GAP = re.compile(r"^([+-]\d+\.\d)(?: \[([+-]\d+\.\d), ([+-]\d+\.\d)\])?$")
@@ -145,9 +146,13 @@ def test_the_header_says_what_was_run_from_the_cells_and_the_store_not_the_clock
     summary = first.split("\n\n")[1]
     assert summary.startswith("**What was run**: suite `s` (`")
     for part in (f"{N} images per cell", "1 seed (0)", "2 encodings of 1 authorized model", "2 attack steps of 2 attacks",
-                 "4 models (1 control)", "precision fp32", "device cpu", f"code {code_version()}", "newest cell written 2026-03-04 (UTC)"):  # fmt: skip
+                 "4 models (1 control)", "precision fp32", "device cpu", "cells computed by not recorded", f"tables written by {code_version()}",
+                 "newest cell written 2026-03-04 (UTC)"):  # fmt: skip
         assert part in summary
     assert code_version().startswith("nonxfer-bench ") and " git " in code_version()
+    stamped = [c.model_copy(update={"code": "nonxfer-bench 0.1.0, git 0123456789ab"}) for c in cells[:3]] + cells[3:]
+    summary = write_leaderboard("s", stamped, MODELS, tmp_path / "stamped", source=source)[0].read_text().split("\n\n")[1]
+    assert f"cells computed by nonxfer-bench 0.1.0, git 0123456789ab (not recorded for {len(cells) - 3} older cells)" in summary
     again = write_leaderboard("s", cells, MODELS, tmp_path / "two", source=source)[0].read_text()
     assert again == first  # nothing from the clock: a rerun that computes nothing writes the same file
     assert "keep fractions in [0, 1]" in first and "in %" in first
