@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nonxfer_bench.core.atomic import atomic_path
-from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.core.cell import Cell, step_texts
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.execution.store import CellStore
@@ -55,9 +55,9 @@ def _timing(what: str, values: list[float]) -> Timing:
 def attack_timings(cells: list[Cell], prefix: str = "") -> list[Timing]:
     """Attack-stage seconds per 1,000 images for each attack step, one value per group that computed it."""
     per_step: dict[str, dict[str, float]] = {}
-    for cell in cells:
+    for cell, variant in zip(cells, step_texts(cells)):  # one entry per attack step, budgets of a sweep apart
         if cell.attack_seconds and cell.n:
-            step = prefix + (cell.attack if cell.baseline else f"{cell.attack} {cell.attack_strength:g}")
+            step = prefix + (cell.attack if cell.baseline else " ".join(filter(None, [f"{cell.attack} {cell.attack_strength:g}", variant])))
             per_step.setdefault(step, {})[cell.group] = 1000 * cell.attack_seconds / cell.n
     return sorted((_timing(step, list(groups.values())) for step, groups in per_step.items()), key=lambda t: -t.median)
 
@@ -159,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         plan = plan_suite(suite)
         keys = {key for group in plan for key in group.cells.values()}
-        cells = _planned_cells(suite.run_dir() / "cells.jsonl", keys) or _planned_cells(suite.results_dir() / RESULTS_CELLS, keys)
+        stores = [suite.run_dir() / "cells.jsonl", suite.results_dir() / RESULTS_CELLS]
+        cells = _planned_cells(stores[0], keys) or _planned_cells(stores[1], keys)
         if not cells:
-            parser.error(f"{suite.run_dir().resolve() / 'cells.jsonl'}: no finished cells of {path}; run it first")
+            parser.error(f"no finished cells of {path} in {stores[0].resolve()} or {stores[1].resolve()}; run it first")
         prefix = f"{suite.name}: " if len(args.suites) > 1 else ""
         attacks += attack_timings(cells, prefix)
         groups += group_timings(suite.run_dir() / "run.log", cells, {group.label for group in plan}, prefix)

@@ -260,7 +260,8 @@ def list_suites() -> int:
     for path in files:
         try:
             data = read_yaml(path)
-            about = first_sentence(data.get("description")) if isinstance(data, dict) else "(not a suite: no mapping)"
+            description = data.get("description") if isinstance(data, dict) else None
+            about = first_sentence(description) if isinstance(description, str) else "(no description)"
         except UserError as error:
             about = f"({str(error).removeprefix(str(path)).lstrip(':').strip()})"
         print(textwrap.fill(f"{_shown(path):{width}s}{about}", 110, subsequent_indent=" " * width))

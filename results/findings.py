@@ -42,14 +42,15 @@ def compare(suite: str, pairs: list[tuple[str, str]]) -> None:
         for encoder, baseline in pairs:
             strengths = sorted(set(plain.loc[plain.encoder == encoder, "strength"]) & set(plain.loc[plain.encoder == baseline, "strength"]))
             for strength in strengths:
-                lines = []
+                lines, n = [], 0
                 for role, models in (("unauth mean", unauthorized), ("auth", [authorized])):
                     first, second = _matrix(plain, authorized, baseline, strength, models), _matrix(plain, authorized, encoder, strength, models)
                     if first is None or second is None or first[0] != second[0]:
                         continue
                     lines.append(f"{role} {_text(paired_gain(first[1], second[1]))}")
-                n = second[1].shape[1] if lines else 0
-                print(f"{suite}: {authorized} {encoder} - {baseline} at {strength:g} dB (n = {n}): " + "; ".join(lines))
+                    n = second[1].shape[1]
+                if lines:  # both releases exist for this authorized model, with per-image outcomes
+                    print(f"{suite}: {authorized} {encoder} - {baseline} at {strength:g} dB (n = {n}): " + "; ".join(lines))
 
 
 if __name__ == "__main__":

@@ -87,10 +87,12 @@ def test_list_suites_elsewhere_lists_the_checkout_s_suites_by_absolute_path(tmp_
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "mine.yaml").write_text("description: My study. Details follow.\n")
     (tmp_path / "suites" / "broken.yaml").write_text("description: [unclosed\n")
+    (tmp_path / "suites" / "dated.yaml").write_text("description: 2024\n")
     (tmp_path / "suites" / "laughs.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")))
     assert main(["list", "suites"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "suites/broken.yaml  (line 2 not valid YAML (expected ',' or ']', but got '<stream end>'))",
+        "suites/dated.yaml   (no description)",
         "suites/laughs.yaml  (expands to more than 100,000 values through YAML aliases; refusing to read it)",  # bounded, like run
         "suites/mine.yaml    My study.",
     ]

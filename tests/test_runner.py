@@ -79,11 +79,12 @@ def test_a_control_model_is_stored_with_its_role_and_left_out_of_the_unauthorize
     assert "**Controls** (res)" in board
 
 
-def test_every_stored_cell_records_the_code_that_computed_it(tmp_path, digits_zoo):
-    path = digits_suite(tmp_path, digits_zoo, attacks=[{"name": "identity"}])
+def test_every_stored_cell_records_the_code_that_computed_it_and_its_suite_entry(tmp_path, digits_zoo):
+    path = digits_suite(tmp_path, digits_zoo, attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.5], "params": {"max_sigma": 1.5}}])
     assert main(["run", str(path), "--no-tracking"]) == 0
     suite = load_suite(path)
     stored = CellStore(suite.run_dir() / "cells.jsonl", writable=False).cells.values()
     assert stored and {cell.code for cell in stored} == {code_version()}
+    assert {cell.attack: cell.attack_config for cell in stored} == {"identity": {}, "blur": {"max_sigma": 1.5}}  # the suite entry's params
     header = (suite.results_dir() / "leaderboard.md").read_text().split("\n\n")[1]
     assert f"cells computed by {code_version()}; tables written by {code_version()}" in header

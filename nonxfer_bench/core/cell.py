@@ -67,7 +67,7 @@ class Outcomes(BaseModel):
 RUN_METADATA = frozenset({"attack_seconds", "device", "code"})  # how a run computed a cell, not what it measured
 # attack_param entries that report what a fitted attack found on one release (they differ between NE keys),
 # not which attack step ran: a step's identity leaves them out, so its seeds aggregate into one row
-MEASURED_PARAMS = frozenset({"ratio", "chosen", "authorized_rank", "ranking"})
+MEASURED_PARAMS = frozenset({"ratio", "chosen", "authorized_rank", "ranking", "fold_gain"})
 
 
 class Cell(BaseModel):
@@ -91,6 +91,7 @@ class Cell(BaseModel):
     attack: str
     attack_strength: float
     attack_param: dict[str, Any] = {}
+    attack_config: dict[str, Any] = Field({}, description="the suite's params of this attack entry: tells two entries of one attack apart")
     baseline: bool
     model: str
     role: Role
@@ -159,8 +160,30 @@ class Cell(BaseModel):
                 data.pop(key)  # written only when they apply, as schema 1 did
         if data["precision"] == "fp32":
             data.pop("precision")  # fp32 records keep the layout they always had
+        if not data["attack_config"]:
+            data.pop("attack_config")
         data |= self.bounds
         data["schema"] = SCHEMA
         if self.outcomes is not None:
             data["outcomes"] = self.outcomes.model_dump(mode="json", exclude_none=True)
         return data
+
+
+def param_text(params: dict[str, Any]) -> str:
+    """``k=v`` pairs sorted by key, as the tables show an attack's parameters."""
+    return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
+
+
+def step_texts(cells: list[Cell]) -> list[str]:
+    """Each cell's attack step as text (``quality=50``, ``dims=18 public=2000 released=100``): its
+    :meth:`Cell.step_param`. Where two entries of one attack at one strength would read the same in a group
+    (e.g. two candidate lists of a surrogate), the suite params that tell them apart are added."""
+    texts = [param_text(cell.step_param()) for cell in cells]
+    configs: dict[tuple, set[str]] = {}
+    for cell, text in zip(cells, texts):
+        configs.setdefault((cell.group, cell.model, cell.attack, cell.attack_strength, text), set()).add(param_text(cell.attack_config))
+    for i, (cell, text) in enumerate(zip(cells, texts)):
+        if len(configs[cell.group, cell.model, cell.attack, cell.attack_strength, text]) > 1:
+            shown = cell.step_param()
+            texts[i] = " ".join(filter(None, [text, param_text({k: v for k, v in cell.attack_config.items() if k not in shown})]))
+    return texts

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 import nonxfer_bench
@@ -26,6 +27,7 @@ def git(folder: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+@lru_cache(maxsize=1)  # two git calls; a process runs one version of the code
 def code_version() -> str:
     """The package version and, in a git checkout, the last commit that changed its code (+ a note when that
     code has uncommitted changes); ``unknown`` for the commit of an installed package."""

@@ -340,6 +340,7 @@ class GroupComputation:
                     attack=step.spec.name,
                     attack_strength=step.strength,
                     attack_param=attack.parameter(step.strength),
+                    attack_config=step.spec.params,
                     baseline=attack.baseline,
                     model=model_name,
                     role=role,

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from nonxfer_bench.core.cell import Cell, Role
+from nonxfer_bench.core.cell import Cell, Role, step_texts
 from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
 
 TIERS = ["none", "method", "architecture", "public_weights", "white_box", "labelled_nes"]  # attacks.threat.Tier, in order
 BREAK_FRACTION = 0.9
 ENCODING = ["authorized", "encoder", "strength", "storage", "precision"]
-STEP = ["attack", "attack_strength", "param", "baseline", "tier", "nes", "budget_public"]  # param: two steps of one attack differ
+STEP = ["attack", "attack_strength", "param", "variant", "baseline", "tier", "nes", "budget_public"]  # param, variant: two steps of one attack differ
 NOT_BROKEN = "not broken"
 STEP_PARAMS = ("scope",)  # attack_param entries that name a variant rather than report a measurement
 
@@ -37,10 +37,10 @@ def _frame(cells: list[Cell]) -> pd.DataFrame:
             "authorized": c.authorized, "encoder": c.encoder, "strength": c.strength, "storage": c.storage, "precision": c.precision, "attack": c.attack,
             "attack_strength": c.attack_strength, "param": _param(c), "tier": c.tier, "nes": (c.budget_released or 0) + (c.budget_labelled or 0),
             "budget_public": c.budget_public or 0, "accuracy": c.accuracy,
-            "baseline": c.baseline, "chosen": c.attack_param.get("chosen"), "group": c.group,
+            "baseline": c.baseline, "chosen": c.attack_param.get("chosen"), "group": c.group, "variant": variant,
             "n": c.n_labeled if c.n_labeled is not None else c.n,
         }
-        for c in cells
+        for c, variant in zip(cells, step_texts(cells))  # the leaderboard's step identity: its steps, not fewer
         if c.role == Role.UNAUTHORIZED and c.tier is not None and c.accuracy is not None
     ]  # fmt: skip
     return pd.DataFrame(rows)

@@ -48,7 +48,7 @@ from pathlib import Path
 import pandas as pd
 
 from nonxfer_bench.core.atomic import atomic_write
-from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.core.cell import Cell, param_text, step_texts
 from nonxfer_bench.execution.store import lines
 from nonxfer_bench.metrics.statistics import holm, seed_summary
 from nonxfer_bench.reporting.provenance import Source, run_summary
@@ -71,20 +71,19 @@ CELL_COLUMNS = [
     "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
 RESULTS_CELLS = "cells.jsonl"  # the cells of a results folder, per-image outcomes included
-EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes", "precision", "device", "code"]  # in the frame (no-attack step; intervals, paired tests; what ran), not in cells.csv
+EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes", "precision", "device", "code", "cell_param"]  # in the frame (no-attack step; intervals, paired tests; what ran), not in cells.csv
 ENCODING = ["authorized", "encoder", "strength", "precision"]  # one release: a precision is part of the cell key
 
 
 def cells_frame(cells: list[Cell]) -> pd.DataFrame:
     """One row per cell: the ``CELL_COLUMNS`` of ``cells.csv`` plus ``EXTRA_COLUMNS``."""
-    frame = pd.DataFrame([cell.record() | {"attack_param": cell.step_param()} for cell in cells])
+    frame = pd.DataFrame([cell.record() | {"attack_param": step, "cell_param": param_text(cell.attack_param)} for cell, step in zip(cells, step_texts(cells))])
     for column in CELL_COLUMNS + EXTRA_COLUMNS:
         if column not in frame:
             frame[column] = None
     if "storage" in frame:  # an encoding stored in another format is its own row: "patch/png8"
         stored = frame["storage"].notna() & (frame["storage"] != "float32")
         frame.loc[stored, "encoder"] = frame.loc[stored, "encoder"] + "/" + frame.loc[stored, "storage"]
-    frame["attack_param"] = frame["attack_param"].map(lambda p: " ".join(f"{k}={v}" for k, v in sorted(p.items())) if isinstance(p, dict) else "")
     frame["precision"] = frame["precision"].fillna("fp32")  # fp32 records leave it out
     for column in ("accuracy", "agreement", "accuracy_flat"):  # None (unlabeled) becomes NaN
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -441,7 +440,8 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
             "model's prediction on the released/attacked image equals its own prediction on the clean image. "
             "The `clean` rows are 100 by definition.\n\n" + notes
         )
-    atomic_write(csv_path, frame.drop(columns=["key", *EXTRA_COLUMNS]).to_csv(index=False, float_format="%.4f"))
+    per_cell = frame.assign(attack_param=frame.cell_param)  # cells.csv: each cell's own parameters, measurements included
+    atomic_write(csv_path, per_cell.drop(columns=["key", *EXTRA_COLUMNS]).to_csv(index=False, float_format="%.4f"))
     atomic_write(folder / RESULTS_CELLS, lines(sorted(cells, key=lambda cell: cell.key)))
     above, below = ranking_text(metric, paired, seeds)
     text = [

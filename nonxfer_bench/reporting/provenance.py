@@ -67,12 +67,12 @@ def _counted(count: int, noun: str) -> str:
     return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
-def _values(series: pd.Series, separator: str = ", ") -> str:
+def _values(series: pd.Series, separator: str = ", ", missing: str = "not recorded") -> str:
     """The distinct values of a column, and how many cells lack it (written before it was recorded)."""
-    shown, missing = separator.join(sorted(str(v) for v in series.dropna().unique())), int(series.isna().sum())
+    shown, lacking = separator.join(sorted(str(v) for v in series.dropna().unique())), int(series.isna().sum())
     if not shown:
-        return "not recorded"
-    return shown + (f" (not recorded for {_counted(missing, 'older cell')})" if missing else "")
+        return missing
+    return shown + (f" (not recorded for {_counted(lacking, 'older cell')})" if lacking else "")
 
 
 def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> str:
@@ -95,7 +95,7 @@ def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> 
         f"{_counted(len(models), 'model')}" + (f" ({controls} control{'s' if controls > 1 else ''})" if controls else ""),
         f"precision {_values(frame['precision'])}",
         f"device {_values(frame['device'])}",
-        f"cells computed by {_values(frame['code'], ' and ')}",
+        f"cells computed by {_values(frame['code'], ' and ', missing='unknown code (not recorded)')}",
         f"tables written by {code_version()}",
         f"{source.written_as} {source.written or UNKNOWN} (UTC)",
     ]

@@ -119,6 +119,17 @@ def test_what_a_fitted_attack_measured_differs_between_seeds_but_does_not_split_
     assert tables(text)["Protection ranking"][0]["seeds"] == "2"
     blur = [row for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"]
     assert len(blur) == 1 and blur[0]["param"] == "dims=18"  # one step over both seeds; its settings, not its measurements
+    per_cell = (tmp_path / "cells.csv").read_text()
+    assert "dims=18 ratio=1.0" in per_cell and "dims=18 ratio=1.1" in per_cell  # cells.csv: each cell's own measurements
+
+
+def test_two_entries_of_one_attack_that_read_the_same_stay_two_steps(tmp_path):
+    cells = release("clean", 0.0, CLEAN) + release("patch", 20.0, STRONG)
+    entries = [c.model_copy(update={"attack_config": {"candidates": names}, "key": c.key + names[-1], "attack_param": {"removed": 1.0, "chosen": "b"}})
+               for c in cells if c.attack == "blur" for names in (["b", "c"], ["b", "d"])]  # fmt: skip
+    text = write_leaderboard("s", [c for c in cells if c.attack != "blur"] + entries, MODELS, tmp_path)[0].read_text()
+    blur = sorted(row["param"] for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5")
+    assert blur == ["removed=1.0 candidates=['b', 'c']", "removed=1.0 candidates=['b', 'd']"]  # the settings, then what tells them apart
 
 
 def test_each_budget_of_a_sweep_is_its_own_attack_step(tmp_path):
@@ -146,7 +157,7 @@ def test_the_header_says_what_was_run_from_the_cells_and_the_store_not_the_clock
     summary = first.split("\n\n")[1]
     assert summary.startswith("**What was run**: suite `s` (`")
     for part in (f"{N} images per cell", "1 seed (0)", "2 encodings of 1 authorized model", "2 attack steps of 2 attacks",
-                 "4 models (1 control)", "precision fp32", "device cpu", "cells computed by not recorded", f"tables written by {code_version()}",
+                 "4 models (1 control)", "precision fp32", "device cpu", "cells computed by unknown code (not recorded)", f"tables written by {code_version()}",
                  "newest cell written 2026-03-04 (UTC)"):  # fmt: skip
         assert part in summary
     assert code_version().startswith("nonxfer-bench ") and " git " in code_version()
