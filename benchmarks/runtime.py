@@ -92,8 +92,11 @@ def _panel(axis, timings: list[Timing], title: str) -> None:
     medians = [t.median for t in timings][::-1]
     errors = [[t.median - t.low for t in timings][::-1], [t.high - t.median for t in timings][::-1]]
     axis.barh(labels, medians, xerr=errors, color="#4c72b0", ecolor="#333333", capsize=3)
-    axis.set_xscale("log")
-    axis.set_xlabel("wall seconds per 1,000 images (median, range)", fontsize=10)
+    values = [t.low for t in timings if t.low > 0] + [t.high for t in timings]
+    logarithmic = bool(values) and max(values) > 20 * min(values)  # a log axis only where the bars span decades
+    if logarithmic:
+        axis.set_xscale("log")
+    axis.set_xlabel("wall seconds per 1,000 images (median, range)" + (", log" if logarithmic else ""), fontsize=10)
     axis.set_title(title, fontsize=12)
     axis.tick_params(labelsize=10)
 
@@ -106,18 +109,19 @@ def write_figure(attacks: list[Timing], groups: list[Timing], machine: str, path
 
     panels = [(attacks, "attack stage, per attack step"), (groups, "whole encoding group, per encoder")]
     panels = [(timings, title) for timings, title in panels if timings]
-    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.32 * max(len(t) for t, _ in panels) + 2.2), squeeze=False)
+    figure, axes = plt.subplots(
+        1, len(panels), figsize=(7.5 * len(panels), 0.32 * max(len(t) for t, _ in panels) + 2.2), squeeze=False, layout="constrained"
+    )
     for axis, (timings, title) in zip(axes[0], panels):
         _panel(axis, timings, title)
     figure.suptitle(f"Run time on {machine}", fontsize=12)
-    figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=110, format="png", metadata={"Software": None})
     plt.close(figure)
     return path
 
 
-def markdown(attacks: list[Timing], groups: list[Timing], machine: str, suites: list[Path]) -> str:
+def markdown(attacks: list[Timing], groups: list[Timing], machine: str, suites: list[Path], unlogged: list[str] = ()) -> str:
     lines = [
         "# Run time",
         "",
@@ -134,7 +138,10 @@ def markdown(attacks: list[Timing], groups: list[Timing], machine: str, suites: 
         if not timings:
             lines += [f"## {title}", "", f"Not measured: {missing}.", ""]
             continue
-        lines += [f"## {title}", "", "| | groups | s / 1,000 images | range |", "|---|---|---|---|"]
+        lines += [f"## {title}", ""]
+        if timings is groups and unlogged:
+            lines += [f"Not measured for {', '.join(f'`{name}`' for name in unlogged)}: no run log (runs/<suite>/run.log).", ""]
+        lines += ["| | groups | s / 1,000 images | range |", "|---|---|---|---|"]
         lines += [f"| {t.what} | {t.groups} | {t.median:.2f} | [{t.low:.2f}, {t.high:.2f}] |" for t in timings]
         lines.append("")
     return "\n".join(lines)
@@ -152,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     attacks: list[Timing] = []
     groups: list[Timing] = []
+    unlogged: list[str] = []
     for path in args.suites:
         try:
             suite = load_suite(path, require_weights=False)
@@ -165,11 +173,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no finished cells of {path} in {stores[0].resolve()} or {stores[1].resolve()}; run it first")
         prefix = f"{suite.name}: " if len(args.suites) > 1 else ""
         attacks += attack_timings(cells, prefix)
-        groups += group_timings(suite.run_dir() / "run.log", cells, {group.label for group in plan}, prefix)
+        logged = group_timings(suite.run_dir() / "run.log", cells, {group.label for group in plan}, prefix)
+        groups += logged
+        unlogged += [] if logged else [suite.name]
     args.out.mkdir(parents=True, exist_ok=True)
     write_figure(attacks, groups, args.machine, args.out / "runtime.png")
     with atomic_path(args.out / "RUNTIME.md") as temporary:
-        temporary.write_text(markdown(attacks, groups, args.machine, args.suites) + "\n")
+        temporary.write_text(markdown(attacks, groups, args.machine, args.suites, unlogged) + "\n")
     print(f"wrote {args.out / 'runtime.png'} and {args.out / 'RUNTIME.md'}")
     return 0
 

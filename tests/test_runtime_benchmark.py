@@ -73,3 +73,9 @@ def test_the_script_reads_a_finished_suite_and_writes_a_figure_and_a_table(tmp_p
     with pytest.raises(SystemExit) as exit_info:
         runtime.main([str(tmp_path / "nowhere.yaml"), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "nowhere.yaml" in capsys.readouterr().err
+
+
+def test_the_table_names_a_suite_whose_run_log_is_missing():
+    logged = runtime.Timing("subset: patch", 6, 21.5, 20.9, 22.7)
+    table = runtime.markdown([], [logged], "test box", [Path("full.yaml"), Path("subset.yaml")], ["full"])
+    assert "Not measured for `full`: no run log" in table and "| subset: patch | 6 | 21.50 | [20.90, 22.70] |" in table
