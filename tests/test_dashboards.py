@@ -347,8 +347,10 @@ def test_stopping_ui_by_its_pid_stops_the_server_and_every_child(tmp_path, monke
         while any(_alive(pid) for pid in tree) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not [pid for pid in tree if _alive(pid)], log.read_text()[-2000:]
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", port))  # nothing serves the port any more
+        with socket.socket() as probe:  # as a server binds (uvicorn, the next `ui`): closed connections in
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT do not hold the port,
+            probe.bind(("127.0.0.1", port))  # a listener still would: nothing serves the port any more
+            probe.listen()
     finally:
         for pid in [process.pid, *tree]:
             if _alive(pid):
