@@ -176,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         logged = group_timings(suite.run_dir() / "run.log", cells, {group.label for group in plan}, prefix)
         groups += logged
         unlogged += [] if logged else [suite.name]
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_figure(attacks, groups, args.machine, args.out / "runtime.png")
-    with atomic_path(args.out / "RUNTIME.md") as temporary:
-        temporary.write_text(markdown(attacks, groups, args.machine, args.suites, unlogged) + "\n")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_figure(attacks, groups, args.machine, args.out / "runtime.png")
+        with atomic_path(args.out / "RUNTIME.md") as temporary:
+            temporary.write_text(markdown(attacks, groups, args.machine, args.suites, unlogged) + "\n")
+    except OSError as error:  # an --out that cannot be written: one line, nothing half written (atomic)
+        parser.error(f"--out {args.out}: cannot write there ({error.strerror or error})")
     print(f"wrote {args.out / 'runtime.png'} and {args.out / 'RUNTIME.md'}")
     return 0
 

@@ -73,6 +73,10 @@ def test_the_script_reads_a_finished_suite_and_writes_a_figure_and_a_table(tmp_p
     with pytest.raises(SystemExit) as exit_info:
         runtime.main([str(tmp_path / "nowhere.yaml"), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "nowhere.yaml" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        runtime.main([str(suite), "--out", str(tmp_path / "a-file" / "out")])
+    assert exit_info.value.code == 2 and "cannot write there" in capsys.readouterr().err
 
 
 def test_the_table_names_a_suite_whose_run_log_is_missing():
