@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.environment import check_environment
-from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.core.errors import UserError, excerpt, shown_path
 from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
 from nonxfer_bench.execution import EXECUTOR_NAMES
 
@@ -238,14 +238,6 @@ def _suite_files() -> tuple[Path, list[Path]]:
     return SUITES_DIR.resolve(), []
 
 
-def _shown(path: Path) -> str:
-    """``path`` relative to the current folder when it lies below it, else absolute."""
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 def list_suites() -> int:
     """Each suite file with the first sentence of its description (read within the suite reader's bounds)."""
     import textwrap
@@ -256,7 +248,7 @@ def list_suites() -> int:
     folder, files = _suite_files()
     if not files:
         raise UserError(f"list suites: no suite files (*.yaml) in {folder}; run it in a project with a suites/ folder")
-    width = max(len(_shown(path)) for path in files) + 2
+    width = max(len(shown_path(path)) for path in files) + 2
     for path in files:
         try:
             data = read_yaml(path)
@@ -264,7 +256,7 @@ def list_suites() -> int:
             about = first_sentence(description) if isinstance(description, str) else "(no description)"
         except UserError as error:
             about = f"({str(error).removeprefix(str(path)).lstrip(':').strip()})"
-        print(textwrap.fill(f"{_shown(path):{width}s}{about}", 110, subsequent_indent=" " * width))
+        print(textwrap.fill(f"{shown_path(path):{width}s}{about}", 110, subsequent_indent=" " * width))
     return 0
 
 

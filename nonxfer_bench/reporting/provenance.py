@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nonxfer_bench.core.errors import shown_path
 from nonxfer_bench.core.version import UNKNOWN, code_version, git
 
 
@@ -31,7 +32,7 @@ class Source:
     def store(cls, suite_file: Path, store: Path) -> Source:
         """Cells from a cell store: it is only ever appended to, so its last change is the newest cell."""
         written = datetime.fromtimestamp(store.stat().st_mtime, UTC) if store.is_file() else None
-        return cls(_shown_path(suite_file), _date(written))
+        return cls(shown_path(suite_file), _date(written))
 
     @classmethod
     def results(cls, suite_file: Path, cells: Path) -> Source:
@@ -41,22 +42,13 @@ class Source:
         if not git(cells.parent, "status", "--porcelain", "--", cells.name):
             committed = git(cells.parent, "log", "-1", "--format=%ct", "--", cells.name)
         moment = datetime.fromtimestamp(int(committed), UTC) if committed and committed.isdigit() else None
-        return cls(_shown_path(suite_file), _date(moment), "cells committed", _shown_path(cells))
+        return cls(shown_path(suite_file), _date(moment), "cells committed", shown_path(cells))
 
     @classmethod
     def mlflow(cls, suite_file: Path | None, groups: pd.DataFrame) -> Source:
         """Cells read back from MLflow group runs (a ``search_runs`` frame): the newest run's end."""
         ends = pd.to_datetime(groups.get("end_time", pd.Series(dtype="datetime64[ns, UTC]")), utc=True).dropna()
-        return cls(_shown_path(suite_file) if suite_file else None, _date(ends.max().to_pydatetime() if len(ends) else None))
-
-
-def _shown_path(path: Path) -> str:
-    """The suite file relative to the current folder when it lies below it, so a committed file names no machine."""
-    resolved = path.resolve()
-    try:
-        return str(resolved.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+        return cls(shown_path(suite_file) if suite_file else None, _date(ends.max().to_pydatetime() if len(ends) else None))
 
 
 def _date(moment: datetime | None) -> str | None:
