@@ -12,10 +12,13 @@
 4. projection: imagenet.yaml's whole grid on ``--project-images`` images, scaled to the 50,000 of ImageNet-val
    (``--quick``, the CPU default: one encoding and two attacks, scaled to the grid's encodings);
 5. precision: fp32 against bf16 top-1 agreement per model;
-6. imagenet-mini (real weights, the ``imagenet`` extra) in fp32 and in ``--precision``, if installed
+6. trained weights in fp32 and in ``--precision``: per-image agreement of correctness and time, for the Fashion-MNIST
+   zoo (suites/quickstart.yaml's encoders and its attacks that need no extra package, on ``--trained-images`` test
+   images; Fashion-MNIST from ``--fashion-root``) and for imagenet-mini (the ``imagenet`` extra), where installed
    (``--quick``: one encoding, two attacks, two images);
-7. on CUDA, the tests marked ``cuda`` (pytest -m cuda).
-Writes gpu.json and gpu.md under ``--out``. On the CPU the zoo defaults to mobilenetv2 (authorized) and
+7. on CUDA, the tests marked ``cuda`` (after the encoders: before the long sections).
+Writes gpu.json and gpu.md under ``--out`` after every section, so a run stopped at a time limit keeps the
+sections it finished. On a lent GPU machine, run it through benchmarks/gpu.sh (see benchmarks/gpu_bundle.py). On the CPU the zoo defaults to mobilenetv2 (authorized) and
 efficientnet_b0 (``--models`` chooses), so that the dry check takes minutes.
 Every suite here runs without its bound diagnostics (``bounds: false``, as ``run --no-bounds``): they are a
 fixed cost per encoding (local Lipschitz estimates through every model on the first batch) that a bare loop
@@ -47,8 +50,10 @@ from scale import write_suite  # noqa: E402
 
 IMAGENET = ROOT / "suites" / "imagenet.yaml"
 MINI = ROOT / "suites" / "imagenet-mini.yaml"
+QUICKSTART = ROOT / "suites" / "quickstart.yaml"
+PLAIN_ATTACKS = ("identity", "jpeg_pil", "jpeg_kornia", "resize", "blur", "quantize", "cutout")  # no training, no extra package
 SIZES = [(500, 375), (500, 333), (375, 500), (500, 500), (333, 500), (640, 480), (500, 400), (800, 600)]  # common ImageNet-val sizes
-CPU_MODELS = ["mobilenetv2", "efficientnet_b0"]  # the dry check: the cheapest two (mobilenetv2 authorized)
+CPU_MODELS = ["mobilenetv2", "efficientnet_b0"]  # the dry check: the cheapest two (efficientnet_b0, first in the zoo, authorized)
 FULL_VAL = 50_000
 
 
@@ -252,31 +257,42 @@ def bench_projection(folder: Path, dataset: dict, zoo: list[dict], authorized: s
     return row
 
 
-def bench_mini(folder: Path, device: str, precision: str, quick: bool) -> dict:
-    """imagenet-mini (real weights) in fp32 and in ``precision``: wall time and the largest accuracy difference."""
+def bench_trained(source: Path, folder: Path, device: str, precision: str, quick: bool, images: int | None = None,
+                  attacks: tuple[str, ...] | None = None, dataset_root: str | None = None) -> dict:
+    """A suite with trained weights (``source``) in fp32 and in ``precision``: wall time, per-image agreement of
+    correctness and the largest accuracy difference. ``images``, ``attacks`` and ``dataset_root`` narrow it to what
+    the machine has and the time allows (``quick``: one encoding, two attacks, two images)."""
     from nonxfer_bench.core.errors import UserError
 
-    data = yaml.safe_load(MINI.read_text())
+    data = yaml.safe_load(source.read_text())
+    if attacks is not None:
+        data["attacks"] = [entry for entry in data["attacks"] if entry["name"] in attacks]
+    if isinstance(data["zoo"], str):  # a zoo file beside the suite: the copy below lives elsewhere
+        data["zoo"] = str((source.parent / data["zoo"]).resolve())
+    if images is not None:
+        data["dataset"] = {**data["dataset"], "limit": images}
+    if dataset_root is not None:
+        data["dataset"] = {**data["dataset"], "params": {**data["dataset"].get("params", {}), "root": dataset_root}}
     if quick:
         data = reduce_grid(data) | {"dataset": {**data["dataset"], "limit": 2}}
     data.pop("threads", None)
     data["output"] = {"dir": str(folder / "runs"), "results": str(folder / "results"), "sample_images": 0}
     data["tracking"] = {"enabled": False}
     data["bounds"] = False
-    path = write_yaml(folder / "imagenet-mini.yaml", data)
+    path = write_yaml(folder / source.name, data)
     try:
         runs = {p: suite_run(path, device, p) for p in dict.fromkeys(["fp32", precision if precision != "fp32" else "bf16"])}
-    except UserError as error:  # the imagenet extra is not installed here
-        print(f"imagenet-mini: skipped ({error})", flush=True)
+    except UserError as error:  # its data or weights are not installed here
+        print(f"{source.stem}: skipped ({error})", flush=True)
         return {"skipped": str(error)}
     (fp32_s, fp32_cells), (other_s, other_cells) = runs.values()
     twins = {(c.encoder, c.strength, c.attack, c.attack_strength, c.model): c for c in other_cells}
     pairs = [(c, twins[(c.encoder, c.strength, c.attack, c.attack_strength, c.model)]) for c in fp32_cells]
     same = sum(int((a.outcomes.correct_bits() == b.outcomes.correct_bits()).sum()) for a, b in pairs)
-    row = {"cells": len(fp32_cells), "fp32_s": fp32_s, "other_precision": list(runs)[1], "other_s": other_s,
+    row = {"suite": source.name, "cells": len(fp32_cells), "fp32_s": fp32_s, "other_precision": list(runs)[1], "other_s": other_s,
            "max_accuracy_difference": max((abs(a.accuracy - b.accuracy) for a, b in pairs if a.accuracy is not None), default=0.0),
            "image_agreement": same / sum(a.n for a, _ in pairs), "images": pairs[0][0].n}
-    print(f"imagenet-mini: {row['cells']} cells of {row['images']} images, fp32 {fp32_s:.1f} s, {row['other_precision']} {other_s:.1f} s, "
+    print(f"{source.stem}: {row['cells']} cells of {row['images']} images, fp32 {fp32_s:.1f} s, {row['other_precision']} {other_s:.1f} s, "
           f"per-image correctness agrees on {row['image_agreement']:.1%}", flush=True)
     return row
 
@@ -291,14 +307,25 @@ def attempt(name: str, function) -> dict:
 
 
 def run_cuda_tests() -> dict:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests"], capture_output=True, text=True, cwd=ROOT)
+    """The tests marked ``cuda``, collected only from the files that hold them: the other test files import packages
+    (mlflow, playwright, ray) that a GPU machine need not have."""
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "mark.cuda" in p.read_text())
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", *files], capture_output=True, text=True, cwd=ROOT)
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     print(f"cuda tests: {summary}", flush=True)
     return {"returncode": done.returncode, "summary": summary}
 
 
+def trained_line(row: dict) -> str:
+    if "skipped" in row:
+        return f"skipped: {row['skipped']}"
+    return (f"{row['suite']}: {row['cells']} cells of {row['images']} images: fp32 {row['fp32_s']:.1f} s, {row['other_precision']} "
+            f"{row['other_s']:.1f} s; per-image correctness agrees on {row['image_agreement']:.2%} of cell-images, largest accuracy "
+            f"difference {row['max_accuracy_difference']:.4f}")
+
+
 def markdown(report: dict) -> str:
-    t, d, e, p, mini = (report[k] for k in ("throughput", "data", "encoders", "projection", "imagenet_mini"))
+    t, d, e, p = (report[k] for k in ("throughput", "data", "encoders", "projection"))
     failed = lambda section: [f"failed: {section['error']}", ""] if "error" in section else []  # noqa: E731
     lines = [f"# GPU figures: {report['device']}", "", f"`{report['command']}`", "",
              f"torch {report['torch']}, {report['precision']}, batch {report['batch']}, random weights, {d['images']} synthetic "
@@ -310,7 +337,7 @@ def markdown(report: dict) -> str:
     lines += [f"| {name} | {'x'.join(map(str, row['input_size']))} | {row['images_per_s']:,.1f} | {report['agreement'][name]:.1%} |"
               for name, row in report["bare"].items()]
     lines += ["", "Random weights give nearly tied logits, so their agreement understates that of trained weights "
-              "(imagenet-mini below compares real weights).", "", "## Data loading vs evaluation", "",
+              "(the trained-weights sections below compare real weights).", "", "## Data loading vs evaluation", "",
               f"Decode into the uint8 cache {d['decode_images_per_s']:,.0f} img/s (one process, first run only); prefetching reader from the "
               f"cache to the device {d['loader_images_per_s']:,.0f} img/s; the zoo evaluates {d['zoo_images_per_s']:,.0f} img/s (one image "
               f"through every model): reader / evaluation **{d['loader_over_eval']:.1f}x**, decode / evaluation {d['decode_over_eval']:.2f}x.", "",
@@ -323,14 +350,26 @@ def markdown(report: dict) -> str:
         f"{p['images']} images took {p['seconds']:.1f} s without bound diagnostics: {p['seconds_per_image']:.3f} s per image for all {p['full_groups']} encodings, so the "
         f"50,000 images of ImageNet-val take about **{p['projected_hours']:.2f} h** plus {d['decode_hours']:.2f} h of decoding once "
         "(an upper bound: fixed costs scale too).", ""]
-    lines += ["## imagenet-mini (real weights)", ""]
-    lines += failed(mini) or [f"skipped: {mini['skipped']}" if "skipped" in mini else
-                              f"{mini['cells']} cells of {mini['images']} images: fp32 {mini['fp32_s']:.1f} s, {mini['other_precision']} "
-                              f"{mini['other_s']:.1f} s; per-image correctness agrees on {mini['image_agreement']:.1%} of cell-images, "
-                              f"largest accuracy difference {mini['max_accuracy_difference']:.3f}", ""]
+    for key, title in (("trained", "Fashion-MNIST zoo (trained weights)"), ("imagenet_mini", "imagenet-mini (real weights)")):
+        lines += [f"## {title}: fp32 vs {report['precision'] if report['precision'] != 'fp32' else 'bf16'}", ""]
+        lines += failed(report[key]) or [trained_line(report[key]), ""]
     if "cuda_tests" in report:
-        lines += ["## Tests marked cuda", "", report["cuda_tests"]["summary"], ""]
+        lines += ["## Tests marked cuda", "", failed(report["cuda_tests"])[0] if "error" in report["cuda_tests"] else report["cuda_tests"]["summary"], ""]
+    lines += ["Wall time per section: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in report["seconds"].items()) + ".", ""]
     return "\n".join(lines)
+
+
+SECTIONS = ("throughput", "encoders", "projection", "trained", "imagenet_mini")
+NOT_REACHED = {"error": "not reached: the run stopped before this section"}
+
+
+def write_report(out: Path, report: dict) -> None:
+    """gpu.json and gpu.md as they stand (after every section: a run stopped at a time limit keeps what it finished)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("gpu.json", json.dumps(report, indent=2) + "\n"), ("gpu.md", markdown(report))):
+        partial = out / f"{name}.partial"
+        partial.write_text(text)
+        partial.replace(out / name)
 
 
 def main() -> None:
@@ -339,7 +378,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--images", type=int, default=5000, help="synthetic ImageNet-val images")
-    parser.add_argument("--project-images", type=int, help="images for the whole-grid run (default: min(images, 1000); 2 on the CPU)")
+    parser.add_argument("--project-images", type=int, help="images for the whole-grid run (default: min(images, 500); 2 on the CPU)")
+    parser.add_argument("--trained-images", type=int, default=1000, help="Fashion-MNIST test images for the trained-weights comparison")
+    parser.add_argument("--fashion-root", help="folder with Fashion-MNIST's IDX .gz files (default: the Debian path)")
     parser.add_argument("--batch", type=int, help="batch size (default 256 on CUDA, 16 on the CPU)")
     parser.add_argument("--models", nargs="+", help="zoo names (default: all of imagenet.yaml on CUDA, mobilenetv2 efficientnet_b0 on the CPU)")
     parser.add_argument("--repeats", type=int, default=10)
@@ -357,47 +398,52 @@ def main() -> None:
     batch = args.batch or (256 if cuda else 16)
     models = args.models or (None if cuda else CPU_MODELS)
     quick = args.quick if args.quick is not None else not cuda
-    project = args.project_images or (2 if quick else min(args.images, 1000))
+    project = args.project_images or (2 if quick else min(args.images, 500))
     work = args.work or Path(tempfile.mkdtemp(prefix="nxb-gpu-"))
     os.environ["NXB_CACHE"] = str(work / "cache")  # a cold cache of its own: the decode rate is measured
     report = {"device": device_name(device), "torch": torch.__version__, "precision": args.precision, "batch": batch,
-              "machine": f"{platform.node()}, {os.cpu_count()} CPUs",
-              "command": shlex.join(["python", "benchmarks/gpu.py", *sys.argv[1:]])}
+              "machine": f"{platform.node()}, {os.cpu_count()} CPUs", "command": shlex.join(["python", "benchmarks/gpu.py", *sys.argv[1:]]),
+              "seconds": {}} | {name: NOT_REACHED for name in SECTIONS}
+    started = time.perf_counter()
     dataset = {"name": "imagenet_val", "params": build_folder(work / "data", args.images)}
     zoo, authorized = zoo_entries(models)
     clean = [{"name": "clean", "strengths": [0.0]}]
     (work / "throughput").mkdir(parents=True, exist_ok=True)
     throughput_path = write_suite(work / "throughput", "gpu-throughput", dataset, zoo, authorized, clean, batch, bounds=False)
     suite = load(throughput_path, str(device), args.precision)
-    data = bench_data(suite, device, batch)
+    report["data"] = bench_data(suite, device, batch)
     bare = bare_loop(suite, device, args.precision, batch)
-    report["bare"] = bare["models"]
+    zoo_rate = 1.0 / sum(1.0 / row["images_per_s"] for row in bare["models"].values())
+    report["data"] |= {"zoo_images_per_s": zoo_rate, "loader_over_eval": report["data"]["loader_images_per_s"] / zoo_rate,
+                       "decode_over_eval": report["data"]["decode_images_per_s"] / zoo_rate,
+                       "decode_hours": FULL_VAL / report["data"]["decode_images_per_s"] / 3600}
+    other = args.precision if args.precision != "fp32" else "bf16"
+    fp32 = bare["predictions"] if args.precision == "fp32" else bare_loop(suite, device, "fp32", batch)["predictions"]
+    low = bare["predictions"] if args.precision != "fp32" else bare_loop(suite, device, other, batch)["predictions"]
+    report |= {"bare": bare["models"], "agreement": agreement(fp32, low)}
+    report["seconds"]["data_and_bare"] = time.perf_counter() - started
+    write_report(args.out, report)
 
     def throughput() -> dict:
         suite_s, _ = suite_run(throughput_path, str(device), args.precision)
         print(f"throughput: suite / bare {bare['seconds'] / suite_s:.2f} (bare {bare['seconds']:.1f} s, suite {suite_s:.1f} s)", flush=True)
         return {"bare_s": bare["seconds"], "suite_s": suite_s, "ratio": bare["seconds"] / suite_s}
 
-    report["throughput"] = attempt("throughput", throughput)
-    zoo_rate = 1.0 / sum(1.0 / row["images_per_s"] for row in bare["models"].values())
-    data |= {"zoo_images_per_s": zoo_rate, "loader_over_eval": data["loader_images_per_s"] / zoo_rate,
-             "decode_over_eval": data["decode_images_per_s"] / zoo_rate, "decode_hours": FULL_VAL / data["decode_images_per_s"] / 3600}
-    report["data"] = data
-    other = args.precision if args.precision != "fp32" else "bf16"
-    fp32 = bare["predictions"] if args.precision == "fp32" else bare_loop(suite, device, "fp32", batch)["predictions"]
-    low = bare["predictions"] if args.precision != "fp32" else bare_loop(suite, device, other, batch)["predictions"]
-    report["agreement"] = agreement(fp32, low)
-    report["encoders"] = attempt("encoders", lambda: bench_encoders(suite, device, args.precision, batch, args.repeats))
-    report["projection"] = attempt(
-        "projection", lambda: bench_projection(work / "grid", dataset, zoo, authorized, batch, project, str(device), args.precision, quick)
-    )
-    report["imagenet_mini"] = attempt("imagenet-mini", lambda: bench_mini(work / "mini", str(device), args.precision, quick))
-    if cuda:
-        report["cuda_tests"] = run_cuda_tests()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "gpu.md").write_text(markdown(report))
-    print(f"wrote {args.out / 'gpu.md'}", flush=True)
+    sections = {
+        "throughput": throughput,
+        "encoders": lambda: bench_encoders(suite, device, args.precision, batch, args.repeats),
+        **({"cuda_tests": run_cuda_tests} if cuda else {}),  # before the long sections: whether the device path is right
+        "projection": lambda: bench_projection(work / "grid", dataset, zoo, authorized, batch, project, str(device), args.precision, quick),
+        "trained": lambda: bench_trained(QUICKSTART, work / "trained", str(device), args.precision, quick, args.trained_images, PLAIN_ATTACKS,
+                                         args.fashion_root),
+        "imagenet_mini": lambda: bench_trained(MINI, work / "mini", str(device), args.precision, quick),
+    }
+    for name, section in sections.items():
+        start = time.perf_counter()
+        report[name] = attempt(name, section)
+        report["seconds"][name] = time.perf_counter() - start
+        write_report(args.out, report)
+    print(f"wrote {args.out / 'gpu.md'} ({time.perf_counter() - started:.0f} s in all)", flush=True)
 
 
 if __name__ == "__main__":

