@@ -132,7 +132,7 @@ def notices(line_format: str, log_file: Path | None = None) -> Iterator[None]:
 
 def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.core.device import resolve_device
-    from nonxfer_bench.execution.executors import WorkerDied, create_executor
+    from nonxfer_bench.execution.executors import WorkerDied, create_executor, ray_device
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.execution.store import exclusive
     from nonxfer_bench.loading import check_results_folder, claim_results_folder, load_suite
@@ -148,7 +148,9 @@ def command_run(args: argparse.Namespace) -> int:
     suite.precision = args.precision or suite.precision
     suite.bounds = suite.bounds and not args.no_bounds
     if args.executor != "ray":  # before any work: cuda asked for where there is none is one line, exit 2
-        suite.device = str(resolve_device(suite.device))  # (a Ray driver may have no GPU; its workers resolve their own)
+        suite.device = str(resolve_device(suite.device))
+    else:  # a Ray driver may have no GPU: its workers resolve their own, and the plan keys their draws
+        suite.device = ray_device(suite.device, suite.resources.gpus)
     _set_threads(args.threads or suite.threads)
     tracking = suite.tracking.enabled and not args.no_tracking
     tracker = Tracker(suite, Path(args.suite)) if tracking else None

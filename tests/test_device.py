@@ -58,6 +58,16 @@ def test_cuda_asked_for_without_cuda_exits_2_with_one_line(tmp_path, digits_zoo)
     assert not (tmp_path / "runs").exists()  # refused before any work
 
 
+def test_cuda_on_ray_tasks_that_request_no_gpu_exits_2_with_one_line(tmp_path, digits_zoo):
+    from tests.conftest import digits_suite
+
+    done = run_cli("run", str(digits_suite(tmp_path, digits_zoo)), "--device", "cuda", "--executor", "ray", "--no-tracking")
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "nonxfer-bench: error: device 'cuda' with --executor ray needs resources: {gpus: 1} in the suite (Ray hides GPUs from tasks that request none)"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("key, value, expected", [("device", "gpu0", "device"), ("precision", "int8", "precision")])
 def test_a_bad_device_or_precision_in_the_suite_is_one_line(tmp_path, digits_zoo, key, value, expected):
     from tests.conftest import digits_suite
@@ -180,3 +190,72 @@ def test_a_ray_worker_computes_on_the_gpu_ray_assigned_it():
 
     assert worker_device("auto", [3]) == "cuda" and worker_device("cuda:2", [0]) == "cuda"  # its GPU is cuda:0 there
     assert worker_device("cpu", [1]) == "cpu" and worker_device("auto", []) == "auto"
+
+
+def test_a_ray_run_plans_cuda_draws_when_each_task_gets_a_gpu_and_refuses_cuda_without_one():
+    from nonxfer_bench.execution.executors import ray_device
+
+    assert ray_device("auto", 1) == ray_device("cuda:1", 0.5) == "cuda" and ray_device("cpu", 1) == "cpu"
+    assert ray_device("auto", 0) == ray_device("cpu", 0) == "cpu"
+    with pytest.raises(UserError, match=r"device 'cuda' with --executor ray needs resources: \{gpus: 1\}"):
+        ray_device("cuda", 0)
+
+
+def test_cuda_draws_have_keys_of_their_own_and_cpu_keys_stay_as_they_were(tmp_path, digits_zoo, monkeypatch):
+    from nonxfer_bench.core.device import draw_kind
+    from nonxfer_bench.execution.plan import plan_suite
+    from nonxfer_bench.loading import load_suite
+    from tests.conftest import digits_suite
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert draw_kind("auto") == draw_kind("cpu") == "cpu" and draw_kind("cuda") == draw_kind("cuda:3") == "cuda"
+    suites = {}
+    for device in ("auto", "cpu", "cuda", "cuda:1"):
+        (tmp_path / device).mkdir()
+        suites[device] = plan_suite(load_suite(digits_suite(tmp_path / device, digits_zoo, device=device)))
+    keys = {device: [(g.key, g.draw_key, sorted(g.cells.values())) for g in groups] for device, groups in suites.items()}
+    assert keys["auto"] == keys["cpu"] and keys["cuda"] == keys["cuda:1"]  # any GPU draws the same numbers
+    cpu_keys = {k for g, d, cells in keys["cpu"] for k in (g, d, *cells)}
+    assert not cpu_keys & {k for g, d, cells in keys["cuda"] for k in (g, d, *cells)}  # cells, groups and draws (cached attacks)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert draw_kind("auto") == "cuda"
+
+
+def test_deterministic_cuda_computes_fp32_as_fp32_and_leaves_the_cpu_alone(monkeypatch):
+    from nonxfer_bench.core.device import make_deterministic
+
+    flags = lambda: (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,  # noqa: E731
+                     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
+    before = flags()
+    make_deterministic(torch.device("cpu"))
+    assert flags() == before
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        make_deterministic(torch.device("cuda", 0))  # sets flags only: no GPU needed
+        assert flags() == ("ieee", "ieee", True, False, True, True)
+        assert __import__("os").environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before[:2]
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2:4]
+        torch.use_deterministic_algorithms(before[4], warn_only=before[5])
+
+
+def test_the_low_sensitivity_basis_is_computed_on_the_cpu_whatever_the_weights_device(monkeypatch):
+    from nonxfer_bench.linalg import subspace
+
+    seen = []
+    svd = torch.linalg.svd
+    monkeypatch.setattr(torch.linalg, "svd", lambda a, **kw: seen.append(a.device.type) or svd(a, **kw))
+    weight = torch.randn(8, 27, generator=torch.Generator().manual_seed(0))
+    result = subspace.patch_subspace(weight)
+    assert seen == ["cpu"] and result.k == 27 - 8 and result.basis.device.type == "cpu"
+
+
+@pytest.mark.cuda
+def test_a_cuda_weight_gets_the_cpu_basis_exactly_on_its_device():
+    from nonxfer_bench.linalg.subspace import patch_subspace
+
+    weight = torch.randn(8, 27, generator=torch.Generator().manual_seed(0))
+    cpu, cuda = patch_subspace(weight), patch_subspace(weight.cuda())
+    assert cuda.basis.device.type == "cuda" and torch.equal(cuda.basis.cpu(), cpu.basis)

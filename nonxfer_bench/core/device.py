@@ -8,6 +8,7 @@ so CPU results stay bit for bit what they were); ``bf16`` and ``fp16`` run the n
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from typing import ContextManager, Literal
 
@@ -50,11 +51,36 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def draw_kind(device: str) -> str:
+    """Which generators a run on ``device`` (a :data:`DEVICE_PATTERN` name) draws its noise from: ``cpu`` or ``cuda``.
+
+    CPU and CUDA generators give different numbers for one seed, so cells computed on CUDA are other draws of the
+    same experiment: their keys say ``draws: cuda`` (CPU keys are unchanged), and a store never mixes the two.
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
+
+
+def make_deterministic(device: torch.device) -> None:
+    """On CUDA, compute as the CPU does: fp32 convolutions and matrix products in fp32 (CUDA's default rounds
+    them to TF32, 10 mantissa bits), deterministic cuDNN kernels, deterministic algorithms where torch has them
+    (a warning where it has none), so that a group computed twice gives the same cells. Nothing on the CPU."""
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read when cuBLAS starts
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def generator_on(generator: torch.Generator, device: torch.device) -> torch.Generator:
     """A generator that draws on ``device``: ``generator`` itself when it is there (CPU draws stay exactly as
     they were), else one seeded by a draw from it, so keyed draws stay a function of the cell on every device
     (the same on every run on that kind of device, not across CPU and CUDA, whose generators differ)."""
-    if generator.device.type == device.type:
+    if generator.device.type == device.type and (device.type == "cpu" or generator.device.index == device.index):
         return generator
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     return torch.Generator(device=device).manual_seed(seed)

@@ -173,6 +173,16 @@ def _init_worker(threads: int, cwd: str) -> None:
         logger.setLevel(logging.INFO)
 
 
+def ray_device(device: str, gpus: float) -> str:
+    """The device a Ray run plans with (its cells' draws): ``cuda`` when each task gets a GPU, else ``cpu``. Ray hides
+    every GPU from a task that requests none, so ``device: cuda`` with ``resources.gpus: 0`` is refused up front."""
+    if gpus <= 0:
+        if device.startswith("cuda"):
+            raise UserError(f"device {device!r} with --executor ray needs resources: {{gpus: 1}} in the suite (Ray hides GPUs from tasks that request none)")
+        return "cpu"
+    return "cpu" if device == "cpu" else "cuda"
+
+
 def worker_device(device: str, assigned_gpus: list) -> str:
     """The device a Ray worker uses: the GPU Ray assigned it (visible as cuda:0 there) unless the suite asks for the CPU."""
     return "cuda" if assigned_gpus and device != "cpu" else device

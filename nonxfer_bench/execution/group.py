@@ -168,7 +168,7 @@ class GroupComputation:
                 faults.point("group_batch")
         count = self.services.sample_images  # only the shown images travel back from a worker
         shown = dict.fromkeys(["clean", self.group.encoder.name, *(step.label for step in self.steps)])  # the grid's row order
-        return self.assemble(inputs.image_ids), {label: self.sample_rows[label][:count].cpu().clone() for label in shown if label in self.sample_rows}
+        return self.assemble(inputs.image_ids), {label: self.sample_rows[label][:count] for label in shown if label in self.sample_rows}
 
     def releases(self, inputs: GroupInputs) -> Iterator[Release]:
         """Stage 1 over the dataset, batch by batch: (start, clean batch, its labels, its release)."""
@@ -253,7 +253,7 @@ class GroupComputation:
             models = {name: self.services.model(name) for _, name in self.missing}
             self.bounds = _group_bounds(self.encoder, self.authorized, clean, encoding, models)
         if first and self.services.sample_images:
-            self.sample_rows = {"clean": clean, self.group.encoder.name: encoding.images}
+            self.sample_rows = {"clean": self.sample_row(clean), self.group.encoder.name: self.sample_row(encoding.images)}
         return encoding
 
     def measure_attack(self, step: AttackStep, draw: int, start: int, clean: torch.Tensor, attacked: torch.Tensor) -> None:
@@ -261,7 +261,11 @@ class GroupComputation:
         self.measures.attacked_ssim[step].append(ssim_per_image(clean, attacked))
         strongest = step.strength == max(step.spec.strengths)
         if draw == 0 and start == 0 and self.sample_rows and strongest and not self.services.attack(step).baseline:
-            self.sample_rows[step.label] = attacked
+            self.sample_rows[step.label] = self.sample_row(attacked)
+
+    def sample_row(self, batch: torch.Tensor) -> torch.Tensor:
+        """The images a sample figure shows, copied to the host: the group keeps no whole device batch for them."""
+        return batch[: self.services.sample_images].cpu().clone()
 
     # stage 3
     @torch.no_grad()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import nonxfer_bench
 from nonxfer_bench.attacks import ATTACKS
+from nonxfer_bench.core.device import draw_kind
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.schema.suite import AttackSpec, EncoderSpec, Suite
@@ -63,6 +64,7 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
     public = {"public": suite.public.model_dump(mode="json")} if suite.public else {}
     steps = [AttackStep(spec, s) for spec in suite.attacks for s in spec.strengths]
     encoders = ([] if any(e.name == "clean" for e in suite.encoders) else [CLEAN]) + list(suite.encoders)
+    draws = draw_kind(suite.device)
     groups = []
     for authorized in suite.authorized:
         for encoder in encoders:
@@ -79,6 +81,8 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
                         "strength": strength,
                         "seed": seed,
                     }
+                    if draws != "cpu":  # CUDA's generators draw other numbers: other cells (CPU keys unchanged)
+                        base["draws"] = draws
                     draw_key = stable_hash(base)
                     if storage != "float32":  # float32 (lossless) keeps the keys of suites without 'storage'
                         base["storage"] = storage

@@ -23,7 +23,7 @@ import torch
 from nonxfer_bench.attacks import ATTACKS, Attack
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.cell import Cell
-from nonxfer_bench.core.device import resolve_device
+from nonxfer_bench.core.device import make_deterministic, resolve_device
 from nonxfer_bench.core.environment import gigabytes
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.core.version import code_version
@@ -119,8 +119,11 @@ class Runner:
 
     @cached_property
     def device(self) -> torch.device:
-        """Where models and batches live; resolved where groups are computed (a Ray driver may have no GPU)."""
-        return resolve_device(self.suite.device)
+        """Where models and batches live; resolved where groups are computed (a Ray driver may have no GPU), and made
+        deterministic there (:func:`~nonxfer_bench.core.device.make_deterministic`)."""
+        device = resolve_device(self.suite.device)
+        make_deterministic(device)
+        return device
 
     @cached_property
     def overlap_cpu_attacks(self) -> bool:

@@ -49,10 +49,12 @@ def patch_subspace(weight: torch.Tensor, tau: float = DEFAULT_TAU) -> PatchSubsp
     """The reference's rule: exact null space if D > m, else singular values <= tau, else the smallest one.
 
     Follows the published call order (full-matrix ``torch.linalg.svd`` of the float weight; the basis
-    is the rows of Vh from index r on, transposed) so that encodings reproduce bit for bit.
+    is the rows of Vh from index r on, transposed) so that encodings reproduce bit for bit. The SVD runs on
+    the CPU whatever device the weight is on (the result comes back there): a null space of more than one
+    dimension has no unique basis, and CUDA's solver would pick another one, so releases would differ by device.
     """
     m, d = weight.shape
-    _, s, vh = torch.linalg.svd(weight, full_matrices=True)
+    _, s, vh = (part.to(weight.device) for part in torch.linalg.svd(weight.cpu(), full_matrices=True))
     if d > m:
         r = m
     else:

@@ -219,7 +219,7 @@ class Suite(Strict):
     )
     batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     threads: int | None = Field(None, ge=1, le=1024, description="torch threads; default: torch's choice")
-    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto (the first GPU if any), cpu, cuda or cuda:N; not part of cell keys")
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto (the first GPU if any), cpu, cuda or cuda:N; off the CPU its kind is part of cell keys (draws: cuda)")
     precision: Precision = Field("fp32", description="fp32, or bf16/fp16 autocast for the models; part of the cell key when not fp32")
     bounds: bool = Field(True, description="compute the bound diagnostics of each encoding (its identity cells); false skips them and is part of those cells' keys")
     resources: ResourceSpec = ResourceSpec()
