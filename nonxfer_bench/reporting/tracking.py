@@ -18,13 +18,25 @@ unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack
 ``unauth.best_attack_acc`` (its mean unauthorized accuracy), ``unauth.best_attack_acc_max`` and
 ``auth.best_attack_acc``, with tag ``nxb.best_attack`` = ``<attack>@<strength>``.
 
+``<attack>`` in these names is the attack's name (``acc.blur.vit_a``) when it has one step per strength in the
+group. An attack with several steps at one strength (one MLflow step), e.g. a budget sweep or two suite entries,
+names every one of its steps ``<attack>/<step>`` (:func:`attack_names`), so each step is its own series and none
+overwrites another: ``<step>`` is ``key_value`` for each param that tells the attack's steps at one strength apart,
+sorted by key and joined by '_', from the step's identity as the leaderboard has it
+(:meth:`~nonxfer_bench.core.cell.Cell.step_param`: settings and budgets, and the suite entry's params where two
+entries read the same). Values are made safe: a '.' between digits becomes 'p', any other run of characters other
+than ASCII letters, digits, '_' and '-' one '_'; a name alike another once made safe, or longer than
+:data:`STEP_NAME_MAX`, ends in a hash of the step. E.g. ``acc.patch_mean/public_2000_released_10.vit_a``,
+``unauth.acc_mean.finetune/lr_0p01_scope_first_layer``. The attack part never holds a '.', so
+``name.split('.', 2)`` gives metric, attack (with its step) and model (:func:`split_cell_metric`).
+
 For the UI's group-by and chart views, every group run also has params ``authorized``, ``encoder``,
 ``strength``, ``seed``, ``storage`` (only these: MLflow's compare view offers the first differing params,
 sorted, as axes), the encoder's own parameters as tags ``nxb.encoder_param.<name>``, tag
 ``nxb.attack_families`` (its attacks, comma-separated), tag ``nxb.attack_tiers`` (``attack:tier`` per attack,
 the threat model's knowledge tier), tag ``nxb.kind`` (``invocation`` on parents, ``encoding`` on groups) and
-per attack one curve per role: ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` and
-``unauth.acc_max.<attack>`` (agreement as ``auth.agree.<attack>`` ...), step = round(100 x attack strength).
+per attack (per step series, named as above) one curve per role: ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>``
+and ``unauth.acc_max.<attack>`` (agreement as ``auth.agree.<attack>`` ...), step = round(100 x attack strength).
 Every accuracy and agreement metric ``<metric>`` above (per cell, per role curve, summaries, strongest attack)
 comes with ``<metric>_lo`` and ``<metric>_hi``, its 95% interval, and ``<metric>_n``, the images it counts
 (labeled images for accuracy), at the same step: Wilson's interval for one model's proportion, and for the
