@@ -469,7 +469,7 @@ def _safe(text: str) -> str:
 
 
 def _step_name(params: dict[str, Any], keys: list[str]) -> str:
-    """``k_v`` for each of ``keys`` that ``params`` holds, sorted, joined by '_'; ``default`` when none."""
+    """``k_v`` for each of ``keys`` (in their order) that ``params`` holds, joined by '_'; ``default`` when none."""
     pairs = []
     for key in keys:
         if key in params:
