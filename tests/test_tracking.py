@@ -52,6 +52,35 @@ def test_nested_runs_hold_every_cell_and_read_back_with_search_runs(tmp_path, di
     assert [m.step for m in blur] == [50]
 
 
+def test_a_budget_sweep_run_logs_one_metric_series_per_step(tmp_path, digits_zoo, monkeypatch):
+    """Two entries of one attack at one strength (1 and 20 released NEs): each step its own metrics, none overwritten;
+    the single-step attack keeps its plain name."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    attacks = [
+        {"name": "identity"}, {"name": "blur", "strengths": [0.5]},
+        {"name": "patch_mean", "strengths": [1.0], "params": {"released": 1}},
+        {"name": "patch_mean", "strengths": [1.0], "params": {"released": 20, "public": 10}},
+    ]  # fmt: skip
+    path = digits_suite(
+        tmp_path, digits_zoo, public={"name": "digits", "params": {"split": "train"}, "limit": 80}, dataset={"name": "digits", "limit": 60},
+        encoders=[{"name": "patch", "strengths": [10.0]}], attacks=attacks, batch_size=60,
+        tracking={"enabled": True, "uri": uri, "experiment": "digits-sweep"},
+    )  # fmt: skip
+    result, tracker = run_tracked(path, load_suite(path))
+    client = mlflow.MlflowClient(uri)
+    runs = {run.data.tags["nxb.group"]: run for run in client.search_runs([tracker.experiment_id]) if "nxb.group" in run.data.tags}
+    names = {1: "patch_mean/public_80_released_1", 20: "patch_mean/public_10_released_20"}  # all 80 public images, or the 10 asked for
+    sweep = [cell for cell in result.cells if cell.attack == "patch_mean"]
+    assert {cell.budget_released for cell in sweep} == set(names) and len(sweep) == 2 * len(runs) * 3
+    for cell in sweep:
+        logged = client.get_metric_history(runs[cell.group].info.run_id, f"acc.{names[cell.budget_released]}.{cell.model}")
+        assert [(m.step, m.value) for m in logged] == [(100, pytest.approx(cell.accuracy))]
+    for cell in (c for c in result.cells if c.attack == "blur"):
+        assert runs[cell.group].data.metrics[f"acc.blur.{cell.model}"] == pytest.approx(cell.accuracy)
+    assert not any("acc.patch_mean." in key for run in runs.values() for key in run.data.metrics)
+
+
 def test_a_killed_invocation_is_resumed_in_the_same_parent_run_without_duplicates(tmp_path, digits_zoo, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path, suite, uri = tracked_suite(tmp_path, digits_zoo)

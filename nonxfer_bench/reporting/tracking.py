@@ -18,13 +18,25 @@ unauthorized accuracy over every attack step, see ``leaderboard.strongest_attack
 ``unauth.best_attack_acc`` (its mean unauthorized accuracy), ``unauth.best_attack_acc_max`` and
 ``auth.best_attack_acc``, with tag ``nxb.best_attack`` = ``<attack>@<strength>``.
 
+``<attack>`` in these names is the attack's name (``acc.blur.vit_a``) when it has one step per strength in the
+group. An attack with several steps at one strength (one MLflow step), e.g. a budget sweep or two suite entries,
+names every one of its steps ``<attack>/<step>`` (:func:`attack_names`), so each step is its own series and none
+overwrites another: ``<step>`` is ``key_value`` for each param that tells the attack's steps at one strength apart,
+sorted by key and joined by '_', from the step's identity as the leaderboard has it
+(:meth:`~nonxfer_bench.core.cell.Cell.step_param`: settings and budgets, and the suite entry's params where two
+entries read the same). Values are made safe: a '.' between digits becomes 'p', any other run of characters other
+than ASCII letters, digits, '_' and '-' one '_'; a name alike another once made safe, or longer than
+:data:`STEP_NAME_MAX`, ends in a hash of the step. E.g. ``acc.patch_mean/public_2000_released_10.vit_a``,
+``unauth.acc_mean.finetune/lr_0p01_scope_first_layer``. The attack part never holds a '.', so
+``name.split('.', 2)`` gives metric, attack (with its step) and model (:func:`split_cell_metric`).
+
 For the UI's group-by and chart views, every group run also has params ``authorized``, ``encoder``,
 ``strength``, ``seed``, ``storage`` (only these: MLflow's compare view offers the first differing params,
 sorted, as axes), the encoder's own parameters as tags ``nxb.encoder_param.<name>``, tag
 ``nxb.attack_families`` (its attacks, comma-separated), tag ``nxb.attack_tiers`` (``attack:tier`` per attack,
 the threat model's knowledge tier), tag ``nxb.kind`` (``invocation`` on parents, ``encoding`` on groups) and
-per attack one curve per role: ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` and
-``unauth.acc_max.<attack>`` (agreement as ``auth.agree.<attack>`` ...), step = round(100 x attack strength).
+per attack (per step series, named as above) one curve per role: ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>``
+and ``unauth.acc_max.<attack>`` (agreement as ``auth.agree.<attack>`` ...), step = round(100 x attack strength).
 Every accuracy and agreement metric ``<metric>`` above (per cell, per role curve, summaries, strongest attack)
 comes with ``<metric>_lo`` and ``<metric>_hi``, its 95% interval, and ``<metric>_n``, the images it counts
 (labeled images for accuracy), at the same step: Wilson's interval for one model's proportion, and for the
@@ -57,6 +69,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -64,7 +77,7 @@ from typing import Any, Callable, Iterator, TypeVar
 import pandas as pd
 
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.core.cell import Cell, param_text, step_texts
 from nonxfer_bench.core.errors import EXCERPT, UserError, excerpt
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.execution.plan import EncodingGroup
@@ -376,13 +389,15 @@ class Tracker:
             mlflow.log_dict({"cells": cells}, CELLS_ARTIFACT)
             timestamp = int(time.time() * 1000)
             frame = cells_frame(finished)
-            metrics = _cell_metrics(cells, timestamp)
+            names = attack_names(finished)
+            metrics = _cell_metrics(finished, names, timestamp)
             metrics += _summary_metrics(group.authorized, frame, cells, timestamp)
             best = _strongest_attack(group.authorized, frame)
             if best is not None:
                 metrics += _best_attack_metrics(best, frame, timestamp)
-                mlflow.set_tag("nxb.best_attack", f"{best['attack']}@{best['attack_strength']:g}")
-            metrics += _role_curves(frame, timestamp)
+                best_name = names[best["attack"], best["attack_strength"], best["attack_param"]]
+                mlflow.set_tag("nxb.best_attack", f"{best_name}@{best['attack_strength']:g}")
+            metrics += _role_curves(frame, names, timestamp)
             metrics += _security_metrics(frame, finished, timestamp)
             metrics += self._bound_metrics(group, cells, timestamp)
             client = mlflow.MlflowClient()
@@ -436,16 +451,94 @@ def _with_interval(name: str, value: float, interval: Interval | None, n: int | 
     return out
 
 
-def _cell_metrics(cells: list[dict], timestamp: int) -> list:
-    """Per cell: ``acc.<attack>.<model>``, ``agree.<attack>.<model>`` (and ``acc_flat``) with Wilson intervals, step = round(100 x attack strength)."""
+STEP_SEPARATOR = "/"  # between an attack and its step's name: acc.<attack>/<step>.<model>
+STEP_NAME_MAX = 100  # characters; longer step names are cut and end in a hash of the step
+METRIC_STEP = "_metric_step"  # key of a step's strength in the params its name is chosen from
+
+
+def mlflow_step(strength: float) -> int:
+    """The MLflow step of an attack strength: round(100 x strength)."""
+    return round(100 * strength)
+
+
+def _safe(text: str) -> str:
+    """``text`` as part of a metric name: a '.' between digits becomes 'p' (0.01: 0p01), every other run of
+    characters other than ASCII letters, digits, '_' and '-' one '_' ('.' would split the name, '/' nest it)."""
+    text = re.sub(r"(?<=\d)\.(?=\d)", "p", text)
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
+
+
+def _step_name(params: dict[str, Any], keys: list[str]) -> str:
+    """``k_v`` for each of ``keys`` (in their order) that ``params`` holds, joined by '_'; ``default`` when none."""
+    pairs = []
+    for key in keys:
+        if key in params:
+            value = _safe(str(params[key]))
+            pairs.append("_".join(filter(None, ["strength" if key == METRIC_STEP else _safe(key), value])))
+    return "_".join(pairs) or "default"
+
+
+def attack_names(cells: list[Cell]) -> dict[tuple[str, float, str], str]:
+    """The attack part of the metric names of one group's cells, by (attack, attack strength, step text of
+    :func:`~nonxfer_bench.core.cell.step_texts`).
+
+    An attack with one step per strength keeps its name (``blur``). An attack with several steps at one strength
+    (MLflow step), e.g. a budget sweep, names every one of its steps ``<attack>/<step>``: ``<step>`` holds the
+    params that tell its steps at one strength apart (``key_value``, sorted by key, joined by '_', made safe by
+    :func:`_safe`), so each is one series over the attack strength (``finetune/scope_all``,
+    ``patch_mean/public_100_released_1``). Where that is not enough (names alike once made safe, or longer than
+    :data:`STEP_NAME_MAX`), the step's name ends in a hash of the step, so no two steps share a name and step.
+    """
+    params: dict[tuple[str, float, str], dict[str, Any]] = {}
+    for cell, text in zip(cells, step_texts(cells)):
+        step = cell.step_param()
+        if text != param_text(step):  # step_texts added the suite entry's params that tell two entries apart
+            step |= {k: v for k, v in cell.attack_config.items() if k not in step}
+        params.setdefault((cell.attack, cell.attack_strength, text), {METRIC_STEP: cell.attack_strength} | step)
+    names: dict[tuple[str, float, str], str] = {}
+    for attack in dict.fromkeys(key[0] for key in params):
+        steps = {key: value for key, value in params.items() if key[0] == attack}
+        at: dict[int, list[tuple[str, float, str]]] = {}
+        for key in steps:
+            at.setdefault(mlflow_step(key[1]), []).append(key)
+        if all(len(keys) == 1 for keys in at.values()):
+            names.update(dict.fromkeys(steps, attack))
+            continue
+        differing = set()  # the params whose values differ between steps at one strength (absent counts as a value)
+        for keys in at.values():
+            for k in set().union(*(steps[key] for key in keys)):
+                if len({repr(steps[key][k]) if k in steps[key] else None for key in keys}) > 1:
+                    differing.add(k)
+        ordered = sorted(differing, key=lambda k: (k == METRIC_STEP, k))  # the strength, if it tells them apart, last
+        for keys in at.values():
+            chosen = {key: _step_name(steps[key], ordered) for key in keys}
+            for key, name in chosen.items():
+                alike = sum(other == name for other in chosen.values()) > 1
+                if alike or len(name) > STEP_NAME_MAX:
+                    name = f"{name[: STEP_NAME_MAX - 9]}_{stable_hash([key[1], key[2]])[:8]}"
+                names[key] = f"{attack}{STEP_SEPARATOR}{name}"
+    return names
+
+
+def split_cell_metric(name: str) -> tuple[str, str, str | None, str]:
+    """(metric, attack, step name or None, model) of a per-cell metric name, ``acc.blur.vit_a`` or
+    ``acc.patch_mean/released_10.vit_a`` (with ``_lo``, ``_hi``, ``_n`` left on the model)."""
+    metric, attack, model = name.split(".", 2)
+    attack, _, step = attack.partition(STEP_SEPARATOR)
+    return metric, attack, step or None, model
+
+
+def _cell_metrics(cells: list[Cell], names: dict[tuple[str, float, str], str], timestamp: int) -> list:
+    """Per cell: ``acc.<attack>.<model>``, ``agree.<attack>.<model>`` (and ``acc_flat``) with Wilson intervals,
+    step = round(100 x attack strength); ``<attack>`` as :func:`attack_names` gives it."""
     out = []
-    for cell in cells:
-        step = round(100 * cell["attack_strength"])
-        labeled = cell.get("n_labeled", cell["n"])
-        for metric, name, n in (("accuracy", "acc", labeled), ("agreement", "agree", cell["n"]), ("accuracy_flat", "acc_flat", labeled)):
-            value = cell.get(metric)
+    for cell, text in zip(cells, step_texts(cells)):
+        attack = names[cell.attack, cell.attack_strength, text]
+        labeled = cell.n if cell.n_labeled is None else cell.n_labeled
+        for metric, name, n in (("accuracy", "acc", labeled), ("agreement", "agree", cell.n), ("accuracy_flat", "acc_flat", labeled)):
+            value = getattr(cell, metric)
             if value is not None:  # accuracy None: unlabeled images
-                out += _with_interval(f"{name}.{cell['attack']}.{cell['model']}", value, proportion_interval(value, n), n, timestamp, step)
+                out += _with_interval(f"{name}.{attack}.{cell.model}", value, proportion_interval(value, n), n, timestamp, mlflow_step(cell.attack_strength))
     return out
 
 
@@ -516,16 +609,17 @@ def _security_metrics(frame: pd.DataFrame, cells: list[Cell], timestamp: int) ->
     return out
 
 
-def _role_curves(frame: pd.DataFrame, timestamp: int) -> list:
-    """Per attack and role, the authorized value and the unauthorized mean and max at each attack strength, with intervals."""
+def _role_curves(frame: pd.DataFrame, names: dict[tuple[str, float, str], str], timestamp: int) -> list:
+    """Per attack step series (:func:`attack_names`) and role, the authorized value and the unauthorized mean and
+    max at each attack strength, with intervals: ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` ..."""
     out = []
-    for (attack, strength), part in frame.groupby(["attack", "attack_strength"], sort=True):
-        step = round(100 * strength)
-        for metric, name in (("accuracy", "acc"), ("agreement", "agree")):
+    for (attack, strength, param), part in frame.groupby(["attack", "attack_strength", "attack_param"], sort=True):
+        name, step = names[attack, strength, param], mlflow_step(strength)
+        for metric, short in (("accuracy", "acc"), ("agreement", "agree")):
             measured = part.dropna(subset=[metric])
             own = measured[measured.role == "authorized"]
             if len(own):
                 value, n = own[metric].iloc[0], metric_n(own.iloc[:1], metric)
-                out += _with_interval(f"auth.{name}.{attack}", value, proportion_interval(value, n), n, timestamp, step)
-            out += _aggregates((f"unauth.{name}_mean.{attack}", f"unauth.{name}_max.{attack}"), measured, metric, timestamp, step)
+                out += _with_interval(f"auth.{short}.{name}", value, proportion_interval(value, n), n, timestamp, step)
+            out += _aggregates((f"unauth.{short}_mean.{name}", f"unauth.{short}_max.{name}"), measured, metric, timestamp, step)
     return out
