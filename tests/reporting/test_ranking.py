@@ -112,15 +112,16 @@ def test_with_several_seeds_the_gap_is_the_mean_over_seeds_and_shows_their_sprea
     assert "2 seeds (0, 1)" in text
 
 
-def test_what_a_fitted_attack_measured_differs_between_seeds_but_does_not_split_its_step(tmp_path):
+@pytest.mark.parametrize("measured", ["ratio", "clean_energy_in_vn"])  # the subspace estimator's variance ratio, the oracle's energy share
+def test_what_a_fitted_attack_measured_differs_between_seeds_but_does_not_split_its_step(tmp_path, measured):
     cells = [c for seed in (0, 1) for c in release("clean", 0.0, CLEAN, seed) + release("patch", 20.0, STRONG, seed)]
-    fitted = [c.model_copy(update={"attack_param": {"dims": 18, "ratio": 1.0 + c.seed / 10}}) if c.attack == "blur" else c for c in cells]
+    fitted = [c.model_copy(update={"attack_param": {"dims": 18, measured: 1.0 + c.seed / 10}}) if c.attack == "blur" else c for c in cells]
     text = write_leaderboard("s", fitted, MODELS, tmp_path)[0].read_text()
     assert tables(text)["Protection ranking"][0]["seeds"] == "2"
     blur = [row for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"]
     assert len(blur) == 1 and blur[0]["param"] == "dims=18"  # one step over both seeds; its settings, not its measurements
     per_cell = (tmp_path / "cells.csv").read_text()
-    assert "dims=18 ratio=1.0" in per_cell and "dims=18 ratio=1.1" in per_cell  # cells.csv: each cell's own measurements
+    assert f"{measured}=1.0" in per_cell and f"{measured}=1.1" in per_cell  # cells.csv: each cell's own measurements
 
 
 def test_two_entries_of_one_attack_that_read_the_same_stay_two_steps(tmp_path):
