@@ -4,7 +4,7 @@
 
 Only the cells the suite plans count (a store may hold cells of an earlier version of the suite). The cells
 come from the suite's store (runs/<suite>/cells.jsonl) or, in a fresh clone, from its committed results
-(results/<suite>/cells.jsonl); the whole-group panel needs the run log (runs/<suite>/run.log) and is left
+(results/<suite>/cells.jsonl.gz); the whole-group panel needs the run log (runs/<suite>/run.log) and is left
 out without it.
 Two measures, both in wall seconds per 1,000 images so that suites of different sizes compare:
 - per attack step, the attack stage of one encoding group (fit, attack, adapt) as the cells record it
@@ -31,7 +31,7 @@ from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.leaderboard import RESULTS_CELLS
+from nonxfer_bench.reporting.leaderboard import results_cells
 
 # written by nonxfer_bench.execution.progress.Progress.group_done
 FINISHED = re.compile(r"encoding \d+/\d+ finished: (?P<group>\S+) \((?P<seconds>[0-9.]+) s\)$")
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         plan = plan_suite(suite)
         keys = {key for group in plan for key in group.cells.values()}
-        stores = [suite.run_dir() / "cells.jsonl", suite.results_dir() / RESULTS_CELLS]
+        stores = [suite.run_dir() / "cells.jsonl", results_cells(suite.results_dir())]
         cells = _planned_cells(stores[0], keys) or _planned_cells(stores[1], keys)
         if not cells:
             parser.error(f"no finished cells of {path} in {stores[0].resolve()} or {stores[1].resolve()}; run it first")

@@ -325,11 +325,11 @@ def _read_cells(args: argparse.Namespace):
         return suite, tracked.suite_name, tracked.cells, tracked.models, tracked, Source.mlflow(Path(args.suite) if args.suite else None, tracked.groups)
     from nonxfer_bench.execution.plan import plan_suite
     from nonxfer_bench.execution.store import CellStore
-    from nonxfer_bench.reporting.leaderboard import RESULTS_CELLS
+    from nonxfer_bench.reporting.leaderboard import results_cells
 
     keys = [key for group in plan_suite(suite) for key in group.cells.values()]
     store = CellStore(suite.run_dir() / "cells.jsonl", writable=False)  # read-only: never truncates or locks
-    committed = suite.results_dir() / RESULTS_CELLS
+    committed = results_cells(suite.results_dir())
     if not any(key in store for key in keys) and committed.is_file():  # a fresh clone: the committed results
         store = CellStore(committed, writable=False)
         cells = [store.cells[k] for k in keys if k in store]

@@ -62,3 +62,38 @@ def test_a_torn_final_line_is_dropped_and_the_file_stays_appendable(tmp_path):
     assert set(store.cells) == {"a"}
     store.add([cell("c", 0.1)])
     assert set(CellStore(path).cells) == {"a", "c"}
+
+
+def test_a_gzipped_copy_reads_as_the_store_and_the_same_cells_give_the_same_bytes(tmp_path):
+    from nonxfer_bench.execution.store import gzipped_lines
+
+    cells = [cell("a", 0.5), cell("b", 1.0)]
+    (tmp_path / "cells.jsonl.gz").write_bytes(gzipped_lines(cells))
+    assert CellStore(tmp_path / "cells.jsonl.gz", writable=False).cells == {"a": cells[0], "b": cells[1]}
+    assert gzipped_lines(cells) == gzipped_lines(list(cells))  # no time stamp: a rebuilt results folder is unchanged in git
+    with pytest.raises(AssertionError, match="read-only"):
+        CellStore(tmp_path / "cells.jsonl.gz")
+
+
+def test_a_damaged_or_oversized_gzipped_store_is_one_line(tmp_path, monkeypatch):
+    import gzip
+
+    from nonxfer_bench.execution import store
+
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(UserError, match=r"bad.jsonl.gz: not a readable gzip file .*; restore it from git"):
+        CellStore(tmp_path / "bad.jsonl.gz", writable=False)
+    (tmp_path / "bomb.jsonl.gz").write_bytes(gzip.compress(b"\n" * 5000))
+    monkeypatch.setattr(store, "MAX_STORE_BYTES", 4096)
+    with pytest.raises(UserError, match=r"bomb.jsonl.gz: decompresses to more than"):
+        CellStore(tmp_path / "bomb.jsonl.gz", writable=False)
+
+
+def test_a_results_folder_written_before_gzip_is_still_read(tmp_path):
+    from nonxfer_bench.reporting.leaderboard import results_cells
+
+    assert results_cells(tmp_path) == tmp_path / "cells.jsonl.gz"  # where a leaderboard writes
+    (tmp_path / "cells.jsonl").write_text("")
+    assert results_cells(tmp_path) == tmp_path / "cells.jsonl"
+    (tmp_path / "cells.jsonl.gz").write_bytes(b"")
+    assert results_cells(tmp_path) == tmp_path / "cells.jsonl.gz"

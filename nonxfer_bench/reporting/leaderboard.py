@@ -49,7 +49,7 @@ import pandas as pd
 
 from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.cell import Cell, param_text, step_texts
-from nonxfer_bench.execution.store import lines
+from nonxfer_bench.execution.store import gzipped_lines
 from nonxfer_bench.metrics.statistics import holm, seed_summary
 from nonxfer_bench.reporting.provenance import Source, run_summary
 from nonxfer_bench.reporting.ranking import gap_text, protection_rows, step_label
@@ -70,7 +70,14 @@ CELL_COLUMNS = [
     "accuracy", "agreement", "accuracy_flat", "accuracy_worst", "accuracy_spread", "draws",
     "storage", "encoded_psnr", "encoded_psnr_min", "stored_psnr", "attacked_psnr", "attacked_ssim", "n", "key",
 ]  # fmt: skip
-RESULTS_CELLS = "cells.jsonl"  # the cells of a results folder, per-image outcomes included
+RESULTS_CELLS = "cells.jsonl.gz"  # the cells of a results folder, per-image outcomes included, gzipped (byte-stable)
+LEGACY_RESULTS_CELLS = "cells.jsonl"  # results folders written before they were gzipped
+
+
+def results_cells(folder: Path) -> Path:
+    """A results folder's cells file: ``cells.jsonl.gz``, or ``cells.jsonl`` in a folder written before."""
+    legacy = folder / LEGACY_RESULTS_CELLS
+    return legacy if legacy.is_file() and not (folder / RESULTS_CELLS).is_file() else folder / RESULTS_CELLS
 EXTRA_COLUMNS = ["baseline", "n_labeled", "outcomes", "precision", "device", "code", "cell_param"]  # in the frame (no-attack step; intervals, paired tests; what ran), not in cells.csv
 ENCODING = ["authorized", "encoder", "strength", "precision"]  # one release: a precision is part of the cell key
 
@@ -417,11 +424,12 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
 
 
 def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], folder: Path, notes: str = "", source: Source | None = None) -> list[Path]:
-    """Write ``cells.csv``, ``cells.jsonl`` and ``leaderboard.md`` (and the plots) under ``folder``; returns the
-    paths to show and log (all but ``cells.jsonl``, which MLflow holds per group as ``cells.json``).
+    """Write ``cells.csv``, ``cells.jsonl.gz`` and ``leaderboard.md`` (and the plots) under ``folder``; returns the
+    paths to show and log (all but ``cells.jsonl.gz``, which MLflow holds per group as ``cells.json``).
 
-    ``cells.jsonl`` holds the cells as the store does, per-image outcomes included, so that ``leaderboard`` and
-    ``report`` rebuild every table and interval from a results folder alone (a fresh clone has no ``runs/``).
+    ``cells.jsonl.gz`` holds the cells as the store does, per-image outcomes included, so that ``leaderboard`` and
+    ``report`` rebuild every table and interval from a results folder alone (a fresh clone has no ``runs/``);
+    gzipped without a time stamp, so the same cells give the same bytes (results folders stay small in git).
 
     ``source`` (the suite file and when the newest cell was written) completes the "What was run" line.
     """
@@ -442,7 +450,8 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
         )
     per_cell = frame.assign(attack_param=frame.cell_param)  # cells.csv: each cell's own parameters, measurements included
     atomic_write(csv_path, per_cell.drop(columns=["key", *EXTRA_COLUMNS]).to_csv(index=False, float_format="%.4f"))
-    atomic_write(folder / RESULTS_CELLS, lines(sorted(cells, key=lambda cell: cell.key)))
+    atomic_write(folder / RESULTS_CELLS, gzipped_lines(sorted(cells, key=lambda cell: cell.key)))
+    (folder / LEGACY_RESULTS_CELLS).unlink(missing_ok=True)  # superseded: one copy of the cells
     above, below = ranking_text(metric, paired, seeds)
     text = [
         f"# Leaderboard: {suite_name}",
