@@ -12,21 +12,28 @@ per-model table), so the pooled intervals are too narrow for a statement about m
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from nonxfer_bench.metrics.statistics import wilson
+from nonxfer_bench.reporting.leaderboard import results_cells
 
 HERE = Path(__file__).resolve().parent
 SHAPE_ALONE = {"convnext"}  # the only zoo model of its input size (1x32x32): the only candidate for its releases
 
 
+def text(path: Path) -> str:
+    """The cells' lines, from the results folder's gzipped file (or a plain one written before)."""
+    return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+
+
 def trials(path: Path) -> list[dict]:
     """One row per (group, budget) of the non-clean `identify` cells."""
     seen, rows = set(), []
-    for line in path.read_text().splitlines():
+    for line in text(path).splitlines():
         cell = json.loads(line)
         if cell["attack"] != "identify" or cell["encoder"] == "clean":
             continue
@@ -48,7 +55,7 @@ def trials(path: Path) -> list[dict]:
 def clean_choices(path: Path) -> Counter:
     """What `identify` names on clean (unencoded) 28x28 releases: its choice when there is no NE noise."""
     seen, counts = set(), Counter()
-    for line in path.read_text().splitlines():
+    for line in text(path).splitlines():
         cell = json.loads(line)
         if cell["attack"] != "identify" or cell["encoder"] != "clean" or cell["authorized"] in SHAPE_ALONE:
             continue
@@ -73,7 +80,7 @@ def report(rows: list[dict], clean: Counter) -> str:
     out = [
         "# Identification: rates, per-model rates and confusions",
         "",
-        f"From `cells.jsonl` ({len(models)} authorized models x {len(seeds)} NE keys per encoding; written by "
+        f"From `cells.jsonl.gz` ({len(models)} authorized models x {len(seeds)} NE keys per encoding; written by "
         "`identification.py`). Top-1 rate = how often `identify` names the authorized model first, Wilson 95% "
         "interval over trials taken as independent. Chance: 1/5 = 20 % on the five 28x28 models (five candidates of "
         "the release's shape); 1/1 for convnext, the only candidate of its 32x32 shape.",
@@ -208,11 +215,11 @@ def stems() -> str:
 
 
 def main() -> None:
-    cells = HERE / "cells.jsonl"
-    text = report(trials(cells), clean_choices(cells)) + "\n" + stems()
-    print(text, end="")
+    cells = results_cells(HERE)
+    out = report(trials(cells), clean_choices(cells)) + "\n" + stems()
+    print(out, end="")
     if "--write" in sys.argv[1:]:
-        (HERE / "IDENTIFICATION.md").write_text(text)
+        (HERE / "IDENTIFICATION.md").write_text(out)
 
 
 if __name__ == "__main__":
