@@ -38,6 +38,7 @@ def _frame(cells: list[Cell]) -> pd.DataFrame:
             "attack_strength": c.attack_strength, "param": _param(c), "tier": c.tier, "nes": (c.budget_released or 0) + (c.budget_labelled or 0),
             "budget_public": c.budget_public or 0, "accuracy": c.accuracy,
             "baseline": c.baseline, "chosen": c.attack_param.get("chosen"), "group": c.group, "variant": variant,
+            "candidates": len(str(c.attack_param.get("ranking", "")).split(">")),
             "n": c.n_labeled if c.n_labeled is not None else c.n,
         }
         for c, variant in zip(cells, step_texts(cells))  # the leaderboard's step identity: its steps, not fewer
@@ -114,20 +115,24 @@ def _step(row: pd.Series) -> str:
 
 
 def identification_table(cells: list[Cell]) -> pd.DataFrame:
-    """Per encoder and strength, and released NEs observed: how often ``identify`` ranks the authorized model first."""
+    """Per encoder and strength, and released NEs observed: how often ``identify`` ranks the authorized model first,
+    with Wilson's interval over the trials (one per release and budget) and the rate guessing would reach (one over
+    the candidates of the release's input size, averaged over the trials: a model alone at its size is found by
+    its size)."""
     frame = _frame([c for c in cells if c.attack == "identify" and c.encoder != "clean"])  # a clean release has no owner
     if frame.empty:
         return pd.DataFrame()
     groups = frame.drop_duplicates(["group", "nes", "attack_strength"])
     rows = []
     for (encoder, strength, storage, nes), part in groups.groupby(["encoder", "strength", "storage", "nes"], sort=True):
-        hits = int((part.chosen == part.authorized).sum())
+        hits, trials = int((part.chosen == part.authorized).sum()), len(part)
         rows.append(
             {
                 "encoding": _label(encoder, strength, storage),
                 "released NEs": int(nes),
-                "identified": f"{hits}/{len(part)}",
-                "%": f"{100 * hits / len(part):.1f}",
+                "identified": f"{hits}/{trials}",
+                "% [95% CI]": with_interval(proportion_interval(hits / trials, trials)),
+                "chance %": f"{100 * part.candidates.rdiv(1.0).mean():.1f}",
             }
         )
     return pd.DataFrame(rows)
@@ -157,5 +162,8 @@ def ladder_markdown(cells: list[Cell]) -> list[str]:
     ]
     identified = identification_table(cells)
     if not identified.empty:
-        text += ["## Identification", "", "How often `identify` ranks the authorized model first among the public candidates.", "", _markdown(identified), ""]
+        text += ["## Identification", "", "How often `identify` ranks the authorized model first among the public candidates of the "
+                 "release's input size, with Wilson's 95% interval over the trials (one per release and budget; releases of one "
+                 "authorized model are not independent trials of models in general), against guessing (`chance %`).", "",
+                 _markdown(identified), ""]
     return text

@@ -139,6 +139,7 @@ def test_identification_and_ladder_tables(ladder_run, tmp_path):
     assert identify[30]["ranking"].split(">")[0] == "vit_a" and len(identify[30]["ranking"].split(">")) == 3
     table = identification_table(cells)
     assert list(table["released NEs"]) == [1, 30] and table["identified"].iloc[-1] == "1/1"
+    assert table["% [95% CI]"].iloc[-1] == "100.0 [20.7, 100.0]" and table["chance %"].iloc[-1] == "33.3"  # Wilson's for 1 of 1; 3 candidates
     ladder, breaks = ladder_tables(cells)
     assert set(ladder.tier) == {"none", "method", "architecture", "labelled_nes"}  # identify is analysis, not a rung
     none_row = ladder[ladder.tier == "none"].iloc[0]
