@@ -147,7 +147,7 @@ class OperatorEncoder(Encoder):
         self._placed: tuple[OperatorSubspace, dict[tuple, torch.Tensor]] | None = None  # the last subspace, per (device, dtype)
 
     def basis(self, subspace: OperatorSubspace, images: torch.Tensor) -> torch.Tensor:
-        """The subspace's basis (n x k) in the images' device and dtype, converted once per subspace and device."""
+        """The subspace's basis (k x n, one direction a row) in the images' device and dtype, converted once per subspace and device."""
         if self._placed is None or self._placed[0] is not subspace:
             self._placed = (subspace, {})
         placed, key = self._placed[1], (images.device, images.dtype)
