@@ -116,7 +116,7 @@ def covariance(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _regularized(cov: torch.Tensor, ridge: float) -> torch.Tensor:
     scale = float(torch.diagonal(cov).mean()) or 1.0
-    return cov + ridge * scale * torch.eye(len(cov), dtype=cov.dtype)
+    return cov + ridge * scale * torch.eye(len(cov), dtype=cov.dtype, device=cov.device)
 
 
 def excess_variance_directions(
@@ -129,11 +129,11 @@ def excess_variance_directions(
     *filters* (they read the excess out); the excess itself lies along the *patterns* C_c v (for
     C_r = C_c + N with N of rank r, the top r patterns span range(N) exactly), so the returned basis is the
     orthonormalized span of the patterns. Without clean rows C_c is the identity (plain PCA of the released rows).
-    Returns (basis, all generalized eigenvalues in descending order).
+    Returns (basis, all generalized eigenvalues in descending order), on the released rows' device.
     """
     _, c_released = covariance(released)
-    d = c_released.shape[0]
-    c_clean = covariance(clean)[1] if clean is not None and len(clean) > 1 else torch.eye(d, dtype=torch.float64)
+    d, device = c_released.shape[0], c_released.device
+    c_clean = covariance(clean.to(device))[1] if clean is not None and len(clean) > 1 else torch.eye(d, dtype=torch.float64, device=device)
     chol = torch.linalg.cholesky(_regularized(c_clean, ridge))
     whitened = torch.linalg.solve_triangular(chol, c_released, upper=False)
     whitened = torch.linalg.solve_triangular(chol, whitened.T, upper=False).T
@@ -142,7 +142,7 @@ def excess_variance_directions(
     values, vectors = values[order], vectors[:, order]
     count = max(0, min(count, d))
     if count == 0:
-        return torch.zeros(d, 0, dtype=torch.float64), values
+        return torch.zeros(d, 0, dtype=torch.float64, device=device), values
     filters = torch.linalg.solve_triangular(chol.T, vectors[:, :count], upper=True)  # v: C_c-orthonormal
     patterns = chol @ (chol.T @ filters)  # C_c v = L u: where the excess variance lies (the noise directions)
     basis, _ = torch.linalg.qr(patterns)
@@ -158,14 +158,20 @@ class SubspaceRemover:
     - ``mean``: the clean prior mean of a;
     - ``none``: 0 (orthogonal projection onto the complement).
     Without clean rows, ``regression`` and ``mean`` fall back to ``none``.
+
+    Fitted on the clean rows' device (else the basis's); applied on the device of the rows it is given, where
+    it keeps a copy of its operators (made once per device).
     """
 
     def __init__(self, basis: torch.Tensor, clean: torch.Tensor | None, restore: Restore = "regression", ridge: float = 1e-3) -> None:
         basis = basis.double()
+        if clean is not None:
+            basis = basis.to(clean.device)
         d, r = basis.shape
         self.basis = basis
-        self.offset = torch.zeros(r, dtype=torch.float64)
-        self.gain = torch.zeros(d, r, dtype=torch.float64)  # a_hat = offset + p @ gain
+        self.offset = torch.zeros(r, dtype=torch.float64, device=basis.device)
+        self.gain = torch.zeros(d, r, dtype=torch.float64, device=basis.device)  # a_hat = offset + p @ gain
+        self._placed: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         if r == 0 or clean is None or len(clean) < 2 or restore == "none":
             return
         mean, cov = covariance(clean)
@@ -181,20 +187,27 @@ class SubspaceRemover:
         self.gain = complement @ coefficients.T  # D x r
         self.offset = mean_a - (mean @ complement) @ coefficients.T
 
+    def operators(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(basis, offset, gain) on ``device``, copied there once."""
+        if device not in self._placed:
+            self._placed[device] = (self.basis.to(device), self.offset.to(device), self.gain.to(device))
+        return self._placed[device]
+
     def __call__(self, rows: torch.Tensor, amount: float = 1.0) -> torch.Tensor:
         if self.basis.shape[1] == 0 or amount == 0:
             return rows
+        basis, offset, gain = self.operators(rows.device)
         flat = rows.double()
-        coordinates = flat @ self.basis
-        estimate = self.offset + flat @ self.gain
-        return (flat - amount * (coordinates - estimate) @ self.basis.T).to(rows.dtype)
+        coordinates = flat @ basis
+        estimate = offset + flat @ gain
+        return (flat - amount * (coordinates - estimate) @ basis.T).to(rows.dtype)
 
 
 def energy_fraction(rows: torch.Tensor, basis: torch.Tensor) -> float:
     """Share of the (uncentered) energy of rows that lies in span(basis)."""
     rows = rows.double()
     total = float(rows.pow(2).sum())
-    return float((rows @ basis.double()).pow(2).sum()) / total if total > 0 else 0.0
+    return float((rows @ basis.double().to(rows.device)).pow(2).sum()) / total if total > 0 else 0.0
 
 
 def first_layer_tiles(model: "ZooModel", tau: float) -> tuple[Tiling, torch.Tensor]:

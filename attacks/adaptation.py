@@ -237,7 +237,7 @@ def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: 
     adapted.train(params.scope == "all")
     optimizer = torch.optim.Adam(trained, lr=params.lr)
     for _ in range(params.epochs):
-        order = torch.randperm(len(images), generator=generator).to(images.device)
+        order = torch.randperm(len(images), generator=generator, device=generator.device).to(images.device)
         for start in range(0, len(images), params.batch_size):
             index = order[start : start + params.batch_size]
             optimizer.zero_grad()

@@ -133,12 +133,14 @@ class Torchattacks(Attack):
         # wrapper must be in eval mode, or the zoo model would be left in training mode (BatchNorm on batch
         # statistics, running statistics overwritten) for every later evaluation.
         attack = torchattacks_class(self.params.name)(_Rescaled(self.target, low, scale).eval(), **kwargs)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
         frozen = [p for p in self.target.parameters() if p.requires_grad]  # gradients w.r.t. inputs only
         try:
             for p in frozen:
                 p.requires_grad_(False)
-            with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            # manual_seed seeds the CPU and every CUDA device: the forked states (the images' device's too) come
+            # back afterwards, so the attack's random start leaves the global generators as it found them
+            with torch.random.fork_rng(devices=[images.device] if images.is_cuda else []), torch.enable_grad():
                 torch.manual_seed(seed)
                 adversarial = attack((images - low) / scale, labels)
         finally:

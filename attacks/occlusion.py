@@ -33,8 +33,8 @@ class Cutout(Attack):
         out = images.clone()
         if side == 0:
             return out
-        tops = torch.randint(0, height - side + 1, (len(images),), generator=generator)
-        lefts = torch.randint(0, width - side + 1, (len(images),), generator=generator)
+        tops = torch.randint(0, height - side + 1, (len(images),), generator=generator, device=generator.device)
+        lefts = torch.randint(0, width - side + 1, (len(images),), generator=generator, device=generator.device)
         for image, top, left in zip(out, tops.tolist(), lefts.tolist()):
             image[:, top : top + side, left : left + side] = 0
         return out

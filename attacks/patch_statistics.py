@@ -80,7 +80,7 @@ class PatchMean(Attack):
         self.prior: torch.Tensor | None = None
         self.shrink: torch.Tensor | None = None
         self.gain = True
-        self._operators: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._operators: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # by (image shape, device)
 
     def fit(self, context: AttackContext) -> None:
         self.lattice = Lattice.resolve(self.params, context)
@@ -90,7 +90,7 @@ class PatchMean(Attack):
         self.shrink = None
         self.gain = True
         if self.params.fold_gain == "detect":
-            count, _ = self.operators(tuple(context.released.shape[1:]))
+            count, _ = self.operators(tuple(context.released.shape[1:]), context.released.device)
             released_mean = self._normalize(context.released.double()).mean(0, keepdim=True)
             with_gain = (released_mean - count * self.prior).pow(2).sum()
             without_gain = (released_mean - self.prior).pow(2).sum()
@@ -103,7 +103,7 @@ class PatchMean(Attack):
             values, vectors = torch.linalg.eigh(noisy - clean)
             signal = (vectors * values.clamp_min(0)) @ vectors.T
             total = signal + clean
-            total = total + self.params.ridge * float(torch.diagonal(total).mean() or 1.0) * torch.eye(len(total), dtype=total.dtype)
+            total = total + self.params.ridge * float(torch.diagonal(total).mean() or 1.0) * torch.eye(len(total), dtype=total.dtype, device=total.device)
             self.shrink = torch.linalg.solve(total, signal)  # n_hat (row) = n_ls (row) @ (S_n + S_e)^-1 S_n
 
     def parameter(self, strength: float) -> dict:
@@ -116,36 +116,36 @@ class PatchMean(Attack):
         lattice = self.lattice
         if lattice.mean is None:
             return images
-        return (images - lattice.mean.double()) / lattice.std.double()
+        return (images - lattice.mean.double().to(images.device)) / lattice.std.double().to(images.device)
 
     def _denormalize(self, tensor: torch.Tensor) -> torch.Tensor:
         lattice = self.lattice
         if lattice.mean is None:
             return tensor
-        return tensor * lattice.std.double() + lattice.mean.double()
+        return tensor * lattice.std.double().to(tensor.device) + lattice.mean.double().to(tensor.device)
 
-    def operators(self, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gain on the image 1 x C x H x W, F^T F as D x D) for an image shape, cached: the gain is the window
-        count (the fold's), or ones where the release is not taken to carry it."""
-        if shape not in self._operators:
+    def operators(self, shape: tuple[int, int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gain on the image 1 x C x H x W, F^T F as D x D) for an image shape, on ``device``, cached: the gain is
+        the window count (the fold's), or ones where the release is not taken to carry it."""
+        if (shape, device) not in self._operators:
             kwargs = self.lattice.geometry.unfold_kwargs()
             channels, height, width = shape
-            ones = torch.ones(1, *shape, dtype=torch.float64)
+            ones = torch.ones(1, *shape, dtype=torch.float64, device=device)
             unfolded = F.unfold(ones, **kwargs)
             count = F.fold(unfolded, output_size=(height, width), **kwargs)
             d, windows = unfolded.shape[1:]
-            basis = torch.eye(d, dtype=torch.float64).unsqueeze(-1).expand(d, d, windows)
+            basis = torch.eye(d, dtype=torch.float64, device=device).unsqueeze(-1).expand(d, d, windows)
             gram = F.unfold(F.fold(basis, output_size=(height, width), **kwargs), **kwargs).sum(-1)
-            self._operators[shape] = (count, gram)
-        count, gram = self._operators[shape]
+            self._operators[(shape, device)] = (count, gram)
+        count, gram = self._operators[(shape, device)]
         return (count if self.gain else (count > 0).to(count)), gram
 
     def least_squares(self, images: torch.Tensor) -> torch.Tensor:
         """n_ls = (F^T F)^-1 F^T (r - count * mu) per image (B x D), r the normalized images."""
         kwargs = self.lattice.geometry.unfold_kwargs()
         released = self._normalize(images.double())
-        count, gram = self.operators(tuple(images.shape[1:]))
-        prior = self.prior if self.prior.shape[1:] == released.shape[1:] else released.mean(0, keepdim=True)
+        count, gram = self.operators(tuple(images.shape[1:]), images.device)
+        prior = self.prior.to(images.device) if self.prior.shape[1:] == released.shape[1:] else released.mean(0, keepdim=True)
         residual = released - count * prior
         return torch.linalg.lstsq(gram, F.unfold(residual, **kwargs).sum(-1).T).solution.T
 
@@ -155,10 +155,10 @@ class PatchMean(Attack):
             raise not_fitted(self.name)
         kwargs = self.lattice.geometry.unfold_kwargs()
         released = self._normalize(images.double())
-        count, _ = self.operators(tuple(images.shape[1:]))
+        count, _ = self.operators(tuple(images.shape[1:]), images.device)
         noise = self.least_squares(images)
         if self.shrink is not None:
-            noise = noise @ self.shrink
+            noise = noise @ self.shrink.to(noise.device)
         windows = F.unfold(count, **kwargs).shape[-1]
         pattern = F.fold(noise.unsqueeze(-1).expand(-1, -1, windows), output_size=images.shape[-2:], **kwargs)
         covered = count > 0
@@ -247,8 +247,8 @@ class LatticeNotch(Attack):
         spectrum = torch.fft.fft2(images.double())
         gain = torch.ones(images.shape[-2:], dtype=torch.float64)
         gain[self.mask(*images.shape[-2:])] = 1 - strength
-        out = torch.fft.ifft2(spectrum * gain).real
+        out = torch.fft.ifft2(spectrum * gain.to(images.device)).real
         if self.prior_dc is not None and len(self.prior_dc) == images.shape[1]:
             mean = images.double().mean(dim=(2, 3), keepdim=True)
-            out = out + strength * (self.prior_dc.view(1, -1, 1, 1) - mean)
+            out = out + strength * (self.prior_dc.to(images.device).view(1, -1, 1, 1) - mean)
         return out.to(images.dtype)

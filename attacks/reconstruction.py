@@ -3,8 +3,11 @@
 The attacker pushes the released images through a generative model trained on clean data and hopes
 the NE noise does not survive. Outputs are images in [0, 1]; inputs are clipped to [0, 1] first
 (``range: clip``, what happens when an image is saved) or min-max rescaled per image (``range: minmax``,
-the reference's convention for unclipped releases). Models load (or train) on first use; these
-attackers use no knowledge of the authorized model, so they take nothing from the attack context.
+the reference's convention for unclipped releases). Models load (or train) on first use, on the CPU, and
+move to the device of the images they are given (once: they stay there); these attackers use no knowledge
+of the authorized model, so they take nothing from the attack context. Their seeded draws are made by the
+generator on its own device and moved to the images' (so a CPU generator gives the same noise on every
+device, and CPU results are what they were).
 """
 
 from __future__ import annotations
@@ -28,6 +31,18 @@ DEFAULT_DDPM = "suites/zoo/weights/fashion-ddpm"
 
 def _into_unit(images: torch.Tensor, mode: str) -> torch.Tensor:
     return to_unit_range(images, mode)[0]
+
+
+def _on(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` moved to ``device`` if it is elsewhere (in place: a model moves once and stays)."""
+    if next(module.parameters()).device != device:
+        module.to(device)
+    return module
+
+
+def _draw(shape: torch.Size, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise drawn by ``generator`` on its own device, in ``like``'s dtype and device."""
+    return torch.randn(shape, generator=generator, device=generator.device).to(like)
 
 
 def _match(images: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.Tensor:
@@ -58,23 +73,23 @@ class AutoencoderReconstruction(Attack):
         super().__init__(params)
         self.model: torch.nn.Module | None = None
 
-    def _load(self) -> torch.nn.Module:
+    def _load(self, device: torch.device) -> torch.nn.Module:
         if self.model is None:
             self.model = load_or_train(AutoencoderConfig(**self.params.model_dump(include=set(AutoencoderConfig.model_fields))))
-        return self.model
+        return _on(self.model, device)
 
     def parameter(self, strength: float) -> dict:
         return {"latent_noise": round(strength * self.params.max_latent_noise, 4)}
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-        model = self._load()
+        model = self._load(images.device)
         channels = model.encoder[0].in_channels
         x = _match(_into_unit(images, self.params.range), channels, images.shape[-2:])
         height, width = x.shape[-2:]
         padded = F.pad(x, (0, -width % 4, 0, -height % 4), mode="replicate")
         latent = model.encode(padded)
-        noise = torch.randn(latent.shape, generator=generator).to(latent)
+        noise = _draw(latent.shape, generator, latent)
         latent = latent + strength * self.params.max_latent_noise * latent.std() * noise
         out = model.decode(latent, (height, width))
         return _match(out, images.shape[1], images.shape[-2:]).to(images.dtype)
@@ -112,26 +127,26 @@ class DiffusersVae(Attack):
         super().__init__(params)
         self.vae = None
 
-    def _load(self):
+    def _load(self, device: torch.device):
         if self.vae is None:
             from diffusers import AutoencoderKL, AutoencoderTiny
 
             kind = AutoencoderKL if self.params.kind == "kl" else AutoencoderTiny
             self.vae = _load_diffusers(kind, self.params.source, self.params.subfolder, "autoencoder")
-        return self.vae
+        return _on(self.vae, device)
 
     def parameter(self, strength: float) -> dict:
         return {"latent_noise": round(strength * self.params.max_latent_noise, 4)}
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-        vae = self._load()
+        vae = self._load(images.device)
         height, width = images.shape[-2:]
         size = (max(8, (height + 7) // 8 * 8), max(8, (width + 7) // 8 * 8))
         x = _match(_into_unit(images, self.params.range), vae.config.in_channels, size) * 2 - 1
         encoded = vae.encode(x)
         latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
-        noise = torch.randn(latent.shape, generator=generator).to(latent)
+        noise = _draw(latent.shape, generator, latent)
         latent = latent + strength * self.params.max_latent_noise * latent.std() * noise
         out = ((vae.decode(latent).sample + 1) / 2).clamp(0, 1)
         return _match(out, images.shape[1], (height, width)).to(images.dtype)
@@ -174,7 +189,7 @@ class DiffusionPurification(Attack):
         if strength * self.params.max_t == 0:
             return images.clone()
         unit = _into_unit(images, self.params.range)
-        return self._load().purify(unit, strength * self.params.max_t, generator).to(images.dtype)
+        return self._load().to(images.device).purify(unit, strength * self.params.max_t, generator).to(images.dtype)
 
 
 class Img2ImgParams(Strict):

@@ -38,10 +38,11 @@ def explained_excess(tiling: Tiling, basis: torch.Tensor, released: torch.Tensor
     """Share of the release's variance in excess of the public images' that lies in ``basis`` (module docstring)."""
     _, c_released = covariance(tiling.patches(released))
     if len(public) > 1:
-        c_released = c_released - covariance(tiling.patches(public))[1]
+        c_released = c_released - covariance(tiling.patches(public.to(released.device)))[1]
     total = float(torch.trace(c_released))
     if total <= 0:
         return 0.0
+    basis = basis.to(c_released.device)  # the candidate's subspace is computed where its weights are
     return float(torch.trace(basis.T @ c_released @ basis)) / total
 
 

@@ -99,8 +99,9 @@ def estimate_solve_seconds(conv: torch.nn.Conv2d, input_shape: tuple[int, int, i
     forming A^T A + its eigendecomposition (``EIGH_COST`` n^3), the last two at the measured matmul rate;
     LOBPCG = ``TYPICAL_ITERATIONS`` (at most ``max_iter``) iterations of ``ITERATION_COST`` x (a QR of the
     n x p block + p applications of A^T A), at the real size. Within a factor of about two of measured solves
-    on one thread (more threads speed up the dense solve); an estimate, not a promise."""
-    operator = ConvOperator.of(conv, input_shape, input_scale)
+    on one thread (more threads speed up the dense solve); an estimate, not a promise. Timed on the CPU, where the
+    solve runs, whatever device the layer is on."""
+    operator = ConvOperator.of(conv, input_shape, input_scale, device="cpu")
     n = operator.in_features
     with one_thread():  # stable timings on a busy machine; the LOBPCG solve itself runs on one thread
         if n <= DENSE_LIMIT:
@@ -141,9 +142,22 @@ class OperatorEncoder(Encoder):
     Params = OperatorParams
     version = "2"  # 2: exact small subspaces, draws by projection (1 depended on the thread count)
 
+    def __init__(self, params: OperatorParams) -> None:
+        super().__init__(params)
+        self._placed: tuple[OperatorSubspace, dict[tuple, torch.Tensor]] | None = None  # the last subspace, per (device, dtype)
+
+    def basis(self, subspace: OperatorSubspace, images: torch.Tensor) -> torch.Tensor:
+        """The subspace's basis (k x n, one direction a row) in the images' device and dtype, converted once per subspace and device."""
+        if self._placed is None or self._placed[0] is not subspace:
+            self._placed = (subspace, {})
+        placed, key = self._placed[1], (images.device, images.dtype)
+        if key not in placed:
+            placed[key] = subspace.basis.to(device=images.device, dtype=images.dtype).flatten(1)
+        return placed[key]
+
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         subspace = pixel_space_operator_subspace(model, tuple(images.shape[1:]), self.params)
-        basis = subspace.basis.to(device=images.device, dtype=images.dtype).flatten(1)
+        basis = self.basis(subspace, images)
         # P g with P = V V^T the projector onto the subspace and g ~ N(0, I) in pixel space: the same law as V z,
         # but a function of the subspace only, not of the basis a solver happened to return within it
         g = torch.randn(len(images), basis.shape[1], generator=generator_on(generator, images.device), device=images.device, dtype=images.dtype)

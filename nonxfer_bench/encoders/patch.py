@@ -42,13 +42,33 @@ class PatchEncoder(Encoder):
     """Independent low-sensitivity noise per patch tile, exact standard PSNR per image."""
 
     Params = PatchParams
+    CACHED = 8  # subspaces kept (one per first layer an encoder instance meets: the authorized model, an attacker's stems)
+
+    def __init__(self, params: PatchParams) -> None:
+        super().__init__(params)
+        self._subspaces: list[tuple[torch.Tensor, PatchSubspace, dict[tuple, torch.Tensor]]] = []  # (W_eff, subspace, bases)
+
+    def subspace(self, model: ZooModel, images: torch.Tensor) -> tuple[PatchSubspace, torch.Tensor]:
+        """:func:`pixel_space_subspace` of the model and its basis in the images' device and dtype, the SVD made
+        once per first layer (keyed by W_eff's values, so a changed or another layer gets its own) and the basis
+        converted once per device."""
+        weight = model.pixel_weight(torch.float32)
+        entry = next((e for e in self._subspaces if e[0].shape == weight.shape and e[0].device == weight.device and torch.equal(e[0], weight)), None)
+        if entry is None:
+            entry = (weight, patch_subspace(weight, self.params.tau), {})
+            self._subspaces = [entry, *self._subspaces[: self.CACHED - 1]]
+        _, subspace, bases = entry
+        key = (images.device, images.dtype)
+        if key not in bases:
+            bases[key] = subspace.basis.to(images)
+        return subspace, bases[key]
 
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
-        subspace = pixel_space_subspace(model, self.params.tau)
+        subspace, basis = self.subspace(model, images)
         tiles = model.geometry.tiling().unfold_kwargs()
         count = F.unfold(images[:1], **tiles).shape[-1]
         z = torch.randn(len(images), subspace.k, count, generator=generator_on(generator, images.device), device=images.device)
-        noise = F.fold(subspace.basis.to(images) @ z, output_size=images.shape[-2:], **tiles)
+        noise = F.fold(basis @ z, output_size=images.shape[-2:], **tiles)
         released = images + noise * noise_scale_for_psnr(noise, strength)
         return Encoding(
             images=released,

@@ -30,7 +30,7 @@ from nonxfer_bench.schema.suite import DatasetSpec
 
 
 class Purifier:
-    """A loaded UNet + scheduler that purifies [0, 1] images at a given t*/T."""
+    """A loaded UNet + scheduler that purifies [0, 1] images at a given t*/T, on the UNet's device (:meth:`to`)."""
 
     def __init__(self, unet: torch.nn.Module, scheduler, steps: int | None = None, kind: Literal["ddim", "ddpm"] = "ddim") -> None:
         self.unet = unet.eval()
@@ -42,6 +42,16 @@ class Purifier:
         self.channels = config.in_channels
         size = config.sample_size
         self.size = (size, size) if isinstance(size, int) else tuple(size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def to(self, device: torch.device | str) -> "Purifier":
+        """Moves the UNet to ``device`` if it is elsewhere (purification then computes there); returns self."""
+        if self.device != torch.device(device):
+            self.unet.to(device)
+        return self
 
     @classmethod
     def load(cls, source: str, scheduler: Literal["ddpm", "ddim"] = "ddim", steps: int | None = None) -> "Purifier":
@@ -76,14 +86,17 @@ class Purifier:
 
         The reverse process visits ``steps`` timesteps from t* - 1 to 0: DDIM (eta = 0, deterministic
         after the forward noise) or DDPM ancestral sampling (the posterior between consecutive visited
-        timesteps, fresh noise from ``generator`` at each step). One step is one-shot denoising.
+        timesteps, fresh noise from ``generator`` at each step). One step is one-shot denoising. It runs on
+        the UNet's device (images elsewhere are moved there and the result back); the noise is drawn by
+        ``generator`` on its own device and moved there, so a CPU generator draws the same noise everywhere.
         """
         t_star = round(strength * self.total)
         if t_star == 0:
             return images.clone()
         height, width = images.shape[-2:]
         channels = images.shape[1]
-        x = images.clamp(0, 1)
+        device = self.device
+        x = images.to(device).clamp(0, 1)
         if channels != self.channels:
             x = x.mean(1, keepdim=True).expand(-1, self.channels, -1, -1)
         if (height, width) != self.size:
@@ -91,13 +104,12 @@ class Purifier:
         x = x * 2 - 1
         alphas = self.scheduler.alphas_cumprod.double()
         timesteps = self.reverse_timesteps(t_star)
-        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        noise = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=generator.device).to(device)
         sample = alphas[timesteps[0]].sqrt() * x.double() + (1 - alphas[timesteps[0]]).sqrt() * noise
-        device = next(self.unet.parameters()).device
-        for index, t in enumerate(timesteps):
+        for index, t in enumerate(timesteps):  # alphas stay on the CPU: 0-dim scalars, no device round trip
             previous = alphas[timesteps[index + 1]] if index + 1 < len(timesteps) else torch.tensor(1.0, dtype=torch.float64)
             current = alphas[t]
-            epsilon = self.unet(sample.float().to(device), t).sample.double().cpu()
+            epsilon = self.unet(sample.float(), t).sample.double()
             x0 = ((sample - (1 - current).sqrt() * epsilon) / current.sqrt()).clamp(-1, 1)
             if self.kind == "ddim":
                 epsilon = (sample - current.sqrt() * x0) / (1 - current).sqrt()
@@ -106,13 +118,13 @@ class Purifier:
                 beta = 1 - current / previous
                 mean = (previous.sqrt() * beta * x0 + (current / previous).sqrt() * (1 - previous) * sample) / (1 - current)
                 variance = beta * (1 - previous) / (1 - current)
-                sample = mean + variance.sqrt() * torch.randn(sample.shape, generator=generator, dtype=torch.float64)
+                sample = mean + variance.sqrt() * torch.randn(sample.shape, generator=generator, dtype=torch.float64, device=generator.device).to(device)
         out = ((sample.float() + 1) / 2).clamp(0, 1)
         if (height, width) != self.size:
             out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
         if channels != self.channels:
             out = out.mean(1, keepdim=True).expand(-1, channels, -1, -1).contiguous()
-        return out.to(images.dtype)
+        return out.to(images.device, images.dtype)
 
 
 class DiffusionTrainSpec(Strict):
@@ -252,8 +264,7 @@ def evaluate_purifier(spec: DiffusionTrainSpec, device: str = "cpu", count: int 
     from nonxfer_bench.metrics.image_quality import psnr_per_image
     from nonxfer_bench.storage.samples import save_sample_grid
 
-    purifier = Purifier.load(str(spec.output), scheduler="ddim", steps=50)
-    purifier.unet.to(device)
+    purifier = Purifier.load(str(spec.output), scheduler="ddim", steps=50).to(device)
     held_out = load_dataset(spec.dataset.name, {**spec.dataset.params, "split": "test"}).subset(count, spec.seed)
     clean = held_out.as_float()
     rows = {"clean": clean[:10]}

@@ -81,8 +81,29 @@ SPEC_PARAMS = {
 }
 
 
+# attacks that need a package a machine may lack (benchmarks/gpu_bundle.py carries neither to a lent GPU machine)
+REQUIRES = {name: "diffusers" for name in ("diffusers_vae", "diffusion", "img2img")} | {name: "torchattacks" for name in ("torchattacks", "pgd", "fgsm", "cw")}
+
+
 def spec_params(name: str) -> dict | None:
     return SPEC_PARAMS[name]() if name in SPEC_PARAMS else None
+
+
+def requires(name: str) -> None:
+    """Skip a test of ``name`` where the package it needs is not installed."""
+    if name in REQUIRES:
+        pytest.importorskip(REQUIRES[name], reason=f"{name} needs {REQUIRES[name]}")
+
+
+@pytest.fixture
+def deterministic_cuda():
+    """cuDNN's deterministic algorithms and float32 without TF32 while a test runs on CUDA: one seed, one result,
+    and float32 that compares with the CPU's."""
+    backends = torch.backends
+    before = backends.cudnn.deterministic, backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
+    backends.cudnn.deterministic, backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = True, False, False, False
+    yield
+    backends.cudnn.deterministic, backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = before
 
 
 # attacks that leave the images alone by design: the baseline, model adaptation, identification
@@ -92,6 +113,15 @@ UNCHANGED_IMAGES = {"identity", "identify"} | {n for n in NAMES if ATTACKS.get(n
 @pytest.mark.parametrize("name", NAMES)
 def test_keeps_shape_dtype_and_is_deterministic(name):
     check_shape_dtype_and_determinism(name, spec_params(name))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", NAMES)
+def test_keeps_shape_dtype_device_and_is_deterministic_on_cuda(name, deterministic_cuda):
+    """The same check with the batch, the context's models and images on CUDA (tests/test_cuda_path.py runs it on a
+    pretend CUDA device where there is none, and compares each attack's CUDA results with the CPU's)."""
+    requires(name)
+    check_shape_dtype_and_determinism(name, spec_params(name), device="cuda")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -156,3 +156,22 @@ def test_clean_encoder_is_the_identity(model):
     x = images()
     encoding = ENCODERS.create("clean").encode(x, model, 0.0, torch.Generator())
     assert torch.equal(encoding.images, x) and torch.isinf(encoding.achieved_psnr).all()
+
+
+def test_the_patch_encoder_makes_one_svd_per_first_layer(monkeypatch):
+    """One SVD per first layer (not per batch), the same releases as an encoder that has made none, and a new SVD
+    for a layer whose weights changed."""
+    import nonxfer_bench.encoders.patch as patch
+
+    calls = []
+    monkeypatch.setattr(patch, "patch_subspace", lambda weight, tau, real=patch.patch_subspace: calls.append(tau) or real(weight, tau))
+    torch.manual_seed(0)
+    model = build_model(MODELS["overlapping"])
+    encoder = ENCODERS.create("patch")
+    released = [encoder.encode(images(seed=seed), model, 20.0, torch.Generator().manual_seed(1)).images for seed in range(3)]
+    assert len(calls) == 1
+    assert torch.equal(released[2], ENCODERS.create("patch").encode(images(seed=2), model, 20.0, torch.Generator().manual_seed(1)).images)
+    with torch.no_grad():
+        model.first_conv.weight[0] *= -1  # another layer (same null space, other W): its own SVD
+    encoder.encode(images(), model, 20.0, torch.Generator().manual_seed(1))
+    assert len(calls) == 3

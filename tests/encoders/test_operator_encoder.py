@@ -158,3 +158,32 @@ def test_the_dense_subspace_is_the_exact_smallest_spectrum():
     exact = torch.linalg.svdvals(dense).flip(0)[:6]
     assert subspace.stop == "dense" and subspace.converged
     assert torch.allclose(subspace.singular_values.double(), exact, rtol=1e-8, atol=1e-10)
+
+
+def test_the_basis_reaches_the_images_device_and_dtype_once_per_subspace():
+    """The float64 basis is converted for the batch once, not per batch (on a GPU: one host-to-device copy)."""
+    from nonxfer_bench.encoders.operator import pixel_space_operator_subspace
+
+    deep = build("deep_stem")
+    encoder = ENCODERS.create("operator", {"k": 4})
+    x = images(deep, count=2)
+    subspace = pixel_space_operator_subspace(deep, tuple(x.shape[1:]), encoder.params)
+    basis = encoder.basis(subspace, x)
+    assert basis.dtype == x.dtype and basis.device == x.device and basis.shape == (4, x[0].numel())
+    assert encoder.basis(subspace, images(deep, count=3, seed=1)) is basis  # another batch: the same tensor
+    assert encoder.basis(subspace, x.double()).dtype == torch.float64  # another dtype: its own conversion
+    first = encoder.encode(x, deep, 10.0, torch.Generator().manual_seed(1)).images
+    assert torch.equal(first, ENCODERS.create("operator", {"k": 4}).encode(x, deep, 10.0, torch.Generator().manual_seed(1)).images)
+
+
+def test_the_solve_time_estimate_times_a_cpu_copy_of_the_layer(monkeypatch):
+    """The cold-cache estimate builds its operator on the CPU whatever the layer's device (it built it on the layer's
+    and crashed on CUDA against its CPU test tensors; tests/test_cuda_path.py runs it on a pretend CUDA device)."""
+    from nonxfer_bench.encoders import operator
+
+    seen = []
+    real = operator.ConvOperator.of
+    monkeypatch.setattr(operator.ConvOperator, "of", lambda *a, **k: seen.append(k.get("device")) or real(*a, **k))
+    deep = build("deep_stem")
+    assert operator.estimate_solve_seconds(deep.first_conv, (1, 16, 16), 4, deep.pixel_scale(), 100) > 0
+    assert seen == ["cpu"]
