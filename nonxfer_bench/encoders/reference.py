@@ -20,11 +20,13 @@ equal the literal recipe up to float rounding (about 1e-6 relative).
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
+from torch import nn
 
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
@@ -155,14 +157,16 @@ class ReferenceEncoder(Encoder):
 
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)
-        self._subspaces: dict[int, PatchSubspace] = {}  # per first layer: one SVD per group, not per batch
+        # per first layer: one SVD per group, not per batch; keyed by the layer itself (weakly), never by an id a
+        # freed layer's successor could reuse
+        self._subspaces: weakref.WeakKeyDictionary[nn.Module, PatchSubspace] = weakref.WeakKeyDictionary()
 
     def subspace(self, model: ZooModel) -> PatchSubspace:
         """The low-sensitivity subspace of the model's (normalized-space) W, one SVD per first layer."""
         conv = model.first_conv
-        if id(conv) not in self._subspaces:
-            self._subspaces[id(conv)] = patch_subspace(flatten_weight(conv), self.params.tau)
-        return self._subspaces[id(conv)]
+        if conv not in self._subspaces:
+            self._subspaces[conv] = patch_subspace(flatten_weight(conv), self.params.tau)
+        return self._subspaces[conv]
 
     def noise_subspace(self, model: ZooModel) -> NoiseSubspace:
         return NoiseSubspace.normalized(model, self.subspace(model), folded=True)
