@@ -33,6 +33,7 @@ from nonxfer_bench.core import faults
 from nonxfer_bench.core.cache import ArrayCache
 from nonxfer_bench.core.cell import Cell, Role
 from nonxfer_bench.core.hashing import keyed_generator, stable_hash
+from nonxfer_bench.core.memory import return_freed_memory
 from nonxfer_bench.encoders import ENCODERS, Encoder, Encoding
 from nonxfer_bench.execution.plan import AttackStep, EncodingGroup
 from nonxfer_bench.linalg.bounds import NOT_COMPUTED, group_bounds
@@ -166,6 +167,7 @@ class GroupComputation:
                     self.measure_attack(step, draw, start, clean, attacked)
                     self.score(step, draw, start, clean, attacked, labels, encoding, inputs.clean_predictions)
                 faults.point("group_batch")
+                return_freed_memory()  # the batch's tensors are gone: keep the footprint flat over many batches
         count = self.services.sample_images  # only the shown images travel back from a worker
         shown = dict.fromkeys(["clean", self.group.encoder.name, *(step.label for step in self.steps)])  # the grid's row order
         return self.assemble(inputs.image_ids), {label: self.sample_rows[label][:count] for label in shown if label in self.sample_rows}
