@@ -14,8 +14,8 @@ site="${NXB_GPU_SITE:-/tmp/nxb-gpu-site}"
 mkdir -p "$site"
 tar -xJf .gpu/site.tar.xz -C "$site"
 # The source tree laid out as the installed package is (attacks/ installs as nonxfer_bench.attacks), for this run only.
-if [ ! -e nonxfer_bench/attacks ]; then
-  ln -s ../attacks nonxfer_bench/attacks
+if [ ! -d nonxfer_bench/attacks ]; then  # (a link a killed run left behind, dangling or not, is replaced)
+  ln -sfn ../attacks nonxfer_bench/attacks
   trap 'rm -f nonxfer_bench/attacks' EXIT
 fi
 export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -29,6 +29,7 @@ case "$mode" in
   tests) shift
     # only the files that hold cuda tests: the others import packages (mlflow, playwright, ray) the machine lacks
     mapfile -t files < <(grep -rl "mark.cuda" tests --include="test_*.py" | sort)
+    [ "${#files[@]}" -gt 0 ] || { echo "gpu.sh: no test file marks a test cuda" >&2; exit 2; }
     python3 -m pytest -q -m cuda -p no:cacheprovider "${files[@]}" "$@" 2>&1 | tee "$out/cuda-tests.log"
     exit "${PIPESTATUS[0]}" ;;
   all) [ "$#" -gt 0 ] && [ "$1" = all ] && shift; extra=() ;;

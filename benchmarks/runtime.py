@@ -28,7 +28,7 @@ from pathlib import Path
 from nonxfer_bench.core.atomic import atomic_path
 from nonxfer_bench.core.cell import Cell, step_texts
 from nonxfer_bench.core.errors import UserError
-from nonxfer_bench.execution.plan import plan_suite
+from nonxfer_bench.execution.plan import EncodingGroup, draw_plans
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.reporting.leaderboard import results_cells
@@ -80,11 +80,15 @@ def group_timings(log: Path, cells: list[Cell], labels: set[str], prefix: str = 
     return sorted((_timing(encoder, values) for encoder, values in per_encoder.items()), key=lambda t: -t.median)
 
 
-def _planned_cells(path: Path, keys: set[str]) -> list[Cell]:
-    """The cells of ``path`` whose keys the suite plans; none when the file is missing."""
-    if not path.is_file():
-        return []
-    return [cell for key, cell in CellStore(path, writable=False).cells.items() if key in keys]
+def _planned_cells(paths: list[Path], plans: list[list[EncodingGroup]]) -> tuple[list[EncodingGroup], list[Cell]]:
+    """The first of ``paths`` (the store, then the committed results) holding cells of one of ``plans`` (CPU or CUDA
+    draws, :func:`~nonxfer_bench.execution.plan.draw_plans`): that plan and its cells; no cells when none does."""
+    for path in (p for p in paths if p.is_file()):
+        cells = CellStore(path, writable=False).cells
+        for plan in plans:
+            if found := [cells[key] for group in plan for key in group.cells.values() if key in cells]:
+                return plan, found
+    return plans[0], []
 
 
 def _panel(axis, timings: list[Timing], title: str) -> None:
@@ -165,10 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             suite = load_suite(path, require_weights=False)
         except UserError as error:
             parser.error(str(error))
-        plan = plan_suite(suite)
-        keys = {key for group in plan for key in group.cells.values()}
         stores = [suite.run_dir() / "cells.jsonl", results_cells(suite.results_dir())]
-        cells = _planned_cells(stores[0], keys) or _planned_cells(stores[1], keys)
+        try:
+            plan, cells = _planned_cells(stores, draw_plans(suite))
+        except UserError as error:  # a damaged store or results file
+            parser.error(str(error))
         if not cells:
             parser.error(f"no finished cells of {path} in {stores[0].resolve()} or {stores[1].resolve()}; run it first")
         prefix = f"{suite.name}: " if len(args.suites) > 1 else ""

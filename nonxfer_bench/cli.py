@@ -323,21 +323,20 @@ def _read_cells(args: argparse.Namespace):
             raise UserError("--experiment without a suite file needs --tracking-uri URI (or MLFLOW_TRACKING_URI)")
         tracked = read_suite(uri, args.experiment or (suite.tracking.experiment or suite.name), args.run_id)
         return suite, tracked.suite_name, tracked.cells, tracked.models, tracked, Source.mlflow(Path(args.suite) if args.suite else None, tracked.groups)
-    from nonxfer_bench.execution.plan import plan_suite
+    from nonxfer_bench.execution.plan import draw_plans
     from nonxfer_bench.execution.store import CellStore
     from nonxfer_bench.reporting.leaderboard import results_cells
 
-    keys = [key for group in plan_suite(suite) for key in group.cells.values()]
+    # the cells' keys depend on the draws (CPU or CUDA) of the machine that computed them, not of this one
+    plans = [[key for group in plan for key in group.cells.values()] for plan in draw_plans(suite)]
     store = CellStore(suite.run_dir() / "cells.jsonl", writable=False)  # read-only: never truncates or locks
     committed = results_cells(suite.results_dir())
-    if not any(key in store for key in keys) and committed.is_file():  # a fresh clone: the committed results
-        store = CellStore(committed, writable=False)
-        cells = [store.cells[k] for k in keys if k in store]
-        return suite, suite.name, cells, [m.name for m in suite.models], None, Source.results(Path(args.suite), committed)
-    if not any(key in store for key in keys):
-        raise UserError(f"{Path(args.suite).absolute()}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
-    cells = [store.cells[k] for k in keys if k in store]
-    return suite, suite.name, cells, [m.name for m in suite.models], None, Source.store(Path(args.suite), store.path)
+    for candidate, source in ((store, Source.store), (CellStore(committed, writable=False) if committed.is_file() else None, Source.results)):
+        for keys in plans if candidate is not None else []:
+            if any(key in candidate for key in keys):  # the store, else a fresh clone's committed results
+                cells = [candidate.cells[k] for k in keys if k in candidate]
+                return suite, suite.name, cells, [m.name for m in suite.models], None, source(Path(args.suite), candidate.path)
+    raise UserError(f"{Path(args.suite).absolute()}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:

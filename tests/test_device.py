@@ -259,3 +259,24 @@ def test_a_cuda_weight_gets_the_cpu_basis_exactly_on_its_device():
     weight = torch.randn(8, 27, generator=torch.Generator().manual_seed(0))
     cpu, cuda = patch_subspace(weight), patch_subspace(weight.cuda())
     assert cuda.basis.device.type == "cuda" and torch.equal(cuda.basis.cpu(), cpu.basis)
+
+
+def test_cells_computed_on_the_cpu_are_found_by_a_reader_on_a_gpu_machine(tmp_path, digits_zoo, monkeypatch):
+    """leaderboard/report plan with the suite's 'auto': on a machine with CUDA that means CUDA draws, whose keys no
+    CPU-computed cell has; the reader then tries the other kind, so committed CPU results stay readable there."""
+    from nonxfer_bench.cli import main
+    from nonxfer_bench.execution.plan import draw_plans, plan_suite
+    from nonxfer_bench.execution.runner import Runner
+    from nonxfer_bench.loading import load_suite
+    from tests.conftest import digits_suite
+
+    path = digits_suite(tmp_path, digits_zoo, encoders=[{"name": "patch", "strengths": [0.0]}])
+    cells = Runner(load_suite(path).model_copy(update={"device": "cpu"})).run().cells
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    suite = load_suite(path)
+    cuda, cpu = draw_plans(suite)
+    assert [g.key for g in cpu] == [g.key for g in plan_suite(suite.model_copy(update={"device": "cpu"}))] != [g.key for g in cuda]
+    assert [len(p) for p in draw_plans(suite.model_copy(update={"device": "cuda:0"}))] == [len(cuda)]  # an explicit device: its kind only
+    assert main(["leaderboard", str(path), "--out", str(tmp_path / "board")]) == 0
+    rows = (tmp_path / "board" / "cells.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + len(cells)  # every CPU cell, none missing

@@ -97,3 +97,40 @@ def test_a_results_folder_written_before_gzip_is_still_read(tmp_path):
     assert results_cells(tmp_path) == tmp_path / "cells.jsonl"
     (tmp_path / "cells.jsonl.gz").write_bytes(b"")
     assert results_cells(tmp_path) == tmp_path / "cells.jsonl.gz"
+
+
+def test_a_gzipped_copy_with_a_torn_last_line_is_damaged_not_shorter(tmp_path):
+    import gzip
+
+    from nonxfer_bench.execution.store import lines
+
+    text = lines([cell("a", 0.5), cell("b", 1.0)])
+    (tmp_path / "cells.jsonl.gz").write_bytes(gzip.compress(text[: -20].encode()))  # a results file is written whole
+    with pytest.raises(UserError, match=r"cells.jsonl.gz: line 2 is not a finished cell"):
+        CellStore(tmp_path / "cells.jsonl.gz", writable=False)
+
+
+def test_rebuilding_a_results_folder_keeps_its_cells_file_when_the_cells_are_the_same(tmp_path):
+    import gzip
+
+    from nonxfer_bench.execution.store import lines
+    from nonxfer_bench.reporting.leaderboard import write_results_cells
+
+    cells = [cell("a", 0.5), cell("b", 1.0)]
+    other_zlib = gzip.compress(lines(cells).encode(), compresslevel=1)  # another zlib's bytes for the same text
+    (tmp_path / "cells.jsonl.gz").write_bytes(other_zlib)
+    write_results_cells(tmp_path / "cells.jsonl.gz", cells)
+    assert (tmp_path / "cells.jsonl.gz").read_bytes() == other_zlib  # unchanged: nothing to commit
+    write_results_cells(tmp_path / "cells.jsonl.gz", cells[:1])
+    assert CellStore(tmp_path / "cells.jsonl.gz", writable=False).cells == {"a": cells[0]}  # other cells: rewritten
+
+
+def test_a_leaderboard_written_into_the_run_folder_leaves_the_cell_store_alone(tmp_path):
+    from nonxfer_bench.reporting.leaderboard import write_leaderboard
+    from tests.reporting.test_ranking import CLEAN, MODELS, release
+
+    store = CellStore(tmp_path / "cells.jsonl")  # e.g. `leaderboard --out runs/<suite>`, or output.results = output.dir
+    store.add(release("clean", 0.0, CLEAN))
+    before = (tmp_path / "cells.jsonl").read_bytes()
+    write_leaderboard("s", list(store.cells.values()), MODELS, tmp_path)
+    assert (tmp_path / "cells.jsonl").read_bytes() == before and (tmp_path / "cells.jsonl.gz").is_file()

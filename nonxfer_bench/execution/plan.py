@@ -102,3 +102,11 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
                             group.cells[(step, model.name)] = stable_hash(cell)
                     groups.append(group)
     return groups
+
+
+def draw_plans(suite: Suite) -> list[list[EncodingGroup]]:
+    """The suite planned for each kind of draws its finished cells may have (:func:`~nonxfer_bench.core.device.draw_kind`),
+    for readers of cells computed elsewhere: with ``auto``, this machine's kind first, then the other; an explicit
+    device, its own kind only."""
+    kinds = [draw_kind(suite.device), "cpu", "cuda"] if suite.device == "auto" else [draw_kind(suite.device)]
+    return [plan_suite(suite.model_copy(update={"device": kind})) for kind in dict.fromkeys(kinds)]

@@ -46,10 +46,13 @@ class CellStore:
             self._read()
 
     def _read(self) -> None:
-        data = self._gunzip() if self.path.suffix == ".gz" else self.path.read_bytes()
+        data = gunzipped(self.path) if self.path.suffix == ".gz" else self.path.read_bytes()
         complete = data[: data.rfind(b"\n") + 1]
         tail = data[len(complete) :]
-        if tail and self._parse(tail, complete.count(b"\n") + 1, strict=False) is not None:
+        if tail and self.path.suffix == ".gz":  # written whole, never appended to: a torn line means a damaged copy
+            self._parse(tail, complete.count(b"\n") + 1)
+            complete = data
+        elif tail and self._parse(tail, complete.count(b"\n") + 1, strict=False) is not None:
             complete = data  # a finished cell that only lacks its newline (an editor, a copy)
             if self.writable:
                 with open(self.path, "ab") as handle:
@@ -61,17 +64,6 @@ class CellStore:
             if line.strip():
                 cell = self._parse(line, number)
                 self.cells[cell.key] = cell
-
-    def _gunzip(self) -> bytes:
-        """A gzipped store's text, decompressed to at most :data:`MAX_STORE_BYTES` (a decompression bomb is one line)."""
-        try:
-            with gzip.open(self.path, "rb") as handle:
-                data = handle.read(MAX_STORE_BYTES + 1)
-        except (OSError, EOFError, zlib.error) as error:
-            raise UserError(f"{self.path}: not a readable gzip file ({excerpt(str(error))}); restore it from git") from None
-        if len(data) > MAX_STORE_BYTES:
-            raise UserError(f"{self.path}: decompresses to more than {MAX_STORE_BYTES / 2**30:.0f} GiB; a results folder's cells are far smaller")
-        return data
 
     def _parse(self, line: bytes, number: int, strict: bool = True) -> Cell | None:
         """The cell on line ``number``; a line that is not a whole cell is one error line (None if not ``strict``)."""
@@ -109,6 +101,23 @@ class CellStore:
         faults.point("store_appended")
         for cell in cells:
             self.cells[cell.key] = cell
+
+
+def gunzipped(path: Path, limit: int | None = None) -> bytes:
+    """A gzipped file's text, read in 1 MiB pieces up to ``limit`` (default :data:`MAX_STORE_BYTES`): a
+    decompression bomb, a damaged file or a truncated one is one line."""
+    limit = MAX_STORE_BYTES if limit is None else limit
+    pieces, size = [], 0
+    try:
+        with gzip.open(path, "rb") as handle:
+            while piece := handle.read(1 << 20):
+                size += len(piece)
+                if size > limit:
+                    raise UserError(f"{path}: decompresses to more than {limit / 2**30:.1f} GiB; a results folder's cells are far smaller")
+                pieces.append(piece)
+    except (OSError, EOFError, zlib.error) as error:
+        raise UserError(f"{path}: not a readable gzip file ({excerpt(str(error))}); restore it from git") from None
+    return b"".join(pieces)
 
 
 def lines(cells: list[Cell]) -> str:

@@ -38,7 +38,7 @@ def _frame(cells: list[Cell]) -> pd.DataFrame:
             "attack_strength": c.attack_strength, "param": _param(c), "tier": c.tier, "nes": (c.budget_released or 0) + (c.budget_labelled or 0),
             "budget_public": c.budget_public or 0, "accuracy": c.accuracy,
             "baseline": c.baseline, "chosen": c.attack_param.get("chosen"), "group": c.group, "variant": variant,
-            "candidates": len(str(c.attack_param.get("ranking", "")).split(">")),
+            "candidates": len(str(c.attack_param["ranking"]).split(">")) if "ranking" in c.attack_param else float("nan"),
             "n": c.n_labeled if c.n_labeled is not None else c.n,
         }
         for c, variant in zip(cells, step_texts(cells))  # the leaderboard's step identity: its steps, not fewer
@@ -132,7 +132,7 @@ def identification_table(cells: list[Cell]) -> pd.DataFrame:
                 "released NEs": int(nes),
                 "identified": f"{hits}/{trials}",
                 "% [95% CI]": with_interval(proportion_interval(hits / trials, trials)),
-                "chance %": f"{100 * part.candidates.rdiv(1.0).mean():.1f}",
+                "chance %": "n/a" if part.candidates.isna().all() else f"{100 * part.candidates.rdiv(1.0).mean():.1f}",  # no ranking recorded
             }
         )
     return pd.DataFrame(rows)

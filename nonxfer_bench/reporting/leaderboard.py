@@ -43,13 +43,15 @@ agreement with each model's own clean prediction instead, and say so.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pandas as pd
 
 from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.cell import Cell, param_text, step_texts
-from nonxfer_bench.execution.store import gzipped_lines
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.execution.store import gunzipped, gzipped_lines, lines
 from nonxfer_bench.metrics.statistics import holm, seed_summary
 from nonxfer_bench.reporting.provenance import Source, run_summary
 from nonxfer_bench.reporting.ranking import gap_text, protection_rows, step_label
@@ -72,6 +74,16 @@ CELL_COLUMNS = [
 ]  # fmt: skip
 RESULTS_CELLS = "cells.jsonl.gz"  # the cells of a results folder, per-image outcomes included, gzipped (byte-stable)
 LEGACY_RESULTS_CELLS = "cells.jsonl"  # results folders written before they were gzipped
+
+
+def write_results_cells(path: Path, cells: list[Cell]) -> None:
+    """``cells`` gzipped at ``path``, left as it is when it already holds exactly these lines (another zlib, e.g.
+    macOS's, writes other bytes for the same text: a rebuild must not change a committed file for nothing)."""
+    text = lines(cells).encode()
+    with contextlib.suppress(UserError):
+        if path.is_file() and gunzipped(path, limit=len(text)) == text:
+            return
+    atomic_write(path, gzipped_lines(cells))
 
 
 def results_cells(folder: Path) -> Path:
@@ -450,8 +462,7 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
         )
     per_cell = frame.assign(attack_param=frame.cell_param)  # cells.csv: each cell's own parameters, measurements included
     atomic_write(csv_path, per_cell.drop(columns=["key", *EXTRA_COLUMNS]).to_csv(index=False, float_format="%.4f"))
-    atomic_write(folder / RESULTS_CELLS, gzipped_lines(sorted(cells, key=lambda cell: cell.key)))
-    (folder / LEGACY_RESULTS_CELLS).unlink(missing_ok=True)  # superseded: one copy of the cells
+    write_results_cells(folder / RESULTS_CELLS, sorted(cells, key=lambda cell: cell.key))
     above, below = ranking_text(metric, paired, seeds)
     text = [
         f"# Leaderboard: {suite_name}",

@@ -439,10 +439,19 @@ class Tracker:
             self.mlflow.end_run("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
 
 
+MAX_METRIC_NAME = 250 - len("_lo")  # MLflow refuses a batch holding a key over 250 characters, suffixes included
+
+
+def _fitting(name: str) -> str:
+    """``name``, or when it is too long for MLflow (long model and step names), its start and a hash of the whole."""
+    return name if len(name) <= MAX_METRIC_NAME else f"{name[: MAX_METRIC_NAME - 9]}_{stable_hash(name)[:8]}"
+
+
 def _with_interval(name: str, value: float, interval: Interval | None, n: int | None, timestamp: int, step: int) -> list:
     """``name`` and, where known, ``name_lo``, ``name_hi`` (its 95% interval) and ``name_n`` (images it counts)."""
     from mlflow.entities import Metric
 
+    name = _fitting(name)
     out = [Metric(name, value, timestamp, step)]
     if interval is not None:
         out += [Metric(f"{name}_lo", interval.lo, timestamp, step), Metric(f"{name}_hi", interval.hi, timestamp, step)]

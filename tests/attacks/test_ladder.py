@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_committed_suites_keep_their_cell_keys(suite_name):
     """Budget parameters are left out of the params dump when unset: every key equals main's before the change."""
     expected = json.loads((ROOT / "tests/fixtures/plan_keys.json").read_text())[suite_name]
-    groups = plan_suite(load_suite(ROOT / "suites" / f"{suite_name}.yaml", require_weights=False))
+    suite = load_suite(ROOT / "suites" / f"{suite_name}.yaml", require_weights=False)
+    groups = plan_suite(suite.model_copy(update={"device": "cpu"}))  # CPU draws, as they were computed (also on a GPU machine)
     keys = sorted(k for g in groups for k in [g.key, *g.cells.values()])
     assert hashlib.sha256("\n".join(keys).encode()).hexdigest() == expected
 
@@ -140,6 +141,8 @@ def test_identification_and_ladder_tables(ladder_run, tmp_path):
     table = identification_table(cells)
     assert list(table["released NEs"]) == [1, 30] and table["identified"].iloc[-1] == "1/1"
     assert table["% [95% CI]"].iloc[-1] == "100.0 [20.7, 100.0]" and table["chance %"].iloc[-1] == "33.3"  # Wilson's for 1 of 1; 3 candidates
+    unranked = [c.model_copy(update={"attack_param": {"chosen": c.attack_param["chosen"]}}) if c.attack == "identify" else c for c in cells]
+    assert set(identification_table(unranked)["chance %"]) == {"n/a"}  # no ranking recorded: no chance level, not 100 %
     ladder, breaks = ladder_tables(cells)
     assert set(ladder.tier) == {"none", "method", "architecture", "labelled_nes"}  # identify is analysis, not a rung
     none_row = ladder[ladder.tier == "none"].iloc[0]

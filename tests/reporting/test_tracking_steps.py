@@ -172,3 +172,12 @@ def test_a_metric_name_splits_into_metric_attack_step_and_model():
     assert split_cell_metric("acc.blur.vit_a") == ("acc", "blur", None, "vit_a")
     assert split_cell_metric("acc_flat.patch_mean/public_100_released_1.resnet-18_b_lo") == ("acc_flat", "patch_mean", "public_100_released_1", "resnet-18_b_lo")
     assert split_cell_metric("agree.finetune/lr_0p01_scope_all.my.model") == ("agree", "finetune", "lr_0p01_scope_all", "my.model")
+
+
+def test_a_metric_name_too_long_for_mlflow_keeps_its_start_and_ends_in_a_hash():
+    from nonxfer_bench.reporting.tracking import MAX_METRIC_NAME, _fitting
+
+    long = "acc_flat.surrogate_projection/" + "x" * 100 + "." + "m" * 128  # a step name and a model name at their limits
+    fitted, other = _fitting(long), _fitting(long[:-1] + "n")
+    assert len(fitted + "_lo") <= 250 and fitted.startswith(long[:200]) and fitted != other
+    assert _fitting("acc.blur.vit_a") == "acc.blur.vit_a" and MAX_METRIC_NAME == 247
