@@ -200,7 +200,7 @@ def bench_ray(args: argparse.Namespace) -> dict:
             suite = load_suite(fashion_suite(Path(folder), args.images, args.batch, encoders))
             start = time.perf_counter()
             cells = Runner(suite, executor=executor).run().cells
-            return time.perf_counter() - start, sorted(cells, key=lambda c: c["key"])
+            return time.perf_counter() - start, sorted(cells, key=lambda c: c.key)
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
