@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import lzma
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import tarfile
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".gpu"
@@ -52,18 +54,27 @@ PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x8
 FASHION_TEST = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit code 2, as the package's own commands end on bad input."""
+    print(f"gpu_bundle: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def pinned() -> list[str]:
     """``name==version`` of each bundled package as installed here (what the tests ran against)."""
     try:
         return [f"{name}=={version(name)}" for name in BUNDLED]
     except PackageNotFoundError as error:
-        sys.exit(f"gpu_bundle: package {error.name!r} is not installed here; run `make setup` first")
+        fail(f"package {error.name!r} is not installed here; run `make setup` first")
 
 
 def pip(*args: str, python_version: str) -> None:
     target = ["--only-binary=:all:", "--python-version", python_version, "--implementation", "cp"]
     target += [option for platform in PLATFORMS for option in ("--platform", platform)]
-    subprocess.run([sys.executable, "-m", "pip", *args, "-q", "--no-deps", *target], check=True)
+    done = subprocess.run([sys.executable, "-m", "pip", *args, "-q", "--no-deps", *target], capture_output=True, text=True)
+    if done.returncode:
+        reason = ([line for line in done.stderr.splitlines() if line.startswith("ERROR")] or [f"exit code {done.returncode}"])[-1]
+        fail(f"pip {args[0]} for Python {python_version} failed: {reason}")
 
 
 def pack_site(out: Path, python_version: str) -> Path:
@@ -84,13 +95,18 @@ def pack_site(out: Path, python_version: str) -> Path:
     return archive
 
 
+def check_fashion(root: Path) -> None:
+    for name in FASHION_TEST:
+        if not (root / name).is_file():
+            fail(f"{root / name} not found; install Debian's dataset-fashion-mnist (`make data`) or pass --fashion-root")
+
+
 def copy_fashion(out: Path, root: Path, images: int) -> Path:
     """The first ``images`` of Fashion-MNIST's test split as IDX files of their own (a header that says so)."""
+    check_fashion(root)
     target = out / "fashion-mnist"
     target.mkdir(parents=True, exist_ok=True)
     for name in FASHION_TEST:
-        if not (root / name).is_file():
-            sys.exit(f"gpu_bundle: {root / name} not found; install Debian's dataset-fashion-mnist (`make data`) or pass --fashion-root")
         with gzip.open(root / name, "rb") as handle:
             magic = handle.read(4)  # 0, 0, 8 (unsigned bytes), the number of dimensions
             header = bytearray(magic + handle.read(4 * magic[3]))
@@ -117,15 +133,24 @@ def main() -> None:
     parser.add_argument("--fashion-root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"), help="Fashion-MNIST's IDX .gz files")
     parser.add_argument("--fashion-images", type=int, default=1000, help="test images carried (each 0.4 kB compressed)")
     args = parser.parse_args()
+    if not re.fullmatch(r"3\.\d{1,2}", args.python_version):
+        fail(f"--python-version {args.python_version!r}: expected 3.N, e.g. 3.12")
+    if not 1 <= args.fashion_images <= 10_000:
+        fail(f"--fashion-images {args.fashion_images}: expected 1 to 10000 (the test split's size)")
+    check_fashion(args.fashion_root)  # before minutes of downloads
+    staging = OUT.with_name(".gpu.partial")  # built beside, then swapped in: a failed or killed run keeps the last bundle
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    pack_site(staging, args.python_version)
+    copy_fashion(staging, args.fashion_root, args.fashion_images)
     shutil.rmtree(OUT, ignore_errors=True)
-    OUT.mkdir()
-    archive = pack_site(OUT, args.python_version)
-    copy_fashion(OUT, args.fashion_root, args.fashion_images)
+    staging.rename(OUT)
+    archive = OUT / "site.tar.xz"
     total = transfer_bytes()
     print(f"gpu_bundle: {archive.relative_to(ROOT)} {archive.stat().st_size / 2**20:.1f} MiB ({', '.join(pinned())}), Python {args.python_version}")
     print(f"gpu_bundle: a device call sends {total / 2**20:.1f} MiB of its {TRANSFER_LIMIT / 2**20:.0f} MiB")
     if total > TRANSFER_LIMIT:
-        sys.exit(f"gpu_bundle: {total / 2**20:.1f} MiB is over the device call's {TRANSFER_LIMIT / 2**20:.0f} MiB; move large untracked files out of the checkout")
+        fail(f"{total / 2**20:.1f} MiB is over the device call's {TRANSFER_LIMIT / 2**20:.0f} MiB; move large untracked files out of the checkout")
     print('gpu_bundle: the device calls: run(command="bash benchmarks/gpu.sh figures", carry=[".gpu"], timeout_s=540), then at once '
           'run(command="bash benchmarks/gpu.sh tests", carry=[".gpu"], timeout_s=300)')
 

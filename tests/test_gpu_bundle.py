@@ -65,9 +65,20 @@ def test_the_carried_fashion_subset_reads_as_the_first_images_of_the_test_split(
     assert (folder / "t10k-images-idx3-ubyte.gz").stat().st_size < 50_000
 
 
-def test_a_missing_fashion_file_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match="t10k-images-idx3-ubyte.gz not found; install Debian's dataset-fashion-mnist"):
+def test_a_missing_fashion_file_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
         gpu_bundle.copy_fashion(tmp_path / "out", tmp_path, 10)
+    assert stop.value.code == 2 and not (tmp_path / "out").exists()
+    assert capsys.readouterr().err.strip().endswith("t10k-images-idx3-ubyte.gz not found; install Debian's dataset-fashion-mnist (`make data`) or pass --fashion-root")
+
+
+@pytest.mark.parametrize("option, value, message", [("--python-version", "banana", "expected 3.N"), ("--fashion-images", "0", "expected 1 to 10000"),
+                                                    ("--fashion-root", "/nonexistent", "not found")])  # fmt: skip
+def test_a_hostile_option_is_one_line_exit_2_before_any_download_and_keeps_the_last_bundle(option, value, message):
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in gpu_bundle.OUT.rglob("*")) if gpu_bundle.OUT.exists() else None
+    done = subprocess.run([sys.executable, "benchmarks/gpu_bundle.py", option, value], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert (sorted((p.name, p.stat().st_mtime_ns) for p in gpu_bundle.OUT.rglob("*")) if gpu_bundle.OUT.exists() else None) == before
 
 
 def test_gpu_sh_without_a_bundle_says_what_to_run_and_exits_2(tmp_path):
