@@ -64,3 +64,13 @@ def test_the_fast_subset_the_readme_names_exists():
     markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
     assert any(marker.startswith("slow:") for marker in markers)
     assert any("@pytest.mark.slow" in path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
+
+
+def test_the_readme_is_short_and_its_headline_quotes_the_findings():
+    assert len(README.splitlines()) < 200
+    headline = " ".join(README.split("\n## Headline result\n")[1].split("\n## ")[0].split())
+    findings = " ".join((ROOT / "results" / "FINDINGS.md").read_text().split())
+    intervals = re.findall(r"[-+]?\d+\.\d \[[-+]?\d+\.\d, [-+]?\d+\.\d\]", headline)
+    assert len(intervals) >= 7 and [interval for interval in intervals if interval not in findings] == []
+    assert [number for number in re.findall(r"\d+\.\d+", headline) if number not in findings] == []
+    assert "n = 10,000" in headline and "results/FINDINGS.md" in headline
