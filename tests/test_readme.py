@@ -1,4 +1,4 @@
-"""The README's glossary and numbers hold: a newcomer reads any leaderboard with it alone."""
+"""The README and the docs' glossary and numbers hold: a newcomer reads any leaderboard with the glossary alone."""
 
 import csv
 import re
@@ -10,7 +10,8 @@ from nonxfer_bench.reporting.leaderboard import attack_table, effect_table, prot
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-GLOSSARY = README.split("### Reading a leaderboard: the columns")[1].split("\n## ")[0].split("\nThe report folder")[0]
+GLOSSARY = (ROOT / "docs" / "tutorial" / "leaderboard.md").read_text().split("\n## Reading a leaderboard: the columns\n")[1].split("\n## ")[0]
+PSNR_PAGE = (ROOT / "docs" / "concepts" / "psnr.md").read_text()
 QUICKSTART = ROOT / "results" / "quickstart"
 
 
@@ -38,7 +39,9 @@ def _quickstart_frame() -> pd.DataFrame:
 def test_the_glossary_explains_every_column_the_leaderboard_and_cells_csv_have():
     frame = _quickstart_frame()
     models = set(frame["model"])
-    produced = set(effect_table(frame, sorted(models)).columns) | set(attack_table(frame).columns) | set(protection_table(frame).columns)  # what the code writes now
+    produced = (
+        set(effect_table(frame, sorted(models)).columns) | set(attack_table(frame).columns) | set(protection_table(frame).columns)
+    )  # what the code writes now
     committed = set(_table_headers((QUICKSTART / "leaderboard.md").read_text().split("## Theory")[0]))  # the Theory table explains itself
     with open(QUICKSTART / "cells.csv") as handle:
         columns = (produced | committed | set(next(csv.reader(handle)))) - models
@@ -49,7 +52,7 @@ def test_the_psnr_conversion_examples_are_the_committed_quickstart_numbers():
     with open(QUICKSTART / "cells.csv") as handle:
         psnr = {(row["authorized"], float(row["strength"])): float(row["encoded_psnr"]) for row in csv.DictReader(handle)
                 if row["encoder"] == "reference" and row["attack"] == "identity"}  # fmt: skip
-    text = " ".join(README.split())
+    text = " ".join(PSNR_PAGE.split())
     assert f"{psnr[('resnet', 0.0)]:.1f} dB for the quickstart `resnet`, {psnr[('vit_a', 0.0)]:.1f} dB for `vit_a`" in text
     assert f"at nominal 30: {psnr[('resnet', 30.0)]:.1f} and {psnr[('vit_a', 30.0)]:.1f} dB" in text
 
@@ -61,3 +64,13 @@ def test_the_fast_subset_the_readme_names_exists():
     markers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]["markers"]
     assert any(marker.startswith("slow:") for marker in markers)
     assert any("@pytest.mark.slow" in path.read_text() for path in (ROOT / "tests").glob("test_*.py"))
+
+
+def test_the_readme_is_short_and_its_headline_quotes_the_findings():
+    assert len(README.splitlines()) < 200
+    headline = " ".join(README.split("\n## Headline result\n")[1].split("\n## ")[0].split())
+    findings = " ".join((ROOT / "results" / "FINDINGS.md").read_text().split())
+    intervals = re.findall(r"[-+]?\d+\.\d \[[-+]?\d+\.\d, [-+]?\d+\.\d\]", headline)
+    assert len(intervals) >= 7 and [interval for interval in intervals if interval not in findings] == []
+    assert [number for number in re.findall(r"\d+\.\d+", headline) if number not in findings] == []
+    assert "n = 10,000" in headline and "results/FINDINGS.md" in headline

@@ -1,6 +1,6 @@
 """The one-line verdict of ``verify``: is the release measurably non-transferable on the images it holds?
 
-Rule (README, "Releasing NEs"): the release is *non-transferable* when the authorized model's 95% Wilson
+Rule (docs, "Protecting a folder"): the release is *non-transferable* when the authorized model's 95% Wilson
 interval lies entirely above that of the best unauthorized model (the one with the highest score); controls
 are never counted. The score is accuracy when labels are known (``--labels``), else agreement with each
 model's own predictions on the originals. Overlapping intervals mean the images cannot tell them apart: the
