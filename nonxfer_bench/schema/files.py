@@ -77,8 +77,9 @@ def parse_yaml(text: str, where: str) -> Any:
         deepest = max(deepest, depth)
     if deepest > MAX_YAML_DEPTH:
         raise UserError(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels; refusing to read it")
-    loader = _SafeLoader(text)
+    loader = None
     try:
+        loader = _SafeLoader(text)  # its reader refuses control characters (ESC ...) at once, with a YAMLError
         node = loader.get_single_node()
         if node is None:
             return None
@@ -92,7 +93,8 @@ def parse_yaml(text: str, where: str) -> Any:
         problem = str(getattr(error, "problem", None) or error)
         raise UserError(f"{where}:{line} not valid YAML ({problem if len(problem) <= 160 else problem[:157] + '...'})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: Path) -> Any:
