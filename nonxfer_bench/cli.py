@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.environment import check_environment
-from nonxfer_bench.core.errors import UserError, excerpt, shown_path
+from nonxfer_bench.core.errors import UserError, excerpt, printable, shown_path
 from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
 from nonxfer_bench.execution import EXECUTOR_NAMES
 
@@ -37,8 +37,9 @@ MAX_LINE = 1000  # an error message is one line of at most this many characters
 
 
 def one_line(message: str) -> str:
-    """A message as one bounded line: newlines flattened, the tail cut (values in it are excerpts already)."""
-    text = " ".join(str(message).split("\n")).replace("\r", " ")
+    """A message as one bounded line: newlines flattened, control characters escaped, the tail cut (values in it
+    are excerpts already)."""
+    text = printable(" ".join(str(message).split("\n")).replace("\r", " "))
     return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
 
 
@@ -105,7 +106,7 @@ class _NoticeLine(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
-        tqdm.write(self.format(record), file=sys.stdout)
+        tqdm.write(printable(self.format(record)), file=sys.stdout)
 
 
 @contextlib.contextmanager
@@ -258,7 +259,7 @@ def list_suites() -> int:
             about = first_sentence(description) if isinstance(description, str) else "(no description)"
         except UserError as error:
             about = f"({str(error).removeprefix(str(path)).lstrip(':').strip()})"
-        print(textwrap.fill(f"{shown_path(path):{width}s}{about}", 110, subsequent_indent=" " * width))
+        print(printable(textwrap.fill(f"{shown_path(path):{width}s}{about}", 110, subsequent_indent=" " * width)))
     return 0
 
 

@@ -4,6 +4,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nonxfer_bench.core.cell import SCHEMA, Cell, Outcomes, pack_bits
 from nonxfer_bench.core.errors import UserError
@@ -134,3 +136,28 @@ def test_a_leaderboard_written_into_the_run_folder_leaves_the_cell_store_alone(t
     before = (tmp_path / "cells.jsonl").read_bytes()
     write_leaderboard("s", list(store.cells.values()), MODELS, tmp_path)
     assert (tmp_path / "cells.jsonl").read_bytes() == before and (tmp_path / "cells.jsonl.gz").is_file()
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(
+    text=st.lists(st.sampled_from(["", " ", "\t\r", "{}", " x y ", "line"]), max_size=12).map("\n".join),
+    piece=st.integers(1, 8),
+    gz=st.booleans(),
+)
+def test_store_lines_are_the_non_blank_lines_whatever_the_piece_size(tmp_path_factory, text, piece, gz):
+    """Read in pieces of any size, the lines are those of splitlines (numbered from 1, leading blanks dropped),
+    blank ones skipped, and only an unterminated last line is marked so."""
+    import gzip
+
+    from nonxfer_bench.execution import store
+
+    data = text.encode()
+    path = tmp_path_factory.mktemp("lines") / ("cells.jsonl.gz" if gz else "cells.jsonl")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    lines = data.split(b"\n")
+    expected = [(number, line.lstrip(), True) for number, line in enumerate(lines[:-1], 1) if line.strip()]
+    if lines[-1]:
+        expected.append((len(lines), lines[-1], False))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "PIECE", piece)
+        assert list(store.store_lines(path)) == expected

@@ -1,12 +1,23 @@
 """The one exception type that the CLI turns into a one-line message and exit code 2, :func:`excerpt`,
-which keeps any value echoed into such a message short, and :func:`shown_path`, how a path is shown."""
+which keeps any value echoed into such a message short, :func:`printable`, which keeps any text the CLI prints
+from steering the terminal, and :func:`shown_path`, how a path is shown."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 EXCERPT = 80
+# C0 controls but newline (ESC starts ANSI/OSC sequences; CR, BS and TAB move the cursor), DEL, the C1 controls
+# (U+009B is a one-character CSI) and the bidirectional overrides and isolates, which reorder the text shown
+CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but newline written as its Python escape (ESC as ``\\x1b``), so a
+    value from a suite, a path or an error cannot move the cursor, recolour, retitle or clear the terminal."""
+    return CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class UserError(Exception):

@@ -13,6 +13,7 @@ resizes and crops exactly as timm's eval transform does.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.core.registry import Registry
 
+log = logging.getLogger(__name__)
 DATASETS: Registry["Dataset"] = Registry(
     "dataset",
     ("nonxfer_bench.datasets.fashion_mnist", "nonxfer_bench.datasets.digits", "nonxfer_bench.datasets.image_folder", "nonxfer_bench.datasets.imagenet_val",
@@ -148,17 +150,43 @@ def load_dataset(name: str, params: dict) -> ImageSet:
     return DATASETS.create(name, params).load()
 
 
+def cache_damage(images: np.ndarray, meta: dict, params: BaseModel, limit: int | None) -> str | None:
+    """What is wrong with a decoded subset read from the cache, or None: uint8 images (N x C x H x W, C 1 or 3, at
+    most ``limit``, square at the params' ``size`` where they set one), one label per image in [-1, classes) and the
+    class names as text. A damaged entry would otherwise be scored as it is, or crash a run."""
+    if not isinstance(meta, dict):
+        return "metadata that is not a mapping"
+    size = getattr(params, "size", None)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) or min(images.shape) < 1:
+        return f"a {images.dtype} array of shape {images.shape}, not uint8 N x (1 or 3) x H x W"
+    if (limit is not None and len(images) > limit) or (isinstance(size, int) and images.shape[2:] != (size, size)):
+        return f"shape {images.shape} for limit {limit} and size {size}"
+    labels, classes = meta.get("labels"), meta.get("classes")
+    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
+        return "class names that are not a list of text"
+    if not (isinstance(labels, list) and len(labels) == len(images)):
+        return f"{len(labels) if isinstance(labels, list) else 'no'} labels for {len(images)} images"
+    if not all(type(label) is int and -1 <= label < len(classes) for label in labels):
+        return f"labels outside [-1, {len(classes)})"
+    return None
+
+
 def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageSet:
     """The seeded subset of a dataset, decoded once and then read memory-mapped (uint8) from the cache.
 
     Keyed by the dataset's parameters (which fix the decoded resolution), the subset, the source
     fingerprint and the dataset class's ``version``; the first run decodes and writes, every run (that one included) reads the cached array.
+    An entry that fails :func:`cache_damage` is logged (WARNING) and decoded again, which replaces it.
     """
     dataset = DATASETS.create(name, params)
     key = stable_hash({"name": name, "params": dataset.params.model_dump(mode="json"), "limit": limit, "seed": seed,
                        "source": dataset.fingerprint(), "code": type(dataset).version})
     cache = ArrayCache("datasets")
-    if (hit := cache.get(key)) is None:
+    hit = cache.get(key)
+    if hit is not None and (damage := cache_damage(*hit, dataset.params, limit)) is not None:
+        log.warning(f"decoded {name} images in the cache ({cache.folder / key}.npy) are damaged ({damage}); decoding them again")
+        hit = None
+    if hit is None:
 
         def fill(allocate: Callable[[tuple[int, ...]], np.ndarray]) -> dict:
             _, labels, classes = dataset.decode_subset_into(limit, seed, allocate)

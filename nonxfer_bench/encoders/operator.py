@@ -22,7 +22,9 @@ The subspace is exact for inputs of up to 4,096 pixels (dense Gram matrix) and o
 thread, so an NE is a function of its key and inputs, not of the machine's thread count. It is computed once per
 (weights, std, input shape, k, tol) and cached in memory and on disk. Before a solve the encoder logs (logger
 ``nonxfer_bench.encoders.operator``, WARNING) what it solves, an estimate of how long it takes on this machine
-and the cache file; a basis read from the disk cache is logged at INFO.
+and the cache file; a basis read from the disk cache is logged at INFO, and one that fails the cache check
+(:func:`~nonxfer_bench.linalg.operator.cache_damage`: shape, finiteness, orthonormality, its singular values) is
+logged at WARNING and solved again, so a damaged or planted entry never becomes the release's noise.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ outcomes and scalars come back to the host.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections import defaultdict
@@ -26,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, NamedTuple
 
+import numpy as np
 import torch
 
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
@@ -41,6 +43,8 @@ from nonxfer_bench.metrics.image_quality import psnr_per_image, ssim_per_image
 from nonxfer_bench.metrics.outcomes import Tally
 from nonxfer_bench.storage.formats import apply_storage
 from nonxfer_bench.zoo import ZooModel
+
+log = logging.getLogger(__name__)
 
 Missing = dict[tuple[AttackStep, str], str]  # (attack step, evaluated model) -> cell key
 
@@ -95,7 +99,7 @@ class AttackedBatches:
     """
 
     def __init__(self, group: EncodingGroup, steps: list[AttackStep], attacks: Callable[[AttackStep], Attack], count: int, size: int) -> None:
-        self.attacks, self.size = attacks, size
+        self.attacks, self.count, self.size = attacks, count, size
         self.seconds: dict[AttackStep, float] = defaultdict(float)  # wall time of this stage (fit, attack, adapt) per step
         self.devices: dict[AttackStep, str] = {}  # the device type each step's attack computed on
         self.outputs = ArrayCache("attacked")
@@ -114,6 +118,9 @@ class AttackedBatches:
 
     def __call__(self, step: AttackStep, draw: int, start: int, released: torch.Tensor) -> torch.Tensor:
         key = self.keys[(step, draw)][start // self.size] if (step, draw) in self.keys else None
+        if start == 0 and (step, draw) in self.reuse and (damage := self._damage(self.held[(step, draw)], released)):
+            log.warning(f"{step.label}: cached attack outputs are damaged ({damage}); computing the draw again")
+            self.reuse.discard((step, draw))  # all its batches: they come from one generator, in order
         if (step, draw) in self.reuse:
             return torch.from_numpy(self.held[(step, draw)][start // self.size][0]).to(released.device)
         began = time.perf_counter()
@@ -124,6 +131,18 @@ class AttackedBatches:
         if key is not None:
             self.outputs.put(key, attacked.detach().cpu().numpy())
         return attacked.to(released.device)  # attacks that work on the host (libjpeg, scikit-image) hand back there
+
+
+    def _damage(self, hits: list[tuple[np.ndarray, dict]], released: torch.Tensor) -> str | None:
+        """What is wrong with a draw's cached output batches for this release, or None: each must be a finite
+        float array of its batch's shape (an attack's output has the shape of its input)."""
+        for index, (array, _) in enumerate(hits):
+            shape = (min(self.size, self.count - index * self.size), *released.shape[1:])
+            if array.shape != shape or not np.issubdtype(array.dtype, np.floating):
+                return f"batch {index + 1}: a {array.dtype} array of shape {array.shape}, not {shape}"
+            if not np.isfinite(array).all():
+                return f"batch {index + 1}: values that are not finite"
+        return None
 
 
 @dataclass

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -59,6 +60,8 @@ from torch import nn
 from nonxfer_bench.core.cache import ArrayCache
 from nonxfer_bench.linalg.geometry import ConvGeometry
 from nonxfer_bench.linalg.subspace import PatchSubspace, patch_subspace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -611,6 +614,50 @@ def _digest(conv: nn.Conv2d, input_shape, input_scale, k: int, tol: float, extra
     return h.hexdigest()
 
 
+META_TYPES = {"converged": bool, "sigma_max_operator": float, "iterations": int, "matvecs": int, "stop": str, "seconds": float}
+ORTHONORMAL_TOL = 1e-6  # max |V V^T - I| of a stored basis (a solved one: about 1e-14)
+SIGMA_TOL = 1e-6  # max | ||A v_i|| - sigma_i |, relative to ||A|| (a solved one: about 1e-15)
+
+
+def cache_damage(array: np.ndarray, meta: dict, operator: ConvOperator, k: int) -> str | None:
+    """What is wrong with a subspace read from the disk cache, or None: the basis must be k orthonormal, finite
+    float64 images of the operator's input shape whose responses ||A v_i|| are the stored singular values, with
+    ||A|| between the largest response and a bound from the weights. A damaged or planted entry (zeros, NaN, another
+    layer's or a sensitive basis) would otherwise release noise the layer sees more than reported, or none at all."""
+    shape = (k, *operator.input_shape)
+    if not isinstance(meta, dict):
+        return "metadata that is not a mapping"
+    if array.dtype != np.float64 or array.shape != shape:
+        return f"a {array.dtype} array of shape {array.shape}, not float64 {shape}"
+    wrong = [name for name, kind in META_TYPES.items() if not isinstance(meta.get(name), kind)]
+    try:
+        sigma, residuals = (np.asarray(meta[name], dtype=np.float64) for name in ("singular_values", "residuals"))
+        shapes = [tuple(meta["input_shape"]), tuple(meta["output_shape"])]
+    except (KeyError, TypeError, ValueError):
+        wrong.append("singular_values, residuals or shapes")
+    if wrong:
+        return f"metadata {', '.join(wrong)} missing or of the wrong type"
+    if sigma.shape != (k,) or residuals.shape != (k,) or shapes != [operator.input_shape, operator.output_shape]:
+        return "metadata of other shapes than the basis"
+    if not (np.isfinite(array).all() and np.isfinite(sigma).all() and np.isfinite(residuals).all() and math.isfinite(meta["sigma_max_operator"])):
+        return "values that are not finite"
+    basis = torch.from_numpy(np.array(array))
+    flat = basis.reshape(k, -1)
+    error = float((flat @ flat.T - torch.eye(k, dtype=flat.dtype)).abs().max())
+    if error > ORTHONORMAL_TOL:
+        return f"a basis that is not orthonormal (|V V^T - I| up to {error:.2g})"
+    response = operator.forward(basis).reshape(k, -1).norm(dim=1)
+    # ||A|| <= ||conv||_F ||pad|| <= sqrt(H'W') ||W||_F (1 + the widest pad: no pixel is copied more than (1 + pad)^2 times)
+    upper = float(operator.full_weight().norm()) * math.sqrt(math.prod(operator.output_shape[1:])) * (1 + max(operator.pads))
+    norm = meta["sigma_max_operator"]
+    if not (1 - SIGMA_TOL) * float(response.max()) <= norm <= (1 + SIGMA_TOL) * upper:
+        return f"||A|| = {norm:.4g} outside [{float(response.max()):.4g}, {upper:.4g}]"
+    error = float((response - torch.from_numpy(sigma)).abs().max())
+    if error > SIGMA_TOL * norm:
+        return f"singular values that are not the basis's responses (off by up to {error:.2g})"
+    return None
+
+
 def cached_operator_subspace(
     conv: nn.Conv2d,
     input_shape: tuple[int, int, int],
@@ -626,7 +673,8 @@ def cached_operator_subspace(
     The key is the content: first-layer weights and geometry, input scale and shape, k, tol and the solver
     settings that change the result (not ``device`` or ``callback``); on disk also this module's source, so a
     changed solver never reads an old basis. The basis comes back on ``device``. ``announce(event, entry)`` is
-    called with ``"load"`` on a disk hit and with ``"solve"`` before a solve (``entry``: the cache file).
+    called with ``"load"`` on a disk hit and with ``"solve"`` before a solve (``entry``: the cache file). A disk entry
+    that fails :func:`cache_damage` is logged (WARNING) and solved again, which replaces it.
     """
     device = solver.get("device")
     settings = tuple(sorted((name, value) for name, value in solver.items() if name not in ("device", "callback")))
@@ -636,7 +684,11 @@ def cached_operator_subspace(
         return _CACHE[key]
     disk, disk_key = ArrayCache("operator"), hashlib.sha256(f"{key}/{_CODE}".encode()).hexdigest()[:32]
     entry = disk.folder / f"{disk_key}.npy"
-    if (hit := disk.get(disk_key)) is not None:
+    hit = disk.get(disk_key)
+    if hit is not None and (damage := cache_damage(*hit, ConvOperator.of(conv, input_shape, input_scale, device="cpu"), k)) is not None:
+        log.warning(f"operator subspace cache entry {entry} is damaged ({damage}); solving it again")
+        hit = None
+    if hit is not None:
         if announce is not None:
             announce("load", entry)
         array, meta = hit
@@ -645,7 +697,7 @@ def cached_operator_subspace(
             basis=basis,
             singular_values=basis.new_tensor(meta["singular_values"]),
             residuals=basis.new_tensor(meta["residuals"]),
-            **{name: meta[name] for name in ("converged", "sigma_max_operator", "iterations", "matvecs", "stop", "seconds")},
+            **{name: meta[name] for name in META_TYPES},
             input_shape=tuple(meta["input_shape"]),
             output_shape=tuple(meta["output_shape"]),
         )

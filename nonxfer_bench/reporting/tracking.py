@@ -5,7 +5,8 @@ suite's ``tracking.uri`` names another. A run killed before it finished is resum
 invocation of the same suite (same parent run, groups already logged are not logged again), so the
 store never holds duplicate groups and no parent is left RUNNING after a successful rerun. A parent is
 resumed only by a run writing the same run folder (tag ``nxb.run_dir``), so concurrent runs of one suite
-into different folders keep separate parents. Nested runs that a killed invocation left unfinished are
+into different folders keep separate parents; MLflow's filter strings cannot escape a quote, so they hold only
+hashes and run ids (:func:`tag_equals`) and the run folder, any path, is compared in Python. Nested runs that a killed invocation left unfinished are
 deleted (MLflow's soft delete) and their groups logged again. An ``http(s)`` tracking server is probed
 with a short connection first, so an unreachable one is reported at once instead of after minutes of
 MLflow's retries.
@@ -240,6 +241,17 @@ def creation_lock(uri: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+FILTER_VALUE = re.compile(r"[A-Za-z0-9_.-]+")  # what a value in an MLflow filter string may hold here: hashes, run ids
+
+
+def tag_equals(tag: str, value: str) -> str:
+    """The MLflow filter clause ``tags.`tag` = 'value'`` for a hash or run id. MLflow's filter syntax has no escape
+    for a quote, so a free-form value (a path, a name) never goes into a filter: it is compared in Python instead."""
+    if not FILTER_VALUE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a hash or run id: compare it in Python, not in an MLflow filter string")
+    return f"tags.`{tag}` = '{value}'"
+
+
 class Tracker:
     """Logs one suite invocation to MLflow; use as a context manager around the runner."""
 
@@ -269,19 +281,16 @@ class Tracker:
         except Exception as error:  # unreachable servers raise many types
             raise UserError(f"MLflow tracking at {self.uri} is not usable: {type(error).__name__}: {str(error).splitlines()[0]}") from None
         self.experiment_id = experiment_id
-        previous = mlflow.search_runs(
+        unfinished = mlflow.search_runs(
             [experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{self.suite_hash}' and tags.`{RUN_DIR_TAG}` = '{self.run_dir}' "
-            "and attributes.status != 'FINISHED'",
+            filter_string=f"{tag_equals(PARENT_TAG, self.suite_hash)} and attributes.status != 'FINISHED'",
             order_by=["attributes.start_time DESC"],
-            max_results=1,
             output_format="list",
         )
+        previous = [run for run in unfinished if run.data.tags.get(RUN_DIR_TAG) == self.run_dir]
         if previous:
             self.parent_id = previous[0].info.run_id
-            children = mlflow.search_runs(
-                [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_id}'", output_format="list"
-            )
+            children = mlflow.search_runs([experiment_id], filter_string=tag_equals("mlflow.parentRunId", self.parent_id), output_format="list")
             client = mlflow.MlflowClient()
             for run in children:
                 if run.info.status == "FINISHED":
@@ -351,12 +360,10 @@ class Tracker:
         (runs into other folders keep their own group runs, as they keep their own parents)."""
         found = self.mlflow.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{GROUP_TAG}` = '{group.key}' and tags.`{CELLS_HASH_TAG}` = '{cells_hash}' "
-            f"and tags.`{RUN_DIR_TAG}` = '{self.run_dir}' and attributes.status = 'FINISHED'",
-            max_results=1,
+            filter_string=f"{tag_equals(GROUP_TAG, group.key)} and {tag_equals(CELLS_HASH_TAG, cells_hash)} and attributes.status = 'FINISHED'",
             output_format="list",
         )
-        return found[0].info.run_id if found else None
+        return next((run.info.run_id for run in found if run.data.tags.get(RUN_DIR_TAG) == self.run_dir), None)
 
     def log_group(self, group: EncodingGroup, finished: list[Cell], sample: Path | None) -> None:
         """Log one finished encoding group as a nested run, once per parent run, unless an earlier run holds its cells."""

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
+from nonxfer_bench.core.reading import open_regular
 
 MAX_YAML_CHARACTERS = 1 << 20  # suites and zoo files are a few KB
 MAX_YAML_VALUES = 100_000  # values after alias expansion; the largest shipped suite has a few hundred
@@ -76,8 +77,9 @@ def parse_yaml(text: str, where: str) -> Any:
         deepest = max(deepest, depth)
     if deepest > MAX_YAML_DEPTH:
         raise UserError(f"{where}: nested deeper than {MAX_YAML_DEPTH} levels; refusing to read it")
-    loader = _SafeLoader(text)
+    loader = None
     try:
+        loader = _SafeLoader(text)  # its reader refuses control characters (ESC ...) at once, with a YAMLError
         node = loader.get_single_node()
         if node is None:
             return None
@@ -91,17 +93,23 @@ def parse_yaml(text: str, where: str) -> Any:
         problem = str(getattr(error, "problem", None) or error)
         raise UserError(f"{where}:{line} not valid YAML ({problem if len(problem) <= 160 else problem[:157] + '...'})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_yaml(path: Path) -> Any:
-    """A suite, zoo or config file, read with :func:`parse_yaml`'s bounds."""
-    if not path.is_file():
-        raise UserError(f"{path}: {'a folder, not a file' if path.is_dir() else 'file not found'}")
-    if path.stat().st_size > 4 * MAX_YAML_CHARACTERS:
-        raise UserError(f"{path}: {path.stat().st_size:,} bytes; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,} characters")
+    """A suite, zoo or config file, read with :func:`parse_yaml`'s bounds: a regular file (a FIFO or a device is one
+    line, never a hang), of which at most ``4 * MAX_YAML_CHARACTERS`` bytes are read (its size as stat reports it
+    can be 0 for files that are generated on reading)."""
+    if not path.exists():
+        raise UserError(f"{path}: file not found")
+    limit = 4 * MAX_YAML_CHARACTERS
+    with open_regular(path, "give a suite, zoo or config file (YAML)") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise UserError(f"{path}: more than {limit:,} bytes; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,} characters")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (expected UTF-8 YAML)") from None
     return parse_yaml(text, str(path))
