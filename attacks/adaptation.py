@@ -12,7 +12,9 @@ fraction of the attacker's budget used, so strength 0 leaves every model as it i
   *public* images (a split disjoint from the evaluation images, with their labels) encoded by the group's
   encoder for the authorized model with draws keyed apart from the release: the owner's release of a
   labelled set. Accuracy is then measured on the whole evaluation release, none of whose images was
-  trained on. ``scope: first_layer`` trains only the stem (BatchNorm kept frozen), ``all`` the whole model.
+  trained on. ``scope: first_layer`` trains only the stem (BatchNorm kept frozen), ``embeddings`` the stem and a
+  ViT's position embeddings (what a keyed block transform changes: W' and, for block scrambling, the permuted
+  position embeddings), ``all`` the whole model.
 - ``augment_finetune``: label-free fine-tuning on clean public images with self-made noise of the
   release's kind and PSNR (the group's encoder and strength, made for stems the attacker holds), towards the
   model's own clean predictions.
@@ -117,7 +119,9 @@ class BnAdapt(_Adaptation):
 class TrainParams(Strict):
     """How an adaptation attack trains a model copy (see :func:`_train`)."""
 
-    scope: Literal["first_layer", "all"] = Field("all", description="train the stem only, or the whole model")
+    scope: Literal["first_layer", "embeddings", "all"] = Field(
+        "all", description="train the stem only; the stem and a ViT's position embeddings (learns a keyed block transform); or the whole model"
+    )
     epochs: int = Field(5, ge=1, description="passes over the training images")
     lr: float = Field(1e-3, gt=0, description="Adam learning rate")
     batch_size: int = Field(32, ge=1)
@@ -227,9 +231,13 @@ class AugmentFinetune(_Adaptation):
 
 def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: TrainParams, generator: torch.Generator) -> ZooModel:
     """A copy of ``model`` trained on (images, labels): cross-entropy, Adam, seeded shuffles; the stem only
-    (in eval mode, BatchNorm frozen) for ``scope: first_layer``, every parameter in training mode for ``all``."""
+    (in eval mode, BatchNorm frozen) for ``scope: first_layer``, with a ViT's position embeddings for ``embeddings``,
+    every parameter in training mode for ``all``."""
     adapted = copy.deepcopy(model)
-    trained = list(adapted.first_conv.parameters()) if params.scope == "first_layer" else list(adapted.parameters())
+    trained = list(adapted.parameters()) if params.scope == "all" else list(adapted.first_conv.parameters())
+    position = getattr(adapted.net, "pos_embed", None)
+    if params.scope == "embeddings" and isinstance(position, nn.Parameter):
+        trained.append(position)
     for parameter in adapted.parameters():
         parameter.requires_grad_(False)
     for parameter in trained:

@@ -40,6 +40,8 @@ ATTACKS: Registry["Attack"] = Registry(
         "nonxfer_bench.attacks.reconstruction",
         "nonxfer_bench.attacks.adaptation",
         "nonxfer_bench.attacks.identification",
+        "nonxfer_bench.attacks.jigsaw",
+        "nonxfer_bench.attacks.known_plaintext",
     ),
     "nonxfer_bench.attacks",
 )
@@ -50,7 +52,8 @@ class AttackContext:
     """What an informed attacker may use; an attack takes only what its threat model grants.
 
     Built once per encoding group by the runner and handed to :meth:`Attack.fit`.
-    - ``authorized``: the authorized model (oracle and integrity attacks only);
+    - ``authorized``: the authorized model as deployed for this release (oracle and integrity attacks only): for a
+      keyed scheme, transformed with the release's key (:meth:`Encoder.authorized_view`), else the zoo model;
     - ``model``: looks up any zoo model by name (surrogate candidates named in the attack's params);
     - ``public_images``: clean images from a split disjoint from the evaluation images, at the release
       resolution ([0, 1]); empty when the suite declares no ``public`` dataset;

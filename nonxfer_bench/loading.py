@@ -22,10 +22,10 @@ from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.datasets import DATASETS
 from nonxfer_bench.datasets.base import MODEL_PREPROCESSING_FIELDS
-from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.encoders import ENCODERS, Encoder
 from nonxfer_bench.schema.files import read_yaml, resolve_path, validate
 from nonxfer_bench.schema.suite import DatasetSpec, Suite, ZooFile, resolve_package_file
-from nonxfer_bench.zoo import dataset_preprocessing, hub_weights_problem, resolve_preprocessing
+from nonxfer_bench.zoo import dataset_preprocessing, hub_weights_problem, model_structure, resolve_preprocessing
 
 
 def load_zoo(path: Path) -> ZooFile:
@@ -105,6 +105,7 @@ def load_suite(path: Path, require_weights: bool = True, output: Path | None = N
                     raise UserError(f"{path}: key 'zoo[{i}].weights': {error}") from None
     _fill_dataset_preprocessing(suite, path)
     _check_components(suite, path)
+    _check_encoder_models(suite, path)
     if require_weights:
         check_inputs(suite, path)
     return suite
@@ -164,6 +165,19 @@ def _check_components(suite: Suite, path: Path) -> None:
             sub, message = describe_error(error, params_cls)
             raise UserError(f"{path}: key '{key}.params{'.' + sub if sub else ''}': {message}") from None
         spec.params = params.model_dump(mode="json")
+
+
+def _check_encoder_models(suite: Suite, path: Path) -> None:
+    """Every encoder can protect every authorized model (:meth:`Encoder.check_model` on the model's structure,
+    built without weights; only for encoders that check)."""
+    for i, spec in enumerate(suite.encoders):
+        encoder = ENCODERS.create(spec.name, spec.params)
+        if type(encoder).check_model is Encoder.check_model:
+            continue
+        for name in suite.authorized:
+            problem = encoder.check_model(model_structure(suite.model(name)))
+            if problem:
+                raise UserError(f"{path}: key 'encoders[{i}]': {spec.name} cannot protect authorized model {name!r}: {problem}")
 
 
 RESULTS_MARKER = "SUITE"  # in results/<name>/: the suite file that wrote the folder

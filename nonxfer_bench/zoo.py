@@ -306,6 +306,12 @@ def build_model(spec: ModelSpec) -> ZooModel:
     return ZooModel(spec, create_network(spec))
 
 
+def model_structure(spec: ModelSpec) -> ZooModel:
+    """A zoo model's layers and input pipeline without weights (on the meta device: no memory), for checks at load."""
+    with torch.device("meta"):
+        return ZooModel(spec, _timm_network(spec, pretrained=False))
+
+
 def hub_weights_problem(specs: list[ModelSpec]) -> str | None:
     """None if every hub model's weights can be had now (local cache, or a reachable hub when online);
     else one line naming the missing weights and what to provide. Checked before any work starts."""

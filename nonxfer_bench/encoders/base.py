@@ -17,7 +17,14 @@ from nonxfer_bench.zoo import ZooModel
 
 ENCODERS: Registry["Encoder"] = Registry(
     "encoder",
-    ("nonxfer_bench.encoders.clean", "nonxfer_bench.encoders.reference", "nonxfer_bench.encoders.gaussian", "nonxfer_bench.encoders.patch", "nonxfer_bench.encoders.operator"),
+    (
+        "nonxfer_bench.encoders.clean",
+        "nonxfer_bench.encoders.reference",
+        "nonxfer_bench.encoders.gaussian",
+        "nonxfer_bench.encoders.patch",
+        "nonxfer_bench.encoders.operator",
+        "nonxfer_bench.encoders.keyed_block",
+    ),
     "nonxfer_bench.encoders",
 )
 
@@ -49,6 +56,17 @@ class Encoder(ABC):
     @abstractmethod
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         """Encode images (B x C x H x W in [0, 1], at ``model``'s input size) for the authorized ``model``."""
+
+    def check_model(self, model: ZooModel) -> str | None:
+        """Why this encoder cannot protect ``model`` as the authorized model (one line), or None when it can.
+        Called at suite load on the model's structure (built on the meta device: layers, no weight values)."""
+        return None
+
+    def authorized_view(self, model: ZooModel, generator: torch.Generator) -> ZooModel:
+        """The authorized model as deployed for a release encoded with ``generator`` (a fresh generator with the
+        release's seed: no draw from it shifts the release's draws). Keyed schemes transform the model with the
+        release's key; the default is the model itself."""
+        return model
 
     def noise_subspace(self, model: ZooModel) -> NoiseSubspace | None:
         """The patch-level subspace of ``model``'s first layer this encoder draws its noise from, for the

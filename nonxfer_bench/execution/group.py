@@ -163,6 +163,8 @@ class GroupComputation:
         self.authorized = services.model(group.authorized)
         self.encoder = ENCODERS.create(group.encoder.name, group.encoder.params)
         self.encode_generator = keyed_generator(group.draw_key, "encode")
+        # the authorized model as deployed for this release (a keyed scheme's transformed model; else the model itself)
+        self.deployed = self.encoder.authorized_view(self.authorized, keyed_generator(group.draw_key, "encode"))
         self.steps = list(dict.fromkeys(step for step, _ in missing))
         self.draws = {step: services.attack(step).draws for step in self.steps}
         self.tallies = {cell: Tally(self.draws[cell[0]]) for cell in missing}
@@ -258,7 +260,7 @@ class GroupComputation:
             return self.encoder.encode(images, model, self.group.strength, generator).images
 
         public = self.services.public_images(self.authorized)
-        return AttackContext(self.authorized, self.services.model, public, released, public_labels=self.services.public_labels(), encode=encode)
+        return AttackContext(self.deployed, self.services.model, public, released, public_labels=self.services.public_labels(), encode=encode)
 
     # stage 1
     def encode(self, clean: torch.Tensor, first: bool) -> Encoding:
@@ -307,7 +309,7 @@ class GroupComputation:
         for cell_step, model_name in self.missing:
             if cell_step is not step:
                 continue
-            model = self.services.model(model_name)
+            model = self.deployed if model_name == self.group.authorized else self.services.model(model_name)
             if attack.adapts_model:  # the attacker adapts its model, the images pass unchanged
                 model = self.adapt(step, model)
             if model.training:
