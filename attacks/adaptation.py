@@ -31,7 +31,8 @@ from torch import nn
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import Budget, ThreatModel, Tier
 from nonxfer_bench.core.hashing import keyed_generator
-from nonxfer_bench.core.params import NoParams, Strict
+from nonxfer_bench.core.params import MAX_IMAGES, MAX_ITERATIONS, MAX_LR, NoParams, Strict, ZooModelName
+from nonxfer_bench.schema.suite import MAX_BATCH
 from nonxfer_bench.zoo import ZooModel
 
 
@@ -118,13 +119,13 @@ class TrainParams(Strict):
     """How an adaptation attack trains a model copy (see :func:`_train`)."""
 
     scope: Literal["first_layer", "all"] = Field("all", description="train the stem only, or the whole model")
-    epochs: int = Field(5, ge=1, description="passes over the training images")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(5, ge=1, le=MAX_ITERATIONS, description="passes over the training images")
+    lr: float = Field(1e-3, gt=0, le=MAX_LR, description="Adam learning rate")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
 
 
 class FinetuneParams(TrainParams):
-    labelled: int = Field(128, ge=1, description="labelled NEs at strength 1 (the first of the public split, encoded)")
+    labelled: int = Field(128, ge=1, le=MAX_IMAGES, description="labelled NEs at strength 1 (the first of the public split, encoded)")
 
 
 @ATTACKS.register("finetune")
@@ -142,6 +143,7 @@ class Finetune(_Adaptation):
         text="holds labelled NEs of the same release (made for the authorized model) and fine-tunes its own model on them",
         labelled=True,
         queries="gradient",
+        requires=frozenset({"public", "public_labels"}),
     )
 
     def __init__(self, params: FinetuneParams) -> None:
@@ -170,8 +172,8 @@ class Finetune(_Adaptation):
 
 
 class AugmentFinetuneParams(TrainParams):
-    images: int = Field(256, ge=1, description="clean public images at strength 1 (the first of the public split)")
-    noise_models: list[str] = Field([], description="zoo models (public) whose stems make the noise; empty: the adapted model's own")
+    images: int = Field(256, ge=1, le=MAX_IMAGES, description="clean public images at strength 1 (the first of the public split)")
+    noise_models: list[ZooModelName] = Field([], max_length=1000, description="zoo models (public) whose stems make the noise; empty: the adapted model's own")
 
 
 @ATTACKS.register("augment_finetune")
@@ -190,6 +192,7 @@ class AugmentFinetune(_Adaptation):
         text="knows the method and the release's PSNR, holds clean public images; makes NE-like noise with stems it holds and trains its model to ignore it",
         public=True,
         queries="gradient",
+        requires=frozenset({"public"}),
     )
 
     def __init__(self, params: AugmentFinetuneParams) -> None:

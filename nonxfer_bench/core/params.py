@@ -6,9 +6,9 @@ with it and, for an unknown key, the keys that would be valid there.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Iterator, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nonxfer_bench.core.errors import excerpt
 
@@ -18,6 +18,12 @@ _VALIDATOR_PREFIXES = ("Value error, ", "Assertion failed, ")
 
 MAX_STRENGTH = 1000.0  # |encoder strength| in dB: far beyond any meaningful PSNR (suite and --strength)
 MAX_TRAIN_STEPS = 10_000_000  # DDPM training steps (config and --steps)
+# Bounds shared by component parameters: every numeric parameter has a lower and an upper bound, so an absurd
+# value (1e300, 10**18) is one line at load instead of hours of work or an allocation that cannot succeed.
+MAX_IMAGES = 10**9  # a count of images (a budget, a training set): the largest dataset limit
+MAX_ITERATIONS = 10_000  # epochs, optimizer or sampler steps, solver iterations
+MAX_LR = 10.0  # a learning rate
+MAX_KERNEL = 4096  # a window, stride or padding in pixels: the largest model input side
 
 
 class Strict(BaseModel):
@@ -29,6 +35,38 @@ class Strict(BaseModel):
 
 class NoParams(Strict):
     """Parameters of a component that takes none."""
+
+
+class SuiteBound:
+    """Marks a parameter that the loader checks against the suite it is in (``Annotated[int, INPUT_DIMENSION]``),
+    beyond the bounds the parameter declares itself; :func:`marked` finds its values."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"SuiteBound({self.what!r})"
+
+
+ZOO_MODEL = SuiteBound("the name of a model of the suite's zoo")
+INPUT_DIMENSION = SuiteBound("at most the input dimension (C x H x W) of every authorized model")
+ZooModelName = Annotated[str, Field(min_length=1, max_length=128), ZOO_MODEL]
+
+
+def marked(params: BaseModel, bound: SuiteBound, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(key path, value) of every value ``params`` holds in a field marked with ``bound``, nested models included;
+    a list field gives one pair per item (``candidates[2]``), an unset optional field none."""
+    for name, field in type(params).model_fields.items():
+        value, key = getattr(params, name), f"{prefix}{name}"
+        if bound in field.metadata or _holds(field.annotation, bound):
+            items = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+            yield from ((key if i is None else f"{key}[{i}]", item) for i, item in items if item is not None)
+        elif isinstance(value, BaseModel):
+            yield from marked(value, bound, f"{key}.")
+
+
+def _holds(annotation: Any, bound: SuiteBound) -> bool:
+    return any(arg is bound or _holds(arg, bound) for arg in get_args(annotation))
 
 
 def describe_error(error: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
