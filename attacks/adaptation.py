@@ -8,6 +8,10 @@ fraction of the attacker's budget used, so strength 0 leaves every model as it i
   first round(s x n) unlabelled released NEs of the group (train-mode forward of the BatchNorm layers only,
   ``momentum=None`` = cumulative average, no gradients). Models without BatchNorm are unchanged; the
   step's ``attack_param`` names them (``no_bn``).
+
+In both, a BatchNorm layer that sees one value per channel (one image after global pooling: a budget of one
+NE, a last training batch of one image) has no batch statistics to take: for that call it normalizes with its
+running statistics, as in eval mode, and ``bn_adapt`` keeps that layer's statistics as they were.
 - ``finetune``: fine-tuning on round(s x ``labelled``) labelled NEs. The labelled NEs are the suite's
   *public* images (a split disjoint from the evaluation images, with their labels) encoded by the group's
   encoder for the authorized model with draws keyed apart from the release: the owner's release of a
@@ -20,8 +24,9 @@ fraction of the attacker's budget used, so strength 0 leaves every model as it i
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -106,12 +111,8 @@ class BnAdapt(_Adaptation):
         if not layers or not used:
             return model
         adapted = copy.deepcopy(model)
-        for layer in adapted.modules():
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-                layer.reset_running_stats()
-                layer.momentum = None
-                layer.train()
-        adapted(self.data[:used])
+        with _batch_statistics(adapted, recompute=True):
+            adapted(self.data[:used])
         return adapted.eval()
 
 
@@ -228,6 +229,34 @@ class AugmentFinetune(_Adaptation):
         return _train(model, noisy, targets, self.params, keyed_generator(self.name, model.name, used))
 
 
+@contextlib.contextmanager
+def _batch_statistics(model: nn.Module, recompute: bool) -> Iterator[None]:
+    """BatchNorm layers take batch statistics only where a batch has them (module docstring): a call that gives a
+    layer one value per channel runs it in eval mode. ``recompute``: every layer takes batch statistics
+    (``bn_adapt``), its running statistics reset to a plain average on its first call with more than one value;
+    else each layer keeps the mode it had (training only in training mode)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    wanted = {layer: recompute or layer.training for layer in layers}
+    reset: set[nn.Module] = set()
+
+    def before(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        values = inputs[0].numel() // max(1, inputs[0].shape[1])  # per channel: batch x spatial positions
+        layer.train(wanted[layer] and values > 1)
+        if recompute and layer.training and layer not in reset:
+            layer.reset_running_stats()
+            layer.momentum = None
+            reset.add(layer)
+
+    hooks = [layer.register_forward_pre_hook(before) for layer in layers]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for layer in layers:
+            layer.train(wanted[layer])
+
+
 def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: TrainParams, generator: torch.Generator) -> ZooModel:
     """A copy of ``model`` trained on (images, labels): cross-entropy, Adam, seeded shuffles; the stem only
     (in eval mode, BatchNorm frozen) for ``scope: first_layer``, every parameter in training mode for ``all``."""
@@ -239,13 +268,14 @@ def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: 
         parameter.requires_grad_(True)
     adapted.train(params.scope == "all")
     optimizer = torch.optim.Adam(trained, lr=params.lr)
-    for _ in range(params.epochs):
-        order = torch.randperm(len(images), generator=generator, device=generator.device).to(images.device)
-        for start in range(0, len(images), params.batch_size):
-            index = order[start : start + params.batch_size]
-            optimizer.zero_grad()
-            F.cross_entropy(adapted(images[index]), labels[index]).backward()
-            optimizer.step()
+    with _batch_statistics(adapted, recompute=False):
+        for _ in range(params.epochs):
+            order = torch.randperm(len(images), generator=generator, device=generator.device).to(images.device)
+            for start in range(0, len(images), params.batch_size):
+                index = order[start : start + params.batch_size]
+                optimizer.zero_grad()
+                F.cross_entropy(adapted(images[index]), labels[index]).backward()
+                optimizer.step()
     for parameter in adapted.parameters():
         parameter.requires_grad_(False)
     return adapted.eval()

@@ -133,9 +133,10 @@ def notices(line_format: str, log_file: Path | None = None) -> Iterator[None]:
 def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.core.device import resolve_device
     from nonxfer_bench.execution.executors import WorkerDied, create_executor, ray_device
+    from nonxfer_bench.execution.group import ComponentError
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.execution.store import exclusive
-    from nonxfer_bench.loading import check_results_folder, claim_results_folder, load_suite
+    from nonxfer_bench.loading import absolute, check_results_folder, claim_results_folder, load_suite
     from nonxfer_bench.reporting.leaderboard import write_leaderboard
     from nonxfer_bench.reporting.provenance import Source
     from nonxfer_bench.reporting.tracking import Tracker
@@ -170,6 +171,8 @@ def command_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: {kept}", file=sys.stderr)
         raise
+    except ComponentError as error:  # an encoder or attack of the suite raised: name its entry, keep the finished groups
+        raise UserError(f"{absolute(Path(args.suite))}: {error}; {kept} once the entry is fixed") from None
     except WorkerDied as error:  # the parent run is marked FAILED; a rerun resumes it
         print(f"nonxfer-bench: {error}; {kept}", file=sys.stderr)
         return 1
