@@ -68,7 +68,8 @@ def blame(entry: str) -> Iterator[None]:
 def printable(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """``text`` on one line (line breaks and runs of whitespace as one space), control characters and escape codes
     written as escapes (``\\x1b``), cut to about ``limit`` characters: a component's message cannot break the line."""
-    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in " ".join(text.split()))
+    text = " ".join(text[: 4 * limit].split())  # a megabyte message is cut before it is looked at
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 

@@ -183,3 +183,14 @@ def test_finetune_whose_last_batch_holds_one_image_trains():
     assert not tuned.training and not res.training
     changed = [not torch.equal(a, b) for a, b in zip(tuned.parameters(), res.parameters())]
     assert any(changed) and torch.isfinite(tuned(ctx.released)).all()
+
+
+@pytest.mark.slow  # spawns a worker process, which imports torch
+def test_a_component_error_in_a_worker_process_is_the_same_one_line(tmp_path):
+    """Through the process pool: a built-in attack's own error (noise made with the authorized stem is the white box,
+    which only the fitted attack sees) comes back from the worker as the driver's one line."""
+    suite = {**SUITE, "public": {"name": "digits", "params": {"split": "train"}, "limit": 12},
+             "attacks": [{"name": "identity"}, {"name": "augment_finetune", "params": {"noise_models": ["a"], "images": 4, "epochs": 1}}]}  # fmt: skip
+    path = write_yaml(tmp_path / "suite.yaml", {**suite, "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")}})
+    outcome = run_cli("run", path, "--executor", "process", "--workers", "1", cwd=tmp_path / "cwd")
+    error_line(outcome, f"{path}: attacks[1] (augment_finetune): ValueError: augment_finetune: noise_models may not hold the authorized model 'a'")
