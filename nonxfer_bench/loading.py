@@ -239,6 +239,8 @@ DISJOINT_RULE = (
 def _check_disjoint(suite: Suite, path: Path, attacker_data: list[tuple[str, DatasetSpec]]) -> None:
     """No attacker data may share images with the evaluated ones (an attacker fine-tuned on the test images scores
     what it memorized): two datasets may share images when one's :meth:`Dataset.source` starts with the other's."""
+    if not attacker_data:
+        return
     evaluated = DATASETS.create(suite.dataset.name, suite.dataset.params).source()
     for key, spec in attacker_data:
         source = DATASETS.create(spec.name, spec.params).source()
