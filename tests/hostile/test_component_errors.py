@@ -21,18 +21,14 @@ from nonxfer_bench.encoders import ENCODERS, Encoder, Encoding
 from nonxfer_bench.execution.store import CellStore
 from tests.conftest import write_yaml
 from tests.hostile.conftest import error_line, run_cli
+from tests.hostile.test_component_params import TINY_MODEL
 
-MODEL = {
-    "arch": "resnet18",
-    "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
-    "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},
-}
 # plan order: the clean group (first), then gaussian@20: a component that fails in the second group it sees
 # leaves the first group's cells behind
 SUITE = {
     "name": "faulty",
     "dataset": {"name": "digits", "limit": 12},
-    "zoo": [{"name": "a", **MODEL}, {"name": "b", **MODEL, "seed": 1}],
+    "zoo": [{"name": "a", **TINY_MODEL}, {"name": "b", **TINY_MODEL, "seed": 1}],
     "authorized": ["a"],
     "encoders": [{"name": "gaussian", "strengths": [20.0]}],
     "attacks": [{"name": "identity"}, {"name": "raising", "strengths": [0.5]}],
