@@ -15,13 +15,13 @@ Not an attack family (nothing is registered here). Used by ``patch_statistics``,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.core.params import MAX_KERNEL, Strict, ZooModelName
 from nonxfer_bench.encoders.patch import pixel_space_subspace
 from nonxfer_bench.linalg.geometry import ConvGeometry
 
@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from nonxfer_bench.zoo import ZooModel
 
 Restore = Literal["regression", "mean", "none"]
+Side = Annotated[int, Field(ge=1, le=MAX_KERNEL)]
+Padding = Annotated[int, Field(ge=0, le=MAX_KERNEL)]
+Ridge = Annotated[float, Field(gt=0, le=1e6)]  # a ridge relative to a covariance's scale
+MAX_PIXELS = 65_536  # values per image (C*H*W) a dense covariance may span: 32 GiB of float64 at the limit
+Tau = Annotated[float, Field(gt=0, le=1e6)]  # a singular-value threshold of a first layer (as seen from [0, 1] pixels)
 
 
 def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -40,10 +45,10 @@ class LatticeParams(Strict):
     """Where the attacker takes the patch lattice from: explicit numbers, a named zoo model, or (default)
     the authorized model's architecture (its stem geometry and normalization are public, its weights are not)."""
 
-    kernel: int | tuple[int, int] | None = Field(None, description="explicit lattice kernel (overrides the models)")
-    stride: int | tuple[int, int] | None = Field(None, description="explicit stride; default: the kernel")
-    padding: int | tuple[int, int] = Field(0, description="explicit padding")
-    geometry_model: str | None = Field(None, description="zoo model whose stem geometry is assumed; default: the authorized model's")
+    kernel: Side | tuple[Side, Side] | None = Field(None, description="explicit lattice kernel (overrides the models)")
+    stride: Side | tuple[Side, Side] | None = Field(None, description="explicit stride; default: the kernel")
+    padding: Padding | tuple[Padding, Padding] = Field(0, description="explicit padding")
+    geometry_model: ZooModelName | None = Field(None, description="zoo model whose stem geometry is assumed; default: the authorized model's")
 
 
 @dataclass(frozen=True)

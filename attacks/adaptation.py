@@ -8,6 +8,10 @@ fraction of the attacker's budget used, so strength 0 leaves every model as it i
   first round(s x n) unlabelled released NEs of the group (train-mode forward of the BatchNorm layers only,
   ``momentum=None`` = cumulative average, no gradients). Models without BatchNorm are unchanged; the
   step's ``attack_param`` names them (``no_bn``).
+
+In both, a BatchNorm layer that sees one value per channel (one image after global pooling: a budget of one
+NE, a last training batch of one image) has no batch statistics to take: for that call it normalizes with its
+running statistics, as in eval mode, and ``bn_adapt`` keeps that layer's statistics as they were.
 - ``finetune``: fine-tuning on round(s x ``labelled``) labelled NEs. The labelled NEs are the suite's
   *public* images (a split disjoint from the evaluation images, with their labels) encoded by the group's
   encoder for the authorized model with draws keyed apart from the release: the owner's release of a
@@ -22,8 +26,9 @@ fraction of the attacker's budget used, so strength 0 leaves every model as it i
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +38,8 @@ from torch import nn
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import Budget, ThreatModel, Tier
 from nonxfer_bench.core.hashing import keyed_generator
-from nonxfer_bench.core.params import NoParams, Strict
+from nonxfer_bench.core.params import MAX_IMAGES, MAX_ITERATIONS, MAX_LR, NoParams, Strict, ZooModelName
+from nonxfer_bench.schema.suite import MAX_BATCH
 from nonxfer_bench.zoo import ZooModel
 
 
@@ -107,12 +113,8 @@ class BnAdapt(_Adaptation):
         if not layers or not used:
             return model
         adapted = copy.deepcopy(model)
-        for layer in adapted.modules():
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-                layer.reset_running_stats()
-                layer.momentum = None
-                layer.train()
-        adapted(self.data[:used])
+        with _batch_statistics(adapted, recompute=True):
+            adapted(self.data[:used])
         return adapted.eval()
 
 
@@ -122,13 +124,13 @@ class TrainParams(Strict):
     scope: Literal["first_layer", "embeddings", "all"] = Field(
         "all", description="train the stem only; the stem and a ViT's position embeddings (learns a keyed block transform); or the whole model"
     )
-    epochs: int = Field(5, ge=1, description="passes over the training images")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate")
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(5, ge=1, le=MAX_ITERATIONS, description="passes over the training images")
+    lr: float = Field(1e-3, gt=0, le=MAX_LR, description="Adam learning rate")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
 
 
 class FinetuneParams(TrainParams):
-    labelled: int = Field(128, ge=1, description="labelled NEs at strength 1 (the first of the public split, encoded)")
+    labelled: int = Field(128, ge=1, le=MAX_IMAGES, description="labelled NEs at strength 1 (the first of the public split, encoded)")
 
 
 @ATTACKS.register("finetune")
@@ -146,6 +148,7 @@ class Finetune(_Adaptation):
         text="holds labelled NEs of the same release (made for the authorized model) and fine-tunes its own model on them",
         labelled=True,
         queries="gradient",
+        requires=frozenset({"public", "public_labels"}),
     )
 
     def __init__(self, params: FinetuneParams) -> None:
@@ -174,8 +177,8 @@ class Finetune(_Adaptation):
 
 
 class AugmentFinetuneParams(TrainParams):
-    images: int = Field(256, ge=1, description="clean public images at strength 1 (the first of the public split)")
-    noise_models: list[str] = Field([], description="zoo models (public) whose stems make the noise; empty: the adapted model's own")
+    images: int = Field(256, ge=1, le=MAX_IMAGES, description="clean public images at strength 1 (the first of the public split)")
+    noise_models: list[ZooModelName] = Field([], max_length=1000, description="zoo models (public) whose stems make the noise; empty: the adapted model's own")
 
 
 @ATTACKS.register("augment_finetune")
@@ -194,6 +197,7 @@ class AugmentFinetune(_Adaptation):
         text="knows the method and the release's PSNR, holds clean public images; makes NE-like noise with stems it holds and trains its model to ignore it",
         public=True,
         queries="gradient",
+        requires=frozenset({"public"}),
     )
 
     def __init__(self, params: AugmentFinetuneParams) -> None:
@@ -229,6 +233,34 @@ class AugmentFinetune(_Adaptation):
         return _train(model, noisy, targets, self.params, keyed_generator(self.name, model.name, used))
 
 
+@contextlib.contextmanager
+def _batch_statistics(model: nn.Module, recompute: bool) -> Iterator[None]:
+    """BatchNorm layers take batch statistics only where a batch has them (module docstring): a call that gives a
+    layer one value per channel runs it in eval mode. ``recompute``: every layer takes batch statistics
+    (``bn_adapt``), its running statistics reset to a plain average on its first call with more than one value;
+    else each layer keeps the mode it had (training only in training mode)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    wanted = {layer: recompute or layer.training for layer in layers}
+    reset: set[nn.Module] = set()
+
+    def before(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        values = inputs[0].numel() // max(1, inputs[0].shape[1])  # per channel: batch x spatial positions
+        layer.train(wanted[layer] and values > 1)
+        if recompute and layer.training and layer not in reset:
+            layer.reset_running_stats()
+            layer.momentum = None
+            reset.add(layer)
+
+    hooks = [layer.register_forward_pre_hook(before) for layer in layers]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for layer in layers:
+            layer.train(wanted[layer])
+
+
 def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: TrainParams, generator: torch.Generator) -> ZooModel:
     """A copy of ``model`` trained on (images, labels): cross-entropy, Adam, seeded shuffles; the stem only
     (in eval mode, BatchNorm frozen) for ``scope: first_layer``, with a ViT's position embeddings for ``embeddings``,
@@ -244,13 +276,14 @@ def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: 
         parameter.requires_grad_(True)
     adapted.train(params.scope == "all")
     optimizer = torch.optim.Adam(trained, lr=params.lr)
-    for _ in range(params.epochs):
-        order = torch.randperm(len(images), generator=generator, device=generator.device).to(images.device)
-        for start in range(0, len(images), params.batch_size):
-            index = order[start : start + params.batch_size]
-            optimizer.zero_grad()
-            F.cross_entropy(adapted(images[index]), labels[index]).backward()
-            optimizer.step()
+    with _batch_statistics(adapted, recompute=False):
+        for _ in range(params.epochs):
+            order = torch.randperm(len(images), generator=generator, device=generator.device).to(images.device)
+            for start in range(0, len(images), params.batch_size):
+                index = order[start : start + params.batch_size]
+                optimizer.zero_grad()
+                F.cross_entropy(adapted(images[index]), labels[index]).backward()
+                optimizer.step()
     for parameter in adapted.parameters():
         parameter.requires_grad_(False)
     return adapted.eval()

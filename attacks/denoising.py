@@ -15,11 +15,11 @@ from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
 from nonxfer_bench.attacks.threat import ThreatModel, Tier
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.core.params import MAX_ITERATIONS, MAX_LR, Strict
 
 
 class MedianParams(Strict):
-    max_kernel: int = Field(7, ge=3, description="odd window side at strength 1 (strength 0 is 1: identity)")
+    max_kernel: int = Field(7, ge=3, le=31, description="odd window side at strength 1 (strength 0 is 1: identity)")
 
 
 @ATTACKS.register("denoise_median")
@@ -45,9 +45,9 @@ class DenoiseMedian(Attack):
 
 
 class TvParams(Strict):
-    max_weight: float = Field(0.5, gt=0, description="TV weight at strength 1, relative to each image's standard deviation")
-    steps: int = Field(100, ge=1, description="Adam steps")
-    lr: float = Field(0.02, gt=0, description="Adam learning rate, in units of each image's standard deviation")
+    max_weight: float = Field(0.5, gt=0, le=1e3, description="TV weight at strength 1, relative to each image's standard deviation")
+    steps: int = Field(100, ge=1, le=MAX_ITERATIONS, description="Adam steps")
+    lr: float = Field(0.02, gt=0, le=MAX_LR, description="Adam learning rate, in units of each image's standard deviation")
 
 
 @ATTACKS.register("denoise_tv")
@@ -85,9 +85,9 @@ class DenoiseTv(Attack):
 
 
 class NlmParams(Strict):
-    max_h: float = Field(1.5, gt=0, description="filter strength h at strength 1, in units of the estimated noise sigma")
-    patch_size: int = Field(5, ge=1)
-    patch_distance: int = Field(6, ge=1)
+    max_h: float = Field(1.5, gt=0, le=1e3, description="filter strength h at strength 1, in units of the estimated noise sigma")
+    patch_size: int = Field(5, ge=1, le=64)
+    patch_distance: int = Field(6, ge=1, le=64)
 
 
 def noise_sigma(image: np.ndarray) -> float:

@@ -13,7 +13,7 @@ from nonxfer_bench.core.params import Strict
 
 
 class BlurParams(Strict):
-    max_sigma: float = Field(2.0, gt=0, description="Gaussian sigma in pixels at strength 1")
+    max_sigma: float = Field(2.0, gt=0, le=100, description="Gaussian sigma in pixels at strength 1")
 
 
 @ATTACKS.register("blur")

@@ -14,14 +14,16 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from nonxfer_bench.attacks._subspace_tools import Tau
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.surrogate import rank_candidates
 from nonxfer_bench.attacks.threat import BudgetParams, ThreatModel, Tier
+from nonxfer_bench.core.params import ZooModelName
 
 
 class IdentifyParams(BudgetParams):
-    candidates: list[str] = Field(min_length=1, description="zoo model names the attacker holds (public models)")
-    tau: float = Field(1e-5, gt=0, description="singular-value threshold for each candidate's V_N")
+    candidates: list[ZooModelName] = Field(min_length=1, max_length=1000, description="zoo model names the attacker holds (public models)")
+    tau: Tau = Field(1e-5, description="singular-value threshold for each candidate's V_N")
 
 
 @ATTACKS.register("identify")

@@ -29,16 +29,17 @@ nothing, the missing box does).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from nonxfer_bench.attacks._subspace_tools import not_fitted
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import ThreatModel, Tier
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.core.errors import excerpt
+from nonxfer_bench.core.params import MAX_ITERATIONS, Strict, ZooModelName
 
 
 def torchattacks_class(name: str) -> type:
@@ -50,13 +51,17 @@ def torchattacks_class(name: str) -> type:
     return cls
 
 
+MAX_ARGUMENT = MAX_ITERATIONS  # any number among a torchattacks class's arguments (steps, eps, c, lr, ...)
+Scaled = Annotated[float, Field(ge=0, le=MAX_ARGUMENT)]
+
+
 class TorchattacksParams(Strict):
     name: str = Field("PGD", description="torchattacks class name, e.g. PGD, FGSM, CW, APGD, DeepFool")
-    kwargs: dict[str, Any] = Field({}, description="fixed keyword arguments of the class (steps, ...)")
-    scaled: dict[str, float] = Field({"eps": 8 / 255, "alpha": 2 / 255}, description="keyword arguments set to strength x value")
+    kwargs: dict[str, Any] = Field({}, description=f"fixed keyword arguments of the class (steps, ...); numbers finite, at most {MAX_ARGUMENT:,} in size")
+    scaled: dict[str, Scaled] = Field({"eps": 8 / 255, "alpha": 2 / 255}, description="keyword arguments set to strength x value")
     pixel_units: list[str] = Field(["eps", "alpha"], description="keyword arguments that are distances in [0, 1] pixel units")
     pixel_penalties: list[str] = Field(["c"], description="keyword arguments that weigh a loss against squared pixel distances (CW's c)")
-    model: str | None = Field(None, description="zoo model to attack; default: the authorized model")
+    model: ZooModelName | None = Field(None, description="zoo model to attack; default: the authorized model")
     labels: Literal["true", "predicted"] = Field("true", description="attack the true labels, or the model's own predictions")
 
     @model_validator(mode="after")
@@ -67,6 +72,14 @@ class TorchattacksParams(Strict):
         if unknown:
             raise ValueError(f"{self.name} takes no argument(s) {unknown}; it takes {sorted(accepted)}")
         return self
+
+    @field_validator("kwargs")
+    @classmethod
+    def _bounded_numbers(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        for key, value in kwargs.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_ARGUMENT:  # NaN fails too
+                raise ValueError(f"{key} = {excerpt(value)} is not a finite number of size at most {MAX_ARGUMENT:,}")
+        return kwargs
 
 
 class _Rescaled(nn.Module):
@@ -152,18 +165,18 @@ class Torchattacks(Attack):
 class PgdParams(TorchattacksParams):
     name: Literal["PGD"] = "PGD"
     kwargs: dict[str, Any] = {"steps": 10}
-    scaled: dict[str, float] = {"eps": 8 / 255, "alpha": 2 / 255}
+    scaled: dict[str, Scaled] = {"eps": 8 / 255, "alpha": 2 / 255}
 
 
 class FgsmParams(TorchattacksParams):
     name: Literal["FGSM"] = "FGSM"
-    scaled: dict[str, float] = {"eps": 8 / 255}
+    scaled: dict[str, Scaled] = {"eps": 8 / 255}
 
 
 class CwParams(TorchattacksParams):
     name: Literal["CW"] = "CW"
     kwargs: dict[str, Any] = {"steps": 50, "lr": 0.01}
-    scaled: dict[str, float] = {"c": 1.0}
+    scaled: dict[str, Scaled] = {"c": 1.0}
     pixel_units: list[str] = ["lr"]  # Adam steps in tanh space move u by ~lr: kept in pixel units
 
 

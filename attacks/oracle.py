@@ -14,7 +14,9 @@ from pydantic import Field
 
 from nonxfer_bench.attacks._subspace_tools import (
     Restore,
+    Ridge,
     SubspaceRemover,
+    Tau,
     Tiling,
     energy_fraction,
     first_layer_tiles,
@@ -26,9 +28,9 @@ from nonxfer_bench.core.params import Strict
 
 
 class OracleParams(Strict):
-    tau: float = Field(1e-5, gt=0, description="singular-value threshold for V_N (the encoders' default)")
+    tau: Tau = Field(1e-5, description="singular-value threshold for V_N (the encoders' default)")
     restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
-    ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariance")
+    ridge: Ridge = Field(1e-3, description="relative ridge on the clean covariance")
 
 
 @ATTACKS.register("oracle_projection")

@@ -22,16 +22,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nonxfer_bench.attacks._subspace_tools import Lattice, LatticeParams, not_fitted
+from nonxfer_bench.attacks._subspace_tools import Lattice, LatticeParams, Ridge, not_fitted
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import BudgetParams, ThreatModel, Tier
+from nonxfer_bench.core.params import MAX_KERNEL
 
 
 class PatchMeanParams(LatticeParams, BudgetParams):
     prior: Literal["public", "released"] = Field("public", description="clean prior mean from public images, or from the released images (noise averages out over images)")
     estimator: Literal["mean", "wiener"] = Field("mean", description="plain least squares, or Wiener-shrunk with the noise and clean covariances")
     fold_gain: Literal["assume", "detect"] = Field("assume", description="assume the reference's fold gain (window count) on the image, or detect it from the release's mean")
-    ridge: float = Field(1e-6, gt=0, description="relative ridge in the Wiener solve")
+    ridge: Ridge = Field(1e-6, description="relative ridge in the Wiener solve")
 
 
 @ATTACKS.register("patch_mean")
@@ -193,7 +194,7 @@ class PatchWiener(PatchMean):
 
 
 class NotchParams(LatticeParams, BudgetParams):
-    width: int = Field(0, ge=0, description="notch half-width in DFT bins around each lattice frequency")
+    width: int = Field(0, ge=0, le=MAX_KERNEL, description="notch half-width in DFT bins around each lattice frequency")
     dc: Literal["keep", "prior"] = Field("prior", description="keep each image's mean, or move it toward the public images' mean (needs fit)")
 
 

@@ -55,7 +55,7 @@ def _match(images: torch.Tensor, channels: int, size: tuple[int, int]) -> torch.
 
 
 class AutoencoderParams(AutoencoderConfig):
-    max_latent_noise: float = Field(1.0, ge=0, description="latent noise (x latent std) at strength 1")
+    max_latent_noise: float = Field(1.0, ge=0, le=100, description="latent noise (x latent std) at strength 1")
     range: Literal["clip", "minmax"] = "clip"
 
 
@@ -99,7 +99,7 @@ class DiffusersVaeParams(Strict):
     source: str = Field(description="local save_pretrained folder or hub id of an AutoencoderKL/AutoencoderTiny")
     kind: Literal["kl", "tiny"] = "kl"
     subfolder: str | None = Field(None, description="e.g. 'vae' inside a Stable Diffusion repository")
-    max_latent_noise: float = Field(1.0, ge=0)
+    max_latent_noise: float = Field(1.0, ge=0, le=100, description="latent noise (x latent std) at strength 1")
     range: Literal["clip", "minmax"] = "clip"
 
 
@@ -196,7 +196,7 @@ class Img2ImgParams(Strict):
     source: str = Field(description="local save_pretrained folder or hub id of a Stable-Diffusion-style pipeline")
     prompt: str = Field("", description="text prompt for every image (empty: unconditional regeneration)")
     steps: int = Field(50, ge=1, le=10_000, description="scheduler steps for the full trajectory; img2img runs strength x steps of them")
-    guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance (<= 1: off, one UNet pass per step)")
+    guidance_scale: float = Field(1.0, ge=0, le=100, description="classifier-free guidance (<= 1: off, one UNet pass per step)")
     max_strength: float = Field(0.5, gt=0, le=1, description="the pipeline's img2img strength (t*/T) at attack strength 1")
     size: int = Field(512, ge=8, le=4096, description="square resolution the pipeline runs at (Stable Diffusion 1.x: 512)")
     draws: int = Field(1, ge=1, le=1000, description="K stochastic regenerations per image (mean, worst, spread reported)")

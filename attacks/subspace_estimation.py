@@ -24,9 +24,11 @@ import torch
 from pydantic import BaseModel, Field
 
 from nonxfer_bench.attacks._subspace_tools import (
+    MAX_PIXELS,
     Lattice,
     LatticeParams,
     Restore,
+    Ridge,
     SubspaceRemover,
     excess_variance_directions,
     not_fitted,
@@ -86,9 +88,9 @@ class _Estimated(Attack):
 
 
 class SubspacePatchParams(LatticeParams, BudgetParams):
-    max_dims: int = Field(32, ge=1, description="directions removed at strength 1 (capped at the patch dimension)")
+    max_dims: int = Field(32, ge=1, le=MAX_PIXELS, description="directions removed at strength 1 (capped at the patch dimension)")
     restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
-    ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariances")
+    ridge: Ridge = Field(1e-3, description="relative ridge on the clean covariances")
 
 
 @ATTACKS.register("subspace_patch")
@@ -123,10 +125,10 @@ class SubspacePatch(_Estimated):
 
 
 class SubspaceImageParams(BudgetParams):
-    max_dims: int = Field(64, ge=1, description="directions removed at strength 1")
+    max_dims: int = Field(64, ge=1, le=MAX_PIXELS, description="directions removed at strength 1")
     restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
-    ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariances")
-    max_pixels: int = Field(4096, ge=1, description="refuse images with more than this many values (C*H*W)")
+    ridge: Ridge = Field(1e-3, description="relative ridge on the clean covariances")
+    max_pixels: int = Field(4096, ge=1, le=MAX_PIXELS, description="refuse images with more than this many values (C*H*W)")
 
 
 @ATTACKS.register("subspace_image")

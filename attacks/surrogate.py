@@ -20,18 +20,19 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from nonxfer_bench.attacks._subspace_tools import Restore, SubspaceRemover, Tiling, covariance, first_layer_tiles, not_fitted
+from nonxfer_bench.attacks._subspace_tools import Restore, Ridge, SubspaceRemover, Tau, Tiling, covariance, first_layer_tiles, not_fitted
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import BudgetParams, ThreatModel, Tier
+from nonxfer_bench.core.params import ZooModelName
 
 
 class SurrogateParams(BudgetParams):
-    candidates: list[str] = Field(min_length=1, description="zoo model names the attacker holds (public models)")
+    candidates: list[ZooModelName] = Field(min_length=1, max_length=1000, description="zoo model names the attacker holds (public models)")
     exclude_authorized: bool = Field(False, description="drop the authorized model from the candidates (it is private)")
-    select: int = Field(1, ge=1, description="how many top-scoring candidates to project out (applied in score order)")
-    tau: float = Field(1e-5, gt=0, description="singular-value threshold for each candidate's V_N")
+    select: int = Field(1, ge=1, le=1000, description="how many top-scoring candidates to project out (applied in score order)")
+    tau: Tau = Field(1e-5, description="singular-value threshold for each candidate's V_N")
     restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
-    ridge: float = Field(1e-3, gt=0, description="relative ridge on the clean covariance")
+    ridge: Ridge = Field(1e-3, description="relative ridge on the clean covariance")
 
 
 def explained_excess(tiling: Tiling, basis: torch.Tensor, released: torch.Tensor, public: torch.Tensor) -> float:

@@ -32,6 +32,7 @@ import torch
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import TIERS, ThreatModel
+from nonxfer_bench.core.params import unbounded
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import ZooModel, build_model
@@ -114,9 +115,11 @@ def check_shape_dtype_and_determinism(name: str, params: dict[str, Any] | None =
 
 
 def check_typed_parameters(name: str, params: dict[str, Any] | None = None, device: Device = "cpu") -> None:
-    """A docstring and a ``Params`` model that refuses unknown keys."""
+    """A docstring and a ``Params`` model that refuses unknown keys and bounds every number from both sides
+    (``Field(2.0, gt=0, le=10)``: an absurd value in a suite is then one line at load, not hours of work)."""
     cls = ATTACKS.get(name)
     assert cls.__doc__, f"{name}: needs a docstring"
+    assert not unbounded(cls.Params), f"{name}: numeric parameters without a lower or an upper bound: {', '.join(unbounded(cls.Params))}"
     try:
         cls.Params(not_a_parameter=1)
     except Exception:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_serializer
 
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.core.params import MAX_IMAGES, Strict
 
 
 class Tier(StrEnum):
@@ -35,7 +35,9 @@ class ThreatModel(Strict):
     """An attack's declared knowledge tier, the resources it may use, and a readable sentence for the docs.
 
     ``released``/``public``/``labelled``: whether it reads released NEs, clean public images, labelled NEs;
-    ``queries``: which access to a model it needs (none, forward passes, gradients).
+    ``queries``: which access to a model it needs (none, forward passes, gradients); ``requires``: what the
+    suite must hold for the attack to run at all (the loader refuses a suite without it): ``public``, the
+    suite's ``public`` dataset; ``public_labels``, one whose images all have labels.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -46,6 +48,7 @@ class ThreatModel(Strict):
     public: bool = False
     labelled: bool = False
     queries: Literal["none", "model", "gradient"] = "none"
+    requires: frozenset[Literal["public", "public_labels"]] = frozenset()
 
 
 class Budget(Strict):
@@ -68,8 +71,8 @@ class BudgetParams(Strict):
     suites that do not set a budget keep their cell keys.
     """
 
-    released: int | None = Field(None, ge=1, description="released NEs the attacker observes for fitting (the group's first n, across batches); the first batch if unset")
-    public: int | None = Field(None, ge=0, description="clean public images the attacker uses (first n); all if unset")
+    released: int | None = Field(None, ge=1, le=MAX_IMAGES, description="released NEs the attacker observes for fitting (the group's first n, across batches); the first batch if unset")
+    public: int | None = Field(None, ge=0, le=MAX_IMAGES, description="clean public images the attacker uses (first n); all if unset")
 
     @model_serializer(mode="wrap")
     def _drop_unset_budget(self, handler: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.environment import check_environment
-from nonxfer_bench.core.errors import UserError, excerpt, printable, shown_path
+from nonxfer_bench.core.errors import UserError, excerpt, one_line, printable, shown_path
 from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
 from nonxfer_bench.execution import EXECUTOR_NAMES
 
@@ -31,16 +31,6 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
-
-
-MAX_LINE = 1000  # an error message is one line of at most this many characters
-
-
-def one_line(message: str) -> str:
-    """A message as one bounded line: newlines flattened, control characters escaped, the tail cut (values in it
-    are excerpts already)."""
-    text = printable(" ".join(str(message).split("\n")).replace("\r", " "))
-    return text if len(text) <= MAX_LINE else text[: MAX_LINE - 3] + "..."
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -134,9 +124,10 @@ def notices(line_format: str, log_file: Path | None = None) -> Iterator[None]:
 def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.core.device import resolve_device
     from nonxfer_bench.execution.executors import WorkerDied, create_executor, ray_device
+    from nonxfer_bench.execution.group import ComponentError
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.execution.store import exclusive
-    from nonxfer_bench.loading import check_results_folder, claim_results_folder, load_suite
+    from nonxfer_bench.loading import absolute, check_results_folder, claim_results_folder, load_suite
     from nonxfer_bench.reporting.leaderboard import write_leaderboard
     from nonxfer_bench.reporting.provenance import Source
     from nonxfer_bench.reporting.tracking import Tracker
@@ -171,6 +162,8 @@ def command_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: {kept}", file=sys.stderr)
         raise
+    except ComponentError as error:  # an encoder or attack of the suite raised: name its entry, keep the finished groups
+        raise UserError(f"{absolute(Path(args.suite))}: {error}; {kept} once the entry is fixed") from None
     except WorkerDied as error:  # the parent run is marked FAILED; a rerun resumes it
         print(f"nonxfer-bench: {error}; {kept}", file=sys.stderr)
         return 1

@@ -14,17 +14,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from nonxfer_bench.attacks import ATTACKS
 from nonxfer_bench.core.atomic import atomic_write
-from nonxfer_bench.core.errors import UserError
-from nonxfer_bench.core.params import describe_error
+from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.core.params import INPUT_DIMENSION, ZOO_MODEL, describe_error, marked
 from nonxfer_bench.datasets import DATASETS
 from nonxfer_bench.datasets.base import MODEL_PREPROCESSING_FIELDS
 from nonxfer_bench.encoders import ENCODERS, Encoder
 from nonxfer_bench.schema.files import read_yaml, resolve_path, validate
-from nonxfer_bench.schema.suite import DatasetSpec, Suite, ZooFile, resolve_package_file
+from nonxfer_bench.schema.suite import DatasetSpec, ModelSpec, Suite, ZooFile, resolve_package_file
 from nonxfer_bench.zoo import dataset_preprocessing, hub_weights_problem, model_structure, resolve_preprocessing
 
 
@@ -150,9 +150,13 @@ def check_inputs(suite: Suite, path: Path) -> None:
 
 
 def _check_components(suite: Suite, path: Path) -> None:
+    """Every component's name and parameters (their own bounds, then what they declare about the suite: zoo model
+    names, the authorized models' input dimension, the suite resources an attack requires), and that no attacker
+    data shares images with the evaluated ones; the validated parameters replace the suite's."""
     checks = [(DATASETS, "dataset", suite.dataset)] + ([(DATASETS, "public", suite.public)] if suite.public else [])
     checks += [(ENCODERS, f"encoders[{i}]", spec) for i, spec in enumerate(suite.encoders)]
     checks += [(ATTACKS, f"attacks[{i}]", spec) for i, spec in enumerate(suite.attacks)]
+    attacker_data = [("public", suite.public)] if suite.public else []
     for registry, key, spec in checks:
         if spec.name not in registry.names():
             raise UserError(
@@ -165,6 +169,93 @@ def _check_components(suite: Suite, path: Path) -> None:
             sub, message = describe_error(error, params_cls)
             raise UserError(f"{path}: key '{key}.params{'.' + sub if sub else ''}': {message}") from None
         spec.params = params.model_dump(mode="json")
+        _check_suite_bounds(suite, path, f"{key}.params", params)
+        if registry is ATTACKS:
+            _check_requirements(suite, path, key, spec.name)
+            attacker_data += _nested_datasets(path, f"{key}.params", params)
+    _check_disjoint(suite, path, attacker_data)
+
+
+def _check_suite_bounds(suite: Suite, path: Path, key: str, params: BaseModel) -> None:
+    """Parameters marked :data:`ZOO_MODEL` name zoo models; those marked :data:`INPUT_DIMENSION` are at most
+    every authorized model's input dimension."""
+    names = [m.name for m in suite.models]
+    for sub, name in marked(params, ZOO_MODEL):
+        if name not in names:
+            raise UserError(f"{path}: key '{key}.{sub}': {excerpt(name)} is not a model of the zoo; valid: {', '.join(names)}")
+    for sub, value in marked(params, INPUT_DIMENSION):
+        for name in suite.authorized:
+            channels, height, width = _input_size(suite.model(name), path)
+            if value > channels * height * width:
+                raise UserError(
+                    f"{path}: key '{key}.{sub}': {value:,} is above the input dimension of the authorized model {name!r} "
+                    f"({channels}x{height}x{width} = {channels * height * width:,}); at most {channels * height * width:,}"
+                )
+
+
+def _input_size(model: ModelSpec, path: Path) -> tuple[int, int, int]:
+    """A zoo model's input size (C, H, W): its ``preprocess.input_size``, else timm's config (no weights built)."""
+    if model.preprocess.input_size is not None:
+        return tuple(model.preprocess.input_size)
+    try:
+        return tuple(resolve_preprocessing(model)["input_size"])
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def _check_requirements(suite: Suite, path: Path, key: str, name: str) -> None:
+    """What an attack's threat model requires of the suite (``ThreatModel.requires``) is there."""
+    requires = ATTACKS.get(name).threat.requires
+    if "public" in requires and suite.public is None:
+        raise UserError(
+            f"{path}: key '{key}': attack {name!r} needs the suite's 'public' dataset (clean images the attacker holds, "
+            "from a source disjoint from the evaluated images, e.g. public: {name: fashion_mnist, params: {split: train}})"
+        )
+    if "public_labels" in requires and not DATASETS.get(suite.public.name).labelled:
+        raise UserError(f"{path}: key '{key}': attack {name!r} needs labelled public images; the dataset {suite.public.name!r} of key 'public' has no labels")
+
+
+def _nested_datasets(path: Path, key: str, params: BaseModel) -> list[tuple[str, DatasetSpec]]:
+    """The datasets an attack's parameters name (the clean images an autoencoder trains on), checked like the suite's."""
+    found = []
+    for name in type(params).model_fields:
+        value, sub = getattr(params, name), f"{key}.{name}"
+        if isinstance(value, DatasetSpec):
+            try:
+                DATASETS.create(value.name, value.params)
+            except UserError as error:
+                raise UserError(f"{path}: key '{sub}': {error}") from None
+            found.append((sub, value))
+        elif isinstance(value, BaseModel):
+            found += _nested_datasets(path, sub, value)
+    return found
+
+
+DISJOINT_RULE = (
+    "a split holds none of another split's images ('all' holds every split), a folder holds those of every folder inside it, "
+    "and a limit draws from its whole source, so two limits of one source can share images"
+)
+
+
+def _check_disjoint(suite: Suite, path: Path, attacker_data: list[tuple[str, DatasetSpec]]) -> None:
+    """No attacker data may share images with the evaluated ones (an attacker fine-tuned on the test images scores
+    what it memorized): two datasets may share images when one's :meth:`Dataset.source` starts with the other's."""
+    if not attacker_data:
+        return
+    evaluated = DATASETS.create(suite.dataset.name, suite.dataset.params).source()
+    for key, spec in attacker_data:
+        source = DATASETS.create(spec.name, spec.params).source()
+        if source[: len(evaluated)] == evaluated or evaluated[: len(source)] == source:
+            shown = _shown(evaluated) if source == evaluated else f"{_shown(evaluated)} and {_shown(source)}"
+            raise UserError(
+                f"{path}: keys 'dataset' and '{key}' may share images ({shown}): the attacker would hold images it is scored on. "
+                f"Give the attacker a disjoint source: {DISJOINT_RULE}"
+            )
+
+
+def _shown(source: tuple[str, ...]) -> str:
+    """A dataset source as text: ``digits test``, ``folder /data/val``."""
+    return source[0] if len(source) == 1 else f"{source[0]} {os.path.join(*source[1:])}"
 
 
 def _check_encoder_models(suite: Suite, path: Path) -> None:

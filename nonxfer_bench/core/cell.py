@@ -13,9 +13,12 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nonxfer_bench.core.params import MAX_IMAGES
 
 SCHEMA = 2
+MAX_DRAWS = 1000  # stochastic draws of one cell (the largest 'draws' an attack takes)
 BOUND_PREFIX = "bound/"
 
 
@@ -30,6 +33,11 @@ class Role(StrEnum):
 def pack_bits(flags: np.ndarray) -> str:
     """Booleans (one per image) as base64 of their packed bits: 10,000 images take 1,668 characters."""
     return base64.b64encode(np.packbits(np.asarray(flags, dtype=bool)).tobytes()).decode("ascii")
+
+
+def packed_bytes(count: int) -> int:
+    """How many bytes :func:`pack_bits` makes of ``count`` booleans."""
+    return -(-count // 8)
 
 
 def unpack_bits(text: str, count: int) -> np.ndarray:
@@ -48,11 +56,25 @@ class Outcomes(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    images: int = Field(ge=0)
+    images: int = Field(ge=0, le=MAX_IMAGES)
     ids: str
-    correct: list[str]
-    agree: list[str]
+    correct: list[str] = Field(min_length=1, max_length=MAX_DRAWS)
+    agree: list[str] = Field(min_length=1, max_length=MAX_DRAWS)
     labeled: str | None = None
+
+    @model_validator(mode="after")
+    def _packs_images_bits(self) -> "Outcomes":
+        """Every packed string holds the bits of ``images`` images, one per draw in ``correct`` and ``agree``: a
+        record that claims another size is refused before anything is unpacked (10**12 images would be a terabyte)."""
+        if len(self.correct) != len(self.agree):
+            raise ValueError(f"{len(self.correct)} draws of 'correct' but {len(self.agree)} of 'agree'")
+        length = 4 * -(-packed_bytes(self.images) // 3)  # base64 of ceil(images / 8) bytes
+        packed = [("correct", i, text) for i, text in enumerate(self.correct)] + [("agree", i, text) for i, text in enumerate(self.agree)]
+        for name, i, text in packed + ([("labeled", None, self.labeled)] if self.labeled is not None else []):
+            if len(text) != length:
+                where = name if i is None else f"{name}[{i}]"
+                raise ValueError(f"'{where}' holds {len(text):,} base64 characters, {self.images:,} images pack into {length:,}")
+        return self
 
     def correct_bits(self, draw: int = 0) -> np.ndarray:
         return unpack_bits(self.correct[draw], self.images)
@@ -95,9 +117,9 @@ class Cell(BaseModel):
     baseline: bool
     model: str
     role: Role
-    n: int = Field(ge=0)
-    n_labeled: int | None = Field(None, ge=0)
-    draws: int = Field(1, ge=1)
+    n: int = Field(ge=0, le=MAX_IMAGES)
+    n_labeled: int | None = Field(None, ge=0, le=MAX_IMAGES)
+    draws: int = Field(1, ge=1, le=MAX_DRAWS)
     accuracy: float | None = Field(None, ge=0, le=1)
     accuracy_worst: float | None = None
     accuracy_spread: float | None = None

@@ -1,6 +1,6 @@
 """The one exception type that the CLI turns into a one-line message and exit code 2, :func:`excerpt`,
 which keeps any value echoed into such a message short, :func:`printable`, which keeps any text the CLI prints
-from steering the terminal, and :func:`shown_path`, how a path is shown."""
+from steering the terminal, :func:`one_line`, an error message as one bounded line, and :func:`shown_path`, how a path is shown."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ def printable(text: str) -> str:
     """``text`` with every control character but newline written as its Python escape (ESC as ``\\x1b``), so a
     value from a suite, a path or an error cannot move the cursor, recolour, retitle or clear the terminal."""
     return CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def one_line(message: str, limit: int = 1000) -> str:
+    """``message`` as one bounded line: line breaks and runs of whitespace as one space, control characters escaped
+    (:func:`printable`), cut to about ``limit`` characters; a megabyte message is cut before it is looked at."""
+    text = printable(" ".join(str(message)[: 4 * limit].split()))
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 class UserError(Exception):

@@ -41,6 +41,9 @@ IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # Params fields that, left unset (None) in a suite, are filled from the first authorized model's timm config.
 MODEL_PREPROCESSING_FIELDS = ("size", "crop_pct", "interpolation")
 DEFAULT_DECODE = {"size": 224, "crop_pct": 0.875, "interpolation": "bicubic"}
+ILSVRC2012_VAL = "ilsvrc2012_val"  # the source (Dataset.source) of ImageNet-val's images, in any copy or subset
+MIN_CROP_PCT = 0.01  # as a zoo model's preprocess.crop_pct
+MAX_RESIZE = 16_384  # the side an image is resized to before its center crop (size / crop_pct)
 
 
 def subset_index(count: int, limit: int | None, seed: int) -> torch.Tensor | None:
@@ -77,6 +80,7 @@ class Dataset(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     version: ClassVar[str] = "1"  # bump when decoding changes: part of the decoded-dataset cache key
+    labelled: ClassVar[bool] = True  # every image has a label (False: labels are -1, e.g. unlabeled photos)
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
@@ -108,10 +112,30 @@ class Dataset(ABC):
         """What identifies the source files beyond the parameters (a folder's contents); part of the cache key."""
         return {}
 
+    def source(self) -> tuple[str, ...]:
+        """Where the images come from, from the most general to the most specific part: two datasets may share
+        images when one's source starts with the other's (``("digits",)``, all of it, holds ``("digits", "test")``).
+        The default, the dataset's name alone, says that any two uses of this dataset may share images; a dataset
+        with disjoint parts (splits, folders) names the part. The loader refuses attacker data that may share
+        images with the evaluated ones."""
+        return (self.name,)
+
 
 def decode_settings(params: BaseModel) -> dict:
     """size, crop_pct and interpolation of a dataset's params, unset ones at timm's defaults."""
     return {key: getattr(params, key, None) or default for key, default in DEFAULT_DECODE.items()}
+
+
+def check_resize(params: BaseModel) -> None:
+    """Refuse decode settings that resize an image beyond :data:`MAX_RESIZE` pixels per side before the crop
+    (a tiny crop_pct): gigabytes per image, for a crop no model input needs."""
+    decode = decode_settings(params)
+    side = decode["size"] / decode["crop_pct"]
+    if side > MAX_RESIZE:
+        raise ValueError(
+            f"size {decode['size']} with crop_pct {decode['crop_pct']:g} resizes every image to {side:,.0f} pixels per side before "
+            f"the crop; at most {MAX_RESIZE:,} (raise crop_pct)"
+        )
 
 
 def decode_image(path: Path, size: int, crop_pct: float, channels: int, interpolation: str = "bicubic") -> torch.Tensor:

@@ -34,3 +34,7 @@ class Digits(Dataset):
         cut = int(0.7 * len(labels))
         index = {"train": order[:cut], "test": order[cut:], "all": order}[self.params.split].sort().values
         return ImageSet(images[index], labels[index], [str(i) for i in range(10)])
+
+    def source(self) -> tuple[str, ...]:
+        """The split (train and test are disjoint; all holds both), whatever the size."""
+        return ("digits",) if self.params.split == "all" else ("digits", self.params.split)

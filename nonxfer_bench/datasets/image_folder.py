@@ -8,20 +8,35 @@ from typing import Callable, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import Strict
-from nonxfer_bench.datasets.base import DATASETS, IMAGE_SUFFIXES, Dataset, ImageSet, decode_image, decode_settings, subset_index
+from nonxfer_bench.datasets.base import (
+    DATASETS,
+    IMAGE_SUFFIXES,
+    MIN_CROP_PCT,
+    Dataset,
+    ImageSet,
+    check_resize,
+    decode_image,
+    decode_settings,
+    subset_index,
+)
 
 
 class FolderParams(Strict):
     root: Path | None = Field(None, description="folder of class sub-folders; or set env var named by root_env")
     root_env: str = "IMAGENET_VAL"
     size: int | None = Field(None, ge=8, le=4096, description="side of the square the images are decoded to; default: the model's")
-    crop_pct: float | None = Field(None, gt=0, le=1, description="resize shorter side to size/crop_pct, center crop")
+    crop_pct: float | None = Field(None, ge=MIN_CROP_PCT, le=1, description="resize shorter side to size/crop_pct, center crop")
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
     channels: Literal[1, 3] = 3
+
+    @model_validator(mode="after")
+    def _bounded_resize(self) -> "FolderParams":
+        check_resize(self)
+        return self
 
 
 @DATASETS.register("image_folder")
@@ -44,6 +59,12 @@ class ImageFolder(Dataset):
                 f"{self.params.root_env} at {self.layout}"
             )
         return root
+
+    def source(self) -> tuple[str, ...]:
+        """The folder's resolved path (symbolic links followed), part by part: a folder inside another shares its
+        images; without a folder yet, the environment variable that will name it."""
+        root = self.params.root or (Path(os.environ[self.params.root_env]) if os.environ.get(self.params.root_env) else None)
+        return ("folder", *Path(os.path.realpath(root)).parts) if root is not None else ("folder", f"${self.params.root_env}")
 
     def check(self) -> None:
         root = self.root()

@@ -24,7 +24,7 @@ from pydantic import Field, model_validator
 
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.hashing import file_sha256
-from nonxfer_bench.datasets.base import DATASETS, IMAGE_SUFFIXES
+from nonxfer_bench.datasets.base import DATASETS, ILSVRC2012_VAL, IMAGE_SUFFIXES
 from nonxfer_bench.datasets.image_folder import FolderParams, ImageFolder
 
 FILE_NAME = re.compile(r"^ILSVRC2012_val_(\d{8})$")
@@ -127,6 +127,10 @@ class ImageNetVal(ImageFolder):
                 check_synsets(self.params.synsets, classes)
             return solution_labels(self.params.solution, classes)
         return devkit_labels(self.params.devkit, classes)
+
+    def source(self) -> tuple[str, ...]:
+        """ImageNet-val itself: every copy, wherever its folder, holds the same 50,000 images."""
+        return (ILSVRC2012_VAL,)
 
     def check(self) -> None:
         self.files()  # cheap (a listing and one text file): every mismatch is found before any work

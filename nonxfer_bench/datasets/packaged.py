@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import Strict
-from nonxfer_bench.datasets.base import DATASETS, Dataset, ImageSet, decode_image, decode_settings
+from nonxfer_bench.datasets.base import DATASETS, ILSVRC2012_VAL, MIN_CROP_PCT, Dataset, ImageSet, check_resize, decode_image, decode_settings
 from nonxfer_bench.schema.suite import package_folder
 
 UNLABELED = -1
@@ -30,8 +30,13 @@ UNLABELED = -1
 
 class PackagedParams(Strict):
     size: int | None = Field(None, ge=8, le=4096, description="side of the square the images are decoded to; default: the model's")
-    crop_pct: float | None = Field(None, gt=0, le=1, description="resize shorter side to size/crop_pct, center crop")
+    crop_pct: float | None = Field(None, ge=MIN_CROP_PCT, le=1, description="resize shorter side to size/crop_pct, center crop")
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
+
+    @model_validator(mode="after")
+    def _bounded_resize(self) -> "PackagedParams":
+        check_resize(self)
+        return self
 
 
 class PackagedImages(Dataset):
@@ -90,6 +95,10 @@ class FoolboxImageNet(PackagedImages):
                 found.append((int(match.group(1)), path, int(match.group(2))))
         return [(path, label) for _, path, label in sorted(found)]
 
+    def source(self) -> tuple[str, ...]:
+        """Twenty of ImageNet-val's images: they overlap the dataset ``imagenet_val``."""
+        return (ILSVRC2012_VAL, "foolbox")
+
     def classes(self) -> list[str]:
         from timm.data import ImageNetInfo
 
@@ -103,6 +112,7 @@ class SkimagePhotos(PackagedImages):
 
     package = "skimage"
     pip_name = "scikit-image"
+    labelled = False
     subfolder = "data"
     # The real RGB photographs in the wheel; synthetic RGB images (chessboard_RGB, color, phantom,
     # logo, horse) and grayscale ones (camera, moon, coins, ...) are left out.

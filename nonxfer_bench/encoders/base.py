@@ -27,6 +27,8 @@ ENCODERS: Registry["Encoder"] = Registry(
     ),
     "nonxfer_bench.encoders",
 )
+MAX_INPUT_DIMENSION = 16 * 4096 * 4096  # C x H x W of the largest model input a zoo may declare
+MAX_TAU = 1e6  # a singular-value threshold of a first layer as seen from [0, 1] pixels
 
 
 @dataclass

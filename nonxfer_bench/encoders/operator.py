@@ -33,13 +33,14 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from pydantic import Field
 
 from nonxfer_bench.core.device import generator_on
-from nonxfer_bench.core.params import Strict
-from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
+from nonxfer_bench.core.params import INPUT_DIMENSION, MAX_ITERATIONS, Strict
+from nonxfer_bench.encoders.base import ENCODERS, MAX_INPUT_DIMENSION, MAX_TAU, Encoder, Encoding
 from nonxfer_bench.linalg.operator import (
     DENSE_LIMIT,
     ConvOperator,
@@ -58,13 +59,13 @@ EIGH_COST = 120  # a dense symmetric eigendecomposition with vectors takes as lo
 
 
 class OperatorParams(Strict):
-    k: int = Field(64, ge=1, description="number of smallest right-singular directions of the whole first layer")
-    tol: float = Field(1e-8, gt=0, description="eigensolver tolerance: ||A^T A v - s^2 v|| / ||A||^2 per direction")
+    k: Annotated[int, INPUT_DIMENSION] = Field(64, ge=1, le=MAX_INPUT_DIMENSION, description="number of smallest right-singular directions of the whole first layer")
+    tol: float = Field(1e-8, gt=0, le=1, description="eigensolver tolerance: ||A^T A v - s^2 v|| / ||A||^2 per direction")
     ritz_tol: float | None = Field(
-        1e-4, gt=0, description="also stop once the k singular values move < ritz_tol (relative) in 10 iterations"
+        1e-4, gt=0, le=1, description="also stop once the k singular values move < ritz_tol (relative) in 10 iterations"
     )
-    max_iter: int = Field(500, ge=1, description="eigensolver iteration cap (the reported sigmas stay exact)")
-    tau: float = Field(1e-5, gt=0, description="patch-level threshold, only for the reported comparison")
+    max_iter: int = Field(500, ge=1, le=MAX_ITERATIONS, description="eigensolver iteration cap (the reported sigmas stay exact)")
+    tau: float = Field(1e-5, gt=0, le=MAX_TAU, description="patch-level threshold, only for the reported comparison")
 
 
 def pixel_space_operator_subspace(

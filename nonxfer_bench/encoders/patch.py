@@ -22,14 +22,14 @@ from pydantic import Field
 
 from nonxfer_bench.core.device import generator_on
 from nonxfer_bench.core.params import Strict
-from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
+from nonxfer_bench.encoders.base import ENCODERS, MAX_TAU, Encoder, Encoding
 from nonxfer_bench.linalg.subspace import DEFAULT_TAU, NoiseSubspace, PatchSubspace, patch_subspace
 from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_image
 from nonxfer_bench.zoo import ZooModel
 
 
 class PatchParams(Strict):
-    tau: float = Field(DEFAULT_TAU, gt=0, description="singular-value threshold when the stem has no exact null space")
+    tau: float = Field(DEFAULT_TAU, gt=0, le=MAX_TAU, description="singular-value threshold when the stem has no exact null space")
 
 
 def pixel_space_subspace(model: ZooModel, tau: float) -> PatchSubspace:

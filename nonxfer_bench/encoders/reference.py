@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from nonxfer_bench.core.params import Strict
-from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
+from nonxfer_bench.encoders.base import ENCODERS, MAX_TAU, Encoder, Encoding
 from nonxfer_bench.linalg.flat_input import FlatInput
 from nonxfer_bench.linalg.geometry import ConvGeometry
 from nonxfer_bench.linalg.subspace import DEFAULT_TAU, NoiseSubspace, PatchSubspace, flatten_weight, patch_subspace
@@ -38,7 +38,7 @@ from nonxfer_bench.zoo import ZooModel
 
 
 class ReferenceParams(Strict):
-    tau: float = Field(DEFAULT_TAU, gt=0, description="singular-value threshold when the stem has no exact null space")
+    tau: float = Field(DEFAULT_TAU, gt=0, le=MAX_TAU, description="singular-value threshold when the stem has no exact null space")
 
 
 def reference_noise(

@@ -3,7 +3,8 @@
 An executor maps ``(group, missing cells)`` work items onto workers and yields each group's cells as it
 finishes. Workers rebuild the models and the dataset from the (picklable) suite and never touch the
 cell store or MLflow: the driver (:meth:`nonxfer_bench.execution.runner.Runner.run`) writes both as results
-arrive, so a failed worker loses only the groups it was computing. Every draw is keyed by the group
+arrive, so a failed worker loses only the groups it was computing. A one-line error a worker raises (a suite entry's
+:class:`~nonxfer_bench.execution.group.ComponentError`) reaches the driver as it was raised. Every draw is keyed by the group
 (``keyed_generator``), so cells do not depend on the executor, the worker count or the completion order.
 """
 
@@ -112,6 +113,10 @@ class RayExecutor(Executor):
             except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError):
                 lost.append(group.label)
                 continue
+            except ray.exceptions.RayTaskError as error:  # a one-line error of the task (a component's): as in process
+                if isinstance(error.cause, UserError):
+                    raise error.cause from None
+                raise
             yield group, cells, rows
         if lost:
             raise WorkerDied(

@@ -13,7 +13,9 @@ with the dataset:
    missing (attack step, model).
 
 Every tensor a stage hands on is a batch that may live on another device than the host; only per-image
-outcomes and scalars come back to the host.
+outcomes and scalars come back to the host. An error a component raises in a stage (an encoder, an attack: a bug,
+an input it cannot handle) becomes a :class:`ComponentError` naming the suite entry (:func:`blame`): one line for
+the user, and the run stops with every group finished before it stored.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +36,7 @@ from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.cache import ArrayCache
 from nonxfer_bench.core.cell import Cell, Role
+from nonxfer_bench.core.errors import UserError, one_line
 from nonxfer_bench.core.hashing import keyed_generator, stable_hash
 from nonxfer_bench.core.memory import return_freed_memory
 from nonxfer_bench.encoders import ENCODERS, Encoder, Encoding
@@ -47,6 +50,23 @@ from nonxfer_bench.zoo import ZooModel
 log = logging.getLogger(__name__)
 
 Missing = dict[tuple[AttackStep, str], str]  # (attack step, evaluated model) -> cell key
+MESSAGE_LIMIT = 300  # characters of a component's error message shown in the error line
+
+
+class ComponentError(UserError):
+    """A component raised while a group was computed; the message names its suite entry (``attacks[3] (finetune): ...``)."""
+
+
+@contextlib.contextmanager
+def blame(entry: str) -> Iterator[None]:
+    """Any error raised inside as a :class:`ComponentError` naming ``entry``; a :class:`UserError` (a missing file, a
+    bad value: it names what is wrong already) passes as it is."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever a component raises is the component's, not the run's
+        raise ComponentError(f"{entry}: {type(error).__name__}: {one_line(str(error), MESSAGE_LIMIT)}") from error
 
 
 class Release(NamedTuple):
@@ -88,6 +108,7 @@ class GroupServices:
     precision: str = "fp32"  # the models' precision, recorded in the cells (part of their keys when not fp32)
     overlap_cpu_attacks: bool = False  # run CPU-only attacks on a thread pool beside the device work (the device is not the CPU)
     bounds: bool = True  # compute the bound diagnostics (suite key 'bounds')
+    entry: Callable[[Any], str] = lambda spec: spec.name  # a suite entry (an encoder's or attack's spec) as error lines name it
 
 
 class AttackedBatches:
@@ -98,8 +119,10 @@ class AttackedBatches:
     mid-group (a mapping outlives the file's removal), and a draw with any batch missing is recomputed.
     """
 
-    def __init__(self, group: EncodingGroup, steps: list[AttackStep], attacks: Callable[[AttackStep], Attack], count: int, size: int) -> None:
-        self.attacks, self.count, self.size = attacks, count, size
+    def __init__(
+        self, group: EncodingGroup, steps: list[AttackStep], attacks: Callable[[AttackStep], Attack], count: int, size: int, entry: Callable[[Any], str]
+    ) -> None:
+        self.attacks, self.count, self.size, self.entry = attacks, count, size, entry
         self.seconds: dict[AttackStep, float] = defaultdict(float)  # wall time of this stage (fit, attack, adapt) per step
         self.devices: dict[AttackStep, str] = {}  # the device type each step's attack computed on
         self.outputs = ArrayCache("attacked")
@@ -125,7 +148,10 @@ class AttackedBatches:
             return torch.from_numpy(self.held[(step, draw)][start // self.size][0]).to(released.device)
         began = time.perf_counter()
         attack = self.attacks(step)
-        attacked = attack(released, step.strength, self.generators[(step, draw)])
+        with blame(self.entry(step.spec)):
+            attacked = attack(released, step.strength, self.generators[(step, draw)])
+            if not isinstance(attacked, torch.Tensor) or attacked.shape != released.shape:
+                raise ValueError(f"returned {tuple(getattr(attacked, 'shape', ())) or type(attacked).__name__} for a batch of shape {tuple(released.shape)}")
         self.seconds[step] += time.perf_counter() - began
         self.devices[step] = "cpu" if attack.cpu_only else attacked.device.type
         if key is not None:
@@ -161,7 +187,8 @@ class GroupComputation:
     def __init__(self, group: EncodingGroup, missing: Missing, services: GroupServices) -> None:
         self.group, self.missing, self.services = group, missing, services
         self.authorized = services.model(group.authorized)
-        self.encoder = ENCODERS.create(group.encoder.name, group.encoder.params)
+        with blame(services.entry(group.encoder)):
+            self.encoder = ENCODERS.create(group.encoder.name, group.encoder.params)
         self.encode_generator = keyed_generator(group.draw_key, "encode")
         # the authorized model as deployed for this release (a keyed scheme's transformed model; else the model itself)
         self.deployed = self.encoder.authorized_view(self.authorized, keyed_generator(group.draw_key, "encode"))
@@ -177,7 +204,7 @@ class GroupComputation:
 
     def run(self, inputs: GroupInputs) -> tuple[list[Cell], dict[str, torch.Tensor]]:
         size = self.services.batch_size
-        self.attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size)
+        self.attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size, self.services.entry)
         releases = self.releases(inputs)
         ahead, context = self.fit_attacks(releases, inputs.count)
         with self.cpu_pool() as pool:
@@ -224,7 +251,8 @@ class GroupComputation:
             if budget and budget > count:
                 self.services.note(self.group, f"{spec_steps[0].spec.name} asks for {budget} released NEs, the group has {count}: it fits on {count}")
             began = time.perf_counter()
-            self.services.attack(spec_steps[0]).prepare(replace(context, released=released[: budget or first_batch]))
+            with blame(self.services.entry(spec_steps[0].spec)):
+                self.services.attack(spec_steps[0]).prepare(replace(context, released=released[: budget or first_batch]))
             for step in spec_steps:  # every strength of the attack needs its fit
                 self.attacked_batches.seconds[step] += time.perf_counter() - began
         return ahead, context
@@ -265,7 +293,8 @@ class GroupComputation:
     # stage 1
     def encode(self, clean: torch.Tensor, first: bool) -> Encoding:
         """The release of one clean batch; on the first batch also the group's bound numbers and sample rows."""
-        encoding = self.encoder.encode(clean, self.authorized, self.group.strength, self.encode_generator)
+        with blame(self.services.entry(self.group.encoder)):
+            encoding = self.encoder.encode(clean, self.authorized, self.group.strength, self.encode_generator)
         if self.group.storage != "float32":  # the release is what comes back from the stored files
             encoding.images = apply_storage(encoding.images, self.group.storage)
             encoding.flat_input = None  # the flat-input path bypasses any stored file
@@ -313,7 +342,7 @@ class GroupComputation:
             if attack.adapts_model:  # the attacker adapts its model, the images pass unchanged
                 model = self.adapt(step, model)
             if model.training:
-                raise RuntimeError(f"attack {step.spec.name!r} left model {model_name!r} in training mode")
+                raise ComponentError(f"{self.services.entry(step.spec)}: left model {model_name!r} in training mode")
             clean_pred = clean_predictions[model_name][start : start + len(attacked)]
             predictions = clean_pred if unchanged else self.services.predict(model, attacked)
             tally = self.tallies[(step, model_name)]
@@ -325,7 +354,7 @@ class GroupComputation:
         """The model as ``step``'s attack adapts it, computed once per group and timed with the attack stage."""
         if (step, model.name) not in self.adapted:
             began = time.perf_counter()
-            with torch.enable_grad():  # fine-tuning attacks train; score() runs under no_grad
+            with torch.enable_grad(), blame(self.services.entry(step.spec)):  # fine-tuning attacks train; score() runs under no_grad
                 self.adapted[(step, model.name)] = self.services.attack(step).adapt(model, step.strength)
             self.attacked_batches.seconds[step] += time.perf_counter() - began
         return self.adapted[(step, model.name)]
@@ -352,7 +381,8 @@ class GroupComputation:
             role = self.services.role(model_name, group.authorized)
             tally = self.tallies[(step, model_name)]
             bounds = self.cell_bounds(model_name) if attack.baseline else {}
-            budget = attack.budget(step.strength)
+            with blame(self.services.entry(step.spec)):
+                budget, parameter = attack.budget(step.strength), attack.parameter(step.strength)
             cells.append(
                 Cell(
                     key=key,
@@ -366,7 +396,7 @@ class GroupComputation:
                     precision=self.services.precision,
                     attack=step.spec.name,
                     attack_strength=step.strength,
-                    attack_param=attack.parameter(step.strength),
+                    attack_param=parameter,
                     attack_config=step.spec.params,
                     baseline=attack.baseline,
                     model=model_name,

@@ -2,7 +2,9 @@
 
 The runner owns what groups share (models, attacks, the decoded dataset at each authorized model's
 release format, clean predictions) and hands each group with missing cells to an executor; a group's
-own stages (encode, attack, score, assemble) are :mod:`nonxfer_bench.execution.group`. Executors
+own stages (encode, attack, score, assemble) are :mod:`nonxfer_bench.execution.group`. What a suite entry raises
+(building an attack or a model, decoding a dataset, or in a group's stages) is one line naming the entry
+(:class:`~nonxfer_bench.execution.group.ComponentError`). Executors
 (:mod:`nonxfer_bench.execution.executors`, built by the CLI) compute groups in process, in a process
 pool or on Ray; this process alone writes a group's sample grid and then its cells to the
 :class:`CellStore` as the group finishes, so a killed run resumes at the groups it was in.
@@ -28,12 +30,12 @@ from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.core.version import code_version
 from nonxfer_bench.datasets.base import ImageSet, load_cached
 from nonxfer_bench.execution.backoff import BatchBackOff
-from nonxfer_bench.execution.group import GroupComputation, GroupInputs, GroupServices, Missing
+from nonxfer_bench.execution.group import GroupComputation, GroupInputs, GroupServices, Missing, blame
 from nonxfer_bench.execution.loader import PrefetchingReader
 from nonxfer_bench.execution.plan import AttackStep, EncodingGroup, plan_suite
 from nonxfer_bench.execution.progress import Plan, Progress
 from nonxfer_bench.execution.store import CellStore
-from nonxfer_bench.schema.suite import Suite
+from nonxfer_bench.schema.suite import AttackSpec, DatasetSpec, EncoderSpec, Suite
 from nonxfer_bench.storage.samples import sample_file, save_sample_grid
 from nonxfer_bench.zoo import ZooModel, build_model
 
@@ -140,14 +142,28 @@ class Runner:
 
     def model(self, name: str) -> ZooModel:
         if name not in self._models:
-            self._models[name] = build_model(self.suite.model(name)).to_device(self.device, self.suite.precision)
+            with blame(f"zoo model {name!r}"):
+                self._models[name] = build_model(self.suite.model(name)).to_device(self.device, self.suite.precision)
         return self._models[name]
 
     def attack(self, step: AttackStep) -> Attack:
         key = id(step.spec)
         if key not in self._attacks:
-            self._attacks[key] = ATTACKS.create(step.spec.name, step.spec.params)
+            with blame(self.entry(step.spec)):
+                self._attacks[key] = ATTACKS.create(step.spec.name, step.spec.params)
         return self._attacks[key]
+
+    def entry(self, spec: EncoderSpec | AttackSpec | DatasetSpec) -> str:
+        """Where ``spec`` is in the suite file, as error lines name it: ``attacks[3] (finetune)``, ``public (digits)``."""
+        suite = self.suite
+        for key, specs in (("encoders", suite.encoders), ("attacks", suite.attacks)):
+            for i, listed in enumerate(specs):
+                if listed is spec:
+                    return f"{key}[{i}] ({spec.name})"
+        for key in ("dataset", "public"):
+            if getattr(suite, key) is spec:
+                return f"{key} ({spec.name})"
+        return f"encoder {spec.name!r}"  # the clean encoder every plan adds
 
     def public_images(self, authorized: ZooModel) -> torch.Tensor:
         """The suite's public (attacker-held) clean images at the release resolution; empty if none."""
@@ -155,7 +171,8 @@ class Runner:
         if spec is None:
             return torch.empty(0, *authorized.input_size, device=self.device)
         if self._public is None:
-            self._public = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
+            with blame(self.entry(spec)):
+                self._public = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
         if authorized.name not in self._public_prepared:
             self._public_prepared[authorized.name] = authorized.prepare(self._public.as_float().to(self.device))
         return self._public_prepared[authorized.name]
@@ -164,7 +181,8 @@ class Runner:
         """The clean evaluation images at ``authorized``'s release format, one :class:`CleanInputs` per authorized model."""
         if self._dataset is None:
             spec = self.suite.dataset
-            self._dataset = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
+            with blame(self.entry(spec)):
+                self._dataset = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
             faults.point("dataset_loaded")
         if authorized.name not in self._clean_inputs:
             self._clean_inputs[authorized.name] = CleanInputs(self._dataset.images, authorized, self.device)
@@ -254,7 +272,7 @@ class Runner:
         return GroupServices(
             self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, self.note, suite.name, suite.batch_size, suite.output.sample_images,
             public_labels=lambda: None if self._public is None else self._public.labels, precision=suite.precision,
-            overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=suite.bounds,
+            overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=suite.bounds, entry=self.entry,
         )
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:

@@ -17,21 +17,21 @@ from torch import nn
 
 from nonxfer_bench.core.cache import cache_root
 from nonxfer_bench.core.hashing import stable_hash
-from nonxfer_bench.core.params import Strict
-from nonxfer_bench.schema.suite import DatasetSpec
+from nonxfer_bench.core.params import MAX_ITERATIONS, MAX_LR, Strict
+from nonxfer_bench.schema.suite import MAX_BATCH, DatasetSpec, Seed
 
 
 class AutoencoderConfig(Strict):
     """Everything that fixes a trained autoencoder (its cache key)."""
 
     dataset: DatasetSpec = DatasetSpec(name="fashion_mnist", params={"split": "train"})
-    width: int = Field(32, ge=4, description="channels of the first encoder layer")
-    bottleneck: int = Field(8, ge=1, description="latent channels at 1/4 resolution")
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    train_noise: float = Field(0.1, ge=0, description="std of Gaussian noise added to inputs in training")
-    seed: int = 0
+    width: int = Field(32, ge=4, le=1024, description="channels of the first encoder layer")
+    bottleneck: int = Field(8, ge=1, le=1024, description="latent channels at 1/4 resolution")
+    epochs: int = Field(3, ge=1, le=MAX_ITERATIONS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
+    lr: float = Field(2e-3, gt=0, le=MAX_LR)
+    train_noise: float = Field(0.1, ge=0, le=100, description="std of Gaussian noise added to inputs in training")
+    seed: Seed = 0
 
 
 class ConvAutoencoder(nn.Module):
