@@ -26,12 +26,12 @@ from pydantic import Field
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import ThreatModel, Tier
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.core.params import MAX_ITERATIONS, Strict
 from nonxfer_bench.encoders.keyed_block import from_blocks, to_blocks
 
 
 class JigsawParams(Strict):
-    seeds: int = Field(4, ge=1, description="seed blocks tried per image (the most confident first); the best placement is kept")
+    seeds: int = Field(4, ge=1, le=MAX_ITERATIONS, description="seed blocks tried per image (the most confident first); the best placement is kept")
     jpeg_quality: int | None = Field(None, ge=1, le=100, description="JPEG-compress the release at this quality before solving; unset: as released")
 
 

@@ -29,12 +29,12 @@ from scipy.optimize import linear_sum_assignment
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import Budget, ThreatModel, Tier
-from nonxfer_bench.core.params import Strict
+from nonxfer_bench.core.params import MAX_IMAGES, Strict
 from nonxfer_bench.encoders.keyed_block import BlockKey, to_blocks
 
 
 class KnownPlaintextParams(Strict):
-    pairs: int = Field(8, ge=1, description="(plain, encrypted) pairs at strength 1 (the first public images, encrypted under the release's key)")
+    pairs: int = Field(8, ge=1, le=MAX_IMAGES, description="(plain, encrypted) pairs at strength 1 (the first public images, encrypted under the release's key)")
 
 
 def _assign(cost: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import inspect
 import json
 import re
 import types
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -30,6 +30,8 @@ def type_text(annotation: Any) -> str:
         return "None"
     if annotation is Any:
         return "any"
+    if origin is Annotated:  # a bounded item (list[Annotated[int, Field(ge=1)]]): its bounds are in the bounds column
+        return type_text(args[0])
     if origin is Literal:
         return " or ".join(repr(arg) for arg in args)
     if origin in (Union, types.UnionType):
