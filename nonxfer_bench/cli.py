@@ -84,14 +84,15 @@ batch_int = bounded_int(1, 65_536)
 
 
 def device_name(text: str) -> str:
+    """An argparse type: a device spelling (whether this machine has it is checked before any work)."""
     from nonxfer_bench.core.device import DEVICE_PATTERN
 
-    if not re.match(DEVICE_PATTERN, text):
+    if not re.fullmatch(DEVICE_PATTERN, text):
         raise ValueError(text)
     return text
 
 
-device_name.__name__ = "device (auto, cpu, cuda or cuda:N)"
+device_name.__name__ = "device (auto, cpu, cuda or cuda:N with N = 0, 1, ...)"
 
 
 def _set_threads(threads: int | None) -> None:
@@ -213,13 +214,12 @@ def command_zoo_train(args: argparse.Namespace) -> int:
 
 
 def command_train_diffusion(args: argparse.Namespace) -> int:
-    import torch
-
+    from nonxfer_bench.core.device import resolve_device
     from nonxfer_bench.generative.diffusion import load_diffusion_spec, train_and_publish
 
     spec = load_diffusion_spec(Path(args.config), train_steps=args.steps)  # everything validated before any write
+    device = str(resolve_device(args.device or "auto"))  # a device this machine lacks: one line before any write
     _set_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     card, quality = train_and_publish(spec, device=device, max_seconds=args.max_seconds)
     print(f"wrote {card}; purification PSNR by t*/T: {quality}")
     return 0
@@ -499,9 +499,12 @@ def command_ui(args: argparse.Namespace) -> int:
 
     suite = load_suite(Path(args.suite), require_weights=False)
     uri = tracking_uri(suite)
+    served = uri.startswith(("http://", "https://"))  # a tracking server already serves its own UI
+    if not served:
+        _check_listen(args.host, args.port)  # before the link: a taken port or an unknown host is one line, not a dead link
     check_tracking_uri(uri)  # a server that is down: one line now, not minutes of MLflow's retries
     experiment = find_experiment(uri, suite.tracking.experiment or suite.name)
-    if uri.startswith(("http://", "https://")):  # a tracking server already serves its own UI
+    if served:
         print(f"{suite.name} logs to the MLflow server {uri}: open {experiment_url(uri, experiment)}")
         return 0
     print(f"MLflow UI for {uri}: {experiment_url(f'http://{args.host}:{args.port}', experiment)}", flush=True)
@@ -513,6 +516,26 @@ def command_ui(args: argparse.Namespace) -> int:
         return server.wait()
     finally:  # SIGTERM (raised here as Terminated), Ctrl-C, or the server exiting on its own
         _stop_group(server)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """That a server can listen on ``host``:``port``: the name resolves to an address of this machine and the port is
+    free (bound and released at once, with SO_REUSEADDR as servers bind, so a port in TIME_WAIT counts as free)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, ValueError) as error:  # unknown name, NUL byte, a label too long for IDNA
+        raise UserError(f"ui: --host {excerpt(host)} does not resolve ({error}); use an address of this machine, e.g. --host 127.0.0.1") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise UserError(
+                f"ui: cannot listen on --host {excerpt(host)} --port {port} ({error.strerror or error}): another server on "
+                "that port, or not an address of this machine; give another --port or --host"
+            ) from None
 
 
 def _stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
@@ -575,7 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
         train.set_defaults(handler=command_zoo_train)
     diffusion = training.add_parser("diffusion", help="train a DDPM for diffusion purification")
     diffusion.add_argument("config", help="diffusion config YAML, e.g. suites/zoo/fashion-ddpm.yaml")
-    diffusion.add_argument("--device", help="torch device (default: cuda if available)")
+    diffusion.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: auto)")
     diffusion.add_argument("--steps", type=bounded_int(1, MAX_TRAIN_STEPS), help="override train_steps")
     diffusion.add_argument("--max-seconds", type=bounded_float(0, 1e7, low_open=True), help="stop training after this many seconds")
     diffusion.add_argument("--threads", type=threads_int, help="torch CPU threads")
