@@ -610,7 +610,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=command_list)
 
     board = commands.add_parser("leaderboard", help="rebuild a suite's leaderboard and plots from its cell store or MLflow")
-    _add_cell_source(board, "the leaderboard's folder (default: results/<suite> in the project folder or --output)")
+    _add_cell_source(
+        board, "the leaderboard's folder (default: results/<suite> in the project folder or --output, which only every "
+        "planned cell of the suite's draws may rewrite: a partial store or other draws need --out)",
+    )
     board.set_defaults(handler=command_leaderboard)
 
     report = commands.add_parser("report", help="write a static HTML report (leaderboard, plots, sample images) in one folder")
