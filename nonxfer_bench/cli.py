@@ -20,6 +20,8 @@ from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
 from nonxfer_bench.execution import EXECUTOR_NAMES
 
 if TYPE_CHECKING:
+    from nonxfer_bench.core.cell import Cell
+    from nonxfer_bench.reporting.provenance import Source
     from nonxfer_bench.reporting.tracking import Tracker
 
 SUITES_DIR = Path("suites")
@@ -73,14 +75,15 @@ batch_int = bounded_int(1, 65_536)
 
 
 def device_name(text: str) -> str:
+    """An argparse type: a device spelling (whether this machine has it is checked before any work)."""
     from nonxfer_bench.core.device import DEVICE_PATTERN
 
-    if not re.match(DEVICE_PATTERN, text):
+    if not re.fullmatch(DEVICE_PATTERN, text):
         raise ValueError(text)
     return text
 
 
-device_name.__name__ = "device (auto, cpu, cuda or cuda:N)"
+device_name.__name__ = "device (auto, cpu, cuda or cuda:N with N = 0, 1, ...)"
 
 
 def _set_threads(threads: int | None) -> None:
@@ -128,12 +131,14 @@ def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.execution.store import exclusive
     from nonxfer_bench.loading import absolute, check_results_folder, claim_results_folder, load_suite
+    from nonxfer_bench.reporting.destination import committed_draws, run_differences
     from nonxfer_bench.reporting.leaderboard import write_leaderboard
     from nonxfer_bench.reporting.provenance import Source
     from nonxfer_bench.reporting.tracking import Tracker
 
     suite = load_suite(Path(args.suite), output=args.output)
     check_results_folder(suite, Path(args.suite))  # before any work: never into another suite's results
+    written = suite.model_copy(deep=True)  # the suite as its file says, before the command line changes it
     if args.limit is not None:
         suite.dataset.limit = args.limit
     suite.device = args.device or suite.device
@@ -143,6 +148,12 @@ def command_run(args: argparse.Namespace) -> int:
         suite.device = str(resolve_device(suite.device))
     else:  # a Ray driver may have no GPU: its workers resolve their own, and the plan keys their draws
         suite.device = ray_device(suite.device, suite.resources.gpus)
+    # before any work: results/<suite>/ only for the suite as written on the committed cells' draws, else a folder of the run's own
+    differences = [] if args.force else run_differences(written, suite, committed_draws(suite.results_dir()))
+    board = suite.run_dir() / "leaderboard" if differences else suite.results_dir()
+    elsewhere = f" (not {suite.results_dir()}: this run differs from its committed results: {'; '.join(differences)}; --force replaces them)" if differences else ""
+    if differences:
+        print(f"{suite.name}: the leaderboard goes to {board}{elsewhere}", flush=True)
     _set_threads(args.threads or suite.threads)
     tracking = suite.tracking.enabled and not args.no_tracking
     tracker = Tracker(suite, Path(args.suite)) if tracking else None
@@ -153,9 +164,10 @@ def command_run(args: argparse.Namespace) -> int:
             runner = Runner(suite, fresh=args.fresh, on_group=tracker.log_group if tracker else None, executor=executor)
             result = runner.run()
             faults.point("leaderboard_before")
-            claim_results_folder(suite, Path(args.suite))  # after the work: a results folder that cannot be written loses no cell
+            if not differences:
+                claim_results_folder(suite, Path(args.suite))  # after the work: a results folder that cannot be written loses no cell
             source = Source.store(Path(args.suite), suite.run_dir() / "cells.jsonl")
-            paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir(), source=source)
+            paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], board, source=source)  # every planned cell
             faults.point("leaderboard_written")
             if tracker:
                 tracker.log_results(paths)
@@ -171,7 +183,7 @@ def command_run(args: argparse.Namespace) -> int:
         raise UserError(f"{_io_error(error)}; {kept}") from None
     print(
         f"{suite.name}: {result.computed_groups} encodings computed, {result.skipped_groups} reused; "
-        f"{len(result.cells)} cells. Leaderboard: {paths[0]}"
+        f"{len(result.cells)} cells. Leaderboard: {paths[0]}{elsewhere}"
         + (f"; MLflow: {tracker.uri} (experiment {suite.tracking.experiment or suite.name}{_mlflow_link(tracker)})" if tracker else "")
     )
     return 0
@@ -196,13 +208,12 @@ def command_zoo_train(args: argparse.Namespace) -> int:
 
 
 def command_train_diffusion(args: argparse.Namespace) -> int:
-    import torch
-
+    from nonxfer_bench.core.device import resolve_device
     from nonxfer_bench.generative.diffusion import load_diffusion_spec, train_and_publish
 
     spec = load_diffusion_spec(Path(args.config), train_steps=args.steps)  # everything validated before any write
+    device = str(resolve_device(args.device or "auto"))  # a device this machine lacks: one line before any write
     _set_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     card, quality = train_and_publish(spec, device=device, max_seconds=args.max_seconds)
     print(f"wrote {card}; purification PSNR by t*/T: {quality}")
     return 0
@@ -298,14 +309,20 @@ def command_list(args: argparse.Namespace) -> int:
 def _read_cells(args: argparse.Namespace):
     """The cells for ``leaderboard`` and ``report``: from the suite's cell store, or read back from MLflow
     (``--mlflow``, ``--experiment``, ``--tracking-uri``, ``--run-id``). Returns (suite or None, name, cells,
-    models, tracked invocation or None, where the cells came from)."""
+    models, tracked invocation or None, where the cells came from, with how much of the suite's plan they are)."""
+    from dataclasses import replace
+
+    from nonxfer_bench.execution.plan import draw_plans
     from nonxfer_bench.loading import load_suite
+    from nonxfer_bench.reporting.destination import coverage
     from nonxfer_bench.reporting.provenance import Source
 
     from_mlflow = bool(args.mlflow or args.experiment or args.tracking_uri or args.run_id)
     if not args.suite and not args.experiment:
         raise UserError(f"{args.command}: give a suite file, or --experiment NAME to read from MLflow")
     suite = load_suite(Path(args.suite), require_weights=not from_mlflow, output=args.output) if args.suite else None
+    # the cells' keys depend on the draws (CPU or CUDA) of the machine that computed them, not of this one
+    plans = draw_plans(suite) if suite else []
     if from_mlflow:
         import os
 
@@ -316,42 +333,68 @@ def _read_cells(args: argparse.Namespace):
         if not uri:
             raise UserError("--experiment without a suite file needs --tracking-uri URI (or MLFLOW_TRACKING_URI)")
         tracked = read_suite(uri, args.experiment or (suite.tracking.experiment or suite.name), args.run_id)
-        return suite, tracked.suite_name, tracked.cells, tracked.models, tracked, Source.mlflow(Path(args.suite) if args.suite else None, tracked.groups)
-    from nonxfer_bench.execution.plan import draw_plans
+        source = Source.mlflow(Path(args.suite) if args.suite else None, tracked.groups)
+        found = max((coverage({cell.key for cell in tracked.cells}, plan) for plan in plans), key=lambda c: c.found, default=None)
+        partial = None if found is None or found.complete else found.note()
+        return suite, tracked.suite_name, tracked.cells, tracked.models, tracked, replace(source, partial=partial)
     from nonxfer_bench.execution.store import CellStore
     from nonxfer_bench.reporting.leaderboard import results_cells
 
-    # the cells' keys depend on the draws (CPU or CUDA) of the machine that computed them, not of this one
-    plans = [[key for group in plan for key in group.cells.values()] for plan in draw_plans(suite)]
     store = CellStore(suite.run_dir() / "cells.jsonl", writable=False)  # read-only: never truncates or locks
     committed = results_cells(suite.results_dir())
     for candidate, source in ((store, Source.store), (CellStore(committed, writable=False) if committed.is_file() else None, Source.results)):
-        for keys in plans if candidate is not None else []:
+        for plan in plans if candidate is not None else []:
+            keys = [key for group in plan for key in group.cells.values()]
             if any(key in candidate for key in keys):  # the store, else a fresh clone's committed results
                 cells = [candidate.cells[k] for k in keys if k in candidate]
-                return suite, suite.name, cells, [m.name for m in suite.models], None, source(Path(args.suite), candidate.path)
+                found = coverage(candidate, plan)
+                source = replace(source(Path(args.suite), candidate.path), partial=None if found.complete else found.note())
+                return suite, suite.name, cells, [m.name for m in suite.models], None, source
     raise UserError(f"{Path(args.suite).absolute()}: no finished cells in {store.path}; run `nonxfer-bench run {args.suite}` first")
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
     from nonxfer_bench.loading import check_results_folder, claim_results_folder
-    from nonxfer_bench.reporting.leaderboard import write_leaderboard
+    from nonxfer_bench.reporting.leaderboard import results_cells, write_leaderboard
 
     suite, name, cells, models, tracked, source = _read_cells(args)
-    if args.out or not suite:
-        out = Path(args.out) if args.out else _project(args) / "results" / name
+    origin = f"MLflow {tracked.uri}, run {tracked.parent_id}" if tracked else source.origin
+    if args.out:
+        out = Path(args.out)
+    elif not suite:  # cells from MLflow with no plan to check them against: never over results already there
+        out = _project(args) / "results" / name
+        if results_cells(out).is_file():
+            raise UserError(f"{out} holds results, and without a suite file the cells from {origin} cannot be checked against its plan: give the suite file or --out DIR")
     else:
         out = suite.results_dir()
         check_results_folder(suite, Path(args.suite))
+        _check_replaces(out, cells, source, origin, args.suite)
         claim_results_folder(suite, Path(args.suite))
     paths = write_leaderboard(name, cells, models, out, source=source)
     if tracked:
         from nonxfer_bench.reporting.readback import log_to_parent
 
         log_to_parent(tracked, paths)
-    origin = f"MLflow {tracked.uri}, run {tracked.parent_id}" if tracked else source.origin
-    print(f"{paths[0]} ({len(cells)} cells from {origin})")
+    print(f"{paths[0]} ({len(cells)} cells from {origin}{'; ' + source.partial if source.partial else ''})")
     return 0
+
+
+def _check_replaces(folder: Path, cells: "list[Cell]", source: "Source", origin: str, suite_file: str) -> None:
+    """A suite's results folder is rewritten only from every planned cell, on the draws of the cells it holds
+    (:mod:`nonxfer_bench.reporting.destination`); else one line naming why and ``--out``."""
+    from nonxfer_bench.reporting.destination import committed_draws, draws
+
+    if source.partial:
+        raise UserError(
+            f"{folder} is rewritten only from every planned cell, and {origin} holds {source.partial}: finish the run "
+            f"(`nonxfer-bench run {suite_file}`) or write this leaderboard elsewhere with --out DIR"
+        )
+    kind, committed = draws(cells), committed_draws(folder)
+    if kind and committed and kind != committed:
+        raise UserError(
+            f"{folder} holds cells of {committed} draws and {origin} cells of {kind} draws (other cells of the same "
+            "experiment): write their leaderboard elsewhere with --out DIR"
+        )
 
 
 def command_report(args: argparse.Namespace) -> int:
@@ -450,9 +493,12 @@ def command_ui(args: argparse.Namespace) -> int:
 
     suite = load_suite(Path(args.suite), require_weights=False)
     uri = tracking_uri(suite)
+    served = uri.startswith(("http://", "https://"))  # a tracking server already serves its own UI
+    if not served:
+        _check_listen(args.host, args.port)  # before the link: a taken port or an unknown host is one line, not a dead link
     check_tracking_uri(uri)  # a server that is down: one line now, not minutes of MLflow's retries
     experiment = find_experiment(uri, suite.tracking.experiment or suite.name)
-    if uri.startswith(("http://", "https://")):  # a tracking server already serves its own UI
+    if served:
         print(f"{suite.name} logs to the MLflow server {uri}: open {experiment_url(uri, experiment)}")
         return 0
     print(f"MLflow UI for {uri}: {experiment_url(f'http://{args.host}:{args.port}', experiment)}", flush=True)
@@ -464,6 +510,26 @@ def command_ui(args: argparse.Namespace) -> int:
         return server.wait()
     finally:  # SIGTERM (raised here as Terminated), Ctrl-C, or the server exiting on its own
         _stop_group(server)
+
+
+def _check_listen(host: str, port: int) -> None:
+    """That a server can listen on ``host``:``port``: the name resolves to an address of this machine and the port is
+    free (bound and released at once, with SO_REUSEADDR as servers bind, so a port in TIME_WAIT counts as free)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, ValueError) as error:  # unknown name, NUL byte, a label too long for IDNA
+        raise UserError(f"ui: --host {excerpt(host)} does not resolve ({error}); use an address of this machine, e.g. --host 127.0.0.1") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            raise UserError(
+                f"ui: cannot listen on --host {excerpt(host)} --port {port} ({error.strerror or error}): another server on "
+                "that port, or not an address of this machine; give another --port or --host"
+            ) from None
 
 
 def _stop_group(process: subprocess.Popen, grace: float = 15.0) -> None:
@@ -508,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: the suite's 'device', auto)")
     run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default: the suite's 'precision', fp32)")
     run.add_argument("--no-bounds", action="store_true", help="skip the bound diagnostics (as the suite key 'bounds: false')")
+    run.add_argument(
+        "--force", action="store_true", help="write results/<suite>/ even when this run differs from the results there (--limit, "
+        "--precision, --no-bounds, other draws); without it such a run's leaderboard goes to runs/<suite>/leaderboard/",
+    )
     _add_output(run)
     run.set_defaults(handler=command_run)
 
@@ -522,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
         train.set_defaults(handler=command_zoo_train)
     diffusion = training.add_parser("diffusion", help="train a DDPM for diffusion purification")
     diffusion.add_argument("config", help="diffusion config YAML, e.g. suites/zoo/fashion-ddpm.yaml")
-    diffusion.add_argument("--device", help="torch device (default: cuda if available)")
+    diffusion.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: auto)")
     diffusion.add_argument("--steps", type=bounded_int(1, MAX_TRAIN_STEPS), help="override train_steps")
     diffusion.add_argument("--max-seconds", type=bounded_float(0, 1e7, low_open=True), help="stop training after this many seconds")
     diffusion.add_argument("--threads", type=threads_int, help="torch CPU threads")
@@ -534,7 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=command_list)
 
     board = commands.add_parser("leaderboard", help="rebuild a suite's leaderboard and plots from its cell store or MLflow")
-    _add_cell_source(board, "the leaderboard's folder (default: results/<suite> in the project folder or --output)")
+    _add_cell_source(
+        board, "the leaderboard's folder (default: results/<suite> in the project folder or --output, which only every "
+        "planned cell of the suite's draws may rewrite: a partial store or other draws need --out)",
+    )
     board.set_defaults(handler=command_leaderboard)
 
     report = commands.add_parser("report", help="write a static HTML report (leaderboard, plots, sample images) in one folder")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from nonxfer_bench.core.atomic import atomic_write, save_atomically
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.datasets.base import load_dataset
 from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.metrics.outcomes import accuracy
@@ -52,8 +52,16 @@ def train_model(spec: ModelSpec, train: TrainSpec, images: torch.Tensor, labels:
 
 
 def train_zoo(zoo_path: Path, fresh: bool = False, only: list[str] | None = None) -> list[dict]:
-    """Train every file-weight model of a zoo file that is missing (or all, with ``fresh``)."""
+    """Train every file-weight model of a zoo file that is missing (or all, with ``fresh``); ``only`` (the CLI's
+    ``--only``) names some of them, each of which must be one (else nothing would be trained, silently)."""
     zoo: ZooFile = load_zoo(zoo_path)
+    trainable = [m.name for m in zoo.models if m.weights.source == "file"]
+    unknown = [name for name in only or [] if name not in trainable]
+    if unknown:
+        raise UserError(
+            f"{zoo_path}: --only {', '.join(map(excerpt, unknown))}: no model of that name with file weights in this zoo; "
+            f"valid: {', '.join(trainable) if trainable else 'none (no model has weights: {source: file})'}"
+        )
     if zoo.dataset is None:
         raise UserError(f"{zoo_path}: key 'dataset': a zoo file needs a dataset to train on")
     targets = [m for m in zoo.models if m.weights.source == "file" and (only is None or m.name in only)]

@@ -14,17 +14,20 @@ from typing import ContextManager, Literal
 
 import torch
 
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+# exactly the spellings torch takes as they are: ASCII digits without a leading zero ('cuda:01' and 'cuda:١' are
+# torch errors), nothing before or after (re.match's $ also matches before a final newline: use fullmatch)
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:(0|[1-9][0-9]{0,3}))?)$"
+DEVICE_SPELLINGS = "auto, cpu, cuda or cuda:N (N = 0, 1, ...)"
 
 
 def resolve_device(name: str) -> torch.device:
     """The torch device for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a :class:`UserError` when it is not there."""
-    if not re.match(DEVICE_PATTERN, name):
-        raise UserError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+    if not re.fullmatch(DEVICE_PATTERN, name):
+        raise UserError(f"device {excerpt(name)}: expected {DEVICE_SPELLINGS}")
     if name == "auto":
         return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)

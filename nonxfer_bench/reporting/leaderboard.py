@@ -1,8 +1,8 @@
 """Leaderboards: the suite's cells as a long CSV and a Markdown summary, sorted and formatted stably.
 
-``leaderboard.md`` opens with what was run (:mod:`nonxfer_bench.reporting.provenance`: suite, images, seeds,
-counts, precision, device, code version, date of the newest cell; nothing from the clock) and the units (% for
-people, fractions in cells.csv). Tables:
+``leaderboard.md`` opens with ``partial: X of Y planned cells`` when the cells are not all of the suite's plan, then
+what was run (:mod:`nonxfer_bench.reporting.provenance`: suite, images, seeds, counts, precision, device, code
+version, date of the newest cell; nothing from the clock) and the units (% for people, fractions in cells.csv). Tables:
 0. *Protection ranking*, the headline: one protection gap per release with its interval, ranked best first,
    beside PSNR and SSIM (:mod:`nonxfer_bench.reporting.ranking`).
 1. *NE effect*: per (authorized model, encoder, strength) with no attack: achieved standard PSNR,
@@ -443,7 +443,8 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
     ``report`` rebuild every table and interval from a results folder alone (a fresh clone has no ``runs/``);
     gzipped without a time stamp, so the same cells give the same bytes (results folders stay small in git).
 
-    ``source`` (the suite file and when the newest cell was written) completes the "What was run" line.
+    ``source`` (the suite file and when the newest cell was written) completes the "What was run" line; a partial
+    set of the suite's cells (``source.partial``) is said above it.
     """
     folder.mkdir(parents=True, exist_ok=True)
     frame = cells_frame(cells)
@@ -467,6 +468,7 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
     text = [
         f"# Leaderboard: {suite_name}",
         "",
+        *([f"**{source.partial}**: the tables cover only these cells.", ""] if source and source.partial else []),
         run_summary(suite_name, frame, source),
         "",
         "Every accuracy, agreement and retention here is in % and every change or gap in percentage points; the "

@@ -26,13 +26,14 @@ class Source:
     suite_file: str | None = None
     written: str | None = None
     written_as: str = "newest cell written"  # what ``written`` dates
-    origin: str = "the cell store"  # where the cells were read, for messages
+    origin: str = "the cell store"  # where the cells were read (a file), for messages
+    partial: str | None = None  # how much of the suite's plan the cells are, when not all of it (reporting.destination)
 
     @classmethod
     def store(cls, suite_file: Path, store: Path) -> Source:
         """Cells from a cell store: it is only ever appended to, so its last change is the newest cell."""
         written = datetime.fromtimestamp(store.stat().st_mtime, UTC) if store.is_file() else None
-        return cls(shown_path(suite_file), _date(written))
+        return cls(shown_path(suite_file), _date(written), origin=shown_path(store))
 
     @classmethod
     def results(cls, suite_file: Path, cells: Path) -> Source:
