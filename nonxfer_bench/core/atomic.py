@@ -125,7 +125,7 @@ def _not_written_by(folder: Path, command: str) -> str | None:
     return None
 
 
-def _check_target(target: Path, replaceable: Callable[[Path], None]) -> None:
+def check_replaceable(target: Path, replaceable: Callable[[Path], None]) -> None:
     """Refuse (UserError) a target that is not absent, an empty folder, or a folder ``replaceable`` accepts."""
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise UserError(f"{target}: exists and is not a folder, so it is not replaced; give a new or empty folder, or move it away")
@@ -153,14 +153,14 @@ def staged_folder(target: Path, replaceable: Callable[[Path], None]) -> Iterator
     leaves ``target`` as it was plus a hidden ``.<name>.staging-<pid>-*`` folder, which the next staging of the
     same target removes once its process is gone.
     """
-    _check_target(target, replaceable)
+    check_replaceable(target, replaceable)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in _stale(target):
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-{os.getpid()}-"))
     try:
         yield staging
-        _check_target(target, replaceable)  # the target may have changed while the block ran
+        check_replaceable(target, replaceable)  # the target may have changed while the block ran
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.atomic import atomic_write, staged_folder
+from nonxfer_bench.core.atomic import atomic_write, check_replaceable, staged_folder
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.schema.files import validate
@@ -216,12 +216,9 @@ def _check_output(source: Path, output: Path, overwrite: bool) -> None:
     source_real, output_real = source.resolve(), output.resolve()
     if output_real == source_real or output_real.is_relative_to(source_real) or source_real.is_relative_to(output_real):
         raise UserError(f"{output}: the output folder and the input folder {source} must not contain each other; choose a folder outside the input")
-    if output.is_symlink() or (output.exists() and not output.is_dir()):
-        raise UserError(f"{output}: exists and is not a folder; choose a new or empty folder for the release")
-    if output.is_dir() and any(output.iterdir()):
-        _release(output)
-        if not overwrite:
-            raise UserError(f"{output}: holds a release written by an earlier encode; pass --overwrite to replace it, or choose a new or empty folder")
+    check_replaceable(output, _release)
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UserError(f"{output}: holds a release written by an earlier encode; pass --overwrite to replace it, or choose a new or empty folder")
 
 
 def _release(folder: Path) -> None:
