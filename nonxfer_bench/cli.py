@@ -460,7 +460,7 @@ def command_encode(args: argparse.Namespace) -> int:
     with notices("nonxfer-bench: %(message)s"):
         manifest = encode_folder(
             Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
-            params=params, batch_size=args.batch_size,
+            params=params, batch_size=args.batch_size, overwrite=args.overwrite,
         )
     notes = "; ".join(f"{note}: {count} image(s)" for note, count in manifest["notes"].items())
     print(
@@ -626,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--seed-key", help="secret key seeding the noise (default: env NXB_SEED_KEY); only its hash is written")
     encode.add_argument("--batch-size", type=batch_int, default=64)
     encode.add_argument("--threads", type=threads_int, help="torch CPU threads")
+    encode.add_argument("--overwrite", action="store_true", help="replace the release already in OUTPUT (never anything else)")
     encode.set_defaults(handler=command_encode)
 
     verify = commands.add_parser("verify", help="score zoo models on a released NE folder")

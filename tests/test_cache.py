@@ -17,14 +17,18 @@ from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 from tests.conftest import digits_suite
 
+A, B, C, D, E, F = (f"{n:016x}" for n in range(6))  # keys are hex digests
+
 
 def test_an_entry_reads_back_memory_mapped_and_identical(tmp_path):
     cache = ArrayCache("kind", root=tmp_path, limit_bytes=10**6)
     array = np.arange(120, dtype=np.uint8).reshape(2, 3, 4, 5)
-    cache.put("k", array, {"labels": [1, 2]})
-    stored, meta = cache.get("k")
+    cache.put(D, array, {"labels": [1, 2]})
+    stored, meta = cache.get(D)
     assert isinstance(stored, np.memmap) and np.array_equal(stored, array) and meta == {"labels": [1, 2]}
-    assert cache.get("other") is None
+    assert cache.get(E) is None
+    with pytest.raises(ValueError, match="hex digest"):
+        cache.get("other")
 
 
 def test_a_write_killed_before_its_metadata_leaves_no_entry_and_is_cleaned_up(tmp_path, monkeypatch):
@@ -36,25 +40,25 @@ def test_a_write_killed_before_its_metadata_leaves_no_entry_and_is_cleaned_up(tm
     real_dumps = __import__("json").dumps
     monkeypatch.setattr("nonxfer_bench.core.cache.json.dumps", killed)  # dies after the array, before the metadata
     with pytest.raises(KeyboardInterrupt):
-        cache.put("k", np.zeros(10, np.uint8))
-    assert cache.get("k") is None
-    assert sorted(p.name for p in cache.folder.iterdir()) == ["k.npy"]  # no temporary file left behind
+        cache.put(D, np.zeros(10, np.uint8))
+    assert cache.get(D) is None
+    assert sorted(p.name for p in cache.folder.iterdir()) == [f"{D}.npy", "CACHEDIR.TAG"]  # no temporary file left behind
     monkeypatch.setattr("nonxfer_bench.core.cache.json.dumps", real_dumps)
-    cache.put("j", np.ones(10, np.uint8))
-    assert "k.npy" in {p.name for p in cache.folder.iterdir()}  # young: another process may be between its renames
+    cache.put(E, np.ones(10, np.uint8))
+    assert f"{D}.npy" in {p.name for p in cache.folder.iterdir()}  # young: another process may be between its renames
     hours_ago = time.time() - 2 * 3600
-    os.utime(cache.folder / "k.npy", (hours_ago, hours_ago))
-    cache.put("i", np.ones(10, np.uint8))
-    assert sorted(p.name for p in cache.folder.iterdir()) == ["i.json", "i.npy", "j.json", "j.npy"]  # the old orphan is gone
+    os.utime(cache.folder / f"{D}.npy", (hours_ago, hours_ago))
+    cache.put(F, np.ones(10, np.uint8))
+    assert sorted(p.name for p in cache.folder.iterdir()) == [*sorted(f"{k}.{s}" for k in (F, E) for s in ("json", "npy")), "CACHEDIR.TAG"]  # the old orphan is gone
 
 
 def test_the_least_recently_used_entries_go_when_the_limit_is_exceeded(tmp_path):
     cache = ArrayCache("kind", root=tmp_path, limit_bytes=2500)  # two 1000-byte arrays with their headers fit, three do not
-    for key in ("a", "b"):
+    for key in (A, B):
         cache.put(key, np.zeros(1000, np.uint8))
-    assert cache.get("a") is not None  # a is now more recently used than b
-    cache.put("c", np.zeros(1000, np.uint8))
-    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    assert cache.get(A) is not None  # A is now more recently used than B
+    cache.put(C, np.zeros(1000, np.uint8))
+    assert cache.get(B) is None and cache.get(A) is not None and cache.get(C) is not None
 
 
 def test_the_dataset_is_decoded_once_and_then_read_from_the_cache(tmp_path, monkeypatch):

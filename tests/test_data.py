@@ -72,7 +72,7 @@ def test_a_cached_image_folder_subset_is_decoded_into_the_cache_file_and_read_ba
     cached = load_cached("image_folder", params, 4, 1)
     expected = DATASETS.create("image_folder", params).load().subset(4, 1)
     assert torch.equal(cached.images, expected.images) and torch.equal(cached.labels, expected.labels)
-    assert [p.suffix for p in sorted((tmp_path / "cache" / "datasets").iterdir())] == [".json", ".npy"]  # no partial file left
+    assert sorted(p.suffix for p in (tmp_path / "cache" / "datasets").iterdir()) == [".TAG", ".json", ".npy"]  # no partial file left
 
 
 def test_image_folder_errors_name_what_to_provide(tmp_path, monkeypatch):

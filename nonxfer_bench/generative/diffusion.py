@@ -7,7 +7,8 @@ runs the reverse process (DDIM or DDPM updates, written out here so that any t* 
 back to 0; strength = t*/T.
 
 `nonxfer-bench train diffusion CONFIG` trains such a model reproducibly and writes it, with a model
-card, a sample grid and a purification-quality figure, into the config's output folder.
+card, a sample grid and a purification-quality figure, into the config's output folder. It replaces that
+folder only if it is new, empty, or one it wrote before (its ``WRITTEN_BY.json`` lists every file in it).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.atomic import atomic_write, staged_folder
+from nonxfer_bench.core.atomic import atomic_write, staged_folder, write_marker, written_by
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import MAX_TRAIN_STEPS, Strict
 from nonxfer_bench.schema.files import read_yaml, resolve_path, validate
 from nonxfer_bench.schema.suite import DatasetSpec
+
+COMMAND = "nonxfer-bench train diffusion"  # named in the ownership marker of the folders it writes
 
 
 class Purifier:
@@ -160,13 +163,15 @@ def load_diffusion_spec(path: Path, train_steps: int | None = None) -> Diffusion
 
 def train_and_publish(spec: DiffusionTrainSpec, device: str = "cpu", max_seconds: float | None = None) -> tuple[Path, dict]:
     """Train, evaluate and describe a DDPM in a staging folder beside ``spec.output``, which replaces the
-    output folder only once every file (unet, scheduler, cards, quality, samples) is written: a failure or
-    a kill at any point leaves the previous model whole. Returns the model card's path and the quality."""
-    with staged_folder(spec.output) as staging:
+    output folder only once every file (unet, scheduler, cards, quality, samples, ownership marker) is written:
+    a failure or a kill at any point leaves the previous model whole. An output that is not new, empty or
+    written by this command is refused before training. Returns the model card's path and the quality."""
+    with staged_folder(spec.output, written_by(COMMAND)) as staging:
         staged = spec.model_copy(update={"output": staging})
         card = train_diffusion(staged, device=device, max_seconds=max_seconds)
         quality = evaluate_purifier(staged, device=device)
         write_model_card(staged, card, quality)
+        write_marker(staging, COMMAND)
         faults.point("diffusion_staged")
     return spec.output / "MODEL_CARD.md", quality
 

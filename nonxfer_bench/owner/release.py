@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.atomic import atomic_write, staged_folder
+from nonxfer_bench.core.atomic import atomic_write, check_replaceable, staged_folder
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.schema.files import validate
@@ -122,9 +122,11 @@ def encode_folder(
     params: dict[str, Any] | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Encode every image under ``source`` into NE files under ``output`` (same relative layout) plus
-    ``manifest.json``; returns the manifest."""
+    ``manifest.json``; returns the manifest. An existing release at ``output`` is replaced only with
+    ``overwrite``, and anything else there (:func:`_check_output`) never."""
     from tqdm import tqdm
 
     import nonxfer_bench
@@ -143,7 +145,7 @@ def encode_folder(
     encoder = ENCODERS.create(encoder_name, params or {})
     files = list_sources(source)
     output = Path(output)
-    _check_output(Path(source), output)
+    _check_output(Path(source), output, overwrite)
     targets: dict[Path, Path] = {}
     for relative in files:
         target = relative.with_suffix(storage.suffix)
@@ -154,7 +156,7 @@ def encode_folder(
     decode = dataset_preprocessing(model.preprocessing)
     channels = model.input_size[0]
     entries, notes = [], {}
-    with staged_folder(output) as staging:  # the new release appears whole (manifest last), or the old one stays
+    with staged_folder(output, _release) as staging:  # the new release appears whole (manifest last), or the old one stays
         bar = tqdm(total=len(files), desc=f"encode {model_name}/{encoder_name}@{strength:g} -> {storage.name}", unit="img", disable=not progress)
         for batch_index, start in enumerate(range(0, len(files), batch_size)):
             batch_files = files[start : start + batch_size]
@@ -207,14 +209,25 @@ def encode_folder(
     return manifest
 
 
-def _check_output(source: Path, output: Path) -> None:
+def _check_output(source: Path, output: Path, overwrite: bool) -> None:
     """The output folder neither contains nor lies inside the input folder (encode would read its own
-    release, or mix it with the originals), and an existing output is a release that may be replaced."""
+    release, or mix it with the originals), and is new, empty, or (with ``overwrite``) a release: nothing
+    else is ever replaced."""
     source_real, output_real = source.resolve(), output.resolve()
     if output_real == source_real or output_real.is_relative_to(source_real) or source_real.is_relative_to(output_real):
         raise UserError(f"{output}: the output folder and the input folder {source} must not contain each other; choose a folder outside the input")
-    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / MANIFEST).is_file())):
-        raise UserError(f"{output}: exists and is not a release (no {MANIFEST}); choose a new or empty folder, it is replaced as a whole")
+    check_replaceable(output, _release)
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise UserError(f"{output}: holds a release written by an earlier encode; pass --overwrite to replace it, or choose a new or empty folder")
+
+
+def _release(folder: Path) -> None:
+    """Refuse (UserError) to replace ``folder`` unless it is provably a release: a valid manifest that lists
+    every file in it (besides itself and verify's ``verify.json``)."""
+    try:
+        vouched_files(folder, read_manifest(folder))
+    except UserError as error:
+        raise UserError(f"{folder}: not a release that encode may replace ({error}); choose a new or empty folder") from None
 
 
 def _round(value: torch.Tensor) -> float | None:

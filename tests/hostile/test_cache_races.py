@@ -19,6 +19,8 @@ from nonxfer_bench.core.cache import ArrayCache
 from tests.conftest import digits_suite
 from tests.hostile.conftest import refused
 
+HELD, A, B, HALF = (f"{n:016x}" for n in range(4))  # keys are hex digests
+
 HAMMER = textwrap.dedent(
     """
     import sys, numpy as np
@@ -26,9 +28,9 @@ HAMMER = textwrap.dedent(
     cache = ArrayCache("race", limit_bytes=6000)
     rng = np.random.default_rng(int(sys.argv[1]))
     for i in range(150):
-        key = f"k{rng.integers(0, 12)}"
+        key = f"{rng.integers(0, 12):016x}"
         cache.put(key, np.full(400, i, dtype=np.uint8), {"writer": sys.argv[1]})
-        hit = cache.get(f"k{rng.integers(0, 12)}")
+        hit = cache.get(f"{rng.integers(0, 12):016x}")
         if hit is not None:
             assert hit[0].shape == (400,) and len(set(hit[0].tolist())) == 1, "a torn entry"
     """
@@ -48,11 +50,11 @@ def test_two_processes_share_one_cache(tmp_path: Path) -> None:
 
 def test_a_mapped_entry_survives_eviction(tmp_path: Path) -> None:
     cache = ArrayCache("kind", root=tmp_path, limit_bytes=2500)
-    cache.put("held", np.arange(1000, dtype=np.float32)[:250])
-    held, _ = cache.get("held")
+    cache.put(HELD, np.arange(1000, dtype=np.float32)[:250])
+    held, _ = cache.get(HELD)
     other = ArrayCache("kind", root=tmp_path, limit_bytes=2500)
     for i in range(4):
-        other.put(f"new{i}", np.full(1000, i, dtype=np.uint8))
+        other.put(f"{i + 100:016x}", np.full(1000, i, dtype=np.uint8))
     assert np.array_equal(held, np.arange(250, dtype=np.float32))
 
 
@@ -60,27 +62,27 @@ def test_eviction_ignores_files_that_vanish_or_are_being_written(tmp_path: Path,
     """Another process's array renamed into place before its metadata is not an orphan yet; a file that
     vanishes while eviction looks at it is skipped."""
     cache = ArrayCache("kind", root=tmp_path, limit_bytes=10**6)
-    cache.put("a", np.zeros(10, dtype=np.uint8))
-    np.save(tmp_path / "kind" / "half.npy", np.zeros(10, dtype=np.uint8))  # the other writer's metadata comes next
+    cache.put(A, np.zeros(10, dtype=np.uint8))
+    np.save(tmp_path / "kind" / f"{HALF}.npy", np.zeros(10, dtype=np.uint8))  # the other writer's metadata comes next
     real_stat = Path.stat
 
     def vanishing(path: Path, *args, **kwargs):
-        if path.name.startswith("a."):
+        if path.name.startswith(f"{A}."):
             raise FileNotFoundError(2, "No such file or directory", str(path))
         return real_stat(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "stat", vanishing)
-    cache.put("b", np.zeros(10, dtype=np.uint8))
+    cache.put(B, np.zeros(10, dtype=np.uint8))
     monkeypatch.undo()
-    assert (tmp_path / "kind" / "half.npy").is_file()
-    assert "b" in cache
+    assert (tmp_path / "kind" / f"{HALF}.npy").is_file()
+    assert B in cache
 
 
 def test_an_entry_whose_array_vanished_is_a_miss(tmp_path: Path) -> None:
     cache = ArrayCache("kind", root=tmp_path, limit_bytes=10**6)
-    cache.put("a", np.zeros(10, dtype=np.uint8))
-    (tmp_path / "kind" / "a.npy").unlink()
-    assert cache.get("a") is None
+    cache.put(A, np.zeros(10, dtype=np.uint8))
+    (tmp_path / "kind" / f"{A}.npy").unlink()
+    assert cache.get(A) is None
 
 
 def results(store: Path) -> dict[str, tuple]:

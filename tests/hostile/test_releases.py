@@ -26,10 +26,10 @@ def make_images(folder: Path, count: int = 6) -> Path:
     return folder
 
 
-def encode_args(source: Path, output: Path, zoo: Path, strength: str = "20") -> list[str]:
+def encode_args(source: Path, output: Path, zoo: Path, strength: str = "20", *extra: str) -> list[str]:
     return [
         "encode", str(source), str(output), "--zoo", str(zoo), "--model", "vit_a", "--encoder", "patch",
-        "--strength", strength, "--format", "png8", "--seed-key", "k", "--batch-size", "2",
+        "--strength", strength, "--format", "png8", "--seed-key", "k", "--batch-size", "2", *extra,
     ]
 
 
@@ -78,7 +78,7 @@ def test_encode_never_mixes_input_and_output(tmp_path: Path, cwd: Path, digits_z
 
 def test_killed_re_encode_leaves_the_old_release_whole(pristine: tuple[Path, Path], release: Path, cwd: Path, digits_zoo: Path) -> None:
     before = tree_digest(release)
-    killed = run_cli(*encode_args(pristine[0], release, digits_zoo, strength="30"), cwd=cwd, env={"NXB_FAULT": "release_image_written:3"}, isolate=True)
+    killed = run_cli(*encode_args(pristine[0], release, digits_zoo, "30", "--overwrite"), cwd=cwd, env={"NXB_FAULT": "release_image_written:3"}, isolate=True)
     assert killed.code == -9, killed.err[-2000:]
     assert tree_digest(release) == before
     assert verify(release, digits_zoo, cwd).code == 0
@@ -92,10 +92,11 @@ def test_killed_first_encode_leaves_no_release(pristine: tuple[Path, Path], tmp_
     error_line(verify(output, digits_zoo, cwd), "manifest.json")
 
 
-def test_finished_re_encode_replaces_every_file(pristine: tuple[Path, Path], release: Path, cwd: Path, digits_zoo: Path) -> None:
-    (release / "stale.png").write_bytes((release / "class0" / "img0.png").read_bytes())
-    assert run_cli(*encode_args(pristine[0], release, digits_zoo, strength="30"), cwd=cwd).code == 0
-    assert not (release / "stale.png").exists(), "a file of the old release survived the new one"
+def test_finished_re_encode_replaces_every_file(pristine: tuple[Path, Path], release: Path, tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
+    fewer = shutil.copytree(pristine[0], tmp_path / "fewer")
+    (fewer / "class0" / "img0.png").unlink()
+    assert run_cli(*encode_args(fewer, release, digits_zoo, "30", "--overwrite"), cwd=cwd).code == 0
+    assert not (release / "class0" / "img0.png").exists(), "a file of the old release survived the new one"
     assert json.loads((release / "manifest.json").read_text())["encoder"]["strength"] == 30
     assert verify(release, digits_zoo, cwd).code == 0
 
