@@ -265,7 +265,7 @@ def test_the_runtime_benchmark_replaces_its_own_table_when_asked(finished_run: P
 
 
 def test_the_documented_runtime_command_writes_under_runs() -> None:
-    documented = [line for text in ((REPO / "README.md").read_text(), (REPO / "benchmarks" / "runtime.py").read_text())
+    documented = [line for text in ((REPO / "docs" / "guides" / "findings.md").read_text(), (REPO / "benchmarks" / "runtime.py").read_text())
                   for line in text.splitlines() if "benchmarks/runtime.py suites/" in line]  # fmt: skip
     assert len(documented) == 2 and all("--out runs/" in line for line in documented), documented
 
