@@ -94,8 +94,8 @@ class LearnedInverseParams(BudgetParams):
     candidates: list[str] = Field([], max_length=1000, description="pairs: identified: the public zoo models identify ranks")
     tau: float = Field(1e-5, gt=0, le=1, description="pairs: identified: singular-value threshold of each candidate's V_N")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="the attacker's seed: network initialization, shuffles, own key, random architecture copy")
-    width: int = Field(32, ge=1, le=512, description="channels of the hidden convolutions")
-    depth: int = Field(4, ge=1, le=32, description="hidden 3x3 convolutions")
+    width: int = Field(16, ge=1, le=512, description="channels of the hidden convolutions")
+    depth: int = Field(3, ge=1, le=32, description="hidden 3x3 convolutions")
     steps: int = Field(300, ge=1, le=1_000_000, description="Adam steps (the same at every m)")
     lr: float = Field(2e-3, gt=0, le=1, description="Adam learning rate")
     batch_size: int = Field(32, ge=1, le=4096, description="pairs per step")
@@ -121,11 +121,12 @@ def periodic_mean(images: torch.Tensor, period: int) -> torch.Tensor:
 def noise_period(noise: torch.Tensor, max_period: int, share: float = 0.5) -> int:
     """The smallest period p <= ``max_period`` (and at most half the image, so at least four tiles are averaged)
     whose per-image periodic mean holds ``share`` of the noise's energy; 0 when none does (noise drawn per tile,
-    independently, is not periodic)."""
+    independently, is not periodic, and no noise has no period)."""
     for period in range(2, min(max_period, min(noise.shape[-2:]) // 2) + 1):
         height, width = noise.shape[-2] // period * period, noise.shape[-1] // period * period
         covered = noise[..., :height, :width]
-        if float(periodic_mean(covered, period).pow(2).sum()) >= share * float(covered.pow(2).sum()):
+        energy = float(covered.pow(2).sum())
+        if energy > 0 and float(periodic_mean(covered, period).pow(2).sum()) >= share * energy:
             return period
     return 0
 
