@@ -48,6 +48,7 @@ from torch import nn
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.surrogate import rank_candidates
 from nonxfer_bench.attacks.threat import Budget, BudgetParams, ThreatModel, Tier
+from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.hashing import keyed_generator
 from nonxfer_bench.schema.suite import WeightSource
 from nonxfer_bench.zoo import ZooModel, build_model
@@ -205,22 +206,25 @@ class LearnedInverse(Attack):
             try:
                 model = context.model(self.params.model)
             except Exception:
-                raise ValueError(f"{self.name}: model {self.params.model!r} is not a model of the zoo") from None
+                raise UserError(f"{self.name}: params.model {self.params.model!r} is not a model of the suite's zoo") from None
             if model.name == context.authorized.name:
-                raise ValueError(f"{self.name}: pairs: surrogate may not use the authorized model {model.name!r} (that is own_key or leaked)")
+                raise UserError(f"{self.name}: params.model {model.name!r} is the authorized model; pairs made for it are pairs: leaked or own_key")
             return model
         if source == "identified":
-            scored, _ = rank_candidates(self.name, self.params.candidates, context, self.params.tau, exclude_authorized=False)
+            try:
+                scored, _ = rank_candidates(self.name, self.params.candidates, context, self.params.tau, exclude_authorized=False)
+            except ValueError as error:  # a candidate outside the zoo, or none of the release's input size
+                raise UserError(f"{error} (params.candidates)") from None
             return context.model(scored[0][2])
         return random_copy(context.authorized, self.params.seed)
 
     def fit(self, context: AttackContext) -> None:
         if context.encode is None or not len(context.public_images):
-            raise ValueError(f"{self.name}: needs a 'public' dataset in the suite (the clean images of the pairs)")
+            raise UserError(f"{self.name}: needs a 'public' dataset in the suite (the clean images of the pairs)")
         model = self.pair_model(context)
         clean = context.public_images[: self.params.m]
         if tuple(model.input_size) != tuple(clean.shape[1:]):
-            raise ValueError(f"{self.name}: model {model.name!r} takes {tuple(model.input_size)} inputs, the release is {tuple(clean.shape[1:])}")
+            raise UserError(f"{self.name}: model {model.name!r} takes {tuple(model.input_size)} inputs, the release {tuple(clean.shape[1:])}")
         key = f"{self.name}/own_key/{self.params.seed}" if self.params.pairs == "own_key" else None
         noisy = context.encode(clean, model, key=key)
         self.chosen, self.used = model.name, len(clean)

@@ -15,6 +15,7 @@ from nonxfer_bench.attacks import ATTACKS
 from nonxfer_bench.attacks.learned_inverse import THREATS, noise_period, periodic_mean
 from nonxfer_bench.attacks.testing import batch, check_harsher_at_strength_one, check_shape_dtype_and_determinism, context
 from nonxfer_bench.attacks.threat import Tier
+from nonxfer_bench.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"m": 8, "steps": 5, "width": 8, "depth": 2}
@@ -108,11 +109,17 @@ def test_params_are_checked(bad):
         ATTACKS.get("learned_inverse").Params(**bad)
 
 
-def test_a_surrogate_outside_the_zoo_or_the_authorized_model_itself_is_refused():
-    with pytest.raises(ValueError, match="not a model of the zoo"):
-        ATTACKS.create("learned_inverse", params("surrogate", model="nobody")).prepare(context(1))
-    with pytest.raises(ValueError, match="authorized"):
-        ATTACKS.create("learned_inverse", params("surrogate", model="authorized")).prepare(context(1))
+@pytest.mark.parametrize(
+    ("source", "overrides", "message"),
+    [
+        ("surrogate", {"model": "nobody"}, "params.model 'nobody' is not a model"),
+        ("surrogate", {"model": "authorized"}, "is the authorized model"),
+        ("identified", {"candidates": ["authorized", "nobody"]}, "candidate 'nobody' is not a model"),
+    ],
+)
+def test_a_pairs_model_outside_the_zoo_or_the_authorized_model_as_surrogate_is_a_user_error(source, overrides, message):
+    with pytest.raises(UserError, match=message):
+        ATTACKS.create("learned_inverse", params(source, **overrides)).prepare(context(1))
 
 
 def test_the_noise_period_is_found_where_one_vector_repeats_over_the_tiles_and_not_for_independent_tiles():
