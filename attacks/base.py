@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import torch
 from pydantic import BaseModel
@@ -42,9 +42,16 @@ ATTACKS: Registry["Attack"] = Registry(
         "nonxfer_bench.attacks.identification",
         "nonxfer_bench.attacks.jigsaw",
         "nonxfer_bench.attacks.known_plaintext",
+        "nonxfer_bench.attacks.learned_inverse",
     ),
     "nonxfer_bench.attacks",
 )
+
+
+class Encode(Protocol):
+    """The group's encoder as an attacker may call it (:attr:`AttackContext.encode`)."""
+
+    def __call__(self, images: torch.Tensor, model: "ZooModel", key: str | None = None) -> torch.Tensor: ...
 
 
 @dataclass
@@ -64,6 +71,9 @@ class AttackContext:
     - ``encode``: the group's encoder at the group's strength, keyed apart from the release's draws: (clean
       images, a model) in, NEs made for that model out. With the authorized model: the owner's release of a
       labelled set (labelled-NE attackers); with a model the attacker holds: self-made noise of the release's kind.
+      ``key``: the attacker's own key instead (draws from a generator keyed by it alone, not by the group): for a
+      scheme whose transform is public and whose secret is drawn from its generator, encodings under a key the
+      attacker chose.
     """
 
     authorized: "ZooModel"
@@ -72,7 +82,7 @@ class AttackContext:
     released: torch.Tensor
     batch_labels: torch.Tensor | None = None
     public_labels: torch.Tensor | None = None
-    encode: Callable[[torch.Tensor, "ZooModel"], torch.Tensor] | None = None
+    encode: Encode | None = None
 
     def limited(self, released: int | None, public: int | None) -> "AttackContext":
         """The same context holding only the first ``released`` NEs and ``public`` clean images (None: all)."""

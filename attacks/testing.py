@@ -32,6 +32,7 @@ import torch
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import TIERS, ThreatModel
+from nonxfer_bench.core.hashing import keyed_generator
 from nonxfer_bench.core.params import unbounded
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.schema.suite import ModelSpec
@@ -54,7 +55,7 @@ def fitting_context(
 ) -> AttackContext:
     """An attack context from CPU models and [0, 1] images, on ``device``: ``public`` labelled 0..9 in turn, the
     release the ``patch`` encoder's NEs of ``clean`` for ``authorized`` at 15 dB (drawn from ``generator``, a CPU
-    generator) and ``encode`` that encoder.
+    generator) and ``encode`` that encoder (a ``key`` keys its draws).
 
     Everything is made on the CPU and then moved, so every device sees the same models and images; the models move
     with :meth:`ZooModel.to_device` (on the CPU they stay as built)."""
@@ -67,8 +68,9 @@ def fitting_context(
             model.to_device(device)
     context = AttackContext(models[authorized], models.__getitem__, public, released, public_labels=labels)
 
-    def encode(images: torch.Tensor, model: ZooModel) -> torch.Tensor:
-        return encoder.encode(images, model, 15.0, torch.Generator().manual_seed(4)).images
+    def encode(images: torch.Tensor, model: ZooModel, key: str | None = None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(4) if key is None else keyed_generator("attacker key", key, model.name)
+        return encoder.encode(images, model, 15.0, generator).images
 
     return replace(context, public_images=public.to(device), released=released.to(device), public_labels=labels.to(device), encode=encode)
 

@@ -299,7 +299,11 @@ ENCODER_NAMES = ENCODERS.names()
 CANDIDATES = ["vit_a", "vit_b", "resnet", "convnext"]  # convnext takes 32 px: a candidate surrogate/identify must skip
 STEMS = ["vit_a", "convnext", "resnet", "resnet_deep", "mobilenet"]  # every first-layer geometry of the zoo
 STRENGTHS = (0.5, 1.0)
-FASHION_PARAMS = {"surrogate_projection": {"candidates": CANDIDATES}, "identify": {"candidates": CANDIDATES}}
+FASHION_PARAMS = {
+    "surrogate_projection": {"candidates": CANDIDATES},
+    "identify": {"candidates": CANDIDATES},
+    "learned_inverse": {"pairs": "identified", "candidates": CANDIDATES, "m": 8, "steps": 5, "width": 8, "depth": 2},
+}
 DRAWS_ON_THE_DEVICE = {"gaussian", "patch", "operator"}  # generator_on: their CUDA draws are not the CPU's
 # [0, 1] outputs by design (reconstructions, clipped); everything else keeps the (unclipped) release's units
 UNIT_RANGE = {"autoencoder", "diffusers_vae", "diffusion", "img2img"}
@@ -307,6 +311,7 @@ UNIT_RANGE = {"autoencoder", "diffusers_vae", "diffusion", "img2img"}
 DEVICE_DRAWS = {
     "finetune": "trains on labelled NEs the patch encoder draws on the device (generator_on)",
     "augment_finetune": "trains on noise the patch encoder draws on the device (generator_on)",
+    "learned_inverse": "trains its inverse on pairs the patch encoder draws on the device (generator_on)",
 }
 NOT_COMPARED_ON_CUDA = DEVICE_DRAWS | {
     "pgd": "random start from the global CUDA generator, not the CPU's",

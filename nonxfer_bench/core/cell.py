@@ -89,7 +89,7 @@ class Outcomes(BaseModel):
 RUN_METADATA = frozenset({"attack_seconds", "device", "code"})  # how a run computed a cell, not what it measured
 # attack_param entries that report what a fitted attack found on one release (they differ between NE keys),
 # not which attack step ran: a step's identity leaves them out, so its seeds aggregate into one row
-MEASURED_PARAMS = frozenset({"ratio", "chosen", "authorized_rank", "ranking", "fold_gain", "clean_energy_in_vn"})
+MEASURED_PARAMS = frozenset({"ratio", "chosen", "authorized_rank", "ranking", "fold_gain", "clean_energy_in_vn", "period"})
 
 
 class Cell(BaseModel):

@@ -283,8 +283,8 @@ class GroupComputation:
     def attack_context(self, released: torch.Tensor) -> AttackContext:
         """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the release."""
 
-        def encode(images: torch.Tensor, model: ZooModel) -> torch.Tensor:
-            generator = keyed_generator(self.group.draw_key, "attacker", model.name)
+        def encode(images: torch.Tensor, model: ZooModel, key: str | None = None) -> torch.Tensor:
+            generator = keyed_generator(self.group.draw_key, "attacker", model.name) if key is None else keyed_generator("attacker key", key, model.name)
             return self.encoder.encode(images, model, self.group.strength, generator).images
 
         public = self.services.public_images(self.authorized)

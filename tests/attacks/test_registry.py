@@ -74,6 +74,7 @@ SPEC_PARAMS = {
     "identify": lambda: {"candidates": ["authorized", "twin", "res"]},
     "finetune": lambda: {"labelled": 8, "epochs": 1},
     "augment_finetune": lambda: {"images": 8, "epochs": 1},
+    "learned_inverse": lambda: {"pairs": "identified", "candidates": ["authorized", "twin", "res"], "m": 8, "steps": 5, "width": 8, "depth": 2},
     "autoencoder": lambda: {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 10, "width": 16, "batch_size": 32},
     "diffusion": lambda: {"source": str(ROOT / "suites/zoo/weights/fashion-ddpm"), "steps": 4},
     "diffusers_vae": lambda: {"source": tiny_vae_dir()},
