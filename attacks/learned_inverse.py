@@ -50,6 +50,7 @@ from nonxfer_bench.attacks.surrogate import rank_candidates
 from nonxfer_bench.attacks.threat import Budget, BudgetParams, ThreatModel, Tier
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.hashing import keyed_generator
+from nonxfer_bench.core.params import ZooModelName
 from nonxfer_bench.schema.suite import WeightSource
 from nonxfer_bench.zoo import ZooModel, build_model
 
@@ -91,8 +92,8 @@ PERIOD_PAIRS = 64  # pairs the noise period is estimated on
 class LearnedInverseParams(BudgetParams):
     pairs: Source = Field(description="where the (clean, NE) pairs come from (see the module docstring)")
     m: int = Field(256, ge=1, le=100_000, description="pairs the inverse trains on (the first m public images; fewer if the suite holds fewer)")
-    model: str | None = Field(None, min_length=1, max_length=200, description="pairs: surrogate: the public zoo model the pairs are made for")
-    candidates: list[str] = Field([], max_length=1000, description="pairs: identified: the public zoo models identify ranks")
+    model: ZooModelName | None = Field(None, description="pairs: surrogate: the public zoo model the pairs are made for")
+    candidates: list[ZooModelName] = Field([], max_length=1000, description="pairs: identified: the public zoo models identify ranks")
     tau: float = Field(1e-5, gt=0, le=1, description="pairs: identified: singular-value threshold of each candidate's V_N")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="the attacker's seed: network initialization, shuffles, own key, random architecture copy")
     width: int = Field(16, ge=1, le=512, description="channels of the hidden convolutions")

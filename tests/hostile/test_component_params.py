@@ -63,6 +63,7 @@ NEEDED = {
     ("attacks", "surrogate_projection"): {"candidates": ["b"]},
     ("attacks", "diffusers_vae"): {"source": "vae-folder"},
     ("attacks", "img2img"): {"source": "sd-folder"},
+    ("attacks", "learned_inverse"): {"pairs": "leaked"},
     ("dataset", "imagenet_val"): {"solution": "LOC_val_solution.csv"},
 }
 

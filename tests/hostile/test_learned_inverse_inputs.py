@@ -51,7 +51,7 @@ def test_extreme_or_incomplete_parameters_are_refused_before_any_work(tmp_path: 
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"pairs": "surrogate", "model": "nobody"}, "params.model 'nobody' is not a model"),
+        ({"pairs": "surrogate", "model": "nobody"}, "params.model': 'nobody' is not a model of the zoo"),
         ({"pairs": "surrogate", "model": "a"}, "is the authorized model"),
         ({"pairs": "identified", "candidates": ["a", "nobody"]}, "'nobody' is not a model"),
     ],
