@@ -23,29 +23,7 @@ from nonxfer_bench.core.registry import Registry
 if TYPE_CHECKING:
     from nonxfer_bench.zoo import ZooModel
 
-ATTACKS: Registry["Attack"] = Registry(
-    "attack",
-    (
-        "nonxfer_bench.attacks.identity",
-        "nonxfer_bench.attacks.compression",
-        "nonxfer_bench.attacks.resampling",
-        "nonxfer_bench.attacks.filtering",
-        "nonxfer_bench.attacks.occlusion",
-        "nonxfer_bench.attacks.patch_statistics",
-        "nonxfer_bench.attacks.subspace_estimation",
-        "nonxfer_bench.attacks.surrogate",
-        "nonxfer_bench.attacks.oracle",
-        "nonxfer_bench.attacks.denoising",
-        "nonxfer_bench.attacks.integrity",
-        "nonxfer_bench.attacks.reconstruction",
-        "nonxfer_bench.attacks.adaptation",
-        "nonxfer_bench.attacks.identification",
-        "nonxfer_bench.attacks.jigsaw",
-        "nonxfer_bench.attacks.known_plaintext",
-        "nonxfer_bench.attacks.learned_inverse",
-    ),
-    "nonxfer_bench.attacks",
-)
+ATTACKS: Registry["Attack"] = Registry("attack", "nonxfer_bench.attacks", "nonxfer_bench.attacks")
 
 
 class Encode(Protocol):
@@ -151,9 +129,13 @@ class Attack(ABC):
         """Learn what the attack needs (subspaces, priors, surrogates); the default needs nothing."""
 
     def parameter(self, strength: float) -> dict[str, Any]:
-        """The attack's own parameter(s) at a common strength, for logs and tables. Entries named in
-        :data:`nonxfer_bench.core.cell.MEASURED_PARAMS` report what a fitted attack found (kept in the
-        cell, left out of the step's identity in tables)."""
+        """The attack's own setting(s) at a common strength (``quality=50``), for logs and tables: with the
+        budget, what tells this attack step from its others (:class:`~nonxfer_bench.cells.step.Step`)."""
+        return {}
+
+    def measured(self, strength: float) -> dict[str, Any]:
+        """What the fit found on this release (a chosen candidate, a variance ratio): kept in the cell
+        (``attack_measured``), never part of the step's identity, since it differs between releases."""
         return {}
 
     @abstractmethod

@@ -47,7 +47,7 @@ class _Component:
 
 
 def test_validator_messages_come_without_pydantics_prefix():
-    registry = Registry("widget", (), "nonxfer_bench.tests.none")
+    registry = Registry("widget", None, "nonxfer_bench.tests.none")
     registry.register("w")(_Component)
     assert registry.create("w", {"size": 5}).params.size == 5
     with pytest.raises(UserError) as caught:

@@ -1,7 +1,8 @@
 """One small registry mechanism for attacks, encoders and datasets (decorator + entry points).
 
 Like timm's ``register_model``: built-in components register with a decorator when their module is
-imported; third-party packages register through an ``importlib.metadata`` entry-point group whose
+imported, and every module of the registry's package is imported (found on disk, not listed: a new file is a new
+component); third-party packages register through an ``importlib.metadata`` entry-point group whose
 entries point at a module (importing it runs the decorators) or at the class itself. A plugin that
 fails to import is reported in one line naming its entry point and the error, and skipped: the
 built-in components and the other plugins keep working.
@@ -9,6 +10,7 @@ built-in components and the other plugins keep working.
 
 from __future__ import annotations
 
+import pkgutil
 import re
 import sys
 from importlib import import_module, metadata
@@ -25,9 +27,9 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to component classes; each class declares a pydantic ``Params`` model."""
 
-    def __init__(self, kind: str, builtin_modules: tuple[str, ...], entry_point_group: str) -> None:
+    def __init__(self, kind: str, package: str | None, entry_point_group: str) -> None:
         self.kind = kind
-        self._builtin_modules = builtin_modules
+        self._package = package  # its modules hold the built-in components (those named _* hold none); None: no built-ins
         self._entry_point_group = entry_point_group
         self._classes: dict[str, type[T]] = {}
         self._loaded = False
@@ -50,8 +52,9 @@ class Registry(Generic[T]):
         if self._loaded:
             return
         self._loaded = True
-        for module in self._builtin_modules:
-            import_module(module)
+        for module in pkgutil.iter_modules(import_module(self._package).__path__) if self._package else ():
+            if not module.name.startswith("_"):
+                import_module(f"{self._package}.{module.name}")
         for entry in metadata.entry_points(group=self._entry_point_group):
             before = set(self._classes)
             try:

@@ -30,12 +30,7 @@ from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.core.registry import Registry
 
 log = logging.getLogger(__name__)
-DATASETS: Registry["Dataset"] = Registry(
-    "dataset",
-    ("nonxfer_bench.datasets.fashion_mnist", "nonxfer_bench.datasets.digits", "nonxfer_bench.datasets.image_folder", "nonxfer_bench.datasets.imagenet_val",
-     "nonxfer_bench.datasets.packaged"),
-    "nonxfer_bench.datasets",
-)
+DATASETS: Registry["Dataset"] = Registry("dataset", "nonxfer_bench.datasets", "nonxfer_bench.datasets")
 
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # Params fields that, left unset (None) in a suite, are filled from the first authorized model's timm config.

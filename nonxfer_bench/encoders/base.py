@@ -15,18 +15,7 @@ from nonxfer_bench.linalg.flat_input import FlatInput
 from nonxfer_bench.linalg.subspace import NoiseSubspace
 from nonxfer_bench.zoo import ZooModel
 
-ENCODERS: Registry["Encoder"] = Registry(
-    "encoder",
-    (
-        "nonxfer_bench.encoders.clean",
-        "nonxfer_bench.encoders.reference",
-        "nonxfer_bench.encoders.gaussian",
-        "nonxfer_bench.encoders.patch",
-        "nonxfer_bench.encoders.operator",
-        "nonxfer_bench.encoders.keyed_block",
-    ),
-    "nonxfer_bench.encoders",
-)
+ENCODERS: Registry["Encoder"] = Registry("encoder", "nonxfer_bench.encoders", "nonxfer_bench.encoders")
 MAX_INPUT_DIMENSION = 16 * 4096 * 4096  # C x H x W of the largest model input a zoo may declare
 MAX_TAU = 1e6  # a singular-value threshold of a first layer as seen from [0, 1] pixels
 
