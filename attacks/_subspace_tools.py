@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from nonxfer_bench.core.params import MAX_KERNEL, Strict, ZooModelName
-from nonxfer_bench.encoders.patch import pixel_space_subspace
 from nonxfer_bench.linalg.geometry import ConvGeometry
+from nonxfer_bench.linalg.subspace import pixel_space_subspace
 
 if TYPE_CHECKING:
     from nonxfer_bench.attacks.base import AttackContext

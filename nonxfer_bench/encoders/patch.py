@@ -32,11 +32,6 @@ class PatchParams(Strict):
     tau: float = Field(DEFAULT_TAU, gt=0, le=MAX_TAU, description="singular-value threshold when the stem has no exact null space")
 
 
-def pixel_space_subspace(model: ZooModel, tau: float) -> PatchSubspace:
-    """Low-sensitivity subspace of the first layer as seen from [0, 1] pixels: W diag(1/std), float32 products."""
-    return patch_subspace(model.pixel_weight(torch.float32), tau)
-
-
 @ENCODERS.register("patch")
 class PatchEncoder(Encoder):
     """Independent low-sensitivity noise per patch tile, exact standard PSNR per image."""
@@ -49,7 +44,7 @@ class PatchEncoder(Encoder):
         self._subspaces: list[tuple[torch.Tensor, PatchSubspace, dict[tuple, torch.Tensor]]] = []  # (W_eff, subspace, bases)
 
     def subspace(self, model: ZooModel, images: torch.Tensor) -> tuple[PatchSubspace, torch.Tensor]:
-        """:func:`pixel_space_subspace` of the model and its basis in the images' device and dtype, the SVD made
+        """:func:`~nonxfer_bench.linalg.subspace.pixel_space_subspace` of the model and its basis in the images' device and dtype, the SVD made
         once per first layer (keyed by W_eff's values, so a changed or another layer gets its own) and the basis
         converted once per device."""
         weight = model.pixel_weight(torch.float32)

@@ -65,6 +65,12 @@ def patch_subspace(weight: torch.Tensor, tau: float = DEFAULT_TAU) -> PatchSubsp
     return PatchSubspace(basis=basis, singular_values=s, selected_singular_values=selected, exact_null_space=d > m)
 
 
+def pixel_space_subspace(model: FirstLayerModel, tau: float = DEFAULT_TAU) -> PatchSubspace:
+    """Low-sensitivity subspace of ``model``'s first layer as seen from [0, 1] pixels: W diag(1/std), float32 products
+    (what the ``patch`` encoder draws from, and what an attacker who holds the model estimates)."""
+    return patch_subspace(model.pixel_weight(torch.float32), tau)
+
+
 def unfold_columns(per_channel: torch.Tensor, kernel_size: tuple[int, int]) -> torch.Tensor:
     """A per-channel value (C,) repeated over each channel's kh*kw taps: one value per ``F.unfold`` column (D,)."""
     kh, kw = kernel_size

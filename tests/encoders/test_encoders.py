@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from nonxfer_bench.encoders import ENCODERS
-from nonxfer_bench.encoders.patch import pixel_space_subspace
+from nonxfer_bench.linalg.subspace import pixel_space_subspace
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 
