@@ -48,7 +48,8 @@ class Identify(Attack):
         self.ranking = [name for _, _, name, _, _ in scored]
         self.authorized = context.authorized.name
 
-    def parameter(self, strength: float) -> dict:
+    def measured(self, strength: float) -> dict:
+        """The ranking the fit found: the top candidate, the authorized model's rank (0: not a candidate), all."""
         if self.ranking is None:
             return {}
         rank = self.ranking.index(self.authorized) + 1 if self.authorized in self.ranking else 0

@@ -240,10 +240,11 @@ class LearnedInverse(Attack):
         return Budget(public=self.used)
 
     def parameter(self, strength: float) -> dict:
-        out: dict = {"pairs": self.params.pairs, "m": self.used or self.params.m, "blend": round(strength, 4)}
-        if self.net is not None:
-            out |= {"chosen": self.chosen, "period": self.net.period}
-        return out
+        return {"pairs": self.params.pairs, "m": self.used or self.params.m, "blend": round(strength, 4)}
+
+    def measured(self, strength: float) -> dict:
+        """The model the pairs were made for and the noise period found in them."""
+        return {} if self.net is None else {"chosen": self.chosen, "period": self.net.period}
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:

@@ -63,10 +63,11 @@ class OracleProjection(Attack):
         self.clean_energy = energy_fraction(clean, basis) if clean is not None else None
 
     def parameter(self, strength: float) -> dict:
-        out: dict = {"removed": round(strength, 4), "k": self.k}
-        if self.clean_energy is not None:
-            out["clean_energy_in_vn"] = round(self.clean_energy, 5)
-        return out
+        return {"removed": round(strength, 4), "k": self.k}
+
+    def measured(self, strength: float) -> dict:
+        """The share of the public images' energy that lies in V_N."""
+        return {} if self.clean_energy is None else {"clean_energy_in_vn": round(self.clean_energy, 5)}
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
         if self.remover is None:

@@ -57,7 +57,7 @@ class PatchMean(Attack):
     ``fold_gain: detect`` (``patch_wiener``'s default) decides whether the release carries the fold's
     window-count gain on the image (overlapping stems) by comparing the release's mean image with the prior
     mean with and without it; without the gain nothing is divided. ``assume`` always divides (the reference
-    recipe). ``parameter()`` reports the decision as ``fold_gain``.
+    recipe). ``measured()`` reports the decision as ``fold_gain``.
 
     Lattice: explicit ``kernel``/``stride``/``padding`` (normalization then taken as identity, which is exact
     for non-overlapping lattices), or the stem geometry and normalization of ``geometry_model``, or by
@@ -108,10 +108,11 @@ class PatchMean(Attack):
             self.shrink = torch.linalg.solve(total, signal)  # n_hat (row) = n_ls (row) @ (S_n + S_e)^-1 S_n
 
     def parameter(self, strength: float) -> dict:
-        out: dict = {"removed": round(strength, 4)}
-        if self.params.fold_gain == "detect" and self.lattice is not None:
-            out["fold_gain"] = self.gain
-        return out
+        return {"removed": round(strength, 4)}
+
+    def measured(self, strength: float) -> dict:
+        """With ``fold_gain: detect``, the fold gain the fit detected on the release."""
+        return {"fold_gain": self.gain} if self.params.fold_gain == "detect" and self.lattice is not None else {}
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
         lattice = self.lattice

@@ -67,10 +67,12 @@ class _Estimated(Attack):
         return round(strength * limit)
 
     def parameter(self, strength: float) -> dict:
-        out = {"dims": self.dims(strength)}
-        if self.ratios is not None and out["dims"]:
-            out["ratio"] = round(float(self.ratios[out["dims"] - 1]), 3)  # variance ratio of the last removed direction
-        return out
+        return {"dims": self.dims(strength)}
+
+    def measured(self, strength: float) -> dict:
+        """The variance ratio of the last removed direction on this release."""
+        dims = self.dims(strength)
+        return {"ratio": round(float(self.ratios[dims - 1]), 3)} if self.ratios is not None and dims else {}
 
     def remover(self, dims: int) -> SubspaceRemover:
         if dims not in self._removers:

@@ -112,10 +112,11 @@ class SurrogateProjection(Attack):
 
 
     def parameter(self, strength: float) -> dict:
-        out: dict = {"removed": round(strength, 4)}
-        if self.chosen is not None:
-            out["chosen"] = "+".join(name for name, _, _ in self.chosen)
-        return out
+        return {"removed": round(strength, 4)}
+
+    def measured(self, strength: float) -> dict:
+        """The candidates the fit chose (they differ between releases)."""
+        return {} if self.chosen is None else {"chosen": "+".join(name for name, _, _ in self.chosen)}
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
         if self.chosen is None:

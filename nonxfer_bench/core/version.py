@@ -1,6 +1,6 @@
 """Which code this is: the package version and, in a git checkout, the last commit that changed the code.
 
-Cells record it as run metadata (:data:`nonxfer_bench.core.cell.RUN_METADATA`), leaderboards say which code
+Cells record it as run metadata (:data:`nonxfer_bench.cells.cell.RUN_METADATA`), leaderboards say which code
 computed their cells and which wrote the tables.
 """
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from nonxfer_bench.core.cell import Outcomes, pack_bits
+from nonxfer_bench.cells.cell import Outcomes, pack_bits
 
 
 def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
@@ -39,7 +39,7 @@ class Tally:
     none; agreement with the model's clean prediction counts every image. A stochastic attack with K
     draws gives K values per metric; the cell reports their mean, and for K > 1 the worst case for the
     data owner and the spread (:func:`aggregate_draws`). The flags themselves become the cell's
-    :class:`~nonxfer_bench.core.cell.Outcomes`, so that every number can carry an interval.
+    :class:`~nonxfer_bench.cells.cell.Outcomes`, so that every number can carry an interval.
     """
 
     def __init__(self, draws: int = 1) -> None:

@@ -60,7 +60,7 @@ def test_oracle_restores_the_clean_image_exactly_when_it_has_no_energy_in_vn(res
     oracle = fitted("oracle_projection", model, public, released, {"restore": restore})
     restored = oracle(released, 1.0, torch.Generator())
     assert torch.allclose(restored, clean, atol=1e-4)
-    assert oracle.parameter(1.0)["clean_energy_in_vn"] < 1e-10
+    assert oracle.measured(1.0)["clean_energy_in_vn"] < 1e-10
     assert oracle.parameter(1.0)["k"] == 4
 
 
@@ -77,7 +77,7 @@ def test_oracle_reports_the_clean_energy_it_must_destroy():
     model = vit(0)
     public = rand(30, 1, 16, 16, seed=2)
     oracle = fitted("oracle_projection", model, public, public)
-    share = oracle.parameter(1.0)["clean_energy_in_vn"]
+    share = oracle.measured(1.0)["clean_energy_in_vn"]
     tiling, basis = first_layer_tiles(model, 1e-5)
     rows = tiling.patches(public).double()
     assert share == pytest.approx(float((rows @ basis).pow(2).sum() / rows.pow(2).sum()), rel=1e-4)
@@ -216,12 +216,12 @@ def test_surrogate_identifies_the_authorized_stem_among_candidates():
     released = ENCODERS.create("patch").encode(clean, authorized, 10.0, torch.Generator().manual_seed(1)).images
     models = {"vit_b": twin, "res": res}
     attack = fitted("surrogate_projection", authorized, public, released, {"candidates": ["vit_b", "res", "vit_a"]}, models)
-    assert attack.parameter(1.0)["chosen"] == "vit_a"
+    assert attack.measured(1.0)["chosen"] == "vit_a"
     assert attack.scores["vit_a"] > 0.99 and attack.scores["vit_a"] > 2 * max(attack.scores["vit_b"], attack.scores["res"])
     oracle = fitted("oracle_projection", authorized, public, released)
     assert torch.allclose(attack(released, 1.0, torch.Generator()), oracle(released, 1.0, torch.Generator()), atol=1e-5)
     private = fitted("surrogate_projection", authorized, public, released, {"candidates": ["vit_b", "res", "vit_a"], "exclude_authorized": True}, models)
-    assert private.parameter(1.0)["chosen"] != "vit_a"
+    assert private.measured(1.0)["chosen"] != "vit_a"
 
 
 # --- integrity ---------------------------------------------------------------------------------------

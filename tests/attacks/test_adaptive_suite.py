@@ -6,7 +6,7 @@ import yaml
 
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.leaderboard import write_leaderboard
+from nonxfer_bench.rendering.leaderboard import write_leaderboard
 
 PRE = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}
 VIT = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 12, "depth": 1, "num_heads": 2, "num_classes": 10}
@@ -40,7 +40,7 @@ def test_fitted_attacks_run_in_a_suite_and_the_leaderboard_names_the_strongest(t
     result = Runner(loaded).run()
     assert len(result.cells) == 2 * 5 * 2  # (clean + reference) x attack steps x models
     by = {(c.encoder, c.attack, c.model): c for c in result.cells}
-    assert by[("reference", "surrogate_projection", "b")].attack_param["chosen"] == "a"
+    assert by[("reference", "surrogate_projection", "b")].attack_measured["chosen"] == "a"
     assert by[("reference", "oracle_projection", "b")].attack_param["k"] == 4
     # the oracle and the identified surrogate remove the reference noise: the attacked images are much closer to clean
     assert by[("reference", "oracle_projection", "b")].attacked_psnr > by[("reference", "identity", "b")].attacked_psnr + 10

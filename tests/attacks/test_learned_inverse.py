@@ -54,7 +54,7 @@ def test_each_source_has_its_tier_and_spends_only_what_the_tier_grants(source):
     assert (budget.released > 0) == threat.released and (budget.public > 0) == threat.public and (budget.labelled > 0) == threat.labelled
     kind, count = {"leaked": ("labelled", 8), "identified": ("public", len(context(1).public_images))}.get(source, ("public", 8))
     assert getattr(budget, kind) == count
-    assert attack.parameter(1.0)["chosen"] == {"surrogate": "twin", "architecture": "authorized-random0"}.get(source, "authorized")
+    assert attack.measured(1.0)["chosen"] == {"surrogate": "twin", "architecture": "authorized-random0"}.get(source, "authorized")
 
 
 def test_fitting_is_deterministic_and_the_seed_changes_it_without_touching_the_global_random_state():
@@ -183,4 +183,4 @@ def test_leaked_pairs_undo_the_release_and_more_pairs_do_not_do_worse(sweep_cell
     assert means[1] >= means[0] - 0.02 and means[2] >= means[1] - 0.02, means
     leaked = [c for c in sweep_cells if c.encoder == encoder and c.attack == "learned_inverse"]
     assert {c.tier for c in leaked} == {"labelled_nes"} and {c.budget_labelled for c in leaked} == {16, 64, 256}
-    assert {c.attack_param["period"] for c in leaked} == ({7} if encoder == "reference" else {0})  # vit_a's 7x7/7 stem
+    assert {c.attack_measured["period"] for c in leaked} == ({7} if encoder == "reference" else {0})  # vit_a's 7x7/7 stem

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nonxfer_bench.core.cell import SCHEMA, Cell, Outcomes, pack_bits
+from nonxfer_bench.cells.cell import SCHEMA, Cell, Outcomes, pack_bits
+from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.core.errors import UserError
-from nonxfer_bench.execution.store import CellStore
 
 
 def cell(key: str, accuracy: float, attack: str = "blur", **extra) -> Cell:
@@ -67,7 +67,7 @@ def test_a_torn_final_line_is_dropped_and_the_file_stays_appendable(tmp_path):
 
 
 def test_a_gzipped_copy_reads_as_the_store_and_the_same_cells_give_the_same_bytes(tmp_path):
-    from nonxfer_bench.execution.store import gzipped_lines
+    from nonxfer_bench.cells.store import gzipped_lines
 
     cells = [cell("a", 0.5), cell("b", 1.0)]
     (tmp_path / "cells.jsonl.gz").write_bytes(gzipped_lines(cells))
@@ -80,7 +80,7 @@ def test_a_gzipped_copy_reads_as_the_store_and_the_same_cells_give_the_same_byte
 def test_a_damaged_or_oversized_gzipped_store_is_one_line(tmp_path, monkeypatch):
     import gzip
 
-    from nonxfer_bench.execution import store
+    from nonxfer_bench.cells import store
 
     (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip at all")
     with pytest.raises(UserError, match=r"bad.jsonl.gz: not a readable gzip file .*; restore it from git"):
@@ -92,7 +92,7 @@ def test_a_damaged_or_oversized_gzipped_store_is_one_line(tmp_path, monkeypatch)
 
 
 def test_a_results_folder_written_before_gzip_is_still_read(tmp_path):
-    from nonxfer_bench.reporting.leaderboard import results_cells
+    from nonxfer_bench.cells.results import results_cells
 
     assert results_cells(tmp_path) == tmp_path / "cells.jsonl.gz"  # where a leaderboard writes
     (tmp_path / "cells.jsonl").write_text("")
@@ -104,7 +104,7 @@ def test_a_results_folder_written_before_gzip_is_still_read(tmp_path):
 def test_a_gzipped_copy_with_a_torn_last_line_is_damaged_not_shorter(tmp_path):
     import gzip
 
-    from nonxfer_bench.execution.store import lines
+    from nonxfer_bench.cells.store import lines
 
     text = lines([cell("a", 0.5), cell("b", 1.0)])
     (tmp_path / "cells.jsonl.gz").write_bytes(gzip.compress(text[: -20].encode()))  # a results file is written whole
@@ -115,8 +115,8 @@ def test_a_gzipped_copy_with_a_torn_last_line_is_damaged_not_shorter(tmp_path):
 def test_rebuilding_a_results_folder_keeps_its_cells_file_when_the_cells_are_the_same(tmp_path):
     import gzip
 
-    from nonxfer_bench.execution.store import lines
-    from nonxfer_bench.reporting.leaderboard import write_results_cells
+    from nonxfer_bench.cells.results import write_results_cells
+    from nonxfer_bench.cells.store import lines
 
     cells = [cell("a", 0.5), cell("b", 1.0)]
     other_zlib = gzip.compress(lines(cells).encode(), compresslevel=1)  # another zlib's bytes for the same text
@@ -128,8 +128,8 @@ def test_rebuilding_a_results_folder_keeps_its_cells_file_when_the_cells_are_the
 
 
 def test_a_leaderboard_written_into_the_run_folder_leaves_the_cell_store_alone(tmp_path):
-    from nonxfer_bench.reporting.leaderboard import write_leaderboard
-    from tests.reporting.test_ranking import CLEAN, MODELS, release
+    from nonxfer_bench.rendering.leaderboard import write_leaderboard
+    from tests.rendering.test_ranking import CLEAN, MODELS, release
 
     store = CellStore(tmp_path / "cells.jsonl")  # e.g. `leaderboard --out runs/<suite>`, or output.results = output.dir
     store.add(release("clean", 0.0, CLEAN))
@@ -149,7 +149,7 @@ def test_store_lines_are_the_non_blank_lines_whatever_the_piece_size(tmp_path_fa
     blank ones skipped, and only an unterminated last line is marked so."""
     import gzip
 
-    from nonxfer_bench.execution import store
+    from nonxfer_bench.cells import store
 
     data = text.encode()
     path = tmp_path_factory.mktemp("lines") / ("cells.jsonl.gz" if gz else "cells.jsonl")

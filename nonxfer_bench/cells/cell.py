@@ -87,9 +87,9 @@ class Outcomes(BaseModel):
 
 
 RUN_METADATA = frozenset({"attack_seconds", "device", "code"})  # how a run computed a cell, not what it measured
-# attack_param entries that report what a fitted attack found on one release (they differ between NE keys),
-# not which attack step ran: a step's identity leaves them out, so its seeds aggregate into one row
-MEASURED_PARAMS = frozenset({"ratio", "chosen", "authorized_rank", "ranking", "fold_gain", "clean_energy_in_vn", "period"})
+# what fitted attacks found, in records written before it had its own field (``attack_measured``): there the
+# attacks put it into ``attack_param``, and reading such a record moves these entries out
+LEGACY_MEASURED = frozenset({"ratio", "chosen", "authorized_rank", "ranking", "fold_gain", "clean_energy_in_vn"})
 
 
 class Cell(BaseModel):
@@ -112,7 +112,8 @@ class Cell(BaseModel):
     precision: str = Field("fp32", description="the models' precision (part of the key when not fp32)")
     attack: str
     attack_strength: float
-    attack_param: dict[str, Any] = {}
+    attack_param: dict[str, Any] = Field({}, description="the attack's settings at this strength (Attack.parameter)")
+    attack_measured: dict[str, Any] = Field({}, description="what the attack's fit found on this release (Attack.measured)")
     attack_config: dict[str, Any] = Field({}, description="the suite's params of this attack entry: tells two entries of one attack apart")
     baseline: bool
     model: str
@@ -146,13 +147,6 @@ class Cell(BaseModel):
     bounds: dict[str, Any] = Field({}, description="bound-tightness numbers of a baseline cell, named bound/...")
     outcomes: Outcomes | None = Field(None, description="per-image results; None in stores of schema 1")
 
-    def step_param(self) -> dict[str, Any]:
-        """What tells this attack step from another of the same attack and strength: its settings
-        (``attack_param`` without :data:`MEASURED_PARAMS`) and the budget it spent (released and labelled NEs,
-        public images; a budget sweep is one step per budget)."""
-        budget = {"released": self.budget_released, "labelled": self.budget_labelled, "public": self.budget_public}
-        return {k: v for k, v in self.attack_param.items() if k not in MEASURED_PARAMS} | {k: v for k, v in budget.items() if v}
-
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Cell):
             return NotImplemented
@@ -170,6 +164,10 @@ class Cell(BaseModel):
         fields["bounds"] = {k: v for k, v in record.items() if k.startswith(BOUND_PREFIX)}
         if schema == 1:  # the only place the identity attack is known by its name: old records lack the flag
             fields["baseline"] = record.get("attack") == "identity"
+        if "attack_measured" not in record and isinstance(fields.get("attack_param"), dict):
+            settings = fields["attack_param"]
+            fields["attack_param"] = {k: v for k, v in settings.items() if k not in LEGACY_MEASURED}
+            fields["attack_measured"] = {k: v for k, v in settings.items() if k in LEGACY_MEASURED}
         return cls.model_validate(fields)
 
     def record(self) -> dict[str, Any]:
@@ -182,30 +180,11 @@ class Cell(BaseModel):
                 data.pop(key)  # written only when they apply, as schema 1 did
         if data["precision"] == "fp32":
             data.pop("precision")  # fp32 records keep the layout they always had
-        if not data["attack_config"]:
-            data.pop("attack_config")
+        for key in ("attack_config", "attack_measured"):
+            if not data[key]:
+                data.pop(key)
         data |= self.bounds
         data["schema"] = SCHEMA
         if self.outcomes is not None:
             data["outcomes"] = self.outcomes.model_dump(mode="json", exclude_none=True)
         return data
-
-
-def param_text(params: dict[str, Any]) -> str:
-    """``k=v`` pairs sorted by key, as the tables show an attack's parameters."""
-    return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
-
-
-def step_texts(cells: list[Cell]) -> list[str]:
-    """Each cell's attack step as text (``quality=50``, ``dims=18 public=2000 released=100``): its
-    :meth:`Cell.step_param`. Where two entries of one attack at one strength would read the same in a group
-    (e.g. two candidate lists of a surrogate), the suite params that tell them apart are added."""
-    texts = [param_text(cell.step_param()) for cell in cells]
-    configs: dict[tuple, set[str]] = {}
-    for cell, text in zip(cells, texts):
-        configs.setdefault((cell.group, cell.model, cell.attack, cell.attack_strength, text), set()).add(param_text(cell.attack_config))
-    for i, (cell, text) in enumerate(zip(cells, texts)):
-        if len(configs[cell.group, cell.model, cell.attack, cell.attack_strength, text]) > 1:
-            shown = cell.step_param()
-            texts[i] = " ".join(filter(None, [text, param_text({k: v for k, v in cell.attack_config.items() if k not in shown})]))
-    return texts

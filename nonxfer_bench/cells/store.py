@@ -19,12 +19,12 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
 from pydantic import ValidationError
 
+from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.core.reading import open_regular
@@ -208,3 +208,10 @@ def exclusive(run_dir: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def draws(cells: Iterable[Cell]) -> str | None:
+    """The draws (``cpu`` or ``cuda``) ``cells`` were computed with, from the device type each records: ``cuda``
+    if any was computed there (CPU-only attacks record ``cpu`` on a GPU run too), None if none records one."""
+    devices = {cell.device for cell in cells} - {None}
+    return "cuda" if "cuda" in devices else "cpu" if devices else None
