@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nonxfer_bench.execution.store import CellStore
+from nonxfer_bench.analysis.frame import results_frame
+from nonxfer_bench.analysis.uncertainty import outcome_matrix
+from nonxfer_bench.cells.results import results_cells
+from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.metrics.statistics import paired_gain
-from nonxfer_bench.reporting.leaderboard import cells_frame, results_cells
-from nonxfer_bench.reporting.uncertainty import outcome_matrix
 
 RESULTS = Path(__file__).resolve().parent
 COMPARISONS = {  # suite: (encoder, baseline encoder) pairs, compared at every strength both have
@@ -35,7 +36,7 @@ def _text(gain) -> str:
 
 
 def compare(suite: str, pairs: list[tuple[str, str]]) -> None:
-    frame = cells_frame(list(CellStore(results_cells(RESULTS / suite), writable=False).cells.values()))
+    frame = results_frame(list(CellStore(results_cells(RESULTS / suite), writable=False).cells.values()))
     plain = frame[frame.baseline]
     for authorized in sorted(plain.authorized.unique()):
         unauthorized = sorted(plain.loc[(plain.authorized == authorized) & (plain.role == "unauthorized"), "model"].unique())

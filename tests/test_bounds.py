@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.linalg.bounds import encoder_subspace, group_bounds, hoffman_wielandt, misalignment
 from nonxfer_bench.schema.suite import ModelSpec
@@ -118,7 +118,7 @@ def test_the_runner_puts_bound_numbers_into_identity_cells(tmp_path, digits_zoo)
 
 
 def test_the_theory_table_marks_ratios_that_are_one_by_construction():
-    from nonxfer_bench.reporting.theory import theory_markdown
+    from nonxfer_bench.rendering.theory import theory_markdown
 
     base = {"baseline": True, "authorized": "a", "model": "a", "encoder": "reference", "strength": 20.0, "role": "authorized"}
     exact = base | {"bound/k": 1, "bound/auth_layer_ratio_median": 1.0, "bound/auth_layer_ratio_p95": 1.0}
@@ -130,7 +130,8 @@ def test_the_theory_table_marks_ratios_that_are_one_by_construction():
 
 
 def test_rank_correlation_tests_each_predictor_of_the_drop_with_a_bootstrap_interval():
-    from nonxfer_bench.reporting.theory import predictors_markdown, rank_correlation
+    from nonxfer_bench.analysis.theory import rank_correlation
+    from nonxfer_bench.rendering.theory import predictors_markdown
 
     def baseline(model, encoder, accuracy, **bounds):
         role = "authorized" if model == "a" else "unauthorized"

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from nonxfer_bench.reporting.leaderboard import attack_table, effect_table, protection_table
+from nonxfer_bench.analysis.frame import results_frame
+from nonxfer_bench.cells.results import results_cells
+from nonxfer_bench.cells.store import CellStore
+from nonxfer_bench.rendering.tables import attack_table, effect_table, protection_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -28,12 +31,12 @@ def _table_headers(markdown: str) -> list[str]:
 
 
 def _quickstart_frame() -> pd.DataFrame:
-    """The committed quickstart cells as the leaderboard's frame, with a second seed and a bf16 run on a GPU so the
-    seed, precision and device columns appear."""
-    frame = pd.read_csv(QUICKSTART / "cells.csv")
-    frame = frame.assign(attack_param=frame["attack_param"].fillna(""), baseline=frame["attack"] == "identity", n_labeled=frame["n"], outcomes=None)
-    frame = frame.assign(precision="fp32", device="cpu")
-    return pd.concat([frame, frame.assign(seed=frame["seed"] + 1), frame.assign(precision="bf16", device="cuda")], ignore_index=True)
+    """The committed quickstart cells as the results frame, with a second seed and a bf16 run on a GPU so the seed,
+    precision and device columns appear."""
+    cells = list(CellStore(results_cells(QUICKSTART), writable=False).cells.values())
+    seed = [cell.model_copy(update={"seed": cell.seed + 1, "key": cell.key + "-seed"}) for cell in cells]
+    bf16 = [cell.model_copy(update={"precision": "bf16", "device": "cuda", "key": cell.key + "-bf16"}) for cell in cells]
+    return results_frame(cells + seed + bf16)
 
 
 def test_the_glossary_explains_every_column_the_leaderboard_and_cells_csv_have():

@@ -18,8 +18,8 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from nonxfer_bench.cells.results import results_cells
 from nonxfer_bench.metrics.statistics import wilson
-from nonxfer_bench.reporting.leaderboard import results_cells
 
 HERE = Path(__file__).resolve().parent
 SHAPE_ALONE = {"convnext"}  # the only zoo model of its input size (1x32x32): the only candidate for its releases

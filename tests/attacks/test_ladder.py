@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from nonxfer_bench.analysis.frame import results_frame
 from nonxfer_bench.attacks import ATTACKS
 from nonxfer_bench.attacks.threat import Tier
 from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.ladder import identification_table, ladder_tables
-from nonxfer_bench.reporting.leaderboard import write_leaderboard
+from nonxfer_bench.rendering.ladder import identification_table, ladder_tables
+from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from tests.conftest import digits_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,15 +136,15 @@ def test_augment_finetune_never_makes_noise_with_the_authorized_stem():
 
 def test_identification_and_ladder_tables(ladder_run, tmp_path):
     suite, cells = ladder_run
-    identify = {c.budget_released: c.attack_param for c in cells if c.attack == "identify" and c.model == "vit_b"}
+    identify = {c.budget_released: c.attack_measured for c in cells if c.attack == "identify" and c.model == "vit_b"}
     assert identify[30]["chosen"] == "vit_a" and identify[30]["authorized_rank"] == 1
     assert identify[30]["ranking"].split(">")[0] == "vit_a" and len(identify[30]["ranking"].split(">")) == 3
-    table = identification_table(cells)
+    table = identification_table(results_frame(cells))
     assert list(table["released NEs"]) == [1, 30] and table["identified"].iloc[-1] == "1/1"
     assert table["% [95% CI]"].iloc[-1] == "100.0 [20.7, 100.0]" and table["chance %"].iloc[-1] == "33.3"  # Wilson's for 1 of 1; 3 candidates
-    unranked = [c.model_copy(update={"attack_param": {"chosen": c.attack_param["chosen"]}}) if c.attack == "identify" else c for c in cells]
-    assert set(identification_table(unranked)["chance %"]) == {"n/a"}  # no ranking recorded: no chance level, not 100 %
-    ladder, breaks = ladder_tables(cells)
+    unranked = [c.model_copy(update={"attack_measured": {"chosen": c.attack_measured["chosen"]}}) if c.attack == "identify" else c for c in cells]
+    assert set(identification_table(results_frame(unranked))["chance %"]) == {"n/a"}  # no ranking recorded: no chance level, not 100 %
+    ladder, breaks = ladder_tables(results_frame(cells))
     assert set(ladder.tier) == {"none", "method", "architecture", "labelled_nes"}  # identify is analysis, not a rung
     none_row = ladder[ladder.tier == "none"].iloc[0]
     assert none_row["unauth acc by NEs used"].startswith("0: ")  # identity and bn_adapt at strength 0 spend nothing
@@ -161,7 +162,7 @@ def test_two_steps_of_one_attack_that_differ_only_in_scope_stay_apart_in_the_lad
     for c in tuned:
         scopes.setdefault(c.attack_param["scope"], []).append(c.accuracy)
     assert set(scopes) == {"all", "first_layer"} and len(set(map(tuple, scopes.values()))) == 2
-    ladder, _ = ladder_tables(cells)
+    ladder, _ = ladder_tables(results_frame(cells))
     [labelled] = ladder[ladder.tier == "labelled_nes"].to_dict("records")
     best = max(sum(values) / len(values) for values in scopes.values())  # the better scope, not the mean of both
     assert labelled["best [95% CI]"].startswith(f"{100 * best:.1f} "), (labelled, scopes)

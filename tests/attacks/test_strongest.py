@@ -5,9 +5,11 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from nonxfer_bench.core.cell import Cell
-from nonxfer_bench.reporting.leaderboard import cells_frame, effect_table, strongest_attack
-from nonxfer_bench.reporting.tracking import Tracker, sqlite_uri
+from nonxfer_bench.analysis.frame import results_frame
+from nonxfer_bench.analysis.ranking import strongest_attack
+from nonxfer_bench.cells.cell import Cell
+from nonxfer_bench.rendering.tables import effect_table
+from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
 from tests.conftest import tracked_patch_group
 
 
@@ -29,22 +31,22 @@ CELLS = [
 
 
 def test_strongest_attack_maximizes_the_mean_unauthorized_accuracy():
-    best = strongest_attack(cells_frame(CELLS), "a")
-    assert (best["attack"], best["attack_strength"], best["label"]) == ("oracle_projection", 1.0, "oracle_projection 1")
+    best = strongest_attack(results_frame(CELLS), "a")
+    assert (best["step"].attack, best["step"].strength, best["label"]) == ("oracle_projection", 1.0, "oracle_projection 1")
     assert best["unauth_mean"] == pytest.approx(0.60)
     assert (best["unauth_max"], best["unauth_max_model"], best["auth"]) == (pytest.approx(0.70), "b", pytest.approx(0.85))
 
 
 def test_strongest_attack_is_identity_when_nothing_helps_and_ties_keep_the_authorized_model():
     plain = [c for c in CELLS if c.baseline]
-    assert strongest_attack(cells_frame(plain), "a")["label"] == "no attack"
+    assert strongest_attack(results_frame(plain), "a")["label"] == "no attack"
     tie = CELLS[:3] + [cell("blur", 0.5, "a", 0.95), cell("blur", 0.5, "b", 0.10), cell("blur", 0.5, "c", 0.12)]
-    assert strongest_attack(cells_frame(tie), "a")["attack"] == "blur"
+    assert strongest_attack(results_frame(tie), "a")["step"].attack == "blur"
 
 
 def test_effect_table_has_the_strongest_attack_columns_per_encoding():
     clean = [cell("identity", 1.0, m, 0.9, encoder="clean") for m in "abc"]
-    table = effect_table(cells_frame(CELLS + clean), ["a", "b", "c"])
+    table = effect_table(results_frame(CELLS + clean), ["a", "b", "c"])
     row = table[table.encoding == "patch 10"].iloc[0]
     assert row["strongest attack"] == "oracle_projection 1"
     assert row["strongest: unauth mean"] == "60.0 [50.2, 69.1]"  # Wilson 95% for 60 of n = 100
@@ -54,11 +56,11 @@ def test_effect_table_has_the_strongest_attack_columns_per_encoding():
 
 def test_controls_are_shown_but_never_counted_as_unauthorized():
     control = [cell(attack, strength, "r", 0.99, role="control") for attack, strength in (("identity", 1.0), ("blur", 0.5))]
-    frame = cells_frame(CELLS + control)
+    frame = results_frame(CELLS + control)
     assert strongest_attack(frame, "a")["unauth_mean"] == pytest.approx(0.60)  # as without the control
     row = effect_table(frame, ["a", "b", "c", "r"]).iloc[0]
     assert (row["unauth mean"].split(" [")[0], row["r"].split(" [")[0]) == ("11.0", "99.0")
-    assert row["unauth max"] == effect_table(cells_frame(CELLS), ["a"]).iloc[0]["unauth max"]
+    assert row["unauth max"] == effect_table(results_frame(CELLS), ["a"]).iloc[0]["unauth max"]
 
 
 def test_group_run_logs_the_best_attack_metric_and_tag(tmp_path, monkeypatch):

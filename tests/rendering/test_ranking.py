@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from nonxfer_bench.core.cell import Cell, pack_bits
+from nonxfer_bench.cells.cell import Cell, pack_bits
 from nonxfer_bench.core.version import code_version
 from nonxfer_bench.metrics.statistics import bootstrap_over_images
-from nonxfer_bench.reporting.leaderboard import write_leaderboard
-from nonxfer_bench.reporting.provenance import Source
+from nonxfer_bench.rendering.leaderboard import write_leaderboard
+from nonxfer_bench.rendering.provenance import Source
 
 N = 400
 GAP = re.compile(r"^([+-]\d+\.\d)(?: \[([+-]\d+\.\d), ([+-]\d+\.\d)\])?$")
@@ -115,7 +115,7 @@ def test_with_several_seeds_the_gap_is_the_mean_over_seeds_and_shows_their_sprea
 @pytest.mark.parametrize("measured", ["ratio", "clean_energy_in_vn"])  # the subspace estimator's variance ratio, the oracle's energy share
 def test_what_a_fitted_attack_measured_differs_between_seeds_but_does_not_split_its_step(tmp_path, measured):
     cells = [c for seed in (0, 1) for c in release("clean", 0.0, CLEAN, seed) + release("patch", 20.0, STRONG, seed)]
-    fitted = [c.model_copy(update={"attack_param": {"dims": 18, measured: 1.0 + c.seed / 10}}) if c.attack == "blur" else c for c in cells]
+    fitted = [c.model_copy(update={"attack_param": {"dims": 18}, "attack_measured": {measured: 1.0 + c.seed / 10}}) if c.attack == "blur" else c for c in cells]
     text = write_leaderboard("s", fitted, MODELS, tmp_path)[0].read_text()
     assert tables(text)["Protection ranking"][0]["seeds"] == "2"
     blur = [row for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"]
@@ -126,7 +126,7 @@ def test_what_a_fitted_attack_measured_differs_between_seeds_but_does_not_split_
 
 def test_two_entries_of_one_attack_that_read_the_same_stay_two_steps(tmp_path):
     cells = release("clean", 0.0, CLEAN) + release("patch", 20.0, STRONG)
-    entries = [c.model_copy(update={"attack_config": {"candidates": names}, "key": c.key + names[-1], "attack_param": {"removed": 1.0, "chosen": "b"}})
+    entries = [c.model_copy(update={"attack_config": {"candidates": names}, "key": c.key + names[-1], "attack_param": {"removed": 1.0}, "attack_measured": {"chosen": "b"}})
                for c in cells if c.attack == "blur" for names in (["b", "c"], ["b", "d"])]  # fmt: skip
     text = write_leaderboard("s", [c for c in cells if c.attack != "blur"] + entries, MODELS, tmp_path)[0].read_text()
     blur = sorted(row["param"] for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5")

@@ -5,7 +5,7 @@ import pytest
 
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.tracking import Tracker, sqlite_path, sqlite_uri
+from nonxfer_bench.tracking.tracker import Tracker, sqlite_path, sqlite_uri
 from tests.conftest import digits_suite
 
 
@@ -103,7 +103,7 @@ def test_a_killed_invocation_is_resumed_in_the_same_parent_run_without_duplicate
 
 
 def test_the_environment_tracking_uri_wins(tmp_path, digits_zoo, monkeypatch):
-    from nonxfer_bench.reporting.tracking import tracking_uri
+    from nonxfer_bench.tracking.tracker import tracking_uri
 
     _, suite, _ = tracked_suite(tmp_path, digits_zoo)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
@@ -111,7 +111,7 @@ def test_the_environment_tracking_uri_wins(tmp_path, digits_zoo, monkeypatch):
 
 
 def test_a_rerun_that_computes_nothing_logs_no_group_run_and_reads_back_whole(tmp_path, digits_zoo, monkeypatch):
-    from nonxfer_bench.reporting.readback import read_suite
+    from nonxfer_bench.tracking.readback import read_suite
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path, suite, uri = tracked_suite(tmp_path, digits_zoo)

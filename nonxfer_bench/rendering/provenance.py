@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nonxfer_bench.analysis.frame import STEP
 from nonxfer_bench.core.errors import shown_path
 from nonxfer_bench.core.version import UNKNOWN, code_version, git
 
@@ -75,7 +76,7 @@ def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> 
     images = UNKNOWN if n.empty else (f"{int(n.min()):,}" if n.min() == n.max() else f"{int(n.min()):,} to {int(n.max()):,}")
     seeds = sorted(int(s) for s in frame.seed.unique())
     encodings = frame[frame.encoder != "clean"].drop_duplicates(["authorized", "encoder", "strength"])
-    steps = frame.drop_duplicates(["attack", "attack_strength", "attack_param"])
+    steps = frame.drop_duplicates(STEP)
     models = frame.drop_duplicates("model")
     controls = int((models.role == "control").sum())
     suite = f"`{suite_name}`" + (f" (`{source.suite_file}`)" if source.suite_file else " (suite file not given)")

@@ -7,14 +7,14 @@ from __future__ import annotations
 import mlflow
 import pytest
 
+from nonxfer_bench.analysis.frame import results_frame
+from nonxfer_bench.analysis.security import security_points
+from nonxfer_bench.analysis.uncertainty import aggregate_intervals
 from nonxfer_bench.metrics.statistics import wilson
-from nonxfer_bench.reporting.leaderboard import cells_frame
-from nonxfer_bench.reporting.plots import write_plots
-from nonxfer_bench.reporting.security import security_points
-from nonxfer_bench.reporting.tracking import Tracker, sqlite_uri
-from nonxfer_bench.reporting.uncertainty import aggregate_intervals
+from nonxfer_bench.rendering.plots import write_plots
+from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
 from tests.conftest import tracked_patch_group
-from tests.reporting.synthetic import IMAGES, MODELS, ladder_cells
+from tests.synthetic import IMAGES, MODELS, ladder_cells
 
 MEASURED = ("acc.", "agree.", "acc_flat.", "auth.acc", "auth.agree", "unauth.acc", "unauth.agree", "unauth.best_attack", "auth.best_attack", "security.")
 SUFFIXES = ("_lo", "_hi", "_n")
@@ -28,7 +28,7 @@ def logged(tmp_path_factory):
     suite, path, group = tracked_patch_group(tmp_path, uri, "intervals-test", MODELS, 20.0)
     cells = ladder_cells()
     released = [c for c in cells if c.encoder == "patch"]
-    plots = write_plots(cells_frame(cells), MODELS, "accuracy", tmp_path / "results", cells)
+    plots = write_plots(results_frame(cells), MODELS, "accuracy", tmp_path / "results")
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         with Tracker(suite, path) as tracker:
@@ -67,7 +67,7 @@ def test_a_cell_metric_carries_wilsons_interval(logged):
 
 def test_the_unauthorized_mean_carries_the_paired_bootstrap_interval(logged):
     _, _, child, released = logged
-    frame = cells_frame(released)
+    frame = results_frame(released)
     plain = frame[frame.baseline]
     mean, best = aggregate_intervals(plain, ["b", "c"], "accuracy")
     metrics = child.data.metrics
@@ -79,7 +79,7 @@ def test_the_unauthorized_mean_carries_the_paired_bootstrap_interval(logged):
 
 def test_security_curve_points_are_metrics_with_step_equal_to_the_budget(logged):
     client, _, child, released = logged
-    points = security_points(cells_frame(released), released)
+    points = security_points(results_frame(released))
     method = points[(points.tier == "method") & (points.budget == "nes")]
     assert history(client, child, "security.nes.method.unauth_mean") == pytest.approx(dict(zip(method.value, method["mean"])))
     assert sorted(history(client, child, "security.nes.method.unauth_mean")) == [1, 10, 100]

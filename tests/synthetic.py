@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nonxfer_bench.core.cell import Cell, pack_bits
+from nonxfer_bench.cells.cell import Cell, pack_bits
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "results" / "quickstart" / "cells.csv"
+QUICKSTART = Path(__file__).resolve().parents[1] / "results" / "quickstart" / "cells.csv"
 IMAGES = 200
 MODELS = ["a", "b", "c"]  # "a" is authorized
 # (attack, strength, tier, released, labelled, public, unauthorized accuracy): a ladder where knowledge and budget pay

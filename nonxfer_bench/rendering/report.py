@@ -12,11 +12,11 @@ import re
 import shutil
 from pathlib import Path
 
+from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.core.atomic import atomic_write
-from nonxfer_bench.core.cell import Cell
-from nonxfer_bench.reporting.figures import read_caption
-from nonxfer_bench.reporting.leaderboard import write_leaderboard
-from nonxfer_bench.reporting.provenance import Source
+from nonxfer_bench.rendering.figures import read_caption
+from nonxfer_bench.rendering.leaderboard import write_leaderboard
+from nonxfer_bench.rendering.provenance import Source
 
 SORT_SCRIPT = """
 document.querySelectorAll("table").forEach(table => {

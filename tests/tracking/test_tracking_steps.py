@@ -10,10 +10,12 @@ import re
 import mlflow
 import pytest
 
-from nonxfer_bench.core.cell import Cell
-from nonxfer_bench.reporting.tracking import STEP_NAME_MAX, Tracker, attack_names, split_cell_metric, sqlite_uri
+from nonxfer_bench.cells.cell import Cell
+from nonxfer_bench.cells.step import steps
+from nonxfer_bench.tracking.names import STEP_NAME_MAX, attack_names, split_cell_metric
+from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
 from tests.conftest import tracked_patch_group
-from tests.reporting.synthetic import MODELS, ladder_cells
+from tests.synthetic import MODELS, ladder_cells
 
 # the synthetic ladder's patch_mean steps at strength 1, by (released, public) NEs and images: the attack part of their names
 SWEEP = {
@@ -60,8 +62,8 @@ def step_cell(attack: str, strength: float, model: str, accuracy: float, param: 
 def names_of(cells: list[Cell]) -> dict[tuple[str, float], set[str]]:
     """(attack, strength) -> the attack parts of the metric names of its steps."""
     out: dict[tuple[str, float], set[str]] = {}
-    for (attack, strength, _), name in attack_names(cells).items():
-        out.setdefault((attack, strength), set()).add(name)
+    for step, name in attack_names(steps(cells)).items():
+        out.setdefault((step.attack, step.strength), set()).add(name)
     return out
 
 
@@ -175,7 +177,8 @@ def test_a_metric_name_splits_into_metric_attack_step_and_model():
 
 
 def test_a_metric_name_too_long_for_mlflow_keeps_its_start_and_ends_in_a_hash():
-    from nonxfer_bench.reporting.tracking import MAX_METRIC_NAME, _fitting
+    from nonxfer_bench.tracking.names import MAX_METRIC_NAME
+    from nonxfer_bench.tracking.names import fitting as _fitting
 
     long = "acc_flat.surrogate_projection/" + "x" * 100 + "." + "m" * 128  # a step name and a model name at their limits
     fitted, other = _fitting(long), _fitting(long[:-1] + "n")

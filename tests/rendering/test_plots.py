@@ -12,11 +12,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from nonxfer_bench.reporting.figures import DPI, FONT_SIZE, MAX_SERIES, TITLE_SIZE, read_caption, save
-from nonxfer_bench.reporting.leaderboard import cells_frame, write_leaderboard
-from nonxfer_bench.reporting.plots import accuracy_vs_strength_figure, attack_curves_figure, transfer_heatmap_figure, write_plots
-from nonxfer_bench.reporting.security import security_curves_figure
-from tests.reporting.synthetic import MODELS, ladder_cells, quickstart_cells
+from nonxfer_bench.analysis.frame import results_frame
+from nonxfer_bench.rendering.figures import DPI, FONT_SIZE, MAX_SERIES, TITLE_SIZE, read_caption, save
+from nonxfer_bench.rendering.leaderboard import write_leaderboard
+from nonxfer_bench.rendering.plots import accuracy_vs_strength_figure, attack_curves_figure, transfer_heatmap_figure, write_plots
+from nonxfer_bench.rendering.security_plot import security_curves_figure
+from tests.synthetic import MODELS, ladder_cells, quickstart_cells
 
 QUICKSTART_MODELS = ["vit_a", "vit_b", "convnext", "resnet", "resnet_deep", "mobilenet"]
 
@@ -24,13 +25,13 @@ QUICKSTART_MODELS = ["vit_a", "vit_b", "convnext", "resnet", "resnet_deep", "mob
 @pytest.fixture(scope="module")
 def quickstart():
     cells = quickstart_cells()
-    return cells, cells_frame(cells)
+    return cells, results_frame(cells)
 
 
 @pytest.fixture(scope="module")
 def ladder():
     cells = ladder_cells()
-    return cells, cells_frame(cells)
+    return cells, results_frame(cells)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def figures(quickstart, ladder):
         "accuracy_vs_strength": accuracy_vs_strength_figure(frame, QUICKSTART_MODELS, "accuracy"),
         "transfer_heatmap": transfer_heatmap_figure(frame, QUICKSTART_MODELS, "accuracy"),
         "attack_curves": attack_curves_figure(frame, "accuracy"),
-        "security_curves": security_curves_figure(ladder[1], ladder[0], "accuracy"),
+        "security_curves": security_curves_figure(ladder[1], "accuracy"),
     }
     yield built
     import matplotlib.pyplot as plt
@@ -167,9 +168,9 @@ def test_security_curves_plot_each_tier_against_each_budget_with_clean_and_break
 
 def test_security_curves_need_a_budget_sweep(quickstart):
     cells, frame = quickstart
-    assert security_curves_figure(frame, cells, "accuracy") is None  # no tiers
+    assert security_curves_figure(frame, "accuracy") is None  # no tiers
     plain = [c for c in ladder_cells() if c.attack in ("identity", "blur", "oracle_projection")]  # every budget 0
-    assert security_curves_figure(cells_frame(plain), plain, "accuracy") is None
+    assert security_curves_figure(results_frame(plain), "accuracy") is None
 
 
 def test_the_leaderboard_writes_the_security_curves_beside_the_other_plots(ladder, tmp_path):
@@ -178,28 +179,30 @@ def test_the_leaderboard_writes_the_security_curves_beside_the_other_plots(ladde
     names = {path.name for path in paths if path.suffix == ".png"}
     assert {"accuracy_vs_strength.png", "transfer_heatmap.png", "attack_curves.png", "security_curves.png"} <= names
     assert "knowledge tier" in read_caption(tmp_path / "security_curves.png")
-    assert write_plots(cells_frame(cells), MODELS, "accuracy", tmp_path / "without", None)  # no typed cells: no security curves
+    untiered = [cell.model_copy(update={"tier": None}) for cell in cells]  # cells of stores written before tiers
+    assert write_plots(results_frame(untiered), MODELS, "accuracy", tmp_path / "without")
     assert not (tmp_path / "without" / "security_curves.png").exists()
 
 
-def bound_records() -> list[dict]:
-    """Identity cells with bound numbers: authorized 'a', unauthorized 'b', 'c', 'd', a patch and a reference release."""
+def bound_frame() -> pd.DataFrame:
+    """Identity cells with bound numbers (the results frame's columns that theory reads): authorized 'a', unauthorized
+    'b', 'c', 'd', a patch and a reference release."""
     records = []
     for model, misalignment in (("a", 0.0), ("b", 0.2), ("c", 0.4), ("d", 0.6)):
         role = "authorized" if model == "a" else "unauthorized"
-        records.append({"baseline": True, "authorized": "a", "encoder": "clean", "strength": 0.0, "model": model, "role": role, "accuracy": 0.9})
+        records.append({"baseline": True, "authorized": "a", "encoder": "clean", "strength": 0.0, "model": model, "role": role, "accuracy": 0.9, "bounds": {}})
         for encoder, strength in (("patch", 10.0), ("patch", 20.0), ("reference", 15.0)):
             bounds = {"bound/misalignment": misalignment, "bound/unauth_layer_pred": 1 + misalignment, "bound/unauth_layer_obs_patch": 1.1 + misalignment}
             accuracy = 0.9 if model == "a" else 0.9 - misalignment
             records.append(
-                {"baseline": True, "authorized": "a", "encoder": encoder, "strength": strength, "model": model, "role": role, "accuracy": accuracy} | bounds
+                {"baseline": True, "authorized": "a", "encoder": encoder, "strength": strength, "model": model, "role": role, "accuracy": accuracy, "bounds": bounds}
             )
-    return records
+    return pd.DataFrame(records).assign(position=range(len(records)))
 
 
 def test_theory_plots_share_the_style_and_facet_by_encoder(tmp_path, monkeypatch):
-    from nonxfer_bench.reporting import figures
-    from nonxfer_bench.reporting.theory import write_theory_plots
+    from nonxfer_bench.rendering import theory
+    from nonxfer_bench.rendering.theory import write_theory_plots
 
     built = {}
 
@@ -207,8 +210,8 @@ def test_theory_plots_share_the_style_and_facet_by_encoder(tmp_path, monkeypatch
         built[path.name] = (figure, [text.get_fontsize() for text in texts(figure)], [axis.get_legend_handles_labels()[1] for axis in figure.axes])
         return save(figure, path)
 
-    monkeypatch.setattr(figures, "save", keep)
-    paths = write_theory_plots(bound_records(), tmp_path)
+    monkeypatch.setattr(theory, "save", keep)
+    paths = write_theory_plots(bound_frame(), tmp_path)
     assert [path.name for path in paths] == ["theory_pred_vs_obs.png", "theory_misalignment_vs_drop.png"]
     for path in paths:
         figure, sizes, legends = built[path.name]
@@ -222,7 +225,7 @@ def test_theory_plots_share_the_style_and_facet_by_encoder(tmp_path, monkeypatch
 
 
 def test_the_html_report_captions_each_plot_with_its_own_caption(ladder, tmp_path):
-    from nonxfer_bench.reporting.report import write_report
+    from nonxfer_bench.rendering.report import write_report
 
     cells, _ = ladder
     page = write_report("ladder", cells, MODELS, {}, tmp_path).read_text()

@@ -24,7 +24,7 @@ group. An attack with several steps at one strength (one MLflow step), e.g. a bu
 names every one of its steps ``<attack>/<step>`` (:func:`attack_names`), so each step is its own series and none
 overwrites another: ``<step>`` is ``key_value`` for each param that tells the attack's steps at one strength apart,
 sorted by key and joined by '_', from the step's identity as the leaderboard has it
-(:meth:`~nonxfer_bench.core.cell.Cell.step_param`: settings and budgets, and the suite entry's params where two
+(:meth:`~nonxfer_bench.cells.cell.Cell.step_param`: settings and budgets, and the suite entry's params where two
 entries read the same). Values are made safe: a '.' between digits becomes 'p', any other run of characters other
 than ASCII letters, digits, '_' and '-' one '_'; a name alike another once made safe, or longer than
 :data:`STEP_NAME_MAX`, ends in a hash of the step. E.g. ``acc.patch_mean/public_2000_released_10.vit_a``,
@@ -42,11 +42,11 @@ Every accuracy and agreement metric ``<metric>`` above (per cell, per role curve
 comes with ``<metric>_lo`` and ``<metric>_hi``, its 95% interval, and ``<metric>_n``, the images it counts
 (labeled images for accuracy), at the same step: Wilson's interval for one model's proportion, and for the
 unauthorized mean and max a bootstrap over images paired across models where the cells keep per-image outcomes
-(Wilson's at the mean otherwise), as the leaderboard computes them (:mod:`nonxfer_bench.reporting.uncertainty`).
+(Wilson's at the mean otherwise), as the leaderboard computes them (:mod:`nonxfer_bench.analysis.uncertainty`).
 E.g. ``unauth.acc_mean``, ``unauth.acc_mean_lo``, ``unauth.acc_mean_hi``, ``unauth.acc_mean_n``.
 
 Cells that record their attack's threat model add the security curves
-(:mod:`nonxfer_bench.reporting.security`): ``security.<budget>.<tier>.unauth_mean`` and
+(:mod:`nonxfer_bench.analysis.security`): ``security.<budget>.<tier>.unauth_mean`` and
 ``security.<budget>.<tier>.unauth_max`` (with ``_lo``, ``_hi``, ``_n``), step = the budget, where ``<budget>`` is
 ``nes`` (released + labelled NEs the attack used) or ``public`` (clean public images) and ``<tier>`` the knowledge
 tier; each point is the tier's strongest attack step at that budget. The plot, ``security_curves.png``, is with
@@ -75,17 +75,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-import pandas as pd
-
+from nonxfer_bench.analysis.frame import results_frame
+from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.cell import Cell, param_text, step_texts
 from nonxfer_bench.core.errors import EXCERPT, UserError, excerpt
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.execution.plan import EncodingGroup
-from nonxfer_bench.metrics.statistics import Interval
-from nonxfer_bench.reporting.leaderboard import cells_frame
-from nonxfer_bench.reporting.uncertainty import aggregate_intervals, metric_n, proportion_interval
+from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import Suite
+from nonxfer_bench.tracking.metrics import group_metrics
 
 PARENT_TAG = "nxb.suite_hash"
 GROUP_TAG = "nxb.group"
@@ -255,15 +253,16 @@ def tag_equals(tag: str, value: str) -> str:
 class Tracker:
     """Logs one suite invocation to MLflow; use as a context manager around the runner."""
 
-    def __init__(self, suite: Suite, suite_path: Path) -> None:
+    def __init__(self, suite: Suite, suite_path: Path, settings: RunSettings | None = None) -> None:
         import mlflow
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (store migrations) are not the run's progress
         self.mlflow = mlflow
         self.suite = suite
+        self.settings = settings or RunSettings.of(suite)
         self.suite_path = suite_path
         self.uri = tracking_uri(suite)
-        self.suite_hash = stable_hash(suite.model_dump(mode="json", exclude={"output", "tracking", "threads"}))
+        self.suite_hash = stable_hash(self._invocation())
         self.run_dir = str(suite.run_dir().resolve())
         self.parent_id: str | None = None
         self.logged_groups: set[str] = set()
@@ -339,20 +338,27 @@ class Tracker:
         )
         self.mlflow.log_dict(resolved, "preprocessing.json")
 
+    def _invocation(self) -> dict[str, Any]:
+        """What identifies an invocation's parent run: the suite as run (the settings in place of its defaults)."""
+        data = self.suite.model_dump(mode="json", exclude={"output", "tracking", "threads"})
+        data |= {"device": self.settings.device, "precision": self.settings.precision, "bounds": self.settings.bounds}
+        data["dataset"]["limit"] = self.settings.limit
+        return data
+
     def _suite_params(self) -> dict[str, Any]:
-        suite = self.suite
+        suite, settings = self.suite, self.settings
         return {
             "dataset": suite.dataset.name,
             "dataset.params": suite.dataset.params,
-            "dataset.limit": suite.dataset.limit,
+            "dataset.limit": settings.limit,
             "zoo": ",".join(m.name for m in suite.models),
             "authorized": ",".join(suite.authorized),
             "encoders": ";".join(f"{e.name}{e.strengths}{e.params or ''}" for e in suite.encoders)[:6000],
             "attacks": ";".join(f"{a.name}{a.strengths}{a.params or ''}" for a in suite.attacks)[:6000],
             "seeds": suite.seeds,
             "batch_size": suite.batch_size,
-            "device": suite.device,
-            "precision": suite.precision,
+            "device": settings.device,
+            "precision": settings.precision,
         }
 
     def _run_holding(self, group: EncodingGroup, cells_hash: str) -> str | None:
@@ -394,19 +400,9 @@ class Tracker:
             mlflow.log_params({"strength": group.strength, "authorized": group.authorized, "encoder": group.encoder.name, "seed": group.seed, "storage": group.storage})
             faults.point("mlflow_group_started")
             mlflow.log_dict({"cells": cells}, CELLS_ARTIFACT)
-            timestamp = int(time.time() * 1000)
-            frame = cells_frame(finished)
-            names = attack_names(finished)
-            metrics = _cell_metrics(finished, names, timestamp)
-            metrics += _summary_metrics(group.authorized, frame, cells, timestamp)
-            best = _strongest_attack(group.authorized, frame)
+            metrics, best = group_metrics(group.authorized, results_frame(finished), int(time.time() * 1000))
             if best is not None:
-                metrics += _best_attack_metrics(best, frame, timestamp)
-                best_name = names[best["attack"], best["attack_strength"], best["attack_param"]]
-                mlflow.set_tag("nxb.best_attack", f"{best_name}@{best['attack_strength']:g}")
-            metrics += _role_curves(frame, names, timestamp)
-            metrics += _security_metrics(frame, finished, timestamp)
-            metrics += self._bound_metrics(group, cells, timestamp)
+                mlflow.set_tag("nxb.best_attack", best)
             client = mlflow.MlflowClient()
             run_id = mlflow.active_run().info.run_id
             for start in range(0, len(metrics), 900):
@@ -419,22 +415,6 @@ class Tracker:
         faults.point("mlflow_group_after")
         self.logged_groups.add(group.key)
 
-    def _bound_metrics(self, group: EncodingGroup, cells: list[dict], timestamp: int) -> list:
-        """The identity cells' numeric ``bound/`` numbers: group-level ones as ``bound/<name>`` (from the authorized
-        cell), model-specific ones as ``bound/<name>.<model>``."""
-        from nonxfer_bench.linalg.bounds import MODEL_KEYS
-        from nonxfer_bench.reporting.theory import numeric_bounds
-
-        Metric = self.mlflow.entities.Metric
-        out, seen = [], set()
-        for cell in (c for c in cells if c["baseline"]):
-            for name, value in numeric_bounds(cell).items():
-                key = f"{name}.{cell['model']}" if name in MODEL_KEYS else name
-                if key not in seen:
-                    seen.add(key)
-                    out.append(Metric(key, value, timestamp, 0))
-        return out
-
     def log_results(self, paths: list[Path]) -> None:
         for path in paths:
             self.mlflow.log_artifact(str(path), artifact_path="leaderboard")
@@ -444,198 +424,3 @@ class Tracker:
             self.mlflow.end_run("FINISHED")
         else:
             self.mlflow.end_run("KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")
-
-
-MAX_METRIC_NAME = 250 - len("_lo")  # MLflow refuses a batch holding a key over 250 characters, suffixes included
-
-
-def _fitting(name: str) -> str:
-    """``name``, or when it is too long for MLflow (long model and step names), its start and a hash of the whole."""
-    return name if len(name) <= MAX_METRIC_NAME else f"{name[: MAX_METRIC_NAME - 9]}_{stable_hash(name)[:8]}"
-
-
-def _with_interval(name: str, value: float, interval: Interval | None, n: int | None, timestamp: int, step: int) -> list:
-    """``name`` and, where known, ``name_lo``, ``name_hi`` (its 95% interval) and ``name_n`` (images it counts)."""
-    from mlflow.entities import Metric
-
-    name = _fitting(name)
-    out = [Metric(name, value, timestamp, step)]
-    if interval is not None:
-        out += [Metric(f"{name}_lo", interval.lo, timestamp, step), Metric(f"{name}_hi", interval.hi, timestamp, step)]
-    if n is not None:
-        out.append(Metric(f"{name}_n", n, timestamp, step))
-    return out
-
-
-STEP_SEPARATOR = "/"  # between an attack and its step's name: acc.<attack>/<step>.<model>
-STEP_NAME_MAX = 100  # characters; longer step names are cut and end in a hash of the step
-METRIC_STEP = "_metric_step"  # key of a step's strength in the params its name is chosen from
-
-
-def mlflow_step(strength: float) -> int:
-    """The MLflow step of an attack strength: round(100 x strength)."""
-    return round(100 * strength)
-
-
-def _safe(text: str) -> str:
-    """``text`` as part of a metric name: a '.' between digits becomes 'p' (0.01: 0p01), every other run of
-    characters other than ASCII letters, digits, '_' and '-' one '_' ('.' would split the name, '/' nest it)."""
-    text = re.sub(r"(?<=\d)\.(?=\d)", "p", text)
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
-
-
-def _step_name(params: dict[str, Any], keys: list[str]) -> str:
-    """``k_v`` for each of ``keys`` (in their order) that ``params`` holds, joined by '_'; ``default`` when none."""
-    pairs = []
-    for key in keys:
-        if key in params:
-            value = _safe(str(params[key]))
-            pairs.append("_".join(filter(None, ["strength" if key == METRIC_STEP else _safe(key), value])))
-    return "_".join(pairs) or "default"
-
-
-def attack_names(cells: list[Cell]) -> dict[tuple[str, float, str], str]:
-    """The attack part of the metric names of one group's cells, by (attack, attack strength, step text of
-    :func:`~nonxfer_bench.core.cell.step_texts`).
-
-    An attack with one step per strength keeps its name (``blur``). An attack with several steps at one strength
-    (MLflow step), e.g. a budget sweep, names every one of its steps ``<attack>/<step>``: ``<step>`` holds the
-    params that tell its steps at one strength apart (``key_value``, sorted by key, joined by '_', made safe by
-    :func:`_safe`), so each is one series over the attack strength (``finetune/scope_all``,
-    ``patch_mean/public_100_released_1``). Where that is not enough (names alike once made safe, or longer than
-    :data:`STEP_NAME_MAX`), the step's name ends in a hash of the step, so no two steps share a name and step.
-    """
-    params: dict[tuple[str, float, str], dict[str, Any]] = {}
-    for cell, text in zip(cells, step_texts(cells)):
-        step = cell.step_param()
-        if text != param_text(step):  # step_texts added the suite entry's params that tell two entries apart
-            step |= {k: v for k, v in cell.attack_config.items() if k not in step}
-        params.setdefault((cell.attack, cell.attack_strength, text), {METRIC_STEP: cell.attack_strength} | step)
-    names: dict[tuple[str, float, str], str] = {}
-    for attack in dict.fromkeys(key[0] for key in params):
-        steps = {key: value for key, value in params.items() if key[0] == attack}
-        at: dict[int, list[tuple[str, float, str]]] = {}
-        for key in steps:
-            at.setdefault(mlflow_step(key[1]), []).append(key)
-        if all(len(keys) == 1 for keys in at.values()):
-            names.update(dict.fromkeys(steps, attack))
-            continue
-        differing = set()  # the params whose values differ between steps at one strength (absent counts as a value)
-        for keys in at.values():
-            for k in set().union(*(steps[key] for key in keys)):
-                if len({repr(steps[key][k]) if k in steps[key] else None for key in keys}) > 1:
-                    differing.add(k)
-        ordered = sorted(differing, key=lambda k: (k == METRIC_STEP, k))  # the strength, if it tells them apart, last
-        for keys in at.values():
-            chosen = {key: _step_name(steps[key], ordered) for key in keys}
-            for key, name in chosen.items():
-                alike = sum(other == name for other in chosen.values()) > 1
-                if alike or len(name) > STEP_NAME_MAX:
-                    name = f"{name[: STEP_NAME_MAX - 9]}_{stable_hash([key[1], key[2]])[:8]}"
-                names[key] = f"{attack}{STEP_SEPARATOR}{name}"
-    return names
-
-
-def split_cell_metric(name: str) -> tuple[str, str, str | None, str]:
-    """(metric, attack, step name or None, model) of a per-cell metric name, ``acc.blur.vit_a`` or
-    ``acc.patch_mean/released_10.vit_a`` (with ``_lo``, ``_hi``, ``_n`` left on the model)."""
-    metric, attack, model = name.split(".", 2)
-    attack, _, step = attack.partition(STEP_SEPARATOR)
-    return metric, attack, step or None, model
-
-
-def _cell_metrics(cells: list[Cell], names: dict[tuple[str, float, str], str], timestamp: int) -> list:
-    """Per cell: ``acc.<attack>.<model>``, ``agree.<attack>.<model>`` (and ``acc_flat``) with Wilson intervals,
-    step = round(100 x attack strength); ``<attack>`` as :func:`attack_names` gives it."""
-    out = []
-    for cell, text in zip(cells, step_texts(cells)):
-        attack = names[cell.attack, cell.attack_strength, text]
-        labeled = cell.n if cell.n_labeled is None else cell.n_labeled
-        for metric, name, n in (("accuracy", "acc", labeled), ("agreement", "agree", cell.n), ("accuracy_flat", "acc_flat", labeled)):
-            value = getattr(cell, metric)
-            if value is not None:  # accuracy None: unlabeled images
-                out += _with_interval(f"{name}.{attack}.{cell.model}", value, proportion_interval(value, n), n, timestamp, mlflow_step(cell.attack_strength))
-    return out
-
-
-def _unauthorized(part: pd.DataFrame) -> list[str]:
-    return sorted(part.loc[part.role == "unauthorized", "model"].unique())  # never the authorized model or a control
-
-
-def _aggregates(names: tuple[str, str], part: pd.DataFrame, metric: str, timestamp: int, step: int) -> list:
-    """The mean and the max (``names``) over the unauthorized models of ``part`` with their intervals (paired
-    bootstrap over images with per-image outcomes, else Wilson) and n."""
-    models = _unauthorized(part)
-    values = part[part.model.isin(models)].groupby("model")[metric].mean().dropna()
-    if values.empty:
-        return []
-    mean, best = aggregate_intervals(part, models, metric)
-    n = metric_n(part[part.model.isin(models)], metric)
-    return _with_interval(names[0], values.mean(), mean, n, timestamp, step) + _with_interval(names[1], values.max(), best, n, timestamp, step)
-
-
-def _summary_metrics(authorized: str, frame: pd.DataFrame, cells: list[dict], timestamp: int) -> list:
-    """No attack: ``auth.acc``, ``unauth.acc_mean``, ``unauth.acc_max`` with intervals, and ``psnr.encoded``."""
-    from mlflow.entities import Metric
-
-    plain = frame[frame.baseline].dropna(subset=["accuracy"])
-    out = []
-    own = plain[plain.model == authorized]
-    if len(own):
-        n = metric_n(own, "accuracy")
-        out += _with_interval("auth.acc", own.accuracy.iloc[0], proportion_interval(own.accuracy.iloc[0], n), n, timestamp, 0)
-    out += _aggregates(("unauth.acc_mean", "unauth.acc_max"), plain, "accuracy", timestamp, 0)
-    if cells and cells[0]["encoded_psnr"] is not None:
-        out.append(Metric("psnr.encoded", cells[0]["encoded_psnr"], timestamp, 0))
-    return out
-
-
-def _strongest_attack(authorized: str, frame: pd.DataFrame) -> dict | None:
-    """The group's strongest attack by accuracy (None for unlabeled data or no unauthorized cells)."""
-    from nonxfer_bench.reporting.leaderboard import strongest_attack
-
-    if frame.empty or frame.accuracy.isna().all():
-        return None
-    return strongest_attack(frame, authorized)
-
-
-def _best_attack_metrics(best: dict, frame: pd.DataFrame, timestamp: int) -> list:
-    """The strongest attack step: ``unauth.best_attack_acc`` (mean), ``unauth.best_attack_acc_max`` and ``auth.best_attack_acc`` with intervals."""
-    step = frame[(frame.attack == best["attack"]) & (frame.attack_strength == best["attack_strength"]) & (frame.attack_param == best["attack_param"])]
-    out = _aggregates(("unauth.best_attack_acc", "unauth.best_attack_acc_max"), step, "accuracy", timestamp, 0)
-    if best["auth"] is not None:
-        n = metric_n(step[step.role == "authorized"], "accuracy")
-        out += _with_interval("auth.best_attack_acc", best["auth"], proportion_interval(best["auth"], n), n, timestamp, 0)
-    return out
-
-
-def _security_metrics(frame: pd.DataFrame, cells: list[Cell], timestamp: int) -> list:
-    """The security-curve points (:func:`~nonxfer_bench.reporting.security.security_points`):
-    ``security.<budget>.<tier>.unauth_mean`` and ``..._max`` with intervals and n, step = the budget."""
-    from nonxfer_bench.reporting.security import security_points
-
-    if frame.accuracy.isna().all():
-        return []
-    points = security_points(frame, cells, "accuracy")
-    out = []
-    for point in points.itertuples(index=False):
-        for statistic in ("mean", "max"):
-            interval = Interval(getattr(point, statistic), getattr(point, f"{statistic}_lo"), getattr(point, f"{statistic}_hi"))
-            out += _with_interval(f"security.{point.budget}.{point.tier}.unauth_{statistic}", interval.estimate, interval, point.n, timestamp, point.value)
-    return out
-
-
-def _role_curves(frame: pd.DataFrame, names: dict[tuple[str, float, str], str], timestamp: int) -> list:
-    """Per attack step series (:func:`attack_names`) and role, the authorized value and the unauthorized mean and
-    max at each attack strength, with intervals: ``auth.acc.<attack>``, ``unauth.acc_mean.<attack>`` ..."""
-    out = []
-    for (attack, strength, param), part in frame.groupby(["attack", "attack_strength", "attack_param"], sort=True):
-        name, step = names[attack, strength, param], mlflow_step(strength)
-        for metric, short in (("accuracy", "acc"), ("agreement", "agree")):
-            measured = part.dropna(subset=[metric])
-            own = measured[measured.role == "authorized"]
-            if len(own):
-                value, n = own[metric].iloc[0], metric_n(own.iloc[:1], metric)
-                out += _with_interval(f"auth.{short}.{name}", value, proportion_interval(value, n), n, timestamp, step)
-            out += _aggregates((f"unauth.{short}_mean.{name}", f"unauth.{short}_max.{name}"), measured, metric, timestamp, step)
-    return out

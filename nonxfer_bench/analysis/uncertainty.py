@@ -1,5 +1,5 @@
-"""n, 95% intervals and paired tests for the leaderboard's numbers, and their text
-(:mod:`nonxfer_bench.metrics.statistics` applied to a cells frame).
+"""n, 95% intervals and paired tests for the numbers of the results frame (:mod:`nonxfer_bench.metrics.statistics`
+applied to it); their text is :mod:`nonxfer_bench.rendering.text`.
 
 A row of a leaderboard table is a mean over seeds (and attack draws) of cells evaluated on the same n
 images. Its interval is Wilson's for that proportion with n images: for a mean over seeds, draws or
@@ -11,19 +11,15 @@ an attack step is compared with no attack image by image (McNemar, Newcombe, sig
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
-from nonxfer_bench.core.cell import Outcomes
+from nonxfer_bench.cells.cell import Outcomes
 from nonxfer_bench.metrics.statistics import Gain, Interval, bootstrap_over_images, paired_gain, wilson
 
 CONFIDENCE = 0.95
-SIGNIFICANCE = 0.05
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
-MISSING = "—"  # a paired number that needs per-image outcomes the store does not have
 
 
 def metric_n(part: pd.DataFrame, metric: str) -> int | None:
@@ -39,18 +35,6 @@ def proportion_interval(value: float | None, n: int | None) -> Interval | None:
     if value is None or n is None or pd.isna(value) or n <= 0:
         return None
     return wilson(min(max(value, 0.0), 1.0) * n, n, CONFIDENCE)
-
-
-def percent(value: float | None) -> str:
-    """A proportion in % with one decimal; blank when undefined."""
-    return "" if value is None or pd.isna(value) else f"{100 * value:.1f}"
-
-
-def with_interval(interval: Interval | None) -> str:
-    """``83.5 [78.1, 87.9]``: the estimate and its interval in %; blank when undefined."""
-    if interval is None or math.isnan(interval.estimate):
-        return ""
-    return f"{percent(interval.estimate)} [{percent(interval.lo)}, {percent(interval.hi)}]"
 
 
 def _per_image(outcomes: dict, metric: str) -> tuple[str, np.ndarray]:
@@ -106,23 +90,3 @@ def gain_over_baseline(baseline: pd.DataFrame, attacked: pd.DataFrame, models: l
     if before is None or after is None or before[0] != after[0] or before[1].shape[1] == 0:
         return None
     return paired_gain(before[1], after[1], BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE)
-
-
-def gain_text(gain: Gain | None) -> str:
-    """``+12.5 [+5.0, +20.0]``: a change in points with its interval; ``—`` without per-image outcomes."""
-    if gain is None:
-        return MISSING
-    return f"{signed_points(gain.estimate)} [{signed_points(gain.lo)}, {signed_points(gain.hi)}]"
-
-
-def signed_points(value: float) -> str:
-    """A signed difference in points with one decimal; never ``-0.0``."""
-    return f"{round(100 * value, 1) + 0.0:+.1f}"
-
-
-def p_text(p: float | None, verdict: bool = False) -> str:
-    """A p-value with three decimals (``<0.001`` below); ``verdict`` adds "not significant" at p >= 0.05."""
-    if p is None:
-        return MISSING
-    text = "<0.001" if p < 0.001 else f"{p:.3f}"
-    return f"{text} (not significant)" if verdict and p >= SIGNIFICANCE else text

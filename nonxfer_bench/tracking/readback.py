@@ -1,7 +1,7 @@
 """A suite's cells read back from MLflow: ``mlflow.search_runs`` over one invocation's group runs.
 
 The tracker logs each encoding group's cells, exactly as the cell store holds them, as the group run's
-``cells.json`` artifact (:mod:`nonxfer_bench.reporting.tracking`). Reading them back in the groups' start order
+``cells.json`` artifact (:mod:`nonxfer_bench.tracking.tracker`). Reading them back in the groups' start order
 reproduces the store's cell order, so a leaderboard built from MLflow is the one built from the store.
 An invocation's groups are its own nested runs plus the earlier runs it reuses (parent tags
 ``nxb.reuses.<group key>``: groups whose cells were already logged, by a rerun that computed nothing new).
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from nonxfer_bench.core.cell import Cell
+from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.core.errors import UserError, excerpt
-from nonxfer_bench.reporting.tracking import CELLS_ARTIFACT, REUSES_TAG, check_tracking_uri, shown_uri, sqlite_path
+from nonxfer_bench.tracking.tracker import CELLS_ARTIFACT, REUSES_TAG, check_tracking_uri, shown_uri, sqlite_path
 
 
 @dataclass

@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nonxfer_bench.core.cell import Cell, pack_bits
+from nonxfer_bench.analysis import frame as frames
+from nonxfer_bench.analysis.frame import CELL_COLUMNS
+from nonxfer_bench.cells.cell import Cell, pack_bits
 from nonxfer_bench.metrics.statistics import Gain, bootstrap_over_images, holm, mcnemar_exact, paired_difference, paired_gain, wilson
-from nonxfer_bench.reporting import leaderboard
-from nonxfer_bench.reporting.leaderboard import CELL_COLUMNS, attack_table, effect_table
-from nonxfer_bench.reporting.plots import _curve
-from nonxfer_bench.reporting.uncertainty import gain_text, p_text
+from nonxfer_bench.rendering import leaderboard
+from nonxfer_bench.rendering.plots import _curve
+from nonxfer_bench.rendering.tables import attack_table, effect_table
+from nonxfer_bench.rendering.text import gain_text, p_text
 
 SHOWN = re.compile(r"^(-?\d+\.\d) \[(\d+\.\d), (\d+\.\d)\]")
 
@@ -33,8 +35,8 @@ CELLS = [
 ]  # fmt: skip
 
 
-def cells_frame(records: list[dict]) -> pd.DataFrame:
-    return leaderboard.cells_frame([Cell.from_record(record) for record in records])
+def results_frame(records: list[dict]) -> pd.DataFrame:
+    return frames.results_frame([Cell.from_record(record) for record in records])
 
 
 def write_leaderboard(name: str, records: list[dict], models: list[str], folder) -> None:
@@ -53,7 +55,7 @@ def expected(proportion: float, n: int) -> tuple[float, float, float]:
 
 
 def test_effect_table_shows_n_and_the_wilson_interval_of_every_accuracy():
-    row = effect_table(cells_frame(CELLS), ["a", "b", "c"]).iloc[0]
+    row = effect_table(results_frame(CELLS), ["a", "b", "c"]).iloc[0]
     assert row["n"] == "200"
     assert parse(row["auth acc"]) == expected(0.835, 200)
     assert parse(row["unauth mean"]) == expected(0.255, 200)
@@ -66,14 +68,14 @@ def test_effect_table_shows_n_and_the_wilson_interval_of_every_accuracy():
 
 def test_intervals_use_the_labeled_images_and_widen_when_there_are_fewer():
     labeled = [c | {"n_labeled": 50} for c in CELLS]
-    row = effect_table(cells_frame(labeled), ["a", "b", "c"]).iloc[0]
+    row = effect_table(results_frame(labeled), ["a", "b", "c"]).iloc[0]
     assert row["n"] == "50" and parse(row["auth acc"]) == expected(0.835, 50)
-    small, large = parse(row["auth acc"]), parse(effect_table(cells_frame(CELLS), ["a"]).iloc[0]["auth acc"])
+    small, large = parse(row["auth acc"]), parse(effect_table(results_frame(CELLS), ["a"]).iloc[0]["auth acc"])
     assert small[2] - small[1] > large[2] - large[1]
 
 
 def test_attack_table_rows_carry_n_and_intervals():
-    table = attack_table(cells_frame(CELLS))
+    table = attack_table(results_frame(CELLS))
     blur = table[table.attack == "blur 0.5"].iloc[0]
     assert blur["n"] == "200"
     assert parse(blur["auth acc"]) == expected(0.70, 200) and parse(blur["unauth mean"]) == expected(0.425, 200)
@@ -81,12 +83,12 @@ def test_attack_table_rows_carry_n_and_intervals():
 
 def test_several_seeds_add_the_between_seed_spread():
     seeds = CELLS + [c | {"seed": 1, "accuracy": c["accuracy"] - 0.1, "key": c["key"] + "s1"} for c in CELLS]
-    frame = cells_frame(seeds)
+    frame = results_frame(seeds)
     row = effect_table(frame, ["a", "b", "c"]).iloc[0]
     assert row["seeds"] == "2"
     assert row["auth acc seed sd"] == f"{100 * pd.Series([0.835, 0.735]).std():.1f}"
     assert parse(row["auth acc"]) == expected(0.785, 200)  # the mean over seeds, n images
-    assert "seeds" not in effect_table(cells_frame(CELLS), ["a"]).columns
+    assert "seeds" not in effect_table(results_frame(CELLS), ["a"]).columns
     assert "unauth mean seed sd" in attack_table(frame).columns
 
 
@@ -101,7 +103,7 @@ def test_written_leaderboard_explains_the_intervals_under_each_table_and_keeps_c
 
 
 def test_plot_error_bars_are_the_wilson_intervals():
-    frame = cells_frame(CELLS)
+    frame = results_frame(CELLS)
     curve = _curve(frame, "attack_strength", "accuracy", ["b", "c"])
     interval = wilson(0.425 * 200, 200)
     assert curve.loc[0.5, "value"] == pytest.approx(42.5)
@@ -128,7 +130,7 @@ def outcome_cells(rng: np.random.Generator, n: int = 200) -> tuple[list[dict], d
 
 def test_with_outcomes_the_unauthorized_aggregates_use_the_paired_bootstrap():
     records, bits = outcome_cells(np.random.default_rng(0))
-    row = effect_table(cells_frame(records), ["a", "b", "c"]).iloc[0]
+    row = effect_table(results_frame(records), ["a", "b", "c"]).iloc[0]
     mean, maximum = bootstrap_over_images(np.vstack([bits["identity", "b"], bits["identity", "c"]]))
     assert parse(row["unauth mean"]) == tuple(round(100 * x, 1) for x in mean)
     assert parse(row["unauth max"]) == tuple(round(100 * x, 1) for x in maximum)
@@ -137,7 +139,7 @@ def test_with_outcomes_the_unauthorized_aggregates_use_the_paired_bootstrap():
 
 def test_attack_rows_compare_each_step_with_no_attack_on_the_same_images():
     records, bits = outcome_cells(np.random.default_rng(1))
-    table = attack_table(cells_frame(records)).set_index("attack")
+    table = attack_table(results_frame(records)).set_index("attack")
     blur, none = table.loc["blur 0.5"], table.loc["no attack"]
     auth = paired_difference(bits["identity", "a"], bits["blur", "a"])
     assert blur["auth Δ"] == f"{100 * auth.estimate:+.1f} [{100 * auth.lo:+.1f}, {100 * auth.hi:+.1f}]"
@@ -152,7 +154,7 @@ def test_attack_rows_compare_each_step_with_no_attack_on_the_same_images():
 def test_the_strongest_attack_reports_its_gain_and_a_holm_adjusted_p():
     rng = np.random.default_rng(2)
     records, bits = outcome_cells(rng)
-    row = effect_table(cells_frame(records), ["a", "b", "c"]).iloc[0]
+    row = effect_table(results_frame(records), ["a", "b", "c"]).iloc[0]
     assert row["strongest attack"] == "blur 0.5"
     before = np.vstack([bits["identity", m] for m in "bc"])
     raw = [paired_gain(before, np.vstack([bits[attack, m] for m in "bc"])).p for attack in ("blur", "jpeg", "noise")]
@@ -161,7 +163,7 @@ def test_the_strongest_attack_reports_its_gain_and_a_holm_adjusted_p():
     assert row["strongest: p (Holm)"] == "<0.001" and holm(raw)[0] < 0.001
     # without blur the strongest is jpeg, one image more per model: adjusted for the two steps, not significant
     small = [r for r in records if r["attack"] != "blur"]
-    row = effect_table(cells_frame(small), ["a", "b", "c"]).iloc[0]
+    row = effect_table(results_frame(small), ["a", "b", "c"]).iloc[0]
     assert row["strongest attack"] == "jpeg 0.5"
     adjusted = holm([paired_gain(before, np.vstack([bits[attack, m] for m in "bc"])).p for attack in ("jpeg", "noise")])[0]
     assert adjusted >= 0.05 and row["strongest: p (Holm)"] == f"{adjusted:.3f} (not significant)"
@@ -171,9 +173,9 @@ def test_paired_columns_show_a_dash_without_outcomes_or_on_other_images(tmp_path
     records, _ = outcome_cells(np.random.default_rng(3))
     old = [{k: v for k, v in r.items() if k != "outcomes"} for r in records]
     for cells in (old, [r | {"outcomes": r["outcomes"] | {"ids": "other"}} if r["attack"] == "blur" else r for r in records]):
-        blur = attack_table(cells_frame(cells)).set_index("attack").loc["blur 0.5"]
+        blur = attack_table(results_frame(cells)).set_index("attack").loc["blur 0.5"]
         assert (blur["auth Δ"], blur["auth p"], blur["unauth mean Δ"], blur["unauth p"]) == ("—",) * 4
-        assert effect_table(cells_frame(cells), ["a"]).iloc[0]["strongest: p (Holm)"] == "—"
+        assert effect_table(results_frame(cells), ["a"]).iloc[0]["strongest: p (Holm)"] == "—"
     write_leaderboard("old", old, ["a", "b", "c"], tmp_path)
     assert "`—`: a paired test needs per-image outcomes" in (tmp_path / "leaderboard.md").read_text()
     write_leaderboard("new", records, ["a", "b", "c"], tmp_path)
@@ -183,7 +185,7 @@ def test_paired_columns_show_a_dash_without_outcomes_or_on_other_images(tmp_path
 
 def test_plot_error_bars_of_the_unauthorized_mean_use_the_bootstrap_with_outcomes():
     records, bits = outcome_cells(np.random.default_rng(4))
-    curve = _curve(cells_frame(records), "attack_strength", "accuracy", ["b", "c"])
+    curve = _curve(results_frame(records), "attack_strength", "accuracy", ["b", "c"])
     mean, _ = bootstrap_over_images(np.vstack([bits["identity", "b"], bits["identity", "c"]]))
     assert curve.loc[1.0, "below"] == pytest.approx(100 * (mean.estimate - mean.lo))
     assert curve.loc[1.0, "above"] == pytest.approx(100 * (mean.hi - mean.estimate))
@@ -202,7 +204,7 @@ def test_unlabeled_cells_compare_agreement_bits(tmp_path):
     write_leaderboard("photos", unlabeled, ["a", "b", "c"], tmp_path)
     text = (tmp_path / "leaderboard.md").read_text()
     assert "| auth agree |" in text and "nan" not in text and "`n`: images per cell" in text
-    blur = attack_table(cells_frame(unlabeled), "agreement").set_index("attack").loc["blur 0.5"]
+    blur = attack_table(results_frame(unlabeled), "agreement").set_index("attack").loc["blur 0.5"]
     assert blur["auth p"] == p_text(mcnemar_exact(bits["identity", "a"], bits["blur", "a"]))
     unauth = paired_gain(np.vstack([bits["identity", m] for m in "bc"]), np.vstack([bits["blur", m] for m in "bc"]))
     assert (blur["unauth mean Δ"], blur["unauth p"]) == (gain_text(unauth), p_text(unauth.p))
@@ -221,7 +223,7 @@ def test_the_effect_table_compares_each_ne_with_the_clean_images_on_the_same_ima
     ne_bits = {model: rng.random(300) < p for model, p in (("a", 0.88), ("b", 0.1), ("c", 0.12))}
     records = [with_outcomes(cell("identity", 1.0, m, None, encoder="clean"), flags) for m, flags in clean_bits.items()]
     records += [with_outcomes(cell("identity", 1.0, m, None), flags) for m, flags in ne_bits.items()]
-    table = effect_table(cells_frame(records), ["a", "b", "c"])
+    table = effect_table(results_frame(records), ["a", "b", "c"])
     ne, clean = table[table.encoding == "patch 10"].iloc[0], table[table.encoding == "clean"].iloc[0]
     assert clean["auth Δ vs clean"] == "" and clean["p vs clean (auth; unauth)"] == ""
     auth_p, unauth_p = ne["p vs clean (auth; unauth)"].split("; ")

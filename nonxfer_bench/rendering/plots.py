@@ -1,9 +1,9 @@
-"""Leaderboard plots (matplotlib, PNG) from a cells frame (:func:`nonxfer_bench.reporting.leaderboard.cells_frame`).
+"""Leaderboard plots (matplotlib, PNG) from a cells frame (:func:`nonxfer_bench.analysis.frame.results_frame`).
 
 Each figure shows a mean over seeds of ``metric`` (accuracy, or agreement for unlabeled data), in %, with
-error bars for the 95% interval of each point (:mod:`nonxfer_bench.reporting.uncertainty`: Wilson's for one
+error bars for the 95% interval of each point (:mod:`nonxfer_bench.analysis.uncertainty`: Wilson's for one
 model, a paired bootstrap over images for a mean over models), in the shared style of
-:mod:`nonxfer_bench.reporting.figures`:
+:mod:`nonxfer_bench.rendering.figures`:
 
 - ``accuracy_vs_strength.png``: one panel per (authorized model, encoder), no attack: the authorized model
   (black) and every other model against the encoder strength, whose axis says which PSNR it is; the authorized
@@ -14,10 +14,10 @@ model, a paired bootstrap over images for a mean over models), in the shared sty
 - ``attack_curves.png``: one row of panels per (authorized model, encoder), one column per attack: the
   authorized model (solid, filled) and the unauthorized mean (dashed, hollow) against the attack strength,
   one colour and marker per encoder strength.
-- ``security_curves.png``: when cells record their attacks' threat model, :mod:`nonxfer_bench.reporting.security`.
+- ``security_curves.png``: when cells record their attacks' threat model, :mod:`nonxfer_bench.rendering.security_plot`.
 
 Each ``*_figure`` function builds the figure (for tests and notebooks); :func:`write_plots` writes them.
-The bound scatters are :func:`nonxfer_bench.reporting.theory.write_theory_plots`.
+The bound scatters are :func:`nonxfer_bench.rendering.theory.write_theory_plots`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nonxfer_bench.core.cell import Cell
-from nonxfer_bench.reporting.figures import (
+from nonxfer_bench.analysis.uncertainty import aggregate_intervals
+from nonxfer_bench.rendering.figures import (
     ATTACK_STRENGTH_LABEL,
     AUTHORIZED_STYLE,
     MAX_SERIES,
@@ -40,7 +40,7 @@ from nonxfer_bench.reporting.figures import (
     strength_axis_label,
     styled,
 )
-from nonxfer_bench.reporting.uncertainty import aggregate_intervals
+from nonxfer_bench.rendering.security_plot import security_curves_figure
 
 STRENGTHS_PER_PANEL = MAX_SERIES // 2  # attack curves: two series (authorized, unauthorized mean) per strength
 
@@ -48,7 +48,7 @@ STRENGTHS_PER_PANEL = MAX_SERIES // 2  # attack curves: two series (authorized, 
 def _curve(part: pd.DataFrame, by: str, metric: str, models: list[str], statistic: str = "mean") -> pd.DataFrame:
     """Per value of ``by``: the mean (or, ``statistic="max"``, the best) over ``models`` (and seeds) of ``metric``
     in % with its 95% interval's distance below and above (columns value, below, above), for ``axis.errorbar``;
-    the intervals are the leaderboard's (:func:`~nonxfer_bench.reporting.uncertainty.aggregate_intervals`)."""
+    the intervals are the leaderboard's (:func:`~nonxfer_bench.analysis.uncertainty.aggregate_intervals`)."""
     rows = []
     for x, rows_at_x in part[part.model.isin(models)].groupby(by, sort=True):
         per_model = rows_at_x.groupby("model")[metric].mean()
@@ -208,15 +208,12 @@ def attack_curves_figure(frame: pd.DataFrame, metric: str):
     return figure
 
 
-def write_plots(frame: pd.DataFrame, models: list[str], metric: str, folder: Path, cells: list[Cell] | None = None) -> list[Path]:
-    """The figures above under ``folder`` (the security curves need the typed ``cells``); returns the written paths
-    (a figure without data is skipped)."""
-    from nonxfer_bench.reporting.security import security_curves_figure
-
+def write_plots(frame: pd.DataFrame, models: list[str], metric: str, folder: Path) -> list[Path]:
+    """The figures above under ``folder``; returns the written paths (a figure without data is skipped)."""
     figures = {
         "accuracy_vs_strength.png": accuracy_vs_strength_figure(frame, models, metric),
         "transfer_heatmap.png": transfer_heatmap_figure(frame, models, metric),
         "attack_curves.png": attack_curves_figure(frame, metric),
-        "security_curves.png": security_curves_figure(frame, cells, metric) if cells else None,
+        "security_curves.png": security_curves_figure(frame, metric),
     }
     return [save(figure, folder / name) for name, figure in figures.items() if figure is not None]

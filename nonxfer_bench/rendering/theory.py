@@ -1,84 +1,17 @@
-"""The Theory table and plots: bound tightness and the misalignment-vs-drop correlation, from identity cells.
-
-The numbers themselves are computed per encoding group by :mod:`nonxfer_bench.linalg.bounds`.
-"""
+"""The leaderboard's Theory section and its two plots: bound tightness and the misalignment-vs-drop correlation."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
-from nonxfer_bench.linalg.bounds import NOT_COMPUTED, PREFIX, finite_or_none
+import pandas as pd
 
-
-def numeric_bounds(cell: dict) -> dict[str, float]:
-    """The cell's numeric ``bound/`` entries (for metrics and tables)."""
-    return {
-        k: float(v)
-        for k, v in cell.items()
-        if k.startswith(PREFIX) and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-    }
-
-
-PREDICTORS = {
-    "bound/misalignment": "misalignment ||W'_eff Q||_F / ||W'_eff||_F",
-    "bound/hw_lhs": "spectral gap sum_i (sigma_i - sigma'_i)^2 (Hoffman-Wielandt left side)",
-    "bound/hw_rhs": "weight distance ||W_eff - W'_eff||_F^2 (Hoffman-Wielandt right side)",
-}
-RHO_RESAMPLES = 2000
-
-
-def rank_correlation(cells: list[dict], predictor: str = "bound/misalignment") -> list[dict]:
-    """Per encoding (authorized, encoder, strength; seed means): Spearman rho between ``predictor`` and the
-    unauthorized accuracy drop (clean accuracy - NE accuracy, identity attack) over the unauthorized models
-    that have the predictor, its p-value, a 95% bootstrap interval over models and n models."""
-    baselines = [c for c in cells if c.get("baseline") and c.get("accuracy") is not None]
-    clean_acc: dict[tuple[str, str], list[float]] = {}
-    for c in baselines:
-        if c["encoder"] == "clean":
-            clean_acc.setdefault((c["authorized"], c["model"]), []).append(c["accuracy"])
-    groups: dict[tuple, dict[str, list[tuple[float, float]]]] = {}
-    for c in baselines:
-        if c["encoder"] == "clean" or c["role"] != "unauthorized" or c.get(predictor) is None:
-            continue
-        base = clean_acc.get((c["authorized"], c["model"]))
-        if not base:
-            continue
-        drop = sum(base) / len(base) - c["accuracy"]
-        groups.setdefault((c["authorized"], c["encoder"], c["strength"]), {}).setdefault(c["model"], []).append((float(c[predictor]), drop))
-    rows = []
-    for (authorized, encoder, strength), per_model in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
-        names = sorted(per_model)
-        x = [sum(v[0] for v in per_model[m]) / len(per_model[m]) for m in names]
-        drop = [sum(v[1] for v in per_model[m]) / len(per_model[m]) for m in names]
-        rho, p, interval = _spearman(x, drop)
-        rows.append({"authorized": authorized, "encoder": encoder, "strength": strength, "predictor": predictor, "models": names,
-                     "x": x, "drop": drop, "rho": rho, "p": p, "interval": interval, "n": len(names)})  # fmt: skip
-    return rows
-
-
-def misalignment_correlation(cells: list[dict]) -> list[dict]:
-    """:func:`rank_correlation` of misalignment, with its values under ``misalignment`` (the Theory table and plot)."""
-    return [row | {"misalignment": row["x"]} for row in rank_correlation(cells, "bound/misalignment")]
-
-
-def _spearman(x: list[float], y: list[float]) -> tuple[float | None, float | None, tuple[float, float] | None]:
-    """rho, its p-value and a percentile bootstrap interval over the pairs (seeded; resamples with ties only
-    in one variable are left out); None where undefined (fewer than 3 models or a constant variable)."""
-    import numpy as np
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None, None, None
-    result = spearmanr(x, y)
-    values, rng = [], np.random.default_rng(0)
-    xs, ys = np.asarray(x), np.asarray(y)
-    for _ in range(RHO_RESAMPLES):
-        pick = rng.integers(0, len(xs), len(xs))
-        if len(set(xs[pick])) > 1 and len(set(ys[pick])) > 1:
-            values.append(spearmanr(xs[pick], ys[pick]).statistic)
-    interval = (float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))) if values else None
-    return finite_or_none(result.statistic), finite_or_none(result.pvalue), interval
+from nonxfer_bench.analysis.theory import PREDICTORS, RHO_RESAMPLES, bound_records, misalignment_correlation, rank_correlation
+from nonxfer_bench.linalg.bounds import NOT_COMPUTED, PREFIX
+from nonxfer_bench.rendering.figures import caption, encoding_label, save, series_style, styled
+from nonxfer_bench.rendering.sections import Section
 
 
 def predictors_markdown(cells: list[dict]) -> str:
@@ -167,21 +100,17 @@ def _check(cell: dict, key: str) -> str:
     return f"{text} †" if text and by_construction else text
 
 
-def write_theory_plots(cells: list[dict], folder) -> list:
+def write_theory_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
     """Two PNGs under ``folder``: predicted vs observed first-layer response (unauthorized, same geometry, and the
-    authorized layer) and misalignment vs accuracy drop, in the style of :mod:`nonxfer_bench.reporting.figures`.
+    authorized layer) and misalignment vs accuracy drop, in the style of :mod:`nonxfer_bench.rendering.figures`.
     Returns the written paths (none without bound numbers)."""
-    from pathlib import Path
-
-    from nonxfer_bench.reporting.figures import caption, encoding_label, save, series_style, styled
-
+    cells = bound_records(frame)
     baselines = [c for c in cells if c.get("baseline")]
     pairs = [(c["bound/unauth_layer_pred"], c["bound/unauth_layer_obs_patch"], c) for c in baselines
              if c.get("bound/unauth_layer_pred") and c.get("bound/unauth_layer_obs_patch")]
     correlation = misalignment_correlation(cells)
     if not pairs and not correlation:
         return []
-    folder = Path(folder)
     encoders = sorted({p[2]["encoder"] for p in pairs})
     styles = {encoder: series_style(index) | {"linestyle": "none"} for index, encoder in enumerate(encoders)}
     with styled() as plt:
@@ -220,3 +149,9 @@ def write_theory_plots(cells: list[dict], folder) -> list:
         caption(fig, "Spectral misalignment of each unauthorized model with the authorized one against its accuracy drop on the NEs (no attack), per authorized model and encoder.")
     paths.append(save(fig, folder / "theory_misalignment_vs_drop.png"))
     return paths
+
+
+def theory_section(frame: pd.DataFrame) -> Section | None:
+    """The "Theory" section (None when no cell carries ``bound/`` numbers and none skipped them)."""
+    text = theory_markdown(bound_records(frame))
+    return Section("Theory", text) if text else None

@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from nonxfer_bench.metrics.statistics import Interval, bootstrap_over_images, seed_summary
-from nonxfer_bench.reporting.uncertainty import (
+from nonxfer_bench.analysis.frame import RELEASE, STEP
+from nonxfer_bench.analysis.uncertainty import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     CONFIDENCE,
@@ -28,28 +28,20 @@ from nonxfer_bench.reporting.uncertainty import (
     metric_n,
     outcome_matrix,
     proportion_interval,
-    signed_points,
 )
-
-STEP = ["attack", "attack_strength", "attack_param"]
-NO_ATTACK = "no attack"
-
-
-def step_label(attack: str, strength: float, baseline: bool) -> str:
-    """How an attack step is shown: ``blur 0.5``, or ``no attack`` for the identity (never ``none``)."""
-    return NO_ATTACK if baseline else f"{attack} {strength:g}"
+from nonxfer_bench.cells.step import Step
+from nonxfer_bench.metrics.statistics import Interval, bootstrap_over_images, seed_summary
 
 
-def _worst_case(release: pd.DataFrame, models: list[str], metric: str) -> tuple[tuple, str, float] | None:
+def _worst_case(release: pd.DataFrame, models: list[str], metric: str) -> tuple[Step, str, float] | None:
     """(step, model, accuracy) of the highest unauthorized ``metric`` over all attack steps; ties go to no
     attack, then to the first step and model in sort order. None without unauthorized values."""
-    values = release[release.model.isin(models)].groupby([*STEP, "model"])[metric].mean().dropna()
+    values = release[release.model.isin(models)].groupby([STEP, "model"])[metric].mean().dropna()
     if values.empty:
         return None
-    baseline = release.groupby(STEP).baseline.all()
-    order = sorted(values.items(), key=lambda item: (-item[1], not baseline[item[0][:3]], item[0]))
-    (attack, strength, param, model), value = order[0]
-    return (attack, strength, param), model, float(value)
+    order = sorted(values.items(), key=lambda item: (-item[1], not item[0][0].baseline, item[0]))
+    (step, model), value = order[0]
+    return step, model, float(value)
 
 
 def _gap_interval(release: pd.DataFrame, authorized: str, models: list[str], metric: str) -> tuple[Interval, Interval] | None:
@@ -65,9 +57,9 @@ def _gap_interval(release: pd.DataFrame, authorized: str, models: list[str], met
     return Interval(-over.estimate, -over.hi, -over.lo), best
 
 
-def _seed_gaps(release: pd.DataFrame, authorized: str, step: tuple, model: str, metric: str) -> pd.Series:
+def _seed_gaps(release: pd.DataFrame, authorized: str, step: Step, model: str, metric: str) -> pd.Series:
     """The gap per seed at the chosen step and model."""
-    at_step = (release.attack == step[0]) & (release.attack_strength == step[1]) & (release.attack_param == step[2])
+    at_step = release.step == step
     auth = release[release.baseline & (release.model == authorized)].groupby("seed")[metric].mean()
     best = release[at_step & (release.model == model)].groupby("seed")[metric].mean()
     return (auth - best).dropna()
@@ -81,15 +73,12 @@ def _visibility(release: pd.DataFrame) -> tuple[float | None, float | None]:
     return (float(psnr.mean()) if len(psnr) else None, float(ssim.mean()) if len(ssim) else None)
 
 
-def protection_rows(frame: pd.DataFrame, metric: str, encoding: list[str]) -> list[dict]:
-    """One dict per release with the numbers of the ranking (unformatted), best gap first.
-
-    ``encoding`` names the columns that identify a release (authorized, encoder, strength, precision ...).
-    """
+def protection_rows(frame: pd.DataFrame, metric: str) -> list[dict]:
+    """One dict per release (``clean`` is not one) with the numbers of the ranking (unformatted), best gap first;
+    ties by authorized model, encoding, strength and precision as text."""
     rows = []
-    for key, release in frame[frame.encoder != "clean"].groupby(encoding, sort=True):
-        fields = dict(zip(encoding, key))
-        authorized = fields["authorized"]
+    for key, release in frame[frame.encoder != "clean"].groupby(RELEASE, sort=True):
+        authorized = key.authorized
         models = sorted(release.loc[release.role == "unauthorized", "model"].unique())
         auth = release[release.baseline & (release.model == authorized)][metric].dropna()
         worst = _worst_case(release, models, metric)
@@ -98,19 +87,18 @@ def protection_rows(frame: pd.DataFrame, metric: str, encoding: list[str]) -> li
         step, model, best = worst
         intervals = _gap_interval(release, authorized, models, metric)
         gaps = _seed_gaps(release, authorized, step, model, metric)
-        at_step = release[(release.attack == step[0]) & (release.attack_strength == step[1]) & (release.attack_param == step[2])]
+        at_step = release[release.step == step]
         psnr, ssim = _visibility(release)
-        n = metric_n(release, metric)
         rows.append(
-            fields
-            | {
+            {
+                "release": key,
                 "gap": float(auth.mean()) - best,
                 "gap_interval": intervals[0] if intervals else None,
                 "auth": proportion_interval(float(auth.mean()), metric_n(release[release.baseline & (release.model == authorized)], metric)),
                 "best": intervals[1] if intervals else aggregate_intervals(at_step, [model], metric)[1],
-                "attack": step_label(step[0], step[1], bool(at_step.baseline.all())),
+                "step": step,
                 "model": model,
-                "n": n,
+                "n": metric_n(release, metric),
                 "seeds": int(release.seed.nunique()),
                 "seed_sd": seed_summary(gaps.to_numpy())[1] if len(gaps) > 1 else float("nan"),
                 "psnr": psnr,
@@ -118,11 +106,37 @@ def protection_rows(frame: pd.DataFrame, metric: str, encoding: list[str]) -> li
                 "devices": sorted(str(d) for d in release["device"].dropna().unique()),
             }
         )
-    return sorted(rows, key=lambda row: (-row["gap"], *(str(row[k]) for k in encoding)))
+    order = lambda row: (-row["gap"], *(str(v) for v in (row["release"].authorized, row["release"].encoding, row["release"].strength, row["release"].precision)))  # noqa: E731
+    return sorted(rows, key=order)
 
 
-def gap_text(gap: float, interval: Interval | None) -> str:
-    """``+45.5 [+38.0, +52.5]``: the gap in points and its 95% interval; the estimate alone without one."""
-    if interval is None:
-        return signed_points(gap)
-    return f"{signed_points(interval.estimate)} [{signed_points(interval.lo)}, {signed_points(interval.hi)}]"
+def strongest_attack(part: pd.DataFrame, authorized: str, metric: str = "accuracy") -> dict | None:
+    """The attack step with the highest mean unauthorized ``metric`` on one encoding's cells (mean over seeds).
+
+    Ties go to the step that leaves the authorized model more, then to the first step in sort order.
+    Returns step (its :class:`~nonxfer_bench.cells.step.Step`), label (``name strength``; ``no attack`` for
+    identity), unauth_mean, unauth_max, unauth_max_model, auth, attacked_psnr and n (images per cell, for
+    intervals); None without unauthorized cells.
+    """
+    unauthorized = part[(part.model != authorized) & (part.role != "control")].dropna(subset=[metric])
+    if unauthorized.empty:
+        return None
+    per_model = unauthorized.groupby([STEP, "model"])[metric].mean()
+    auth = part[part.model == authorized].groupby(STEP)[metric].mean()
+    candidates = []
+    for step, values in per_model.groupby(level=STEP, sort=True):
+        values = values.droplevel(STEP)
+        auth_value = auth.get(step, float("nan"))
+        candidates.append((-values.mean(), -(auth_value if pd.notna(auth_value) else -1.0), step, values, auth_value))
+    _, _, step, values, auth_value = min(candidates, key=lambda c: (c[0], c[1]))
+    chosen = part[part.step == step]
+    return {
+        "step": step,
+        "label": step.label,
+        "unauth_mean": float(values.mean()),
+        "unauth_max": float(values.max()),
+        "unauth_max_model": str(values.idxmax()),
+        "auth": None if pd.isna(auth_value) else float(auth_value),
+        "attacked_psnr": None if chosen["attacked_psnr"].isna().all() else float(chosen["attacked_psnr"].mean()),
+        "n": metric_n(chosen, metric),
+    }

@@ -1,1 +1,0 @@
-"""Outputs: MLflow tracking and read-back, leaderboards, theory tables, plots and the HTML report."""
