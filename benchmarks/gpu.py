@@ -118,9 +118,7 @@ def zoo_entries(models: list[str] | None) -> tuple[list[dict], str]:
 def load(path: Path, device: str, precision: str):
     from nonxfer_bench.loading import load_suite
 
-    suite = load_suite(path)
-    suite.device, suite.precision = device, precision
-    return suite
+    return load_suite(path).model_copy(update={"device": device, "precision": precision})  # the suite's defaults for this benchmark
 
 
 def bench_data(suite, device: torch.device, batch: int) -> dict:

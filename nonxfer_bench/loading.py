@@ -32,11 +32,16 @@ def load_zoo(path: Path) -> ZooFile:
     """Read and validate a zoo file; weight paths are taken relative to the file."""
     path = absolute(path)
     zoo = validate(ZooFile, read_yaml(path), path)
-    for model in zoo.models:
-        if model.weights.path is not None:
-            model.weights.path = resolve_path(path.parent, model.weights.path)
     _check_unique([m.name for m in zoo.models], path, "models")
-    return zoo
+    return zoo.model_copy(update={"models": _resolved_weights(zoo.models, path.parent)})
+
+
+def _resolved_weights(models: list[ModelSpec], folder: Path) -> list[ModelSpec]:
+    """``models`` with their weight files' paths taken relative to ``folder`` (the file that names them)."""
+    return [
+        model if model.weights.path is None else model.model_copy(update={"weights": model.weights.model_copy(update={"path": resolve_path(folder, model.weights.path)})})
+        for model in models
+    ]
 
 
 def _check_unique(names: list[str], path: Path, key: str) -> None:
@@ -68,20 +73,19 @@ def load_suite(path: Path, require_weights: bool = True, output: Path | None = N
     path = absolute(path)
     suite = validate(Suite, read_yaml(path), path)
     if output is not None:
-        suite.output.dir, suite.output.results = absolute(output) / "runs", absolute(output) / "results"
+        folders = {"dir": absolute(output) / "runs", "results": absolute(output) / "results"}
     else:
         project = project_folder(path)
-        suite.output.dir, suite.output.results = absolute(project / suite.output.dir), absolute(project / suite.output.results)
+        folders = {"dir": absolute(project / suite.output.dir), "results": absolute(project / suite.output.results)}
     if isinstance(suite.zoo, Path):
         zoo_path = resolve_path(path.parent, suite.zoo)
         if not zoo_path.is_file():
             raise UserError(f"{path}: key 'zoo': zoo file {zoo_path} not found")
-        suite.zoo = load_zoo(zoo_path).models
+        zoo = load_zoo(zoo_path).models
     else:
-        for model in suite.zoo:
-            if model.weights.path is not None:
-                model.weights.path = resolve_path(path.parent, model.weights.path)
         _check_unique([m.name for m in suite.zoo], path, "zoo")
+        zoo = _resolved_weights(suite.zoo, path.parent)
+    suite = suite.model_copy(update={"output": suite.output.model_copy(update=folders), "zoo": zoo})
     names = [m.name for m in suite.models]
     for i, name in enumerate(suite.authorized):
         if name not in names:
@@ -103,8 +107,8 @@ def load_suite(path: Path, require_weights: bool = True, output: Path | None = N
                     resolve_package_file(weights, model.name)
                 except UserError as error:
                     raise UserError(f"{path}: key 'zoo[{i}].weights': {error}") from None
-    _fill_dataset_preprocessing(suite, path)
-    _check_components(suite, path)
+    suite = _fill_dataset_preprocessing(suite, path)
+    suite = _check_components(suite, path)
     _check_encoder_models(suite, path)
     if require_weights:
         check_inputs(suite, path)
@@ -115,11 +119,12 @@ def _dataset_specs(suite: Suite) -> list[tuple[str, DatasetSpec]]:
     return [("dataset", suite.dataset)] + ([("public", suite.public)] if suite.public else [])
 
 
-def _fill_dataset_preprocessing(suite: Suite, path: Path) -> None:
+def _fill_dataset_preprocessing(suite: Suite, path: Path) -> Suite:
     """Decode settings a dataset leaves unset (size, crop_pct, interpolation) come from the first
     authorized model's resolved timm data config, so the release is made exactly as timm's eval
     transform would make that model's input; the filled values are part of the cell keys."""
-    for _, spec in _dataset_specs(suite):
+    filled = {}
+    for key, spec in _dataset_specs(suite):
         if spec.name not in DATASETS.names():
             continue  # reported by _check_components
         declared = DATASETS.get(spec.name).Params.model_fields  # opt in: such a field defaults to None
@@ -131,7 +136,8 @@ def _fill_dataset_preprocessing(suite: Suite, path: Path) -> None:
             values = dataset_preprocessing(resolve_preprocessing(suite.model(suite.authorized[0])))
         except UserError as error:
             raise UserError(f"{path}: {error}") from None
-        spec.params = {**spec.params, **{f: values[f] for f in unset}}
+        filled[key] = spec.model_copy(update={"params": {**spec.params, **{f: values[f] for f in unset}}})
+    return suite.model_copy(update=filled)
 
 
 def check_inputs(suite: Suite, path: Path) -> None:
@@ -149,14 +155,15 @@ def check_inputs(suite: Suite, path: Path) -> None:
         raise UserError(f"{path}: " + "; ".join(problems))
 
 
-def _check_components(suite: Suite, path: Path) -> None:
+def _check_components(suite: Suite, path: Path) -> Suite:
     """Every component's name and parameters (their own bounds, then what they declare about the suite: zoo model
     names, the authorized models' input dimension, the suite resources an attack requires), and that no attacker
-    data shares images with the evaluated ones; the validated parameters replace the suite's."""
+    data shares images with the evaluated ones; returns the suite with the validated parameters in its entries."""
     checks = [(DATASETS, "dataset", suite.dataset)] + ([(DATASETS, "public", suite.public)] if suite.public else [])
     checks += [(ENCODERS, f"encoders[{i}]", spec) for i, spec in enumerate(suite.encoders)]
     checks += [(ATTACKS, f"attacks[{i}]", spec) for i, spec in enumerate(suite.attacks)]
     attacker_data = [("public", suite.public)] if suite.public else []
+    validated = {}
     for registry, key, spec in checks:
         if spec.name not in registry.names():
             raise UserError(
@@ -168,12 +175,20 @@ def _check_components(suite: Suite, path: Path) -> None:
         except ValidationError as error:
             sub, message = describe_error(error, params_cls)
             raise UserError(f"{path}: key '{key}.params{'.' + sub if sub else ''}': {message}") from None
-        spec.params = params.model_dump(mode="json")
+        validated[key] = spec.model_copy(update={"params": params.model_dump(mode="json")})
         _check_suite_bounds(suite, path, f"{key}.params", params)
         if registry is ATTACKS:
             _check_requirements(suite, path, key, spec.name)
             attacker_data += _nested_datasets(path, f"{key}.params", params)
     _check_disjoint(suite, path, attacker_data)
+    return suite.model_copy(
+        update={
+            "dataset": validated["dataset"],
+            "public": validated.get("public"),
+            "encoders": [validated[f"encoders[{i}]"] for i in range(len(suite.encoders))],
+            "attacks": [validated[f"attacks[{i}]"] for i in range(len(suite.attacks))],
+        }
+    )
 
 
 def _check_suite_bounds(suite: Suite, path: Path, key: str, params: BaseModel) -> None:

@@ -262,21 +262,24 @@ def test_a_cuda_weight_gets_the_cpu_basis_exactly_on_its_device():
 
 
 def test_cells_computed_on_the_cpu_are_found_by_a_reader_on_a_gpu_machine(tmp_path, digits_zoo, monkeypatch):
-    """leaderboard/report plan with the suite's 'auto': on a machine with CUDA that means CUDA draws, whose keys no
-    CPU-computed cell has; the reader then tries the other kind, so committed CPU results stay readable there."""
+    """The suite's 'auto' on a machine with CUDA means CUDA draws, whose keys no CPU-computed cell has; leaderboard and
+    report plan with the draws the cells record (their device), so committed CPU results stay readable there."""
+    from nonxfer_bench.cells.store import draws
     from nonxfer_bench.cli import main
-    from nonxfer_bench.execution.plan import draw_plans, plan_suite
+    from nonxfer_bench.execution.plan import plan_suite, stored_plan
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.loading import load_suite
+    from nonxfer_bench.schema.settings import RunSettings
     from tests.conftest import digits_suite
 
     path = digits_suite(tmp_path, digits_zoo, encoders=[{"name": "patch", "strengths": [0.0]}])
-    cells = Runner(load_suite(path).model_copy(update={"device": "cpu"})).run().cells
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     suite = load_suite(path)
-    cuda, cpu = draw_plans(suite)
-    assert [g.key for g in cpu] == [g.key for g in plan_suite(suite.model_copy(update={"device": "cpu"}))] != [g.key for g in cuda]
-    assert [len(p) for p in draw_plans(suite.model_copy(update={"device": "cuda:0"}))] == [len(cuda)]  # an explicit device: its kind only
+    cells = Runner(suite, RunSettings.of(suite, device="cpu")).run().cells
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    here = RunSettings.of(suite)
+    assert here.draws == "cuda" and draws(cells) == "cpu"
+    cpu = stored_plan(suite, here, draws(cells))
+    assert [g.key for g in cpu] == [g.key for g in plan_suite(suite, here.on("cpu"))] != [g.key for g in plan_suite(suite, here)]
     assert main(["leaderboard", str(path), "--out", str(tmp_path / "board")]) == 0
     rows = (tmp_path / "board" / "cells.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + len(cells)  # every CPU cell, none missing

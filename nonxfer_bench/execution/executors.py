@@ -23,6 +23,7 @@ import torch
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.execution import EXECUTOR_NAMES
 from nonxfer_bench.execution.runner import Executor, InProcess, Result, Runner, Work
+from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import Suite
 
 
@@ -50,7 +51,7 @@ class ProcessExecutor(Executor):
             )
             try:
                 futures = {
-                    pool.submit(compute_task, runner.suite, index[key], key, sorted(missing.values())): key
+                    pool.submit(compute_task, runner.suite, runner.settings, index[key], key, sorted(missing.values())): key
                     for key, (_, missing) in remaining.items()
                 }
                 pending = set(futures)
@@ -101,7 +102,7 @@ class RayExecutor(Executor):
         threads = max(1, int(resources.cpus))
         index = {group.key: i for i, group in enumerate(runner.groups)}
         refs = {
-            task.remote(suite, index[group.key], group.key, sorted(missing.values()), threads, os.getcwd()): group
+            task.remote(suite, runner.settings, index[group.key], group.key, sorted(missing.values()), threads, os.getcwd()): group
             for group, missing in work
         }
         lost = []
@@ -148,13 +149,14 @@ def create_executor(name: str, workers: int = 2, address: str | None = None) -> 
 _worker_runner: tuple[str, Runner] | None = None
 
 
-def compute_task(suite: Suite, index: int, key: str, cell_keys: list[str]) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """Worker side: compute group ``index`` of ``suite`` (cells ``cell_keys`` only), reusing this process's runner."""
+def compute_task(suite: Suite, settings: RunSettings, index: int, key: str, cell_keys: list[str]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """Worker side: compute group ``index`` of ``suite`` run with ``settings`` (cells ``cell_keys`` only), reusing this
+    process's runner."""
     global _worker_runner
 
-    identity = suite.model_dump_json()
+    identity = (suite.model_dump_json(), settings)
     if _worker_runner is None or _worker_runner[0] != identity:
-        _worker_runner = (identity, Runner(suite))
+        _worker_runner = (identity, Runner(suite, settings))
     runner = _worker_runner[1]
     group = runner.groups[index]
     if group.key != key:
@@ -193,9 +195,8 @@ def worker_device(device: str, assigned_gpus: list) -> str:
     return "cuda" if assigned_gpus and device != "cpu" else device
 
 
-def _ray_task(suite: Suite, index: int, key: str, cell_keys: list[str], threads: int, cwd: str):
+def _ray_task(suite: Suite, settings: RunSettings, index: int, key: str, cell_keys: list[str], threads: int, cwd: str):
     import ray
 
     _init_worker(threads, cwd)
-    suite = suite.model_copy(update={"device": worker_device(suite.device, ray.get_gpu_ids())})
-    return compute_task(suite, index, key, cell_keys)
+    return compute_task(suite, settings.on(worker_device(settings.device, ray.get_gpu_ids())), index, key, cell_keys)

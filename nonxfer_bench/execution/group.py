@@ -9,7 +9,7 @@ with the dataset:
    expensive attacks cached on disk per group, step, draw and batch;
 3. **score** (:meth:`GroupComputation.score`): every model with a missing cell classifies the attacked
    batch; per-image outcomes accumulate in a :class:`~nonxfer_bench.metrics.outcomes.Tally` per cell;
-4. **assemble** (:meth:`GroupComputation.assemble`): one typed :class:`~nonxfer_bench.core.cell.Cell` per
+4. **assemble** (:meth:`GroupComputation.assemble`): one typed :class:`~nonxfer_bench.cells.cell.Cell` per
    missing (attack step, model).
 
 Every tensor a stage hands on is a batch that may live on another device than the host; only per-image
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
+from nonxfer_bench.cells.cell import Cell, Role
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.cache import ArrayCache
-from nonxfer_bench.core.cell import Cell, Role
 from nonxfer_bench.core.errors import UserError, one_line
 from nonxfer_bench.core.hashing import keyed_generator, stable_hash
 from nonxfer_bench.core.memory import return_freed_memory
@@ -382,7 +382,7 @@ class GroupComputation:
             tally = self.tallies[(step, model_name)]
             bounds = self.cell_bounds(model_name) if attack.baseline else {}
             with blame(self.services.entry(step.spec)):
-                budget, parameter = attack.budget(step.strength), attack.parameter(step.strength)
+                budget, parameter, measured = attack.budget(step.strength), attack.parameter(step.strength), attack.measured(step.strength)
             cells.append(
                 Cell(
                     key=key,
@@ -397,6 +397,7 @@ class GroupComputation:
                     attack=step.spec.name,
                     attack_strength=step.strength,
                     attack_param=parameter,
+                    attack_measured=measured,
                     attack_config=step.spec.params,
                     baseline=attack.baseline,
                     model=model_name,

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import nonxfer_bench
 from nonxfer_bench.attacks import ATTACKS
-from nonxfer_bench.core.device import draw_kind
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import AttackSpec, EncoderSpec, Suite
 
 CLEAN = EncoderSpec(name="clean", strengths=[0.0])
@@ -56,15 +56,17 @@ class EncodingGroup:
         return f"{self.authorized}/{self.encoder.name}{strength}/seed{self.seed}{storage}{precision}"
 
 
-def plan_suite(suite: Suite) -> list[EncodingGroup]:
-    """Expand a suite into encoding groups, each with its (attack step, evaluated model) -> cell key."""
+def plan_suite(suite: Suite, settings: RunSettings | None = None) -> list[EncodingGroup]:
+    """Expand a suite, run with ``settings`` (default: as its file says), into encoding groups, each with its
+    (attack step, evaluated model) -> cell key."""
+    settings = settings or RunSettings.of(suite)
     identities = {model.name: model.identity() for model in suite.models}
-    dataset = suite.dataset.model_dump(mode="json")
+    dataset = settings.dataset(suite).model_dump(mode="json")
     # what informed attackers hold changes their cells; suites without it keep their keys
     public = {"public": suite.public.model_dump(mode="json")} if suite.public else {}
     steps = [AttackStep(spec, s) for spec in suite.attacks for s in spec.strengths]
     encoders = ([] if any(e.name == "clean" for e in suite.encoders) else [CLEAN]) + list(suite.encoders)
-    draws = draw_kind(suite.device)
+    draws, precision = settings.draws, settings.precision
     groups = []
     for authorized in suite.authorized:
         for encoder in encoders:
@@ -86,27 +88,23 @@ def plan_suite(suite: Suite) -> list[EncodingGroup]:
                     draw_key = stable_hash(base)
                     if storage != "float32":  # float32 (lossless) keeps the keys of suites without 'storage'
                         base["storage"] = storage
-                    if suite.precision != "fp32":  # fp32 keeps every existing key; the same draws either way
-                        base["precision"] = suite.precision
-                    group = EncodingGroup(
-                        authorized, encoder, strength, seed, stable_hash(base), storage=storage, draw_key=draw_key, precision=suite.precision
-                    )
+                    if precision != "fp32":  # fp32 keeps every existing key; the same draws either way
+                        base["precision"] = precision
+                    group = EncodingGroup(authorized, encoder, strength, seed, stable_hash(base), storage=storage, draw_key=draw_key, precision=precision)
                     for step in steps:
                         attack_id = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
                         for model in suite.models:
                             cell = {**base, "attack": attack_id, "attack_strength": step.strength, "model": identities[model.name]}
                             if suite.role(model.name, authorized) == "control":  # stored with its role
                                 cell["role"] = "control"
-                            if not suite.bounds and ATTACKS.get(step.spec.name).baseline:  # a bounds-on run never reuses it
+                            if not settings.bounds and ATTACKS.get(step.spec.name).baseline:  # a bounds-on run never reuses it
                                 cell["bounds"] = False
                             group.cells[(step, model.name)] = stable_hash(cell)
                     groups.append(group)
     return groups
 
 
-def draw_plans(suite: Suite) -> list[list[EncodingGroup]]:
-    """The suite planned for each kind of draws its finished cells may have (:func:`~nonxfer_bench.core.device.draw_kind`),
-    for readers of cells computed elsewhere: with ``auto``, this machine's kind first, then the other; an explicit
-    device, its own kind only."""
-    kinds = [draw_kind(suite.device), "cpu", "cuda"] if suite.device == "auto" else [draw_kind(suite.device)]
-    return [plan_suite(suite.model_copy(update={"device": kind})) for kind in dict.fromkeys(kinds)]
+def stored_plan(suite: Suite, settings: RunSettings, draws: str | None) -> list[EncodingGroup]:
+    """The plan of cells computed elsewhere: with the draws (``cpu``/``cuda``) they record (:func:`~nonxfer_bench.cells.store.draws`),
+    else this run's."""
+    return plan_suite(suite, settings.on(draws) if draws and draws != settings.draws else settings)

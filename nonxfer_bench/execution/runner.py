@@ -22,8 +22,9 @@ from typing import Callable, Iterator
 import torch
 
 from nonxfer_bench.attacks import ATTACKS, Attack
+from nonxfer_bench.cells.cell import Cell
+from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.core.device import make_deterministic, resolve_device
 from nonxfer_bench.core.environment import gigabytes
 from nonxfer_bench.core.hashing import stable_hash
@@ -34,7 +35,7 @@ from nonxfer_bench.execution.group import GroupComputation, GroupInputs, GroupSe
 from nonxfer_bench.execution.loader import PrefetchingReader
 from nonxfer_bench.execution.plan import AttackStep, EncodingGroup, plan_suite
 from nonxfer_bench.execution.progress import Plan, Progress
-from nonxfer_bench.execution.store import CellStore
+from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import AttackSpec, DatasetSpec, EncoderSpec, Suite
 from nonxfer_bench.storage.samples import sample_file, save_sample_grid
 from nonxfer_bench.zoo import ZooModel, build_model
@@ -93,20 +94,23 @@ class CleanInputs:
 
 
 class Runner:
-    """Executes a validated suite; ``on_group`` is called with each finished group's cells (tracking)."""
+    """Executes a validated suite with ``settings`` (default: as its file says); ``on_group`` is called with each
+    finished group's cells (tracking)."""
 
     def __init__(
         self,
         suite: Suite,
+        settings: RunSettings | None = None,
         fresh: bool = False,
         on_group: Callable[[EncodingGroup, list[Cell], Path | None], None] | None = None,
         executor: Executor | None = None,
     ) -> None:
         self.suite = suite
+        self.settings = settings or RunSettings.of(suite)
         self.fresh = fresh
         self.on_group = on_group
         self.executor = executor or InProcess()
-        self.groups = plan_suite(suite)
+        self.groups = plan_suite(suite, self.settings)
         self._dataset: ImageSet | None = None
         self._clean_predictions: dict[str, dict[str, torch.Tensor]] = {}  # authorized -> model -> predictions
         self.backoff = BatchBackOff()
@@ -121,7 +125,7 @@ class Runner:
     def device(self) -> torch.device:
         """Where models and batches live; resolved where groups are computed (a Ray driver may have no GPU), and made
         deterministic there (:func:`~nonxfer_bench.core.device.make_deterministic`)."""
-        device = resolve_device(self.suite.device)
+        device = resolve_device(self.settings.device)
         make_deterministic(device)
         return device
 
@@ -143,7 +147,7 @@ class Runner:
     def model(self, name: str) -> ZooModel:
         if name not in self._models:
             with blame(f"zoo model {name!r}"):
-                self._models[name] = build_model(self.suite.model(name)).to_device(self.device, self.suite.precision)
+                self._models[name] = build_model(self.suite.model(name)).to_device(self.device, self.settings.precision)
         return self._models[name]
 
     def attack(self, step: AttackStep) -> Attack:
@@ -180,7 +184,7 @@ class Runner:
     def clean_inputs(self, authorized: ZooModel) -> CleanInputs:
         """The clean evaluation images at ``authorized``'s release format, one :class:`CleanInputs` per authorized model."""
         if self._dataset is None:
-            spec = self.suite.dataset
+            spec = self.settings.dataset(self.suite)
             with blame(self.entry(spec)):
                 self._dataset = load_cached(spec.name, spec.params, spec.limit, self.suite.seeds[0])
             faults.point("dataset_loaded")
@@ -191,7 +195,7 @@ class Runner:
     @property
     def image_ids(self) -> str:
         """Identifies the evaluated image list (dataset, parameters, subset): equal ids, same images in the same order."""
-        spec = self.suite.dataset
+        spec = self.settings.dataset(self.suite)
         return stable_hash({"dataset": spec.model_dump(mode="json"), "subset_seed": self.suite.seeds[0]})
 
     def missing(self, group: EncodingGroup) -> Missing:
@@ -271,8 +275,8 @@ class Runner:
         suite = self.suite
         return GroupServices(
             self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, self.note, suite.name, suite.batch_size, suite.output.sample_images,
-            public_labels=lambda: None if self._public is None else self._public.labels, precision=suite.precision,
-            overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=suite.bounds, entry=self.entry,
+            public_labels=lambda: None if self._public is None else self._public.labels, precision=self.settings.precision,
+            overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=self.settings.bounds, entry=self.entry,
         )
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:

@@ -17,6 +17,7 @@ from nonxfer_bench.core.atomic import atomic_write, check_replaceable, staged_fo
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.schema.files import validate
+from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.schema.suite import MAX_SIDE
 from nonxfer_bench.storage.formats import apply_storage, is_16bit, read_image, write_image
@@ -123,10 +124,13 @@ def encode_folder(
     batch_size: int = 64,
     progress: bool = True,
     overwrite: bool = False,
+    settings: RunSettings = RunSettings(device="cpu"),
 ) -> dict:
     """Encode every image under ``source`` into NE files under ``output`` (same relative layout) plus
     ``manifest.json``; returns the manifest. An existing release at ``output`` is replaced only with
-    ``overwrite``, and anything else there (:func:`_check_output`) never."""
+    ``overwrite``, and anything else there (:func:`_check_output`) never. The authorized model and the encoder run
+    on ``settings.device``; the release's draws come from one generator keyed by ``seed_key`` (one key per release,
+    whatever the batch size)."""
     from tqdm import tqdm
 
     import nonxfer_bench
@@ -152,13 +156,14 @@ def encode_folder(
         if target in targets:
             raise UserError(f"{source}: {targets[target]} and {relative} would both be written as {target}; rename one")
         targets[target] = relative
-    model = build_model(spec)
+    model = build_model(spec).to_device(torch.device(settings.device))
     decode = dataset_preprocessing(model.preprocessing)
     channels = model.input_size[0]
+    generator = keyed_generator(seed_key, "encode")
     entries, notes = [], {}
     with staged_folder(output, _release) as staging:  # the new release appears whole (manifest last), or the old one stays
         bar = tqdm(total=len(files), desc=f"encode {model_name}/{encoder_name}@{strength:g} -> {storage.name}", unit="img", disable=not progress)
-        for batch_index, start in enumerate(range(0, len(files), batch_size)):
+        for start in range(0, len(files), batch_size):
             batch_files = files[start : start + batch_size]
             decoded = []
             for relative in batch_files:
@@ -168,10 +173,10 @@ def encode_folder(
                 decoded.append(image)
             clean = model.prepare(torch.stack(decoded))
             with torch.no_grad():
-                encoding = encoder.encode(clean, model, strength, keyed_generator(seed_key, "encode", batch_index))
-            stored = apply_storage(encoding.images, storage)
+                encoding = encoder.encode(clean.to(model.device), model, strength, generator)
+            stored = apply_storage(encoding.images.cpu(), storage)
             psnr = psnr_per_image(clean, stored)
-            for relative, image, encoded_psnr, stored_psnr in zip(batch_files, stored, encoding.achieved_psnr, psnr):
+            for relative, image, encoded_psnr, stored_psnr in zip(batch_files, stored, encoding.achieved_psnr.cpu(), psnr):
                 target = (staging / relative).with_suffix(storage.suffix)
                 write_image(target, image, storage)
                 faults.point("release_image_written")
@@ -351,8 +356,9 @@ def verify_release(
     progress: bool = True,
     controls: list[str] | None = None,
     overwrite: bool = False,
+    settings: RunSettings = RunSettings(device="cpu"),
 ) -> dict:
-    """Read a release back and score each model on it: agreement with the model's prediction on the
+    """Read a release back and score each model on it (on ``settings.device``, in ``settings.precision``): agreement with the model's prediction on the
     originals (when given) and accuracy when labels come from the first folder of each source path
     (sorted folder names = class indices, the ImageNet-val layout); then the verdict
     (:mod:`nonxfer_bench.owner.verdict`). Writes ``verify.json``.
@@ -409,7 +415,7 @@ def verify_release(
         labels = torch.tensor([classes.index(f) for f in folders])
     rows = []
     for spec in tqdm(specs, desc="verify models", unit="model", disable=not progress):
-        model = build_model(spec)
+        model = build_model(spec).to_device(torch.device(settings.device), settings.precision)
         predictions = model.predict(released, batch_size)
         role = "authorized" if spec is authorized else "control" if spec.name in control_names else "unauthorized"
         row: dict[str, Any] = {"model": spec.name, "role": role, "n": len(predictions)}

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from nonxfer_bench.core.device import DEVICE_PATTERN, Precision
 from nonxfer_bench.core.errors import UserError, excerpt
@@ -29,6 +29,14 @@ Seed = Annotated[int, Field(ge=0, lt=2**63)]
 WEIGHT_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "checkpoint_path", "cache_dir")
 
 
+class Frozen(Strict):
+    """A part of a suite or zoo file: fixed once loaded (:func:`nonxfer_bench.loading.load_suite` resolves paths and
+    parameters into copies), so what a run does is what its file says; a run's own settings are
+    :class:`~nonxfer_bench.schema.settings.RunSettings`."""
+
+    model_config = ConfigDict(frozen=True)
+
+
 def _distinct(values: list, what: str) -> list:
     seen = set()
     for value in values:
@@ -39,7 +47,7 @@ def _distinct(values: list, what: str) -> list:
     return values
 
 
-class WeightSource(Strict):
+class WeightSource(Frozen):
     """Where a zoo model's weights come from: nothing (random init, seeded by the model's ``seed``), a
     local file, the hub, or a file inside an installed Python package (``source: package``)."""
 
@@ -65,7 +73,7 @@ class WeightSource(Strict):
         return self
 
 
-class Preprocess(Strict):
+class Preprocess(Frozen):
     """A model's own input pipeline; unset fields come from timm's resolved data config."""
 
     input_size: tuple[Annotated[int, Field(ge=1, le=16)], Annotated[int, Field(ge=1, le=MAX_SIDE)], Annotated[int, Field(ge=1, le=MAX_SIDE)]] | None = None
@@ -84,14 +92,14 @@ class Preprocess(Strict):
         return self
 
 
-class TrainSpec(Strict):
+class TrainSpec(Frozen):
     epochs: int = Field(3, ge=1, le=100_000)
     batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     lr: float = Field(2e-3, gt=0, le=10)
     weight_decay: float = Field(0.05, ge=0, le=10)
 
 
-class ModelSpec(Strict):
+class ModelSpec(Frozen):
     """One zoo member: a timm architecture, its kwargs, its weights and its preprocessing."""
 
     name: PlainName
@@ -131,13 +139,13 @@ class ModelSpec(Strict):
         return data
 
 
-class DatasetSpec(Strict):
+class DatasetSpec(Frozen):
     name: str = Field(max_length=100)
     params: dict[str, Any] = {}
     limit: int | None = Field(None, ge=1, le=10**9, description="seeded random subset of this size")
 
 
-class ZooFile(Strict):
+class ZooFile(Frozen):
     """A zoo file: models plus how `nonxfer-bench train zoo` trains those with file weights."""
 
     dataset: DatasetSpec | None = None
@@ -152,7 +160,7 @@ def _finite(values: list[float]) -> list[float]:
     return _distinct(values, "strength")
 
 
-class EncoderSpec(Strict):
+class EncoderSpec(Frozen):
     name: str = Field(max_length=100)
     strengths: list[float] = Field(min_length=1, max_length=1000, description="PSNR in dB (nominal for 'reference')")
     params: dict[str, Any] = {}
@@ -166,7 +174,7 @@ class EncoderSpec(Strict):
         return values
 
 
-class AttackSpec(Strict):
+class AttackSpec(Frozen):
     name: str = Field(max_length=100)
     strengths: list[float] = Field([1.0], min_length=1, max_length=1000, description="common strength axis, each in [0, 1]")
     params: dict[str, Any] = {}
@@ -180,26 +188,26 @@ class AttackSpec(Strict):
         return values
 
 
-class OutputSpec(Strict):
+class OutputSpec(Frozen):
     dir: Path = Path("runs")
     results: Path = Path("results")
     sample_images: int = Field(8, ge=0, le=64)
 
 
-class TrackingSpec(Strict):
+class TrackingSpec(Frozen):
     enabled: bool = True
     uri: str | None = Field(None, max_length=2000, description="default: sqlite store beside the run folders; env wins")
     experiment: str | None = Field(None, min_length=1, max_length=250)
 
 
-class ResourceSpec(Strict):
+class ResourceSpec(Frozen):
     """What one encoding group requests from a Ray cluster (``--executor ray``); also its torch threads."""
 
     cpus: float = Field(1.0, gt=0, le=4096)
     gpus: float = Field(0.0, ge=0, le=1024)
 
 
-class Suite(Strict):
+class Suite(Frozen):
     name: PlainName
     description: str = ""
     dataset: DatasetSpec

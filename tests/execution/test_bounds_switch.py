@@ -7,12 +7,12 @@ baseline cells instead of taking them without bounds.
 
 from __future__ import annotations
 
+from nonxfer_bench.analysis.theory import numeric_bounds
 from nonxfer_bench.cli import main
 from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.linalg.bounds import NOT_COMPUTED
-from nonxfer_bench.reporting.leaderboard import write_leaderboard
-from nonxfer_bench.reporting.theory import numeric_bounds
+from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from tests.execution.small import small_suite
 
 SETUP = {"encoders": [{"name": "gaussian", "strengths": [20.0]}], "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}]}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from nonxfer_bench.core.cell import SCHEMA
+from nonxfer_bench.cells.cell import SCHEMA
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.leaderboard import write_leaderboard
+from nonxfer_bench.rendering.leaderboard import write_leaderboard
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "schema1"
 
@@ -17,9 +17,7 @@ def resumed_suite(tmp_path: Path):
     shutil.copy(FIXTURE / "suite.yaml", tmp_path / "suite.yaml")
     (tmp_path / "runs" / "schema1").mkdir(parents=True)
     shutil.copy(FIXTURE / "cells.jsonl", tmp_path / "runs" / "schema1" / "cells.jsonl")
-    suite = load_suite(tmp_path / "suite.yaml")
-    suite.output.dir, suite.output.results = tmp_path / "runs", tmp_path / "results"
-    return suite
+    return load_suite(tmp_path / "suite.yaml", output=tmp_path)
 
 
 def test_an_old_store_resumes_with_nothing_to_compute_and_the_same_cells_table(tmp_path):

@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -145,12 +144,13 @@ def test_an_identical_rerun_regenerates_the_committed_tables_byte_for_byte(proje
 
 def test_a_plain_quickstart_run_here_still_writes_its_committed_results() -> None:
     """`make quickstart` in a fresh clone: the suite as its file says, on this machine's draws."""
+    from nonxfer_bench.app.destination import committed_draws, run_differences
     from nonxfer_bench.loading import load_suite
-    from nonxfer_bench.reporting.destination import committed_draws, run_differences
+    from nonxfer_bench.schema.settings import RunSettings
 
     suite = load_suite(REPO / "suites" / "quickstart.yaml", require_weights=False)
-    run = suite.model_copy(update={"device": "cuda" if torch.cuda.is_available() else "cpu"})
-    differences = run_differences(suite, run, committed_draws(suite.results_dir()))
+    run = RunSettings.of(suite).resolved()
+    differences = run_differences(run, suite, committed_draws(suite.results_dir()))
     assert differences == ([] if run.device == "cpu" else ["cuda draws (the committed cells: cpu draws)"])
 
 
@@ -164,17 +164,17 @@ def test_a_run_may_replace_committed_results_only_with_their_own_plan(
 ) -> None:
     """The rule is exactly "same cell keys": a run may replace the committed results if and only if it plans the
     keys of the suite file as written, on the draws of the cells already committed (any draws when none are)."""
+    from nonxfer_bench.app.destination import run_differences
     from nonxfer_bench.execution.plan import plan_suite
-    from nonxfer_bench.reporting.destination import run_differences
+    from nonxfer_bench.schema.settings import RunSettings
 
-    run = written_suite.model_copy(deep=True, update={"device": device, "precision": precision, "bounds": bounds})
-    run.dataset.limit = limit or written_suite.dataset.limit
-    expected = written_suite.model_copy(update={"device": committed_kind or device})
+    run = RunSettings.of(written_suite, device=device, precision=precision, limit=limit, bounds=bounds)
+    expected = RunSettings.of(written_suite, device=committed_kind or device)
 
-    def keys(suite) -> list[str]:
-        return [key for group in plan_suite(suite) for key in group.cells.values()]
+    def keys(settings: RunSettings) -> list[str]:
+        return [key for group in plan_suite(written_suite, settings) for key in group.cells.values()]
 
-    assert (run_differences(written_suite, run, committed_kind) == []) == (keys(run) == keys(expected))
+    assert (run_differences(run, written_suite, committed_kind) == []) == (keys(run) == keys(expected))
 
 
 @pytest.fixture(scope="module")
