@@ -31,13 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from nonxfer_bench.app.sources import find_cells
+from nonxfer_bench.cells.cell import Cell
+from nonxfer_bench.cells.step import steps
 from nonxfer_bench.core.atomic import atomic_path
-from nonxfer_bench.core.cell import Cell, step_texts
 from nonxfer_bench.core.errors import UserError, excerpt
-from nonxfer_bench.execution.plan import EncodingGroup, draw_plans
-from nonxfer_bench.execution.store import CellStore
-from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.leaderboard import results_cells
 
 # written by nonxfer_bench.execution.progress.Progress.group_done
 FINISHED = re.compile(r"encoding \d+/\d+ finished: (?P<group>\S+) \((?P<seconds>[0-9.]+) s\)$")
@@ -61,10 +59,10 @@ def _timing(what: str, values: list[float]) -> Timing:
 def attack_timings(cells: list[Cell], prefix: str = "") -> list[Timing]:
     """Attack-stage seconds per 1,000 images for each attack step, one value per group that computed it."""
     per_step: dict[str, dict[str, float]] = {}
-    for cell, variant in zip(cells, step_texts(cells)):  # one entry per attack step, budgets of a sweep apart
+    for cell, step in zip(cells, steps(cells)):  # one entry per attack step, budgets of a sweep apart
         if cell.attack_seconds and cell.n:
-            step = prefix + (cell.attack if cell.baseline else " ".join(filter(None, [f"{cell.attack} {cell.attack_strength:g}", variant])))
-            per_step.setdefault(step, {})[cell.group] = 1000 * cell.attack_seconds / cell.n
+            name = prefix + (cell.attack if step.baseline else " ".join(filter(None, [f"{step.attack} {step.strength:g}", step.text])))
+            per_step.setdefault(name, {})[cell.group] = 1000 * cell.attack_seconds / cell.n
     return sorted((_timing(step, list(groups.values())) for step, groups in per_step.items()), key=lambda t: -t.median)
 
 
@@ -84,17 +82,6 @@ def group_timings(log: Path, cells: list[Cell], labels: set[str], prefix: str = 
         if (authorized, encoder) in images:
             per_encoder.setdefault(prefix + encoder, []).append(1000 * value / images[authorized, encoder])
     return sorted((_timing(encoder, values) for encoder, values in per_encoder.items()), key=lambda t: -t.median)
-
-
-def _planned_cells(paths: list[Path], plans: list[list[EncodingGroup]]) -> tuple[list[EncodingGroup], list[Cell]]:
-    """The first of ``paths`` (the store, then the committed results) holding cells of one of ``plans`` (CPU or CUDA
-    draws, :func:`~nonxfer_bench.execution.plan.draw_plans`): that plan and its cells; no cells when none does."""
-    for path in (p for p in paths if p.is_file()):
-        cells = CellStore(path, writable=False).cells
-        for plan in plans:
-            if found := [cells[key] for group in plan for key in group.cells.values() if key in cells]:
-                return plan, found
-    return plans[0], []
 
 
 def _panel(axis, timings: list[Timing], title: str) -> None:
@@ -207,20 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     groups: list[Timing] = []
     unlogged: list[str] = []
     for path in args.suites:
-        try:
-            suite = load_suite(path, require_weights=False)
-        except UserError as error:
+        try:  # the store, else the committed results, planned with the draws they record
+            found = find_cells("runtime", path, weights=False)
+        except UserError as error:  # an unreadable suite, no cells, a damaged store or results file
             fail(str(error))
-        stores = [suite.run_dir() / "cells.jsonl", results_cells(suite.results_dir())]
-        try:
-            plan, cells = _planned_cells(stores, draw_plans(suite))
-        except UserError as error:  # a damaged store or results file
-            fail(str(error))
-        if not cells:
-            fail(f"no finished cells of {path} in {stores[0].resolve()} or {stores[1].resolve()}; run it first")
+        suite = found.suite
         prefix = f"{suite.name}: " if len(args.suites) > 1 else ""
-        attacks += attack_timings(cells, prefix)
-        logged = group_timings(suite.run_dir() / "run.log", cells, {group.label for group in plan}, prefix)
+        attacks += attack_timings(found.cells, prefix)
+        logged = group_timings(suite.run_dir() / "run.log", found.cells, {group.label for group in found.plan}, prefix)
         groups += logged
         unlogged += [] if logged else [suite.name]
     if problem := check_replace(args.out, args.replace, groups):

@@ -23,8 +23,8 @@ import torch
 import yaml
 from PIL import Image
 
+from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.cli import main
-from nonxfer_bench.execution.store import CellStore
 from tests.conftest import DIGITS_ZOO, digits_suite, write_yaml
 
 # tqdm's progress bar (redrawn with carriage returns) and a run's plan and progress lines: not error lines
@@ -365,7 +365,7 @@ def test_an_unwritable_results_folder_keeps_every_cell(tmp_path, digits_zoo, cap
 
 
 def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(tmp_path, digits_zoo, capsys):
-    from nonxfer_bench.execution.store import exclusive
+    from nonxfer_bench.cells.store import exclusive
 
     suite = suite_with(tmp_path, digits_zoo)
     with exclusive(tmp_path / "runs" / "digits"):  # as a first run would hold it

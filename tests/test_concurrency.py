@@ -7,9 +7,9 @@ import os
 import mlflow
 import pytest
 
+from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.cli import main
-from nonxfer_bench.execution.store import CellStore
-from nonxfer_bench.reporting.tracking import retry_concurrent, sqlite_uri
+from nonxfer_bench.tracking.tracker import retry_concurrent, sqlite_uri
 from tests.conftest import digits_suite
 
 

@@ -23,12 +23,13 @@ import mlflow
 import numpy as np
 import pytest
 
+from nonxfer_bench.analysis.uncertainty import proportion_interval
+from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.cli import main
-from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.metrics.statistics import bootstrap_over_images
-from nonxfer_bench.reporting.tracking import Tracker, experiment_url, sqlite_uri
-from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
+from nonxfer_bench.rendering.text import with_interval
+from nonxfer_bench.tracking.tracker import Tracker, experiment_url, sqlite_uri
 from tests.conftest import digits_suite
 
 CHROMIUM = Path("/usr/bin/chromium")

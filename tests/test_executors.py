@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from nonxfer_bench.core.cell import RUN_METADATA
+from nonxfer_bench.cells.cell import RUN_METADATA
 from nonxfer_bench.execution.executors import ProcessExecutor, RayExecutor, WorkerDied
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite

@@ -17,8 +17,8 @@ from nonxfer_bench.datasets.packaged import FoolboxImageNet
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.metrics.outcomes import Tally
-from nonxfer_bench.reporting.tracking import sqlite_uri
 from nonxfer_bench.schema.suite import ModelSpec, package_folder
+from nonxfer_bench.tracking.tracker import sqlite_uri
 from nonxfer_bench.zoo import ZooModel, _timm_network, build_model, dataset_preprocessing
 from tests.conftest import write_yaml
 

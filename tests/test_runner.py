@@ -3,12 +3,13 @@
 import pandas as pd
 import pytest
 
+from nonxfer_bench.analysis.uncertainty import proportion_interval
+from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.cli import main
 from nonxfer_bench.core.version import code_version
 from nonxfer_bench.execution.runner import Runner
-from nonxfer_bench.execution.store import CellStore
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.uncertainty import proportion_interval, with_interval
+from nonxfer_bench.rendering.text import with_interval
 from tests.conftest import digits_suite
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.cli import main
-from nonxfer_bench.core.cell import Cell
 from nonxfer_bench.execution.progress import Progress
 from tests.conftest import digits_suite
 

@@ -47,3 +47,9 @@ def shown_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+def io_error(error: OSError) -> str:
+    """An I/O error (a full disk, a read-only folder) as the text of one error line: the path(s) and what failed."""
+    where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+    return f"{where + ': ' if where else ''}{error.strerror or error} (check the path, its permissions and free disk space)"

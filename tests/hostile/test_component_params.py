@@ -17,7 +17,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from nonxfer_bench.attacks import ATTACKS
-from nonxfer_bench.core.cell import Outcomes, pack_bits
+from nonxfer_bench.cells.cell import Outcomes, pack_bits
 from nonxfer_bench.core.params import unbounded
 from nonxfer_bench.datasets import DATASETS
 from nonxfer_bench.encoders import ENCODERS

@@ -99,7 +99,12 @@ def commands_with(option: str) -> set[str]:
 
 def device_commands(folder: Path) -> dict[str, list[object]]:
     """Every command that takes --device (found in the parser, so a new one is covered), with its other arguments."""
-    arguments = {"run": [tiny_suite(folder), "--no-tracking"], "train diffusion": [ddpm_config(folder)]}
+    release = ["--zoo", tiny_suite(folder), "--model", "a"]  # the device is checked before the zoo or any folder is read
+    arguments = {
+        "run": [tiny_suite(folder), "--no-tracking"], "train diffusion": [ddpm_config(folder)],
+        "encode": [folder / "photos", folder / "release", *release, "--encoder", "patch", "--strength", "10"],
+        "verify": [folder / "release", *release[:2], "--labels"],
+    }  # fmt: skip
     assert commands_with("--device") == set(arguments), "a command takes --device: give it its arguments here"
     return {command: [*command.split(), *rest] for command, rest in arguments.items()}
 

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.loading import load_suite
-from nonxfer_bench.reporting.readback import read_suite
-from nonxfer_bench.reporting.tracking import Tracker, sqlite_uri
 from nonxfer_bench.schema.suite import PLAIN_NAME
+from nonxfer_bench.tracking.readback import read_suite
+from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
 from tests.conftest import digits_suite, write_yaml
 from tests.hostile.conftest import run_cli
-from tests.reporting.synthetic import MODELS, ladder_cells
+from tests.synthetic import MODELS, ladder_cells
 
 MODEL = {
     "arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
