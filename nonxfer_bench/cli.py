@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import signal
 import sys
@@ -373,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(one_line(f"nonxfer-bench: error: {error}"), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `nonxfer-bench list attacks | head`: the reader left, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the interpreter's last flush goes nowhere
+        return 0
     except OSError as error:
         print(one_line(f"nonxfer-bench: error: {io_error(error)}"), file=sys.stderr)
         return 2

@@ -189,3 +189,15 @@ def test_ui_for_a_tracking_server_that_is_down_is_one_line(tmp_path, capsys, mon
     assert main(["ui", str(path)]) == 2
     err = capsys.readouterr().err
     assert "MLflow tracking server http://127.0.0.1:9 is not reachable" in err and len(err.splitlines()) == 1
+
+
+def test_a_reader_that_leaves_early_is_no_error(tmp_path):
+    """`nonxfer-bench list attacks | head -1`: the closed pipe ends the listing quietly, exit 0, no error line."""
+    import subprocess
+    import sys
+
+    listing = subprocess.Popen([sys.executable, "-m", "nonxfer_bench", "list", "attacks"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listing.stdout.readline()
+    listing.stdout.close()  # the reader leaves after one line
+    assert listing.wait(timeout=120) == 0
+    assert listing.stderr.read() == b""
