@@ -65,7 +65,7 @@ def _seed_gaps(release: pd.DataFrame, authorized: str, step: Step, model: str, m
     return (auth - best).dropna()
 
 
-def _visibility(release: pd.DataFrame) -> tuple[float | None, float | None]:
+def visibility(release: pd.DataFrame) -> tuple[float | None, float | None]:
     """(standard PSNR dB, SSIM) of the released (stored) images against the clean ones, mean over seeds."""
     plain = release[release.baseline]
     psnr = plain["stored_psnr"].fillna(plain["encoded_psnr"]).dropna()
@@ -88,7 +88,7 @@ def protection_rows(frame: pd.DataFrame, metric: str) -> list[dict]:
         intervals = _gap_interval(release, authorized, models, metric)
         gaps = _seed_gaps(release, authorized, step, model, metric)
         at_step = release[release.step == step]
-        psnr, ssim = _visibility(release)
+        psnr, ssim = visibility(release)
         rows.append(
             {
                 "release": key,

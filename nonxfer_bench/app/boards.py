@@ -13,7 +13,7 @@ from nonxfer_bench.cells.results import results_cells
 from nonxfer_bench.cells.store import draws
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.execution.plan import plan_suite
-from nonxfer_bench.loading import check_results_folder, claim_results_folder
+from nonxfer_bench.loading import check_results_folder, claim_results_folder, suite_protocol
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from nonxfer_bench.rendering.provenance import Source
 from nonxfer_bench.rendering.report import write_report
@@ -34,7 +34,8 @@ def rebuild_leaderboard(found: FoundCells, suite_file: Path | None, out: Path | 
         check_results_folder(found.suite, suite_file)
         _check_replaces(out, found.cells, found.source, found.origin, suite_file)
         claim_results_folder(found.suite, suite_file)
-    paths = write_leaderboard(found.name, found.cells, found.models, out, source=found.source)
+    protocol, ensemble = suite_protocol(found.suite) if found.suite else (None, None)
+    paths = write_leaderboard(found.name, found.cells, found.models, out, found.source, protocol, ensemble)
     if found.tracked:
         log_to_parent(found.tracked, paths)
     return paths
@@ -66,4 +67,5 @@ def build_report(found: FoundCells, out: Path | None, project: Path) -> tuple[Pa
         else:
             grids = {group.label: sample_file(found.suite.run_dir(), group.label) for group in plan_suite(found.suite)}
             samples = {label: path for label, path in grids.items() if path.is_file()}
-        return write_report(found.name, found.cells, found.models, samples, out, source=found.source), len(samples)
+        protocol, ensemble = suite_protocol(found.suite) if found.suite else (None, None)
+        return write_report(found.name, found.cells, found.models, samples, out, found.source, protocol, ensemble), len(samples)

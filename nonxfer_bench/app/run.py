@@ -22,7 +22,7 @@ from nonxfer_bench.core.errors import UserError, io_error
 from nonxfer_bench.execution.executors import WorkerDied, create_executor, ray_device
 from nonxfer_bench.execution.group import ComponentError
 from nonxfer_bench.execution.runner import Runner
-from nonxfer_bench.loading import absolute, check_results_folder, claim_results_folder, load_suite
+from nonxfer_bench.loading import absolute, check_results_folder, claim_results_folder, load_suite, suite_protocol
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from nonxfer_bench.rendering.provenance import Source
 from nonxfer_bench.schema.settings import RunSettings
@@ -70,7 +70,8 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
             if not differences:
                 claim_results_folder(suite, suite_file)  # after the work: a results folder that cannot be written loses no cell
             source = Source.store(suite_file, suite.run_dir() / "cells.jsonl")
-            paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], board, source=source)  # every planned cell
+            protocol, ensemble = suite_protocol(suite)
+            paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], board, source, protocol, ensemble)  # every planned cell
             faults.point("leaderboard_written")
             if tracker:
                 tracker.log_results(paths)

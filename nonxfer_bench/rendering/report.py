@@ -17,6 +17,7 @@ from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.rendering.figures import read_caption
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from nonxfer_bench.rendering.provenance import Source
+from nonxfer_bench.schema.protocol import Protocol
 
 SORT_SCRIPT = """
 document.querySelectorAll("table").forEach(table => {
@@ -79,14 +80,17 @@ def _figure(source: str, caption: str) -> str:
     return f'<figure><img src="{html.escape(source)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
-def write_report(suite_name: str, cells: list[Cell], models: list[str], samples: dict[str, Path], folder: Path, source: Source | None = None) -> Path:
+def write_report(
+    suite_name: str, cells: list[Cell], models: list[str], samples: dict[str, Path], folder: Path, source: Source | None = None,
+    protocol: Protocol | None = None, ensemble: str | None = None,
+) -> Path:  # fmt: skip
     """Write the report folder (leaderboard, plots, ``samples/``) and return its ``index.html``.
 
     ``samples`` maps an encoding's label (its group run name) to its sample grid PNG; ``source`` says where
-    the cells came from (the leaderboard's "What was run" line).
+    the cells came from (the leaderboard's "What was run" line); ``protocol`` and ``ensemble`` as the leaderboard takes them.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    paths = write_leaderboard(suite_name, cells, models, folder, source=source)
+    paths = write_leaderboard(suite_name, cells, models, folder, source, protocol, ensemble)
     board = paths[0].read_text()
     figures = [_figure(p.name, read_caption(p) or p.stem) for p in paths if p.suffix == ".png"]
     grids = []

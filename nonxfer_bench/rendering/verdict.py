@@ -1,0 +1,107 @@
+"""The leaderboard's ranking: the protocol verdict per release (:mod:`nonxfer_bench.analysis.verdict`) and the sanity
+checks of the evaluation (:mod:`nonxfer_bench.analysis.sanity`).
+
+The ranking's first line says what the verdict rests on: the protocol and ensemble the suite ran, or, when a suite
+ran no protocol or its cells lack attacks of a tier, "not a protocol verdict" and the tiers no attack of which ran. A
+release is never shown as protected without the tiers it was attacked at: each tier is a column, "not run" where no
+attack of it ran.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from nonxfer_bench.analysis.ranking import visibility
+from nonxfer_bench.analysis.sanity import sanity_findings
+from nonxfer_bench.analysis.verdict import ReleaseVerdict, TierVerdict, tied, verdicts
+from nonxfer_bench.rendering.sections import Section
+from nonxfer_bench.rendering.text import db, gap_text, markdown_table, with_interval
+from nonxfer_bench.schema.protocol import VERDICT_TIERS, Protocol, VerdictSpec
+
+TIER_NAMES = {"none": "none", "method": "method", "architecture": "architecture", "public_weights": "public weights", "labelled_nes": "labelled NEs"}
+NOT_RUN = "not run"
+
+
+def _tier_cell(found: TierVerdict | None) -> str:
+    if found is None:
+        return NOT_RUN
+    return gap_text(found.gap.estimate, found.gap) + (" broken" if found.broken else "")
+
+
+def _headline(verdict: ReleaseVerdict) -> str:
+    """``broken at <tier>: <step> (<model>)``, or ``holds through <tier>`` (the highest tier that ran)."""
+    broken = next((tier for tier in verdict.tiers if tier.broken), None)
+    if broken is not None:
+        return f"broken at {TIER_NAMES[broken.tier]}: {broken.step.label} ({broken.model})"
+    if verdict.headline is None:
+        return "no attack ran"
+    return f"holds through {TIER_NAMES[verdict.headline.tier]}" + (f" ({len(verdict.missing)} tier(s) not run)" if verdict.missing else "")
+
+
+def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame) -> pd.DataFrame:
+    precisions = frame.precision.nunique() > 1
+    ties = tied(found)
+    rows = []
+    for rank, (verdict, others) in enumerate(zip(found, ties), 1):
+        by_tier = {tier.tier: tier for tier in verdict.tiers}
+        release = verdict.release
+        psnr, ssim = visibility(frame[frame.release == release])
+        headline = verdict.headline
+        rows.append(
+            {"rank": rank, "authorized": release.authorized, "encoding": release.label}
+            | ({"precision": release.precision} if precisions else {})
+            | {"verdict": _headline(verdict)}
+            | {f"gap: {TIER_NAMES[tier]}": _tier_cell(by_tier.get(tier)) for tier in VERDICT_TIERS}
+            | {
+                "white box (not ranked)": _tier_cell(verdict.white_box),
+                "clean gap": "" if verdict.clean_gap is None else gap_text(verdict.clean_gap.estimate, verdict.clean_gap),
+                "auth acc": with_interval(verdict.auth),
+                "best unauth acc": "" if headline is None else with_interval(headline.best),
+                "by attack": "" if headline is None else f"{headline.step.label} ({headline.model})",
+                "n": f"{verdict.n} (+{verdict.tuning} tuning)",
+                "PSNR dB": db(psnr),
+                "SSIM": "" if ssim is None else f"{ssim:.3f}",
+                "tied with": ", ".join(map(str, others)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _first_line(found: list[ReleaseVerdict], protocol: Protocol | None, ensemble: str | None) -> str:
+    missing = sorted({tier for verdict in found for tier in verdict.missing}, key=VERDICT_TIERS.index)
+    ran = f"protocol {protocol.label} (version {protocol.version}, {ensemble} ensemble)" if protocol else None
+    if protocol is None or missing:
+        why = f"no attack of tier{'s' if len(missing) > 1 else ''} {', '.join(TIER_NAMES[t] for t in missing)} ran" if missing else "this suite runs no protocol"
+        return f"**Not a protocol verdict**: {why}{'; ' + ran + ' was named' if ran else ''}. A release is protected only against the tiers it faced."
+    return f"**Protocol verdict**: {ran}; every release faced every tier."
+
+
+def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensemble: str | None = None) -> Section:
+    spec = protocol.verdict if protocol else VerdictSpec()
+    found = verdicts(frame, spec)
+    intro = (
+        f"{_first_line(found, protocol, ensemble)} Score: the **protection gap** at each knowledge tier = the authorized model's accuracy on "
+        "the release (no attack) minus the best accuracy any unauthorized model reaches under any attack step of that tier or a lower one "
+        "(none < method < architecture < public weights < labelled NEs), in points. Ranked by the gap at the highest tier that ran; "
+        "`broken`: that accuracy reaches "
+        f"{spec.break_fraction:.0%} of the unauthorized models' clean accuracy. White box is shown, never ranked."
+    )
+    glossary = (
+        f"Each tier's strongest (attack step, unauthorized model) is chosen on a seeded {spec.tuning:.0%} of the images (`tuning`) and "
+        "reported on the rest (`n`), so choosing the best of many attacks inflates no number. `x [lo, hi]`: 95% intervals; a gap's is "
+        "paired over the reported images (Newcombe's for one model, key and draw; else a paired bootstrap). `clean gap`: the same "
+        "gap on the clean images with no attack, the authorized model's plain lead, which is not protection. `tied with`: the ranks "
+        "whose ranking gap intervals overlap this one's. `not run`: no attack of that tier ran, so the release is not known to "
+        "hold there. Controls never count as unauthorized."
+    )
+    return Section("Protocol verdict", markdown_table(verdict_table(found, frame)) if found else "No release with per-image outcomes.", intro=intro, glossary=glossary)
+
+
+def sanity_section(frame: pd.DataFrame) -> Section:
+    findings = sanity_findings(frame)
+    intro = (
+        "Signs that an attack ran too weakly or not at all (as AutoAttack checks its runs): a tier's attacks weaker than a lower "
+        "tier's, a budget sweep that does worse with more, white box weaker than a weight-free attack, an attack that changes nothing."
+    )
+    table = "\n".join(f"- {f.check}: {f.text}" for f in findings) if findings else "None of the four checks fired."
+    return Section("Sanity checks", table, intro=intro)
