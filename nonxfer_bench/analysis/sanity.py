@@ -68,7 +68,7 @@ def budget_sweeps(frame: pd.DataFrame, metric: str) -> list[Finding]:
     findings = []
     attacked = frame[~frame.baseline & frame.model.isin(unauthorized_models(frame))]
     for (release, attack, strength, settings), part in attacked.groupby(
-        [RELEASE, attacked[STEP].map(lambda s: s.attack), "attack_strength", attacked[STEP].map(lambda s: tuple((k, v) for k, v in s.settings if k not in BUDGETS))],
+        [RELEASE, attacked[STEP].map(lambda s: s.attack), "attack_strength", attacked[STEP].map(lambda s: " ".join(f"{k}={v}" for k, v in s.settings if k not in BUDGETS))],
         sort=True,
     ):
         sweep = part.groupby(STEP)[metric].mean().dropna()

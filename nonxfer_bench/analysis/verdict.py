@@ -41,6 +41,7 @@ class TierVerdict:
     best: Interval  # the model's accuracy under the step
     gap: Interval  # authorized (no attack) minus best, paired over the report images
     broken: bool
+    seed_sd: float  # the between-seed (NE key) standard deviation of the gap; NaN with one seed
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class ReleaseVerdict:
     missing: tuple[str, ...]  # verdict tiers with no attack step here
     clean_gap: Interval | None  # the authorized model's lead on the clean images (no attack)
     target: float | None  # the break target: break_fraction of the unauthorized models' clean accuracy
+    seeds: int  # NE keys (the per-image outcomes are their mean)
 
     @property
     def headline(self) -> TierVerdict | None:
@@ -62,24 +64,31 @@ class ReleaseVerdict:
 
 
 class _Images:
-    """Per-image outcomes of one release's cells, mean over seeds and draws, split into tuning and report images."""
+    """Per-image outcomes of one release's cells (mean over draws) per seed, split into tuning and report images."""
 
     def __init__(self, cells: pd.DataFrame, metric: str, spec: VerdictSpec) -> None:
-        self.metric = metric
-        self.rows: dict[tuple[Step, str], np.ndarray] = {}
+        self.per_seed: dict[tuple[Step, str], dict[int, np.ndarray]] = {}
         ids = set()
         for (step, model), part in cells.groupby([STEP, "model"], sort=True):
-            found = [per_image(outcomes, metric) for outcomes in part.outcomes]
-            ids |= {key for key, _ in found}
-            self.rows[step, model] = np.mean([flags for _, flags in found], axis=0)
+            found = {seed: per_image(outcomes, metric) for seed, outcomes in zip(part.seed, part.outcomes)}
+            ids |= {key for key, _ in found.values()}
+            self.per_seed[step, model] = {seed: flags for seed, (_, flags) in found.items()}
         if len(ids) > 1:
             raise ValueError("the release's cells were evaluated on different images")
+        self.rows = {pair: np.mean(list(seeds.values()), axis=0) for pair, seeds in self.per_seed.items()}
         count = len(next(iter(self.rows.values())))
         order = np.random.default_rng(spec.seed).permutation(count)
         self.tuning, self.report = order[: round(spec.tuning * count)], order[round(spec.tuning * count) :]
 
     def flags(self, step: Step, model: str) -> np.ndarray:
+        """Per-image ``metric``, mean over seeds and draws."""
         return self.rows[step, model]
+
+    def seed_sd(self, authorized: tuple[Step, str], best: tuple[Step, str]) -> float:
+        """The between-seed standard deviation of the gap on the report images (NaN with fewer than two seeds)."""
+        seeds = sorted(set(self.per_seed[authorized]) & set(self.per_seed[best]))
+        gaps = [float(self.per_seed[authorized][s][self.report].mean() - self.per_seed[best][s][self.report].mean()) for s in seeds]
+        return float(np.std(gaps, ddof=1)) if len(gaps) > 1 else float("nan")
 
 
 def _interval(flags: np.ndarray) -> Interval:
@@ -97,10 +106,17 @@ def _strongest(images: _Images, candidates: list[tuple[Step, str]]) -> tuple[Ste
     return min(candidates, key=lambda pair: (-images.flags(*pair)[images.tuning].mean(), not pair[0].baseline, pair))
 
 
-def _tier(images: _Images, tier: str, candidates: list[tuple[Step, str]], authorized: np.ndarray, target: float | None) -> TierVerdict:
+def _tier(images: _Images, tier: str, candidates: list[tuple[Step, str]], authorized: tuple[Step, str], target: float | None) -> TierVerdict:
     step, model = _strongest(images, candidates)
-    best = images.flags(step, model)[images.report]
-    return TierVerdict(tier, step, model, _interval(best), _gap(authorized, best), target is not None and float(best.mean()) >= target)
+    best, auth = images.flags(step, model)[images.report], images.flags(*authorized)[images.report]
+    broken = target is not None and float(best.mean()) >= target
+    return TierVerdict(tier, step, model, _interval(best), _gap(auth, best), broken, images.seed_sd(authorized, (step, model)))
+
+
+def _tier_of(step: Step) -> str | None:
+    """A step's knowledge tier: no attack is ``none`` whatever its cells recorded; None for cells of stores written
+    before tiers were recorded (such a step belongs to no tier of the verdict)."""
+    return "none" if step.baseline else step.tier
 
 
 def release_verdict(release: Release, cells: pd.DataFrame, clean: pd.DataFrame | None, spec: VerdictSpec, metric: str) -> ReleaseVerdict | None:
@@ -112,20 +128,21 @@ def release_verdict(release: Release, cells: pd.DataFrame, clean: pd.DataFrame |
     if plain.empty or not models:
         return None
     images = _Images(cells[cells.model.isin([release.authorized, *models])], metric, spec)
-    authorized = images.flags(plain[STEP].iloc[0], release.authorized)[images.report]
+    authorized = (plain[STEP].iloc[0], release.authorized)
     clean_gap, target = _clean(clean, release, metric, spec)
     steps = sorted(set(cells[STEP]))
     tiers, missing = [], []
     for index, tier in enumerate(VERDICT_TIERS):
         allowed = set(VERDICT_TIERS[: index + 1])
-        candidates = [(step, model) for step in steps if step.tier in allowed or step.baseline for model in models if (step, model) in images.rows]
-        if not any(step.tier == tier for step, _ in candidates):
+        candidates = [(step, model) for step in steps if _tier_of(step) in allowed for model in models if (step, model) in images.rows]
+        if not any(_tier_of(step) == tier for step, _ in candidates):
             missing.append(tier)
             continue
         tiers.append(_tier(images, tier, candidates, authorized, target))
     white = [(step, model) for step in steps for model in models if (step, model) in images.rows]
     white_box = _tier(images, WHITE_BOX, white, authorized, target) if any(step.tier == WHITE_BOX for step in steps) else None
-    return ReleaseVerdict(release, len(images.report), len(images.tuning), _interval(authorized), tuple(tiers), white_box, tuple(missing), clean_gap, target)
+    auth = _interval(images.flags(*authorized)[images.report])
+    return ReleaseVerdict(release, len(images.report), len(images.tuning), auth, tuple(tiers), white_box, tuple(missing), clean_gap, target, int(cells.seed.nunique()))
 
 
 def _clean(clean: pd.DataFrame | None, release: Release, metric: str, spec: VerdictSpec) -> tuple[Interval | None, float | None]:

@@ -2,7 +2,8 @@
 
 A cell's key hashes its resolved configuration (dataset, both models' identities including weight
 hashes, encoder and attack names, parameters and code versions, strengths, seed), so a finished cell
-is recognized in any later run and a changed one is recomputed.
+is recognized in any later run and a changed one is recomputed. The clean images (encoder ``clean``, every plan's
+reference) face only the no-attack step: no table reads an attack on them.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def plan_suite(suite: Suite, settings: RunSettings | None = None) -> list[Encodi
     # what informed attackers hold changes their cells; suites without it keep their keys
     public = {"public": suite.public.model_dump(mode="json")} if suite.public else {}
     steps = [AttackStep(spec, s) for spec in suite.attacks for s in spec.strengths]
+    clean_steps = [step for step in steps if ATTACKS.get(step.spec.name).baseline]  # the tables read only no attack of the clean images
     encoders = ([] if any(e.name == "clean" for e in suite.encoders) else [CLEAN]) + list(suite.encoders)
     draws, precision = settings.draws, settings.precision
     groups = []
@@ -91,7 +93,7 @@ def plan_suite(suite: Suite, settings: RunSettings | None = None) -> list[Encodi
                     if precision != "fp32":  # fp32 keeps every existing key; the same draws either way
                         base["precision"] = precision
                     group = EncodingGroup(authorized, encoder, strength, seed, stable_hash(base), storage=storage, draw_key=draw_key, precision=precision)
-                    for step in steps:
+                    for step in steps if encoder.name != "clean" else clean_steps:
                         attack_id = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
                         for model in suite.models:
                             cell = {**base, "attack": attack_id, "attack_strength": step.strength, "model": identities[model.name]}

@@ -207,7 +207,7 @@ class Runner:
         """How big this run is and how much of it is already finished."""
         cells = sum(len(group.cells) for group in self.groups)
         todo = sum(len(missing) for _, missing in pending)
-        steps = len({step for group in self.groups[:1] for step, _ in group.cells})
+        steps = max((len({step for step, _ in group.cells}) for group in self.groups), default=0)  # the clean images face fewer
         return Plan(len(self.groups), steps, len(self.suite.models), cells, cells - todo, len(pending))
 
     def run(self, progress: Progress | None = None) -> RunResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from nonxfer_bench.analysis.frame import metric_of
 from nonxfer_bench.analysis.ranking import visibility
 from nonxfer_bench.analysis.sanity import sanity_findings
 from nonxfer_bench.analysis.verdict import ReleaseVerdict, TierVerdict, tied, verdicts
@@ -38,8 +39,9 @@ def _headline(verdict: ReleaseVerdict) -> str:
     return f"holds through {TIER_NAMES[verdict.headline.tier]}" + (f" ({len(verdict.missing)} tier(s) not run)" if verdict.missing else "")
 
 
-def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame) -> pd.DataFrame:
-    precisions = frame.precision.nunique() > 1
+def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    precisions, short = frame.precision.nunique() > 1, "acc" if metric == "accuracy" else "agree"
+    devices = frame.device.nunique() > 1 or (frame.device.isna().any() and frame.device.notna().any())
     ties = tied(found)
     rows = []
     for rank, (verdict, others) in enumerate(zip(found, ties), 1):
@@ -55,14 +57,16 @@ def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame) -> pd.DataFr
             | {
                 "white box (not ranked)": _tier_cell(verdict.white_box),
                 "clean gap": "" if verdict.clean_gap is None else gap_text(verdict.clean_gap.estimate, verdict.clean_gap),
-                "auth acc": with_interval(verdict.auth),
-                "best unauth acc": "" if headline is None else with_interval(headline.best),
+                f"auth {short}": with_interval(verdict.auth),
+                f"best unauth {short}": "" if headline is None else with_interval(headline.best),
                 "by attack": "" if headline is None else f"{headline.step.label} ({headline.model})",
                 "n": f"{verdict.n} (+{verdict.tuning} tuning)",
                 "PSNR dB": db(psnr),
                 "SSIM": "" if ssim is None else f"{ssim:.3f}",
                 "tied with": ", ".join(map(str, others)),
             }
+            | ({"seeds": str(verdict.seeds), "gap seed sd": "" if headline is None or pd.isna(headline.seed_sd) else f"{100 * headline.seed_sd:.1f}"} if verdict.seeds > 1 else {})
+            | ({"device": ", ".join(sorted(str(d) for d in frame[frame.release == release].device.dropna().unique())) or "not recorded"} if devices else {})
         )
     return pd.DataFrame(rows)
 
@@ -77,14 +81,14 @@ def _first_line(found: list[ReleaseVerdict], protocol: Protocol | None, ensemble
 
 
 def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensemble: str | None = None) -> Section:
-    spec = protocol.verdict if protocol else VerdictSpec()
+    spec, metric = protocol.verdict if protocol else VerdictSpec(), metric_of(frame)
     found = verdicts(frame, spec)
     intro = (
-        f"{_first_line(found, protocol, ensemble)} Score: the **protection gap** at each knowledge tier = the authorized model's accuracy on "
-        "the release (no attack) minus the best accuracy any unauthorized model reaches under any attack step of that tier or a lower one "
-        "(none < method < architecture < public weights < labelled NEs), in points. Ranked by the gap at the highest tier that ran; "
-        "`broken`: that accuracy reaches "
-        f"{spec.break_fraction:.0%} of the unauthorized models' clean accuracy. White box is shown, never ranked."
+        f"{_first_line(found, protocol, ensemble)} Score: the **protection gap** at each knowledge tier = the authorized model's {metric} on "
+        f"the release (no attack) minus the best {metric} any unauthorized model reaches under any attack step of that tier or a lower one "
+        "(none < method < architecture < public weights < labelled NEs), in points; a gap near 0 or negative means no protection. "
+        f"Ranked by the gap at the highest tier that ran; `broken`: that {metric} reaches "
+        f"{spec.break_fraction:.0%} of the unauthorized models' clean {metric}. White box is shown, never ranked."
     )
     glossary = (
         f"Each tier's strongest (attack step, unauthorized model) is chosen on a seeded {spec.tuning:.0%} of the images (`tuning`) and "
@@ -93,8 +97,13 @@ def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensem
         "gap on the clean images with no attack, the authorized model's plain lead, which is not protection. `tied with`: the ranks "
         "whose ranking gap intervals overlap this one's. `not run`: no attack of that tier ran, so the release is not known to "
         "hold there. Controls never count as unauthorized."
-    )
-    return Section("Protocol verdict", markdown_table(verdict_table(found, frame)) if found else "No release with per-image outcomes.", intro=intro, glossary=glossary)
+        + (" With several seeds (NE keys): per-image outcomes are means over seeds, and `gap seed sd` is the standard deviation of the "
+           "ranking gap between seeds, in points." if frame.seed.nunique() > 1 else "")
+    )  # fmt: skip
+    table = markdown_table(verdict_table(found, frame, metric)) if found else (
+        "No verdict: it needs each cell's per-image outcomes, which this store does not keep (rerun the suite to record them)."
+    )  # fmt: skip
+    return Section("Protocol verdict", table, intro=intro, glossary=glossary)
 
 
 def sanity_section(frame: pd.DataFrame) -> Section:
