@@ -1,3 +1,4 @@
+# my_protections/uniform.py
 import torch
 from pydantic import Field
 
