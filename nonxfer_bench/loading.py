@@ -319,15 +319,23 @@ def _shown(source: tuple[str, ...]) -> str:
     return source[0] if len(source) == 1 else f"{source[0]} {os.path.join(*source[1:])}"
 
 
+def encoder_refusal(encoder: Encoder, spec: ModelSpec) -> str | None:
+    """Why ``encoder`` cannot protect the zoo model ``spec`` (:meth:`Encoder.check_model` on its structure, built
+    without weights; only for encoders that check), or None; an error check_model raises (a plugin's bug) as a reason."""
+    if type(encoder).check_model is Encoder.check_model:
+        return None
+    try:
+        return encoder.check_model(model_structure(spec))
+    except Exception as error:  # noqa: BLE001 - a plugin's bug is one line at load, not a traceback
+        return f"its check_model raised {type(error).__name__}: {excerpt(str(error))}"
+
+
 def _check_encoder_models(suite: Suite, path: Path) -> None:
-    """Every encoder can protect every authorized model (:meth:`Encoder.check_model` on the model's structure,
-    built without weights; only for encoders that check)."""
+    """Every encoder can protect every authorized model (:func:`encoder_refusal`)."""
     for i, spec in enumerate(suite.encoders):
         encoder = ENCODERS.create(spec.name, spec.params)
-        if type(encoder).check_model is Encoder.check_model:
-            continue
         for name in suite.authorized:
-            problem = encoder.check_model(model_structure(suite.model(name)))
+            problem = encoder_refusal(encoder, suite.model(name))
             if problem:
                 raise UserError(f"{path}: key 'encoders[{i}]': {spec.name} cannot protect authorized model {name!r}: {problem}")
 
