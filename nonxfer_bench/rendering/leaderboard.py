@@ -103,7 +103,7 @@ def notes(frame: pd.DataFrame) -> str:
     return text
 
 
-def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], folder: Path, source: Source | None = None) -> list[Path]:
+def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], folder: Path, source: Source | None = None, plots: bool = True) -> list[Path]:
     """Write ``cells.csv``, ``cells.jsonl.gz`` and ``leaderboard.md`` (and the plots) under ``folder``; returns the
     paths to show and log (all but ``cells.jsonl.gz``, which MLflow holds per group as ``cells.json``).
 
@@ -112,7 +112,8 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
     gzipped without a time stamp, so the same cells give the same bytes (results folders stay small in git).
 
     ``source`` (the suite file and when the newest cell was written) completes the "What was run" line; a partial
-    set of the suite's cells (``source.partial``) is said above it.
+    set of the suite's cells (``source.partial``) is said above it. ``plots=False`` writes only the tables (a bundle
+    check re-derives them, and the plots take longer than the tables).
     """
     folder.mkdir(parents=True, exist_ok=True)
     frame = results_frame(cells)
@@ -132,4 +133,6 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
         *(line for section in sections(frame, models) for line in section.lines()),
     ]
     atomic_write(md_path, "\n".join(text))
+    if not plots:
+        return [md_path, csv_path]
     return [md_path, csv_path, *write_theory_plots(frame, folder), *write_plots(frame, models, metric_of(frame), folder)]
