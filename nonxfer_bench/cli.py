@@ -281,7 +281,7 @@ def command_site(args: argparse.Namespace) -> int:
     index, listed = build_site(Path(args.results), Path(args.out))
     included = sum(item.excluded is None for item in listed)
     left_out = "; ".join(f"{item.folder.name}: {item.excluded}" for item in listed if item.excluded)
-    print(f"{index} ({included} bundle{'s' if included != 1 else ''}" + (f"; left out: {left_out}" if left_out else "") + ")")
+    print(f"{index} ({included} bundle{'s' if included != 1 else ''} whose files match their BUNDLE.json" + (f"; left out: {left_out}" if left_out else "") + ")")
     return 0
 
 

@@ -4,7 +4,7 @@
    checker allows by name);
 2. **manifest**: BUNDLE.json says what the suite file and the cells say (suite as loaded, zoo, counts, image ids,
    draws, devices, precisions, code), and every cell records the committed code that computed it;
-3. **cells**: the cells file is the runner's record of the cells it holds, line for line;
+3. **cells**: the cells file holds one line per cell (no line hidden by a later one with its key);
 4. **numbers**: every cell's n, accuracy and agreement are exactly what its outcome bits give;
 5. **plan**: the cells are the suite's plan, keyed with the zoo identities BUNDLE.json records;
 6. **weights**: the weight files here are those BUNDLE.json records (their absence only rules out a replay);
@@ -30,6 +30,8 @@ from nonxfer_bench.bundles.contents import Contents, bundle_suite, planned, proj
 from nonxfer_bench.bundles.manifest import Manifest, file_entry, folder_files, read_manifest
 from nonxfer_bench.bundles.tables import table_problems
 from nonxfer_bench.core.errors import UserError
+
+NAMED = 10  # file names a problem line names; beyond, how many more
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ def check_bundle(folder: Path, options: CheckOptions = CheckOptions()) -> Iterat
     contents = Contents(suite, suite_file, project_of(folder), cells, planned(suite, manifest.draws, manifest.models))
     count = f"{len(cells):,} cells"
     yield timed("manifest", lambda: (consistency.claim_problems(contents, manifest), f"suite, zoo, counts, image ids, draws and code of {count}"))
-    yield timed("cells", lambda: (consistency.cells_file_problems(contents, folder), "the runner's record of each cell"))
+    yield timed("cells", lambda: (consistency.cells_file_problems(contents, folder), "one line per cell"))
     yield timed("numbers", lambda: (consistency.number_problems(contents), f"n, accuracy and agreement of {count} from their outcome bits"))
     yield timed("plan", lambda: (consistency.plan_problems(contents), f"{count} = the suite's plan of {len(contents.plan):,} groups"))
     weights, unusable = consistency.weight_problems(contents, manifest)
@@ -113,10 +115,9 @@ def file_problems(folder: Path, manifest: Manifest, allowed: tuple[str, ...]) ->
     present = folder_files(folder)
     extra = [name for name in present if name not in manifest.files]
     tolerated = [name for name in extra if any(fnmatch.fnmatch(name, pattern) for pattern in allowed)]
-    problems = [f"not in BUNDLE.json: {', '.join(name for name in extra if name not in tolerated)}"] if len(extra) > len(tolerated) else []
+    foreign = [name for name in extra if name not in tolerated]
     missing = [name for name in manifest.files if name not in present]
-    if missing:
-        problems.append(f"missing: {', '.join(missing)}")
+    problems = [f"{what}: {', '.join(names[:NAMED])}{f' and {len(names) - NAMED:,} more' if len(names) > NAMED else ''}" for what, names in (("not in BUNDLE.json", foreign), ("missing", missing)) if names]
     for name, entry in manifest.files.items():
         if name not in present:
             continue
@@ -140,7 +141,7 @@ def replay_part(contents: Contents, manifest: Manifest, options: CheckOptions, u
     if unusable:
         return Part("replay", [f"cannot replay here without the recorded weights of {', '.join(unusable)} (or check with --no-replay)"], how)
     try:
-        problems = replay.data_problems(manifest)
+        problems = replay.data_problems(contents, manifest)
         if problems:
             return Part("replay", problems, how, time.perf_counter() - began)
         done = list(replay.replay_groups(contents, manifest, groups))

@@ -31,7 +31,7 @@ import torch
 from nonxfer_bench.analysis.uncertainty import proportion_interval
 from nonxfer_bench.bundles.consistency import cell_label
 from nonxfer_bench.bundles.contents import Contents
-from nonxfer_bench.bundles.manifest import Manifest, dataset_record
+from nonxfer_bench.bundles.manifest import Manifest, dataset_records
 from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.execution.plan import EncodingGroup
 from nonxfer_bench.execution.runner import Runner
@@ -89,17 +89,17 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def data_problems(manifest: Manifest) -> list[str]:
-    """Each dataset the bundle records, as its files are here: the checksums must be the bundle's."""
+def data_problems(contents: Contents, manifest: Manifest) -> list[str]:
+    """Each dataset the suite reads, as its files are here: their checksums must be those the bundle records."""
+    recorded = {record.key: record for record in manifest.datasets}
     problems = []
-    for record in manifest.datasets:
-        here = dataset_record(record.key, record.spec["name"], record.spec.get("params", {}), record.spec)
-        if here.sha256 != record.sha256 or here.files != record.files:
-            differing = sorted(name for name in set(here.listing) | set(record.listing) if here.listing.get(name) != record.listing.get(name))
+    for here in dataset_records(contents.suite, contents.suite_file):
+        record = recorded.get(here.key)
+        if record is None or here.sha256 != record.sha256 or here.files != record.files:
+            listing = record.listing if record else {}
+            differing = sorted(name for name in set(here.listing) | set(listing) if here.listing.get(name) != listing.get(name))
             first = f" (first: {differing[0]})" if differing else ""
-            problems.append(
-                f"dataset {record.key} ({record.spec['name']}): its {here.files} file(s) here differ from the {record.files} the bundle records{first}"
-            )
+            problems.append(f"dataset {here.key} ({here.spec['name']}): its {here.files} file(s) here are not the {record.files if record else 'no'} the bundle records{first}")
     return problems
 
 

@@ -22,7 +22,7 @@ from nonxfer_bench.bundles.check import file_problems
 from nonxfer_bench.bundles.contents import read_cells
 from nonxfer_bench.bundles.manifest import BUNDLE, Manifest, read_manifest
 from nonxfer_bench.cells.cell import Cell
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.rendering.report import SORT_SCRIPT, STYLE, markdown_to_html
 from nonxfer_bench.rendering.tables import protection_table, ranking_text
 
@@ -93,11 +93,17 @@ def _dataset(manifest: Manifest) -> str:
 
 def site_html(listed: list[Listed], site: Path) -> str:
     """The site's index page: the releases of every included bundle, the bundles, the folders left out."""
-    included = [item for item in listed if item.excluded is None]
+    left = [(item.folder.name, item.excluded) for item in listed if item.excluded]
     releases, bundles = [], []
-    for item in included:
+    for item in listed:
+        if item.excluded:
+            continue
         manifest = item.manifest
-        rows = release_rows(list(read_cells(item.folder).values()))
+        try:
+            rows = release_rows(list(read_cells(item.folder).values()))
+        except Exception as error:  # noqa: BLE001 - cells no run writes (pinned, but never checked) may break the ranking: leave them out
+            left.append((item.folder.name, f"its cells give no ranking ({type(error).__name__}: {excerpt(str(error), 100)}); `nonxfer-bench check` says why"))
+            continue
         link = _link(item.folder, site, item.folder.name)
         rows.insert(0, "dataset", _dataset(manifest))
         rows.insert(0, "suite", link)
@@ -111,12 +117,12 @@ def site_html(listed: list[Listed], site: Path) -> str:
         )  # fmt: skip
     table = pd.concat(releases, ignore_index=True).fillna("") if releases else pd.DataFrame()
     intro, glossary = ranking_text("accuracy", paired=True, seeds=False)
-    left_out = "".join(f"<li>{html.escape(item.folder.name)}: {html.escape(item.excluded)}</li>" for item in listed if item.excluded)
+    left_out = "".join(f"<li>{html.escape(name)}: {html.escape(why)}</li>" for name, why in left)
     parts = [
         "<!DOCTYPE html>",
         f'<html lang="en"><head><meta charset="utf-8"><title>nonxfer-bench: leaderboard of bundles</title><style>{STYLE}</style></head><body>',
         "<h1>Leaderboard of bundles</h1>",
-        f"<p>{len(table):,} releases from {len(included)} bundle{'s' if len(included) != 1 else ''}, each row linked to its bundle. "
+        f"<p>{len(table):,} releases from {len(bundles)} bundle{'s' if len(bundles) != 1 else ''}, each row linked to its bundle. "
         "Every number here can be checked from its bundle alone: <code>nonxfer-bench check results/SUITE</code> verifies the hashes, "
         "re-derives every table from the per-image outcome bits and replays a random sample of the cells. Rows of different suites are "
         "not comparable (other images, models and attacks). Click a column header to sort.</p>",

@@ -6,6 +6,7 @@ replay are what catch an edit that keeps the hashes consistent)."""
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import io
 import json
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from nonxfer_bench.bundles.manifest import BUNDLE, hashed_files
 from nonxfer_bench.bundles.replay import MIN_AGREEMENT, outcome_problem, sample_groups
 from nonxfer_bench.cells.cell import Cell, pack_bits
-from nonxfer_bench.cells.store import CellStore, gzipped_lines
+from nonxfer_bench.cells.store import CellStore, gzipped_lines, lines
 from nonxfer_bench.cli import main
 from tests.bundles.tiny import tiny_bundle
 
@@ -125,6 +126,15 @@ def test_swapped_outcome_bits_fail_the_replay_and_a_flipped_bit_the_numbers(copy
     )
 
 
+def test_a_second_line_that_hides_a_cell_fails(copy, capsys):
+    cells = cells_of(copy)
+    hidden = cells[0].model_copy(update={"accuracy": 1.0})
+    (copy / "cells.jsonl.gz").write_bytes(gzip.compress((lines(cells) + lines([hidden])).encode()))
+    resign(copy)
+    code, lines_ = check(copy, capsys, "--no-replay")
+    assert code == 1 and f"check: cells: FAIL: cells.jsonl.gz: 1 key on more than one line (first: {hidden.key}): only the last line is read" in lines_
+
+
 def test_a_missing_cell_fails_the_plan_and_the_manifest(copy, capsys):
     cells = cells_of(copy)
     write_cells(copy, cells[1:])
@@ -214,3 +224,14 @@ def test_the_sample_is_the_checkers_draw_and_the_tolerance_rule():
     assert outcome_problem(recorded, replayed(2), exact=False) is None  # 99.0% agree: at the rule's edge
     assert int(200 * (1 - MIN_AGREEMENT)) == 2
     assert outcome_problem(recorded, replayed(3), exact=False).startswith("98.5% of images' correct bits agree (at least 99%)")
+
+
+def test_cells_drawn_on_cuda_are_not_replayed_on_a_machine_without_one(copy, capsys, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # a CPU machine, also where a GPU is installed
+    data = json.loads((copy / BUNDLE).read_text())
+    data["draws"] = "cuda"
+    (copy / BUNDLE).write_text(json.dumps(data))
+    code, lines = check(copy, capsys, "--replay-groups", "1")
+    assert code == 1
+    assert any(line.startswith("check: plan: FAIL: none of the 27 cells the suite plans is in the bundle") for line in lines)  # CUDA draws: other keys
+    assert any(line.startswith("check: replay: FAIL: cannot replay here: ") and "(or check with --no-replay)" in line for line in lines)

@@ -27,12 +27,14 @@ TINY = {
 }
 
 
-def tiny_bundle(project: Path, zoo: Path) -> Path:
-    """``project/suites/tiny.yaml`` run and bundled; returns its bundle folder ``project/results/tiny``."""
+def tiny_bundle(project: Path, zoo: Path, **overrides: object) -> Path:
+    """``project/suites/<name>.yaml`` (:data:`TINY` with ``overrides``) run and bundled; returns its bundle folder
+    ``project/results/<name>``."""
     suites = project / "suites"
-    shutil.copytree(zoo.parent, suites / "zoo")
-    suite = write_yaml(suites / "tiny.yaml", TINY)
+    shutil.copytree(zoo.parent, suites / "zoo", dirs_exist_ok=True)
+    settings = {**TINY, **overrides}
+    suite = write_yaml(suites / f"{settings['name']}.yaml", settings)
     with mock.patch("nonxfer_bench.execution.runner.code_version", return_value=CLEAN_CODE):
         assert main(["run", str(suite), "--no-tracking"]) == 0
     assert main(["bundle", str(suite)]) == 0
-    return project / "results" / "tiny"
+    return project / "results" / settings["name"]
