@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from nonxfer_bench.analysis.tiers import tiered_plan
 from nonxfer_bench.app.destination import committed_draws, run_differences
 from nonxfer_bench.app.notices import notices
-from nonxfer_bench.app.tiers import tiered_plan
 from nonxfer_bench.cells.store import exclusive
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.errors import UserError, io_error

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nonxfer_bench.analysis.tiers import tiered_plan
 from nonxfer_bench.app.destination import coverage
-from nonxfer_bench.app.tiers import tiered_plan
 from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.cells.results import results_cells
 from nonxfer_bench.cells.store import CellStore, draws
@@ -58,7 +58,7 @@ class MlflowQuery:
 
 def plan_of(suite: Suite, settings: RunSettings, cells: Mapping[str, Cell]) -> list[EncodingGroup]:
     """The plan ``cells`` were computed for: with the draws they record; for a protocol suite, cut per release at the tier
-    that broke it (:mod:`nonxfer_bench.app.tiers`), as its run was."""
+    that broke it (:mod:`nonxfer_bench.analysis.tiers`), as its run was."""
     plan = stored_plan(suite, settings, draws(cells.values()))
     protocol, _ = suite_protocol(suite)
     return plan if protocol is None else tiered_plan(plan, cells, protocol.verdict)

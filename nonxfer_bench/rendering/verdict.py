@@ -78,6 +78,7 @@ def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str)
 
 
 def _first_line(found: list[ReleaseVerdict], protocol: Protocol | None, ensemble: str | None) -> str:
+    """What the verdict rests on: the protocol and ensemble that ran, or why it is not a protocol verdict."""
     missing = sorted({tier for verdict in found for tier in verdict.unknown}, key=VERDICT_TIERS.index)
     ran = f"protocol {protocol.label} (version {protocol.version}, {ensemble} ensemble)" if protocol else None
     if protocol is None or missing:
@@ -86,11 +87,10 @@ def _first_line(found: list[ReleaseVerdict], protocol: Protocol | None, ensemble
     return f"**Protocol verdict**: {ran}; every release faced every tier up to the one that broke it."
 
 
-def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensemble: str | None = None) -> Section:
-    spec, metric = protocol.verdict if protocol else VerdictSpec(), metric_of(frame)
-    found = verdicts(frame, spec)
-    intro = (
-        f"{_first_line(found, protocol, ensemble)} Score: the **protection gap** at each knowledge tier = the authorized model's {metric} on "
+def verdict_text(metric: str, spec: VerdictSpec, seeds: bool) -> tuple[str, str]:
+    """What the verdict's score is (the intro after its first line) and its glossary, for ``metric`` under ``spec``."""
+    score = (
+        f"Score: the **protection gap** at each knowledge tier = the authorized model's {metric} on "
         f"the release (no attack) minus the best {metric} any unauthorized model reaches under any attack step of that tier or a lower one "
         "(none < method < architecture < public weights < labelled NEs), in points; a gap near 0 or negative means no protection. "
         f"Ranked by the gap at the highest tier that ran; `broken`: that {metric} reaches "
@@ -105,12 +105,19 @@ def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensem
         "hold there; `not needed`: a lower tier already broke the release (as AutoAttack stops at a broken point, a protocol run "
         "attacks it no further). Controls never count as unauthorized."
         + (" With several seeds (NE keys): per-image outcomes are means over seeds, and `gap seed sd` is the standard deviation of the "
-           "ranking gap between seeds, in points." if frame.seed.nunique() > 1 else "")
+           "ranking gap between seeds, in points." if seeds else "")
     )  # fmt: skip
+    return score, glossary
+
+
+def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensemble: str | None = None) -> Section:
+    spec, metric = protocol.verdict if protocol else VerdictSpec(), metric_of(frame)
+    found = verdicts(frame, spec)
+    score, glossary = verdict_text(metric, spec, frame.seed.nunique() > 1)
     table = markdown_table(verdict_table(found, frame, metric)) if found else (
         "No verdict: it needs each cell's per-image outcomes, which this store does not keep (rerun the suite to record them)."
     )  # fmt: skip
-    return Section("Protocol verdict", table, intro=intro, glossary=glossary)
+    return Section("Protocol verdict", table, intro=f"{_first_line(found, protocol, ensemble)} {score}", glossary=glossary)
 
 
 def sanity_section(frame: pd.DataFrame) -> Section:
