@@ -21,7 +21,7 @@ from nonxfer_bench.core.cache import ArrayCache
 from nonxfer_bench.linalg.operator import ConvOperator, cache_damage, cached_operator_subspace
 from tests.helpers import digits_suite
 from tests.hostile.conftest import run_cli
-from tests.test_operator import GEOMETRIES, make_conv
+from tests.linalg.test_operator import GEOMETRIES, make_conv
 
 K = 6
 

@@ -100,7 +100,7 @@ def test_a_recomputed_group_reuses_the_cached_diffusion_outputs_and_gives_the_sa
     from tests.helpers import write_yaml
 
     monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
-    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
     suite = load_suite(write_yaml(tmp_path / "suite.yaml", {
         "name": "diffusion-cache",
         "dataset": {"name": "fashion_mnist", "params": {"split": "test"}, "limit": 12},
