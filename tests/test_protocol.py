@@ -9,7 +9,7 @@ import yaml
 
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.loading import load_protocol, load_suite
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "suites" / "protocols" / "ne-v1.yaml"

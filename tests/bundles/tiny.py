@@ -8,7 +8,7 @@ from pathlib import Path
 from unittest import mock
 
 from nonxfer_bench.cli import main
-from tests.conftest import write_yaml
+from tests.helpers import write_yaml
 
 # The code stamp the tiny run's cells record: a checkout under development has uncommitted changes, which a bundle
 # refuses (its cells could not be recomputed from a commit); the tests of that refusal use the real stamp.
