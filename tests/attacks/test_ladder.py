@@ -27,7 +27,7 @@ from tests.helpers import digits_suite
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("suite_name", ["quickstart", "quickstart-adaptive"])
+@pytest.mark.parametrize("suite_name", ["quickstart-adaptive"])  # quickstart was recomputed under the protocol: tests/execution/test_committed_keys.py
 def test_committed_suites_keep_their_cell_keys(suite_name):
     """Budget parameters are left out of the params dump when unset: every key the suite plans equals main's before the change.
 
