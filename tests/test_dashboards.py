@@ -22,6 +22,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from PIL import Image
 
 from nonxfer_bench.analysis.uncertainty import proportion_interval
 from nonxfer_bench.cells.store import CellStore
@@ -258,6 +259,24 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
 
     assert sorted_column() == sorted(value(row["unauth mean"]) for row in rows.values())
     assert sorted_column() == sorted((value(row["unauth mean"]) for row in rows.values()), reverse=True)
+    page.close()
+
+
+def test_report_samples_recomputes_each_releases_grid_and_the_images_load_in_chromium(logged, browser, tmp_path):
+    path, suite, _ = logged
+    runs_grids = {grid.name: grid.read_bytes() for grid in (suite.run_dir() / "samples").iterdir()}
+    assert main(["report", str(path), "--samples", "--out", str(tmp_path / "report")]) == 0
+    page = browser.new_page()
+    page.goto((tmp_path / "report" / "index.html").as_uri())
+    page.wait_for_selector("h1")
+    images = page.eval_on_selector_all("img[src^='samples/']", "images => images.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+    assert len(images) == 4 and all(ok for _, ok in images), images  # one per release: clean, patch 0, patch 20, reference 20
+    captions = page.locator("figure:has(img[src^='samples/']) figcaption").all_inner_texts()
+    assert all("recomputed on 4 images" in caption and "Rows, top to bottom: the clean images;" in caption for caption in captions)
+    assert all(re.search(r"\(blur@1: -?\d+\.\d dB\)", caption) for caption in captions)  # the strongest blur row and its PSNR
+    sizes = [Image.open(tmp_path / "report" / source).size for source, _ in images]
+    assert sorted(sizes) == sorted(Image.open(grid).size for grid in (suite.run_dir() / "samples").iterdir())  # the run's rows and columns
+    assert {grid.name: grid.read_bytes() for grid in (suite.run_dir() / "samples").iterdir()} == runs_grids  # the run's own grids untouched
     page.close()
 
 

@@ -14,6 +14,7 @@ deterministic PNG.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,8 +100,29 @@ def encoding_label(encoder: str, strength: float) -> str:
     return f"{encoder} {strength:g} dB{' nominal' if kind == 'nominal' else ''}"
 
 
+INTERVALS = "error bars: 95% intervals (hidden by the marker where narrower than it)"
+
+
+def panel_title(text: str) -> str:
+    """A panel's title wrapped to a panel's width, so that long model names never run into the next panel's."""
+    return textwrap.fill(text, 34)
+
+
+def file_stem(text: str) -> str:
+    """``text`` as part of a file name: letters, digits and ``_.@-`` kept, every other run of characters ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text)
+
+
 def series_style(index: int) -> dict:
     return dict(SERIES_STYLES[index % len(SERIES_STYLES)])
+
+
+def errorbar(axis, x, y, below, above, **style):
+    """A series with its 95% intervals (``below``/``above``: distances from ``y``): markers joined by the style's line,
+    or one marker and its error bar with no line when the series has a single point (a point, not a lone dot)."""
+    if len(x) == 1:
+        return axis.errorbar(x, y, yerr=[below, above], capsize=3, elinewidth=1.0, markersize=6, **style | {"linestyle": "none"})
+    return axis.errorbar(x, y, yerr=[below, above], capsize=2, elinewidth=0.8, markersize=5, **style)
 
 
 def caption(figure, text: str) -> None:
