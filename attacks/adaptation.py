@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Iterator, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_serializer
 from torch import nn
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import Budget, ThreatModel, Tier
+from nonxfer_bench.core.device import generator_on
 from nonxfer_bench.core.hashing import keyed_generator
 from nonxfer_bench.core.params import MAX_IMAGES, MAX_ITERATIONS, MAX_LR, NoParams, Strict, ZooModelName
 from nonxfer_bench.schema.suite import MAX_BATCH
@@ -178,7 +179,18 @@ class Finetune(_Adaptation):
 
 class AugmentFinetuneParams(TrainParams):
     images: int = Field(256, ge=1, le=MAX_IMAGES, description="clean public images at strength 1 (the first of the public split)")
-    noise_models: list[ZooModelName] = Field([], max_length=1000, description="zoo models (public) whose stems make the noise; empty: the adapted model's own")
+    noise_models: list[ZooModelName] = Field(
+        [], max_length=1000, description="zoo models (public) whose stems make the noise (those of the release's input size; never the authorized one); empty: the adapted model's own"
+    )
+    isotropic: bool = Field(False, description="also train on white Gaussian noise of the self-made noise's energy (a stem-free augmentation)")
+
+    @model_serializer(mode="wrap")
+    def _keys_without_isotropic(self, handler: Any) -> dict[str, Any]:
+        """``isotropic: false`` is left out of the dump (the cell keys), so suites written before it keep their keys."""
+        data = handler(self)
+        if data.get("isotropic") is False:
+            data.pop("isotropic")
+        return data
 
 
 @ATTACKS.register("augment_finetune")
@@ -193,8 +205,15 @@ class AugmentFinetune(_Adaptation):
 
     Params = AugmentFinetuneParams
     threat = ThreatModel(
+        tier=Tier.PUBLIC_WEIGHTS,
+        text="knows the method and the release's PSNR, holds clean public images (and, with noise_models, public models); makes NE-like noise with stems it holds and trains its model to ignore it",
+        public=True,
+        queries="gradient",
+        requires=frozenset({"public"}),
+    )
+    OWN_STEM = ThreatModel(
         tier=Tier.METHOD,
-        text="knows the method and the release's PSNR, holds clean public images; makes NE-like noise with stems it holds and trains its model to ignore it",
+        text="knows the method and the release's PSNR, holds clean public images; makes NE-like noise with its own model's stem and trains the model to ignore it",
         public=True,
         queries="gradient",
         requires=frozenset({"public"}),
@@ -203,15 +222,19 @@ class AugmentFinetune(_Adaptation):
     def __init__(self, params: AugmentFinetuneParams) -> None:
         super().__init__(params)
         self.context: AttackContext | None = None
+        self.stems: list[str] = []  # the noise models that fit the release (after fit)
+        if not params.noise_models:  # no public model: the attacker's own stem, the method tier
+            self.threat = self.OWN_STEM
 
     def fit(self, context: AttackContext) -> None:
         if context.encode is None or not len(context.public_images):
             raise ValueError("augment_finetune: needs a 'public' dataset in the suite (clean images to add noise to)")
         if context.authorized.name in self.params.noise_models:
             raise ValueError(f"augment_finetune: noise_models may not hold the authorized model {context.authorized.name!r} (that is the white box)")
-        for name in self.params.noise_models:
-            if tuple(context.model(name).input_size) != tuple(context.public_images.shape[1:]):
-                raise ValueError(f"augment_finetune: noise model {name!r} takes {tuple(context.model(name).input_size)} inputs, the release is {tuple(context.public_images.shape[1:])}")
+        size = tuple(context.public_images.shape[1:])
+        self.stems = [name for name in self.params.noise_models if tuple(context.model(name).input_size) == size]
+        if self.params.noise_models and not self.stems:
+            raise ValueError(f"augment_finetune: no noise model takes the release's {size} inputs (noise_models: {', '.join(self.params.noise_models)})")
         self.data = context.public_images[: self.params.images]
         self.context = context
 
@@ -221,16 +244,25 @@ class AugmentFinetune(_Adaptation):
     def parameter(self, strength: float) -> dict:
         return {"public": self.budget(strength).public, "scope": self.params.scope}
 
+    def measured(self, strength: float) -> dict:
+        """The noise models that fit the release (those of another input size are left out)."""
+        return {"stems": "+".join(self.stems)} if self.params.noise_models else {}
+
     def adapt(self, model: ZooModel, strength: float) -> ZooModel:
         used = self.used(strength)
         if not used:
             return model
         clean = self.data[:used]
-        stems = [self.context.model(name) for name in self.params.noise_models] or [model]
-        noisy = torch.cat([self.context.encode(clean, stem) for stem in stems])
+        stems = [self.context.model(name) for name in self.stems] or [model]
+        noisy = [self.context.encode(clean, stem) for stem in stems]
+        generator = keyed_generator(self.name, model.name, used)
+        if self.params.isotropic:  # white noise of the same per-image energy as the first stem's NE noise
+            energy = (noisy[0] - clean).flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            white = torch.randn(clean.shape, generator=generator_on(generator, clean.device), device=clean.device)
+            noisy.append(clean + white * energy / white.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
         with torch.no_grad():
-            targets = model(clean).argmax(1).repeat(len(stems))
-        return _train(model, noisy, targets, self.params, keyed_generator(self.name, model.name, used))
+            targets = model(clean).argmax(1).repeat(len(noisy))
+        return _train(model, torch.cat(noisy), targets, self.params, generator)
 
 
 @contextlib.contextmanager

@@ -92,6 +92,8 @@ class Attack(ABC):
     cache_outputs: ClassVar[bool] = False
     # the no-attack step: its cells are the baseline every attack is compared with, and carry the bound numbers
     baseline: ClassVar[bool] = False
+    # measures what a release leaks and returns its images unchanged (identify): no rung of the ladder, no verdict step
+    measures_only: ClassVar[bool] = False
     # computes on the CPU whatever the batch's device (libjpeg, scikit-image): on an accelerator the runner runs it
     # on a thread pool, beside the device work of the other attacks
     cpu_only: ClassVar[bool] = False

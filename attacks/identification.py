@@ -30,6 +30,7 @@ class IdentifyParams(BudgetParams):
 class Identify(Attack):
     """Ranks the candidates by the explained excess variance of the release; returns the images unchanged."""
 
+    measures_only = True
     Params = IdentifyParams
     threat = ThreatModel(
         tier=Tier.PUBLIC_WEIGHTS,

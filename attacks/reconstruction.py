@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
-from nonxfer_bench.attacks.base import ATTACKS, Attack, to_unit_range
-from nonxfer_bench.attacks.threat import ThreatModel, Tier
+from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext, to_unit_range
+from nonxfer_bench.attacks.threat import Budget, ThreatModel, Tier
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import Strict
+from nonxfer_bench.datasets.base import load_cached
 from nonxfer_bench.generative.autoencoder import AutoencoderConfig, load_or_train
 
 DEFAULT_DDPM = "suites/zoo/weights/fashion-ddpm"
@@ -66,12 +67,22 @@ class AutoencoderReconstruction(Attack):
     (strength 0: a plain reconstruction). Trained on first use and cached by its config hash."""
 
     Params = AutoencoderParams
-    threat = ThreatModel(tier=Tier.NONE, text="knows the data domain: holds clean images of it (a disjoint split) and trains a reconstructor")
+    threat = ThreatModel(
+        tier=Tier.NONE, text="knows the data domain: holds clean images of it (a disjoint split) and trains a reconstructor", public=True
+    )
     cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)
         self.model: torch.nn.Module | None = None
+        self.trained_on = 0  # clean images of the attacker's own split it trained on (its public budget)
+
+    def fit(self, context: AttackContext) -> None:
+        dataset = self.params.dataset
+        self.trained_on = len(load_cached(dataset.name, dataset.params, dataset.limit, self.params.seed))
+
+    def budget(self, strength: float) -> Budget:
+        return Budget(public=self.trained_on)
 
     def _load(self, device: torch.device) -> torch.nn.Module:
         if self.model is None:

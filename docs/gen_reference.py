@@ -1,7 +1,7 @@
 """MkDocs hook: the reference pages of every registered attack, encoder and dataset, written at build time.
 
-The pages are made from the registries themselves (each class's docstring, its pydantic ``Params`` fields and,
-for attacks, its declared ``ThreatModel``), never committed, so they cannot go stale: a component added to the
+The pages are made from the registries themselves (each class's docstring, its pydantic ``Params`` fields, an
+attack's declared ``ThreatModel``, an encoder's ``secret``, strength unit and release declarations), never committed, so they cannot go stale: a component added to the
 package or installed as a plugin appears at the next ``mkdocs build``. ``mkdocs.yml`` loads this file under
 ``hooks:``; ``tests/test_docs.py`` builds the site with a plugin installed and checks every component is there.
 """
@@ -107,8 +107,14 @@ def component_section(registry: Registry, name: str) -> str:
     parts = [f"## `{name}` {{ #{name} }}\n", f"`{cls.__module__}.{cls.__qualname__}`{plugin}\n", docstring(cls) + "\n"]
     if hasattr(cls, "threat"):
         parts.append("**Threat model**\n\n" + threat_text(cls))
+    if hasattr(cls, "secret"):
+        parts.append(f"**Threat model**: {cls.secret or '(not declared)'}\n")
     if hasattr(cls, "strength_unit"):
         parts.append(f"**Strength**: {cls.strength_unit}\n")
+    if hasattr(cls, "in_unit_range"):
+        values = "within [0, 1]" if cls.in_unit_range else "unclipped ([0, 1] pixel units that may leave [0, 1])"
+        keys = "another release for every key (generator seed)" if cls.keyed else "the same release for every key"
+        parts.append(f"**Release**: {values}; {keys}\n")
     parts.append("**Parameters**\n\n" + params_table(cls.Params))
     return "\n".join(parts)
 
@@ -151,8 +157,10 @@ def pages() -> dict[str, str]:
             ATTACKS, "Attacks", "Every attack maps a common strength in [0, 1] (0 mildest, 1 harshest) to its own parameter; "
             "its threat model says what the attacker knows and uses ([threat tiers](../concepts/threat-models.md))."),
         "reference/encoders.md": reference_page(
-            ENCODERS, "Encoders", "An encoder turns clean images into a release for one authorized model; its strength is a PSNR in dB "
-            "([which PSNR](../concepts/psnr.md))."),
+            ENCODERS, "Encoders", "An encoder turns clean images into a release for one authorized model; its threat model says what "
+            "the owner keeps secret and what the release assumes, its strength unit whether a strength is a standard PSNR target "
+            "([which PSNR](../concepts/psnr.md)), and every release reports the standard PSNR it achieved "
+            "([adding a protection](../tutorial/add-a-protection.md))."),
         "reference/datasets.md": reference_page(
             DATASETS, "Datasets", "A dataset decodes images to uint8 tensors with labels (-1: unlabeled); a suite names it under `dataset:` "
             "with these parameters."),

@@ -24,6 +24,7 @@ from nonxfer_bench.datasets import DATASETS
 from nonxfer_bench.datasets.base import MODEL_PREPROCESSING_FIELDS
 from nonxfer_bench.encoders import ENCODERS, Encoder
 from nonxfer_bench.schema.files import read_yaml, resolve_path, validate
+from nonxfer_bench.schema.protocol import PUBLIC, ZOO, Protocol
 from nonxfer_bench.schema.suite import DatasetSpec, ModelSpec, Suite, ZooFile, resolve_package_file
 from nonxfer_bench.zoo import dataset_preprocessing, hub_weights_problem, model_structure, resolve_preprocessing
 
@@ -107,6 +108,7 @@ def load_suite(path: Path, require_weights: bool = True, output: Path | None = N
                     resolve_package_file(weights, model.name)
                 except UserError as error:
                     raise UserError(f"{path}: key 'zoo[{i}].weights': {error}") from None
+    suite = _with_protocol(suite, path)
     suite = _fill_dataset_preprocessing(suite, path)
     suite = _check_components(suite, path)
     _check_encoder_models(suite, path)
@@ -115,8 +117,59 @@ def load_suite(path: Path, require_weights: bool = True, output: Path | None = N
     return suite
 
 
+def load_protocol(path: Path) -> Protocol:
+    """Read and validate a protocol file (:mod:`nonxfer_bench.schema.protocol`)."""
+    path = absolute(path)
+    if not path.is_file():
+        raise UserError(f"{path}: protocol file not found (the protocols are in suites/protocols/)")
+    return validate(Protocol, read_yaml(path), path)
+
+
+def suite_protocol(suite: Suite) -> tuple[Protocol | None, str | None]:
+    """The protocol a loaded suite runs (its file resolved at load) and which ensemble; (None, None) without one."""
+    return (load_protocol(suite.protocol.file), suite.protocol.ensemble) if suite.protocol else (None, None)
+
+
+def _with_protocol(suite: Suite, path: Path) -> Suite:
+    """The suite with its protocol's ensemble appended to its own attacks, placeholders expanded (``@public``: the
+    zoo models neither authorized nor controls; ``@zoo``: every zoo model) and entries the suite lists already left
+    out; each attack must have the tier the protocol lists it under."""
+    if suite.protocol is None:
+        return suite
+    where = resolve_path(path.parent, suite.protocol.file)
+    protocol = load_protocol(where)
+    names = [m.name for m in suite.models]
+    expand = {PUBLIC: [n for n in names if n not in suite.authorized and n not in suite.controls], ZOO: names}
+    listed = {(a.name, repr(a.params), tuple(a.strengths)) for a in suite.attacks}
+    added = []
+    for tier, specs in protocol.ensemble(suite.protocol.ensemble).items():
+        for i, spec in enumerate(specs):
+            params = {key: expand.get(value, value) if isinstance(value, str) else value for key, value in spec.params.items()}
+            if (spec.name, repr(params), tuple(spec.strengths)) in listed:
+                continue
+            key = f"{where}: key '{suite.protocol.ensemble}.{tier}[{i}]'"
+            if spec.name not in ATTACKS.names():
+                raise UserError(f"{key}: unknown attack {spec.name!r}; valid: {', '.join(ATTACKS.names())}")
+            try:
+                actual = ATTACKS.create(spec.name, params).threat.tier.value
+            except UserError as error:
+                raise UserError(f"{key}: {error}") from None
+            if actual != tier:
+                raise UserError(f"{key}: {spec.name} with these parameters is a {actual!r} attack, listed under {tier!r}; move it to its tier")
+            added.append(spec.model_copy(update={"params": params}))
+            listed.add((spec.name, repr(params), tuple(spec.strengths)))
+    return suite.model_copy(update={"attacks": [*suite.attacks, *added], "protocol": suite.protocol.model_copy(update={"file": where})})
+
+
 def _dataset_specs(suite: Suite) -> list[tuple[str, DatasetSpec]]:
     return [("dataset", suite.dataset)] + ([("public", suite.public)] if suite.public else [])
+
+
+def suite_datasets(suite: Suite, path: Path) -> list[tuple[str, DatasetSpec]]:
+    """Every dataset a loaded suite reads, by its key: the evaluated images, the public ones, and those its attacks'
+    parameters name (the clean images an autoencoder trains on)."""
+    nested = [_nested_datasets(path, f"attacks[{i}].params", ATTACKS.get(spec.name).Params.model_validate(spec.params)) for i, spec in enumerate(suite.attacks)]
+    return _dataset_specs(suite) + [found for entry in nested for found in entry]
 
 
 def _fill_dataset_preprocessing(suite: Suite, path: Path) -> Suite:
@@ -273,15 +326,23 @@ def _shown(source: tuple[str, ...]) -> str:
     return source[0] if len(source) == 1 else f"{source[0]} {os.path.join(*source[1:])}"
 
 
+def encoder_refusal(encoder: Encoder, spec: ModelSpec) -> str | None:
+    """Why ``encoder`` cannot protect the zoo model ``spec`` (:meth:`Encoder.check_model` on its structure, built
+    without weights; only for encoders that check), or None; an error check_model raises (a plugin's bug) as a reason."""
+    if type(encoder).check_model is Encoder.check_model:
+        return None
+    try:
+        return encoder.check_model(model_structure(spec))
+    except Exception as error:  # noqa: BLE001 - a plugin's bug is one line at load, not a traceback
+        return f"its check_model raised {type(error).__name__}: {excerpt(str(error))}"
+
+
 def _check_encoder_models(suite: Suite, path: Path) -> None:
-    """Every encoder can protect every authorized model (:meth:`Encoder.check_model` on the model's structure,
-    built without weights; only for encoders that check)."""
+    """Every encoder can protect every authorized model (:func:`encoder_refusal`)."""
     for i, spec in enumerate(suite.encoders):
         encoder = ENCODERS.create(spec.name, spec.params)
-        if type(encoder).check_model is Encoder.check_model:
-            continue
         for name in suite.authorized:
-            problem = encoder.check_model(model_structure(suite.model(name)))
+            problem = encoder_refusal(encoder, suite.model(name))
             if problem:
                 raise UserError(f"{path}: key 'encoders[{i}]': {spec.name} cannot protect authorized model {name!r}: {problem}")
 

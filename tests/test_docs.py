@@ -10,14 +10,13 @@ from html import unescape
 from pathlib import Path
 
 import pytest
-import torch
 
 from nonxfer_bench.attacks import ATTACKS
 from nonxfer_bench.attacks.testing import CHECKS
+from nonxfer_bench.cli import main
 from nonxfer_bench.datasets.base import DATASETS
 from nonxfer_bench.encoders.base import ENCODERS
-from nonxfer_bench.loading import load_zoo
-from nonxfer_bench.zoo import build_model
+from tests.test_plugins import EXAMPLE, example_plugin  # noqa: F401 - example_plugin: a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -97,6 +96,8 @@ def test_every_registered_component_has_a_reference_entry_with_its_parameters(si
         assert all(f"{field}" in sections[name] for field in params), name
         if kind == "attacks":
             assert f"tier : {registry.get(name).threat.tier}" in " ".join(sections[name].split()), name
+        if kind == "encoders":
+            assert f"Threat model : {registry.get(name).secret}" in " ".join(sections[name].split()), name
 
 
 @pytest.mark.slow
@@ -139,16 +140,23 @@ def test_the_tutorial_attack_meets_the_attack_specification(fresh_registries):
         check("sharpen", {"max_amount": 2.0})
 
 
-def test_the_tutorial_encoder_reaches_its_psnr_and_redraws_the_same_release(fresh_registries):
-    exec(compile(_code_block("tutorial/add-a-protection.md", "# nonxfer_bench/encoders/uniform.py"), "uniform.py", "exec"), {"__name__": "uniform"})
-    spec = next(model for model in load_zoo(ROOT / "suites" / "zoo" / "fashion.yaml").models if model.name == "vit_a")
-    model, images = build_model(spec), torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    for shared in (False, True):
-        encoder = ENCODERS.create("uniform", {"shared": shared})
-        first = encoder.encode(images, model, 20.0, torch.Generator().manual_seed(1))
-        again = encoder.encode(images, model, 20.0, torch.Generator().manual_seed(1))
-        assert (first.achieved_psnr - 20.0).abs().max() < 1e-3
-        assert torch.equal(first.images, again.images) and not torch.equal(first.images, images)
+@pytest.mark.parametrize("name", ["pyproject.toml", "my_protections/uniform.py"])
+def test_the_tutorial_plugin_is_the_tested_example_plugin(name):
+    """The tutorial's plugin files are tests/plugin_example's, which tests/test_plugins.py installs and checks."""
+    assert _code_block("tutorial/add-a-protection.md", f"# {name}") == (EXAMPLE / name).read_text()
+
+
+@pytest.mark.usefixtures("example_plugin")
+def test_the_tutorial_plugins_test_passes_and_list_encoders_prints_what_the_page_quotes(capsys):
+    namespace = {"__name__": "test_uniform"}
+    exec(compile(_code_block("tutorial/add-a-protection.md", "# tests/test_uniform.py"), "test_uniform.py", "exec"), namespace)
+    namespace["test_uniform_meets_the_encoder_specification"]()
+    assert main(["list", "encoders"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    quoted = _code_block("tutorial/add-a-protection.md", "$ nonxfer-bench list encoders").splitlines()
+    assert quoted[1] == "..." and len(quoted) > 3
+    start = printed.index(quoted[2])
+    assert printed[start : start + len(quoted) - 2] == quoted[2:]
 
 
 def test_the_leaderboard_walkthrough_quotes_the_committed_quickstart_leaderboard():

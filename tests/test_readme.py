@@ -7,9 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from nonxfer_bench.analysis.frame import results_frame
+from nonxfer_bench.analysis.verdict import verdicts
 from nonxfer_bench.cells.results import results_cells
 from nonxfer_bench.cells.store import CellStore
-from nonxfer_bench.rendering.tables import attack_table, effect_table, protection_table
+from nonxfer_bench.rendering.tables import attack_table, effect_table
+from nonxfer_bench.rendering.verdict import verdict_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -42,9 +44,8 @@ def _quickstart_frame() -> pd.DataFrame:
 def test_the_glossary_explains_every_column_the_leaderboard_and_cells_csv_have():
     frame = _quickstart_frame()
     models = set(frame["model"])
-    produced = (
-        set(effect_table(frame, sorted(models)).columns) | set(attack_table(frame).columns) | set(protection_table(frame).columns)
-    )  # what the code writes now
+    ranking = verdict_table(verdicts(frame), frame, "accuracy")
+    produced = set(effect_table(frame, sorted(models)).columns) | set(attack_table(frame).columns) | set(ranking.columns)  # what the code writes now
     committed = set(_table_headers((QUICKSTART / "leaderboard.md").read_text().split("## Theory")[0]))  # the Theory table explains itself
     with open(QUICKSTART / "cells.csv") as handle:
         columns = (produced | committed | set(next(csv.reader(handle)))) - models

@@ -6,8 +6,8 @@ From the results frame's cells that record their attack's threat model (``tier``
 - *ladder*: per knowledge tier, the best mean unauthorized accuracy the tier reaches at each budget (NEs used =
   released NEs observed + labelled NEs trained on) and the best step overall;
 - *cheapest break*: the cheapest attack step whose mean unauthorized accuracy reaches :data:`BREAK_FRACTION` of
-  the unauthorized models' clean accuracy, ordered by tier, then NEs used, public images, then attack name and
-  strength (not wall seconds, which vary with the machine and the cache);
+  the unauthorized models' clean accuracy, ordered by tier, then NEs used, public images, no attack before any
+  attack, then attack name and strength (not wall seconds, which vary with the machine and the cache);
 - *identification*: for ``identify`` cells, how often the top-ranked candidate is the authorized model, per
   number of released NEs observed.
 
@@ -38,8 +38,8 @@ def tiered(frame: pd.DataFrame) -> pd.DataFrame:
 
 def step_accuracies(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (release, step): the mean unauthorized accuracy and the smallest n, with the step's tier, budget and
-    variant; ``identify`` (which changes no image) is not a rung."""
-    rows = tiered(frame[frame.attack != "identify"])
+    variant; an attack that only measures what the release leaks (``identify``) is not a rung."""
+    rows = tiered(frame[~frame.measures_only])
     keys = [RELEASE, STEP, "tier", "nes", "public", "variant"]
     return rows.groupby(keys, sort=True).agg(accuracy=("accuracy", exact_mean), n=("n", "min")).reset_index()
 
@@ -71,8 +71,10 @@ def cheapest_breaks(steps: pd.DataFrame, clean: pd.Series) -> list[dict]:
     for release, rows in steps[steps[RELEASE].map(lambda r: not r.clean)].groupby(RELEASE, sort=True):
         target = BREAK_FRACTION * clean.get((release.authorized, release.precision), float("nan"))
         broken = rows[rows.accuracy >= target].assign(order=lambda r: r.tier.map(TIER_ORDER.index))
-        broken = broken.assign(attack=broken[STEP].map(lambda s: s.attack), strength=broken[STEP].map(lambda s: s.strength))
-        cheapest = broken.sort_values(["order", "nes", "public", "attack", "strength", "variant"], kind="stable").head(1)
+        broken = broken.assign(
+            attacked=broken[STEP].map(lambda s: not s.baseline), attack=broken[STEP].map(lambda s: s.attack), strength=broken[STEP].map(lambda s: s.strength)
+        )  # no attack first among equals: a release broken with no attack is broken by nothing
+        cheapest = broken.sort_values(["order", "nes", "public", "attacked", "attack", "strength", "variant"], kind="stable").head(1)
         out.append({"release": release, "target": target, "cheapest": cheapest.iloc[0] if len(cheapest) else None})
     return out
 

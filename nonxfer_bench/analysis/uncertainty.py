@@ -37,7 +37,7 @@ def proportion_interval(value: float | None, n: int | None) -> Interval | None:
     return wilson(min(max(value, 0.0), 1.0) * n, n, CONFIDENCE)
 
 
-def _per_image(outcomes: dict, metric: str) -> tuple[str, np.ndarray]:
+def per_image(outcomes: dict, metric: str) -> tuple[str, np.ndarray]:
     """A cell's per-image ``metric`` (mean over its attack draws) and the hash of its image ids."""
     cell = Outcomes.model_validate(outcomes)
     if metric == "accuracy":
@@ -61,7 +61,7 @@ def outcome_matrix(part: pd.DataFrame, models: list[str], metric: str) -> tuple[
         stored = part.loc[part.model == model, "outcomes"]
         if stored.empty or not all(isinstance(outcomes, dict) for outcomes in stored):
             return None
-        per_seed = [_per_image(outcomes, metric) for outcomes in stored]
+        per_seed = [per_image(outcomes, metric) for outcomes in stored]
         keys |= {key for key, _ in per_seed}
         if len(keys) > 1:
             return None

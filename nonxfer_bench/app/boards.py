@@ -19,7 +19,7 @@ from nonxfer_bench.cells.store import draws
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.execution.plan import EncodingGroup, plan_suite
 from nonxfer_bench.execution.runner import Runner
-from nonxfer_bench.loading import check_results_folder, claim_results_folder
+from nonxfer_bench.loading import check_results_folder, claim_results_folder, suite_protocol
 from nonxfer_bench.rendering.figures import file_stem
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from nonxfer_bench.rendering.provenance import Source
@@ -43,7 +43,8 @@ def rebuild_leaderboard(found: FoundCells, suite_file: Path | None, out: Path | 
         check_results_folder(found.suite, suite_file)
         _check_replaces(out, found.cells, found.source, found.origin, suite_file)
         claim_results_folder(found.suite, suite_file)
-    paths = write_leaderboard(found.name, found.cells, found.models, out, source=found.source)
+    protocol, ensemble = suite_protocol(found.suite) if found.suite else (None, None)
+    paths = write_leaderboard(found.name, found.cells, found.models, out, found.source, protocol, ensemble)
     if found.tracked:
         log_to_parent(found.tracked, paths)
     return paths
@@ -80,7 +81,8 @@ def build_report(found: FoundCells, out: Path | None, project: Path, samples: bo
         else:
             grids = [SampleGrid(group.label, group.key, sample_file(found.suite.run_dir(), group.label)) for group in found.plan or plan_suite(found.suite)]
             grids = [grid for grid in grids if grid.path.is_file()]
-        return write_report(found.name, found.cells, found.models, grids, out, source=found.source)
+        protocol, ensemble = suite_protocol(found.suite) if found.suite else (None, None)
+        return write_report(found.name, found.cells, found.models, grids, out, found.source, protocol, ensemble)
 
 
 def recompute_samples(suite: Suite, plan: list[EncodingGroup], folder: Path) -> list[SampleGrid]:

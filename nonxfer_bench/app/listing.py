@@ -1,5 +1,6 @@
 """``nonxfer-bench list``: suites with their description, a suite's models with their roles, and every registered
-attack, encoder or dataset with its parameters (and an attack's threat model). Listing suites imports no torch."""
+attack, encoder or dataset with its parameters (and an attack's or encoder's threat model: for an encoder what the owner
+keeps secret and what the release assumes, and its strength unit). Listing suites imports no torch."""
 
 from __future__ import annotations
 
@@ -72,3 +73,6 @@ def list_components(what: str) -> None:
         print(textwrap.fill(f"parameters: {', '.join(params) if params else 'none'}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))
         if what == "attacks":
             print(textwrap.fill(f"threat model: {cls.threat.text}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))
+        if what == "encoders":
+            print(textwrap.fill(f"strength: {cls.strength_unit}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))
+            print(textwrap.fill(f"threat model: {cls.secret or '(not declared)'}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))

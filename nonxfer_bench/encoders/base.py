@@ -1,4 +1,9 @@
-"""Encoder interface: clean [0, 1] images in, non-transferable examples (NEs) out."""
+"""Encoder interface: clean [0, 1] images in, a protected release for one authorized model out.
+
+The contract every encoder meets, built-in or plugin, is :mod:`nonxfer_bench.encoders.testing` (importable checks);
+the class attributes below are what an encoder declares about itself, and the specification checks each
+declaration against what the encoder does.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +23,16 @@ from nonxfer_bench.zoo import ZooModel
 ENCODERS: Registry["Encoder"] = Registry("encoder", "nonxfer_bench.encoders", "nonxfer_bench.encoders")
 MAX_INPUT_DIMENSION = 16 * 4096 * 4096  # C x H x W of the largest model input a zoo may declare
 MAX_TAU = 1e6  # a singular-value threshold of a first layer as seen from [0, 1] pixels
+STANDARD_PSNR = "standard PSNR (dB, peak 1 on [0, 1] pixels)"  # a strength_unit: the strength is the PSNR the release hits
+IGNORED = "ignored"  # a strength_unit: the strength changes nothing (list one)
 
 
 @dataclass
 class Encoding:
     """An encoded batch in [0, 1] pixel units (possibly unclipped) and what the encoder achieved.
 
+    ``achieved_psnr`` (B,) is the standard PSNR (peak 1) of each released image against its clean image, whatever
+    the encoder's strength unit: cells record it as ``encoded_psnr``, so every scheme is compared on one scale.
     ``flat_input`` is set only by the reference recipe for overlapping stems (:class:`FlatInput`).
     """
 
@@ -34,32 +43,53 @@ class Encoding:
 
 
 class Encoder(ABC):
-    """A registered NE encoder. Strength is a PSNR in dB; ``strength_unit`` says which PSNR."""
+    """A registered protection (encoder). What it declares:
+
+    - ``strength_unit``: what a suite's strengths mean. :data:`STANDARD_PSNR` (the default) promises that the
+      release hits the strength as its standard PSNR, so schemes can be compared at matched image quality;
+      :data:`IGNORED` says the strength changes nothing; any other text names the encoder's own unit (the
+      ``reference`` recipe's nominal PSNR), and the achieved standard PSNR is then whatever it is.
+    - ``secret``: one sentence, what the owner keeps secret and what the release assumes (``list encoders``).
+    - ``keyed``: the release depends on the generator's seed (the owner's key); False when every key gives the
+      same release (``clean``).
+    - ``in_unit_range``: every release lies in [0, 1]; False (the default) means unclipped: values may leave
+      [0, 1] (still [0, 1] pixel units), kept bit for bit by ``float32`` storage and clipped by image formats.
+    - ``version``: part of every cell key; bump it when the output changes (a plugin's cell keys also hash its
+      source files: ``nonxfer_bench.execution.plan``).
+    """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Params: ClassVar[type[BaseModel]] = NoParams
-    strength_unit: ClassVar[str] = "standard PSNR (dB, peak 1 on [0, 1] pixels)"
+    strength_unit: ClassVar[str] = STANDARD_PSNR
+    secret: ClassVar[str] = ""
+    keyed: ClassVar[bool] = True
+    in_unit_range: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params
 
     @abstractmethod
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
-        """Encode images (B x C x H x W in [0, 1], at ``model``'s input size) for the authorized ``model``."""
+        """Encode images (B x C x H x W float in [0, 1], at ``model``'s input size) for the authorized ``model``:
+        a release of the same shape, dtype and device, every random number drawn from ``generator`` (never the
+        global one), neither the images nor the model changed."""
 
     def check_model(self, model: ZooModel) -> str | None:
-        """Why this encoder cannot protect ``model`` as the authorized model (one line), or None when it can.
-        Called at suite load on the model's structure (built on the meta device: layers, no weight values)."""
+        """Why this encoder cannot protect ``model`` as the authorized model, or None when it can: one line (no
+        line break) naming what the model has and what would be valid; the suite loader prefixes the suite key.
+        Called at suite load on the model's structure (built on the meta device: layers, no weight values), so
+        the answer may depend on the layers only, never on weights."""
         return None
 
     def authorized_view(self, model: ZooModel, generator: torch.Generator) -> ZooModel:
         """The authorized model as deployed for a release encoded with ``generator`` (a fresh generator with the
         release's seed: no draw from it shifts the release's draws). Keyed schemes transform the model with the
-        release's key; the default is the model itself."""
+        release's key (a new model; ``model`` is left as it is); the default is the model itself."""
         return model
 
     def noise_subspace(self, model: ZooModel) -> NoiseSubspace | None:
         """The patch-level subspace of ``model``'s first layer this encoder draws its noise from, for the
-        bound numbers (``linalg.bounds``); None when its noise is not drawn per patch from one."""
+        bound numbers (``linalg.bounds``); None when its noise is not drawn per patch from one. Where the stem's
+        windows tile the image, every window of the noise (release - images) lies in its span."""
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
+from nonxfer_bench.encoders.base import ENCODERS, IGNORED, Encoder, Encoding
 from nonxfer_bench.zoo import ZooModel
 
 
@@ -12,7 +12,10 @@ from nonxfer_bench.zoo import ZooModel
 class CleanEncoder(Encoder):
     """Releases the images unchanged (achieved PSNR is +inf); strength is ignored."""
 
-    strength_unit = "ignored"
+    strength_unit = IGNORED
+    secret = "Nothing: the images are released as they are, the control every protection is compared with."
+    keyed = False
+    in_unit_range = True
 
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         return Encoding(images=images.clone(), achieved_psnr=torch.full((len(images),), float("inf")))

@@ -14,6 +14,8 @@ from nonxfer_bench.zoo import ZooModel
 class GaussianEncoder(Encoder):
     """Adds white Gaussian noise scaled per image to the target standard PSNR; ignores the model."""
 
+    secret = "Only the noise draws: white noise blind to the model, the control for image damage at a matched standard PSNR."
+
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         noise = torch.randn(images.shape, generator=generator_on(generator, images.device), device=images.device)
         released = images + noise * noise_scale_for_psnr(noise, strength)

@@ -38,7 +38,7 @@ from torch import nn
 
 from nonxfer_bench.core.hashing import keyed_generator
 from nonxfer_bench.core.params import Strict
-from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
+from nonxfer_bench.encoders.base import ENCODERS, IGNORED, Encoder, Encoding
 from nonxfer_bench.linalg.subspace import unfold_columns
 from nonxfer_bench.metrics.image_quality import psnr_per_image
 from nonxfer_bench.zoo import ZooModel
@@ -172,7 +172,12 @@ class KeyedBlockEncoder(Encoder):
     transformed by the same key; strength ignored, achieved PSNR the real standard PSNR of the encrypted image."""
 
     Params = KeyedBlockParams
-    strength_unit = "ignored"
+    strength_unit = IGNORED
+    secret = (
+        "The key (block permutation, in-block pixel shuffle, flip positions): the release assumes the authorized model is "
+        "deployed transformed with that key and that attackers hold neither the key nor plain/encrypted pairs made under it."
+    )
+    in_unit_range = True
 
     def key(self, model: ZooModel, shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> BlockKey:
         """The key for C x H x W images made for ``model``: the model's own if it carries one, else the generator's."""

@@ -143,6 +143,10 @@ class OperatorEncoder(Encoder):
     """Gaussian noise in the k least-sensitive image directions of the whole first layer, exact standard PSNR."""
 
     Params = OperatorParams
+    secret = (
+        "The authorized model's first layer: the noise lies in the whole layer's least-sensitive image directions; the release "
+        "assumes attackers hold neither that layer nor a model whose first layer shares them."
+    )
     version = "2"  # 2: exact small subspaces, draws by projection (1 depended on the thread count)
 
     def __init__(self, params: OperatorParams) -> None:

@@ -37,6 +37,10 @@ class PatchEncoder(Encoder):
     """Independent low-sensitivity noise per patch tile, exact standard PSNR per image."""
 
     Params = PatchParams
+    secret = (
+        "The authorized model's first layer: the noise lies in its low-sensitivity patch subspace; the release assumes attackers "
+        "hold neither that layer nor a model whose first layer shares the subspace."
+    )
     CACHED = 8  # subspaces kept (one per first layer an encoder instance meets: the authorized model, an attacker's stems)
 
     def __init__(self, params: PatchParams) -> None:

@@ -154,6 +154,10 @@ class ReferenceEncoder(Encoder):
 
     Params = ReferenceParams
     strength_unit = "nominal PSNR (dB, peak 255 in the model's normalized space)"
+    secret = (
+        "The authorized model's first layer: one vector of its patch null space per image, repeated over every patch; the "
+        "release assumes attackers hold neither that layer nor a model whose first layer shares the null space."
+    )
 
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)

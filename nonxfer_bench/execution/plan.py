@@ -2,16 +2,29 @@
 
 A cell's key hashes its resolved configuration (dataset, both models' identities including weight
 hashes, encoder and attack names, parameters and code versions, strengths, seed), so a finished cell
-is recognized in any later run and a changed one is recomputed.
+is recognized in any later run and a changed one is recomputed. The clean images (encoder ``clean``, every plan's
+reference) face only the no-attack step: no table reads an attack on them.
+
+An encoder or attack from a plugin (an entry point of another distribution, ``Registry.plugins``) is not
+covered by the package's version: its identity also holds ``source``, a hash of its code (:func:`plugin_source`),
+so editing an out-of-tree plugin recomputes its cells and only those. Built-in components have no ``source``:
+their keys are those of every committed cell.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Any
 
 import nonxfer_bench
 from nonxfer_bench.attacks import ATTACKS
+from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.hashing import stable_hash
+from nonxfer_bench.core.registry import Registry
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import AttackSpec, EncoderSpec, Suite
@@ -56,21 +69,61 @@ class EncodingGroup:
         return f"{self.authorized}/{self.encoder.name}{strength}/seed{self.seed}{storage}{precision}"
 
 
-def plan_suite(suite: Suite, settings: RunSettings | None = None) -> list[EncodingGroup]:
+def plugin_files(cls: type) -> list[tuple[str, Path]]:
+    """The source files a plugin component's results depend on, as (name, path): every ``.py`` file under the
+    top-level package of the module that defines ``cls`` (``my_protections`` for ``my_protections.noise.Uniform``,
+    subpackages included; names relative to the package's folder), or that module's own file when the top level is
+    a single module. Not hashed: data files, and code of other distributions (give a dependency's version in
+    ``Params`` or bump ``version`` when it matters)."""
+    top = import_module(cls.__module__.partition(".")[0])
+    folders = getattr(top, "__path__", None)
+    if folders is not None:
+        return sorted((f"{top.__name__}/{path.relative_to(folder).as_posix()}", path) for folder in folders for path in Path(folder).rglob("*.py"))
+    try:
+        source = inspect.getsourcefile(top)
+    except TypeError:
+        source = None
+    if source is None:
+        raise UserError(f"plugin {cls.__module__}.{cls.__qualname__}: no source file to hash, so its cells could not be recomputed when it changes")
+    return [(Path(source).name, Path(source))]
+
+
+def plugin_source(cls: type) -> str:
+    """sha256 over the :func:`plugin_files` of a plugin component, each as its name and its contents' sha256: the
+    same code gives the same hash wherever it is installed."""
+    digest = hashlib.sha256()
+    for name, path in plugin_files(cls):
+        digest.update(f"{name}\0{hashlib.sha256(path.read_bytes()).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
+def component_identity(registry: Registry, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a cell key holds of an encoder or attack: name, params and version, and for a plugin's also ``source``."""
+    cls = registry.get(name)
+    identity = {"name": name, "params": params, "version": cls.version}
+    if name in registry.plugins:
+        identity["source"] = plugin_source(cls)
+    return identity
+
+
+def plan_suite(suite: Suite, settings: RunSettings | None = None, identities: dict[str, dict] | None = None) -> list[EncodingGroup]:
     """Expand a suite, run with ``settings`` (default: as its file says), into encoding groups, each with its
-    (attack step, evaluated model) -> cell key."""
+    (attack step, evaluated model) -> cell key. ``identities``: each model's :meth:`ModelSpec.identity` as recorded
+    elsewhere (a result bundle's), in place of the weight files' here."""
     settings = settings or RunSettings.of(suite)
-    identities = {model.name: model.identity() for model in suite.models}
+    identities = identities or {model.name: model.identity() for model in suite.models}
     dataset = settings.dataset(suite).model_dump(mode="json")
     # what informed attackers hold changes their cells; suites without it keep their keys
     public = {"public": suite.public.model_dump(mode="json")} if suite.public else {}
-    steps = [AttackStep(spec, s) for spec in suite.attacks for s in spec.strengths]
+    attack_ids = [component_identity(ATTACKS, spec.name, spec.params) for spec in suite.attacks]  # plugins' files hashed once
+    steps = [(AttackStep(spec, s), attack_id) for spec, attack_id in zip(suite.attacks, attack_ids) for s in spec.strengths]
+    clean_steps = [(step, attack_id) for step, attack_id in steps if ATTACKS.get(step.spec.name).baseline]  # the tables read only no attack of the clean images
     encoders = ([] if any(e.name == "clean" for e in suite.encoders) else [CLEAN]) + list(suite.encoders)
     draws, precision = settings.draws, settings.precision
     groups = []
     for authorized in suite.authorized:
         for encoder in encoders:
-            encoder_id = {"name": encoder.name, "params": encoder.params, "version": ENCODERS.get(encoder.name).version}
+            encoder_id = component_identity(ENCODERS, encoder.name, encoder.params)
             strengths = [0.0] if encoder.name == "clean" else encoder.strengths
             for strength in strengths:
                 for seed, storage in ((seed, storage) for seed in suite.seeds for storage in suite.storage):
@@ -91,8 +144,7 @@ def plan_suite(suite: Suite, settings: RunSettings | None = None) -> list[Encodi
                     if precision != "fp32":  # fp32 keeps every existing key; the same draws either way
                         base["precision"] = precision
                     group = EncodingGroup(authorized, encoder, strength, seed, stable_hash(base), storage=storage, draw_key=draw_key, precision=precision)
-                    for step in steps:
-                        attack_id = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
+                    for step, attack_id in steps if encoder.name != "clean" else clean_steps:
                         for model in suite.models:
                             cell = {**base, "attack": attack_id, "attack_strength": step.strength, "model": identities[model.name]}
                             if suite.role(model.name, authorized) == "control":  # stored with its role
@@ -100,11 +152,12 @@ def plan_suite(suite: Suite, settings: RunSettings | None = None) -> list[Encodi
                             if not settings.bounds and ATTACKS.get(step.spec.name).baseline:  # a bounds-on run never reuses it
                                 cell["bounds"] = False
                             group.cells[(step, model.name)] = stable_hash(cell)
-                    groups.append(group)
+                    if group.cells:  # the clean images of a suite without a no-attack step hold no cell
+                        groups.append(group)
     return groups
 
 
-def stored_plan(suite: Suite, settings: RunSettings, draws: str | None) -> list[EncodingGroup]:
+def stored_plan(suite: Suite, settings: RunSettings, draws: str | None, identities: dict[str, dict] | None = None) -> list[EncodingGroup]:
     """The plan of cells computed elsewhere: with the draws (``cpu``/``cuda``) they record (:func:`~nonxfer_bench.cells.store.draws`),
-    else this run's."""
-    return plan_suite(suite, settings.on(draws) if draws and draws != settings.draws else settings)
+    else this run's; ``identities`` as for :func:`plan_suite`."""
+    return plan_suite(suite, settings.on(draws) if draws and draws != settings.draws else settings, identities)

@@ -120,6 +120,7 @@ class Runner:
         self._public_prepared: dict[str, torch.Tensor] = {}  # authorized -> public images at its release format
         self._clean_inputs: dict[str, CleanInputs] = {}  # authorized -> clean images at its release format
         self.progress: Progress | None = None  # set by run(); workers, which only compute, have none
+        self.computed: set[str] = set()  # keys of the cells this runner computed (what --fresh has recomputed already)
 
     @cached_property
     def device(self) -> torch.device:
@@ -199,15 +200,16 @@ class Runner:
         return stable_hash({"dataset": spec.model_dump(mode="json"), "subset_seed": self.suite.seeds[0]})
 
     def missing(self, group: EncodingGroup) -> Missing:
+        """The cells of ``group`` to compute: those not in the store, or with ``fresh`` those not computed by this runner."""
         if self.fresh:
-            return dict(group.cells)
+            return {cell: key for cell, key in group.cells.items() if key not in self.computed}
         return {cell: key for cell, key in group.cells.items() if key not in self.store}
 
     def plan(self, pending: Work) -> Plan:
         """How big this run is and how much of it is already finished."""
         cells = sum(len(group.cells) for group in self.groups)
         todo = sum(len(missing) for _, missing in pending)
-        steps = len({step for group in self.groups[:1] for step, _ in group.cells})
+        steps = max((len({step for step, _ in group.cells}) for group in self.groups), default=0)  # the clean images face fewer
         return Plan(len(self.groups), steps, len(self.suite.models), cells, cells - todo, len(pending))
 
     def run(self, progress: Progress | None = None) -> RunResult:
@@ -236,6 +238,7 @@ class Runner:
                 if sample is not None:
                     samples[group.label] = sample
                 self.store.add([cell.model_copy(update={"code": code}) for cell in cells])
+                self.computed.update(cell.key for cell in cells)
                 computed += 1
                 self.progress.group_done(group.label)
                 if self.on_group:

@@ -136,6 +136,7 @@ def encode_folder(
     import nonxfer_bench
     from nonxfer_bench.core.hashing import keyed_generator
     from nonxfer_bench.encoders import ENCODERS
+    from nonxfer_bench.loading import encoder_refusal
     from nonxfer_bench.metrics.image_quality import psnr_per_image
     from nonxfer_bench.zoo import build_model, dataset_preprocessing
 
@@ -147,6 +148,9 @@ def encode_folder(
         raise UserError("no seed key: give --seed-key or set NXB_SEED_KEY (keep it secret; the manifest holds only its hash)")
     spec = _pick(load_models(zoo)[0], model_name, Path(zoo))
     encoder = ENCODERS.create(encoder_name, params or {})
+    problem = encoder_refusal(encoder, spec)
+    if problem:
+        raise UserError(f"--encoder {encoder_name} cannot protect --model {model_name}: {problem}")
     files = list_sources(source)
     output = Path(output)
     _check_output(Path(source), output, overwrite)

@@ -5,8 +5,9 @@ what was run (:mod:`nonxfer_bench.rendering.provenance`: suite, images, seeds, c
 version, date of the newest cell; nothing from the clock) and the units (% for people, fractions in cells.csv).
 Sections, each a :class:`~nonxfer_bench.rendering.sections.Section` with its own glossary, all from one results
 frame (:func:`~nonxfer_bench.analysis.frame.results_frame`):
-0. *Protection ranking*, the headline: one protection gap per release with its interval, ranked best first,
-   beside PSNR and SSIM (:mod:`nonxfer_bench.analysis.ranking`, :mod:`nonxfer_bench.rendering.tables`).
+0. *Protocol verdict*, the headline ranking: per release the protection gap at each knowledge tier, chosen on tuning
+   images and reported on the rest, with the tiers that did not run said so (:mod:`nonxfer_bench.analysis.verdict`,
+   :mod:`nonxfer_bench.rendering.verdict`), then the evaluation's *sanity checks*.
 1. *NE effect*: per (authorized model, encoder, strength) with no attack: achieved standard PSNR,
    authorized accuracy, its retention (% of the authorized model's clean accuracy), the reference's
    flat-input accuracy for overlapping stems, the mean and
@@ -59,8 +60,10 @@ from nonxfer_bench.rendering.ladder import ladder_sections
 from nonxfer_bench.rendering.plots import write_plots
 from nonxfer_bench.rendering.provenance import Source, run_summary
 from nonxfer_bench.rendering.sections import Section
-from nonxfer_bench.rendering.tables import attacks_section, effect_section, ranking_section
+from nonxfer_bench.rendering.tables import attacks_section, effect_section
 from nonxfer_bench.rendering.theory import theory_section, write_theory_plots
+from nonxfer_bench.rendering.verdict import sanity_section, verdict_section
+from nonxfer_bench.schema.protocol import Protocol
 
 UNITS = (
     "Every accuracy, agreement and retention here is in % and every change or gap in percentage points; the "
@@ -72,15 +75,16 @@ UNITS = (
 )
 
 
-def sections(frame: pd.DataFrame, models: list[str]) -> list[Section]:
-    """The leaderboard's sections, in order: ranking, NE effect, attacks, theory (when there are bound numbers), the
-    ladder's (when cells record a threat tier)."""
+def sections(frame: pd.DataFrame, models: list[str], protocol: Protocol | None = None, ensemble: str | None = None) -> list[Section]:
+    """The leaderboard's sections, in order: the ranking (the protocol verdict) and its sanity checks, NE effect,
+    attacks, theory (when there are bound numbers), the ladder's (when cells record a threat tier)."""
     metric = metric_of(frame)
     seeds = frame.seed.nunique() > 1
     paired = bool(frame["outcomes"].map(lambda outcomes: isinstance(outcomes, dict)).any())
     theory = theory_section(frame)
     return [
-        ranking_section(frame, metric, paired, seeds),
+        verdict_section(frame, protocol, ensemble),
+        sanity_section(frame),
         effect_section(frame, models, metric, paired, seeds),
         attacks_section(frame, metric, paired, seeds),
         *([theory] if theory else []),
@@ -103,7 +107,10 @@ def notes(frame: pd.DataFrame) -> str:
     return text
 
 
-def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], folder: Path, source: Source | None = None) -> list[Path]:
+def write_leaderboard(
+    suite_name: str, cells: list[Cell], models: list[str], folder: Path, source: Source | None = None, protocol: Protocol | None = None,
+    ensemble: str | None = None, plots: bool = True,
+) -> list[Path]:  # fmt: skip
     """Write ``cells.csv``, ``cells.jsonl.gz`` and ``leaderboard.md`` (and the plots) under ``folder``; returns the
     paths to show and log (all but ``cells.jsonl.gz``, which MLflow holds per group as ``cells.json``).
 
@@ -112,7 +119,9 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
     gzipped without a time stamp, so the same cells give the same bytes (results folders stay small in git).
 
     ``source`` (the suite file and when the newest cell was written) completes the "What was run" line; a partial
-    set of the suite's cells (``source.partial``) is said above it.
+    set of the suite's cells (``source.partial``) is said above it. ``protocol`` (and which ``ensemble`` of it ran)
+    names the protocol the ranking is the verdict of, and sets how it is computed. ``plots=False`` writes only the
+    tables (a bundle check re-derives them, and the plots take longer than the tables).
     """
     folder.mkdir(parents=True, exist_ok=True)
     frame = results_frame(cells)
@@ -129,7 +138,9 @@ def write_leaderboard(suite_name: str, cells: list[Cell], models: list[str], fol
         UNITS,
         "",
         notes(frame),
-        *(line for section in sections(frame, models) for line in section.lines()),
+        *(line for section in sections(frame, models, protocol, ensemble) for line in section.lines()),
     ]
     atomic_write(md_path, "\n".join(text))
+    if not plots:
+        return [md_path, csv_path]
     return [md_path, csv_path, *write_theory_plots(frame, folder), *write_plots(frame, models, metric_of(frame), folder)]

@@ -1,7 +1,7 @@
 """A static HTML report for people without MLflow: one self-contained folder that opens from disk.
 
-``index.html`` shows the leaderboard (what was run, then the same ``leaderboard.md`` tables, the protection
-ranking first, sortable by a click on a column header), every plot the leaderboard wrote with the caption written
+``index.html`` shows the leaderboard (what was run, then the same ``leaderboard.md`` tables, the protocol
+verdict first, sortable by a click on a column header), every plot the leaderboard wrote with the caption written
 into its PNG, and one sample grid per release (:class:`SampleGrid`: the clean images, the released images and each
 attack at its strongest setting, captioned with their PSNR), or one sentence saying that there are none and how to
 recompute them. Every file it references (``*.png``, ``samples/*.png``, ``cells.csv``, ``leaderboard.md``) is in the folder.
@@ -22,6 +22,7 @@ from nonxfer_bench.rendering.figures import file_stem, read_caption
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from nonxfer_bench.rendering.provenance import Source
 from nonxfer_bench.rendering.text import db
+from nonxfer_bench.schema.protocol import Protocol
 
 SORT_SCRIPT = """
 document.querySelectorAll("table").forEach(table => {
@@ -168,15 +169,17 @@ def _samples_section(shown: list[tuple[SampleGrid, list[Cell]]], folder: Path, s
 
 
 def write_report(
-    suite_name: str, cells: list[Cell], models: list[str], samples: list[SampleGrid], folder: Path, source: Source | None = None
-) -> tuple[Path, int]:
+    suite_name: str, cells: list[Cell], models: list[str], samples: list[SampleGrid], folder: Path, source: Source | None = None,
+    protocol: Protocol | None = None, ensemble: str | None = None,
+) -> tuple[Path, int]:  # fmt: skip
     """Write the report folder (leaderboard, plots, ``samples/``); return its ``index.html`` and how many sample grids it shows.
 
     ``samples`` are the groups' sample grids found (one per release is shown); ``source`` says where the cells came
-    from (the leaderboard's "What was run" line, and the suite file the sentence on missing samples names).
+    from (the leaderboard's "What was run" line, and the suite file the sentence on missing samples names);
+    ``protocol`` and ``ensemble`` as the leaderboard takes them.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    paths = write_leaderboard(suite_name, cells, models, folder, source=source)
+    paths = write_leaderboard(suite_name, cells, models, folder, source, protocol, ensemble)
     board = paths[0].read_text()
     figures = [_figure(p.name, read_caption(p) or p.stem) for p in paths if p.suffix == ".png"]
     shown = per_release(samples, cells)

@@ -1,5 +1,5 @@
-"""The leaderboard's three main sections, from the results frame: the protection ranking (the headline), the NE
-effect of each release with no attack and its strongest attack, and every attack step on every release.
+"""Two of the leaderboard's sections, from the results frame: the NE effect of each release with no attack and its
+strongest attack, and every attack step on every release (the ranking is :mod:`nonxfer_bench.rendering.verdict`).
 
 Every accuracy or agreement reads ``83.5 [78.1, 87.9]`` (its 95% interval), every table has an ``n`` column and a
 glossary under it. With several seeds, ``seeds`` and the between-seed spread (``seed sd``) are added; with several
@@ -14,12 +14,12 @@ from __future__ import annotations
 import pandas as pd
 
 from nonxfer_bench.analysis.frame import RELEASE, STEP, unauthorized_models
-from nonxfer_bench.analysis.ranking import protection_rows, strongest_attack
+from nonxfer_bench.analysis.ranking import strongest_attack
 from nonxfer_bench.analysis.uncertainty import BOOTSTRAP_RESAMPLES, aggregate_intervals, gain_over_baseline, metric_n, proportion_interval
 from nonxfer_bench.cells.release import Release
 from nonxfer_bench.metrics.statistics import holm, seed_summary
 from nonxfer_bench.rendering.sections import Section
-from nonxfer_bench.rendering.text import db, gain_text, gap_text, markdown_table, p_text, percent, with_interval
+from nonxfer_bench.rendering.text import db, gain_text, markdown_table, p_text, percent, with_interval
 
 
 def _ci(value: float | None, n: int | None) -> str:
@@ -159,64 +159,6 @@ def _model_value(part: pd.DataFrame, model: str, authorized: str, metric: str) -
     return f"{text} (auth)" if text and model == authorized else text
 
 
-def protection_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    """Table 0, the headline: releases ranked by protection gap (:mod:`nonxfer_bench.analysis.ranking`)."""
-    seeds, precisions = frame.seed.nunique() > 1, frame.precision.nunique() > 1
-    devices = frame.device.nunique() > 1 or (frame.device.isna().any() and frame.device.notna().any())
-    rows = []
-    for rank, row in enumerate(protection_rows(frame, metric), 1):
-        release = row["release"]
-        rows.append(
-            {"rank": rank, "authorized": release.authorized, "encoding": release.label}
-            | ({"precision": release.precision} if precisions else {})
-            | {
-                "protection gap": gap_text(row["gap"], row["gap_interval"]),
-                "n": "" if row["n"] is None else str(row["n"]),
-                _auth(metric): with_interval(row["auth"]),
-                f"best unauth {_short(metric)}": with_interval(row["best"]),
-                "by attack": row["step"].label,
-                "by model": row["model"],
-                "PSNR dB": db(row["psnr"]),
-                "SSIM": "" if row["ssim"] is None else f"{row['ssim']:.3f}",
-            }
-            | ({"seeds": str(row["seeds"]), "gap seed sd": "" if pd.isna(row["seed_sd"]) else f"{100 * row['seed_sd']:.1f}"} if seeds else {})
-            | ({"device": ", ".join(row["devices"]) or "not recorded"} if devices else {})
-        )
-    return pd.DataFrame(rows)
-
-
-def _short(metric: str) -> str:
-    return "acc" if metric == "accuracy" else "agree"
-
-
-def ranking_text(metric: str, paired: bool, seeds: bool) -> tuple[str, str]:
-    """(the sentence above the ranking, the glossary line under it)."""
-    above = (
-        f"Score: the **protection gap** = the authorized model's {metric} on the release minus the best {metric} any "
-        f"unauthorized model reaches on it under the strongest attack, in points; a gap near 0 or negative means no "
-        "protection (someone without the authorized model does as well). Best first; `clean` is not a release."
-    )
-    unit = "labeled images" if metric == "accuracy" else "images"
-    below = (
-        f"`n`: {unit} per cell. `{_auth(metric)}`: on the release, with Wilson's 95% interval. "
-        "`by attack`: the strongest attack for that release, the attack step (any attack and strength of the suite, "
-        f"`no attack` included) that raises the best unauthorized {metric} most; `by model`: the unauthorized model "
-        f"that reaches it (controls never count). `best unauth {_short(metric)}`: that model's {metric} under that step. "
-        "`PSNR dB` and `SSIM` (kornia, 7-pixel Gaussian window): the release (as stored) against the clean images, mean "
-        "over images; higher is less visible."
-    )
-    if paired:
-        below += (
-            f" Intervals: 95% paired bootstrap over images ({BOOTSTRAP_RESAMPLES:,} resamples) of the authorized minus "
-            "the max over every attack step and unauthorized model, so picking the worst case is part of the interval."
-        )
-    else:
-        below += " The gap has no interval here: it needs per-image outcomes, which this store does not keep (rerun the suite to record them)."
-    if seeds:
-        below += " With several seeds: accuracies are means over seeds (the gap is the mean of the per-seed gaps) and `gap seed sd` is the sample standard deviation of the per-seed gaps, in points."
-    return above, below
-
-
 def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy") -> pd.DataFrame:
     """Table 1: what each encoding does with no attack (mean over seeds), and its strongest attack."""
     plain = frame[frame.baseline]
@@ -287,11 +229,6 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
             | seeds
         )
     return pd.DataFrame(rows)
-
-
-def ranking_section(frame: pd.DataFrame, metric: str, paired: bool, seeds: bool) -> Section:
-    above, below = ranking_text(metric, paired, seeds)
-    return Section("Protection ranking", markdown_table(protection_table(frame, metric)), intro=above, glossary=below)
 
 
 def effect_section(frame: pd.DataFrame, models: list[str], metric: str, paired: bool, seeds: bool) -> Section:

@@ -200,6 +200,17 @@ class TrackingSpec(Frozen):
     experiment: str | None = Field(None, min_length=1, max_length=250)
 
 
+Ensemble = Literal["full", "fast"]
+
+
+class ProtocolRef(Frozen):
+    """A suite's reference to a protocol file (:mod:`nonxfer_bench.schema.protocol`; relative to the suite file) and
+    which of its ensembles to run: ``full``, the standard, or ``fast``, its cheaper subset."""
+
+    file: Path = Field(description="the protocol file, e.g. protocols/ne-v1.yaml")
+    ensemble: Ensemble = "full"
+
+
 class ResourceSpec(Frozen):
     """What one encoding group requests from a Ray cluster (``--executor ray``); also its torch threads."""
 
@@ -220,7 +231,8 @@ class Suite(Frozen):
         [], description="zoo models evaluated as controls (e.g. random-weight twins): shown, never counted as unauthorized"
     )
     encoders: list[EncoderSpec] = Field(min_length=1)
-    attacks: list[AttackSpec] = Field(min_length=1)
+    attacks: list[AttackSpec] = Field([], description="the suite's own attacks; a protocol's ensemble is appended to them")
+    protocol: ProtocolRef | None = Field(None, description="a versioned protocol whose attack ensemble every release faces")
     seeds: list[Seed] = Field([0], min_length=1, max_length=1000)
     storage: list[str] = Field(
         ["float32"], min_length=1, description="how the release is stored: float32, png16, png8, jpeg or jpeg<Q> (nonxfer_bench.storage.formats)"
@@ -244,6 +256,12 @@ class Suite(Frozen):
     @classmethod
     def _distinct_seeds(cls, values: list[int]) -> list[int]:
         return _distinct(values, "seed")
+
+    @model_validator(mode="after")
+    def _attacked(self) -> "Suite":
+        if not self.attacks and self.protocol is None:
+            raise ValueError("'attacks' lists no attack and there is no 'protocol': give attacks, a protocol, or both")
+        return self
 
     @model_validator(mode="after")
     def _no_double_work(self) -> "Suite":

@@ -340,7 +340,7 @@ class Tracker:
 
     def _invocation(self) -> dict[str, Any]:
         """What identifies an invocation's parent run: the suite as run (the settings in place of its defaults)."""
-        data = self.suite.model_dump(mode="json", exclude={"output", "tracking", "threads"})
+        data = self.suite.model_dump(mode="json", exclude={"output", "tracking", "threads"} | ({"protocol"} if self.suite.protocol is None else set()))
         data |= {"device": self.settings.device, "precision": self.settings.precision, "bounds": self.settings.bounds}
         data["dataset"]["limit"] = self.settings.limit
         return data

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.schema.suite import Suite
-from tests.conftest import write_yaml
+from tests.helpers import write_yaml
 
 RESNET = {
     "arch": "resnet18",
@@ -16,14 +16,15 @@ RESNET = {
 
 
 def small_suite(folder: Path, **overrides) -> Suite:
-    """A digits suite with models ``a`` (authorized) and ``b``; keys in ``overrides`` replace the defaults."""
+    """A digits suite with models ``a`` (authorized) and ``b``, the clean images and a 40 dB white-noise release; keys in
+    ``overrides`` replace the defaults."""
     folder.mkdir(parents=True, exist_ok=True)
     suite = {
         "name": "small",
         "dataset": {"name": "digits", "limit": 40},
         "zoo": [{"name": "a", "seed": 0, **RESNET}, {"name": "b", "seed": 1, **RESNET}],
         "authorized": ["a"],
-        "encoders": [{"name": "clean", "strengths": [0.0]}],
+        "encoders": [{"name": "gaussian", "strengths": [40.0]}],  # nearly clean, and attacked (the clean images face no attack)
         "attacks": [{"name": "identity"}],
         "batch_size": 10,
         "output": {"dir": str(folder / "runs"), "results": str(folder / "results"), "sample_images": 0},

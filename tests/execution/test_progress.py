@@ -7,7 +7,7 @@ import io
 from nonxfer_bench.execution.progress import Plan, Progress
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 
 def test_a_run_prints_its_plan_and_logs_every_group_in_plain_lines(tmp_path, digits_zoo):
@@ -15,7 +15,7 @@ def test_a_run_prints_its_plan_and_logs_every_group_in_plain_lines(tmp_path, dig
     stream = io.StringIO()  # not a terminal: plain lines, no bar
     Runner(suite).run(Progress(suite.name, suite.run_dir() / "run.log", stream))
     shown = stream.getvalue().splitlines()
-    assert shown[0] == "digits: plan: 3 encodings x 2 attack steps x 3 models = 18 cells; 0 finished, 18 to compute in 3 encodings"
+    assert shown[0] == "digits: plan: 3 encodings x 2 attack steps x 3 models = 15 cells; 0 finished, 15 to compute in 3 encodings"
     finished = [line for line in shown if "finished: vit_a/" in line]
     assert [line.split("encoding ")[1].split(" finished")[0] for line in finished] == ["1/3", "2/3", "3/3"]
     log = (suite.run_dir() / "run.log").read_text()
@@ -24,7 +24,7 @@ def test_a_run_prints_its_plan_and_logs_every_group_in_plain_lines(tmp_path, dig
     again = io.StringIO()
     result = Runner(suite).run(Progress(suite.name, None, again))
     assert result.computed_groups == 0
-    assert again.getvalue() == "digits: plan: all 18 cells of 3 encodings are finished; nothing to compute\n"
+    assert again.getvalue() == "digits: plan: all 15 cells of 3 encodings are finished; nothing to compute\n"
 
 
 class Terminal(io.StringIO):

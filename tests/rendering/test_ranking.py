@@ -1,4 +1,4 @@
-"""The leaderboard opens with what was run and a ranked protection table, read back from the written Markdown."""
+"""The leaderboard opens with what was run and its ranking, the protocol verdict, read back from the written Markdown."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 
 from nonxfer_bench.cells.cell import Cell, pack_bits
 from nonxfer_bench.core.version import code_version
-from nonxfer_bench.metrics.statistics import bootstrap_over_images
+from nonxfer_bench.metrics.statistics import paired_gain
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from nonxfer_bench.rendering.provenance import Source
+from nonxfer_bench.schema.protocol import VerdictSpec
 
 N = 400
 GAP = re.compile(r"^([+-]\d+\.\d)(?: \[([+-]\d+\.\d), ([+-]\d+\.\d)\])?$")
@@ -28,7 +29,7 @@ def cell(encoder: str, strength: float, attack: str, model: str, correct: np.nda
         encoder=encoder, strength=strength, seed=seed, attack=attack, attack_strength=1.0 if attack == "identity" else 0.5,
         baseline=attack == "identity", model=model, role=role, n=len(correct), accuracy=float(correct.mean()),
         agreement=float(correct.mean()), encoded_psnr=None if encoder == "clean" else strength, stored_psnr=None if encoder == "clean" else strength,
-        attacked_ssim=1.0 if encoder == "clean" else strength / 40, device="cpu",
+        attacked_ssim=1.0 if encoder == "clean" else strength / 40, device="cpu", tier=extra.pop("tier", "none"),
         outcomes={"images": len(correct), "ids": "same-images", "correct": [bits], "agree": [bits]}, **extra,
     )  # fmt: skip
 
@@ -52,6 +53,8 @@ def tables(text: str) -> dict[str, list[dict[str, str]]]:
     found = {}
     for section in text.split("\n## ")[1:]:
         heading, lines = section.splitlines()[0], [line for line in section.splitlines() if line.startswith("|")]
+        if not lines:  # a section of sentences (sanity checks)
+            continue
         header = [cell.strip() for cell in lines[0].strip("|").split("|")]
         found[heading] = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
     return found
@@ -70,44 +73,87 @@ def cells() -> list[Cell]:
 
 def test_the_ranking_is_the_first_table_and_ranks_releases_by_their_protection_gap(cells, tmp_path):
     text = write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text()
-    assert text.index("## Protection ranking") < text.index("## NE effect")
+    assert text.index("## Protocol verdict") < text.index("## Sanity checks") < text.index("## NE effect")
     assert "a gap near 0 or negative means no protection" in text
-    ranking = tables(text)["Protection ranking"]
+    ranking = tables(text)["Protocol verdict"]
     assert [row["encoding"] for row in ranking] == ["patch 20", "patch 10"]  # clean is not a release
     assert [row["rank"] for row in ranking] == ["1", "2"]
-    gaps = [gap(row["protection gap"]) for row in ranking]
+    gaps = [gap(row["gap: none"]) for row in ranking]
     assert gaps[0][0] > gaps[1][0]
     for estimate, lo, hi in gaps:
         assert lo <= estimate <= hi
 
 
-def test_the_gap_is_authorized_minus_the_best_unauthorized_over_every_attack_step(cells, tmp_path):
-    by_key = {(c.encoder, c.strength, c.attack, c.model): c for c in cells}
+def split(spec: VerdictSpec = VerdictSpec()) -> tuple[np.ndarray, np.ndarray]:
+    """The verdict's tuning and report images of N images (one seeded permutation)."""
+    order = np.random.default_rng(spec.seed).permutation(N)
+    return order[: round(spec.tuning * N)], order[round(spec.tuning * N) :]
+
+
+def test_the_gap_is_authorized_minus_the_best_unauthorized_chosen_on_tuning_images_and_reported_on_the_rest(cells, tmp_path):
+    tuning, report = split()
     text = write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text()
-    rows = {row["encoding"]: row for row in tables(text)["Protection ranking"]}
-    strong, weak = rows["patch 20"], rows["patch 10"]
-    assert (strong["by attack"], strong["by model"]) == ("blur 0.5", "b")  # the attack raises the best model most
-    assert (weak["by attack"], weak["by model"]) == ("no attack", "b")  # the release as it is already gives the best
+    rows = {row["encoding"]: row for row in tables(text)["Protocol verdict"]}
     for encoding, row in rows.items():
         strength = float(encoding.split()[1])
-        auth = by_key["patch", strength, "identity", "a"]
-        outcomes = {(c.attack, c.model): c.outcomes.correct_bits() for c in cells if (c.encoder, c.strength) == ("patch", strength) and c.role == "unauthorized"}
-        best = max(flags.mean() for flags in outcomes.values())  # the control (right 95% of the time) never counts
-        assert gap(row["protection gap"])[0] == round(100 * (auth.accuracy - best), 1)
-        # the interval: one paired bootstrap over images of the max over (step, model) of unauthorized minus authorized
-        over = bootstrap_over_images(np.vstack(list(outcomes.values())).astype(float) - auth.outcomes.correct_bits())[1]
-        assert gap(row["protection gap"])[1:] == (round(-100 * over.hi, 1), round(-100 * over.lo, 1))
-        assert row["n"] == str(N) and row["PSNR dB"] == f"{strength:.1f}" and row["SSIM"] == f"{strength / 40:.3f}"
+        mine = [c for c in cells if (c.encoder, c.strength) == ("patch", strength)]
+        auth = next(c for c in mine if c.baseline and c.model == "a").outcomes.correct_bits().astype(float)
+        unauthorized = {(c.attack, c.model): c.outcomes.correct_bits().astype(float) for c in mine if c.role == "unauthorized"}
+        chosen = max(unauthorized, key=lambda pair: (unauthorized[pair][tuning].mean(), pair[0] == "identity"))  # the control never counts
+        assert row["by attack"] == f"{'no attack' if chosen[0] == 'identity' else 'blur 0.5'} ({chosen[1]})"
+        best = unauthorized[chosen][report]
+        expected = paired_gain(best[None], auth[report][None])
+        assert gap(row["gap: none"]) == tuple(round(100 * v, 1) for v in (expected.estimate, expected.lo, expected.hi))
+        assert row["n"] == f"{len(report)} (+{len(tuning)} tuning)"
+        assert row["PSNR dB"] == f"{strength:.1f}" and row["SSIM"] == f"{strength / 40:.3f}"
+        assert row["gap: architecture"] == "not run" and row["white box (not ranked)"] == "not run"
+    assert "**Not a protocol verdict**: no attack of tiers method, architecture, public weights, labelled NEs ran" in text
 
 
-def test_with_several_seeds_the_gap_is_the_mean_over_seeds_and_shows_their_spread(tmp_path):
+def tiered(tiers: dict[str, str], rates: dict[tuple[str, str], float]) -> list[Cell]:
+    """A clean and a patch-20 release whose attacks (by name) have the given knowledge tiers."""
+    base = release("clean", 0.0, CLEAN) + release("patch", 20.0, rates)
+    return [c.model_copy(update={"tier": tiers.get(c.attack, "none")}) for c in base]
+
+
+def test_tiers_accumulate_and_white_box_is_never_ranked(tmp_path):
+    rates = STRONG | {("subspace", "a"): 0.85, ("subspace", "b"): 0.88, ("subspace", "c"): 0.3, ("oracle", "a"): 0.9, ("oracle", "b"): 0.9, ("oracle", "c"): 0.9}
+    cells = tiered({"subspace": "architecture", "oracle": "white_box"}, rates)
+    row = tables(write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text())["Protocol verdict"][0]
+    none, architecture = gap(row["gap: none"]), gap(row["gap: architecture"].removesuffix(" broken"))
+    assert architecture[0] < none[0]  # the architecture tier holds every attack of the tiers below, and more
+    assert row["gap: method"] == "not run" and "broken" in row["gap: architecture"]
+    assert gap(row["white box (not ranked)"].removesuffix(" broken"))[0] <= architecture[0]
+    assert row["by attack"].startswith("subspace 0.5 (b)")  # the ranking gap is the highest verdict tier's, never white box's
+    assert row["verdict"] == "broken at architecture: subspace 0.5 (b)"
+
+
+def test_the_best_of_many_attacks_is_reported_on_images_it_was_not_chosen_on(tmp_path):
+    """Fifty attacks that each leave model b right on half the images by chance: the best on the same images looks far
+    better than 50 %; chosen on the tuning images and reported on the others, it is 50 % within its interval."""
+    rng = np.random.default_rng(7)
+    cells = release("clean", 0.0, CLEAN) + release("patch", 20.0, {("identity", "a"): 0.9, ("identity", "b"): 0.1})
+    cells += [cell("patch", 20.0, f"noise{i:02d}", model, rng.random(N) < rate) for i in range(50) for model, rate in (("a", 0.9), ("b", 0.5))]
+    text = write_leaderboard("s", cells, ["a", "b"], tmp_path)[0].read_text()
+    row = tables(text)["Protocol verdict"][0]
+    in_sample = max(c.accuracy for c in cells if c.encoder == "patch" and c.attack.startswith("noise") and c.model == "b")
+    best, lo, hi = (float(v) for v in re.match(r"(\S+) \[(\S+), (\S+)\]", row["best unauth acc"]).groups())
+    assert in_sample > 0.55 and lo <= 50.0 <= hi and best < 100 * in_sample
+
+
+def test_with_several_seeds_the_outcomes_are_their_mean_and_the_gap_shows_their_spread(tmp_path):
     cells = [c for seed in (0, 1) for c in release("clean", 0.0, CLEAN, seed) + release("patch", 20.0, STRONG, seed)]
     text = write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text()
-    row = tables(text)["Protection ranking"][0]
-    chosen = [(c.seed, c.accuracy) for c in cells if c.encoder == "patch" and c.attack == "blur" and c.model == row["by model"]]
-    auth = dict((c.seed, c.accuracy) for c in cells if c.encoder == "patch" and c.baseline and c.model == "a")
-    per_seed = [auth[seed] - accuracy for seed, accuracy in sorted(chosen)]
-    assert gap(row["protection gap"])[0] == round(100 * np.mean(per_seed), 1)
+    row = tables(text)["Protocol verdict"][0]
+    _, report = split()
+    model = row["by attack"].split("(")[1].rstrip(")")
+    attack = "identity" if row["by attack"].startswith("no attack") else "blur"
+    per_seed = []
+    for seed in (0, 1):
+        auth = next(c for c in cells if c.encoder == "patch" and c.baseline and c.model == "a" and c.seed == seed)
+        best = next(c for c in cells if c.encoder == "patch" and c.attack == attack and c.model == model and c.seed == seed)
+        per_seed.append(auth.outcomes.correct_bits()[report].mean() - best.outcomes.correct_bits()[report].mean())
+    assert gap(row["gap: none"])[0] == round(100 * np.mean(per_seed), 1)
     assert row["seeds"] == "2" and row["gap seed sd"] == f"{100 * np.std(per_seed, ddof=1):.1f}"
     assert "2 seeds (0, 1)" in text
 
@@ -117,7 +163,7 @@ def test_what_a_fitted_attack_measured_differs_between_seeds_but_does_not_split_
     cells = [c for seed in (0, 1) for c in release("clean", 0.0, CLEAN, seed) + release("patch", 20.0, STRONG, seed)]
     fitted = [c.model_copy(update={"attack_param": {"dims": 18}, "attack_measured": {measured: 1.0 + c.seed / 10}}) if c.attack == "blur" else c for c in cells]
     text = write_leaderboard("s", fitted, MODELS, tmp_path)[0].read_text()
-    assert tables(text)["Protection ranking"][0]["seeds"] == "2"
+    assert tables(text)["Protocol verdict"][0]["seeds"] == "2"
     blur = [row for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"]
     assert len(blur) == 1 and blur[0]["param"] == "dims=18"  # one step over both seeds; its settings, not its measurements
     per_cell = (tmp_path / "cells.csv").read_text()
@@ -141,11 +187,11 @@ def test_each_budget_of_a_sweep_is_its_own_attack_step(tmp_path):
     assert sorted(blur) == ["released=10", "released=100"]
 
 
-def test_without_per_image_outcomes_the_gap_is_shown_without_an_interval(cells, tmp_path):
+def test_without_per_image_outcomes_there_is_no_verdict_and_it_says_why(cells, tmp_path):
     old = [c.model_copy(update={"outcomes": None}) for c in cells]
     text = write_leaderboard("s", old, MODELS, tmp_path)[0].read_text()
-    assert all(gap(row["protection gap"])[1] is None for row in tables(text)["Protection ranking"])
-    assert "The gap has no interval here: it needs per-image outcomes" in text
+    assert "No verdict: it needs each cell's per-image outcomes" in text
+    assert "Protocol verdict" not in tables(text) or not tables(text)["Protocol verdict"]
 
 
 def test_the_header_says_what_was_run_from_the_cells_and_the_store_not_the_clock(cells, tmp_path):
@@ -172,12 +218,12 @@ def test_the_header_says_what_was_run_from_the_cells_and_the_store_not_the_clock
 
 def test_precision_and_device_are_a_header_line_when_shared_and_a_column_when_they_differ(cells, tmp_path):
     shared = tables(write_leaderboard("s", cells, MODELS, tmp_path / "shared")[0].read_text())
-    assert "precision" not in shared["Protection ranking"][0] and "device" not in shared["Protection ranking"][0]
+    assert "precision" not in shared["Protocol verdict"][0] and "device" not in shared["Protocol verdict"][0]
     bf16 = [c.model_copy(update={"precision": "bf16", "device": "cuda", "key": c.key + "bf16"}) for c in cells]
     text = write_leaderboard("s", cells + bf16, MODELS, tmp_path / "mixed")[0].read_text()
     assert "precision bf16, fp32" in text and "device cpu, cuda" in text
     found = tables(text)
-    ranking = found["Protection ranking"]
+    ranking = found["Protocol verdict"]
     assert sorted((row["encoding"], row["precision"], row["device"]) for row in ranking) == [
         ("patch 10", "bf16", "cuda"), ("patch 10", "fp32", "cpu"), ("patch 20", "bf16", "cuda"), ("patch 20", "fp32", "cpu")
     ]  # fmt: skip
@@ -192,14 +238,15 @@ def test_the_authorized_column_is_marked_and_no_attack_is_never_none(cells, tmp_
         assert row["a"].endswith(" (auth)") and not any(row[m].endswith("(auth)") for m in ("b", "c", "ctrl"))
     assert "`(auth)` marks the authorized model's value" in text
     assert {row["attack"] for row in found["Attacks"]} == {"no attack", "blur 0.5"}
-    assert all(cell != "none" for rows in found.values() for row in rows for cell in row.values())
+    steps = ("attack", "by attack", "strongest attack", "best attack", "cheapest break")  # a tier may be "none", a step never
+    assert all(not row.get(column, "").startswith("none") for rows in found.values() for row in rows for column in steps)
 
 
 def test_an_unlabeled_suite_ranks_by_agreement(cells, tmp_path):
     unlabeled = [c.model_copy(update={"accuracy": None}) for c in cells]
     text = write_leaderboard("s", unlabeled, MODELS, tmp_path)[0].read_text()
-    ranking = tables(text)["Protection ranking"]
+    ranking = tables(text)["Protocol verdict"]
     assert {"auth agree", "best unauth agree"} <= set(ranking[0]) and "auth acc" not in ranking[0]
-    assert "the authorized model's agreement on the release minus the best agreement" in text
-    labeled = tables(write_leaderboard("s", cells, MODELS, tmp_path / "labeled")[0].read_text())["Protection ranking"]
-    assert [row["protection gap"] for row in ranking] == [row["protection gap"] for row in labeled]  # agreement = accuracy here
+    assert "the authorized model's agreement on the release (no attack) minus the best agreement" in text
+    labeled = tables(write_leaderboard("s", cells, MODELS, tmp_path / "labeled")[0].read_text())["Protocol verdict"]
+    assert [row["gap: none"] for row in ranking] == [row["gap: none"] for row in labeled]  # agreement = accuracy here

@@ -1,0 +1,1 @@
+"""Protections for nonxfer-bench, registered through the entry point group ``nonxfer_bench.encoders``."""
