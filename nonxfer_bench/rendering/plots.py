@@ -37,11 +37,11 @@ from nonxfer_bench.cells.step import Step
 from nonxfer_bench.rendering.figures import (
     ATTACK_STRENGTH_LABEL,
     AUTHORIZED_STYLE,
-    INTERVALS,
     MAX_SERIES,
     caption,
     encoding_label,
     errorbar,
+    intervals_note,
     metric_label,
     panel_title,
     save,
@@ -144,7 +144,7 @@ def accuracy_vs_strength_figure(frame: pd.DataFrame, models: list[str], metric: 
         caption(
             figure,
             f"{metric_label(metric).capitalize()} of each model on the released images (no attack) against the encoder's strength, "
-            f"per authorized model and encoder (one strength: one point per model); {INTERVALS}; Wilson's for one model, a bootstrap over images for aggregates.",
+            f"per authorized model and encoder (one strength: one point per model); {intervals_note(figure)}; Wilson's for one model, a bootstrap over images for aggregates.",
         )
     return figure
 
@@ -238,7 +238,7 @@ def attack_curves_figure(frame: pd.DataFrame, metric: str):
             figure,
             f"{metric_label(metric).capitalize()} under each attack (columns), per authorized model and encoder (rows), one colour per "
             "encoder strength: against the attack's strength (0 = weakest, 1 = strongest setting) where the attack's steps differ only "
-            f"by strength, else one point per attack step; {INTERVALS}.",
+            f"by strength, else one point per attack step; {intervals_note(figure)}.",
         )
     return figure
 

@@ -17,7 +17,7 @@ from nonxfer_bench.analysis.frame import RELEASE
 from nonxfer_bench.analysis.ladder import BREAK_FRACTION, TIER_ORDER
 from nonxfer_bench.analysis.security import BUDGETS, clean_levels, security_points
 from nonxfer_bench.cells.release import Release
-from nonxfer_bench.rendering.figures import INTERVALS, caption, encoding_label, errorbar, file_stem, metric_label, series_style, styled
+from nonxfer_bench.rendering.figures import caption, encoding_label, errorbar, file_stem, intervals_note, metric_label, series_style, styled
 
 STATISTICS = {"mean": "mean over unauthorized models", "max": "best unauthorized model"}
 RELEASES_PER_PAGE = 4  # rows of a figure: with four (budget, statistic) columns at most a 4 x 4 grid
@@ -98,7 +98,7 @@ def _page(shared: _Shared, authorized: str, releases: list[Release], page: str):
             figure,
             f"Security curves of the releases for authorized model {authorized}{page}: unauthorized {metric_label(shared.metric)} against "
             "the attacker's budget, one curve per knowledge tier (at each budget the tier's strongest attack step), one row per release; "
-            f"{INTERVALS}.",
+            f"{intervals_note(figure)}.",
         )
     return figure
 

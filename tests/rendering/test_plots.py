@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from nonxfer_bench.analysis.frame import results_frame
-from nonxfer_bench.rendering.figures import DPI, FONT_SIZE, MAX_SERIES, TITLE_SIZE, read_caption, save
+from nonxfer_bench.rendering.figures import DPI, FONT_SIZE, MAX_SERIES, TITLE_SIZE, errorbar, intervals_note, read_caption, save, styled
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from nonxfer_bench.rendering.plots import accuracy_vs_strength_figure, attack_curves_figure, transfer_heatmap_figure, write_plots
 from nonxfer_bench.rendering.security_plot import RELEASES_PER_PAGE, security_curves_figures
@@ -338,3 +338,15 @@ def test_no_two_texts_of_a_figure_overlap(figures, ladder, quickstart):
         for index, (first, box) in enumerate(boxes):
             for second, other in boxes[index + 1 :]:
                 assert not box.overlaps(other), f"{name}: {first!r} overlaps {second!r}"
+
+
+def test_the_caption_says_when_a_marker_hides_an_interval_and_only_then():
+    with styled() as plt:
+        figure, (wide, narrow) = plt.subplots(1, 2, sharey=True, layout="constrained")
+        wide.set_ylim(-3, 103)
+        errorbar(wide, [0, 1], [40, 60], [10, 10], [10, 10])  # 20 points of a 103-point axis: past the marker
+        errorbar(narrow, [0], [50], [15], [15])
+        assert intervals_note(figure) == "error bars: 95% intervals"
+        errorbar(narrow, [1, 2], [50, 70], [0.2, 15], [0.1, 15])  # one interval of 0.3 points: under its marker
+        assert intervals_note(figure) == "error bars: 95% intervals (some narrower than their marker, which hides them)"
+        plt.close(figure)
