@@ -128,8 +128,8 @@ def _effect_rows(markdown: str) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def _ranking_rows(markdown: str) -> list[dict[str, str]]:
-    """The protection ranking of a leaderboard.md, in its order."""
-    section = markdown.split("## Protection ranking")[1].split("## NE effect")[0]
+    """The protocol verdict's table of a leaderboard.md, in its order."""
+    section = markdown.split("## Protocol verdict")[1].split("\n## ")[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
@@ -174,9 +174,13 @@ def test_group_runs_carry_the_params_tags_and_role_curves_the_ui_groups_by(logge
     _, suite, store = logged
     _, groups = _group_runs(server)
     assert sorted(groups["params.encoder"]) == ["clean", "patch", "patch", "reference"]
-    assert set(groups["params.authorized"]) == {"vit_a"} and set(groups["tags.nxb.attack_families"]) == {"identity,blur"}
+    assert set(groups["params.authorized"]) == {"vit_a"}
+    assert sorted(groups["tags.nxb.attack_families"]) == ["identity", "identity,blur", "identity,blur", "identity,blur"]  # the clean images: no attack only
     client = mlflow.MlflowClient()
-    for run_id, group_key in zip(groups["run_id"], groups["tags.nxb.group"]):
+    for run_id, group_key, encoder in zip(groups["run_id"], groups["tags.nxb.group"], groups["params.encoder"]):
+        if encoder == "clean":  # no attack on the clean images: no curves
+            assert not client.get_metric_history(run_id, "unauth.acc_mean.blur")
+            continue
         blur = [c for c in store.cells.values() if c.group == group_key and c.attack == "blur"]
         history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "unauth.acc_mean.blur"))
         expected = sorted(
@@ -225,14 +229,14 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
     page.wait_for_selector("h1")
     assert page.inner_text("h1") == f"Leaderboard: {suite.name}"
     assert f"What was run: suite {suite.name} ({path}); " in page.locator("p").first.inner_text()  # before any table
-    ranking = page.locator("table").first  # the headline: releases ranked by protection gap
-    assert page.locator("h2").first.inner_text() == "Protection ranking"
+    ranking = page.locator("table").first  # the headline: releases ranked by the protocol verdict
+    assert page.locator("h2").first.inner_text() == "Protocol verdict"
     ranked = _ranking_rows(board)
     assert [row["encoding"] for row in ranked] == ranking.locator("tbody tr td:nth-child(3)").all_inner_texts()
     assert sorted(row["encoding"] for row in ranked) == ["patch 0", "patch 20", "reference 20"]  # clean is not a release
-    gaps = [[float(x) for x in re.findall(r"[+-]\d+\.\d", text)] for text in ranking.locator("tbody tr td:nth-child(4)").all_inner_texts()]
-    assert [estimate for estimate, _, _ in gaps] == sorted((estimate for estimate, _, _ in gaps), reverse=True)  # best first
-    assert all(lo <= estimate <= hi for estimate, lo, hi in gaps)  # the paired bootstrap interval holds its estimate
+    assert [row["rank"] for row in ranked] == [str(rank) for rank in range(1, len(ranked) + 1)]
+    gaps = [[float(x) for x in re.findall(r"[+-]\d+\.\d", text)] for text in ranking.locator("tbody tr td:nth-child(5)").all_inner_texts()]  # gap: none
+    assert len(gaps) == 3 and all(lo <= estimate <= hi for estimate, lo, hi in gaps)  # the paired bootstrap interval holds its estimate
     rows = _effect_rows(board)
     effect = page.locator("xpath=//h2[starts-with(., 'NE effect')]/following-sibling::table[1]")
     assert effect.locator("tbody tr").count() == len(rows)
@@ -273,7 +277,9 @@ def test_report_samples_recomputes_each_releases_grid_and_the_images_load_in_chr
     assert len(images) == 4 and all(ok for _, ok in images), images  # one per release: clean, patch 0, patch 20, reference 20
     captions = page.locator("figure:has(img[src^='samples/']) figcaption").all_inner_texts()
     assert all("recomputed on 4 images" in caption and "Rows, top to bottom: the clean images;" in caption for caption in captions)
-    assert all(re.search(r"\(blur@1: -?\d+\.\d dB\)", caption) for caption in captions)  # the strongest blur row and its PSNR
+    clean = [caption for caption in captions if "the clean images again (no encoding)" in caption]
+    assert len(clean) == 1 and "attack" not in clean[0]  # the clean images face no attack
+    assert all(re.search(r"\(blur@1: -?\d+\.\d dB\)", caption) for caption in captions if caption not in clean)  # the strongest blur row and its PSNR
     sizes = [Image.open(tmp_path / "report" / source).size for source, _ in images]
     assert sorted(sizes) == sorted(Image.open(grid).size for grid in (suite.run_dir() / "samples").iterdir())  # the run's rows and columns
     assert {grid.name: grid.read_bytes() for grid in (suite.run_dir() / "samples").iterdir()} == runs_grids  # the run's own grids untouched
