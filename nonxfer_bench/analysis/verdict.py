@@ -175,15 +175,20 @@ def _clean(clean: pd.DataFrame | None, release: Release, metric: str, spec: Verd
 
 
 def survived(verdict: ReleaseVerdict) -> int:
-    """How many verdict tiers the release withstood: those below the one that broke it, else every tier that ran."""
-    if verdict.broken_at is not None:
-        return VERDICT_TIERS.index(verdict.broken_at)
-    return VERDICT_TIERS.index(verdict.headline.tier) + 1 if verdict.headline else 0
+    """How many verdict tiers the release held, counted from the lowest: a tier holds where it is not broken and its gap
+    is above 0 beyond its interval. A release whose own model does no better than an unauthorized one holds nothing,
+    however far up the tiers it went unbroken."""
+    held = 0
+    for tier in verdict.tiers:
+        if tier.broken or tier.gap.lo <= 0:
+            break
+        held += 1
+    return held
 
 
 def verdicts(frame: pd.DataFrame, spec: VerdictSpec = VerdictSpec()) -> list[ReleaseVerdict]:
     """Every release's verdict (``clean`` is not a release), ranked as AutoAttack ranks defences by what breaks them: the
-    most tiers withstood first (:func:`survived`; a release broken with no attack is last whatever its gap), then the
+    most tiers held first (:func:`survived`; a release broken with no attack holds none, whatever its gap), then the
     best headline gap. Releases whose cells keep no per-image outcomes (stores written before they were recorded) are
     left out."""
     metric = metric_of(frame)
@@ -198,8 +203,8 @@ def verdicts(frame: pd.DataFrame, spec: VerdictSpec = VerdictSpec()) -> list[Rel
 
 
 def tied(ranked: list[ReleaseVerdict]) -> list[list[int]]:
-    """For each ranked release, the ranks (1-based) of the other releases that withstood as many tiers and whose headline
-    gap intervals overlap its own."""
+    """For each ranked release, the ranks (1-based) of the other releases that held as many tiers and whose headline gap
+    intervals overlap its own."""
     gaps = [(survived(v), v.headline.gap) if v.headline else None for v in ranked]
     return [
         [j + 1 for j, other in enumerate(gaps) if j != i and mine and other and mine[0] == other[0] and mine[1].lo <= other[1].hi and other[1].lo <= mine[1].hi]
