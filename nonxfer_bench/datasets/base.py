@@ -103,6 +103,11 @@ class Dataset(ABC):
     def check(self) -> None:
         """Raise a :class:`UserError` saying what to provide if the data is not there (cheap; before any work)."""
 
+    def class_names(self) -> list[str] | None:
+        """The names of the labels in label order when the dataset fixes them (Fashion-MNIST's ten classes, ImageNet-1k's
+        WordNet IDs), else None: what a data owner's class folders are matched against (``verify --labels``, ``attack``)."""
+        return None
+
     def fingerprint(self) -> dict:
         """What identifies the source files beyond the parameters (a folder's contents); part of the cache key."""
         return {}

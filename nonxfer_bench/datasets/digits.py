@@ -33,7 +33,10 @@ class Digits(Dataset):
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
         cut = int(0.7 * len(labels))
         index = {"train": order[:cut], "test": order[cut:], "all": order}[self.params.split].sort().values
-        return ImageSet(images[index], labels[index], [str(i) for i in range(10)])
+        return ImageSet(images[index], labels[index], self.class_names())
+
+    def class_names(self) -> list[str]:
+        return [str(i) for i in range(10)]
 
     def source(self) -> tuple[str, ...]:
         """The split (train and test are disjoint; all holds both), whatever the size."""
