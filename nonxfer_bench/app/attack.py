@@ -12,6 +12,7 @@ every finished cell. The card's evidence is the leaderboard's verdict section (:
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +25,7 @@ from nonxfer_bench.app.sources import find_cells
 from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
-from nonxfer_bench.loading import absolute, load_protocol
+from nonxfer_bench.loading import absolute, encoder_refusal, load_protocol, load_suite
 from nonxfer_bench.owner.card import KNOWS, NOT_MEASURED, interval, write_card
 from nonxfer_bench.owner.inputs import authorized_model, known_classes, read_zoo
 from nonxfer_bench.schema.files import parse_yaml
@@ -62,10 +63,9 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
     out = absolute(request.out) if request.out else release / ATTACK
     _check_out(out)
     suite, protocol = attack_suite(request, manifest)
-    out.mkdir(parents=True, exist_ok=True)
     suite_file = out / SUITE_FILE
     comment = f"{HEADER}: protocol {protocol.name} ({request.ensemble}) on the release {release} as it lies on disk.\n# Rerun: `nonxfer-bench run {suite_file}`.\n"
-    atomic_write(suite_file, comment + yaml.safe_dump(suite, sort_keys=False, width=160))
+    _write_checked(suite_file, comment + yaml.safe_dump(suite, sort_keys=False, width=160))
     code = run_suite(suite_file, {}, RunOptions(tracking=False))
     if code != 0:
         raise UserError(f"{suite_file}: the attack run did not finish (exit code {code}); run `nonxfer-bench attack` again to resume it")
@@ -77,8 +77,11 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
 def attack_suite(request: AttackRequest, manifest: dict) -> tuple[dict, object]:
     """The suite that attacks the release (as data, for ``suite.yaml``) and the protocol it runs."""
     from nonxfer_bench.datasets import DATASETS
+    from nonxfer_bench.encoders import ENCODERS
 
     release, originals = absolute(request.release), absolute(request.originals)
+    if not originals.is_dir():
+        raise UserError(f"--originals {originals}: folder not found (give the input folder encode read)")
     models, controls, dataset = read_zoo(request.zoo)
     authorized = authorized_model(models, manifest["model"], request.zoo)
     classes = known_classes(request.zoo, request.classes)
@@ -87,6 +90,10 @@ def attack_suite(request: AttackRequest, manifest: dict) -> tuple[dict, object]:
     params = {"root": str(originals), "classes": classes, "channels": decode["channels"]} | {key: decode[key] for key in ("size", "crop_pct", "interpolation")}
     images = DATASETS.create("image_folder", params)
     _check_sources(images, originals, manifest)
+    stored = {"release": str(release), "originals": str(originals), "manifest_sha256": manifest_sha256(release)}
+    problem = encoder_refusal(ENCODERS.create("stored_release", stored), authorized)
+    if problem:
+        raise UserError(f"attack {release}: cannot attack this release: {problem}")
     encoder = manifest["encoder"]
     suite = {
         "name": _name(release),
@@ -99,7 +106,7 @@ def attack_suite(request: AttackRequest, manifest: dict) -> tuple[dict, object]:
         "encoders": [
             {
                 "name": "stored_release",
-                "params": {"release": str(release), "originals": str(originals), "manifest_sha256": manifest_sha256(release)},
+                "params": stored,
                 "strengths": [encoder["strength"]],
             }
         ],
@@ -147,6 +154,23 @@ def _check_sources(images, originals: Path, manifest: dict) -> None:
         )
     if extra:
         raise UserError(f"{originals}: {excerpt(extra[0])} is not in the release{f' ({len(extra)} such)' if len(extra) > 1 else ''}; give the folder encode read, as it was")
+
+
+def _write_checked(suite_file: Path, text: str) -> None:
+    """Write the run's suite file and load it as ``run`` will (every check before any work); on a refusal put back what
+    was there: no folder this call created, the earlier run's suite file."""
+    created = not suite_file.parent.exists()
+    earlier = suite_file.read_bytes() if suite_file.is_file() else None
+    suite_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(suite_file, text)
+    try:
+        load_suite(suite_file)
+    except UserError:
+        if created:
+            shutil.rmtree(suite_file.parent)
+        elif earlier is not None:
+            atomic_write(suite_file, earlier)
+        raise
 
 
 def _check_out(out: Path) -> None:
