@@ -296,6 +296,32 @@ def command_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_bundle(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app.bundles import write_bundle
+
+    path, manifest = write_bundle(Path(args.suite))
+    print(f"wrote {path} ({manifest.cells:,} cells of {manifest.groups:,} groups, {len(manifest.files)} files hashed); check it with `nonxfer-bench check {path.parent}`")
+    return 0
+
+
+def command_check(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app.bundles import check
+    from nonxfer_bench.bundles.check import CheckOptions
+
+    options = CheckOptions(replay=not args.no_replay, groups=args.replay_groups, seed=args.seed, allow_extra=tuple(args.allow_extra or ()))
+    return check(Path(args.bundle), options)
+
+
+def command_site(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app.bundles import build_site
+
+    index, listed = build_site(Path(args.results), Path(args.out))
+    included = sum(item.excluded is None for item in listed)
+    left_out = "; ".join(f"{item.folder.name}: {item.excluded}" for item in listed if item.excluded)
+    print(f"{index} ({included} bundle{'s' if included != 1 else ''} whose files match their BUNDLE.json" + (f"; left out: {left_out}" if left_out else "") + ")")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nonxfer_bench import __version__
 
@@ -402,6 +428,23 @@ def build_parser() -> argparse.ArgumentParser:
     attack.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)")
     attack.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default fp32)")
     attack.set_defaults(handler=command_attack)
+
+    bundle = commands.add_parser("bundle", help="write BUNDLE.json (hashes and provenance) into a suite's results folder")
+    bundle.add_argument("suite", help="suite YAML file whose results folder (results/<suite>, written by its run) becomes a bundle")
+    bundle.set_defaults(handler=command_bundle)
+
+    checking = commands.add_parser("check", help="check a bundle: hashes, tables re-derived from the outcome bits, a replayed sample of groups")
+    checking.add_argument("bundle", help="a bundle's folder (results/<suite>) or its suite YAML file")
+    checking.add_argument("--no-replay", action="store_true", help="check hashes, numbers and tables only; compute nothing again")
+    checking.add_argument("--replay-groups", type=bounded_int(1, 10**6), metavar="N", help="replay N encoding groups (default: 2%% of them, at least 1)")
+    checking.add_argument("--seed", type=bounded_int(0, 2**32 - 1), help="seed of the replayed sample (default: drawn from os.urandom, printed)")
+    checking.add_argument("--allow-extra", action="append", metavar="GLOB", help="files that may lie in the folder without being in BUNDLE.json (repeatable)")
+    checking.set_defaults(handler=command_check)
+
+    site = commands.add_parser("site", help="one static leaderboard site from every bundle under a results folder")
+    site.add_argument("results", nargs="?", default="results", help="the folder that holds the bundles (default: results)")
+    site.add_argument("--out", default="site-results", help="the site's folder: new, empty, or written by `site` before (default: site-results)")
+    site.set_defaults(handler=command_site)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the store a suite logs to")
     ui.add_argument("suite")

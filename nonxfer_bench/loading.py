@@ -165,6 +165,13 @@ def _dataset_specs(suite: Suite) -> list[tuple[str, DatasetSpec]]:
     return [("dataset", suite.dataset)] + ([("public", suite.public)] if suite.public else [])
 
 
+def suite_datasets(suite: Suite, path: Path) -> list[tuple[str, DatasetSpec]]:
+    """Every dataset a loaded suite reads, by its key: the evaluated images, the public ones, and those its attacks'
+    parameters name (the clean images an autoencoder trains on)."""
+    nested = [_nested_datasets(path, f"attacks[{i}].params", ATTACKS.get(spec.name).Params.model_validate(spec.params)) for i, spec in enumerate(suite.attacks)]
+    return _dataset_specs(suite) + [found for entry in nested for found in entry]
+
+
 def _fill_dataset_preprocessing(suite: Suite, path: Path) -> Suite:
     """Decode settings a dataset leaves unset (size, crop_pct, interpolation) come from the first
     authorized model's resolved timm data config, so the release is made exactly as timm's eval

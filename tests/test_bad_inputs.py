@@ -25,7 +25,7 @@ from PIL import Image
 
 from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.cli import main
-from tests.conftest import DIGITS_ZOO, digits_suite, write_yaml
+from tests.helpers import DIGITS_ZOO, digits_suite, write_yaml
 
 # tqdm's progress bar (redrawn with carriage returns) and a run's plan and progress lines: not error lines
 PROGRESS = re.compile(r"^suite \S+: +\d+%\||^\S+: plan: |^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+: ")

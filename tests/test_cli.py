@@ -50,7 +50,7 @@ def test_list_attacks_shows_each_attacks_knowledge_tier(capsys):
 
 
 def test_missing_dataset_files_say_how_to_get_them(tmp_path, digits_zoo, capsys):
-    from tests.conftest import digits_suite
+    from tests.helpers import digits_suite
 
     suite = digits_suite(tmp_path, digits_zoo, dataset={"name": "fashion_mnist", "params": {"root": str(tmp_path)}})
     import nonxfer_bench.datasets.fashion_mnist as data

@@ -10,7 +10,7 @@ import pytest
 from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.cli import main
 from nonxfer_bench.tracking.tracker import retry_concurrent, sqlite_uri
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 
 def start(suite, uri: str) -> int:

@@ -61,7 +61,7 @@ from nonxfer_bench.core import device as core_device
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.zoo import ZooModel
 from tests.attacks.test_registry import deterministic_cuda, requires, spec_params  # noqa: F401 - deterministic_cuda: a fixture
-from tests.conftest import encoders_with_defaults
+from tests.helpers import encoders_with_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.device("cuda", 0)

@@ -30,7 +30,7 @@ from nonxfer_bench.loading import load_suite
 from nonxfer_bench.metrics.statistics import bootstrap_over_images
 from nonxfer_bench.rendering.text import with_interval
 from nonxfer_bench.tracking.tracker import Tracker, experiment_url, sqlite_uri
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without these, headless Chromium on a closed network can hang on start-up (quic, sync, component updates).
@@ -327,7 +327,7 @@ def _alive(pid: int) -> bool:
 
 def test_stopping_ui_by_its_pid_stops_the_server_and_every_child(tmp_path, monkeypatch):
     """``kill <pid of nonxfer-bench ui>``: the MLflow server, its job runner and workers go too, and the port is free."""
-    from tests.conftest import DIGITS_ZOO, write_yaml
+    from tests.helpers import DIGITS_ZOO, write_yaml
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     zoo = write_yaml(tmp_path / "zoo.yaml", DIGITS_ZOO)  # `ui` reads the suite but never loads weights

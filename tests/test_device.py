@@ -49,7 +49,7 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess:
 
 
 def test_cuda_asked_for_without_cuda_exits_2_with_one_line(tmp_path, digits_zoo):
-    from tests.conftest import digits_suite
+    from tests.helpers import digits_suite
 
     done = run_cli("run", str(digits_suite(tmp_path, digits_zoo)), "--device", "cuda", "--no-tracking")
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -59,7 +59,7 @@ def test_cuda_asked_for_without_cuda_exits_2_with_one_line(tmp_path, digits_zoo)
 
 
 def test_cuda_on_ray_tasks_that_request_no_gpu_exits_2_with_one_line(tmp_path, digits_zoo):
-    from tests.conftest import digits_suite
+    from tests.helpers import digits_suite
 
     done = run_cli("run", str(digits_suite(tmp_path, digits_zoo)), "--device", "cuda", "--executor", "ray", "--no-tracking")
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
@@ -70,7 +70,7 @@ def test_cuda_on_ray_tasks_that_request_no_gpu_exits_2_with_one_line(tmp_path, d
 
 @pytest.mark.parametrize("key, value, expected", [("device", "gpu0", "device"), ("precision", "int8", "precision")])
 def test_a_bad_device_or_precision_in_the_suite_is_one_line(tmp_path, digits_zoo, key, value, expected):
-    from tests.conftest import digits_suite
+    from tests.helpers import digits_suite
 
     done = run_cli("run", str(digits_suite(tmp_path, digits_zoo, **{key: value})), "--no-tracking")
     lines = done.stderr.strip().splitlines()
@@ -161,7 +161,7 @@ def test_a_bf16_suite_runs_end_to_end_with_its_own_keys_and_fp32_keys_unchanged(
     from nonxfer_bench.execution.plan import plan_suite
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.loading import load_suite
-    from tests.conftest import digits_suite
+    from tests.helpers import digits_suite
 
     encoders = [{"name": "reference", "strengths": [20.0]}]
     for name in ("fp32", "default", "bf16"):
@@ -205,7 +205,7 @@ def test_cuda_draws_have_keys_of_their_own_and_cpu_keys_stay_as_they_were(tmp_pa
     from nonxfer_bench.core.device import draw_kind
     from nonxfer_bench.execution.plan import plan_suite
     from nonxfer_bench.loading import load_suite
-    from tests.conftest import digits_suite
+    from tests.helpers import digits_suite
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert draw_kind("auto") == draw_kind("cpu") == "cpu" and draw_kind("cuda") == draw_kind("cuda:3") == "cuda"
@@ -270,7 +270,7 @@ def test_cells_computed_on_the_cpu_are_found_by_a_reader_on_a_gpu_machine(tmp_pa
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.loading import load_suite
     from nonxfer_bench.schema.settings import RunSettings
-    from tests.conftest import digits_suite
+    from tests.helpers import digits_suite
 
     path = digits_suite(tmp_path, digits_zoo, encoders=[{"name": "patch", "strengths": [0.0]}])
     suite = load_suite(path)

@@ -20,7 +20,7 @@ import pytest
 from nonxfer_bench.cli import main
 from nonxfer_bench.core import faults
 from nonxfer_bench.tracking.tracker import sqlite_uri
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 # Two encoding groups (clean, patch@0) of two batches each; the autoencoder attack writes a cache entry.
 AUTOENCODER = {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 1, "width": 8, "bottleneck": 2}

@@ -20,7 +20,7 @@ from nonxfer_bench.metrics.outcomes import Tally
 from nonxfer_bench.schema.suite import ModelSpec, package_folder
 from nonxfer_bench.tracking.tracker import sqlite_uri
 from nonxfer_bench.zoo import ZooModel, _timm_network, build_model, dataset_preprocessing
-from tests.conftest import write_yaml
+from tests.helpers import write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HALF = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}

@@ -20,7 +20,7 @@ from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.encoders import testing as encoder_spec
 from nonxfer_bench.execution.plan import component_identity, plugin_files, plugin_source
-from tests.conftest import write_yaml
+from tests.helpers import write_yaml
 from tests.hostile.test_component_params import TINY_MODEL
 
 GROUP = "nonxfer_bench.attacks"

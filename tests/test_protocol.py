@@ -9,7 +9,7 @@ import yaml
 
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.loading import load_protocol, load_suite
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "suites" / "protocols" / "ne-v1.yaml"
@@ -68,3 +68,31 @@ def test_a_missing_protocol_file_is_one_line(tmp_path, digits_zoo):
 def test_a_suite_without_attacks_needs_a_protocol(tmp_path, digits_zoo):
     with pytest.raises(UserError, match="lists no attack and there is no 'protocol'"):
         load_suite(digits_suite(tmp_path, digits_zoo, attacks=[]))
+
+
+def test_a_protocol_run_attacks_each_release_up_to_the_tier_that_breaks_it(tmp_path, digits_zoo):
+    """AutoAttack's rule for a release: a 40 dB white-noise release is broken with no attack (the other models read it),
+    so no higher tier's attack runs on it; a 0 dB patch release holds at tier none, so the architecture tier attacks it.
+    The leaderboard says `not needed` where a lower tier broke the release, and reading the cells back finds them whole."""
+    from nonxfer_bench.cli import main
+
+    path = protocol_file(
+        tmp_path, none=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
+        architecture=[{"name": "subspace_patch", "strengths": [0.75], "params": {"max_dims": 4, "released": 40, "public": 60}}],
+        white_box=[{"name": "oracle_projection"}],
+    )  # fmt: skip
+    suite_file = digits_suite(
+        tmp_path, digits_zoo, protocol={"file": str(path)}, attacks=[], public={"name": "digits", "params": {"split": "train"}, "limit": 60},
+        dataset={"name": "digits", "params": {"split": "test"}, "limit": 60}, encoders=[{"name": "gaussian", "strengths": [40.0]}, {"name": "patch", "strengths": [0.0]}],
+    )  # fmt: skip
+    assert main(["run", str(suite_file), "--no-tracking"]) == 0
+    from nonxfer_bench.cells.store import CellStore
+
+    cells = CellStore(tmp_path / "runs" / "digits" / "cells.jsonl", writable=False).cells.values()
+    attacks = {(c.encoder, c.attack) for c in cells}
+    assert ("gaussian", "blur") in attacks and ("gaussian", "subspace_patch") not in attacks and ("gaussian", "oracle_projection") not in attacks
+    assert ("patch", "subspace_patch") in attacks
+    board = (tmp_path / "results" / "digits" / "leaderboard.md").read_text()
+    assert "not needed: broken at none" in board and "partial" not in board
+    assert main(["leaderboard", str(suite_file), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "cells.csv").read_text() == (tmp_path / "results" / "digits" / "cells.csv").read_text()

@@ -13,7 +13,7 @@ from nonxfer_bench.metrics.image_quality import psnr_per_image
 from nonxfer_bench.owner.inputs import CROPPED, RESIZED
 from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.storage.formats import apply_storage, read_image, write_image
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 CHANNELS = [1, 3]
 

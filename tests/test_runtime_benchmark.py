@@ -12,7 +12,7 @@ from PIL import Image
 from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.cli import main
 from nonxfer_bench.execution.progress import Progress
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("runtime_benchmark", ROOT / "benchmarks" / "runtime.py")

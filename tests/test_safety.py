@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import DIGITS_ZOO, digits_suite, write_yaml
+from tests.helpers import DIGITS_ZOO, digits_suite, write_yaml
 from tests.test_bad_inputs import fails
 
 PACKAGE = Path(__file__).resolve().parents[1]

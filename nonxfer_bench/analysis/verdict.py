@@ -62,6 +62,18 @@ class ReleaseVerdict:
         """The highest verdict tier run: the worst case over every attack the release faced (white box aside)."""
         return self.tiers[-1] if self.tiers else None
 
+    @property
+    def broken_at(self) -> str | None:
+        """The lowest tier at which the release is broken (None: it held wherever it was attacked)."""
+        return next((tier.tier for tier in self.tiers if tier.broken), None)
+
+    @property
+    def unknown(self) -> tuple[str, ...]:
+        """The missing tiers the verdict depends on: those below the tier that breaks it (a release broken at a tier
+        stays broken whatever a higher tier's attacks do), or every missing tier when nothing broke it."""
+        broken = self.broken_at
+        return self.missing if broken is None else tuple(t for t in self.missing if VERDICT_TIERS.index(t) < VERDICT_TIERS.index(broken))
+
 
 class _Images:
     """Per-image outcomes of one release's cells (mean over draws) per seed, split into tuning and report images."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from nonxfer_bench.analysis.tiers import tiered_plan
 from nonxfer_bench.app.destination import committed_draws, run_differences
 from nonxfer_bench.app.notices import notices
 from nonxfer_bench.cells.store import exclusive
@@ -64,13 +65,20 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
     try:
         with exclusive(suite.run_dir()), notices(f"%(asctime)s {suite.name}: %(message)s", suite.run_dir() / "run.log"), tracker or contextlib.nullcontext():
             executor = create_executor(options.executor, workers=options.workers, address=options.address)
-            runner = Runner(suite, settings, fresh=options.fresh, on_group=tracker.log_group if tracker else None, executor=executor)
-            result = runner.run()
+            runner = Runner(suite, settings, fresh=options.fresh, executor=executor)
+            protocol, ensemble = suite_protocol(suite)
+            if protocol is not None:  # tier by tier, each release up to the tier that breaks it
+                plan = runner.groups
+                runner.groups = tiered_plan(plan, runner.store.cells, protocol.verdict)
+                while any(runner.missing(group) for group in runner.groups):
+                    runner.run()
+                    runner.groups = tiered_plan(plan, runner.store.cells, protocol.verdict)
+            runner.on_group = tracker.log_group if tracker else None
+            result = runner.run()  # what is left to compute; then each group's cells go to the tracker
             faults.point("leaderboard_before")
             if not differences:
                 claim_results_folder(suite, suite_file)  # after the work: a results folder that cannot be written loses no cell
             source = Source.store(suite_file, suite.run_dir() / "cells.jsonl")
-            protocol, ensemble = suite_protocol(suite)
             paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], board, source, protocol, ensemble)  # every planned cell
             faults.point("leaderboard_written")
             if tracker:

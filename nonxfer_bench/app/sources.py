@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nonxfer_bench.analysis.tiers import tiered_plan
 from nonxfer_bench.app.destination import coverage
 from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.cells.results import results_cells
 from nonxfer_bench.cells.store import CellStore, draws
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.execution.plan import EncodingGroup, stored_plan
-from nonxfer_bench.loading import absolute, load_suite
+from nonxfer_bench.loading import absolute, load_suite, suite_protocol
 from nonxfer_bench.rendering.provenance import Source
 from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import Suite
@@ -54,6 +56,14 @@ class MlflowQuery:
         return bool(self.asked or self.experiment or self.tracking_uri or self.run_id)
 
 
+def plan_of(suite: Suite, settings: RunSettings, cells: Mapping[str, Cell]) -> list[EncodingGroup]:
+    """The plan ``cells`` were computed for: with the draws they record; for a protocol suite, cut per release at the tier
+    that broke it (:mod:`nonxfer_bench.analysis.tiers`), as its run was."""
+    plan = stored_plan(suite, settings, draws(cells.values()))
+    protocol, _ = suite_protocol(suite)
+    return plan if protocol is None else tiered_plan(plan, cells, protocol.verdict)
+
+
 def find_cells(command: str, suite_file: Path | None, output: Path | None = None, query: MlflowQuery = MlflowQuery(), weights: bool = True) -> FoundCells:
     """The cells of ``suite_file``: from its cell store, else its committed results folder (a fresh clone), or read back
     from MLflow. Cells computed elsewhere are planned with the draws (CPU or CUDA) they record, not this machine's.
@@ -68,7 +78,7 @@ def find_cells(command: str, suite_file: Path | None, output: Path | None = None
             raise UserError("--experiment without a suite file needs --tracking-uri URI (or MLFLOW_TRACKING_URI)")
         tracked = read_suite(uri, query.experiment or (suite.tracking.experiment or suite.name), query.run_id)
         source = Source.mlflow(suite_file, tracked.groups)
-        plan = stored_plan(suite, settings, draws(tracked.cells)) if suite else None
+        plan = plan_of(suite, settings, {cell.key: cell for cell in tracked.cells}) if suite else None
         if plan is not None:
             found = coverage({cell.key for cell in tracked.cells}, plan)
             source = replace(source, partial=None if found.complete else found.note())
@@ -78,7 +88,7 @@ def find_cells(command: str, suite_file: Path | None, output: Path | None = None
     for candidate, origin in ((store, Source.store), (CellStore(committed, writable=False) if committed.is_file() else None, Source.results)):
         if candidate is None:
             continue
-        plan = stored_plan(suite, settings, draws(candidate.cells.values()))
+        plan = plan_of(suite, settings, candidate.cells)
         keys = [key for group in plan for key in group.cells.values()]
         if any(key in candidate for key in keys):  # the store, else a fresh clone's committed results
             found = coverage(candidate, plan)

@@ -108,6 +108,11 @@ class Dataset(ABC):
         WordNet IDs), else None: what a data owner's class folders are matched against (``verify --labels``, ``attack``)."""
         return None
 
+    def data_files(self) -> dict[str, Path] | None:
+        """The files this dataset reads, each by a name that does not depend on where they lie (a file name, a path
+        inside the dataset's folder or package): result bundles record their checksums. None when it does not name them."""
+        return None
+
     def fingerprint(self) -> dict:
         """What identifies the source files beyond the parameters (a folder's contents); part of the cache key."""
         return {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -37,6 +38,12 @@ class Digits(Dataset):
 
     def class_names(self) -> list[str]:
         return [str(i) for i in range(10)]
+
+    def data_files(self) -> dict[str, Path]:
+        """scikit-learn's copy of the digits (every split and size decodes from it)."""
+        import sklearn.datasets
+
+        return {"sklearn/datasets/data/digits.csv.gz": Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"}
 
     def source(self) -> tuple[str, ...]:
         """The split (train and test are disjoint; all holds both), whatever the size."""

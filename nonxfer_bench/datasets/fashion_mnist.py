@@ -93,16 +93,20 @@ class FashionMNIST(Dataset):
         if not self.params.download:
             self._root()
 
+    def _idx_file(self, root: Path, stem: str) -> Path:
+        """The split's IDX file ``stem`` (``images-idx3``, ``labels-idx1``): gzipped, else plain."""
+        prefix = "train" if self.params.split == "train" else "t10k"
+        gz = root / f"{prefix}-{stem}-ubyte.gz"
+        return gz if gz.is_file() else root / f"{prefix}-{stem}-ubyte"
+
+    def data_files(self) -> dict[str, Path]:
+        root = self._root()
+        return {path.name: path for path in (self._idx_file(root, "images-idx3"), self._idx_file(root, "labels-idx1"))}
+
     def load(self) -> ImageSet:
         root = self._root()
-        prefix = "train" if self.params.split == "train" else "t10k"
-
-        def find(stem: str) -> Path:
-            gz = root / f"{prefix}-{stem}-ubyte.gz"
-            return gz if gz.is_file() else root / f"{prefix}-{stem}-ubyte"
-
-        images = read_idx(find("images-idx3"))
-        labels = read_idx(find("labels-idx1"))
+        images = read_idx(self._idx_file(root, "images-idx3"))
+        labels = read_idx(self._idx_file(root, "labels-idx1"))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise UserError(f"{root}: IDX files of shapes {images.shape} and {labels.shape} are not N images with N labels")
         return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), self.CLASSES)

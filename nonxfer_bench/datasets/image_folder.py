@@ -159,6 +159,10 @@ class ImageFolder(Dataset):
             raise UserError(f"image_folder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
         return files, classes
 
+    def data_files(self) -> dict[str, Path]:
+        root = self.root()
+        return {path.relative_to(root).as_posix(): path for path, _ in self.files()[0]}
+
     def fingerprint(self) -> dict:
         files, _ = self.files()
         stats = [path.stat() for path, _ in files]

@@ -162,6 +162,12 @@ class ImageNetVal(ImageFolder):
             )
         return [(path, labels[path.stem]) for path in images], classes
 
+    def label_files(self) -> list[Path]:
+        """The files the labels come from: LOC_val_solution.csv, or the devkit's ground truth and class list."""
+        return [self.params.solution] if self.params.solution else [self.params.devkit / GROUND_TRUTH, self.params.devkit / META]
+
+    def data_files(self) -> dict[str, Path]:
+        return super().data_files() | {f"labels/{path.name}": path for path in self.label_files()}
+
     def fingerprint(self) -> dict:
-        sources = [self.params.solution] if self.params.solution else [self.params.devkit / GROUND_TRUTH, self.params.devkit / META]
-        return super().fingerprint() | {"labels": [file_sha256(path) for path in sources]}
+        return super().fingerprint() | {"labels": [file_sha256(path) for path in self.label_files()]}

@@ -63,6 +63,9 @@ class PackagedImages(Dataset):
     def files(self) -> list[tuple[Path, int]]:
         """The image files of this dataset with their labels (-1 when unlabeled)."""
 
+    def data_files(self) -> dict[str, Path]:
+        return {path.name: path for path, _ in self.files()}
+
     def check(self) -> None:
         if not self.files():
             raise UserError(f"{self.name}: no images found in {self.folder()}; reinstall {self.pip_name}")

@@ -150,18 +150,19 @@ _worker_runner: tuple[str, Runner] | None = None
 
 
 def compute_task(suite: Suite, settings: RunSettings, index: int, key: str, cell_keys: list[str]) -> tuple[list[dict], dict[str, torch.Tensor]]:
-    """Worker side: compute group ``index`` of ``suite`` run with ``settings`` (cells ``cell_keys`` only), reusing this
-    process's runner."""
+    """Worker side: compute the group ``key`` (the driver's ``index``, for messages) of ``suite`` run with ``settings``,
+    cells ``cell_keys`` only, reusing this process's runner. The worker plans the whole suite: the driver may compute
+    part of it (a protocol run's tiers)."""
     global _worker_runner
 
     identity = (suite.model_dump_json(), settings)
     if _worker_runner is None or _worker_runner[0] != identity:
         _worker_runner = (identity, Runner(suite, settings))
     runner = _worker_runner[1]
-    group = runner.groups[index]
-    if group.key != key:
-        raise RuntimeError(f"worker planned group {index} as {group.key}, driver as {key}: driver and worker run different code")
+    group = next((group for group in runner.groups if group.key == key), None)
     wanted = set(cell_keys)
+    if group is None or not wanted <= set(group.cells.values()):
+        raise RuntimeError(f"the worker's plan has no group {key} (the driver's group {index}) with these cells: driver and worker run different code")
     return runner.compute(group, {cell: k for cell, k in group.cells.items() if k in wanted})
 
 

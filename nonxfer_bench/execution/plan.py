@@ -106,11 +106,12 @@ def component_identity(registry: Registry, name: str, params: dict[str, Any]) ->
     return identity
 
 
-def plan_suite(suite: Suite, settings: RunSettings | None = None) -> list[EncodingGroup]:
+def plan_suite(suite: Suite, settings: RunSettings | None = None, identities: dict[str, dict] | None = None) -> list[EncodingGroup]:
     """Expand a suite, run with ``settings`` (default: as its file says), into encoding groups, each with its
-    (attack step, evaluated model) -> cell key."""
+    (attack step, evaluated model) -> cell key. ``identities``: each model's :meth:`ModelSpec.identity` as recorded
+    elsewhere (a result bundle's), in place of the weight files' here."""
     settings = settings or RunSettings.of(suite)
-    identities = {model.name: model.identity() for model in suite.models}
+    identities = identities or {model.name: model.identity() for model in suite.models}
     dataset = settings.dataset(suite).model_dump(mode="json")
     # what informed attackers hold changes their cells; suites without it keep their keys
     public = {"public": suite.public.model_dump(mode="json")} if suite.public else {}
@@ -156,7 +157,7 @@ def plan_suite(suite: Suite, settings: RunSettings | None = None) -> list[Encodi
     return groups
 
 
-def stored_plan(suite: Suite, settings: RunSettings, draws: str | None) -> list[EncodingGroup]:
+def stored_plan(suite: Suite, settings: RunSettings, draws: str | None, identities: dict[str, dict] | None = None) -> list[EncodingGroup]:
     """The plan of cells computed elsewhere: with the draws (``cpu``/``cuda``) they record (:func:`~nonxfer_bench.cells.store.draws`),
-    else this run's."""
-    return plan_suite(suite, settings.on(draws) if draws and draws != settings.draws else settings)
+    else this run's; ``identities`` as for :func:`plan_suite`."""
+    return plan_suite(suite, settings.on(draws) if draws and draws != settings.draws else settings, identities)

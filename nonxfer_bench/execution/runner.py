@@ -120,6 +120,7 @@ class Runner:
         self._public_prepared: dict[str, torch.Tensor] = {}  # authorized -> public images at its release format
         self._clean_inputs: dict[str, CleanInputs] = {}  # authorized -> clean images at its release format
         self.progress: Progress | None = None  # set by run(); workers, which only compute, have none
+        self.computed: set[str] = set()  # keys of the cells this runner computed (what --fresh has recomputed already)
 
     @cached_property
     def device(self) -> torch.device:
@@ -199,8 +200,9 @@ class Runner:
         return stable_hash({"dataset": spec.model_dump(mode="json"), "subset_seed": self.suite.seeds[0]})
 
     def missing(self, group: EncodingGroup) -> Missing:
+        """The cells of ``group`` to compute: those not in the store, or with ``fresh`` those not computed by this runner."""
         if self.fresh:
-            return dict(group.cells)
+            return {cell: key for cell, key in group.cells.items() if key not in self.computed}
         return {cell: key for cell, key in group.cells.items() if key not in self.store}
 
     def plan(self, pending: Work) -> Plan:
@@ -236,6 +238,7 @@ class Runner:
                 if sample is not None:
                     samples[group.label] = sample
                 self.store.add([cell.model_copy(update={"code": code}) for cell in cells])
+                self.computed.update(cell.key for cell in cells)
                 computed += 1
                 self.progress.group_done(group.label)
                 if self.on_group:

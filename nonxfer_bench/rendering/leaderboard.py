@@ -108,8 +108,9 @@ def notes(frame: pd.DataFrame) -> str:
 
 
 def write_leaderboard(
-    suite_name: str, cells: list[Cell], models: list[str], folder: Path, source: Source | None = None, protocol: Protocol | None = None, ensemble: str | None = None
-) -> list[Path]:
+    suite_name: str, cells: list[Cell], models: list[str], folder: Path, source: Source | None = None, protocol: Protocol | None = None,
+    ensemble: str | None = None, plots: bool = True,
+) -> list[Path]:  # fmt: skip
     """Write ``cells.csv``, ``cells.jsonl.gz`` and ``leaderboard.md`` (and the plots) under ``folder``; returns the
     paths to show and log (all but ``cells.jsonl.gz``, which MLflow holds per group as ``cells.json``).
 
@@ -119,7 +120,8 @@ def write_leaderboard(
 
     ``source`` (the suite file and when the newest cell was written) completes the "What was run" line; a partial
     set of the suite's cells (``source.partial``) is said above it. ``protocol`` (and which ``ensemble`` of it ran)
-    names the protocol the ranking is the verdict of, and sets how it is computed.
+    names the protocol the ranking is the verdict of, and sets how it is computed. ``plots=False`` writes only the
+    tables (a bundle check re-derives them, and the plots take longer than the tables).
     """
     folder.mkdir(parents=True, exist_ok=True)
     frame = results_frame(cells)
@@ -139,4 +141,6 @@ def write_leaderboard(
         *(line for section in sections(frame, models, protocol, ensemble) for line in section.lines()),
     ]
     atomic_write(md_path, "\n".join(text))
+    if not plots:
+        return [md_path, csv_path]
     return [md_path, csv_path, *write_theory_plots(frame, folder), *write_plots(frame, models, metric_of(frame), folder)]

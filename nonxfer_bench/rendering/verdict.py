@@ -23,10 +23,16 @@ TIER_NAMES = {"none": "none", "method": "method", "architecture": "architecture"
 NOT_RUN = "not run"
 
 
-def _tier_cell(found: TierVerdict | None) -> str:
+def _tier_cell(found: TierVerdict | None, broken_at: str | None = None) -> str:
     if found is None:
-        return NOT_RUN
+        return f"not needed: broken at {TIER_NAMES[broken_at]}" if broken_at else NOT_RUN
     return gap_text(found.gap.estimate, found.gap) + (" broken" if found.broken else "")
+
+
+def _below(verdict: ReleaseVerdict, tier: str) -> str | None:
+    """The tier below ``tier`` that already broke the release (its attacks were then not needed), if any."""
+    broken = verdict.broken_at
+    return broken if broken is not None and VERDICT_TIERS.index(broken) < VERDICT_TIERS.index(tier) else None
 
 
 def _headline(verdict: ReleaseVerdict) -> str:
@@ -36,7 +42,7 @@ def _headline(verdict: ReleaseVerdict) -> str:
         return f"broken at {TIER_NAMES[broken.tier]}: {broken.step.label} ({broken.model})"
     if verdict.headline is None:
         return "no attack ran"
-    return f"holds through {TIER_NAMES[verdict.headline.tier]}" + (f" ({len(verdict.missing)} tier(s) not run)" if verdict.missing else "")
+    return f"holds through {TIER_NAMES[verdict.headline.tier]}" + (f" ({len(verdict.unknown)} tier(s) not run)" if verdict.unknown else "")
 
 
 def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -53,9 +59,9 @@ def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str)
             {"rank": rank, "authorized": release.authorized, "encoding": release.label}
             | ({"precision": release.precision} if precisions else {})
             | {"verdict": _headline(verdict)}
-            | {f"gap: {TIER_NAMES[tier]}": _tier_cell(by_tier.get(tier)) for tier in VERDICT_TIERS}
+            | {f"gap: {TIER_NAMES[tier]}": _tier_cell(by_tier.get(tier), _below(verdict, tier)) for tier in VERDICT_TIERS}
             | {
-                "white box (not ranked)": _tier_cell(verdict.white_box),
+                "white box (not ranked)": _tier_cell(verdict.white_box, verdict.broken_at),
                 "clean gap": "" if verdict.clean_gap is None else gap_text(verdict.clean_gap.estimate, verdict.clean_gap),
                 f"auth {short}": with_interval(verdict.auth),
                 f"best unauth {short}": "" if headline is None else with_interval(headline.best),
@@ -72,19 +78,19 @@ def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str)
 
 
 def _first_line(found: list[ReleaseVerdict], protocol: Protocol | None, ensemble: str | None) -> str:
-    missing = sorted({tier for verdict in found for tier in verdict.missing}, key=VERDICT_TIERS.index)
+    """What the verdict rests on: the protocol and ensemble that ran, or why it is not a protocol verdict."""
+    missing = sorted({tier for verdict in found for tier in verdict.unknown}, key=VERDICT_TIERS.index)
     ran = f"protocol {protocol.label} (version {protocol.version}, {ensemble} ensemble)" if protocol else None
     if protocol is None or missing:
         why = f"no attack of tier{'s' if len(missing) > 1 else ''} {', '.join(TIER_NAMES[t] for t in missing)} ran" if missing else "this suite runs no protocol"
         return f"**Not a protocol verdict**: {why}{'; ' + ran + ' was named' if ran else ''}. A release is protected only against the tiers it faced."
-    return f"**Protocol verdict**: {ran}; every release faced every tier."
+    return f"**Protocol verdict**: {ran}; every release faced every tier up to the one that broke it."
 
 
-def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensemble: str | None = None) -> Section:
-    spec, metric = protocol.verdict if protocol else VerdictSpec(), metric_of(frame)
-    found = verdicts(frame, spec)
-    intro = (
-        f"{_first_line(found, protocol, ensemble)} Score: the **protection gap** at each knowledge tier = the authorized model's {metric} on "
+def verdict_text(metric: str, spec: VerdictSpec, seeds: bool) -> tuple[str, str]:
+    """What the verdict's score is (the intro after its first line) and its glossary, for ``metric`` under ``spec``."""
+    score = (
+        f"Score: the **protection gap** at each knowledge tier = the authorized model's {metric} on "
         f"the release (no attack) minus the best {metric} any unauthorized model reaches under any attack step of that tier or a lower one "
         "(none < method < architecture < public weights < labelled NEs), in points; a gap near 0 or negative means no protection. "
         f"Ranked by the gap at the highest tier that ran; `broken`: that {metric} reaches "
@@ -96,14 +102,22 @@ def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensem
         "paired over the reported images (Newcombe's for one model, key and draw; else a paired bootstrap). `clean gap`: the same "
         "gap on the clean images with no attack, the authorized model's plain lead, which is not protection. `tied with`: the ranks "
         "whose ranking gap intervals overlap this one's. `not run`: no attack of that tier ran, so the release is not known to "
-        "hold there. Controls never count as unauthorized."
+        "hold there; `not needed`: a lower tier already broke the release (as AutoAttack stops at a broken point, a protocol run "
+        "attacks it no further). Controls never count as unauthorized."
         + (" With several seeds (NE keys): per-image outcomes are means over seeds, and `gap seed sd` is the standard deviation of the "
-           "ranking gap between seeds, in points." if frame.seed.nunique() > 1 else "")
+           "ranking gap between seeds, in points." if seeds else "")
     )  # fmt: skip
+    return score, glossary
+
+
+def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensemble: str | None = None) -> Section:
+    spec, metric = protocol.verdict if protocol else VerdictSpec(), metric_of(frame)
+    found = verdicts(frame, spec)
+    score, glossary = verdict_text(metric, spec, frame.seed.nunique() > 1)
     table = markdown_table(verdict_table(found, frame, metric)) if found else (
         "No verdict: it needs each cell's per-image outcomes, which this store does not keep (rerun the suite to record them)."
     )  # fmt: skip
-    return Section("Protocol verdict", table, intro=intro, glossary=glossary)
+    return Section("Protocol verdict", table, intro=f"{_first_line(found, protocol, ensemble)} {score}", glossary=glossary)
 
 
 def sanity_section(frame: pd.DataFrame) -> Section:

@@ -19,7 +19,7 @@ from nonxfer_bench.encoders.keyed_block import BlockKey, KeyedBlockParams
 from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import ZooModel, build_model, model_structure
-from tests.conftest import write_yaml
+from tests.helpers import write_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRAMBLE_ONLY = KeyedBlockParams(shuffle=False, flip=False)

@@ -20,7 +20,7 @@ from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.rendering.ladder import identification_table, ladder_tables
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from nonxfer_bench.analysis.ranking import strongest_attack
 from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.rendering.tables import effect_table
 from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
-from tests.conftest import tracked_patch_group
+from tests.helpers import tracked_patch_group
 
 
 def cell(attack, strength, model, accuracy, encoder="patch", authorized="a", psnr=20.0, param=None, role=None):

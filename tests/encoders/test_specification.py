@@ -17,7 +17,7 @@ from nonxfer_bench.encoders.patch import PatchEncoder
 from nonxfer_bench.encoders.reference import ReferenceEncoder
 from nonxfer_bench.encoders.testing import CHECKS, check
 from nonxfer_bench.metrics.image_quality import psnr_per_image
-from tests.conftest import encoders_with_defaults
+from tests.helpers import encoders_with_defaults
 from tests.test_cuda_path import PretendCuda
 
 NAMES = encoders_with_defaults()  # stored_release: tests/encoders/test_stored_release.py

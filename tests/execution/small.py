@@ -6,7 +6,7 @@ from pathlib import Path
 
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.schema.suite import Suite
-from tests.conftest import write_yaml
+from tests.helpers import write_yaml
 
 RESNET = {
     "arch": "resnet18",

@@ -7,7 +7,7 @@ import io
 from nonxfer_bench.execution.progress import Plan, Progress
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 
 def test_a_run_prints_its_plan_and_logs_every_group_in_plain_lines(tmp_path, digits_zoo):

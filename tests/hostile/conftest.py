@@ -126,7 +126,7 @@ def refused(*args: object, cwd: Path, expected: tuple[str, ...] = (), **kwargs) 
 
 def suite_with_zoo(tmp_path: Path, digits_zoo: Path, models: list[dict], **overrides: object) -> Path:
     """A digits suite whose zoo is the inline list ``models`` (``digits_suite`` takes its zoo as a file)."""
-    from tests.conftest import digits_suite, write_yaml
+    from tests.helpers import digits_suite, write_yaml
 
     path = digits_suite(tmp_path, digits_zoo, **overrides)
     return write_yaml(path, {**yaml.safe_load(path.read_text()), "zoo": models})

@@ -19,9 +19,9 @@ import nonxfer_bench.linalg.operator as operator
 from nonxfer_bench.cells.cell import RUN_METADATA
 from nonxfer_bench.core.cache import ArrayCache
 from nonxfer_bench.linalg.operator import ConvOperator, cache_damage, cached_operator_subspace
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 from tests.hostile.conftest import run_cli
-from tests.test_operator import GEOMETRIES, make_conv
+from tests.linalg.test_operator import GEOMETRIES, make_conv
 
 K = 6
 

@@ -16,7 +16,7 @@ import pytest
 
 from nonxfer_bench.cli import main
 from nonxfer_bench.core.cache import ArrayCache
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 from tests.hostile.conftest import refused
 
 HELD, A, B, HALF = (f"{n:016x}" for n in range(4))  # keys are hex digests

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import digits_suite, write_yaml
+from tests.helpers import digits_suite, write_yaml
 from tests.hostile.conftest import REPO, refused, run_cli, tree_digest
 
 

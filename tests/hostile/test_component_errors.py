@@ -19,7 +19,7 @@ from nonxfer_bench.attacks import ATTACKS, Attack
 from nonxfer_bench.attacks.threat import ThreatModel, Tier
 from nonxfer_bench.cells.store import CellStore
 from nonxfer_bench.encoders import ENCODERS, Encoder, Encoding
-from tests.conftest import write_yaml
+from tests.helpers import write_yaml
 from tests.hostile.conftest import error_line, run_cli
 from tests.hostile.test_component_params import TINY_MODEL
 

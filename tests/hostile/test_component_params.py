@@ -21,7 +21,7 @@ from nonxfer_bench.cells.cell import Outcomes, pack_bits
 from nonxfer_bench.core.params import unbounded
 from nonxfer_bench.datasets import DATASETS
 from nonxfer_bench.encoders import ENCODERS
-from tests.conftest import write_yaml
+from tests.helpers import write_yaml
 from tests.hostile.conftest import REPO, error_line, refused, run_cli
 
 TINY_MODEL = {

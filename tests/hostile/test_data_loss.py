@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from nonxfer_bench.cli import main
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 from tests.hostile.conftest import REPO, error_line, refused, run_cli, tree_digest
 from tests.hostile.test_releases import encode_args, make_images
 

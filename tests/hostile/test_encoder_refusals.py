@@ -12,7 +12,7 @@ from nonxfer_bench.encoders import ENCODERS, Encoder
 from nonxfer_bench.encoders.gaussian import GaussianEncoder
 from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.zoo import model_structure
-from tests.conftest import encoders_with_defaults, write_yaml
+from tests.helpers import encoders_with_defaults, write_yaml
 from tests.hostile.conftest import refused
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nonxfer_bench.cli import main
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 from tests.hostile.conftest import MAX_LINE
 
 # main() flushes denormals process-wide (torch.set_flush_denormal), so hypothesis must not draw subnormal floats.

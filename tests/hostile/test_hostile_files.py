@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.conftest import DIGITS_ZOO, digits_suite
+from tests.helpers import DIGITS_ZOO, digits_suite
 from tests.hostile.conftest import error_line, refused, run_cli, suite_with_zoo
 
 

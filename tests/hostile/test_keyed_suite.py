@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_yaml
+from tests.helpers import write_yaml
 from tests.hostile.conftest import refused
 
 ROOT = Path(__file__).resolve().parents[2]

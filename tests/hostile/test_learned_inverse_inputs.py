@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DIGITS_PREPROCESS, write_yaml
+from tests.helpers import DIGITS_PREPROCESS, write_yaml
 from tests.hostile.conftest import refused
 
 VIT = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 12, "depth": 1, "num_heads": 2, "num_classes": 10}

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from nonxfer_bench.cli import build_parser, device_name
 from nonxfer_bench.core.device import resolve_device
 from nonxfer_bench.core.errors import UserError
-from tests.conftest import DIGITS_ZOO, write_yaml
+from tests.helpers import DIGITS_ZOO, write_yaml
 from tests.hostile.conftest import refused, run_cli
 
 NETWORK = {"arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},

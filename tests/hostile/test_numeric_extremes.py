@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import DIGITS_PREPROCESS, DIGITS_ZOO, digits_suite
+from tests.helpers import DIGITS_PREPROCESS, DIGITS_ZOO, digits_suite
 from tests.hostile.conftest import refused
 
 INF, NAN = float("inf"), float("nan")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import DIGITS_ZOO, digits_suite
+from tests.helpers import DIGITS_ZOO, digits_suite
 from tests.hostile.conftest import refused, run_cli, suite_with_zoo
 
 BAD_NAMES = [".", "..", "...", "a/b", "../x", "a\\b", ".hidden", "", "x\x00y", "-rf", "a" * 300, "ok\n"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nonxfer_bench.cli import main
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 from tests.hostile.conftest import error_line, run_cli, tree_digest
 
 SMALL = {

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import digits_suite, write_yaml
+from tests.helpers import digits_suite, write_yaml
 from tests.hostile.conftest import Outcome, refused, run_cli
 
 FORBIDDEN = re.compile("[\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]")

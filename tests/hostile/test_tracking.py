@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 from tests.hostile.conftest import refused
 
 BOUND = 30.0  # seconds a refused command may take against a server that never answers

@@ -17,7 +17,7 @@ from nonxfer_bench.loading import load_suite
 from nonxfer_bench.schema.suite import PLAIN_NAME
 from nonxfer_bench.tracking.readback import read_suite
 from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
-from tests.conftest import digits_suite, write_yaml
+from tests.helpers import digits_suite, write_yaml
 from tests.hostile.conftest import run_cli
 from tests.synthetic import MODELS, ladder_cells
 

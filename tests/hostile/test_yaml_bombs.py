@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 from tests.hostile.conftest import refused
 
 LAUGHS = "\n".join(

@@ -6,7 +6,7 @@ import pytest
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.tracking.tracker import Tracker, sqlite_path, sqlite_uri
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 
 def test_sqlite_uris_are_built_and_parsed_in_one_place(tmp_path):

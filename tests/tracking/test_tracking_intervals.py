@@ -13,7 +13,7 @@ from nonxfer_bench.analysis.uncertainty import aggregate_intervals
 from nonxfer_bench.metrics.statistics import wilson
 from nonxfer_bench.rendering.plots import write_plots
 from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
-from tests.conftest import tracked_patch_group
+from tests.helpers import tracked_patch_group
 from tests.synthetic import IMAGES, MODELS, ladder_cells
 
 MEASURED = ("acc.", "agree.", "acc_flat.", "auth.acc", "auth.agree", "unauth.acc", "unauth.agree", "unauth.best_attack", "auth.best_attack", "security.")

@@ -1,7 +1,7 @@
 """MLflow metric names of attack steps. A budget sweep (several steps of one attack at one strength) is one metric
 series per step, named ``<attack>/<what tells its steps apart>``, and nothing is overwritten; an attack with one step
 per strength keeps its plain name. Logged to a temporary SQLite store through the Tracker
-(:func:`tests.conftest.tracked_patch_group`) and read back with MlflowClient."""
+(:func:`tests.helpers.tracked_patch_group`) and read back with MlflowClient."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.cells.step import steps
 from nonxfer_bench.tracking.names import STEP_NAME_MAX, attack_names, split_cell_metric
 from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
-from tests.conftest import tracked_patch_group
+from tests.helpers import tracked_patch_group
 from tests.synthetic import MODELS, ladder_cells
 
 # the synthetic ladder's patch_mean steps at strength 1, by (released, public) NEs and images: the attack part of their names

@@ -15,7 +15,7 @@ from nonxfer_bench.execution.runner import CleanInputs, Runner
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 A, B, C, D, E, F = (f"{n:016x}" for n in range(6))  # keys are hex digests
 
@@ -97,10 +97,10 @@ def test_a_streamed_run_gives_the_cells_of_an_in_memory_run(tmp_path, digits_zoo
 
 def test_a_recomputed_group_reuses_the_cached_diffusion_outputs_and_gives_the_same_cells(tmp_path, monkeypatch):
     from nonxfer_bench.attacks.reconstruction import DiffusionPurification
-    from tests.conftest import write_yaml
+    from tests.helpers import write_yaml
 
     monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
-    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
     suite = load_suite(write_yaml(tmp_path / "suite.yaml", {
         "name": "diffusion-cache",
         "dataset": {"name": "fashion_mnist", "params": {"split": "test"}, "limit": 12},

@@ -15,7 +15,7 @@ from nonxfer_bench.cells.cell import RUN_METADATA
 from nonxfer_bench.execution.executors import ProcessExecutor, RayExecutor, WorkerDied
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 
 def small_suite(tmp_path, zoo, name):

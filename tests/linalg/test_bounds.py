@@ -10,7 +10,7 @@ from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.linalg.bounds import encoder_subspace, group_bounds, hoffman_wielandt, misalignment
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 
 def tiny_vit(std: float = 0.5, patch: int = 2, embed: int = 4, seed: int = 0):

@@ -115,7 +115,7 @@ def test_every_mismatch_is_one_line(tmp_path, case, message):
 
 
 def test_a_suite_with_both_or_no_label_sources_is_refused_in_one_line(tmp_path, digits_zoo):
-    from tests.conftest import digits_suite
+    from tests.helpers import digits_suite
 
     root = write_folder(tmp_path / "val")
     for params in ({"root": str(root)}, {"root": str(root), "solution": "a.csv", "devkit": "kit"}):

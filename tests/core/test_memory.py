@@ -25,7 +25,7 @@ def test_a_group_returns_freed_memory_after_every_batch(tmp_path, digits_zoo, mo
     from nonxfer_bench.execution import group
     from nonxfer_bench.execution.runner import Runner
     from nonxfer_bench.loading import load_suite
-    from tests.conftest import digits_suite
+    from tests.helpers import digits_suite
 
     calls = []
     monkeypatch.setattr(group, "return_freed_memory", lambda: calls.append(1))

@@ -12,7 +12,7 @@ import yaml
 
 from nonxfer_bench.cli import main
 from nonxfer_bench.loading import project_folder
-from tests.conftest import digits_suite, write_yaml
+from tests.helpers import digits_suite, write_yaml
 
 
 @pytest.fixture

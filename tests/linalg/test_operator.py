@@ -175,7 +175,7 @@ DISK_PROBE = """
 import sys
 import torch
 import nonxfer_bench.linalg.operator as operator
-from tests.test_operator import make_conv
+from tests.linalg.test_operator import make_conv
 
 conv, shape = make_conv("resnet_7x7_s2_p3_rgb")
 if sys.argv[1] == "load":  # a second process must read the basis from disk, never solve
@@ -195,7 +195,7 @@ def test_a_second_process_loads_the_basis_from_disk_and_other_settings_solve_aga
     env = os.environ | {"NXB_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
 
     def probe(mode: str, tol: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", DISK_PROBE, mode, tol], capture_output=True, text=True, env=env, cwd=Path(__file__).parent.parent)
+        return subprocess.run([sys.executable, "-c", DISK_PROBE, mode, tol], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
 
     solved = probe("solve", "1e-8")
     assert solved.returncode == 0, solved.stderr

@@ -11,7 +11,7 @@ from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.loading import load_suite
 from nonxfer_bench.rendering.text import with_interval
-from tests.conftest import digits_suite
+from tests.helpers import digits_suite
 
 
 def cells(results_dir) -> pd.DataFrame:

@@ -1,0 +1,77 @@
+"""A protocol run attacks each release tier by tier and stops at the tier that breaks it, as AutoAttack stops attacking
+a point once it is broken: a release broken at a tier stays broken whatever a higher tier's attacks do, so they are
+not needed, and the verdict says so (``not needed: broken at ...``). This is what makes the protocol's strong ensemble
+affordable: most releases break at a low, cheap tier.
+
+:func:`tiered_plan` cuts a suite's plan to what such a run needs given the cells already finished; ``run`` computes
+it pass after pass until nothing is missing, and readers (``leaderboard``, ``report``) apply the same cut to the cells
+they find, so a finished protocol run is complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+from nonxfer_bench.analysis.frame import results_frame
+from nonxfer_bench.analysis.verdict import release_verdict
+from nonxfer_bench.attacks import ATTACKS
+from nonxfer_bench.cells.cell import Cell
+from nonxfer_bench.cells.release import Release
+from nonxfer_bench.execution.plan import AttackStep, EncodingGroup
+from nonxfer_bench.schema.protocol import VERDICT_TIERS, WHITE_BOX, VerdictSpec
+
+ORDER = (*VERDICT_TIERS, WHITE_BOX)  # white box last: reported beside the verdict, needed only where nothing broke it
+
+
+def _release(group: EncodingGroup) -> Release:
+    return Release(group.authorized, group.encoder.name, group.strength, group.storage, group.precision)
+
+
+def step_tiers(plan: list[EncodingGroup]) -> dict[AttackStep, int]:
+    """Each step's place in :data:`ORDER`: no attack first, then its attack's tier as the instance declares it (a
+    learned inverse's depends on its pairs)."""
+    tiers: dict[int, int] = {}
+    out = {}
+    for group in plan:
+        for step, _ in group.cells:
+            spec = id(step.spec)
+            if spec not in tiers:
+                attack = ATTACKS.create(step.spec.name, step.spec.params)
+                tiers[spec] = 0 if attack.baseline else ORDER.index(attack.threat.tier.value)
+            out[step] = tiers[spec]
+    return out
+
+
+def tiered_plan(plan: list[EncodingGroup], cells: Mapping[str, Cell], spec: VerdictSpec) -> list[EncodingGroup]:
+    """``plan`` cut, per release, to the tiers up to the first that breaks it, as far as ``cells`` (finished cells by
+    key) tell: a release's next tier is planned once every cell of its lower tiers is finished and none broke it."""
+    tiers = step_tiers(plan)
+    by_release: dict[Release, list[EncodingGroup]] = {}
+    for group in plan:
+        by_release.setdefault(_release(group), []).append(group)
+    clean = {release.authorized + release.precision: groups for release, groups in by_release.items() if release.clean}
+    levels = {release: 0 for release in by_release}
+    for release, groups in by_release.items():
+        if release.clean:
+            levels[release] = len(ORDER)
+            continue
+        reference = clean.get(release.authorized + release.precision, [])
+        while levels[release] < len(ORDER) - 1:
+            keys = [key for group in groups for (step, _), key in group.cells.items() if tiers[step] <= levels[release]]
+            if any(key not in cells for key in keys):
+                break  # this tier is still to compute
+            if _broken(release, [cells[key] for key in keys], reference, cells, spec):
+                break
+            levels[release] += 1
+    cut = [replace(group, cells={cell: key for cell, key in group.cells.items() if tiers[cell[0]] <= levels[_release(group)]}) for group in plan]
+    return [group for group in cut if group.cells]
+
+
+def _broken(release: Release, cells: list[Cell], clean: list[EncodingGroup], finished: Mapping[str, Cell], spec: VerdictSpec) -> bool:
+    """Whether the finished ``cells`` of ``release`` (with the clean images' no-attack cells for the break target) break it."""
+    clean_cells = [finished[key] for group in clean for key in group.cells.values() if key in finished]
+    frame = results_frame(cells + clean_cells)
+    metric = "accuracy" if frame["accuracy"].notna().any() else "agreement"
+    verdict = release_verdict(release, frame[frame.encoder != "clean"], frame[frame.encoder == "clean"] if clean_cells else None, spec, metric)
+    return verdict is not None and verdict.broken_at is not None
