@@ -17,7 +17,7 @@ from nonxfer_bench.datasets.base import DATASETS
 from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.storage.formats import read_image
 from nonxfer_bench.zoo import build_model
-from tests.owner.conftest import FASHION_ZOO, export
+from tests.owner.conftest import FASHION_ZOO
 
 
 def encode(source: Path, output: Path, *extra: str, encoder: str = "clean", strength: str = "0") -> int:
