@@ -226,7 +226,8 @@ def attack_evidence(cells: list, protocol, ensemble: str, leaderboard: Path, rel
              "model": tier.model, "broken": bool(tier.broken)}
             for tier in tiers
         ],  # fmt: skip
-        "not_run": [TIER_NAMES[tier] for tier in verdict.missing],
+        "not_run": [TIER_NAMES[tier] for tier in verdict.unknown],
+        "not_needed": [TIER_NAMES[tier] for tier in verdict.missing if tier not in verdict.unknown],
         "break": cheapest,
         "identification": "; ".join(identified) or NOT_MEASURED,
         "leaderboard": leaderboard.relative_to(release).as_posix() if leaderboard.is_relative_to(release) else str(leaderboard),

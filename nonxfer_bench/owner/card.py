@@ -140,6 +140,8 @@ def _evidence(evidence: dict) -> list[str]:
     ]
     if evidence["not_run"]:
         lines.append(f"- **Tiers not run** (nothing is known there): {', '.join(evidence['not_run'])}.")
+    if evidence["not_needed"]:
+        lines.append(f"- **Tiers not needed** (an attacker who knows less already breaks it): {', '.join(evidence['not_needed'])}.")
     lines.append(f"- Full tables: `{evidence['leaderboard']}`.")
     return lines
 

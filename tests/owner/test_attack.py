@@ -19,6 +19,7 @@ from nonxfer_bench.cli import main
 from nonxfer_bench.datasets.base import DATASETS
 from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.loading import load_protocol, load_suite, load_zoo
+from nonxfer_bench.rendering.verdict import TIER_NAMES
 from nonxfer_bench.storage.formats import read_image
 from nonxfer_bench.zoo import build_model
 from tests.helpers import write_yaml
@@ -98,5 +99,9 @@ def test_a_folder_encoded_verified_and_attacked_gets_the_suites_numbers_on_its_c
     assert card_none["gap"] == {"estimate": none.gap.estimate, "lo": none.gap.lo, "hi": none.gap.hi}
     assert evidence["authorized"] == {"estimate": suite[0].auth.estimate, "lo": suite[0].auth.lo, "hi": suite[0].auth.hi}
     assert evidence["n"] == suite[0].n and evidence["target"] == suite[0].target
+    # every tier either ran or was not needed (an attacker who knows less broke it): none is reported as unknown
+    ran = [TIER_NAMES[tier["tier"]] for tier in evidence["tiers"] if tier["tier"] != "white_box"]
+    assert evidence["not_run"] == [] and ran + evidence["not_needed"] == list(TIER_NAMES.values())
+    assert not evidence["not_needed"] or evidence["break"].startswith("broken at")
     page = (release / "PROTECTION.md").read_text()
     assert "Not yet attacked" not in page and f"{100 * none.best.estimate:.1f}% [{100 * none.best.lo:.1f}, {100 * none.best.hi:.1f}]" in page
