@@ -30,7 +30,7 @@ from nonxfer_bench.owner.card import KNOWS, NOT_MEASURED, interval, write_card
 from nonxfer_bench.owner.inputs import authorized_model, known_classes, read_zoo
 from nonxfer_bench.schema.files import parse_yaml
 from nonxfer_bench.schema.suite import DatasetSpec
-from nonxfer_bench.storage.release import ATTACK, manifest_sha256, read_manifest, vouched_files
+from nonxfer_bench.storage.release import ATTACK, MANIFEST, check_unchanged, manifest_sha256, read_manifest, vouched_files
 
 SUITE_FILE = "suite.yaml"
 HEADER = "# Written by `nonxfer-bench attack`"  # the first line of a suite file this command wrote: its folder is its own
@@ -59,7 +59,7 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
     card's data and the suite file of the run. Everything that can refuse does before any work."""
     release = absolute(request.release)
     manifest = read_manifest(release)
-    vouched_files(release, manifest)
+    check_unchanged(vouched_files(release, manifest), manifest, str(release / MANIFEST))
     out = absolute(request.out) if request.out else release / ATTACK
     _check_out(out)
     suite, protocol = attack_suite(request, manifest)

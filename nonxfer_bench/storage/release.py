@@ -155,6 +155,18 @@ def vouched_files(release: Path, manifest: dict) -> list[Path]:
     return files
 
 
+def check_unchanged(files: list[Path], manifest: dict, where: str) -> None:
+    """Refuse a release whose files are not those encode wrote (each file's SHA-256 against the manifest's, read in
+    chunks): ``attack`` checks every file before any work, where a run would meet the first changed one midway."""
+    for path, entry in zip(files, manifest["images"]):
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        if entry.get("sha256") and digest.hexdigest() != entry["sha256"]:
+            raise UserError(f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the manifest's); the release was changed after encode")
+
+
 def read_released(path: Path, entry: dict, where: str) -> torch.Tensor:
     """One released file as C x H x W float in [0, 1] units, refused when its SHA-256 differs from the manifest's."""
     if entry.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
