@@ -292,6 +292,10 @@ def command_attack(args: argparse.Namespace) -> int:
         print(f"  {tier['knows']}: best unauthorized accuracy {100 * best['estimate']:.1f}% [{100 * best['lo']:.1f}, {100 * best['hi']:.1f}] "
               f"by {tier['step']} ({tier['model']}), n={evidence['n']}{'; broken' if tier['broken'] else ''}")  # fmt: skip
     print(f"cheapest known break: {evidence['break']}")
+    if evidence["not_needed"]:
+        print(f"not needed (an attacker who knows less already breaks it): {', '.join(evidence['not_needed'])}")
+    if evidence["not_run"]:
+        print(f"not run (nothing is known there): {', '.join(evidence['not_run'])}")
     print(f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, {evidence['protocol']['ensemble']} ensemble)")
     return 0
 
