@@ -63,6 +63,7 @@ from nonxfer_bench.rendering.sections import Section
 from nonxfer_bench.rendering.tables import attacks_section, effect_section
 from nonxfer_bench.rendering.theory import theory_section, write_theory_plots
 from nonxfer_bench.rendering.verdict import sanity_section, verdict_section
+from nonxfer_bench.rendering.verdict_plot import write_verdict_plot
 from nonxfer_bench.schema.protocol import Protocol
 
 UNITS = (
@@ -143,4 +144,7 @@ def write_leaderboard(
     atomic_write(md_path, "\n".join(text))
     if not plots:
         return [md_path, csv_path]
-    return [md_path, csv_path, *write_theory_plots(frame, folder), *write_plots(frame, models, metric_of(frame), folder)]
+    return [
+        md_path, csv_path, *write_verdict_plot(frame, folder, protocol, ensemble), *write_theory_plots(frame, folder),
+        *write_plots(frame, models, metric_of(frame), folder),
+    ]  # fmt: skip
