@@ -296,6 +296,7 @@ def command_attack(args: argparse.Namespace) -> int:
         print(f"not needed (an attacker who knows less already breaks it): {', '.join(evidence['not_needed'])}")
     if evidence["not_run"]:
         print(f"not run (nothing is known there): {', '.join(evidence['not_run'])}")
+    print(f"identification: {evidence['identification']}")
     print(f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, {evidence['protocol']['ensemble']} ensemble)")
     return 0
 

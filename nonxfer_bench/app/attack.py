@@ -110,6 +110,7 @@ def attack_suite(request: AttackRequest, manifest: dict) -> tuple[dict, object]:
                 "strengths": [encoder["strength"]],
             }
         ],
+        "attacks": [identification(models, manifest["release_size"], len(manifest["images"]))],
         "protocol": {"file": str(absolute(request.protocol)), "ensemble": request.ensemble},
         "batch_size": request.batch_size,
         "device": request.device,
@@ -119,6 +120,18 @@ def attack_suite(request: AttackRequest, manifest: dict) -> tuple[dict, object]:
     if request.threads:
         suite["threads"] = request.threads
     return suite, protocol
+
+
+IDENTIFY_RELEASED = 10  # released images the identification attacker holds
+
+
+def identification(models: list, release_size: list[int], images: int) -> dict:
+    """``identify`` over every zoo model of the release's input size: which model the release gives away as its
+    authorized one, from :data:`IDENTIFY_RELEASED` released images (fewer when the release holds fewer)."""
+    from nonxfer_bench.zoo import resolve_preprocessing
+
+    candidates = [model.name for model in models if tuple(resolve_preprocessing(model)["input_size"]) == tuple(release_size)]
+    return {"name": "identify", "params": {"candidates": candidates, "released": min(IDENTIFY_RELEASED, images)}}
 
 
 def public_dataset(text: str | None, zoo_dataset: DatasetSpec | None) -> DatasetSpec:

@@ -87,6 +87,7 @@ def test_a_folder_encoded_verified_and_attacked_gets_the_suites_numbers_on_its_c
     evidence = card["evidence"]
     assert evidence["protocol"] == {"name": "ne-v1", "version": 1, "ensemble": "fast"} and evidence["n"] + evidence["tuning"] == len(labels)
     assert [tier["tier"] for tier in evidence["tiers"]][:1] == ["none"] and "cheapest known break" in printed
+    assert evidence["identification"].startswith("`identify` ranked the authorized model first in ")  # the zoo's models as candidates, whatever broke it
 
     assert main(["run", str(suite_file), "--no-tracking"]) == 0
     found = find_cells("leaderboard", suite_file)
