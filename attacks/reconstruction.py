@@ -75,14 +75,14 @@ class AutoencoderReconstruction(Attack):
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)
         self.model: torch.nn.Module | None = None
-        self.trained_on = 0  # clean images of the attacker's own split it trained on (its public budget)
+        self.trained_on: int | None = None  # clean images of the attacker's own split it trains on (its public budget), set by fit
 
     def fit(self, context: AttackContext) -> None:
         dataset = self.params.dataset
         self.trained_on = len(load_cached(dataset.name, dataset.params, dataset.limit, self.params.seed))
 
     def budget(self, strength: float) -> Budget:
-        return Budget(public=self.trained_on)
+        return Budget(public=self.trained_on or 0)
 
     def _load(self, device: torch.device) -> torch.nn.Module:
         if self.model is None:
@@ -94,6 +94,8 @@ class AutoencoderReconstruction(Attack):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        if self.trained_on is None:  # its cells would record no public budget
+            raise RuntimeError("autoencoder: call fit before attacking (it records the clean images the autoencoder trains on)")
         model = self._load(images.device)
         channels = model.encoder[0].in_channels
         x = _match(_into_unit(images, self.params.range), channels, images.shape[-2:])

@@ -13,7 +13,7 @@
    (``--quick``, the CPU default: one encoding and two attacks, scaled to the grid's encodings);
 5. precision: fp32 against bf16 top-1 agreement per model;
 6. trained weights in fp32 and in ``--precision``: per-image agreement of correctness and time, for the Fashion-MNIST
-   zoo (suites/quickstart.yaml's encoders and its attacks that need no extra package, on ``--trained-images`` test
+   zoo (suites/quickstart.yaml's encoders and its protocol ensemble's attacks that need no training, on ``--trained-images`` test
    images; Fashion-MNIST from ``--fashion-root``) and for imagenet-mini (the ``imagenet`` extra), where installed
    (``--quick``: one encoding, two attacks, two images);
 7. on CUDA, the tests marked ``cuda`` (after the encoders: before the long sections).
@@ -279,8 +279,12 @@ def bench_trained(source: Path, folder: Path, device: str, precision: str, quick
     correctness and the largest accuracy difference. ``images``, ``attacks`` and ``dataset_root`` narrow it to what
     the machine has and the time allows (``quick``: one encoding, two attacks, two images)."""
     from nonxfer_bench.core.errors import UserError
+    from nonxfer_bench.loading import load_suite
 
     data = yaml.safe_load(source.read_text())
+    if "protocol" in data:  # its attacks are the protocol's ensemble, placeholders expanded; timed as a plain list, not tier by tier
+        data["attacks"] = [spec.model_dump(mode="json") for spec in load_suite(source, require_weights=False).attacks]
+        data.pop("protocol")
     if attacks is not None:
         data["attacks"] = [entry for entry in data["attacks"] if entry["name"] in attacks]
     if isinstance(data["zoo"], str):  # a zoo file beside the suite: the copy below lives elsewhere

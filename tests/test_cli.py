@@ -1,5 +1,6 @@
 """The command line: one-line errors with exit code 2 and no traceback; listings."""
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ import pytest
 import yaml
 
 from nonxfer_bench.cli import main
+from nonxfer_bench.core.registry import first_sentence
 
 
 def test_a_bad_suite_exits_2_with_one_line_and_no_traceback(tmp_path):
@@ -76,8 +78,10 @@ def test_list_suites_does_not_import_torch():
     assert lines[-1] == "False"
     listed = [line.split()[0] for line in lines[:-1] if not line.startswith(" ")]
     assert listed == [f"suites/{p.name}" for p in sorted((ROOT / "suites").glob("*.yaml"))]
-    quickstart = next(line for line in lines if line.startswith("suites/quickstart.yaml"))
-    assert "Two authorized models of different stem geometry" in quickstart  # the description's first sentence
+    start = next(i for i, line in enumerate(lines) if line.startswith("suites/quickstart.yaml"))
+    entry = " ".join([lines[start].split(maxsplit=1)[1], *(line.strip() for line in itertools.takewhile(lambda line: line.startswith(" "), lines[start + 1 : -1]))])
+    description = yaml.safe_load((ROOT / "suites" / "quickstart.yaml").read_text())["description"]
+    assert entry == first_sentence(description) and entry.startswith("The protocol's fast ensemble")  # the description's first sentence, wrapped
 
 
 def test_list_suites_elsewhere_lists_the_checkout_s_suites_by_absolute_path(tmp_path, capsys, monkeypatch):
@@ -183,6 +187,7 @@ def test_train_zoo_and_zoo_train_are_one_command():
 def test_ui_for_a_tracking_server_that_is_down_is_one_line(tmp_path, capsys, monkeypatch):
     suite = yaml.safe_load((ROOT / "suites" / "quickstart.yaml").read_text())
     suite |= {"zoo": str(ROOT / "suites" / "zoo" / "fashion.yaml"), "tracking": {"enabled": True, "uri": "http://127.0.0.1:9"}}
+    suite["protocol"] |= {"file": str(ROOT / "suites" / "protocols" / "ne-v1.yaml")}  # relative paths resolve beside the suite file: this copy is elsewhere
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

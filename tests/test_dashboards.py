@@ -127,8 +127,8 @@ def _effect_rows(markdown: str) -> dict[tuple[str, str], dict[str, str]]:
 
 
 def _ranking_rows(markdown: str) -> list[dict[str, str]]:
-    """The protection ranking of a leaderboard.md, in its order."""
-    section = markdown.split("## Protection ranking")[1].split("## NE effect")[0]
+    """The ranking (the protocol verdict) of a leaderboard.md, in its order."""
+    section = markdown.split("## Protocol verdict")[1].split("\n## ")[0]
     lines = [line for line in section.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
@@ -173,9 +173,12 @@ def test_group_runs_carry_the_params_tags_and_role_curves_the_ui_groups_by(logge
     _, suite, store = logged
     _, groups = _group_runs(server)
     assert sorted(groups["params.encoder"]) == ["clean", "patch", "patch", "reference"]
-    assert set(groups["params.authorized"]) == {"vit_a"} and set(groups["tags.nxb.attack_families"]) == {"identity,blur"}
+    assert set(groups["params.authorized"]) == {"vit_a"}
+    families = dict(zip(groups["params.encoder"], groups["tags.nxb.attack_families"]))
+    assert families.pop("clean") == "identity" and set(families.values()) == {"identity,blur"}  # the clean images face only no attack
+    releases = groups[groups["params.encoder"] != "clean"]
     client = mlflow.MlflowClient()
-    for run_id, group_key in zip(groups["run_id"], groups["tags.nxb.group"]):
+    for run_id, group_key in zip(releases["run_id"], releases["tags.nxb.group"]):
         blur = [c for c in store.cells.values() if c.group == group_key and c.attack == "blur"]
         history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "unauth.acc_mean.blur"))
         expected = sorted(
@@ -224,12 +227,13 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
     page.wait_for_selector("h1")
     assert page.inner_text("h1") == f"Leaderboard: {suite.name}"
     assert f"What was run: suite {suite.name} ({path}); " in page.locator("p").first.inner_text()  # before any table
-    ranking = page.locator("table").first  # the headline: releases ranked by protection gap
-    assert page.locator("h2").first.inner_text() == "Protection ranking"
+    ranking = page.locator("table").first  # the headline: releases ranked by the protection gap at the highest tier that ran
+    assert page.locator("h2").first.inner_text() == "Protocol verdict"
     ranked = _ranking_rows(board)
     assert [row["encoding"] for row in ranked] == ranking.locator("tbody tr td:nth-child(3)").all_inner_texts()
     assert sorted(row["encoding"] for row in ranked) == ["patch 0", "patch 20", "reference 20"]  # clean is not a release
-    gaps = [[float(x) for x in re.findall(r"[+-]\d+\.\d", text)] for text in ranking.locator("tbody tr td:nth-child(4)").all_inner_texts()]
+    column = [cell.strip() for cell in ranking.locator("th").all_inner_texts()].index("gap: none") + 1  # identity and blur: the only tier that ran
+    gaps = [[float(x) for x in re.findall(r"[+-]\d+\.\d", text)] for text in ranking.locator(f"tbody tr td:nth-child({column})").all_inner_texts()]
     assert [estimate for estimate, _, _ in gaps] == sorted((estimate for estimate, _, _ in gaps), reverse=True)  # best first
     assert all(lo <= estimate <= hi for estimate, lo, hi in gaps)  # the paired bootstrap interval holds its estimate
     rows = _effect_rows(board)

@@ -22,7 +22,7 @@ from nonxfer_bench.core import faults
 from nonxfer_bench.tracking.tracker import sqlite_uri
 from tests.helpers import digits_suite
 
-# Two encoding groups (clean, patch@0) of two batches each; the autoencoder attack writes a cache entry.
+# Two encoding groups (clean, patch@0) of two batches each (the clean images face only identity); the autoencoder attack writes a cache entry.
 AUTOENCODER = {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 1, "width": 8, "bottleneck": 2}
 KILLS = [
     ("mlflow_parent_started", 1),
@@ -132,7 +132,7 @@ def test_sigterm_and_ctrl_c_stop_cleanly_keep_finished_cells_and_mark_the_run_ki
     stderr = capfd.readouterr().err
     assert "Traceback" not in stderr and "interrupted: finished cells are kept in" in stderr
     stored = (tmp_path / "run" / "runs" / "digits" / "cells.jsonl").read_text().splitlines()
-    assert len(stored) == 2 * 3  # the first group: (identity, autoencoder) x 3 models
+    assert len(stored) == 1 * 3  # the first group, the clean images: identity x 3 models (they face only the no-attack step)
     mlflow.set_tracking_uri(sqlite_uri(tmp_path / "run" / "mlflow.db"))
     runs = mlflow.search_runs(experiment_names=["faults"], output_format="list")
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

@@ -61,14 +61,14 @@ def test_the_script_reads_a_finished_suite_and_writes_a_figure_and_a_table(tmp_p
     assert main(["run", str(suite), "--no-tracking"]) == 0
     assert runtime.main([str(suite), "--out", str(tmp_path / "out"), "--machine", "test box"]) == 0
     table = (tmp_path / "out" / "RUNTIME.md").read_text()
-    assert "test box" in table and "| blur 0.5 sigma=1.0 | 2 |" in table  # the clean and the patch group
+    assert "test box" in table and "| blur 0.5 sigma=1.0 | 1 |" in table  # the patch group: the clean images face only no attack
     assert "| patch | 1 |" in table and "| clean | 1 |" in table  # whole groups, from the run log
     with Image.open(tmp_path / "out" / "runtime.png") as image:
         assert image.size[0] > 400 and image.size[1] > 200
     shutil.rmtree(tmp_path / "runs")  # a fresh clone: only the committed results/<suite>/cells.jsonl
     assert runtime.main([str(suite), "--out", str(tmp_path / "clone"), "--machine", "test box"]) == 0
     table = (tmp_path / "clone" / "RUNTIME.md").read_text()
-    assert "| blur 0.5 sigma=1.0 | 2 |" in table and "Not measured: no run log" in table
+    assert "| blur 0.5 sigma=1.0 | 1 |" in table and "Not measured: no run log" in table
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         runtime.main([str(tmp_path / "nowhere.yaml"), "--out", str(tmp_path / "out")])

@@ -36,13 +36,16 @@ def _below(verdict: ReleaseVerdict, tier: str) -> str | None:
 
 
 def _headline(verdict: ReleaseVerdict) -> str:
-    """``broken at <tier>: <step> (<model>)``, or ``holds through <tier>`` (the highest tier that ran)."""
+    """``broken at <tier>: <step> (<model>)``; ``holds through <tier>`` (the highest tier that ran) only where the gap
+    there is positive beyond its interval; else ``no protection shown through <tier>``: no unauthorized model recovers,
+    but the authorized model does no better than they do (a release that ruins its own model protects nothing)."""
     broken = next((tier for tier in verdict.tiers if tier.broken), None)
     if broken is not None:
         return f"broken at {TIER_NAMES[broken.tier]}: {broken.step.label} ({broken.model})"
     if verdict.headline is None:
         return "no attack ran"
-    return f"holds through {TIER_NAMES[verdict.headline.tier]}" + (f" ({len(verdict.unknown)} tier(s) not run)" if verdict.unknown else "")
+    held = "holds" if verdict.headline.gap.lo > 0 else "no protection shown"
+    return f"{held} through {TIER_NAMES[verdict.headline.tier]}" + (f" ({len(verdict.unknown)} tier(s) not run)" if verdict.unknown else "")
 
 
 def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -101,7 +104,9 @@ def verdict_text(metric: str, spec: VerdictSpec, seeds: bool) -> tuple[str, str]
         "reported on the rest (`n`), so choosing the best of many attacks inflates no number. `x [lo, hi]`: 95% intervals; a gap's is "
         "paired over the reported images (Newcombe's for one model, key and draw; else a paired bootstrap). `clean gap`: the same "
         "gap on the clean images with no attack, the authorized model's plain lead, which is not protection. `tied with`: the ranks "
-        "whose ranking gap intervals overlap this one's. `not run`: no attack of that tier ran, so the release is not known to "
+        "whose ranking gap intervals overlap this one's. `holds through` a tier: not broken there and its gap's interval is "
+        "above 0; `no protection shown`: not broken, but the authorized model does no better than the best unauthorized one "
+        "(the release ruins its own model). `not run`: no attack of that tier ran, so the release is not known to "
         "hold there; `not needed`: a lower tier already broke the release (as AutoAttack stops at a broken point, a protocol run "
         "attacks it no further). Controls never count as unauthorized."
         + (" With several seeds (NE keys): per-image outcomes are means over seeds, and `gap seed sd` is the standard deviation of the "

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from nonxfer_bench.attacks import ATTACKS
+from nonxfer_bench.attacks.testing import make
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.datasets.base import load_dataset
 from nonxfer_bench.generative.autoencoder import AutoencoderConfig, load_or_train
@@ -24,7 +25,7 @@ def fashion() -> torch.Tensor:
 
 def test_the_autoencoder_beats_the_identity_in_psnr_on_noisy_held_out_images(tmp_path, monkeypatch):
     monkeypatch.setenv("NXB_CACHE", str(tmp_path))
-    attack = ATTACKS.create("autoencoder", DIGITS_AE)
+    attack = make("autoencoder", DIGITS_AE, channels=1)  # fitted, as the runner does
     clean = load_dataset("digits", {"split": "test"}).subset(100, 0).as_float()
     noisy = (clean + 0.2 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     reconstructed = attack(noisy, 0.0, torch.Generator())

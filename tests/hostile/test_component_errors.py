@@ -23,20 +23,22 @@ from tests.helpers import write_yaml
 from tests.hostile.conftest import error_line, run_cli
 from tests.hostile.test_component_params import TINY_MODEL
 
-# plan order: the clean group (first), then gaussian@20: a component that fails in the second group it sees
-# leaves the first group's cells behind
+# plan order: the clean group (first), then gaussian@20 and gaussian@30. The clean images face only the no-attack step, so an
+# attack sees the two releases: one that fails in the second group it sees fails at gaussian@30, and leaves the clean
+# group's and gaussian@20's cells behind
 SUITE = {
     "name": "faulty",
     "dataset": {"name": "digits", "limit": 12},
     "zoo": [{"name": "a", **TINY_MODEL}, {"name": "b", **TINY_MODEL, "seed": 1}],
     "authorized": ["a"],
-    "encoders": [{"name": "gaussian", "strengths": [20.0]}],
+    "encoders": [{"name": "gaussian", "strengths": [20.0, 30.0]}],
     "attacks": [{"name": "identity"}, {"name": "raising", "strengths": [0.5]}],
     "batch_size": 6,
     "bounds": False,
     "tracking": {"enabled": False},
 }
-CELLS_PER_GROUP = 2 * 2  # (identity, raising) x models (a, b)
+CELLS_PER_GROUP = 2 * 2  # a release: (identity, raising) x models (a, b)
+CLEAN_CELLS = 1 * 2  # the clean images: identity x models
 ERRORS = (ValueError, RuntimeError, TypeError, KeyError, IndexError, ZeroDivisionError, AssertionError, NotImplementedError, OSError)
 
 
@@ -116,13 +118,13 @@ def test_a_component_error_mid_run_is_one_line_naming_the_entry_and_keeps_finish
     if where == "encode":
         suite["encoders"] = [{"name": "raising_encoder", "strengths": [20.0, 30.0]}]
         suite["attacks"] = [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}]
-        RaisingEncoder.error, entry, finished = kind(message), "encoders[0] (raising_encoder)", 2
+        RaisingEncoder.error, entry = kind(message), "encoders[0] (raising_encoder)"
     else:
-        Raising.error, Raising.where, entry, finished = kind(message), where, "attacks[1] (raising)", 1
+        Raising.error, Raising.where, entry = kind(message), where, "attacks[1] (raising)"
     outcome, path = run_faulty(folder, suite)
     line = error_line(outcome, f"{path}: {entry}: {kind.__name__}", "run the same command again to resume")
     assert "\x1b" not in line and "\x00" not in line
-    assert stored(folder) == finished * CELLS_PER_GROUP  # the groups before the failing one
+    assert stored(folder) == CLEAN_CELLS + CELLS_PER_GROUP  # the groups before the failing one (at strength 30): clean and strength 20
 
 
 def test_a_rerun_after_a_component_error_resumes_at_the_failed_group(registered, tmp_path):
@@ -132,7 +134,7 @@ def test_a_rerun_after_a_component_error_resumes_at_the_failed_group(registered,
     Raising.error = None
     again, _ = run_faulty(tmp_path, SUITE)
     assert again.code == 0, again.err
-    assert "1 encodings computed, 1 reused" in again.out and stored(tmp_path) == 2 * CELLS_PER_GROUP
+    assert "1 encodings computed, 2 reused" in again.out and stored(tmp_path) == CLEAN_CELLS + 2 * CELLS_PER_GROUP
 
 
 def test_an_attack_that_returns_another_shape_is_one_line(registered, tmp_path, monkeypatch):

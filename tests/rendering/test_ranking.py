@@ -128,6 +128,15 @@ def test_tiers_accumulate_and_white_box_is_never_ranked(tmp_path):
     assert row["verdict"] == "broken at architecture: subspace 0.5 (b)"
 
 
+def test_a_release_holds_only_where_its_gap_is_above_0_and_one_that_ruins_its_own_model_shows_no_protection(tmp_path):
+    ruined = {("identity", "a"): 0.2, ("identity", "b"): 0.5, ("identity", "c"): 0.4, ("identity", "ctrl"): 0.95}  # b < 90 % of clean
+    cells = release("clean", 0.0, CLEAN) + release("patch", 10.0, ruined) + release("patch", 20.0, STRONG)
+    rows = {row["encoding"]: row for row in tables(write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text())["Protocol verdict"]}
+    assert rows["patch 20"]["verdict"].startswith("holds through none") and gap(rows["patch 20"]["gap: none"])[1] > 0
+    assert rows["patch 10"]["verdict"].startswith("no protection shown through none") and gap(rows["patch 10"]["gap: none"])[0] < 0
+    assert "broken" not in rows["patch 10"]["gap: none"]
+
+
 def test_the_best_of_many_attacks_is_reported_on_images_it_was_not_chosen_on(tmp_path):
     """Fifty attacks that each leave model b right on half the images by chance: the best on the same images looks far
     better than 50 %; chosen on the tuning images and reported on the others, it is 50 % within its interval."""
