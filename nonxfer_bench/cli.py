@@ -279,6 +279,7 @@ def command_verify(args: argparse.Namespace) -> int:
 
 def command_attack(args: argparse.Namespace) -> int:
     from nonxfer_bench.app.attack import AttackRequest, attack_release
+    from nonxfer_bench.rendering.verdict import TIER_NAMES
 
     settings = _settings(args)  # a device this machine lacks: one line before any work
     request = AttackRequest(
@@ -293,9 +294,9 @@ def command_attack(args: argparse.Namespace) -> int:
               f"by {tier['step']} ({tier['model']}), n={evidence['n']}{'; broken' if tier['broken'] else ''}")  # fmt: skip
     print(f"cheapest known break: {evidence['break']}")
     if evidence["not_needed"]:
-        print(f"not needed (an attacker who knows less already breaks it): {', '.join(evidence['not_needed'])}")
+        print(f"not needed (an attacker who knows less already breaks it): {', '.join(TIER_NAMES[tier] for tier in evidence['not_needed'])}")
     if evidence["not_run"]:
-        print(f"not run (nothing is known there): {', '.join(evidence['not_run'])}")
+        print(f"not run (nothing is known there): {', '.join(TIER_NAMES[tier] for tier in evidence['not_run'])}")
     print(f"identification: {evidence['identification']}")
     print(f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, {evidence['protocol']['ensemble']} ensemble)")
     return 0

@@ -239,8 +239,8 @@ def attack_evidence(cells: list, protocol, ensemble: str, leaderboard: Path, rel
              "model": tier.model, "broken": bool(tier.broken)}
             for tier in tiers
         ],  # fmt: skip
-        "not_run": [TIER_NAMES[tier] for tier in verdict.unknown],
-        "not_needed": [TIER_NAMES[tier] for tier in verdict.missing if tier not in verdict.unknown],
+        "not_run": list(verdict.unknown),  # tiers below any break that no attack ran: nothing is known there
+        "not_needed": [tier for tier in verdict.missing if tier not in verdict.unknown],  # above the break
         "break": cheapest,
         "identification": "; ".join(identified) or NOT_MEASURED,
         "leaderboard": leaderboard.relative_to(release).as_posix() if leaderboard.is_relative_to(release) else str(leaderboard),

@@ -131,6 +131,10 @@ def _evidence(evidence: dict) -> list[str]:
     ]
     for tier in evidence["tiers"]:
         lines.append(f"| {KNOWS[tier['tier']]} | {_percent(tier['best'])} | {tier['step']} ({tier['model']}) | {_points(tier['gap'])}{' broken' if tier['broken'] else ''} |")
+    for tier in evidence["not_needed"]:
+        lines.append(f"| {KNOWS[tier]} | not needed: an attacker who knows less already breaks it | | |")
+    for tier in evidence["not_run"]:
+        lines.append(f"| {KNOWS[tier]} | not run: nothing is known | | |")
     lines += [
         "",
         f"- **Authorized model on the release**: {_percent(evidence['authorized'])}"
@@ -138,10 +142,6 @@ def _evidence(evidence: dict) -> list[str]:
         f"- **Cheapest known break**: {evidence['break']}.",
         f"- **What the release leaks about its authorized model**: {evidence['identification']}.",
     ]
-    if evidence["not_run"]:
-        lines.append(f"- **Tiers not run** (nothing is known there): {', '.join(evidence['not_run'])}.")
-    if evidence["not_needed"]:
-        lines.append(f"- **Tiers not needed** (an attacker who knows less already breaks it): {', '.join(evidence['not_needed'])}.")
     lines.append(f"- Full tables: `{evidence['leaderboard']}`.")
     return lines
 
