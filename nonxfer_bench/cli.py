@@ -119,7 +119,7 @@ def command_report(args: argparse.Namespace) -> int:
     from nonxfer_bench.app.boards import build_report
 
     found = _found_cells(args)
-    index, grids = build_report(found, Path(args.out) if args.out else None, _project(args))
+    index, grids = build_report(found, Path(args.out) if args.out else None, _project(args), samples=args.samples)
     print(f"{index} ({len(found.cells)} cells, {grids} sample grids)")
     return 0
 
@@ -385,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="write a static HTML report (leaderboard, plots, sample images) in one folder")
     _add_cell_source(report, "the report's folder (default: runs/<suite>/report in the project folder or --output)")
+    report.add_argument("--samples", action="store_true", help="recompute each release's sample images on the suite's output.sample_images images (no run folder needed)")
     report.set_defaults(handler=command_report)
 
     encode = commands.add_parser("encode", help="turn an image folder into NE files for one authorized model")

@@ -174,9 +174,18 @@ def _clean(clean: pd.DataFrame | None, release: Release, metric: str, spec: Verd
     return _gap(authorized, best), target
 
 
+def survived(verdict: ReleaseVerdict) -> int:
+    """How many verdict tiers the release withstood: those below the one that broke it, else every tier that ran."""
+    if verdict.broken_at is not None:
+        return VERDICT_TIERS.index(verdict.broken_at)
+    return VERDICT_TIERS.index(verdict.headline.tier) + 1 if verdict.headline else 0
+
+
 def verdicts(frame: pd.DataFrame, spec: VerdictSpec = VerdictSpec()) -> list[ReleaseVerdict]:
-    """Every release's verdict (``clean`` is not a release), best headline gap first; releases whose cells keep no
-    per-image outcomes (stores written before they were recorded) are left out."""
+    """Every release's verdict (``clean`` is not a release), ranked as AutoAttack ranks defences by what breaks them: the
+    most tiers withstood first (:func:`survived`; a release broken with no attack is last whatever its gap), then the
+    best headline gap. Releases whose cells keep no per-image outcomes (stores written before they were recorded) are
+    left out."""
     metric = metric_of(frame)
     clean = {key: part for key, part in frame[frame.encoder == "clean"].groupby(RELEASE, sort=True)}
     out = []
@@ -185,13 +194,14 @@ def verdicts(frame: pd.DataFrame, spec: VerdictSpec = VerdictSpec()) -> list[Rel
         found = release_verdict(release, cells, reference, spec, metric)
         if found is not None:
             out.append(found)
-    return sorted(out, key=lambda v: (-(v.headline.gap.estimate if v.headline else -np.inf), v.release))
+    return sorted(out, key=lambda v: (-survived(v), -(v.headline.gap.estimate if v.headline else -np.inf), v.release))
 
 
 def tied(ranked: list[ReleaseVerdict]) -> list[list[int]]:
-    """For each ranked release, the ranks (1-based) of the other releases whose headline gap intervals overlap its own."""
-    gaps = [v.headline.gap if v.headline else None for v in ranked]
+    """For each ranked release, the ranks (1-based) of the other releases that withstood as many tiers and whose headline
+    gap intervals overlap its own."""
+    gaps = [(survived(v), v.headline.gap) if v.headline else None for v in ranked]
     return [
-        [j + 1 for j, other in enumerate(gaps) if j != i and mine and other and mine.lo <= other.hi and other.lo <= mine.hi]
+        [j + 1 for j, other in enumerate(gaps) if j != i and mine and other and mine[0] == other[0] and mine[1].lo <= other[1].hi and other[1].lo <= mine[1].hi]
         for i, mine in enumerate(gaps)
     ]

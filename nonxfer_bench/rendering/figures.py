@@ -14,6 +14,7 @@ deterministic PNG.
 
 from __future__ import annotations
 
+import re
 import textwrap
 from contextlib import contextmanager
 from pathlib import Path
@@ -99,8 +100,46 @@ def encoding_label(encoder: str, strength: float) -> str:
     return f"{encoder} {strength:g} dB{' nominal' if kind == 'nominal' else ''}"
 
 
+def panel_title(text: str) -> str:
+    """A panel's title wrapped to a panel's width, so that long model names never run into the next panel's."""
+    return textwrap.fill(text, 34)
+
+
+def file_stem(text: str) -> str:
+    """``text`` as part of a file name: letters, digits and ``_.@-`` kept, every other run of characters ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", text)
+
+
 def series_style(index: int) -> dict:
     return dict(SERIES_STYLES[index % len(SERIES_STYLES)])
+
+
+def errorbar(axis, x, y, below, above, **style):
+    """A series with its 95% intervals (``below``/``above``: distances from ``y``): markers joined by the style's line,
+    or one marker and its error bar with no line when the series has a single point (a point, not a lone dot)."""
+    if len(x) == 1:
+        return axis.errorbar(x, y, yerr=[below, above], capsize=3, elinewidth=1.0, markersize=6, **style | {"linestyle": "none"})
+    return axis.errorbar(x, y, yerr=[below, above], capsize=2, elinewidth=0.8, markersize=5, **style)
+
+
+def intervals_note(figure) -> str:
+    """The caption's words on the error bars: 95% intervals, and, where one is too short to show past its marker on
+    ``figure`` as laid out now, that the marker hides it (so a reader takes a bare marker for a narrow interval, not
+    for a missing one). Lays the figure out; call it before :func:`caption`, whose title then takes a little height
+    from the panels (hence the 20% margin)."""
+    figure.draw_without_rendering()
+    for axis in figure.axes:
+        for container in axis.containers:
+            line, _, bars = getattr(container, "lines", (None, (), ()))
+            if line is None or not bars or not len(line.get_xydata()):
+                continue
+            radius = 1.2 * line.get_markersize() * figure.dpi / 72 / 2  # a marker's half height, in pixels
+            points = axis.transData.transform(line.get_xydata())[:, 1]
+            for point, segment in zip(points, bars[0].get_segments()):
+                ends = axis.transData.transform(segment)[:, 1]
+                if abs(ends - point).max() < radius:
+                    return "error bars: 95% intervals (some narrower than their marker, which hides them)"
+    return "error bars: 95% intervals"
 
 
 def caption(figure, text: str) -> None:

@@ -8,13 +8,17 @@ model, a paired bootstrap over images for a mean over models), in the shared sty
 - ``accuracy_vs_strength.png``: one panel per (authorized model, encoder), no attack: the authorized model
   (black) and every other model against the encoder strength, whose axis says which PSNR it is; the authorized
   model's clean accuracy dotted. With more models than a panel can tell apart, the unauthorized mean and
-  best model replace the single models.
+  best model replace the single models. A panel of one strength is a dot plot: one point with its interval per model.
 - ``transfer_heatmap.png``: rows (authorized model, encoding), columns the evaluated models, no attack; the
   authorized model's cell boxed.
 - ``attack_curves.png``: one row of panels per (authorized model, encoder), one column per attack: the
-  authorized model (solid, filled) and the unauthorized mean (dashed, hollow) against the attack strength,
-  one colour and marker per encoder strength.
-- ``security_curves.png``: when cells record their attacks' threat model, :mod:`nonxfer_bench.rendering.security_plot`.
+  authorized model (solid, filled) and the unauthorized mean (dashed, hollow), one colour and marker per encoder
+  strength, against the attack strength where the attack's steps differ only by strength; otherwise (one step, a
+  budget sweep at one strength, two suite entries of one attack) a dot plot with one category per attack step,
+  named by the settings that tell the steps apart. Steps are never pooled.
+- ``security_curves_<authorized>.png``: when cells record their attacks' threat model, :mod:`nonxfer_bench.rendering.security_plot`.
+
+A series with a single point is drawn as a point with its interval, never as a line (:func:`~nonxfer_bench.rendering.figures.errorbar`).
 
 Each ``*_figure`` function builds the figure (for tests and notebooks); :func:`write_plots` writes them.
 The bound scatters are :func:`nonxfer_bench.rendering.theory.write_theory_plots`.
@@ -27,20 +31,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from nonxfer_bench.analysis.frame import STEP
 from nonxfer_bench.analysis.uncertainty import aggregate_intervals
+from nonxfer_bench.cells.step import Step
 from nonxfer_bench.rendering.figures import (
     ATTACK_STRENGTH_LABEL,
     AUTHORIZED_STYLE,
     MAX_SERIES,
     caption,
     encoding_label,
+    errorbar,
+    intervals_note,
     metric_label,
+    panel_title,
     save,
     series_style,
     strength_axis_label,
     styled,
 )
-from nonxfer_bench.rendering.security_plot import security_curves_figure
+from nonxfer_bench.rendering.security_plot import security_curves_figures
 
 STRENGTHS_PER_PANEL = MAX_SERIES // 2  # attack curves: two series (authorized, unauthorized mean) per strength
 
@@ -59,8 +68,23 @@ def _curve(part: pd.DataFrame, by: str, metric: str, models: list[str], statisti
     return pd.DataFrame(rows).set_index(by)
 
 
-def _errorbar(axis, curve: pd.DataFrame, **style):
-    return axis.errorbar(curve.index, curve["value"], yerr=[curve["below"], curve["above"]], capsize=2, elinewidth=0.8, markersize=5, **style)
+def _errorbar(axis, curve: pd.DataFrame, x: list | None = None, **style):
+    """``curve`` (:func:`_curve`) at its index or at ``x``: a line through its points, or one point with its interval."""
+    return errorbar(axis, list(curve.index) if x is None else x, curve["value"], curve["below"], curve["above"], **style)
+
+
+def _dot_plot(axis, series: list[tuple[pd.DataFrame, dict]], categories: list, labels: list[str]) -> None:
+    """One tick per category (labelled ``labels``); each series a point with its interval at each of its categories,
+    never joined, series that share categories side by side within them."""
+    shared = len(series) > 1 and any(len(curve.index.intersection(other.index)) for i, (curve, _) in enumerate(series) for other, _ in series[i + 1 :])
+    width = 0.7 / len(series) if shared else 0.0
+    for index, (curve, style) in enumerate(series):
+        offset = (index - (len(series) - 1) / 2) * width
+        _errorbar(axis, curve, [categories.index(category) + offset for category in curve.index], **style | {"linestyle": "none"})
+    upright = len(labels) > 1 and max(len(label) for label in labels) > 6  # long names side by side: upright, never overlapping
+    axis.set_xticks(range(len(categories)), labels, rotation=90 if upright else 0)
+    axis.set_xlim(-0.6, len(categories) - 0.4)
+    axis.grid(False, axis="x")
 
 
 def _grid(plt, panels: int, columns: int, width: float, height: float, legend_rows: int, **options):
@@ -97,23 +121,22 @@ def accuracy_vs_strength_figure(frame: pd.DataFrame, models: list[str], metric: 
         figure, axes = _grid(plt, len(panels), columns, 3.8, 3.3, -(-len(handles) // 4), sharey=True)
         for axis, (authorized, encoder) in zip(axes.flat, panels):
             part = plain[(plain.authorized == authorized) & (plain.encoder == encoder)]
-            present = [m for m in models if m in set(part.model)]
-            if single:
-                for model in present:
-                    _errorbar(axis, _curve(part, "strength", metric, [model]), **(AUTHORIZED_STYLE if model == authorized else styles[model]))
+            series = _model_series(part, authorized, models if single else None, styles, metric)
+            if part.strength.nunique() == 1:  # one strength: a dot plot of the models, the strength in the title
+                labels = [label for label, _, _ in series]
+                _dot_plot(axis, [(curve.set_axis([label]), style) for label, curve, style in series], labels, labels)
+                axis.set_title(panel_title(f"{encoding_label(encoder, part.strength.iloc[0])}, authorized {authorized}"))
+                axis.set_xlabel("evaluated model")
             else:
-                _errorbar(axis, _curve(part, "strength", metric, [authorized]), **AUTHORIZED_STYLE)
-                others = sorted(part.loc[part.role == "unauthorized", "model"].unique())
-                if others:
-                    _errorbar(axis, _curve(part, "strength", metric, others), **series_style(0))
-                    _errorbar(axis, _curve(part, "strength", metric, others, "max"), **series_style(1))
+                for _, curve, style in series:
+                    _errorbar(axis, curve, **style)
+                axis.set_title(panel_title(f"{encoder}, authorized {authorized}"))
+                if part.strength.nunique() <= 6:  # the strengths run, not matplotlib's fractions of a dB
+                    axis.set_xticks(sorted(part.strength.unique()))
+                axis.set_xlabel(strength_axis_label(encoder))
             clean = plain[(plain.authorized == authorized) & (plain.encoder == "clean") & (plain.model == authorized)][metric]
             if len(clean):
                 axis.axhline(100 * clean.mean(), color="black", linewidth=1.0, linestyle=":")
-            axis.set_title(f"{encoder}, authorized {authorized}")
-            if part.strength.nunique() <= 6:  # the strengths run, not matplotlib's fractions of a dB
-                axis.set_xticks(sorted(part.strength.unique()))
-            axis.set_xlabel(strength_axis_label(encoder))
         axes[0][0].set_ylim(-3, 103)  # shared by every panel
         for row in axes:
             row[0].set_ylabel(metric_label(metric))
@@ -121,9 +144,23 @@ def accuracy_vs_strength_figure(frame: pd.DataFrame, models: list[str], metric: 
         caption(
             figure,
             f"{metric_label(metric).capitalize()} of each model on the released images (no attack) against the encoder's strength, "
-            "per authorized model and encoder; error bars: 95% intervals (Wilson; bootstrap over images for aggregates).",
+            f"per authorized model and encoder (one strength: one point per model); {intervals_note(figure)}; Wilson's for one model, a bootstrap over images for aggregates.",
         )
     return figure
+
+
+def _model_series(part: pd.DataFrame, authorized: str, models: list[str] | None, styles: dict, metric: str) -> list[tuple[str, pd.DataFrame, dict]]:
+    """(label, curve over strength, style) of each model in ``models`` present in ``part``, or (``models`` None) of
+    the authorized model, the unauthorized mean and the best unauthorized model."""
+    if models is not None:
+        present = [m for m in models if m in set(part.model)]
+        return [(m, _curve(part, "strength", metric, [m]), AUTHORIZED_STYLE if m == authorized else styles[m]) for m in present]
+    series = [(authorized, _curve(part, "strength", metric, [authorized]), AUTHORIZED_STYLE)]
+    others = sorted(part.loc[part.role == "unauthorized", "model"].unique())
+    if others:
+        series += [("unauthorized mean", _curve(part, "strength", metric, others), series_style(0))]
+        series += [("best unauthorized", _curve(part, "strength", metric, others, "max"), series_style(1))]
+    return series
 
 
 def transfer_heatmap_figure(frame: pd.DataFrame, models: list[str], metric: str):
@@ -173,28 +210,25 @@ def attack_curves_figure(frame: pd.DataFrame, metric: str):
     rows = _attack_rows(attacked)
     with styled() as plt:
         figure, axes = plt.subplots(
-            len(rows), len(attacks), figsize=(2.9 * len(attacks) + 2.6, 2.5 * len(rows) + 1.4), squeeze=False, sharex=True, sharey=True, layout="constrained"
+            len(rows), len(attacks), figsize=(2.9 * len(attacks) + 2.6, 2.5 * len(rows) + 1.9), squeeze=False, sharey=True, layout="constrained"
         )
-        for axes_row, (authorized, encoder, strengths) in zip(axes, rows):
-            for axis, attack in zip(axes_row, attacks):
+        axes_labels = {}  # (row, column) -> (x label, tick labels or None for the strength axis)
+        for row, (axes_row, (authorized, encoder, strengths)) in enumerate(zip(axes, rows)):
+            for column, (axis, attack) in enumerate(zip(axes_row, attacks)):
                 part = attacked[(attacked.authorized == authorized) & (attacked.encoder == encoder) & (attacked.attack == attack)]
-                for index, strength in enumerate(strengths):
-                    encoding = part[part.strength == strength]
-                    style = series_style(index)
-                    if authorized in set(encoding.model):
-                        _errorbar(axis, _curve(encoding, "attack_strength", metric, [authorized]), **style | {"linestyle": "-"})
-                    others = sorted(encoding.loc[encoding.role == "unauthorized", "model"].unique())  # no controls
-                    if others:
-                        _errorbar(axis, _curve(encoding, "attack_strength", metric, others), **style | {"linestyle": "--", "markerfacecolor": "none"})
+                axes_labels[row, column] = _attack_panel(axis, part, authorized, strengths, metric)
             axes_row[0].set_ylabel(f"{encoder}, authorized {authorized}\n{metric_label(metric)}")
             entries = [_handle(label=encoding_label(encoder, s), **series_style(i) | {"linestyle": "-"}) for i, s in enumerate(strengths)]
             axes_row[-1].legend(handles=entries, loc="upper left", bbox_to_anchor=(1.02, 1.0), title=encoder, frameon=False)
-        axes[0][0].set_xlim(-0.05, 1.05)  # shared by every panel: set once (each call reaches all of them)
-        axes[0][0].set_ylim(-3, 103)
-        for axis, attack in zip(axes[0], attacks):
-            axis.set_title(attack)
-        for axis in axes[-1]:
-            axis.set_xlabel(ATTACK_STRENGTH_LABEL)
+        axes[0][0].set_ylim(-3, 103)  # shared by every panel
+        for column, attack in enumerate(attacks):
+            axes[0][column].set_title(attack)
+            uniform = len({axes_labels[row, column] for row in range(len(rows))}) == 1
+            for row in range(len(rows)):
+                if uniform and row < len(rows) - 1:  # the same axis all down the column: named once, at the bottom
+                    axes[row][column].tick_params(labelbottom=False)
+                else:
+                    axes[row][column].set_xlabel(axes_labels[row, column][0])
         roles = [
             _handle(color="grey", marker="o", linestyle="-", label="authorized model"),
             _handle(color="grey", marker="o", markerfacecolor="none", linestyle="--", label="unauthorized mean"),
@@ -202,10 +236,48 @@ def attack_curves_figure(frame: pd.DataFrame, metric: str):
         figure.legend(handles=roles, loc="outside lower center", ncol=2, frameon=False)
         caption(
             figure,
-            f"{metric_label(metric).capitalize()} under each attack (columns) against the attack's strength (0 = weakest, 1 = strongest setting), "
-            "per authorized model and encoder (rows), one colour per encoder strength; error bars: 95% intervals.",
+            f"{metric_label(metric).capitalize()} under each attack (columns), per authorized model and encoder (rows), one colour per "
+            "encoder strength: against the attack's strength (0 = weakest, 1 = strongest setting) where the attack's steps differ only "
+            f"by strength, else one point per attack step; {intervals_note(figure)}.",
         )
     return figure
+
+
+def _attack_panel(axis, part: pd.DataFrame, authorized: str, strengths: list[float], metric: str) -> tuple[str, tuple[str, ...] | None]:
+    """One attack's panel of a row: the authorized model and the unauthorized mean per encoder strength, as curves over
+    the attack strength or as a dot plot over the attack's steps; returns its x label and tick labels (None: strength)."""
+    steps = sorted(set(part[STEP]))
+    if not steps:  # the attack did not run on this row's release
+        return "", None
+    by_strength = len(steps) > 1 and len({step.strength for step in steps}) == len(steps)
+    series = []
+    for index, strength in enumerate(strengths):
+        encoding = part[part.strength == strength]
+        style = series_style(index)
+        groups = [([authorized], style | {"linestyle": "-"})] if authorized in set(encoding.model) else []
+        others = sorted(encoding.loc[encoding.role == "unauthorized", "model"].unique())  # no controls
+        groups += [(others, style | {"linestyle": "--", "markerfacecolor": "none"})] if others else []
+        series += [(_curve(encoding, "attack_strength" if by_strength else STEP, metric, models), style) for models, style in groups]
+    if by_strength:
+        for curve, style in series:
+            _errorbar(axis, curve, **style)
+        axis.set_xticks([0, 0.25, 0.5, 0.75, 1], ["0", "0.25", "0.5", "0.75", "1"])
+        axis.set_xlim(-0.05, 1.05)
+        return ATTACK_STRENGTH_LABEL, None
+    labels, name = _step_labels(steps)
+    _dot_plot(axis, series, steps, labels)
+    return name, tuple(labels)
+
+
+def _step_labels(steps: list[Step]) -> tuple[list[str], str]:
+    """Tick labels that tell an attack's steps apart and what they name: the settings that differ between the steps
+    (``released``: 10, 100, 1000), with the attack strength first where those do not tell them apart (or for one step)."""
+    settings = [dict(step.settings) for step in steps]
+    keys = sorted({key for own in settings for key in own if len({str(other.get(key)) for other in settings}) > 1})
+    values = [", ".join(str(own.get(key, "-")) for key in keys) for own in settings]
+    if keys and len(set(values)) == len(values):
+        return values, ", ".join(keys)
+    return [", ".join(filter(None, [f"{step.strength:g}", value])) for step, value in zip(steps, values)], ", ".join(["attack strength", *keys])
 
 
 def write_plots(frame: pd.DataFrame, models: list[str], metric: str, folder: Path) -> list[Path]:
@@ -214,6 +286,6 @@ def write_plots(frame: pd.DataFrame, models: list[str], metric: str, folder: Pat
         "accuracy_vs_strength.png": accuracy_vs_strength_figure(frame, models, metric),
         "transfer_heatmap.png": transfer_heatmap_figure(frame, models, metric),
         "attack_curves.png": attack_curves_figure(frame, metric),
-        "security_curves.png": security_curves_figure(frame, metric),
+        **security_curves_figures(frame, metric),
     }
     return [save(figure, folder / name) for name, figure in figures.items() if figure is not None]

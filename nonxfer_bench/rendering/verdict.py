@@ -96,7 +96,8 @@ def verdict_text(metric: str, spec: VerdictSpec, seeds: bool) -> tuple[str, str]
         f"Score: the **protection gap** at each knowledge tier = the authorized model's {metric} on "
         f"the release (no attack) minus the best {metric} any unauthorized model reaches under any attack step of that tier or a lower one "
         "(none < method < architecture < public weights < labelled NEs), in points; a gap near 0 or negative means no protection. "
-        f"Ranked by the gap at the highest tier that ran; `broken`: that {metric} reaches "
+        "Ranked, as AutoAttack ranks defences, by how many tiers a release withstood (those below the tier that broke it, "
+        f"else every tier that ran), then by the gap at the highest tier that ran; `broken`: that {metric} reaches "
         f"{spec.break_fraction:.0%} of the unauthorized models' clean {metric}. White box is shown, never ranked."
     )
     glossary = (
@@ -104,7 +105,8 @@ def verdict_text(metric: str, spec: VerdictSpec, seeds: bool) -> tuple[str, str]
         "reported on the rest (`n`), so choosing the best of many attacks inflates no number. `x [lo, hi]`: 95% intervals; a gap's is "
         "paired over the reported images (Newcombe's for one model, key and draw; else a paired bootstrap). `clean gap`: the same "
         "gap on the clean images with no attack, the authorized model's plain lead, which is not protection. `tied with`: the ranks "
-        "whose ranking gap intervals overlap this one's. `holds through` a tier: not broken there and its gap's interval is "
+        "that withstood as many tiers and whose ranking gap intervals overlap this one's. `holds through` a tier: not "
+        "broken there and its gap's interval is "
         "above 0; `no protection shown`: not broken, but the authorized model does no better than the best unauthorized one "
         "(the release ruins its own model). `not run`: no attack of that tier ran, so the release is not known to "
         "hold there; `not needed`: a lower tier already broke the release (as AutoAttack stops at a broken point, a protocol run "

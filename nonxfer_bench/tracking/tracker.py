@@ -49,7 +49,7 @@ Cells that record their attack's threat model add the security curves
 (:mod:`nonxfer_bench.analysis.security`): ``security.<budget>.<tier>.unauth_mean`` and
 ``security.<budget>.<tier>.unauth_max`` (with ``_lo``, ``_hi``, ``_n``), step = the budget, where ``<budget>`` is
 ``nes`` (released + labelled NEs the attack used) or ``public`` (clean public images) and ``<tier>`` the knowledge
-tier; each point is the tier's strongest attack step at that budget. The plot, ``security_curves.png``, is with
+tier; each point is the tier's strongest attack step at that budget. The plots, ``security_curves_<authorized>.png``, are with
 the other plots among the parent run's ``leaderboard/`` artifacts (:meth:`Tracker.log_results`). The models'
 ``precision`` (fp32, ...) is a param of the parent run, with the suite's other settings.
 

@@ -137,6 +137,17 @@ def test_a_release_holds_only_where_its_gap_is_above_0_and_one_that_ruins_its_ow
     assert "broken" not in rows["patch 10"]["gap: none"]
 
 
+def test_a_release_broken_at_a_lower_tier_ranks_below_one_that_withstood_it_whatever_its_gap(tmp_path):
+    """As AutoAttack ranks defences: what breaks a release first, its gap second. The broken release's gap is larger."""
+    broken = {("identity", "a"): 1.0, ("identity", "b"): 0.83, ("identity", "c"): 0.1, ("identity", "ctrl"): 0.95}  # b: 83 % >= 0.9 x 90 %
+    held = {("identity", "a"): 0.4, ("identity", "b"): 0.28, ("identity", "c"): 0.2, ("identity", "ctrl"): 0.95}
+    cells = release("clean", 0.0, CLEAN) + release("patch", 10.0, broken) + release("patch", 20.0, held)
+    rows = tables(write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text())["Protocol verdict"]
+    assert [(row["encoding"], row["verdict"].split(" (")[0].split(":")[0]) for row in rows] == [("patch 20", "holds through none"), ("patch 10", "broken at none")]
+    assert gap(rows[1]["gap: none"].removesuffix(" broken"))[0] > gap(rows[0]["gap: none"])[0]
+    assert rows[0]["tied with"] == rows[1]["tied with"] == ""  # withstood different tiers: never tied
+
+
 def test_the_best_of_many_attacks_is_reported_on_images_it_was_not_chosen_on(tmp_path):
     """Fifty attacks that each leave model b right on half the images by chance: the best on the same images looks far
     better than 50 %; chosen on the tuning images and reported on the others, it is 50 % within its interval."""

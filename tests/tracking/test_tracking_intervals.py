@@ -90,5 +90,5 @@ def test_security_curve_points_are_metrics_with_step_equal_to_the_budget(logged)
 def test_the_parent_run_holds_the_security_plot_and_the_precision(logged):
     client, parent_id, _, _ = logged
     artifacts = {artifact.path for artifact in client.list_artifacts(parent_id, "leaderboard")}
-    assert "leaderboard/security_curves.png" in artifacts and "leaderboard/attack_curves.png" in artifacts
+    assert "leaderboard/security_curves_a.png" in artifacts and "leaderboard/attack_curves.png" in artifacts
     assert client.get_run(parent_id).data.params["precision"] == "fp32"
