@@ -233,29 +233,72 @@ def command_encode(args: argparse.Namespace) -> int:
     with notices("nonxfer-bench: %(message)s"):
         manifest = encode_folder(
             Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
-            params=params, batch_size=args.batch_size, overwrite=args.overwrite, settings=settings,
+            params=params, batch_size=args.batch_size, overwrite=args.overwrite, force=args.force, settings=settings,
         )
+    from nonxfer_bench.metrics.statistics import wilson
+
     notes = "; ".join(f"{note}: {count} image(s)" for note, count in manifest["notes"].items())
+    kept = manifest["authorized_agreement"]
+    agreement = wilson(kept["kept"], kept["n"])
     print(
         f"wrote {len(manifest['images'])} {manifest['format']} NE(s) for {args.model} to {args.output} "
-        f"(PSNR after storage: mean {manifest['psnr_mean']} dB, min {manifest['psnr_min']} dB; key id {manifest['key_id']})"
+        f"(PSNR after storage: mean {manifest['psnr_mean']} dB, min {manifest['psnr_min']} dB; SSIM mean {manifest['ssim_mean']}; key id {manifest['key_id']})"
         + (f"; {notes}" if notes else "")
     )
+    print(
+        f"after {manifest['format']} storage {args.model} keeps its prediction on the originals for {100 * agreement.estimate:.1f}% "
+        f"[{100 * agreement.lo:.1f}, {100 * agreement.hi:.1f}] of the images (n={kept['n']}, 95% Wilson interval)"
+    )
+    if manifest["forced_format"]:
+        print(f"warning (--force): {manifest['forced_format']}", file=sys.stderr)
+    print(f"wrote {Path(args.output) / 'PROTECTION.md'} (not yet attacked: `nonxfer-bench attack` fills its evidence)")
     return 0
 
 
 def command_verify(args: argparse.Namespace) -> int:
-    from nonxfer_bench.owner.release import format_table, verify_release
+    from nonxfer_bench.owner.verify import format_table, stored_agreement_line, verify_release
 
+    if args.classes and not args.labels:
+        raise UserError("--classes names the classes of --labels; pass --labels too")
     result = verify_release(
         Path(args.release), Path(args.zoo), args.models, Path(args.originals) if args.originals else None,
-        labels_from_folders=args.labels, batch_size=args.batch_size, controls=args.controls, overwrite=args.overwrite, settings=_settings(args),
-    )
+        labels=args.labels, class_file=Path(args.classes) if args.classes else None, batch_size=args.batch_size, controls=args.controls, overwrite=args.overwrite,
+        settings=_settings(args),
+    )  # fmt: skip
     print(f"{args.release}: {result['format']} release for {result['authorized']['name']} "
           f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages:")
     print(format_table(result["models"]))
+    if result["skipped"]:
+        sizes = ", ".join(f"{name} ({'x'.join(map(str, size))})" for name, size in result["skipped"].items())
+        print(f"not scored: {sizes}: another input size than the release's (name them with --models to be told why)")
+    print(stored_agreement_line(result))
     print(result["verdict"]["text"])
     print(f"wrote {Path(args.release) / 'verify.json'}")
+    return 0
+
+
+def command_attack(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app.attack import AttackRequest, attack_release
+    from nonxfer_bench.rendering.verdict import TIER_NAMES
+
+    settings = _settings(args)  # a device this machine lacks: one line before any work
+    request = AttackRequest(
+        Path(args.release), Path(args.originals), Path(args.zoo), Path(args.protocol), args.ensemble, Path(args.classes) if args.classes else None,
+        args.public, Path(args.out) if args.out else None, args.batch_size, args.device or "auto", settings.precision, args.threads,
+    )  # fmt: skip
+    card, _ = attack_release(request)
+    evidence = card["evidence"]
+    for tier in evidence["tiers"]:
+        best = tier["best"]
+        print(f"  {tier['knows']}: best unauthorized accuracy {100 * best['estimate']:.1f}% [{100 * best['lo']:.1f}, {100 * best['hi']:.1f}] "
+              f"by {tier['step']} ({tier['model']}), n={evidence['n']}{'; broken' if tier['broken'] else ''}")  # fmt: skip
+    print(f"cheapest known break: {evidence['break']}")
+    if evidence["not_needed"]:
+        print(f"not needed (an attacker who knows less already breaks it): {', '.join(TIER_NAMES[tier] for tier in evidence['not_needed'])}")
+    if evidence["not_run"]:
+        print(f"not run (nothing is known there): {', '.join(TIER_NAMES[tier] for tier in evidence['not_run'])}")
+    print(f"identification: {evidence['identification']}")
+    print(f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, {evidence['protocol']['ensemble']} ensemble)")
     return 0
 
 
@@ -359,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--threads", type=threads_int, help="torch CPU threads")
     encode.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)")
     encode.add_argument("--overwrite", action="store_true", help="replace the release already in OUTPUT (never anything else)")
+    encode.add_argument("--force", action="store_true", help="write a storage format the encoder does not declare it survives (the manifest and card say so)")
     encode.set_defaults(handler=command_encode)
 
     verify = commands.add_parser("verify", help="score zoo models on a released NE folder")
@@ -366,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--zoo", required=True, help="zoo file or suite file with the models")
     verify.add_argument("--models", nargs="+", help="model names (default: every zoo model); the authorized model is always scored")
     verify.add_argument("--originals", help="the input folder given to encode: agreement with each model's predictions on it (this or --labels is needed)")
-    verify.add_argument("--labels", action="store_true", help="labels from class folders (sorted names = class indices)")
+    verify.add_argument("--labels", action="store_true", help="labels from the class folders, named by class name or index (the zoo's classes, or --classes)")
+    verify.add_argument("--classes", metavar="FILE", help="class names for --labels, one per line (line 1 = label 0); default: the zoo dataset's")
     verify.add_argument("--controls", nargs="+", metavar="NAME", help="models shown as controls, never counted as unauthorized (a suite file's controls are)")
     verify.add_argument("--overwrite", action="store_true", help="replace the release's verify.json from an earlier verify")
     verify.add_argument("--batch-size", type=batch_int, default=64)
@@ -374,6 +419,22 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)")
     verify.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default fp32)")
     verify.set_defaults(handler=command_verify)
+
+    attack = commands.add_parser("attack", help="run a protocol's attack tiers on a release folder as stored, and fill its protection card")
+    attack.add_argument("release", help="folder written by `nonxfer-bench encode`")
+    attack.add_argument("--originals", required=True, help="the input folder given to encode, laid out as root/<class>/<image>")
+    attack.add_argument("--zoo", required=True, help="zoo file or suite file with the release's authorized model and the models that attack it")
+    attack.add_argument("--protocol", required=True, help="protocol file, e.g. suites/protocols/ne-v1.yaml")
+    attack.add_argument("--ensemble", choices=("full", "fast"), default="full", help="the protocol's standard ensemble (full) or its quick subset (fast)")
+    attack.add_argument("--classes", metavar="FILE", help="class names of the class folders, one per line (line 1 = label 0); default: the zoo dataset's")
+    attack.add_argument("--public", metavar="YAML", help="clean images informed attackers hold, e.g. '{name: fashion_mnist, params: {split: train}}' "
+                        "(default: the zoo dataset's train split)")  # fmt: skip
+    attack.add_argument("--out", metavar="DIR", help="folder for the run (suite.yaml, runs/, results/); default: RELEASE/attack")
+    attack.add_argument("--batch-size", type=batch_int, default=256)
+    attack.add_argument("--threads", type=threads_int, help="torch CPU threads")
+    attack.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)")
+    attack.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default fp32)")
+    attack.set_defaults(handler=command_attack)
 
     bundle = commands.add_parser("bundle", help="write BUNDLE.json (hashes and provenance) into a suite's results folder")
     bundle.add_argument("suite", help="suite YAML file whose results folder (results/<suite>, written by its run) becomes a bundle")

@@ -36,6 +36,14 @@ DIGITS_ZOO = {
 }
 
 
+def encoders_with_defaults() -> list[str]:
+    """The registered encoders that can be made with their default parameters: every one but those that need files
+    (``stored_release`` reads a release folder; tests/encoders/test_stored_release.py makes one for it)."""
+    from nonxfer_bench.encoders import ENCODERS
+
+    return [name for name in ENCODERS.names() if not any(field.is_required() for field in ENCODERS.get(name).Params.model_fields.values())]
+
+
 def write_yaml(path: Path, data: dict) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

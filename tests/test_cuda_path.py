@@ -61,6 +61,7 @@ from nonxfer_bench.core import device as core_device
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.zoo import ZooModel
 from tests.attacks.test_registry import deterministic_cuda, requires, spec_params  # noqa: F401 - deterministic_cuda: a fixture
+from tests.helpers import encoders_with_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.device("cuda", 0)
@@ -295,7 +296,7 @@ def test_pretend_cuda_fails_where_cuda_fails_and_computes_what_the_cpu_computes(
 # --- what every test here runs: the Fashion-MNIST zoo, digits images at its 28 px ----------------------------------
 
 ATTACK_NAMES = ATTACKS.names()
-ENCODER_NAMES = ENCODERS.names()
+ENCODER_NAMES = encoders_with_defaults()
 CANDIDATES = ["vit_a", "vit_b", "resnet", "convnext"]  # convnext takes 32 px: a candidate surrogate/identify must skip
 STEMS = ["vit_a", "convnext", "resnet", "resnet_deep", "mobilenet"]  # every first-layer geometry of the zoo
 STRENGTHS = (0.5, 1.0)

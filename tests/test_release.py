@@ -10,6 +10,7 @@ from PIL import Image
 
 from nonxfer_bench.cli import main
 from nonxfer_bench.metrics.image_quality import psnr_per_image
+from nonxfer_bench.owner.inputs import CROPPED, RESIZED
 from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.storage.formats import apply_storage, read_image, write_image
 from tests.helpers import digits_suite
@@ -113,6 +114,13 @@ def _image_folder(root):
     return root
 
 
+def _classes(folder):
+    """A class file naming the folders of :func:`_image_folder` (ZOO names no dataset, so no class names)."""
+    path = folder / "classes.txt"
+    path.write_text("n01\nn02\n")
+    return str(path)
+
+
 @pytest.mark.parametrize("fmt", ["png16", "png8"])
 def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     zoo = tmp_path / "zoo.yaml"
@@ -126,7 +134,7 @@ def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     assert "s3cret-key" not in (out / "manifest.json").read_text()
     assert manifest["format"] == fmt and manifest["model"]["name"] == "auth" and len(manifest["key_id"]) == 16
     assert manifest["encoder"]["name"] == "patch" and manifest["encoder"]["strength"] == 30
-    assert manifest["notes"] == {"alpha dropped": 2, "16-bit source": 2}
+    assert manifest["notes"] == {"alpha dropped": 2, "16-bit source": 2, RESIZED: 4, CROPPED: 4}  # 18 px squares; 20 x 24 and 18 x 20 images
     assert sorted(e["source"] for e in manifest["images"]) == sorted(p.relative_to(source).as_posix() for p in source.rglob("*.*"))
     for entry in manifest["images"]:
         image, _ = read_image(out / entry["file"])
@@ -141,7 +149,7 @@ def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     assert not torch.equal(read_image(out / first)[0], read_image(other_key / first)[0])
     capsys.readouterr()
 
-    assert main(["verify", str(out), "--zoo", str(zoo), "--originals", str(source), "--labels"]) == 0
+    assert main(["verify", str(out), "--zoo", str(zoo), "--originals", str(source), "--labels", "--classes", _classes(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "authorized" in printed and "unauthorized" in printed
     report = json.loads((out / "verify.json").read_text())
@@ -178,7 +186,7 @@ def test_verify_without_originals_or_labels_says_what_to_pass(tmp_path, capsys):
 
 def test_verify_never_overwrites_an_earlier_report_without_overwrite(tmp_path, capsys):
     zoo, source, out = _release(tmp_path)
-    assert main(["verify", str(out), "--zoo", str(zoo), "--labels"]) == 0
+    assert main(["verify", str(out), "--zoo", str(zoo), "--labels", "--classes", _classes(tmp_path)]) == 0
     before = (out / "verify.json").read_text()
     capsys.readouterr()
     assert main(["verify", str(out), "--zoo", str(zoo), "--originals", str(source)]) == 2
@@ -191,13 +199,13 @@ def test_verify_never_overwrites_an_earlier_report_without_overwrite(tmp_path, c
 
 def test_verify_labels_controls_as_controls(tmp_path, capsys):
     zoo, _, out = _release(tmp_path)
-    assert main(["verify", str(out), "--zoo", str(zoo), "--labels", "--controls", "other"]) == 0
+    assert main(["verify", str(out), "--zoo", str(zoo), "--labels", "--classes", _classes(tmp_path), "--controls", "other"]) == 0
     rows = {r["model"]: r["role"] for r in json.loads((out / "verify.json").read_text())["models"]}
     assert rows == {"auth": "authorized", "other": "control"}
     assert "control" in capsys.readouterr().out
     # a suite file's controls are controls too
     suite = digits_suite(tmp_path, zoo, authorized=["auth"], controls=["other"])
-    assert main(["verify", str(out), "--zoo", str(suite), "--labels", "--overwrite"]) == 0
+    assert main(["verify", str(out), "--zoo", str(suite), "--labels", "--classes", _classes(tmp_path), "--overwrite"]) == 0
     report = json.loads((out / "verify.json").read_text())
     assert {r["model"]: r["role"] for r in report["models"]} == {"auth": "authorized", "other": "control"}
     assert report["verdict"]["non_transferable"] is None and report["verdict"]["text"].startswith("verdict: none: no unauthorized model")
@@ -218,7 +226,7 @@ def test_verify_refuses_a_zoo_that_does_not_fit_the_release(change, expected, tm
     other = tmp_path / "other-zoo.yaml"
     other.write_text(yaml.safe_dump({"models": [{**m, **change.get(m["name"], {})} for m in ZOO["models"]]}))
     capsys.readouterr()
-    assert main(["verify", str(out), "--zoo", str(other), "--originals", str(source)]) == 2
+    assert main(["verify", str(out), "--zoo", str(other), "--originals", str(source), "--models", "auth", "other"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and str(other) in err
     assert not (out / "verify.json").exists()

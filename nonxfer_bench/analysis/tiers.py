@@ -30,7 +30,8 @@ def _release(group: EncodingGroup) -> Release:
 
 def step_tiers(plan: list[EncodingGroup]) -> dict[AttackStep, int]:
     """Each step's place in :data:`ORDER`: no attack first, then its attack's tier as the instance declares it (a
-    learned inverse's depends on its pairs)."""
+    learned inverse's depends on its pairs). An attack that only measures (``identify``) breaks nothing and asks its
+    question whatever breaks the release: it runs with no attack."""
     tiers: dict[int, int] = {}
     out = {}
     for group in plan:
@@ -38,7 +39,7 @@ def step_tiers(plan: list[EncodingGroup]) -> dict[AttackStep, int]:
             spec = id(step.spec)
             if spec not in tiers:
                 attack = ATTACKS.create(step.spec.name, step.spec.params)
-                tiers[spec] = 0 if attack.baseline else ORDER.index(attack.threat.tier.value)
+                tiers[spec] = 0 if attack.baseline or attack.measures_only else ORDER.index(attack.threat.tier.value)
             out[step] = tiers[spec]
     return out
 

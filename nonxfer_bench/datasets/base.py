@@ -103,6 +103,11 @@ class Dataset(ABC):
     def check(self) -> None:
         """Raise a :class:`UserError` saying what to provide if the data is not there (cheap; before any work)."""
 
+    def class_names(self) -> list[str] | None:
+        """The names of the labels in label order when the dataset fixes them (Fashion-MNIST's ten classes, ImageNet-1k's
+        WordNet IDs), else None: what a data owner's class folders are matched against (``verify --labels``, ``attack``)."""
+        return None
+
     def data_files(self) -> dict[str, Path] | None:
         """The files this dataset reads, each by a name that does not depend on where they lie (a file name, a path
         inside the dataset's folder or package): result bundles record their checksums. None when it does not name them."""

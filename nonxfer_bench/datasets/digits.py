@@ -34,7 +34,10 @@ class Digits(Dataset):
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1234))
         cut = int(0.7 * len(labels))
         index = {"train": order[:cut], "test": order[cut:], "all": order}[self.params.split].sort().values
-        return ImageSet(images[index], labels[index], [str(i) for i in range(10)])
+        return ImageSet(images[index], labels[index], self.class_names())
+
+    def class_names(self) -> list[str]:
+        return [str(i) for i in range(10)]
 
     def data_files(self) -> dict[str, Path]:
         """scikit-learn's copy of the digits (every split and size decodes from it)."""

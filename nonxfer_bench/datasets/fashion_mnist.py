@@ -82,6 +82,9 @@ class FashionMNIST(Dataset):
             "dataset.params.root or FASHION_MNIST_ROOT at the folder, or set dataset.params.download: true when online"
         )
 
+    def class_names(self) -> list[str]:
+        return list(self.CLASSES)
+
     def source(self) -> tuple[str, ...]:
         """The split (Fashion-MNIST's train and test sets are disjoint), wherever its files are: every copy holds the same images."""
         return ("fashion_mnist", self.params.split)

@@ -1,16 +1,22 @@
-"""An image folder in the ImageNet-val class-folder layout: ``root/<class>/<image>``, sorted folder names = labels."""
+"""An image folder in the ImageNet-val class-folder layout: ``root/<class>/<image>``.
+
+Labels are the sorted folder names' indices, or, with ``classes`` (a list of class names, index = label), the index of
+the class each folder names (:func:`class_labels`: the name itself, the name in any case with any run of characters
+other than letters and digits written as one ``-`` (``T-shirt/top`` as ``t-shirt-top``), or the index as a number).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Callable, ClassVar, Literal
+from typing import Annotated, Any, Callable, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.datasets.base import (
     DATASETS,
@@ -39,11 +45,72 @@ class FolderParams(Strict):
         return self
 
 
+ClassName = Annotated[str, Field(min_length=1, max_length=300)]
+MAX_CLASSES = 100_000
+SHOWN_CLASSES = 12  # class names an error line lists
+
+
+class ClassFolderParams(FolderParams):
+    classes: list[ClassName] | None = Field(
+        None, min_length=1, max_length=MAX_CLASSES, description="class names in label order; folders are matched to them by name or index (default: sorted folder names)"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_classes(self) -> "ClassFolderParams":
+        if self.classes is not None:
+            class_table(self.classes)  # ValueError on a name listed twice
+        return self
+
+    @model_serializer(mode="wrap")
+    def _unset_classes_left_out(self, handler: Callable[[Any], dict]) -> dict:
+        """Without ``classes`` the dump is what it was before the key existed: suites keep their cell and cache keys."""
+        data = handler(self)
+        if self.classes is None:
+            data.pop("classes", None)
+        return data
+
+
+def folded(name: str) -> str:
+    """A class or folder name in any case, every run of characters other than letters and digits one ``-``."""
+    return re.sub(r"[^0-9a-z]+", "-", name.casefold()).strip("-")
+
+
+def class_table(classes: list[str]) -> dict[str, int]:
+    """Folder name -> label for ``classes`` (index = label): each exact name, each :func:`folded` name that no two classes
+    share, and each index as a number (a name wins over an index). ValueError on a name listed twice."""
+    exact: dict[str, int] = {}
+    for index, name in enumerate(classes):
+        if name in exact:
+            raise ValueError(f"class {excerpt(name)} is listed twice (labels {exact[name]} and {index})")
+        exact[name] = index
+    spelled: dict[str, list[int]] = {}
+    for index, name in enumerate(classes):
+        spelled.setdefault(folded(name), []).append(index)
+    table = {str(index): index for index in range(len(classes))}
+    table |= {name: indices[0] for name, indices in spelled.items() if len(indices) == 1 and name}
+    return table | exact
+
+
+def class_labels(folders: list[str], classes: list[str], where: str) -> list[int]:
+    """The label of each class folder name, by :func:`class_table`; a folder that names no class is one line naming it
+    and the valid names."""
+    table = class_table(classes)
+    for folder in folders:
+        if folder not in table and folded(folder) not in table:
+            shown = ", ".join(repr(folded(c) if "/" in c else c) for c in classes[:SHOWN_CLASSES])
+            more = f" and {len(classes) - SHOWN_CLASSES:,} more" if len(classes) > SHOWN_CLASSES else ""
+            raise UserError(
+                f"{where}: class folder {excerpt(folder)} names no class; valid: {shown}{more} (any case, '-' for other characters), "
+                f"or the class index 0..{len(classes) - 1}"
+            )
+    return [table[folder] if folder in table else table[folded(folder)] for folder in folders]
+
+
 @DATASETS.register("image_folder")
 class ImageFolder(Dataset):
-    """ImageNet-val layout: ``root/<class>/<image>``; labels are the sorted class-folder indices."""
+    """ImageNet-val layout: ``root/<class>/<image>``; labels are the sorted class-folder indices, or the named ``classes``."""
 
-    Params = FolderParams
+    Params = ClassFolderParams
     layout: ClassVar[str] = "a folder with one sub-folder of images per class"
 
     def root(self) -> Path:
@@ -71,17 +138,23 @@ class ImageFolder(Dataset):
         if not any(p.is_dir() for p in root.iterdir()):
             raise UserError(f"image_folder: {root} has no class sub-folders (expected root/<class>/<image>)")
 
+    def class_names(self) -> list[str] | None:
+        return self.params.classes
+
     def files(self) -> tuple[list[tuple[Path, int]], list[str]]:
         root = self.root()
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        if not classes:
+        folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not folders:
             raise UserError(f"image_folder: {root} has no class sub-folders (expected root/<class>/<image>)")
-        files = [
-            (file, label)
-            for label, name in enumerate(classes)
+        classes = self.params.classes or folders
+        labels = class_labels(folders, classes, f"image_folder {root}") if self.params.classes else list(range(len(folders)))
+        files = sorted(
+            (label, file)
+            for label, name in zip(labels, folders)
             for file in sorted((root / name).iterdir())
             if file.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        )
+        files = [(file, label) for label, file in files]
         if not files:
             raise UserError(f"image_folder: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
         return files, classes

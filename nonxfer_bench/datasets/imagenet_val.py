@@ -128,6 +128,9 @@ class ImageNetVal(ImageFolder):
             return solution_labels(self.params.solution, classes)
         return devkit_labels(self.params.devkit, classes)
 
+    def class_names(self) -> list[str]:
+        return timm_classes()
+
     def source(self) -> tuple[str, ...]:
         """ImageNet-val itself: every copy, wherever its folder, holds the same 50,000 images."""
         return (ILSVRC2012_VAL,)

@@ -102,6 +102,12 @@ class FoolboxImageNet(PackagedImages):
         """Twenty of ImageNet-val's images: they overlap the dataset ``imagenet_val``."""
         return (ILSVRC2012_VAL, "foolbox")
 
+    def class_names(self) -> list[str]:
+        """ImageNet-1k's WordNet IDs in timm's order (the labels in the file names index them)."""
+        from nonxfer_bench.datasets.imagenet_val import timm_classes
+
+        return timm_classes()
+
     def classes(self) -> list[str]:
         from timm.data import ImageNetInfo
 

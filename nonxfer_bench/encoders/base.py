@@ -56,6 +56,9 @@ class Encoder(ABC):
       [0, 1] (still [0, 1] pixel units), kept bit for bit by ``float32`` storage and clipped by image formats.
     - ``version``: part of every cell key; bump it when the output changes (a plugin's cell keys also hash its
       source files: ``nonxfer_bench.execution.plan``).
+    - ``storage_formats``: the storage formats (``nonxfer_bench.storage.formats`` names) its releases survive: stored
+      and read back, the authorized model keeps its predictions (the specification checks each). ``encode`` refuses
+      any other format without ``--force``. The default is ``float32`` alone, which keeps every release bit for bit.
     """
 
     name: ClassVar[str]
@@ -65,6 +68,7 @@ class Encoder(ABC):
     secret: ClassVar[str] = ""
     keyed: ClassVar[bool] = True
     in_unit_range: ClassVar[bool] = False
+    storage_formats: ClassVar[tuple[str, ...]] = ("float32",)
 
     def __init__(self, params: BaseModel) -> None:
         self.params = params

@@ -16,6 +16,7 @@ class CleanEncoder(Encoder):
     secret = "Nothing: the images are released as they are, the control every protection is compared with."
     keyed = False
     in_unit_range = True
+    storage_formats = ("float32", "png16", "png8", "jpeg")
 
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         return Encoding(images=images.clone(), achieved_psnr=torch.full((len(images),), float("inf")))

@@ -178,6 +178,7 @@ class KeyedBlockEncoder(Encoder):
         "deployed transformed with that key and that attackers hold neither the key nor plain/encrypted pairs made under it."
     )
     in_unit_range = True
+    storage_formats = ("float32", "png16", "png8")  # JPEG's blocks mix the shuffled values the key puts back
 
     def key(self, model: ZooModel, shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> BlockKey:
         """The key for C x H x W images made for ``model``: the model's own if it carries one, else the generator's."""

@@ -147,6 +147,7 @@ class OperatorEncoder(Encoder):
         "The authorized model's first layer: the noise lies in the whole layer's least-sensitive image directions; the release "
         "assumes attackers hold neither that layer nor a model whose first layer shares them."
     )
+    storage_formats = ("float32", "png16", "png8")  # clipping costs the authorized model at low PSNR: encode reports what it kept
     version = "2"  # 2: exact small subspaces, draws by projection (1 depended on the thread count)
 
     def __init__(self, params: OperatorParams) -> None:

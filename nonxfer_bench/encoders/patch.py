@@ -41,6 +41,7 @@ class PatchEncoder(Encoder):
         "The authorized model's first layer: the noise lies in its low-sensitivity patch subspace; the release assumes attackers "
         "hold neither that layer nor a model whose first layer shares the subspace."
     )
+    storage_formats = ("float32", "png16", "png8")  # clipping costs the authorized model at low PSNR: encode reports what it kept
     CACHED = 8  # subspaces kept (one per first layer an encoder instance meets: the authorized model, an attacker's stems)
 
     def __init__(self, params: PatchParams) -> None:

@@ -39,7 +39,9 @@ What an encoder promises (each a check below; the declarations are class attribu
   D x k for the first layer's D = C kh kw, the same on every call; on stems whose windows tile the image (the ViT)
   every window of the noise (release - images) lies in its span;
 - ``authorized_view``: a zoo model with the model's input size, on its device, the same for the same seed, finite
-  logits, and ``model`` left as it was.
+  logits, and ``model`` left as it was;
+- ``storage_formats``: stored in each declared format and read back, the release keeps the authorized model's
+  predictions (those on the ``float32`` release) about as well as that storage keeps them for the clean images.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ from nonxfer_bench.core.params import unbounded
 from nonxfer_bench.encoders.base import ENCODERS, IGNORED, STANDARD_PSNR, Encoder, Encoding
 from nonxfer_bench.linalg.subspace import NoiseSubspace
 from nonxfer_bench.metrics.image_quality import psnr_per_image
+from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.schema.suite import ModelSpec
+from nonxfer_bench.storage.formats import apply_storage
 from nonxfer_bench.zoo import ZooModel, build_model, model_structure
 
 Device = torch.device | str
@@ -66,6 +70,9 @@ STRENGTHS = (5.0, 20.0, 40.0)
 TOLERANCE_DB = 0.01  # between a reported and a measured PSNR, and between a standard-PSNR target and the release
 SPAN_TOLERANCE = 1e-4  # the noise's windows outside a declared subspace, relative to their norm
 MAX_REASON = 400  # characters of a check_model refusal
+STORAGE_IMAGES = 64  # smooth images a storage format is checked on
+STORAGE_STRENGTH = 30.0  # the strength they are encoded at
+STORAGE_MARGIN = 0.05  # how much less of the authorized model's predictions a stored release may keep than stored clean images
 
 
 def model_spec(stem: str, channels: int) -> ModelSpec:
@@ -150,6 +157,15 @@ def check_declarations(name: str, params: dict[str, Any] | None = None, device: 
     assert isinstance(cls.strength_unit, str) and cls.strength_unit.strip() and "\n" not in cls.strength_unit, f"{name}: strength_unit {cls.strength_unit!r}"
     assert isinstance(cls.keyed, bool) and isinstance(cls.in_unit_range, bool), f"{name}: keyed and in_unit_range are booleans"
     assert isinstance(cls.version, str) and cls.version, f"{name}: version {cls.version!r} (a string, part of every cell key)"
+    formats = cls.storage_formats
+    assert isinstance(formats, tuple) and formats and all(isinstance(f, str) for f in formats), f"{name}: storage_formats {formats!r} (a tuple of format names)"
+    for fmt in formats:
+        try:
+            canonical = parse_format(fmt).name
+        except ValueError as error:
+            raise AssertionError(f"{name}: storage_formats: {error}") from None
+        assert canonical == fmt, f"{name}: storage_formats names {fmt!r}; write it {canonical!r}"
+    assert len(set(formats)) == len(formats), f"{name}: storage_formats {formats!r} names a format twice"
     ENCODERS.create(name, params)
 
 
@@ -280,6 +296,43 @@ def check_authorized_view(name: str, params: dict[str, Any] | None = None, devic
         assert _same_state(state, model), f"{where}: authorized_view changed the model it was given (return a new one)"
 
 
+def smooth_images(channels: int, device: Device = "cpu") -> torch.Tensor:
+    """:data:`STORAGE_IMAGES` seeded smooth images at :data:`SIZE` (random 5 x 6 images upsampled): content that lossy
+    formats keep about as well as photographs, unlike per-pixel noise."""
+    coarse = torch.rand(STORAGE_IMAGES, channels, 5, 6, generator=torch.Generator().manual_seed(0))
+    return F.interpolate(coarse, size=SIZE, mode="bilinear", align_corners=False).to(device)
+
+
+def _kept(model: ZooModel, before: torch.Tensor, after: torch.Tensor) -> float:
+    """The share of images whose prediction ``after`` storage is the one ``before``. Predictions are the argmax of the
+    logits centered by their mean over ``before``: a random-weight model's plain argmax is nearly one class whatever
+    the image, so agreement on it would say nothing."""
+    with torch.no_grad():
+        logits = _host(model(before))
+        centre = logits.mean(0)
+        return float(((_host(model(after)) - centre).argmax(1) == (logits - centre).argmax(1)).double().mean())
+
+
+def check_storage_formats(name: str, params: dict[str, Any] | None = None, device: Device = "cpu") -> None:
+    """Each declared storage format keeps the authorized model working: on every accepted model, the authorized view's
+    predictions on the release stored in that format and read back agree with those on the ``float32`` release for at
+    least as many of :data:`STORAGE_IMAGES` smooth images, encoded at :data:`STORAGE_STRENGTH`, as the same storage
+    keeps the model's predictions on the clean images, less :data:`STORAGE_MARGIN` (a lossy format changes a random-weight
+    model's predictions even on clean images)."""
+    encoder = ENCODERS.create(name, params)
+    for where, model in accepted(encoder, device):
+        images = smooth_images(model.input_size[0], device)
+        release = encoder.encode(images, model, STORAGE_STRENGTH, key(1)).images
+        view = encoder.authorized_view(model, key(1))
+        for fmt in type(encoder).storage_formats:
+            kept = _kept(view, release, apply_storage(release, fmt).to(device))
+            clean = _kept(model, images, apply_storage(images, fmt).to(device))
+            assert kept >= clean - STORAGE_MARGIN, (
+                f"{where}: declares storage format {fmt}, but stored in it the release keeps the authorized model's predictions on "
+                f"{kept:.0%} of {STORAGE_IMAGES} images (stored clean images keep {clean:.0%}); leave {fmt} out of storage_formats"
+            )
+
+
 CHECKS: dict[str, Callable[..., None]] = {  # each: (name, params=None, device="cpu")
     "declarations": check_declarations,
     "check_model": check_model_hook,
@@ -288,6 +341,7 @@ CHECKS: dict[str, Callable[..., None]] = {  # each: (name, params=None, device="
     "achieved_psnr": check_achieved_psnr,
     "noise_subspace": check_noise_subspace,
     "authorized_view": check_authorized_view,
+    "storage_formats": check_storage_formats,
 }
 
 

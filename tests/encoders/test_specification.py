@@ -14,11 +14,13 @@ from nonxfer_bench.encoders.clean import CleanEncoder
 from nonxfer_bench.encoders.gaussian import GaussianEncoder
 from nonxfer_bench.encoders.keyed_block import KeyedBlockEncoder
 from nonxfer_bench.encoders.patch import PatchEncoder
+from nonxfer_bench.encoders.reference import ReferenceEncoder
 from nonxfer_bench.encoders.testing import CHECKS, check
 from nonxfer_bench.metrics.image_quality import psnr_per_image
+from tests.helpers import encoders_with_defaults
 from tests.test_cuda_path import PretendCuda
 
-NAMES = ENCODERS.names()
+NAMES = encoders_with_defaults()  # stored_release: tests/encoders/test_stored_release.py
 
 
 @pytest.mark.parametrize("check_name", CHECKS)
@@ -156,6 +158,18 @@ class DrawsOnTheCpu(GaussianEncoder):
         return Encoding(images=images + noise, achieved_psnr=psnr_per_image(images, images + noise))
 
 
+class SaysPng8KeepsIt(ReferenceEncoder):
+    """Declares that 8-bit PNGs keep its unclipped release working."""
+
+    storage_formats = ("float32", "png8")
+
+
+class NamesNoFormat(GaussianEncoder):
+    """Declares a storage format that does not exist."""
+
+    storage_formats = ("float32", "png")
+
+
 BROKEN = {
     "lies_about_psnr": (LiesAboutPsnr, "achieved_psnr", "the release's standard PSNR"),
     "draws_globally": (DrawsGlobally, "determinism_under_a_key", "drew from torch's global generator"),
@@ -172,6 +186,8 @@ BROKEN = {
     "transforms_in_place": (TransformsInPlace, "authorized_view", "changed the model it was given"),
     "wrong_shape": (WrongShape, "release_shape_and_range", "(3, 1, 24, 20) torch.float32 for (3, 1, 20, 24)"),
     "no_secret": (NoSecret, "declarations", "declare `secret`"),
+    "says_png8_keeps_it": (SaysPng8KeepsIt, "storage_formats", "declares storage format png8, but stored in it the release keeps"),
+    "names_no_format": (NamesNoFormat, "declarations", "unknown storage format 'png'"),
 }
 
 

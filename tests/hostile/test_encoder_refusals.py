@@ -12,7 +12,7 @@ from nonxfer_bench.encoders import ENCODERS, Encoder
 from nonxfer_bench.encoders.gaussian import GaussianEncoder
 from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.zoo import model_structure
-from tests.helpers import write_yaml
+from tests.helpers import encoders_with_defaults, write_yaml
 from tests.hostile.conftest import refused
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ ZOO = ROOT / "suites/zoo/fashion.yaml"
 
 def refusals() -> list[tuple[str, str, str]]:
     """(encoder, zoo model, reason) for every model of the zoo that a registered encoder (default parameters) refuses."""
-    encoders = [ENCODERS.create(name) for name in ENCODERS.names()]
+    encoders = [ENCODERS.create(name) for name in encoders_with_defaults()]
     specs = load_zoo(ZOO).models
     return [
         (encoder.name, spec.name, reason)

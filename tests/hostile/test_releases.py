@@ -17,10 +17,10 @@ from tests.hostile.conftest import error_line, refused, run_cli, tree_digest
 
 
 def make_images(folder: Path, count: int = 6) -> Path:
-    """``count`` small grayscale PNGs in two class folders."""
+    """``count`` small grayscale PNGs in the class folders ``0`` and ``1``."""
     rng = np.random.default_rng(0)
     for i in range(count):
-        target = folder / f"class{i % 2}" / f"img{i}.png"
+        target = folder / f"{i % 2}" / f"img{i}.png"  # class folders named by the digits zoo's classes
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(target)
     return folder
@@ -65,7 +65,7 @@ def test_encode_never_mixes_input_and_output(tmp_path: Path, cwd: Path, digits_z
     source = make_images(tmp_path / "photos")
     before = tree_digest(source)
     output = {
-        "output inside input": source / "class0" / "release",
+        "output inside input": source / "0" / "release",
         "input inside output": tmp_path,
         "same folder": source,
         "symlink to input": tmp_path / "link",
@@ -94,9 +94,9 @@ def test_killed_first_encode_leaves_no_release(pristine: tuple[Path, Path], tmp_
 
 def test_finished_re_encode_replaces_every_file(pristine: tuple[Path, Path], release: Path, tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     fewer = shutil.copytree(pristine[0], tmp_path / "fewer")
-    (fewer / "class0" / "img0.png").unlink()
+    (fewer / "0" / "img0.png").unlink()
     assert run_cli(*encode_args(fewer, release, digits_zoo, "30", "--overwrite"), cwd=cwd).code == 0
-    assert not (release / "class0" / "img0.png").exists(), "a file of the old release survived the new one"
+    assert not (release / "0" / "img0.png").exists(), "a file of the old release survived the new one"
     assert json.loads((release / "manifest.json").read_text())["encoder"]["strength"] == 30
     assert verify(release, digits_zoo, cwd).code == 0
 
@@ -104,7 +104,7 @@ def test_finished_re_encode_replaces_every_file(pristine: tuple[Path, Path], rel
 MANIFEST_EDITS = {
     "absolute file path": lambda m: {**m, "images": [{**m["images"][0], "file": "/etc/hostname"}, *m["images"][1:]]},
     "parent file path": lambda m: {**m, "images": [{**m["images"][0], "file": "../outside.png"}, *m["images"][1:]]},
-    "inner parent path": lambda m: {**m, "images": [{**m["images"][0], "file": "class0/../../outside.png"}, *m["images"][1:]]},
+    "inner parent path": lambda m: {**m, "images": [{**m["images"][0], "file": "0/../../outside.png"}, *m["images"][1:]]},
     "file not a string": lambda m: {**m, "images": [{**m["images"][0], "file": 7}, *m["images"][1:]]},
     "missing file key": lambda m: {**m, "images": [{"source": "x.png"}, *m["images"][1:]]},
     "duplicate entry": lambda m: {**m, "images": [m["images"][0], *m["images"]]},
@@ -114,14 +114,14 @@ MANIFEST_EDITS = {
     "missing decode": lambda m: {k: v for k, v in m.items() if k != "decode"},
     "missing model": lambda m: {k: v for k, v in m.items() if k != "model"},
     "not a mapping": lambda m: [m],
-    "missing listed file": lambda m: {**m, "images": [*m["images"], {**m["images"][0], "file": "class0/ghost.png"}]},
+    "missing listed file": lambda m: {**m, "images": [*m["images"], {**m["images"][0], "file": "0/ghost.png"}]},
     "huge number": lambda m: {**m, "release_size": [10**30, 10**30, 10**30]},
 }
 
 
 @pytest.mark.parametrize("edit", list(MANIFEST_EDITS))
 def test_verify_refuses_a_manifest_it_cannot_trust(release: Path, tmp_path: Path, cwd: Path, digits_zoo: Path, edit: str) -> None:
-    (tmp_path / "outside.png").write_bytes((release / "class0" / "img0.png").read_bytes())
+    (tmp_path / "outside.png").write_bytes((release / "0" / "img0.png").read_bytes())
     edit_manifest(release, MANIFEST_EDITS[edit])
     error_line(verify(release, digits_zoo, cwd, isolate=edit == "huge number"), "manifest.json")
 
@@ -134,15 +134,15 @@ def test_verify_refuses_a_source_outside_the_originals(pristine: tuple[Path, Pat
 @pytest.mark.parametrize("intruder", ["extra image", "symlinked image", "extra folder"])
 def test_verify_refuses_files_the_manifest_does_not_vouch_for(release: Path, tmp_path: Path, cwd: Path, digits_zoo: Path, intruder: str) -> None:
     if intruder == "extra image":
-        shutil.copy(release / "class0" / "img0.png", release / "class0" / "planted.png")
+        shutil.copy(release / "0" / "img0.png", release / "0" / "planted.png")
     elif intruder == "symlinked image":
         outside = tmp_path / "outside.png"
-        shutil.copy(release / "class0" / "img0.png", outside)
-        (release / "class0" / "img0.png").unlink()
-        os.symlink(outside, release / "class0" / "img0.png")
+        shutil.copy(release / "0" / "img0.png", outside)
+        (release / "0" / "img0.png").unlink()
+        os.symlink(outside, release / "0" / "img0.png")
     else:
-        (release / "class9").mkdir()
-        shutil.copy(release / "class0" / "img0.png", release / "class9" / "x.png")
+        (release / "9").mkdir()
+        shutil.copy(release / "0" / "img0.png", release / "9" / "x.png")
     error_line(verify(release, digits_zoo, cwd), str(release))
 
 
@@ -160,7 +160,7 @@ def test_verify_refuses_a_damaged_manifest(release: Path, cwd: Path, digits_zoo:
 def test_verify_refuses_a_hostile_released_image(release: Path, cwd: Path, digits_zoo: Path, damage: str) -> None:
     from tests.hostile.test_hostile_files import bomb_png
 
-    target = release / "class0" / "img0.png"
+    target = release / "0" / "img0.png"
     data = target.read_bytes()
     target.write_bytes({"truncated": data[: len(data) // 2], "random bytes": os.urandom(2048),
                         "decompression bomb": bomb_png(60000), "zero bytes": b""}[damage])

@@ -1,0 +1,160 @@
+"""``verify``: read a release back as it lies on disk and score the zoo's models on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nonxfer_bench.core.atomic import atomic_write
+from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.metrics.statistics import wilson
+from nonxfer_bench.owner.inputs import authorized_model, decode_source, known_classes, load_models, pick, source_labels
+from nonxfer_bench.schema.settings import RunSettings
+from nonxfer_bench.storage.release import MANIFEST, VERIFY, inside, read_manifest, read_released, vouched_files
+
+
+def verify_release(
+    release: Path,
+    zoo: Path,
+    model_names: list[str] | None = None,
+    originals: Path | None = None,
+    labels: bool = False,
+    class_file: Path | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    controls: list[str] | None = None,
+    overwrite: bool = False,
+    settings: RunSettings = RunSettings(device="cpu"),
+) -> dict:
+    """Read a release back and score each model on it (on ``settings.device``, in ``settings.precision``): agreement
+    with the model's prediction on the originals (when given) and, with ``labels``, accuracy against the class folder
+    each source image lies in, named by a class of ``class_file`` or else of the zoo's dataset
+    (:func:`~nonxfer_bench.owner.inputs.known_classes`, :func:`~nonxfer_bench.owner.inputs.source_labels`); then the verdict (:mod:`nonxfer_bench.owner.verdict`). Writes
+    ``verify.json``; its ``stored_agreement`` is the authorized model's agreement on the stored release.
+
+    Without ``model_names`` every zoo model of the release's input size is scored and the others are listed in
+    ``skipped``; named models of another input size are refused. Refused before any model runs: neither originals nor
+    labels (nothing to score against), an existing ``verify.json`` without ``overwrite``, a zoo without the release's
+    authorized model (by identity hash), a class folder that names no class. The authorized model is always scored;
+    the suite file's ``controls`` and ``controls`` are labelled controls and never count as unauthorized."""
+    from tqdm import tqdm
+
+    from nonxfer_bench.owner.verdict import verdict
+    from nonxfer_bench.zoo import build_model
+
+    release = Path(release)
+    if originals is None and not labels:
+        raise UserError(f"verify {release}: nothing to score against; pass --originals FOLDER (the input folder given to encode) and/or --labels (classes from its folders)")
+    target = release / VERIFY
+    if target.exists() and not overwrite:
+        raise UserError(f"{target.absolute()}: exists (written by an earlier verify); pass --overwrite to replace it, or move it away first")
+    manifest = read_manifest(release)
+    models, suite_controls = load_models(zoo)
+    authorized = authorized_model(models, manifest["model"], Path(zoo))
+    control_names = set(suite_controls) | set(controls or [])
+    for name in sorted(control_names):
+        if name == authorized.name or name not in {m.name for m in models}:
+            raise UserError(f"{zoo}: control {name!r} is not an unauthorized zoo model; valid: {', '.join(m.name for m in models if m is not authorized)}")
+    decode = manifest["decode"]
+    size = tuple(manifest["release_size"] or (decode["channels"], decode["size"], decode["size"]))
+    names = [authorized.name] + [name for name in (model_names or [m.name for m in models]) if name != authorized.name]
+    specs = [pick(models, name, Path(zoo)) for name in names]
+    wrong = _other_sizes(specs, size)
+    if model_names and wrong:
+        listed = ", ".join(f"{name!r} takes {'x'.join(map(str, shape))}" for name, shape in wrong.items())
+        raise UserError(f"{Path(zoo).absolute()}: {listed}, but the release's images are {'x'.join(map(str, size))}; choose models of that input size with --models")
+    specs = [spec for spec in specs if spec.name not in wrong]  # the authorized model is always the release's size
+    entries = manifest["images"]
+    classes = known_classes(Path(zoo), class_file) if labels else None
+    truth = source_labels([e["source"] for e in entries], classes, f"{release / MANIFEST} (sources' class folders)") if classes else None
+    where = str(release / MANIFEST)
+    files = vouched_files(release, manifest)
+    images = [read_released(path, e, where) for path, e in tqdm(list(zip(files, entries)), desc="read release", unit="img", disable=not progress)]
+    shapes = {tuple(i.shape) for i in images}
+    if shapes != {size}:
+        raise UserError(f"{release}: released images are {', '.join('x'.join(map(str, s)) for s in sorted(shapes))}; the manifest says {'x'.join(map(str, size))}")
+    released = torch.stack(images)
+    clean = None
+    if originals is not None:
+        clean = torch.stack(
+            [
+                decode_source(inside(Path(originals), e["source"], f"images[{i}].source", where),
+                              decode["size"], decode["crop_pct"], decode["channels"], decode["interpolation"])[0]
+                for i, e in enumerate(tqdm(entries, desc="read originals", unit="img", disable=not progress))
+            ]
+        )  # fmt: skip
+    rows = []
+    for spec in tqdm(specs, desc="verify models", unit="model", disable=not progress):
+        model = build_model(spec).to_device(torch.device(settings.device), settings.precision)
+        predictions = model.predict(released, batch_size)
+        role = "authorized" if spec is authorized else "control" if spec.name in control_names else "unauthorized"
+        row: dict[str, Any] = {"model": spec.name, "role": role, "n": len(predictions)}
+        clean_predictions = model.predict(clean, batch_size) if clean is not None else None
+        if clean_predictions is not None:
+            row["agreement"] = float((predictions == clean_predictions).double().mean())
+        if truth is not None:
+            row["accuracy"] = float((predictions == truth).double().mean())
+            if clean_predictions is not None:
+                row["clean_accuracy"] = float((clean_predictions == truth).double().mean())
+        rows.append(row)
+    result = {
+        "release": str(release),
+        "format": manifest["format"],
+        "encoder": manifest["encoder"],
+        "authorized": manifest["model"],
+        "key_id": manifest["key_id"],
+        "psnr_mean": manifest.get("psnr_mean"),
+        "classes": classes or [],
+        "models": rows,
+        "skipped": {name: list(shape) for name, shape in wrong.items()},
+        "stored_agreement": _stored_agreement(rows[0]),
+        "verdict": verdict(rows, "accuracy" if truth is not None else "agreement"),
+    }
+    atomic_write(target, json.dumps(result, indent=1))
+    return result
+
+
+def _other_sizes(specs: list, released: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """The models among ``specs`` whose input size (channels x height x width) is not the released images'."""
+    from nonxfer_bench.zoo import resolve_preprocessing
+
+    sizes = {spec.name: tuple(resolve_preprocessing(spec)["input_size"]) for spec in specs}
+    return {name: size for name, size in sizes.items() if size != tuple(released)}
+
+
+def _stored_agreement(authorized: dict) -> dict | None:
+    """The authorized model's agreement with its own predictions on the originals, on the release as stored, with
+    Wilson's 95% interval; None without originals."""
+    if "agreement" not in authorized:
+        return None
+    interval = wilson(round(authorized["agreement"] * authorized["n"]), authorized["n"])
+    return {"model": authorized["model"], "agreement": interval.estimate, "lo": interval.lo, "hi": interval.hi, "n": authorized["n"]}
+
+
+def stored_agreement_line(result: dict) -> str:
+    """What storage did to the authorized model, as ``verify`` prints it."""
+    found = result["stored_agreement"]
+    if found is None:
+        return f"agreement after {result['format']} storage: not measured (pass --originals, the input folder given to encode)"
+    return (
+        f"after {result['format']} storage the authorized model {found['model']} keeps its prediction on the originals for "
+        f"{100 * found['agreement']:.1f}% [{100 * found['lo']:.1f}, {100 * found['hi']:.1f}] of the images (n={found['n']}, 95% Wilson interval)"
+    )
+
+
+def format_table(rows: list[dict]) -> str:
+    columns = ["model", "role", "n", "agreement", "accuracy", "clean_accuracy"]
+    columns = [c for c in columns if any(c in r for r in rows)]
+
+    def cell(row: dict, column: str) -> str:
+        value = row.get(column)
+        if value is None:
+            return ""
+        return f"{100 * value:.1f}" if column in ("agreement", "accuracy", "clean_accuracy") else str(value)
+
+    table = [columns] + [[cell(r, c) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in table)

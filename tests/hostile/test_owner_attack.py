@@ -1,0 +1,79 @@
+"""The data owner's commands on hostile input (issue 27): a class folder the zoo does not know, and ``attack`` on a
+release whose folder, originals or run folder do not match. Each is one line, before any work, and changes nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nonxfer_bench.cli import main
+from tests.hostile.conftest import refused, tree_digest
+from tests.hostile.test_releases import encode_args, make_images
+
+NE_V1 = Path(__file__).resolve().parents[2] / "suites" / "protocols" / "ne-v1.yaml"
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory, digits_zoo: Path) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("owner")
+    source = make_images(root / "photos")
+    assert main(encode_args(source, root / "release", digits_zoo)) == 0
+    return source, root / "release"
+
+
+@pytest.fixture
+def copies(pristine: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    return shutil.copytree(pristine[0], tmp_path / "photos"), shutil.copytree(pristine[1], tmp_path / "release")
+
+
+def attack(release: Path, originals: Path, zoo: Path, cwd: Path, *extra: object, expected: tuple[str, ...] = ()) -> str:
+    return refused("attack", release, "--originals", originals, "--zoo", zoo, "--protocol", NE_V1, "--ensemble", "fast", *extra, cwd=cwd, expected=expected)
+
+
+def test_verify_labels_refuses_a_class_folder_the_zoo_does_not_know(copies, tmp_path: Path, digits_zoo: Path) -> None:
+    source, _ = copies
+    (source / "0").rename(source / "cat")
+    assert main(encode_args(source, tmp_path / "cats", digits_zoo)) == 0
+    before = tree_digest(tmp_path / "cats")
+    refused("verify", tmp_path / "cats", "--zoo", digits_zoo, "--labels", cwd=tmp_path, expected=("class folder 'cat' names no class", "'0', '1'"))
+    assert tree_digest(tmp_path / "cats") == before
+
+
+@pytest.mark.parametrize("text", ["zero\none\nzero\n", "zero\n\none\n", "\xff\xfe"])
+def test_verify_labels_refuses_a_class_file_it_cannot_read(copies, tmp_path: Path, digits_zoo: Path, text: str) -> None:
+    _, release = copies
+    (tmp_path / "classes.txt").write_bytes(text.encode("latin-1"))
+    before = tree_digest(release)
+    refused("verify", release, "--zoo", digits_zoo, "--labels", "--classes", tmp_path / "classes.txt", cwd=tmp_path, expected=("--classes", "classes.txt"))
+    assert tree_digest(release) == before
+
+
+BROKEN = {
+    "an original missing": (lambda source, release: (source / "0" / "img0.png").unlink(), ("0/img0.png", "is not an image in a class folder")),
+    "an original too many": (lambda source, release: shutil.copy(source / "0" / "img0.png", source / "1" / "new.png"), ("1/new.png", "is not in the release")),
+    "a released file edited": (lambda source, release: (release / "0" / "img0.png").write_bytes(b"x"), ("0/img0.png",)),
+    "no manifest": (lambda source, release: (release / "manifest.json").unlink(), ("manifest.json",)),
+    "a foreign run folder": (lambda source, release: (release / "attack").mkdir() or (release / "attack" / "notes.txt").write_text("mine"), ("no earlier",)),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_attack_refuses_a_release_it_cannot_vouch_for(copies, tmp_path: Path, digits_zoo: Path, case: str) -> None:
+    source, release = copies
+    damage, expected = BROKEN[case]
+    damage(source, release)
+    before = tree_digest(source, release)
+    attack(release, source, digits_zoo, tmp_path, expected=expected)
+    assert tree_digest(source, release) == before
+
+
+def test_attack_refuses_a_zoo_without_the_releases_model(copies, tmp_path: Path, digits_zoo: Path) -> None:
+    source, release = copies
+    zoo = tmp_path / "zoo.yaml"
+    text = digits_zoo.read_text().replace("name: vit_a", "name: vit_x")
+    zoo.write_text(text.replace("path: ", f"path: {digits_zoo.parent}/"))
+    before = tree_digest(source, release)
+    attack(release, source, zoo, tmp_path, expected=("vit_a",))
+    assert tree_digest(source, release) == before
