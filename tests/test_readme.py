@@ -52,12 +52,15 @@ def test_the_glossary_explains_every_column_the_leaderboard_and_cells_csv_have()
     assert columns - _explained() == set()
 
 
-def test_the_psnr_conversion_examples_are_the_committed_quickstart_numbers():
-    with open(QUICKSTART / "cells.csv") as handle:
-        psnr = {(row["authorized"], float(row["strength"])): float(row["encoded_psnr"]) for row in csv.DictReader(handle)
-                if row["encoder"] == "reference" and row["attack"] == "identity"}  # fmt: skip
+def test_the_psnr_conversion_examples_are_the_committed_fashion_full_numbers():
+    psnr: dict[tuple[str, float], list[float]] = {}
+    with open(ROOT / "results" / "fashion-full" / "cells.csv") as handle:
+        for row in csv.DictReader(handle):
+            if row["encoder"] == "reference" and row["attack"] == "identity":
+                psnr.setdefault((row["authorized"], float(row["strength"])), []).append(float(row["encoded_psnr"]))
+    psnr = {key: sum(values) / len(values) for key, values in psnr.items()}  # the mean over NE keys (seeds) and models
     text = " ".join(PSNR_PAGE.split())
-    assert f"{psnr[('resnet', 0.0)]:.1f} dB for the quickstart `resnet`, {psnr[('vit_a', 0.0)]:.1f} dB for `vit_a`" in text
+    assert f"{psnr[('resnet', 0.0)]:.1f} dB for the Fashion zoo's `resnet`, {psnr[('vit_a', 0.0)]:.1f} dB for `vit_a`" in text
     assert f"at nominal 30: {psnr[('resnet', 30.0)]:.1f} and {psnr[('vit_a', 30.0)]:.1f} dB" in text
 
 
