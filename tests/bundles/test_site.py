@@ -13,10 +13,12 @@ from tests.test_dashboards import browser  # noqa: F401 - the headless Chromium 
 
 
 def ranking(board: str) -> dict[str, str]:
-    """encoding -> protection gap, from a leaderboard.md's ranking table."""
-    table = board.split("## Protection ranking", 1)[1].split("\n\n")[2]
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
-    return {row[2]: row[3] for row in rows}
+    """encoding -> the gap with no knowledge (the tiny suites' attacks are all of tier none), from a leaderboard.md's
+    protocol verdict."""
+    section = board.split("## Protocol verdict", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+    return {row[header.index("encoding")]: row[header.index("gap: none")] for row in rows[1:]}
 
 
 def test_the_site_of_every_bundle_renders_in_chromium_with_rows_linked_to_their_bundles(digits_zoo, browser, tmp_path):  # noqa: F811
@@ -38,7 +40,7 @@ def test_the_site_of_every_bundle_renders_in_chromium_with_rows_linked_to_their_
     assert page.inner_text("h1") == "Leaderboard of bundles"
     releases = page.locator("table").first
     header = [text.strip() for text in releases.locator("th").all_inner_texts()]
-    assert header[:5] == ["suite", "dataset", "rank", "authorized", "encoding"] and "protection gap" in header
+    assert header[:6] == ["suite", "dataset", "protocol", "rank", "authorized", "encoding"] and "gap: none" in header
     rows = releases.locator("tbody tr")
     assert rows.count() == 3  # patch 10 and reference 20 of tiny, gaussian 20 of tiny-gauss
     shown = {}
@@ -48,16 +50,17 @@ def test_the_site_of_every_bundle_renders_in_chromium_with_rows_linked_to_their_
         bundle = {"tiny": first, "tiny-gauss": second}[link.inner_text()]
         assert link.evaluate("a => a.href") == bundle.as_uri() + "/"
         assert cells[1] == "digits test (60 images)"
-        shown[(link.inner_text(), cells[4])] = cells[header.index("protection gap")]
+        assert cells[2] == "not a protocol verdict"  # the tiny suites run their own attacks only
+        shown[(link.inner_text(), cells[header.index("encoding")])] = cells[header.index("gap: none")]
     expected = {(bundle.name, encoding): gap for bundle in (first, second) for encoding, gap in ranking((bundle / "leaderboard.md").read_text()).items()}
     assert shown == expected
-    assert all(re.fullmatch(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]", gap) for gap in shown.values())
+    assert all(re.fullmatch(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]( broken)?", gap) for gap in shown.values())
     bundles = page.locator("xpath=//h2[.='Bundles']/following-sibling::table[1]")
     assert bundles.locator("tbody tr td:first-child").all_inner_texts() == ["tiny", "tiny-gauss"]
     left_out = page.locator("xpath=//h2[.='Left out']/following-sibling::ul[1]").inner_text()
     assert "tiny-edited: its files do not match BUNDLE.json: leaderboard.md: its sha256 is not the one BUNDLE.json records" in left_out
     assert "tiny-unbundled: no BUNDLE.json" in left_out and "notes" not in left_out
-    column = header.index("protection gap")
+    column = header.index("gap: none")
     releases.locator("th").nth(column).click()
     values = [float(text.split(" ")[0]) for text in releases.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()]
     assert values == sorted(values)
