@@ -126,6 +126,6 @@ def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_result
     assert main(["leaderboard", str(suite)]) == 0
     assert f"cells from {results / 'cells.jsonl'}" in capsys.readouterr().out
     assert "cells committed 2026-03-04 (UTC)" in (results / "leaderboard.md").read_text()  # the commit's date, in UTC
-    assert "[" in rebuilt.split("## Protection ranking")[1]  # intervals from the per-image outcomes the results keep
+    assert "[" in rebuilt.split("## Protocol verdict")[1]  # intervals from the per-image outcomes the results keep
     assert main(["report", str(suite)]) == 0
     assert (project / "runs" / "digits" / "report" / "index.html").is_file()

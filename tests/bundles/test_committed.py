@@ -67,7 +67,6 @@ def test_a_group_of_the_identification_replays_bit_for_bit():
     assert group.cells == 24 and group.problems == []
 
 
-@pytest.mark.slow  # its autoencoder attack trains once in the replay's private cache: 1 to 3 minutes on 2 cores
 def test_a_group_of_the_quickstart_replays_bit_for_bit():
-    group = replayed("quickstart", "resnet/patch@10/seed0")
-    assert group.cells == 78 and group.problems == []
+    group = replayed("quickstart", "resnet/patch@10/seed0")  # broken at tier none: its 4 no-knowledge steps x 6 models
+    assert group.cells == 24 and group.problems == []
