@@ -48,5 +48,7 @@ lint: setup
 	  && cp pyproject.toml "$$layout/" && cd "$$layout" && PYTHONPATH="$$layout" $(CURDIR)/$(BIN)/lint-imports --no-cache; \
 	  status=$$?; rm -rf "$$layout"; exit $$status
 
+# Two pytest-xdist workers: most tests run one torch thread, so a second worker uses the second core (the digits zoo
+# is trained once and shared under a file lock, tests/conftest.py).
 test: setup data browser docs lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
