@@ -58,6 +58,7 @@ def run_forked(suite: Path, fault: str | None, cache: Path) -> int:
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal: pytest-xdist's workers ignore SIGINT
             os.environ.pop("MLFLOW_TRACKING_URI", None)
             os.environ["NXB_CACHE"] = str(cache)
             if fault:

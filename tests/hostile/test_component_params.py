@@ -65,6 +65,7 @@ NEEDED = {
     ("attacks", "img2img"): {"source": "sd-folder"},
     ("attacks", "learned_inverse"): {"pairs": "leaked"},
     ("dataset", "imagenet_val"): {"solution": "LOC_val_solution.csv"},
+    ("encoders", "stored_release"): {"release": "release", "originals": "photos", "manifest_sha256": "0" * 64},
 }
 
 

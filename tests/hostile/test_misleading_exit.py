@@ -104,6 +104,7 @@ def device_commands(folder: Path) -> dict[str, list[object]]:
         "run": [tiny_suite(folder), "--no-tracking"], "train diffusion": [ddpm_config(folder)],
         "encode": [folder / "photos", folder / "release", *release, "--encoder", "patch", "--strength", "10"],
         "verify": [folder / "release", *release[:2], "--labels"],
+        "attack": [folder / "release", "--originals", folder / "photos", *release[:2], "--protocol", folder / "protocol.yaml"],
     }  # fmt: skip
     assert commands_with("--device") == set(arguments), "a command takes --device: give it its arguments here"
     return {command: [*command.split(), *rest] for command, rest in arguments.items()}
