@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from nonxfer_bench.app.run import RunOptions, run_suite
 from nonxfer_bench.app.sources import find_cells
-from nonxfer_bench.core.atomic import atomic_write
+from nonxfer_bench.core.atomic import atomic_write, write_marker
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.loading import absolute, encoder_refusal, load_protocol, load_suite
@@ -30,10 +30,17 @@ from nonxfer_bench.owner.card import KNOWS, NOT_MEASURED, interval, write_card
 from nonxfer_bench.owner.inputs import authorized_model, known_classes, read_zoo
 from nonxfer_bench.schema.files import parse_yaml
 from nonxfer_bench.schema.suite import DatasetSpec
-from nonxfer_bench.storage.release import ATTACK, MANIFEST, check_unchanged, manifest_sha256, read_manifest, vouched_files
-
-SUITE_FILE = "suite.yaml"
-HEADER = "# Written by `nonxfer-bench attack`"  # the first line of a suite file this command wrote: its folder is its own
+from nonxfer_bench.storage.release import (
+    ATTACK,
+    ATTACK_COMMAND,
+    HEADER,
+    MANIFEST,
+    SUITE_FILE,
+    check_unchanged,
+    manifest_sha256,
+    read_manifest,
+    vouched_files,
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,7 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
         raise UserError(f"{suite_file}: the attack run did not finish (exit code {code}); run `nonxfer-bench attack` again to resume it")
     found = find_cells("attack", suite_file)
     evidence = attack_evidence(found.cells, protocol, request.ensemble, found.suite.results_dir() / "leaderboard.md", release)
+    write_marker(out, ATTACK_COMMAND)  # the finished run, file by file: what proves the folder is this command's
     return write_card(release, manifest, evidence), suite_file
 
 
