@@ -67,6 +67,11 @@ def drop_key(release: Path, key: str) -> None:
     path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != key}))
 
 
+def paths(*roots: Path) -> list[str]:
+    """Every file and folder under ``roots``: a refusal may leave no empty folder behind either."""
+    return sorted(str(path) for root in roots for path in root.rglob("*"))
+
+
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_attack_refuses_a_release_it_cannot_vouch_for(copies, tmp_path: Path, digits_zoo: Path, case: str) -> None:
     source, release = copies
@@ -85,6 +90,37 @@ def test_attack_refuses_a_zoo_without_the_releases_model(copies, tmp_path: Path,
     before = tree_digest(source, release)
     attack(release, source, zoo, tmp_path, expected=("vit_a",))
     assert tree_digest(source, release) == before
+
+
+OUTS = {
+    "an empty folder in the release": (lambda source, release: (release / "empty").mkdir() or release / "empty", ("inside the release",)),
+    "a new folder deep in the release": (lambda source, release: release / "a" / "b" / "c", ("inside the release",)),
+    "the release itself": (lambda source, release: release, ("inside the release",)),
+    "a new folder in the originals": (lambda source, release: source / "newdir", ("originals",)),
+    "a folder of the originals": (lambda source, release: source / "0", ("originals",)),
+    "a folder holding the originals": (lambda source, release: source.parent, ("originals",)),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTS))
+def test_attack_refuses_a_run_folder_inside_the_release_or_the_originals(copies, tmp_path: Path, digits_zoo: Path, case: str) -> None:
+    source, release = copies
+    where, expected = OUTS[case]
+    out = where(source, release)
+    before, listed = tree_digest(source, release), paths(source, release)
+    attack(release, source, digits_zoo, tmp_path / "cwd", "--out", out, expected=("--out", *expected))
+    assert tree_digest(source, release) == before and paths(source, release) == listed
+
+
+def test_a_refused_attack_leaves_no_folder_it_created(copies, tmp_path: Path, digits_zoo: Path) -> None:
+    """The suite file is written, then loaded as ``run`` loads it: a refusal there removed only the innermost new folder."""
+    source, release = copies
+    out = tmp_path / "runs" / "a" / "b"
+    attack(release, source, digits_zoo, tmp_path / "cwd", "--out", out, "--public", "{name: digits, params: {split: nope}}", expected=("split",))
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "empty").mkdir()
+    attack(release, source, digits_zoo, tmp_path / "cwd", "--out", tmp_path / "empty", "--public", "{name: digits, params: {split: nope}}", expected=("split",))
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 def test_a_finished_attack_run_is_one_encode_overwrite_may_replace(copies, tmp_path: Path, digits_zoo: Path) -> None:
