@@ -240,3 +240,16 @@ def test_encode_overwrite_replaces_only_a_release_its_manifest_proves(pristine, 
     refused(*encode_args(pristine[0], release, digits_zoo, "30", "--overwrite"), cwd=cwd, expected=("not a release that encode may replace", named))
     assert tree_digest(release) == before
 
+
+def test_a_release_has_the_modes_the_umask_gives(pristine, tmp_path: Path, digits_zoo: Path) -> None:
+    """Staging through mkdtemp and mkstemp left the release folder 0700 and its manifest and card 0600 (its images 0644)."""
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        assert main(encode_args(pristine[0], tmp_path / "release", digits_zoo)) == 0
+    finally:
+        os.umask(mask)
+    release = tmp_path / "release"
+    modes = {path.relative_to(release).as_posix(): stat.S_IMODE(path.stat().st_mode) for path in [release, *release.rglob("*")]}
+    assert modes == {name: 0o755 if (release / name).is_dir() else 0o644 for name in modes}
