@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from nonxfer_bench.app.run import RunOptions, run_suite
 from nonxfer_bench.app.sources import find_cells
-from nonxfer_bench.core.atomic import atomic_write
+from nonxfer_bench.core.atomic import atomic_write, write_marker
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.loading import absolute, encoder_refusal, load_protocol, load_suite
@@ -30,10 +30,17 @@ from nonxfer_bench.owner.card import KNOWS, NOT_MEASURED, interval, write_card
 from nonxfer_bench.owner.inputs import authorized_model, known_classes, read_zoo
 from nonxfer_bench.schema.files import parse_yaml
 from nonxfer_bench.schema.suite import DatasetSpec
-from nonxfer_bench.storage.release import ATTACK, MANIFEST, check_unchanged, manifest_sha256, read_manifest, vouched_files
-
-SUITE_FILE = "suite.yaml"
-HEADER = "# Written by `nonxfer-bench attack`"  # the first line of a suite file this command wrote: its folder is its own
+from nonxfer_bench.storage.release import (
+    ATTACK,
+    ATTACK_COMMAND,
+    HEADER,
+    MANIFEST,
+    SUITE_FILE,
+    check_unchanged,
+    manifest_sha256,
+    read_manifest,
+    vouched_files,
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
     manifest = read_manifest(release)
     check_unchanged(vouched_files(release, manifest), manifest, str(release / MANIFEST))
     out = absolute(request.out) if request.out else release / ATTACK
-    _check_out(out)
+    _check_out(out, release, absolute(request.originals))
     suite, protocol = attack_suite(request, manifest)
     suite_file = out / SUITE_FILE
     comment = f"{HEADER}: protocol {protocol.name} ({request.ensemble}) on the release {release} as it lies on disk.\n# Rerun: `nonxfer-bench run {suite_file}`.\n"
@@ -71,6 +78,7 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
         raise UserError(f"{suite_file}: the attack run did not finish (exit code {code}); run `nonxfer-bench attack` again to resume it")
     found = find_cells("attack", suite_file)
     evidence = attack_evidence(found.cells, protocol, request.ensemble, found.suite.results_dir() / "leaderboard.md", release)
+    write_marker(out, ATTACK_COMMAND)  # the finished run, file by file: what proves the folder is this command's
     return write_card(release, manifest, evidence), suite_file
 
 
@@ -171,23 +179,31 @@ def _check_sources(images, originals: Path, manifest: dict) -> None:
 
 def _write_checked(suite_file: Path, text: str) -> None:
     """Write the run's suite file and load it as ``run`` will (every check before any work); on a refusal put back what
-    was there: no folder this call created, the earlier run's suite file."""
-    created = not suite_file.parent.exists()
+    was there: no folder this call created, the earlier run's suite file, no suite file where there was none."""
+    created = next((folder for folder in reversed(suite_file.parents) if not folder.exists()), None)  # the outermost folder it makes
     earlier = suite_file.read_bytes() if suite_file.is_file() else None
     suite_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(suite_file, text)
     try:
         load_suite(suite_file)
     except UserError:
-        if created:
-            shutil.rmtree(suite_file.parent)
+        if created is not None:
+            shutil.rmtree(created)
         elif earlier is not None:
             atomic_write(suite_file, earlier)
+        else:
+            suite_file.unlink()
         raise
 
 
-def _check_out(out: Path) -> None:
-    """The run's folder is new, empty, or one an earlier ``attack`` wrote (its suite file starts with :data:`HEADER`)."""
+def _check_out(out: Path, release: Path, originals: Path) -> None:
+    """The run's folder is the release's own :data:`ATTACK` folder or lies outside the release, neither contains nor lies
+    inside the originals, and is new, empty, or one an earlier ``attack`` wrote (its suite file starts with :data:`HEADER`)."""
+    out_real, release_real, originals_real = out.resolve(), release.resolve(), originals.resolve()
+    if out_real.is_relative_to(release_real) and out_real != release_real / ATTACK:
+        raise UserError(f"--out {out}: inside the release {release}, where only its own {ATTACK}/ folder may hold a run; leave --out out or give a folder outside the release")
+    if out_real.is_relative_to(originals_real) or originals_real.is_relative_to(out_real):
+        raise UserError(f"--out {out}: the run's folder and the originals {originals} must not contain each other; give a folder outside the originals")
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"{out}: exists and is not a folder; give a new or empty folder with --out")
     if not out.is_dir() or not any(out.iterdir()):

@@ -35,6 +35,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".partial{path.suffix}")
     os.close(handle)
     temporary = Path(name)
+    temporary.chmod(0o666 & ~_umask())  # mkstemp's 0600 would make the file unreadable to others where open() would not
     try:
         yield temporary
         os.replace(temporary, path)
@@ -57,6 +58,13 @@ def save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
     with atomic_path(path) as temporary:
         save_file({k: v.detach().contiguous() for k, v in state.items()}, str(temporary))
         faults.point("cache_write")
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: the only way the OS offers)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _alive(pid: int) -> bool:
@@ -158,6 +166,7 @@ def staged_folder(target: Path, replaceable: Callable[[Path], None]) -> Iterator
     for stale in _stale(target):
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.staging-{os.getpid()}-"))
+    staging.chmod(0o777 & ~_umask())  # the folder that becomes the target gets mkdir's mode, not mkdtemp's 0700
     try:
         yield staging
         check_replaceable(target, replaceable)  # the target may have changed while the block ran

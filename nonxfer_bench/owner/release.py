@@ -13,18 +13,23 @@ import torch
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.atomic import atomic_write, check_replaceable, staged_folder
-from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.owner.card import write_card
 from nonxfer_bench.owner.inputs import decode_source, list_sources, load_models, model_identity_hash, pick
 from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.storage.formats import apply_storage, write_image
-from nonxfer_bench.storage.release import ATTACK, BESIDE, MANIFEST, read_manifest, vouched_files
+from nonxfer_bench.storage.release import ATTACK, BESIDE, MANIFEST, check_attack_run, check_unchanged, read_manifest, vouched_files
 
 DRAWS = (
     "one generator keyed by the seed key draws every batch in file order: the same key, source files, settings and batch size "
     "give the same release (another batch size draws other noise)"
 )
+WRITTEN_KEYS = frozenset(
+    {"nonxfer_bench", "created", "format", "encoder", "forced_format", "model", "key_id", "batch_size", "draws", "decode", "release_size",
+     "psnr_mean", "psnr_min", "ssim_mean", "authorized_agreement", "notes", "images"}
+)  # fmt: skip  # the keys of the manifest encode_folder writes
+WRITTEN_ENTRY_KEYS = frozenset({"file", "source", "sha256", "encoded_psnr", "psnr", "ssim"})  # and of each of its images
 CROP_PCT = 1.0  # no crop beyond what makes an image square: an image at the model's input size is taken as it is
 
 
@@ -186,13 +191,30 @@ def _check_output(source: Path, output: Path, overwrite: bool) -> None:
 
 
 def _release(folder: Path) -> None:
-    """Refuse (UserError) to replace ``folder`` unless it is provably a release: a valid manifest that lists every file
-    in it besides itself, verify's ``verify.json``, the protection card and an ``attack`` run
-    (:func:`~nonxfer_bench.storage.release.vouched_files`)."""
+    """Refuse (UserError) to replace ``folder`` unless it is provably a release encode wrote, unchanged: a manifest of
+    only the keys encode writes, every entry with a SHA-256 that its file still has, no file it does not list besides
+    verify's ``verify.json``, the protection card (:func:`~nonxfer_bench.storage.release.vouched_files`) and a finished
+    ``attack`` run (:func:`~nonxfer_bench.storage.release.check_attack_run`)."""
     try:
-        vouched_files(folder, read_manifest(folder))
+        manifest = read_manifest(folder)
+        _written_keys(manifest, folder / MANIFEST)
+        check_unchanged(vouched_files(folder, manifest), manifest, str(folder / MANIFEST))
+        check_attack_run(folder / ATTACK)
     except UserError as error:
         raise UserError(f"{folder}: not a release that encode may replace ({error}); choose a new or empty folder") from None
+
+
+def _written_keys(manifest: dict, where: Path) -> None:
+    """Refuse a manifest with a key encode does not write, or an entry without the SHA-256 that proves its file."""
+    unknown = sorted(set(manifest) - WRITTEN_KEYS)
+    if unknown:
+        raise UserError(f"{where}: key {excerpt(unknown[0], 60)} is not one encode writes ({', '.join(sorted(WRITTEN_KEYS))})")
+    for i, entry in enumerate(manifest["images"]):
+        unknown = sorted(set(entry) - WRITTEN_ENTRY_KEYS)
+        if unknown:
+            raise UserError(f"{where}: images[{i}] key {excerpt(unknown[0], 60)} is not one encode writes ({', '.join(sorted(WRITTEN_ENTRY_KEYS))})")
+        if not entry.get("sha256"):
+            raise UserError(f"{where}: images[{i}] records no sha256, so nothing proves {excerpt(entry['file'], 60)} is the file encode wrote")
 
 
 def _round(value: torch.Tensor) -> float | None:

@@ -16,8 +16,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from nonxfer_bench.core.atomic import written_by
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.schema.files import validate
@@ -31,6 +32,9 @@ CARD = "PROTECTION.md"  # the protection card, for people
 CARD_DATA = "protection.json"  # the same card, for programs
 BESIDE = (VERIFY, CARD, CARD_DATA)
 ATTACK = "attack"  # the folder `attack` writes its run into, unless given another
+ATTACK_COMMAND = "nonxfer-bench attack"  # names the command in the ownership marker of its run folder
+SUITE_FILE = "suite.yaml"  # the run's suite, in its folder
+HEADER = "# Written by `nonxfer-bench attack`"  # the first line of a suite file `attack` wrote
 MAX_MANIFEST_BYTES = 256 << 20
 
 
@@ -65,8 +69,22 @@ class ManifestDecode(BaseModel):
     interpolation: Literal["bilinear", "bicubic", "nearest"]
 
 
+class ManifestAgreement(BaseModel):
+    """How often the authorized model kept its prediction after storage: ``kept`` of ``n`` images."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    kept: int = Field(ge=0)
+    n: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _kept(self) -> ManifestAgreement:
+        if self.kept > self.n:
+            raise ValueError(f"kept {self.kept} is more than n {self.n}; give 0 <= kept <= n")
+        return self
+
+
 class Manifest(BaseModel):
-    """What ``verify`` relies on in ``manifest.json``; anything else is refused with one line."""
+    """What ``verify``, ``attack`` and the protection card rely on in ``manifest.json``; anything else is refused with one line."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     format: str
@@ -75,6 +93,10 @@ class Manifest(BaseModel):
     key_id: str
     decode: ManifestDecode
     release_size: tuple[int, int, int] | None = None
+    ssim_mean: float
+    psnr_mean: float | None = None
+    psnr_min: float | None = None
+    authorized_agreement: ManifestAgreement
     images: list[dict[str, Any]] = Field(min_length=1, description="checked entry by entry (ManifestImage), stopping at the first bad one")
 
     @field_validator("format")
@@ -128,7 +150,8 @@ def inside(root: Path, name: str, what: str, where: str) -> Path:
 def vouched_files(release: Path, manifest: dict) -> list[Path]:
     """The release's image files in manifest order, refusing any listed file that is missing, duplicated,
     outside the release or a symbolic link, and any file in the release that the manifest does not list
-    (besides :data:`BESIDE` and the :data:`ATTACK` folder)."""
+    (besides :data:`BESIDE` and the :data:`ATTACK` folder). What reads the release needs no more; replacing it does
+    (:func:`check_attack_run`)."""
     where = str(release / MANIFEST)
     files = [inside(release, e["file"], f"images[{i}].file", where) for i, e in enumerate(manifest["images"])]
     seen: set[Path] = set()
@@ -153,6 +176,21 @@ def vouched_files(release: Path, manifest: dict) -> list[Path]:
         more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
         raise UserError(f"{release}: files the manifest does not list: {', '.join(excerpt(e, 60) for e in extra[:3])}{more}; the release was changed after encode")
     return files
+
+
+def check_attack_run(folder: Path) -> None:
+    """Refuse (UserError) a release's :data:`ATTACK` folder unless it is absent or provably an ``attack`` run: its
+    :data:`SUITE_FILE` starts with :data:`HEADER` and its ownership marker (written when the run finished) lists every
+    file in it, unchanged since."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    suite = folder / SUITE_FILE
+    if folder.is_symlink() or not folder.is_dir() or suite.is_symlink() or not suite.is_file():
+        raise UserError(f"{folder}: holds no {SUITE_FILE} that `{ATTACK_COMMAND}` wrote; move the folder away")
+    with open(suite, "rb") as handle:
+        if handle.read(len(HEADER)) != HEADER.encode():
+            raise UserError(f"{suite}: not a suite file that `{ATTACK_COMMAND}` wrote; move the folder away")
+    written_by(ATTACK_COMMAND)(folder)
 
 
 def check_unchanged(files: list[Path], manifest: dict, where: str) -> None:

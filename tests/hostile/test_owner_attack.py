@@ -3,13 +3,14 @@ release whose folder, originals or run folder do not match. Each is one line, be
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
 from nonxfer_bench.cli import main
-from tests.hostile.conftest import refused, tree_digest
+from tests.hostile.conftest import refused, run_cli, tree_digest
 from tests.hostile.test_releases import encode_args, make_images
 
 NE_V1 = Path(__file__).resolve().parents[2] / "suites" / "protocols" / "ne-v1.yaml"
@@ -56,7 +57,19 @@ BROKEN = {
     "a released file edited": (lambda source, release: (release / "0" / "img0.png").write_bytes(b"x"), ("0/img0.png",)),
     "no manifest": (lambda source, release: (release / "manifest.json").unlink(), ("manifest.json",)),
     "a foreign run folder": (lambda source, release: (release / "attack").mkdir() or (release / "attack" / "notes.txt").write_text("mine"), ("no earlier",)),
+    "no authorized_agreement": (lambda source, release: drop_key(release, "authorized_agreement"), ("manifest.json", "authorized_agreement")),
+    "no ssim_mean": (lambda source, release: drop_key(release, "ssim_mean"), ("manifest.json", "ssim_mean")),
 }
+
+
+def drop_key(release: Path, key: str) -> None:
+    path = release / "manifest.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != key}))
+
+
+def paths(*roots: Path) -> list[str]:
+    """Every file and folder under ``roots``: a refusal may leave no empty folder behind either."""
+    return sorted(str(path) for root in roots for path in root.rglob("*"))
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
@@ -77,3 +90,48 @@ def test_attack_refuses_a_zoo_without_the_releases_model(copies, tmp_path: Path,
     before = tree_digest(source, release)
     attack(release, source, zoo, tmp_path, expected=("vit_a",))
     assert tree_digest(source, release) == before
+
+
+OUTS = {
+    "an empty folder in the release": (lambda source, release: (release / "empty").mkdir() or release / "empty", ("inside the release",)),
+    "a new folder deep in the release": (lambda source, release: release / "a" / "b" / "c", ("inside the release",)),
+    "the release itself": (lambda source, release: release, ("inside the release",)),
+    "a new folder in the originals": (lambda source, release: source / "newdir", ("originals",)),
+    "a folder of the originals": (lambda source, release: source / "0", ("originals",)),
+    "a folder holding the originals": (lambda source, release: source.parent, ("originals",)),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTS))
+def test_attack_refuses_a_run_folder_inside_the_release_or_the_originals(copies, tmp_path: Path, digits_zoo: Path, case: str) -> None:
+    source, release = copies
+    where, expected = OUTS[case]
+    out = where(source, release)
+    before, listed = tree_digest(source, release), paths(source, release)
+    attack(release, source, digits_zoo, tmp_path / "cwd", "--out", out, expected=("--out", *expected))
+    assert tree_digest(source, release) == before and paths(source, release) == listed
+
+
+def test_a_refused_attack_leaves_no_folder_it_created(copies, tmp_path: Path, digits_zoo: Path) -> None:
+    """The suite file is written, then loaded as ``run`` loads it: a refusal there removed only the innermost new folder."""
+    source, release = copies
+    out = tmp_path / "runs" / "a" / "b"
+    attack(release, source, digits_zoo, tmp_path / "cwd", "--out", out, "--public", "{name: digits, params: {split: nope}}", expected=("split",))
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "empty").mkdir()
+    attack(release, source, digits_zoo, tmp_path / "cwd", "--out", tmp_path / "empty", "--public", "{name: digits, params: {split: nope}}", expected=("split",))
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_a_finished_attack_run_is_one_encode_overwrite_may_replace(copies, tmp_path: Path, digits_zoo: Path) -> None:
+    """``attack`` marks its finished run file by file, so ``encode --overwrite`` can prove the folder is a run's and replace it."""
+    from nonxfer_bench.core.atomic import MARKER
+
+    source, release = copies
+    cwd = tmp_path / "cwd"
+    for _ in range(2):  # the second run resumes the first, in its own marked folder
+        done = run_cli("attack", release, "--originals", source, "--zoo", digits_zoo, "--protocol", NE_V1, "--ensemble", "fast", cwd=cwd)
+        assert done.code == 0, done.err[-2000:]
+    assert json.loads((release / "attack" / MARKER).read_text())["written_by"] == "nonxfer-bench attack"
+    assert run_cli(*encode_args(source, release, digits_zoo, "30", "--overwrite"), cwd=cwd).code == 0
+    assert not (release / "attack").exists()

@@ -116,6 +116,12 @@ MANIFEST_EDITS = {
     "not a mapping": lambda m: [m],
     "missing listed file": lambda m: {**m, "images": [*m["images"], {**m["images"][0], "file": "0/ghost.png"}]},
     "huge number": lambda m: {**m, "release_size": [10**30, 10**30, 10**30]},
+    "missing authorized_agreement": lambda m: {k: v for k, v in m.items() if k != "authorized_agreement"},
+    "kept above n": lambda m: {**m, "authorized_agreement": {"kept": 7, "n": 6}},
+    "agreement of no images": lambda m: {**m, "authorized_agreement": {"kept": 0, "n": 0}},
+    "agreement not ints": lambda m: {**m, "authorized_agreement": {"kept": 5.5, "n": 6}},
+    "missing ssim_mean": lambda m: {k: v for k, v in m.items() if k != "ssim_mean"},
+    "ssim_mean not a number": lambda m: {**m, "ssim_mean": "high"},
 }
 
 
@@ -165,3 +171,85 @@ def test_verify_refuses_a_hostile_released_image(release: Path, cwd: Path, digit
     target.write_bytes({"truncated": data[: len(data) // 2], "random bytes": os.urandom(2048),
                         "decompression bomb": bomb_png(60000), "zero bytes": b""}[damage])
     error_line(verify(release, digits_zoo, cwd, isolate=damage == "decompression bomb"), "img0.png")
+
+
+ATTACK_HEADER = "# Written by `nonxfer-bench attack`"  # the first line of the suite file an attack run writes
+
+
+def attack_run(release: Path, marked: bool = True) -> Path:
+    """A release's ``attack/`` folder as a finished attack run leaves it: its suite file, a result, and (``marked``)
+    the ownership marker the command writes when the run finishes."""
+    from nonxfer_bench.core.atomic import write_marker
+
+    run = release / "attack"
+    (run / "results").mkdir(parents=True)
+    (run / "suite.yaml").write_text(f"{ATTACK_HEADER}: protocol ne-v1 (fast)\nname: release\n")
+    (run / "results" / "leaderboard.md").write_text("# leaderboard\n")
+    if marked:
+        write_marker(run, "nonxfer-bench attack")
+    return run
+
+
+def test_encode_overwrite_replaces_a_release_with_its_finished_attack_run(pristine, release: Path, cwd: Path, digits_zoo: Path) -> None:
+    attack_run(release)
+    assert run_cli(*encode_args(pristine[0], release, digits_zoo, "30", "--overwrite"), cwd=cwd).code == 0
+    assert not (release / "attack").exists() and json.loads((release / "manifest.json").read_text())["encoder"]["strength"] == 30
+
+
+FOREIGN_IN_ATTACK = {
+    "a file, no run": (lambda release: (release / "attack").mkdir() or (release / "attack" / "thesis.txt").write_text("draft"), "suite.yaml"),
+    "a file beside a finished run": (lambda release: (attack_run(release) / "thesis.txt").write_text("draft"), "thesis.txt"),
+    "a folder in a finished run": (lambda release: (attack_run(release) / "mine").mkdir() or (release / "attack" / "mine" / "data.csv").write_text("x"), "data.csv"),
+    "a result edited after the run": (lambda release: (attack_run(release) / "results" / "leaderboard.md").write_text("mine"), "leaderboard.md"),
+    "a run that never finished": (lambda release: attack_run(release, marked=False), "WRITTEN_BY.json"),
+    "a suite file of its own": (lambda release: (release / "attack").mkdir() or (release / "attack" / "suite.yaml").write_text("name: mine\n"), "suite.yaml"),
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN_IN_ATTACK))
+def test_encode_overwrite_never_deletes_what_an_attack_run_did_not_write(pristine, release: Path, cwd: Path, digits_zoo: Path, case: str) -> None:
+    damage, named = FOREIGN_IN_ATTACK[case]
+    damage(release)
+    before = tree_digest(release)
+    refused(*encode_args(pristine[0], release, digits_zoo, "30", "--overwrite"), cwd=cwd, expected=("not a release that encode may replace", named))
+    assert tree_digest(release) == before
+
+
+def foreign_manifest(release: Path) -> None:
+    """A folder of the user's own whose hand-written manifest has every key verify needs and lists its photo, with no SHA-256."""
+    manifest = json.loads((release / "manifest.json").read_text())
+    shutil.rmtree(release)
+    release.mkdir()
+    (release / "my_photo.png").write_bytes(b"my photo")
+    (release / "manifest.json").write_text(json.dumps({**manifest, "images": [{"file": "my_photo.png", "source": "0/img0.png"}]}))
+
+
+UNPROVEN = {
+    "a manifest without hashes": (foreign_manifest, "records no sha256"),
+    "a released file edited": (lambda release: (release / "0" / "img0.png").write_bytes(b"edited"), "0/img0.png"),
+    "a key encode does not write": (lambda release: edit_manifest(release, lambda m: {**m, "mine": 1}), "'mine'"),
+    "an entry key encode does not write": (lambda release: edit_manifest(release, lambda m: {**m, "images": [{**m["images"][0], "note": "x"}, *m["images"][1:]]}), "'note'"),
+}
+
+
+@pytest.mark.parametrize("case", list(UNPROVEN))
+def test_encode_overwrite_replaces_only_a_release_its_manifest_proves(pristine, release: Path, cwd: Path, digits_zoo: Path, case: str) -> None:
+    damage, named = UNPROVEN[case]
+    damage(release)
+    before = tree_digest(release)
+    refused(*encode_args(pristine[0], release, digits_zoo, "30", "--overwrite"), cwd=cwd, expected=("not a release that encode may replace", named))
+    assert tree_digest(release) == before
+
+
+def test_a_release_has_the_modes_the_umask_gives(pristine, tmp_path: Path, digits_zoo: Path) -> None:
+    """Staging through mkdtemp and mkstemp left the release folder 0700 and its manifest and card 0600 (its images 0644)."""
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        assert main(encode_args(pristine[0], tmp_path / "release", digits_zoo)) == 0
+    finally:
+        os.umask(mask)
+    release = tmp_path / "release"
+    modes = {path.relative_to(release).as_posix(): stat.S_IMODE(path.stat().st_mode) for path in [release, *release.rglob("*")]}
+    assert modes == {name: 0o755 if (release / name).is_dir() else 0o644 for name in modes}
