@@ -266,7 +266,7 @@ def command_verify(args: argparse.Namespace) -> int:
         settings=_settings(args),
     )  # fmt: skip
     print(f"{args.release}: {result['format']} release for {result['authorized']['name']} "
-          f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages:")
+          f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages [95% Wilson intervals]:")
     print(format_table(result["models"]))
     if result["skipped"]:
         sizes = ", ".join(f"{name} ({'x'.join(map(str, size))})" for name, size in result["skipped"].items())

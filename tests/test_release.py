@@ -10,6 +10,7 @@ from PIL import Image
 
 from nonxfer_bench.cli import main
 from nonxfer_bench.metrics.image_quality import psnr_per_image
+from nonxfer_bench.metrics.statistics import wilson
 from nonxfer_bench.owner.inputs import CROPPED, RESIZED
 from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.storage.formats import apply_storage, read_image, write_image
@@ -158,6 +159,10 @@ def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     assert report["classes"] == ["n01", "n02"]
     for row in rows.values():
         assert row["n"] == 8 and 0 <= row["agreement"] <= 1 and 0 <= row["accuracy"] <= 1
+        for metric in ("agreement", "accuracy", "clean_accuracy"):  # every share with its 95% Wilson interval over the n images
+            interval = wilson(round(row[metric] * row["n"]), row["n"])
+            assert row[f"{metric}_ci"] == pytest.approx([interval.lo, interval.hi])
+            assert f"{100 * row[metric]:.1f} [{100 * interval.lo:.1f}, {100 * interval.hi:.1f}]" in printed
     # the last lines: the verdict (accuracy, as labels are known), then where the report went
     verdict_line = printed.splitlines()[-2]
     assert verdict_line == report["verdict"]["text"] and report["verdict"]["metric"] == "accuracy"

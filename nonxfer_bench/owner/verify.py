@@ -94,11 +94,11 @@ def verify_release(
         row: dict[str, Any] = {"model": spec.name, "role": role, "n": len(predictions)}
         clean_predictions = model.predict(clean, batch_size) if clean is not None else None
         if clean_predictions is not None:
-            row["agreement"] = float((predictions == clean_predictions).double().mean())
+            row |= _share("agreement", predictions == clean_predictions)
         if truth is not None:
-            row["accuracy"] = float((predictions == truth).double().mean())
+            row |= _share("accuracy", predictions == truth)
             if clean_predictions is not None:
-                row["clean_accuracy"] = float((clean_predictions == truth).double().mean())
+                row |= _share("clean_accuracy", clean_predictions == truth)
         rows.append(row)
     result = {
         "release": str(release),
@@ -115,6 +115,12 @@ def verify_release(
     }
     atomic_write(target, json.dumps(result, indent=1))
     return result
+
+
+def _share(name: str, hits: torch.Tensor) -> dict[str, Any]:
+    """``name``: the share of ``hits`` that are true, and ``name_ci``: its 95% Wilson interval [lo, hi] over the images."""
+    interval = wilson(int(hits.sum()), len(hits))
+    return {name: float(hits.double().mean()), f"{name}_ci": [interval.lo, interval.hi]}
 
 
 def _other_sizes(specs: list, released: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
@@ -153,7 +159,10 @@ def format_table(rows: list[dict]) -> str:
         value = row.get(column)
         if value is None:
             return ""
-        return f"{100 * value:.1f}" if column in ("agreement", "accuracy", "clean_accuracy") else str(value)
+        if column not in ("agreement", "accuracy", "clean_accuracy"):
+            return str(value)
+        lo, hi = row[f"{column}_ci"]
+        return f"{100 * value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
     table = [columns] + [[cell(r, c) for c in columns] for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
