@@ -9,15 +9,12 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from nonxfer_bench.core.environment import check_environment
 from nonxfer_bench.core.errors import UserError, excerpt, io_error, one_line
 from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
 from nonxfer_bench.execution import EXECUTOR_NAMES
-
-if TYPE_CHECKING:
-    pass
 
 SUITES_DIR = Path("suites")
 

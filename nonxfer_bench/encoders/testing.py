@@ -148,7 +148,7 @@ def check_declarations(name: str, params: dict[str, Any] | None = None, device: 
     try:
         cls.Params(not_a_parameter=1)
         raise AssertionError(f"{name}: Params accepts an unknown key (use extra='forbid': build it on nonxfer_bench.core.params.Strict)")
-    except ValueError:
+    except ValueError:  # refused, as it must be
         pass
     declared = next(k for k in cls.__mro__ if "secret" in vars(k))
     assert declared is not Encoder and isinstance(cls.secret, str) and len(cls.secret.split()) >= 5 and "\n" not in cls.secret, (
