@@ -44,9 +44,11 @@ def _cell_text(found: TierVerdict) -> str:
 
 def write_verdict_plot(frame: pd.DataFrame, folder: Path, protocol: Protocol | None = None, ensemble: str | None = None) -> list[Path]:
     """``verdict.png`` in ``folder`` (the paths written; none where no release has a verdict)."""
-    found = verdicts(frame, protocol.verdict if protocol else VerdictSpec())[:MAX_ROWS]
-    if not found:
+    ranked = verdicts(frame, protocol.verdict if protocol else VerdictSpec())
+    if not ranked:
         return []
+    found = ranked[:MAX_ROWS]
+    shown = f"the first {len(found)} of {len(ranked)} releases (leaderboard.md ranks them all); " if len(ranked) > len(found) else ""
     gaps = np.array([[100 * t.gap.estimate if t is not None else np.nan for t in _by_column(v).values()] for v in found])
     limit = max(10.0, float(np.nanmax(np.abs(gaps))) if np.isfinite(gaps).any() else 10.0)
     labels = [f"{rank}. {v.release.authorized}: {v.release.label}" for rank, v in enumerate(found, 1)]
@@ -76,7 +78,7 @@ def write_verdict_plot(frame: pd.DataFrame, folder: Path, protocol: Protocol | N
         bar.set_label("protection gap (points): authorized minus best unauthorized accuracy")
         caption(
             figure,
-            f"Protection gap per release and knowledge tier ({ran}); n = {', '.join(f'{k:,}' for k in n)} report images per release, "
+            f"Protection gap per release and knowledge tier ({ran}); {shown}n = {', '.join(f'{k:,}' for k in n)} report images per release, "
             "95 % intervals in brackets; blue: the authorized model leads, red: an unauthorized model does as well or better",
         )
         return [save(figure, folder / FILE)]

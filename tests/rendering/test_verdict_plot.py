@@ -35,3 +35,10 @@ def test_tiers_above_the_breaking_one_are_not_needed_and_the_others_are():
     assert _needed(found[0], "none") and not _needed(found[0], "method") and not _needed(found[0], "white_box")
     held = verdicts(frame_of(release("clean", 0.0, CLEAN), release("patch", 20.0, STRONG)))[0]
     assert held.broken_at is None and _needed(held, "labelled_nes") and _needed(held, "white_box")
+
+
+def test_a_matrix_cut_to_its_row_limit_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr("nonxfer_bench.rendering.verdict_plot.MAX_ROWS", 1)
+    frame = frame_of(release("clean", 0.0, CLEAN), release("patch", 20.0, STRONG), release("gaussian", 10.0, WEAK))
+    [path] = write_verdict_plot(frame, tmp_path)
+    assert "the first 1 of 2 releases (leaderboard.md ranks them all)" in read_caption(path)
