@@ -20,12 +20,13 @@ SHOWN = 10  # problems of one part printed one by one; beyond, how many more
 SITE_COMMAND = "nonxfer-bench site"
 
 
-def write_bundle(suite_file: Path) -> tuple[Path, Manifest]:
-    """``bundle``: BUNDLE.json written (or refreshed) in the suite's results folder, the folder its run wrote, and only
-    there; refused when that folder holds no cells, other cells than every planned one, cells that do not record
-    their code or numbers their outcome bits do not give, or a BUNDLE.json that is not a bundle manifest."""
+def write_bundle(suite_file: Path, output: Path | None = None) -> tuple[Path, Manifest]:
+    """``bundle``: BUNDLE.json written (or refreshed) in the suite's results folder (under ``output`` when the run
+    had ``--output``), the folder its run wrote, and only there; refused when that folder holds no cells, other
+    cells than every planned one, cells that do not record their code or numbers their outcome bits do not give, or
+    a BUNDLE.json that is not a bundle manifest."""
     suite_file = absolute(suite_file)
-    suite = load_suite(suite_file)  # weights and data required: the manifest records their hashes
+    suite = load_suite(suite_file, output=output)  # weights and data required: the manifest records their hashes
     folder = suite.results_dir()
     check_results_folder(suite, suite_file)  # the folder belongs to this suite file
     if not results_cells(folder).is_file():

@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 
 from nonxfer_bench.analysis.tiers import tiered_plan
+from nonxfer_bench.app.bundles import write_bundle
 from nonxfer_bench.app.destination import committed_draws, run_differences
 from nonxfer_bench.app.notices import notices
+from nonxfer_bench.bundles.manifest import BUNDLE
 from nonxfer_bench.cells.store import exclusive
 from nonxfer_bench.core import faults
-from nonxfer_bench.core.errors import UserError, io_error
+from nonxfer_bench.core.errors import UserError, io_error, one_line
 from nonxfer_bench.execution.executors import WorkerDied, create_executor, ray_device
 from nonxfer_bench.execution.group import ComponentError
 from nonxfer_bench.execution.runner import Runner
@@ -81,6 +83,8 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
             source = Source.store(suite_file, suite.run_dir() / "cells.jsonl")
             paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], board, source, protocol, ensemble)  # every planned cell
             faults.point("leaderboard_written")
+            if not differences and (board / BUNDLE).is_file():
+                _refresh_bundle(suite_file, options.output, board)
             if tracker:
                 tracker.log_results(paths)
     except KeyboardInterrupt:
@@ -99,6 +103,18 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
         + (f"; MLflow: {tracker.uri} (experiment {suite.tracking.experiment or suite.name}{_mlflow_link(tracker)})" if tracker else "")
     )
     return 0
+
+
+def _refresh_bundle(suite_file: Path, output: Path | None, folder: Path) -> None:
+    """The run rewrote a bundle's tables: its BUNDLE.json is rewritten to record them (and the code that computed
+    them), so that the folder stays a bundle the checker passes; where that is refused (cells of uncommitted code),
+    one line says that the folder's BUNDLE.json no longer matches and why."""
+    try:
+        write_bundle(suite_file, output)
+    except UserError as error:
+        print(one_line(f"{folder / BUNDLE}: not refreshed, so it no longer matches this run's files: {error}", 600), flush=True)
+    else:
+        print(f"{folder / BUNDLE}: refreshed for this run's files", flush=True)
 
 
 def _mlflow_link(tracker: Tracker) -> str:

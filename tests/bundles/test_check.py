@@ -12,6 +12,7 @@ import io
 import json
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -200,6 +201,28 @@ def test_cells_without_committed_code_are_refused_by_bundle_and_fail_the_check(c
     assert (
         error.startswith(f"nonxfer-bench: error: {copy}: not a bundle of tiny.yaml's run: 3 of 21 cells do not record the committed code") and "\n" not in error
     )
+
+
+def test_a_rerun_by_other_code_refreshes_the_bundle_it_rewrote_so_the_check_still_passes(copy, capsys):
+    suite = copy.parent.parent / "suites" / "tiny.yaml"
+    with mock.patch("nonxfer_bench.execution.runner.code_version", return_value="nonxfer-bench 0.1.0, git fedcba987654"):
+        assert main(["run", str(suite), "--no-tracking", "--fresh"]) == 0
+    assert f"{copy / BUNDLE}: refreshed for this run's files" in capsys.readouterr().out
+    assert json.loads((copy / BUNDLE).read_text())["code"] == ["nonxfer-bench 0.1.0, git fedcba987654"]
+    code, lines = check(copy, capsys, "--replay-groups", "1")
+    assert code == 0, "\n".join(lines)
+
+
+def test_a_rerun_by_uncommitted_code_says_that_the_bundle_no_longer_matches(copy, capsys):
+    suite = copy.parent.parent / "suites" / "tiny.yaml"
+    before = (copy / BUNDLE).read_bytes()
+    with mock.patch("nonxfer_bench.execution.runner.code_version", return_value="nonxfer-bench 0.1.0, git fedcba987654 with uncommitted changes"):
+        assert main(["run", str(suite), "--no-tracking", "--fresh"]) == 0
+    out = capsys.readouterr().out
+    assert f"{copy / BUNDLE}: not refreshed, so it no longer matches this run's files: " in out and "do not record the committed code" in out
+    assert (copy / BUNDLE).read_bytes() == before  # left as the submitter wrote it: the check names what changed
+    code, lines = check(copy, capsys, "--no-replay")
+    assert code == 1 and "changed after the bundle was written" in lines[-1]
 
 
 def test_the_sample_is_the_checkers_draw_and_the_tolerance_rule():
