@@ -191,31 +191,48 @@ def group_bounds(
     flat_input = encoding.flat_input
     if flat_input is not None:  # the first n images only: the published flat input of the measured batch
         flat_input = FlatInput(flat_input.normalized[:n], flat_input.noise[:n], flat_input.geometry)
-    conv = authorized.first_conv
-    geometry = authorized.geometry
     noise, has_subspace = encoder_subspace(authorized, encoder)
-    subspace, space, basis_pixel = noise.patch, noise.space, noise.pixel_basis
-    weight = conv.weight.detach().double().flatten(1)  # normalized space
-    weight_eff = authorized.pixel_weight()
-    std_cols = unfold_columns(authorized.std.double(), conv.kernel_size).view(1, -1, 1)
-    out: dict[str, Any] = {"bound/space": space, "bound/k": subspace.k, "bound/exact_null": subspace.exact_null_space}
+    out: dict[str, Any] = {"bound/space": noise.space, "bound/k": noise.patch.k, "bound/exact_null": noise.patch.exact_null_space}
+    d_norm = _perturbation_patches(authorized, noise, clean, released, flat_input, out)
+    std_cols = unfold_columns(authorized.std.double(), authorized.first_conv.kernel_size).view(1, -1, 1)
+    d_space = d_norm if noise.space == "normalized" else d_norm * std_cols  # the patches in the subspace's own space
+    out |= _first_layer_numbers(authorized, encoder, encoding.info, noise, has_subspace, (released - clean).double(), d_norm, d_space)
+    lipschitz_clean = clean[: min(lipschitz_images, n)]
+    out |= _logit_numbers(authorized, clean, released, flat_input, d_norm, d_space, noise.patch.sigma_s if has_subspace else 0.0, lipschitz_clean, lipschitz_iterations)
+    per_model = {name: _model_numbers(model, authorized, noise, has_subspace, clean, released) for name, model in models.items()}
+    return out, per_model
 
-    # --- perturbation patches in the authorized layer's normalized space ---
-    delta_pixel = (released - clean).double()
+
+def _perturbation_patches(authorized: FirstLayerModel, noise: NoiseSubspace, clean: torch.Tensor, released: torch.Tensor, flat_input: FlatInput | None, out: dict[str, Any]) -> torch.Tensor:
+    """(B, D, L): the perturbation's patches in the authorized layer's normalized space; ``out`` notes which."""
+    geometry = authorized.geometry
     if flat_input is not None:  # published protocol for overlapping stems: U' - U is exactly n in every patch
         windows = geometry.output_size(*clean.shape[-2:])  # every window of the stem's output, TF-same ones included
-        d_norm = flat_input.noise.double().expand(-1, -1, windows[0] * windows[1])
         out["bound/auth_patches"] = "authorized_patches (unfolded, published protocol)"
-    else:
-        d_norm = _unfold_norm((delta_pixel / authorized.std.double()), geometry)
-        if geometry.overlapping and noise.folded:
-            out["bound/auth_patches"] = "folded release (includes rescaled clean content)"
-    # (B, D, L): the layer output change per patch, and ||d_l|| in the subspace's own space
+        return flat_input.noise.double().expand(-1, -1, windows[0] * windows[1])
+    if geometry.overlapping and noise.folded:
+        out["bound/auth_patches"] = "folded release (includes rescaled clean content)"
+    return _unfold_norm(((released - clean).double() / authorized.std.double()), geometry)
+
+
+def _first_layer_numbers(
+    authorized: FirstLayerModel,
+    encoder: NoiseSource,
+    info: dict[str, Any],
+    noise: NoiseSubspace,
+    has_subspace: bool,
+    delta_pixel: torch.Tensor,
+    d_norm: torch.Tensor,
+    d_space: torch.Tensor,
+) -> dict[str, Any]:
+    """The authorized first layer's change per patch, ||W d_l||, against ``sigma_max ||d_l||`` and ``sigma_S ||d_l||``."""
+    conv, geometry, subspace = authorized.first_conv, authorized.geometry, noise.patch
+    weight = conv.weight.detach().double().flatten(1)  # normalized space
     response = torch.einsum("md,bdl->bml", weight, d_norm).norm(dim=1)  # ||W d_l||
-    d_space = d_norm if space == "normalized" else d_norm * std_cols
     d_len = d_space.norm(dim=1)
     mask = d_len > 0
-    sigma_max = float(torch.linalg.matrix_norm(weight if space == "normalized" else weight_eff, 2))
+    sigma_max = float(torch.linalg.matrix_norm(weight if noise.space == "normalized" else authorized.pixel_weight(), 2))
+    out: dict[str, Any] = {}
     if mask.any():
         obs, lengths = response[mask], d_len[mask]
         rel = obs / (sigma_max * lengths)
@@ -230,91 +247,102 @@ def group_bounds(
         ratio_median, ratio_p95 = ratio.median(), torch.quantile(ratio, 0.95)
         expected_gain = float(subspace.selected_singular_values.double().pow(2).mean())
         ms_ratio = float(response[mask].pow(2).sum() / d_len[mask].pow(2).sum()) / expected_gain
-    elif not has_subspace and encoding.info.get("sigma_s"):  # whole-image noise (operator): its own sigma_s
+    elif not has_subspace and info.get("sigma_s"):  # whole-image noise (operator): its own sigma_s
         image_obs = F.conv2d(delta_pixel / authorized.std.double(), conv.weight.double(), None, geometry.stride, geometry.padding, geometry.dilation, geometry.groups)
-        ratio = image_obs.flatten(1).norm(dim=1) / (float(encoding.info["sigma_s"]) * delta_pixel.flatten(1).norm(dim=1).clamp_min(1e-30))
+        ratio = image_obs.flatten(1).norm(dim=1) / (float(info["sigma_s"]) * delta_pixel.flatten(1).norm(dim=1).clamp_min(1e-30))
         ratio_median, ratio_p95 = ratio.median(), torch.quantile(ratio, 0.95)
         out["bound/auth_layer_na"] = f"{encoder.name} noise: whole-image ratio ||A d|| / (sigma_s ||d||)"
     elif not has_subspace:
         out["bound/auth_layer_na"] = f"{encoder.name}: no low-sensitivity subspace"
     else:
         out["bound/auth_layer_na"] = "exact null space: sigma_S = 0, see auth_layer_obs_* and auth_layer_rel_*"
-    out |= {
-        "bound/sigma_s": finite_or_none(sigma_s if has_subspace else encoding.info.get("sigma_s")),
+    return out | {
+        "bound/sigma_s": finite_or_none(sigma_s if has_subspace else info.get("sigma_s")),
         "bound/sigma_max": finite_or_none(sigma_max),
         "bound/auth_layer_ratio_median": finite_or_none(ratio_median),
         "bound/auth_layer_ratio_p95": finite_or_none(ratio_p95),
         "bound/auth_layer_ms_ratio": finite_or_none(ms_ratio),
     }
 
-    # --- authorized logits ---
+
+def _logit_numbers(
+    authorized: FirstLayerModel,
+    clean: torch.Tensor,
+    released: torch.Tensor,
+    flat_input: FlatInput | None,
+    d_norm: torch.Tensor,
+    d_space: torch.Tensor,
+    sigma_s: float,
+    lipschitz_clean: torch.Tensor,
+    lipschitz_iterations: int,
+) -> dict[str, Any]:
+    """The authorized logits' change against the chain ``L sigma_S ||d||`` (subspace encoders, ``sigma_s`` > 0) and
+    ``L ||dh||`` with the observed first-layer change, ``L`` a local Lipschitz estimate on ``lipschitz_clean``."""
+    out: dict[str, Any] = {}
     lipschitz = None
     try:
-        m = min(lipschitz_images, n)
-        lipschitz = _local_lipschitz(authorized, clean[:m], lipschitz_iterations)
+        lipschitz = _local_lipschitz(authorized, lipschitz_clean, lipschitz_iterations)
     except Exception as error:  # noqa: BLE001 - a model the autograd path cannot differentiate
         out["bound/lipschitz_na"] = f"{type(error).__name__}: {str(error)[:200]}"
+    conv = authorized.first_conv
     logits_clean = authorized(clean).double()
     logits_released = (
         authorized.forward_first_layer(released, flat_input.first_layer(conv.weight)) if flat_input is not None else authorized(released)
     ).double()
     logit_dev = (logits_released - logits_clean).norm(dim=1)
-    layer_dev = torch.einsum("md,bdl->bml", weight, d_norm).flatten(1).norm(dim=1)  # ||h(x') - h(x)||
+    layer_dev = torch.einsum("md,bdl->bml", conv.weight.detach().double().flatten(1), d_norm).flatten(1).norm(dim=1)  # ||h(x') - h(x)||
     d_total = d_space.flatten(1).norm(dim=1)
     out["bound/lipschitz_estimate"] = finite_or_none(lipschitz)
     out["bound/auth_logit_obs"] = finite_or_none(logit_dev.median())
-    if lipschitz and has_subspace and sigma_s > 0:
+    if lipschitz and sigma_s > 0:
         out["bound/auth_logit_ratio"] = finite_or_none((logit_dev / (lipschitz * sigma_s * d_total).clamp_min(1e-30)).median())
     else:
         out["bound/auth_logit_ratio"] = None
     if lipschitz:  # the chain with the observed first-layer change: ||df|| <= L_g ||dh|| (local)
         keep = layer_dev > 0
         out["bound/auth_logit_ratio_layer"] = finite_or_none((logit_dev[keep] / (lipschitz * layer_dev[keep])).median()) if keep.any() else None
+    return out
 
-    # --- every evaluated model ---
-    per_model: dict[str, dict[str, Any]] = {}
-    for name, model in models.items():
-        row: dict[str, Any] = {}
-        try:
-            other_eff = model.pixel_weight()
-        except ValueError as error:
-            other_eff = None
-            row["bound/misalignment_na"] = str(error)
-        if other_eff is not None:
-            if other_eff.shape[1] == basis_pixel.shape[0]:
-                row["bound/misalignment"] = finite_or_none(misalignment(other_eff, basis_pixel))
-            else:
-                row["bound/misalignment"] = None
-                row["bound/misalignment_na"] = f"D = {other_eff.shape[1]} vs authorized {basis_pixel.shape[0]}"
-            if other_eff.shape == weight_eff.shape:
-                lhs, rhs, ratio = hoffman_wielandt(weight_eff, other_eff)
-                row |= {"bound/hw_lhs": finite_or_none(lhs), "bound/hw_rhs": finite_or_none(rhs), "bound/hw_ratio": finite_or_none(ratio)}
-            else:
-                row |= {"bound/hw_lhs": None, "bound/hw_rhs": None, "bound/hw_ratio": None}
-        # observed first-layer response of this model on the actual release
-        try:
-            delta_out = (_first_layer_response(model, released) - _first_layer_response(model, clean)).double()
-            base = _first_layer_response(model, clean).double()
-            positions = delta_out.shape[-2] * delta_out.shape[-1]
-            row["bound/unauth_layer_obs"] = finite_or_none((delta_out.pow(2).sum((1, 2, 3)) / positions).mean().sqrt())
-            row["bound/unauth_layer_obs_rel"] = finite_or_none(delta_out.flatten(1).norm(dim=1).median() / base.flatten(1).norm(dim=1).median().clamp_min(1e-30))
-        except Exception as error:  # noqa: BLE001 - never crash a run for a diagnostic
-            row["bound/unauth_layer_obs"] = None
-            row["bound/unauth_layer_na"] = f"{type(error).__name__}: {str(error)[:200]}"
-        same = (
-            other_eff is not None
-            and other_eff.shape == weight_eff.shape
-            and model.geometry == geometry
-            and tuple(model.input_size) == tuple(authorized.input_size)
-        )
-        if same and has_subspace:
-            d_pix = _unfold_norm(delta_pixel, geometry)
-            c2 = float(d_pix.pow(2).sum(1).mean()) / float(basis_pixel.pow(2).sum())
-            row["bound/unauth_layer_pred"] = finite_or_none(math.sqrt(c2 * float((other_eff @ basis_pixel).pow(2).sum())))
-            # the same model's response computed per patch of the pixel perturbation (equals obs for stems without padding)
-            row["bound/unauth_layer_obs_patch"] = finite_or_none(torch.einsum("md,bdl->bml", other_eff, d_pix).pow(2).sum(1).mean().sqrt())
+
+def _model_numbers(model: FirstLayerModel, authorized: FirstLayerModel, noise: NoiseSubspace, has_subspace: bool, clean: torch.Tensor, released: torch.Tensor) -> dict[str, Any]:
+    """One evaluated model: its first layer's misalignment with the noise subspace, the Hoffman-Wielandt check against
+    the authorized layer, and its observed (and, for the same stem geometry, predicted) first-layer response."""
+    basis_pixel, weight_eff, geometry = noise.pixel_basis, authorized.pixel_weight(), authorized.geometry
+    row: dict[str, Any] = {}
+    try:
+        other_eff = model.pixel_weight()
+    except ValueError as error:
+        other_eff = None
+        row["bound/misalignment_na"] = str(error)
+    if other_eff is not None:
+        if other_eff.shape[1] == basis_pixel.shape[0]:
+            row["bound/misalignment"] = finite_or_none(misalignment(other_eff, basis_pixel))
         else:
-            row["bound/unauth_layer_pred"] = None
-            row["bound/unauth_layer_pred_na"] = "needs a subspace encoder and the same first-layer geometry, shape and input size" if not same or not has_subspace else None
-        per_model[name] = row
-    return out, per_model
+            row["bound/misalignment"] = None
+            row["bound/misalignment_na"] = f"D = {other_eff.shape[1]} vs authorized {basis_pixel.shape[0]}"
+        if other_eff.shape == weight_eff.shape:
+            lhs, rhs, ratio = hoffman_wielandt(weight_eff, other_eff)
+            row |= {"bound/hw_lhs": finite_or_none(lhs), "bound/hw_rhs": finite_or_none(rhs), "bound/hw_ratio": finite_or_none(ratio)}
+        else:
+            row |= {"bound/hw_lhs": None, "bound/hw_rhs": None, "bound/hw_ratio": None}
+    # observed first-layer response of this model on the actual release
+    try:
+        delta_out = (_first_layer_response(model, released) - _first_layer_response(model, clean)).double()
+        base = _first_layer_response(model, clean).double()
+        positions = delta_out.shape[-2] * delta_out.shape[-1]
+        row["bound/unauth_layer_obs"] = finite_or_none((delta_out.pow(2).sum((1, 2, 3)) / positions).mean().sqrt())
+        row["bound/unauth_layer_obs_rel"] = finite_or_none(delta_out.flatten(1).norm(dim=1).median() / base.flatten(1).norm(dim=1).median().clamp_min(1e-30))
+    except Exception as error:  # noqa: BLE001 - never crash a run for a diagnostic
+        row["bound/unauth_layer_obs"] = None
+        row["bound/unauth_layer_na"] = f"{type(error).__name__}: {str(error)[:200]}"
+    same = other_eff is not None and other_eff.shape == weight_eff.shape and model.geometry == geometry and tuple(model.input_size) == tuple(authorized.input_size)
+    if same and has_subspace:
+        d_pix = _unfold_norm((released - clean).double(), geometry)
+        c2 = float(d_pix.pow(2).sum(1).mean()) / float(basis_pixel.pow(2).sum())
+        row["bound/unauth_layer_pred"] = finite_or_none(math.sqrt(c2 * float((other_eff @ basis_pixel).pow(2).sum())))
+        # the same model's response computed per patch of the pixel perturbation (equals obs for stems without padding)
+        row["bound/unauth_layer_obs_patch"] = finite_or_none(torch.einsum("md,bdl->bml", other_eff, d_pix).pow(2).sum(1).mean().sqrt())
+    else:
+        row["bound/unauth_layer_pred"] = None
+        row["bound/unauth_layer_pred_na"] = "needs a subspace encoder and the same first-layer geometry, shape and input size" if not same or not has_subspace else None
+    return row
