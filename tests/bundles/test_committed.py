@@ -2,7 +2,7 @@
 is a bundle the checker passes (hashes, manifest, numbers from the outcome bits, plan, weights, re-derived tables),
 and a group of the identification suite and one of the quickstart replay bit for bit from the data and the weights.
 
-Four folders were computed before cells recorded their code; they are marked here by name (strict: the mark fails
+Folders computed before cells recorded their code are marked here by name (strict: the mark fails
 once a folder is recomputed and bundled, so it cannot go stale).
 """
 
