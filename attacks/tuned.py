@@ -158,7 +158,9 @@ class Tuned(Attack):
             raise ValueError("tuned: needs the verdict's tuning images (AttackContext.tuning), which the runner provides")
         released, labels = context.tuning.released(self.params.images)
         if not len(released):
-            raise ValueError("tuned: no labelled tuning images (the verdict's tuning share of the labelled evaluated images is empty)")
+            raise ValueError(
+                "tuned: no labelled tuning images to score a trial on: the evaluated images have no labels, or too few for the verdict's tuning share"
+            )
         self.context, self.tuning, self.studies = context, (released, labels), {}
 
     def study(self, strength: float) -> _Study:

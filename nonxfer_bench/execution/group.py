@@ -305,7 +305,8 @@ class GroupComputation:
 
         The group is encoded again from the start of its generator, batch by batch, up to the last of them, so each NE is
         the one the group releases; only those images are kept."""
-        labelled = torch.nonzero(inputs.labels >= 0).flatten().numpy()
+        labels = inputs.labels.cpu()
+        labelled = torch.nonzero(labels >= 0).flatten().numpy()
         tuning, _ = self.services.verdict.split(len(labelled))
         wanted = np.sort(labelled[tuning[:limit]])
         size, generator, kept = self.services.batch_size, keyed_generator(self.group.draw_key, "encode"), []
@@ -314,7 +315,7 @@ class GroupComputation:
             rows = wanted[(wanted >= start) & (wanted < start + len(released))] - start
             kept.append(released[torch.as_tensor(rows, device=released.device)].cpu())
         images = torch.cat(kept) if kept else torch.empty(0, *self.authorized.input_size)
-        return images, inputs.labels[torch.as_tensor(wanted, dtype=torch.long)].cpu()
+        return images, labels[torch.as_tensor(wanted, dtype=torch.long)]
 
     # stage 1
     def encode(self, clean: torch.Tensor, first: bool) -> Encoding:
