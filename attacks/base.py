@@ -32,6 +32,27 @@ class Encode(Protocol):
     def __call__(self, images: torch.Tensor, model: "ZooModel", key: str | None = None) -> torch.Tensor: ...
 
 
+@dataclass(frozen=True)
+class TuningImages:
+    """The verdict's tuning images of the group's release, for an attack that searches its own settings (``tuned``).
+
+    The images the verdict picks each tier's strongest attack on (:meth:`~nonxfer_bench.schema.protocol.VerdictSpec.split`
+    of the suite's protocol, else its defaults), never those it reports on; their labels are what the evaluator's own
+    choice already reads.
+    - ``released``: (n) -> the first n tuning images in the split's order, as (their released NEs on the host, their
+      labels), in dataset order; each call encodes the group again up to the last of them (only they are kept);
+    - ``models``: the group's unauthorized evaluated models (a search scores their mean accuracy);
+    - ``predict``: top-1 predictions of one batch on the host, in smaller chunks where a batch runs out of memory;
+    - ``note``: a line of progress for the user.
+    """
+
+    released: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+    models: tuple[str, ...]
+    predict: Callable[["ZooModel", torch.Tensor], torch.Tensor]
+    batch_size: int
+    note: Callable[[str], None]
+
+
 @dataclass
 class AttackContext:
     """What an informed attacker may use; an attack takes only what its threat model grants.
@@ -52,6 +73,7 @@ class AttackContext:
       ``key``: the attacker's own key instead (draws from a generator keyed by it alone, not by the group): for a
       scheme whose transform is public and whose secret is drawn from its generator, encodings under a key the
       attacker chose.
+    - ``tuning``: the verdict's tuning images and how to score them (:class:`TuningImages`); None where the runner has none.
     """
 
     authorized: "ZooModel"
@@ -61,6 +83,7 @@ class AttackContext:
     batch_labels: torch.Tensor | None = None
     public_labels: torch.Tensor | None = None
     encode: Encode | None = None
+    tuning: TuningImages | None = None
 
     def limited(self, released: int | None, public: int | None) -> "AttackContext":
         """The same context holding only the first ``released`` NEs and ``public`` clean images (None: all)."""

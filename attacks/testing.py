@@ -17,7 +17,8 @@ the same inputs) and also asks that the output stays on the batch's device.
 Attacks that override ``fit`` (informed attackers) are prepared first on a small :class:`AttackContext` built
 from random-weight zoo models at the batch's resolution: ``authorized`` (a ViT with an exact patch null
 space), the candidates ``twin`` (same architecture, other seed) and ``res`` (a ResNet stem), labelled public
-images, a released sample encoded by the ``patch`` encoder and that encoder as ``encode``. Attacks that leave
+images, a released sample encoded by the ``patch`` encoder and that encoder as ``encode``, and that sample labelled
+0..9 in turn as the tuning images scored on the candidates. Attacks that leave
 the images alone by design (the baseline, model adaptation, identification) skip ``harsher_at_strength_one``.
 """
 
@@ -30,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
+from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext, TuningImages
 from nonxfer_bench.attacks.threat import TIERS, ThreatModel
 from nonxfer_bench.core.hashing import keyed_generator
 from nonxfer_bench.core.params import unbounded
@@ -55,7 +56,8 @@ def fitting_context(
 ) -> AttackContext:
     """An attack context from CPU models and [0, 1] images, on ``device``: ``public`` labelled 0..9 in turn, the
     release the ``patch`` encoder's NEs of ``clean`` for ``authorized`` at 15 dB (drawn from ``generator``, a CPU
-    generator) and ``encode`` that encoder (a ``key`` keys its draws).
+    generator), ``encode`` that encoder (a ``key`` keys its draws) and the release, labelled 0..9 in turn, as the
+    tuning images scored on the other models.
 
     Everything is made on the CPU and then moved, so every device sees the same models and images; the models move
     with :meth:`ZooModel.to_device` (on the CPU they stay as built)."""
@@ -72,7 +74,13 @@ def fitting_context(
         generator = torch.Generator().manual_seed(4) if key is None else keyed_generator("attacker key", key, model.name)
         return encoder.encode(images, model, 15.0, generator).images
 
-    return replace(context, public_images=public.to(device), released=released.to(device), public_labels=labels.to(device), encode=encode)
+    def predict(model: ZooModel, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(images).argmax(1).cpu()
+
+    others = tuple(name for name in models if name != authorized)
+    tuning = TuningImages(lambda n: (released[:n], torch.arange(len(released[:n])) % 10), others, predict, 4, lambda text: None)
+    return replace(context, public_images=public.to(device), released=released.to(device), public_labels=labels.to(device), encode=encode, tuning=tuning)
 
 
 def context(channels: int, device: Device = "cpu") -> AttackContext:

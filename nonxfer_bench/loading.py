@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from nonxfer_bench.attacks import ATTACKS
+from nonxfer_bench.attacks import ATTACKS, Attack
 from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import INPUT_DIMENSION, ZOO_MODEL, describe_error, marked
@@ -231,7 +231,7 @@ def _check_components(suite: Suite, path: Path) -> Suite:
         validated[key] = spec.model_copy(update={"params": params.model_dump(mode="json")})
         _check_suite_bounds(suite, path, f"{key}.params", params)
         if registry is ATTACKS:
-            _check_requirements(suite, path, key, spec.name)
+            _check_requirements(suite, path, key, ATTACKS.get(spec.name)(params))
             attacker_data += _nested_datasets(path, f"{key}.params", params)
     _check_disjoint(suite, path, attacker_data)
     return suite.model_copy(
@@ -271,9 +271,10 @@ def _input_size(model: ModelSpec, path: Path) -> tuple[int, int, int]:
         raise UserError(f"{path}: {error}") from None
 
 
-def _check_requirements(suite: Suite, path: Path, key: str, name: str) -> None:
-    """What an attack's threat model requires of the suite (``ThreatModel.requires``) is there."""
-    requires = ATTACKS.get(name).threat.requires
+def _check_requirements(suite: Suite, path: Path, key: str, attack: Attack) -> None:
+    """What an attack's threat model requires of the suite (``ThreatModel.requires``; the instance's: ``tuned`` has its
+    inner attack's) is there."""
+    requires, name = attack.threat.requires, attack.name
     if "public" in requires and suite.public is None:
         raise UserError(
             f"{path}: key '{key}': attack {name!r} needs the suite's 'public' dataset (clean images the attacker holds, "

@@ -89,8 +89,7 @@ class _Images:
             raise ValueError("the release's cells were evaluated on different images")
         self.rows = {pair: np.mean(list(seeds.values()), axis=0) for pair, seeds in self.per_seed.items()}
         count = len(next(iter(self.rows.values())))
-        order = np.random.default_rng(spec.seed).permutation(count)
-        self.tuning, self.report = order[: round(spec.tuning * count)], order[round(spec.tuning * count) :]
+        self.tuning, self.report = spec.split(count)
 
     def flags(self, step: Step, model: str) -> np.ndarray:
         """Per-image ``metric``, mean over seeds and draws."""

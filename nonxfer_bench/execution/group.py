@@ -27,12 +27,14 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
 
 from nonxfer_bench.attacks import ATTACKS, Attack, AttackContext
+from nonxfer_bench.attacks.base import TuningImages
 from nonxfer_bench.cells.cell import Cell, Role
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.cache import ArrayCache
@@ -44,6 +46,7 @@ from nonxfer_bench.execution.plan import AttackStep, EncodingGroup
 from nonxfer_bench.linalg.bounds import NOT_COMPUTED, group_bounds
 from nonxfer_bench.metrics.image_quality import psnr_per_image, ssim_per_image
 from nonxfer_bench.metrics.outcomes import Tally
+from nonxfer_bench.schema.protocol import VerdictSpec
 from nonxfer_bench.storage.formats import apply_storage
 from nonxfer_bench.zoo import ZooModel
 
@@ -109,6 +112,7 @@ class GroupServices:
     overlap_cpu_attacks: bool = False  # run CPU-only attacks on a thread pool beside the device work (the device is not the CPU)
     bounds: bool = True  # compute the bound diagnostics (suite key 'bounds')
     entry: Callable[[Any], str] = lambda spec: spec.name  # a suite entry (an encoder's or attack's spec) as error lines name it
+    verdict: VerdictSpec = VerdictSpec()  # the suite's protocol's verdict (its defaults without one): the tuning split attacks may search on
 
 
 class AttackedBatches:
@@ -206,7 +210,7 @@ class GroupComputation:
         size = self.services.batch_size
         self.attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size, self.services.entry)
         releases = self.releases(inputs)
-        ahead, context = self.fit_attacks(releases, inputs.count)
+        ahead, context = self.fit_attacks(releases, inputs)
         with self.cpu_pool() as pool:
             for start, clean, labels, encoding in _drain(ahead, releases):
                 context.batch_labels = labels
@@ -228,7 +232,7 @@ class GroupComputation:
             clean = inputs.clean(start, size)
             yield Release(start, clean, inputs.labels[start : start + size], self.encode(clean, first=start == 0))
 
-    def fit_attacks(self, releases: Iterator[Release], count: int) -> tuple[list[Release], AttackContext]:
+    def fit_attacks(self, releases: Iterator[Release], inputs: GroupInputs) -> tuple[list[Release], AttackContext]:
         """Fit every attack once per group, before the first batch is attacked; returns the batches encoded for it.
 
         An attack fits on its ``released`` budget of the group's first NEs, whatever the batch size: as many
@@ -236,6 +240,7 @@ class GroupComputation:
         the group's images is clamped to them (the cells' ``budget_released`` says how many were used). An
         attack without a budget fits on the first batch.
         """
+        count = inputs.count
         budgets = {id(step.spec): getattr(self.services.attack(step).params, "released", None) for step in self.steps}
         needed = min(max((b for b in budgets.values() if b), default=0), count)
         ahead: list[Release] = []
@@ -244,7 +249,7 @@ class GroupComputation:
             if sum(len(r.clean) for r in ahead) >= needed:
                 break
         released = ahead[0].encoding.images if len(ahead) == 1 else torch.cat([r.encoding.images for r in ahead])[:needed]
-        context = self.attack_context(released)
+        context = self.attack_context(released, inputs)
         first_batch = len(ahead[0].clean)
         for spec_id, budget in budgets.items():
             spec_steps = [s for s in self.steps if id(s.spec) == spec_id]
@@ -280,7 +285,7 @@ class GroupComputation:
     def all_draws(self, step: AttackStep, start: int, released: torch.Tensor) -> list[torch.Tensor]:
         return [self.attacked_batches(step, draw, start, released) for draw in range(self.draws[step])]
 
-    def attack_context(self, released: torch.Tensor) -> AttackContext:
+    def attack_context(self, released: torch.Tensor, inputs: GroupInputs) -> AttackContext:
         """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the release."""
 
         def encode(images: torch.Tensor, model: ZooModel, key: str | None = None) -> torch.Tensor:
@@ -288,16 +293,34 @@ class GroupComputation:
             return self.encoder.encode(images, model, self.group.strength, generator).images
 
         public = self.services.public_images(self.authorized)
-        return AttackContext(self.deployed, self.services.model, public, released, public_labels=self.services.public_labels(), encode=encode)
+        unauthorized = tuple(sorted({name for _, name in self.group.cells if self.services.role(name, self.group.authorized) == "unauthorized"}))
+        tuning = TuningImages(
+            partial(self.tuning_images, inputs), unauthorized, self.services.predict, self.services.batch_size, partial(self.services.note, self.group)
+        )
+        return AttackContext(self.deployed, self.services.model, public, released, public_labels=self.services.public_labels(), encode=encode, tuning=tuning)
+
+    def tuning_images(self, inputs: GroupInputs, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``limit`` of the verdict's tuning images (``VerdictSpec.split`` over the labelled images, as the verdict
+        splits them) as (their released NEs on the host, their labels), in dataset order.
+
+        The group is encoded again from the start of its generator, batch by batch, up to the last of them, so each NE is
+        the one the group releases; only those images are kept."""
+        labels = inputs.labels.cpu()
+        labelled = torch.nonzero(labels >= 0).flatten().numpy()
+        tuning, _ = self.services.verdict.split(len(labelled))
+        wanted = np.sort(labelled[tuning[:limit]])
+        size, generator, kept = self.services.batch_size, keyed_generator(self.group.draw_key, "encode"), []
+        for start in range(0, int(wanted[-1]) + 1 if len(wanted) else 0, size):
+            released = self.release(inputs.clean(start, size), generator).images
+            rows = wanted[(wanted >= start) & (wanted < start + len(released))] - start
+            kept.append(released[torch.as_tensor(rows, device=released.device)].cpu())
+        images = torch.cat(kept) if kept else torch.empty(0, *self.authorized.input_size)
+        return images, labels[torch.as_tensor(wanted, dtype=torch.long)]
 
     # stage 1
     def encode(self, clean: torch.Tensor, first: bool) -> Encoding:
         """The release of one clean batch; on the first batch also the group's bound numbers and sample rows."""
-        with blame(self.services.entry(self.group.encoder)):
-            encoding = self.encoder.encode(clean, self.authorized, self.group.strength, self.encode_generator)
-        if self.group.storage != "float32":  # the release is what comes back from the stored files
-            encoding.images = apply_storage(encoding.images, self.group.storage)
-            encoding.flat_input = None  # the flat-input path bypasses any stored file
+        encoding = self.release(clean, self.encode_generator)
         self.measures.stored_psnr.append(psnr_per_image(clean, encoding.images))
         self.measures.encoded_psnr.append(encoding.achieved_psnr)
         self.encoder_info = encoding.info
@@ -306,6 +329,15 @@ class GroupComputation:
             self.bounds = _group_bounds(self.encoder, self.authorized, clean, encoding, models)
         if first and self.services.sample_images:
             self.sample_rows = {"clean": self.sample_row(clean), self.group.encoder.name: self.sample_row(encoding.images)}
+        return encoding
+
+    def release(self, clean: torch.Tensor, generator: torch.Generator) -> Encoding:
+        """The group's encoder on one clean batch, drawing from ``generator``, as the release stores it."""
+        with blame(self.services.entry(self.group.encoder)):
+            encoding = self.encoder.encode(clean, self.authorized, self.group.strength, generator)
+        if self.group.storage != "float32":  # the release is what comes back from the stored files
+            encoding.images = apply_storage(encoding.images, self.group.storage)
+            encoding.flat_input = None  # the flat-input path bypasses any stored file
         return encoding
 
     def measure_attack(self, step: AttackStep, draw: int, start: int, clean: torch.Tensor, attacked: torch.Tensor) -> None:

@@ -35,6 +35,8 @@ from nonxfer_bench.execution.group import GroupComputation, GroupInputs, GroupSe
 from nonxfer_bench.execution.loader import PrefetchingReader
 from nonxfer_bench.execution.plan import AttackStep, EncodingGroup, plan_suite
 from nonxfer_bench.execution.progress import Plan, Progress
+from nonxfer_bench.loading import suite_protocol
+from nonxfer_bench.schema.protocol import VerdictSpec
 from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import AttackSpec, DatasetSpec, EncoderSpec, Suite
 from nonxfer_bench.storage.samples import sample_file, save_sample_grid
@@ -279,8 +281,14 @@ class Runner:
         return GroupServices(
             self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, self.note, suite.name, suite.batch_size, suite.output.sample_images,
             public_labels=lambda: None if self._public is None else self._public.labels, precision=self.settings.precision,
-            overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=self.settings.bounds, entry=self.entry,
+            overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=self.settings.bounds, entry=self.entry, verdict=self.verdict,
         )
+
+    @cached_property
+    def verdict(self) -> VerdictSpec:
+        """How the suite's protocol computes its verdict (the defaults without a protocol, as the leaderboard's verdict)."""
+        protocol, _ = suite_protocol(self.suite)
+        return protocol.verdict if protocol else VerdictSpec()
 
     def save_sample(self, group: EncodingGroup, rows: dict[str, torch.Tensor]) -> Path | None:
         if not rows:

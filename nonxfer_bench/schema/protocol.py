@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from nonxfer_bench.schema.suite import AttackSpec, Ensemble, Frozen, PlainName
@@ -34,6 +35,14 @@ class VerdictSpec(Frozen):
     tuning: float = Field(0.2, gt=0, lt=1, description="share of the evaluated images that choose each tier's strongest attack")
     seed: int = Field(0, ge=0, lt=2**31, description="seeds the split into tuning and report images")
     break_fraction: float = Field(0.9, gt=0, le=1, description="a release counts as broken at a tier when the best unauthorized accuracy reaches this share of the unauthorized models' clean accuracy")
+
+    def split(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tuning, report) positions among ``count`` evaluated images (the labelled ones, in dataset order, when the
+        verdict scores accuracy): the one split the verdict and every attack that searches its settings on tuning images
+        (``tuned``) use, so that no search sees an image its result is reported on."""
+        order = np.random.default_rng(self.seed).permutation(count)
+        cut = round(self.tuning * count)
+        return order[:cut], order[cut:]
 
 
 class Protocol(Frozen):

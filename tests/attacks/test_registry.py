@@ -79,11 +79,13 @@ SPEC_PARAMS = {
     "diffusion": lambda: {"source": str(ROOT / "suites/zoo/weights/fashion-ddpm"), "steps": 4},
     "diffusers_vae": lambda: {"source": tiny_vae_dir()},
     "img2img": lambda: {"source": tiny_img2img_dir(), "size": 16, "steps": 4},
+    "tuned": lambda: {"attack": "blur", "space": {"max_sigma": {"low": 0.5, "high": 3.0}}, "trials": 3},
 }
 
 
 # attacks that need a package a machine may lack (benchmarks/gpu_bundle.py carries neither to a lent GPU machine)
 REQUIRES = {name: "diffusers" for name in ("diffusers_vae", "diffusion", "img2img")} | {name: "torchattacks" for name in ("torchattacks", "pgd", "fgsm", "cw")}
+REQUIRES["tuned"] = "optuna"
 
 
 def spec_params(name: str) -> dict | None:

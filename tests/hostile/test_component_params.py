@@ -64,6 +64,7 @@ NEEDED = {
     ("attacks", "diffusers_vae"): {"source": "vae-folder"},
     ("attacks", "img2img"): {"source": "sd-folder"},
     ("attacks", "learned_inverse"): {"pairs": "leaked"},
+    ("attacks", "tuned"): {"attack": "blur", "space": {"max_sigma": [1.0]}},
     ("dataset", "imagenet_val"): {"solution": "LOC_val_solution.csv"},
     ("encoders", "stored_release"): {"release": "release", "originals": "photos", "manifest_sha256": "0" * 64},
 }
