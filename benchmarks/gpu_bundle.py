@@ -59,6 +59,7 @@ BUNDLED = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", 
 NOT_CARRIED = {
     "mlflow": "gpu.py tracks nothing", "mlflow-skinny": "part of mlflow", "mlflow-tracing": "part of mlflow",
     "ray": "gpu.py runs the local executor",
+    "optuna": "only the tuned attack imports it: gpu.py does not run it and its cuda registry test skips without optuna",
 }
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 FASHION_TEST = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
