@@ -64,6 +64,7 @@ class JpegKornia(Attack):
         return {"quality": jpeg_quality(self.params, strength)}
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        # heavy (~0.7 s): kornia only when the attack runs; every run and `list attacks` import all attack modules
         from kornia.enhance import jpeg_codec_differentiable
 
         unit, low, scale = to_unit_range(images, self.params.range)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pydantic import Field
+from skimage.restoration import denoise_nl_means
 
 from nonxfer_bench.attacks.base import ATTACKS, Attack
 from nonxfer_bench.attacks.threat import ThreatModel, Tier
@@ -36,6 +37,7 @@ class DenoiseMedian(Attack):
         return {"kernel": self.kernel(strength)}
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        # heavy (~0.7 s): kornia only when the attack runs; every run and `list attacks` import all attack modules
         from kornia.filters import median_blur
 
         size = self.kernel(strength)
@@ -65,7 +67,7 @@ class DenoiseTv(Attack):
         return {"weight": round(strength * self.params.max_weight, 4)}
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-        from kornia.losses import total_variation
+        from kornia.losses import total_variation  # heavy (~0.7 s), as in DenoiseMedian.forward
 
         weight = strength * self.params.max_weight
         if weight == 0:
@@ -113,8 +115,6 @@ class DenoiseNlm(Attack):
         return {"h_over_sigma": round(strength * self.params.max_h, 4)}
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-        from skimage.restoration import denoise_nl_means
-
         factor = strength * self.params.max_h
         if factor == 0:
             return images.clone()

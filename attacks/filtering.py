@@ -30,6 +30,7 @@ class Blur(Attack):
         return {"sigma": round(self.sigma(strength), 4)}
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+        # heavy (~0.7 s): kornia only when the attack runs; every run and `list attacks` import all attack modules
         from kornia.filters import gaussian_blur2d
 
         sigma = self.sigma(strength)

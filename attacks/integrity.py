@@ -43,7 +43,7 @@ from nonxfer_bench.core.params import MAX_ITERATIONS, Strict, ZooModelName
 
 
 def torchattacks_class(name: str) -> type:
-    import torchattacks
+    import torchattacks  # heavy (~1 s): only the torchattacks wrapper needs it; every run and `list attacks` import this module
 
     cls = getattr(torchattacks, name, None)
     if not (isinstance(cls, type) and issubclass(cls, torchattacks.attack.Attack)):

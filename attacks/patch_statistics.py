@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nonxfer_bench.attacks._subspace_tools import Lattice, LatticeParams, Ridge, not_fitted
+from nonxfer_bench.attacks._subspace_tools import Lattice, LatticeParams, Ridge, covariance, not_fitted
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import BudgetParams, ThreatModel, Tier
 from nonxfer_bench.core.params import MAX_KERNEL
@@ -97,8 +97,6 @@ class PatchMean(Attack):
             without_gain = (released_mean - self.prior).pow(2).sum()
             self.gain = bool(with_gain < without_gain)
         if self.params.estimator == "wiener":
-            from nonxfer_bench.attacks._subspace_tools import covariance
-
             noisy = covariance(self.least_squares(context.released))[1]
             clean = covariance(self.least_squares(context.public_images))[1] if len(context.public_images) > 1 else torch.zeros_like(noisy)
             values, vectors = torch.linalg.eigh(noisy - clean)

@@ -26,6 +26,7 @@ from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.datasets.base import load_cached
 from nonxfer_bench.generative.autoencoder import AutoencoderConfig, load_or_train
+from nonxfer_bench.generative.diffusion import Purifier
 
 DEFAULT_DDPM = "suites/zoo/weights/fashion-ddpm"
 
@@ -142,7 +143,7 @@ class DiffusersVae(Attack):
 
     def _load(self, device: torch.device):
         if self.vae is None:
-            from diffusers import AutoencoderKL, AutoencoderTiny
+            from diffusers import AutoencoderKL, AutoencoderTiny  # heavy (~1 s): diffusers only when this attack loads its model
 
             kind = AutoencoderKL if self.params.kind == "kl" else AutoencoderTiny
             self.vae = _load_diffusers(kind, self.params.source, self.params.subfolder, "autoencoder")
@@ -190,8 +191,6 @@ class DiffusionPurification(Attack):
 
     def _load(self):
         if self.purifier is None:
-            from nonxfer_bench.generative.diffusion import Purifier
-
             self.purifier = Purifier.load(self.params.source, self.params.scheduler, self.params.steps)
         return self.purifier
 
@@ -234,7 +233,7 @@ class Img2ImgRegeneration(Attack):
 
     def _load(self, device: torch.device):
         if self.pipeline is None:
-            from diffusers import AutoPipelineForImage2Image
+            from diffusers import AutoPipelineForImage2Image  # heavy (~1 s): diffusers only when this attack loads its model
 
             self.pipeline = _load_diffusers(AutoPipelineForImage2Image, self.params.source, None, "img2img pipeline", safety_checker=None)
             self.pipeline.set_progress_bar_config(disable=True)

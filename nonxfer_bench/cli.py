@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
 import re
@@ -11,10 +12,14 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import nonxfer_bench
 from nonxfer_bench.core.environment import check_environment
 from nonxfer_bench.core.errors import UserError, excerpt, io_error, one_line
 from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
 from nonxfer_bench.execution import EXECUTOR_NAMES
+
+# Each command imports its app module (and through it torch, timm, mlflow...) inside its handler, and torch itself
+# only where it computes: `nonxfer-bench --version`, `--help` and `list suites` stay fast (a few hundred ms, no torch).
 
 SUITES_DIR = Path("suites")
 
@@ -171,10 +176,6 @@ def command_train_diffusion(args: argparse.Namespace) -> int:
 def _attacks_origin_problem() -> str | None:
     """Run from a checkout (``PYTHONPATH=.``), ``nonxfer_bench`` comes from the checkout but its ``attacks``
     from wherever the package was installed, or from nowhere: say so instead of running other code."""
-    import importlib.util
-
-    import nonxfer_bench
-
     checkout = Path(nonxfer_bench.__file__).resolve().parents[1] / "attacks"
     if not ((checkout / "__init__.py").is_file() and (checkout.parent / "pyproject.toml").is_file()):
         return None  # an installed package: attacks/ is inside it
@@ -209,8 +210,8 @@ def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def command_encode(args: argparse.Namespace) -> int:
-    import os
-
+    from nonxfer_bench.app.notices import notices
+    from nonxfer_bench.metrics.statistics import wilson
     from nonxfer_bench.owner.release import encode_folder
     from nonxfer_bench.schema.files import parse_yaml
 
@@ -225,15 +226,11 @@ def command_encode(args: argparse.Namespace) -> int:
         except UserError as error:
             raise UserError(f"--param {excerpt(item, 60)}: VALUE is not a plain YAML value ({error})") from None
     seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
-    from nonxfer_bench.app.notices import notices
-
     with notices("nonxfer-bench: %(message)s"):
         manifest = encode_folder(
             Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
             params=params, batch_size=args.batch_size, overwrite=args.overwrite, force=args.force, settings=settings,
         )
-    from nonxfer_bench.metrics.statistics import wilson
-
     notes = "; ".join(f"{note}: {count} image(s)" for note, count in manifest["notes"].items())
     kept = manifest["authorized_agreement"]
     agreement = wilson(kept["kept"], kept["n"])
@@ -326,10 +323,8 @@ def command_site(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nonxfer_bench import __version__
-
     parser = OneLineParser(prog="nonxfer-bench", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"nonxfer-bench {__version__}")
+    parser.add_argument("--version", action="version", version=f"nonxfer-bench {nonxfer_bench.__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a suite: encode, attack, evaluate, log, leaderboard")

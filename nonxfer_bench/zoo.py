@@ -19,9 +19,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # must precede the timm import, or
 
 from pathlib import Path
 
+import huggingface_hub
 import timm
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants
+from safetensors.torch import load_file
 from timm.data import resolve_model_data_config
 from torch import nn
 
@@ -260,8 +263,6 @@ def load_weights(net: nn.Module, path: Path, model_name: str, by_position: bool 
     """Load a .safetensors or .pth state dict (pickles refused: ``weights_only=True``)."""
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -315,9 +316,6 @@ def model_structure(spec: ModelSpec) -> ZooModel:
 def hub_weights_problem(specs: list[ModelSpec]) -> str | None:
     """None if every hub model's weights can be had now (local cache, or a reachable hub when online);
     else one line naming the missing weights and what to provide. Checked before any work starts."""
-    import huggingface_hub
-    from huggingface_hub import constants
-
     missing, unreachable = [], None
     for spec in specs:
         with torch.device("meta"):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from nonxfer_bench.linalg.bounds import PREFIX, finite_or_none
 
@@ -75,9 +77,6 @@ def misalignment_correlation(cells: list[dict]) -> list[dict]:
 def _spearman(x: list[float], y: list[float]) -> tuple[float | None, float | None, tuple[float, float] | None]:
     """rho, its p-value and a percentile bootstrap interval over the pairs (seeded; resamples with ties only
     in one variable are left out); None where undefined (fewer than 3 models or a constant variable)."""
-    import numpy as np
-    from scipy.stats import spearmanr
-
     if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
         return None, None, None
     result = spearmanr(x, y)

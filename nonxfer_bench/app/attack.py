@@ -20,14 +20,20 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from nonxfer_bench.analysis.frame import results_frame, unauthorized_models
+from nonxfer_bench.analysis.ladder import identifications
+from nonxfer_bench.analysis.verdict import verdicts
 from nonxfer_bench.app.run import RunOptions, run_suite
 from nonxfer_bench.app.sources import find_cells
 from nonxfer_bench.core.atomic import atomic_write, write_marker
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
+from nonxfer_bench.datasets import DATASETS
+from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.loading import absolute, encoder_refusal, load_protocol, load_suite
 from nonxfer_bench.owner.card import KNOWS, NOT_MEASURED, interval, write_card
 from nonxfer_bench.owner.inputs import authorized_model, known_classes, read_zoo
+from nonxfer_bench.rendering.verdict import TIER_NAMES
 from nonxfer_bench.schema.files import parse_yaml
 from nonxfer_bench.schema.suite import DatasetSpec
 from nonxfer_bench.storage.release import (
@@ -41,6 +47,7 @@ from nonxfer_bench.storage.release import (
     read_manifest,
     vouched_files,
 )
+from nonxfer_bench.zoo import resolve_preprocessing
 
 
 @dataclass(frozen=True)
@@ -84,9 +91,6 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
 
 def attack_suite(request: AttackRequest, manifest: dict) -> tuple[dict, object]:
     """The suite that attacks the release (as data, for ``suite.yaml``) and the protocol it runs."""
-    from nonxfer_bench.datasets import DATASETS
-    from nonxfer_bench.encoders import ENCODERS
-
     release, originals = absolute(request.release), absolute(request.originals)
     if not originals.is_dir():
         raise UserError(f"--originals {originals}: folder not found (give the input folder encode read)")
@@ -136,8 +140,6 @@ IDENTIFY_RELEASED = 10  # released images the identification attacker holds
 def identification(models: list, release_size: list[int], images: int) -> dict:
     """``identify`` over every zoo model of the release's input size: which model the release gives away as its
     authorized one, from :data:`IDENTIFY_RELEASED` released images (fewer when the release holds fewer)."""
-    from nonxfer_bench.zoo import resolve_preprocessing
-
     candidates = [model.name for model in models if tuple(resolve_preprocessing(model)["input_size"]) == tuple(release_size)]
     return {"name": "identify", "params": {"candidates": candidates, "released": min(IDENTIFY_RELEASED, images)}}
 
@@ -145,8 +147,6 @@ def identification(models: list, release_size: list[int], images: int) -> dict:
 def public_dataset(text: str | None, zoo_dataset: DatasetSpec | None) -> DatasetSpec:
     """The clean images an informed attacker holds: ``--public`` (a dataset as YAML), else the train split of the
     dataset the zoo file names (Fashion-MNIST train for the Fashion-MNIST zoo)."""
-    from nonxfer_bench.datasets import DATASETS
-
     if text is not None:
         try:
             return DatasetSpec.model_validate(parse_yaml(text, "--public"))
@@ -222,11 +222,6 @@ def attack_evidence(cells: list, protocol, ensemble: str, leaderboard: Path, rel
     """The card's evidence from the run's cells: the protocol verdict of the release (per tier the strongest attack
     and unauthorized model, chosen on tuning images, with its accuracy and gap on the others), the cheapest break, and
     identification when the run holds ``identify`` cells."""
-    from nonxfer_bench.analysis.frame import results_frame, unauthorized_models
-    from nonxfer_bench.analysis.ladder import identifications
-    from nonxfer_bench.analysis.verdict import verdicts
-    from nonxfer_bench.rendering.verdict import TIER_NAMES
-
     frame = results_frame(cells)
     found = [v for v in verdicts(frame, protocol.verdict) if v.release.encoder == "stored_release"]
     if not found:

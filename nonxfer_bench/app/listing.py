@@ -9,6 +9,7 @@ from pathlib import Path
 
 from nonxfer_bench.core.errors import UserError, printable, shown_path
 from nonxfer_bench.core.registry import first_sentence, parameter_defaults
+from nonxfer_bench.schema.files import read_yaml
 
 SUITES_DIR = Path("suites")
 WIDTH = 110
@@ -24,8 +25,6 @@ def _suite_files() -> tuple[Path, list[Path]]:
 
 def list_suites() -> None:
     """Each suite file with the first sentence of its description (read within the suite reader's bounds)."""
-    from nonxfer_bench.schema.files import read_yaml
-
     folder, files = _suite_files()
     if not files:
         raise UserError(f"list suites: no suite files (*.yaml) in {folder}; run it in a project with a suites/ folder")
@@ -42,7 +41,7 @@ def list_suites() -> None:
 
 def list_models(suite_file: Path | None) -> None:
     """A suite's models: name, architecture, where the weights come from, role."""
-    from nonxfer_bench.loading import load_suite
+    from nonxfer_bench.loading import load_suite  # heavy (torch, timm: seconds); `list suites` never needs it
 
     if suite_file is None:
         raise UserError("list models: give a suite file, e.g. `nonxfer-bench list models suites/quickstart.yaml`")
@@ -54,6 +53,7 @@ def list_models(suite_file: Path | None) -> None:
 
 def list_components(what: str) -> None:
     """Every registered attack, encoder or dataset (``what``), plugins marked, with its parameters' defaults."""
+    # heavy: the registries import torch, timm and every built-in module (seconds); `list suites` needs none of them
     import nonxfer_bench.attacks
     from nonxfer_bench.attacks import ATTACKS
     from nonxfer_bench.datasets.base import DATASETS

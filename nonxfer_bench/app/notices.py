@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from tqdm import tqdm
+
 from nonxfer_bench.core.errors import printable
 
 
@@ -16,8 +18,6 @@ class _NoticeLine(logging.Handler):
     """A library notice as one line on standard output, written above any progress bar (tqdm.write)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        from tqdm import tqdm
-
         tqdm.write(printable(self.format(record)), file=sys.stdout)
 
 

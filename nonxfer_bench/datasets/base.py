@@ -22,6 +22,7 @@ from typing import Callable, ClassVar
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
 from nonxfer_bench.core.cache import ArrayCache
@@ -148,8 +149,6 @@ def decode_image(path: Path, size: int, crop_pct: float, channels: int, interpol
     shorter side resized to floor(size / crop_pct), longer side as torchvision's Resize computes it,
     then torchvision's CenterCrop. ``ToTensor`` of the result equals timm's tensor before normalization.
     Any PIL mode is converted: gray to RGB and back, alpha dropped, 16-bit gray scaled to 8 bits."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as image:
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray: PIL's convert would clip at 255, not scale
@@ -161,8 +160,6 @@ def decode_image(path: Path, size: int, crop_pct: float, channels: int, interpol
 
 def center_crop_pil(image, size: int, crop_pct: float, interpolation: str = "bicubic") -> torch.Tensor:
     """A PIL image to uint8 (C x size x size), exactly timm's ``Resize(floor(size/crop_pct)) + CenterCrop(size)``."""
-    from PIL import Image
-
     resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[interpolation]
     short = max(size, math.floor(size / crop_pct))
     width, height = image.size

@@ -71,7 +71,7 @@ class FashionMNIST(Dataset):
         if (root / "t10k-images-idx3-ubyte.gz").is_file() or (root / "t10k-images-idx3-ubyte").is_file():
             return root
         if self.params.download:
-            from torchvision.datasets import FashionMNIST as TorchvisionFashion
+            from torchvision.datasets import FashionMNIST as TorchvisionFashion  # heavy (seconds): only the online download needs it
 
             target = Path(self.params.root or Path.home() / ".cache" / "nonxfer-bench")
             TorchvisionFashion(str(target), train=self.params.split == "train", download=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, model_validator
+from scipy.io import loadmat
 
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.hashing import file_sha256
@@ -47,7 +48,7 @@ class ImageNetValParams(FolderParams):
 
 def timm_classes() -> list[str]:
     """ImageNet-1k WordNet IDs in timm's class order (sorted)."""
-    from timm.data import ImageNetInfo
+    from timm.data import ImageNetInfo  # heavy (timm pulls torchvision: seconds): only ImageNet's class names need it
 
     return list(ImageNetInfo().label_names())
 
@@ -60,8 +61,6 @@ def _existing(path: Path, what: str) -> Path:
 
 def devkit_labels(devkit: Path, classes: list[str]) -> dict[str, int]:
     """Image stem -> timm class index, from the devkit's ground truth and meta.mat."""
-    from scipy.io import loadmat
-
     meta = _existing(devkit / META, "devkit class list")
     try:
         synsets = loadmat(meta, squeeze_me=True)["synsets"]

@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.datasets.base import DATASETS, ILSVRC2012_VAL, MIN_CROP_PCT, Dataset, ImageSet, check_resize, decode_image, decode_settings
+from nonxfer_bench.datasets.imagenet_val import timm_classes
 from nonxfer_bench.schema.suite import package_folder
 
 UNLABELED = -1
@@ -104,12 +105,10 @@ class FoolboxImageNet(PackagedImages):
 
     def class_names(self) -> list[str]:
         """ImageNet-1k's WordNet IDs in timm's order (the labels in the file names index them)."""
-        from nonxfer_bench.datasets.imagenet_val import timm_classes
-
         return timm_classes()
 
     def classes(self) -> list[str]:
-        from timm.data import ImageNetInfo
+        from timm.data import ImageNetInfo  # heavy (timm pulls torchvision: seconds): only ImageNet's class names need it
 
         info = ImageNetInfo()
         return [info.index_to_description(i) for i in range(1000)]

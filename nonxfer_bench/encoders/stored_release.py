@@ -23,7 +23,9 @@ import torch
 from pydantic import Field
 
 from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.core.params import Strict
+from nonxfer_bench.datasets.base import decode_image
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.linalg.subspace import NoiseSubspace
 from nonxfer_bench.metrics.image_quality import psnr_per_image
@@ -66,8 +68,6 @@ class StoredRelease(Encoder):
     def is_authorized(self, model: ZooModel) -> bool:
         """Whether ``model`` is the release's authorized model (its zoo entry's identity hash is the manifest's)."""
         if model.name not in self._authorized:
-            from nonxfer_bench.core.hashing import stable_hash
-
             self._authorized[model.name] = stable_hash(model.spec.identity()) == self.manifest["model"]["identity_hash"]
         return self._authorized[model.name]
 
@@ -95,8 +95,6 @@ class StoredRelease(Encoder):
         """Each original's pixels as the runner's dataset gives them (decoded as the manifest says, brought to the
         model's input) -> its entry; built once."""
         if self._index is None:
-            from nonxfer_bench.datasets.base import decode_image
-
             decode, where = self.manifest["decode"], str(self.folder / MANIFEST)
             settings = {key: decode[key] for key in ("size", "crop_pct", "interpolation")}
             index: dict[bytes, int] = {}

@@ -13,11 +13,15 @@ import sys
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from safetensors.torch import load_file
 from torch import nn
+from tqdm import tqdm
 
+from nonxfer_bench.core.atomic import save_atomically
 from nonxfer_bench.core.cache import cache_root
 from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.core.params import MAX_ITERATIONS, MAX_LR, Strict
+from nonxfer_bench.datasets.base import load_dataset
 from nonxfer_bench.schema.suite import MAX_BATCH, DatasetSpec, Seed
 
 
@@ -62,10 +66,6 @@ class ConvAutoencoder(nn.Module):
 @torch.enable_grad()  # may be called lazily from inside an attack's no-grad forward
 def train_autoencoder(config: AutoencoderConfig) -> tuple[ConvAutoencoder, tuple[int, int, int]]:
     """Train on the config's dataset with noisy inputs; returns the model and the image shape it saw."""
-    from tqdm import tqdm
-
-    from nonxfer_bench.datasets.base import load_dataset
-
     torch.manual_seed(config.seed)
     data = load_dataset(config.dataset.name, config.dataset.params).subset(config.dataset.limit, config.seed)
     images = data.as_float()
@@ -89,10 +89,6 @@ def train_autoencoder(config: AutoencoderConfig) -> tuple[ConvAutoencoder, tuple
 
 def load_or_train(config: AutoencoderConfig) -> ConvAutoencoder:
     """The cached autoencoder for this config, trained first if the cache has none or an unreadable one."""
-    from safetensors.torch import load_file
-
-    from nonxfer_bench.core.atomic import save_atomically
-
     path = cache_root() / "autoencoders" / f"{stable_hash(config.model_dump(mode='json'))}.safetensors"
     if path.is_file():
         try:

@@ -21,13 +21,17 @@ from typing import Annotated, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from tqdm import tqdm
 
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.atomic import atomic_write, staged_folder, write_marker, written_by
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import MAX_TRAIN_STEPS, Strict
+from nonxfer_bench.datasets.base import load_dataset
+from nonxfer_bench.metrics.image_quality import psnr_per_image
 from nonxfer_bench.schema.files import read_yaml, resolve_path, validate
 from nonxfer_bench.schema.suite import DatasetSpec
+from nonxfer_bench.storage.samples import save_sample_grid
 
 COMMAND = "nonxfer-bench train diffusion"  # named in the ownership marker of the folders it writes
 
@@ -59,7 +63,7 @@ class Purifier:
     @classmethod
     def load(cls, source: str, scheduler: Literal["ddpm", "ddim"] = "ddim", steps: int | None = None) -> "Purifier":
         """Load from a local ``save_pretrained`` folder (``unet/``, ``scheduler/``) or a hub repository id."""
-        from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+        from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel  # heavy (~1 s): diffusers only when a diffusion model is loaded, built or trained
 
         path = Path(source)
         if not path.is_dir() and (source.startswith((".", "/")) or path.suffix):
@@ -177,7 +181,7 @@ def train_and_publish(spec: DiffusionTrainSpec, device: str = "cpu", max_seconds
 
 
 def build_unet(spec: DiffusionTrainSpec, channels: int) -> torch.nn.Module:
-    from diffusers import UNet2DModel
+    from diffusers import UNet2DModel  # heavy (~1 s): diffusers only when a diffusion model is loaded, built or trained
 
     levels = len(spec.block_out_channels)
     down = ["DownBlock2D"] * levels
@@ -201,10 +205,7 @@ def train_diffusion(spec: DiffusionTrainSpec, device: str = "cpu", log_every: in
 
     ``max_seconds`` stops training early (the card records the steps actually taken).
     """
-    from diffusers import DDPMScheduler
-    from tqdm import tqdm
-
-    from nonxfer_bench.datasets.base import load_dataset
+    from diffusers import DDPMScheduler  # heavy (~1 s): diffusers only when a diffusion model is loaded, built or trained
 
     torch.manual_seed(spec.seed)
     data = load_dataset(spec.dataset.name, spec.dataset.params).subset(spec.dataset.limit, spec.seed)
@@ -265,10 +266,6 @@ def evaluate_purifier(spec: DiffusionTrainSpec, device: str = "cpu", count: int 
     Uses the dataset's ``test`` split (never trained on) and DDIM with up to 50 steps from t* to 0.
     Also writes ``samples.png``: clean images, their purifications at each t*, and unconditional samples.
     """
-    from nonxfer_bench.datasets.base import load_dataset
-    from nonxfer_bench.metrics.image_quality import psnr_per_image
-    from nonxfer_bench.storage.samples import save_sample_grid
-
     purifier = Purifier.load(str(spec.output), scheduler="ddim", steps=50).to(device)
     held_out = load_dataset(spec.dataset.name, {**spec.dataset.params, "split": "test"}).subset(count, spec.seed)
     clean = held_out.as_float()

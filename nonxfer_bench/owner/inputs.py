@@ -7,8 +7,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.core.hashing import stable_hash
+from nonxfer_bench.datasets import DATASETS
+from nonxfer_bench.datasets.base import IMAGE_SUFFIXES, decode_image
+from nonxfer_bench.datasets.image_folder import class_labels, class_table
+from nonxfer_bench.loading import load_suite, load_zoo
+from nonxfer_bench.schema.files import read_yaml
 from nonxfer_bench.storage.formats import is_16bit, read_image
 
 RESIZED = "resized to the model's input size"
@@ -26,10 +33,6 @@ def decode_source(path: Path, size: int, crop_pct: float, channels: int, interpo
     images go through :func:`nonxfer_bench.datasets.base.decode_image` (timm's eval resize and center crop, so the
     ``image_folder`` dataset decodes them to the same pixels); 16-bit PNGs keep their depth: resized (antialiased, in
     torch) and center-cropped the same way. Releases written before ``crop_pct`` 1 recorded timm's own crop_pct."""
-    from PIL import Image
-
-    from nonxfer_bench.datasets.base import decode_image
-
     if is_16bit(path):
         image, notes = read_image(path)
         notes.append(DEEP)
@@ -65,8 +68,6 @@ def geometry_notes(shape: tuple[int, int], size: int) -> list[str]:
 
 def list_sources(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted), relative to it."""
-    from nonxfer_bench.datasets.base import IMAGE_SUFFIXES
-
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder.absolute()}: input folder not found")
@@ -83,9 +84,6 @@ def list_sources(folder: Path) -> list[Path]:
 def read_zoo(path: Path) -> tuple[list, list[str], object | None]:
     """Zoo models, control names and the dataset spec that names the classes, from a zoo file (top-level ``models``
     and ``dataset``; no controls) or a suite file (its ``zoo``, ``controls`` and ``dataset``)."""
-    from nonxfer_bench.loading import load_suite, load_zoo
-    from nonxfer_bench.schema.files import read_yaml
-
     path = Path(path).absolute()
     data = read_yaml(path)
     if isinstance(data, dict) and "models" in data:
@@ -112,8 +110,6 @@ def pick(models: list, name: str, path: Path):
 
 
 def model_identity_hash(spec) -> str:
-    from nonxfer_bench.core.hashing import stable_hash
-
     return stable_hash(spec.identity())
 
 
@@ -136,8 +132,6 @@ def authorized_model(models: list, authorized: dict, zoo: Path):
 
 def read_class_file(path: Path) -> list[str]:
     """A class file: one class name per line, line i (from 0) naming label i; blank lines at the end ignored."""
-    from nonxfer_bench.datasets.image_folder import class_table
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--classes {path.absolute()}: file not found (one class name per line, line 1 = label 0)")
@@ -163,8 +157,6 @@ def read_class_file(path: Path) -> list[str]:
 def known_classes(zoo: Path, class_file: Path | None) -> list[str]:
     """The class names labels come from: ``class_file`` when given, else those of the dataset the zoo or suite file
     names (Fashion-MNIST's ten classes, ImageNet-1k's WordNet IDs)."""
-    from nonxfer_bench.datasets import DATASETS
-
     if class_file is not None:
         return read_class_file(class_file)
     _, _, dataset = read_zoo(zoo)
@@ -178,8 +170,6 @@ def known_classes(zoo: Path, class_file: Path | None) -> list[str]:
 def source_labels(sources: list[str], classes: list[str], where: str) -> torch.Tensor:
     """The label of each source image (a path relative to the originals) from its class folder, the first part of its
     path (:func:`nonxfer_bench.datasets.image_folder.class_labels`)."""
-    from nonxfer_bench.datasets.image_folder import class_labels
-
     folders = [Path(source).parts[0] if len(Path(source).parts) > 1 else None for source in sources]
     if any(folder is None for folder in folders):
         loose = next(source for source, folder in zip(sources, folders) if folder is None)

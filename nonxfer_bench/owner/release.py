@@ -10,16 +10,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
+import nonxfer_bench
 from nonxfer_bench.core import faults
 from nonxfer_bench.core.atomic import atomic_write, check_replaceable, staged_folder
 from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.core.hashing import keyed_generator
+from nonxfer_bench.encoders import ENCODERS
+from nonxfer_bench.loading import encoder_refusal
+from nonxfer_bench.metrics.image_quality import psnr_per_image, ssim_per_image
 from nonxfer_bench.owner.card import write_card
 from nonxfer_bench.owner.inputs import decode_source, list_sources, load_models, model_identity_hash, pick
 from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.storage.formats import apply_storage, write_image
 from nonxfer_bench.storage.release import ATTACK, BESIDE, MANIFEST, check_attack_run, check_unchanged, read_manifest, vouched_files
+from nonxfer_bench.zoo import build_model, dataset_preprocessing
 
 DRAWS = (
     "one generator keyed by the seed key draws every batch in file order: the same key, source files, settings and batch size "
@@ -75,15 +82,6 @@ def encode_folder(
     ``settings.device``; the release's draws come from one generator keyed by ``seed_key`` (:data:`DRAWS`). The manifest
     records each file's SHA-256, PSNR and SSIM against its decoded source, and how often the authorized model keeps
     its prediction after storage."""
-    from tqdm import tqdm
-
-    import nonxfer_bench
-    from nonxfer_bench.core.hashing import keyed_generator
-    from nonxfer_bench.encoders import ENCODERS
-    from nonxfer_bench.loading import encoder_refusal
-    from nonxfer_bench.metrics.image_quality import psnr_per_image, ssim_per_image
-    from nonxfer_bench.zoo import build_model, dataset_preprocessing
-
     try:
         storage = parse_format(fmt)
     except ValueError as error:

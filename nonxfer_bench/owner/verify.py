@@ -7,13 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from nonxfer_bench.core.atomic import atomic_write
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.metrics.statistics import wilson
 from nonxfer_bench.owner.inputs import authorized_model, decode_source, known_classes, load_models, pick, source_labels
+from nonxfer_bench.owner.verdict import verdict
 from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.storage.release import MANIFEST, VERIFY, inside, read_manifest, read_released, vouched_files
+from nonxfer_bench.zoo import build_model, resolve_preprocessing
 
 
 def verify_release(
@@ -40,11 +43,6 @@ def verify_release(
     labels (nothing to score against), an existing ``verify.json`` without ``overwrite``, a zoo without the release's
     authorized model (by identity hash), a class folder that names no class. The authorized model is always scored;
     the suite file's ``controls`` and ``controls`` are labelled controls and never count as unauthorized."""
-    from tqdm import tqdm
-
-    from nonxfer_bench.owner.verdict import verdict
-    from nonxfer_bench.zoo import build_model
-
     release = Path(release)
     if originals is None and not labels:
         raise UserError(f"verify {release}: nothing to score against; pass --originals FOLDER (the input folder given to encode) and/or --labels (classes from its folders)")
@@ -125,8 +123,6 @@ def _share(name: str, hits: torch.Tensor) -> dict[str, Any]:
 
 def _other_sizes(specs: list, released: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
     """The models among ``specs`` whose input size (channels x height x width) is not the released images'."""
-    from nonxfer_bench.zoo import resolve_preprocessing
-
     sizes = {spec.name: tuple(resolve_preprocessing(spec)["input_size"]) for spec in specs}
     return {name: size for name, size in sizes.items() if size != tuple(released)}
 

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from PIL import Image
+
 from nonxfer_bench.core.atomic import atomic_path
 from nonxfer_bench.core.errors import UserError
 
@@ -56,6 +58,7 @@ ATTACK_STRENGTH_LABEL = "attack strength\n(0 = weakest, 1 = strongest setting)"
 
 def pyplot():
     """matplotlib's pyplot on the Agg backend (no display needed)."""
+    # heavy (~0.8 s): imported only when a figure is drawn, and Agg is chosen before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,7 +82,7 @@ def metric_label(metric: str) -> str:
 def strength_unit(encoder: str) -> str:
     """The PSNR an encoder's strength is (``encoder/png8``: the encoder's own); ``encoder strength`` for an encoder
     this installation does not know (cells read back from elsewhere)."""
-    from nonxfer_bench.encoders.base import ENCODERS
+    from nonxfer_bench.encoders.base import ENCODERS  # heavy (the encoders import timm: seconds); rendering otherwise needs no model code
 
     try:
         return ENCODERS.get(encoder.split("/")[0]).strength_unit
@@ -161,7 +164,5 @@ def save(figure, path: Path) -> Path:
 
 def read_caption(path: Path) -> str | None:
     """The caption :func:`save` wrote into a PNG (None for a PNG without one)."""
-    from PIL import Image
-
     with Image.open(path) as image:
         return image.text.get("Description")

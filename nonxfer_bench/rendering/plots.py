@@ -97,7 +97,7 @@ def _grid(plt, panels: int, columns: int, width: float, height: float, legend_ro
 
 
 def _handle(**style):
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D  # heavy (~0.8 s): matplotlib is imported only when a figure is drawn (see figures.pyplot)
 
     return Line2D([], [], **style)
 
@@ -171,7 +171,7 @@ def transfer_heatmap_figure(frame: pd.DataFrame, models: list[str], metric: str)
     table = plain.groupby(["authorized", "encoder", "strength", "model"])[metric].mean().unstack("model") * 100
     table = table[[m for m in models if m in table.columns]]
     with styled() as plt:
-        from matplotlib.patches import Rectangle
+        from matplotlib.patches import Rectangle  # heavy (~0.8 s): matplotlib is imported only when a figure is drawn (see figures.pyplot)
 
         figure, axis = plt.subplots(figsize=(4.5 + 0.9 * table.shape[1], 1.6 + 0.32 * table.shape[0]), layout="constrained")
         image = axis.imshow(table.values, cmap="viridis", vmin=0, vmax=100, aspect="auto")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+import sys
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -310,9 +312,6 @@ def package_folder(package: str) -> Path | None:
     """The folder of an installed package (import or distribution name), found without importing it or any
     parent package: ``importlib.util.find_spec('a.b')`` would run ``a/__init__.py``, so each dotted part is
     looked up with the path finder inside the folder found for the part before it."""
-    import sys
-    from importlib.machinery import PathFinder
-
     search: list[str] | None = list(sys.path)
     folder = None
     for part in package.replace("-", "_").split("."):

@@ -26,7 +26,9 @@ import io
 from pathlib import Path
 
 import numpy as np
+import png
 import torch
+from PIL import Image
 
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.schema.storage import StorageFormat, parse_format
@@ -40,8 +42,6 @@ def _check_batch(images: torch.Tensor) -> None:
 
 
 def _jpeg_round_trip(image: torch.Tensor, quality: int) -> torch.Tensor:
-    from PIL import Image
-
     data = io.BytesIO()
     _to_pil8(image).save(data, format="JPEG", quality=quality, subsampling=0)
     data.seek(0)
@@ -69,8 +69,6 @@ def apply_storage(images: torch.Tensor, fmt: str | StorageFormat) -> torch.Tenso
 
 
 def _to_pil8(image: torch.Tensor):
-    from PIL import Image
-
     array = (image.clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
     return Image.fromarray(array[0], mode="L") if array.shape[0] == 1 else Image.fromarray(array.transpose(1, 2, 0), mode="RGB")
 
@@ -94,8 +92,6 @@ def write_image(path: Path, image: torch.Tensor, fmt: str | StorageFormat) -> Pa
     if fmt.kind == "float32":
         np.save(path, image.numpy().astype(np.float32), allow_pickle=False)
     elif fmt.kind == "png16":
-        import png
-
         channels, height, width = image.shape
         array = (image.clamp(0, 1) * 65535.0).round().to(torch.int32).numpy().astype(np.uint16)
         rows = array.transpose(1, 2, 0).reshape(height, width * channels)
@@ -121,8 +117,6 @@ def read_image(path: Path) -> tuple[torch.Tensor, list[str]]:
                 raise ValueError(f"expected a C x H x W array with 1 or 3 channels and at most {MAX_PIXELS:,} pixels, got shape {array.shape}")
             return torch.from_numpy(np.array(array, dtype=np.float32)), notes
         if path.suffix.lower() == ".png":
-            import png
-
             width, height, rows, info = png.Reader(filename=str(path)).asDirect()
             if width * height > MAX_PIXELS:
                 raise ValueError(f"{width} x {height} pixels; at most {MAX_PIXELS:,} are read (a decompression bomb?)")
@@ -132,8 +126,6 @@ def read_image(path: Path) -> tuple[torch.Tensor, list[str]]:
                 notes.append("alpha dropped")
                 array = array[..., :-1]
             return _from_array(array, float(2**depth - 1)), notes
-        from PIL import Image
-
         with Image.open(path) as image:
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 notes.append("alpha dropped")

@@ -24,6 +24,7 @@ def sample_file(run_dir: Path, label: str) -> Path:
 
 def save_sample_grid(rows: dict[str, torch.Tensor], path: Path, count: int) -> Path:
     """Save one row of ``count`` images per named batch (rows labelled on the left) as a PNG."""
+    # heavy (~0.8 s): matplotlib only when a grid is drawn, and Agg is chosen before pyplot loads
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,7 +20,7 @@ from nonxfer_bench.tracking.names import attack_names, fitting, mlflow_step
 
 def with_interval(name: str, value: float, interval: Interval | None, n: int | None, timestamp: int, step: int) -> list:
     """``name`` and, where known, ``name_lo``, ``name_hi`` (its 95% interval) and ``name_n`` (images it counts)."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # heavy (~1.5 s): mlflow only where it is used; `leaderboard` from the cell store imports this module without it
 
     name = fitting(name)
     out = [Metric(name, value, timestamp, step)]
@@ -59,7 +59,7 @@ def _aggregates(names: tuple[str, str], part: pd.DataFrame, metric: str, timesta
 
 def _summary_metrics(authorized: str, frame: pd.DataFrame, timestamp: int) -> list:
     """No attack: ``auth.acc``, ``unauth.acc_mean``, ``unauth.acc_max`` with intervals, and ``psnr.encoded``."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # heavy (~1.5 s), as in with_interval
 
     plain = frame[frame.baseline].dropna(subset=["accuracy"])
     out = []
@@ -124,7 +124,7 @@ def _role_curves(frame: pd.DataFrame, names: dict[Step, str], timestamp: int) ->
 def _bound_metrics(frame: pd.DataFrame, timestamp: int) -> list:
     """The no-attack cells' numeric ``bound/`` numbers: group-level ones as ``bound/<name>``, model-specific ones as
     ``bound/<name>.<model>``."""
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # heavy (~1.5 s), as in with_interval
 
     out, seen = [], set()
     for cell in frame[frame.baseline].itertuples(index=False):

@@ -35,7 +35,7 @@ class TrackedSuite:
 
     def download_samples(self, folder: Path) -> dict[str, Path]:
         """The group runs' sample grids under ``folder``, by group run name."""
-        import mlflow
+        import mlflow  # heavy (~1.5 s): mlflow only where it is used; `leaderboard` from the cell store imports this module without it
 
         client = mlflow.MlflowClient(self.uri)
         samples = {}
@@ -49,7 +49,7 @@ class TrackedSuite:
 
 def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedSuite:
     """The cells of the latest invocation in ``experiment`` (or of parent run ``run_id``) at ``uri``."""
-    import mlflow
+    import mlflow  # heavy (~1.5 s), as in download_samples
 
     check_tracking_uri(uri)
     store = sqlite_path(uri)
@@ -100,7 +100,7 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
 
 def log_to_parent(tracked: TrackedSuite, paths: list[Path], artifact_path: str = "leaderboard") -> None:
     """Log files (the rebuilt leaderboard and plots) to the invocation's parent run."""
-    import mlflow
+    import mlflow  # heavy (~1.5 s), as in download_samples
 
     client = mlflow.MlflowClient(tracked.uri)
     for path in paths:

@@ -68,12 +68,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
 import logging
 import os
 import re
+import ssl
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
 
 from nonxfer_bench.analysis.frame import results_frame
 from nonxfer_bench.cells.cell import Cell
@@ -84,6 +89,7 @@ from nonxfer_bench.execution.plan import EncodingGroup
 from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import Suite
 from nonxfer_bench.tracking.metrics import group_metrics
+from nonxfer_bench.zoo import resolve_preprocessing
 
 PARENT_TAG = "nxb.suite_hash"
 GROUP_TAG = "nxb.group"
@@ -134,7 +140,7 @@ def find_experiment(uri: str, name: str) -> str | None:
     store = sqlite_path(uri)
     if store is not None and not store.is_file():
         return None
-    import mlflow
+    import mlflow  # heavy (~1.5 s): mlflow only where it is used; `leaderboard` from the cell store imports this module without it
 
     experiment = mlflow.MlflowClient(uri).get_experiment_by_name(name)
     return experiment.experiment_id if experiment is not None else None
@@ -146,8 +152,6 @@ HTTP_TIMEOUT = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RE
 
 def shown_uri(uri: str) -> str:
     """A tracking URI for messages: without user and password, at most ~80 characters."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(uri)
         if parts.username or parts.password:
@@ -162,11 +166,6 @@ def check_tracking_uri(uri: str) -> None:
     """Refuse a tracking URI MLflow cannot use, and probe an http(s) server with one bounded request, so a
     dead, silent, failing or wrong-protocol server is one line within ``PROBE_SECONDS`` instead of a hang
     (MLflow retries for minutes). Later MLflow requests get a bounded timeout and retry count too."""
-    import http.client
-    import urllib.error
-    import urllib.request
-    from urllib.parse import urlsplit
-
     shown = shown_uri(uri)
     hint = "point MLFLOW_TRACKING_URI, --tracking-uri or the suite's tracking.uri at a usable store, or run with --no-tracking"
     try:
@@ -188,8 +187,6 @@ def check_tracking_uri(uri: str) -> None:
     url = parts._replace(path=parts.path.rstrip("/") + "/health", query="", fragment="").geturl()
     context = None
     if scheme == "https" and os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
-        import ssl
-
         context = ssl._create_unverified_context()  # noqa: S323 - the user asked MLflow for it
     try:
         with urllib.request.urlopen(url, timeout=PROBE_SECONDS, context=context) as response:
@@ -254,7 +251,7 @@ class Tracker:
     """Logs one suite invocation to MLflow; use as a context manager around the runner."""
 
     def __init__(self, suite: Suite, suite_path: Path, settings: RunSettings | None = None) -> None:
-        import mlflow
+        import mlflow  # heavy (~1.5 s), as in find_experiment
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (store migrations) are not the run's progress
         self.mlflow = mlflow
@@ -326,8 +323,6 @@ class Tracker:
     def _log_preprocessing(self) -> None:
         """Each model's resolved input pipeline (timm data config + zoo overrides): a param per model and
         ``preprocessing.json``; the dataset's decode settings are in ``dataset.params``."""
-        from nonxfer_bench.zoo import resolve_preprocessing
-
         resolved = {model.name: resolve_preprocessing(model) for model in self.suite.models}
         self.mlflow.log_params(
             {
