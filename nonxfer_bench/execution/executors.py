@@ -91,7 +91,7 @@ class RayExecutor(Executor):
 
     def run(self, runner: Runner, work: Work) -> Iterator[Result]:
         try:
-            import ray
+            import ray  # optional: the [ray] extra, only for --executor ray
         except ImportError:
             raise UserError("--executor ray: Ray is not installed; pip install 'nonxfer-bench[ray]'") from None
         if not ray.is_initialized():
@@ -197,7 +197,7 @@ def worker_device(device: str, assigned_gpus: list) -> str:
 
 
 def _ray_task(suite: Suite, settings: RunSettings, index: int, key: str, cell_keys: list[str], threads: int, cwd: str):
-    import ray
+    import ray  # optional: the [ray] extra; this runs on a Ray worker, which has it
 
     _init_worker(threads, cwd)
     return compute_task(suite, settings.on(worker_device(settings.device, ray.get_gpu_ids())), index, key, cell_keys)
