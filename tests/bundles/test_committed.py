@@ -20,7 +20,7 @@ from nonxfer_bench.cli import main
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 FOLDERS = sorted(path.parent.name for path in RESULTS.glob("*/SUITE"))
-UNKNOWN_CODE = {"fashion-full", "quickstart-ladder"}
+UNKNOWN_CODE = {"quickstart-ladder"}
 
 
 def folders() -> list:
