@@ -2,7 +2,7 @@
 is a bundle the checker passes (hashes, manifest, numbers from the outcome bits, plan, weights, re-derived tables),
 and a group of the identification suite and one of the quickstart replay bit for bit from the data and the weights.
 
-Four folders were computed before cells recorded their code; they are marked here by name (strict: the mark fails
+Three folders were computed before cells recorded their code; they are marked here by name (strict: the mark fails
 once a folder is recomputed and bundled, so it cannot go stale).
 """
 
@@ -20,7 +20,7 @@ from nonxfer_bench.cli import main
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 FOLDERS = sorted(path.parent.name for path in RESULTS.glob("*/SUITE"))
-UNKNOWN_CODE = {"fashion-full", "fashion-theory", "quickstart-adaptive", "quickstart-ladder"}
+UNKNOWN_CODE = {"fashion-full", "fashion-theory", "quickstart-adaptive"}
 
 
 def folders() -> list:
