@@ -22,6 +22,13 @@ running statistics, as in eval mode, and ``bn_adapt`` keeps that layer's statist
 - ``augment_finetune``: label-free fine-tuning on clean public images with self-made noise of the
   release's kind and PSNR (the group's encoder and strength, made for stems the attacker holds), towards the
   model's own clean predictions.
+
+Reproducibility: shuffles and noise come from generators keyed by the attack, the model and the budget, the model's own
+draws in training (dropout, drop path) from a stream seeded from them, so a group computed twice gives the same outcome
+bits at the same torch thread count. The thread count itself changes them: the CPU kernels split their float sums by
+thread, and training carries the last-bit differences into the weights. On 200 Fashion-MNIST images of one quickstart-ladder
+group, 1 and 2 threads gave other outcome bits in 8 of its 42 fine-tuning cells, by up to 3.5 accuracy points (``bn_adapt``,
+which trains nothing: none of 12). A bundle's replay computes with the suite's ``threads``: compute a bundle with them.
 """
 
 from __future__ import annotations
@@ -296,7 +303,8 @@ def _batch_statistics(model: nn.Module, recompute: bool) -> Iterator[None]:
 def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: TrainParams, generator: torch.Generator) -> ZooModel:
     """A copy of ``model`` trained on (images, labels): cross-entropy, Adam, seeded shuffles; the stem only
     (in eval mode, BatchNorm frozen) for ``scope: first_layer``, with a ViT's position embeddings for ``embeddings``,
-    every parameter in training mode for ``all``."""
+    every parameter in training mode for ``all``. The model's own draws in training mode (dropout, drop path) come
+    from the global generators seeded from ``generator``'s seed, forked so that they are left as they were."""
     adapted = copy.deepcopy(model)
     trained = list(adapted.parameters()) if params.scope == "all" else list(adapted.first_conv.parameters())
     position = getattr(adapted.net, "pos_embed", None)
@@ -308,7 +316,8 @@ def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: 
         parameter.requires_grad_(True)
     adapted.train(params.scope == "all")
     optimizer = torch.optim.Adam(trained, lr=params.lr)
-    with _batch_statistics(adapted, recompute=False):
+    with _batch_statistics(adapted, recompute=False), torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
+        torch.manual_seed(generator.initial_seed() + 1)  # dropout and drop path: a keyed stream beside the shuffles'
         for _ in range(params.epochs):
             order = torch.randperm(len(images), generator=generator, device=generator.device).to(images.device)
             for start in range(0, len(images), params.batch_size):

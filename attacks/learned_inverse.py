@@ -29,8 +29,9 @@ clean images' per-channel mean and std plus a correction from ``depth`` 3x3 conv
 of all features, whose last layer starts at zero. Standardizing instead of clipping lets it read unclipped releases
 (the ``reference`` encoder's floats far outside [0, 1]) as they are. It trains for ``steps`` Adam steps of
 ``batch_size`` pairs (mean square error, shuffled epochs; the same number of steps at every m) from a generator
-keyed by the attack, source, model, m and ``seed``: fitting is deterministic and leaves the global random state
-alone. Its output is clamped to [0, 1] (it estimates clean images).
+keyed by the attack, source, model, m and ``seed``: fitting is deterministic at a given torch thread count (another
+count may round its float sums otherwise, as for :mod:`~nonxfer_bench.attacks.adaptation`) and leaves the global random
+state alone. Its output is clamped to [0, 1] (it estimates clean images).
 
 Strength s blends the release x with the inverse's output: (1 - s) x + s inverse(x); strength 0 returns the
 release, 1 the inverse's estimate.

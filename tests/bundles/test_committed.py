@@ -1,9 +1,6 @@
 """The committed results others can trust: every results folder records the code that computed each of its cells,
 is a bundle the checker passes (hashes, manifest, numbers from the outcome bits, plan, weights, re-derived tables),
 and a group of the identification suite and one of the quickstart replay bit for bit from the data and the weights.
-
-Folders computed before cells recorded their code are marked here by name (strict: the mark fails
-once a folder is recomputed and bundled, so it cannot go stale).
 """
 
 from __future__ import annotations
@@ -20,26 +17,19 @@ from nonxfer_bench.cli import main
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 FOLDERS = sorted(path.parent.name for path in RESULTS.glob("*/SUITE"))
-UNKNOWN_CODE = {"quickstart-ladder"}
-
-
-def folders() -> list:
-    """Every committed suite results folder, those whose cells record no code marked as failing by name."""
-    reason = "its cells were computed before cells recorded their code (being recomputed)"
-    return [pytest.param(name, marks=[pytest.mark.xfail(strict=True, reason=reason)] if name in UNKNOWN_CODE else []) for name in FOLDERS]
 
 
 def test_the_folders_are_the_committed_suites():
-    assert UNKNOWN_CODE < set(FOLDERS) and {"quickstart", "fashion-full-subset", "identification"} <= set(FOLDERS)
+    assert {"quickstart", "fashion-full", "fashion-full-subset", "identification", "quickstart-ladder"} <= set(FOLDERS)
 
 
-@pytest.mark.parametrize("name", folders())
+@pytest.mark.parametrize("name", FOLDERS)
 def test_every_cell_of_a_committed_result_records_the_committed_code_that_computed_it(name):
     cells = list(read_cells(RESULTS / name).values())
     assert cells and code_problems(cells) == []
 
 
-@pytest.mark.parametrize("name", folders())
+@pytest.mark.parametrize("name", FOLDERS)
 def test_every_committed_result_is_a_bundle_the_checker_passes(name, capsys):
     code = main(["check", str(RESULTS / name), "--no-replay"])
     out, err = capsys.readouterr()
