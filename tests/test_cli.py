@@ -12,6 +12,7 @@ from nonxfer_bench.cli import main
 from nonxfer_bench.core.registry import first_sentence
 
 
+@pytest.mark.slow
 def test_a_bad_suite_exits_2_with_one_line_and_no_traceback(tmp_path):
     suite = tmp_path / "bad.yaml"
     suite.write_text(yaml.safe_dump({"name": "x", "dataset": {"name": "digits"}, "zoo": [], "authorized": ["a"],
@@ -196,6 +197,7 @@ def test_ui_for_a_tracking_server_that_is_down_is_one_line(tmp_path, capsys, mon
     assert "MLflow tracking server http://127.0.0.1:9 is not reachable" in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_reader_that_leaves_early_is_no_error(tmp_path):
     """`nonxfer-bench list attacks | head -1`: the closed pipe ends the listing quietly, exit 0, no error line."""
     import subprocess

@@ -441,6 +441,7 @@ def pretend_cuda():
     testing._context.cache_clear()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_attack_meets_the_specification_on_pretend_cuda(name, pretend_cuda):
     """attacks.testing's device parameter: its first check (shape, dtype, device, determinism; 1 and 3 channels)."""
@@ -448,6 +449,7 @@ def test_attack_meets_the_specification_on_pretend_cuda(name, pretend_cuda):
         check_shape_dtype_and_determinism(name, spec_params(name), device="cuda")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ATTACK_NAMES)
 def test_attack_runs_on_pretend_cuda_as_on_the_cpu(name, pretend_cuda):
     cpu = attack_outputs(name, "cpu")

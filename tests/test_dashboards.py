@@ -135,6 +135,7 @@ def _ranking_rows(markdown: str) -> list[dict[str, str]]:
     return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
 
 
+@pytest.mark.slow
 def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cells(logged, server, tmp_path):
     path, suite, store = logged
     assert main(["leaderboard", str(path), "--mlflow", "--out", str(tmp_path / "mlflow")]) == 0
@@ -192,6 +193,7 @@ def test_group_runs_carry_the_params_tags_and_role_curves_the_ui_groups_by(logge
         assert authorized == sorted((round(100 * c.attack_strength), c.accuracy) for c in blur if c.role == "authorized")
 
 
+@pytest.mark.slow
 def test_the_experiment_page_and_the_run_comparison_render_in_chromium(logged, server, browser):
     runs, groups = _group_runs(server)
     experiment = runs["experiment_id"].iloc[0]
@@ -218,6 +220,7 @@ def test_the_experiment_page_and_the_run_comparison_render_in_chromium(logged, s
     page.close()
 
 
+@pytest.mark.slow
 def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, browser, tmp_path):
     path, suite, store = logged
     assert main(["report", str(path), "--mlflow", "--out", str(tmp_path / "built")]) == 0
@@ -266,6 +269,7 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
     page.close()
 
 
+@pytest.mark.slow
 def test_report_samples_recomputes_each_releases_grid_and_the_images_load_in_chromium(logged, browser, tmp_path):
     path, suite, _ = logged
     runs_grids = {grid.name: grid.read_bytes() for grid in (suite.run_dir() / "samples").iterdir()}
@@ -301,6 +305,7 @@ def test_reading_back_from_mlflow_fails_with_one_line(argv, expected, tmp_path, 
     assert expected in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_ui_serves_the_store_the_suite_logs_to(digits_zoo, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path = digits_suite(tmp_path, digits_zoo, tracking={"enabled": True, "experiment": "digits-ui"})
@@ -350,6 +355,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_stopping_ui_by_its_pid_stops_the_server_and_every_child(tmp_path, monkeypatch):
     """``kill <pid of nonxfer-bench ui>``: the MLflow server, its job runner and workers go too, and the port is free."""
     from tests.helpers import DIGITS_ZOO, write_yaml

@@ -48,6 +48,7 @@ def run_cli(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "nonxfer_bench.cli", *argv], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_cuda_asked_for_without_cuda_exits_2_with_one_line(tmp_path, digits_zoo):
     from tests.helpers import digits_suite
 
@@ -58,6 +59,7 @@ def test_cuda_asked_for_without_cuda_exits_2_with_one_line(tmp_path, digits_zoo)
     assert not (tmp_path / "runs").exists()  # refused before any work
 
 
+@pytest.mark.slow
 def test_cuda_on_ray_tasks_that_request_no_gpu_exits_2_with_one_line(tmp_path, digits_zoo):
     from tests.helpers import digits_suite
 
@@ -68,6 +70,7 @@ def test_cuda_on_ray_tasks_that_request_no_gpu_exits_2_with_one_line(tmp_path, d
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key, value, expected", [("device", "gpu0", "device"), ("precision", "int8", "precision")])
 def test_a_bad_device_or_precision_in_the_suite_is_one_line(tmp_path, digits_zoo, key, value, expected):
     from tests.helpers import digits_suite

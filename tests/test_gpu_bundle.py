@@ -72,6 +72,7 @@ def test_a_missing_fashion_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("t10k-images-idx3-ubyte.gz not found; install Debian's dataset-fashion-mnist (`make data`) or pass --fashion-root")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("option, value, message", [("--python-version", "banana", "expected 3.N"), ("--fashion-images", "0", "expected 1 to 10000"),
                                                     ("--fashion-root", "/nonexistent", "not found")])  # fmt: skip
 def test_a_hostile_option_is_one_line_exit_2_before_any_download_and_keeps_the_last_bundle(option, value, message):

@@ -195,6 +195,7 @@ def test_tally_counts_accuracy_over_labeled_images_only():
     assert unlabeled.metrics("authorized")["accuracy"] is None and unlabeled.metrics("authorized")["agreement"] == 1.0
 
 
+@pytest.mark.slow
 def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tiny = {"arch": "resnet18", "kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "num_classes": 10},

@@ -197,6 +197,7 @@ def run_plugin_suite(folder: Path, capsys) -> tuple[str, dict[str, dict]]:
     return capsys.readouterr().out, {key: cell.model_dump() for key, cell in store.cells.items()}
 
 
+@pytest.mark.slow
 def test_editing_a_plugin_recomputes_its_cells_and_no_others(example_plugin, tmp_path, capsys):
     out, first = run_plugin_suite(tmp_path, capsys)
     assert "3 encodings computed, 0 reused" in out and len(first) == 3 * 2  # clean, gaussian, uniform x models a, b

@@ -82,6 +82,7 @@ def test_an_attack_takes_an_unclipped_release_and_returns_finite_images_of_its_s
     assert torch.isfinite(attacked).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXACT_PSNR_ENCODERS + ["reference", "clean"])
 @PROPERTY
 @given(

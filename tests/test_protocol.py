@@ -70,6 +70,7 @@ def test_a_suite_without_attacks_needs_a_protocol(tmp_path, digits_zoo):
         load_suite(digits_suite(tmp_path, digits_zoo, attacks=[]))
 
 
+@pytest.mark.slow
 def test_a_protocol_run_attacks_each_release_up_to_the_tier_that_breaks_it(tmp_path, digits_zoo):
     """AutoAttack's rule for a release: a 40 dB white-noise release is broken with no attack (the other models read it),
     so no higher tier's attack runs on it; a 0 dB patch release holds at tier none, so the architecture tier attacks it.

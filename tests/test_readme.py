@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from nonxfer_bench.analysis.frame import results_frame
 from nonxfer_bench.analysis.verdict import verdicts
@@ -41,6 +42,7 @@ def _quickstart_frame() -> pd.DataFrame:
     return results_frame(cells + seed + bf16)
 
 
+@pytest.mark.slow
 def test_the_glossary_explains_every_column_the_leaderboard_and_cells_csv_have():
     frame = _quickstart_frame()
     models = set(frame["model"])

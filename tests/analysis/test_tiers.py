@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from nonxfer_bench.analysis.tiers import ORDER, step_tiers
 from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.loading import load_suite
 from tests.helpers import digits_suite
 
 
+@pytest.mark.slow
 def test_a_measuring_attack_runs_with_no_attack_whatever_its_tier(tmp_path, digits_zoo):
     """``identify`` (public-weights tier) breaks nothing: a release broken at a lower tier is still asked which model
     it was made for (``attack`` puts it on the protection card)."""

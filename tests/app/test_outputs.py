@@ -39,6 +39,7 @@ def test_the_project_folder_is_above_a_suites_folder_else_the_suite_files_own(tm
     assert project_folder(Path("suites/quickstart.yaml")) == Path.cwd()
 
 
+@pytest.mark.slow
 def test_outputs_resolve_from_the_suite_file_not_the_current_folder(tmp_path, digits_zoo, elsewhere, capsys):
     suite = tiny_suite(tmp_path, digits_zoo, tmp_path / "project" / "suites" / "digits.yaml")
     assert main(["run", str(suite), "--no-tracking"]) == 0
@@ -101,6 +102,7 @@ def test_not_found_errors_show_absolute_paths(tmp_path, digits_zoo, elsewhere, c
     assert f"no finished cells in {tmp_path / 'study' / 'runs' / 'digits' / 'cells.jsonl'}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_results_alone(tmp_path, digits_zoo, elsewhere, capsys):
     suite = tiny_suite(tmp_path, digits_zoo, tmp_path / "project" / "suites" / "digits.yaml")
     assert main(["run", str(suite), "--no-tracking"]) == 0

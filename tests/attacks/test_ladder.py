@@ -142,6 +142,7 @@ def test_augment_finetune_never_makes_noise_with_the_authorized_stem():
         ATTACKS.create("augment_finetune", {"noise_models": ["twin"]}).prepare(replace(context(1), public_images=torch.rand(4, 1, 8, 8)))
 
 
+@pytest.mark.slow
 def test_identification_and_ladder_tables(ladder_run, tmp_path):
     suite, cells = ladder_run
     identify = {c.budget_released: c.attack_measured for c in cells if c.attack == "identify" and c.model == "vit_b"}

@@ -49,6 +49,7 @@ def test_purification_at_t_star_zero_returns_the_input(fashion):
     assert torch.equal(attack(fashion, 0.0, torch.Generator()), fashion)
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_purification_and_another_seed_another(fashion):
     attack = ATTACKS.create("diffusion", {"source": DDPM, "steps": 10, "scheduler": "ddpm"})
     first = attack(fashion[:4], 0.2, torch.Generator().manual_seed(1))
@@ -57,6 +58,7 @@ def test_the_same_seed_gives_the_same_purification_and_another_seed_another(fash
     assert torch.equal(first, again) and not torch.equal(first, other)
 
 
+@pytest.mark.slow
 def test_the_committed_ddpm_purifies_gaussian_noise_towards_the_clean_image(fashion):
     noisy = fashion + 0.1 * torch.randn(fashion.shape, generator=torch.Generator().manual_seed(0))
     purified = ATTACKS.create("diffusion", {"source": DDPM, "steps": 50})(noisy, 0.1, torch.Generator().manual_seed(0))

@@ -114,6 +114,7 @@ def deterministic_cuda():
 UNCHANGED_IMAGES = {"identity", "identify", "keyed_known_plaintext"} | {n for n in NAMES if ATTACKS.get(n).adapts_model}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_keeps_shape_dtype_and_is_deterministic(name):
     check_shape_dtype_and_determinism(name, spec_params(name))
@@ -143,6 +144,7 @@ def test_declares_its_threat_model_as_data_on_its_own_class(name):
     check_threat_model(name, spec_params(name))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in UNCHANGED_IMAGES])
 def test_harshest_strength_changes_the_images_more_than_the_mildest(name):
     check_harsher_at_strength_one(name, spec_params(name))

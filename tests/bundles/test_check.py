@@ -203,6 +203,7 @@ def test_cells_without_committed_code_are_refused_by_bundle_and_fail_the_check(c
     )
 
 
+@pytest.mark.slow
 def test_a_rerun_by_other_code_refreshes_the_bundle_it_rewrote_so_the_check_still_passes(copy, capsys):
     suite = copy.parent.parent / "suites" / "tiny.yaml"
     with mock.patch("nonxfer_bench.execution.runner.code_version", return_value="nonxfer-bench 0.1.0, git fedcba987654"):
@@ -213,6 +214,7 @@ def test_a_rerun_by_other_code_refreshes_the_bundle_it_rewrote_so_the_check_stil
     assert code == 0, "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_a_rerun_by_uncommitted_code_says_that_the_bundle_no_longer_matches(copy, capsys):
     suite = copy.parent.parent / "suites" / "tiny.yaml"
     before = (copy / BUNDLE).read_bytes()

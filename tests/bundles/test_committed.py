@@ -29,6 +29,7 @@ def test_every_cell_of_a_committed_result_records_the_committed_code_that_comput
     assert cells and code_problems(cells) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FOLDERS)
 def test_every_committed_result_is_a_bundle_the_checker_passes(name, capsys):
     code = main(["check", str(RESULTS / name), "--no-replay"])
@@ -52,11 +53,13 @@ def replayed(name: str, label: str):
     return group
 
 
+@pytest.mark.slow
 def test_a_group_of_the_identification_replays_bit_for_bit():
     group = replayed("identification", "vit_a/patch@20/seed0")  # 100 images, 4 steps, 6 models: about 3 s
     assert group.cells == 24 and group.problems == []
 
 
+@pytest.mark.slow
 def test_a_group_of_the_quickstart_replays_bit_for_bit():
     group = replayed("quickstart", "resnet/patch@10/seed0")  # broken at tier none: its 4 no-knowledge steps x 6 models
     assert group.cells == 24 and group.problems == []

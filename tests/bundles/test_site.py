@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import shutil
 
+import pytest
+
 from nonxfer_bench.cli import main
 from tests.bundles.tiny import tiny_bundle
 from tests.test_dashboards import browser  # noqa: F401 - the headless Chromium fixture
@@ -21,6 +23,7 @@ def ranking(board: str) -> dict[str, str]:
     return {row[header.index("encoding")]: row[header.index("gap: none")] for row in rows[1:]}
 
 
+@pytest.mark.slow
 def test_the_site_of_every_bundle_renders_in_chromium_with_rows_linked_to_their_bundles(digits_zoo, browser, tmp_path):  # noqa: F811
     project = tmp_path / "project"
     first = tiny_bundle(project, digits_zoo)

@@ -114,6 +114,7 @@ def test_every_mismatch_is_one_line(tmp_path, case, message):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_a_suite_with_both_or_no_label_sources_is_refused_in_one_line(tmp_path, digits_zoo):
     from tests.helpers import digits_suite
 

@@ -134,6 +134,7 @@ torch.save(encoding.images, sys.argv[3])
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["overlapping", "patchify_null"])
 def test_a_release_is_a_function_of_its_key_and_inputs_not_of_the_thread_count(name, tmp_path):
     """The operator subspace of a small input is exact (dense Gram matrix) and the noise a projection onto it,

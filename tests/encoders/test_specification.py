@@ -29,6 +29,7 @@ def test_every_registered_encoder_meets_the_specification(name, check_name):
     CHECKS[check_name](name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("check_name", [name for name in CHECKS if name != "declarations"])
 @pytest.mark.parametrize("name", NAMES)
 def test_every_registered_encoder_meets_the_specification_on_pretend_cuda(name, check_name):

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = sorted(folder.name for folder in (ROOT / "results").iterdir() if results_cells(folder).is_file() and (ROOT / "suites" / f"{folder.name}.yaml").is_file())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", COMMITTED)
 def test_a_committed_folder_holds_every_cell_its_suite_plans(name: str) -> None:
     suite = load_suite(ROOT / "suites" / f"{name}.yaml", require_weights=False)

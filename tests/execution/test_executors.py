@@ -36,6 +36,7 @@ def sequential(tmp_path_factory, digits_zoo):
     return by_key(result.cells)
 
 
+@pytest.mark.slow
 def test_a_process_pool_gives_the_sequential_cells_and_the_driver_alone_writes_them(tmp_path, digits_zoo, sequential):
     suite = small_suite(tmp_path, digits_zoo, "pool")
     seen = []
@@ -46,6 +47,7 @@ def test_a_process_pool_gives_the_sequential_cells_and_the_driver_alone_writes_t
     assert Runner(suite).run().computed_groups == 0  # the driver stored every cell
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_an_exhausted_retry_names_the_missing_groups(tmp_path, digits_zoo, sequential, monkeypatch):
     """One worker computes the three groups (three batches each) in turn; the fault point kills it at its fourth
     batch, the first of the second group, so exactly one group is delivered, whatever the machine's load."""
@@ -61,6 +63,7 @@ def test_a_killed_worker_is_retried_and_an_exhausted_retry_names_the_missing_gro
     assert by_key(resumed.cells) == sequential
 
 
+@pytest.mark.slow
 def test_a_worker_killed_while_the_driver_takes_a_group_is_replaced_by_a_retry(tmp_path, digits_zoo, sequential):
     """A kill from outside, on the first delivery: whatever the worker had not delivered is computed by its retry."""
 
@@ -75,6 +78,7 @@ def test_a_worker_killed_while_the_driver_takes_a_group_is_replaced_by_a_retry(t
     assert killed and retried.computed_groups == 3 and by_key(retried.cells) == sequential
 
 
+@pytest.mark.slow
 def test_ray_tasks_on_a_local_cluster_give_the_sequential_cells(tmp_path, digits_zoo, sequential):
     ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -105,6 +109,7 @@ def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_s
     assert set(runner.backoff.sizes.values()) == {12}  # 25 -> 24 -> 16 -> 12, per model
 
 
+@pytest.mark.slow
 def test_a_worker_prints_the_package_s_notices_as_lines_naming_it(tmp_path):
     script = (
         "import logging, os; from nonxfer_bench.execution.executors import _init_worker; _init_worker(1, os.getcwd()); "

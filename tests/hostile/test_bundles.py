@@ -108,6 +108,7 @@ def test_folders_nested_too_deep(copy, cwd):
     refused("check", copy, cwd=cwd, expected=("is nested deeper than 8 folders",))
 
 
+@pytest.mark.slow
 def test_a_planted_10_gb_file_is_never_read(copy, cwd):
     with open(copy / "cells.csv", "r+b") as handle:  # a sparse file: 10 GB claimed by the file system, nothing on disk
         handle.truncate(10 * 10**9)

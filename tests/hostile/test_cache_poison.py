@@ -135,6 +135,7 @@ CLI_POISONS: dict[str, tuple[str, Callable[[np.ndarray, dict], tuple[np.ndarray,
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("poison", sorted(CLI_POISONS))
 def test_a_run_over_a_poisoned_cache(clean_run, tmp_path: Path, cwd: Path, digits_zoo: Path, poison: str) -> None:
     clean_cache, expected = clean_run

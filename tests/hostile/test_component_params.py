@@ -125,6 +125,7 @@ def test_every_component_validates_with_the_parameters_it_needs():
             assert required <= set(NEEDED.get((key, name), {})), f"{key} {name!r}: add its required parameters {required} to NEEDED"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("key", "name"), [(key, name) for key, registry in REGISTRIES.items() for name in registry.names()])
 def test_every_absurd_numeric_parameter_is_one_line_at_load(tmp_path, cwd, key, name):
     where = {"dataset": "dataset", "encoders": "encoders[0]", "attacks": "attacks[0]"}[key]

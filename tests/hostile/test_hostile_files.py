@@ -117,6 +117,7 @@ IDX_FILES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(IDX_FILES))
 def test_hostile_dataset_files(tmp_path: Path, cwd: Path, digits_zoo: Path, kind: str) -> None:
     root = tmp_path / "fashion"
@@ -149,6 +150,7 @@ def test_hostile_suite_files(tmp_path: Path, cwd: Path, kind: str) -> None:
     refused("list", "models", path, cwd=cwd, expected=(str(path),))
 
 
+@pytest.mark.slow
 def test_package_weight_source_imports_nothing(tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     """``source: package`` finds the package's folder without importing it (or any parent package)."""
     package = tmp_path / "site" / "evilpkg"

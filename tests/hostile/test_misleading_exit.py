@@ -72,11 +72,13 @@ def taken_port():
         yield server.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ui_refuses_a_taken_port(tmp_path: Path, cwd: Path, taken_port: int) -> None:
     line = refused("ui", tiny_suite(tmp_path), "--port", taken_port, cwd=cwd, isolate=True, timeout=30, expected=(f"--port {taken_port}",))
     assert "http://" not in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["nosuchhost.invalid", "x" * 300, "8.8.8.8"])
 def test_ui_refuses_a_host_it_cannot_serve_on(tmp_path: Path, cwd: Path, host: str) -> None:
     refused("ui", tiny_suite(tmp_path), "--host", host, cwd=cwd, isolate=True, timeout=30, expected=("--host", host[:40]))

@@ -32,6 +32,7 @@ def special(path: Path, kind: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "command"),
     [("fifo", "leaderboard"), ("fifo", "run"), ("fifo symlink", "report"), ("/dev/zero symlink", "leaderboard"), ("folder", "leaderboard")],

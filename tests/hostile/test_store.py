@@ -95,6 +95,7 @@ def test_a_complete_last_line_without_newline_is_kept_by_a_run(suite: Path, cwd:
     assert path.read_text() == text + "\n"
 
 
+@pytest.mark.slow
 def test_sample_grids_survive_a_kill_after_the_store_append(tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     suite = digits_suite(tmp_path, digits_zoo, **SMALL)
     killed = run_cli("run", suite, "--no-tracking", cwd=cwd, env={"NXB_FAULT": "store_appended:1"}, isolate=True)

@@ -64,6 +64,7 @@ def server(kind: str) -> Iterator[str]:
 KINDS = ["dead", "silent", "backlog", "error", "garbage"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_run_against_a_broken_server(tmp_path: Path, cwd: Path, digits_zoo: Path, kind: str) -> None:
     with server(kind) as address:
@@ -71,18 +72,21 @@ def test_run_against_a_broken_server(tmp_path: Path, cwd: Path, digits_zoo: Path
         refused("run", suite, cwd=cwd, timeout=BOUND, isolate=True, expected=("MLflow", address))
 
 
+@pytest.mark.slow
 def test_https_to_a_plain_http_port(tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     with server("http") as address:
         suite = digits_suite(tmp_path, digits_zoo, tracking={"enabled": True, "uri": f"https://{address}"})
         refused("run", suite, cwd=cwd, timeout=BOUND, isolate=True, expected=("MLflow", address))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "command"), [(kind, "leaderboard") for kind in KINDS] + [("silent", "report"), ("dead", "report")])
 def test_reading_back_from_a_broken_server(cwd: Path, kind: str, command: str) -> None:
     with server(kind) as address:
         refused(command, "--experiment", "x", "--tracking-uri", f"http://{address}", cwd=cwd, timeout=BOUND, isolate=True, expected=(address,))
 
 
+@pytest.mark.slow
 def test_tracking_uri_from_the_environment_is_probed(tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     suite = digits_suite(tmp_path, digits_zoo)
     with server("silent") as address:

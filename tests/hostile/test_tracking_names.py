@@ -49,6 +49,7 @@ def tracked(root: Path, folder: str, experiment: str, name: str, uri: str):
     return suite, path, next(group for group in plan_suite(suite) if group.encoder.name == "patch")
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(folder=folders, experiment=experiments, name=st.from_regex(PLAIN_NAME, fullmatch=True))
 @example(folder="it's", experiment="it's", name="x")

@@ -48,6 +48,7 @@ def test_a_search_of_an_attack_that_needs_public_images_is_refused_without_them(
     refused("list", "models", suite, cwd=cwd, expected=("'attacks[0]'", "needs the suite's 'public' dataset"))
 
 
+@pytest.mark.slow
 def test_unlabelled_evaluated_images_leave_no_trial_to_score_and_say_so(tmp_path, cwd):
     suite = tiny_suite(
         tmp_path, dataset={"name": "skimage_photos"}, public=None, attacks=[{"name": "identity"}, {"name": "tuned", "strengths": [1.0], "params": BLUR}]

@@ -41,6 +41,7 @@ def test_bad_arguments_leave_the_model_untouched(ddpm_copy: tuple[Path, Path], c
     assert tree_digest(folder) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("key", "value"),
     [("train_steps", 0), ("train_steps", -5), ("image_size", 10**9), ("batch_size", 10**12), ("block_out_channels", []),
@@ -73,6 +74,7 @@ def test_failure_during_training_leaves_the_model_untouched(ddpm_copy: tuple[Pat
     assert tree_digest(folder) == before
 
 
+@pytest.mark.slow
 def test_killed_training_leaves_the_model_untouched_and_a_finished_one_replaces_it(
     ddpm_copy: tuple[Path, Path], cwd: Path
 ) -> None:

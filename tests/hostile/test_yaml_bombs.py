@@ -43,6 +43,7 @@ CASES = [(name, "list models") for name in bombs()] + [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "command"), CASES)
 def test_suite_bombs(tmp_path: Path, cwd: Path, name: str, command: str) -> None:
     suite = tmp_path / "bomb.yaml"
@@ -50,6 +51,7 @@ def test_suite_bombs(tmp_path: Path, cwd: Path, name: str, command: str) -> None
     refused(*command.split(), suite, cwd=cwd, expected=(str(suite),), isolate=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "command"),
     [("billion laughs at the top", "zoo train"), ("recursive alias", "train diffusion"), ("deep nesting", "encode"),
@@ -70,6 +72,7 @@ def test_zoo_and_diffusion_spec_bombs(tmp_path: Path, cwd: Path, name: str, comm
 ONE_LINE_LAUGHS = "[&a0 [x,x,x,x,x,x,x,x,x,x], " + ", ".join(f"&a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)) + "]"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "value",
     [ONE_LINE_LAUGHS, "[" * 5000 + "]" * 5000, "&r [*r]", "{a: " * 3000 + "1" + "}" * 3000, "a: 1\na: 2"],

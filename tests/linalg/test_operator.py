@@ -187,6 +187,7 @@ print(result.basis.dtype, float(result.basis.double().abs().sum()), result.singu
 """
 
 
+@pytest.mark.slow
 def test_a_second_process_loads_the_basis_from_disk_and_other_settings_solve_again(tmp_path):
     import os
     import subprocess

@@ -64,6 +64,7 @@ def owner_suite(tmp_path: Path, zoo: Path, photos: Path) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_a_folder_encoded_verified_and_attacked_gets_the_suites_numbers_on_its_card(digits_zoo, tmp_path, capsys):
     photos, labels = digit_photos(tmp_path / "photos")
     suite_file = owner_suite(tmp_path, digits_zoo, photos)

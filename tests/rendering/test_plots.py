@@ -61,6 +61,7 @@ def series(axis) -> list[tuple]:
     return [(line.get_color(), line.get_marker(), str(line.get_linestyle()), str(line.get_markerfacecolor())) for line in lines]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["accuracy_vs_strength", "transfer_heatmap", "attack_curves", "security_curves"])
 def test_every_text_is_at_least_10_pt_and_titles_12(figures, name):
     figure = figures[name]
@@ -178,6 +179,7 @@ def test_security_curves_need_a_budget_sweep(quickstart):
     assert security_curves_figures(results_frame(plain), "accuracy") == {}
 
 
+@pytest.mark.slow
 def test_the_leaderboard_writes_the_security_curves_beside_the_other_plots(ladder, tmp_path):
     cells, _ = ladder
     paths = write_leaderboard("ladder", cells, MODELS, tmp_path)
@@ -252,6 +254,7 @@ def panels(figure) -> list:
     return [axis for axis in figure.axes if axis.get_visible() and axis.get_subplotspec() is not None]
 
 
+@pytest.mark.slow
 def test_security_curves_are_pages_of_at_most_four_releases_and_a_bounded_height(tmp_path):
     pages = security_curves_figures(results_frame(many_releases()), "accuracy")
     assert list(pages) == ["security_curves_a_1.png", "security_curves_a_2.png", "security_curves_a_3.png"]
@@ -323,6 +326,7 @@ def test_attack_steps_of_one_strength_are_one_point_each_never_pooled(ladder):
     assert list(unauthorized.get_ydata()) == pytest.approx(means) and len(set(unauthorized.get_xdata())) == 3
 
 
+@pytest.mark.slow
 def test_no_two_texts_of_a_figure_overlap(figures, ladder, quickstart):
     built = {**figures, **{f"{name} (one point)": figure for name, figure in single_point_figures(ladder).items()}}
     _, frame = quickstart

@@ -148,6 +148,7 @@ def test_a_release_broken_at_a_lower_tier_ranks_below_one_that_held_it_whatever_
     assert rows[0]["tied with"] == rows[1]["tied with"] == ""  # held different tiers: never tied
 
 
+@pytest.mark.slow
 def test_the_best_of_many_attacks_is_reported_on_images_it_was_not_chosen_on(tmp_path):
     """Fifty attacks that each leave model b right on half the images by chance: the best on the same images looks far
     better than 50 %; chosen on the tuning images and reported on the others, it is 50 % within its interval."""
@@ -262,6 +263,7 @@ def test_the_authorized_column_is_marked_and_no_attack_is_never_none(cells, tmp_
     assert all(not row.get(column, "").startswith("none") for rows in found.values() for row in rows for column in steps)
 
 
+@pytest.mark.slow
 def test_an_unlabeled_suite_ranks_by_agreement(cells, tmp_path):
     unlabeled = [c.model_copy(update={"accuracy": None}) for c in cells]
     text = write_leaderboard("s", unlabeled, MODELS, tmp_path)[0].read_text()

@@ -83,6 +83,7 @@ def test_a_budget_sweep_run_logs_one_metric_series_per_step(tmp_path, digits_zoo
     assert not any("acc.patch_mean." in key for run in runs.values() for key in run.data.metrics)
 
 
+@pytest.mark.slow
 def test_a_killed_invocation_is_resumed_in_the_same_parent_run_without_duplicates(tmp_path, digits_zoo, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     path, suite, uri = tracked_suite(tmp_path, digits_zoo)
@@ -112,6 +113,7 @@ def test_the_environment_tracking_uri_wins(tmp_path, digits_zoo, monkeypatch):
     assert tracking_uri(suite) == "http://127.0.0.1:9"
 
 
+@pytest.mark.slow
 def test_a_rerun_that_computes_nothing_logs_no_group_run_and_reads_back_whole(tmp_path, digits_zoo, monkeypatch):
     from nonxfer_bench.tracking.readback import read_suite
 

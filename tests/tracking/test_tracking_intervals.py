@@ -43,6 +43,7 @@ def history(client, run, key) -> dict[int, float]:
     return {metric.step: metric.value for metric in client.get_metric_history(run.info.run_id, key)}
 
 
+@pytest.mark.slow
 def test_every_accuracy_and_agreement_metric_has_its_interval_and_n_at_every_step(logged):
     client, _, child, _ = logged
     keys = [key for key in child.data.metrics if key.startswith(MEASURED) and not key.endswith(SUFFIXES)]
