@@ -44,6 +44,7 @@ docs: setup
 # nonxfer_bench/, as setuptools' package-dir maps it), so it runs from a plain checkout.
 lint: setup
 	$(BIN)/ruff check nonxfer_bench attacks tests benchmarks
+	$(BIN)/ruff format --check nonxfer_bench attacks tests benchmarks
 	layout=$$(mktemp -d) && cp -r nonxfer_bench "$$layout/" && cp -r attacks "$$layout/nonxfer_bench/attacks" \
 	  && cp pyproject.toml "$$layout/" && cd "$$layout" && PYTHONPATH="$$layout" $(CURDIR)/$(BIN)/lint-imports --no-cache; \
 	  status=$$?; rm -rf "$$layout"; exit $$status

@@ -48,7 +48,9 @@ class LatticeParams(Strict):
     kernel: Side | tuple[Side, Side] | None = Field(None, description="explicit lattice kernel (overrides the models)")
     stride: Side | tuple[Side, Side] | None = Field(None, description="explicit stride; default: the kernel")
     padding: Padding | tuple[Padding, Padding] = Field(0, description="explicit padding")
-    geometry_model: ZooModelName | None = Field(None, description="zoo model whose stem geometry is assumed; default: the authorized model's")
+    geometry_model: ZooModelName | None = Field(
+        None, description="zoo model whose stem geometry is assumed; default: the authorized model's"
+    )
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,11 @@ def excess_variance_directions(
     """
     _, c_released = covariance(released)
     d, device = c_released.shape[0], c_released.device
-    c_clean = covariance(clean.to(device))[1] if clean is not None and len(clean) > 1 else torch.eye(d, dtype=torch.float64, device=device)
+    c_clean = (
+        covariance(clean.to(device))[1]
+        if clean is not None and len(clean) > 1
+        else torch.eye(d, dtype=torch.float64, device=device)
+    )
     chol = torch.linalg.cholesky(_regularized(c_clean, ridge))
     whitened = torch.linalg.solve_triangular(chol, c_released, upper=False)
     whitened = torch.linalg.solve_triangular(chol, whitened.T, upper=False).T
@@ -168,7 +174,9 @@ class SubspaceRemover:
     it keeps a copy of its operators (made once per device).
     """
 
-    def __init__(self, basis: torch.Tensor, clean: torch.Tensor | None, restore: Restore = "regression", ridge: float = 1e-3) -> None:
+    def __init__(
+        self, basis: torch.Tensor, clean: torch.Tensor | None, restore: Restore = "regression", ridge: float = 1e-3
+    ) -> None:
         basis = basis.double()
         if clean is not None:
             basis = basis.to(clean.device)

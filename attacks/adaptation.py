@@ -130,7 +130,8 @@ class TrainParams(Strict):
     """How an adaptation attack trains a model copy (see :func:`_train`)."""
 
     scope: Literal["first_layer", "embeddings", "all"] = Field(
-        "all", description="train the stem only; the stem and a ViT's position embeddings (learns a keyed block transform); or the whole model"
+        "all",
+        description="train the stem only; the stem and a ViT's position embeddings (learns a keyed block transform); or the whole model",
     )
     epochs: int = Field(5, ge=1, le=MAX_ITERATIONS, description="passes over the training images")
     lr: float = Field(1e-3, gt=0, le=MAX_LR, description="Adam learning rate")
@@ -138,7 +139,9 @@ class TrainParams(Strict):
 
 
 class FinetuneParams(TrainParams):
-    labelled: int = Field(128, ge=1, le=MAX_IMAGES, description="labelled NEs at strength 1 (the first of the public split, encoded)")
+    labelled: int = Field(
+        128, ge=1, le=MAX_IMAGES, description="labelled NEs at strength 1 (the first of the public split, encoded)"
+    )
 
 
 @ATTACKS.register("finetune")
@@ -166,7 +169,9 @@ class Finetune(_Adaptation):
     def fit(self, context: AttackContext) -> None:
         labels = context.public_labels
         if context.encode is None or labels is None or not len(context.public_images) or bool((labels < 0).any()):
-            raise ValueError("finetune: needs a labelled 'public' dataset in the suite (its images are encoded as the labelled NEs)")
+            raise ValueError(
+                "finetune: needs a labelled 'public' dataset in the suite (its images are encoded as the labelled NEs)"
+            )
         count = min(self.params.labelled, len(context.public_images))
         self.data = context.encode(context.public_images[:count], context.authorized)
         self.labels = labels[:count].to(self.data.device)
@@ -181,15 +186,25 @@ class Finetune(_Adaptation):
         used = self.used(strength)
         if not used:
             return model
-        return _train(model, self.data[:used], self.labels[:used], self.params, keyed_generator(self.name, model.name, used))
+        return _train(
+            model, self.data[:used], self.labels[:used], self.params, keyed_generator(self.name, model.name, used)
+        )
 
 
 class AugmentFinetuneParams(TrainParams):
-    images: int = Field(256, ge=1, le=MAX_IMAGES, description="clean public images at strength 1 (the first of the public split)")
-    noise_models: list[ZooModelName] = Field(
-        [], max_length=1000, description="zoo models (public) whose stems make the noise (those of the release's input size; never the authorized one); empty: the adapted model's own"
+    images: int = Field(
+        256, ge=1, le=MAX_IMAGES, description="clean public images at strength 1 (the first of the public split)"
     )
-    isotropic: bool = Field(False, description="also train on white Gaussian noise of the self-made noise's energy (a stem-free augmentation)")
+    noise_models: list[ZooModelName] = Field(
+        [],
+        max_length=1000,
+        description="zoo models (public) whose stems make the noise (those of the release's input size; never the "
+        "authorized one); empty: the adapted model's own",
+    )
+    isotropic: bool = Field(
+        False,
+        description="also train on white Gaussian noise of the self-made noise's energy (a stem-free augmentation)",
+    )
 
     @model_serializer(mode="wrap")
     def _keys_without_isotropic(self, handler: Any) -> dict[str, Any]:
@@ -213,14 +228,16 @@ class AugmentFinetune(_Adaptation):
     Params = AugmentFinetuneParams
     threat = ThreatModel(
         tier=Tier.PUBLIC_WEIGHTS,
-        text="knows the method and the release's PSNR, holds clean public images (and, with noise_models, public models); makes NE-like noise with stems it holds and trains its model to ignore it",
+        text="knows the method and the release's PSNR, holds clean public images (and, with noise_models, public "
+        "models); makes NE-like noise with stems it holds and trains its model to ignore it",
         public=True,
         queries="gradient",
         requires=frozenset({"public"}),
     )
     OWN_STEM = ThreatModel(
         tier=Tier.METHOD,
-        text="knows the method and the release's PSNR, holds clean public images; makes NE-like noise with its own model's stem and trains the model to ignore it",
+        text="knows the method and the release's PSNR, holds clean public images; makes NE-like noise with its own "
+        "model's stem and trains the model to ignore it",
         public=True,
         queries="gradient",
         requires=frozenset({"public"}),
@@ -237,11 +254,15 @@ class AugmentFinetune(_Adaptation):
         if context.encode is None or not len(context.public_images):
             raise ValueError("augment_finetune: needs a 'public' dataset in the suite (clean images to add noise to)")
         if context.authorized.name in self.params.noise_models:
-            raise ValueError(f"augment_finetune: noise_models may not hold the authorized model {context.authorized.name!r} (that is the white box)")
+            raise ValueError(
+                f"augment_finetune: noise_models may not hold the authorized model {context.authorized.name!r} (that is the white box)"
+            )
         size = tuple(context.public_images.shape[1:])
         self.stems = [name for name in self.params.noise_models if tuple(context.model(name).input_size) == size]
         if self.params.noise_models and not self.stems:
-            raise ValueError(f"augment_finetune: no noise model takes the release's {size} inputs (noise_models: {', '.join(self.params.noise_models)})")
+            raise ValueError(
+                f"augment_finetune: no noise model takes the release's {size} inputs (noise_models: {', '.join(self.params.noise_models)})"
+            )
         self.data = context.public_images[: self.params.images]
         self.context = context
 
@@ -300,7 +321,9 @@ def _batch_statistics(model: nn.Module, recompute: bool) -> Iterator[None]:
             layer.train(wanted[layer])
 
 
-def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: TrainParams, generator: torch.Generator) -> ZooModel:
+def _train(
+    model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: TrainParams, generator: torch.Generator
+) -> ZooModel:
     """A copy of ``model`` trained on (images, labels): cross-entropy, Adam, seeded shuffles; the stem only
     (in eval mode, BatchNorm frozen) for ``scope: first_layer``, with a ViT's position embeddings for ``embeddings``,
     every parameter in training mode for ``all``. The model's own draws in training mode (dropout, drop path) come
@@ -316,7 +339,10 @@ def _train(model: ZooModel, images: torch.Tensor, labels: torch.Tensor, params: 
         parameter.requires_grad_(True)
     adapted.train(params.scope == "all")
     optimizer = torch.optim.Adam(trained, lr=params.lr)
-    with _batch_statistics(adapted, recompute=False), torch.random.fork_rng(devices=[images.device] if images.is_cuda else []):
+    with (
+        _batch_statistics(adapted, recompute=False),
+        torch.random.fork_rng(devices=[images.device] if images.is_cuda else []),
+    ):
         torch.manual_seed(generator.initial_seed() + 1)  # dropout and drop path: a keyed stream beside the shuffles'
         for _ in range(params.epochs):
             order = torch.randperm(len(images), generator=generator, device=generator.device).to(images.device)

@@ -108,7 +108,9 @@ class Attack(ABC):
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Params: ClassVar[type[BaseModel]] = NoParams
-    threat: ClassVar[ThreatModel] = ThreatModel(tier=Tier.NONE, text="no knowledge: a fixed transformation of the released images")
+    threat: ClassVar[ThreatModel] = ThreatModel(
+        tier=Tier.NONE, text="no knowledge: a fixed transformation of the released images"
+    )
     # the score stage evaluates adapt(model) on the images this attack returns (usually unchanged)
     adapts_model: ClassVar[bool] = False
     # expensive attacks (networks, iterations): the runner caches their outputs per group, step, draw and batch

@@ -32,7 +32,9 @@ class JpegPil(Attack):
     ``max_quality`` (strength 0) to ``min_quality`` (strength 1)."""
 
     Params = JpegParams
-    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: the release is re-encoded as JPEG (a platform upload, a careless copy)")
+    threat = ThreatModel(
+        tier=Tier.NONE, text="no knowledge: the release is re-encoded as JPEG (a platform upload, a careless copy)"
+    )
     cpu_only = True
 
     def parameter(self, strength: float) -> dict:
@@ -45,7 +47,9 @@ class JpegPil(Attack):
         decoded = []
         for pixel in pixels:
             buffer = io.BytesIO()
-            Image.fromarray(pixel.squeeze(-1) if pixel.shape[-1] == 1 else pixel).save(buffer, format="JPEG", quality=quality)
+            Image.fromarray(pixel.squeeze(-1) if pixel.shape[-1] == 1 else pixel).save(
+                buffer, format="JPEG", quality=quality
+            )
             array = np.asarray(Image.open(buffer))
             decoded.append(array.reshape(pixel.shape))
         out = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(images) / 255.0
@@ -58,7 +62,9 @@ class JpegKornia(Attack):
     ``jpeg_pil``); grayscale is coded as equal RGB channels and averaged back."""
 
     Params = JpegParams
-    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: differentiable JPEG, the codec an adaptive attacker would backprop through")
+    threat = ThreatModel(
+        tier=Tier.NONE, text="no knowledge: differentiable JPEG, the codec an adaptive attacker would backprop through"
+    )
 
     def parameter(self, strength: float) -> dict:
         return {"quality": jpeg_quality(self.params, strength)}

@@ -28,7 +28,9 @@ class DenoiseMedian(Attack):
     """Median filter (kornia ``median_blur``, reflect borders); window side 1 -> ``max_kernel`` (odd) with strength."""
 
     Params = MedianParams
-    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: a median filter removes impulsive and high-frequency noise")
+    threat = ThreatModel(
+        tier=Tier.NONE, text="no knowledge: a median filter removes impulsive and high-frequency noise"
+    )
 
     def kernel(self, strength: float) -> int:
         return 1 + 2 * round(strength * (self.params.max_kernel - 1) / 2)
@@ -47,9 +49,13 @@ class DenoiseMedian(Attack):
 
 
 class TvParams(Strict):
-    max_weight: float = Field(0.5, gt=0, le=1e3, description="TV weight at strength 1, relative to each image's standard deviation")
+    max_weight: float = Field(
+        0.5, gt=0, le=1e3, description="TV weight at strength 1, relative to each image's standard deviation"
+    )
     steps: int = Field(100, ge=1, le=MAX_ITERATIONS, description="Adam steps")
-    lr: float = Field(0.02, gt=0, le=MAX_LR, description="Adam learning rate, in units of each image's standard deviation")
+    lr: float = Field(
+        0.02, gt=0, le=MAX_LR, description="Adam learning rate, in units of each image's standard deviation"
+    )
 
 
 @ATTACKS.register("denoise_tv")
@@ -61,7 +67,9 @@ class DenoiseTv(Attack):
     denoised, and mapped back)."""
 
     Params = TvParams
-    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: total-variation smoothing keeps edges and removes texture-like noise")
+    threat = ThreatModel(
+        tier=Tier.NONE, text="no knowledge: total-variation smoothing keeps edges and removes texture-like noise"
+    )
 
     def parameter(self, strength: float) -> dict:
         return {"weight": round(strength * self.params.max_weight, 4)}
@@ -87,7 +95,9 @@ class DenoiseTv(Attack):
 
 
 class NlmParams(Strict):
-    max_h: float = Field(1.5, gt=0, le=1e3, description="filter strength h at strength 1, in units of the estimated noise sigma")
+    max_h: float = Field(
+        1.5, gt=0, le=1e3, description="filter strength h at strength 1, in units of the estimated noise sigma"
+    )
     patch_size: int = Field(5, ge=1, le=64)
     patch_distance: int = Field(6, ge=1, le=64)
 
@@ -108,7 +118,10 @@ class DenoiseNlm(Attack):
     per image on the CPU."""
 
     Params = NlmParams
-    threat = ThreatModel(tier=Tier.NONE, text="no knowledge: non-local means averages similar patches (repeated noise patterns are similar too)")
+    threat = ThreatModel(
+        tier=Tier.NONE,
+        text="no knowledge: non-local means averages similar patches (repeated noise patterns are similar too)",
+    )
     cpu_only = True
 
     def parameter(self, strength: float) -> dict:

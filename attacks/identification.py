@@ -22,7 +22,9 @@ from nonxfer_bench.core.params import ZooModelName
 
 
 class IdentifyParams(BudgetParams):
-    candidates: list[ZooModelName] = Field(min_length=1, max_length=1000, description="zoo model names the attacker holds (public models)")
+    candidates: list[ZooModelName] = Field(
+        min_length=1, max_length=1000, description="zoo model names the attacker holds (public models)"
+    )
     tau: Tau = Field(1e-5, description="singular-value threshold for each candidate's V_N")
 
 
@@ -45,7 +47,9 @@ class Identify(Attack):
         self.authorized = ""
 
     def fit(self, context: AttackContext) -> None:
-        scored, _ = rank_candidates(self.name, self.params.candidates, context, self.params.tau, exclude_authorized=False)
+        scored, _ = rank_candidates(
+            self.name, self.params.candidates, context, self.params.tau, exclude_authorized=False
+        )
         self.ranking = [name for _, _, name, _, _ in scored]
         self.authorized = context.authorized.name
 

@@ -57,12 +57,23 @@ Scaled = Annotated[float, Field(ge=0, le=MAX_ARGUMENT)]
 
 class TorchattacksParams(Strict):
     name: str = Field("PGD", description="torchattacks class name, e.g. PGD, FGSM, CW, APGD, DeepFool")
-    kwargs: dict[str, Any] = Field({}, description=f"fixed keyword arguments of the class (steps, ...); numbers finite, at most {MAX_ARGUMENT:,} in size")
-    scaled: dict[str, Scaled] = Field({"eps": 8 / 255, "alpha": 2 / 255}, description="keyword arguments set to strength x value")
-    pixel_units: list[str] = Field(["eps", "alpha"], description="keyword arguments that are distances in [0, 1] pixel units")
-    pixel_penalties: list[str] = Field(["c"], description="keyword arguments that weigh a loss against squared pixel distances (CW's c)")
+    kwargs: dict[str, Any] = Field(
+        {},
+        description=f"fixed keyword arguments of the class (steps, ...); numbers finite, at most {MAX_ARGUMENT:,} in size",
+    )
+    scaled: dict[str, Scaled] = Field(
+        {"eps": 8 / 255, "alpha": 2 / 255}, description="keyword arguments set to strength x value"
+    )
+    pixel_units: list[str] = Field(
+        ["eps", "alpha"], description="keyword arguments that are distances in [0, 1] pixel units"
+    )
+    pixel_penalties: list[str] = Field(
+        ["c"], description="keyword arguments that weigh a loss against squared pixel distances (CW's c)"
+    )
     model: ZooModelName | None = Field(None, description="zoo model to attack; default: the authorized model")
-    labels: Literal["true", "predicted"] = Field("true", description="attack the true labels, or the model's own predictions")
+    labels: Literal["true", "predicted"] = Field(
+        "true", description="attack the true labels, or the model's own predictions"
+    )
 
     @model_validator(mode="after")
     def _known_arguments(self) -> "TorchattacksParams":
@@ -77,7 +88,9 @@ class TorchattacksParams(Strict):
     @classmethod
     def _bounded_numbers(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
         for key, value in kwargs.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_ARGUMENT:  # NaN fails too
+            if (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and not abs(value) <= MAX_ARGUMENT
+            ):  # NaN fails too
                 raise ValueError(f"{key} = {excerpt(value)} is not a finite number of size at most {MAX_ARGUMENT:,}")
         return kwargs
 

@@ -31,8 +31,15 @@ from nonxfer_bench.encoders.keyed_block import from_blocks, to_blocks
 
 
 class JigsawParams(Strict):
-    seeds: int = Field(4, ge=1, le=MAX_ITERATIONS, description="seed blocks tried per image (the most confident first); the best placement is kept")
-    jpeg_quality: int | None = Field(None, ge=1, le=100, description="JPEG-compress the release at this quality before solving; unset: as released")
+    seeds: int = Field(
+        4,
+        ge=1,
+        le=MAX_ITERATIONS,
+        description="seed blocks tried per image (the most confident first); the best placement is kept",
+    )
+    jpeg_quality: int | None = Field(
+        None, ge=1, le=100, description="JPEG-compress the release at this quality before solving; unset: as released"
+    )
 
 
 def edge_dissimilarities(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +48,10 @@ def edge_dissimilarities(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     def one_axis(tiles: torch.Tensor) -> torch.Tensor:  # j right of i, along the last axis
         last, first = tiles[..., -1], tiles[..., 0]
         if tiles.shape[-1] > 1:
-            ahead, behind = 2 * last - tiles[..., -2], 2 * first - tiles[..., 1]  # i predicts j's first column, j predicts i's last
+            ahead, behind = (
+                2 * last - tiles[..., -2],
+                2 * first - tiles[..., 1],
+            )  # i predicts j's first column, j predicts i's last
         else:
             ahead, behind = last, first
         ahead, behind, first, last = (v.flatten(1) for v in (ahead, behind, first, last))
@@ -70,8 +80,15 @@ def place(right: torch.Tensor, below: torch.Tensor, grid: tuple[int, int], seed:
     def put(r: int, c: int, block: int) -> None:
         canvas[r, c] = block
         placed[block] = True
-        for dr, dc, table in ((1, 0, below[block]), (-1, 0, below[:, block]), (0, 1, right[block]), (0, -1, right[:, block])):
-            cost[r + dr, c + dc] += table  # what each block would cost in the cell below, above, right of, left of this one
+        for dr, dc, table in (
+            (1, 0, below[block]),
+            (-1, 0, below[:, block]),
+            (0, 1, right[block]),
+            (0, -1, right[:, block]),
+        ):
+            cost[r + dr, c + dc] += (
+                table  # what each block would cost in the cell below, above, right of, left of this one
+            )
             neighbours[r + dr, c + dc] += 1
 
     put(rows, cols, seed)
@@ -99,7 +116,9 @@ def solve(blocks: torch.Tensor, grid: tuple[int, int], seeds: int) -> torch.Tens
         return torch.zeros(1, dtype=torch.long)
     matches = torch.cat([right, right.T, below, below.T], 1).sort(1).values  # each block's matches in any direction
     confidence = matches[:, 1] - matches[:, 0]
-    placements = [place(right, below, grid, int(seed)) for seed in torch.argsort(confidence, descending=True, stable=True)[:seeds]]
+    placements = [
+        place(right, below, grid, int(seed)) for seed in torch.argsort(confidence, descending=True, stable=True)[:seeds]
+    ]
     return min(placements, key=lambda placement: placement[1])[0]
 
 
@@ -123,11 +142,15 @@ class BlockOrder(Attack):
         self.block = context.authorized.geometry.kernel_size
 
     def parameter(self, strength: float) -> dict:
-        return {"blend": round(strength, 4)} | ({"jpeg_quality": self.params.jpeg_quality} if self.params.jpeg_quality else {})
+        return {"blend": round(strength, 4)} | (
+            {"jpeg_quality": self.params.jpeg_quality} if self.params.jpeg_quality else {}
+        )
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
         if self.block is None:
-            raise RuntimeError(f"attack {self.name!r} needs fit(context) first (the runner calls it once per encoding group)")
+            raise RuntimeError(
+                f"attack {self.name!r} needs fit(context) first (the runner calls it once per encoding group)"
+            )
         found = images
         if self.params.jpeg_quality:
             quality = self.params.jpeg_quality
@@ -138,6 +161,8 @@ class BlockOrder(Attack):
         blocks = to_blocks(host, self.block)
         channels = host.shape[1]
         orders = [solve(image.view(-1, channels, bh, bw), grid, self.params.seeds) for image in blocks]
-        solved = from_blocks(torch.stack([image[order] for image, order in zip(blocks, orders)]), host, self.block).to(images)
+        solved = from_blocks(torch.stack([image[order] for image, order in zip(blocks, orders)]), host, self.block).to(
+            images
+        )
         found = found.to(images)
         return found + strength * (solved - found)

@@ -34,7 +34,12 @@ from nonxfer_bench.encoders.keyed_block import BlockKey, to_blocks
 
 
 class KnownPlaintextParams(Strict):
-    pairs: int = Field(8, ge=1, le=MAX_IMAGES, description="(plain, encrypted) pairs at strength 1 (the first public images, encrypted under the release's key)")
+    pairs: int = Field(
+        8,
+        ge=1,
+        le=MAX_IMAGES,
+        description="(plain, encrypted) pairs at strength 1 (the first public images, encrypted under the release's key)",
+    )
 
 
 def _assign(cost: torch.Tensor) -> torch.Tensor:
@@ -51,7 +56,9 @@ def _squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def estimate_key(plain: torch.Tensor, encrypted: torch.Tensor, block: tuple[int, int]) -> BlockKey:
     """The key that maps the plain images to the encrypted ones (m x C x H x W each), by the matching above."""
     x, y = to_blocks(plain.double().cpu(), block), to_blocks(encrypted.double().cpu(), block)  # m x n x d
-    described = [(v - 0.5).abs().sort(-1).values.transpose(0, 1).flatten(1) for v in (y, x)]  # n x (m d): shuffle/flip-invariant
+    described = [
+        (v - 0.5).abs().sort(-1).values.transpose(0, 1).flatten(1) for v in (y, x)
+    ]  # n x (m d): shuffle/flip-invariant
     scramble = _assign(torch.cdist(*described))
     for _ in range(2):
         paired_x, paired_y = x[:, scramble].flatten(0, 1), y.flatten(0, 1)  # (m n) x d, block by block
@@ -59,7 +66,9 @@ def estimate_key(plain: torch.Tensor, encrypted: torch.Tensor, block: tuple[int,
         shuffle = _assign(torch.minimum(same, flipped))
         flip = flipped.gather(1, shuffle[:, None]).squeeze(1) < same.gather(1, shuffle[:, None]).squeeze(1)
         key = BlockKey(block, shuffle, flip, torch.arange(x.shape[1]))
-        unshuffled = to_blocks(key.decrypt(encrypted.double().cpu()), block)  # in-block decrypted, blocks still scrambled
+        unshuffled = to_blocks(
+            key.decrypt(encrypted.double().cpu()), block
+        )  # in-block decrypted, blocks still scrambled
         scramble = _assign(torch.cdist(unshuffled.transpose(0, 1).flatten(1), x.transpose(0, 1).flatten(1)))
     return BlockKey(block, shuffle, flip, scramble)
 
@@ -85,7 +94,9 @@ class KeyedKnownPlaintext(Attack):
 
     def fit(self, context: AttackContext) -> None:
         if context.encode is None or not len(context.public_images):
-            raise ValueError("keyed_known_plaintext: needs a 'public' dataset in the suite (the plain images of the pairs)")
+            raise ValueError(
+                "keyed_known_plaintext: needs a 'public' dataset in the suite (the plain images of the pairs)"
+            )
         self.plain = context.public_images[: self.params.pairs]
         self.encrypted = context.encode(self.plain, context.authorized)
         self.block = context.authorized.geometry.kernel_size
@@ -110,7 +121,9 @@ class KeyedKnownPlaintext(Attack):
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
         if self.plain is None:
-            raise RuntimeError(f"attack {self.name!r} needs fit(context) first (the runner calls it once per encoding group)")
+            raise RuntimeError(
+                f"attack {self.name!r} needs fit(context) first (the runner calls it once per encoding group)"
+            )
         if not self.used(strength):
             return images.clone()
         return self.key(strength).decrypt(images)

@@ -65,7 +65,8 @@ THREATS: dict[str, ThreatModel] = {
     ),
     "surrogate": ThreatModel(
         tier=Tier.PUBLIC_WEIGHTS,
-        text="knows the method and the release's PSNR, holds a public model and clean public images; makes (clean, NE) pairs for that model and trains an inverse",
+        text="knows the method and the release's PSNR, holds a public model and clean public images; makes (clean, "
+        "NE) pairs for that model and trains an inverse",
         public=True,
     ),
     "architecture": ThreatModel(
@@ -92,17 +93,38 @@ PERIOD_PAIRS = 64  # pairs the noise period is estimated on
 
 class LearnedInverseParams(BudgetParams):
     pairs: Source = Field(description="where the (clean, NE) pairs come from (see the module docstring)")
-    m: int = Field(256, ge=1, le=100_000, description="pairs the inverse trains on (the first m public images; fewer if the suite holds fewer)")
-    model: ZooModelName | None = Field(None, description="pairs: surrogate: the public zoo model the pairs are made for")
-    candidates: list[ZooModelName] = Field([], max_length=1000, description="pairs: identified: the public zoo models identify ranks")
-    tau: float = Field(1e-5, gt=0, le=1, description="pairs: identified: singular-value threshold of each candidate's V_N")
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="the attacker's seed: network initialization, shuffles, own key, random architecture copy")
+    m: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="pairs the inverse trains on (the first m public images; fewer if the suite holds fewer)",
+    )
+    model: ZooModelName | None = Field(
+        None, description="pairs: surrogate: the public zoo model the pairs are made for"
+    )
+    candidates: list[ZooModelName] = Field(
+        [], max_length=1000, description="pairs: identified: the public zoo models identify ranks"
+    )
+    tau: float = Field(
+        1e-5, gt=0, le=1, description="pairs: identified: singular-value threshold of each candidate's V_N"
+    )
+    seed: int = Field(
+        0,
+        ge=0,
+        le=2**31 - 1,
+        description="the attacker's seed: network initialization, shuffles, own key, random architecture copy",
+    )
     width: int = Field(16, ge=1, le=512, description="channels of the hidden convolutions")
     depth: int = Field(3, ge=1, le=32, description="hidden 3x3 convolutions")
     steps: int = Field(300, ge=1, le=1_000_000, description="Adam steps (the same at every m)")
     lr: float = Field(2e-3, gt=0, le=1, description="Adam learning rate")
     batch_size: int = Field(32, ge=1, le=4096, description="pairs per step")
-    max_period: int = Field(32, ge=0, le=4096, description="longest noise period looked for in the pairs (0: the network sees no periodic mean)")
+    max_period: int = Field(
+        32,
+        ge=0,
+        le=4096,
+        description="longest noise period looked for in the pairs (0: the network sees no periodic mean)",
+    )
 
     @model_validator(mode="after")
     def _source_needs(self) -> "LearnedInverseParams":
@@ -150,7 +172,12 @@ class InverseNet(nn.Module):
         self.body = nn.Sequential(*layers)
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
-        for name, count in (("feature_mean", inputs), ("feature_std", inputs), ("clean_mean", channels), ("clean_std", channels)):
+        for name, count in (
+            ("feature_mean", inputs),
+            ("feature_std", inputs),
+            ("clean_mean", channels),
+            ("clean_std", channels),
+        ):
             self.register_buffer(name, torch.zeros(1, count, 1, 1))
 
     def features(self, released: torch.Tensor) -> torch.Tensor:
@@ -208,13 +235,19 @@ class LearnedInverse(Attack):
             try:
                 model = context.model(self.params.model)
             except Exception:
-                raise UserError(f"{self.name}: params.model {self.params.model!r} is not a model of the suite's zoo") from None
+                raise UserError(
+                    f"{self.name}: params.model {self.params.model!r} is not a model of the suite's zoo"
+                ) from None
             if model.name == context.authorized.name:
-                raise UserError(f"{self.name}: params.model {model.name!r} is the authorized model; pairs made for it are pairs: leaked or own_key")
+                raise UserError(
+                    f"{self.name}: params.model {model.name!r} is the authorized model; pairs made for it are pairs: leaked or own_key"
+                )
             return model
         if source == "identified":
             try:
-                scored, _ = rank_candidates(self.name, self.params.candidates, context, self.params.tau, exclude_authorized=False)
+                scored, _ = rank_candidates(
+                    self.name, self.params.candidates, context, self.params.tau, exclude_authorized=False
+                )
             except ValueError as error:  # a candidate outside the zoo, or none of the release's input size
                 raise UserError(f"{error} (params.candidates)") from None
             return context.model(scored[0][2])
@@ -226,7 +259,9 @@ class LearnedInverse(Attack):
         model = self.pair_model(context)
         clean = context.public_images[: self.params.m]
         if tuple(model.input_size) != tuple(clean.shape[1:]):
-            raise UserError(f"{self.name}: model {model.name!r} takes {tuple(model.input_size)} inputs, the release {tuple(clean.shape[1:])}")
+            raise UserError(
+                f"{self.name}: model {model.name!r} takes {tuple(model.input_size)} inputs, the release {tuple(clean.shape[1:])}"
+            )
         key = f"{self.name}/own_key/{self.params.seed}" if self.params.pairs == "own_key" else None
         noisy = context.encode(clean, model, key=key)
         self.chosen, self.used = model.name, len(clean)
@@ -254,7 +289,9 @@ class LearnedInverse(Attack):
         if strength == 0:
             return images.clone()
         net = self.net.to(images.device)
-        inverse = torch.cat([net(images[i : i + CHUNK].float()).clamp(0, 1) for i in range(0, len(images), CHUNK)]).to(images.dtype)
+        inverse = torch.cat([net(images[i : i + CHUNK].float()).clamp(0, 1) for i in range(0, len(images), CHUNK)]).to(
+            images.dtype
+        )
         return torch.lerp(images, inverse, strength)
 
 
@@ -266,12 +303,19 @@ def random_copy(model: ZooModel, seed: int) -> ZooModel:
     return copy.to_device(model.device) if model.device.type != "cpu" else copy
 
 
-def train_inverse(noisy: torch.Tensor, clean: torch.Tensor, params: LearnedInverseParams, generator: torch.Generator) -> InverseNet:
+def train_inverse(
+    noisy: torch.Tensor, clean: torch.Tensor, params: LearnedInverseParams, generator: torch.Generator
+) -> InverseNet:
     """An :class:`InverseNet` trained on (noisy, clean) pairs: Adam, mean square error, shuffled epochs from ``generator``."""
     noisy, clean = noisy.float(), clean.float().to(noisy.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
-        net = InverseNet(noisy.shape[1], params.width, params.depth, noise_period(noisy[:PERIOD_PAIRS] - clean[:PERIOD_PAIRS], params.max_period))
+        net = InverseNet(
+            noisy.shape[1],
+            params.width,
+            params.depth,
+            noise_period(noisy[:PERIOD_PAIRS] - clean[:PERIOD_PAIRS], params.max_period),
+        )
     net = net.to(noisy.device)
     net.standardize_on(noisy, clean)
     optimizer = torch.optim.Adam(net.parameters(), lr=params.lr)

@@ -29,7 +29,9 @@ from nonxfer_bench.core.params import Strict
 
 class OracleParams(Strict):
     tau: Tau = Field(1e-5, description="singular-value threshold for V_N (the encoders' default)")
-    restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
+    restore: Restore = Field(
+        "regression", description="what replaces the removed component: clean regression, clean mean, or nothing"
+    )
     ridge: Ridge = Field(1e-3, description="relative ridge on the clean covariance")
 
 
@@ -46,7 +48,11 @@ class OracleProjection(Attack):
     """
 
     Params = OracleParams
-    threat = ThreatModel(tier=Tier.WHITE_BOX, text="white box: holds the authorized model's first layer (weights and normalization) and clean public images", public=True)
+    threat = ThreatModel(
+        tier=Tier.WHITE_BOX,
+        text="white box: holds the authorized model's first layer (weights and normalization) and clean public images",
+        public=True,
+    )
 
     def __init__(self, params: OracleParams) -> None:
         super().__init__(params)

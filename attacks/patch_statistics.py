@@ -29,9 +29,17 @@ from nonxfer_bench.core.params import MAX_KERNEL
 
 
 class PatchMeanParams(LatticeParams, BudgetParams):
-    prior: Literal["public", "released"] = Field("public", description="clean prior mean from public images, or from the released images (noise averages out over images)")
-    estimator: Literal["mean", "wiener"] = Field("mean", description="plain least squares, or Wiener-shrunk with the noise and clean covariances")
-    fold_gain: Literal["assume", "detect"] = Field("assume", description="assume the reference's fold gain (window count) on the image, or detect it from the release's mean")
+    prior: Literal["public", "released"] = Field(
+        "public",
+        description="clean prior mean from public images, or from the released images (noise averages out over images)",
+    )
+    estimator: Literal["mean", "wiener"] = Field(
+        "mean", description="plain least squares, or Wiener-shrunk with the noise and clean covariances"
+    )
+    fold_gain: Literal["assume", "detect"] = Field(
+        "assume",
+        description="assume the reference's fold gain (window count) on the image, or detect it from the release's mean",
+    )
     ridge: Ridge = Field(1e-6, description="relative ridge in the Wiener solve")
 
 
@@ -72,7 +80,8 @@ class PatchMean(Attack):
             "knows the method and the authorized architecture's stem geometry and normalization (not its weights); "
             "holds clean public images for a prior mean"
         ),
-        released=True, public=True,
+        released=True,
+        public=True,
     )
 
     def __init__(self, params: PatchMeanParams) -> None:
@@ -85,7 +94,9 @@ class PatchMean(Attack):
 
     def fit(self, context: AttackContext) -> None:
         self.lattice = Lattice.resolve(self.params, context)
-        source = context.public_images if self.params.prior == "public" and len(context.public_images) else context.released
+        source = (
+            context.public_images if self.params.prior == "public" and len(context.public_images) else context.released
+        )
         self.prior = self._normalize(source.double()).mean(0, keepdim=True)
         self._operators = {}
         self.shrink = None
@@ -98,11 +109,17 @@ class PatchMean(Attack):
             self.gain = bool(with_gain < without_gain)
         if self.params.estimator == "wiener":
             noisy = covariance(self.least_squares(context.released))[1]
-            clean = covariance(self.least_squares(context.public_images))[1] if len(context.public_images) > 1 else torch.zeros_like(noisy)
+            clean = (
+                covariance(self.least_squares(context.public_images))[1]
+                if len(context.public_images) > 1
+                else torch.zeros_like(noisy)
+            )
             values, vectors = torch.linalg.eigh(noisy - clean)
             signal = (vectors * values.clamp_min(0)) @ vectors.T
             total = signal + clean
-            total = total + self.params.ridge * float(torch.diagonal(total).mean() or 1.0) * torch.eye(len(total), dtype=total.dtype, device=total.device)
+            total = total + self.params.ridge * float(torch.diagonal(total).mean() or 1.0) * torch.eye(
+                len(total), dtype=total.dtype, device=total.device
+            )
             self.shrink = torch.linalg.solve(total, signal)  # n_hat (row) = n_ls (row) @ (S_n + S_e)^-1 S_n
 
     def parameter(self, strength: float) -> dict:
@@ -145,7 +162,11 @@ class PatchMean(Attack):
         kwargs = self.lattice.geometry.unfold_kwargs()
         released = self._normalize(images.double())
         count, gram = self.operators(tuple(images.shape[1:]), images.device)
-        prior = self.prior.to(images.device) if self.prior.shape[1:] == released.shape[1:] else released.mean(0, keepdim=True)
+        prior = (
+            self.prior.to(images.device)
+            if self.prior.shape[1:] == released.shape[1:]
+            else released.mean(0, keepdim=True)
+        )
         residual = released - count * prior
         return torch.linalg.lstsq(gram, F.unfold(residual, **kwargs).sum(-1).T).solution.T
 
@@ -188,13 +209,16 @@ class PatchWiener(PatchMean):
             "knows the method and the authorized architecture's stem geometry and normalization (not its weights); "
             "holds clean public images and the release for first and second moments"
         ),
-        released=True, public=True,
+        released=True,
+        public=True,
     )
 
 
 class NotchParams(LatticeParams, BudgetParams):
     width: int = Field(0, ge=0, le=MAX_KERNEL, description="notch half-width in DFT bins around each lattice frequency")
-    dc: Literal["keep", "prior"] = Field("prior", description="keep each image's mean, or move it toward the public images' mean (needs fit)")
+    dc: Literal["keep", "prior"] = Field(
+        "prior", description="keep each image's mean, or move it toward the public images' mean (needs fit)"
+    )
 
 
 @ATTACKS.register("lattice_notch")
@@ -214,7 +238,12 @@ class LatticeNotch(Attack):
     """
 
     Params = NotchParams
-    threat = ThreatModel(tier=Tier.ARCHITECTURE, text="knows the method and the authorized architecture's stem stride (the noise period); nothing else", released=True, public=True)
+    threat = ThreatModel(
+        tier=Tier.ARCHITECTURE,
+        text="knows the method and the authorized architecture's stem stride (the noise period); nothing else",
+        released=True,
+        public=True,
+    )
 
     def __init__(self, params: NotchParams) -> None:
         super().__init__(params)
@@ -237,7 +266,10 @@ class LatticeNotch(Attack):
             distance = (bins - nearest).abs()
             return distance <= self.params.width + 0.5 - 1e-9 if self.params.width else distance < 0.5
 
-        mask = axis(height, self.lattice.geometry.stride[0])[:, None] & axis(width, self.lattice.geometry.stride[1])[None, :]
+        mask = (
+            axis(height, self.lattice.geometry.stride[0])[:, None]
+            & axis(width, self.lattice.geometry.stride[1])[None, :]
+        )
         mask[0, 0] = False
         return mask
 

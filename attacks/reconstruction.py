@@ -69,14 +69,18 @@ class AutoencoderReconstruction(Attack):
 
     Params = AutoencoderParams
     threat = ThreatModel(
-        tier=Tier.NONE, text="knows the data domain: holds clean images of it (a disjoint split) and trains a reconstructor", public=True
+        tier=Tier.NONE,
+        text="knows the data domain: holds clean images of it (a disjoint split) and trains a reconstructor",
+        public=True,
     )
     cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
         super().__init__(params)
         self.model: torch.nn.Module | None = None
-        self.trained_on: int | None = None  # clean images of the attacker's own split it trains on (its public budget), set by fit
+        self.trained_on: int | None = (
+            None  # clean images of the attacker's own split it trains on (its public budget), set by fit
+        )
 
     def fit(self, context: AttackContext) -> None:
         dataset = self.params.dataset
@@ -87,7 +91,9 @@ class AutoencoderReconstruction(Attack):
 
     def _load(self, device: torch.device) -> torch.nn.Module:
         if self.model is None:
-            self.model = load_or_train(AutoencoderConfig(**self.params.model_dump(include=set(AutoencoderConfig.model_fields))))
+            self.model = load_or_train(
+                AutoencoderConfig(**self.params.model_dump(include=set(AutoencoderConfig.model_fields)))
+            )
         return _on(self.model, device)
 
     def parameter(self, strength: float) -> dict:
@@ -96,7 +102,9 @@ class AutoencoderReconstruction(Attack):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
         if self.trained_on is None:  # its cells would record no public budget
-            raise RuntimeError("autoencoder: call fit before attacking (it records the clean images the autoencoder trains on)")
+            raise RuntimeError(
+                "autoencoder: call fit before attacking (it records the clean images the autoencoder trains on)"
+            )
         model = self._load(images.device)
         channels = model.encoder[0].in_channels
         x = _match(_into_unit(images, self.params.range), channels, images.shape[-2:])
@@ -119,7 +127,9 @@ class DiffusersVaeParams(Strict):
 
 def _load_diffusers(kind: type, source: str, subfolder: str | None, what: str, **kwargs):
     if not Path(source).is_dir() and source.startswith((".", "/")):
-        raise UserError(f"{what} {source!r} not found: give a folder written by save_pretrained or a hub id (HF_HUB_OFFLINE=0)")
+        raise UserError(
+            f"{what} {source!r} not found: give a folder written by save_pretrained or a hub id (HF_HUB_OFFLINE=0)"
+        )
     try:
         loaded = kind.from_pretrained(source, **kwargs, **({"subfolder": subfolder} if subfolder else {}))
     except (OSError, ValueError) as error:
@@ -143,7 +153,10 @@ class DiffusersVae(Attack):
 
     def _load(self, device: torch.device):
         if self.vae is None:
-            from diffusers import AutoencoderKL, AutoencoderTiny  # heavy (~1 s): diffusers only when this attack loads its model
+            from diffusers import (
+                AutoencoderKL,
+                AutoencoderTiny,
+            )  # heavy (~1 s): diffusers only when this attack loads its model
 
             kind = AutoencoderKL if self.params.kind == "kl" else AutoencoderTiny
             self.vae = _load_diffusers(kind, self.params.source, self.params.subfolder, "autoencoder")
@@ -171,7 +184,9 @@ class DiffusionParams(Strict):
     scheduler: Literal["ddim", "ddpm"] = "ddim"
     steps: int = Field(20, ge=1, le=10_000, description="reverse steps from t* to 0 (1: one-shot denoising)")
     max_t: float = Field(1.0, gt=0, le=1, description="t*/T at strength 1")
-    draws: int = Field(1, ge=1, le=1000, description="K stochastic purifications per image (mean, worst, spread reported)")
+    draws: int = Field(
+        1, ge=1, le=1000, description="K stochastic purifications per image (mean, worst, spread reported)"
+    )
     range: Literal["clip", "minmax"] = "clip"
 
 
@@ -182,7 +197,9 @@ class DiffusionPurification(Attack):
     input. ``draws`` > 1 evaluates K seeded purifications."""
 
     Params = DiffusionParams
-    threat = ThreatModel(tier=Tier.NONE, text="knows the data domain: holds a diffusion model trained on clean images of it")
+    threat = ThreatModel(
+        tier=Tier.NONE, text="knows the data domain: holds a diffusion model trained on clean images of it"
+    )
     cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
@@ -207,11 +224,24 @@ class DiffusionPurification(Attack):
 class Img2ImgParams(Strict):
     source: str = Field(description="local save_pretrained folder or hub id of a Stable-Diffusion-style pipeline")
     prompt: str = Field("", description="text prompt for every image (empty: unconditional regeneration)")
-    steps: int = Field(50, ge=1, le=10_000, description="scheduler steps for the full trajectory; img2img runs strength x steps of them")
-    guidance_scale: float = Field(1.0, ge=0, le=100, description="classifier-free guidance (<= 1: off, one UNet pass per step)")
-    max_strength: float = Field(0.5, gt=0, le=1, description="the pipeline's img2img strength (t*/T) at attack strength 1")
-    size: int = Field(512, ge=8, le=4096, description="square resolution the pipeline runs at (Stable Diffusion 1.x: 512)")
-    draws: int = Field(1, ge=1, le=1000, description="K stochastic regenerations per image (mean, worst, spread reported)")
+    steps: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="scheduler steps for the full trajectory; img2img runs strength x steps of them",
+    )
+    guidance_scale: float = Field(
+        1.0, ge=0, le=100, description="classifier-free guidance (<= 1: off, one UNet pass per step)"
+    )
+    max_strength: float = Field(
+        0.5, gt=0, le=1, description="the pipeline's img2img strength (t*/T) at attack strength 1"
+    )
+    size: int = Field(
+        512, ge=8, le=4096, description="square resolution the pipeline runs at (Stable Diffusion 1.x: 512)"
+    )
+    draws: int = Field(
+        1, ge=1, le=1000, description="K stochastic regenerations per image (mean, worst, spread reported)"
+    )
     range: Literal["clip", "minmax"] = "clip"
 
 
@@ -224,7 +254,10 @@ class Img2ImgRegeneration(Attack):
     checker is not loaded (it blanks images, which would count as an attack effect)."""
 
     Params = Img2ImgParams
-    threat = ThreatModel(tier=Tier.NONE, text="holds a pretrained text-to-image diffusion model (e.g. Stable Diffusion) and regenerates the images")
+    threat = ThreatModel(
+        tier=Tier.NONE,
+        text="holds a pretrained text-to-image diffusion model (e.g. Stable Diffusion) and regenerates the images",
+    )
     cache_outputs = True
 
     def __init__(self, params: BaseModel) -> None:
@@ -233,9 +266,13 @@ class Img2ImgRegeneration(Attack):
 
     def _load(self, device: torch.device):
         if self.pipeline is None:
-            from diffusers import AutoPipelineForImage2Image  # heavy (~1 s): diffusers only when this attack loads its model
+            from diffusers import (
+                AutoPipelineForImage2Image,
+            )  # heavy (~1 s): diffusers only when this attack loads its model
 
-            self.pipeline = _load_diffusers(AutoPipelineForImage2Image, self.params.source, None, "img2img pipeline", safety_checker=None)
+            self.pipeline = _load_diffusers(
+                AutoPipelineForImage2Image, self.params.source, None, "img2img pipeline", safety_checker=None
+            )
             self.pipeline.set_progress_bar_config(disable=True)
         return self.pipeline.to(device)
 

@@ -76,7 +76,9 @@ class _Estimated(Attack):
 
     def remover(self, dims: int) -> SubspaceRemover:
         if dims not in self._removers:
-            self._removers[dims] = SubspaceRemover(self.basis[:, :dims], self.clean, self.params.restore, self.params.ridge)
+            self._removers[dims] = SubspaceRemover(
+                self.basis[:, :dims], self.clean, self.params.restore, self.params.ridge
+            )
         return self._removers[dims]
 
     def forward(self, images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
@@ -90,8 +92,12 @@ class _Estimated(Attack):
 
 
 class SubspacePatchParams(LatticeParams, BudgetParams):
-    max_dims: int = Field(32, ge=1, le=MAX_PIXELS, description="directions removed at strength 1 (capped at the patch dimension)")
-    restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
+    max_dims: int = Field(
+        32, ge=1, le=MAX_PIXELS, description="directions removed at strength 1 (capped at the patch dimension)"
+    )
+    restore: Restore = Field(
+        "regression", description="what replaces the removed component: clean regression, clean mean, or nothing"
+    )
     ridge: Ridge = Field(1e-3, description="relative ridge on the clean covariances")
 
 
@@ -112,7 +118,8 @@ class SubspacePatch(_Estimated):
             "knows the method and the authorized architecture's stem kernel (not its weights); holds released NEs "
             "and clean public images; estimates the noise subspace from their patch covariances"
         ),
-        released=True, public=True,
+        released=True,
+        public=True,
     )
 
     def fit(self, context: AttackContext) -> None:
@@ -128,9 +135,13 @@ class SubspacePatch(_Estimated):
 
 class SubspaceImageParams(BudgetParams):
     max_dims: int = Field(64, ge=1, le=MAX_PIXELS, description="directions removed at strength 1")
-    restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
+    restore: Restore = Field(
+        "regression", description="what replaces the removed component: clean regression, clean mean, or nothing"
+    )
     ridge: Ridge = Field(1e-3, description="relative ridge on the clean covariances")
-    max_pixels: int = Field(4096, ge=1, le=MAX_PIXELS, description="refuse images with more than this many values (C*H*W)")
+    max_pixels: int = Field(
+        4096, ge=1, le=MAX_PIXELS, description="refuse images with more than this many values (C*H*W)"
+    )
 
 
 @ATTACKS.register("subspace_image")
@@ -149,13 +160,16 @@ class SubspaceImage(_Estimated):
             "knows only that the noise is low-dimensional; holds released NEs and clean public images; "
             "estimates the noise subspace from their image covariances"
         ),
-        released=True, public=True,
+        released=True,
+        public=True,
     )
 
     def fit(self, context: AttackContext) -> None:
         size = context.released[0].numel()
         if size > self.params.max_pixels:
-            raise ValueError(f"subspace_image: images have {size} values, more than max_pixels={self.params.max_pixels}")
+            raise ValueError(
+                f"subspace_image: images have {size} values, more than max_pixels={self.params.max_pixels}"
+            )
         self.fit_rows(context.released, context.public_images)
 
     def rows(self, images: torch.Tensor) -> torch.Tensor:

@@ -20,18 +20,33 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from nonxfer_bench.attacks._subspace_tools import Restore, Ridge, SubspaceRemover, Tau, Tiling, covariance, first_layer_tiles, not_fitted
+from nonxfer_bench.attacks._subspace_tools import (
+    Restore,
+    Ridge,
+    SubspaceRemover,
+    Tau,
+    Tiling,
+    covariance,
+    first_layer_tiles,
+    not_fitted,
+)
 from nonxfer_bench.attacks.base import ATTACKS, Attack, AttackContext
 from nonxfer_bench.attacks.threat import BudgetParams, ThreatModel, Tier
 from nonxfer_bench.core.params import ZooModelName
 
 
 class SurrogateParams(BudgetParams):
-    candidates: list[ZooModelName] = Field(min_length=1, max_length=1000, description="zoo model names the attacker holds (public models)")
+    candidates: list[ZooModelName] = Field(
+        min_length=1, max_length=1000, description="zoo model names the attacker holds (public models)"
+    )
     exclude_authorized: bool = Field(False, description="drop the authorized model from the candidates (it is private)")
-    select: int = Field(1, ge=1, le=1000, description="how many top-scoring candidates to project out (applied in score order)")
+    select: int = Field(
+        1, ge=1, le=1000, description="how many top-scoring candidates to project out (applied in score order)"
+    )
     tau: Tau = Field(1e-5, description="singular-value threshold for each candidate's V_N")
-    restore: Restore = Field("regression", description="what replaces the removed component: clean regression, clean mean, or nothing")
+    restore: Restore = Field(
+        "regression", description="what replaces the removed component: clean regression, clean mean, or nothing"
+    )
     ridge: Ridge = Field(1e-3, description="relative ridge on the clean covariance")
 
 
@@ -50,7 +65,9 @@ def explained_excess(tiling: Tiling, basis: torch.Tensor, released: torch.Tensor
 Ranked = list[tuple[float, int, str, Tiling, torch.Tensor]]  # (score, subspace dims, name, tiling, V_N), best first
 
 
-def rank_candidates(attack: str, candidates: list[str], context: AttackContext, tau: float, exclude_authorized: bool) -> tuple[Ranked, dict[str, float | None]]:
+def rank_candidates(
+    attack: str, candidates: list[str], context: AttackContext, tau: float, exclude_authorized: bool
+) -> tuple[Ranked, dict[str, float | None]]:
     """Candidates ranked by explained excess (ties: the smaller subspace, then the name), and every score
     (None for a candidate whose input shape differs from the release's: it cannot be authorized)."""
     released, public = context.released, context.public_images
@@ -70,7 +87,9 @@ def rank_candidates(attack: str, candidates: list[str], context: AttackContext, 
         scores[name] = explained_excess(tiling, basis, released, public)
         scored.append((scores[name], basis.shape[1], name, tiling, basis))
     if not scored:
-        raise ValueError(f"{attack}: no candidate among {candidates} matches the release's shape {tuple(released.shape[1:])}")
+        raise ValueError(
+            f"{attack}: no candidate among {candidates} matches the release's shape {tuple(released.shape[1:])}"
+        )
     scored.sort(key=lambda item: (-round(item[0], 6), item[1], item[2]))
     return scored, scores
 
@@ -94,7 +113,8 @@ class SurrogateProjection(Attack):
             "knows the method and holds a list of public candidate models (first layers included) that may contain "
             "the authorized one, plus clean public images; does not know which candidate is authorized"
         ),
-        released=True, public=True,
+        released=True,
+        public=True,
     )
 
     def __init__(self, params: SurrogateParams) -> None:
@@ -104,12 +124,13 @@ class SurrogateProjection(Attack):
 
     def fit(self, context: AttackContext) -> None:
         public = context.public_images
-        scored, self.scores = rank_candidates(self.name, self.params.candidates, context, self.params.tau, self.params.exclude_authorized)
+        scored, self.scores = rank_candidates(
+            self.name, self.params.candidates, context, self.params.tau, self.params.exclude_authorized
+        )
         self.chosen = []
         for _, _, name, tiling, basis in scored[: self.params.select]:
             clean = tiling.patches(public) if len(public) else None
             self.chosen.append((name, tiling, SubspaceRemover(basis, clean, self.params.restore, self.params.ridge)))
-
 
     def parameter(self, strength: float) -> dict:
         return {"removed": round(strength, 4)}

@@ -52,7 +52,12 @@ def batch(channels: int, device: Device = "cpu") -> torch.Tensor:
 
 
 def fitting_context(
-    models: dict[str, ZooModel], authorized: str, public: torch.Tensor, clean: torch.Tensor, generator: torch.Generator, device: Device = "cpu"
+    models: dict[str, ZooModel],
+    authorized: str,
+    public: torch.Tensor,
+    clean: torch.Tensor,
+    generator: torch.Generator,
+    device: Device = "cpu",
 ) -> AttackContext:
     """An attack context from CPU models and [0, 1] images, on ``device``: ``public`` labelled 0..9 in turn, the
     release the ``patch`` encoder's NEs of ``clean`` for ``authorized`` at 15 dB (drawn from ``generator``, a CPU
@@ -71,7 +76,9 @@ def fitting_context(
     context = AttackContext(models[authorized], models.__getitem__, public, released, public_labels=labels)
 
     def encode(images: torch.Tensor, model: ZooModel, key: str | None = None) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(4) if key is None else keyed_generator("attacker key", key, model.name)
+        generator = (
+            torch.Generator().manual_seed(4) if key is None else keyed_generator("attacker key", key, model.name)
+        )
         return encoder.encode(images, model, 15.0, generator).images
 
     def predict(model: ZooModel, images: torch.Tensor) -> torch.Tensor:
@@ -79,8 +86,17 @@ def fitting_context(
             return model(images).argmax(1).cpu()
 
     others = tuple(name for name in models if name != authorized)
-    tuning = TuningImages(lambda n: (released[:n], torch.arange(len(released[:n])) % 10), others, predict, 4, lambda text: None)
-    return replace(context, public_images=public.to(device), released=released.to(device), public_labels=labels.to(device), encode=encode, tuning=tuning)
+    tuning = TuningImages(
+        lambda n: (released[:n], torch.arange(len(released[:n])) % 10), others, predict, 4, lambda text: None
+    )
+    return replace(
+        context,
+        public_images=public.to(device),
+        released=released.to(device),
+        public_labels=labels.to(device),
+        encode=encode,
+        tuning=tuning,
+    )
 
 
 def context(channels: int, device: Device = "cpu") -> AttackContext:
@@ -92,10 +108,25 @@ def context(channels: int, device: Device = "cpu") -> AttackContext:
 @functools.cache
 def _context(channels: int, device: str) -> AttackContext:
     preprocess = {"input_size": [channels, 20, 24], "mean": [0.5] * channels, "std": [0.25] * channels}
-    vit = {"img_size": [20, 24], "patch_size": 4, "in_chans": channels, "embed_dim": 12, "depth": 1, "num_heads": 2, "num_classes": 10}
+    vit = {
+        "img_size": [20, 24],
+        "patch_size": 4,
+        "in_chans": channels,
+        "embed_dim": 12,
+        "depth": 1,
+        "num_heads": 2,
+        "num_classes": 10,
+    }
     res = {"in_chans": channels, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10}
-    specs = {"authorized": ("vit_tiny_patch16_224", vit, 0), "twin": ("vit_tiny_patch16_224", vit, 1), "res": ("resnet18", res, 2)}
-    models = {name: build_model(ModelSpec(name=name, arch=arch, kwargs=kwargs, preprocess=preprocess, seed=seed)) for name, (arch, kwargs, seed) in specs.items()}
+    specs = {
+        "authorized": ("vit_tiny_patch16_224", vit, 0),
+        "twin": ("vit_tiny_patch16_224", vit, 1),
+        "res": ("resnet18", res, 2),
+    }
+    models = {
+        name: build_model(ModelSpec(name=name, arch=arch, kwargs=kwargs, preprocess=preprocess, seed=seed))
+        for name, (arch, kwargs, seed) in specs.items()
+    }
     generator = torch.Generator().manual_seed(3)
     public = torch.rand(24, channels, 20, 24, generator=generator)
     clean = torch.rand(8, channels, 20, 24, generator=generator)
@@ -129,7 +160,9 @@ def check_typed_parameters(name: str, params: dict[str, Any] | None = None, devi
     (``Field(2.0, gt=0, le=10)``: an absurd value in a suite is then one line at load, not hours of work)."""
     cls = ATTACKS.get(name)
     assert cls.__doc__, f"{name}: needs a docstring"
-    assert not unbounded(cls.Params), f"{name}: numeric parameters without a lower or an upper bound: {', '.join(unbounded(cls.Params))}"
+    assert not unbounded(cls.Params), (
+        f"{name}: numeric parameters without a lower or an upper bound: {', '.join(unbounded(cls.Params))}"
+    )
     try:
         cls.Params(not_a_parameter=1)
     except Exception:
@@ -150,10 +183,14 @@ def check_threat_model(name: str, params: dict[str, Any] | None = None, device: 
     assert budget.public == 0 or threat.public, f"{name}: spends public images its threat model does not grant"
     assert budget.labelled == 0 or threat.labelled, f"{name}: spends labelled NEs its threat model does not grant"
     if threat.released and not attack.adapts_model and type(attack).fit is not Attack.fit:
-        assert budget.released == len(context(3, device).released), f"{name}: reports {budget.released} released NEs used"
+        assert budget.released == len(context(3, device).released), (
+            f"{name}: reports {budget.released} released NEs used"
+        )
 
 
-def check_rejects_strengths_outside_the_unit_interval(name: str, params: dict[str, Any] | None = None, device: Device = "cpu") -> None:
+def check_rejects_strengths_outside_the_unit_interval(
+    name: str, params: dict[str, Any] | None = None, device: Device = "cpu"
+) -> None:
     """Strength 1.5 is a ValueError."""
     try:
         make(name, params, 1, device)(batch(1, device), 1.5, torch.Generator())

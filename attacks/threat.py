@@ -71,8 +71,15 @@ class BudgetParams(Strict):
     suites that do not set a budget keep their cell keys.
     """
 
-    released: int | None = Field(None, ge=1, le=MAX_IMAGES, description="released NEs the attacker observes for fitting (the group's first n, across batches); the first batch if unset")
-    public: int | None = Field(None, ge=0, le=MAX_IMAGES, description="clean public images the attacker uses (first n); all if unset")
+    released: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_IMAGES,
+        description="released NEs the attacker observes for fitting (the group's first n, across batches); the first batch if unset",
+    )
+    public: int | None = Field(
+        None, ge=0, le=MAX_IMAGES, description="clean public images the attacker uses (first n); all if unset"
+    )
 
     @model_serializer(mode="wrap")
     def _drop_unset_budget(self, handler: Any) -> dict[str, Any]:

@@ -33,7 +33,12 @@ MAX_TRIALS = 64
 # what the runner reads from an attack before it is fitted: fixed for the step, never searched
 UNSEARCHED = {"draws": "the number of draws the runner evaluates"}
 
-Choice = bool | Annotated[int, Field(ge=-(10**9), le=10**9)] | Annotated[float, Field(ge=-1e9, le=1e9)] | Annotated[str, Field(max_length=200)]
+Choice = (
+    bool
+    | Annotated[int, Field(ge=-(10**9), le=10**9)]
+    | Annotated[float, Field(ge=-1e9, le=1e9)]
+    | Annotated[str, Field(max_length=200)]
+)
 
 
 class SearchRange(Strict):
@@ -62,18 +67,33 @@ class TunedParams(Strict):
     attack: str = Field(min_length=1, max_length=100, description="the registered attack whose settings are searched")
     params: Any = Field(default_factory=dict, validate_default=True, description="that attack's fixed parameters")
     space: dict[str, SearchRange | list[Choice]] = Field(
-        min_length=1, max_length=16, description="parameter of the attack -> a range {low, high, log, int} or a list of values (1 to 64)"
+        min_length=1,
+        max_length=16,
+        description="parameter of the attack -> a range {low, high, log, int} or a list of values (1 to 64)",
     )
-    trials: int = Field(16, ge=1, le=MAX_TRIALS, description="trials per study (one study per strength and encoding group)")
-    images: int = Field(1000, ge=1, le=MAX_IMAGES, description="at most this many tuning images score a trial (the first of the tuning split)")
+    trials: int = Field(
+        16, ge=1, le=MAX_TRIALS, description="trials per study (one study per strength and encoding group)"
+    )
+    images: int = Field(
+        1000,
+        ge=1,
+        le=MAX_IMAGES,
+        description="at most this many tuning images score a trial (the first of the tuning split)",
+    )
     seed: int = Field(0, ge=0, lt=2**31, description="seeds the sampler and the inner attack's draws")
 
     @field_validator("attack")
     @classmethod
     def _searchable(cls, name: str) -> str:
-        searchable = [n for n in ATTACKS.names() if n != "tuned" and not (ATTACKS.get(n).baseline or ATTACKS.get(n).measures_only)]
+        searchable = [
+            n for n in ATTACKS.names() if n != "tuned" and not (ATTACKS.get(n).baseline or ATTACKS.get(n).measures_only)
+        ]
         if name not in searchable:
-            why = "unknown attack" if name not in ATTACKS.names() else "no settings to search that change what a model classifies in"
+            why = (
+                "unknown attack"
+                if name not in ATTACKS.names()
+                else "no settings to search that change what a model classifies in"
+            )
             raise ValueError(f"{why} {name!r}; valid: {', '.join(searchable)}")
         return name
 
@@ -93,7 +113,9 @@ class TunedParams(Strict):
 
     @field_validator("space")
     @classmethod
-    def _inner_settings(cls, space: dict[str, SearchRange | list], info: ValidationInfo) -> dict[str, SearchRange | list]:
+    def _inner_settings(
+        cls, space: dict[str, SearchRange | list], info: ValidationInfo
+    ) -> dict[str, SearchRange | list]:
         """Every searched key is a parameter of the inner attack; each end of a range and each listed value is valid there
         and keeps the inner attack's threat model."""
         if "attack" not in info.data or "params" not in info.data:
@@ -104,11 +126,17 @@ class TunedParams(Strict):
             if key not in inner.Params.model_fields or key in UNSEARCHED:
                 fixed = f" ('{key}' is {UNSEARCHED[key]}, fixed per step)" if key in UNSEARCHED else ""
                 searchable = ", ".join(k for k in inner.Params.model_fields if k not in UNSEARCHED) or "none"
-                raise ValueError(f"'{key}' is not a setting of attack {inner.name!r} to search{fixed}; valid: {searchable}")
+                raise ValueError(
+                    f"'{key}' is not a setting of attack {inner.name!r} to search{fixed}; valid: {searchable}"
+                )
             for value in values.ends() if isinstance(values, SearchRange) else values:
-                threat = inner(_validated(inner, params.model_dump(mode="json") | {key: value}, f"'{key}' = {value!r}: ")).threat
+                threat = inner(
+                    _validated(inner, params.model_dump(mode="json") | {key: value}, f"'{key}' = {value!r}: ")
+                ).threat
                 if threat != base:
-                    raise ValueError(f"'{key}' = {value!r} makes {inner.name} a {threat.tier.value!r} attack, not {base.tier.value!r}; a step keeps one threat model")
+                    raise ValueError(
+                        f"'{key}' = {value!r} makes {inner.name} a {threat.tier.value!r} attack, not {base.tier.value!r}; a step keeps one threat model"
+                    )
         return space
 
 
@@ -146,7 +174,9 @@ class Tuned(Attack):
         self.threat = self.inner.threat
         self.adapts_model = self.inner.adapts_model
         self.context: AttackContext | None = None
-        self.tuning: tuple[torch.Tensor, torch.Tensor] | None = None  # the tuning images' released NEs (host) and labels
+        self.tuning: tuple[torch.Tensor, torch.Tensor] | None = (
+            None  # the tuning images' released NEs (host) and labels
+        )
         self.studies: dict[float, _Study] = {}  # strength -> its finished study
 
     @property
@@ -155,7 +185,9 @@ class Tuned(Attack):
 
     def fit(self, context: AttackContext) -> None:
         if context.tuning is None:
-            raise ValueError("tuned: needs the verdict's tuning images (AttackContext.tuning), which the runner provides")
+            raise ValueError(
+                "tuned: needs the verdict's tuning images (AttackContext.tuning), which the runner provides"
+            )
         released, labels = context.tuning.released(self.params.images)
         if not len(released):
             raise ValueError(
@@ -206,10 +238,16 @@ class _Study:
         self.best_score = -1.0
         self.trials: list[tuple[dict[str, Any], float]] = []
         grid = _grid(params.space)
-        sampler = optuna.samplers.GridSampler(grid, seed=params.seed) if grid else optuna.samplers.TPESampler(seed=params.seed)
+        sampler = (
+            optuna.samplers.GridSampler(grid, seed=params.seed)
+            if grid
+            else optuna.samplers.TPESampler(seed=params.seed)
+        )
         trials = min(params.trials, _size(grid)) if grid else params.trials
         what = f"tuned {params.attack} at strength {strength:g}"
-        tuning.note(f"{what}: {trials} trials on {len(tuned.tuning[0])} tuning images x {len(self.models)} unauthorized models")
+        tuning.note(
+            f"{what}: {trials} trials on {len(tuned.tuning[0])} tuning images x {len(self.models)} unauthorized models"
+        )
         began = time.perf_counter()
         optuna.create_study(direction="maximize", sampler=sampler).optimize(self.objective, n_trials=trials)
         n = len(tuned.tuning[0])
@@ -228,7 +266,9 @@ class _Study:
         settings = {key: _suggest(trial, key, values) for key, values in self.tuned.params.space.items()}
         key = tuple(sorted(settings.items()))
         if key not in self.scores:
-            inner = ATTACKS.create(self.tuned.params.attack, self.tuned.params.params.model_dump(mode="json") | settings)
+            inner = ATTACKS.create(
+                self.tuned.params.attack, self.tuned.params.params.model_dump(mode="json") | settings
+            )
             inner.prepare(self.tuned.context)
             self.scores[key] = self.score(inner)
             if self.scores[key] > self.best_score:
@@ -286,4 +326,7 @@ def _suggest(trial: Any, key: str, values: SearchRange | list) -> Any:
 
 def _text(settings: dict[str, Any]) -> str:
     """``max_sigma=1.234,quality=20``: floats to 4 significant digits."""
-    return ",".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}" for key, value in sorted(settings.items()))
+    return ",".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in sorted(settings.items())
+    )

@@ -18,8 +18,8 @@
    (``--quick``: one encoding, two attacks, two images);
 7. on CUDA, the tests marked ``cuda`` (after the encoders: before the long sections).
 Writes gpu.json and gpu.md under ``--out`` after every section, so a run stopped at a time limit keeps the
-sections it finished. On a lent GPU machine, run it through benchmarks/gpu.sh (see benchmarks/gpu_bundle.py). On the CPU the zoo defaults to mobilenetv2 (authorized) and
-efficientnet_b0 (``--models`` chooses), so that the dry check takes minutes.
+sections it finished. On a lent GPU machine, run it through benchmarks/gpu.sh (see benchmarks/gpu_bundle.py).
+On the CPU the zoo defaults to mobilenetv2 (authorized) and efficientnet_b0 (``--models`` chooses), so that the dry check takes minutes.
 Every suite here runs without its bound diagnostics (``bounds: false``, as ``run --no-bounds``): they are a
 fixed cost per encoding (local Lipschitz estimates through every model on the first batch) that a bare loop
 does not pay and that does not grow with the images (with them, a 224-px CPU run measured suite/bare 0.05), so
@@ -51,9 +51,29 @@ from scale import write_suite  # noqa: E402
 IMAGENET = ROOT / "suites" / "imagenet.yaml"
 MINI = ROOT / "suites" / "imagenet-mini.yaml"
 QUICKSTART = ROOT / "suites" / "quickstart.yaml"
-PLAIN_ATTACKS = ("identity", "jpeg_pil", "jpeg_kornia", "resize", "blur", "quantize", "cutout")  # no training, no extra package
-SIZES = [(500, 375), (500, 333), (375, 500), (500, 500), (333, 500), (640, 480), (500, 400), (800, 600)]  # common ImageNet-val sizes
-CPU_MODELS = ["mobilenetv2", "efficientnet_b0"]  # the dry check: the cheapest two (efficientnet_b0, first in the zoo, authorized)
+PLAIN_ATTACKS = (
+    "identity",
+    "jpeg_pil",
+    "jpeg_kornia",
+    "resize",
+    "blur",
+    "quantize",
+    "cutout",
+)  # no training, no extra package
+SIZES = [
+    (500, 375),
+    (500, 333),
+    (375, 500),
+    (500, 500),
+    (333, 500),
+    (640, 480),
+    (500, 400),
+    (800, 600),
+]  # common ImageNet-val sizes
+CPU_MODELS = [
+    "mobilenetv2",
+    "efficientnet_b0",
+]  # the dry check: the cheapest two (efficientnet_b0, first in the zoo, authorized)
 FULL_VAL = 50_000
 
 
@@ -118,7 +138,9 @@ def zoo_entries(models: list[str] | None) -> tuple[list[dict], str]:
 def load(path: Path, device: str, precision: str):
     from nonxfer_bench.loading import load_suite
 
-    return load_suite(path).model_copy(update={"device": device, "precision": precision})  # the suite's defaults for this benchmark
+    return load_suite(path).model_copy(
+        update={"device": device, "precision": precision}
+    )  # the suite's defaults for this benchmark
 
 
 def bench_data(suite, device: torch.device, batch: int) -> dict:
@@ -134,7 +156,10 @@ def bench_data(suite, device: torch.device, batch: int) -> dict:
     read_s = timed(lambda: sum(len(b) for b in reader.batches(batch)), device, repeats=3, warmup=1)
     reader.close()
     row = {"images": len(data), "decode_images_per_s": len(data) / decode_s, "loader_images_per_s": len(data) / read_s}
-    print(f"data: decode {row['decode_images_per_s']:,.0f} img/s (one process), cache to {device} {row['loader_images_per_s']:,.0f} img/s", flush=True)
+    print(
+        f"data: decode {row['decode_images_per_s']:,.0f} img/s (one process), cache to {device} {row['loader_images_per_s']:,.0f} img/s",
+        flush=True,
+    )
     return row
 
 
@@ -175,10 +200,18 @@ def bare_loop(suite, device: torch.device, precision: str, batch: int) -> dict:
         predictions[entry.name] = torch.cat(out).cpu()
         synchronize(device)
         done = time.perf_counter()
-        rows[entry.name] = {"input_size": list(config["input_size"]), "build_s": built - start, "eval_s": done - built,
-                            "images_per_s": len(images) / (done - built)}
+        rows[entry.name] = {
+            "input_size": list(config["input_size"]),
+            "build_s": built - start,
+            "eval_s": done - built,
+            "images_per_s": len(images) / (done - built),
+        }
         print(f"bare: {entry.name:16s} {rows[entry.name]['images_per_s']:9,.1f} img/s ({precision})", flush=True)
-    return {"models": rows, "seconds": sum(r["build_s"] + r["eval_s"] for r in rows.values()), "predictions": predictions}
+    return {
+        "models": rows,
+        "seconds": sum(r["build_s"] + r["eval_s"] for r in rows.values()),
+        "predictions": predictions,
+    }
 
 
 def suite_run(path: Path, device: str, precision: str, fresh: bool = True) -> tuple[float, list]:
@@ -234,30 +267,72 @@ def write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
-def bench_projection(folder: Path, dataset: dict, zoo: list[dict], authorized: str, batch: int, images: int, device: str, precision: str,
-                     quick: bool) -> dict:
+def bench_projection(
+    folder: Path,
+    dataset: dict,
+    zoo: list[dict],
+    authorized: str,
+    batch: int,
+    images: int,
+    device: str,
+    precision: str,
+    quick: bool,
+) -> dict:
     """imagenet.yaml's grid on ``images`` images (the dry check: a reduced grid), scaled to its encodings and 50,000 images."""
     from nonxfer_bench.execution.plan import plan_suite
 
-    grid = {k: v for k, v in yaml.safe_load(IMAGENET.read_text()).items() if k not in ("dataset", "zoo", "authorized", "batch_size")}
-    grid |= {"name": "gpu-grid", "dataset": {**dataset, "limit": images}, "zoo": zoo, "authorized": [authorized], "batch_size": batch,
-             "output": {"dir": str(folder / "runs"), "results": str(folder / "results"), "sample_images": 0}, "tracking": {"enabled": False},
-             "bounds": False}
+    grid = {
+        k: v
+        for k, v in yaml.safe_load(IMAGENET.read_text()).items()
+        if k not in ("dataset", "zoo", "authorized", "batch_size")
+    }
+    grid |= {
+        "name": "gpu-grid",
+        "dataset": {**dataset, "limit": images},
+        "zoo": zoo,
+        "authorized": [authorized],
+        "batch_size": batch,
+        "output": {"dir": str(folder / "runs"), "results": str(folder / "results"), "sample_images": 0},
+        "tracking": {"enabled": False},
+        "bounds": False,
+    }
     full_groups = len(plan_suite(load(write_yaml(folder / "full.yaml", grid), device, precision)))
-    seconds, cells = suite_run(write_yaml(folder / "suite.yaml", reduce_grid(grid) if quick else grid), device, precision)
+    seconds, cells = suite_run(
+        write_yaml(folder / "suite.yaml", reduce_grid(grid) if quick else grid), device, precision
+    )
     groups = len({c.group for c in cells})
     steps = len({(c.attack, c.attack_strength) for c in cells})
     per_image = seconds / groups * full_groups / images
-    row = {"images": images, "seconds": seconds, "groups": groups, "full_groups": full_groups, "steps": steps, "models": len(zoo),
-           "seconds_per_image": per_image, "projected_hours": per_image * FULL_VAL / 3600}
-    print(f"projection: {groups} of {full_groups} encodings x {steps} steps x {len(zoo)} models on {images} images: {seconds:.1f} s, "
-          f"50k images about {row['projected_hours']:.2f} h", flush=True)
+    row = {
+        "images": images,
+        "seconds": seconds,
+        "groups": groups,
+        "full_groups": full_groups,
+        "steps": steps,
+        "models": len(zoo),
+        "seconds_per_image": per_image,
+        "projected_hours": per_image * FULL_VAL / 3600,
+    }
+    print(
+        f"projection: {groups} of {full_groups} encodings x {steps} steps x {len(zoo)} models on {images} images: {seconds:.1f} s, "
+        f"50k images about {row['projected_hours']:.2f} h",
+        flush=True,
+    )
     return row
 
 
 def twin_key(cell) -> tuple:
     """What a cell is apart from its precision."""
-    return (cell.authorized, cell.encoder, cell.strength, cell.seed, cell.storage, cell.attack, cell.attack_strength, cell.model)
+    return (
+        cell.authorized,
+        cell.encoder,
+        cell.strength,
+        cell.seed,
+        cell.storage,
+        cell.attack,
+        cell.attack_strength,
+        cell.model,
+    )
 
 
 def compare_precisions(fp32_cells: list, other_cells: list) -> dict:
@@ -268,13 +343,26 @@ def compare_precisions(fp32_cells: list, other_cells: list) -> dict:
     same = sum(int((a.outcomes.correct_bits() == b.outcomes.correct_bits()).sum()) for a, b in pairs)
     measured = [(abs(a.accuracy - b.accuracy), a, b) for a, b in pairs if a.accuracy is not None]
     largest, a, b = max(measured, key=lambda item: item[0])
-    return {"cells": len(pairs), "images": pairs[0][0].n, "image_agreement": same / sum(a.n for a, _ in pairs), "max_accuracy_difference": largest,
-            "max_difference_cell": f"{a.authorized}: {a.encoder} {a.strength:g}, {a.attack} {a.attack_strength:g}, {a.model} ({a.role}): "
-                                   f"fp32 {100 * a.accuracy:.1f} %, other {100 * b.accuracy:.1f} %"}
+    return {
+        "cells": len(pairs),
+        "images": pairs[0][0].n,
+        "image_agreement": same / sum(a.n for a, _ in pairs),
+        "max_accuracy_difference": largest,
+        "max_difference_cell": f"{a.authorized}: {a.encoder} {a.strength:g}, {a.attack} {a.attack_strength:g}, {a.model} ({a.role}): "
+        f"fp32 {100 * a.accuracy:.1f} %, other {100 * b.accuracy:.1f} %",
+    }
 
 
-def bench_trained(source: Path, folder: Path, device: str, precision: str, quick: bool, images: int | None = None,
-                  attacks: tuple[str, ...] | None = None, dataset_root: str | None = None) -> dict:
+def bench_trained(
+    source: Path,
+    folder: Path,
+    device: str,
+    precision: str,
+    quick: bool,
+    images: int | None = None,
+    attacks: tuple[str, ...] | None = None,
+    dataset_root: str | None = None,
+) -> dict:
     """A suite with trained weights (``source``) in fp32 and in ``precision``: wall time, per-image agreement of
     correctness and the largest accuracy difference. ``images``, ``attacks`` and ``dataset_root`` narrow it to what
     the machine has and the time allows (``quick``: one encoding, two attacks, two images)."""
@@ -282,7 +370,9 @@ def bench_trained(source: Path, folder: Path, device: str, precision: str, quick
     from nonxfer_bench.loading import load_suite
 
     data = yaml.safe_load(source.read_text())
-    if "protocol" in data:  # its attacks are the protocol's ensemble, placeholders expanded; timed as a plain list, not tier by tier
+    if (
+        "protocol" in data
+    ):  # its attacks are the protocol's ensemble, placeholders expanded; timed as a plain list, not tier by tier
         data["attacks"] = [spec.model_dump(mode="json") for spec in load_suite(source, require_weights=False).attacks]
         data.pop("protocol")
     if attacks is not None:
@@ -301,14 +391,24 @@ def bench_trained(source: Path, folder: Path, device: str, precision: str, quick
     data["bounds"] = False
     path = write_yaml(folder / source.name, data)
     try:
-        runs = {p: suite_run(path, device, p) for p in dict.fromkeys(["fp32", precision if precision != "fp32" else "bf16"])}
+        runs = {
+            p: suite_run(path, device, p) for p in dict.fromkeys(["fp32", precision if precision != "fp32" else "bf16"])
+        }
     except UserError as error:  # its data or weights are not installed here
         print(f"{source.stem}: skipped ({error})", flush=True)
         return {"skipped": str(error)}
     (fp32_s, fp32_cells), (other_s, other_cells) = runs.values()
-    row = {"suite": source.name, "fp32_s": fp32_s, "other_precision": list(runs)[1], "other_s": other_s} | compare_precisions(fp32_cells, other_cells)
-    print(f"{source.stem}: {row['cells']} cells of {row['images']} images, fp32 {fp32_s:.1f} s, {row['other_precision']} {other_s:.1f} s, "
-          f"per-image correctness agrees on {row['image_agreement']:.1%}", flush=True)
+    row = {
+        "suite": source.name,
+        "fp32_s": fp32_s,
+        "other_precision": list(runs)[1],
+        "other_s": other_s,
+    } | compare_precisions(fp32_cells, other_cells)
+    print(
+        f"{source.stem}: {row['cells']} cells of {row['images']} images, fp32 {fp32_s:.1f} s, {row['other_precision']} {other_s:.1f} s, "
+        f"per-image correctness agrees on {row['image_agreement']:.1%}",
+        flush=True,
+    )
     return row
 
 
@@ -328,7 +428,12 @@ def cuda_test_files() -> list[str]:
 
 
 def run_cuda_tests() -> dict:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", *cuda_test_files()], capture_output=True, text=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "cuda", *cuda_test_files()],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     summary = (done.stdout.strip().splitlines() or [""])[-1]
     print(f"cuda tests: {summary}", flush=True)
     return {"returncode": done.returncode, "summary": summary}
@@ -337,45 +442,93 @@ def run_cuda_tests() -> dict:
 def trained_line(row: dict) -> str:
     if "skipped" in row:
         return f"skipped: {row['skipped']}"
-    return (f"{row['suite']}: {row['cells']} cells of {row['images']} images: fp32 {row['fp32_s']:.1f} s, {row['other_precision']} "
-            f"{row['other_s']:.1f} s; per-image correctness agrees on {row['image_agreement']:.2%} of cell-images, largest accuracy "
-            f"difference {100 * row['max_accuracy_difference']:.1f} points ({row['max_difference_cell']})")
+    return (
+        f"{row['suite']}: {row['cells']} cells of {row['images']} images: fp32 {row['fp32_s']:.1f} s, {row['other_precision']} "
+        f"{row['other_s']:.1f} s; per-image correctness agrees on {row['image_agreement']:.2%} of cell-images, largest accuracy "
+        f"difference {100 * row['max_accuracy_difference']:.1f} points ({row['max_difference_cell']})"
+    )
 
 
 def markdown(report: dict) -> str:
     t, d, e, p = (report[k] for k in ("throughput", "data", "encoders", "projection"))
     failed = lambda section: [f"failed: {section['error']}", ""] if "error" in section else []  # noqa: E731
-    lines = [f"# GPU figures: {report['device']}", "", f"`{report['command']}`", "",
-             f"torch {report['torch']}, {report['precision']}, batch {report['batch']}, random weights, {d['images']} synthetic "
-             "ImageNet-size JPEGs (imagenet_val layout).", "", "## Suite throughput vs a bare timm eval loop", ""]
-    lines += failed(t) or [f"Same models, images, batch and precision, model building included: bare {t['bare_s']:.1f} s, suite "
-                           f"{t['suite_s']:.1f} s, ratio **{t['ratio']:.2f}** (goal >= 0.9). Every suite here runs without its bound diagnostics "
-                           "(`run --no-bounds`): a fixed cost per encoding on its first batch, which dominates on a CPU at 224 px. On CUDA the suite "
-                           "runs with deterministic kernels and fp32 as fp32 (`make_deterministic`), the bare loop with torch's defaults.", ""]
+    lines = [
+        f"# GPU figures: {report['device']}",
+        "",
+        f"`{report['command']}`",
+        "",
+        f"torch {report['torch']}, {report['precision']}, batch {report['batch']}, random weights, {d['images']} synthetic "
+        "ImageNet-size JPEGs (imagenet_val layout).",
+        "",
+        "## Suite throughput vs a bare timm eval loop",
+        "",
+    ]
+    lines += failed(t) or [
+        f"Same models, images, batch and precision, model building included: bare {t['bare_s']:.1f} s, suite "
+        f"{t['suite_s']:.1f} s, ratio **{t['ratio']:.2f}** (goal >= 0.9). Every suite here runs without its bound diagnostics "
+        "(`run --no-bounds`): a fixed cost per encoding on its first batch, which dominates on a CPU at 224 px. On CUDA the suite "
+        "runs with deterministic kernels and fp32 as fp32 (`make_deterministic`), the bare loop with torch's defaults.",
+        "",
+    ]
     lines += ["| model | input | bare images/s | fp32 vs bf16 top-1 agreement |", "|---|---|---|---|"]
-    lines += [f"| {name} | {'x'.join(map(str, row['input_size']))} | {row['images_per_s']:,.1f} | {report['agreement'][name]:.1%} |"
-              for name, row in report["bare"].items()]
-    lines += ["", "Random weights give nearly tied logits, so their agreement understates that of trained weights "
-              "(the trained-weights sections below compare real weights).", "", "## Data loading vs evaluation", "",
-              f"Decode into the uint8 cache {d['decode_images_per_s']:,.0f} img/s (one process, first run only); prefetching reader from the "
-              f"cache to the device {d['loader_images_per_s']:,.0f} img/s; the zoo evaluates {d['zoo_images_per_s']:,.0f} img/s (one image "
-              f"through every model): reader / evaluation **{d['loader_over_eval']:.1f}x**, decode / evaluation {d['decode_over_eval']:.2f}x.", "",
-              "## Encoders as a share of one authorized forward (goal <= 5 %)", ""]
-    lines += failed(e) or [f"{e['authorized']}, batch {e['batch']}:", "", "| encoder | s / batch | share of forward |", "|---|---|---|",
-                           *[f"| {name} | {row['seconds_per_batch']:.5f} | {row['share_of_forward']:.1%} |" for name, row in e.get("encoders", {}).items()], ""]
+    lines += [
+        f"| {name} | {'x'.join(map(str, row['input_size']))} | {row['images_per_s']:,.1f} | {report['agreement'][name]:.1%} |"
+        for name, row in report["bare"].items()
+    ]
+    lines += [
+        "",
+        "Random weights give nearly tied logits, so their agreement understates that of trained weights "
+        "(the trained-weights sections below compare real weights).",
+        "",
+        "## Data loading vs evaluation",
+        "",
+        f"Decode into the uint8 cache {d['decode_images_per_s']:,.0f} img/s (one process, first run only); prefetching reader from the "
+        f"cache to the device {d['loader_images_per_s']:,.0f} img/s; the zoo evaluates {d['zoo_images_per_s']:,.0f} img/s (one image "
+        f"through every model): reader / evaluation **{d['loader_over_eval']:.1f}x**, decode / evaluation {d['decode_over_eval']:.2f}x.",
+        "",
+        "## Encoders as a share of one authorized forward (goal <= 5 %)",
+        "",
+    ]
+    lines += failed(e) or [
+        f"{e['authorized']}, batch {e['batch']}:",
+        "",
+        "| encoder | s / batch | share of forward |",
+        "|---|---|---|",
+        *[
+            f"| {name} | {row['seconds_per_batch']:.5f} | {row['share_of_forward']:.1%} |"
+            for name, row in e.get("encoders", {}).items()
+        ],
+        "",
+    ]
     lines += ["## Projected full suite", ""]
     lines += failed(p) or [
         f"imagenet.yaml's grid ({p['groups']} of its {p['full_groups']} encodings x {p['steps']} attack steps x {p['models']} models) on "
-        f"{p['images']} images took {p['seconds']:.1f} s without bound diagnostics: {p['seconds_per_image']:.3f} s per image for all {p['full_groups']} encodings, so the "
+        f"{p['images']} images took {p['seconds']:.1f} s without bound diagnostics: {p['seconds_per_image']:.3f} s "
+        f"per image for all {p['full_groups']} encodings, so the "
         f"50,000 images of ImageNet-val take about **{p['projected_hours']:.2f} h** plus {d['decode_hours']:.2f} h of decoding once "
-        "(an upper bound: fixed costs scale too).", ""]
-    for key, title in (("trained", "Fashion-MNIST zoo (trained weights)"), ("imagenet_mini", "imagenet-mini (real weights)")):
+        "(an upper bound: fixed costs scale too).",
+        "",
+    ]
+    for key, title in (
+        ("trained", "Fashion-MNIST zoo (trained weights)"),
+        ("imagenet_mini", "imagenet-mini (real weights)"),
+    ):
         lines += [f"## {title}: fp32 vs {report['precision'] if report['precision'] != 'fp32' else 'bf16'}", ""]
         lines += failed(report[key]) or [trained_line(report[key]), ""]
     if "cuda_tests" in report:
-        lines += ["## Tests marked cuda", "", failed(report["cuda_tests"])[0] if "error" in report["cuda_tests"] else report["cuda_tests"]["summary"], ""]
+        lines += [
+            "## Tests marked cuda",
+            "",
+            failed(report["cuda_tests"])[0] if "error" in report["cuda_tests"] else report["cuda_tests"]["summary"],
+            "",
+        ]
     lines += [f"Note: {report['note']}", ""] if "note" in report else []
-    lines += ["Wall time per section: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in report["seconds"].items()) + ".", ""]
+    lines += [
+        "Wall time per section: "
+        + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in report["seconds"].items())
+        + ".",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -394,21 +547,39 @@ def write_report(out: Path, report: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="folder for gpu.json and gpu.md (results/gpu for the reference run)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for gpu.json and gpu.md (results/gpu for the reference run)"
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--images", type=int, default=5000, help="synthetic ImageNet-val images")
-    parser.add_argument("--project-images", type=int, help="images for the whole-grid run (default: min(images, 500); 2 on the CPU)")
-    parser.add_argument("--trained-images", type=int, default=1000, help="Fashion-MNIST test images for the trained-weights comparison")
+    parser.add_argument(
+        "--project-images", type=int, help="images for the whole-grid run (default: min(images, 500); 2 on the CPU)"
+    )
+    parser.add_argument(
+        "--trained-images", type=int, default=1000, help="Fashion-MNIST test images for the trained-weights comparison"
+    )
     parser.add_argument("--fashion-root", help="folder with Fashion-MNIST's IDX .gz files (default: the Debian path)")
     parser.add_argument("--batch", type=int, help="batch size (default 256 on CUDA, 16 on the CPU)")
-    parser.add_argument("--models", nargs="+", help="zoo names (default: all of imagenet.yaml on CUDA, mobilenetv2 efficientnet_b0 on the CPU)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        help="zoo names (default: all of imagenet.yaml on CUDA, mobilenetv2 efficientnet_b0 on the CPU)",
+    )
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--quick", action=argparse.BooleanOptionalAction, help="the dry check's reduced grids (default: on the CPU)")
-    parser.add_argument("--work", type=Path, help="folder for the synthetic data, runs and cache (default: a temporary folder)")
-    parser.add_argument("--cuda-tests", action=argparse.BooleanOptionalAction, default=True,
-                        help="on CUDA, run the tests marked cuda (gpu.sh figures leaves them to gpu.sh tests: two calls of a time limit)")
+    parser.add_argument(
+        "--quick", action=argparse.BooleanOptionalAction, help="the dry check's reduced grids (default: on the CPU)"
+    )
+    parser.add_argument(
+        "--work", type=Path, help="folder for the synthetic data, runs and cache (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--cuda-tests",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on CUDA, run the tests marked cuda (gpu.sh figures leaves them to gpu.sh tests: two calls of a time limit)",
+    )
     args = parser.parse_args()
     from nonxfer_bench.core.device import device_name, resolve_device
 
@@ -423,23 +594,36 @@ def main() -> None:
     project = args.project_images or (2 if quick else min(args.images, 500))
     work = args.work or Path(tempfile.mkdtemp(prefix="nxb-gpu-"))
     os.environ["NXB_CACHE"] = str(work / "cache")  # a cold cache of its own: the decode rate is measured
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before the bare loop starts cuBLAS: the suite's deterministic runs need it
-    report = {"device": device_name(device), "torch": torch.__version__, "precision": args.precision, "batch": batch,
-              "machine": f"{platform.node()}, {os.cpu_count()} CPUs", "command": shlex.join(["python", "benchmarks/gpu.py", *sys.argv[1:]]),
-              "seconds": {}} | {name: NOT_REACHED for name in SECTIONS}
+    os.environ.setdefault(
+        "CUBLAS_WORKSPACE_CONFIG", ":4096:8"
+    )  # before the bare loop starts cuBLAS: the suite's deterministic runs need it
+    report = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "precision": args.precision,
+        "batch": batch,
+        "machine": f"{platform.node()}, {os.cpu_count()} CPUs",
+        "command": shlex.join(["python", "benchmarks/gpu.py", *sys.argv[1:]]),
+        "seconds": {},
+    } | {name: NOT_REACHED for name in SECTIONS}
     started = time.perf_counter()
     dataset = {"name": "imagenet_val", "params": build_folder(work / "data", args.images)}
     zoo, authorized = zoo_entries(models)
     clean = [{"name": "clean", "strengths": [0.0]}]
     (work / "throughput").mkdir(parents=True, exist_ok=True)
-    throughput_path = write_suite(work / "throughput", "gpu-throughput", dataset, zoo, authorized, clean, batch, bounds=False)
+    throughput_path = write_suite(
+        work / "throughput", "gpu-throughput", dataset, zoo, authorized, clean, batch, bounds=False
+    )
     suite = load(throughput_path, str(device), args.precision)
     report["data"] = bench_data(suite, device, batch)
     bare = bare_loop(suite, device, args.precision, batch)
     zoo_rate = 1.0 / sum(1.0 / row["images_per_s"] for row in bare["models"].values())
-    report["data"] |= {"zoo_images_per_s": zoo_rate, "loader_over_eval": report["data"]["loader_images_per_s"] / zoo_rate,
-                       "decode_over_eval": report["data"]["decode_images_per_s"] / zoo_rate,
-                       "decode_hours": FULL_VAL / report["data"]["decode_images_per_s"] / 3600}
+    report["data"] |= {
+        "zoo_images_per_s": zoo_rate,
+        "loader_over_eval": report["data"]["loader_images_per_s"] / zoo_rate,
+        "decode_over_eval": report["data"]["decode_images_per_s"] / zoo_rate,
+        "decode_hours": FULL_VAL / report["data"]["decode_images_per_s"] / 3600,
+    }
     other = args.precision if args.precision != "fp32" else "bf16"
     fp32 = bare["predictions"] if args.precision == "fp32" else bare_loop(suite, device, "fp32", batch)["predictions"]
     low = bare["predictions"] if args.precision != "fp32" else bare_loop(suite, device, other, batch)["predictions"]
@@ -449,16 +633,31 @@ def main() -> None:
 
     def throughput() -> dict:
         suite_s, _ = suite_run(throughput_path, str(device), args.precision)
-        print(f"throughput: suite / bare {bare['seconds'] / suite_s:.2f} (bare {bare['seconds']:.1f} s, suite {suite_s:.1f} s)", flush=True)
+        print(
+            f"throughput: suite / bare {bare['seconds'] / suite_s:.2f} (bare {bare['seconds']:.1f} s, suite {suite_s:.1f} s)",
+            flush=True,
+        )
         return {"bare_s": bare["seconds"], "suite_s": suite_s, "ratio": bare["seconds"] / suite_s}
 
     sections = {
         "throughput": throughput,
         "encoders": lambda: bench_encoders(suite, device, args.precision, batch, args.repeats),
-        **({"cuda_tests": run_cuda_tests} if cuda and args.cuda_tests else {}),  # before the long sections: is the device path right
-        "projection": lambda: bench_projection(work / "grid", dataset, zoo, authorized, batch, project, str(device), args.precision, quick),
-        "trained": lambda: bench_trained(QUICKSTART, work / "trained", str(device), args.precision, quick, args.trained_images, PLAIN_ATTACKS,
-                                         args.fashion_root),
+        **(
+            {"cuda_tests": run_cuda_tests} if cuda and args.cuda_tests else {}
+        ),  # before the long sections: is the device path right
+        "projection": lambda: bench_projection(
+            work / "grid", dataset, zoo, authorized, batch, project, str(device), args.precision, quick
+        ),
+        "trained": lambda: bench_trained(
+            QUICKSTART,
+            work / "trained",
+            str(device),
+            args.precision,
+            quick,
+            args.trained_images,
+            PLAIN_ATTACKS,
+            args.fashion_root,
+        ),
         "imagenet_mini": lambda: bench_trained(MINI, work / "mini", str(device), args.precision, quick),
     }
     for name, section in sections.items():

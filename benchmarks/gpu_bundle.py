@@ -49,15 +49,46 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".gpu"
 COMMAND = "python benchmarks/gpu_bundle.py"  # named in the bundle's ownership marker
 TRANSFER_LIMIT = 64 * 2**20  # a device call's working tree and carried paths together
-DEVICE_IMAGE = ("torch", "torchvision", "numpy", "pandas", "scipy", "scikit-learn", "scikit-image", "matplotlib", "pillow", "pyyaml",
-                "tqdm", "safetensors", "huggingface-hub", "filelock", "typing-extensions", "requests", "pytest", "hypothesis")
+DEVICE_IMAGE = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "scikit-image",
+    "matplotlib",
+    "pillow",
+    "pyyaml",
+    "tqdm",
+    "safetensors",
+    "huggingface-hub",
+    "filelock",
+    "typing-extensions",
+    "requests",
+    "pytest",
+    "hypothesis",
+)
 # timm is in the image too, at a version of its own; the carried one is the version the tests here pin.
-BUNDLED = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "kornia", "kornia-rs", "timm", "pypng",
-           "diffusers", "importlib-metadata", "torchattacks")  # the last three: the reconstruction and integrity attacks' cuda tests
+BUNDLED = (
+    "pydantic",
+    "pydantic-core",
+    "annotated-types",
+    "typing-inspection",
+    "kornia",
+    "kornia-rs",
+    "timm",
+    "pypng",
+    "diffusers",
+    "importlib-metadata",
+    "torchattacks",
+)  # the last three: the reconstruction and integrity attacks' cuda tests
 # What the package imports that is not carried, and why a GPU run of gpu.py does without it (tests/test_gpu_bundle.py
 # fails on an import listed nowhere, so a new dependency gets this decision).
 NOT_CARRIED = {
-    "mlflow": "gpu.py tracks nothing", "mlflow-skinny": "part of mlflow", "mlflow-tracing": "part of mlflow",
+    "mlflow": "gpu.py tracks nothing",
+    "mlflow-skinny": "part of mlflow",
+    "mlflow-tracing": "part of mlflow",
     "ray": "gpu.py runs the local executor",
     "optuna": "only the tuned attack imports it: gpu.py does not run it and its cuda registry test skips without optuna",
 }
@@ -82,9 +113,13 @@ def pinned() -> list[str]:
 def pip(*args: str, python_version: str) -> None:
     target = ["--only-binary=:all:", "--python-version", python_version, "--implementation", "cp"]
     target += [option for platform in PLATFORMS for option in ("--platform", platform)]
-    done = subprocess.run([sys.executable, "-m", "pip", *args, "-q", "--no-deps", *target], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "-q", "--no-deps", *target], capture_output=True, text=True
+    )
     if done.returncode:
-        reason = ([line for line in done.stderr.splitlines() if line.startswith("ERROR")] or [f"exit code {done.returncode}"])[-1]
+        reason = (
+            [line for line in done.stderr.splitlines() if line.startswith("ERROR")] or [f"exit code {done.returncode}"]
+        )[-1]
         fail(f"pip {args[0]} for Python {python_version} failed: {reason}")
 
 
@@ -93,7 +128,15 @@ def pack_site(out: Path, python_version: str) -> Path:
     with tempfile.TemporaryDirectory() as folder:
         wheels, site = Path(folder) / "wheels", Path(folder) / "site"
         pip("download", "-d", str(wheels), *pinned(), python_version=python_version)
-        pip("install", "--no-index", "--no-compile", "--target", str(site), *map(str, sorted(wheels.glob("*.whl"))), python_version=python_version)
+        pip(
+            "install",
+            "--no-index",
+            "--no-compile",
+            "--target",
+            str(site),
+            *map(str, sorted(wheels.glob("*.whl"))),
+            python_version=python_version,
+        )
         for cache in site.rglob("__pycache__"):
             shutil.rmtree(cache, ignore_errors=True)
         if shutil.which("strip"):  # kornia-rs ships its symbols: 15 MB where 12 MB run
@@ -136,7 +179,9 @@ def copy_fashion(out: Path, root: Path, images: int) -> Path:
 
 def transfer_bytes() -> int:
     """What a device call sends: tracked files and untracked ones git does not ignore, plus ``.gpu/``."""
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True, check=True).stdout
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"], capture_output=True, check=True
+    ).stdout
     files = [ROOT / name for name in listed.decode().split("\0") if name]
     return sum(path.stat().st_size for path in files if path.is_file() and not path.is_symlink()) + sum(
         path.stat().st_size for path in OUT.rglob("*") if path.is_file()
@@ -145,8 +190,15 @@ def transfer_bytes() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--python-version", default="3.12", help="the GPU machine's Python (3.11 to try the bundle on this machine)")
-    parser.add_argument("--fashion-root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"), help="Fashion-MNIST's IDX .gz files")
+    parser.add_argument(
+        "--python-version", default="3.12", help="the GPU machine's Python (3.11 to try the bundle on this machine)"
+    )
+    parser.add_argument(
+        "--fashion-root",
+        type=Path,
+        default=Path("/usr/share/datasets/fashion-mnist"),
+        help="Fashion-MNIST's IDX .gz files",
+    )
     parser.add_argument("--fashion-images", type=int, default=1000, help="test images carried (each 0.4 kB compressed)")
     args = parser.parse_args()
     if not re.fullmatch(r"3\.\d{1,2}", args.python_version):
@@ -163,12 +215,18 @@ def main() -> None:
         fail(str(error))
     archive = OUT / "site.tar.xz"
     total = transfer_bytes()
-    print(f"gpu_bundle: {OUT.name}/{archive.name} {archive.stat().st_size / 2**20:.1f} MiB ({', '.join(pinned())}), Python {args.python_version}")
+    print(
+        f"gpu_bundle: {OUT.name}/{archive.name} {archive.stat().st_size / 2**20:.1f} MiB ({', '.join(pinned())}), Python {args.python_version}"
+    )
     print(f"gpu_bundle: a device call sends {total / 2**20:.1f} MiB of its {TRANSFER_LIMIT / 2**20:.0f} MiB")
     if total > TRANSFER_LIMIT:
-        fail(f"{total / 2**20:.1f} MiB is over the device call's {TRANSFER_LIMIT / 2**20:.0f} MiB; move large untracked files out of the checkout")
-    print('gpu_bundle: the device calls: run(command="bash benchmarks/gpu.sh figures", carry=[".gpu"], timeout_s=540), then at once '
-          'run(command="bash benchmarks/gpu.sh tests", carry=[".gpu"], timeout_s=300)')
+        fail(
+            f"{total / 2**20:.1f} MiB is over the device call's {TRANSFER_LIMIT / 2**20:.0f} MiB; move large untracked files out of the checkout"
+        )
+    print(
+        'gpu_bundle: the device calls: run(command="bash benchmarks/gpu.sh figures", carry=[".gpu"], timeout_s=540), then at once '
+        'run(command="bash benchmarks/gpu.sh tests", carry=[".gpu"], timeout_s=300)'
+    )
 
 
 if __name__ == "__main__":

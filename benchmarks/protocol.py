@@ -51,14 +51,27 @@ def write_suites(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
     data["zoo"] = str(QUICKSTART.parent / data["zoo"])
     data["dataset"] = {**data["dataset"], "limit": args.images}
     data["public"] = {**data["public"], "limit": PUBLIC[args.ensemble]}
-    data |= {"authorized": [args.authorized], "encoders": [{"name": args.encoder, "strengths": [args.strength]}], "threads": args.threads, "bounds": False}
-    data |= {"tracking": {"enabled": False}, "output": {"dir": str(work / "runs"), "results": str(work / "results"), "sample_images": 0}}
+    data |= {
+        "authorized": [args.authorized],
+        "encoders": [{"name": args.encoder, "strengths": [args.strength]}],
+        "threads": args.threads,
+        "bounds": False,
+    }
+    data |= {
+        "tracking": {"enabled": False},
+        "output": {"dir": str(work / "runs"), "results": str(work / "results"), "sample_images": 0},
+    }
     protocol = yaml.safe_load(PROTOCOL.read_text())
     protocol["verdict"] = {**protocol.get("verdict", {}), "break_fraction": 1.0}  # nothing breaks: every tier runs
     (work / "ne-v1-unbroken.yaml").write_text(yaml.safe_dump(protocol))
     baseline = {**data, "name": "baseline", "attacks": [{"name": "identity"}]}
     baseline.pop("protocol")
-    tiered = {**data, "name": "protocol", "attacks": [], "protocol": {"file": str(work / "ne-v1-unbroken.yaml"), "ensemble": args.ensemble}}
+    tiered = {
+        **data,
+        "name": "protocol",
+        "attacks": [],
+        "protocol": {"file": str(work / "ne-v1-unbroken.yaml"), "ensemble": args.ensemble},
+    }
     paths = work / "baseline.yaml", work / "tiered.yaml"
     for path, suite in zip(paths, (baseline, tiered)):
         path.write_text(yaml.safe_dump(suite))
@@ -83,27 +96,31 @@ def step_seconds(cells: list) -> list[dict]:
     for cell in cells:
         if cell.encoder == "clean" or cell.baseline:
             continue
-        label = f"{cell.attack} {cell.attack_strength:g} " + " ".join(f"{k}={v}" for k, v in sorted((cell.attack_param or {}).items()))
-        rows.setdefault((cell.tier, label), {"tier": cell.tier, "step": label.strip(), "seconds": cell.attack_seconds or 0.0})
+        label = f"{cell.attack} {cell.attack_strength:g} " + " ".join(
+            f"{k}={v}" for k, v in sorted((cell.attack_param or {}).items())
+        )
+        rows.setdefault(
+            (cell.tier, label), {"tier": cell.tier, "step": label.strip(), "seconds": cell.attack_seconds or 0.0}
+        )
     return sorted(rows.values(), key=lambda row: (TIERS.index(row["tier"]), -row["seconds"]))
 
 
 def markdown(report: dict) -> str:
     per_tier = "\n".join(f"| {tier} | {seconds:.1f} |" for tier, seconds in report["tier_seconds"].items())
     steps = "\n".join(f"| {row['tier']} | {row['step']} | {row['seconds']:.1f} |" for row in report["steps"])
-    return f"""# Protocol cost per release ({report['machine']})
+    return f"""# Protocol cost per release ({report["machine"]})
 
-`{report['command']}`
+`{report["command"]}`
 
-Release: {report['release']}, {report['images']:,} evaluated images, {report['public']:,} public images, protocol
-{report['protocol']} ensemble `{report['ensemble']}` with every tier run (break threshold 1.0), {report['threads']} torch
-thread(s), caches {report['caches']}. Load average at the start: {report['load_start']:.2f}.
+Release: {report["release"]}, {report["images"]:,} evaluated images, {report["public"]:,} public images, protocol
+{report["protocol"]} ensemble `{report["ensemble"]}` with every tier run (break threshold 1.0), {report["threads"]} torch
+thread(s), caches {report["caches"]}. Load average at the start: {report["load_start"]:.2f}.
 
 | run | wall s |
 |---|---|
-| baseline: encode and evaluate, no attack | {report['baseline_s']:.1f} |
-| protocol: every tier of the ensemble | {report['protocol_s']:.1f} |
-| **ratio** | **{report['ratio']:.1f}x** |
+| baseline: encode and evaluate, no attack | {report["baseline_s"]:.1f} |
+| protocol: every tier of the ensemble | {report["protocol_s"]:.1f} |
+| **ratio** | **{report["ratio"]:.1f}x** |
 
 ## Attack seconds per tier (fit, attack and adapt; model evaluation not included)
 
@@ -142,7 +159,9 @@ def main() -> None:
         baseline_s, _ = timed_run(baseline)
         print(f"baseline: {baseline_s:.1f} s", flush=True)
         protocol_s, cells = timed_run(tiered)
-        print(f"protocol ({args.ensemble}): {protocol_s:.1f} s, {protocol_s / baseline_s:.1f}x the baseline", flush=True)
+        print(
+            f"protocol ({args.ensemble}): {protocol_s:.1f} s, {protocol_s / baseline_s:.1f}x the baseline", flush=True
+        )
     steps = step_seconds(cells)
     report = {
         "command": "python benchmarks/protocol.py " + " ".join(sys.argv[1:]),
@@ -158,7 +177,11 @@ def main() -> None:
         "baseline_s": baseline_s,
         "protocol_s": protocol_s,
         "ratio": protocol_s / baseline_s,
-        "tier_seconds": {tier: sum(row["seconds"] for row in steps if row["tier"] == tier) for tier in TIERS if any(row["tier"] == tier for row in steps)},
+        "tier_seconds": {
+            tier: sum(row["seconds"] for row in steps if row["tier"] == tier)
+            for tier in TIERS
+            if any(row["tier"] == tier for row in steps)
+        },
         "steps": steps,
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,11 @@ def attack_timings(cells: list[Cell], prefix: str = "") -> list[Timing]:
     per_step: dict[str, dict[str, float]] = {}
     for cell, step in zip(cells, steps(cells)):  # one entry per attack step, budgets of a sweep apart
         if cell.attack_seconds and cell.n:
-            name = prefix + (cell.attack if step.baseline else " ".join(filter(None, [f"{step.attack} {step.strength:g}", step.text])))
+            name = prefix + (
+                cell.attack
+                if step.baseline
+                else " ".join(filter(None, [f"{step.attack} {step.strength:g}", step.text]))
+            )
             per_step.setdefault(name, {})[cell.group] = 1000 * cell.attack_seconds / cell.n
     return sorted((_timing(step, list(groups.values())) for step, groups in per_step.items()), key=lambda t: -t.median)
 
@@ -107,7 +111,11 @@ def write_figure(attacks: list[Timing], groups: list[Timing], machine: str, path
     panels = [(attacks, "attack stage, per attack step"), (groups, "whole encoding group, per encoder")]
     panels = [(timings, title) for timings, title in panels if timings]
     figure, axes = plt.subplots(
-        1, len(panels), figsize=(7.5 * len(panels), 0.32 * max(len(t) for t, _ in panels) + 2.2), squeeze=False, layout="constrained"
+        1,
+        len(panels),
+        figsize=(7.5 * len(panels), 0.32 * max(len(t) for t, _ in panels) + 2.2),
+        squeeze=False,
+        layout="constrained",
     )
     for axis, (timings, title) in zip(axes[0], panels):
         _panel(axis, timings, title)
@@ -118,7 +126,9 @@ def write_figure(attacks: list[Timing], groups: list[Timing], machine: str, path
     return path
 
 
-def markdown(attacks: list[Timing], groups: list[Timing], machine: str, suites: list[Path], unlogged: list[str] = ()) -> str:
+def markdown(
+    attacks: list[Timing], groups: list[Timing], machine: str, suites: list[Path], unlogged: list[str] = ()
+) -> str:
     lines = [
         "# Run time",
         "",
@@ -137,7 +147,10 @@ def markdown(attacks: list[Timing], groups: list[Timing], machine: str, suites: 
             continue
         lines += [f"## {title}", ""]
         if timings is groups and unlogged:
-            lines += [f"Not measured for {', '.join(f'`{name}`' for name in unlogged)}: no run log (runs/<suite>/run.log).", ""]
+            lines += [
+                f"Not measured for {', '.join(f'`{name}`' for name in unlogged)}: no run log (runs/<suite>/run.log).",
+                "",
+            ]
         lines += ["| | groups | s / 1,000 images | range |", "|---|---|---|---|"]
         lines += [f"| {t.what} | {t.groups} | {t.median:.2f} | [{t.low:.2f}, {t.high:.2f}] |" for t in timings]
         lines.append("")
@@ -150,14 +163,18 @@ GROUP_SECTION = "## Whole encoding group, per encoder"
 def measured_groups(table: str) -> set[str]:
     """The rows of a RUNTIME.md's whole-group table (what it measured per encoder); empty when it has none."""
     section = table.partition(GROUP_SECTION)[2].split("\n## ")[0]
-    rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and line.count("|") >= 3]
+    rows = [
+        line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ") and line.count("|") >= 3
+    ]
     return {row for row in rows if row}
 
 
 def check_replace(out: Path, replace: bool, groups: list[Timing]) -> str | None:
     """Why the outputs in ``out`` may not be replaced (None when they may): an existing RUNTIME.md or runtime.png
     without ``replace``, or a RUNTIME.md whose whole-group timings the new one would drop."""
-    existing = [out / name for name in ("RUNTIME.md", "runtime.png") if (out / name).exists() or (out / name).is_symlink()]
+    existing = [
+        out / name for name in ("RUNTIME.md", "runtime.png") if (out / name).exists() or (out / name).is_symlink()
+    ]
     if existing and not replace:
         return f"{existing[0]} exists; pass --replace to replace it, or give a new --out folder (e.g. under runs/)"
     table = out / "RUNTIME.md"
@@ -168,8 +185,10 @@ def check_replace(out: Path, replace: bool, groups: list[Timing]) -> str | None:
         except OSError as error:
             return f"{table}: cannot read it ({error.strerror or error}), so it is not replaced"
         if dropped:
-            return (f"{table} has whole-group timings this run has no run log for ({', '.join(excerpt(row, 60) for row in sorted(dropped)[:3])}"
-                    f"{', ...' if len(dropped) > 3 else ''}); it is not replaced: run where runs/<suite>/run.log is, or give a new --out folder")
+            return (
+                f"{table} has whole-group timings this run has no run log for ({', '.join(excerpt(row, 60) for row in sorted(dropped)[:3])}"
+                f"{', ...' if len(dropped) > 3 else ''}); it is not replaced: run where runs/<suite>/run.log is, or give a new --out folder"
+            )
     return None
 
 
@@ -188,7 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suites", nargs="+", type=Path, help="suite files whose finished runs to read (runs/<suite>/)")
     parser.add_argument("--out", type=Path, required=True, help="folder for runtime.png and RUNTIME.md")
     parser.add_argument("--machine", default=machine_text(), help="how to name the machine in the figure")
-    parser.add_argument("--replace", action="store_true", help="replace RUNTIME.md and runtime.png in --out (never one with whole-group timings the new one lacks)")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace RUNTIME.md and runtime.png in --out (never one with whole-group timings the new one lacks)",
+    )
     args = parser.parse_args(argv)
     attacks: list[Timing] = []
     groups: list[Timing] = []

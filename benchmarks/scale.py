@@ -67,9 +67,15 @@ def bench_encoder(args: argparse.Namespace) -> dict:
         basis = patch_subspace(flatten_weight(model.first_conv)).basis
         encoder = ENCODERS.create("reference")
         fast = encode_tiled if tiles_exactly(geometry, normalized.shape[-2:]) else lambda *a: encode_strided(*a)[0]
-        recipe = median_seconds(lambda: encode_unfolded(normalized, geometry, basis, 0.0, torch.Generator().manual_seed(1)), args.repeats)
-        ours = median_seconds(lambda: fast(normalized, geometry, basis, 0.0, torch.Generator().manual_seed(1)), args.repeats)
-        full = median_seconds(lambda: encoder.encode(images, model, 0.0, torch.Generator().manual_seed(1)), args.repeats)
+        recipe = median_seconds(
+            lambda: encode_unfolded(normalized, geometry, basis, 0.0, torch.Generator().manual_seed(1)), args.repeats
+        )
+        ours = median_seconds(
+            lambda: fast(normalized, geometry, basis, 0.0, torch.Generator().manual_seed(1)), args.repeats
+        )
+        full = median_seconds(
+            lambda: encoder.encode(images, model, 0.0, torch.Generator().manual_seed(1)), args.repeats
+        )
         with torch.no_grad():
             forward = median_seconds(lambda: model(images), args.repeats)
         rows[arch] = {
@@ -81,11 +87,15 @@ def bench_encoder(args: argparse.Namespace) -> dict:
             "forward_s": forward,
             "encode_over_forward": full / forward,
         }
-        print(f"(a/b) {arch:22s} recipe/encoder {recipe / ours:6.2f}x   encode/forward {full / forward:7.2%}", flush=True)
+        print(
+            f"(a/b) {arch:22s} recipe/encoder {recipe / ours:6.2f}x   encode/forward {full / forward:7.2%}", flush=True
+        )
     return rows
 
 
-def write_suite(folder: Path, name: str, dataset: dict, zoo, authorized: str, encoders: list[dict], batch: int, bounds: bool = True) -> Path:
+def write_suite(
+    folder: Path, name: str, dataset: dict, zoo, authorized: str, encoders: list[dict], batch: int, bounds: bool = True
+) -> Path:
     """A suite with the identity attack only, no tracking and no sample images, written under ``folder``; ``bounds``: its bound diagnostics."""
     suite = {
         "name": name,
@@ -117,14 +127,20 @@ def bench_throughput(args: argparse.Namespace) -> dict:
 
     def suite_run() -> float:
         with tempfile.TemporaryDirectory() as folder:
-            suite = load_suite(fashion_suite(Path(folder), args.images, args.batch, [{"name": "clean", "strengths": [0.0]}], bounds=False))
+            suite = load_suite(
+                fashion_suite(
+                    Path(folder), args.images, args.batch, [{"name": "clean", "strengths": [0.0]}], bounds=False
+                )
+            )
             start = time.perf_counter()
             Runner(suite).run()
             return time.perf_counter() - start
 
     def bare_loop() -> float:
         """What a user writes without the harness: decode, build each model, predict batch by batch."""
-        suite = load_suite(fashion_suite(Path(tempfile.mkdtemp()), args.images, args.batch, [{"name": "clean", "strengths": [0.0]}]))
+        suite = load_suite(
+            fashion_suite(Path(tempfile.mkdtemp()), args.images, args.batch, [{"name": "clean", "strengths": [0.0]}])
+        )
         start = time.perf_counter()
         data = load_dataset(suite.dataset.name, suite.dataset.params).subset(args.images, 0)
         images = data.as_float()
@@ -140,9 +156,19 @@ def bench_throughput(args: argparse.Namespace) -> dict:
         harness.append(suite_run())
     bare_s, suite_s = sorted(bare)[len(bare) // 2], sorted(harness)[len(harness) // 2]
     evaluations = args.images * 6
-    row = {"images": args.images, "models": 6, "batch": args.batch, "bare_s": bare_s, "suite_s": suite_s, "throughput_ratio": bare_s / suite_s,
-           "suite_images_per_s": evaluations / suite_s}
-    print(f"(c) suite/bare throughput {bare_s / suite_s:.2f} ({evaluations} model-image evaluations: bare {bare_s:.2f} s, suite {suite_s:.2f} s)", flush=True)
+    row = {
+        "images": args.images,
+        "models": 6,
+        "batch": args.batch,
+        "bare_s": bare_s,
+        "suite_s": suite_s,
+        "throughput_ratio": bare_s / suite_s,
+        "suite_images_per_s": evaluations / suite_s,
+    }
+    print(
+        f"(c) suite/bare throughput {bare_s / suite_s:.2f} ({evaluations} model-image evaluations: bare {bare_s:.2f} s, suite {suite_s:.2f} s)",
+        flush=True,
+    )
     return row
 
 
@@ -159,8 +185,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 def large_image_suite(folder: Path, images: int, batch: int) -> Path:
     """Digits upsampled to 224 px for one random-weight ImageNet-size model: a release of 0.6 MB per image."""
     dataset = {"name": "digits", "params": {"split": "all", "size": 224}, "limit": images}
-    zoo = [{"name": "mnet", "arch": "mobilenetv3_small_050", "kwargs": {"num_classes": 10}, "preprocess": {"input_size": [3, 224, 224]}}]
-    return write_suite(folder, "bench-memory", dataset, zoo, "mnet", [{"name": "reference", "strengths": [20.0]}], batch)
+    zoo = [
+        {
+            "name": "mnet",
+            "arch": "mobilenetv3_small_050",
+            "kwargs": {"num_classes": 10},
+            "preprocess": {"input_size": [3, 224, 224]},
+        }
+    ]
+    return write_suite(
+        folder, "bench-memory", dataset, zoo, "mnet", [{"name": "reference", "strengths": [20.0]}], batch
+    )
 
 
 def bench_memory(args: argparse.Namespace) -> dict:
@@ -179,10 +214,20 @@ def bench_memory(args: argparse.Namespace) -> dict:
             with tempfile.TemporaryDirectory() as folder:
                 path = large_image_suite(Path(folder), images, args.batch)
                 env = os.environ | {"NXB_RELEASE_MAX_GB": limit}
-                out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path)], capture_output=True, text=True, check=True, cwd=ROOT, env=env)
+                out = subprocess.run(
+                    [sys.executable, "-c", MEMORY_PROBE, str(path)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=ROOT,
+                    env=env,
+                )
                 peaks.append(int(out.stdout.split()[-1]) / 1024)  # ru_maxrss is KiB on Linux
         rows[mode] = {"peak_rss_mib": peaks, "ratio": peaks[1] / peaks[0]}
-        print(f"(d) {mode}: peak RSS {peaks[0]:.0f} MiB at {sizes[0]} images, {peaks[1]:.0f} MiB at {sizes[1]}: {peaks[1] / peaks[0]:.2f}x", flush=True)
+        print(
+            f"(d) {mode}: peak RSS {peaks[0]:.0f} MiB at {sizes[0]} images, {peaks[1]:.0f} MiB at {sizes[1]}: {peaks[1] / peaks[0]:.2f}x",
+            flush=True,
+        )
     return {"images": list(sizes), "modes": rows}
 
 
@@ -208,8 +253,17 @@ def bench_ray(args: argparse.Namespace) -> dict:
         ray_s, ray_cells = timed_run(RayExecutor())
     finally:
         ray.shutdown()
-    print(f"(e) Ray (2 workers) {ray_s:.1f} s vs local {local_s:.1f} s: speedup {local_s / ray_s:.2f}x; identical cells: {local_cells == ray_cells}", flush=True)
-    return {"groups": 4, "local_s": local_s, "ray_s": ray_s, "speedup": local_s / ray_s, "identical_cells": local_cells == ray_cells}
+    print(
+        f"(e) Ray (2 workers) {ray_s:.1f} s vs local {local_s:.1f} s: speedup {local_s / ray_s:.2f}x; identical cells: {local_cells == ray_cells}",
+        flush=True,
+    )
+    return {
+        "groups": 4,
+        "local_s": local_s,
+        "ray_s": ray_s,
+        "speedup": local_s / ray_s,
+        "identical_cells": local_cells == ray_cells,
+    }
 
 
 BENCHES = {"encoder": bench_encoder, "throughput": bench_throughput, "memory": bench_memory, "ray": bench_ray}
@@ -218,38 +272,63 @@ BENCHES = {"encoder": bench_encoder, "throughput": bench_throughput, "memory": b
 def markdown(report: dict) -> str:
     lines = [f"# Harness benchmarks ({report['machine']})", "", report["note"], "", f"`{report['command']}`", ""]
     if "encoder" in report:
-        lines += ["## (a) encoder vs the literal recipe, (b) encode vs one forward", "",
-                  "| model | stem | recipe (ms) | encoder (ms) | speed-up | encode (ms) | forward (ms) | encode / forward |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "## (a) encoder vs the literal recipe, (b) encode vs one forward",
+            "",
+            "| model | stem | recipe (ms) | encoder (ms) | speed-up | encode (ms) | forward (ms) | encode / forward |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for arch, r in report["encoder"].items():
-            lines.append(f"| {arch} | {r['stem']} | {1e3 * r['recipe_s']:.2f} | {1e3 * r['encoder_s']:.2f} | {r['speedup_vs_recipe']:.2f}x | "
-                         f"{1e3 * r['encode_s']:.2f} | {1e3 * r['forward_s']:.1f} | {r['encode_over_forward']:.2%} |")
+            lines.append(
+                f"| {arch} | {r['stem']} | {1e3 * r['recipe_s']:.2f} | {1e3 * r['encoder_s']:.2f} | {r['speedup_vs_recipe']:.2f}x | "
+                f"{1e3 * r['encode_s']:.2f} | {1e3 * r['forward_s']:.1f} | {r['encode_over_forward']:.2%} |"
+            )
         lines.append("")
     if "throughput" in report:
         r = report["throughput"]
-        lines += ["## (c) suite evaluation throughput vs a bare timm loop", "",
-                  f"{r['images']} images x {r['models']} models, batch {r['batch']}: bare {r['bare_s']:.2f} s, suite {r['suite_s']:.2f} s, "
-                  f"ratio **{r['throughput_ratio']:.2f}**", ""]
+        lines += [
+            "## (c) suite evaluation throughput vs a bare timm loop",
+            "",
+            f"{r['images']} images x {r['models']} models, batch {r['batch']}: bare {r['bare_s']:.2f} s, suite {r['suite_s']:.2f} s, "
+            f"ratio **{r['throughput_ratio']:.2f}**",
+            "",
+        ]
     if "memory" in report:
         r = report["memory"]
-        lines += ["## (d) peak RSS when the dataset grows 10x", "",
-                  "Digits at 224 px, one random-weight mobilenetv3_small_050, reference encoder, identity attack; fresh process per run, dataset cache warm.", "",
-                  f"| release | {r['images'][0]} images (MiB) | {r['images'][1]} images (MiB) | ratio |", "|---|---|---|---|"]
+        lines += [
+            "## (d) peak RSS when the dataset grows 10x",
+            "",
+            "Digits at 224 px, one random-weight mobilenetv3_small_050, reference encoder, identity attack; fresh process per run, dataset cache warm.",
+            "",
+            f"| release | {r['images'][0]} images (MiB) | {r['images'][1]} images (MiB) | ratio |",
+            "|---|---|---|---|",
+        ]
         for mode, row in r["modes"].items():
-            lines.append(f"| {mode} | {row['peak_rss_mib'][0]:.0f} | {row['peak_rss_mib'][1]:.0f} | {row['ratio']:.2f}x |")
+            lines.append(
+                f"| {mode} | {row['peak_rss_mib'][0]:.0f} | {row['peak_rss_mib'][1]:.0f} | {row['ratio']:.2f}x |"
+            )
         lines.append("")
     if "ray" in report:
         r = report["ray"]
-        lines += ["## (e) Ray, 2 workers, vs the local executor", "",
-                  f"{r['groups']} encoding groups: local {r['local_s']:.1f} s, Ray {r['ray_s']:.1f} s, speed-up **{r['speedup']:.2f}x**; "
-                  f"identical cells: {r['identical_cells']}", ""]
+        lines += [
+            "## (e) Ray, 2 workers, vs the local executor",
+            "",
+            f"{r['groups']} encoding groups: local {r['local_s']:.1f} s, Ray {r['ray_s']:.1f} s, speed-up **{r['speedup']:.2f}x**; "
+            f"identical cells: {r['identical_cells']}",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200, help="dataset size for (c)-(e); (d) also runs 10x this")
-    parser.add_argument("--memory-images", type=int, default=100, help="(d): N and 10 N digits images at 224 px (at most 179)")
-    parser.add_argument("--batch", type=int, default=16, help="batch size (the encoder figures use one batch at 224 px)")
+    parser.add_argument(
+        "--memory-images", type=int, default=100, help="(d): N and 10 N digits images at 224 px (at most 179)"
+    )
+    parser.add_argument(
+        "--batch", type=int, default=16, help="batch size (the encoder figures use one batch at 224 px)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHES), help="run only these figures")
@@ -259,8 +338,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    report = {"machine": args.machine, "note": args.note, "command": shlex.join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
-              "torch": torch.__version__, "threads": args.threads}
+    report = {
+        "machine": args.machine,
+        "note": args.note,
+        "command": shlex.join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
+        "torch": torch.__version__,
+        "threads": args.threads,
+    }
     for name in args.only or BENCHES:
         report[name] = BENCHES[name](args)
     if args.out:

@@ -37,7 +37,11 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:
         command = self.prog.removeprefix("nonxfer-bench").strip()
-        self.exit(2, one_line(f"nonxfer-bench: error: {command + ': ' if command else ''}{message} (see `{self.prog} --help`)") + "\n")
+        self.exit(
+            2,
+            one_line(f"nonxfer-bench: error: {command + ': ' if command else ''}{message} (see `{self.prog} --help`)")
+            + "\n",
+        )
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -93,7 +97,13 @@ def _set_threads(threads: int | None) -> None:
 def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.app.run import RunOptions, run_suite
 
-    overrides = {"device": args.device, "precision": args.precision, "limit": args.limit, "bounds": not args.no_bounds, "threads": args.threads}
+    overrides = {
+        "device": args.device,
+        "precision": args.precision,
+        "limit": args.limit,
+        "bounds": not args.no_bounds,
+        "threads": args.threads,
+    }
     options = RunOptions(
         output=args.output, fresh=args.fresh, force=args.force, tracking=not args.no_tracking, executor=args.executor, workers=args.workers,
         address=args.address,
@@ -112,8 +122,12 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     from nonxfer_bench.app.boards import rebuild_leaderboard
 
     found = _found_cells(args)
-    paths = rebuild_leaderboard(found, Path(args.suite) if args.suite else None, Path(args.out) if args.out else None, _project(args))
-    print(f"{paths[0]} ({len(found.cells)} cells from {found.origin}{'; ' + found.source.partial if found.source.partial else ''})")
+    paths = rebuild_leaderboard(
+        found, Path(args.suite) if args.suite else None, Path(args.out) if args.out else None, _project(args)
+    )
+    print(
+        f"{paths[0]} ({len(found.cells)} cells from {found.origin}{'; ' + found.source.partial if found.source.partial else ''})"
+    )
     return 0
 
 
@@ -158,7 +172,9 @@ def _settings(args: argparse.Namespace):
     before any work), precision, threads; torch's threads set."""
     from nonxfer_bench.schema.settings import RunSettings
 
-    settings = RunSettings(device=args.device or "auto", precision=getattr(args, "precision", None) or "fp32", threads=args.threads).resolved()
+    settings = RunSettings(
+        device=args.device or "auto", precision=getattr(args, "precision", None) or "fp32", threads=args.threads
+    ).resolved()
     _set_threads(settings.threads)
     return settings
 
@@ -194,16 +210,22 @@ def _project(args: argparse.Namespace) -> Path:
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--output", metavar="DIR", help="put runs/<suite>/ and results/<suite>/ under DIR (default: the suite's project folder: "
+        "--output",
+        metavar="DIR",
+        help="put runs/<suite>/ and results/<suite>/ under DIR (default: the suite's project folder: "
         "the folder above the suite file's when that is named 'suites', else the suite file's own)",
     )
 
 
 def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("suite", nargs="?", help="suite YAML file (optional with --experiment)")
-    parser.add_argument("--mlflow", action="store_true", help="read the cells back from MLflow instead of the cell store")
+    parser.add_argument(
+        "--mlflow", action="store_true", help="read the cells back from MLflow instead of the cell store"
+    )
     parser.add_argument("--experiment", help="MLflow experiment to read (default: the suite's); implies --mlflow")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, the suite's tracking.uri or store)")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, the suite's tracking.uri or store)"
+    )
     parser.add_argument("--run-id", help="parent run of the invocation to read (default: the latest with group runs)")
     parser.add_argument("--out", help=out_help)
     _add_output(parser)
@@ -228,8 +250,19 @@ def command_encode(args: argparse.Namespace) -> int:
     seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
     with notices("nonxfer-bench: %(message)s"):
         manifest = encode_folder(
-            Path(args.zoo), args.model, args.encoder, args.strength, args.format, seed_key, Path(args.input), Path(args.output),
-            params=params, batch_size=args.batch_size, overwrite=args.overwrite, force=args.force, settings=settings,
+            Path(args.zoo),
+            args.model,
+            args.encoder,
+            args.strength,
+            args.format,
+            seed_key,
+            Path(args.input),
+            Path(args.output),
+            params=params,
+            batch_size=args.batch_size,
+            overwrite=args.overwrite,
+            force=args.force,
+            settings=settings,
         )
     notes = "; ".join(f"{note}: {count} image(s)" for note, count in manifest["notes"].items())
     kept = manifest["authorized_agreement"]
@@ -256,11 +289,13 @@ def command_verify(args: argparse.Namespace) -> int:
         raise UserError("--classes names the classes of --labels; pass --labels too")
     result = verify_release(
         Path(args.release), Path(args.zoo), args.models, Path(args.originals) if args.originals else None,
-        labels=args.labels, class_file=Path(args.classes) if args.classes else None, batch_size=args.batch_size, controls=args.controls, overwrite=args.overwrite,
-        settings=_settings(args),
+        labels=args.labels, class_file=Path(args.classes) if args.classes else None, batch_size=args.batch_size,
+        controls=args.controls, overwrite=args.overwrite, settings=_settings(args),
     )  # fmt: skip
-    print(f"{args.release}: {result['format']} release for {result['authorized']['name']} "
-          f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages [95% Wilson intervals]:")
+    print(
+        f"{args.release}: {result['format']} release for {result['authorized']['name']} "
+        f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages [95% Wilson intervals]:"
+    )
     print(format_table(result["models"]))
     if result["skipped"]:
         sizes = ", ".join(f"{name} ({'x'.join(map(str, size))})" for name, size in result["skipped"].items())
@@ -288,11 +323,15 @@ def command_attack(args: argparse.Namespace) -> int:
               f"by {tier['step']} ({tier['model']}), n={evidence['n']}{'; broken' if tier['broken'] else ''}")  # fmt: skip
     print(f"cheapest known break: {evidence['break']}")
     if evidence["not_needed"]:
-        print(f"not needed (an attacker who knows less already breaks it): {', '.join(TIER_NAMES[tier] for tier in evidence['not_needed'])}")
+        print(
+            f"not needed (an attacker who knows less already breaks it): {', '.join(TIER_NAMES[tier] for tier in evidence['not_needed'])}"
+        )
     if evidence["not_run"]:
         print(f"not run (nothing is known there): {', '.join(TIER_NAMES[tier] for tier in evidence['not_run'])}")
     print(f"identification: {evidence['identification']}")
-    print(f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, {evidence['protocol']['ensemble']} ensemble)")
+    print(
+        f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, {evidence['protocol']['ensemble']} ensemble)"
+    )
     return 0
 
 
@@ -300,7 +339,10 @@ def command_bundle(args: argparse.Namespace) -> int:
     from nonxfer_bench.app.bundles import write_bundle
 
     path, manifest = write_bundle(Path(args.suite))
-    print(f"wrote {path} ({manifest.cells:,} cells of {manifest.groups:,} groups, {len(manifest.files)} files hashed); check it with `nonxfer-bench check {path.parent}`")
+    print(
+        f"wrote {path} ({manifest.cells:,} cells of {manifest.groups:,} groups, {len(manifest.files)} files "
+        f"hashed); check it with `nonxfer-bench check {path.parent}`"
+    )
     return 0
 
 
@@ -308,7 +350,9 @@ def command_check(args: argparse.Namespace) -> int:
     from nonxfer_bench.app.bundles import check
     from nonxfer_bench.bundles.check import CheckOptions
 
-    options = CheckOptions(replay=not args.no_replay, groups=args.replay_groups, seed=args.seed, allow_extra=tuple(args.allow_extra or ()))
+    options = CheckOptions(
+        replay=not args.no_replay, groups=args.replay_groups, seed=args.seed, allow_extra=tuple(args.allow_extra or ())
+    )
     return check(Path(args.bundle), options)
 
 
@@ -318,7 +362,11 @@ def command_site(args: argparse.Namespace) -> int:
     index, listed = build_site(Path(args.results), Path(args.out))
     included = sum(item.excluded is None for item in listed)
     left_out = "; ".join(f"{item.folder.name}: {item.excluded}" for item in listed if item.excluded)
-    print(f"{index} ({included} bundle{'s' if included != 1 else ''} whose files match their BUNDLE.json" + (f"; left out: {left_out}" if left_out else "") + ")")
+    print(
+        f"{index} ({included} bundle{'s' if included != 1 else ''} whose files match their BUNDLE.json"
+        + (f"; left out: {left_out}" if left_out else "")
+        + ")"
+    )
     return 0
 
 
@@ -333,23 +381,43 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=positive_int, help="evaluate a seeded random subset of N images")
     run.add_argument("--threads", type=threads_int, help="torch CPU threads")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
-    run.add_argument("--executor", choices=EXECUTOR_NAMES, default="local", help="where encoding groups run (default: this process)")
-    run.add_argument("--workers", type=bounded_int(1, 256), default=2, help="processes for --executor process")
-    run.add_argument("--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance")
-    run.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: the suite's 'device', auto)")
-    run.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default: the suite's 'precision', fp32)")
-    run.add_argument("--no-bounds", action="store_true", help="skip the bound diagnostics (as the suite key 'bounds: false')")
     run.add_argument(
-        "--force", action="store_true", help="write results/<suite>/ even when this run differs from the results there (--limit, "
+        "--executor", choices=EXECUTOR_NAMES, default="local", help="where encoding groups run (default: this process)"
+    )
+    run.add_argument("--workers", type=bounded_int(1, 256), default=2, help="processes for --executor process")
+    run.add_argument(
+        "--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance"
+    )
+    run.add_argument(
+        "--device",
+        type=device_name,
+        help="auto (the first GPU if any), cpu, cuda or cuda:N (default: the suite's 'device', auto)",
+    )
+    run.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default: the suite's 'precision', fp32)"
+    )
+    run.add_argument(
+        "--no-bounds", action="store_true", help="skip the bound diagnostics (as the suite key 'bounds: false')"
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="write results/<suite>/ even when this run differs from the results there (--limit, "
         "--precision, --no-bounds, other draws); without it such a run's leaderboard goes to runs/<suite>/leaderboard/",
     )
     _add_output(run)
     run.set_defaults(handler=command_run)
 
-    training = commands.add_parser("train", help="train the zoo or a generative model used by attacks").add_subparsers(dest="train_command", required=True)
-    zoo = commands.add_parser("zoo", help="zoo utilities (`zoo train` is `train zoo`)").add_subparsers(dest="zoo_command", required=True)
+    training = commands.add_parser("train", help="train the zoo or a generative model used by attacks").add_subparsers(
+        dest="train_command", required=True
+    )
+    zoo = commands.add_parser("zoo", help="zoo utilities (`zoo train` is `train zoo`)").add_subparsers(
+        dest="zoo_command", required=True
+    )
     for subcommands in (training, zoo):  # `train zoo` reads like `train diffusion`; `zoo train` is kept as an alias
-        train = subcommands.add_parser("zoo" if subcommands is training else "train", help="train the zoo's models that have file weights")
+        train = subcommands.add_parser(
+            "zoo" if subcommands is training else "train", help="train the zoo's models that have file weights"
+        )
         train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
         train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
         train.add_argument("--only", nargs="+", help="train only these model names")
@@ -357,9 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
         train.set_defaults(handler=command_zoo_train)
     diffusion = training.add_parser("diffusion", help="train a DDPM for diffusion purification")
     diffusion.add_argument("config", help="diffusion config YAML, e.g. suites/zoo/fashion-ddpm.yaml")
-    diffusion.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: auto)")
+    diffusion.add_argument(
+        "--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: auto)"
+    )
     diffusion.add_argument("--steps", type=bounded_int(1, MAX_TRAIN_STEPS), help="override train_steps")
-    diffusion.add_argument("--max-seconds", type=bounded_float(0, 1e7, low_open=True), help="stop training after this many seconds")
+    diffusion.add_argument(
+        "--max-seconds", type=bounded_float(0, 1e7, low_open=True), help="stop training after this many seconds"
+    )
     diffusion.add_argument("--threads", type=threads_int, help="torch CPU threads")
     diffusion.set_defaults(handler=command_train_diffusion)
 
@@ -368,16 +440,25 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("suite", nargs="?", help="suite file (for 'models')")
     listing.set_defaults(handler=command_list)
 
-    board = commands.add_parser("leaderboard", help="rebuild a suite's leaderboard and plots from its cell store or MLflow")
+    board = commands.add_parser(
+        "leaderboard", help="rebuild a suite's leaderboard and plots from its cell store or MLflow"
+    )
     _add_cell_source(
-        board, "the leaderboard's folder (default: results/<suite> in the project folder or --output, which only every "
+        board,
+        "the leaderboard's folder (default: results/<suite> in the project folder or --output, which only every "
         "planned cell of the suite's draws may rewrite: a partial store or other draws need --out)",
     )
     board.set_defaults(handler=command_leaderboard)
 
-    report = commands.add_parser("report", help="write a static HTML report (leaderboard, plots, sample images) in one folder")
+    report = commands.add_parser(
+        "report", help="write a static HTML report (leaderboard, plots, sample images) in one folder"
+    )
     _add_cell_source(report, "the report's folder (default: runs/<suite>/report in the project folder or --output)")
-    report.add_argument("--samples", action="store_true", help="recompute each release's sample images on the suite's output.sample_images images (no run folder needed)")
+    report.add_argument(
+        "--samples",
+        action="store_true",
+        help="recompute each release's sample images on the suite's output.sample_images images (no run folder needed)",
+    )
     report.set_defaults(handler=command_report)
 
     encode = commands.add_parser("encode", help="turn an image folder into NE files for one authorized model")
@@ -386,63 +467,149 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--zoo", required=True, help="zoo file or suite file that defines the model")
     encode.add_argument("--model", required=True, help="the authorized model's name in that zoo")
     encode.add_argument("--encoder", required=True, help="encoder name (nonxfer-bench list encoders)")
-    encode.add_argument("--strength", type=bounded_float(-MAX_STRENGTH, MAX_STRENGTH), required=True, help="encoder strength (PSNR in dB; nominal for 'reference')")
+    encode.add_argument(
+        "--strength",
+        type=bounded_float(-MAX_STRENGTH, MAX_STRENGTH),
+        required=True,
+        help="encoder strength (PSNR in dB; nominal for 'reference')",
+    )
     encode.add_argument("--param", action="append", metavar="NAME=VALUE", help="encoder parameter (repeatable)")
     encode.add_argument("--format", default="png8", help="float32, png16, png8, jpeg or jpeg<Q> (default png8)")
-    encode.add_argument("--seed-key", help="secret key seeding the noise (default: env NXB_SEED_KEY); only its hash is written")
+    encode.add_argument(
+        "--seed-key", help="secret key seeding the noise (default: env NXB_SEED_KEY); only its hash is written"
+    )
     encode.add_argument("--batch-size", type=batch_int, default=64)
     encode.add_argument("--threads", type=threads_int, help="torch CPU threads")
-    encode.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)")
-    encode.add_argument("--overwrite", action="store_true", help="replace the release already in OUTPUT (never anything else)")
-    encode.add_argument("--force", action="store_true", help="write a storage format the encoder does not declare it survives (the manifest and card say so)")
+    encode.add_argument(
+        "--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)"
+    )
+    encode.add_argument(
+        "--overwrite", action="store_true", help="replace the release already in OUTPUT (never anything else)"
+    )
+    encode.add_argument(
+        "--force",
+        action="store_true",
+        help="write a storage format the encoder does not declare it survives (the manifest and card say so)",
+    )
     encode.set_defaults(handler=command_encode)
 
     verify = commands.add_parser("verify", help="score zoo models on a released NE folder")
     verify.add_argument("release", help="folder written by `nonxfer-bench encode`")
     verify.add_argument("--zoo", required=True, help="zoo file or suite file with the models")
-    verify.add_argument("--models", nargs="+", help="model names (default: every zoo model); the authorized model is always scored")
-    verify.add_argument("--originals", help="the input folder given to encode: agreement with each model's predictions on it (this or --labels is needed)")
-    verify.add_argument("--labels", action="store_true", help="labels from the class folders, named by class name or index (the zoo's classes, or --classes)")
-    verify.add_argument("--classes", metavar="FILE", help="class names for --labels, one per line (line 1 = label 0); default: the zoo dataset's")
-    verify.add_argument("--controls", nargs="+", metavar="NAME", help="models shown as controls, never counted as unauthorized (a suite file's controls are)")
-    verify.add_argument("--overwrite", action="store_true", help="replace the release's verify.json from an earlier verify")
+    verify.add_argument(
+        "--models", nargs="+", help="model names (default: every zoo model); the authorized model is always scored"
+    )
+    verify.add_argument(
+        "--originals",
+        help="the input folder given to encode: agreement with each model's predictions on it (this or --labels is needed)",
+    )
+    verify.add_argument(
+        "--labels",
+        action="store_true",
+        help="labels from the class folders, named by class name or index (the zoo's classes, or --classes)",
+    )
+    verify.add_argument(
+        "--classes",
+        metavar="FILE",
+        help="class names for --labels, one per line (line 1 = label 0); default: the zoo dataset's",
+    )
+    verify.add_argument(
+        "--controls",
+        nargs="+",
+        metavar="NAME",
+        help="models shown as controls, never counted as unauthorized (a suite file's controls are)",
+    )
+    verify.add_argument(
+        "--overwrite", action="store_true", help="replace the release's verify.json from an earlier verify"
+    )
     verify.add_argument("--batch-size", type=batch_int, default=64)
     verify.add_argument("--threads", type=threads_int, help="torch CPU threads")
-    verify.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)")
+    verify.add_argument(
+        "--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)"
+    )
     verify.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default fp32)")
     verify.set_defaults(handler=command_verify)
 
-    attack = commands.add_parser("attack", help="run a protocol's attack tiers on a release folder as stored, and fill its protection card")
+    attack = commands.add_parser(
+        "attack", help="run a protocol's attack tiers on a release folder as stored, and fill its protection card"
+    )
     attack.add_argument("release", help="folder written by `nonxfer-bench encode`")
-    attack.add_argument("--originals", required=True, help="the input folder given to encode, laid out as root/<class>/<image>")
-    attack.add_argument("--zoo", required=True, help="zoo file or suite file with the release's authorized model and the models that attack it")
+    attack.add_argument(
+        "--originals", required=True, help="the input folder given to encode, laid out as root/<class>/<image>"
+    )
+    attack.add_argument(
+        "--zoo",
+        required=True,
+        help="zoo file or suite file with the release's authorized model and the models that attack it",
+    )
     attack.add_argument("--protocol", required=True, help="protocol file, e.g. suites/protocols/ne-v1.yaml")
-    attack.add_argument("--ensemble", choices=("full", "fast"), default="full", help="the protocol's standard ensemble (full) or its quick subset (fast)")
-    attack.add_argument("--classes", metavar="FILE", help="class names of the class folders, one per line (line 1 = label 0); default: the zoo dataset's")
+    attack.add_argument(
+        "--ensemble",
+        choices=("full", "fast"),
+        default="full",
+        help="the protocol's standard ensemble (full) or its quick subset (fast)",
+    )
+    attack.add_argument(
+        "--classes",
+        metavar="FILE",
+        help="class names of the class folders, one per line (line 1 = label 0); default: the zoo dataset's",
+    )
     attack.add_argument("--public", metavar="YAML", help="clean images informed attackers hold, e.g. '{name: fashion_mnist, params: {split: train}}' "
                         "(default: the zoo dataset's train split)")  # fmt: skip
-    attack.add_argument("--out", metavar="DIR", help="folder for the run (suite.yaml, runs/, results/); default: RELEASE/attack")
+    attack.add_argument(
+        "--out", metavar="DIR", help="folder for the run (suite.yaml, runs/, results/); default: RELEASE/attack"
+    )
     attack.add_argument("--batch-size", type=batch_int, default=256)
     attack.add_argument("--threads", type=threads_int, help="torch CPU threads")
-    attack.add_argument("--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)")
+    attack.add_argument(
+        "--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)"
+    )
     attack.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default fp32)")
     attack.set_defaults(handler=command_attack)
 
-    bundle = commands.add_parser("bundle", help="write BUNDLE.json (hashes and provenance) into a suite's results folder")
-    bundle.add_argument("suite", help="suite YAML file whose results folder (results/<suite>, written by its run) becomes a bundle")
+    bundle = commands.add_parser(
+        "bundle", help="write BUNDLE.json (hashes and provenance) into a suite's results folder"
+    )
+    bundle.add_argument(
+        "suite", help="suite YAML file whose results folder (results/<suite>, written by its run) becomes a bundle"
+    )
     bundle.set_defaults(handler=command_bundle)
 
-    checking = commands.add_parser("check", help="check a bundle: hashes, tables re-derived from the outcome bits, a replayed sample of groups")
+    checking = commands.add_parser(
+        "check", help="check a bundle: hashes, tables re-derived from the outcome bits, a replayed sample of groups"
+    )
     checking.add_argument("bundle", help="a bundle's folder (results/<suite>) or its suite YAML file")
-    checking.add_argument("--no-replay", action="store_true", help="check hashes, numbers and tables only; compute nothing again")
-    checking.add_argument("--replay-groups", type=bounded_int(1, 10**6), metavar="N", help="replay N encoding groups (default: 2%% of them, at least 1)")
-    checking.add_argument("--seed", type=bounded_int(0, 2**32 - 1), help="seed of the replayed sample (default: drawn from os.urandom, printed)")
-    checking.add_argument("--allow-extra", action="append", metavar="GLOB", help="files that may lie in the folder without being in BUNDLE.json (repeatable)")
+    checking.add_argument(
+        "--no-replay", action="store_true", help="check hashes, numbers and tables only; compute nothing again"
+    )
+    checking.add_argument(
+        "--replay-groups",
+        type=bounded_int(1, 10**6),
+        metavar="N",
+        help="replay N encoding groups (default: 2%% of them, at least 1)",
+    )
+    checking.add_argument(
+        "--seed",
+        type=bounded_int(0, 2**32 - 1),
+        help="seed of the replayed sample (default: drawn from os.urandom, printed)",
+    )
+    checking.add_argument(
+        "--allow-extra",
+        action="append",
+        metavar="GLOB",
+        help="files that may lie in the folder without being in BUNDLE.json (repeatable)",
+    )
     checking.set_defaults(handler=command_check)
 
     site = commands.add_parser("site", help="one static leaderboard site from every bundle under a results folder")
-    site.add_argument("results", nargs="?", default="results", help="the folder that holds the bundles (default: results)")
-    site.add_argument("--out", default="site-results", help="the site's folder: new, empty, or written by `site` before (default: site-results)")
+    site.add_argument(
+        "results", nargs="?", default="results", help="the folder that holds the bundles (default: results)"
+    )
+    site.add_argument(
+        "--out",
+        default="site-results",
+        help="the site's folder: new, empty, or written by `site` before (default: site-results)",
+    )
     site.set_defaults(handler=command_site)
 
     ui = commands.add_parser("ui", help="start the MLflow UI on the store a suite logs to")

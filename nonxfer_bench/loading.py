@@ -40,7 +40,11 @@ def load_zoo(path: Path) -> ZooFile:
 def _resolved_weights(models: list[ModelSpec], folder: Path) -> list[ModelSpec]:
     """``models`` with their weight files' paths taken relative to ``folder`` (the file that names them)."""
     return [
-        model if model.weights.path is None else model.model_copy(update={"weights": model.weights.model_copy(update={"path": resolve_path(folder, model.weights.path)})})
+        model
+        if model.weights.path is None
+        else model.model_copy(
+            update={"weights": model.weights.model_copy(update={"path": resolve_path(folder, model.weights.path)})}
+        )
         for model in models
     ]
 
@@ -144,7 +148,9 @@ def _with_protocol(suite: Suite, path: Path) -> Suite:
     added = []
     for tier, specs in protocol.ensemble(suite.protocol.ensemble).items():
         for i, spec in enumerate(specs):
-            params = {key: expand.get(value, value) if isinstance(value, str) else value for key, value in spec.params.items()}
+            params = {
+                key: expand.get(value, value) if isinstance(value, str) else value for key, value in spec.params.items()
+            }
             if (spec.name, repr(params), tuple(spec.strengths)) in listed:
                 continue
             key = f"{where}: key '{suite.protocol.ensemble}.{tier}[{i}]'"
@@ -155,10 +161,14 @@ def _with_protocol(suite: Suite, path: Path) -> Suite:
             except UserError as error:
                 raise UserError(f"{key}: {error}") from None
             if actual != tier:
-                raise UserError(f"{key}: {spec.name} with these parameters is a {actual!r} attack, listed under {tier!r}; move it to its tier")
+                raise UserError(
+                    f"{key}: {spec.name} with these parameters is a {actual!r} attack, listed under {tier!r}; move it to its tier"
+                )
             added.append(spec.model_copy(update={"params": params}))
             listed.add((spec.name, repr(params), tuple(spec.strengths)))
-    return suite.model_copy(update={"attacks": [*suite.attacks, *added], "protocol": suite.protocol.model_copy(update={"file": where})})
+    return suite.model_copy(
+        update={"attacks": [*suite.attacks, *added], "protocol": suite.protocol.model_copy(update={"file": where})}
+    )
 
 
 def _dataset_specs(suite: Suite) -> list[tuple[str, DatasetSpec]]:
@@ -168,7 +178,10 @@ def _dataset_specs(suite: Suite) -> list[tuple[str, DatasetSpec]]:
 def suite_datasets(suite: Suite, path: Path) -> list[tuple[str, DatasetSpec]]:
     """Every dataset a loaded suite reads, by its key: the evaluated images, the public ones, and those its attacks'
     parameters name (the clean images an autoencoder trains on)."""
-    nested = [_nested_datasets(path, f"attacks[{i}].params", ATTACKS.get(spec.name).Params.model_validate(spec.params)) for i, spec in enumerate(suite.attacks)]
+    nested = [
+        _nested_datasets(path, f"attacks[{i}].params", ATTACKS.get(spec.name).Params.model_validate(spec.params))
+        for i, spec in enumerate(suite.attacks)
+    ]
     return _dataset_specs(suite) + [found for entry in nested for found in entry]
 
 
@@ -250,7 +263,9 @@ def _check_suite_bounds(suite: Suite, path: Path, key: str, params: BaseModel) -
     names = [m.name for m in suite.models]
     for sub, name in marked(params, ZOO_MODEL):
         if name not in names:
-            raise UserError(f"{path}: key '{key}.{sub}': {excerpt(name)} is not a model of the zoo; valid: {', '.join(names)}")
+            raise UserError(
+                f"{path}: key '{key}.{sub}': {excerpt(name)} is not a model of the zoo; valid: {', '.join(names)}"
+            )
     for sub, value in marked(params, INPUT_DIMENSION):
         for name in suite.authorized:
             channels, height, width = _input_size(suite.model(name), path)
@@ -281,7 +296,9 @@ def _check_requirements(suite: Suite, path: Path, key: str, attack: Attack) -> N
             "from a source disjoint from the evaluated images, e.g. public: {name: fashion_mnist, params: {split: train}})"
         )
     if "public_labels" in requires and not DATASETS.get(suite.public.name).labelled:
-        raise UserError(f"{path}: key '{key}': attack {name!r} needs labelled public images; the dataset {suite.public.name!r} of key 'public' has no labels")
+        raise UserError(
+            f"{path}: key '{key}': attack {name!r} needs labelled public images; the dataset {suite.public.name!r} of key 'public' has no labels"
+        )
 
 
 def _nested_datasets(path: Path, key: str, params: BaseModel) -> list[tuple[str, DatasetSpec]]:
@@ -345,7 +362,9 @@ def _check_encoder_models(suite: Suite, path: Path) -> None:
         for name in suite.authorized:
             problem = encoder_refusal(encoder, suite.model(name))
             if problem:
-                raise UserError(f"{path}: key 'encoders[{i}]': {spec.name} cannot protect authorized model {name!r}: {problem}")
+                raise UserError(
+                    f"{path}: key 'encoders[{i}]': {spec.name} cannot protect authorized model {name!r}: {problem}"
+                )
 
 
 RESULTS_MARKER = "SUITE"  # in results/<name>/: the suite file that wrote the folder

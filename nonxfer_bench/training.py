@@ -29,7 +29,9 @@ def train_model(spec: ModelSpec, train: TrainSpec, images: torch.Tensor, labels:
     """Train one zoo model from scratch on [0, 1] images with AdamW and a cosine schedule."""
     torch.manual_seed(spec.seed)
     torch.set_flush_denormal(True)  # tiny weights late in training otherwise slow CPU steps down 20-50x
-    model = ZooModel(spec, create_network(spec.model_copy(update={"weights": spec.weights.model_copy(update={"source": "none"})})))
+    model = ZooModel(
+        spec, create_network(spec.model_copy(update={"weights": spec.weights.model_copy(update={"source": "none"})}))
+    )
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     steps_per_epoch = math.ceil(len(labels) / train.batch_size)

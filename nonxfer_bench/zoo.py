@@ -176,7 +176,9 @@ class ZooModel(nn.Module):
 
         def replace_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
             if flat.shape[-1] != output.shape[-2] * output.shape[-1]:
-                raise ValueError(f"{flat.shape[-1]} windows do not fit the first layer's {tuple(output.shape[-2:])} outputs")
+                raise ValueError(
+                    f"{flat.shape[-1]} windows do not fit the first layer's {tuple(output.shape[-2:])} outputs"
+                )
             bias = module.bias.view(1, -1, 1) if module.bias is not None else 0
             return (flat + bias).view(output.shape)
 
@@ -215,7 +217,11 @@ def _timm_network(spec: ModelSpec, pretrained: bool) -> nn.Module:
     try:
         return timm.create_model(arch, pretrained=pretrained, **spec.kwargs)
     except RuntimeError as error:  # timm's "Unknown model", hub failures
-        hint = " (offline: set HF_HUB_OFFLINE=0 with hub access, or use weights.source: file)" if weights.source == "hub" else ""
+        hint = (
+            " (offline: set HF_HUB_OFFLINE=0 with hub access, or use weights.source: file)"
+            if weights.source == "hub"
+            else ""
+        )
         raise UserError(f"model {spec.name!r}: cannot create {arch!r}: {error}{hint}") from None
     except TypeError as error:
         raise UserError(f"model {spec.name!r}: bad kwargs for {spec.arch!r}: {error}") from None
@@ -276,13 +282,17 @@ def load_weights(net: nn.Module, path: Path, model_name: str, by_position: bool 
             detail = f"{type(error).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
         raise UserError(f"model {model_name!r}: cannot read weights {path}: {detail}") from None
     if not isinstance(state, dict):
-        raise UserError(f"model {model_name!r}: weights {path} hold a {type(state).__name__}, not a state dict of tensors")
+        raise UserError(
+            f"model {model_name!r}: weights {path} hold a {type(state).__name__}, not a state dict of tensors"
+        )
     if by_position:
         load_by_position(net, state, path, model_name)
         return
     problem = state_dict_mismatch(net.state_dict(), state)
     if problem:
-        raise UserError(f"model {model_name!r}: weights {path} do not fit the architecture {net.__class__.__name__}: {problem}")
+        raise UserError(
+            f"model {model_name!r}: weights {path} do not fit the architecture {net.__class__.__name__}: {problem}"
+        )
     net.load_state_dict(state)
 
 
@@ -297,7 +307,11 @@ def state_dict_mismatch(ours: dict, theirs: dict) -> str | None:
     ]
     parts = [
         f"{len(found)} {what} (first: {found[0]})"
-        for what, found in (("missing tensors", missing), ("unexpected tensors", unexpected), ("shape mismatches, checkpoint vs model", shapes))
+        for what, found in (
+            ("missing tensors", missing),
+            ("unexpected tensors", unexpected),
+            ("shape mismatches, checkpoint vs model", shapes),
+        )
         if found
     ]
     return "; ".join(parts) or None
@@ -327,7 +341,9 @@ def hub_weights_problem(specs: list[ModelSpec]) -> str | None:
         if url and (Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name).is_file():
             continue
         if not repo and not url:
-            missing.append(f"{spec.name} (timm has no pretrained weights for {cfg.get('architecture')}.{cfg.get('tag')})")
+            missing.append(
+                f"{spec.name} (timm has no pretrained weights for {cfg.get('architecture')}.{cfg.get('tag')})"
+            )
             continue
         if not constants.HF_HUB_OFFLINE and repo and unreachable is None:
             try:

@@ -15,7 +15,15 @@ DIGITS_ZOO = {
         {
             "name": f"vit_{suffix}",
             "arch": "vit_tiny_patch16_224",
-            "kwargs": {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 12, "depth": 2, "num_heads": 2, "num_classes": 10},
+            "kwargs": {
+                "img_size": 16,
+                "patch_size": 4,
+                "in_chans": 1,
+                "embed_dim": 12,
+                "depth": 2,
+                "num_heads": 2,
+                "num_classes": 10,
+            },
             "train": {"epochs": 30, "batch_size": 32, "lr": 0.003, "weight_decay": 0.01},
             "preprocess": DIGITS_PREPROCESS,
             "weights": {"source": "file", "path": f"vit_{suffix}.safetensors"},
@@ -41,7 +49,11 @@ def encoders_with_defaults() -> list[str]:
     (``stored_release`` reads a release folder; tests/encoders/test_stored_release.py makes one for it)."""
     from nonxfer_bench.encoders import ENCODERS
 
-    return [name for name in ENCODERS.names() if not any(field.is_required() for field in ENCODERS.get(name).Params.model_fields.values())]
+    return [
+        name
+        for name in ENCODERS.names()
+        if not any(field.is_required() for field in ENCODERS.get(name).Params.model_fields.values())
+    ]
 
 
 def write_yaml(path: Path, data: dict) -> Path:

@@ -31,7 +31,15 @@ LADDER = [
 CLEAN = 0.90
 
 
-def cell(attack: str, strength: float, model: str, accuracy: float, rng: np.random.Generator, encoder: str = "patch", **threat) -> Cell:
+def cell(
+    attack: str,
+    strength: float,
+    model: str,
+    accuracy: float,
+    rng: np.random.Generator,
+    encoder: str = "patch",
+    **threat,
+) -> Cell:
     """A cell of schema 2 whose per-image outcomes have (about) ``accuracy`` correct; its accuracy is theirs."""
     correct = rng.random(IMAGES) < accuracy
     bits = pack_bits(correct)
@@ -54,7 +62,9 @@ def ladder_cells(seed: int = 0) -> list[Cell]:
         for attack, strength, tier, released, labelled, public, unauthorized in LADDER:
             threat = {"tier": tier, "budget_released": released, "budget_labelled": labelled, "budget_public": public}
             for model in MODELS:
-                accuracy = CLEAN if encoder == "clean" or model == "a" else unauthorized - (0.1 if model == "c" else 0.0)
+                accuracy = (
+                    CLEAN if encoder == "clean" or model == "a" else unauthorized - (0.1 if model == "c" else 0.0)
+                )
                 cells.append(cell(attack, strength, model, accuracy, rng, encoder, **threat))
     return cells
 
@@ -66,7 +76,11 @@ def quickstart_cells() -> list[Cell]:
     cells = []
     for index, row in enumerate(frame.to_dict("records")):
         record = {k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))}
-        record |= {"key": str(index), "suite": "quickstart", "group": f"{row['authorized']}-{row['encoder']}-{row['strength']}"}
+        record |= {
+            "key": str(index),
+            "suite": "quickstart",
+            "group": f"{row['authorized']}-{row['encoder']}-{row['strength']}",
+        }
         record["attack_param"] = {"setting": row["attack_param"]} if isinstance(row["attack_param"], str) else {}
         cells.append(Cell.from_record(record))  # schema 1: the no-attack step is identity
     return cells

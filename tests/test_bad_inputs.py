@@ -54,10 +54,22 @@ SCHEMA_CASES = {
     "unknown top-level key": ({"atacks": []}, ["'atacks'", "unknown key; valid keys here:", "attacks"]),
     "wrong type": ({"batch_size": "big"}, ["'batch_size'", "valid integer", "'big'"]),
     "negative batch size": ({"batch_size": -4}, ["'batch_size'", "greater than or equal to 1"]),
-    "NaN encoder strength": ({"encoders": [{"name": "patch", "strengths": [float("nan")]}]}, ["encoders[0].strengths", "finite number"]),
-    "negative attack strength": ({"attacks": [{"name": "blur", "strengths": [-0.5]}]}, ["attacks[0].strengths", "outside [0, 1]"]),
-    "attack strength above 1": ({"attacks": [{"name": "blur", "strengths": [1.5]}]}, ["attacks[0].strengths", "outside [0, 1]"]),
-    "infinite attack strength": ({"attacks": [{"name": "blur", "strengths": [float("inf")]}]}, ["attacks[0].strengths", "finite number"]),
+    "NaN encoder strength": (
+        {"encoders": [{"name": "patch", "strengths": [float("nan")]}]},
+        ["encoders[0].strengths", "finite number"],
+    ),
+    "negative attack strength": (
+        {"attacks": [{"name": "blur", "strengths": [-0.5]}]},
+        ["attacks[0].strengths", "outside [0, 1]"],
+    ),
+    "attack strength above 1": (
+        {"attacks": [{"name": "blur", "strengths": [1.5]}]},
+        ["attacks[0].strengths", "outside [0, 1]"],
+    ),
+    "infinite attack strength": (
+        {"attacks": [{"name": "blur", "strengths": [float("inf")]}]},
+        ["attacks[0].strengths", "finite number"],
+    ),
     "empty encoder list": ({"encoders": []}, ["'encoders'", "at least 1"]),
     "empty authorized list": ({"authorized": []}, ["'authorized'", "at least 1"]),
     "empty strengths": ({"encoders": [{"name": "patch", "strengths": []}]}, ["encoders[0].strengths", "at least 1"]),
@@ -66,16 +78,40 @@ SCHEMA_CASES = {
     "dataset limit 0": ({"dataset": {"name": "digits", "limit": 0}}, ["dataset.limit", "greater than or equal to 1"]),
     "suite name with spaces": ({"name": "my suite"}, ["'name'", "pattern"]),
     "unknown attack": ({"attacks": [{"name": "jpg"}]}, ["attacks[0].name", "unknown attack 'jpg'", "jpeg_pil"]),
-    "unknown encoder": ({"encoders": [{"name": "nullspace", "strengths": [1]}]}, ["encoders[0].name", "unknown encoder", "reference"]),
+    "unknown encoder": (
+        {"encoders": [{"name": "nullspace", "strengths": [1]}]},
+        ["encoders[0].name", "unknown encoder", "reference"],
+    ),
     "unknown dataset": ({"dataset": {"name": "mnist"}}, ["dataset.name", "unknown dataset 'mnist'", "fashion_mnist"]),
-    "unknown attack parameter": ({"attacks": [{"name": "jpeg_pil", "params": {"quality": 50}}]}, ["attacks[0].params.quality", "unknown key; valid keys here: max_quality"]),
-    "attack parameter out of range": ({"attacks": [{"name": "jpeg_pil", "params": {"max_quality": 101}}]}, ["attacks[0].params.max_quality", "less than or equal to 100"]),
-    "encoder parameter of the wrong type": ({"encoders": [{"name": "patch", "strengths": [0], "params": {"tau": "small"}}]}, ["encoders[0].params.tau", "valid number"]),
-    "negative encoder parameter": ({"encoders": [{"name": "patch", "strengths": [0], "params": {"tau": -1e-5}}]}, ["encoders[0].params.tau", "greater than 0"]),
-    "unknown dataset parameter": ({"dataset": {"name": "digits", "params": {"splt": "test"}}}, ["dataset.params.splt", "unknown key; valid keys here: size, split"]),
-    "authorized model not in the zoo": ({"authorized": ["vit_c"]}, ["authorized[0]", "'vit_c' is not in the zoo", "vit_a, vit_b, res"]),
+    "unknown attack parameter": (
+        {"attacks": [{"name": "jpeg_pil", "params": {"quality": 50}}]},
+        ["attacks[0].params.quality", "unknown key; valid keys here: max_quality"],
+    ),
+    "attack parameter out of range": (
+        {"attacks": [{"name": "jpeg_pil", "params": {"max_quality": 101}}]},
+        ["attacks[0].params.max_quality", "less than or equal to 100"],
+    ),
+    "encoder parameter of the wrong type": (
+        {"encoders": [{"name": "patch", "strengths": [0], "params": {"tau": "small"}}]},
+        ["encoders[0].params.tau", "valid number"],
+    ),
+    "negative encoder parameter": (
+        {"encoders": [{"name": "patch", "strengths": [0], "params": {"tau": -1e-5}}]},
+        ["encoders[0].params.tau", "greater than 0"],
+    ),
+    "unknown dataset parameter": (
+        {"dataset": {"name": "digits", "params": {"splt": "test"}}},
+        ["dataset.params.splt", "unknown key; valid keys here: size, split"],
+    ),
+    "authorized model not in the zoo": (
+        {"authorized": ["vit_c"]},
+        ["authorized[0]", "'vit_c' is not in the zoo", "vit_a, vit_b, res"],
+    ),
     "unknown storage format": ({"storage": ["png7"]}, ["'storage'", "png7", "png8"]),
-    "negative sample count": ({"output": {"sample_images": -1}}, ["output.sample_images", "greater than or equal to 0"]),
+    "negative sample count": (
+        {"output": {"sample_images": -1}},
+        ["output.sample_images", "greater than or equal to 0"],
+    ),
 }
 
 
@@ -122,7 +158,10 @@ def test_a_binary_file_given_as_suite_is_one_line(tmp_path, capsys):
         (["run", "SUITE", "--threads", "-2"], ["--threads", "integer from 1 to", "value: '-2'"]),
         (["run"], ["the following arguments are required: suite"]),
         (["runn", "SUITE"], ["invalid choice: 'runn'", "'run'"]),
-        (["encode", "in", "out", "--zoo", "z", "--model", "m", "--encoder", "patch", "--strength", "nan"], ["--strength", "value: 'nan'"]),
+        (
+            ["encode", "in", "out", "--zoo", "z", "--model", "m", "--encoder", "patch", "--strength", "nan"],
+            ["--strength", "value: 'nan'"],
+        ),
     ],
     ids=["limit 0", "negative threads", "no suite", "unknown command", "NaN strength"],
 )
@@ -155,12 +194,20 @@ def test_a_missing_zoo_file_is_named(tmp_path, capsys):
 
 def test_a_duplicate_model_name_is_named(tmp_path, digits_zoo, capsys):
     zoo = zoo_copy(tmp_path, digits_zoo, name="vit_b")
-    fails(["run", digits_suite(tmp_path, zoo, authorized=["vit_b"])], capsys, "models[1].name", "duplicate name 'vit_b'")
+    fails(
+        ["run", digits_suite(tmp_path, zoo, authorized=["vit_b"])], capsys, "models[1].name", "duplicate name 'vit_b'"
+    )
 
 
 def test_a_missing_weight_file_says_how_to_get_it(tmp_path, digits_zoo, capsys):
     zoo = zoo_copy(tmp_path, digits_zoo, weights={"source": "file", "path": str(tmp_path / "gone.safetensors")})
-    fails(["run", digits_suite(tmp_path, zoo)], capsys, "zoo[0].weights.path", "gone.safetensors not found", "nonxfer-bench train zoo")
+    fails(
+        ["run", digits_suite(tmp_path, zoo)],
+        capsys,
+        "zoo[0].weights.path",
+        "gone.safetensors not found",
+        "nonxfer-bench train zoo",
+    )
 
 
 def test_an_unknown_architecture_is_named(tmp_path, digits_zoo, capsys):
@@ -179,7 +226,12 @@ def test_a_corrupt_checkpoint_is_named(suffix, tmp_path, digits_zoo, capsys):
 def test_a_checkpoint_that_is_not_a_state_dict_is_named(tmp_path, digits_zoo, capsys):
     torch.save([torch.zeros(3)], tmp_path / "list.pth")
     zoo = zoo_copy(tmp_path, digits_zoo, weights={"source": "file", "path": str(tmp_path / "list.pth")})
-    fails(["run", digits_suite(tmp_path, zoo)], capsys, "model 'vit_a'", "list.pth hold a list, not a state dict of tensors")
+    fails(
+        ["run", digits_suite(tmp_path, zoo)],
+        capsys,
+        "model 'vit_a'",
+        "list.pth hold a list, not a state dict of tensors",
+    )
 
 
 def test_a_checkpoint_with_the_wrong_shapes_is_named(tmp_path, digits_zoo, capsys):
@@ -192,17 +244,32 @@ def test_a_checkpoint_with_the_wrong_shapes_is_named(tmp_path, digits_zoo, capsy
 
 
 def folder_suite(tmp_path: Path, zoo: Path, root: Path | None, **params) -> Path:
-    dataset = {"name": "image_folder", "params": {"channels": 1, "size": 16, "crop_pct": 1.0, **({"root": str(root)} if root else {}), **params}}
-    return digits_suite(tmp_path, zoo, dataset=dataset, encoders=[{"name": "patch", "strengths": [0.0]}], attacks=[{"name": "identity"}])
+    dataset = {
+        "name": "image_folder",
+        "params": {"channels": 1, "size": 16, "crop_pct": 1.0, **({"root": str(root)} if root else {}), **params},
+    }
+    return digits_suite(
+        tmp_path, zoo, dataset=dataset, encoders=[{"name": "patch", "strengths": [0.0]}], attacks=[{"name": "identity"}]
+    )
 
 
 def test_a_missing_dataset_folder_says_what_to_point_at(tmp_path, digits_zoo, capsys):
-    fails(["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val")], capsys, "key 'dataset'", f"{tmp_path / 'val'} does not exist", "one sub-folder of images per class")
+    fails(
+        ["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val")],
+        capsys,
+        "key 'dataset'",
+        f"{tmp_path / 'val'} does not exist",
+        "one sub-folder of images per class",
+    )
 
 
 def test_a_dataset_path_that_is_a_file_is_named(tmp_path, digits_zoo, capsys):
     (tmp_path / "val.tar").write_bytes(b"")
-    fails(["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val.tar")], capsys, f"{tmp_path / 'val.tar'} is a file, not a folder")
+    fails(
+        ["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val.tar")],
+        capsys,
+        f"{tmp_path / 'val.tar'} is a file, not a folder",
+    )
 
 
 def test_an_unset_dataset_folder_names_the_variable(tmp_path, digits_zoo, capsys, monkeypatch):
@@ -213,13 +280,23 @@ def test_an_unset_dataset_folder_names_the_variable(tmp_path, digits_zoo, capsys
 
 def test_a_dataset_folder_without_class_folders_is_named(tmp_path, digits_zoo, capsys):
     (tmp_path / "val").mkdir()
-    fails(["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val")], capsys, "has no class sub-folders", "root/<class>/<image>")
+    fails(
+        ["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val")],
+        capsys,
+        "has no class sub-folders",
+        "root/<class>/<image>",
+    )
 
 
 def test_an_empty_dataset_is_named(tmp_path, digits_zoo, capsys):
     (tmp_path / "val" / "cat").mkdir(parents=True)
     (tmp_path / "val" / "cat" / "notes.txt").write_text("not an image")
-    fails(["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val")], capsys, "no images (.bmp, .jpeg", str(tmp_path / "val"))
+    fails(
+        ["run", folder_suite(tmp_path, digits_zoo, tmp_path / "val")],
+        capsys,
+        "no images (.bmp, .jpeg",
+        str(tmp_path / "val"),
+    )
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -229,7 +306,10 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 @pytest.mark.parametrize(
     "damage, expected",
-    [(lambda data: data[:-100], "truncated IDX file"), (lambda data: b"\x1f\x8b" + data[2:], "not an unsigned-byte IDX file")],
+    [
+        (lambda data: data[:-100], "truncated IDX file"),
+        (lambda data: b"\x1f\x8b" + data[2:], "not an unsigned-byte IDX file"),
+    ],
     ids=["truncated", "wrong magic"],
 )
 def test_damaged_fashion_mnist_files_are_named(damage, expected, tmp_path, digits_zoo, capsys):
@@ -264,15 +344,23 @@ def gradient(mode: str, size: int = 20) -> Image.Image:
 
 
 @pytest.mark.parametrize(
-    "damage", [lambda data: data[: len(data) // 2], lambda data: data[:8] + bytes(200)], ids=["truncated PNG", "corrupt PNG"]
+    "damage",
+    [lambda data: data[: len(data) // 2], lambda data: data[:8] + bytes(200)],
+    ids=["truncated PNG", "corrupt PNG"],
 )
 def test_a_truncated_or_corrupt_image_names_the_file(damage, tmp_path, digits_zoo, capsys):
-    root = image_tree(tmp_path / "val", {"a1.png": encoded(gradient("RGB")), "b1.png": damage(encoded(gradient("RGB", 64)))})
+    root = image_tree(
+        tmp_path / "val", {"a1.png": encoded(gradient("RGB")), "b1.png": damage(encoded(gradient("RGB", 64)))}
+    )
     fails(["run", folder_suite(tmp_path, digits_zoo, root)], capsys, f"{root / 'b' / 'b1.png'}: cannot read image")
 
 
 def test_grayscale_rgba_palette_and_16_bit_images_are_converted_not_refused(tmp_path, digits_zoo, capsys):
-    images = {f"{c}{i}.png": encoded(gradient(mode)) for i, mode in enumerate(["L", "RGBA", "P", "I;16", "RGB", "LA"]) for c in "ab"}
+    images = {
+        f"{c}{i}.png": encoded(gradient(mode))
+        for i, mode in enumerate(["L", "RGBA", "P", "I;16", "RGB", "LA"])
+        for c in "ab"
+    }
     images["c1.jpg"] = encoded(gradient("RGB"), "JPEG")
     root = image_tree(tmp_path / "val", images)
     assert main(["run", str(folder_suite(tmp_path, digits_zoo, root))]) == 0, capsys.readouterr().err
@@ -306,7 +394,9 @@ def test_a_damaged_autoencoder_cache_entry_is_retrained(tmp_path, monkeypatch, c
     from nonxfer_bench.generative.autoencoder import AutoencoderConfig, load_or_train
 
     monkeypatch.setenv("NXB_CACHE", str(tmp_path))
-    config = AutoencoderConfig(dataset={"name": "digits", "params": {"split": "train"}, "limit": 64}, epochs=1, width=4, bottleneck=1)
+    config = AutoencoderConfig(
+        dataset={"name": "digits", "params": {"split": "train"}, "limit": 64}, epochs=1, width=4, bottleneck=1
+    )
     first = load_or_train(config)
     (entry,) = (tmp_path / "autoencoders").iterdir()
     entry.write_bytes(entry.read_bytes()[:100])
@@ -321,20 +411,37 @@ def test_an_unreachable_tracking_server_is_reported_at_once(tmp_path, digits_zoo
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: nothing listens
     start = time.monotonic()
-    fails(["run", suite_with(tmp_path, digits_zoo, tracking={"enabled": True})], capsys, "http://127.0.0.1:9 is not reachable", "--no-tracking")
+    fails(
+        ["run", suite_with(tmp_path, digits_zoo, tracking={"enabled": True})],
+        capsys,
+        "http://127.0.0.1:9 is not reachable",
+        "--no-tracking",
+    )
     assert time.monotonic() - start < 30  # MLflow's own retries take about 4 minutes
 
 
 def test_an_unusable_tracking_uri_is_one_line(tmp_path, digits_zoo, capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://store")
-    fails(["run", suite_with(tmp_path, digits_zoo, tracking={"enabled": True})], capsys, "MLflow tracking at nosuchscheme://store is not usable")
+    fails(
+        ["run", suite_with(tmp_path, digits_zoo, tracking={"enabled": True})],
+        capsys,
+        "MLflow tracking at nosuchscheme://store is not usable",
+    )
 
 
 def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path, digits_zoo, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    suite = suite_with(tmp_path, digits_zoo, output={"dir": str(blocker / "runs"), "results": str(tmp_path / "results")})
-    fails(["run", suite], capsys, str(blocker / "runs"), "Not a directory", "check the path, its permissions and free disk space")
+    suite = suite_with(
+        tmp_path, digits_zoo, output={"dir": str(blocker / "runs"), "results": str(tmp_path / "results")}
+    )
+    fails(
+        ["run", suite],
+        capsys,
+        str(blocker / "runs"),
+        "Not a directory",
+        "check the path, its permissions and free disk space",
+    )
 
 
 def test_a_full_disk_mid_run_keeps_the_finished_cells_and_a_rerun_resumes(tmp_path, digits_zoo, capsys, monkeypatch):
@@ -349,7 +456,13 @@ def test_a_full_disk_mid_run_keeps_the_finished_cells_and_a_rerun_resumes(tmp_pa
 
     monkeypatch.setattr(os, "fsync", fsync_until_full)
     store = tmp_path / "runs" / "digits" / "cells.jsonl"
-    fails(["run", suite], capsys, f"{store}: No space left on device", f"finished cells are kept in {store}", "run the same command again")
+    fails(
+        ["run", suite],
+        capsys,
+        f"{store}: No space left on device",
+        f"finished cells are kept in {store}",
+        "run the same command again",
+    )
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert len(CellStore(store).cells) >= 3  # the first group's cells (the second group's may have reached the file)
     assert main(["run", str(suite)]) == 0
@@ -359,7 +472,12 @@ def test_a_full_disk_mid_run_keeps_the_finished_cells_and_a_rerun_resumes(tmp_pa
 def test_an_unwritable_results_folder_keeps_every_cell(tmp_path, digits_zoo, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    suite = suite_with(tmp_path, digits_zoo, attacks=[{"name": "identity"}], output={"dir": str(tmp_path / "runs"), "results": str(blocker)})
+    suite = suite_with(
+        tmp_path,
+        digits_zoo,
+        attacks=[{"name": "identity"}],
+        output={"dir": str(tmp_path / "runs"), "results": str(blocker)},
+    )
     fails(["run", suite], capsys, str(blocker), "finished cells are kept in")
     assert len(CellStore(tmp_path / "runs" / "digits" / "cells.jsonl").cells) == 3 * 3
 
@@ -369,4 +487,9 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(t
 
     suite = suite_with(tmp_path, digits_zoo)
     with exclusive(tmp_path / "runs" / "digits"):  # as a first run would hold it
-        fails(["run", suite], capsys, f"{tmp_path / 'runs' / 'digits'} is in use by another run (pid {os.getpid()})", "another output.dir")
+        fails(
+            ["run", suite],
+            capsys,
+            f"{tmp_path / 'runs' / 'digits'} is in use by another run (pid {os.getpid()})",
+            "another output.dir",
+        )

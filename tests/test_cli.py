@@ -17,7 +17,9 @@ def test_a_bad_suite_exits_2_with_one_line_and_no_traceback(tmp_path):
     suite = tmp_path / "bad.yaml"
     suite.write_text(yaml.safe_dump({"name": "x", "dataset": {"name": "digits"}, "zoo": [], "authorized": ["a"],
                                      "encoders": [{"name": "patch", "strengths": [1]}], "attacks": [{"name": "jpg"}]}))  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "nonxfer_bench.cli", "run", str(suite)], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "nonxfer_bench.cli", "run", str(suite)], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
@@ -39,7 +41,9 @@ def test_user_errors_are_reported_not_raised(argv, expected, capsys):
     assert expected in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("what, expected", [("attacks", "jpeg_pil"), ("encoders", "reference"), ("datasets", "fashion_mnist")])
+@pytest.mark.parametrize(
+    "what, expected", [("attacks", "jpeg_pil"), ("encoders", "reference"), ("datasets", "fashion_mnist")]
+)
 def test_list_shows_registered_components_with_a_summary(what, expected, capsys):
     assert main(["list", what]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(expected))
@@ -49,7 +53,11 @@ def test_list_shows_registered_components_with_a_summary(what, expected, capsys)
 def test_list_attacks_shows_each_attacks_knowledge_tier(capsys):
     assert main(["list", "attacks"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert "[none]" in lines["jpeg_pil"] and "[white_box]" in lines["oracle_projection"] and "[labelled_nes]" in lines["finetune"]
+    assert (
+        "[none]" in lines["jpeg_pil"]
+        and "[white_box]" in lines["oracle_projection"]
+        and "[labelled_nes]" in lines["finetune"]
+    )
 
 
 def test_missing_dataset_files_say_how_to_get_them(tmp_path, digits_zoo, capsys):
@@ -80,9 +88,16 @@ def test_list_suites_does_not_import_torch():
     listed = [line.split()[0] for line in lines[:-1] if not line.startswith(" ")]
     assert listed == [f"suites/{p.name}" for p in sorted((ROOT / "suites").glob("*.yaml"))]
     start = next(i for i, line in enumerate(lines) if line.startswith("suites/quickstart.yaml"))
-    entry = " ".join([lines[start].split(maxsplit=1)[1], *(line.strip() for line in itertools.takewhile(lambda line: line.startswith(" "), lines[start + 1 : -1]))])
+    entry = " ".join(
+        [
+            lines[start].split(maxsplit=1)[1],
+            *(line.strip() for line in itertools.takewhile(lambda line: line.startswith(" "), lines[start + 1 : -1])),
+        ]
+    )
     description = yaml.safe_load((ROOT / "suites" / "quickstart.yaml").read_text())["description"]
-    assert entry == first_sentence(description) and entry.startswith("The protocol's fast ensemble")  # the description's first sentence, wrapped
+    assert entry == first_sentence(description) and entry.startswith(
+        "The protocol's fast ensemble"
+    )  # the description's first sentence, wrapped
 
 
 def test_list_suites_elsewhere_lists_the_checkout_s_suites_by_absolute_path(tmp_path, capsys, monkeypatch):
@@ -93,29 +108,47 @@ def test_list_suites_elsewhere_lists_the_checkout_s_suites_by_absolute_path(tmp_
     (tmp_path / "suites" / "mine.yaml").write_text("description: My study. Details follow.\n")
     (tmp_path / "suites" / "broken.yaml").write_text("description: [unclosed\n")
     (tmp_path / "suites" / "dated.yaml").write_text("description: 2024\n")
-    (tmp_path / "suites" / "laughs.yaml").write_text("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi")))
+    (tmp_path / "suites" / "laughs.yaml").write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+            for p, c in zip("abcdefgh", "bcdefghi")
+        )
+    )
     assert main(["list", "suites"]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        "suites/broken.yaml  (line 2 not valid YAML (expected ',' or ']', but got '<stream end>'))",
-        "suites/dated.yaml   (no description)",
-        "suites/laughs.yaml  (expands to more than 100,000 values through YAML aliases; refusing to read it)",  # bounded, like run
-        "suites/mine.yaml    My study.",
-    ]
+    assert (
+        capsys.readouterr().out.splitlines()
+        == [
+            "suites/broken.yaml  (line 2 not valid YAML (expected ',' or ']', but got '<stream end>'))",
+            "suites/dated.yaml   (no description)",
+            "suites/laughs.yaml  (expands to more than 100,000 values through YAML aliases; refusing to read it)",  # bounded, like run
+            "suites/mine.yaml    My study.",
+        ]
+    )
 
 
 def test_python_dash_m_runs_the_cli():
-    done = subprocess.run([sys.executable, "-m", "nonxfer_bench", "--version"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "nonxfer_bench", "--version"], capture_output=True, text=True, timeout=120
+    )
     from nonxfer_bench import __version__
 
     assert done.returncode == 0 and done.stdout.strip() == f"nonxfer-bench {__version__}"
 
 
-@pytest.mark.parametrize("argv, expected", [(["--bogus"], "nonxfer-bench: error: "), (["run"], "nonxfer-bench: error: run: ")])
+@pytest.mark.parametrize(
+    "argv, expected", [(["--bogus"], "nonxfer-bench: error: "), (["run"], "nonxfer-bench: error: run: ")]
+)
 def test_command_line_mistakes_have_one_prefix(argv, expected, capsys):
     with pytest.raises(SystemExit) as stop:
         main(argv)
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and err.startswith(expected) and err.count("nonxfer-bench:") == 1 and len(err.splitlines()) == 1
+    assert (
+        stop.value.code == 2
+        and err.startswith(expected)
+        and err.count("nonxfer-bench:") == 1
+        and len(err.splitlines()) == 1
+    )
 
 
 def test_list_attacks_shows_sentences_parameters_defaults_and_threat_models(capsys):
@@ -127,7 +160,9 @@ def test_list_attacks_shows_sentences_parameters_defaults_and_threat_models(caps
     assert "`" not in out
     entry = out.split("\njpeg_pil ")[1].split("\njpeg_kornia ")[0]
     assert entry.split()[:6] == ["[none]", "JPEG", "with", "libjpeg", "via", "PIL."]
-    assert "parameters: max_quality=95, min_quality=5, range='minmax'" in entry and "threat model: no knowledge" in entry
+    assert (
+        "parameters: max_quality=95, min_quality=5, range='minmax'" in entry and "threat model: no knowledge" in entry
+    )
     assert {line.split()[0] for line in out.splitlines()[1:] if not line.startswith(" ")} == set(ATTACKS.names())
 
 
@@ -135,7 +170,10 @@ def test_list_attacks_shows_sentences_parameters_defaults_and_threat_models(caps
     "doc, expected",
     [
         ("Uses ``x`` and :class:`~a.B`.\n    Then more. And more.", "Uses x and a.B."),
-        ("Quality 95 -> 5, e.g. for\n    uploads (as in Doe et al. 2023). Second.", "Quality 95 -> 5, e.g. for uploads (as in Doe et al. 2023)."),
+        (
+            "Quality 95 -> 5, e.g. for\n    uploads (as in Doe et al. 2023). Second.",
+            "Quality 95 -> 5, e.g. for uploads (as in Doe et al. 2023).",
+        ),
         ("One line without a period\n\nA second paragraph.", "One line without a period"),
         (None, ""),
     ],
@@ -161,10 +199,16 @@ def test_every_component_description_is_one_whole_sentence():
 @pytest.mark.parametrize(
     "change, expected",
     [
-        ({"attacks": [{"name": "jpeg_pil", "strengths": [1.5]}]}, "key 'attacks[0].strengths': strength 1.5 is outside [0, 1]"),
+        (
+            {"attacks": [{"name": "jpeg_pil", "strengths": [1.5]}]},
+            "key 'attacks[0].strengths': strength 1.5 is outside [0, 1]",
+        ),
         ({"storage": ["float32", "float32"]}, "key 'storage': duplicate storage format"),
         ({"storage": ["jpeg500"]}, "key 'storage': JPEG quality 500 is outside 1..100"),
-        ({"zoo": [{"name": "a", "arch": "resnet18", "weights": {"source": "file"}}]}, "key 'zoo[0].weights': source 'file' needs 'path'"),
+        (
+            {"zoo": [{"name": "a", "arch": "resnet18", "weights": {"source": "file"}}]},
+            "key 'zoo[0].weights': source 'file' needs 'path'",
+        ),
     ],
 )
 def test_validation_messages_carry_no_pydantic_prefix(change, expected, tmp_path, capsys):
@@ -187,8 +231,13 @@ def test_train_zoo_and_zoo_train_are_one_command():
 
 def test_ui_for_a_tracking_server_that_is_down_is_one_line(tmp_path, capsys, monkeypatch):
     suite = yaml.safe_load((ROOT / "suites" / "quickstart.yaml").read_text())
-    suite |= {"zoo": str(ROOT / "suites" / "zoo" / "fashion.yaml"), "tracking": {"enabled": True, "uri": "http://127.0.0.1:9"}}
-    suite["protocol"] |= {"file": str(ROOT / "suites" / "protocols" / "ne-v1.yaml")}  # relative paths resolve beside the suite file: this copy is elsewhere
+    suite |= {
+        "zoo": str(ROOT / "suites" / "zoo" / "fashion.yaml"),
+        "tracking": {"enabled": True, "uri": "http://127.0.0.1:9"},
+    }
+    suite["protocol"] |= {
+        "file": str(ROOT / "suites" / "protocols" / "ne-v1.yaml")
+    }  # relative paths resolve beside the suite file: this copy is elsewhere
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -203,7 +252,9 @@ def test_a_reader_that_leaves_early_is_no_error(tmp_path):
     import subprocess
     import sys
 
-    listing = subprocess.Popen([sys.executable, "-m", "nonxfer_bench", "list", "attacks"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listing = subprocess.Popen(
+        [sys.executable, "-m", "nonxfer_bench", "list", "attacks"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     listing.stdout.close()  # the reader has left before the first line: every write meets a closed pipe
     assert listing.wait(timeout=120) == 0
     assert listing.stderr.read() == b""

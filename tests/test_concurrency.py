@@ -52,7 +52,9 @@ def test_two_simultaneous_runs_into_one_new_sqlite_store_keep_separate_correct_r
     for strength, folder in folders.items():
         parent = parents[str((folder / "runs" / "digits").resolve())]
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert sorted(float(c.data.tags["nxb.strength"]) for c in children if c.data.tags["nxb.encoder"] == "patch") == [strength]
+        assert sorted(
+            float(c.data.tags["nxb.strength"]) for c in children if c.data.tags["nxb.encoder"] == "patch"
+        ) == [strength]
         cells = CellStore(folder / "runs" / "digits" / "cells.jsonl").cells.values()
         logged = {(c.data.tags["nxb.group"], name): value for c in children for name, value in c.data.metrics.items()}
         assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)

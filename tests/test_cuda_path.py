@@ -112,7 +112,9 @@ class CudaLike(torch.Tensor):
             raise NotImplementedError(f"pretend CUDA: {schema.name} would change a CudaLike tensor's shape in place")
         if func is torch.ops.aten.linalg_lstsq.default:
             if kwargs.get("driver") not in (None, "gels"):
-                raise RuntimeError(f"torch.linalg.lstsq: `driver` other than `gels` is not supported on CUDA (got {kwargs['driver']!r})")
+                raise RuntimeError(
+                    f"torch.linalg.lstsq: `driver` other than `gels` is not supported on CUDA (got {kwargs['driver']!r})"
+                )
             kwargs["driver"] = "gels"
         out = func(*tree_map(_host, args), **tree_map(_host, kwargs))
         if "out" in kwargs:
@@ -130,10 +132,33 @@ def _wrap(value):
     return CudaLike(value) if type(value) in (torch.Tensor, torch.nn.Parameter) else value
 
 
-METADATA_IN_PLACE = {"aten::squeeze_", "aten::unsqueeze_", "aten::t_", "aten::transpose_", "aten::swapdims_", "aten::as_strided_", "aten::resize_", "aten::resize_as_", "aten::set_"}
-CROSS_DEVICE = {"aten::copy_", "aten::_to_copy", "aten::_copy_from", "aten::_copy_from_and_resize", "aten::_local_scalar_dense"}
-INDEXING = {"aten::index", "aten::index_put", "aten::index_put_", "aten::_index_put_impl_"}  # CPU indices are fine on CUDA
-_CUDA_GENERATORS: dict[int, torch.Generator] = {}  # CPU generators standing in for CUDA ones (kept alive: ids stay theirs)
+METADATA_IN_PLACE = {
+    "aten::squeeze_",
+    "aten::unsqueeze_",
+    "aten::t_",
+    "aten::transpose_",
+    "aten::swapdims_",
+    "aten::as_strided_",
+    "aten::resize_",
+    "aten::resize_as_",
+    "aten::set_",
+}
+CROSS_DEVICE = {
+    "aten::copy_",
+    "aten::_to_copy",
+    "aten::_copy_from",
+    "aten::_copy_from_and_resize",
+    "aten::_local_scalar_dense",
+}
+INDEXING = {
+    "aten::index",
+    "aten::index_put",
+    "aten::index_put_",
+    "aten::_index_put_impl_",
+}  # CPU indices are fine on CUDA
+_CUDA_GENERATORS: dict[
+    int, torch.Generator
+] = {}  # CPU generators standing in for CUDA ones (kept alive: ids stay theirs)
 
 
 def _generator_type(generator: torch.Generator) -> str:
@@ -150,14 +175,20 @@ def _check_devices(func, args, kwargs) -> None:
     if name not in CROSS_DEVICE and on_cuda:
         cpu = [tuple(t.shape) for t in tensors if not isinstance(t, CudaLike) and t.dim() > 0]
         if cpu:
-            raise RuntimeError(f"Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! ({name}, CPU tensors of shapes {cpu})")
+            raise RuntimeError(
+                f"Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! ({name}, CPU tensors of shapes {cpu})"
+            )
     generator = kwargs.get("generator")
     if generator is not None and _generator_type(generator) != ("cuda" if on_cuda else "cpu"):
-        raise RuntimeError(f"Expected a '{'cuda' if on_cuda else 'cpu'}' device type for generator but found '{_generator_type(generator)}' ({name})")
+        raise RuntimeError(
+            f"Expected a '{'cuda' if on_cuda else 'cpu'}' device type for generator but found '{_generator_type(generator)}' ({name})"
+        )
 
 
 def _is_cuda(device) -> bool:
-    return isinstance(device, CudaLike) or (isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda")
+    return isinstance(device, CudaLike) or (
+        isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda"
+    )
 
 
 def _target(args, kwargs) -> torch.device | None:
@@ -204,7 +235,11 @@ class PretendCuda(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
-        if func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__) and not kwargs and any(isinstance(a, CudaLike) for a in args):
+        if (
+            func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__)
+            and not kwargs
+            and any(isinstance(a, CudaLike) for a in args)
+        ):
             a, b = args  # matmul squeezes a vector operand's result in place (squeeze_), which a wrapper cannot follow
             if a.dim() == 1 and b.dim() == 1:
                 return torch.dot(a, b)
@@ -218,7 +253,14 @@ class PretendCuda(TorchFunctionMode):
             target = _target(args[1:], kwargs)
             if target is None:
                 return func(*args, **kwargs)
-            rest = tuple(a.dtype if isinstance(a, torch.Tensor) else CPU if isinstance(a, (str, torch.device)) or type(a) is int else a for a in args[1:])
+            rest = tuple(
+                a.dtype
+                if isinstance(a, torch.Tensor)
+                else CPU
+                if isinstance(a, (str, torch.device)) or type(a) is int
+                else a
+                for a in args[1:]
+            )
             kwargs.pop("other", None)
             if "device" in kwargs:
                 kwargs["device"] = CPU
@@ -232,14 +274,26 @@ class PretendCuda(TorchFunctionMode):
                 source = source.data_
             return func(source, *rest, **kwargs)
         if func is torch.Tensor.cuda:
-            return args[0] if isinstance(args[0], CudaLike) else CudaLike(args[0].detach().clone() if args[0].requires_grad else args[0])
+            return (
+                args[0]
+                if isinstance(args[0], CudaLike)
+                else CudaLike(args[0].detach().clone() if args[0].requires_grad else args[0])
+            )
         if func is torch.Tensor.cpu:
             return args[0].data_ if isinstance(args[0], CudaLike) else args[0]
         if func is torch.Tensor.tolist and isinstance(args[0], CudaLike):
             return args[0].data_.tolist()
         if func is torch.Tensor.numpy and isinstance(args[0], CudaLike):
-            raise TypeError("can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first.")
-        if func in (torch.Tensor.new_tensor, torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_empty, torch.Tensor.new_full) and isinstance(args[0], CudaLike):
+            raise TypeError(
+                "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first."
+            )
+        if func in (
+            torch.Tensor.new_tensor,
+            torch.Tensor.new_zeros,
+            torch.Tensor.new_ones,
+            torch.Tensor.new_empty,
+            torch.Tensor.new_full,
+        ) and isinstance(args[0], CudaLike):
             if kwargs.get("device") is None or _is_cuda(kwargs["device"]):
                 kwargs.pop("device", None)
                 return CudaLike(func(args[0].data_, *args[1:], **kwargs))
@@ -249,7 +303,9 @@ class PretendCuda(TorchFunctionMode):
             kwargs["device"] = CPU
             generator = kwargs.get("generator")
             if generator is not None and _generator_type(generator) != "cuda":
-                raise RuntimeError(f"Expected a 'cuda' device type for generator but found '{_generator_type(generator)}' ({func.__name__})")
+                raise RuntimeError(
+                    f"Expected a 'cuda' device type for generator but found '{_generator_type(generator)}' ({func.__name__})"
+                )
             return tree_map(_wrap, func(*args, **kwargs))
         return func(*args, **kwargs)
 
@@ -354,7 +410,9 @@ def digits(split: str, count: int) -> torch.Tensor:
 def fashion_context(device: torch.device | str) -> AttackContext:
     """An attack context on ``device`` for vit_a: 24 public digits, 8 released (patch NEs), the zoo as candidates."""
     models = {name: copy.deepcopy(model) for name, model in fashion_models().items()}  # moved in place on the device
-    return fitting_context(models, "vit_a", digits("train", 24), digits("test", 8), torch.Generator().manual_seed(3), device)
+    return fitting_context(
+        models, "vit_a", digits("train", 24), digits("test", 8), torch.Generator().manual_seed(3), device
+    )
 
 
 def attack_outputs(name: str, device: torch.device | str) -> dict:
@@ -376,13 +434,17 @@ def attack_outputs(name: str, device: torch.device | str) -> dict:
     return out
 
 
-def check_attack_outputs(name: str, cpu: dict, device_out: dict, tolerance: float | None, share: float | None = None) -> None:
+def check_attack_outputs(
+    name: str, cpu: dict, device_out: dict, tolerance: float | None, share: float | None = None
+) -> None:
     """Device, dtype, shape, finite values, range, determinism; and, with a tolerance, the CPU's values."""
     released = device_out["input"]
     for key, value in device_out.items():
         where = f"{name} ({key})"
         assert value.device == released.device, f"{where}: on {value.device}, the release is on {released.device}"
-        assert value.dtype == cpu[key].dtype and value.shape == cpu[key].shape, f"{where}: {value.dtype} {tuple(value.shape)}"
+        assert value.dtype == cpu[key].dtype and value.shape == cpu[key].shape, (
+            f"{where}: {value.dtype} {tuple(value.shape)}"
+        )
         values = host(value)
         assert torch.isfinite(values).all(), f"{where}: non-finite values"
         if name in UNIT_RANGE and key not in ("input", "adapted"):
@@ -391,10 +453,16 @@ def check_attack_outputs(name: str, cpu: dict, device_out: dict, tolerance: floa
             difference = (values.double() - cpu[key].double()).abs()
             scale = max(1.0, float(cpu[key].abs().max())) if key == "adapted" else 1.0  # logits: relative
             if share is not None:
-                assert float((difference > 1e-4).double().mean()) <= share, f"{where}: {float((difference > 1e-4).double().mean()):.2%} of values differ from the CPU's"
+                assert float((difference > 1e-4).double().mean()) <= share, (
+                    f"{where}: {float((difference > 1e-4).double().mean()):.2%} of values differ from the CPU's"
+                )
             else:
-                assert float(difference.max()) <= tolerance * scale, f"{where}: max |device - CPU| = {float(difference.max()):.3g} > {tolerance * scale:.3g}"
-    assert torch.equal(host(device_out["again"]), host(device_out[1.0])), f"{name}: not deterministic for one generator seed on the device"
+                assert float(difference.max()) <= tolerance * scale, (
+                    f"{where}: max |device - CPU| = {float(difference.max()):.3g} > {tolerance * scale:.3g}"
+                )
+    assert torch.equal(host(device_out["again"]), host(device_out[1.0])), (
+        f"{name}: not deterministic for one generator seed on the device"
+    )
 
 
 def encoder_outputs(name: str, stem: str, device: torch.device | str) -> dict:
@@ -409,23 +477,34 @@ def encoder_outputs(name: str, stem: str, device: torch.device | str) -> dict:
     images = images.to(device)
     encoder = ENCODERS.create(name)
     encodings = [encoder.encode(images, model, 20.0, torch.Generator().manual_seed(5)) for _ in range(2)]
-    return {"input": images, "images": encodings[0].images, "again": encodings[1].images, "psnr": encodings[0].achieved_psnr}
+    return {
+        "input": images,
+        "images": encodings[0].images,
+        "again": encodings[1].images,
+        "psnr": encodings[0].achieved_psnr,
+    }
 
 
 def check_encoder_outputs(name: str, stem: str, cpu: dict, device_out: dict, tolerance: float) -> None:
     """Device, dtype, shape, determinism, the PSNR it promises; the CPU's values where the draws are the CPU's."""
     where = f"{name} on {stem}"
     images, released = device_out["input"], device_out["images"]
-    assert released.device == images.device and released.dtype == images.dtype and released.shape == images.shape, f"{where}: {released.device} {released.dtype}"
+    assert released.device == images.device and released.dtype == images.dtype and released.shape == images.shape, (
+        f"{where}: {released.device} {released.dtype}"
+    )
     assert torch.isfinite(host(released)).all(), f"{where}: non-finite values"
-    assert torch.equal(host(released), host(device_out["again"])), f"{where}: not deterministic for one generator seed on the device"
+    assert torch.equal(host(released), host(device_out["again"])), (
+        f"{where}: not deterministic for one generator seed on the device"
+    )
     psnr = host(device_out["psnr"]).double()
     if name in DRAWS_ON_THE_DEVICE:  # exact standard PSNR
         assert torch.allclose(psnr, torch.full_like(psnr, 20.0), atol=1e-3), f"{where}: PSNR {psnr.tolist()}"
     else:  # clean, and reference: draws (if any) from the CPU generator, the CPU's release (reference: with its basis
         # made on the CPU, as linalg.subspace is to make it; a CUDA SVD may pick another basis of a null space)
         difference = float((host(released).double() - cpu["images"].double()).abs().max())
-        assert difference <= tolerance * max(1.0, float(cpu["images"].abs().max())), f"{where}: max |device - CPU| = {difference:.3g}"
+        assert difference <= tolerance * max(1.0, float(cpu["images"].abs().max())), (
+            f"{where}: max |device - CPU| = {difference:.3g}"
+        )
 
 
 # --- pretend CUDA: every attack and encoder (CPU, always run) -------------------------------------------------------
@@ -481,7 +560,13 @@ def test_attack_on_cuda_agrees_with_the_cpu(name):
     requires(name)
     cpu = attack_outputs(name, "cpu")
     compared = name not in NOT_COMPARED_ON_CUDA and name not in SHARE_DIFFERENT
-    check_attack_outputs(name, cpu, attack_outputs(name, "cuda"), TOLERANCES.get(name, 1e-4) if compared else None, SHARE_DIFFERENT.get(name))
+    check_attack_outputs(
+        name,
+        cpu,
+        attack_outputs(name, "cuda"),
+        TOLERANCES.get(name, 1e-4) if compared else None,
+        SHARE_DIFFERENT.get(name),
+    )
 
 
 @pytest.mark.cuda
@@ -495,4 +580,6 @@ def test_encoder_on_cuda_agrees_with_the_cpu(name, stem):
 def test_the_cuda_tables_name_registered_attacks_once():
     assert set(NOT_COMPARED_ON_CUDA) | set(TOLERANCES) | set(SHARE_DIFFERENT) | set(UNIT_RANGE) <= set(ATTACK_NAMES)
     assert all(len(reason) > 20 for reason in NOT_COMPARED_ON_CUDA.values())
-    assert not set(NOT_COMPARED_ON_CUDA) & (set(TOLERANCES) | set(SHARE_DIFFERENT)) and not set(TOLERANCES) & set(SHARE_DIFFERENT)
+    assert not set(NOT_COMPARED_ON_CUDA) & (set(TOLERANCES) | set(SHARE_DIFFERENT)) and not set(TOLERANCES) & set(
+        SHARE_DIFFERENT
+    )

@@ -103,7 +103,9 @@ def logged(server, digits_zoo, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install chromium`, done by `make test`)")
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install chromium`, done by `make test`)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -157,11 +159,19 @@ def test_leaderboard_from_mlflow_equals_the_store_and_a_recomputation_of_the_cel
         assert row["n"] == str(n) and row["auth acc"] == shown["vit_a"]
         assert row["auth retention"] == f"{100 * cells['vit_a'] / clean_authorized:.1f}"
         # two unauthorized models with per-image outcomes: the paired bootstrap over the images
-        mean, maximum = bootstrap_over_images(np.vstack([encoding[m].outcomes.correct_bits() for m in ("vit_b", "res")]))
+        mean, maximum = bootstrap_over_images(
+            np.vstack([encoding[m].outcomes.correct_bits() for m in ("vit_b", "res")])
+        )
         assert mean.estimate == pytest.approx((cells["vit_b"] + cells["res"]) / 2)
         assert row["unauth mean"] == with_interval(mean) and row["unauth max"].startswith(with_interval(maximum) + " (")
         assert (row["vit_b"], row["res"]) == (shown["vit_b"], shown["res"])
-    plots = {"accuracy_vs_strength.png", "transfer_heatmap.png", "attack_curves.png", "theory_pred_vs_obs.png", "theory_misalignment_vs_drop.png"}
+    plots = {
+        "accuracy_vs_strength.png",
+        "transfer_heatmap.png",
+        "attack_curves.png",
+        "theory_pred_vs_obs.png",
+        "theory_misalignment_vs_drop.png",
+    }
     assert plots <= {p.name for p in (tmp_path / "mlflow").glob("*.png")}
     for name in plots:  # deterministic plots: the same cells, read from MLflow or the store, give the same bytes
         assert (tmp_path / "mlflow" / name).read_bytes() == (tmp_path / "store" / name).read_bytes(), name
@@ -177,7 +187,9 @@ def test_group_runs_carry_the_params_tags_and_role_curves_the_ui_groups_by(logge
     assert sorted(groups["params.encoder"]) == ["clean", "patch", "patch", "reference"]
     assert set(groups["params.authorized"]) == {"vit_a"}
     families = dict(zip(groups["params.encoder"], groups["tags.nxb.attack_families"]))
-    assert families.pop("clean") == "identity" and set(families.values()) == {"identity,blur"}  # the clean images face only no attack
+    assert families.pop("clean") == "identity" and set(families.values()) == {
+        "identity,blur"
+    }  # the clean images face only no attack
     releases = groups[groups["params.encoder"] != "clean"]
     client = mlflow.MlflowClient()
     for run_id, group_key in zip(releases["run_id"], releases["tags.nxb.group"]):
@@ -190,7 +202,9 @@ def test_group_runs_carry_the_params_tags_and_role_curves_the_ui_groups_by(logge
         assert [step for step, _ in history] == [step for step, _ in expected] == [25, 100]
         assert [value for _, value in history] == pytest.approx([value for _, value in expected])
         authorized = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "auth.acc.blur"))
-        assert authorized == sorted((round(100 * c.attack_strength), c.accuracy) for c in blur if c.role == "authorized")
+        assert authorized == sorted(
+            (round(100 * c.attack_strength), c.accuracy) for c in blur if c.role == "authorized"
+        )
 
 
 @pytest.mark.slow
@@ -231,22 +245,37 @@ def test_the_html_report_is_one_folder_that_renders_from_disk(logged, server, br
     page.wait_for_selector("h1")
     assert page.inner_text("h1") == f"Leaderboard: {suite.name}"
     assert f"What was run: suite {suite.name} ({path}); " in page.locator("p").first.inner_text()  # before any table
-    ranking = page.locator("table").first  # the headline: releases ranked by the protection gap at the highest tier that ran
+    ranking = page.locator(
+        "table"
+    ).first  # the headline: releases ranked by the protection gap at the highest tier that ran
     assert page.locator("h2").first.inner_text() == "Protocol verdict"
     ranked = _ranking_rows(board)
     assert [row["encoding"] for row in ranked] == ranking.locator("tbody tr td:nth-child(3)").all_inner_texts()
-    assert sorted(row["encoding"] for row in ranked) == ["patch 0", "patch 20", "reference 20"]  # clean is not a release
+    assert sorted(row["encoding"] for row in ranked) == [
+        "patch 0",
+        "patch 20",
+        "reference 20",
+    ]  # clean is not a release
     assert [row["rank"] for row in ranked] == [str(rank) for rank in range(1, len(ranked) + 1)]
-    column = [cell.strip() for cell in ranking.locator("th").all_inner_texts()].index("gap: none") + 1  # identity and blur: the only tier that ran
-    gaps = [[float(x) for x in re.findall(r"[+-]\d+\.\d", text)] for text in ranking.locator(f"tbody tr td:nth-child({column})").all_inner_texts()]
-    assert len(gaps) == 3 and all(lo <= estimate <= hi for estimate, lo, hi in gaps)  # the paired interval holds its estimate
+    column = [cell.strip() for cell in ranking.locator("th").all_inner_texts()].index(
+        "gap: none"
+    ) + 1  # identity and blur: the only tier that ran
+    gaps = [
+        [float(x) for x in re.findall(r"[+-]\d+\.\d", text)]
+        for text in ranking.locator(f"tbody tr td:nth-child({column})").all_inner_texts()
+    ]
+    assert len(gaps) == 3 and all(
+        lo <= estimate <= hi for estimate, lo, hi in gaps
+    )  # the paired interval holds its estimate
     rows = _effect_rows(board)
     effect = page.locator("xpath=//h2[starts-with(., 'NE effect')]/following-sibling::table[1]")
     assert effect.locator("tbody tr").count() == len(rows)
     shown = effect.inner_text()
     for row in rows.values():
         assert row["auth acc"] in shown and row["encoding"] in shown
-    images = page.eval_on_selector_all("img", "images => images.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
+    images = page.eval_on_selector_all(
+        "img", "images => images.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])"
+    )
     sources = [src for src, _ in images]
     assert all(ok for _, ok in images), images
     assert sum(src.startswith("samples/") for src in sources) == 4  # one grid per encoding: clean, NE, blur rows
@@ -277,16 +306,29 @@ def test_report_samples_recomputes_each_releases_grid_and_the_images_load_in_chr
     page = browser.new_page()
     page.goto((tmp_path / "report" / "index.html").as_uri())
     page.wait_for_selector("h1")
-    images = page.eval_on_selector_all("img[src^='samples/']", "images => images.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
-    assert len(images) == 4 and all(ok for _, ok in images), images  # one per release: clean, patch 0, patch 20, reference 20
+    images = page.eval_on_selector_all(
+        "img[src^='samples/']", "images => images.map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])"
+    )
+    assert len(images) == 4 and all(ok for _, ok in images), (
+        images
+    )  # one per release: clean, patch 0, patch 20, reference 20
     captions = page.locator("figure:has(img[src^='samples/']) figcaption").all_inner_texts()
-    assert all("recomputed on 4 images" in caption and "Rows, top to bottom: the clean images;" in caption for caption in captions)
+    assert all(
+        "recomputed on 4 images" in caption and "Rows, top to bottom: the clean images;" in caption
+        for caption in captions
+    )
     clean = [caption for caption in captions if "the clean images again (no encoding)" in caption]
     assert len(clean) == 1 and "attack" not in clean[0]  # the clean images face no attack
-    assert all(re.search(r"\(blur@1: -?\d+\.\d dB\)", caption) for caption in captions if caption not in clean)  # the strongest blur row and its PSNR
+    assert all(
+        re.search(r"\(blur@1: -?\d+\.\d dB\)", caption) for caption in captions if caption not in clean
+    )  # the strongest blur row and its PSNR
     sizes = [Image.open(tmp_path / "report" / source).size for source, _ in images]
-    assert sorted(sizes) == sorted(Image.open(grid).size for grid in (suite.run_dir() / "samples").iterdir())  # the run's rows and columns
-    assert {grid.name: grid.read_bytes() for grid in (suite.run_dir() / "samples").iterdir()} == runs_grids  # the run's own grids untouched
+    assert sorted(sizes) == sorted(
+        Image.open(grid).size for grid in (suite.run_dir() / "samples").iterdir()
+    )  # the run's rows and columns
+    assert {
+        grid.name: grid.read_bytes() for grid in (suite.run_dir() / "samples").iterdir()
+    } == runs_grids  # the run's own grids untouched
     page.close()
 
 
@@ -366,11 +408,17 @@ def test_stopping_ui_by_its_pid_stops_the_server_and_every_child(tmp_path, monke
     port = _free_port()
     log = tmp_path / "ui.log"
     with open(log, "w") as output:  # the CLI in our own process group: only its PID is signalled
-        process = subprocess.Popen([sys.executable, "-m", "nonxfer_bench", "ui", str(path), "--port", str(port)], stdout=output, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nonxfer_bench", "ui", str(path), "--port", str(port)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     tree: set[int] = set()
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", process, log)
-        assert experiment_url(f"http://127.0.0.1:{port}", None) in log.read_text()  # no experiment yet: the list, classic view
+        assert (
+            experiment_url(f"http://127.0.0.1:{port}", None) in log.read_text()
+        )  # no experiment yet: the list, classic view
         tree = _descendants(process.pid)
         assert len(tree) >= 2, tree  # the server and at least its job runner or web workers
         process.send_signal(signal.SIGTERM)

@@ -25,7 +25,11 @@ def test_auto_is_the_cpu_without_cuda_and_the_first_gpu_with_it(monkeypatch):
 
 @pytest.mark.parametrize(
     "name, available, count, message",
-    [("cuda", False, 0, "CUDA is not available"), ("cuda:2", True, 2, "has 2 CUDA device"), ("gpu", True, 1, "expected auto, cpu")],
+    [
+        ("cuda", False, 0, "CUDA is not available"),
+        ("cuda:2", True, 2, "has 2 CUDA device"),
+        ("gpu", True, 1, "expected auto, cpu"),
+    ],
 )
 def test_a_device_that_is_not_there_is_one_line(monkeypatch, name, available, count, message):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
@@ -63,7 +67,9 @@ def test_cuda_asked_for_without_cuda_exits_2_with_one_line(tmp_path, digits_zoo)
 def test_cuda_on_ray_tasks_that_request_no_gpu_exits_2_with_one_line(tmp_path, digits_zoo):
     from tests.helpers import digits_suite
 
-    done = run_cli("run", str(digits_suite(tmp_path, digits_zoo)), "--device", "cuda", "--executor", "ray", "--no-tracking")
+    done = run_cli(
+        "run", str(digits_suite(tmp_path, digits_zoo)), "--device", "cuda", "--executor", "ray", "--no-tracking"
+    )
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "nonxfer-bench: error: device 'cuda' with --executor ray needs resources: {gpus: 1} in the suite (Ray hides GPUs from tasks that request none)"
     ]
@@ -144,7 +150,10 @@ def test_a_generator_already_on_the_device_is_used_as_it_is():
 @pytest.mark.cuda
 def test_a_cpu_generator_seeds_a_cuda_one_reproducibly():
     device = resolve_device("cuda")
-    draws = [torch.randn(8, generator=generator_on(torch.Generator().manual_seed(5), device), device=device) for _ in range(2)]
+    draws = [
+        torch.randn(8, generator=generator_on(torch.Generator().manual_seed(5), device), device=device)
+        for _ in range(2)
+    ]
     assert draws[0].is_cuda and torch.equal(draws[0], draws[1])
 
 
@@ -174,7 +183,9 @@ def test_a_bf16_suite_runs_end_to_end_with_its_own_keys_and_fp32_keys_unchanged(
     keys = lambda suite: [sorted(g.cells.values()) for g in plan_suite(suite)]  # noqa: E731
     assert keys(fp32_suite) == keys(default_suite)  # fp32 is the old key
     fp32 = Runner(fp32_suite).run().cells
-    bf16_suite = load_suite(digits_suite(tmp_path / "bf16", digits_zoo, encoders=encoders, precision="bf16", device="cpu"))
+    bf16_suite = load_suite(
+        digits_suite(tmp_path / "bf16", digits_zoo, encoders=encoders, precision="bf16", device="cpu")
+    )
     bf16 = Runner(bf16_suite).run().cells
     assert {c.precision for c in bf16} == {"bf16"} and {c.device for c in bf16} == {"cpu"}
     assert not {c.key for c in bf16} & {c.key for c in fp32} and not {c.group for c in bf16} & {c.group for c in fp32}
@@ -216,10 +227,14 @@ def test_cuda_draws_have_keys_of_their_own_and_cpu_keys_stay_as_they_were(tmp_pa
     for device in ("auto", "cpu", "cuda", "cuda:1"):
         (tmp_path / device).mkdir()
         suites[device] = plan_suite(load_suite(digits_suite(tmp_path / device, digits_zoo, device=device)))
-    keys = {device: [(g.key, g.draw_key, sorted(g.cells.values())) for g in groups] for device, groups in suites.items()}
+    keys = {
+        device: [(g.key, g.draw_key, sorted(g.cells.values())) for g in groups] for device, groups in suites.items()
+    }
     assert keys["auto"] == keys["cpu"] and keys["cuda"] == keys["cuda:1"]  # any GPU draws the same numbers
     cpu_keys = {k for g, d, cells in keys["cpu"] for k in (g, d, *cells)}
-    assert not cpu_keys & {k for g, d, cells in keys["cuda"] for k in (g, d, *cells)}  # cells, groups and draws (cached attacks)
+    assert not cpu_keys & {
+        k for g, d, cells in keys["cuda"] for k in (g, d, *cells)
+    }  # cells, groups and draws (cached attacks)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert draw_kind("auto") == "cuda"
 
@@ -282,7 +297,11 @@ def test_cells_computed_on_the_cpu_are_found_by_a_reader_on_a_gpu_machine(tmp_pa
     here = RunSettings.of(suite)
     assert here.draws == "cuda" and draws(cells) == "cpu"
     cpu = stored_plan(suite, here, draws(cells))
-    assert [g.key for g in cpu] == [g.key for g in plan_suite(suite, here.on("cpu"))] != [g.key for g in plan_suite(suite, here)]
+    assert (
+        [g.key for g in cpu]
+        == [g.key for g in plan_suite(suite, here.on("cpu"))]
+        != [g.key for g in plan_suite(suite, here)]
+    )
     assert main(["leaderboard", str(path), "--out", str(tmp_path / "board")]) == 0
     rows = (tmp_path / "board" / "cells.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + len(cells)  # every CPU cell, none missing

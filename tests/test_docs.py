@@ -78,7 +78,11 @@ def site(tmp_path_factory) -> Path:
     """The site built strictly, as ``make docs`` builds it, with the probe plugin installed."""
     plugin = _install_plugin(tmp_path_factory.mktemp("plugin"))
     out = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin), os.environ.get("PYTHONPATH")])), "NO_MKDOCS_2_WARNING": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin), os.environ.get("PYTHONPATH")])),
+        "NO_MKDOCS_2_WARNING": "1",
+    }
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -134,7 +138,10 @@ def fresh_registries(monkeypatch):
 
 
 def test_the_tutorial_attack_meets_the_attack_specification(fresh_registries):
-    exec(compile(_code_block("tutorial/add-an-attack.md", "# attacks/sharpen.py"), "sharpen.py", "exec"), {"__name__": "sharpen"})
+    exec(
+        compile(_code_block("tutorial/add-an-attack.md", "# attacks/sharpen.py"), "sharpen.py", "exec"),
+        {"__name__": "sharpen"},
+    )
     assert "max_amount" in ATTACKS.get("sharpen").Params.model_fields
     for check in CHECKS.values():
         check("sharpen", {"max_amount": 2.0})
@@ -149,7 +156,10 @@ def test_the_tutorial_plugin_is_the_tested_example_plugin(name):
 @pytest.mark.usefixtures("example_plugin")
 def test_the_tutorial_plugins_test_passes_and_list_encoders_prints_what_the_page_quotes(capsys):
     namespace = {"__name__": "test_uniform"}
-    exec(compile(_code_block("tutorial/add-a-protection.md", "# tests/test_uniform.py"), "test_uniform.py", "exec"), namespace)
+    exec(
+        compile(_code_block("tutorial/add-a-protection.md", "# tests/test_uniform.py"), "test_uniform.py", "exec"),
+        namespace,
+    )
     namespace["test_uniform_meets_the_encoder_specification"]()
     assert main(["list", "encoders"]) == 0
     printed = capsys.readouterr().out.splitlines()
@@ -161,7 +171,11 @@ def test_the_tutorial_plugins_test_passes_and_list_encoders_prints_what_the_page
 
 def test_the_leaderboard_walkthrough_quotes_the_committed_quickstart_leaderboard():
     committed = (ROOT / "results" / "quickstart" / "leaderboard.md").read_text().splitlines()
-    quoted = [line for line in (DOCS / "tutorial" / "leaderboard.md").read_text().splitlines() if re.match(r"\| \d+ \| ", line)]
+    quoted = [
+        line
+        for line in (DOCS / "tutorial" / "leaderboard.md").read_text().splitlines()
+        if re.match(r"\| \d+ \| ", line)
+    ]
     assert len(quoted) == 4 and all(line in committed for line in quoted)
 
 
@@ -171,7 +185,14 @@ def _command(page: str, start: str) -> tuple[dict[str, str], list[str]]:
     words = shlex.split(_code_block(page, start).replace("\\\n", " "))
     program = words.index("nonxfer-bench")
     argv = [str(ROOT / word) if word.startswith("suites/") else word for word in words[program + 1 :]]
-    return {**os.environ, **dict(word.split("=", 1) for word in words[:program])}, [sys.executable, "-m", "nonxfer_bench", *argv, "--threads", "1"]
+    return {**os.environ, **dict(word.split("=", 1) for word in words[:program])}, [
+        sys.executable,
+        "-m",
+        "nonxfer_bench",
+        *argv,
+        "--threads",
+        "1",
+    ]
 
 
 @pytest.mark.slow
@@ -179,9 +200,15 @@ def test_the_protect_a_folder_walkthrough_prints_what_the_page_quotes(tmp_path):
     page = "tutorial/protect-a-folder.md"
     export = _code_block(page, "# export.py")
     subprocess.run([sys.executable, "-c", export], cwd=tmp_path, check=True, timeout=300)
-    for command, output in (("NXB_SEED_KEY=my-secret-key nonxfer-bench encode", "wrote "), ("nonxfer-bench verify", "release/: "), ("nonxfer-bench attack", "  knows ")):
+    for command, output in (
+        ("NXB_SEED_KEY=my-secret-key nonxfer-bench encode", "wrote "),
+        ("nonxfer-bench verify", "release/: "),
+        ("nonxfer-bench attack", "  knows "),
+    ):
         env, argv = _command(page, command)
         done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
         quoted = _code_block(page, output).rstrip().splitlines()
-        assert done.stdout.rstrip().splitlines()[-len(quoted) :] == quoted  # attack's run log (times) comes before what the page quotes
+        assert (
+            done.stdout.rstrip().splitlines()[-len(quoted) :] == quoted
+        )  # attack's run log (times) comes before what the page quotes

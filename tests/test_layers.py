@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def installed_layout(folder: Path) -> Path:
     """The package as installed, plus pyproject.toml, under ``folder``."""
     shutil.copytree(ROOT / "nonxfer_bench", folder / "nonxfer_bench", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "attacks", folder / "nonxfer_bench" / "attacks", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "attacks", folder / "nonxfer_bench" / "attacks", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copy(ROOT / "pyproject.toml", folder / "pyproject.toml")
     return folder
 

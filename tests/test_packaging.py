@@ -10,8 +10,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_maps_attacks_into_the_package(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
     )
     wheel = next(tmp_path.glob("nonxfer_bench-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
@@ -28,5 +40,8 @@ def test_every_subpackage_is_listed_for_the_wheel():
     import tomllib
 
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    on_disk = {"nonxfer_bench." + init.parent.relative_to(ROOT / "nonxfer_bench").as_posix().replace("/", ".") for init in (ROOT / "nonxfer_bench").glob("*/__init__.py")}
+    on_disk = {
+        "nonxfer_bench." + init.parent.relative_to(ROOT / "nonxfer_bench").as_posix().replace("/", ".")
+        for init in (ROOT / "nonxfer_bench").glob("*/__init__.py")
+    }
     assert on_disk | {"nonxfer_bench", "nonxfer_bench.attacks"} == listed

@@ -60,9 +60,15 @@ def test_a_plugin_that_fails_to_import_is_one_line_and_the_rest_works(plugins, c
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err
-    assert "'broken = nxb_no_such_plugin.attacks'" in lines[0] and "ModuleNotFoundError: No module named 'nxb_no_such_plugin'" in lines[0]
+    assert (
+        "'broken = nxb_no_such_plugin.attacks'" in lines[0]
+        and "ModuleNotFoundError: No module named 'nxb_no_such_plugin'" in lines[0]
+    )
     listed = " ".join(captured.out.split())
-    assert f"negate [none] Mirrors the images around 0.5 by the strength. [plugin: {__name__}:Negate]" in listed and "jpeg_pil" in listed
+    assert (
+        f"negate [none] Mirrors the images around 0.5 by the strength. [plugin: {__name__}:Negate]" in listed
+        and "jpeg_pil" in listed
+    )
     assert main(["list", "encoders"]) == 0  # other registries and commands are untouched
     with pytest.raises(UserError, match="plugins that failed to import: broken = nxb_no_such_plugin.attacks"):
         ATTACKS.get("broken")
@@ -108,7 +114,11 @@ def install_example(folder: Path) -> Path:
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
     groups = project["entry-points"].items()
-    (info / "entry_points.txt").write_text("".join(f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()) + "\n" for group, entries in groups))
+    (info / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items()) + "\n" for group, entries in groups
+        )
+    )
     return folder
 
 
@@ -144,7 +154,10 @@ def test_the_example_protection_plugin_meets_the_encoder_specification(example_p
 def test_the_example_plugin_is_listed_with_its_threat_model(example_plugin, capsys):
     assert main(["list", "encoders"]) == 0
     listed = " ".join(capsys.readouterr().out.split())
-    assert "uniform Adds uniform noise scaled per image to the target standard PSNR; ignores the model. [plugin: my-protections]" in listed
+    assert (
+        "uniform Adds uniform noise scaled per image to the target standard PSNR; ignores the model. [plugin: my-protections]"
+        in listed
+    )
     assert "threat model: Only the noise draws: noise blind to the model" in listed
 
 
@@ -164,7 +177,11 @@ def test_a_plugins_source_is_its_top_level_package_wherever_it_is_installed(exam
     try:
         moved = ENCODERS.get("uniform")
         assert Path(sys.modules[moved.__module__].__file__).is_relative_to(tmp_path / "elsewhere")
-        assert [name for name, _ in plugin_files(moved)] == ["my_protections/__init__.py", "my_protections/helpers/noise.py", "my_protections/uniform.py"]
+        assert [name for name, _ in plugin_files(moved)] == [
+            "my_protections/__init__.py",
+            "my_protections/helpers/noise.py",
+            "my_protections/uniform.py",
+        ]
         (copy / "helpers" / "noise.py").unlink()
         assert plugin_source(moved) == identity["source"]  # the same files elsewhere
         (copy / "uniform.py").write_text((copy / "uniform.py").read_text() + "\n")
@@ -177,7 +194,9 @@ def test_a_single_module_plugin_hashes_its_file(tmp_path, monkeypatch):
     (tmp_path / "nxb_single_module.py").write_text("class Probe:\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
-        assert plugin_files(import_module("nxb_single_module").Probe) == [("nxb_single_module.py", tmp_path / "nxb_single_module.py")]
+        assert plugin_files(import_module("nxb_single_module").Probe) == [
+            ("nxb_single_module.py", tmp_path / "nxb_single_module.py")
+        ]
     finally:
         del sys.modules["nxb_single_module"]
 
@@ -204,9 +223,15 @@ def test_editing_a_plugin_recomputes_its_cells_and_no_others(example_plugin, tmp
     out, again = run_plugin_suite(tmp_path, capsys)
     assert "nothing to compute" in out and again == first
     module = example_plugin / "my_protections" / "uniform.py"
-    module.write_text(module.read_text().replace("psnr_per_image(images, released))", 'psnr_per_image(images, released), info={"edited": 1.0})'))
+    module.write_text(
+        module.read_text().replace(
+            "psnr_per_image(images, released))", 'psnr_per_image(images, released), info={"edited": 1.0})'
+        )
+    )
     out, edited = run_plugin_suite(tmp_path, capsys)
     assert "1 encodings computed, 2 reused" in out
     new = {key: cell for key, cell in edited.items() if key not in first}
-    assert len(new) == 2 and all(cell["encoder"] == "uniform" and cell["encoder_info"] == {"edited": 1.0} for cell in new.values())
+    assert len(new) == 2 and all(
+        cell["encoder"] == "uniform" and cell["encoder_info"] == {"edited": 1.0} for cell in new.values()
+    )
     assert {key: cell for key, cell in edited.items() if key in first} == first  # the others kept as they were

@@ -42,7 +42,10 @@ def test_a_suite_runs_the_protocols_ensemble_with_placeholders_expanded(tmp_path
 
 def test_an_attack_listed_under_another_tier_is_one_line_naming_the_key(tmp_path, digits_zoo):
     path = protocol_file(tmp_path, none=[{"name": "identity"}], method=[{"name": "blur"}])
-    with pytest.raises(UserError, match=r"protocol.yaml: key 'full.method\[0\]': blur with these parameters is a 'none' attack, listed under 'method'"):
+    with pytest.raises(
+        UserError,
+        match=r"protocol.yaml: key 'full.method\[0\]': blur with these parameters is a 'none' attack, listed under 'method'",
+    ):
         load_suite(digits_suite(tmp_path, digits_zoo, protocol={"file": str(path)}))
 
 
@@ -84,14 +87,19 @@ def test_a_protocol_run_attacks_each_release_up_to_the_tier_that_breaks_it(tmp_p
     )  # fmt: skip
     suite_file = digits_suite(
         tmp_path, digits_zoo, protocol={"file": str(path)}, attacks=[], public={"name": "digits", "params": {"split": "train"}, "limit": 60},
-        dataset={"name": "digits", "params": {"split": "test"}, "limit": 60}, encoders=[{"name": "gaussian", "strengths": [40.0]}, {"name": "patch", "strengths": [0.0]}],
+        dataset={"name": "digits", "params": {"split": "test"}, "limit": 60},
+        encoders=[{"name": "gaussian", "strengths": [40.0]}, {"name": "patch", "strengths": [0.0]}],
     )  # fmt: skip
     assert main(["run", str(suite_file), "--no-tracking"]) == 0
     from nonxfer_bench.cells.store import CellStore
 
     cells = CellStore(tmp_path / "runs" / "digits" / "cells.jsonl", writable=False).cells.values()
     attacks = {(c.encoder, c.attack) for c in cells}
-    assert ("gaussian", "blur") in attacks and ("gaussian", "subspace_patch") not in attacks and ("gaussian", "oracle_projection") not in attacks
+    assert (
+        ("gaussian", "blur") in attacks
+        and ("gaussian", "subspace_patch") not in attacks
+        and ("gaussian", "oracle_projection") not in attacks
+    )
     assert ("patch", "subspace_patch") in attacks
     board = (tmp_path / "results" / "digits" / "leaderboard.md").read_text()
     assert "not needed: broken at none" in board and "partial" not in board

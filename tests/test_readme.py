@@ -16,7 +16,12 @@ from nonxfer_bench.rendering.verdict import verdict_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-GLOSSARY = (ROOT / "docs" / "tutorial" / "leaderboard.md").read_text().split("\n## Reading a leaderboard: the columns\n")[1].split("\n## ")[0]
+GLOSSARY = (
+    (ROOT / "docs" / "tutorial" / "leaderboard.md")
+    .read_text()
+    .split("\n## Reading a leaderboard: the columns\n")[1]
+    .split("\n## ")[0]
+)
 PSNR_PAGE = (ROOT / "docs" / "concepts" / "psnr.md").read_text()
 QUICKSTART = ROOT / "results" / "quickstart"
 
@@ -38,7 +43,9 @@ def _quickstart_frame() -> pd.DataFrame:
     precision and device columns appear."""
     cells = list(CellStore(results_cells(QUICKSTART), writable=False).cells.values())
     seed = [cell.model_copy(update={"seed": cell.seed + 1, "key": cell.key + "-seed"}) for cell in cells]
-    bf16 = [cell.model_copy(update={"precision": "bf16", "device": "cuda", "key": cell.key + "-bf16"}) for cell in cells]
+    bf16 = [
+        cell.model_copy(update={"precision": "bf16", "device": "cuda", "key": cell.key + "-bf16"}) for cell in cells
+    ]
     return results_frame(cells + seed + bf16)
 
 
@@ -47,8 +54,12 @@ def test_the_glossary_explains_every_column_the_leaderboard_and_cells_csv_have()
     frame = _quickstart_frame()
     models = set(frame["model"])
     ranking = verdict_table(verdicts(frame), frame, "accuracy")
-    produced = set(effect_table(frame, sorted(models)).columns) | set(attack_table(frame).columns) | set(ranking.columns)  # what the code writes now
-    committed = set(_table_headers((QUICKSTART / "leaderboard.md").read_text().split("## Theory")[0]))  # the Theory table explains itself
+    produced = (
+        set(effect_table(frame, sorted(models)).columns) | set(attack_table(frame).columns) | set(ranking.columns)
+    )  # what the code writes now
+    committed = set(
+        _table_headers((QUICKSTART / "leaderboard.md").read_text().split("## Theory")[0])
+    )  # the Theory table explains itself
     with open(QUICKSTART / "cells.csv") as handle:
         columns = (produced | committed | set(next(csv.reader(handle)))) - models
     assert columns - _explained() == set()
@@ -62,7 +73,10 @@ def test_the_psnr_conversion_examples_are_the_committed_fashion_full_numbers():
                 psnr.setdefault((row["authorized"], float(row["strength"])), []).append(float(row["encoded_psnr"]))
     psnr = {key: sum(values) / len(values) for key, values in psnr.items()}  # the mean over NE keys (seeds) and models
     text = " ".join(PSNR_PAGE.split())
-    assert f"{psnr[('resnet', 0.0)]:.1f} dB for the Fashion zoo's `resnet`, {psnr[('vit_a', 0.0)]:.1f} dB for `vit_a`" in text
+    assert (
+        f"{psnr[('resnet', 0.0)]:.1f} dB for the Fashion zoo's `resnet`, {psnr[('vit_a', 0.0)]:.1f} dB for `vit_a`"
+        in text
+    )
     assert f"at nominal 30: {psnr[('resnet', 30.0)]:.1f} and {psnr[('vit_a', 30.0)]:.1f} dB" in text
 
 

@@ -61,7 +61,9 @@ def test_jpeg_at_high_quality_keeps_psnr_above_a_floor_and_files_match(channels,
     stored = apply_storage(images, "jpeg95")
     assert stored.shape == images.shape
     assert float(psnr_per_image(images, stored).min()) > 38.0
-    assert float(psnr_per_image(images, apply_storage(images, "jpeg20")).min()) < float(psnr_per_image(images, stored).min())
+    assert float(psnr_per_image(images, apply_storage(images, "jpeg20")).min()) < float(
+        psnr_per_image(images, stored).min()
+    )
     back, _ = read_image(write_image(tmp_path / "a.jpg", images[0], "jpeg95"))
     assert torch.equal(back, stored[0])
 
@@ -111,7 +113,9 @@ def _image_folder(root):
         Image.fromarray(rng.integers(0, 256, (18, 18), dtype=np.uint8)).save(folder / "gray.png")
         Image.fromarray(rng.integers(0, 256, (18, 18, 4), dtype=np.uint8), "RGBA").save(folder / "rgba.png")
         with open(folder / "deep.png", "wb") as handle:
-            png.Writer(20, 18, greyscale=True, bitdepth=16).write(handle, rng.integers(0, 65536, (18, 20), dtype=np.uint16).tolist())
+            png.Writer(20, 18, greyscale=True, bitdepth=16).write(
+                handle, rng.integers(0, 65536, (18, 20), dtype=np.uint16).tolist()
+            )
     return root
 
 
@@ -135,8 +139,15 @@ def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     assert "s3cret-key" not in (out / "manifest.json").read_text()
     assert manifest["format"] == fmt and manifest["model"]["name"] == "auth" and len(manifest["key_id"]) == 16
     assert manifest["encoder"]["name"] == "patch" and manifest["encoder"]["strength"] == 30
-    assert manifest["notes"] == {"alpha dropped": 2, "16-bit source": 2, RESIZED: 4, CROPPED: 4}  # 18 px squares; 20 x 24 and 18 x 20 images
-    assert sorted(e["source"] for e in manifest["images"]) == sorted(p.relative_to(source).as_posix() for p in source.rglob("*.*"))
+    assert manifest["notes"] == {
+        "alpha dropped": 2,
+        "16-bit source": 2,
+        RESIZED: 4,
+        CROPPED: 4,
+    }  # 18 px squares; 20 x 24 and 18 x 20 images
+    assert sorted(e["source"] for e in manifest["images"]) == sorted(
+        p.relative_to(source).as_posix() for p in source.rglob("*.*")
+    )
     for entry in manifest["images"]:
         image, _ = read_image(out / entry["file"])
         assert image.shape == (3, 16, 16) and entry["file"].endswith(".png")
@@ -150,7 +161,22 @@ def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     assert not torch.equal(read_image(out / first)[0], read_image(other_key / first)[0])
     capsys.readouterr()
 
-    assert main(["verify", str(out), "--zoo", str(zoo), "--originals", str(source), "--labels", "--classes", _classes(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "verify",
+                str(out),
+                "--zoo",
+                str(zoo),
+                "--originals",
+                str(source),
+                "--labels",
+                "--classes",
+                _classes(tmp_path),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "authorized" in printed and "unauthorized" in printed
     report = json.loads((out / "verify.json").read_text())
@@ -159,14 +185,22 @@ def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     assert report["classes"] == ["n01", "n02"]
     for row in rows.values():
         assert row["n"] == 8 and 0 <= row["agreement"] <= 1 and 0 <= row["accuracy"] <= 1
-        for metric in ("agreement", "accuracy", "clean_accuracy"):  # every share with its 95% Wilson interval over the n images
+        for metric in (
+            "agreement",
+            "accuracy",
+            "clean_accuracy",
+        ):  # every share with its 95% Wilson interval over the n images
             interval = wilson(round(row[metric] * row["n"]), row["n"])
             assert row[f"{metric}_ci"] == pytest.approx([interval.lo, interval.hi])
             assert f"{100 * row[metric]:.1f} [{100 * interval.lo:.1f}, {100 * interval.hi:.1f}]" in printed
     # the last lines: the verdict (accuracy, as labels are known), then where the report went
     verdict_line = printed.splitlines()[-2]
     assert verdict_line == report["verdict"]["text"] and report["verdict"]["metric"] == "accuracy"
-    assert verdict_line.startswith("verdict: the release is ") and "vs best unauthorized other" in verdict_line and "(accuracy, n=8" in verdict_line
+    assert (
+        verdict_line.startswith("verdict: the release is ")
+        and "vs best unauthorized other" in verdict_line
+        and "(accuracy, n=8" in verdict_line
+    )
 
 
 def _release(tmp_path):
@@ -175,7 +209,21 @@ def _release(tmp_path):
     zoo.write_text(yaml.safe_dump(ZOO))
     source = _image_folder(tmp_path / "in")
     out = tmp_path / "out"
-    argv = ["encode", str(source), str(out), "--zoo", str(zoo), "--model", "auth", "--encoder", "patch", "--strength", "30", "--seed-key", "k"]
+    argv = [
+        "encode",
+        str(source),
+        str(out),
+        "--zoo",
+        str(zoo),
+        "--model",
+        "auth",
+        "--encoder",
+        "patch",
+        "--strength",
+        "30",
+        "--seed-key",
+        "k",
+    ]
     assert main(argv) == 0
     return zoo, source, out
 
@@ -204,16 +252,25 @@ def test_verify_never_overwrites_an_earlier_report_without_overwrite(tmp_path, c
 
 def test_verify_labels_controls_as_controls(tmp_path, capsys):
     zoo, _, out = _release(tmp_path)
-    assert main(["verify", str(out), "--zoo", str(zoo), "--labels", "--classes", _classes(tmp_path), "--controls", "other"]) == 0
+    assert (
+        main(
+            ["verify", str(out), "--zoo", str(zoo), "--labels", "--classes", _classes(tmp_path), "--controls", "other"]
+        )
+        == 0
+    )
     rows = {r["model"]: r["role"] for r in json.loads((out / "verify.json").read_text())["models"]}
     assert rows == {"auth": "authorized", "other": "control"}
     assert "control" in capsys.readouterr().out
     # a suite file's controls are controls too
     suite = digits_suite(tmp_path, zoo, authorized=["auth"], controls=["other"])
-    assert main(["verify", str(out), "--zoo", str(suite), "--labels", "--classes", _classes(tmp_path), "--overwrite"]) == 0
+    assert (
+        main(["verify", str(out), "--zoo", str(suite), "--labels", "--classes", _classes(tmp_path), "--overwrite"]) == 0
+    )
     report = json.loads((out / "verify.json").read_text())
     assert {r["model"]: r["role"] for r in report["models"]} == {"auth": "authorized", "other": "control"}
-    assert report["verdict"]["non_transferable"] is None and report["verdict"]["text"].startswith("verdict: none: no unauthorized model")
+    assert report["verdict"]["non_transferable"] is None and report["verdict"]["text"].startswith(
+        "verdict: none: no unauthorized model"
+    )
 
 
 @pytest.mark.parametrize(
@@ -221,9 +278,19 @@ def test_verify_labels_controls_as_controls(tmp_path, capsys):
     [
         ({"auth": {"seed": 7}}, "does not hold the release's authorized model 'auth'"),  # other weights, same name
         ({"auth": {"name": "renamed", "seed": 7}}, "it has no model of that name"),
-        ({"other": {"preprocess": {"input_size": [1, 16, 16], "mean": [0.5], "std": [0.25]}, "kwargs": {**ZOO["models"][1]["kwargs"], "in_chans": 1}}},
-         "'other' takes 1x16x16, but the release's images are 3x16x16"),
-        ({"other": {"preprocess": {**ZOO["models"][1]["preprocess"], "input_size": [3, 24, 24]}}}, "'other' takes 3x24x24"),
+        (
+            {
+                "other": {
+                    "preprocess": {"input_size": [1, 16, 16], "mean": [0.5], "std": [0.25]},
+                    "kwargs": {**ZOO["models"][1]["kwargs"], "in_chans": 1},
+                }
+            },
+            "'other' takes 1x16x16, but the release's images are 3x16x16",
+        ),
+        (
+            {"other": {"preprocess": {**ZOO["models"][1]["preprocess"], "input_size": [3, 24, 24]}}},
+            "'other' takes 3x24x24",
+        ),
     ],
 )
 def test_verify_refuses_a_zoo_that_does_not_fit_the_release(change, expected, tmp_path, capsys):
@@ -246,7 +313,10 @@ def test_the_verdict_rule_compares_95_percent_intervals():
 
     clear = verdict(rows(0.9, 0.3), "accuracy")
     assert clear["non_transferable"] is True
-    assert clear["text"].startswith("verdict: the release is non-transferable: authorized a 90.0% [") and "vs best unauthorized u 30.0% [" in clear["text"]
+    assert (
+        clear["text"].startswith("verdict: the release is non-transferable: authorized a 90.0% [")
+        and "vs best unauthorized u 30.0% [" in clear["text"]
+    )
     close = verdict(rows(0.9, 0.85), "accuracy")  # intervals overlap at n = 200; the control never counts
     assert close["non_transferable"] is False and "NOT shown" in close["text"] and "more images" in close["text"]
     assert verdict(rows(0.9, 0.85, n=20000), "accuracy")["non_transferable"] is True
@@ -260,7 +330,21 @@ def test_encode_and_verify_errors_are_one_line_exit_2(tmp_path, capsys):
     source = tmp_path / "in"
     source.mkdir()
     (source / "broken.png").write_bytes(b"\x89PNG garbage")
-    base = ["encode", str(source), str(tmp_path / "out"), "--zoo", str(zoo), "--model", "auth", "--encoder", "patch", "--strength", "30", "--seed-key", "k"]
+    base = [
+        "encode",
+        str(source),
+        str(tmp_path / "out"),
+        "--zoo",
+        str(zoo),
+        "--model",
+        "auth",
+        "--encoder",
+        "patch",
+        "--strength",
+        "30",
+        "--seed-key",
+        "k",
+    ]
     assert main(base) == 2
     assert "broken.png: cannot read image" in capsys.readouterr().err
     assert main(base + ["--format", "png4"]) == 2
@@ -326,7 +410,13 @@ def test_encode_announces_the_one_time_operator_solve_then_the_cache_hit(tmp_pat
     solve = [line for line in first if "one-time solve" in line]
     assert len(solve) == 1, first
     entry = next(iter((tmp_path / "cache" / "operator").glob("*.npy")))
-    for part in ("auth's first layer (conv1)", "3x16x16 = 768 input pixels, k=8", "exact (dense)", "estimated about", str(entry)):
+    for part in (
+        "auth's first layer (conv1)",
+        "3x16x16 = 768 input pixels, k=8",
+        "exact (dense)",
+        "estimated about",
+        str(entry),
+    ):
         assert part in solve[0]
     assert not any("loaded from the cache" in line for line in first)
 
@@ -334,7 +424,10 @@ def test_encode_announces_the_one_time_operator_solve_then_the_cache_hit(tmp_pat
     assert main(argv[:2] + [str(tmp_path / "again")] + argv[3:]) == 0
     second = capsys.readouterr().out
     assert "one-time solve" not in second
-    assert f"operator subspace of auth's first layer (conv1) on 3x16x16 = 768 input pixels, k=8: loaded from the cache {entry}" in second
+    assert (
+        f"operator subspace of auth's first layer (conv1) on 3x16x16 = 768 input pixels, k=8: loaded from the cache {entry}"
+        in second
+    )
 
 
 def test_a_run_logs_the_operator_solve_before_it_starts(tmp_path, digits_zoo, monkeypatch, capsys):
@@ -352,5 +445,9 @@ def test_a_run_logs_the_operator_solve_before_it_starts(tmp_path, digits_zoo, mo
     log = (tmp_path / "runs" / "digits" / "run.log").read_text()
     for text in (printed, log):
         line = next(line for line in text.splitlines() if "one-time solve" in line)
-        assert "digits: operator encoder: one-time solve" in line and "vit_a's first layer" in line and "1x16x16 = 256 input pixels, k=4" in line
+        assert (
+            "digits: operator encoder: one-time solve" in line
+            and "vit_a's first layer" in line
+            and "1x16x16 = 256 input pixels, k=4" in line
+        )
         assert "estimated about" in line and str(tmp_path / "cache" / "operator") in line

@@ -51,7 +51,9 @@ def test_group_seconds_come_from_the_lines_the_progress_writer_logs(tmp_path):
     timings = {t.what: t for t in runtime.group_timings(log, cells, {"vit_a/patch@10/seed0", "vit_a/clean/seed1"})}
     assert set(timings) == {"patch", "clean"}
     assert all(5.0 <= t.median < 60.0 and t.groups == 1 for t in timings.values())
-    assert runtime.group_timings(log, cells, {"vit_a/clean/seed1"})[0].what == "clean"  # groups the suite no longer plans: left out
+    assert (
+        runtime.group_timings(log, cells, {"vit_a/clean/seed1"})[0].what == "clean"
+    )  # groups the suite no longer plans: left out
 
 
 def test_the_script_reads_a_finished_suite_and_writes_a_figure_and_a_table(tmp_path, digits_zoo, capsys):
@@ -61,7 +63,9 @@ def test_the_script_reads_a_finished_suite_and_writes_a_figure_and_a_table(tmp_p
     assert main(["run", str(suite), "--no-tracking"]) == 0
     assert runtime.main([str(suite), "--out", str(tmp_path / "out"), "--machine", "test box"]) == 0
     table = (tmp_path / "out" / "RUNTIME.md").read_text()
-    assert "test box" in table and "| blur 0.5 sigma=1.0 | 1 |" in table  # the patch group: the clean images face only no attack
+    assert (
+        "test box" in table and "| blur 0.5 sigma=1.0 | 1 |" in table
+    )  # the patch group: the clean images face only no attack
     assert "| patch | 1 |" in table and "| clean | 1 |" in table  # whole groups, from the run log
     with Image.open(tmp_path / "out" / "runtime.png") as image:
         assert image.size[0] > 400 and image.size[1] > 200

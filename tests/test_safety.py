@@ -51,7 +51,13 @@ def test_a_checkpoint_holding_a_malicious_pickle_is_refused(tmp_path, digits_zoo
         model["weights"]["path"] = str(digits_zoo.parent / model["weights"]["path"])
     zoo["models"][0]["weights"]["path"] = str(checkpoint)
     suite = digits_suite(tmp_path, write_yaml(tmp_path / "zoo.yaml", zoo))
-    fails(["run", suite], capsys, f"cannot read weights {checkpoint}", "refused by torch.load(weights_only=True)", "io.open")
+    fails(
+        ["run", suite],
+        capsys,
+        f"cannot read weights {checkpoint}",
+        "refused by torch.load(weights_only=True)",
+        "io.open",
+    )
     assert not marker.exists()
 
 

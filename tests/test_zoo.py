@@ -80,7 +80,10 @@ def test_unknown_architecture_is_a_user_error():
 def test_pixel_weight_is_the_first_layer_over_std_in_unfold_order():
     """W_eff = W diag(1/std), built directly from the 4-D weight; W_eff times unfolded [0, 1] pixel changes is
     the first layer's output change (the mean and the bias cancel)."""
-    rgb = spec(kwargs={**RESNET["kwargs"], "in_chans": 3}, preprocess={"input_size": [3, 16, 16], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.45]})
+    rgb = spec(
+        kwargs={**RESNET["kwargs"], "in_chans": 3},
+        preprocess={"input_size": [3, 16, 16], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.45]},
+    )
     model = build_model(rgb)
     conv = model.first_conv
     mean, std = model.mean.double(), model.std.double()  # the float32 buffers the model normalizes with
@@ -91,6 +94,8 @@ def test_pixel_weight_is_the_first_layer_over_std_in_unfold_order():
     assert torch.allclose(pixel_weight, direct, rtol=1e-12, atol=0)
     assert model.pixel_weight(torch.float32).dtype == torch.float32
     a, b = torch.rand(2, 1, 3, 16, 16, generator=torch.Generator().manual_seed(0)).double().unbind(0)
-    layer = F.conv2d((a - mean) / std, weight, None, conv.stride, conv.padding) - F.conv2d((b - mean) / std, weight, None, conv.stride, conv.padding)
+    layer = F.conv2d((a - mean) / std, weight, None, conv.stride, conv.padding) - F.conv2d(
+        (b - mean) / std, weight, None, conv.stride, conv.padding
+    )
     patches = F.unfold(a - b, **model.geometry.unfold_kwargs())
     assert torch.allclose(pixel_weight @ patches[0], layer.flatten(2)[0], atol=1e-10)

@@ -46,9 +46,23 @@ def results_frame(cells: list[Cell]) -> pd.DataFrame:
         release = Release.of(cell)
         rows.append(
             cell.record()
-            | {"encoder": release.encoding, "attack_param": step.text, "cell_param": param_text(cell.attack_param | cell.attack_measured)}
-            | {RELEASE: release, STEP: step, "nes": (cell.budget_released or 0) + (cell.budget_labelled or 0), "public": cell.budget_public or 0}
-            | {"attack_measured": cell.attack_measured, "precision": cell.precision, "bounds": cell.bounds, "position": position}
+            | {
+                "encoder": release.encoding,
+                "attack_param": step.text,
+                "cell_param": param_text(cell.attack_param | cell.attack_measured),
+            }
+            | {
+                RELEASE: release,
+                STEP: step,
+                "nes": (cell.budget_released or 0) + (cell.budget_labelled or 0),
+                "public": cell.budget_public or 0,
+            }
+            | {
+                "attack_measured": cell.attack_measured,
+                "precision": cell.precision,
+                "bounds": cell.bounds,
+                "position": position,
+            }
             | {"measures_only": measuring[cell.attack]}
         )
     frame = pd.DataFrame(rows, columns=CELL_COLUMNS + EXTRA_COLUMNS)

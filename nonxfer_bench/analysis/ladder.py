@@ -61,7 +61,14 @@ def ladder(steps: pd.DataFrame) -> list[dict]:
     for release, rows in steps[steps[RELEASE].map(lambda r: not r.clean)].groupby(RELEASE, sort=True):
         for tier in [t for t in TIER_ORDER if t in set(rows.tier)]:
             at_tier = rows[rows.tier == tier]
-            out.append({"release": release, "tier": tier, "curve": at_tier.groupby("nes")["accuracy"].max(), "best": at_tier.loc[at_tier.accuracy.idxmax()]})
+            out.append(
+                {
+                    "release": release,
+                    "tier": tier,
+                    "curve": at_tier.groupby("nes")["accuracy"].max(),
+                    "best": at_tier.loc[at_tier.accuracy.idxmax()],
+                }
+            )
     return out
 
 
@@ -72,9 +79,13 @@ def cheapest_breaks(steps: pd.DataFrame, clean: pd.Series) -> list[dict]:
         target = BREAK_FRACTION * clean.get((release.authorized, release.precision), float("nan"))
         broken = rows[rows.accuracy >= target].assign(order=lambda r: r.tier.map(TIER_ORDER.index))
         broken = broken.assign(
-            attacked=broken[STEP].map(lambda s: not s.baseline), attack=broken[STEP].map(lambda s: s.attack), strength=broken[STEP].map(lambda s: s.strength)
+            attacked=broken[STEP].map(lambda s: not s.baseline),
+            attack=broken[STEP].map(lambda s: s.attack),
+            strength=broken[STEP].map(lambda s: s.strength),
         )  # no attack first among equals: a release broken with no attack is broken by nothing
-        cheapest = broken.sort_values(["order", "nes", "public", "attacked", "attack", "strength", "variant"], kind="stable").head(1)
+        cheapest = broken.sort_values(
+            ["order", "nes", "public", "attacked", "attack", "strength", "variant"], kind="stable"
+        ).head(1)
         out.append({"release": release, "target": target, "cheapest": cheapest.iloc[0] if len(cheapest) else None})
     return out
 
@@ -87,12 +98,24 @@ def identifications(frame: pd.DataFrame) -> list[dict]:
         return []
     rows = rows.assign(
         chosen=rows.attack_measured.map(lambda m: m.get("chosen")),
-        candidates=rows.attack_measured.map(lambda m: len(str(m["ranking"]).split(">")) if "ranking" in m else float("nan")),
+        candidates=rows.attack_measured.map(
+            lambda m: len(str(m["ranking"]).split(">")) if "ranking" in m else float("nan")
+        ),
         release_encoder=rows[RELEASE].map(lambda r: r.encoder),
     )
     trials = rows.drop_duplicates(["group", "nes", "attack_strength"])
     out = []
-    for (_, strength, storage, nes), part in trials.groupby(["release_encoder", "strength", "storage", "nes"], sort=True):
+    for (_, strength, storage, nes), part in trials.groupby(
+        ["release_encoder", "strength", "storage", "nes"], sort=True
+    ):
         encoding = part[RELEASE].iloc[0]
-        out.append({"encoding": encoding, "nes": int(nes), "hits": int((part.chosen == part.authorized).sum()), "trials": len(part), "candidates": part.candidates})
+        out.append(
+            {
+                "encoding": encoding,
+                "nes": int(nes),
+                "hits": int((part.chosen == part.authorized).sum()),
+                "trials": len(part),
+                "candidates": part.candidates,
+            }
+        )
     return out

@@ -52,7 +52,10 @@ def tier_order(frame: pd.DataFrame, metric: str) -> list[Finding]:
     findings = []
     for release, part in frame[frame.encoder != "clean"].groupby(RELEASE, sort=True):
         part = part[~part.measures_only]
-        tiered = {tier: _best(part[part[STEP].map(lambda s, t=tier: s.tier == t and not s.baseline)], metric) for tier in VERDICT_TIERS}
+        tiered = {
+            tier: _best(part[part[STEP].map(lambda s, t=tier: s.tier == t and not s.baseline)], metric)
+            for tier in VERDICT_TIERS
+        }
         for high_index, high in enumerate(VERDICT_TIERS):
             for low in VERDICT_TIERS[:high_index]:
                 if tiered[high] and tiered[low] and _below(tiered[high][0], tiered[low][0]):
@@ -68,16 +71,26 @@ def budget_sweeps(frame: pd.DataFrame, metric: str) -> list[Finding]:
     findings = []
     attacked = frame[~frame.baseline & frame.model.isin(unauthorized_models(frame))]
     for (release, attack, strength, settings), part in attacked.groupby(
-        [RELEASE, attacked[STEP].map(lambda s: s.attack), "attack_strength", attacked[STEP].map(lambda s: " ".join(f"{k}={v}" for k, v in s.settings if k not in BUDGETS))],
+        [
+            RELEASE,
+            attacked[STEP].map(lambda s: s.attack),
+            "attack_strength",
+            attacked[STEP].map(lambda s: " ".join(f"{k}={v}" for k, v in s.settings if k not in BUDGETS)),
+        ],
         sort=True,
     ):
         sweep = part.groupby(STEP)[metric].mean().dropna()
         if len(sweep) < 2:
             continue
-        points = sorted(((tuple(dict(step.settings).get(k, 0) for k in BUDGETS), step, value) for step, value in sweep.items()), key=lambda p: p[0])
+        points = sorted(
+            ((tuple(dict(step.settings).get(k, 0) for k in BUDGETS), step, value) for step, value in sweep.items()),
+            key=lambda p: p[0],
+        )
         for (small, _, low), (large, step, high) in zip(points, points[1:]):
             n = metric_n(part[part[STEP] == step], metric)
-            if all(a <= b for a, b in zip(small, large)) and _below(proportion_interval(high, n), proportion_interval(low, n)):
+            if all(a <= b for a, b in zip(small, large)) and _below(
+                proportion_interval(high, n), proportion_interval(low, n)
+            ):
                 findings.append(Finding("budget sweep", (
                     f"{release.authorized} {release.label}: {attack} {strength:g} with the larger budget {step.text} reaches {100 * high:.1f} % "
                     f"(mean over unauthorized models), below {100 * low:.1f} % with less: the sweep is not monotone"
@@ -101,13 +114,24 @@ def white_box(frame: pd.DataFrame, metric: str) -> list[Finding]:
 def no_effect(frame: pd.DataFrame) -> list[Finding]:
     """Attacks whose every cell repeats no attack's per-image outcomes (correct and agree bits)."""
     outcome = frame.outcomes.map(lambda o: (tuple(o["correct"]), tuple(o["agree"])) if isinstance(o, dict) else None)
-    baseline = {(g, m): o for g, m, o, b in zip(frame.group, frame.model, outcome, frame.baseline) if b and o is not None}
+    baseline = {
+        (g, m): o for g, m, o, b in zip(frame.group, frame.model, outcome, frame.baseline) if b and o is not None
+    }
     same: dict[str, bool] = {}
-    for attack, group, model, o, b, measuring in zip(frame[STEP].map(lambda s: s.attack), frame.group, frame.model, outcome, frame.baseline, frame.measures_only):
+    for attack, group, model, o, b, measuring in zip(
+        frame[STEP].map(lambda s: s.attack), frame.group, frame.model, outcome, frame.baseline, frame.measures_only
+    ):
         if b or measuring or o is None or (group, model) not in baseline:
             continue
         same[attack] = same.get(attack, True) and o == baseline[group, model]
-    return [Finding("no effect", f"{attack}: every cell, at every strength, has no attack's per-image outcomes: it changes nothing here") for attack, unchanged in sorted(same.items()) if unchanged]
+    return [
+        Finding(
+            "no effect",
+            f"{attack}: every cell, at every strength, has no attack's per-image outcomes: it changes nothing here",
+        )
+        for attack, unchanged in sorted(same.items())
+        if unchanged
+    ]
 
 
 def sanity_findings(frame: pd.DataFrame) -> list[Finding]:

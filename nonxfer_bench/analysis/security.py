@@ -28,7 +28,9 @@ def security_points(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFra
     """One row per (release, tier, budget kind, budget): the tier's strongest step there, with columns release,
     step, tier, budget (``nes`` or ``public``), value (the budget), mean, mean_lo, mean_hi, max, max_lo, max_hi,
     max_model and n (images per cell). Empty without tiered unauthorized cells of an encoded release."""
-    frame = frame[frame.tier.notna() & (frame.role == "unauthorized") & (frame.encoder != "clean")].dropna(subset=[metric])
+    frame = frame[frame.tier.notna() & (frame.role == "unauthorized") & (frame.encoder != "clean")].dropna(
+        subset=[metric]
+    )
     steps = []
     for key, part in frame.groupby(KEYS, sort=True):
         models = sorted(part.model.unique())
@@ -36,7 +38,14 @@ def security_points(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFra
         mean, best = aggregate_intervals(part, models, metric)
         steps.append(
             dict(zip(KEYS, key))
-            | {"mean": per_model.mean(), "mean_lo": mean.lo, "mean_hi": mean.hi, "max": per_model.max(), "max_lo": best.lo, "max_hi": best.hi}
+            | {
+                "mean": per_model.mean(),
+                "mean_lo": mean.lo,
+                "mean_hi": mean.hi,
+                "max": per_model.max(),
+                "max_lo": best.lo,
+                "max_hi": best.hi,
+            }
             | {"max_model": per_model.idxmax(), "n": metric_n(part, metric)}
         )
     if not steps:
@@ -49,7 +58,9 @@ def security_points(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFra
             points.append(best.drop(["nes", "public"]).to_dict() | {"budget": budget, "value": int(value)})
     order = {tier: index for index, tier in enumerate(TIER_ORDER)}
     points = pd.DataFrame(points)
-    return points.sort_values([RELEASE, "budget", "tier", "value"], key=lambda c: c.map(order) if c.name == "tier" else c, kind="stable").reset_index(drop=True)
+    return points.sort_values(
+        [RELEASE, "budget", "tier", "value"], key=lambda c: c.map(order) if c.name == "tier" else c, kind="stable"
+    ).reset_index(drop=True)
 
 
 def clean_levels(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:

@@ -57,9 +57,13 @@ def rank_correlation(cells: list[dict], predictor: str = "bound/misalignment") -
         if not base:
             continue
         drop = sum(base) / len(base) - c["accuracy"]
-        groups.setdefault((c["authorized"], c["encoder"], c["strength"]), {}).setdefault(c["model"], []).append((float(c[predictor]), drop))
+        groups.setdefault((c["authorized"], c["encoder"], c["strength"]), {}).setdefault(c["model"], []).append(
+            (float(c[predictor]), drop)
+        )
     rows = []
-    for (authorized, encoder, strength), per_model in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+    for (authorized, encoder, strength), per_model in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])
+    ):
         names = sorted(per_model)
         x = [sum(v[0] for v in per_model[m]) / len(per_model[m]) for m in names]
         drop = [sum(v[1] for v in per_model[m]) / len(per_model[m]) for m in names]

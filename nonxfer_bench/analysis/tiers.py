@@ -65,14 +65,23 @@ def tiered_plan(plan: list[EncodingGroup], cells: Mapping[str, Cell], spec: Verd
             if _broken(release, [cells[key] for key in keys], reference, cells, spec):
                 break
             levels[release] += 1
-    cut = [replace(group, cells={cell: key for cell, key in group.cells.items() if tiers[cell[0]] <= levels[_release(group)]}) for group in plan]
+    cut = [
+        replace(
+            group, cells={cell: key for cell, key in group.cells.items() if tiers[cell[0]] <= levels[_release(group)]}
+        )
+        for group in plan
+    ]
     return [group for group in cut if group.cells]
 
 
-def _broken(release: Release, cells: list[Cell], clean: list[EncodingGroup], finished: Mapping[str, Cell], spec: VerdictSpec) -> bool:
+def _broken(
+    release: Release, cells: list[Cell], clean: list[EncodingGroup], finished: Mapping[str, Cell], spec: VerdictSpec
+) -> bool:
     """Whether the finished ``cells`` of ``release`` (with the clean images' no-attack cells for the break target) break it."""
     clean_cells = [finished[key] for group in clean for key in group.cells.values() if key in finished]
     frame = results_frame(cells + clean_cells)
     metric = "accuracy" if frame["accuracy"].notna().any() else "agreement"
-    verdict = release_verdict(release, frame[frame.encoder != "clean"], frame[frame.encoder == "clean"] if clean_cells else None, spec, metric)
+    verdict = release_verdict(
+        release, frame[frame.encoder != "clean"], frame[frame.encoder == "clean"] if clean_cells else None, spec, metric
+    )
     return verdict is not None and verdict.broken_at is not None

@@ -80,7 +80,9 @@ def aggregate_intervals(part: pd.DataFrame, models: list[str], metric: str) -> t
     if values.empty:
         return None, None
     n = metric_n(part[part.model.isin(models)], metric)
-    return proportion_interval(values.mean(), n), proportion_interval(values.max(), metric_n(part[part.model == values.idxmax()], metric))
+    return proportion_interval(values.mean(), n), proportion_interval(
+        values.max(), metric_n(part[part.model == values.idxmax()], metric)
+    )
 
 
 def gain_over_baseline(baseline: pd.DataFrame, attacked: pd.DataFrame, models: list[str], metric: str) -> Gain | None:

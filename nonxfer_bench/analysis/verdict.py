@@ -23,7 +23,13 @@ import numpy as np
 import pandas as pd
 
 from nonxfer_bench.analysis.frame import RELEASE, STEP, metric_of, unauthorized_models
-from nonxfer_bench.analysis.uncertainty import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, per_image, proportion_interval
+from nonxfer_bench.analysis.uncertainty import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    CONFIDENCE,
+    per_image,
+    proportion_interval,
+)
 from nonxfer_bench.cells.release import Release
 from nonxfer_bench.cells.step import Step
 from nonxfer_bench.metrics.statistics import Interval, paired_gain
@@ -72,7 +78,11 @@ class ReleaseVerdict:
         """The missing tiers the verdict depends on: those below the tier that breaks it (a release broken at a tier
         stays broken whatever a higher tier's attacks do), or every missing tier when nothing broke it."""
         broken = self.broken_at
-        return self.missing if broken is None else tuple(t for t in self.missing if VERDICT_TIERS.index(t) < VERDICT_TIERS.index(broken))
+        return (
+            self.missing
+            if broken is None
+            else tuple(t for t in self.missing if VERDICT_TIERS.index(t) < VERDICT_TIERS.index(broken))
+        )
 
 
 class _Images:
@@ -98,7 +108,10 @@ class _Images:
     def seed_sd(self, authorized: tuple[Step, str], best: tuple[Step, str]) -> float:
         """The between-seed standard deviation of the gap on the report images (NaN with fewer than two seeds)."""
         seeds = sorted(set(self.per_seed[authorized]) & set(self.per_seed[best]))
-        gaps = [float(self.per_seed[authorized][s][self.report].mean() - self.per_seed[best][s][self.report].mean()) for s in seeds]
+        gaps = [
+            float(self.per_seed[authorized][s][self.report].mean() - self.per_seed[best][s][self.report].mean())
+            for s in seeds
+        ]
         return float(np.std(gaps, ddof=1)) if len(gaps) > 1 else float("nan")
 
 
@@ -117,11 +130,15 @@ def _strongest(images: _Images, candidates: list[tuple[Step, str]]) -> tuple[Ste
     return min(candidates, key=lambda pair: (-images.flags(*pair)[images.tuning].mean(), not pair[0].baseline, pair))
 
 
-def _tier(images: _Images, tier: str, candidates: list[tuple[Step, str]], authorized: tuple[Step, str], target: float | None) -> TierVerdict:
+def _tier(
+    images: _Images, tier: str, candidates: list[tuple[Step, str]], authorized: tuple[Step, str], target: float | None
+) -> TierVerdict:
     step, model = _strongest(images, candidates)
     best, auth = images.flags(step, model)[images.report], images.flags(*authorized)[images.report]
     broken = target is not None and float(best.mean()) >= target
-    return TierVerdict(tier, step, model, _interval(best), _gap(auth, best), broken, images.seed_sd(authorized, (step, model)))
+    return TierVerdict(
+        tier, step, model, _interval(best), _gap(auth, best), broken, images.seed_sd(authorized, (step, model))
+    )
 
 
 def _tier_of(step: Step) -> str | None:
@@ -130,10 +147,14 @@ def _tier_of(step: Step) -> str | None:
     return "none" if step.baseline else step.tier
 
 
-def release_verdict(release: Release, cells: pd.DataFrame, clean: pd.DataFrame | None, spec: VerdictSpec, metric: str) -> ReleaseVerdict | None:
+def release_verdict(
+    release: Release, cells: pd.DataFrame, clean: pd.DataFrame | None, spec: VerdictSpec, metric: str
+) -> ReleaseVerdict | None:
     """One release's verdict from its cells (and the clean images' cells of the same authorized model, for the clean
     gap and the break target); None without the authorized model's no-attack cell or an unauthorized model."""
-    cells = cells[cells.outcomes.map(lambda outcomes: isinstance(outcomes, dict)) & ~cells.measures_only].dropna(subset=[metric])
+    cells = cells[cells.outcomes.map(lambda outcomes: isinstance(outcomes, dict)) & ~cells.measures_only].dropna(
+        subset=[metric]
+    )
     models = unauthorized_models(cells)
     plain = cells[cells.baseline & (cells.model == release.authorized)]
     if plain.empty or not models:
@@ -145,23 +166,46 @@ def release_verdict(release: Release, cells: pd.DataFrame, clean: pd.DataFrame |
     tiers, missing = [], []
     for index, tier in enumerate(VERDICT_TIERS):
         allowed = set(VERDICT_TIERS[: index + 1])
-        candidates = [(step, model) for step in steps if _tier_of(step) in allowed for model in models if (step, model) in images.rows]
+        candidates = [
+            (step, model)
+            for step in steps
+            if _tier_of(step) in allowed
+            for model in models
+            if (step, model) in images.rows
+        ]
         if not any(_tier_of(step) == tier for step, _ in candidates):
             missing.append(tier)
             continue
         tiers.append(_tier(images, tier, candidates, authorized, target))
     white = [(step, model) for step in steps for model in models if (step, model) in images.rows]
-    white_box = _tier(images, WHITE_BOX, white, authorized, target) if any(step.tier == WHITE_BOX for step in steps) else None
+    white_box = (
+        _tier(images, WHITE_BOX, white, authorized, target) if any(step.tier == WHITE_BOX for step in steps) else None
+    )
     auth = _interval(images.flags(*authorized)[images.report])
-    return ReleaseVerdict(release, len(images.report), len(images.tuning), auth, tuple(tiers), white_box, tuple(missing), clean_gap, target, int(cells.seed.nunique()))
+    return ReleaseVerdict(
+        release,
+        len(images.report),
+        len(images.tuning),
+        auth,
+        tuple(tiers),
+        white_box,
+        tuple(missing),
+        clean_gap,
+        target,
+        int(cells.seed.nunique()),
+    )
 
 
-def _clean(clean: pd.DataFrame | None, release: Release, metric: str, spec: VerdictSpec) -> tuple[Interval | None, float | None]:
+def _clean(
+    clean: pd.DataFrame | None, release: Release, metric: str, spec: VerdictSpec
+) -> tuple[Interval | None, float | None]:
     """On the clean images with no attack: the authorized model's lead over the best unauthorized model (chosen on the
     tuning images), and the break target (``break_fraction`` of the unauthorized models' mean clean accuracy)."""
     if clean is None:
         return None, None
-    plain = clean[clean.baseline & clean.outcomes.map(lambda outcomes: isinstance(outcomes, dict))].dropna(subset=[metric])
+    plain = clean[clean.baseline & clean.outcomes.map(lambda outcomes: isinstance(outcomes, dict))].dropna(
+        subset=[metric]
+    )
     models = unauthorized_models(plain)
     if not models or release.authorized not in set(plain.model):
         return None, None
@@ -194,7 +238,14 @@ def verdicts(frame: pd.DataFrame, spec: VerdictSpec = VerdictSpec()) -> list[Rel
     clean = {key: part for key, part in frame[frame.encoder == "clean"].groupby(RELEASE, sort=True)}
     out = []
     for release, cells in frame[frame.encoder != "clean"].groupby(RELEASE, sort=True):
-        reference = next((part for key, part in clean.items() if (key.authorized, key.precision) == (release.authorized, release.precision)), None)
+        reference = next(
+            (
+                part
+                for key, part in clean.items()
+                if (key.authorized, key.precision) == (release.authorized, release.precision)
+            ),
+            None,
+        )
         found = release_verdict(release, cells, reference, spec, metric)
         if found is not None:
             out.append(found)
@@ -206,6 +257,15 @@ def tied(ranked: list[ReleaseVerdict]) -> list[list[int]]:
     intervals overlap its own."""
     gaps = [(survived(v), v.headline.gap) if v.headline else None for v in ranked]
     return [
-        [j + 1 for j, other in enumerate(gaps) if j != i and mine and other and mine[0] == other[0] and mine[1].lo <= other[1].hi and other[1].lo <= mine[1].hi]
+        [
+            j + 1
+            for j, other in enumerate(gaps)
+            if j != i
+            and mine
+            and other
+            and mine[0] == other[0]
+            and mine[1].lo <= other[1].hi
+            and other[1].lo <= mine[1].hi
+        ]
         for i, mine in enumerate(gaps)
     ]

@@ -78,13 +78,20 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
     _check_out(out, release, absolute(request.originals))
     suite, protocol = attack_suite(request, manifest)
     suite_file = out / SUITE_FILE
-    comment = f"{HEADER}: protocol {protocol.name} ({request.ensemble}) on the release {release} as it lies on disk.\n# Rerun: `nonxfer-bench run {suite_file}`.\n"
+    comment = (
+        f"{HEADER}: protocol {protocol.name} ({request.ensemble}) on the release {release} as it lies on disk.\n"
+        f"# Rerun: `nonxfer-bench run {suite_file}`.\n"
+    )
     _write_checked(suite_file, comment + yaml.safe_dump(suite, sort_keys=False, width=160))
     code = run_suite(suite_file, {}, RunOptions(tracking=False))
     if code != 0:
-        raise UserError(f"{suite_file}: the attack run did not finish (exit code {code}); run `nonxfer-bench attack` again to resume it")
+        raise UserError(
+            f"{suite_file}: the attack run did not finish (exit code {code}); run `nonxfer-bench attack` again to resume it"
+        )
     found = find_cells("attack", suite_file)
-    evidence = attack_evidence(found.cells, protocol, request.ensemble, found.suite.results_dir() / "leaderboard.md", release)
+    evidence = attack_evidence(
+        found.cells, protocol, request.ensemble, found.suite.results_dir() / "leaderboard.md", release
+    )
     write_marker(out, ATTACK_COMMAND)  # the finished run, file by file: what proves the folder is this command's
     return write_card(release, manifest, evidence), suite_file
 
@@ -99,7 +106,9 @@ def attack_suite(request: AttackRequest, manifest: dict) -> tuple[dict, object]:
     classes = known_classes(request.zoo, request.classes)
     protocol = load_protocol(request.protocol)
     decode = manifest["decode"]
-    params = {"root": str(originals), "classes": classes, "channels": decode["channels"]} | {key: decode[key] for key in ("size", "crop_pct", "interpolation")}
+    params = {"root": str(originals), "classes": classes, "channels": decode["channels"]} | {
+        key: decode[key] for key in ("size", "crop_pct", "interpolation")
+    }
     images = DATASETS.create("image_folder", params)
     _check_sources(images, originals, manifest)
     stored = {"release": str(release), "originals": str(originals), "manifest_sha256": manifest_sha256(release)}
@@ -140,7 +149,9 @@ IDENTIFY_RELEASED = 10  # released images the identification attacker holds
 def identification(models: list, release_size: list[int], images: int) -> dict:
     """``identify`` over every zoo model of the release's input size: which model the release gives away as its
     authorized one, from :data:`IDENTIFY_RELEASED` released images (fewer when the release holds fewer)."""
-    candidates = [model.name for model in models if tuple(resolve_preprocessing(model)["input_size"]) == tuple(release_size)]
+    candidates = [
+        model.name for model in models if tuple(resolve_preprocessing(model)["input_size"]) == tuple(release_size)
+    ]
     return {"name": "identify", "params": {"candidates": candidates, "released": min(IDENTIFY_RELEASED, images)}}
 
 
@@ -153,7 +164,11 @@ def public_dataset(text: str | None, zoo_dataset: DatasetSpec | None) -> Dataset
         except ValidationError as error:
             key, message = describe_error(error, DatasetSpec)
             raise UserError(f"--public {excerpt(text, 80)}: {key + ': ' if key else ''}{message}") from None
-    fields = DATASETS.get(zoo_dataset.name).Params.model_fields if zoo_dataset is not None and zoo_dataset.name in DATASETS.names() else {}
+    fields = (
+        DATASETS.get(zoo_dataset.name).Params.model_fields
+        if zoo_dataset is not None and zoo_dataset.name in DATASETS.names()
+        else {}
+    )
     if "split" not in fields:
         raise UserError(
             "attack: no public images for informed attackers: the zoo names no dataset with a train split; give --public "
@@ -174,13 +189,17 @@ def _check_sources(images, originals: Path, manifest: dict) -> None:
             f"{f' ({len(missing)} such)' if len(missing) > 1 else ''}; attack needs the folder encode read, laid out as root/<class>/<image>"
         )
     if extra:
-        raise UserError(f"{originals}: {excerpt(extra[0])} is not in the release{f' ({len(extra)} such)' if len(extra) > 1 else ''}; give the folder encode read, as it was")
+        raise UserError(
+            f"{originals}: {excerpt(extra[0])} is not in the release{f' ({len(extra)} such)' if len(extra) > 1 else ''}; give the folder encode read, as it was"
+        )
 
 
 def _write_checked(suite_file: Path, text: str) -> None:
     """Write the run's suite file and load it as ``run`` will (every check before any work); on a refusal put back what
     was there: no folder this call created, the earlier run's suite file, no suite file where there was none."""
-    created = next((folder for folder in reversed(suite_file.parents) if not folder.exists()), None)  # the outermost folder it makes
+    created = next(
+        (folder for folder in reversed(suite_file.parents) if not folder.exists()), None
+    )  # the outermost folder it makes
     earlier = suite_file.read_bytes() if suite_file.is_file() else None
     suite_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(suite_file, text)
@@ -201,16 +220,23 @@ def _check_out(out: Path, release: Path, originals: Path) -> None:
     inside the originals, and is new, empty, or one an earlier ``attack`` wrote (its suite file starts with :data:`HEADER`)."""
     out_real, release_real, originals_real = out.resolve(), release.resolve(), originals.resolve()
     if out_real.is_relative_to(release_real) and out_real != release_real / ATTACK:
-        raise UserError(f"--out {out}: inside the release {release}, where only its own {ATTACK}/ folder may hold a run; leave --out out or give a folder outside the release")
+        raise UserError(
+            f"--out {out}: inside the release {release}, where only its own {ATTACK}/ folder may hold a run; leave "
+            "--out out or give a folder outside the release"
+        )
     if out_real.is_relative_to(originals_real) or originals_real.is_relative_to(out_real):
-        raise UserError(f"--out {out}: the run's folder and the originals {originals} must not contain each other; give a folder outside the originals")
+        raise UserError(
+            f"--out {out}: the run's folder and the originals {originals} must not contain each other; give a folder outside the originals"
+        )
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"{out}: exists and is not a folder; give a new or empty folder with --out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     suite_file = out / SUITE_FILE
     if not (suite_file.is_file() and suite_file.read_bytes()[: len(HEADER)] == HEADER.encode()):
-        raise UserError(f"{out}: holds files that no earlier `nonxfer-bench attack` wrote; give a new or empty folder with --out")
+        raise UserError(
+            f"{out}: holds files that no earlier `nonxfer-bench attack` wrote; give a new or empty folder with --out"
+        )
 
 
 def _name(release: Path) -> str:
@@ -225,7 +251,9 @@ def attack_evidence(cells: list, protocol, ensemble: str, leaderboard: Path, rel
     frame = results_frame(cells)
     found = [v for v in verdicts(frame, protocol.verdict) if v.release.encoder == "stored_release"]
     if not found:
-        raise UserError(f"{leaderboard.parent}: the run holds no verdict for the release (no authorized no-attack cell or no unauthorized model)")
+        raise UserError(
+            f"{leaderboard.parent}: the run holds no verdict for the release (no authorized no-attack cell or no unauthorized model)"
+        )
     verdict = found[0]
     tiers = [*verdict.tiers, *([verdict.white_box] if verdict.white_box else [])]
     broken = next((tier for tier in verdict.tiers if tier.broken), None)
@@ -246,13 +274,22 @@ def attack_evidence(cells: list, protocol, ensemble: str, leaderboard: Path, rel
         "authorized": interval(verdict.auth),
         "target": verdict.target,
         "tiers": [
-            {"tier": tier.tier, "knows": KNOWS[tier.tier], "best": interval(tier.best), "gap": interval(tier.gap), "step": tier.step.label,
-             "model": tier.model, "broken": bool(tier.broken)}
+            {
+                "tier": tier.tier,
+                "knows": KNOWS[tier.tier],
+                "best": interval(tier.best),
+                "gap": interval(tier.gap),
+                "step": tier.step.label,
+                "model": tier.model,
+                "broken": bool(tier.broken),
+            }
             for tier in tiers
         ],  # fmt: skip
         "not_run": list(verdict.unknown),  # tiers below any break that no attack ran: nothing is known there
         "not_needed": [tier for tier in verdict.missing if tier not in verdict.unknown],  # above the break
         "break": cheapest,
         "identification": "; ".join(identified) or NOT_MEASURED,
-        "leaderboard": leaderboard.relative_to(release).as_posix() if leaderboard.is_relative_to(release) else str(leaderboard),
+        "leaderboard": leaderboard.relative_to(release).as_posix()
+        if leaderboard.is_relative_to(release)
+        else str(leaderboard),
     }

@@ -37,7 +37,10 @@ def rebuild_leaderboard(found: FoundCells, suite_file: Path | None, out: Path | 
     if out is None and found.suite is None:  # cells from MLflow with no plan to check them against
         out = project / "results" / found.name
         if results_cells(out).is_file():
-            raise UserError(f"{out} holds results, and without a suite file the cells from {found.origin} cannot be checked against its plan: give the suite file or --out DIR")
+            raise UserError(
+                f"{out} holds results, and without a suite file the cells from {found.origin} cannot be checked "
+                "against its plan: give the suite file or --out DIR"
+            )
     elif out is None:
         out = found.suite.results_dir()
         check_results_folder(found.suite, suite_file)
@@ -70,16 +73,24 @@ def build_report(found: FoundCells, out: Path | None, project: Path, samples: bo
     """``report``: the HTML report of ``found`` in ``out`` (default: ``runs/<suite>/report``) with the sample grid of each
     release, the run's or (``samples``) recomputed; returns the index page and how many grids it shows."""
     if samples and found.suite is None:
-        raise UserError("report --samples recomputes the sample images from the suite's models and data: give the suite file")
+        raise UserError(
+            "report --samples recomputes the sample images from the suite's models and data: give the suite file"
+        )
     out = out or (found.suite.run_dir() if found.suite else project / "runs" / found.name) / "report"
     with tempfile.TemporaryDirectory() as scratch:
         if samples:
             grids = recompute_samples(found.suite, found.plan or plan_suite(found.suite), Path(scratch))
         elif found.tracked:
             keys = dict(zip(found.tracked.groups["tags.mlflow.runName"], found.tracked.groups["tags.nxb.group"]))
-            grids = [SampleGrid(name, keys.get(name, ""), path) for name, path in found.tracked.download_samples(Path(scratch)).items()]
+            grids = [
+                SampleGrid(name, keys.get(name, ""), path)
+                for name, path in found.tracked.download_samples(Path(scratch)).items()
+            ]
         else:
-            grids = [SampleGrid(group.label, group.key, sample_file(found.suite.run_dir(), group.label)) for group in found.plan or plan_suite(found.suite)]
+            grids = [
+                SampleGrid(group.label, group.key, sample_file(found.suite.run_dir(), group.label))
+                for group in found.plan or plan_suite(found.suite)
+            ]
             grids = [grid for grid in grids if grid.path.is_file()]
         protocol, ensemble = suite_protocol(found.suite) if found.suite else (None, None)
         return write_report(found.name, found.cells, found.models, grids, out, found.source, protocol, ensemble)
@@ -94,16 +105,24 @@ def recompute_samples(suite: Suite, plan: list[EncodingGroup], folder: Path) -> 
     (and the attack-output cache, under the limited run's own keys)."""
     count = suite.output.sample_images
     if not count:
-        raise UserError(f"suite {suite.name!r} sets output.sample_images: 0, so it has no sample images to recompute: set it to 1 or more")
+        raise UserError(
+            f"suite {suite.name!r} sets output.sample_images: 0, so it has no sample images to recompute: set it to 1 or more"
+        )
     runner = Runner(suite, RunSettings.of(suite, limit=count, bounds=False))
     limited = {group.label: group for group in runner.groups}
     first: dict[Release, EncodingGroup] = {}
     for group in plan:
-        first.setdefault(Release(group.authorized, group.encoder.name, group.strength, group.storage, group.precision), group)
+        first.setdefault(
+            Release(group.authorized, group.encoder.name, group.strength, group.storage, group.precision), group
+        )
     grids = []
     for group in first.values():
         small = limited[group.label]
-        missing = {(step, model): key for (step, model), key in small.cells.items() if model == small.authorized and not runner.attack(step).adapts_model}
+        missing = {
+            (step, model): key
+            for (step, model), key in small.cells.items()
+            if model == small.authorized and not runner.attack(step).adapts_model
+        }
         _, rows = runner.compute(small, missing)
         path = save_sample_grid(rows, folder / f"{file_stem(group.label)}.png", count)
         grids.append(SampleGrid(group.label, group.key, path, images=count, rows=tuple(rows)))

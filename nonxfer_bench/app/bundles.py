@@ -30,7 +30,9 @@ def write_bundle(suite_file: Path, output: Path | None = None) -> tuple[Path, Ma
     folder = suite.results_dir()
     check_results_folder(suite, suite_file)  # the folder belongs to this suite file
     if not results_cells(folder).is_file():
-        raise UserError(f"{folder}: no results of {suite_file.name} there; run `nonxfer-bench run {suite_file}` first (a bundle is the folder a run wrote)")
+        raise UserError(
+            f"{folder}: no results of {suite_file.name} there; run `nonxfer-bench run {suite_file}` first (a bundle is the folder a run wrote)"
+        )
     project = project_of(folder)
     if not suite_file.is_relative_to(project):
         raise UserError(
@@ -43,7 +45,8 @@ def write_bundle(suite_file: Path, output: Path | None = None) -> tuple[Path, Ma
     problems = plan_problems(contents) + code_problems(list(cells.values())) + number_problems(contents)
     if problems:
         raise UserError(
-            f"{folder}: not a bundle of {suite_file.name}'s run: {problems[0]}" + (f" ({len(problems) - 1:,} more problems)" if len(problems) > 1 else "")
+            f"{folder}: not a bundle of {suite_file.name}'s run: {problems[0]}"
+            + (f" ({len(problems) - 1:,} more problems)" if len(problems) > 1 else "")
         )
     manifest = make_manifest(suite, suite_file, project, contents.ordered(), len(contents.plan), folder)
     return write_manifest(folder, manifest), manifest
@@ -79,7 +82,9 @@ def build_site(results: Path, out: Path) -> tuple[Path, list[Listed]]:
     listed = find_bundles(results)
     inside = next((item.folder for item in listed if out.is_relative_to(item.folder)), None)
     if inside is not None:
-        raise UserError(f"--out {out}: inside the bundle {inside}, whose files its BUNDLE.json pins; write the site elsewhere (e.g. site-results/)")
+        raise UserError(
+            f"--out {out}: inside the bundle {inside}, whose files its BUNDLE.json pins; write the site elsewhere (e.g. site-results/)"
+        )
     with staged_folder(out, written_by(SITE_COMMAND)) as staging:
         atomic_write(staging / "index.html", site_html(listed, out))
         write_marker(staging, SITE_COMMAND)

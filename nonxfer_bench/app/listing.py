@@ -68,11 +68,35 @@ def list_components(what: str) -> None:
         cls = registry.get(name)
         plugin = f" [plugin: {registry.plugins[name]}]" if name in registry.plugins else ""
         tier = f"[{cls.threat.tier}] " if what == "attacks" else ""  # the knowledge tier of its threat model
-        print(textwrap.fill(f"{name:20s}  {tier}{first_sentence(cls.__doc__)}{plugin}", WIDTH, subsequent_indent=indent))
+        print(
+            textwrap.fill(f"{name:20s}  {tier}{first_sentence(cls.__doc__)}{plugin}", WIDTH, subsequent_indent=indent)
+        )
         params = parameter_defaults(cls.Params)
-        print(textwrap.fill(f"parameters: {', '.join(params) if params else 'none'}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))
+        print(
+            textwrap.fill(
+                f"parameters: {', '.join(params) if params else 'none'}",
+                WIDTH,
+                initial_indent=indent,
+                subsequent_indent=indent + "  ",
+            )
+        )
         if what == "attacks":
-            print(textwrap.fill(f"threat model: {cls.threat.text}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))
+            print(
+                textwrap.fill(
+                    f"threat model: {cls.threat.text}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "
+                )
+            )
         if what == "encoders":
-            print(textwrap.fill(f"strength: {cls.strength_unit}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))
-            print(textwrap.fill(f"threat model: {cls.secret or '(not declared)'}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "))
+            print(
+                textwrap.fill(
+                    f"strength: {cls.strength_unit}", WIDTH, initial_indent=indent, subsequent_indent=indent + "  "
+                )
+            )
+            print(
+                textwrap.fill(
+                    f"threat model: {cls.secret or '(not declared)'}",
+                    WIDTH,
+                    initial_indent=indent,
+                    subsequent_indent=indent + "  ",
+                )
+            )

@@ -28,7 +28,9 @@ def notices(line_format: str, log_file: Path | None = None) -> Iterator[None]:
     ``line_format`` and, when given, appended to ``log_file``."""
     logger = logging.getLogger("nonxfer_bench")
     formatter = logging.Formatter(line_format, datefmt="%Y-%m-%d %H:%M:%S")
-    handlers: list[logging.Handler] = [_NoticeLine()] + ([logging.FileHandler(log_file, delay=True)] if log_file else [])
+    handlers: list[logging.Handler] = [_NoticeLine()] + (
+        [logging.FileHandler(log_file, delay=True)] if log_file else []
+    )
     previous = logger.level
     logger.setLevel(logging.INFO)
     for handler in handlers:

@@ -57,7 +57,11 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
     # before any work: results/<suite>/ only for the suite as written on the committed cells' draws, else a folder of the run's own
     differences = [] if options.force else run_differences(settings, suite, committed_draws(suite.results_dir()))
     board = suite.run_dir() / "leaderboard" if differences else suite.results_dir()
-    elsewhere = f" (not {suite.results_dir()}: this run differs from its committed results: {'; '.join(differences)}; --force replaces them)" if differences else ""
+    elsewhere = (
+        f" (not {suite.results_dir()}: this run differs from its committed results: {'; '.join(differences)}; --force replaces them)"
+        if differences
+        else ""
+    )
     if differences:
         print(f"{suite.name}: the leaderboard goes to {board}{elsewhere}", flush=True)
     if settings.threads:
@@ -65,7 +69,11 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
     tracker = Tracker(suite, suite_file, settings) if suite.tracking.enabled and options.tracking else None
     kept = f"finished cells are kept in {suite.run_dir() / 'cells.jsonl'}; run the same command again to resume"
     try:
-        with exclusive(suite.run_dir()), notices(f"%(asctime)s {suite.name}: %(message)s", suite.run_dir() / "run.log"), tracker or contextlib.nullcontext():
+        with (
+            exclusive(suite.run_dir()),
+            notices(f"%(asctime)s {suite.name}: %(message)s", suite.run_dir() / "run.log"),
+            tracker or contextlib.nullcontext(),
+        ):
             executor = create_executor(options.executor, workers=options.workers, address=options.address)
             runner = Runner(suite, settings, fresh=options.fresh, executor=executor)
             protocol, ensemble = suite_protocol(suite)
@@ -79,9 +87,13 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
             result = runner.run()  # what is left to compute; then each group's cells go to the tracker
             faults.point("leaderboard_before")
             if not differences:
-                claim_results_folder(suite, suite_file)  # after the work: a results folder that cannot be written loses no cell
+                claim_results_folder(
+                    suite, suite_file
+                )  # after the work: a results folder that cannot be written loses no cell
             source = Source.store(suite_file, suite.run_dir() / "cells.jsonl")
-            paths = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], board, source, protocol, ensemble)  # every planned cell
+            paths = write_leaderboard(
+                suite.name, result.cells, [m.name for m in suite.models], board, source, protocol, ensemble
+            )  # every planned cell
             faults.point("leaderboard_written")
             if not differences and (board / BUNDLE).is_file():
                 _refresh_bundle(suite_file, options.output, board)
@@ -90,7 +102,9 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: {kept}", file=sys.stderr)
         raise
-    except ComponentError as error:  # an encoder or attack of the suite raised: name its entry, keep the finished groups
+    except (
+        ComponentError
+    ) as error:  # an encoder or attack of the suite raised: name its entry, keep the finished groups
         raise UserError(f"{absolute(suite_file)}: {error}; {kept} once the entry is fixed") from None
     except WorkerDied as error:  # the parent run is marked FAILED; a rerun resumes it
         print(f"nonxfer-bench: {error}; {kept}", file=sys.stderr)
@@ -100,7 +114,11 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
     print(
         f"{suite.name}: {result.computed_groups} encodings computed, {result.skipped_groups} reused; "
         f"{len(result.cells)} cells. Leaderboard: {paths[0]}{elsewhere}"
-        + (f"; MLflow: {tracker.uri} (experiment {suite.tracking.experiment or suite.name}{_mlflow_link(tracker)})" if tracker else "")
+        + (
+            f"; MLflow: {tracker.uri} (experiment {suite.tracking.experiment or suite.name}{_mlflow_link(tracker)})"
+            if tracker
+            else ""
+        )
     )
     return 0
 
@@ -112,7 +130,10 @@ def _refresh_bundle(suite_file: Path, output: Path | None, folder: Path) -> None
     try:
         write_bundle(suite_file, output)
     except UserError as error:
-        print(one_line(f"{folder / BUNDLE}: not refreshed, so it no longer matches this run's files: {error}", 600), flush=True)
+        print(
+            one_line(f"{folder / BUNDLE}: not refreshed, so it no longer matches this run's files: {error}", 600),
+            flush=True,
+        )
     else:
         print(f"{folder / BUNDLE}: refreshed for this run's files", flush=True)
 

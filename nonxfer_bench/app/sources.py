@@ -64,7 +64,13 @@ def plan_of(suite: Suite, settings: RunSettings, cells: Mapping[str, Cell]) -> l
     return plan if protocol is None else tiered_plan(plan, cells, protocol.verdict)
 
 
-def find_cells(command: str, suite_file: Path | None, output: Path | None = None, query: MlflowQuery = MlflowQuery(), weights: bool = True) -> FoundCells:
+def find_cells(
+    command: str,
+    suite_file: Path | None,
+    output: Path | None = None,
+    query: MlflowQuery = MlflowQuery(),
+    weights: bool = True,
+) -> FoundCells:
     """The cells of ``suite_file``: from its cell store, else its committed results folder (a fresh clone), or read back
     from MLflow. Cells computed elsewhere are planned with the draws (CPU or CUDA) they record, not this machine's.
     ``weights``: the suite's weight files must be there (they identify its models in the cell keys)."""
@@ -85,7 +91,10 @@ def find_cells(command: str, suite_file: Path | None, output: Path | None = None
         return FoundCells(suite, tracked.suite_name, tracked.cells, tracked.models, tracked, source, plan)
     store = CellStore(suite.run_dir() / "cells.jsonl", writable=False)  # read-only: never truncates or locks
     committed = results_cells(suite.results_dir())
-    for candidate, origin in ((store, Source.store), (CellStore(committed, writable=False) if committed.is_file() else None, Source.results)):
+    for candidate, origin in (
+        (store, Source.store),
+        (CellStore(committed, writable=False) if committed.is_file() else None, Source.results),
+    ):
         if candidate is None:
             continue
         plan = plan_of(suite, settings, candidate.cells)
@@ -95,4 +104,6 @@ def find_cells(command: str, suite_file: Path | None, output: Path | None = None
             source = replace(origin(suite_file, candidate.path), partial=None if found.complete else found.note())
             cells = [candidate.cells[k] for k in keys if k in candidate]
             return FoundCells(suite, suite.name, cells, [m.name for m in suite.models], None, source, plan)
-    raise UserError(f"{absolute(suite_file)}: no finished cells in {store.path}; run `nonxfer-bench run {suite_file}` first")
+    raise UserError(
+        f"{absolute(suite_file)}: no finished cells in {store.path}; run `nonxfer-bench run {suite_file}` first"
+    )

@@ -45,7 +45,9 @@ def _check_listen(host: str, port: int) -> None:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (OSError, ValueError) as error:  # unknown name, NUL byte, a label too long for IDNA
-        raise UserError(f"ui: --host {excerpt(host)} does not resolve ({error}); use an address of this machine, e.g. --host 127.0.0.1") from None
+        raise UserError(
+            f"ui: --host {excerpt(host)} does not resolve ({error}); use an address of this machine, e.g. --host 127.0.0.1"
+        ) from None
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -73,7 +73,9 @@ class Verdict:
 
     def line(self) -> str:
         if self.passed:
-            replayed = next((part.summary for part in self.parts if part.name == "replay"), "not replayed (--no-replay)")
+            replayed = next(
+                (part.summary for part in self.parts if part.name == "replay"), "not replayed (--no-replay)"
+            )
             return f"check: PASS {self.folder}: {', '.join(part.name for part in self.parts if part.name != 'replay')} as recorded; replay: {replayed}"
         failed = [part for part in self.parts if not part.passed]
         count = sum(len(part.problems) for part in failed)
@@ -96,15 +98,39 @@ def check_bundle(folder: Path, options: CheckOptions = CheckOptions()) -> Iterat
     except UserError as error:  # a damaged cells file: nothing below can be checked
         yield Part("cells", [str(error)], "")
         return
-    contents = Contents(suite, suite_file, project_of(folder), cells, planned(suite, cells, manifest.draws, manifest.models))
+    contents = Contents(
+        suite, suite_file, project_of(folder), cells, planned(suite, cells, manifest.draws, manifest.models)
+    )
     count = f"{len(cells):,} cells"
-    yield timed("manifest", lambda: (consistency.claim_problems(contents, manifest), f"suite, zoo, counts, image ids, draws and code of {count}"))
+    yield timed(
+        "manifest",
+        lambda: (
+            consistency.claim_problems(contents, manifest),
+            f"suite, zoo, counts, image ids, draws and code of {count}",
+        ),
+    )
     yield timed("cells", lambda: (consistency.cells_file_problems(contents, folder), "one line per cell"))
-    yield timed("numbers", lambda: (consistency.number_problems(contents), f"n, accuracy and agreement of {count} from their outcome bits"))
-    yield timed("plan", lambda: (consistency.plan_problems(contents), f"{count} = the suite's plan of {len(contents.plan):,} groups"))
+    yield timed(
+        "numbers",
+        lambda: (
+            consistency.number_problems(contents),
+            f"n, accuracy and agreement of {count} from their outcome bits",
+        ),
+    )
+    yield timed(
+        "plan",
+        lambda: (consistency.plan_problems(contents), f"{count} = the suite's plan of {len(contents.plan):,} groups"),
+    )
     weights, unusable = consistency.weight_problems(contents, manifest)
-    yield Part("weights", weights, f"{len(suite.models) - len(unusable)} of {len(suite.models)} models' weights here are the recorded ones")
-    yield timed("tables", lambda: (table_problems(folder, contents, manifest), "leaderboard.md and cells.csv re-derived from the cells"))
+    yield Part(
+        "weights",
+        weights,
+        f"{len(suite.models) - len(unusable)} of {len(suite.models)} models' weights here are the recorded ones",
+    )
+    yield timed(
+        "tables",
+        lambda: (table_problems(folder, contents, manifest), "leaderboard.md and cells.csv re-derived from the cells"),
+    )
     if options.replay:
         yield replay_part(contents, manifest, options, unusable)
 
@@ -117,14 +143,22 @@ def file_problems(folder: Path, manifest: Manifest, allowed: tuple[str, ...]) ->
     tolerated = [name for name in extra if any(fnmatch.fnmatch(name, pattern) for pattern in allowed)]
     foreign = [name for name in extra if name not in tolerated]
     missing = [name for name in manifest.files if name not in present]
-    problems = [f"{what}: {', '.join(names[:NAMED])}{f' and {len(names) - NAMED:,} more' if len(names) > NAMED else ''}" for what, names in (("not in BUNDLE.json", foreign), ("missing", missing)) if names]
+    problems = [
+        f"{what}: {', '.join(names[:NAMED])}{f' and {len(names) - NAMED:,} more' if len(names) > NAMED else ''}"
+        for what, names in (("not in BUNDLE.json", foreign), ("missing", missing))
+        if names
+    ]
     for name, entry in manifest.files.items():
         if name not in present:
             continue
         if present[name] != entry.bytes:
-            problems.append(f"{name}: {present[name]:,} bytes; BUNDLE.json records {entry.bytes:,} (changed after the bundle was written)")
+            problems.append(
+                f"{name}: {present[name]:,} bytes; BUNDLE.json records {entry.bytes:,} (changed after the bundle was written)"
+            )
         elif file_entry(folder / name, present[name]).sha256 != entry.sha256:
-            problems.append(f"{name}: its sha256 is not the one BUNDLE.json records (changed after the bundle was written)")
+            problems.append(
+                f"{name}: its sha256 is not the one BUNDLE.json records (changed after the bundle was written)"
+            )
     size = sum(entry.bytes for entry in manifest.files.values())
     allowed_note = f"; allowed beside them: {', '.join(tolerated)}" if tolerated else ""
     return problems, f"{len(manifest.files)} files, {size / 1e6:.1f} MB, sha256 as recorded{allowed_note}"
@@ -139,16 +173,26 @@ def replay_part(contents: Contents, manifest: Manifest, options: CheckOptions, u
     how = f"seed {seed}: rerun this sample with --seed {seed}"
     began = time.perf_counter()
     if unusable:
-        return Part("replay", [f"cannot replay here without the recorded weights of {', '.join(unusable)} (or check with --no-replay)"], how)
+        return Part(
+            "replay",
+            [f"cannot replay here without the recorded weights of {', '.join(unusable)} (or check with --no-replay)"],
+            how,
+        )
     try:
         problems = replay.data_problems(contents, manifest)
         if problems:
             return Part("replay", problems, how, time.perf_counter() - began)
         done = list(replay.replay_groups(contents, manifest, groups))
     except UserError as error:  # no data here, no GPU for CUDA draws
-        return Part("replay", [f"cannot replay here: {error} (or check with --no-replay)"], how, time.perf_counter() - began)
+        return Part(
+            "replay", [f"cannot replay here: {error} (or check with --no-replay)"], how, time.perf_counter() - began
+        )
     problems = [problem for group in done for problem in group.problems]
     cells = sum(group.cells for group in done)
-    rule = "bit for bit" if manifest.draws != "cuda" else f"within tolerance: {replay.MIN_AGREEMENT:.0%} of images, accuracy in its interval"
+    rule = (
+        "bit for bit"
+        if manifest.draws != "cuda"
+        else f"within tolerance: {replay.MIN_AGREEMENT:.0%} of images, accuracy in its interval"
+    )
     summary = f"{len(done)} of {len(contents.plan):,} groups ({', '.join(group.group for group in done)}), {cells:,} cells {rule}; {how}"
     return Part("replay", problems, summary, time.perf_counter() - began)

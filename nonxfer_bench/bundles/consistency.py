@@ -46,7 +46,9 @@ def numbers_from_bits(cell: Cell) -> dict[str, Any] | None:
     labeled = int(outcomes.labeled_bits().sum())
     count = len(outcomes.correct)
     accuracies = [int(outcomes.correct_bits(d).sum()) / labeled for d in range(count)] if labeled else None
-    agreements = [int(outcomes.agree_bits(d).sum()) / outcomes.images for d in range(count)] if outcomes.images else None
+    agreements = (
+        [int(outcomes.agree_bits(d).sum()) / outcomes.images for d in range(count)] if outcomes.images else None
+    )
     numbers = {"n": outcomes.images, "n_labeled": labeled if labeled != outcomes.images else None, "draws": count}
     numbers |= aggregate_draws("accuracy", accuracies, cell.role) | aggregate_draws("agreement", agreements, cell.role)
     return {name: numbers.get(name) for name in NUMBERS}
@@ -65,7 +67,9 @@ def number_problems(contents: Contents) -> list[str]:
         recorded = {name: getattr(cell, name) for name in NUMBERS}
         wrong = [name for name in NUMBERS if recorded[name] != expected[name]]
         if wrong:
-            shown = ", ".join(f"{name} {_shown(recorded[name])} (the bits give {_shown(expected[name])})" for name in wrong[:3])
+            shown = ", ".join(
+                f"{name} {_shown(recorded[name])} (the bits give {_shown(expected[name])})" for name in wrong[:3]
+            )
             problems.append(f"{label}: {shown}")
     return problems
 
@@ -93,10 +97,14 @@ def plan_problems(contents: Contents) -> list[str]:
         )
     elif missing:
         group, step, model = planned[missing[0]]
-        problems.append(f"{len(missing):,} of {len(planned):,} planned cells are missing (first: {group.label} {step.label} {model})")
+        problems.append(
+            f"{len(missing):,} of {len(planned):,} planned cells are missing (first: {group.label} {step.label} {model})"
+        )
     if extra and len(missing) != len(planned):
         cell = contents.cells[extra[0]]
-        problems.append(f"{len(extra):,} cells are not in the suite's plan (first: {cell_label(None, cell)}, key {cell.key})")
+        problems.append(
+            f"{len(extra):,} cells are not in the suite's plan (first: {cell_label(None, cell)}, key {cell.key})"
+        )
     for key, (group, step, model) in planned.items():
         cell = contents.cells.get(key)
         if cell is None:
@@ -106,11 +114,15 @@ def plan_problems(contents: Contents) -> list[str]:
             "storage": group.storage, "precision": group.precision, "attack": step.spec.name, "attack_strength": step.strength,
             "attack_config": step.spec.params, "model": model, "role": contents.suite.role(model, group.authorized), "suite": contents.suite.name,
         }  # fmt: skip
-        if not cell.attack_config:  # cells computed before they recorded it (fashion-full-subset's): their key still hashes the params
+        if (
+            not cell.attack_config
+        ):  # cells computed before they recorded it (fashion-full-subset's): their key still hashes the params
             expected.pop("attack_config")
         wrong = [name for name, value in expected.items() if getattr(cell, name) != value]
         if wrong:
-            problems.append(f"cell {key} ({group.label} {step.label} {model}) says {', '.join(f'{n} {excerpt(getattr(cell, n), 40)}' for n in wrong[:3])}")
+            problems.append(
+                f"cell {key} ({group.label} {step.label} {model}) says {', '.join(f'{n} {excerpt(getattr(cell, n), 40)}' for n in wrong[:3])}"
+            )
     return problems
 
 
@@ -122,13 +134,21 @@ def claim_problems(contents: Contents, manifest: Manifest) -> list[str]:
     resolved = relative_paths(contents.suite.model_dump(mode="json"), contents.project)
     if resolved != manifest.resolved_suite:
         key = first_difference(manifest.resolved_suite, resolved)
-        problems.append(f"{contents.suite_file} now loads another suite than BUNDLE.json 'resolved_suite' records (first difference at '{key}')")
-    datasets = [(key, spec.model_dump(mode="json")) for key, spec in suite_datasets(contents.suite, contents.suite_file)]
+        problems.append(
+            f"{contents.suite_file} now loads another suite than BUNDLE.json 'resolved_suite' records (first difference at '{key}')"
+        )
+    datasets = [
+        (key, spec.model_dump(mode="json")) for key, spec in suite_datasets(contents.suite, contents.suite_file)
+    ]
     if [(record.key, record.spec) for record in manifest.datasets] != datasets:
-        problems.append(f"BUNDLE.json 'datasets' are not the datasets the suite reads ({', '.join(key for key, _ in datasets)})")
+        problems.append(
+            f"BUNDLE.json 'datasets' are not the datasets the suite reads ({', '.join(key for key, _ in datasets)})"
+        )
     names = [model.name for model in contents.suite.models]
     if sorted(manifest.models) != sorted(names):
-        problems.append(f"BUNDLE.json 'models' names {', '.join(sorted(manifest.models))}; the suite's zoo is {', '.join(sorted(names))}")
+        problems.append(
+            f"BUNDLE.json 'models' names {', '.join(sorted(manifest.models))}; the suite's zoo is {', '.join(sorted(names))}"
+        )
     claims = {
         "cells": (manifest.cells, len(cells)),
         "groups": (manifest.groups, len(contents.plan)),
@@ -187,7 +207,9 @@ def cells_file_problems(contents: Contents, folder: Path) -> list[str]:
     keys = Counter(json.loads(line).get("key") for _, line, _ in store_lines(path))
     repeated = sorted(key for key, count in keys.items() if count > 1)
     if repeated:
-        return [f"{path.name}: {len(repeated):,} key{'s' if len(repeated) > 1 else ''} on more than one line (first: {repeated[0]}): only the last line is read"]
+        return [
+            f"{path.name}: {len(repeated):,} key{'s' if len(repeated) > 1 else ''} on more than one line (first: {repeated[0]}): only the last line is read"
+        ]
     return []
 
 

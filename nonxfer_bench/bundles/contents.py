@@ -37,7 +37,9 @@ class Contents:
     def ordered(self) -> list[Cell]:
         """The cells in plan order (as ``leaderboard`` reads them), then any the plan lacks, by key."""
         planned = [key for group in self.plan for key in group.cells.values() if key in self.cells]
-        return [self.cells[key] for key in planned] + [self.cells[key] for key in sorted(set(self.cells) - set(planned))]
+        return [self.cells[key] for key in planned] + [
+            self.cells[key] for key in sorted(set(self.cells) - set(planned))
+        ]
 
 
 def project_of(folder: Path) -> Path:
@@ -62,7 +64,9 @@ def read_cells(folder: Path) -> dict[str, Cell]:
     return CellStore(results_cells(folder), writable=False).cells
 
 
-def planned(suite: Suite, cells: dict[str, Cell], draws: str | None, identities: dict[str, dict] | None = None) -> list[EncodingGroup]:
+def planned(
+    suite: Suite, cells: dict[str, Cell], draws: str | None, identities: dict[str, dict] | None = None
+) -> list[EncodingGroup]:
     """The suite's plan as its file says, on ``draws``; with ``identities`` (a manifest's ``models``) in place of the
     weight files here, any model they lack taken from here (the manifest check names it). A protocol suite's plan is cut
     per release at the tier that broke it, by ``cells``, as its run was (:mod:`nonxfer_bench.analysis.tiers`)."""

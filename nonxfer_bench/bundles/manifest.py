@@ -89,7 +89,13 @@ class Environment(Strict):
 def _safe_name(name: str) -> str:
     """A file's path inside the bundle: relative, POSIX, no ``..``, no empty part, not BUNDLE.json itself."""
     parts = PurePosixPath(name).parts
-    if not name or name.startswith("/") or "\\" in name or any(part in ("", ".", "..") for part in parts) or name != "/".join(parts):
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or any(part in ("", ".", "..") for part in parts)
+        or name != "/".join(parts)
+    ):
         raise ValueError(f"{excerpt(name)} is not a relative path inside the bundle (no '..', no absolute path)")
     if len(parts) > MAX_DEPTH + 1 or name == BUNDLE:
         raise ValueError(f"{excerpt(name)} cannot be a file of the bundle")
@@ -101,10 +107,18 @@ class Manifest(Strict):
 
     format: Literal[1] = FORMAT
     suite: str = Field(max_length=128)
-    suite_file: str = Field(max_length=1000, description="the suite file, relative to the project folder (the folder that holds results/)")
-    resolved_suite: dict[str, Any] = Field(description="Suite.model_dump(mode='json') of the loaded suite; paths inside the project relative to it")
-    models: dict[str, dict[str, Any]] = Field(max_length=10_000, description="each zoo model's identity (weight sha256 included), as cell keys hash it")
-    image_ids: list[str] = Field(max_length=1000, description="the outcomes.ids the cells record: which images, in which order")
+    suite_file: str = Field(
+        max_length=1000, description="the suite file, relative to the project folder (the folder that holds results/)"
+    )
+    resolved_suite: dict[str, Any] = Field(
+        description="Suite.model_dump(mode='json') of the loaded suite; paths inside the project relative to it"
+    )
+    models: dict[str, dict[str, Any]] = Field(
+        max_length=10_000, description="each zoo model's identity (weight sha256 included), as cell keys hash it"
+    )
+    image_ids: list[str] = Field(
+        max_length=1000, description="the outcomes.ids the cells record: which images, in which order"
+    )
     datasets: list[DataRecord] = Field(max_length=1000)
     cells: int = Field(ge=0, le=10**9)
     groups: int = Field(ge=0, le=10**9)
@@ -179,20 +193,28 @@ def folder_files(folder: Path) -> dict[str, int]:
             for entry in listing:
                 entries += 1
                 if entries > MAX_FILES:
-                    raise UserError(f"{folder}: more than {MAX_FILES:,} entries; a bundle holds a suite's results (about a dozen files)")
+                    raise UserError(
+                        f"{folder}: more than {MAX_FILES:,} entries; a bundle holds a suite's results (about a dozen files)"
+                    )
                 name = inside / entry.name
                 mode = entry.stat(follow_symlinks=False).st_mode
                 if stat.S_ISLNK(mode):
-                    raise UserError(f"{folder}: {name} is a symbolic link; a bundle holds only regular files (copy what it points to into the folder)")
+                    raise UserError(
+                        f"{folder}: {name} is a symbolic link; a bundle holds only regular files (copy what it points to into the folder)"
+                    )
                 if stat.S_ISDIR(mode):
                     if len(name.parts) > MAX_DEPTH:
-                        raise UserError(f"{folder}: {name} is nested deeper than {MAX_DEPTH} folders; a bundle is a results folder")
+                        raise UserError(
+                            f"{folder}: {name} is nested deeper than {MAX_DEPTH} folders; a bundle is a results folder"
+                        )
                     pending.append((Path(entry.path), name))
                 elif stat.S_ISREG(mode):
                     if str(name) != BUNDLE:
                         found[str(name)] = entry.stat(follow_symlinks=False).st_size
                 else:
-                    raise UserError(f"{folder}: {name} is a special file (a FIFO, a device or a socket); a bundle holds only regular files")
+                    raise UserError(
+                        f"{folder}: {name} is a special file (a FIFO, a device or a socket); a bundle holds only regular files"
+                    )
     return dict(sorted(found.items()))
 
 
@@ -215,7 +237,9 @@ def hashed_files(folder: Path) -> dict[str, FileEntry]:
     """Every file of the bundle ``folder`` (:func:`folder_files`) with its size and sha256, within :data:`MAX_BUNDLE_BYTES`."""
     sizes = folder_files(folder)
     if sum(sizes.values()) > MAX_BUNDLE_BYTES:
-        raise UserError(f"{folder}: {sum(sizes.values()):,} bytes of files; a bundle holds at most {MAX_BUNDLE_BYTES:,}")
+        raise UserError(
+            f"{folder}: {sum(sizes.values()):,} bytes of files; a bundle holds at most {MAX_BUNDLE_BYTES:,}"
+        )
     return {name: file_entry(folder / name, size) for name, size in sizes.items()}
 
 
@@ -240,9 +264,13 @@ def dataset_record(key: str, name: str, params: dict, spec: dict) -> DataRecord:
     listing = {}
     for file_name, path in sorted(named.items()):
         if not path.is_file():
-            raise UserError(f"dataset {key} ({name}): its file {path} is not there; a bundle records the checksums of the files the suite read")
+            raise UserError(
+                f"dataset {key} ({name}): its file {path} is not there; a bundle records the checksums of the files the suite read"
+            )
         listing[file_name] = file_entry(path, path.stat().st_size)
-    digest = hashlib.sha256("".join(f"{file_name} {entry.sha256}\n" for file_name, entry in listing.items()).encode()).hexdigest()
+    digest = hashlib.sha256(
+        "".join(f"{file_name} {entry.sha256}\n" for file_name, entry in listing.items()).encode()
+    ).hexdigest()
     return DataRecord(
         key=key, spec=spec, source=list(dataset.source()), files=len(listing), bytes=sum(e.bytes for e in listing.values()), sha256=digest,
         listing=listing if len(listing) <= LISTED else {},
@@ -251,7 +279,10 @@ def dataset_record(key: str, name: str, params: dict, spec: dict) -> DataRecord:
 
 def dataset_records(suite: Suite, suite_file: Path) -> list[DataRecord]:
     """A record per dataset the suite reads (:func:`~nonxfer_bench.loading.suite_datasets`)."""
-    return [dataset_record(key, spec.name, spec.params, spec.model_dump(mode="json")) for key, spec in suite_datasets(suite, suite_file)]
+    return [
+        dataset_record(key, spec.name, spec.params, spec.model_dump(mode="json"))
+        for key, spec in suite_datasets(suite, suite_file)
+    ]
 
 
 def environment() -> Environment:
@@ -262,10 +293,14 @@ def environment() -> Environment:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    return Environment(python=platform.python_version(), platform=platform.platform(), machine=platform.machine(), packages=versions)
+    return Environment(
+        python=platform.python_version(), platform=platform.platform(), machine=platform.machine(), packages=versions
+    )
 
 
-def make_manifest(suite: Suite, suite_file: Path, project: Path, cells: list[Cell], groups: int, folder: Path) -> Manifest:
+def make_manifest(
+    suite: Suite, suite_file: Path, project: Path, cells: list[Cell], groups: int, folder: Path
+) -> Manifest:
     """The manifest of ``folder`` (``suite``'s results folder in ``project``) holding ``cells`` (every planned cell
     of ``groups`` encoding groups): every claim above, and the sha256 of every file there."""
     return Manifest(

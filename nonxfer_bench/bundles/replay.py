@@ -97,9 +97,14 @@ def data_problems(contents: Contents, manifest: Manifest) -> list[str]:
         record = recorded.get(here.key)
         if record is None or here.sha256 != record.sha256 or here.files != record.files:
             listing = record.listing if record else {}
-            differing = sorted(name for name in set(here.listing) | set(listing) if here.listing.get(name) != listing.get(name))
+            differing = sorted(
+                name for name in set(here.listing) | set(listing) if here.listing.get(name) != listing.get(name)
+            )
             first = f" (first: {differing[0]})" if differing else ""
-            problems.append(f"dataset {here.key} ({here.spec['name']}): its {here.files} file(s) here are not the {record.files if record else 'no'} the bundle records{first}")
+            problems.append(
+                f"dataset {here.key} ({here.spec['name']}): its {here.files} file(s) here are not the "
+                f"{record.files if record else 'no'} the bundle records{first}"
+            )
     return problems
 
 
@@ -109,7 +114,9 @@ def replay_groups(contents: Contents, manifest: Manifest, groups: list[EncodingG
     exact = manifest.draws != "cuda"
     settings = RunSettings.of(contents.suite).on("cpu" if exact else "cuda").resolved()
     with tempfile.TemporaryDirectory(prefix="nxb-replay-") as scratch, private_cache(), torch_threads(settings.threads):
-        output = contents.suite.output.model_copy(update={"dir": Path(scratch) / "runs", "results": Path(scratch) / "results"})
+        output = contents.suite.output.model_copy(
+            update={"dir": Path(scratch) / "runs", "results": Path(scratch) / "results"}
+        )
         runner = Runner(contents.suite.model_copy(update={"output": output}), settings)
         for group in groups:
             began = time.perf_counter()
@@ -134,17 +141,25 @@ def outcome_problem(recorded: Cell, replayed: Cell, exact: bool) -> str | None:
     if old is None:
         return "the bundle's cell has no per-image outcomes to compare"
     if (old.images, old.ids, len(old.correct)) != (new.images, new.ids, len(new.correct)):
-        return f"replayed on {new.images:,} images (ids {new.ids}, {len(new.correct)} draws); the bundle's: {old.images:,} (ids {old.ids}, {len(old.correct)} draws)"
+        return (
+            f"replayed on {new.images:,} images (ids {new.ids}, {len(new.correct)} draws); "
+            f"the bundle's: {old.images:,} (ids {old.ids}, {len(old.correct)} draws)"
+        )
     metric = "accuracy" if recorded.accuracy is not None else "agreement"
     values = f"{metric} {getattr(recorded, metric)} recorded, {getattr(replayed, metric)} replayed"
     if exact:
         if old == new:
             return None
         differ = max(
-            int(np.count_nonzero(old.correct_bits(d) != new.correct_bits(d)) + np.count_nonzero(old.agree_bits(d) != new.agree_bits(d)))
+            int(
+                np.count_nonzero(old.correct_bits(d) != new.correct_bits(d))
+                + np.count_nonzero(old.agree_bits(d) != new.agree_bits(d))
+            )
             for d in range(len(old.correct))
         )
-        return f"{differ:,} image outcome(s) of {old.images:,} differ in a draw ({values}; CPU draws replay bit for bit)"
+        return (
+            f"{differ:,} image outcome(s) of {old.images:,} differ in a draw ({values}; CPU draws replay bit for bit)"
+        )
     agreement = min(float(np.mean(old.correct_bits(d) == new.correct_bits(d))) for d in range(len(old.correct)))
     n = (recorded.n_labeled if recorded.n_labeled is not None else recorded.n) if metric == "accuracy" else recorded.n
     interval = proportion_interval(getattr(recorded, metric), n)

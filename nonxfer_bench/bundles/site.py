@@ -64,7 +64,9 @@ def find_bundles(results: Path) -> list[Listed]:
     """Each folder directly under ``results`` that holds cells or a BUNDLE.json, with its manifest and whether its files
     hash as recorded (:func:`~nonxfer_bench.bundles.check.file_problems`)."""
     if not results.is_dir():
-        raise UserError(f"{results}: {'not a folder' if results.exists() else 'no such folder'}; give the folder that holds the bundles (results/)")
+        raise UserError(
+            f"{results}: {'not a folder' if results.exists() else 'no such folder'}; give the folder that holds the bundles (results/)"
+        )
     folders = sorted(path for path in results.iterdir() if path.is_dir() and not path.is_symlink())[:MAX_BUNDLES]
     listed = []
     for folder in folders:
@@ -91,7 +93,12 @@ def _table(frame: pd.DataFrame, raw: set[str]) -> str:
     """A frame as an HTML table; the columns in ``raw`` hold HTML already (links)."""
     head = "".join(f"<th>{html.escape(str(column))}</th>" for column in frame.columns)
     rows = "".join(
-        "<tr>" + "".join(f"<td>{value if column in raw else html.escape(str(value))}</td>" for column, value in zip(frame.columns, row)) + "</tr>\n"
+        "<tr>"
+        + "".join(
+            f"<td>{value if column in raw else html.escape(str(value))}</td>"
+            for column, value in zip(frame.columns, row)
+        )
+        + "</tr>\n"
         for row in frame.itertuples(index=False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>\n{rows}</tbody></table>"
@@ -118,7 +125,12 @@ def site_html(listed: list[Listed], site: Path) -> str:
         try:
             rows = release_rows(list(read_cells(item.folder).values()), spec)
         except Exception as error:  # noqa: BLE001 - cells no run writes (pinned, but never checked) may break the ranking: leave them out
-            left.append((item.folder.name, f"its cells give no ranking ({type(error).__name__}: {excerpt(str(error), 100)}); `nonxfer-bench check` says why"))
+            left.append(
+                (
+                    item.folder.name,
+                    f"its cells give no ranking ({type(error).__name__}: {excerpt(str(error), 100)}); `nonxfer-bench check` says why",
+                )
+            )
             continue
         link = _link(item.folder, site, item.folder.name)
         rows.insert(0, "protocol", protocol)

@@ -33,7 +33,9 @@ def comparable(line: str) -> str:
     """A table line with the "What was run" line's code stamp, date and suite file path left out."""
     if not line.startswith(SUMMARY):
         return line
-    return SUITE_FILE.sub(r"\1 (suite file);", DATE.sub("; (date) (UTC).", STAMP.sub("; tables written by (code);", line)))
+    return SUITE_FILE.sub(
+        r"\1 (suite file);", DATE.sub("; (date) (UTC).", STAMP.sub("; tables written by (code);", line))
+    )
 
 
 def table_problems(folder: Path, contents: Contents, manifest: Manifest) -> list[str]:
@@ -44,14 +46,27 @@ def table_problems(folder: Path, contents: Contents, manifest: Manifest) -> list
         models = [model.name for model in contents.suite.models]
         protocol, ensemble = suite_protocol(contents.suite)
         try:
-            write_leaderboard(manifest.suite, contents.ordered(), models, Path(scratch), Source(manifest.suite_file), protocol, ensemble, plots=False)
+            write_leaderboard(
+                manifest.suite,
+                contents.ordered(),
+                models,
+                Path(scratch),
+                Source(manifest.suite_file),
+                protocol,
+                ensemble,
+                plots=False,
+            )
         except Exception as error:  # noqa: BLE001 - cells a run never writes (a tampered bundle's) may break a table: say so
-            return [f"the tables cannot be derived from these cells ({type(error).__name__}: {excerpt(str(error), 120)})"]
+            return [
+                f"the tables cannot be derived from these cells ({type(error).__name__}: {excerpt(str(error), 120)})"
+            ]
         for name in TABLES:
             if not (folder / name).is_file() or (folder / name).stat().st_size > MAX_TABLE_BYTES:
                 problems.append(f"{name} is {'larger than 256 MiB' if (folder / name).is_file() else 'missing'}")
                 continue
-            problem = first_line_difference(name, (folder / name).read_text(encoding="utf-8", errors="replace"), (Path(scratch) / name).read_text())
+            problem = first_line_difference(
+                name, (folder / name).read_text(encoding="utf-8", errors="replace"), (Path(scratch) / name).read_text()
+            )
             if problem:
                 problems.append(problem)
     return problems

@@ -69,11 +69,15 @@ class Outcomes(BaseModel):
         if len(self.correct) != len(self.agree):
             raise ValueError(f"{len(self.correct)} draws of 'correct' but {len(self.agree)} of 'agree'")
         length = 4 * -(-packed_bytes(self.images) // 3)  # base64 of ceil(images / 8) bytes
-        packed = [("correct", i, text) for i, text in enumerate(self.correct)] + [("agree", i, text) for i, text in enumerate(self.agree)]
+        packed = [("correct", i, text) for i, text in enumerate(self.correct)] + [
+            ("agree", i, text) for i, text in enumerate(self.agree)
+        ]
         for name, i, text in packed + ([("labeled", None, self.labeled)] if self.labeled is not None else []):
             if len(text) != length:
                 where = name if i is None else f"{name}[{i}]"
-                raise ValueError(f"'{where}' holds {len(text):,} base64 characters, {self.images:,} images pack into {length:,}")
+                raise ValueError(
+                    f"'{where}' holds {len(text):,} base64 characters, {self.images:,} images pack into {length:,}"
+                )
         return self
 
     def correct_bits(self, draw: int = 0) -> np.ndarray:
@@ -113,8 +117,12 @@ class Cell(BaseModel):
     attack: str
     attack_strength: float
     attack_param: dict[str, Any] = Field({}, description="the attack's settings at this strength (Attack.parameter)")
-    attack_measured: dict[str, Any] = Field({}, description="what the attack's fit found on this release (Attack.measured)")
-    attack_config: dict[str, Any] = Field({}, description="the suite's params of this attack entry: tells two entries of one attack apart")
+    attack_measured: dict[str, Any] = Field(
+        {}, description="what the attack's fit found on this release (Attack.measured)"
+    )
+    attack_config: dict[str, Any] = Field(
+        {}, description="the suite's params of this attack entry: tells two entries of one attack apart"
+    )
     baseline: bool
     model: str
     role: Role
@@ -141,9 +149,14 @@ class Cell(BaseModel):
     budget_released: int | None = Field(None, description="released NEs the attack observed")
     budget_labelled: int | None = Field(None, description="labelled NEs the attack trained on")
     budget_public: int | None = Field(None, description="clean public images the attack used")
-    attack_seconds: float | None = Field(None, description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs read from the cache)")
+    attack_seconds: float | None = Field(
+        None,
+        description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs read from the cache)",
+    )
     device: str | None = Field(None, description="device type the attack ran on")
-    code: str | None = Field(None, description="the code that computed the cell (nonxfer_bench.core.version.code_version)")
+    code: str | None = Field(
+        None, description="the code that computed the cell (nonxfer_bench.core.version.code_version)"
+    )
     bounds: dict[str, Any] = Field({}, description="bound-tightness numbers of a baseline cell, named bound/...")
     outcomes: Outcomes | None = Field(None, description="per-image results; None in stores of schema 1")
 

@@ -58,5 +58,9 @@ def steps(cells: list[Cell]) -> list[Step]:
         alike = len(configs[cell.group, cell.model, cell.attack, cell.attack_strength, param_text(own)]) > 1
         extra = {k: v for k, v in cell.attack_config.items() if k not in own} if alike else {}
         text = " ".join(filter(None, [param_text(own), param_text(extra)]))
-        out.append(Step(cell.attack, cell.attack_strength, text, cell.baseline, cell.tier, tuple(sorted((own | extra).items()))))
+        out.append(
+            Step(
+                cell.attack, cell.attack_strength, text, cell.baseline, cell.tier, tuple(sorted((own | extra).items()))
+            )
+        )
     return out

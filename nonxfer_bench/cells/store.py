@@ -29,10 +29,14 @@ from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.params import describe_error
 from nonxfer_bench.core.reading import open_regular
 
-MAX_STORE_BYTES = 2**30  # a store's text (a gzipped one's decompressed): the full ImageNet suite with outcomes is about 60 MB
+MAX_STORE_BYTES = (
+    2**30
+)  # a store's text (a gzipped one's decompressed): the full ImageNet suite with outcomes is about 60 MB
 MAX_LINE_BYTES = 2**24  # one cell's line: per-image outcomes take about 17 KB per draw for 50,000 images
 PIECE = 1 << 20
-NOT_BLANK = re.compile(rb"[^\s][^\n]*")  # a line from its first character that is not white space: a blank line has none
+NOT_BLANK = re.compile(
+    rb"[^\s][^\n]*"
+)  # a line from its first character that is not white space: a blank line has none
 EXPECTED = "a cell store is a file of JSON lines written by `nonxfer-bench run` (restore it or delete it)"
 
 
@@ -125,7 +129,9 @@ def store_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
                 size += len(piece)
                 if size > MAX_STORE_BYTES:
                     holds = "decompresses to" if path.suffix == ".gz" else "holds"
-                    raise UserError(f"{path}: {holds} more than {MAX_STORE_BYTES / 2**30:.1f} GiB of text; a cell store is far smaller ({EXPECTED})")
+                    raise UserError(
+                        f"{path}: {holds} more than {MAX_STORE_BYTES / 2**30:.1f} GiB of text; a cell store is far smaller ({EXPECTED})"
+                    )
                 end = piece.rfind(b"\n") + 1
                 if not end:
                     partial.append(piece)
@@ -134,7 +140,9 @@ def store_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
                     continue
                 whole = b"".join([*partial, piece[:end]])  # whole lines only
                 position = 0
-                for match in NOT_BLANK.finditer(whole) if whole.strip() else ():  # strip: a piece of blank lines, 4x faster
+                for match in (
+                    NOT_BLANK.finditer(whole) if whole.strip() else ()
+                ):  # strip: a piece of blank lines, 4x faster
                     number += whole.count(b"\n", position, match.start())
                     position = match.start()
                     _check_length(path, number + 1, len(match.group()))
@@ -158,7 +166,9 @@ def _opened(path: Path) -> Iterator[BinaryIO]:
 
 def _check_length(path: Path, number: int, length: int) -> None:
     if length > MAX_LINE_BYTES:
-        raise UserError(f"{path}: line {number} is longer than {MAX_LINE_BYTES >> 20} MiB; a cell's line is far shorter ({EXPECTED})")
+        raise UserError(
+            f"{path}: line {number} is longer than {MAX_LINE_BYTES >> 20} MiB; a cell's line is far shorter ({EXPECTED})"
+        )
 
 
 def gunzipped(path: Path, limit: int) -> bytes:
@@ -170,7 +180,9 @@ def gunzipped(path: Path, limit: int) -> bytes:
             while piece := handle.read(PIECE):
                 size += len(piece)
                 if size > limit:
-                    raise UserError(f"{path}: decompresses to more than {limit:,} bytes; a results folder's cells are far smaller")
+                    raise UserError(
+                        f"{path}: decompresses to more than {limit:,} bytes; a results folder's cells are far smaller"
+                    )
                 pieces.append(piece)
     except (OSError, EOFError, zlib.error) as error:
         raise UserError(f"{path}: not a readable gzip file ({excerpt(str(error))}); restore it from git") from None

@@ -23,7 +23,9 @@ from nonxfer_bench.core import faults
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.core.hashing import file_sha256
 
-MARKER = "WRITTEN_BY.json"  # a folder's ownership marker: the command that wrote it and the sha256 of each file it wrote
+MARKER = (
+    "WRITTEN_BY.json"  # a folder's ownership marker: the command that wrote it and the sha256 of each file it wrote
+)
 MAX_MARKER_BYTES = 1 << 20
 
 
@@ -87,7 +89,11 @@ def _entries(folder: Path) -> Iterator[Path]:
 def write_marker(folder: Path, command: str) -> Path:
     """Record that ``command`` (as a user types it, e.g. ``nonxfer-bench train diffusion``) wrote ``folder``:
     :data:`MARKER` names the command and the sha256 of every file now in it. Call it last, when the folder is complete."""
-    files = {path.relative_to(folder).as_posix(): file_sha256(path) for path in sorted(_entries(folder)) if path != folder / MARKER}
+    files = {
+        path.relative_to(folder).as_posix(): file_sha256(path)
+        for path in sorted(_entries(folder))
+        if path != folder / MARKER
+    }
     return atomic_write(folder / MARKER, json.dumps({"written_by": command, "files": files}, indent=1) + "\n")
 
 
@@ -136,7 +142,9 @@ def _not_written_by(folder: Path, command: str) -> str | None:
 def check_replaceable(target: Path, replaceable: Callable[[Path], None]) -> None:
     """Refuse (UserError) a target that is not absent, an empty folder, or a folder ``replaceable`` accepts."""
     if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise UserError(f"{target}: exists and is not a folder, so it is not replaced; give a new or empty folder, or move it away")
+        raise UserError(
+            f"{target}: exists and is not a folder, so it is not replaced; give a new or empty folder, or move it away"
+        )
     if target.is_dir() and any(target.iterdir()):
         replaceable(target)
 
@@ -146,7 +154,12 @@ def _stale(target: Path) -> Iterator[Path]:
     its own names (``.<name>.staging-<pid>-<8 mkdtemp characters>``, ``.<name>.old-...``), folders only."""
     own = re.compile(rf"\.{re.escape(target.name)}\.(?:staging|old)-(\d+)-[a-z0-9_]{{8}}")
     for path in target.parent.iterdir():
-        if (match := own.fullmatch(path.name)) and path.is_dir() and not path.is_symlink() and not _alive(int(match[1])):
+        if (
+            (match := own.fullmatch(path.name))
+            and path.is_dir()
+            and not path.is_symlink()
+            and not _alive(int(match[1]))
+        ):
             yield path
 
 

@@ -198,7 +198,9 @@ def _claim(folder: Path) -> None:
     if (folder / TAG).is_file() or not folder.exists():
         return
     if not folder.is_dir():
-        raise UserError(f"{folder}: a file where the cache keeps its {folder.name}/ folder; point NXB_CACHE at a new or empty folder")
+        raise UserError(
+            f"{folder}: a file where the cache keeps its {folder.name}/ folder; point NXB_CACHE at a new or empty folder"
+        )
     foreign = list(itertools.islice((path.name for path in folder.iterdir() if not _own(path.name)), 4))
     if foreign:
         raise UserError(

@@ -47,4 +47,6 @@ def check_environment() -> None:
     faults.request()
     root = cache_root()
     if root.exists() and not root.is_dir():
-        raise UserError(f"environment variable NXB_CACHE={excerpt(str(root))}: not a folder; point it at a folder (or unset it)")
+        raise UserError(
+            f"environment variable NXB_CACHE={excerpt(str(root))}: not a folder; point it at a folder (or unset it)"
+        )

@@ -70,7 +70,11 @@ def _holds(annotation: Any, bound: SuiteBound) -> bool:
 def unbounded(model: type[BaseModel], prefix: str = "") -> list[str]:
     """Key paths of the numeric parameters of ``model`` that lack a lower or an upper bound (``ge``/``gt`` and
     ``le``/``lt``): in the field itself, in optional values, tuple and list items, dict values and nested models."""
-    return [path for name, field in model.model_fields.items() for path in _unbounded(field.annotation, field.metadata, f"{prefix}{name}")]
+    return [
+        path
+        for name, field in model.model_fields.items()
+        for path in _unbounded(field.annotation, field.metadata, f"{prefix}{name}")
+    ]
 
 
 def _unbounded(annotation: Any, metadata: list, key: str) -> list[str]:

@@ -14,7 +14,12 @@ from typing import BinaryIO
 
 from nonxfer_bench.core.errors import UserError
 
-KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFDIR: "a folder"}
+KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a folder",
+}
 
 
 def open_regular(path: Path, expected: str) -> BinaryIO:

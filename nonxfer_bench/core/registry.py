@@ -29,7 +29,9 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, package: str | None, entry_point_group: str) -> None:
         self.kind = kind
-        self._package = package  # its modules hold the built-in components (those named _* hold none); None: no built-ins
+        self._package = (
+            package  # its modules hold the built-in components (those named _* hold none); None: no built-ins
+        )
         self._entry_point_group = entry_point_group
         self._classes: dict[str, type[T]] = {}
         self._loaded = False
@@ -115,5 +117,7 @@ def parameter_defaults(params_cls: Any) -> list[str]:
             out.append(f"{name} (required)")
         else:
             default = field.get_default(call_default_factory=True)
-            out.append(f"{name}={default.model_dump(exclude_defaults=True) if hasattr(default, 'model_dump') else default!r}")
+            out.append(
+                f"{name}={default.model_dump(exclude_defaults=True) if hasattr(default, 'model_dump') else default!r}"
+            )
     return out

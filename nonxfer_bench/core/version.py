@@ -34,5 +34,7 @@ def code_version() -> str:
     root = Path(nonxfer_bench.__file__).resolve().parents[1]
     commit = UNKNOWN
     if (root / ".git").exists() and (last := git(root, "log", "-1", "--format=%H", "--", *CODE_PATHS)):
-        commit = last[:12] + (" with uncommitted changes" if git(root, "status", "--porcelain", "--", *CODE_PATHS) else "")
+        commit = last[:12] + (
+            " with uncommitted changes" if git(root, "status", "--porcelain", "--", *CODE_PATHS) else ""
+        )
     return f"nonxfer-bench {nonxfer_bench.__version__}, git {commit}"

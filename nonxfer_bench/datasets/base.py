@@ -152,7 +152,9 @@ def decode_image(path: Path, size: int, crop_pct: float, channels: int, interpol
     try:
         with Image.open(path) as image:
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray: PIL's convert would clip at 255, not scale
-                image = Image.fromarray((np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0).round().astype(np.uint8))
+                image = Image.fromarray(
+                    (np.asarray(image, dtype=np.float64).clip(0, 65535) / 257.0).round().astype(np.uint8)
+                )
             return center_crop_pil(image.convert("L" if channels == 1 else "RGB"), size, crop_pct, interpolation)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as error:
         raise UserError(f"{path}: cannot read image ({type(error).__name__}: {excerpt(str(error), 160)})") from None
@@ -205,12 +207,22 @@ def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageS
     An entry that fails :func:`cache_damage` is logged (WARNING) and decoded again, which replaces it.
     """
     dataset = DATASETS.create(name, params)
-    key = stable_hash({"name": name, "params": dataset.params.model_dump(mode="json"), "limit": limit, "seed": seed,
-                       "source": dataset.fingerprint(), "code": type(dataset).version})
+    key = stable_hash(
+        {
+            "name": name,
+            "params": dataset.params.model_dump(mode="json"),
+            "limit": limit,
+            "seed": seed,
+            "source": dataset.fingerprint(),
+            "code": type(dataset).version,
+        }
+    )
     cache = ArrayCache("datasets")
     hit = cache.get(key)
     if hit is not None and (damage := cache_damage(*hit, dataset.params, limit)) is not None:
-        log.warning(f"decoded {name} images in the cache ({cache.folder / key}.npy) are damaged ({damage}); decoding them again")
+        log.warning(
+            f"decoded {name} images in the cache ({cache.folder / key}.npy) are damaged ({damage}); decoding them again"
+        )
         hit = None
     if hit is None:
 

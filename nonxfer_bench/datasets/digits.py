@@ -25,7 +25,9 @@ class Digits(Dataset):
     Params = DigitsParams
 
     def load(self) -> ImageSet:
-        from sklearn.datasets import load_digits  # heavy (~2 s): only when the digits are loaded, not whenever the registry scans datasets
+        from sklearn.datasets import (
+            load_digits,
+        )  # heavy (~2 s): only when the digits are loaded, not whenever the registry scans datasets
 
         bunch = load_digits()
         images = torch.from_numpy((bunch.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
@@ -43,7 +45,9 @@ class Digits(Dataset):
         """scikit-learn's copy of the digits (every split and size decodes from it)."""
         import sklearn.datasets  # heavy (~2 s), as in load()
 
-        return {"sklearn/datasets/data/digits.csv.gz": Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"}
+        return {
+            "sklearn/datasets/data/digits.csv.gz": Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+        }
 
     def source(self) -> tuple[str, ...]:
         """The split (train and test are disjoint; all holds both), whatever the size."""

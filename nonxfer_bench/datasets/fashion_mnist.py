@@ -42,7 +42,9 @@ def read_idx(path: Path) -> np.ndarray:
             shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(header[3]))
             expected = math.prod(shape)
             if len(dims) < 4 * header[3] or expected > MAX_IDX_VALUES:
-                raise UserError(f"{path}: IDX header declares shape {shape}; at most {MAX_IDX_VALUES:,} values are read")
+                raise UserError(
+                    f"{path}: IDX header declares shape {shape}; at most {MAX_IDX_VALUES:,} values are read"
+                )
             body = handle.read(expected + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise UserError(f"{path}: unreadable IDX file ({excerpt(str(error))})") from None
@@ -71,7 +73,9 @@ class FashionMNIST(Dataset):
         if (root / "t10k-images-idx3-ubyte.gz").is_file() or (root / "t10k-images-idx3-ubyte").is_file():
             return root
         if self.params.download:
-            from torchvision.datasets import FashionMNIST as TorchvisionFashion  # heavy (seconds): only the online download needs it
+            from torchvision.datasets import (
+                FashionMNIST as TorchvisionFashion,
+            )  # heavy (seconds): only the online download needs it
 
             target = Path(self.params.root or Path.home() / ".cache" / "nonxfer-bench")
             TorchvisionFashion(str(target), train=self.params.split == "train", download=True)
@@ -108,5 +112,9 @@ class FashionMNIST(Dataset):
         images = read_idx(self._idx_file(root, "images-idx3"))
         labels = read_idx(self._idx_file(root, "labels-idx1"))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise UserError(f"{root}: IDX files of shapes {images.shape} and {labels.shape} are not N images with N labels")
-        return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), self.CLASSES)
+            raise UserError(
+                f"{root}: IDX files of shapes {images.shape} and {labels.shape} are not N images with N labels"
+            )
+        return ImageSet(
+            torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)), self.CLASSES
+        )

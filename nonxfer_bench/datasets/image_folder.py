@@ -34,8 +34,12 @@ from nonxfer_bench.datasets.base import (
 class FolderParams(Strict):
     root: Path | None = Field(None, description="folder of class sub-folders; or set env var named by root_env")
     root_env: str = "IMAGENET_VAL"
-    size: int | None = Field(None, ge=8, le=4096, description="side of the square the images are decoded to; default: the model's")
-    crop_pct: float | None = Field(None, ge=MIN_CROP_PCT, le=1, description="resize shorter side to size/crop_pct, center crop")
+    size: int | None = Field(
+        None, ge=8, le=4096, description="side of the square the images are decoded to; default: the model's"
+    )
+    crop_pct: float | None = Field(
+        None, ge=MIN_CROP_PCT, le=1, description="resize shorter side to size/crop_pct, center crop"
+    )
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
     channels: Literal[1, 3] = 3
 
@@ -52,7 +56,10 @@ SHOWN_CLASSES = 12  # class names an error line lists
 
 class ClassFolderParams(FolderParams):
     classes: list[ClassName] | None = Field(
-        None, min_length=1, max_length=MAX_CLASSES, description="class names in label order; folders are matched to them by name or index (default: sorted folder names)"
+        None,
+        min_length=1,
+        max_length=MAX_CLASSES,
+        description="class names in label order; folders are matched to them by name or index (default: sorted folder names)",
     )
 
     @model_validator(mode="after")
@@ -114,7 +121,9 @@ class ImageFolder(Dataset):
     layout: ClassVar[str] = "a folder with one sub-folder of images per class"
 
     def root(self) -> Path:
-        root = self.params.root or (Path(os.environ[self.params.root_env]) if os.environ.get(self.params.root_env) else None)
+        root = self.params.root or (
+            Path(os.environ[self.params.root_env]) if os.environ.get(self.params.root_env) else None
+        )
         if root is None:
             raise UserError(
                 f"{self.name}: no dataset folder; set dataset.params.root or the environment variable "
@@ -130,8 +139,14 @@ class ImageFolder(Dataset):
     def source(self) -> tuple[str, ...]:
         """The folder's resolved path (symbolic links followed), part by part: a folder inside another shares its
         images; without a folder yet, the environment variable that will name it."""
-        root = self.params.root or (Path(os.environ[self.params.root_env]) if os.environ.get(self.params.root_env) else None)
-        return ("folder", *Path(os.path.realpath(root)).parts) if root is not None else ("folder", f"${self.params.root_env}")
+        root = self.params.root or (
+            Path(os.environ[self.params.root_env]) if os.environ.get(self.params.root_env) else None
+        )
+        return (
+            ("folder", *Path(os.path.realpath(root)).parts)
+            if root is not None
+            else ("folder", f"${self.params.root_env}")
+        )
 
     def check(self) -> None:
         root = self.root()
@@ -147,7 +162,9 @@ class ImageFolder(Dataset):
         if not folders:
             raise UserError(f"image_folder: {root} has no class sub-folders (expected root/<class>/<image>)")
         classes = self.params.classes or folders
-        labels = class_labels(folders, classes, f"image_folder {root}") if self.params.classes else list(range(len(folders)))
+        labels = (
+            class_labels(folders, classes, f"image_folder {root}") if self.params.classes else list(range(len(folders)))
+        )
         files = sorted(
             (label, file)
             for label, name in zip(labels, folders)
@@ -166,7 +183,12 @@ class ImageFolder(Dataset):
     def fingerprint(self) -> dict:
         files, _ = self.files()
         stats = [path.stat() for path, _ in files]
-        return {"root": str(self.root()), "files": len(files), "bytes": sum(s.st_size for s in stats), "mtime": max(s.st_mtime for s in stats)}
+        return {
+            "root": str(self.root()),
+            "files": len(files),
+            "bytes": sum(s.st_size for s in stats),
+            "mtime": max(s.st_mtime for s in stats),
+        }
 
     def load(self) -> ImageSet:
         return self.load_subset(None, 0)

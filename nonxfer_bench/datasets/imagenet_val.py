@@ -34,15 +34,23 @@ META = Path("data") / "meta.mat"
 
 
 class ImageNetValParams(FolderParams):
-    root: Path | None = Field(None, description="the flat folder of ILSVRC2012_val_*.JPEG; or set the env var named by root_env")
-    devkit: Path | None = Field(None, description="ILSVRC2012 devkit folder (data/ILSVRC2012_validation_ground_truth.txt, data/meta.mat)")
+    root: Path | None = Field(
+        None, description="the flat folder of ILSVRC2012_val_*.JPEG; or set the env var named by root_env"
+    )
+    devkit: Path | None = Field(
+        None, description="ILSVRC2012 devkit folder (data/ILSVRC2012_validation_ground_truth.txt, data/meta.mat)"
+    )
     solution: Path | None = Field(None, description="LOC_val_solution.csv (ImageId,PredictionString)")
-    synsets: Path | None = Field(None, description="LOC_synset_mapping.txt, checked against timm's classes (with solution)")
+    synsets: Path | None = Field(
+        None, description="LOC_synset_mapping.txt, checked against timm's classes (with solution)"
+    )
 
     @model_validator(mode="after")
     def _one_label_source(self) -> "ImageNetValParams":
         if (self.devkit is None) == (self.solution is None):
-            raise ValueError("give exactly one label source: 'devkit' (the ILSVRC2012 devkit folder) or 'solution' (LOC_val_solution.csv)")
+            raise ValueError(
+                "give exactly one label source: 'devkit' (the ILSVRC2012 devkit folder) or 'solution' (LOC_val_solution.csv)"
+            )
         return self
 
 
@@ -64,18 +72,28 @@ def devkit_labels(devkit: Path, classes: list[str]) -> dict[str, int]:
     meta = _existing(devkit / META, "devkit class list")
     try:
         synsets = loadmat(meta, squeeze_me=True)["synsets"]
-        wnids = {int(i): str(w) for i, w, children in zip(synsets["ILSVRC2012_ID"], synsets["WNID"], synsets["num_children"]) if int(children) == 0}
+        wnids = {
+            int(i): str(w)
+            for i, w, children in zip(synsets["ILSVRC2012_ID"], synsets["WNID"], synsets["num_children"])
+            if int(children) == 0
+        }
     except (ValueError, KeyError, TypeError) as error:
-        raise UserError(f"imagenet_val: {meta} is not the devkit's meta.mat (a 'synsets' struct with ILSVRC2012_ID, WNID, num_children): {error}") from None
+        raise UserError(
+            f"imagenet_val: {meta} is not the devkit's meta.mat (a 'synsets' struct with ILSVRC2012_ID, WNID, num_children): {error}"
+        ) from None
     index = {wnid: i for i, wnid in enumerate(classes)}
     truth = _existing(devkit / GROUND_TRUTH, "devkit ground truth")
     labels = {}
     for number, line in enumerate(truth.read_text().split(), 1):
         if not line.isdigit() or int(line) not in wnids:
-            raise UserError(f"imagenet_val: {truth} line {number}: {line!r} is not a class ID of {meta} (1..{len(wnids)})")
+            raise UserError(
+                f"imagenet_val: {truth} line {number}: {line!r} is not a class ID of {meta} (1..{len(wnids)})"
+            )
         wnid = wnids[int(line)]
         if wnid not in index:
-            raise UserError(f"imagenet_val: {meta}: class ID {line} is WordNet ID {wnid}, which is not an ImageNet-1k class of timm")
+            raise UserError(
+                f"imagenet_val: {meta}: class ID {line} is WordNet ID {wnid}, which is not an ImageNet-1k class of timm"
+            )
         labels[f"ILSVRC2012_val_{number:08d}"] = index[wnid]
     return labels
 
@@ -88,10 +106,14 @@ def solution_labels(solution: Path, classes: list[str]) -> dict[str, int]:
         rows = csv.reader(handle)
         header = next(rows, None)
         if header != ["ImageId", "PredictionString"]:
-            raise UserError(f"imagenet_val: {solution}: expected the header 'ImageId,PredictionString', found {','.join(header or [])!r}")
+            raise UserError(
+                f"imagenet_val: {solution}: expected the header 'ImageId,PredictionString', found {','.join(header or [])!r}"
+            )
         for number, row in enumerate(rows, 2):
             if len(row) != 2 or not row[1].split():
-                raise UserError(f"imagenet_val: {solution} line {number}: expected 'ImageId,PredictionString', found {','.join(row)!r}")
+                raise UserError(
+                    f"imagenet_val: {solution} line {number}: expected 'ImageId,PredictionString', found {','.join(row)!r}"
+                )
             image, wnid = row[0], row[1].split()[0]
             if wnid not in index:
                 raise UserError(f"imagenet_val: {solution} line {number}: {wnid!r} is not an ImageNet-1k WordNet ID")
@@ -141,17 +163,25 @@ class ImageNetVal(ImageFolder):
         root = self.root()
         images = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            layout = " (it has sub-folders: for root/<class>/<image> use the dataset 'image_folder')" if any(p.is_dir() for p in root.iterdir()) else ""
+            layout = (
+                " (it has sub-folders: for root/<class>/<image> use the dataset 'image_folder')"
+                if any(p.is_dir() for p in root.iterdir())
+                else ""
+            )
             raise UserError(f"imagenet_val: no images in {root}{layout}; expected ILSVRC2012_val_00000001.JPEG ...")
         strange = next((p for p in images if not FILE_NAME.match(p.stem)), None)
         if strange is not None:
-            raise UserError(f"imagenet_val: {strange.name} in {root} is not named like the official ILSVRC2012_val_00000001.JPEG")
+            raise UserError(
+                f"imagenet_val: {strange.name} in {root} is not named like the official ILSVRC2012_val_00000001.JPEG"
+            )
         classes = timm_classes()
         labels = self.labels(classes)
         source = self.params.solution or self.params.devkit / GROUND_TRUTH
         unlabeled = [p.name for p in images if p.stem not in labels]
         if unlabeled:
-            raise UserError(f"imagenet_val: {len(unlabeled)} image(s) in {root} have no label in {source} (first: {unlabeled[0]})")
+            raise UserError(
+                f"imagenet_val: {len(unlabeled)} image(s) in {root} have no label in {source} (first: {unlabeled[0]})"
+            )
         if len(labels) != len(images):
             stems = {p.stem for p in images}
             orphan = next(stem for stem in sorted(labels) if stem not in stems)
@@ -163,7 +193,11 @@ class ImageNetVal(ImageFolder):
 
     def label_files(self) -> list[Path]:
         """The files the labels come from: LOC_val_solution.csv, or the devkit's ground truth and class list."""
-        return [self.params.solution] if self.params.solution else [self.params.devkit / GROUND_TRUTH, self.params.devkit / META]
+        return (
+            [self.params.solution]
+            if self.params.solution
+            else [self.params.devkit / GROUND_TRUTH, self.params.devkit / META]
+        )
 
     def data_files(self) -> dict[str, Path]:
         return super().data_files() | {f"labels/{path.name}": path for path in self.label_files()}

@@ -22,7 +22,16 @@ from pydantic import Field, model_validator
 
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.params import Strict
-from nonxfer_bench.datasets.base import DATASETS, ILSVRC2012_VAL, MIN_CROP_PCT, Dataset, ImageSet, check_resize, decode_image, decode_settings
+from nonxfer_bench.datasets.base import (
+    DATASETS,
+    ILSVRC2012_VAL,
+    MIN_CROP_PCT,
+    Dataset,
+    ImageSet,
+    check_resize,
+    decode_image,
+    decode_settings,
+)
 from nonxfer_bench.datasets.imagenet_val import timm_classes
 from nonxfer_bench.schema.suite import package_folder
 
@@ -30,8 +39,12 @@ UNLABELED = -1
 
 
 class PackagedParams(Strict):
-    size: int | None = Field(None, ge=8, le=4096, description="side of the square the images are decoded to; default: the model's")
-    crop_pct: float | None = Field(None, ge=MIN_CROP_PCT, le=1, description="resize shorter side to size/crop_pct, center crop")
+    size: int | None = Field(
+        None, ge=8, le=4096, description="side of the square the images are decoded to; default: the model's"
+    )
+    crop_pct: float | None = Field(
+        None, ge=MIN_CROP_PCT, le=1, description="resize shorter side to size/crop_pct, center crop"
+    )
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
 
     @model_validator(mode="after")
@@ -57,7 +70,9 @@ class PackagedImages(Dataset):
             )
         folder = root / self.subfolder
         if not folder.is_dir():
-            raise UserError(f"{self.name}: {folder} not found in the installed {self.package!r}; reinstall {self.pip_name}")
+            raise UserError(
+                f"{self.name}: {folder} not found in the installed {self.package!r}; reinstall {self.pip_name}"
+            )
         return folder
 
     @abstractmethod
@@ -108,7 +123,9 @@ class FoolboxImageNet(PackagedImages):
         return timm_classes()
 
     def classes(self) -> list[str]:
-        from timm.data import ImageNetInfo  # heavy (timm pulls torchvision: seconds): only ImageNet's class names need it
+        from timm.data import (
+            ImageNetInfo,
+        )  # heavy (timm pulls torchvision: seconds): only ImageNet's class names need it
 
         info = ImageNetInfo()
         return [info.index_to_description(i) for i in range(1000)]

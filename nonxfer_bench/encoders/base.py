@@ -23,7 +23,9 @@ from nonxfer_bench.zoo import ZooModel
 ENCODERS: Registry["Encoder"] = Registry("encoder", "nonxfer_bench.encoders", "nonxfer_bench.encoders")
 MAX_INPUT_DIMENSION = 16 * 4096 * 4096  # C x H x W of the largest model input a zoo may declare
 MAX_TAU = 1e6  # a singular-value threshold of a first layer as seen from [0, 1] pixels
-STANDARD_PSNR = "standard PSNR (dB, peak 1 on [0, 1] pixels)"  # a strength_unit: the strength is the PSNR the release hits
+STANDARD_PSNR = (
+    "standard PSNR (dB, peak 1 on [0, 1] pixels)"  # a strength_unit: the strength is the PSNR the release hits
+)
 IGNORED = "ignored"  # a strength_unit: the strength changes nothing (list one)
 
 

@@ -14,7 +14,9 @@ from nonxfer_bench.zoo import ZooModel
 class GaussianEncoder(Encoder):
     """Adds white Gaussian noise scaled per image to the target standard PSNR; ignores the model."""
 
-    secret = "Only the noise draws: white noise blind to the model, the control for image damage at a matched standard PSNR."
+    secret = (
+        "Only the noise draws: white noise blind to the model, the control for image damage at a matched standard PSNR."
+    )
     storage_formats = ("float32", "png16", "png8")
 
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:

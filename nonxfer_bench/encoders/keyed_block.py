@@ -46,7 +46,9 @@ from nonxfer_bench.zoo import ZooModel
 
 class KeyedBlockParams(Strict):
     shuffle: bool = Field(True, description="pixel shuffling: one keyed permutation of the values inside every block")
-    flip: bool = Field(True, description="negative-positive transform: x -> 1 - x at a keyed half of the block positions")
+    flip: bool = Field(
+        True, description="negative-positive transform: x -> 1 - x at a keyed half of the block positions"
+    )
     scramble: bool = Field(True, description="block scrambling: a keyed permutation of the block positions (ViTs only)")
 
 
@@ -63,7 +65,11 @@ def from_blocks(blocks: torch.Tensor, images: torch.Tensor, block: tuple[int, in
     """A copy of ``images`` with its whole blocks replaced by ``blocks`` (B x n x d); remainder rows/columns kept."""
     count, channels, height, width = images.shape
     (bh, bw), (gh, gw) = block, (height // block[0], width // block[1])
-    tiles = blocks.reshape(count, gh, gw, channels, bh, bw).permute(0, 3, 1, 4, 2, 5).reshape(count, channels, gh * bh, gw * bw)
+    tiles = (
+        blocks.reshape(count, gh, gw, channels, bh, bw)
+        .permute(0, 3, 1, 4, 2, 5)
+        .reshape(count, channels, gh * bh, gw * bw)
+    )
     out = images.clone()
     out[..., : gh * bh, : gw * bw] = tiles
     return out
@@ -83,7 +89,9 @@ class BlockKey:
     scramble: torch.Tensor
 
     @classmethod
-    def draw(cls, seed: int, block: tuple[int, int], channels: int, blocks: int, params: KeyedBlockParams) -> "BlockKey":
+    def draw(
+        cls, seed: int, block: tuple[int, int], channels: int, blocks: int, params: KeyedBlockParams
+    ) -> "BlockKey":
         """The key of a generator seed. All three parts are always drawn (in one order), so switching one transform
         off leaves the others' keys as they were."""
         generator = keyed_generator("keyed_block", seed)
@@ -100,7 +108,9 @@ class BlockKey:
     def _blocks(self, images: torch.Tensor) -> torch.Tensor:
         blocks = to_blocks(images, self.block)
         if blocks.shape[1:] != (len(self.scramble), len(self.shuffle)):
-            raise ValueError(f"a key for {len(self.scramble)} blocks of {len(self.shuffle)} values does not fit images {tuple(images.shape[1:])}")
+            raise ValueError(
+                f"a key for {len(self.scramble)} blocks of {len(self.shuffle)} values does not fit images {tuple(images.shape[1:])}"
+            )
         return blocks
 
     def encrypt(self, images: torch.Tensor) -> torch.Tensor:
@@ -142,7 +152,9 @@ def _fold_into_first_layer(conv: nn.Conv2d, mean: torch.Tensor, std: torch.Tenso
     offset = torch.where(key.flip, 1 - mean, mean) - mean[key.shuffle]
     bias = taken @ offset
     if conv.bias is None:
-        conv.bias = nn.Parameter(torch.zeros(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device), requires_grad=False)
+        conv.bias = nn.Parameter(
+            torch.zeros(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device), requires_grad=False
+        )
     conv.bias.copy_((conv.bias.detach().double().cpu() + bias).to(conv.bias))
     conv.weight.copy_((taken * scale).view_as(conv.weight).to(conv.weight))
 
@@ -186,7 +198,9 @@ class KeyedBlockEncoder(Encoder):
             return model.key
         block = model.geometry.kernel_size
         channels, height, width = shape
-        return BlockKey.draw(generator.initial_seed(), block, channels, (height // block[0]) * (width // block[1]), self.params)
+        return BlockKey.draw(
+            generator.initial_seed(), block, channels, (height // block[0]) * (width // block[1]), self.params
+        )
 
     def encode(self, images: torch.Tensor, model: ZooModel, strength: float, generator: torch.Generator) -> Encoding:
         released = self.key(model, images.shape[1:], generator).encrypt(images)
@@ -194,7 +208,13 @@ class KeyedBlockEncoder(Encoder):
 
     def check_model(self, model: ZooModel) -> str | None:
         geometry = model.geometry
-        if geometry.stride != geometry.kernel_size or geometry.padding != (0, 0) or geometry.dilation != (1, 1) or geometry.groups != 1 or geometry.same:
+        if (
+            geometry.stride != geometry.kernel_size
+            or geometry.padding != (0, 0)
+            or geometry.dilation != (1, 1)
+            or geometry.groups != 1
+            or geometry.same
+        ):
             kernel, stride = ("x".join(map(str, v)) for v in (geometry.kernel_size, geometry.stride))
             return (
                 f"the keyed block transform needs a first layer that is a non-overlapping patch embedding (kernel == stride, "

@@ -53,18 +53,29 @@ from nonxfer_bench.metrics.image_quality import noise_scale_for_psnr, psnr_per_i
 from nonxfer_bench.zoo import ZooModel
 
 log = logging.getLogger(__name__)
-TYPICAL_ITERATIONS = 75  # LOBPCG iterations measured for 224-px stems at k = 64: 50-74 (nonxfer_bench/linalg/operator.py)
+TYPICAL_ITERATIONS = (
+    75  # LOBPCG iterations measured for 224-px stems at k = 64: 50-74 (nonxfer_bench/linalg/operator.py)
+)
 ITERATION_COST = 6  # one iteration ~ 6 x (a QR of the n x p block + p applications of A^T A), measured at 112-224 px
 EIGH_COST = 120  # a dense symmetric eigendecomposition with vectors takes as long as ~120 n^3 flops of matmul (measured, n = 768-3072)
 
 
 class OperatorParams(Strict):
-    k: Annotated[int, INPUT_DIMENSION] = Field(64, ge=1, le=MAX_INPUT_DIMENSION, description="number of smallest right-singular directions of the whole first layer")
-    tol: float = Field(1e-8, gt=0, le=1, description="eigensolver tolerance: ||A^T A v - s^2 v|| / ||A||^2 per direction")
+    k: Annotated[int, INPUT_DIMENSION] = Field(
+        64,
+        ge=1,
+        le=MAX_INPUT_DIMENSION,
+        description="number of smallest right-singular directions of the whole first layer",
+    )
+    tol: float = Field(
+        1e-8, gt=0, le=1, description="eigensolver tolerance: ||A^T A v - s^2 v|| / ||A||^2 per direction"
+    )
     ritz_tol: float | None = Field(
         1e-4, gt=0, le=1, description="also stop once the k singular values move < ritz_tol (relative) in 10 iterations"
     )
-    max_iter: int = Field(500, ge=1, le=MAX_ITERATIONS, description="eigensolver iteration cap (the reported sigmas stay exact)")
+    max_iter: int = Field(
+        500, ge=1, le=MAX_ITERATIONS, description="eigensolver iteration cap (the reported sigmas stay exact)"
+    )
     tau: float = Field(1e-5, gt=0, le=MAX_TAU, description="patch-level threshold, only for the reported comparison")
 
 
@@ -88,13 +99,20 @@ def pixel_space_operator_subspace(
         )
 
     return cached_operator_subspace(
-        model.first_conv, input_shape, k, params.tol, input_scale=model.pixel_scale(), announce=announce,
-        max_iter=params.max_iter, ritz_tol=params.ritz_tol,
+        model.first_conv,
+        input_shape,
+        k,
+        params.tol,
+        input_scale=model.pixel_scale(),
+        announce=announce,
+        max_iter=params.max_iter,
+        ritz_tol=params.ritz_tol,
     )
 
 
-
-def estimate_solve_seconds(conv: torch.nn.Conv2d, input_shape: tuple[int, int, int], k: int, input_scale: torch.Tensor, max_iter: int) -> float:
+def estimate_solve_seconds(
+    conv: torch.nn.Conv2d, input_shape: tuple[int, int, int], k: int, input_scale: torch.Tensor, max_iter: int
+) -> float:
     """Roughly how long :func:`nonxfer_bench.linalg.operator.operator_subspace` takes here, in seconds.
 
     A cost model of the solve, calibrated by timing small pieces of it on one thread (a few milliseconds up to
@@ -116,7 +134,9 @@ def estimate_solve_seconds(conv: torch.nn.Conv2d, input_shape: tuple[int, int, i
         p = min(n, k + max(8, k // 4))  # the solver's block: k plus its default guard vectors
         block = torch.randn(n, p, dtype=torch.float64)
         images = torch.randn(4, *operator.input_shape, dtype=torch.float64)
-        iteration = ITERATION_COST * (_best_of(lambda: torch.linalg.qr(block), 1) + p * _best_of(lambda: operator.gram(images), 1) / 4)
+        iteration = ITERATION_COST * (
+            _best_of(lambda: torch.linalg.qr(block), 1) + p * _best_of(lambda: operator.gram(images), 1) / 4
+        )
     return min(TYPICAL_ITERATIONS, max_iter) * iteration
 
 
@@ -147,12 +167,18 @@ class OperatorEncoder(Encoder):
         "The authorized model's first layer: the noise lies in the whole layer's least-sensitive image directions; the release "
         "assumes attackers hold neither that layer nor a model whose first layer shares them."
     )
-    storage_formats = ("float32", "png16", "png8")  # clipping costs the authorized model at low PSNR: encode reports what it kept
+    storage_formats = (
+        "float32",
+        "png16",
+        "png8",
+    )  # clipping costs the authorized model at low PSNR: encode reports what it kept
     version = "2"  # 2: exact small subspaces, draws by projection (1 depended on the thread count)
 
     def __init__(self, params: OperatorParams) -> None:
         super().__init__(params)
-        self._placed: tuple[OperatorSubspace, dict[tuple, torch.Tensor]] | None = None  # the last subspace, per (device, dtype)
+        self._placed: tuple[OperatorSubspace, dict[tuple, torch.Tensor]] | None = (
+            None  # the last subspace, per (device, dtype)
+        )
 
     def basis(self, subspace: OperatorSubspace, images: torch.Tensor) -> torch.Tensor:
         """The subspace's basis (k x n, one direction a row) in the images' device and dtype, converted once per subspace and device."""
@@ -168,7 +194,13 @@ class OperatorEncoder(Encoder):
         basis = self.basis(subspace, images)
         # P g with P = V V^T the projector onto the subspace and g ~ N(0, I) in pixel space: the same law as V z,
         # but a function of the subspace only, not of the basis a solver happened to return within it
-        g = torch.randn(len(images), basis.shape[1], generator=generator_on(generator, images.device), device=images.device, dtype=images.dtype)
+        g = torch.randn(
+            len(images),
+            basis.shape[1],
+            generator=generator_on(generator, images.device),
+            device=images.device,
+            dtype=images.dtype,
+        )
         noise = ((g @ basis.T) @ basis).view_as(images)
         released = images + noise * noise_scale_for_psnr(noise, strength)
         patch = patch_level(model.first_conv, model.pixel_scale(), self.params.tau)

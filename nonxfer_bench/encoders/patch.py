@@ -29,7 +29,9 @@ from nonxfer_bench.zoo import ZooModel
 
 
 class PatchParams(Strict):
-    tau: float = Field(DEFAULT_TAU, gt=0, le=MAX_TAU, description="singular-value threshold when the stem has no exact null space")
+    tau: float = Field(
+        DEFAULT_TAU, gt=0, le=MAX_TAU, description="singular-value threshold when the stem has no exact null space"
+    )
 
 
 @ENCODERS.register("patch")
@@ -41,19 +43,34 @@ class PatchEncoder(Encoder):
         "The authorized model's first layer: the noise lies in its low-sensitivity patch subspace; the release assumes attackers "
         "hold neither that layer nor a model whose first layer shares the subspace."
     )
-    storage_formats = ("float32", "png16", "png8")  # clipping costs the authorized model at low PSNR: encode reports what it kept
-    CACHED = 8  # subspaces kept (one per first layer an encoder instance meets: the authorized model, an attacker's stems)
+    storage_formats = (
+        "float32",
+        "png16",
+        "png8",
+    )  # clipping costs the authorized model at low PSNR: encode reports what it kept
+    CACHED = (
+        8  # subspaces kept (one per first layer an encoder instance meets: the authorized model, an attacker's stems)
+    )
 
     def __init__(self, params: PatchParams) -> None:
         super().__init__(params)
-        self._subspaces: list[tuple[torch.Tensor, PatchSubspace, dict[tuple, torch.Tensor]]] = []  # (W_eff, subspace, bases)
+        self._subspaces: list[
+            tuple[torch.Tensor, PatchSubspace, dict[tuple, torch.Tensor]]
+        ] = []  # (W_eff, subspace, bases)
 
     def subspace(self, model: ZooModel, images: torch.Tensor) -> tuple[PatchSubspace, torch.Tensor]:
         """:func:`~nonxfer_bench.linalg.subspace.pixel_space_subspace` of the model and its basis in the images' device and dtype, the SVD made
         once per first layer (keyed by W_eff's values, so a changed or another layer gets its own) and the basis
         converted once per device."""
         weight = model.pixel_weight(torch.float32)
-        entry = next((e for e in self._subspaces if e[0].shape == weight.shape and e[0].device == weight.device and torch.equal(e[0], weight)), None)
+        entry = next(
+            (
+                e
+                for e in self._subspaces
+                if e[0].shape == weight.shape and e[0].device == weight.device and torch.equal(e[0], weight)
+            ),
+            None,
+        )
         if entry is None:
             entry = (weight, patch_subspace(weight, self.params.tau), {})
             self._subspaces = [entry, *self._subspaces[: self.CACHED - 1]]
@@ -67,7 +84,9 @@ class PatchEncoder(Encoder):
         subspace, basis = self.subspace(model, images)
         tiles = model.geometry.tiling().unfold_kwargs()
         count = F.unfold(images[:1], **tiles).shape[-1]
-        z = torch.randn(len(images), subspace.k, count, generator=generator_on(generator, images.device), device=images.device)
+        z = torch.randn(
+            len(images), subspace.k, count, generator=generator_on(generator, images.device), device=images.device
+        )
         noise = F.fold(basis @ z, output_size=images.shape[-2:], **tiles)
         released = images + noise * noise_scale_for_psnr(noise, strength)
         return Encoding(

@@ -38,11 +38,17 @@ from nonxfer_bench.zoo import ZooModel
 
 
 class ReferenceParams(Strict):
-    tau: float = Field(DEFAULT_TAU, gt=0, le=MAX_TAU, description="singular-value threshold when the stem has no exact null space")
+    tau: float = Field(
+        DEFAULT_TAU, gt=0, le=MAX_TAU, description="singular-value threshold when the stem has no exact null space"
+    )
 
 
 def reference_noise(
-    basis: torch.Tensor, mean_square: Callable[[torch.Tensor], torch.Tensor], batch: int, nominal_psnr: float, generator: torch.Generator
+    basis: torch.Tensor,
+    mean_square: Callable[[torch.Tensor], torch.Tensor],
+    batch: int,
+    nominal_psnr: float,
+    generator: torch.Generator,
 ) -> torch.Tensor:
     """Step 4 of the recipe: the noise vector n (B x D x 1) that is added to every patch column.
 
@@ -60,11 +66,21 @@ def reference_noise(
 
 
 def encode_unfolded(
-    normalized: torch.Tensor, geometry: ConvGeometry, basis: torch.Tensor, nominal_psnr: float, generator: torch.Generator
+    normalized: torch.Tensor,
+    geometry: ConvGeometry,
+    basis: torch.Tensor,
+    nominal_psnr: float,
+    generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The straightforward recipe (unfold, add, fold): returns the folded image and U + n 1^T."""
     unfolded = F.unfold(normalized, **geometry.unfold_kwargs())
-    noise = reference_noise(basis, lambda n1: (unfolded + n1).pow(2).mean(dim=(1, 2), keepdim=True), len(normalized), nominal_psnr, generator)
+    noise = reference_noise(
+        basis,
+        lambda n1: (unfolded + n1).pow(2).mean(dim=(1, 2), keepdim=True),
+        len(normalized),
+        nominal_psnr,
+        generator,
+    )
     encoded = unfolded + noise
     return F.fold(encoded, output_size=normalized.shape[-2:], **geometry.unfold_kwargs()), encoded
 
@@ -79,16 +95,26 @@ def tiles_exactly(geometry: ConvGeometry, size: tuple[int, int]) -> bool:
     )
 
 
-def window_views(padded: torch.Tensor, geometry: ConvGeometry, rows: int, cols: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+def window_views(
+    padded: torch.Tensor, geometry: ConvGeometry, rows: int, cols: int
+) -> Iterator[tuple[int, int, torch.Tensor]]:
     """For each kernel offset (i, j), the strided view of ``padded`` holding that offset's pixel of every window."""
     (kh, kw), (sh, sw), (dh, dw) = geometry.kernel_size, geometry.stride, geometry.dilation
     for i in range(kh):
         for j in range(kw):
-            yield i, j, padded[..., dh * i : dh * i + sh * (rows - 1) + 1 : sh, dw * j : dw * j + sw * (cols - 1) + 1 : sw]
+            yield (
+                i,
+                j,
+                padded[..., dh * i : dh * i + sh * (rows - 1) + 1 : sh, dw * j : dw * j + sw * (cols - 1) + 1 : sw],
+            )
 
 
 def encode_strided(
-    normalized: torch.Tensor, geometry: ConvGeometry, basis: torch.Tensor, nominal_psnr: float, generator: torch.Generator
+    normalized: torch.Tensor,
+    geometry: ConvGeometry,
+    basis: torch.Tensor,
+    nominal_psnr: float,
+    generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same recipe for any stem without materializing the unfolded tensor; returns the folded image and n.
 
@@ -122,7 +148,13 @@ def encode_strided(
     return out[..., ph : ph + height, pw : pw + width], noise
 
 
-def encode_tiled(normalized: torch.Tensor, geometry: ConvGeometry, basis: torch.Tensor, nominal_psnr: float, generator: torch.Generator) -> torch.Tensor:
+def encode_tiled(
+    normalized: torch.Tensor,
+    geometry: ConvGeometry,
+    basis: torch.Tensor,
+    nominal_psnr: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
     """The same recipe for a stem whose windows tile the image, with no unfold, fold or patch copy.
 
     Adding n 1^T to every patch is adding one (C, kh, kw) tile everywhere: the image viewed as bands of
@@ -144,7 +176,11 @@ def encode_tiled(normalized: torch.Tensor, geometry: ConvGeometry, basis: torch.
         return (square + 2 * torch.bmm(patch_sum, n1) + count * n1.pow(2).sum(1, keepdim=True)) / flat.shape[-1]
 
     noise = reference_noise(basis, mean_square, batch, nominal_psnr, generator)
-    band = noise.view(batch, channels, kh, 1, kw).expand(-1, -1, -1, width // kw, -1).reshape(batch, channels, 1, kh, width)
+    band = (
+        noise.view(batch, channels, kh, 1, kw)
+        .expand(-1, -1, -1, width // kw, -1)
+        .reshape(batch, channels, 1, kh, width)
+    )
     return (normalized.view(batch, channels, height // kh, kh, width) + band).view(batch, channels, height, width)
 
 

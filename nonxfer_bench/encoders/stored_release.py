@@ -38,7 +38,9 @@ DEEP_SOURCE = "16-bit source"  # the manifest note of a source decoded at 16 bit
 class StoredReleaseParams(Strict):
     release: Path = Field(description="the release folder (written by `nonxfer-bench encode`)")
     originals: Path = Field(description="the folder encode read: the suite's dataset decodes the same images")
-    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the release's manifest.json: the release the run is about")
+    manifest_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the release's manifest.json: the release the run is about"
+    )
 
 
 @ENCODERS.register("stored_release")
@@ -56,9 +58,13 @@ class StoredRelease(Encoder):
         self.manifest = read_manifest(self.folder)
         where = self.folder / MANIFEST
         if manifest_sha256(self.folder) != params.manifest_sha256:
-            raise UserError(f"{where}: not the manifest this run was planned on (SHA-256 differs): the release was encoded again; run `attack` again")
+            raise UserError(
+                f"{where}: not the manifest this run was planned on (SHA-256 differs): the release was encoded again; run `attack` again"
+            )
         if self.manifest.get("notes", {}).get(DEEP_SOURCE):
-            raise UserError(f"{where}: made from 16-bit sources, which a suite's dataset decodes at 8 bits: their released files cannot be matched")
+            raise UserError(
+                f"{where}: made from 16-bit sources, which a suite's dataset decodes at 8 bits: their released files cannot be matched"
+            )
         self.files = vouched_files(self.folder, self.manifest)
         encoder = self.manifest["encoder"]
         self.own = ENCODERS.create(encoder["name"], encoder.get("params", {}))
@@ -76,7 +82,11 @@ class StoredRelease(Encoder):
         if type(self.own).authorized_view is not Encoder.authorized_view:
             return f"the release's encoder {encoder} deploys the authorized model with the owner's key, which an attack run does not hold"
         if not self.is_authorized(model):
-            return f"the release in {self.folder} was made for the model {self.manifest['model']['name']!r} (identity hash {excerpt(self.manifest['model']['identity_hash'], 20)})"
+            made_for = self.manifest["model"]
+            return (
+                f"the release in {self.folder} was made for the model {made_for['name']!r} "
+                f"(identity hash {excerpt(made_for['identity_hash'], 20)})"
+            )
         return self.own.check_model(model)
 
     def noise_subspace(self, model: ZooModel) -> NoiseSubspace | None:

@@ -72,15 +72,27 @@ SPAN_TOLERANCE = 1e-4  # the noise's windows outside a declared subspace, relati
 MAX_REASON = 400  # characters of a check_model refusal
 STORAGE_IMAGES = 64  # smooth images a storage format is checked on
 STORAGE_STRENGTH = 30.0  # the strength they are encoded at
-STORAGE_MARGIN = 0.05  # how much less of the authorized model's predictions a stored release may keep than stored clean images
+STORAGE_MARGIN = (
+    0.05  # how much less of the authorized model's predictions a stored release may keep than stored clean images
+)
 
 
 def model_spec(stem: str, channels: int) -> ModelSpec:
     """The zoo entry of one specification model: ``vit`` or ``resnet`` with ``channels`` channels at :data:`SIZE`."""
     preprocess = {"input_size": [channels, *SIZE], "mean": [0.5] * channels, "std": [0.25] * channels}
     if stem == "vit":
-        kwargs = {"img_size": list(SIZE), "patch_size": 4, "in_chans": channels, "embed_dim": 12, "depth": 1, "num_heads": 2, "num_classes": 10}
-        return ModelSpec(name=f"vit{channels}", arch="vit_tiny_patch16_224", kwargs=kwargs, preprocess=preprocess, seed=0)
+        kwargs = {
+            "img_size": list(SIZE),
+            "patch_size": 4,
+            "in_chans": channels,
+            "embed_dim": 12,
+            "depth": 1,
+            "num_heads": 2,
+            "num_classes": 10,
+        }
+        return ModelSpec(
+            name=f"vit{channels}", arch="vit_tiny_patch16_224", kwargs=kwargs, preprocess=preprocess, seed=0
+        )
     kwargs = {"in_chans": channels, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10}
     return ModelSpec(name=f"resnet{channels}", arch="resnet18", kwargs=kwargs, preprocess=preprocess, seed=1)
 
@@ -111,11 +123,16 @@ def accepted(encoder: Encoder, device: Device = "cpu") -> list[tuple[str, ZooMod
     accepts none."""
     cases = [(stem, channels) for stem in STEMS for channels in CHANNELS]
     models = [
-        (f"{encoder.name} on {stem} ({channels} channel{'s' if channels > 1 else ''})", make_model(stem, channels, device))
+        (
+            f"{encoder.name} on {stem} ({channels} channel{'s' if channels > 1 else ''})",
+            make_model(stem, channels, device),
+        )
         for stem, channels in cases
         if encoder.check_model(model_structure(model_spec(stem, channels))) is None
     ]
-    assert models, f"{encoder.name}: check_model refuses every model of the specification ({', '.join(STEMS)}), so nothing of it can be checked"
+    assert models, (
+        f"{encoder.name}: check_model refuses every model of the specification ({', '.join(STEMS)}), so nothing of it can be checked"
+    )
     return models
 
 
@@ -144,21 +161,38 @@ def check_declarations(name: str, params: dict[str, Any] | None = None, device: 
     string ``version``; ``params`` are valid."""
     cls = ENCODERS.get(name)
     assert cls.__doc__, f"{name}: needs a docstring"
-    assert not unbounded(cls.Params), f"{name}: numeric parameters without a lower or an upper bound: {', '.join(unbounded(cls.Params))}"
+    assert not unbounded(cls.Params), (
+        f"{name}: numeric parameters without a lower or an upper bound: {', '.join(unbounded(cls.Params))}"
+    )
     try:
         cls.Params(not_a_parameter=1)
-        raise AssertionError(f"{name}: Params accepts an unknown key (use extra='forbid': build it on nonxfer_bench.core.params.Strict)")
+        raise AssertionError(
+            f"{name}: Params accepts an unknown key (use extra='forbid': build it on nonxfer_bench.core.params.Strict)"
+        )
     except ValueError:  # refused, as it must be
         pass
     declared = next(k for k in cls.__mro__ if "secret" in vars(k))
-    assert declared is not Encoder and isinstance(cls.secret, str) and len(cls.secret.split()) >= 5 and "\n" not in cls.secret, (
+    assert (
+        declared is not Encoder
+        and isinstance(cls.secret, str)
+        and len(cls.secret.split()) >= 5
+        and "\n" not in cls.secret
+    ), (
         f"{name}: declare `secret`, one sentence: what the owner keeps secret and what the release assumes (got {cls.secret!r})"
     )
-    assert isinstance(cls.strength_unit, str) and cls.strength_unit.strip() and "\n" not in cls.strength_unit, f"{name}: strength_unit {cls.strength_unit!r}"
-    assert isinstance(cls.keyed, bool) and isinstance(cls.in_unit_range, bool), f"{name}: keyed and in_unit_range are booleans"
-    assert isinstance(cls.version, str) and cls.version, f"{name}: version {cls.version!r} (a string, part of every cell key)"
+    assert isinstance(cls.strength_unit, str) and cls.strength_unit.strip() and "\n" not in cls.strength_unit, (
+        f"{name}: strength_unit {cls.strength_unit!r}"
+    )
+    assert isinstance(cls.keyed, bool) and isinstance(cls.in_unit_range, bool), (
+        f"{name}: keyed and in_unit_range are booleans"
+    )
+    assert isinstance(cls.version, str) and cls.version, (
+        f"{name}: version {cls.version!r} (a string, part of every cell key)"
+    )
     formats = cls.storage_formats
-    assert isinstance(formats, tuple) and formats and all(isinstance(f, str) for f in formats), f"{name}: storage_formats {formats!r} (a tuple of format names)"
+    assert isinstance(formats, tuple) and formats and all(isinstance(f, str) for f in formats), (
+        f"{name}: storage_formats {formats!r} (a tuple of format names)"
+    )
     for fmt in formats:
         try:
             canonical = parse_format(fmt).name
@@ -178,10 +212,16 @@ def check_model_hook(name: str, params: dict[str, Any] | None = None, device: De
             where = f"{name}.check_model on {stem} ({channels} channel(s))"
             on_structure = encoder.check_model(model_structure(model_spec(stem, channels)))
             on_model = encoder.check_model(make_model(stem, channels, device))
-            assert on_structure == on_model, f"{where}: {on_structure!r} on the structure, {on_model!r} on the model (it must not read weights)"
+            assert on_structure == on_model, (
+                f"{where}: {on_structure!r} on the structure, {on_model!r} on the model (it must not read weights)"
+            )
             if on_structure is not None:
-                assert isinstance(on_structure, str) and on_structure.strip(), f"{where}: returned {on_structure!r}, not None or a reason"
-                assert "\n" not in on_structure and "\r" not in on_structure and len(on_structure) <= MAX_REASON, f"{where}: not one line: {on_structure[:500]!r}"
+                assert isinstance(on_structure, str) and on_structure.strip(), (
+                    f"{where}: returned {on_structure!r}, not None or a reason"
+                )
+                assert "\n" not in on_structure and "\r" not in on_structure and len(on_structure) <= MAX_REASON, (
+                    f"{where}: not one line: {on_structure[:500]!r}"
+                )
     accepted(encoder, device)
 
 
@@ -197,14 +237,22 @@ def check_release_shape_and_range(name: str, params: dict[str, Any] | None = Non
             encoding = encoder.encode(images, model, strength, key(1))
             assert isinstance(encoding, Encoding), f"{at}: returned {type(encoding).__name__}, not an Encoding"
             released = encoding.images
-            assert released.shape == images.shape and released.dtype == images.dtype, f"{at}: {tuple(released.shape)} {released.dtype} for {tuple(images.shape)} {images.dtype}"
-            assert released.device == images.device, f"{at}: released on {released.device}, the images are on {images.device}"
+            assert released.shape == images.shape and released.dtype == images.dtype, (
+                f"{at}: {tuple(released.shape)} {released.dtype} for {tuple(images.shape)} {images.dtype}"
+            )
+            assert released.device == images.device, (
+                f"{at}: released on {released.device}, the images are on {images.device}"
+            )
             values = _host(released)
             assert torch.isfinite(values).all(), f"{at}: non-finite values"
             if type(encoder).in_unit_range:
-                assert 0 <= float(values.min()) and float(values.max()) <= 1, f"{at}: declares in_unit_range, released [{float(values.min()):.3g}, {float(values.max()):.3g}]"
+                assert 0 <= float(values.min()) and float(values.max()) <= 1, (
+                    f"{at}: declares in_unit_range, released [{float(values.min()):.3g}, {float(values.max()):.3g}]"
+                )
             psnr = encoding.achieved_psnr
-            assert psnr.shape == (len(images),) and psnr.is_floating_point(), f"{at}: achieved_psnr {tuple(psnr.shape)} {psnr.dtype}, not one float per image"
+            assert psnr.shape == (len(images),) and psnr.is_floating_point(), (
+                f"{at}: achieved_psnr {tuple(psnr.shape)} {psnr.dtype}, not one float per image"
+            )
         assert torch.equal(_host(images), _host(clean)), f"{where}: changed the images it was given"
         assert _same_state(state, model), f"{where}: changed the model's weights or buffers"
 
@@ -217,10 +265,14 @@ def check_determinism_under_a_key(name: str, params: dict[str, Any] | None = Non
         images = make_images(model.input_size[0], device)
         state = torch.get_rng_state()
         first, again, other = (_host(encoder.encode(images, model, 20.0, key(seed)).images) for seed in (1, 1, 2))
-        assert torch.equal(state, torch.get_rng_state()), f"{where}: drew from torch's global generator (draw from the one it is given)"
+        assert torch.equal(state, torch.get_rng_state()), (
+            f"{where}: drew from torch's global generator (draw from the one it is given)"
+        )
         assert torch.equal(first, again), f"{where}: not deterministic for one generator seed"
         if type(encoder).keyed:
-            assert not torch.equal(first, other), f"{where}: another seed gave the same release (declare keyed = False if the key is ignored)"
+            assert not torch.equal(first, other), (
+                f"{where}: another seed gave the same release (declare keyed = False if the key is ignored)"
+            )
         else:
             assert torch.equal(first, other), f"{where}: declares keyed = False, but another seed gave another release"
 
@@ -238,21 +290,34 @@ def check_achieved_psnr(name: str, params: dict[str, Any] | None = None, device:
             encoding = encoder.encode(images, model, strength, key(1))
             measured, reported = _host(psnr_per_image(images, encoding.images)), _host(encoding.achieved_psnr)
             at = f"{where} at strength {strength:g}"
-            assert _db_apart(reported, measured) <= TOLERANCE_DB, f"{at}: achieved_psnr {reported.tolist()}, the release's standard PSNR {measured.tolist()}"
+            assert _db_apart(reported, measured) <= TOLERANCE_DB, (
+                f"{at}: achieved_psnr {reported.tolist()}, the release's standard PSNR {measured.tolist()}"
+            )
             if unit == STANDARD_PSNR:
-                assert _db_apart(measured, torch.full_like(measured, strength)) <= TOLERANCE_DB, f"{at}: a standard-PSNR target, released at {measured.tolist()} dB"
+                assert _db_apart(measured, torch.full_like(measured, strength)) <= TOLERANCE_DB, (
+                    f"{at}: a standard-PSNR target, released at {measured.tolist()} dB"
+                )
             releases.append(_host(encoding.images))
         same = all(torch.equal(releases[0], release) for release in releases[1:])
         if unit == IGNORED:
-            assert same, f"{where}: strength_unit says the strength is ignored, but strengths {STRENGTHS} gave different releases"
+            assert same, (
+                f"{where}: strength_unit says the strength is ignored, but strengths {STRENGTHS} gave different releases"
+            )
         elif unit != STANDARD_PSNR:
-            assert not same, f"{where}: strengths {STRENGTHS} ({unit}) gave one release (declare strength_unit = IGNORED)"
+            assert not same, (
+                f"{where}: strengths {STRENGTHS} ({unit}) gave one release (declare strength_unit = IGNORED)"
+            )
 
 
 def _tiles(model: ZooModel) -> bool:
     """The stem's windows tile the image: stride == kernel, no padding or dilation, sizes divisible."""
     geometry, size = model.geometry, model.input_size[1:]
-    plain = geometry.stride == geometry.kernel_size and geometry.padding == (0, 0) and geometry.dilation == (1, 1) and not geometry.same
+    plain = (
+        geometry.stride == geometry.kernel_size
+        and geometry.padding == (0, 0)
+        and geometry.dilation == (1, 1)
+        and not geometry.same
+    )
     return plain and all(n % k == 0 for n, k in zip(size, geometry.kernel_size))
 
 
@@ -265,10 +330,14 @@ def check_noise_subspace(name: str, params: dict[str, Any] | None = None, device
         if first is None:
             assert again is None, f"{where}: noise_subspace is None once and a subspace the next time"
             continue
-        assert isinstance(first, NoiseSubspace) and isinstance(again, NoiseSubspace), f"{where}: noise_subspace returned {type(first).__name__}"
+        assert isinstance(first, NoiseSubspace) and isinstance(again, NoiseSubspace), (
+            f"{where}: noise_subspace returned {type(first).__name__}"
+        )
         basis = _host(first.pixel_basis)
         depth = model.first_conv.in_channels * model.geometry.kernel_size[0] * model.geometry.kernel_size[1]
-        assert basis.dim() == 2 and basis.shape[0] == depth and basis.shape[1] >= 1, f"{where}: pixel basis {tuple(basis.shape)}, not {depth} x k"
+        assert basis.dim() == 2 and basis.shape[0] == depth and basis.shape[1] >= 1, (
+            f"{where}: pixel basis {tuple(basis.shape)}, not {depth} x k"
+        )
         assert torch.equal(basis, _host(again.pixel_basis)), f"{where}: noise_subspace changed between two calls"
         if not _tiles(model):
             continue
@@ -278,7 +347,9 @@ def check_noise_subspace(name: str, params: dict[str, Any] | None = None, device
         windows = F.unfold(noise, kernel_size=kernel, stride=kernel)  # B x D x L
         q = torch.linalg.qr(basis).Q
         outside = windows - q @ (q.T @ windows)
-        assert outside.norm() <= SPAN_TOLERANCE * windows.norm(), f"{where}: the noise has {float(outside.norm() / windows.norm()):.2g} of its norm outside the declared subspace"
+        assert outside.norm() <= SPAN_TOLERANCE * windows.norm(), (
+            f"{where}: the noise has {float(outside.norm() / windows.norm()):.2g} of its norm outside the declared subspace"
+        )
 
 
 def check_authorized_view(name: str, params: dict[str, Any] | None = None, device: Device = "cpu") -> None:
@@ -289,10 +360,14 @@ def check_authorized_view(name: str, params: dict[str, Any] | None = None, devic
         images, state = make_images(model.input_size[0], device), _state(model)
         view, again = encoder.authorized_view(model, key(1)), encoder.authorized_view(model, key(1))
         assert isinstance(view, ZooModel), f"{where}: authorized_view returned {type(view).__name__}, not a ZooModel"
-        assert view.input_size == model.input_size and view.device == model.device, f"{where}: view for {view.input_size} on {view.device}"
+        assert view.input_size == model.input_size and view.device == model.device, (
+            f"{where}: view for {view.input_size} on {view.device}"
+        )
         with torch.no_grad():
             logits, repeated = _host(view(images)), _host(again(images))
-        assert torch.isfinite(logits).all() and torch.equal(logits, repeated), f"{where}: the view's logits are not finite or not the same for one seed"
+        assert torch.isfinite(logits).all() and torch.equal(logits, repeated), (
+            f"{where}: the view's logits are not finite or not the same for one seed"
+        )
         assert _same_state(state, model), f"{where}: authorized_view changed the model it was given (return a new one)"
 
 

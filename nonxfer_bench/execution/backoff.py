@@ -21,7 +21,11 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, torch.OutOfMemoryError):
         return True
     text = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text) and check_batch_size_retry(text)
+    return (
+        isinstance(error, RuntimeError)
+        and ("out of memory" in text or "can't allocate memory" in text)
+        and check_batch_size_retry(text)
+    )
 
 
 class BatchBackOff:
@@ -30,7 +34,9 @@ class BatchBackOff:
     def __init__(self) -> None:
         self.sizes: dict[str, int] = {}
 
-    def __call__(self, name: str, function: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, name: str, function: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor
+    ) -> torch.Tensor:
         size = min(self.sizes.get(name, len(batch)), len(batch))
         while True:
             try:

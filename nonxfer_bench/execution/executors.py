@@ -47,11 +47,16 @@ class ProcessExecutor(Executor):
         failures = 0
         while remaining:
             pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(self.threads, os.getcwd())
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.threads, os.getcwd()),
             )
             try:
                 futures = {
-                    pool.submit(compute_task, runner.suite, runner.settings, index[key], key, sorted(missing.values())): key
+                    pool.submit(
+                        compute_task, runner.suite, runner.settings, index[key], key, sorted(missing.values())
+                    ): key
                     for key, (_, missing) in remaining.items()
                 }
                 pending = set(futures)
@@ -74,7 +79,10 @@ class ProcessExecutor(Executor):
                         f"a worker process died (killed or out of memory) {failures} time(s); groups not computed: {labels}. "
                         "Finished groups are stored: run the same command again to resume"
                     )
-                print(f"nonxfer-bench: a worker process died; retrying {len(remaining)} group(s): {labels}", file=sys.stderr)
+                print(
+                    f"nonxfer-bench: a worker process died; retrying {len(remaining)} group(s): {labels}",
+                    file=sys.stderr,
+                )
 
 
 class RayExecutor(Executor):
@@ -102,7 +110,9 @@ class RayExecutor(Executor):
         threads = max(1, int(resources.cpus))
         index = {group.key: i for i, group in enumerate(runner.groups)}
         refs = {
-            task.remote(suite, runner.settings, index[group.key], group.key, sorted(missing.values()), threads, os.getcwd()): group
+            task.remote(
+                suite, runner.settings, index[group.key], group.key, sorted(missing.values()), threads, os.getcwd()
+            ): group
             for group, missing in work
         }
         lost = []
@@ -149,7 +159,9 @@ def create_executor(name: str, workers: int = 2, address: str | None = None) -> 
 _worker_runner: tuple[str, Runner] | None = None
 
 
-def compute_task(suite: Suite, settings: RunSettings, index: int, key: str, cell_keys: list[str]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+def compute_task(
+    suite: Suite, settings: RunSettings, index: int, key: str, cell_keys: list[str]
+) -> tuple[list[dict], dict[str, torch.Tensor]]:
     """Worker side: compute the group ``key`` (the driver's ``index``, for messages) of ``suite`` run with ``settings``,
     cells ``cell_keys`` only, reusing this process's runner. The worker plans the whole suite: the driver may compute
     part of it (a protocol run's tiers)."""
@@ -162,7 +174,9 @@ def compute_task(suite: Suite, settings: RunSettings, index: int, key: str, cell
     group = next((group for group in runner.groups if group.key == key), None)
     wanted = set(cell_keys)
     if group is None or not wanted <= set(group.cells.values()):
-        raise RuntimeError(f"the worker's plan has no group {key} (the driver's group {index}) with these cells: driver and worker run different code")
+        raise RuntimeError(
+            f"the worker's plan has no group {key} (the driver's group {index}) with these cells: driver and worker run different code"
+        )
     return runner.compute(group, {cell: k for cell, k in group.cells.items() if k in wanted})
 
 
@@ -186,7 +200,9 @@ def ray_device(device: str, gpus: float) -> str:
     every GPU from a task that requests none, so ``device: cuda`` with ``resources.gpus: 0`` is refused up front."""
     if gpus <= 0:
         if device.startswith("cuda"):
-            raise UserError(f"device {device!r} with --executor ray needs resources: {{gpus: 1}} in the suite (Ray hides GPUs from tasks that request none)")
+            raise UserError(
+                f"device {device!r} with --executor ray needs resources: {{gpus: 1}} in the suite (Ray hides GPUs from tasks that request none)"
+            )
         return "cpu"
     return "cpu" if device == "cpu" else "cuda"
 

@@ -107,12 +107,20 @@ class GroupServices:
     suite_name: str
     batch_size: int
     sample_images: int
-    public_labels: Callable[[], torch.Tensor | None] = lambda: None  # labels of the public images, if the suite has them
+    public_labels: Callable[[], torch.Tensor | None] = lambda: (
+        None
+    )  # labels of the public images, if the suite has them
     precision: str = "fp32"  # the models' precision, recorded in the cells (part of their keys when not fp32)
-    overlap_cpu_attacks: bool = False  # run CPU-only attacks on a thread pool beside the device work (the device is not the CPU)
+    overlap_cpu_attacks: bool = (
+        False  # run CPU-only attacks on a thread pool beside the device work (the device is not the CPU)
+    )
     bounds: bool = True  # compute the bound diagnostics (suite key 'bounds')
-    entry: Callable[[Any], str] = lambda spec: spec.name  # a suite entry (an encoder's or attack's spec) as error lines name it
-    verdict: VerdictSpec = VerdictSpec()  # the suite's protocol's verdict (its defaults without one): the tuning split attacks may search on
+    entry: Callable[[Any], str] = lambda spec: (
+        spec.name
+    )  # a suite entry (an encoder's or attack's spec) as error lines name it
+    verdict: VerdictSpec = (
+        VerdictSpec()
+    )  # the suite's protocol's verdict (its defaults without one): the tuning split attacks may search on
 
 
 class AttackedBatches:
@@ -124,14 +132,24 @@ class AttackedBatches:
     """
 
     def __init__(
-        self, group: EncodingGroup, steps: list[AttackStep], attacks: Callable[[AttackStep], Attack], count: int, size: int, entry: Callable[[Any], str]
+        self,
+        group: EncodingGroup,
+        steps: list[AttackStep],
+        attacks: Callable[[AttackStep], Attack],
+        count: int,
+        size: int,
+        entry: Callable[[Any], str],
     ) -> None:
         self.attacks, self.count, self.size, self.entry = attacks, count, size, entry
-        self.seconds: dict[AttackStep, float] = defaultdict(float)  # wall time of this stage (fit, attack, adapt) per step
+        self.seconds: dict[AttackStep, float] = defaultdict(
+            float
+        )  # wall time of this stage (fit, attack, adapt) per step
         self.devices: dict[AttackStep, str] = {}  # the device type each step's attack computed on
         self.outputs = ArrayCache("attacked")
         self.generators = {
-            (step, draw): keyed_generator(group.draw_key, step.spec.name, step.spec.params, step.strength, *([draw] if draw else []))
+            (step, draw): keyed_generator(
+                group.draw_key, step.spec.name, step.spec.params, step.strength, *([draw] if draw else [])
+            )
             for step in steps
             for draw in range(attacks(step).draws)
         }
@@ -155,13 +173,14 @@ class AttackedBatches:
         with blame(self.entry(step.spec)):
             attacked = attack(released, step.strength, self.generators[(step, draw)])
             if not isinstance(attacked, torch.Tensor) or attacked.shape != released.shape:
-                raise ValueError(f"returned {tuple(getattr(attacked, 'shape', ())) or type(attacked).__name__} for a batch of shape {tuple(released.shape)}")
+                raise ValueError(
+                    f"returned {tuple(getattr(attacked, 'shape', ())) or type(attacked).__name__} for a batch of shape {tuple(released.shape)}"
+                )
         self.seconds[step] += time.perf_counter() - began
         self.devices[step] = "cpu" if attack.cpu_only else attacked.device.type
         if key is not None:
             self.outputs.put(key, attacked.detach().cpu().numpy())
         return attacked.to(released.device)  # attacks that work on the host (libjpeg, scikit-image) hand back there
-
 
     def _damage(self, hits: list[tuple[np.ndarray, dict]], released: torch.Tensor) -> str | None:
         """What is wrong with a draw's cached output batches for this release, or None: each must be a finite
@@ -203,26 +222,36 @@ class GroupComputation:
         self.encoder_info: dict[str, float] = {}
         self.bounds: tuple[dict, dict] = ({}, {})
         self.sample_rows: dict[str, torch.Tensor] = {}
-        self.adapted: dict[tuple[AttackStep, str], ZooModel] = {}  # model-adapting attacks: (step, model) -> adapted copy
+        self.adapted: dict[
+            tuple[AttackStep, str], ZooModel
+        ] = {}  # model-adapting attacks: (step, model) -> adapted copy
         self.attacked_batches: AttackedBatches | None = None
 
     def run(self, inputs: GroupInputs) -> tuple[list[Cell], dict[str, torch.Tensor]]:
         size = self.services.batch_size
-        self.attacked_batches = AttackedBatches(self.group, self.steps, self.services.attack, inputs.count, size, self.services.entry)
+        self.attacked_batches = AttackedBatches(
+            self.group, self.steps, self.services.attack, inputs.count, size, self.services.entry
+        )
         releases = self.releases(inputs)
         ahead, context = self.fit_attacks(releases, inputs)
         with self.cpu_pool() as pool:
             for start, clean, labels, encoding in _drain(ahead, releases):
                 context.batch_labels = labels
-                self.services.phase(self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: attack and score")
+                self.services.phase(
+                    self.group, f"batch {start // size + 1}/{-(-inputs.count // size)}: attack and score"
+                )
                 for step, draw, attacked in self.attacked(pool, start, encoding.images):
                     self.measure_attack(step, draw, start, clean, attacked)
                     self.score(step, draw, start, clean, attacked, labels, encoding, inputs.clean_predictions)
                 faults.point("group_batch")
                 return_freed_memory()  # the batch's tensors are gone: keep the footprint flat over many batches
         count = self.services.sample_images  # only the shown images travel back from a worker
-        shown = dict.fromkeys(["clean", self.group.encoder.name, *(step.label for step in self.steps)])  # the grid's row order
-        return self.assemble(inputs.image_ids), {label: self.sample_rows[label][:count] for label in shown if label in self.sample_rows}
+        shown = dict.fromkeys(
+            ["clean", self.group.encoder.name, *(step.label for step in self.steps)]
+        )  # the grid's row order
+        return self.assemble(inputs.image_ids), {
+            label: self.sample_rows[label][:count] for label in shown if label in self.sample_rows
+        }
 
     def releases(self, inputs: GroupInputs) -> Iterator[Release]:
         """Stage 1 over the dataset, batch by batch: (start, clean batch, its labels, its release)."""
@@ -248,16 +277,23 @@ class GroupComputation:
             ahead.append(release)
             if sum(len(r.clean) for r in ahead) >= needed:
                 break
-        released = ahead[0].encoding.images if len(ahead) == 1 else torch.cat([r.encoding.images for r in ahead])[:needed]
+        released = (
+            ahead[0].encoding.images if len(ahead) == 1 else torch.cat([r.encoding.images for r in ahead])[:needed]
+        )
         context = self.attack_context(released, inputs)
         first_batch = len(ahead[0].clean)
         for spec_id, budget in budgets.items():
             spec_steps = [s for s in self.steps if id(s.spec) == spec_id]
             if budget and budget > count:
-                self.services.note(self.group, f"{spec_steps[0].spec.name} asks for {budget} released NEs, the group has {count}: it fits on {count}")
+                self.services.note(
+                    self.group,
+                    f"{spec_steps[0].spec.name} asks for {budget} released NEs, the group has {count}: it fits on {count}",
+                )
             began = time.perf_counter()
             with blame(self.services.entry(spec_steps[0].spec)):
-                self.services.attack(spec_steps[0]).prepare(replace(context, released=released[: budget or first_batch]))
+                self.services.attack(spec_steps[0]).prepare(
+                    replace(context, released=released[: budget or first_batch])
+                )
             for step in spec_steps:  # every strength of the attack needs its fit
                 self.attacked_batches.seconds[step] += time.perf_counter() - began
         return ahead, context
@@ -270,10 +306,16 @@ class GroupComputation:
         return ThreadPoolExecutor(min(steps, os.cpu_count() or 1), thread_name_prefix="nxb-cpu-attack")
 
     # stage 2
-    def attacked(self, pool: ThreadPoolExecutor | None, start: int, released: torch.Tensor) -> Iterator[tuple[AttackStep, int, torch.Tensor]]:
+    def attacked(
+        self, pool: ThreadPoolExecutor | None, start: int, released: torch.Tensor
+    ) -> Iterator[tuple[AttackStep, int, torch.Tensor]]:
         """Every (step, draw) of one batch with its attacked images. With a pool, each CPU-only step runs its draws
         on a pool thread while the other steps run here, and is handed on last: its CPU work overlaps the device's."""
-        on_pool = {step: pool.submit(self.all_draws, step, start, released) for step in self.steps if pool and self.services.attack(step).cpu_only}
+        on_pool = {
+            step: pool.submit(self.all_draws, step, start, released)
+            for step in self.steps
+            if pool and self.services.attack(step).cpu_only
+        }
         for step in self.steps:
             if step not in on_pool:
                 for draw in range(self.draws[step]):
@@ -289,15 +331,39 @@ class GroupComputation:
         """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the release."""
 
         def encode(images: torch.Tensor, model: ZooModel, key: str | None = None) -> torch.Tensor:
-            generator = keyed_generator(self.group.draw_key, "attacker", model.name) if key is None else keyed_generator("attacker key", key, model.name)
+            generator = (
+                keyed_generator(self.group.draw_key, "attacker", model.name)
+                if key is None
+                else keyed_generator("attacker key", key, model.name)
+            )
             return self.encoder.encode(images, model, self.group.strength, generator).images
 
         public = self.services.public_images(self.authorized)
-        unauthorized = tuple(sorted({name for _, name in self.group.cells if self.services.role(name, self.group.authorized) == "unauthorized"}))
-        tuning = TuningImages(
-            partial(self.tuning_images, inputs), unauthorized, self.services.predict, self.services.batch_size, partial(self.services.note, self.group)
+        unauthorized = tuple(
+            sorted(
+                {
+                    name
+                    for _, name in self.group.cells
+                    if self.services.role(name, self.group.authorized) == "unauthorized"
+                }
+            )
         )
-        return AttackContext(self.deployed, self.services.model, public, released, public_labels=self.services.public_labels(), encode=encode, tuning=tuning)
+        tuning = TuningImages(
+            partial(self.tuning_images, inputs),
+            unauthorized,
+            self.services.predict,
+            self.services.batch_size,
+            partial(self.services.note, self.group),
+        )
+        return AttackContext(
+            self.deployed,
+            self.services.model,
+            public,
+            released,
+            public_labels=self.services.public_labels(),
+            encode=encode,
+            tuning=tuning,
+        )
 
     def tuning_images(self, inputs: GroupInputs, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``limit`` of the verdict's tuning images (``VerdictSpec.split`` over the labelled images, as the verdict
@@ -328,7 +394,10 @@ class GroupComputation:
             models = {name: self.services.model(name) for _, name in self.missing}
             self.bounds = _group_bounds(self.encoder, self.authorized, clean, encoding, models)
         if first and self.services.sample_images:
-            self.sample_rows = {"clean": self.sample_row(clean), self.group.encoder.name: self.sample_row(encoding.images)}
+            self.sample_rows = {
+                "clean": self.sample_row(clean),
+                self.group.encoder.name: self.sample_row(encoding.images),
+            }
         return encoding
 
     def release(self, clean: torch.Tensor, generator: torch.Generator) -> Encoding:
@@ -340,7 +409,9 @@ class GroupComputation:
             encoding.flat_input = None  # the flat-input path bypasses any stored file
         return encoding
 
-    def measure_attack(self, step: AttackStep, draw: int, start: int, clean: torch.Tensor, attacked: torch.Tensor) -> None:
+    def measure_attack(
+        self, step: AttackStep, draw: int, start: int, clean: torch.Tensor, attacked: torch.Tensor
+    ) -> None:
         self.measures.attacked_psnr[step].append(psnr_per_image(clean, attacked))
         self.measures.attacked_ssim[step].append(ssim_per_image(clean, attacked))
         strongest = step.strength == max(step.spec.strengths)
@@ -366,7 +437,9 @@ class GroupComputation:
     ) -> None:
         """Every model with a missing cell for ``step`` classifies the attacked batch."""
         attack = self.services.attack(step)
-        unchanged = torch.equal(attacked, clean) and not attack.adapts_model  # e.g. clean/identity: the clean predictions are this cell's
+        unchanged = (
+            torch.equal(attacked, clean) and not attack.adapts_model
+        )  # e.g. clean/identity: the clean predictions are this cell's
         for cell_step, model_name in self.missing:
             if cell_step is not step:
                 continue
@@ -380,13 +453,21 @@ class GroupComputation:
             tally = self.tallies[(step, model_name)]
             tally.add(draw, predictions, labels, clean_pred)
             if self.scores_flat_input(step, model_name, encoding):
-                tally.add_flat(model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight)).argmax(1).cpu(), labels)
+                tally.add_flat(
+                    model.forward_first_layer(attacked, encoding.flat_input.first_layer(model.first_conv.weight))
+                    .argmax(1)
+                    .cpu(),
+                    labels,
+                )
 
     def adapt(self, step: AttackStep, model: ZooModel) -> ZooModel:
         """The model as ``step``'s attack adapts it, computed once per group and timed with the attack stage."""
         if (step, model.name) not in self.adapted:
             began = time.perf_counter()
-            with torch.enable_grad(), blame(self.services.entry(step.spec)):  # fine-tuning attacks train; score() runs under no_grad
+            with (
+                torch.enable_grad(),
+                blame(self.services.entry(step.spec)),
+            ):  # fine-tuning attacks train; score() runs under no_grad
                 self.adapted[(step, model.name)] = self.services.attack(step).adapt(model, step.strength)
             self.attacked_batches.seconds[step] += time.perf_counter() - began
         return self.adapted[(step, model.name)]
@@ -394,7 +475,11 @@ class GroupComputation:
     def scores_flat_input(self, step: AttackStep, model_name: str, encoding: Encoding) -> bool:
         """The one place the published protocol's flat input is scored: the authorized model, no attack,
         an encoder that produced one (the reference recipe on an overlapping stem, stored as float32)."""
-        return encoding.flat_input is not None and model_name == self.group.authorized and self.services.attack(step).baseline
+        return (
+            encoding.flat_input is not None
+            and model_name == self.group.authorized
+            and self.services.attack(step).baseline
+        )
 
     # stage 4
     def cell_bounds(self, model_name: str) -> dict:
@@ -414,7 +499,11 @@ class GroupComputation:
             tally = self.tallies[(step, model_name)]
             bounds = self.cell_bounds(model_name) if attack.baseline else {}
             with blame(self.services.entry(step.spec)):
-                budget, parameter, measured = attack.budget(step.strength), attack.parameter(step.strength), attack.measured(step.strength)
+                budget, parameter, measured = (
+                    attack.budget(step.strength),
+                    attack.parameter(step.strength),
+                    attack.measured(step.strength),
+                )
             cells.append(
                 Cell(
                     key=key,
@@ -466,12 +555,23 @@ def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int
     """Cache keys of one attack draw's output batches: the group (its encoding and data), the attack, the batching."""
     attack = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
     return [
-        stable_hash({"group": group.key, "attack": attack, "strength": step.strength, "draw": draw, "start": start, "size": size})
+        stable_hash(
+            {
+                "group": group.key,
+                "attack": attack,
+                "strength": step.strength,
+                "draw": draw,
+                "start": start,
+                "size": size,
+            }
+        )
         for start in range(0, count, size)
     ]
 
 
-def _group_bounds(encoder: Encoder, authorized: ZooModel, clean: torch.Tensor, encoding: Encoding, models: dict) -> tuple[dict, dict]:
+def _group_bounds(
+    encoder: Encoder, authorized: ZooModel, clean: torch.Tensor, encoding: Encoding, models: dict
+) -> tuple[dict, dict]:
     """Bound-tightness numbers of one encoding group (:mod:`nonxfer_bench.linalg.bounds`); never fails a run."""
     try:
         return group_bounds(authorized, encoder, clean, encoding, models)

@@ -78,13 +78,19 @@ def plugin_files(cls: type) -> list[tuple[str, Path]]:
     top = import_module(cls.__module__.partition(".")[0])
     folders = getattr(top, "__path__", None)
     if folders is not None:
-        return sorted((f"{top.__name__}/{path.relative_to(folder).as_posix()}", path) for folder in folders for path in Path(folder).rglob("*.py"))
+        return sorted(
+            (f"{top.__name__}/{path.relative_to(folder).as_posix()}", path)
+            for folder in folders
+            for path in Path(folder).rglob("*.py")
+        )
     try:
         source = inspect.getsourcefile(top)
     except TypeError:
         source = None
     if source is None:
-        raise UserError(f"plugin {cls.__module__}.{cls.__qualname__}: no source file to hash, so its cells could not be recomputed when it changes")
+        raise UserError(
+            f"plugin {cls.__module__}.{cls.__qualname__}: no source file to hash, so its cells could not be recomputed when it changes"
+        )
     return [(Path(source).name, Path(source))]
 
 
@@ -106,7 +112,9 @@ def component_identity(registry: Registry, name: str, params: dict[str, Any]) ->
     return identity
 
 
-def plan_suite(suite: Suite, settings: RunSettings | None = None, identities: dict[str, dict] | None = None) -> list[EncodingGroup]:
+def plan_suite(
+    suite: Suite, settings: RunSettings | None = None, identities: dict[str, dict] | None = None
+) -> list[EncodingGroup]:
     """Expand a suite, run with ``settings`` (default: as its file says), into encoding groups, each with its
     (attack step, evaluated model) -> cell key. ``identities``: each model's :meth:`ModelSpec.identity` as recorded
     elsewhere (a result bundle's), in place of the weight files' here."""
@@ -115,9 +123,15 @@ def plan_suite(suite: Suite, settings: RunSettings | None = None, identities: di
     dataset = settings.dataset(suite).model_dump(mode="json")
     # what informed attackers hold changes their cells; suites without it keep their keys
     public = {"public": suite.public.model_dump(mode="json")} if suite.public else {}
-    attack_ids = [component_identity(ATTACKS, spec.name, spec.params) for spec in suite.attacks]  # plugins' files hashed once
-    steps = [(AttackStep(spec, s), attack_id) for spec, attack_id in zip(suite.attacks, attack_ids) for s in spec.strengths]
-    clean_steps = [(step, attack_id) for step, attack_id in steps if ATTACKS.get(step.spec.name).baseline]  # the tables read only no attack of the clean images
+    attack_ids = [
+        component_identity(ATTACKS, spec.name, spec.params) for spec in suite.attacks
+    ]  # plugins' files hashed once
+    steps = [
+        (AttackStep(spec, s), attack_id) for spec, attack_id in zip(suite.attacks, attack_ids) for s in spec.strengths
+    ]
+    clean_steps = [
+        (step, attack_id) for step, attack_id in steps if ATTACKS.get(step.spec.name).baseline
+    ]  # the tables read only no attack of the clean images
     encoders = ([] if any(e.name == "clean" for e in suite.encoders) else [CLEAN]) + list(suite.encoders)
     draws, precision = settings.draws, settings.precision
     groups = []
@@ -143,13 +157,29 @@ def plan_suite(suite: Suite, settings: RunSettings | None = None, identities: di
                         base["storage"] = storage
                     if precision != "fp32":  # fp32 keeps every existing key; the same draws either way
                         base["precision"] = precision
-                    group = EncodingGroup(authorized, encoder, strength, seed, stable_hash(base), storage=storage, draw_key=draw_key, precision=precision)
+                    group = EncodingGroup(
+                        authorized,
+                        encoder,
+                        strength,
+                        seed,
+                        stable_hash(base),
+                        storage=storage,
+                        draw_key=draw_key,
+                        precision=precision,
+                    )
                     for step, attack_id in steps if encoder.name != "clean" else clean_steps:
                         for model in suite.models:
-                            cell = {**base, "attack": attack_id, "attack_strength": step.strength, "model": identities[model.name]}
+                            cell = {
+                                **base,
+                                "attack": attack_id,
+                                "attack_strength": step.strength,
+                                "model": identities[model.name],
+                            }
                             if suite.role(model.name, authorized) == "control":  # stored with its role
                                 cell["role"] = "control"
-                            if not settings.bounds and ATTACKS.get(step.spec.name).baseline:  # a bounds-on run never reuses it
+                            if (
+                                not settings.bounds and ATTACKS.get(step.spec.name).baseline
+                            ):  # a bounds-on run never reuses it
                                 cell["bounds"] = False
                             group.cells[(step, model.name)] = stable_hash(cell)
                     if group.cells:  # the clean images of a suite without a no-attack step hold no cell
@@ -157,7 +187,9 @@ def plan_suite(suite: Suite, settings: RunSettings | None = None, identities: di
     return groups
 
 
-def stored_plan(suite: Suite, settings: RunSettings, draws: str | None, identities: dict[str, dict] | None = None) -> list[EncodingGroup]:
+def stored_plan(
+    suite: Suite, settings: RunSettings, draws: str | None, identities: dict[str, dict] | None = None
+) -> list[EncodingGroup]:
     """The plan of cells computed elsewhere: with the draws (``cpu``/``cuda``) they record (:func:`~nonxfer_bench.cells.store.draws`),
     else this run's; ``identities`` as for :func:`plan_suite`."""
     return plan_suite(suite, settings.on(draws) if draws and draws != settings.draws else settings, identities)

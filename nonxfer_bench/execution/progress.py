@@ -42,7 +42,9 @@ class Plan:
 class Progress:
     """Reports a run's plan and groups: plain lines to ``stream``, a bar on ``bar_stream`` when it is a terminal, a log file."""
 
-    def __init__(self, suite_name: str, log_path: Path | None, stream: TextIO | None = None, bar_stream: TextIO | None = None) -> None:
+    def __init__(
+        self, suite_name: str, log_path: Path | None, stream: TextIO | None = None, bar_stream: TextIO | None = None
+    ) -> None:
         self.suite_name = suite_name
         self.stream = stream or sys.stdout
         self.bar_stream = bar_stream or sys.stderr

@@ -211,7 +211,9 @@ class Runner:
         """How big this run is and how much of it is already finished."""
         cells = sum(len(group.cells) for group in self.groups)
         todo = sum(len(missing) for _, missing in pending)
-        steps = max((len({step for step, _ in group.cells}) for group in self.groups), default=0)  # the clean images face fewer
+        steps = max(
+            (len({step for step, _ in group.cells}) for group in self.groups), default=0
+        )  # the clean images face fewer
         return Plan(len(self.groups), steps, len(self.suite.models), cells, cells - todo, len(pending))
 
     def run(self, progress: Progress | None = None) -> RunResult:
@@ -271,7 +273,9 @@ class Runner:
         for model_name in {name for _, name in missing} - set(predictions):
             model = self.model(model_name)
             with torch.no_grad():
-                predictions[model_name] = torch.cat([self.predict(model, clean.batch(start, size)) for start in range(0, len(clean), size)])
+                predictions[model_name] = torch.cat(
+                    [self.predict(model, clean.batch(start, size)) for start in range(0, len(clean), size)]
+                )
         inputs = GroupInputs(clean.batch, len(clean), self._dataset.labels, predictions, self.image_ids)
         return GroupComputation(group, missing, self.services).run(inputs)
 
@@ -279,9 +283,22 @@ class Runner:
     def services(self) -> GroupServices:
         suite = self.suite
         return GroupServices(
-            self.model, self.attack, self.predict, self.public_images, suite.role, self.phase, self.note, suite.name, suite.batch_size, suite.output.sample_images,
-            public_labels=lambda: None if self._public is None else self._public.labels, precision=self.settings.precision,
-            overlap_cpu_attacks=self.overlap_cpu_attacks, bounds=self.settings.bounds, entry=self.entry, verdict=self.verdict,
+            self.model,
+            self.attack,
+            self.predict,
+            self.public_images,
+            suite.role,
+            self.phase,
+            self.note,
+            suite.name,
+            suite.batch_size,
+            suite.output.sample_images,
+            public_labels=lambda: None if self._public is None else self._public.labels,
+            precision=self.settings.precision,
+            overlap_cpu_attacks=self.overlap_cpu_attacks,
+            bounds=self.settings.bounds,
+            entry=self.entry,
+            verdict=self.verdict,
         )
 
     @cached_property

@@ -44,7 +44,11 @@ class ConvAutoencoder(nn.Module):
     def __init__(self, channels: int, width: int, bottleneck: int) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, width, 3, 2, 1), nn.ReLU(), nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU(), nn.Conv2d(2 * width, bottleneck, 1)
+            nn.Conv2d(channels, width, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, bottleneck, 1),
         )
         self.decoder = nn.Sequential(
             nn.Conv2d(bottleneck, 2 * width, 1), nn.ReLU(), nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),
@@ -97,7 +101,10 @@ def load_or_train(config: AutoencoderConfig) -> ConvAutoencoder:
             model.load_state_dict(state)
             return model.eval()
         except Exception as error:  # noqa: BLE001 - a damaged cache entry is derived data: rebuild it
-            print(f"nonxfer-bench: warning: cache entry {path} is unreadable ({type(error).__name__}); retraining it", file=sys.stderr)
+            print(
+                f"nonxfer-bench: warning: cache entry {path} is unreadable ({type(error).__name__}); retraining it",
+                file=sys.stderr,
+            )
     model, _ = train_autoencoder(config)
     save_atomically(model.state_dict(), path)
     return model

@@ -39,7 +39,9 @@ COMMAND = "nonxfer-bench train diffusion"  # named in the ownership marker of th
 class Purifier:
     """A loaded UNet + scheduler that purifies [0, 1] images at a given t*/T, on the UNet's device (:meth:`to`)."""
 
-    def __init__(self, unet: torch.nn.Module, scheduler, steps: int | None = None, kind: Literal["ddim", "ddpm"] = "ddim") -> None:
+    def __init__(
+        self, unet: torch.nn.Module, scheduler, steps: int | None = None, kind: Literal["ddim", "ddpm"] = "ddim"
+    ) -> None:
         self.unet = unet.eval()
         self.scheduler = scheduler
         self.kind = kind
@@ -63,7 +65,11 @@ class Purifier:
     @classmethod
     def load(cls, source: str, scheduler: Literal["ddpm", "ddim"] = "ddim", steps: int | None = None) -> "Purifier":
         """Load from a local ``save_pretrained`` folder (``unet/``, ``scheduler/``) or a hub repository id."""
-        from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel  # heavy (~1 s): diffusers only when a diffusion model is loaded, built or trained
+        from diffusers import (
+            DDIMScheduler,
+            DDPMScheduler,
+            UNet2DModel,
+        )  # heavy (~1 s): diffusers only when a diffusion model is loaded, built or trained
 
         path = Path(source)
         if not path.is_dir() and (source.startswith((".", "/")) or path.suffix):
@@ -114,7 +120,9 @@ class Purifier:
         noise = torch.randn(x.shape, generator=generator, dtype=torch.float64, device=generator.device).to(device)
         sample = alphas[timesteps[0]].sqrt() * x.double() + (1 - alphas[timesteps[0]]).sqrt() * noise
         for index, t in enumerate(timesteps):  # alphas stay on the CPU: 0-dim scalars, no device round trip
-            previous = alphas[timesteps[index + 1]] if index + 1 < len(timesteps) else torch.tensor(1.0, dtype=torch.float64)
+            previous = (
+                alphas[timesteps[index + 1]] if index + 1 < len(timesteps) else torch.tensor(1.0, dtype=torch.float64)
+            )
             current = alphas[t]
             epsilon = self.unet(sample.float(), t).sample.double()
             x0 = ((sample - (1 - current).sqrt() * epsilon) / current.sqrt()).clamp(-1, 1)
@@ -123,9 +131,13 @@ class Purifier:
                 sample = previous.sqrt() * x0 + (1 - previous).sqrt() * epsilon
             else:
                 beta = 1 - current / previous
-                mean = (previous.sqrt() * beta * x0 + (current / previous).sqrt() * (1 - previous) * sample) / (1 - current)
+                mean = (previous.sqrt() * beta * x0 + (current / previous).sqrt() * (1 - previous) * sample) / (
+                    1 - current
+                )
                 variance = beta * (1 - previous) / (1 - current)
-                sample = mean + variance.sqrt() * torch.randn(sample.shape, generator=generator, dtype=torch.float64, device=generator.device).to(device)
+                sample = mean + variance.sqrt() * torch.randn(
+                    sample.shape, generator=generator, dtype=torch.float64, device=generator.device
+                ).to(device)
         out = ((sample.float() + 1) / 2).clamp(0, 1)
         if (height, width) != self.size:
             out = F.interpolate(out, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
@@ -142,7 +154,9 @@ class DiffusionTrainSpec(Strict):
     dataset: DatasetSpec
     output: Path = Field(description="folder for the save_pretrained layout, model card and figures")
     image_size: int = Field(32, ge=8, le=1024)
-    block_out_channels: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = Field((32, 64, 64), min_length=1, max_length=8)
+    block_out_channels: tuple[Annotated[int, Field(ge=1, le=4096)], ...] = Field(
+        (32, 64, 64), min_length=1, max_length=8
+    )
     layers_per_block: int = Field(1, ge=1, le=16)
     attention: bool = Field(True, description="self-attention in the lowest-resolution block")
     num_train_timesteps: int = Field(1000, ge=10, le=100_000)
@@ -165,7 +179,9 @@ def load_diffusion_spec(path: Path, train_steps: int | None = None) -> Diffusion
     return spec
 
 
-def train_and_publish(spec: DiffusionTrainSpec, device: str = "cpu", max_seconds: float | None = None) -> tuple[Path, dict]:
+def train_and_publish(
+    spec: DiffusionTrainSpec, device: str = "cpu", max_seconds: float | None = None
+) -> tuple[Path, dict]:
     """Train, evaluate and describe a DDPM in a staging folder beside ``spec.output``, which replaces the
     output folder only once every file (unet, scheduler, cards, quality, samples, ownership marker) is written:
     a failure or a kill at any point leaves the previous model whole. An output that is not new, empty or
@@ -200,12 +216,16 @@ def build_unet(spec: DiffusionTrainSpec, channels: int) -> torch.nn.Module:
     )
 
 
-def train_diffusion(spec: DiffusionTrainSpec, device: str = "cpu", log_every: int = 200, max_seconds: float | None = None) -> dict:
+def train_diffusion(
+    spec: DiffusionTrainSpec, device: str = "cpu", log_every: int = 200, max_seconds: float | None = None
+) -> dict:
     """Train a DDPM (epsilon prediction, EMA weights saved) on the spec's dataset; returns the card.
 
     ``max_seconds`` stops training early (the card records the steps actually taken).
     """
-    from diffusers import DDPMScheduler  # heavy (~1 s): diffusers only when a diffusion model is loaded, built or trained
+    from diffusers import (
+        DDPMScheduler,
+    )  # heavy (~1 s): diffusers only when a diffusion model is loaded, built or trained
 
     torch.manual_seed(spec.seed)
     data = load_dataset(spec.dataset.name, spec.dataset.params).subset(spec.dataset.limit, spec.seed)
@@ -219,7 +239,11 @@ def train_diffusion(spec: DiffusionTrainSpec, device: str = "cpu", log_every: in
     generator = torch.Generator(device=device).manual_seed(spec.seed)
     losses = []
     started = time.time()
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        if device.startswith("cuda")
+        else torch.autocast("cpu", enabled=False)
+    )
     for step in tqdm(range(spec.train_steps), desc="train diffusion", unit="step"):
         index = torch.randint(0, len(images), (spec.batch_size,), generator=generator, device=device)
         clean = images[index]
@@ -260,7 +284,12 @@ def train_diffusion(spec: DiffusionTrainSpec, device: str = "cpu", log_every: in
     return card
 
 
-def evaluate_purifier(spec: DiffusionTrainSpec, device: str = "cpu", count: int = 256, strengths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)) -> dict:
+def evaluate_purifier(
+    spec: DiffusionTrainSpec,
+    device: str = "cpu",
+    count: int = 256,
+    strengths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5),
+) -> dict:
     """Quality figure for the model card: PSNR of purify(clean) vs clean on held-out images, per t*/T.
 
     Uses the dataset's ``test`` split (never trained on) and DDIM with up to 50 steps from t* to 0.
@@ -277,7 +306,10 @@ def evaluate_purifier(spec: DiffusionTrainSpec, device: str = "cpu", count: int 
         rows[f"t*/T={strength:g}"] = purified[:10]
     rows["sampled"] = purifier.purify(torch.zeros_like(clean[:10]), 1.0, torch.Generator().manual_seed(spec.seed))
     save_sample_grid(rows, spec.output / "samples.png", 10)
-    atomic_write(spec.output / "quality.json", json.dumps({"psnr_purified_vs_clean_db": quality, "images": count}, indent=2) + "\n")
+    atomic_write(
+        spec.output / "quality.json",
+        json.dumps({"psnr_purified_vs_clean_db": quality, "images": count}, indent=2) + "\n",
+    )
     return quality
 
 
@@ -288,11 +320,13 @@ def write_model_card(spec: DiffusionTrainSpec, card: dict, quality: dict) -> Pat
         "Trained by `nonxfer-bench train diffusion` (the config that made it is in `train_card.json`).",
         "Used by the `diffusion` attack for DiffPure/SDEdit-style purification.",
         "",
-        f"- data: {spec.dataset.name} {spec.dataset.params or ''} ({card['train_images']} images, resized to {spec.image_size}x{spec.image_size}, random horizontal flips)",
+        f"- data: {spec.dataset.name} {spec.dataset.params or ''} ({card['train_images']} images, resized to "
+        f"{spec.image_size}x{spec.image_size}, random horizontal flips)",
         f"- model: diffusers UNet2DModel, {card['parameters']:,} parameters, channels {list(spec.block_out_channels)}, "
         f"{spec.layers_per_block} layer(s) per block, attention {'on' if spec.attention else 'off'}; EMA {spec.ema_decay}",
         f"- schedule: DDPM, T = {spec.num_train_timesteps}, {spec.beta_schedule} betas, epsilon prediction",
-        f"- training: {card['steps_taken']} steps (of {spec.train_steps} configured), batch {spec.batch_size}, AdamW lr {spec.lr}, seed {spec.seed}, bf16 autocast on GPU",
+        f"- training: {card['steps_taken']} steps (of {spec.train_steps} configured), batch {spec.batch_size}, "
+        f"AdamW lr {spec.lr}, seed {spec.seed}, bf16 autocast on GPU",
         f"- time: {card['train_seconds']} s on {card['device']} (torch {card['torch']}); final loss {card['final_loss']}",
         "",
         "## Quality: purification of held-out clean test images (DDIM, up to 50 steps from t*)",

@@ -58,11 +58,22 @@ from nonxfer_bench.linalg.model import FirstLayerModel
 from nonxfer_bench.linalg.subspace import DEFAULT_TAU, NoiseSubspace, unfold_columns
 
 PREFIX = "bound/"
-NOT_COMPUTED = PREFIX + "computed"  # false on the baseline cells of a run without bounds (suite 'bounds: false', run --no-bounds)
+NOT_COMPUTED = (
+    PREFIX + "computed"
+)  # false on the baseline cells of a run without bounds (suite 'bounds: false', run --no-bounds)
 # numbers that belong to one evaluated model (on that model's identity cell); the rest describe the group
 MODEL_KEYS = frozenset(
-    f"bound/{k}" for k in ("misalignment", "hw_lhs", "hw_rhs", "hw_ratio", "unauth_layer_obs", "unauth_layer_obs_rel",
-                           "unauth_layer_pred", "unauth_layer_obs_patch")
+    f"bound/{k}"
+    for k in (
+        "misalignment",
+        "hw_lhs",
+        "hw_rhs",
+        "hw_ratio",
+        "unauth_layer_obs",
+        "unauth_layer_obs_rel",
+        "unauth_layer_pred",
+        "unauth_layer_obs_patch",
+    )
 )
 
 
@@ -192,18 +203,43 @@ def group_bounds(
     if flat_input is not None:  # the first n images only: the published flat input of the measured batch
         flat_input = FlatInput(flat_input.normalized[:n], flat_input.noise[:n], flat_input.geometry)
     noise, has_subspace = encoder_subspace(authorized, encoder)
-    out: dict[str, Any] = {"bound/space": noise.space, "bound/k": noise.patch.k, "bound/exact_null": noise.patch.exact_null_space}
+    out: dict[str, Any] = {
+        "bound/space": noise.space,
+        "bound/k": noise.patch.k,
+        "bound/exact_null": noise.patch.exact_null_space,
+    }
     d_norm = _perturbation_patches(authorized, noise, clean, released, flat_input, out)
     std_cols = unfold_columns(authorized.std.double(), authorized.first_conv.kernel_size).view(1, -1, 1)
     d_space = d_norm if noise.space == "normalized" else d_norm * std_cols  # the patches in the subspace's own space
-    out |= _first_layer_numbers(authorized, encoder, encoding.info, noise, has_subspace, (released - clean).double(), d_norm, d_space)
+    out |= _first_layer_numbers(
+        authorized, encoder, encoding.info, noise, has_subspace, (released - clean).double(), d_norm, d_space
+    )
     lipschitz_clean = clean[: min(lipschitz_images, n)]
-    out |= _logit_numbers(authorized, clean, released, flat_input, d_norm, d_space, noise.patch.sigma_s if has_subspace else 0.0, lipschitz_clean, lipschitz_iterations)
-    per_model = {name: _model_numbers(model, authorized, noise, has_subspace, clean, released) for name, model in models.items()}
+    out |= _logit_numbers(
+        authorized,
+        clean,
+        released,
+        flat_input,
+        d_norm,
+        d_space,
+        noise.patch.sigma_s if has_subspace else 0.0,
+        lipschitz_clean,
+        lipschitz_iterations,
+    )
+    per_model = {
+        name: _model_numbers(model, authorized, noise, has_subspace, clean, released) for name, model in models.items()
+    }
     return out, per_model
 
 
-def _perturbation_patches(authorized: FirstLayerModel, noise: NoiseSubspace, clean: torch.Tensor, released: torch.Tensor, flat_input: FlatInput | None, out: dict[str, Any]) -> torch.Tensor:
+def _perturbation_patches(
+    authorized: FirstLayerModel,
+    noise: NoiseSubspace,
+    clean: torch.Tensor,
+    released: torch.Tensor,
+    flat_input: FlatInput | None,
+    out: dict[str, Any],
+) -> torch.Tensor:
     """(B, D, L): the perturbation's patches in the authorized layer's normalized space; ``out`` notes which."""
     geometry = authorized.geometry
     if flat_input is not None:  # published protocol for overlapping stems: U' - U is exactly n in every patch
@@ -248,8 +284,18 @@ def _first_layer_numbers(
         expected_gain = float(subspace.selected_singular_values.double().pow(2).mean())
         ms_ratio = float(response[mask].pow(2).sum() / d_len[mask].pow(2).sum()) / expected_gain
     elif not has_subspace and info.get("sigma_s"):  # whole-image noise (operator): its own sigma_s
-        image_obs = F.conv2d(delta_pixel / authorized.std.double(), conv.weight.double(), None, geometry.stride, geometry.padding, geometry.dilation, geometry.groups)
-        ratio = image_obs.flatten(1).norm(dim=1) / (float(info["sigma_s"]) * delta_pixel.flatten(1).norm(dim=1).clamp_min(1e-30))
+        image_obs = F.conv2d(
+            delta_pixel / authorized.std.double(),
+            conv.weight.double(),
+            None,
+            geometry.stride,
+            geometry.padding,
+            geometry.dilation,
+            geometry.groups,
+        )
+        ratio = image_obs.flatten(1).norm(dim=1) / (
+            float(info["sigma_s"]) * delta_pixel.flatten(1).norm(dim=1).clamp_min(1e-30)
+        )
         ratio_median, ratio_p95 = ratio.median(), torch.quantile(ratio, 0.95)
         out["bound/auth_layer_na"] = f"{encoder.name} noise: whole-image ratio ||A d|| / (sigma_s ||d||)"
     elif not has_subspace:
@@ -287,24 +333,39 @@ def _logit_numbers(
     conv = authorized.first_conv
     logits_clean = authorized(clean).double()
     logits_released = (
-        authorized.forward_first_layer(released, flat_input.first_layer(conv.weight)) if flat_input is not None else authorized(released)
+        authorized.forward_first_layer(released, flat_input.first_layer(conv.weight))
+        if flat_input is not None
+        else authorized(released)
     ).double()
     logit_dev = (logits_released - logits_clean).norm(dim=1)
-    layer_dev = torch.einsum("md,bdl->bml", conv.weight.detach().double().flatten(1), d_norm).flatten(1).norm(dim=1)  # ||h(x') - h(x)||
+    layer_dev = (
+        torch.einsum("md,bdl->bml", conv.weight.detach().double().flatten(1), d_norm).flatten(1).norm(dim=1)
+    )  # ||h(x') - h(x)||
     d_total = d_space.flatten(1).norm(dim=1)
     out["bound/lipschitz_estimate"] = finite_or_none(lipschitz)
     out["bound/auth_logit_obs"] = finite_or_none(logit_dev.median())
     if lipschitz and sigma_s > 0:
-        out["bound/auth_logit_ratio"] = finite_or_none((logit_dev / (lipschitz * sigma_s * d_total).clamp_min(1e-30)).median())
+        out["bound/auth_logit_ratio"] = finite_or_none(
+            (logit_dev / (lipschitz * sigma_s * d_total).clamp_min(1e-30)).median()
+        )
     else:
         out["bound/auth_logit_ratio"] = None
     if lipschitz:  # the chain with the observed first-layer change: ||df|| <= L_g ||dh|| (local)
         keep = layer_dev > 0
-        out["bound/auth_logit_ratio_layer"] = finite_or_none((logit_dev[keep] / (lipschitz * layer_dev[keep])).median()) if keep.any() else None
+        out["bound/auth_logit_ratio_layer"] = (
+            finite_or_none((logit_dev[keep] / (lipschitz * layer_dev[keep])).median()) if keep.any() else None
+        )
     return out
 
 
-def _model_numbers(model: FirstLayerModel, authorized: FirstLayerModel, noise: NoiseSubspace, has_subspace: bool, clean: torch.Tensor, released: torch.Tensor) -> dict[str, Any]:
+def _model_numbers(
+    model: FirstLayerModel,
+    authorized: FirstLayerModel,
+    noise: NoiseSubspace,
+    has_subspace: bool,
+    clean: torch.Tensor,
+    released: torch.Tensor,
+) -> dict[str, Any]:
     """One evaluated model: its first layer's misalignment with the noise subspace, the Hoffman-Wielandt check against
     the authorized layer, and its observed (and, for the same stem geometry, predicted) first-layer response."""
     basis_pixel, weight_eff, geometry = noise.pixel_basis, authorized.pixel_weight(), authorized.geometry
@@ -322,7 +383,11 @@ def _model_numbers(model: FirstLayerModel, authorized: FirstLayerModel, noise: N
             row["bound/misalignment_na"] = f"D = {other_eff.shape[1]} vs authorized {basis_pixel.shape[0]}"
         if other_eff.shape == weight_eff.shape:
             lhs, rhs, ratio = hoffman_wielandt(weight_eff, other_eff)
-            row |= {"bound/hw_lhs": finite_or_none(lhs), "bound/hw_rhs": finite_or_none(rhs), "bound/hw_ratio": finite_or_none(ratio)}
+            row |= {
+                "bound/hw_lhs": finite_or_none(lhs),
+                "bound/hw_rhs": finite_or_none(rhs),
+                "bound/hw_ratio": finite_or_none(ratio),
+            }
         else:
             row |= {"bound/hw_lhs": None, "bound/hw_rhs": None, "bound/hw_ratio": None}
     # observed first-layer response of this model on the actual release
@@ -331,18 +396,31 @@ def _model_numbers(model: FirstLayerModel, authorized: FirstLayerModel, noise: N
         base = _first_layer_response(model, clean).double()
         positions = delta_out.shape[-2] * delta_out.shape[-1]
         row["bound/unauth_layer_obs"] = finite_or_none((delta_out.pow(2).sum((1, 2, 3)) / positions).mean().sqrt())
-        row["bound/unauth_layer_obs_rel"] = finite_or_none(delta_out.flatten(1).norm(dim=1).median() / base.flatten(1).norm(dim=1).median().clamp_min(1e-30))
+        row["bound/unauth_layer_obs_rel"] = finite_or_none(
+            delta_out.flatten(1).norm(dim=1).median() / base.flatten(1).norm(dim=1).median().clamp_min(1e-30)
+        )
     except Exception as error:  # noqa: BLE001 - never crash a run for a diagnostic
         row["bound/unauth_layer_obs"] = None
         row["bound/unauth_layer_na"] = f"{type(error).__name__}: {str(error)[:200]}"
-    same = other_eff is not None and other_eff.shape == weight_eff.shape and model.geometry == geometry and tuple(model.input_size) == tuple(authorized.input_size)
+    same = (
+        other_eff is not None
+        and other_eff.shape == weight_eff.shape
+        and model.geometry == geometry
+        and tuple(model.input_size) == tuple(authorized.input_size)
+    )
     if same and has_subspace:
         d_pix = _unfold_norm((released - clean).double(), geometry)
         c2 = float(d_pix.pow(2).sum(1).mean()) / float(basis_pixel.pow(2).sum())
         row["bound/unauth_layer_pred"] = finite_or_none(math.sqrt(c2 * float((other_eff @ basis_pixel).pow(2).sum())))
         # the same model's response computed per patch of the pixel perturbation (equals obs for stems without padding)
-        row["bound/unauth_layer_obs_patch"] = finite_or_none(torch.einsum("md,bdl->bml", other_eff, d_pix).pow(2).sum(1).mean().sqrt())
+        row["bound/unauth_layer_obs_patch"] = finite_or_none(
+            torch.einsum("md,bdl->bml", other_eff, d_pix).pow(2).sum(1).mean().sqrt()
+        )
     else:
         row["bound/unauth_layer_pred"] = None
-        row["bound/unauth_layer_pred_na"] = "needs a subspace encoder and the same first-layer geometry, shape and input size" if not same or not has_subspace else None
+        row["bound/unauth_layer_pred_na"] = (
+            "needs a subspace encoder and the same first-layer geometry, shape and input size"
+            if not same or not has_subspace
+            else None
+        )
     return row

@@ -43,8 +43,13 @@ class ConvGeometry:
         if isinstance(conv.padding, str):
             raise ValueError(f"padding={conv.padding!r} is not supported; need explicit integers")
         return cls(
-            _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.padding), _pair(conv.dilation), conv.groups,
-            conv.padding_mode, is_tf_same(conv),
+            _pair(conv.kernel_size),
+            _pair(conv.stride),
+            _pair(conv.padding),
+            _pair(conv.dilation),
+            conv.groups,
+            conv.padding_mode,
+            is_tf_same(conv),
         )
 
     @property

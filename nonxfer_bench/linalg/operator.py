@@ -523,12 +523,16 @@ def _dense_smallest(operator: ConvOperator, k: int) -> EigenResult:
     Where the null space has more than k dimensions the k directions are not unique: a fixed seeded frame is
     projected onto the null space and orthonormalized, so the chosen subspace is a function of the layer only.
     """
-    dense = operator.columns(operator.forward, torch.eye(operator.in_features, dtype=torch.float64, device=operator.weight.device), 256)
+    dense = operator.columns(
+        operator.forward, torch.eye(operator.in_features, dtype=torch.float64, device=operator.weight.device), 256
+    )
     gram = dense.T @ dense
     values, vectors = torch.linalg.eigh(gram)
     null = values <= 1e-12 * values[-1]
     if int(null.sum()) > k:
-        frame = torch.randn(operator.in_features, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(vectors)
+        frame = torch.randn(
+            operator.in_features, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        ).to(vectors)
         inside = vectors[:, null]
         chosen, _ = torch.linalg.qr(inside @ (inside.T @ frame))
         chosen_values = torch.zeros(k, dtype=torch.float64, device=vectors.device)
@@ -567,7 +571,9 @@ def patch_matrix(conv: nn.Conv2d, input_scale: torch.Tensor | None = None) -> to
     A grouped layer's output channel reads only its group's input channels: its row is zero on the
     others, so one unfolded patch serves all groups.
     """
-    operator = ConvOperator.of(conv, (conv.in_channels, *ConvGeometry.of(conv).extent), input_scale)  # any grid that fits
+    operator = ConvOperator.of(
+        conv, (conv.in_channels, *ConvGeometry.of(conv).extent), input_scale
+    )  # any grid that fits
     return operator.full_weight().flatten(1).cpu()
 
 
@@ -614,7 +620,14 @@ def _digest(conv: nn.Conv2d, input_shape, input_scale, k: int, tol: float, extra
     return h.hexdigest()
 
 
-META_TYPES = {"converged": bool, "sigma_max_operator": float, "iterations": int, "matvecs": int, "stop": str, "seconds": float}
+META_TYPES = {
+    "converged": bool,
+    "sigma_max_operator": float,
+    "iterations": int,
+    "matvecs": int,
+    "stop": str,
+    "seconds": float,
+}
 ORTHONORMAL_TOL = 1e-6  # max |V V^T - I| of a stored basis (a solved one: about 1e-14)
 SIGMA_TOL = 1e-6  # max | ||A v_i|| - sigma_i |, relative to ||A|| (a solved one: about 1e-15)
 
@@ -639,7 +652,12 @@ def cache_damage(array: np.ndarray, meta: dict, operator: ConvOperator, k: int) 
         return f"metadata {', '.join(wrong)} missing or of the wrong type"
     if sigma.shape != (k,) or residuals.shape != (k,) or shapes != [operator.input_shape, operator.output_shape]:
         return "metadata of other shapes than the basis"
-    if not (np.isfinite(array).all() and np.isfinite(sigma).all() and np.isfinite(residuals).all() and math.isfinite(meta["sigma_max_operator"])):
+    if not (
+        np.isfinite(array).all()
+        and np.isfinite(sigma).all()
+        and np.isfinite(residuals).all()
+        and math.isfinite(meta["sigma_max_operator"])
+    ):
         return "values that are not finite"
     basis = torch.from_numpy(np.array(array))
     flat = basis.reshape(k, -1)
@@ -648,7 +666,11 @@ def cache_damage(array: np.ndarray, meta: dict, operator: ConvOperator, k: int) 
         return f"a basis that is not orthonormal (|V V^T - I| up to {error:.2g})"
     response = operator.forward(basis).reshape(k, -1).norm(dim=1)
     # ||A|| <= ||conv||_F ||pad|| <= sqrt(H'W') ||W||_F (1 + the widest pad: no pixel is copied more than (1 + pad)^2 times)
-    upper = float(operator.full_weight().norm()) * math.sqrt(math.prod(operator.output_shape[1:])) * (1 + max(operator.pads))
+    upper = (
+        float(operator.full_weight().norm())
+        * math.sqrt(math.prod(operator.output_shape[1:]))
+        * (1 + max(operator.pads))
+    )
     norm = meta["sigma_max_operator"]
     if not (1 - SIGMA_TOL) * float(response.max()) <= norm <= (1 + SIGMA_TOL) * upper:
         return f"||A|| = {norm:.4g} outside [{float(response.max()):.4g}, {upper:.4g}]"
@@ -685,7 +707,10 @@ def cached_operator_subspace(
     disk, disk_key = ArrayCache("operator"), hashlib.sha256(f"{key}/{_CODE}".encode()).hexdigest()[:32]
     entry = disk.folder / f"{disk_key}.npy"
     hit = disk.get(disk_key)
-    if hit is not None and (damage := cache_damage(*hit, ConvOperator.of(conv, input_shape, input_scale, device="cpu"), k)) is not None:
+    if (
+        hit is not None
+        and (damage := cache_damage(*hit, ConvOperator.of(conv, input_shape, input_scale, device="cpu"), k)) is not None
+    ):
         log.warning(f"operator subspace cache entry {entry} is damaged ({damage}); solving it again")
         hit = None
     if hit is not None:

@@ -25,7 +25,9 @@ def noise_scale_for_psnr(noise: torch.Tensor, target_psnr: float, peak: float = 
 
 def ssim_per_image(reference: torch.Tensor, image: torch.Tensor, window: int = 7) -> torch.Tensor:
     """Mean SSIM of each image against its reference, both clipped to [0, 1] (kornia, Gaussian window)."""
-    from kornia.metrics import ssim  # heavy (~0.6 s): only SSIM needs kornia; encoders and attacks import this module for PSNR
+    from kornia.metrics import (
+        ssim,
+    )  # heavy (~0.6 s): only SSIM needs kornia; encoders and attacks import this module for PSNR
 
     side = min(reference.shape[-2:])
     window = min(window, side if side % 2 else side - 1)

@@ -149,7 +149,9 @@ def _resample_counts(n: int, resamples: int, seed: int) -> np.ndarray:
     return counts
 
 
-def bootstrap_over_images(values: np.ndarray, resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> tuple[Interval, Interval]:
+def bootstrap_over_images(
+    values: np.ndarray, resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[Interval, Interval]:
     """Percentile intervals of the mean and the max over models of per-model accuracy, by a paired bootstrap.
 
     ``values`` is (models, images): 1 where a model was right on an image (or a fraction, for a mean over
@@ -169,7 +171,9 @@ def bootstrap_over_images(values: np.ndarray, resamples: int = 2000, seed: int =
     )
 
 
-def paired_gain(first: np.ndarray, second: np.ndarray, resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> Gain:
+def paired_gain(
+    first: np.ndarray, second: np.ndarray, resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> Gain:
     """The gain in mean accuracy over models of ``second`` over ``first`` on the same images, with interval and p.
 
     Both are (models, images), same models in the same order. One model with 0/1 outcomes: Newcombe's

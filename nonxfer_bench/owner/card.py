@@ -50,7 +50,12 @@ def card_data(manifest: dict, evidence: dict | None) -> dict[str, Any]:
         },
         "authorized": {**manifest["model"]},
         "protection": {**manifest["encoder"], "forced_format": manifest.get("forced_format")},
-        "storage": {"format": manifest["format"], "psnr_mean": manifest.get("psnr_mean"), "psnr_min": manifest.get("psnr_min"), "ssim_mean": manifest.get("ssim_mean")},
+        "storage": {
+            "format": manifest["format"],
+            "psnr_mean": manifest.get("psnr_mean"),
+            "psnr_min": manifest.get("psnr_min"),
+            "ssim_mean": manifest.get("ssim_mean"),
+        },
         "authorized_agreement": {**interval(wilson(agreement["kept"], agreement["n"])), "n": agreement["n"]},
         "evidence": evidence,
     }
@@ -76,7 +81,11 @@ def render(data: dict) -> str:
     """The card as one page of Markdown."""
     release, model, protection, storage = data["release"], data["authorized"], data["protection"], data["storage"]
     params = ", ".join(f"{k}={v}" for k, v in protection.get("params", {}).items()) or "none"
-    weights = f"weights SHA-256 `{model['weights_sha256']}`" if model.get("weights_sha256") else "weights not from a file (see the zoo entry)"
+    weights = (
+        f"weights SHA-256 `{model['weights_sha256']}`"
+        if model.get("weights_sha256")
+        else "weights not from a file (see the zoo entry)"
+    )
     lines = [
         "# Protection card",
         "",
@@ -95,7 +104,9 @@ def render(data: dict) -> str:
         f"images (n={data['authorized_agreement']['n']}, 95% interval).",
     ]
     if protection.get("forced_format"):
-        lines.append(f"- **Warning**: written with `--force` in a format the encoder does not declare: {protection['forced_format']}.")
+        lines.append(
+            f"- **Warning**: written with `--force` in a format the encoder does not declare: {protection['forced_format']}."
+        )
     lines += ["", "## Evidence", ""]
     evidence = data["evidence"]
     if evidence is None:
@@ -130,7 +141,10 @@ def _evidence(evidence: dict) -> list[str]:
         "|---|---|---|---|",
     ]
     for tier in evidence["tiers"]:
-        lines.append(f"| {KNOWS[tier['tier']]} | {_percent(tier['best'])} | {tier['step']} ({tier['model']}) | {_points(tier['gap'])}{' broken' if tier['broken'] else ''} |")
+        lines.append(
+            f"| {KNOWS[tier['tier']]} | {_percent(tier['best'])} | {tier['step']} ({tier['model']}) | "
+            f"{_points(tier['gap'])}{' broken' if tier['broken'] else ''} |"
+        )
     for tier in evidence["not_needed"]:
         lines.append(f"| {KNOWS[tier]} | not needed: an attacker who knows less already breaks it | | |")
     for tier in evidence["not_run"]:
@@ -138,7 +152,11 @@ def _evidence(evidence: dict) -> list[str]:
     lines += [
         "",
         f"- **Authorized model on the release**: {_percent(evidence['authorized'])}"
-        + (f"; break target: {100 * evidence['target']:.1f}% (the protocol's share of the unauthorized models' accuracy on the originals)." if evidence["target"] is not None else "."),
+        + (
+            f"; break target: {100 * evidence['target']:.1f}% (the protocol's share of the unauthorized models' accuracy on the originals)."
+            if evidence["target"] is not None
+            else "."
+        ),
         f"- **Cheapest known break**: {evidence['break']}.",
         f"- **What the release leaks about its authorized model**: {evidence['identification']}.",
     ]

@@ -25,7 +25,9 @@ DEEP = "16-bit source"
 MAX_CLASS_FILE_BYTES = 16 << 20
 
 
-def decode_source(path: Path, size: int, crop_pct: float, channels: int, interpolation: str) -> tuple[torch.Tensor, list[str]]:
+def decode_source(
+    path: Path, size: int, crop_pct: float, channels: int, interpolation: str
+) -> tuple[torch.Tensor, list[str]]:
     """A source image as the authorized model's input (C x size x size float in [0, 1]) and notes on what changed.
 
     ``encode`` decodes with ``crop_pct`` 1: an image at the input size is taken as it is, a square one is resized, and a
@@ -56,7 +58,9 @@ def decode_source(path: Path, size: int, crop_pct: float, channels: int, interpo
             notes += geometry_notes((image.height, image.width), size)
     except Exception:
         pass  # decode_image reports the unreadable file
-    return decode_image(path, size=size, crop_pct=crop_pct, channels=channels, interpolation=interpolation).float() / 255.0, notes
+    return decode_image(
+        path, size=size, crop_pct=crop_pct, channels=channels, interpolation=interpolation
+    ).float() / 255.0, notes
 
 
 def geometry_notes(shape: tuple[int, int], size: int) -> list[str]:
@@ -71,7 +75,9 @@ def list_sources(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder.absolute()}: input folder not found")
-    files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        p.relative_to(folder) for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
     if not files:
         raise UserError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
     return files
@@ -136,7 +142,9 @@ def read_class_file(path: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"--classes {path.absolute()}: file not found (one class name per line, line 1 = label 0)")
     if path.stat().st_size > MAX_CLASS_FILE_BYTES:
-        raise UserError(f"--classes {path.absolute()}: {path.stat().st_size:,} bytes; a class file has at most {MAX_CLASS_FILE_BYTES:,}")
+        raise UserError(
+            f"--classes {path.absolute()}: {path.stat().st_size:,} bytes; a class file has at most {MAX_CLASS_FILE_BYTES:,}"
+        )
     try:
         lines = path.read_bytes().decode("utf-8").splitlines()
     except UnicodeDecodeError:
@@ -146,7 +154,9 @@ def read_class_file(path: Path) -> list[str]:
     names = [line.strip() for line in lines]
     blank = next((i for i, name in enumerate(names) if not name), None)
     if blank is not None or not names:
-        raise UserError(f"--classes {path.absolute()}: {'line ' + str(blank + 1) + ' is blank' if names else 'no class names'}; one class name per line, line 1 = label 0")
+        raise UserError(
+            f"--classes {path.absolute()}: {'line ' + str(blank + 1) + ' is blank' if names else 'no class names'}; one class name per line, line 1 = label 0"
+        )
     try:
         class_table(names)
     except ValueError as error:
@@ -160,10 +170,16 @@ def known_classes(zoo: Path, class_file: Path | None) -> list[str]:
     if class_file is not None:
         return read_class_file(class_file)
     _, _, dataset = read_zoo(zoo)
-    names = DATASETS.create(dataset.name, dataset.params).class_names() if dataset is not None and dataset.name in DATASETS.names() else None
+    names = (
+        DATASETS.create(dataset.name, dataset.params).class_names()
+        if dataset is not None and dataset.name in DATASETS.names()
+        else None
+    )
     if not names:
         named = f"its dataset {dataset.name!r} fixes none" if dataset is not None else "it names no dataset"
-        raise UserError(f"{Path(zoo).absolute()}: no class names to label the class folders with ({named}); give --classes FILE (one class name per line, line 1 = label 0)")
+        raise UserError(
+            f"{Path(zoo).absolute()}: no class names to label the class folders with ({named}); give --classes FILE (one class name per line, line 1 = label 0)"
+        )
     return names
 
 
@@ -173,5 +189,7 @@ def source_labels(sources: list[str], classes: list[str], where: str) -> torch.T
     folders = [Path(source).parts[0] if len(Path(source).parts) > 1 else None for source in sources]
     if any(folder is None for folder in folders):
         loose = next(source for source, folder in zip(sources, folders) if folder is None)
-        raise UserError(f"{where}: labels need every source image inside a class folder (root/<class>/<image>); {excerpt(loose)} is not")
+        raise UserError(
+            f"{where}: labels need every source image inside a class folder (root/<class>/<image>); {excerpt(loose)} is not"
+        )
     return torch.tensor(class_labels(folders, classes, where))

@@ -25,7 +25,15 @@ from nonxfer_bench.owner.inputs import decode_source, list_sources, load_models,
 from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.storage.formats import apply_storage, write_image
-from nonxfer_bench.storage.release import ATTACK, BESIDE, MANIFEST, check_attack_run, check_unchanged, read_manifest, vouched_files
+from nonxfer_bench.storage.release import (
+    ATTACK,
+    BESIDE,
+    MANIFEST,
+    check_attack_run,
+    check_unchanged,
+    read_manifest,
+    vouched_files,
+)
 from nonxfer_bench.zoo import build_model, dataset_preprocessing
 
 DRAWS = (
@@ -36,7 +44,9 @@ WRITTEN_KEYS = frozenset(
     {"nonxfer_bench", "created", "format", "encoder", "forced_format", "model", "key_id", "batch_size", "draws", "decode", "release_size",
      "psnr_mean", "psnr_min", "ssim_mean", "authorized_agreement", "notes", "images"}
 )  # fmt: skip  # the keys of the manifest encode_folder writes
-WRITTEN_ENTRY_KEYS = frozenset({"file", "source", "sha256", "encoded_psnr", "psnr", "ssim"})  # and of each of its images
+WRITTEN_ENTRY_KEYS = frozenset(
+    {"file", "source", "sha256", "encoded_psnr", "psnr", "ssim"}
+)  # and of each of its images
 CROP_PCT = 1.0  # no crop beyond what makes an image square: an image at the model's input size is taken as it is
 
 
@@ -87,7 +97,9 @@ def encode_folder(
     except ValueError as error:
         raise UserError(f"--format: {error}") from None
     if not seed_key:
-        raise UserError("no seed key: give --seed-key or set NXB_SEED_KEY (keep it secret; the manifest holds only its hash)")
+        raise UserError(
+            "no seed key: give --seed-key or set NXB_SEED_KEY (keep it secret; the manifest holds only its hash)"
+        )
     spec = pick(load_models(zoo)[0], model_name, Path(zoo))
     encoder = ENCODERS.create(encoder_name, params or {})
     problem = encoder_refusal(encoder, spec)
@@ -103,7 +115,9 @@ def encode_folder(
     for relative in files:
         target = relative.with_suffix(storage.suffix)
         if target.parts[0] in (*BESIDE, ATTACK, MANIFEST):
-            raise UserError(f"{Path(source) / target.parts[0]}: a release keeps the name {target.parts[0]!r} for its own files; rename it")
+            raise UserError(
+                f"{Path(source) / target.parts[0]}: a release keeps the name {target.parts[0]!r} for its own files; rename it"
+            )
         if target in targets:
             raise UserError(f"{source}: {targets[target]} and {relative} would both be written as {target}; rename one")
         targets[target] = relative
@@ -111,15 +125,26 @@ def encode_folder(
     decode = dataset_preprocessing(model.preprocessing) | {"crop_pct": CROP_PCT}
     channels = model.input_size[0]
     generator = keyed_generator(seed_key, "encode")
-    deployed = encoder.authorized_view(model, keyed_generator(seed_key, "encode"))  # as the owner deploys it (a keyed scheme's key)
+    deployed = encoder.authorized_view(
+        model, keyed_generator(seed_key, "encode")
+    )  # as the owner deploys it (a keyed scheme's key)
     entries, notes, kept = [], {}, 0
-    with staged_folder(output, _release) as staging:  # the new release appears whole (manifest last), or the old one stays
-        bar = tqdm(total=len(files), desc=f"encode {model_name}/{encoder_name}@{strength:g} -> {storage.name}", unit="img", disable=not progress)
+    with staged_folder(
+        output, _release
+    ) as staging:  # the new release appears whole (manifest last), or the old one stays
+        bar = tqdm(
+            total=len(files),
+            desc=f"encode {model_name}/{encoder_name}@{strength:g} -> {storage.name}",
+            unit="img",
+            disable=not progress,
+        )
         for start in range(0, len(files), batch_size):
             batch_files = files[start : start + batch_size]
             decoded = []
             for relative in batch_files:
-                image, image_notes = decode_source(Path(source) / relative, decode["size"], decode["crop_pct"], channels, decode["interpolation"])
+                image, image_notes = decode_source(
+                    Path(source) / relative, decode["size"], decode["crop_pct"], channels, decode["interpolation"]
+                )
                 for note in image_notes:
                     notes[note] = notes.get(note, 0) + 1
                 decoded.append(image)
@@ -129,7 +154,9 @@ def encode_folder(
             stored = apply_storage(encoding.images.cpu(), storage)
             kept += int((deployed.predict(stored, batch_size) == model.predict(clean, batch_size)).sum())
             psnr, ssim = psnr_per_image(clean, stored), ssim_per_image(clean, stored)
-            for relative, image, encoded_psnr, stored_psnr, stored_ssim in zip(batch_files, stored, encoding.achieved_psnr.cpu(), psnr, ssim):
+            for relative, image, encoded_psnr, stored_psnr, stored_ssim in zip(
+                batch_files, stored, encoding.achieved_psnr.cpu(), psnr, ssim
+            ):
                 target = (staging / relative).with_suffix(storage.suffix)
                 write_image(target, image, storage)
                 faults.point("release_image_written")
@@ -158,7 +185,12 @@ def encode_folder(
                 "strength_unit": type(encoder).strength_unit,
             },
             "forced_format": refusal,  # None unless --force wrote a format the encoder does not declare
-            "model": {"name": spec.name, "arch": spec.arch, "identity_hash": model_identity_hash(spec), "weights_sha256": spec.identity()["weights"].get("sha256")},
+            "model": {
+                "name": spec.name,
+                "arch": spec.arch,
+                "identity_hash": model_identity_hash(spec),
+                "weights_sha256": spec.identity()["weights"].get("sha256"),
+            },
             "key_id": key_id(seed_key),
             "batch_size": batch_size,
             "draws": DRAWS,
@@ -182,10 +214,14 @@ def _check_output(source: Path, output: Path, overwrite: bool) -> None:
     else is ever replaced."""
     source_real, output_real = source.resolve(), output.resolve()
     if output_real == source_real or output_real.is_relative_to(source_real) or source_real.is_relative_to(output_real):
-        raise UserError(f"{output}: the output folder and the input folder {source} must not contain each other; choose a folder outside the input")
+        raise UserError(
+            f"{output}: the output folder and the input folder {source} must not contain each other; choose a folder outside the input"
+        )
     check_replaceable(output, _release)
     if output.is_dir() and any(output.iterdir()) and not overwrite:
-        raise UserError(f"{output}: holds a release written by an earlier encode; pass --overwrite to replace it, or choose a new or empty folder")
+        raise UserError(
+            f"{output}: holds a release written by an earlier encode; pass --overwrite to replace it, or choose a new or empty folder"
+        )
 
 
 def _release(folder: Path) -> None:
@@ -199,20 +235,28 @@ def _release(folder: Path) -> None:
         check_unchanged(vouched_files(folder, manifest), manifest, str(folder / MANIFEST))
         check_attack_run(folder / ATTACK)
     except UserError as error:
-        raise UserError(f"{folder}: not a release that encode may replace ({error}); choose a new or empty folder") from None
+        raise UserError(
+            f"{folder}: not a release that encode may replace ({error}); choose a new or empty folder"
+        ) from None
 
 
 def _written_keys(manifest: dict, where: Path) -> None:
     """Refuse a manifest with a key encode does not write, or an entry without the SHA-256 that proves its file."""
     unknown = sorted(set(manifest) - WRITTEN_KEYS)
     if unknown:
-        raise UserError(f"{where}: key {excerpt(unknown[0], 60)} is not one encode writes ({', '.join(sorted(WRITTEN_KEYS))})")
+        raise UserError(
+            f"{where}: key {excerpt(unknown[0], 60)} is not one encode writes ({', '.join(sorted(WRITTEN_KEYS))})"
+        )
     for i, entry in enumerate(manifest["images"]):
         unknown = sorted(set(entry) - WRITTEN_ENTRY_KEYS)
         if unknown:
-            raise UserError(f"{where}: images[{i}] key {excerpt(unknown[0], 60)} is not one encode writes ({', '.join(sorted(WRITTEN_ENTRY_KEYS))})")
+            raise UserError(
+                f"{where}: images[{i}] key {excerpt(unknown[0], 60)} is not one encode writes ({', '.join(sorted(WRITTEN_ENTRY_KEYS))})"
+            )
         if not entry.get("sha256"):
-            raise UserError(f"{where}: images[{i}] records no sha256, so nothing proves {excerpt(entry['file'], 60)} is the file encode wrote")
+            raise UserError(
+                f"{where}: images[{i}] records no sha256, so nothing proves {excerpt(entry['file'], 60)} is the file encode wrote"
+            )
 
 
 def _round(value: torch.Tensor) -> float | None:

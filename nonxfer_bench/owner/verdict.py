@@ -28,11 +28,18 @@ def verdict(rows: list[dict], metric: str) -> dict[str, Any]:
     authorized = next(row for row in rows if row["role"] == "authorized")
     others = [row for row in rows if row["role"] == "unauthorized"]
     if not others:
-        return {"non_transferable": None, "metric": metric, "text": "verdict: none: no unauthorized model was scored (only the authorized model and controls); add some with --models"}
+        return {
+            "non_transferable": None,
+            "metric": metric,
+            "text": "verdict: none: no unauthorized model was scored (only the authorized model and controls); add some with --models",
+        }
     best = max(others, key=lambda row: row[metric])
     mine, theirs = _interval(authorized, metric), _interval(best, metric)
     holds = mine.lo > theirs.hi
-    comparison = f"authorized {_describe(authorized['model'], mine)} vs best unauthorized {_describe(best['model'], theirs)} ({metric}, n={authorized['n']}, 95% Wilson intervals)"
+    comparison = (
+        f"authorized {_describe(authorized['model'], mine)} vs best unauthorized {_describe(best['model'], theirs)} "
+        f"({metric}, n={authorized['n']}, 95% Wilson intervals)"
+    )
     if holds:
         text = f"verdict: the release is non-transferable: {comparison}"
     elif mine.estimate > theirs.estimate:

@@ -35,7 +35,8 @@ def verify_release(
     """Read a release back and score each model on it (on ``settings.device``, in ``settings.precision``): agreement
     with the model's prediction on the originals (when given) and, with ``labels``, accuracy against the class folder
     each source image lies in, named by a class of ``class_file`` or else of the zoo's dataset
-    (:func:`~nonxfer_bench.owner.inputs.known_classes`, :func:`~nonxfer_bench.owner.inputs.source_labels`); then the verdict (:mod:`nonxfer_bench.owner.verdict`). Writes
+    (:func:`~nonxfer_bench.owner.inputs.known_classes`, :func:`~nonxfer_bench.owner.inputs.source_labels`); then the
+    verdict (:mod:`nonxfer_bench.owner.verdict`). Writes
     ``verify.json``; its ``stored_agreement`` is the authorized model's agreement on the stored release.
 
     Without ``model_names`` every zoo model of the release's input size is scored and the others are listed in
@@ -45,17 +46,23 @@ def verify_release(
     the suite file's ``controls`` and ``controls`` are labelled controls and never count as unauthorized."""
     release = Path(release)
     if originals is None and not labels:
-        raise UserError(f"verify {release}: nothing to score against; pass --originals FOLDER (the input folder given to encode) and/or --labels (classes from its folders)")
+        raise UserError(
+            f"verify {release}: nothing to score against; pass --originals FOLDER (the input folder given to encode) and/or --labels (classes from its folders)"
+        )
     target = release / VERIFY
     if target.exists() and not overwrite:
-        raise UserError(f"{target.absolute()}: exists (written by an earlier verify); pass --overwrite to replace it, or move it away first")
+        raise UserError(
+            f"{target.absolute()}: exists (written by an earlier verify); pass --overwrite to replace it, or move it away first"
+        )
     manifest = read_manifest(release)
     models, suite_controls = load_models(zoo)
     authorized = authorized_model(models, manifest["model"], Path(zoo))
     control_names = set(suite_controls) | set(controls or [])
     for name in sorted(control_names):
         if name == authorized.name or name not in {m.name for m in models}:
-            raise UserError(f"{zoo}: control {name!r} is not an unauthorized zoo model; valid: {', '.join(m.name for m in models if m is not authorized)}")
+            raise UserError(
+                f"{zoo}: control {name!r} is not an unauthorized zoo model; valid: {', '.join(m.name for m in models if m is not authorized)}"
+            )
     decode = manifest["decode"]
     size = tuple(manifest["release_size"] or (decode["channels"], decode["size"], decode["size"]))
     names = [authorized.name] + [name for name in (model_names or [m.name for m in models]) if name != authorized.name]
@@ -63,17 +70,28 @@ def verify_release(
     wrong = _other_sizes(specs, size)
     if model_names and wrong:
         listed = ", ".join(f"{name!r} takes {'x'.join(map(str, shape))}" for name, shape in wrong.items())
-        raise UserError(f"{Path(zoo).absolute()}: {listed}, but the release's images are {'x'.join(map(str, size))}; choose models of that input size with --models")
+        raise UserError(
+            f"{Path(zoo).absolute()}: {listed}, but the release's images are {'x'.join(map(str, size))}; choose models of that input size with --models"
+        )
     specs = [spec for spec in specs if spec.name not in wrong]  # the authorized model is always the release's size
     entries = manifest["images"]
     classes = known_classes(Path(zoo), class_file) if labels else None
-    truth = source_labels([e["source"] for e in entries], classes, f"{release / MANIFEST} (sources' class folders)") if classes else None
+    truth = (
+        source_labels([e["source"] for e in entries], classes, f"{release / MANIFEST} (sources' class folders)")
+        if classes
+        else None
+    )
     where = str(release / MANIFEST)
     files = vouched_files(release, manifest)
-    images = [read_released(path, e, where) for path, e in tqdm(list(zip(files, entries)), desc="read release", unit="img", disable=not progress)]
+    images = [
+        read_released(path, e, where)
+        for path, e in tqdm(list(zip(files, entries)), desc="read release", unit="img", disable=not progress)
+    ]
     shapes = {tuple(i.shape) for i in images}
     if shapes != {size}:
-        raise UserError(f"{release}: released images are {', '.join('x'.join(map(str, s)) for s in sorted(shapes))}; the manifest says {'x'.join(map(str, size))}")
+        raise UserError(
+            f"{release}: released images are {', '.join('x'.join(map(str, s)) for s in sorted(shapes))}; the manifest says {'x'.join(map(str, size))}"
+        )
     released = torch.stack(images)
     clean = None
     if originals is not None:
@@ -133,7 +151,13 @@ def _stored_agreement(authorized: dict) -> dict | None:
     if "agreement" not in authorized:
         return None
     interval = wilson(round(authorized["agreement"] * authorized["n"]), authorized["n"])
-    return {"model": authorized["model"], "agreement": interval.estimate, "lo": interval.lo, "hi": interval.hi, "n": authorized["n"]}
+    return {
+        "model": authorized["model"],
+        "agreement": interval.estimate,
+        "lo": interval.lo,
+        "hi": interval.hi,
+        "n": authorized["n"],
+    }
 
 
 def stored_agreement_line(result: dict) -> str:

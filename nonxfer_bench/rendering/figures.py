@@ -82,7 +82,9 @@ def metric_label(metric: str) -> str:
 def strength_unit(encoder: str) -> str:
     """The PSNR an encoder's strength is (``encoder/png8``: the encoder's own); ``encoder strength`` for an encoder
     this installation does not know (cells read back from elsewhere)."""
-    from nonxfer_bench.encoders.base import ENCODERS  # heavy (the encoders import timm: seconds); rendering otherwise needs no model code
+    from nonxfer_bench.encoders.base import (
+        ENCODERS,
+    )  # heavy (the encoders import timm: seconds); rendering otherwise needs no model code
 
     try:
         return ENCODERS.get(encoder.split("/")[0]).strength_unit
@@ -121,7 +123,9 @@ def errorbar(axis, x, y, below, above, **style):
     """A series with its 95% intervals (``below``/``above``: distances from ``y``): markers joined by the style's line,
     or one marker and its error bar with no line when the series has a single point (a point, not a lone dot)."""
     if len(x) == 1:
-        return axis.errorbar(x, y, yerr=[below, above], capsize=3, elinewidth=1.0, markersize=6, **style | {"linestyle": "none"})
+        return axis.errorbar(
+            x, y, yerr=[below, above], capsize=3, elinewidth=1.0, markersize=6, **style | {"linestyle": "none"}
+        )
     return axis.errorbar(x, y, yerr=[below, above], capsize=2, elinewidth=0.8, markersize=5, **style)
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from nonxfer_bench.analysis.ladder import BREAK_FRACTION, cheapest_breaks, clean_accuracy, identifications, ladder, step_accuracies
+from nonxfer_bench.analysis.ladder import (
+    BREAK_FRACTION,
+    cheapest_breaks,
+    clean_accuracy,
+    identifications,
+    ladder,
+    step_accuracies,
+)
 from nonxfer_bench.analysis.uncertainty import proportion_interval
 from nonxfer_bench.cells.release import Release
 from nonxfer_bench.rendering.sections import Section
@@ -71,7 +78,9 @@ def identification_table(frame: pd.DataFrame) -> pd.DataFrame:
                 "released NEs": found["nes"],
                 "identified": f"{hits}/{trials}",
                 "% [95% CI]": with_interval(proportion_interval(hits / trials, trials)),
-                "chance %": "n/a" if candidates.isna().all() else f"{100 * candidates.rdiv(1.0).mean():.1f}",  # no ranking recorded
+                "chance %": "n/a"
+                if candidates.isna().all()
+                else f"{100 * candidates.rdiv(1.0).mean():.1f}",  # no ranking recorded
             }
         )
     return pd.DataFrame(rows)

@@ -76,7 +76,9 @@ UNITS = (
 )
 
 
-def sections(frame: pd.DataFrame, models: list[str], protocol: Protocol | None = None, ensemble: str | None = None) -> list[Section]:
+def sections(
+    frame: pd.DataFrame, models: list[str], protocol: Protocol | None = None, ensemble: str | None = None
+) -> list[Section]:
     """The leaderboard's sections, in order: the ranking (the protocol verdict) and its sanity checks, NE effect,
     attacks, theory (when there are bound numbers), the ladder's (when cells record a threat tier)."""
     metric = metric_of(frame)
@@ -127,7 +129,9 @@ def write_leaderboard(
     folder.mkdir(parents=True, exist_ok=True)
     frame = results_frame(cells)
     csv_path, md_path = folder / "cells.csv", folder / "leaderboard.md"
-    per_cell = frame[CELL_COLUMNS].assign(attack_param=frame.cell_param)  # each cell's own parameters, measurements included
+    per_cell = frame[CELL_COLUMNS].assign(
+        attack_param=frame.cell_param
+    )  # each cell's own parameters, measurements included
     atomic_write(csv_path, per_cell.drop(columns=["key"]).to_csv(index=False, float_format="%.4f"))
     write_results_cells(folder / RESULTS_CELLS, sorted(cells, key=lambda cell: cell.key))
     text = [

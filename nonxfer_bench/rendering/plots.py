@@ -63,25 +63,40 @@ def _curve(part: pd.DataFrame, by: str, metric: str, models: list[str], statisti
         per_model = rows_at_x.groupby("model")[metric].mean()
         value = per_model.max() if statistic == "max" else per_model.mean()
         interval = aggregate_intervals(rows_at_x, models, metric)[1 if statistic == "max" else 0]
-        below, above = (0.0, 0.0) if interval is None else (max(0.0, value - interval.lo), max(0.0, interval.hi - value))
+        below, above = (
+            (0.0, 0.0) if interval is None else (max(0.0, value - interval.lo), max(0.0, interval.hi - value))
+        )
         rows.append({by: x, "value": 100 * value, "below": 100 * below, "above": 100 * above})
     return pd.DataFrame(rows).set_index(by)
 
 
 def _errorbar(axis, curve: pd.DataFrame, x: list | None = None, **style):
     """``curve`` (:func:`_curve`) at its index or at ``x``: a line through its points, or one point with its interval."""
-    return errorbar(axis, list(curve.index) if x is None else x, curve["value"], curve["below"], curve["above"], **style)
+    return errorbar(
+        axis, list(curve.index) if x is None else x, curve["value"], curve["below"], curve["above"], **style
+    )
 
 
 def _dot_plot(axis, series: list[tuple[pd.DataFrame, dict]], categories: list, labels: list[str]) -> None:
     """One tick per category (labelled ``labels``); each series a point with its interval at each of its categories,
     never joined, series that share categories side by side within them."""
-    shared = len(series) > 1 and any(len(curve.index.intersection(other.index)) for i, (curve, _) in enumerate(series) for other, _ in series[i + 1 :])
+    shared = len(series) > 1 and any(
+        len(curve.index.intersection(other.index))
+        for i, (curve, _) in enumerate(series)
+        for other, _ in series[i + 1 :]
+    )
     width = 0.7 / len(series) if shared else 0.0
     for index, (curve, style) in enumerate(series):
         offset = (index - (len(series) - 1) / 2) * width
-        _errorbar(axis, curve, [categories.index(category) + offset for category in curve.index], **style | {"linestyle": "none"})
-    upright = len(labels) > 1 and max(len(label) for label in labels) > 6  # long names side by side: upright, never overlapping
+        _errorbar(
+            axis,
+            curve,
+            [categories.index(category) + offset for category in curve.index],
+            **style | {"linestyle": "none"},
+        )
+    upright = (
+        len(labels) > 1 and max(len(label) for label in labels) > 6
+    )  # long names side by side: upright, never overlapping
     axis.set_xticks(range(len(categories)), labels, rotation=90 if upright else 0)
     axis.set_xlim(-0.6, len(categories) - 0.4)
     axis.grid(False, axis="x")
@@ -97,7 +112,9 @@ def _grid(plt, panels: int, columns: int, width: float, height: float, legend_ro
 
 
 def _handle(**style):
-    from matplotlib.lines import Line2D  # heavy (~0.8 s): matplotlib is imported only when a figure is drawn (see figures.pyplot)
+    from matplotlib.lines import (
+        Line2D,
+    )  # heavy (~0.8 s): matplotlib is imported only when a figure is drawn (see figures.pyplot)
 
     return Line2D([], [], **style)
 
@@ -113,11 +130,17 @@ def accuracy_vs_strength_figure(frame: pd.DataFrame, models: list[str], metric: 
     styles = {model: series_style(index) for index, model in enumerate(models)}
     with styled() as plt:
         columns = min(len(panels), 4)
-        handles = [_handle(label="authorized model of the panel", **AUTHORIZED_STYLE), _handle(color="black", linestyle=":", label="authorized model, clean images")]
+        handles = [
+            _handle(label="authorized model of the panel", **AUTHORIZED_STYLE),
+            _handle(color="black", linestyle=":", label="authorized model, clean images"),
+        ]
         if single:
             handles += [_handle(label=model, **styles[model]) for model in models]
         else:
-            handles += [_handle(label="unauthorized mean", **series_style(0)), _handle(label="best unauthorized model", **series_style(1))]
+            handles += [
+                _handle(label="unauthorized mean", **series_style(0)),
+                _handle(label="best unauthorized model", **series_style(1)),
+            ]
         figure, axes = _grid(plt, len(panels), columns, 3.8, 3.3, -(-len(handles) // 4), sharey=True)
         for axis, (authorized, encoder) in zip(axes.flat, panels):
             part = plain[(plain.authorized == authorized) & (plain.encoder == encoder)]
@@ -125,7 +148,9 @@ def accuracy_vs_strength_figure(frame: pd.DataFrame, models: list[str], metric: 
             if part.strength.nunique() == 1:  # one strength: a dot plot of the models, the strength in the title
                 labels = [label for label, _, _ in series]
                 _dot_plot(axis, [(curve.set_axis([label]), style) for label, curve, style in series], labels, labels)
-                axis.set_title(panel_title(f"{encoding_label(encoder, part.strength.iloc[0])}, authorized {authorized}"))
+                axis.set_title(
+                    panel_title(f"{encoding_label(encoder, part.strength.iloc[0])}, authorized {authorized}")
+                )
                 axis.set_xlabel("evaluated model")
             else:
                 for _, curve, style in series:
@@ -134,7 +159,9 @@ def accuracy_vs_strength_figure(frame: pd.DataFrame, models: list[str], metric: 
                 if part.strength.nunique() <= 6:  # the strengths run, not matplotlib's fractions of a dB
                     axis.set_xticks(sorted(part.strength.unique()))
                 axis.set_xlabel(strength_axis_label(encoder))
-            clean = plain[(plain.authorized == authorized) & (plain.encoder == "clean") & (plain.model == authorized)][metric]
+            clean = plain[(plain.authorized == authorized) & (plain.encoder == "clean") & (plain.model == authorized)][
+                metric
+            ]
             if len(clean):
                 axis.axhline(100 * clean.mean(), color="black", linewidth=1.0, linestyle=":")
         axes[0][0].set_ylim(-3, 103)  # shared by every panel
@@ -144,17 +171,23 @@ def accuracy_vs_strength_figure(frame: pd.DataFrame, models: list[str], metric: 
         caption(
             figure,
             f"{metric_label(metric).capitalize()} of each model on the released images (no attack) against the encoder's strength, "
-            f"per authorized model and encoder (one strength: one point per model); {intervals_note(figure)}; Wilson's for one model, a bootstrap over images for aggregates.",
+            f"per authorized model and encoder (one strength: one point per model); {intervals_note(figure)}; "
+            "Wilson's for one model, a bootstrap over images for aggregates.",
         )
     return figure
 
 
-def _model_series(part: pd.DataFrame, authorized: str, models: list[str] | None, styles: dict, metric: str) -> list[tuple[str, pd.DataFrame, dict]]:
+def _model_series(
+    part: pd.DataFrame, authorized: str, models: list[str] | None, styles: dict, metric: str
+) -> list[tuple[str, pd.DataFrame, dict]]:
     """(label, curve over strength, style) of each model in ``models`` present in ``part``, or (``models`` None) of
     the authorized model, the unauthorized mean and the best unauthorized model."""
     if models is not None:
         present = [m for m in models if m in set(part.model)]
-        return [(m, _curve(part, "strength", metric, [m]), AUTHORIZED_STYLE if m == authorized else styles[m]) for m in present]
+        return [
+            (m, _curve(part, "strength", metric, [m]), AUTHORIZED_STYLE if m == authorized else styles[m])
+            for m in present
+        ]
     series = [(authorized, _curve(part, "strength", metric, [authorized]), AUTHORIZED_STYLE)]
     others = sorted(part.loc[part.role == "unauthorized", "model"].unique())
     if others:
@@ -171,13 +204,19 @@ def transfer_heatmap_figure(frame: pd.DataFrame, models: list[str], metric: str)
     table = plain.groupby(["authorized", "encoder", "strength", "model"])[metric].mean().unstack("model") * 100
     table = table[[m for m in models if m in table.columns]]
     with styled() as plt:
-        from matplotlib.patches import Rectangle  # heavy (~0.8 s): matplotlib is imported only when a figure is drawn (see figures.pyplot)
+        from matplotlib.patches import (
+            Rectangle,
+        )  # heavy (~0.8 s): matplotlib is imported only when a figure is drawn (see figures.pyplot)
 
-        figure, axis = plt.subplots(figsize=(4.5 + 0.9 * table.shape[1], 1.6 + 0.32 * table.shape[0]), layout="constrained")
+        figure, axis = plt.subplots(
+            figsize=(4.5 + 0.9 * table.shape[1], 1.6 + 0.32 * table.shape[0]), layout="constrained"
+        )
         image = axis.imshow(table.values, cmap="viridis", vmin=0, vmax=100, aspect="auto")
         for (row, column), value in np.ndenumerate(table.values):
             if not np.isnan(value):
-                axis.text(column, row, f"{value:.0f}", ha="center", va="center", color="white" if value < 60 else "black")
+                axis.text(
+                    column, row, f"{value:.0f}", ha="center", va="center", color="white" if value < 60 else "black"
+                )
         for row, (authorized, _, _) in enumerate(table.index):
             if authorized in table.columns:
                 column = list(table.columns).index(authorized)
@@ -188,7 +227,10 @@ def transfer_heatmap_figure(frame: pd.DataFrame, models: list[str], metric: str)
         axis.set_xlabel("evaluated model")
         axis.set_ylabel("authorized model: encoding")
         figure.colorbar(image, ax=axis, label=metric_label(metric))
-        caption(figure, f"Transfer with no attack: {metric_label(metric)} of each evaluated model on each release; boxed: the authorized model.")
+        caption(
+            figure,
+            f"Transfer with no attack: {metric_label(metric)} of each evaluated model on each release; boxed: the authorized model.",
+        )
     return figure
 
 
@@ -197,7 +239,10 @@ def _attack_rows(attacked: pd.DataFrame) -> list[tuple[str, str, list[float]]]:
     rows = []
     for (authorized, encoder), part in attacked.groupby(["authorized", "encoder"], sort=True):
         strengths = sorted(part.strength.unique())
-        rows += [(authorized, encoder, strengths[i : i + STRENGTHS_PER_PANEL]) for i in range(0, len(strengths), STRENGTHS_PER_PANEL)]
+        rows += [
+            (authorized, encoder, strengths[i : i + STRENGTHS_PER_PANEL])
+            for i in range(0, len(strengths), STRENGTHS_PER_PANEL)
+        ]
     return rows
 
 
@@ -210,16 +255,28 @@ def attack_curves_figure(frame: pd.DataFrame, metric: str):
     rows = _attack_rows(attacked)
     with styled() as plt:
         figure, axes = plt.subplots(
-            len(rows), len(attacks), figsize=(2.9 * len(attacks) + 2.6, 2.5 * len(rows) + 1.9), squeeze=False, sharey=True, layout="constrained"
+            len(rows),
+            len(attacks),
+            figsize=(2.9 * len(attacks) + 2.6, 2.5 * len(rows) + 1.9),
+            squeeze=False,
+            sharey=True,
+            layout="constrained",
         )
         axes_labels = {}  # (row, column) -> (x label, tick labels or None for the strength axis)
         for row, (axes_row, (authorized, encoder, strengths)) in enumerate(zip(axes, rows)):
             for column, (axis, attack) in enumerate(zip(axes_row, attacks)):
-                part = attacked[(attacked.authorized == authorized) & (attacked.encoder == encoder) & (attacked.attack == attack)]
+                part = attacked[
+                    (attacked.authorized == authorized) & (attacked.encoder == encoder) & (attacked.attack == attack)
+                ]
                 axes_labels[row, column] = _attack_panel(axis, part, authorized, strengths, metric)
             axes_row[0].set_ylabel(f"{encoder}, authorized {authorized}\n{metric_label(metric)}")
-            entries = [_handle(label=encoding_label(encoder, s), **series_style(i) | {"linestyle": "-"}) for i, s in enumerate(strengths)]
-            axes_row[-1].legend(handles=entries, loc="upper left", bbox_to_anchor=(1.02, 1.0), title=encoder, frameon=False)
+            entries = [
+                _handle(label=encoding_label(encoder, s), **series_style(i) | {"linestyle": "-"})
+                for i, s in enumerate(strengths)
+            ]
+            axes_row[-1].legend(
+                handles=entries, loc="upper left", bbox_to_anchor=(1.02, 1.0), title=encoder, frameon=False
+            )
         axes[0][0].set_ylim(-3, 103)  # shared by every panel
         for column, attack in enumerate(attacks):
             axes[0][column].set_title(attack)
@@ -243,7 +300,9 @@ def attack_curves_figure(frame: pd.DataFrame, metric: str):
     return figure
 
 
-def _attack_panel(axis, part: pd.DataFrame, authorized: str, strengths: list[float], metric: str) -> tuple[str, tuple[str, ...] | None]:
+def _attack_panel(
+    axis, part: pd.DataFrame, authorized: str, strengths: list[float], metric: str
+) -> tuple[str, tuple[str, ...] | None]:
     """One attack's panel of a row: the authorized model and the unauthorized mean per encoder strength, as curves over
     the attack strength or as a dot plot over the attack's steps; returns its x label and tick labels (None: strength)."""
     steps = sorted(set(part[STEP]))
@@ -257,7 +316,10 @@ def _attack_panel(axis, part: pd.DataFrame, authorized: str, strengths: list[flo
         groups = [([authorized], style | {"linestyle": "-"})] if authorized in set(encoding.model) else []
         others = sorted(encoding.loc[encoding.role == "unauthorized", "model"].unique())  # no controls
         groups += [(others, style | {"linestyle": "--", "markerfacecolor": "none"})] if others else []
-        series += [(_curve(encoding, "attack_strength" if by_strength else STEP, metric, models), style) for models, style in groups]
+        series += [
+            (_curve(encoding, "attack_strength" if by_strength else STEP, metric, models), style)
+            for models, style in groups
+        ]
     if by_strength:
         for curve, style in series:
             _errorbar(axis, curve, **style)
@@ -277,7 +339,9 @@ def _step_labels(steps: list[Step]) -> tuple[list[str], str]:
     values = [", ".join(str(own.get(key, "-")) for key in keys) for own in settings]
     if keys and len(set(values)) == len(values):
         return values, ", ".join(keys)
-    return [", ".join(filter(None, [f"{step.strength:g}", value])) for step, value in zip(steps, values)], ", ".join(["attack strength", *keys])
+    return [", ".join(filter(None, [f"{step.strength:g}", value])) for step, value in zip(steps, values)], ", ".join(
+        ["attack strength", *keys]
+    )
 
 
 def write_plots(frame: pd.DataFrame, models: list[str], metric: str, folder: Path) -> list[Path]:

@@ -50,7 +50,9 @@ class Source:
     def mlflow(cls, suite_file: Path | None, groups: pd.DataFrame) -> Source:
         """Cells read back from MLflow group runs (a ``search_runs`` frame): the newest run's end."""
         ends = pd.to_datetime(groups.get("end_time", pd.Series(dtype="datetime64[ns, UTC]")), utc=True).dropna()
-        return cls(shown_path(suite_file) if suite_file else None, _date(ends.max().to_pydatetime() if len(ends) else None))
+        return cls(
+            shown_path(suite_file) if suite_file else None, _date(ends.max().to_pydatetime() if len(ends) else None)
+        )
 
 
 def _date(moment: datetime | None) -> str | None:
@@ -73,7 +75,9 @@ def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> 
     """One paragraph: what was run, as far as the cells (and ``source``) say."""
     source = source or Source()
     n = pd.to_numeric(frame["n"], errors="coerce").dropna()
-    images = UNKNOWN if n.empty else (f"{int(n.min()):,}" if n.min() == n.max() else f"{int(n.min()):,} to {int(n.max()):,}")
+    images = (
+        UNKNOWN if n.empty else (f"{int(n.min()):,}" if n.min() == n.max() else f"{int(n.min()):,} to {int(n.max()):,}")
+    )
     seeds = sorted(int(s) for s in frame.seed.unique())
     encodings = frame[frame.encoder != "clean"].drop_duplicates(["authorized", "encoder", "strength"])
     steps = frame.drop_duplicates(STEP)
@@ -86,7 +90,8 @@ def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> 
         f"{_counted(len(seeds), 'seed')} ({', '.join(map(str, seeds))})",
         f"{_counted(len(encodings), 'encoding')} of {_counted(frame.authorized.nunique(), 'authorized model')} (besides `clean`)",
         f"{_counted(len(steps), 'attack step')} of {_counted(steps.attack.nunique(), 'attack')} (no attack included)",
-        f"{_counted(len(models), 'model')}" + (f" ({controls} control{'s' if controls > 1 else ''})" if controls else ""),
+        f"{_counted(len(models), 'model')}"
+        + (f" ({controls} control{'s' if controls > 1 else ''})" if controls else ""),
         f"precision {_values(frame['precision'])}",
         f"device {_values(frame['device'])}",
         f"cells computed by {_values(frame['code'], ' and ', missing='unknown code (not recorded)')}",

@@ -73,7 +73,9 @@ def markdown_to_html(markdown: str) -> str:
             continue
         if lines[0].startswith("|"):
             head = "".join(f"<th>{_inline(cell)}</th>" for cell in _cells(lines[0]))
-            rows = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in _cells(line)) + "</tr>\n" for line in lines[2:])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in _cells(line)) + "</tr>\n" for line in lines[2:]
+            )
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>\n{rows}</tbody></table>")
         else:
             out.append(f"<p>{_inline(' '.join(lines))}</p>")
@@ -119,17 +121,31 @@ def sample_caption(grid: SampleGrid, cells: list[Cell]) -> str:
     """What a grid's rows are, top to bottom, with their PSNR against the clean images (the cells' means over the images)."""
     first = cells[0]
     release = Release.of(first)
-    encoded = next((cell.encoded_psnr for cell in cells if cell.baseline), None)  # the leaderboard's PSNR of the release
-    shown = "the clean images again (no encoding)" if release.clean else f"the released images, {release.label} ({_psnr({encoded})})"
-    strongest: dict[str, float] = {}  # each suite entry of an attack (its config): its strongest strength, the grid's row
+    encoded = next(
+        (cell.encoded_psnr for cell in cells if cell.baseline), None
+    )  # the leaderboard's PSNR of the release
+    shown = (
+        "the clean images again (no encoding)"
+        if release.clean
+        else f"the released images, {release.label} ({_psnr({encoded})})"
+    )
+    strongest: dict[
+        str, float
+    ] = {}  # each suite entry of an attack (its config): its strongest strength, the grid's row
     for cell in cells:
         if not cell.baseline:
             entry = f"{cell.attack} {sorted(cell.attack_config.items())}"
             strongest[entry] = max(strongest.get(entry, cell.attack_strength), cell.attack_strength)
-    rows: dict[str, set] = {}  # row label -> the attacked PSNR of the entries it shows (entries of one label share a row)
+    rows: dict[
+        str, set
+    ] = {}  # row label -> the attacked PSNR of the entries it shows (entries of one label share a row)
     for cell in cells:
         label = f"{cell.attack}@{cell.attack_strength:g}"
-        if not cell.baseline and cell.attack_strength == strongest[f"{cell.attack} {sorted(cell.attack_config.items())}"] and label in (grid.rows or [label]):
+        if (
+            not cell.baseline
+            and cell.attack_strength == strongest[f"{cell.attack} {sorted(cell.attack_config.items())}"]
+            and label in (grid.rows or [label])
+        ):
             rows.setdefault(label, set()).add(cell.attacked_psnr)
     attacked = "; ".join(f"{label}: {_psnr(values)}" for label, values in sorted(rows.items()))
     made = f", recomputed on {grid.images} images by `nonxfer-bench report --samples`" if grid.images else ""
@@ -188,7 +204,8 @@ def write_report(
             "<!DOCTYPE html>",
             f'<html lang="en"><head><meta charset="utf-8"><title>nonxfer-bench: {html.escape(suite_name)}</title><style>{STYLE}</style></head><body>',
             markdown_to_html(board),
-            '<p>Per-cell values: <a href="cells.csv">cells.csv</a>; the tables as Markdown: <a href="leaderboard.md">leaderboard.md</a>. Click a column header to sort.</p>',
+            '<p>Per-cell values: <a href="cells.csv">cells.csv</a>; the tables as Markdown: '
+            '<a href="leaderboard.md">leaderboard.md</a>. Click a column header to sort.</p>',
             "<h2>Plots</h2>",
             *figures,
             *_samples_section(shown, folder, source.suite_file if source else None),

@@ -15,4 +15,6 @@ class Section:
 
     def lines(self) -> list[str]:
         """The section as Markdown lines: title, then each part that is there, a blank line after each."""
-        return [f"## {self.title}", ""] + [line for part in (self.intro, self.table, self.glossary) if part for line in (part, "")]
+        return [f"## {self.title}", ""] + [
+            line for part in (self.intro, self.table, self.glossary) if part for line in (part, "")
+        ]

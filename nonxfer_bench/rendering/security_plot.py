@@ -17,7 +17,16 @@ from nonxfer_bench.analysis.frame import RELEASE
 from nonxfer_bench.analysis.ladder import BREAK_FRACTION, TIER_ORDER
 from nonxfer_bench.analysis.security import BUDGETS, clean_levels, security_points
 from nonxfer_bench.cells.release import Release
-from nonxfer_bench.rendering.figures import caption, encoding_label, errorbar, file_stem, intervals_note, metric_label, series_style, styled
+from nonxfer_bench.rendering.figures import (
+    caption,
+    encoding_label,
+    errorbar,
+    file_stem,
+    intervals_note,
+    metric_label,
+    series_style,
+    styled,
+)
 
 STATISTICS = {"mean": "mean over unauthorized models", "max": "best unauthorized model"}
 RELEASES_PER_PAGE = 4  # rows of a figure: with four (budget, statistic) columns at most a 4 x 4 grid
@@ -43,7 +52,9 @@ def security_curves_figures(frame: pd.DataFrame, metric: str = "accuracy") -> di
         pages = [own[start : start + RELEASES_PER_PAGE] for start in range(0, len(own), RELEASES_PER_PAGE)]
         for number, page in enumerate(pages, 1):
             name = f"security_curves_{file_stem(authorized)}{'' if len(pages) == 1 else f'_{number}'}.png"
-            figures[name] = _page(shared, authorized, page, "" if len(pages) == 1 else f" (page {number} of {len(pages)})")
+            figures[name] = _page(
+                shared, authorized, page, "" if len(pages) == 1 else f" (page {number} of {len(pages)})"
+            )
     return figures
 
 
@@ -65,10 +76,18 @@ def _page(shared: _Shared, authorized: str, releases: list[Release], page: str):
     on_page = points[points[RELEASE].isin(releases)]
     tiers = [tier for tier in shared.styles if tier in set(on_page.tier)]
     with styled() as plt:
-        from matplotlib.lines import Line2D  # heavy (~0.8 s): matplotlib is imported only when a figure is drawn (see figures.pyplot)
+        from matplotlib.lines import (
+            Line2D,
+        )  # heavy (~0.8 s): matplotlib is imported only when a figure is drawn (see figures.pyplot)
 
         figure, axes = plt.subplots(
-            len(releases), len(columns), figsize=(3.6 * len(columns) + 1.0, 2.8 * len(releases) + 2.2), squeeze=False, sharex="col", sharey=True, layout="constrained"
+            len(releases),
+            len(columns),
+            figsize=(3.6 * len(columns) + 1.0, 2.8 * len(releases) + 2.2),
+            squeeze=False,
+            sharex="col",
+            sharey=True,
+            layout="constrained",
         )
         for axes_row, key in zip(axes, releases):
             release = on_page[on_page[RELEASE] == key]
@@ -76,12 +95,28 @@ def _page(shared: _Shared, authorized: str, releases: list[Release], page: str):
                 for tier in tiers:
                     curve = release[(release.budget == budget) & (release.tier == tier)]
                     if len(curve):
-                        below, above = curve[statistic] - curve[f"{statistic}_lo"], curve[f"{statistic}_hi"] - curve[statistic]
-                        errorbar(axis, curve.value, 100 * curve[statistic], 100 * below.clip(lower=0), 100 * above.clip(lower=0), **shared.styles[tier])
+                        below, above = (
+                            curve[statistic] - curve[f"{statistic}_lo"],
+                            curve[f"{statistic}_hi"] - curve[statistic],
+                        )
+                        errorbar(
+                            axis,
+                            curve.value,
+                            100 * curve[statistic],
+                            100 * below.clip(lower=0),
+                            100 * above.clip(lower=0),
+                            **shared.styles[tier],
+                        )
                 if authorized in shared.levels.index:
-                    axis.axhline(100 * shared.levels.loc[authorized, "authorized"], color="black", linestyle=":", linewidth=1.2)
-                    axis.axhline(100 * shared.levels.loc[authorized, "target"], color="#D55E00", linestyle="--", linewidth=1.2)
-            axes_row[0].set_ylabel(f"{encoding_label(key.encoding, key.strength)}\nunauthorized {metric_label(shared.metric)}")
+                    axis.axhline(
+                        100 * shared.levels.loc[authorized, "authorized"], color="black", linestyle=":", linewidth=1.2
+                    )
+                    axis.axhline(
+                        100 * shared.levels.loc[authorized, "target"], color="#D55E00", linestyle="--", linewidth=1.2
+                    )
+            axes_row[0].set_ylabel(
+                f"{encoding_label(key.encoding, key.strength)}\nunauthorized {metric_label(shared.metric)}"
+            )
         axes[0][0].set_ylim(-3, 103)  # shared by every panel: set once
         for axis, (budget, statistic) in zip(axes[0], columns):
             _budget_axis(axis, shared.largest[budget])  # shared by its column
@@ -91,7 +126,13 @@ def _page(shared: _Shared, authorized: str, releases: list[Release], page: str):
         handles = [Line2D([], [], label=f"tier: {tier}", **shared.styles[tier]) for tier in tiers]
         handles += [
             Line2D([], [], color="black", linestyle=":", label=f"{authorized} (authorized), clean images"),
-            Line2D([], [], color="#D55E00", linestyle="--", label=f"break target: {BREAK_FRACTION:.0%} of unauthorized clean"),
+            Line2D(
+                [],
+                [],
+                color="#D55E00",
+                linestyle="--",
+                label=f"break target: {BREAK_FRACTION:.0%} of unauthorized clean",
+            ),
         ]
         figure.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
         caption(

@@ -15,7 +15,13 @@ import pandas as pd
 
 from nonxfer_bench.analysis.frame import RELEASE, STEP, unauthorized_models
 from nonxfer_bench.analysis.ranking import strongest_attack
-from nonxfer_bench.analysis.uncertainty import BOOTSTRAP_RESAMPLES, aggregate_intervals, gain_over_baseline, metric_n, proportion_interval
+from nonxfer_bench.analysis.uncertainty import (
+    BOOTSTRAP_RESAMPLES,
+    aggregate_intervals,
+    gain_over_baseline,
+    metric_n,
+    proportion_interval,
+)
 from nonxfer_bench.cells.release import Release
 from nonxfer_bench.metrics.statistics import holm, seed_summary
 from nonxfer_bench.rendering.sections import Section
@@ -36,10 +42,16 @@ def _seed_columns(part: pd.DataFrame, authorized: str, metric: str) -> dict[str,
     per_seed = part.groupby(["seed", "model"])[metric].mean().unstack("model")
     unauthorized = per_seed[[m for m in unauthorized_models(part) if m in per_seed]]
     spreads = {
-        f"{_auth(metric)} seed sd": seed_summary(per_seed[authorized].dropna())[1] if authorized in per_seed else float("nan"),
-        "unauth mean seed sd": seed_summary(unauthorized.mean(axis=1).dropna())[1] if not unauthorized.empty else float("nan"),
+        f"{_auth(metric)} seed sd": seed_summary(per_seed[authorized].dropna())[1]
+        if authorized in per_seed
+        else float("nan"),
+        "unauth mean seed sd": seed_summary(unauthorized.mean(axis=1).dropna())[1]
+        if not unauthorized.empty
+        else float("nan"),
     }
-    return {"seeds": str(part.seed.nunique())} | {name: "" if pd.isna(sd) else f"{100 * sd:.1f}" for name, sd in spreads.items()}
+    return {"seeds": str(part.seed.nunique())} | {
+        name: "" if pd.isna(sd) else f"{100 * sd:.1f}" for name, sd in spreads.items()
+    }
 
 
 def _unauthorized_columns(part: pd.DataFrame, metric: str) -> dict[str, str]:
@@ -47,7 +59,10 @@ def _unauthorized_columns(part: pd.DataFrame, metric: str) -> dict[str, str]:
     models = unauthorized_models(part)
     mean, maximum = aggregate_intervals(part, models, metric)
     values = part[part.model.isin(models)].groupby("model")[metric].mean().dropna()
-    return {"unauth mean": with_interval(mean), "unauth max": f"{with_interval(maximum)} ({values.idxmax()})" if len(values) else ""}
+    return {
+        "unauth mean": with_interval(mean),
+        "unauth max": f"{with_interval(maximum)} ({values.idxmax()})" if len(values) else "",
+    }
 
 
 def _paired_columns(baseline: pd.DataFrame, part: pd.DataFrame, authorized: str, metric: str) -> dict[str, str]:
@@ -67,7 +82,11 @@ def _against_clean(plain: pd.DataFrame, part: pd.DataFrame, release: Release, me
     """The NE against the clean images (no attack, same authorized model, images and seeds): the change for the
     authorized model and for the mean over unauthorized models, with its p-value; blank on the clean row."""
     authorized = release.authorized
-    same = (plain.authorized == authorized) & plain.precision.isin(part.precision.unique()) & plain.seed.isin(part.seed.unique())
+    same = (
+        (plain.authorized == authorized)
+        & plain.precision.isin(part.precision.unique())
+        & plain.seed.isin(part.seed.unique())
+    )
     clean = plain[same & (plain.encoder == "clean")]
     if release.clean or clean.empty:
         return {"auth Δ vs clean": "", "unauth mean Δ vs clean": "", "p vs clean (auth; unauth)": ""}
@@ -84,14 +103,19 @@ def _strongest_gain(part: pd.DataFrame, best: dict, metric: str) -> dict[str, st
     """The strongest attack's gain in mean unauthorized ``metric`` over no attack, and its p-value adjusted
     (Holm) for the number of attack steps it was chosen from; blank when no attack beat no attack."""
     baseline, models = part[part.baseline], unauthorized_models(part)
-    gains = {step: gain_over_baseline(baseline, cells, models, metric) for step, cells in part[~part.baseline].groupby(STEP, sort=True)}
+    gains = {
+        step: gain_over_baseline(baseline, cells, models, metric)
+        for step, cells in part[~part.baseline].groupby(STEP, sort=True)
+    }
     chosen = best["step"]
     if chosen not in gains:
         return {"strongest: gain": "", "strongest: p (Holm)": ""}
     adjusted = None if any(gain is None for gain in gains.values()) else holm([gain.p for gain in gains.values()])
     return {
         "strongest: gain": gain_text(gains[chosen]),
-        "strongest: p (Holm)": p_text(None if adjusted is None else float(adjusted[list(gains).index(chosen)]), verdict=True),
+        "strongest: p (Holm)": p_text(
+            None if adjusted is None else float(adjusted[list(gains).index(chosen)]), verdict=True
+        ),
     }
 
 
@@ -162,7 +186,11 @@ def _model_value(part: pd.DataFrame, model: str, authorized: str, metric: str) -
 def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy") -> pd.DataFrame:
     """Table 1: what each encoding does with no attack (mean over seeds), and its strongest attack."""
     plain = frame[frame.baseline]
-    clean = plain[(plain.encoder == "clean") & (plain.model == plain.authorized)].groupby(["authorized", "precision"])[metric].mean()
+    clean = (
+        plain[(plain.encoder == "clean") & (plain.model == plain.authorized)]
+        .groupby(["authorized", "precision"])[metric]
+        .mean()
+    )
     releases = dict(list(frame.groupby(RELEASE, sort=True)))
     strongest = {release: strongest_attack(part, release.authorized, metric) for release, part in releases.items()}
     several = frame.precision.nunique() > 1
@@ -173,22 +201,29 @@ def effect_table(frame: pd.DataFrame, models: list[str], metric: str = "accuracy
         mean = part.groupby("model")[metric].mean()
         authorized_part = part[part.role == "authorized"]
         flat = authorized_part["accuracy_flat"].dropna()
-        row = {
-            "authorized": authorized,
-            "encoding": release.label,
-        } | ({"precision": release.precision} if several else {}) | {
-            "n": _n_text(part, metric),
-            "PSNR dB": db(part["encoded_psnr"].mean()),
-            _auth(metric): _ci(mean[authorized], metric_n(authorized_part, metric)),
-            "auth retention": percent(mean[authorized] / clean_auth) if clean_auth > 0 else "",
-            "auth acc (flat input)": _ci(flat.mean(), metric_n(authorized_part, "accuracy")) if len(flat) else "",
-        } | _unauthorized_columns(part, metric)
+        row = (
+            {
+                "authorized": authorized,
+                "encoding": release.label,
+            }
+            | ({"precision": release.precision} if several else {})
+            | {
+                "n": _n_text(part, metric),
+                "PSNR dB": db(part["encoded_psnr"].mean()),
+                _auth(metric): _ci(mean[authorized], metric_n(authorized_part, metric)),
+                "auth retention": percent(mean[authorized] / clean_auth) if clean_auth > 0 else "",
+                "auth acc (flat input)": _ci(flat.mean(), metric_n(authorized_part, "accuracy")) if len(flat) else "",
+            }
+            | _unauthorized_columns(part, metric)
+        )
         best = strongest.get(release)
         encoding = releases[release]
         chosen = None if best is None else encoding[encoding.step == best["step"]]
         row |= {
             "strongest attack": best["label"] if best else "",
-            "strongest: unauth mean": with_interval(aggregate_intervals(chosen, unauthorized_models(chosen), metric)[0]) if best else "",
+            "strongest: unauth mean": with_interval(aggregate_intervals(chosen, unauthorized_models(chosen), metric)[0])
+            if best
+            else "",
             f"strongest: {_auth(metric)}": _ci(best["auth"], best["n"]) if best else "",
         }
         row |= _against_clean(plain, part, release, metric)
@@ -232,8 +267,16 @@ def attack_table(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
 
 
 def effect_section(frame: pd.DataFrame, models: list[str], metric: str, paired: bool, seeds: bool) -> Section:
-    return Section("NE effect (no attack)", markdown_table(effect_table(frame, models, metric)), glossary=glossary(metric, seeds, paired, strongest=True))
+    return Section(
+        "NE effect (no attack)",
+        markdown_table(effect_table(frame, models, metric)),
+        glossary=glossary(metric, seeds, paired, strongest=True),
+    )
 
 
 def attacks_section(frame: pd.DataFrame, metric: str, paired: bool, seeds: bool) -> Section:
-    return Section("Attacks", markdown_table(attack_table(frame, metric)), glossary=glossary(metric, seeds, paired, strongest=False))
+    return Section(
+        "Attacks",
+        markdown_table(attack_table(frame, metric)),
+        glossary=glossary(metric, seeds, paired, strongest=False),
+    )

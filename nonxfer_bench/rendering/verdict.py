@@ -19,7 +19,13 @@ from nonxfer_bench.rendering.sections import Section
 from nonxfer_bench.rendering.text import db, gap_text, markdown_table, with_interval
 from nonxfer_bench.schema.protocol import VERDICT_TIERS, Protocol, VerdictSpec
 
-TIER_NAMES = {"none": "none", "method": "method", "architecture": "architecture", "public_weights": "public weights", "labelled_nes": "labelled NEs"}
+TIER_NAMES = {
+    "none": "none",
+    "method": "method",
+    "architecture": "architecture",
+    "public_weights": "public weights",
+    "labelled_nes": "labelled NEs",
+}
 NOT_RUN = "not run"
 
 
@@ -45,7 +51,9 @@ def _headline(verdict: ReleaseVerdict) -> str:
     if verdict.headline is None:
         return "no attack ran"
     held = "holds" if verdict.headline.gap.lo > 0 else "no protection shown"
-    return f"{held} through {TIER_NAMES[verdict.headline.tier]}" + (f" ({len(verdict.unknown)} tier(s) not run)" if verdict.unknown else "")
+    return f"{held} through {TIER_NAMES[verdict.headline.tier]}" + (
+        f" ({len(verdict.unknown)} tier(s) not run)" if verdict.unknown else ""
+    )
 
 
 def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -62,10 +70,15 @@ def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str)
             {"rank": rank, "authorized": release.authorized, "encoding": release.label}
             | ({"precision": release.precision} if precisions else {})
             | {"verdict": _headline(verdict)}
-            | {f"gap: {TIER_NAMES[tier]}": _tier_cell(by_tier.get(tier), _below(verdict, tier)) for tier in VERDICT_TIERS}
+            | {
+                f"gap: {TIER_NAMES[tier]}": _tier_cell(by_tier.get(tier), _below(verdict, tier))
+                for tier in VERDICT_TIERS
+            }
             | {
                 "white box (not ranked)": _tier_cell(verdict.white_box, verdict.broken_at),
-                "clean gap": "" if verdict.clean_gap is None else gap_text(verdict.clean_gap.estimate, verdict.clean_gap),
+                "clean gap": ""
+                if verdict.clean_gap is None
+                else gap_text(verdict.clean_gap.estimate, verdict.clean_gap),
                 f"auth {short}": with_interval(verdict.auth),
                 f"best unauth {short}": "" if headline is None else with_interval(headline.best),
                 "by attack": "" if headline is None else f"{headline.step.label} ({headline.model})",
@@ -74,8 +87,26 @@ def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str)
                 "SSIM": "" if ssim is None else f"{ssim:.3f}",
                 "tied with": ", ".join(map(str, others)),
             }
-            | ({"seeds": str(verdict.seeds), "gap seed sd": "" if headline is None or pd.isna(headline.seed_sd) else f"{100 * headline.seed_sd:.1f}"} if verdict.seeds > 1 else {})
-            | ({"device": ", ".join(sorted(str(d) for d in frame[frame.release == release].device.dropna().unique())) or "not recorded"} if devices else {})
+            | (
+                {
+                    "seeds": str(verdict.seeds),
+                    "gap seed sd": ""
+                    if headline is None or pd.isna(headline.seed_sd)
+                    else f"{100 * headline.seed_sd:.1f}",
+                }
+                if verdict.seeds > 1
+                else {}
+            )
+            | (
+                {
+                    "device": ", ".join(
+                        sorted(str(d) for d in frame[frame.release == release].device.dropna().unique())
+                    )
+                    or "not recorded"
+                }
+                if devices
+                else {}
+            )
         )
     return pd.DataFrame(rows)
 
@@ -85,7 +116,11 @@ def _first_line(found: list[ReleaseVerdict], protocol: Protocol | None, ensemble
     missing = sorted({tier for verdict in found for tier in verdict.unknown}, key=VERDICT_TIERS.index)
     ran = f"protocol {protocol.label} (version {protocol.version}, {ensemble} ensemble)" if protocol else None
     if protocol is None or missing:
-        why = f"no attack of tier{'s' if len(missing) > 1 else ''} {', '.join(TIER_NAMES[t] for t in missing)} ran" if missing else "this suite runs no protocol"
+        why = (
+            f"no attack of tier{'s' if len(missing) > 1 else ''} {', '.join(TIER_NAMES[t] for t in missing)} ran"
+            if missing
+            else "this suite runs no protocol"
+        )
         return f"**Not a protocol verdict**: {why}{'; ' + ran + ' was named' if ran else ''}. A release is protected only against the tiers it faced."
     return f"**Protocol verdict**: {ran}; every release faced every tier up to the one that broke it."
 
@@ -124,7 +159,9 @@ def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensem
     table = markdown_table(verdict_table(found, frame, metric)) if found else (
         "No verdict: it needs each cell's per-image outcomes, which this store does not keep (rerun the suite to record them)."
     )  # fmt: skip
-    return Section("Protocol verdict", table, intro=f"{_first_line(found, protocol, ensemble)} {score}", glossary=glossary)
+    return Section(
+        "Protocol verdict", table, intro=f"{_first_line(found, protocol, ensemble)} {score}", glossary=glossary
+    )
 
 
 def sanity_section(frame: pd.DataFrame) -> Section:

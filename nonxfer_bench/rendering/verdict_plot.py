@@ -39,20 +39,34 @@ def _needed(verdict: ReleaseVerdict, column: str) -> bool:
 
 def _cell_text(found: TierVerdict) -> str:
     gap = found.gap
-    return f"{100 * gap.estimate:+.1f}\n[{100 * gap.lo:+.1f}, {100 * gap.hi:+.1f}]" + ("\nbroken" if found.broken else "")
+    return f"{100 * gap.estimate:+.1f}\n[{100 * gap.lo:+.1f}, {100 * gap.hi:+.1f}]" + (
+        "\nbroken" if found.broken else ""
+    )
 
 
-def write_verdict_plot(frame: pd.DataFrame, folder: Path, protocol: Protocol | None = None, ensemble: str | None = None) -> list[Path]:
+def write_verdict_plot(
+    frame: pd.DataFrame, folder: Path, protocol: Protocol | None = None, ensemble: str | None = None
+) -> list[Path]:
     """``verdict.png`` in ``folder`` (the paths written; none where no release has a verdict)."""
     ranked = verdicts(frame, protocol.verdict if protocol else VerdictSpec())
     if not ranked:
         return []
     found = ranked[:MAX_ROWS]
-    shown = f"the first {len(found)} of {len(ranked)} releases (leaderboard.md ranks them all); " if len(ranked) > len(found) else ""
-    gaps = np.array([[100 * t.gap.estimate if t is not None else np.nan for t in _by_column(v).values()] for v in found])
+    shown = (
+        f"the first {len(found)} of {len(ranked)} releases (leaderboard.md ranks them all); "
+        if len(ranked) > len(found)
+        else ""
+    )
+    gaps = np.array(
+        [[100 * t.gap.estimate if t is not None else np.nan for t in _by_column(v).values()] for v in found]
+    )
     limit = max(10.0, float(np.nanmax(np.abs(gaps))) if np.isfinite(gaps).any() else 10.0)
     labels = [f"{rank}. {v.release.authorized}: {v.release.label}" for rank, v in enumerate(found, 1)]
-    ran = f"protocol {protocol.label} v{protocol.version}, {ensemble} ensemble" if protocol else "not a protocol verdict: the suite's own attacks"
+    ran = (
+        f"protocol {protocol.label} v{protocol.version}, {ensemble} ensemble"
+        if protocol
+        else "not a protocol verdict: the suite's own attacks"
+    )
     n = sorted({v.n for v in found})
     with styled() as plt:
         figure, axes = plt.subplots(figsize=(11, 1.6 + 0.62 * len(found)), layout="constrained")
@@ -65,7 +79,11 @@ def write_verdict_plot(frame: pd.DataFrame, folder: Path, protocol: Protocol | N
                     axes.text(col, row, _cell_text(tier), ha="center", va="center", fontsize=8, color="white" if dark else "black",
                               fontweight="bold" if tier.broken else "normal")  # fmt: skip
                 elif not _needed(verdict, column):
-                    axes.add_patch(plt.Rectangle((col - 0.5, row - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#aaaaaa", linewidth=0))
+                    axes.add_patch(
+                        plt.Rectangle(
+                            (col - 0.5, row - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#aaaaaa", linewidth=0
+                        )
+                    )
                     axes.text(col, row, "not needed", ha="center", va="center", fontsize=8, color="#555555")
                 else:
                     axes.text(col, row, "not run", ha="center", va="center", fontsize=8, color="#555555")
@@ -73,7 +91,9 @@ def write_verdict_plot(frame: pd.DataFrame, folder: Path, protocol: Protocol | N
         axes.set_yticks(range(len(found)), labels)
         axes.tick_params(axis="x", top=True, labeltop=True, bottom=False, labelbottom=False)
         axes.grid(False)
-        axes.set_xlabel("knowledge tier of the attacker (each includes the attacks of the tiers left of it; white box beside them)")
+        axes.set_xlabel(
+            "knowledge tier of the attacker (each includes the attacks of the tiers left of it; white box beside them)"
+        )
         bar = figure.colorbar(image, ax=axes, shrink=0.8)
         bar.set_label("protection gap (points): authorized minus best unauthorized accuracy")
         caption(

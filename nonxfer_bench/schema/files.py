@@ -28,7 +28,9 @@ class _SafeLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                 if key_node.value in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {excerpt(key_node.value)}", key_node.start_mark)
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {excerpt(key_node.value)}", key_node.start_mark
+                    )
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep)
 
@@ -55,12 +57,16 @@ def _check_expansion(root: yaml.Node, where: str) -> None:
             on_path.discard(key)
             sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
             if sizes[key] > MAX_YAML_VALUES:
-                raise UserError(f"{where}: expands to more than {MAX_YAML_VALUES:,} values through YAML aliases; refusing to read it")
+                raise UserError(
+                    f"{where}: expands to more than {MAX_YAML_VALUES:,} values through YAML aliases; refusing to read it"
+                )
             continue
         if key in sizes:
             continue
         if key in on_path:
-            raise UserError(f"{where}: line {node.start_mark.line + 1}: a YAML alias contains itself; refusing to read it")
+            raise UserError(
+                f"{where}: line {node.start_mark.line + 1}: a YAML alias contains itself; refusing to read it"
+            )
         on_path.add(key)
         stack.append((node, True))
         stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
@@ -70,7 +76,9 @@ def parse_yaml(text: str, where: str) -> Any:
     """``yaml.safe_load`` within bounds (size, alias expansion, nesting, no duplicate keys); every problem is
     one :class:`UserError` naming ``where``."""
     if len(text) > MAX_YAML_CHARACTERS:
-        raise UserError(f"{where}: {len(text):,} characters; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,}")
+        raise UserError(
+            f"{where}: {len(text):,} characters; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,}"
+        )
     depth = deepest = 0
     for bracket in re.findall(r"[\[\]{}]", _QUOTED_OR_COMMENT.sub("", text)):
         depth = depth + 1 if bracket in "[{" else max(0, depth - 1)
@@ -91,7 +99,9 @@ def parse_yaml(text: str, where: str) -> Any:
         mark = getattr(error, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         problem = str(getattr(error, "problem", None) or error)
-        raise UserError(f"{where}:{line} not valid YAML ({problem if len(problem) <= 160 else problem[:157] + '...'})") from None
+        raise UserError(
+            f"{where}:{line} not valid YAML ({problem if len(problem) <= 160 else problem[:157] + '...'})"
+        ) from None
     finally:
         if loader is not None:
             loader.dispose()
@@ -107,7 +117,9 @@ def read_yaml(path: Path) -> Any:
     with open_regular(path, "give a suite, zoo or config file (YAML)") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
-        raise UserError(f"{path}: more than {limit:,} bytes; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,} characters")
+        raise UserError(
+            f"{path}: more than {limit:,} bytes; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,} characters"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -127,4 +139,3 @@ def validate(cls: type[BaseModel], data: Any, path: Path) -> Any:
 
 def resolve_path(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else (base / path)
-

@@ -32,9 +32,16 @@ class VerdictSpec(Frozen):
     unauthorized model) is chosen, and the rest, on which that choice is reported with its interval, so picking the
     best of many attacks inflates no number (no winner's curse)."""
 
-    tuning: float = Field(0.2, gt=0, lt=1, description="share of the evaluated images that choose each tier's strongest attack")
+    tuning: float = Field(
+        0.2, gt=0, lt=1, description="share of the evaluated images that choose each tier's strongest attack"
+    )
     seed: int = Field(0, ge=0, lt=2**31, description="seeds the split into tuning and report images")
-    break_fraction: float = Field(0.9, gt=0, le=1, description="a release counts as broken at a tier when the best unauthorized accuracy reaches this share of the unauthorized models' clean accuracy")
+    break_fraction: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="a release counts as broken at a tier when the best unauthorized accuracy reaches this share of the unauthorized models' clean accuracy",
+    )
 
     def split(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(tuning, report) positions among ``count`` evaluated images (the labelled ones, in dataset order, when the

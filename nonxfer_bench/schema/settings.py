@@ -49,7 +49,11 @@ class RunSettings:
 
     def dataset(self, suite: Suite) -> DatasetSpec:
         """The evaluated images: the suite's dataset with this run's limit."""
-        return suite.dataset if suite.dataset.limit == self.limit else suite.dataset.model_copy(update={"limit": self.limit})
+        return (
+            suite.dataset
+            if suite.dataset.limit == self.limit
+            else suite.dataset.model_copy(update={"limit": self.limit})
+        )
 
     def differences(self, suite: Suite) -> list[str]:
         """What this run changes of the suite as its file says (the results of such a run are not the suite's)."""

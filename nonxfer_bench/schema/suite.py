@@ -22,13 +22,22 @@ from nonxfer_bench.core.params import MAX_STRENGTH, Strict
 from nonxfer_bench.schema.storage import canonical_format
 
 PLAIN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # a file name: no separators, never '.' or '..', no leading '-'
-PlainName = Annotated[str, Field(pattern=PLAIN_NAME, description="letters, digits, '_', '.', '-'; not starting with '.' or '-'")]
+PlainName = Annotated[
+    str, Field(pattern=PLAIN_NAME, description="letters, digits, '_', '.', '-'; not starting with '.' or '-'")
+]
 MAX_SIDE = 4096  # pixels per side of a model input
 MAX_BATCH = 65_536
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
 # timm.create_model arguments that load or redirect weights: they would bypass the cell key (which hashes
 # the 'weights' entry), so a zoo names its weights only through 'weights'.
-WEIGHT_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "checkpoint_path", "cache_dir")
+WEIGHT_KWARGS = (
+    "pretrained",
+    "pretrained_cfg",
+    "pretrained_cfg_overlay",
+    "pretrained_strict",
+    "checkpoint_path",
+    "cache_dir",
+)
 
 
 class Frozen(Strict):
@@ -59,7 +68,8 @@ class WeightSource(Frozen):
     package: str | None = Field(None, description="installed Python package holding the weights (source=package)")
     file: str | None = Field(None, description="path or glob inside the package, e.g. 'models/*.pth' (source=package)")
     loader: Literal["state_dict", "by_position"] = Field(
-        "state_dict", description="by_position: zip the file's tensors in order onto the architecture's (shapes checked)"
+        "state_dict",
+        description="by_position: zip the file's tensors in order onto the architecture's (shapes checked)",
     )
 
     @model_validator(mode="after")
@@ -68,21 +78,34 @@ class WeightSource(Frozen):
             raise ValueError("source 'file' needs 'path'")
         if self.source == "package" and (not self.package or not self.file):
             raise ValueError("source 'package' needs 'package' and 'file'")
-        if self.package is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_]*)*", self.package):
+        if self.package is not None and not re.fullmatch(
+            r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_]*)*", self.package
+        ):
             raise ValueError(f"package {excerpt(self.package)} is not a Python package name")
         if self.file is not None and (Path(self.file).is_absolute() or ".." in Path(self.file).parts):
-            raise ValueError(f"file {excerpt(self.file)} must be a path or glob inside the package (no '..', not absolute)")
+            raise ValueError(
+                f"file {excerpt(self.file)} must be a path or glob inside the package (no '..', not absolute)"
+            )
         return self
 
 
 class Preprocess(Frozen):
     """A model's own input pipeline; unset fields come from timm's resolved data config."""
 
-    input_size: tuple[Annotated[int, Field(ge=1, le=16)], Annotated[int, Field(ge=1, le=MAX_SIDE)], Annotated[int, Field(ge=1, le=MAX_SIDE)]] | None = None
+    input_size: (
+        tuple[
+            Annotated[int, Field(ge=1, le=16)],
+            Annotated[int, Field(ge=1, le=MAX_SIDE)],
+            Annotated[int, Field(ge=1, le=MAX_SIDE)],
+        ]
+        | None
+    ) = None
     mean: tuple[Annotated[float, Field(ge=-1e3, le=1e3)], ...] | None = Field(None, min_length=1, max_length=16)
     std: tuple[Annotated[float, Field(gt=0, le=1e3)], ...] | None = Field(None, min_length=1, max_length=16)
     interpolation: Literal["bilinear", "bicubic", "nearest"] | None = None
-    crop_pct: float | None = Field(None, ge=0.01, le=1, description="center-crop fraction used when images are decoded for it")
+    crop_pct: float | None = Field(
+        None, ge=0.01, le=1, description="center-crop fraction used when images are decoded for it"
+    )
 
     @model_validator(mode="after")
     def _channels(self) -> "Preprocess":
@@ -109,7 +132,9 @@ class ModelSpec(Frozen):
     kwargs: dict[str, Any] = {}
     weights: WeightSource = WeightSource()
     preprocess: Preprocess = Preprocess()
-    first_conv: str | None = Field(None, max_length=200, description="module path of the first layer; default pretrained_cfg")
+    first_conv: str | None = Field(
+        None, max_length=200, description="module path of the first layer; default pretrained_cfg"
+    )
     seed: Seed = Field(0, description="training seed (train zoo)")
     train: TrainSpec | None = Field(None, description="training settings for this model; default: the zoo's")
 
@@ -118,7 +143,9 @@ class ModelSpec(Frozen):
     def _no_weight_kwargs(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
         for key in WEIGHT_KWARGS:
             if key in kwargs:
-                raise ValueError(f"{key!r} loads weights that the cell key would not cover; name them under 'weights' instead")
+                raise ValueError(
+                    f"{key!r} loads weights that the cell key would not cover; name them under 'weights' instead"
+                )
         return kwargs
 
     def identity(self) -> dict:
@@ -178,7 +205,9 @@ class EncoderSpec(Frozen):
 
 class AttackSpec(Frozen):
     name: str = Field(max_length=100)
-    strengths: list[float] = Field([1.0], min_length=1, max_length=1000, description="common strength axis, each in [0, 1]")
+    strengths: list[float] = Field(
+        [1.0], min_length=1, max_length=1000, description="common strength axis, each in [0, 1]"
+    )
     params: dict[str, Any] = {}
 
     @field_validator("strengths")
@@ -230,20 +259,36 @@ class Suite(Frozen):
     zoo: list[ModelSpec] | Path
     authorized: list[PlainName] = Field(min_length=1)
     controls: list[PlainName] = Field(
-        [], description="zoo models evaluated as controls (e.g. random-weight twins): shown, never counted as unauthorized"
+        [],
+        description="zoo models evaluated as controls (e.g. random-weight twins): shown, never counted as unauthorized",
     )
     encoders: list[EncoderSpec] = Field(min_length=1)
-    attacks: list[AttackSpec] = Field([], description="the suite's own attacks; a protocol's ensemble is appended to them")
-    protocol: ProtocolRef | None = Field(None, description="a versioned protocol whose attack ensemble every release faces")
+    attacks: list[AttackSpec] = Field(
+        [], description="the suite's own attacks; a protocol's ensemble is appended to them"
+    )
+    protocol: ProtocolRef | None = Field(
+        None, description="a versioned protocol whose attack ensemble every release faces"
+    )
     seeds: list[Seed] = Field([0], min_length=1, max_length=1000)
     storage: list[str] = Field(
-        ["float32"], min_length=1, description="how the release is stored: float32, png16, png8, jpeg or jpeg<Q> (nonxfer_bench.storage.formats)"
+        ["float32"],
+        min_length=1,
+        description="how the release is stored: float32, png16, png8, jpeg or jpeg<Q> (nonxfer_bench.storage.formats)",
     )
     batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     threads: int | None = Field(None, ge=1, le=1024, description="torch threads; default: torch's choice")
-    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto (the first GPU if any), cpu, cuda or cuda:N; off the CPU its kind is part of cell keys (draws: cuda)")
-    precision: Precision = Field("fp32", description="fp32, or bf16/fp16 autocast for the models; part of the cell key when not fp32")
-    bounds: bool = Field(True, description="compute the bound diagnostics of each encoding (its identity cells); false skips them and is part of those cells' keys")
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN,
+        description="auto (the first GPU if any), cpu, cuda or cuda:N; off the CPU its kind is part of cell keys (draws: cuda)",
+    )
+    precision: Precision = Field(
+        "fp32", description="fp32, or bf16/fp16 autocast for the models; part of the cell key when not fp32"
+    )
+    bounds: bool = Field(
+        True,
+        description="compute the bound diagnostics of each encoding (its identity cells); false skips them and is part of those cells' keys",
+    )
     resources: ResourceSpec = ResourceSpec()
     output: OutputSpec = OutputSpec()
     tracking: TrackingSpec = TrackingSpec()
@@ -281,7 +326,9 @@ class Suite(Frozen):
                 for strength in spec.strengths:
                     step = stable_hash([spec.name, spec.params, strength])
                     if step in seen_steps:
-                        raise ValueError(f"'{key}[{i}]': {spec.name} at strength {strength:g} is listed twice: it would do the same work twice")
+                        raise ValueError(
+                            f"'{key}[{i}]': {spec.name} at strength {strength:g} is listed twice: it would do the same work twice"
+                        )
                     seen_steps.add(step)
         return self
 
@@ -347,4 +394,3 @@ def resolve_package_file(weights: WeightSource, model_name: str, missing_ok: boo
             "give a path or glob inside the package that matches exactly one file"
         )
     return matches[0]
-

@@ -33,7 +33,9 @@ from PIL import Image
 from nonxfer_bench.core.errors import UserError, excerpt
 from nonxfer_bench.schema.storage import StorageFormat, parse_format
 
-MAX_PIXELS = 2 * 89_478_485  # PIL refuses images above this (its DecompressionBombError threshold); so do the other readers
+MAX_PIXELS = (
+    2 * 89_478_485
+)  # PIL refuses images above this (its DecompressionBombError threshold); so do the other readers
 
 
 def _check_batch(images: torch.Tensor) -> None:
@@ -70,7 +72,11 @@ def apply_storage(images: torch.Tensor, fmt: str | StorageFormat) -> torch.Tenso
 
 def _to_pil8(image: torch.Tensor):
     array = (image.clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
-    return Image.fromarray(array[0], mode="L") if array.shape[0] == 1 else Image.fromarray(array.transpose(1, 2, 0), mode="RGB")
+    return (
+        Image.fromarray(array[0], mode="L")
+        if array.shape[0] == 1
+        else Image.fromarray(array.transpose(1, 2, 0), mode="RGB")
+    )
 
 
 def _from_array(array: np.ndarray, peak: float, channels: int | None = None) -> torch.Tensor:
@@ -114,7 +120,9 @@ def read_image(path: Path) -> tuple[torch.Tensor, list[str]]:
         if path.suffix.lower() == ".npy":
             array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header first: a huge shape is not allocated
             if array.ndim != 3 or array.shape[0] not in (1, 3) or array.shape[1] * array.shape[2] > MAX_PIXELS:
-                raise ValueError(f"expected a C x H x W array with 1 or 3 channels and at most {MAX_PIXELS:,} pixels, got shape {array.shape}")
+                raise ValueError(
+                    f"expected a C x H x W array with 1 or 3 channels and at most {MAX_PIXELS:,} pixels, got shape {array.shape}"
+                )
             return torch.from_numpy(np.array(array, dtype=np.float32)), notes
         if path.suffix.lower() == ".png":
             width, height, rows, info = png.Reader(filename=str(path)).asDirect()

@@ -97,7 +97,9 @@ class Manifest(BaseModel):
     psnr_mean: float | None = None
     psnr_min: float | None = None
     authorized_agreement: ManifestAgreement
-    images: list[dict[str, Any]] = Field(min_length=1, description="checked entry by entry (ManifestImage), stopping at the first bad one")
+    images: list[dict[str, Any]] = Field(
+        min_length=1, description="checked entry by entry (ManifestImage), stopping at the first bad one"
+    )
 
     @field_validator("format")
     @classmethod
@@ -143,7 +145,9 @@ def inside(root: Path, name: str, what: str, where: str) -> Path:
     """``root / name`` for a relative POSIX path from the manifest that stays inside ``root``."""
     relative = PurePosixPath(name)
     if relative.is_absolute() or ".." in relative.parts or "\\" in name or not relative.parts:
-        raise UserError(f"{where}: {what} {excerpt(name)} is not a relative path inside the folder (no '..', not absolute)")
+        raise UserError(
+            f"{where}: {what} {excerpt(name)} is not a relative path inside the folder (no '..', not absolute)"
+        )
     return root / relative
 
 
@@ -159,22 +163,32 @@ def vouched_files(release: Path, manifest: dict) -> list[Path]:
         if path in seen:
             raise UserError(f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is listed twice")
         if path.relative_to(release).parts[0] in (*BESIDE, ATTACK, MANIFEST):
-            raise UserError(f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is a name a release keeps for its own files")
+            raise UserError(
+                f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is a name a release keeps for its own files"
+            )
         seen.add(path)
         if any(part.is_symlink() for part in (path, *path.parents) if part.is_relative_to(release) and part != release):
-            raise UserError(f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is a symbolic link; a release holds plain files")
+            raise UserError(
+                f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is a symbolic link; a release holds plain files"
+            )
         if not path.is_file():
-            raise UserError(f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is missing from the release")
+            raise UserError(
+                f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is missing from the release"
+            )
     allowed = seen | {release / MANIFEST} | {release / name for name in BESIDE}
     attack = release / ATTACK
     extra = sorted(
         str(p.relative_to(release))
         for p in release.rglob("*")
-        if (p.is_file() or p.is_symlink()) and p not in allowed and not (p.is_relative_to(attack) and attack.is_dir() and not attack.is_symlink())
+        if (p.is_file() or p.is_symlink())
+        and p not in allowed
+        and not (p.is_relative_to(attack) and attack.is_dir() and not attack.is_symlink())
     )
     if extra:
         more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
-        raise UserError(f"{release}: files the manifest does not list: {', '.join(excerpt(e, 60) for e in extra[:3])}{more}; the release was changed after encode")
+        raise UserError(
+            f"{release}: files the manifest does not list: {', '.join(excerpt(e, 60) for e in extra[:3])}{more}; the release was changed after encode"
+        )
     return files
 
 
@@ -202,11 +216,16 @@ def check_unchanged(files: list[Path], manifest: dict, where: str) -> None:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
         if entry.get("sha256") and digest.hexdigest() != entry["sha256"]:
-            raise UserError(f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the manifest's); the release was changed after encode")
+            raise UserError(
+                f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the "
+                "manifest's); the release was changed after encode"
+            )
 
 
 def read_released(path: Path, entry: dict, where: str) -> torch.Tensor:
     """One released file as C x H x W float in [0, 1] units, refused when its SHA-256 differs from the manifest's."""
     if entry.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
-        raise UserError(f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the manifest's); the release was changed after encode")
+        raise UserError(
+            f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the manifest's); the release was changed after encode"
+        )
     return read_image(path)[0]

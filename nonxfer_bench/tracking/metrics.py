@@ -20,7 +20,9 @@ from nonxfer_bench.tracking.names import attack_names, fitting, mlflow_step
 
 def with_interval(name: str, value: float, interval: Interval | None, n: int | None, timestamp: int, step: int) -> list:
     """``name`` and, where known, ``name_lo``, ``name_hi`` (its 95% interval) and ``name_n`` (images it counts)."""
-    from mlflow.entities import Metric  # heavy (~1.5 s): mlflow only where it is used; `leaderboard` from the cell store imports this module without it
+    from mlflow.entities import (
+        Metric,
+    )  # heavy (~1.5 s): mlflow only where it is used; `leaderboard` from the cell store imports this module without it
 
     name = fitting(name)
     out = [Metric(name, value, timestamp, step)]
@@ -38,10 +40,21 @@ def _cell_metrics(frame: pd.DataFrame, names: dict[Step, str], timestamp: int) -
     for cell in frame.itertuples(index=False):
         attack = names[cell.step]
         labeled = int(cell.n if pd.isna(cell.n_labeled) else cell.n_labeled)
-        for metric, name, n in (("accuracy", "acc", labeled), ("agreement", "agree", int(cell.n)), ("accuracy_flat", "acc_flat", labeled)):
+        for metric, name, n in (
+            ("accuracy", "acc", labeled),
+            ("agreement", "agree", int(cell.n)),
+            ("accuracy_flat", "acc_flat", labeled),
+        ):
             value = getattr(cell, metric)
             if pd.notna(value):  # accuracy NaN: unlabeled images
-                out += with_interval(f"{name}.{attack}.{cell.model}", value, proportion_interval(value, n), n, timestamp, mlflow_step(cell.attack_strength))
+                out += with_interval(
+                    f"{name}.{attack}.{cell.model}",
+                    value,
+                    proportion_interval(value, n),
+                    n,
+                    timestamp,
+                    mlflow_step(cell.attack_strength),
+                )
     return out
 
 
@@ -54,7 +67,9 @@ def _aggregates(names: tuple[str, str], part: pd.DataFrame, metric: str, timesta
         return []
     mean, best = aggregate_intervals(part, models, metric)
     n = metric_n(part[part.model.isin(models)], metric)
-    return with_interval(names[0], values.mean(), mean, n, timestamp, step) + with_interval(names[1], values.max(), best, n, timestamp, step)
+    return with_interval(names[0], values.mean(), mean, n, timestamp, step) + with_interval(
+        names[1], values.max(), best, n, timestamp, step
+    )
 
 
 def _summary_metrics(authorized: str, frame: pd.DataFrame, timestamp: int) -> list:
@@ -66,7 +81,9 @@ def _summary_metrics(authorized: str, frame: pd.DataFrame, timestamp: int) -> li
     own = plain[plain.model == authorized]
     if len(own):
         n = metric_n(own, "accuracy")
-        out += with_interval("auth.acc", own.accuracy.iloc[0], proportion_interval(own.accuracy.iloc[0], n), n, timestamp, 0)
+        out += with_interval(
+            "auth.acc", own.accuracy.iloc[0], proportion_interval(own.accuracy.iloc[0], n), n, timestamp, 0
+        )
     out += _aggregates(("unauth.acc_mean", "unauth.acc_max"), plain, "accuracy", timestamp, 0)
     if len(frame) and pd.notna(frame.encoded_psnr.iloc[0]):
         out.append(Metric("psnr.encoded", frame.encoded_psnr.iloc[0], timestamp, 0))
@@ -86,7 +103,9 @@ def _best_attack_metrics(best: dict, frame: pd.DataFrame, timestamp: int) -> lis
     out = _aggregates(("unauth.best_attack_acc", "unauth.best_attack_acc_max"), step, "accuracy", timestamp, 0)
     if best["auth"] is not None:
         n = metric_n(step[step.role == "authorized"], "accuracy")
-        out += with_interval("auth.best_attack_acc", best["auth"], proportion_interval(best["auth"], n), n, timestamp, 0)
+        out += with_interval(
+            "auth.best_attack_acc", best["auth"], proportion_interval(best["auth"], n), n, timestamp, 0
+        )
     return out
 
 
@@ -99,8 +118,17 @@ def _security_metrics(frame: pd.DataFrame, timestamp: int) -> list:
     out = []
     for point in points.itertuples(index=False):
         for statistic in ("mean", "max"):
-            interval = Interval(getattr(point, statistic), getattr(point, f"{statistic}_lo"), getattr(point, f"{statistic}_hi"))
-            out += with_interval(f"security.{point.budget}.{point.tier}.unauth_{statistic}", interval.estimate, interval, point.n, timestamp, point.value)
+            interval = Interval(
+                getattr(point, statistic), getattr(point, f"{statistic}_lo"), getattr(point, f"{statistic}_hi")
+            )
+            out += with_interval(
+                f"security.{point.budget}.{point.tier}.unauth_{statistic}",
+                interval.estimate,
+                interval,
+                point.n,
+                timestamp,
+                point.value,
+            )
     return out
 
 
@@ -117,7 +145,9 @@ def _role_curves(frame: pd.DataFrame, names: dict[Step, str], timestamp: int) ->
             if len(own):
                 value, n = own[metric].iloc[0], metric_n(own.iloc[:1], metric)
                 out += with_interval(f"auth.{short}.{name}", value, proportion_interval(value, n), n, timestamp, step)
-            out += _aggregates((f"unauth.{short}_mean.{name}", f"unauth.{short}_max.{name}"), measured, metric, timestamp, step)
+            out += _aggregates(
+                (f"unauth.{short}_mean.{name}", f"unauth.{short}_max.{name}"), measured, metric, timestamp, step
+            )
     return out
 
 
@@ -144,5 +174,7 @@ def group_metrics(authorized: str, frame: pd.DataFrame, timestamp: int) -> tuple
     best = _strongest_attack(authorized, frame)
     if best is not None:
         metrics += _best_attack_metrics(best, frame, timestamp)
-    metrics += _role_curves(frame, names, timestamp) + _security_metrics(frame, timestamp) + _bound_metrics(frame, timestamp)
+    metrics += (
+        _role_curves(frame, names, timestamp) + _security_metrics(frame, timestamp) + _bound_metrics(frame, timestamp)
+    )
     return metrics, None if best is None else f"{names[best['step']]}@{best['step'].strength:g}"

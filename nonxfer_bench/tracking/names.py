@@ -93,5 +93,3 @@ def split_cell_metric(name: str) -> tuple[str, str, str | None, str]:
     metric, attack, model = name.split(".", 2)
     attack, _, step = attack.partition(STEP_SEPARATOR)
     return metric, attack, step or None, model
-
-

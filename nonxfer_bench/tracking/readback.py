@@ -59,24 +59,32 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
     try:
         found = mlflow.get_experiment_by_name(experiment)
     except Exception as error:  # unreachable servers raise many types
-        raise UserError(f"MLflow tracking at {shown_uri(uri)} is not usable: {type(error).__name__}: {excerpt((str(error).splitlines() or [''])[0], 200)}") from None
+        raise UserError(
+            f"MLflow tracking at {shown_uri(uri)} is not usable: {type(error).__name__}: {excerpt((str(error).splitlines() or [''])[0], 200)}"
+        ) from None
     if found is None:
         raise UserError(f"--experiment {excerpt(experiment)}: no such MLflow experiment at {shown_uri(uri)}")
     runs = mlflow.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
     if "tags.mlflow.parentRunId" not in runs or "tags.nxb.kind" not in runs:
-        raise UserError(f"experiment {experiment!r} at {uri} holds no nonxfer-bench group runs; run a suite with tracking first")
+        raise UserError(
+            f"experiment {experiment!r} at {uri} holds no nonxfer-bench group runs; run a suite with tracking first"
+        )
     parents = runs[runs["tags.nxb.kind"] == "invocation"]
     reuse_columns = [column for column in runs.columns if column.startswith(f"tags.{REUSES_TAG}")]
     if run_id is None:
         reuses = parents[reuse_columns].notna().any(axis=1) if reuse_columns else False
         with_groups = parents[parents["run_id"].isin(runs["tags.mlflow.parentRunId"]) | reuses]
         if with_groups.empty:
-            raise UserError(f"experiment {experiment!r} at {uri} holds no nonxfer-bench group runs; run a suite with tracking first")
+            raise UserError(
+                f"experiment {experiment!r} at {uri} holds no nonxfer-bench group runs; run a suite with tracking first"
+            )
         parent = with_groups.iloc[-1]
     elif run_id in set(parents["run_id"]):
         parent = parents[parents["run_id"] == run_id].iloc[0]
     else:
-        raise UserError(f"--run-id {run_id}: not a suite invocation in experiment {experiment!r}; valid: {', '.join(parents['run_id'])}")
+        raise UserError(
+            f"--run-id {run_id}: not a suite invocation in experiment {experiment!r}; valid: {', '.join(parents['run_id'])}"
+        )
     reused = {parent[column] for column in reuse_columns if isinstance(parent[column], str)}
     own = (runs["tags.mlflow.parentRunId"] == parent["run_id"]) & (runs["tags.nxb.kind"] == "encoding")
     groups = runs[own | runs["run_id"].isin(reused)].reset_index(drop=True)

@@ -132,7 +132,11 @@ def tracking_uri(suite: Suite) -> str:
 
 def experiment_url(server: str, experiment_id: str | None) -> str:
     """The MLflow UI link that opens the experiment (or, without one, the experiment list) in the classic runs view."""
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?{CLASSIC_VIEW}" if experiment_id else f"{server.rstrip('/')}/#/?{CLASSIC_VIEW}"
+    return (
+        f"{server.rstrip('/')}/#/experiments/{experiment_id}?{CLASSIC_VIEW}"
+        if experiment_id
+        else f"{server.rstrip('/')}/#/?{CLASSIC_VIEW}"
+    )
 
 
 def find_experiment(uri: str, name: str) -> str | None:
@@ -147,7 +151,10 @@ def find_experiment(uri: str, name: str) -> str | None:
 
 
 SCHEMES = ("http", "https", "sqlite", "file", "postgresql", "mysql", "mssql", "databricks")
-HTTP_TIMEOUT = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}  # MLflow's own: 120 s x 7 retries
+HTTP_TIMEOUT = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+}  # MLflow's own: 120 s x 7 retries
 
 
 def shown_uri(uri: str) -> str:
@@ -175,7 +182,9 @@ def check_tracking_uri(uri: str) -> None:
         raise UserError(f"MLflow tracking at {shown} is not usable: malformed URI ({error}); {hint}") from None
     scheme = parts.scheme.partition("+")[0]
     if scheme and scheme not in SCHEMES and len(scheme) > 1:  # one letter: a Windows drive
-        raise UserError(f"MLflow tracking at {shown} is not usable: unsupported scheme {excerpt(scheme, 20)}; valid: {', '.join(SCHEMES)}, or a folder path")
+        raise UserError(
+            f"MLflow tracking at {shown} is not usable: unsupported scheme {excerpt(scheme, 20)}; valid: {', '.join(SCHEMES)}, or a folder path"
+        )
     if scheme == "sqlite" and not uri.removeprefix("sqlite:///").strip("/"):
         raise UserError(f"MLflow tracking at {shown} is not usable: no database file; use sqlite:////ABSOLUTE/PATH.db")
     if scheme not in ("http", "https"):
@@ -253,7 +262,9 @@ class Tracker:
     def __init__(self, suite: Suite, suite_path: Path, settings: RunSettings | None = None) -> None:
         import mlflow  # heavy (~1.5 s), as in find_experiment
 
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO lines (store migrations) are not the run's progress
+        logging.getLogger("mlflow").setLevel(
+            logging.WARNING
+        )  # its INFO lines (store migrations) are not the run's progress
         self.mlflow = mlflow
         self.suite = suite
         self.settings = settings or RunSettings.of(suite)
@@ -275,7 +286,9 @@ class Tracker:
             with creation_lock(self.uri):
                 experiment_id = retry_concurrent(self._experiment_id)
         except Exception as error:  # unreachable servers raise many types
-            raise UserError(f"MLflow tracking at {self.uri} is not usable: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+            raise UserError(
+                f"MLflow tracking at {self.uri} is not usable: {type(error).__name__}: {str(error).splitlines()[0]}"
+            ) from None
         self.experiment_id = experiment_id
         unfinished = mlflow.search_runs(
             [experiment_id],
@@ -286,7 +299,9 @@ class Tracker:
         previous = [run for run in unfinished if run.data.tags.get(RUN_DIR_TAG) == self.run_dir]
         if previous:
             self.parent_id = previous[0].info.run_id
-            children = mlflow.search_runs([experiment_id], filter_string=tag_equals("mlflow.parentRunId", self.parent_id), output_format="list")
+            children = mlflow.search_runs(
+                [experiment_id], filter_string=tag_equals("mlflow.parentRunId", self.parent_id), output_format="list"
+            )
             client = mlflow.MlflowClient()
             for run in children:
                 if run.info.status == "FINISHED":
@@ -295,7 +310,12 @@ class Tracker:
                     client.delete_run(run.info.run_id)
             mlflow.start_run(run_id=self.parent_id)
         else:  # the identifying tags are written with the run itself, so a kill cannot leave an orphan parent
-            tags = {PARENT_TAG: self.suite_hash, RUN_DIR_TAG: self.run_dir, "nxb.suite": self.suite.name, "nxb.kind": "invocation"}
+            tags = {
+                PARENT_TAG: self.suite_hash,
+                RUN_DIR_TAG: self.run_dir,
+                "nxb.suite": self.suite.name,
+                "nxb.kind": "invocation",
+            }
             run_name = f"{self.suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             self.parent_id = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags).info.run_id
             faults.point("mlflow_parent_started")
@@ -335,7 +355,10 @@ class Tracker:
 
     def _invocation(self) -> dict[str, Any]:
         """What identifies an invocation's parent run: the suite as run (the settings in place of its defaults)."""
-        data = self.suite.model_dump(mode="json", exclude={"output", "tracking", "threads"} | ({"protocol"} if self.suite.protocol is None else set()))
+        data = self.suite.model_dump(
+            mode="json",
+            exclude={"output", "tracking", "threads"} | ({"protocol"} if self.suite.protocol is None else set()),
+        )
         data |= {"device": self.settings.device, "precision": self.settings.precision, "bounds": self.settings.bounds}
         data["dataset"]["limit"] = self.settings.limit
         return data
@@ -370,7 +393,9 @@ class Tracker:
         """Log one finished encoding group as a nested run, once per parent run, unless an earlier run holds its cells."""
         if group.key in self.logged_groups:
             return
-        cells = [cell.record() for cell in finished]  # the store's records: the cells.json artifact holds them as they are
+        cells = [
+            cell.record() for cell in finished
+        ]  # the store's records: the cells.json artifact holds them as they are
         mlflow = self.mlflow
         cells_hash = stable_hash(cells)
         earlier = self._run_holding(group, cells_hash)
@@ -379,7 +404,12 @@ class Tracker:
             self.logged_groups.add(group.key)
             return
         faults.point("mlflow_group_before")
-        with mlflow.start_run(run_name=group.label, nested=True, experiment_id=self.experiment_id, tags={GROUP_TAG: group.key, RUN_DIR_TAG: self.run_dir}):
+        with mlflow.start_run(
+            run_name=group.label,
+            nested=True,
+            experiment_id=self.experiment_id,
+            tags={GROUP_TAG: group.key, RUN_DIR_TAG: self.run_dir},
+        ):
             mlflow.set_tags(
                 {
                     "nxb.authorized": group.authorized,
@@ -388,11 +418,21 @@ class Tracker:
                     "nxb.seed": group.seed,
                     "nxb.kind": "encoding",
                     "nxb.attack_families": ",".join(dict.fromkeys(c["attack"] for c in cells)),
-                    "nxb.attack_tiers": ",".join(dict.fromkeys(f"{c['attack']}:{c['tier']}" for c in cells if c.get("tier"))),
+                    "nxb.attack_tiers": ",".join(
+                        dict.fromkeys(f"{c['attack']}:{c['tier']}" for c in cells if c.get("tier"))
+                    ),
                 }
                 | {f"nxb.encoder_param.{k}": v for k, v in group.encoder.params.items()}
             )
-            mlflow.log_params({"strength": group.strength, "authorized": group.authorized, "encoder": group.encoder.name, "seed": group.seed, "storage": group.storage})
+            mlflow.log_params(
+                {
+                    "strength": group.strength,
+                    "authorized": group.authorized,
+                    "encoder": group.encoder.name,
+                    "seed": group.seed,
+                    "storage": group.storage,
+                }
+            )
             faults.point("mlflow_group_started")
             mlflow.log_dict({"cells": cells}, CELLS_ARTIFACT)
             metrics, best = group_metrics(group.authorized, results_frame(finished), int(time.time() * 1000))

@@ -24,9 +24,16 @@ def test_a_sound_evaluation_fires_no_check():
 
 
 def test_a_higher_tier_weaker_than_a_lower_one_is_named():
-    weak = [cell("patch", 20.0, "subspace", m, flags(r, i), tier="architecture") for i, (m, r) in enumerate((("a", 0.9), ("b", 0.12)))]
+    weak = [
+        cell("patch", 20.0, "subspace", m, flags(r, i), tier="architecture")
+        for i, (m, r) in enumerate((("a", 0.9), ("b", 0.12)))
+    ]
     found = tier_order(results_frame(cells_with(weak)), "accuracy")
-    assert len(found) == 1 and "architecture tier's best, subspace 0.5 (b)" in found[0].text and "none tier's blur 0.5 (b)" in found[0].text
+    assert (
+        len(found) == 1
+        and "architecture tier's best, subspace 0.5 (b)" in found[0].text
+        and "none tier's blur 0.5 (b)" in found[0].text
+    )
 
 
 def test_a_budget_sweep_that_does_worse_with_more_is_named():
@@ -44,13 +51,20 @@ def test_a_budget_sweep_that_does_worse_with_more_is_named():
 
 
 def test_white_box_weaker_than_a_weight_free_attack_is_named():
-    oracle = [cell("patch", 20.0, "oracle", m, flags(r, 10 + i), tier="white_box") for i, (m, r) in enumerate((("a", 0.9), ("b", 0.12)))]
+    oracle = [
+        cell("patch", 20.0, "oracle", m, flags(r, 10 + i), tier="white_box")
+        for i, (m, r) in enumerate((("a", 0.9), ("b", 0.12)))
+    ]
     found = white_box(results_frame(cells_with(oracle)), "accuracy")
     assert len(found) == 1 and "white box's best, oracle 0.5 (b)" in found[0].text
 
 
 def test_an_attack_that_changes_nothing_is_named():
     base = cells_with([])
-    copies = [c.model_copy(update={"attack": "noop", "baseline": False, "key": c.key + "noop", "attack_strength": 0.5}) for c in base if c.baseline]
+    copies = [
+        c.model_copy(update={"attack": "noop", "baseline": False, "key": c.key + "noop", "attack_strength": 0.5})
+        for c in base
+        if c.baseline
+    ]
     assert [f.text.split(":")[0] for f in no_effect(results_frame(base + copies))] == ["noop"]
     assert no_effect(results_frame(base)) == []

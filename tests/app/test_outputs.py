@@ -46,7 +46,9 @@ def test_outputs_resolve_from_the_suite_file_not_the_current_folder(tmp_path, di
     project = tmp_path / "project"
     assert (project / "runs" / "digits" / "cells.jsonl").is_file()
     assert (project / "results" / "digits" / "leaderboard.md").is_file()
-    assert (project / "results" / "digits" / "SUITE").read_text().strip() == "../../suites/digits.yaml"  # valid in a clone
+    assert (
+        project / "results" / "digits" / "SUITE"
+    ).read_text().strip() == "../../suites/digits.yaml"  # valid in a clone
     assert not any(elsewhere.iterdir())
     # leaderboard and report find the run and write into the project too
     capsys.readouterr()
@@ -103,7 +105,9 @@ def test_not_found_errors_show_absolute_paths(tmp_path, digits_zoo, elsewhere, c
 
 
 @pytest.mark.slow
-def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_results_alone(tmp_path, digits_zoo, elsewhere, capsys):
+def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_results_alone(
+    tmp_path, digits_zoo, elsewhere, capsys
+):
     suite = tiny_suite(tmp_path, digits_zoo, tmp_path / "project" / "suites" / "digits.yaml")
     assert main(["run", str(suite), "--no-tracking"]) == 0
     project = tmp_path / "project"
@@ -113,7 +117,9 @@ def test_a_fresh_clone_rebuilds_leaderboard_and_report_from_the_committed_result
     assert main(["leaderboard", str(suite)]) == 0
     assert (results / "cells.csv").read_text() == committed["cells.csv"]
     rebuilt = (results / "leaderboard.md").read_text()
-    assert rebuilt.replace("cells committed unknown", "") == re.sub(r"newest cell written \S+", "", committed["leaderboard.md"])
+    assert rebuilt.replace("cells committed unknown", "") == re.sub(
+        r"newest cell written \S+", "", committed["leaderboard.md"]
+    )
     git = {"cwd": project, "check": True, "capture_output": True}
     subprocess.run(["git", "init", "-q"], **git)
     subprocess.run(["git", "add", "results"], **git)

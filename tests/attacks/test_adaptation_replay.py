@@ -20,11 +20,27 @@ MODEL = {
     "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},
 }  # fmt: skip
 TRAINING = [
-    {"name": "finetune", "strengths": [1.0], "params": {"labelled": 48, "scope": "all", "epochs": 2, "lr": 0.01, "batch_size": 8}},
-    {"name": "finetune", "strengths": [1.0], "params": {"labelled": 48, "scope": "first_layer", "epochs": 2, "lr": 0.01, "batch_size": 8}},
-    {"name": "augment_finetune", "strengths": [1.0], "params": {"images": 24, "epochs": 2, "lr": 0.01, "batch_size": 8}},
+    {
+        "name": "finetune",
+        "strengths": [1.0],
+        "params": {"labelled": 48, "scope": "all", "epochs": 2, "lr": 0.01, "batch_size": 8},
+    },
+    {
+        "name": "finetune",
+        "strengths": [1.0],
+        "params": {"labelled": 48, "scope": "first_layer", "epochs": 2, "lr": 0.01, "batch_size": 8},
+    },
+    {
+        "name": "augment_finetune",
+        "strengths": [1.0],
+        "params": {"images": 24, "epochs": 2, "lr": 0.01, "batch_size": 8},
+    },
     {"name": "bn_adapt", "strengths": [1.0]},
-    {"name": "learned_inverse", "strengths": [1.0], "params": {"pairs": "leaked", "m": 24, "steps": 10, "batch_size": 8}},
+    {
+        "name": "learned_inverse",
+        "strengths": [1.0],
+        "params": {"pairs": "leaked", "m": 24, "steps": 10, "batch_size": 8},
+    },
 ]
 
 
@@ -44,7 +60,10 @@ def outcomes(path, group: EncodingGroup, global_seed: int, cache, monkeypatch) -
 def test_a_fine_tuning_group_computed_twice_gives_the_same_outcome_bits(tmp_path, monkeypatch):
     """The unauthorized model has dropout (timm's ``drop_rate``): fine-tuning it in training mode draws dropout masks,
     which must come from the group's keyed draws, not from whatever state the global generator was left in."""
-    zoo = [{"name": "own", **MODEL, "seed": 0}, {"name": "other", **MODEL, "kwargs": MODEL["kwargs"] | {"drop_rate": 0.5}, "seed": 1}]
+    zoo = [
+        {"name": "own", **MODEL, "seed": 0},
+        {"name": "other", **MODEL, "kwargs": MODEL["kwargs"] | {"drop_rate": 0.5}, "seed": 1},
+    ]
     path = write_yaml(tmp_path / "suite.yaml", {
         "name": "replay", "dataset": {"name": "digits", "limit": 40}, "public": {"name": "digits", "params": {"split": "train"}, "limit": 48},
         "zoo": zoo, "authorized": ["own"], "encoders": [{"name": "patch", "strengths": [10.0]}], "attacks": TRAINING,
@@ -61,7 +80,13 @@ def test_a_fine_tuning_group_computed_twice_gives_the_same_outcome_bits(tmp_path
 @pytest.mark.parametrize("name", ["finetune", "augment_finetune"])
 def test_training_with_dropout_is_keyed_and_leaves_the_global_random_state_as_it_was(name):
     """The same adapted weights whatever the global generators hold, and those generators as they were afterwards."""
-    spec = ModelSpec(name="dropout", arch="resnet18", kwargs=MODEL["kwargs"] | {"drop_rate": 0.5}, preprocess={"input_size": [1, 20, 24], "mean": [0.5], "std": [0.25]}, seed=3)
+    spec = ModelSpec(
+        name="dropout",
+        arch="resnet18",
+        kwargs=MODEL["kwargs"] | {"drop_rate": 0.5},
+        preprocess={"input_size": [1, 20, 24], "mean": [0.5], "std": [0.25]},
+        seed=3,
+    )
     model = build_model(spec)
     attack = ATTACKS.create(name, {"scope": "all", "epochs": 2, "lr": 0.01, "batch_size": 4})
     attack.prepare(context(1))

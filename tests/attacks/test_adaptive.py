@@ -19,7 +19,15 @@ PRE = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}
 
 def vit(seed: int, name: str = "vit"):
     """Random ViT stem 4x4/4 on 16x16, m = 12 < D = 16: exact 4-dim patch null space."""
-    kwargs = {"img_size": 16, "patch_size": 4, "in_chans": 1, "embed_dim": 12, "depth": 1, "num_heads": 2, "num_classes": 10}
+    kwargs = {
+        "img_size": 16,
+        "patch_size": 4,
+        "in_chans": 1,
+        "embed_dim": 12,
+        "depth": 1,
+        "num_heads": 2,
+        "num_classes": 10,
+    }
     return build_model(ModelSpec(name=name, arch="vit_tiny_patch16_224", kwargs=kwargs, preprocess=PRE, seed=seed))
 
 
@@ -215,12 +223,23 @@ def test_surrogate_identifies_the_authorized_stem_among_candidates():
     clean = F.avg_pool2d(rand(40, 1, 18, 18, seed=7), 3, 1)
     released = ENCODERS.create("patch").encode(clean, authorized, 10.0, torch.Generator().manual_seed(1)).images
     models = {"vit_b": twin, "res": res}
-    attack = fitted("surrogate_projection", authorized, public, released, {"candidates": ["vit_b", "res", "vit_a"]}, models)
+    attack = fitted(
+        "surrogate_projection", authorized, public, released, {"candidates": ["vit_b", "res", "vit_a"]}, models
+    )
     assert attack.measured(1.0)["chosen"] == "vit_a"
-    assert attack.scores["vit_a"] > 0.99 and attack.scores["vit_a"] > 2 * max(attack.scores["vit_b"], attack.scores["res"])
+    assert attack.scores["vit_a"] > 0.99 and attack.scores["vit_a"] > 2 * max(
+        attack.scores["vit_b"], attack.scores["res"]
+    )
     oracle = fitted("oracle_projection", authorized, public, released)
     assert torch.allclose(attack(released, 1.0, torch.Generator()), oracle(released, 1.0, torch.Generator()), atol=1e-5)
-    private = fitted("surrogate_projection", authorized, public, released, {"candidates": ["vit_b", "res", "vit_a"], "exclude_authorized": True}, models)
+    private = fitted(
+        "surrogate_projection",
+        authorized,
+        public,
+        released,
+        {"candidates": ["vit_b", "res", "vit_a"], "exclude_authorized": True},
+        models,
+    )
     assert private.measured(1.0)["chosen"] != "vit_a"
 
 
@@ -258,7 +277,10 @@ def test_generic_adapter_validates_class_and_arguments():
         ATTACKS.create("torchattacks", {"name": "NotAnAttack"})
     with pytest.raises(UserError, match=r"^attack 'torchattacks': FGSM takes no argument\(s\) \['alpha'\]"):
         ATTACKS.create("torchattacks", {"name": "FGSM", "scaled": {"alpha": 0.1}})
-    assert ATTACKS.create("torchattacks", {"name": "CW", "scaled": {"c": 2.0}}).parameter(0.5) == {"attack": "CW", "c": 1.0}
+    assert ATTACKS.create("torchattacks", {"name": "CW", "scaled": {"c": 2.0}}).parameter(0.5) == {
+        "attack": "CW",
+        "c": 1.0,
+    }
 
 
 # --- denoisers ---------------------------------------------------------------------------------------
@@ -308,7 +330,10 @@ def test_torchattacks_distances_and_penalties_are_kept_in_pixel_units(monkeypatc
     images[0, 0, 0, :2] = torch.tensor([-1.0, 2.0])  # range exactly [-1, 2]: rescaled by 3
     attacks = {name: fitted(name, model, images[:0], images) for name in ("pgd", "cw")}
     monkeypatch.setattr(integrity, "torchattacks_class", lambda name: Recorder)
-    for name, expected in (("pgd", {"eps": 8 / 255 / 3, "alpha": 2 / 255 / 3, "steps": 10}), ("cw", {"c": 1 / 9, "steps": 50, "lr": 0.01 / 3})):
+    for name, expected in (
+        ("pgd", {"eps": 8 / 255 / 3, "alpha": 2 / 255 / 3, "steps": 10}),
+        ("cw", {"c": 1 / 9, "steps": 50, "lr": 0.01 / 3}),
+    ):
         seen.clear()
         out = attacks[name](images, 1.0, torch.Generator())
         assert seen == pytest.approx(expected)

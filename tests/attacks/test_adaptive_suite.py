@@ -38,11 +38,16 @@ def test_fitted_attacks_run_in_a_suite_and_the_leaderboard_names_the_strongest(t
     path.write_text(yaml.safe_dump(suite))
     loaded = load_suite(path)
     result = Runner(loaded).run()
-    assert len(result.cells) == (5 + 1) * 2  # (reference x the 5 attack steps + clean x the no-attack step only) x models
+    assert (
+        len(result.cells) == (5 + 1) * 2
+    )  # (reference x the 5 attack steps + clean x the no-attack step only) x models
     by = {(c.encoder, c.attack, c.model): c for c in result.cells}
     assert by[("reference", "surrogate_projection", "b")].attack_measured["chosen"] == "a"
     assert by[("reference", "oracle_projection", "b")].attack_param["k"] == 4
     # the oracle and the identified surrogate remove the reference noise: the attacked images are much closer to clean
-    assert by[("reference", "oracle_projection", "b")].attacked_psnr > by[("reference", "identity", "b")].attacked_psnr + 10
+    assert (
+        by[("reference", "oracle_projection", "b")].attacked_psnr
+        > by[("reference", "identity", "b")].attacked_psnr + 10
+    )
     md = write_leaderboard(loaded.name, result.cells, ["a", "b"], loaded.results_dir())[0]
     assert "strongest attack" in md.read_text()

@@ -55,7 +55,14 @@ def solved(images: torch.Tensor, key: BlockKey, params: dict | None = None) -> t
     vit = {"img_size": size, "patch_size": patch, "in_chans": channels, "num_classes": 10}
     preprocess = {"input_size": [channels, size, size], "mean": [0.5] * channels, "std": [0.5] * channels}
     attack = ATTACKS.create("block_order", params)
-    attack.prepare(AttackContext(model_structure(ModelSpec(name="vit", arch="vit_tiny_patch16_224", kwargs=vit, preprocess=preprocess)), None, images[:0], images[:1]))
+    attack.prepare(
+        AttackContext(
+            model_structure(ModelSpec(name="vit", arch="vit_tiny_patch16_224", kwargs=vit, preprocess=preprocess)),
+            None,
+            images[:0],
+            images[:1],
+        )
+    )
     return attack(key.encrypt(images), 1.0, torch.Generator())
 
 
@@ -78,7 +85,9 @@ def test_the_jigsaw_solver_after_jpeg_recovers_fewer_photos():
     decryption of the same JPEG images; strength 0 leaves the JPEG release as found."""
     images = photos()
     key = BlockKey.draw(3, (16, 16), 3, 49, SCRAMBLE_ONLY)
-    jpeg = ATTACKS.create("jpeg_pil", {"max_quality": 90, "min_quality": 90})(key.encrypt(images), 0.0, torch.Generator())
+    jpeg = ATTACKS.create("jpeg_pil", {"max_quality": 90, "min_quality": 90})(
+        key.encrypt(images), 0.0, torch.Generator()
+    )
     found = solved(images, key, {"jpeg_quality": 90})
     assert 2 <= exact(found, key.decrypt(jpeg)) < 5
 
@@ -91,7 +100,9 @@ def test_the_jigsaw_solver_on_scrambled_fashion_beats_a_random_order_but_rarely_
     key = BlockKey.draw(3, (7, 7), 1, 16, SCRAMBLE_ONLY)
     found = solved(images, key)
     right = float(((found - images).unfold(2, 7, 7).unfold(3, 7, 7).abs().amax((-1, -2)) < 1e-6).double().mean())
-    scrambled = float(((key.encrypt(images) - images).unfold(2, 7, 7).unfold(3, 7, 7).abs().amax((-1, -2)) < 1e-6).double().mean())
+    scrambled = float(
+        ((key.encrypt(images) - images).unfold(2, 7, 7).unfold(3, 7, 7).abs().amax((-1, -2)) < 1e-6).double().mean()
+    )
     assert right > scrambled + 0.02 and exact(found, images) <= 10
 
 
@@ -115,7 +126,12 @@ def keyed_context(params: dict | None = None) -> tuple[AttackContext, torch.Tens
     release = encoder.encode(clean, vit, 0.0, keyed_generator("release")).images
     deployed = encoder.authorized_view(vit, keyed_generator("release"))
     encode = lambda images, model: encoder.encode(images, model, 0.0, keyed_generator("attacker", model.name)).images
-    return AttackContext(deployed, fashion_model, public, release[:8], public_labels=public_labels, encode=encode), clean, labels, release
+    return (
+        AttackContext(deployed, fashion_model, public, release[:8], public_labels=public_labels, encode=encode),
+        clean,
+        labels,
+        release,
+    )
 
 
 def test_known_plaintext_decrypts_a_keyed_release_through_the_attack_interface():
@@ -124,7 +140,9 @@ def test_known_plaintext_decrypts_a_keyed_release_through_the_attack_interface()
     attack.prepare(context)
     assert torch.allclose(attack(release, 1.0, torch.Generator()), clean, atol=1e-6, rtol=0)
     assert torch.equal(attack(release, 0.0, torch.Generator()), release)
-    assert attack.budget(1.0).labelled == 4 and attack.budget(0.5).labelled == 2 and attack.parameter(0.25) == {"pairs": 1}
+    assert (
+        attack.budget(1.0).labelled == 4 and attack.budget(0.5).labelled == 2 and attack.parameter(0.25) == {"pairs": 1}
+    )
 
 
 def accuracy(model: ZooModel, images: torch.Tensor, labels: torch.Tensor) -> float:

@@ -27,7 +27,9 @@ from tests.helpers import digits_suite
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("suite_name", ["quickstart-adaptive"])  # quickstart was recomputed under the protocol: tests/execution/test_committed_keys.py
+@pytest.mark.parametrize(
+    "suite_name", ["quickstart-adaptive"]
+)  # quickstart was recomputed under the protocol: tests/execution/test_committed_keys.py
 def test_committed_suites_keep_their_cell_keys(suite_name):
     """Budget parameters are left out of the params dump when unset: every key the suite plans is a key of its committed
     cells, computed before budgets existed. The fixture pins those keys (group keys included), so a change that moves a
@@ -37,7 +39,9 @@ def test_committed_suites_keep_their_cell_keys(suite_name):
     keys = {*committed, *(cell.group for cell in committed.values())}
     assert hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest() == expected  # the committed cells are that plan
     suite = load_suite(ROOT / "suites" / f"{suite_name}.yaml", require_weights=False)
-    groups = plan_suite(suite.model_copy(update={"device": "cpu"}))  # CPU draws, as they were computed (also on a GPU machine)
+    groups = plan_suite(
+        suite.model_copy(update={"device": "cpu"})
+    )  # CPU draws, as they were computed (also on a GPU machine)
     assert {k for g in groups for k in [g.key, *g.cells.values()]} == keys
 
 
@@ -54,7 +58,11 @@ LADDER_ATTACKS = [
     {"name": "patch_mean", "strengths": [1.0], "params": {"released": 20, "public": 10}},
     {"name": "bn_adapt", "strengths": [0.0, 1.0]},
     {"name": "finetune", "strengths": [1.0], "params": {"labelled": 60, "epochs": 3, "lr": 0.003, "scope": "all"}},
-    {"name": "finetune", "strengths": [1.0], "params": {"labelled": 60, "epochs": 3, "lr": 0.01, "scope": "first_layer"}},
+    {
+        "name": "finetune",
+        "strengths": [1.0],
+        "params": {"labelled": 60, "epochs": 3, "lr": 0.01, "scope": "first_layer"},
+    },
     {"name": "augment_finetune", "strengths": [1.0], "params": {"images": 40, "epochs": 2, "noise_models": ["vit_b"]}},
     {"name": "identify", "strengths": [1.0], "params": {"candidates": ["vit_a", "vit_b", "res"], "released": 1}},
     {"name": "identify", "strengths": [1.0], "params": {"candidates": ["vit_a", "vit_b", "res"], "released": 30}},
@@ -76,7 +84,10 @@ def ladder_run(digits_zoo, tmp_path_factory):
 
 def test_cells_record_tier_budget_and_compute(ladder_run):
     _, cells = ladder_run
-    by = {(c.encoder, c.attack, c.attack_strength, c.budget_released, c.attack_param.get("scope"), c.model): c for c in cells}
+    by = {
+        (c.encoder, c.attack, c.attack_strength, c.budget_released, c.attack_param.get("scope"), c.model): c
+        for c in cells
+    }
     assert by[("patch", "identity", 1.0, 0, None, "vit_b")].tier == Tier.NONE
     few = by[("patch", "patch_mean", 1.0, 1, None, "vit_b")]
     many = by[("patch", "patch_mean", 1.0, 20, None, "vit_b")]
@@ -84,14 +95,23 @@ def test_cells_record_tier_budget_and_compute(ladder_run):
     assert few.device == "cpu" and few.attack_seconds > 0
     tuned = by[("patch", "finetune", 1.0, 0, "all", "vit_b")]
     assert (tuned.tier, tuned.budget_labelled) == ("labelled_nes", 60)
-    assert by[("patch", "bn_adapt", 1.0, 60, None, "res")].attack_param["no_bn"] == "vit_a+vit_b"  # ViTs: nothing to adapt
+    assert (
+        by[("patch", "bn_adapt", 1.0, 60, None, "res")].attack_param["no_bn"] == "vit_a+vit_b"
+    )  # ViTs: nothing to adapt
     assert by[("patch", "bn_adapt", 0.0, 0, None, "res")].budget_released == 0
     augmented = by[("patch", "augment_finetune", 1.0, 0, "all", "res")]
     # noise made with a public model's stem (noise_models) is the public-weights tier; with the adapted model's own stem, the method tier
-    assert (augmented.tier, augmented.budget_public, augmented.budget_labelled, augmented.attack_param["public"]) == ("public_weights", 40, 0, 40)
+    assert (augmented.tier, augmented.budget_public, augmented.budget_labelled, augmented.attack_param["public"]) == (
+        "public_weights",
+        40,
+        0,
+        40,
+    )
     assert ATTACKS.create("augment_finetune").threat.tier == Tier.METHOD
     rerun = tuned.model_copy(update={"attack_seconds": tuned.attack_seconds + 1, "device": "cuda"})
-    assert rerun == tuned and rerun != tuned.model_copy(update={"tier": "none"})  # run metadata is not part of a cell's value
+    assert rerun == tuned and rerun != tuned.model_copy(
+        update={"tier": "none"}
+    )  # run metadata is not part of a cell's value
     record = tuned.record()
     assert record["tier"] == "labelled_nes" and record["attack_seconds"] == tuned.attack_seconds
 
@@ -101,11 +121,15 @@ def test_adaptation_changes_models_not_images(ladder_run):
     by = {(c.encoder, c.attack, c.attack_strength, c.attack_param.get("scope"), c.model): c for c in cells}
     identity = by[("patch", "identity", 1.0, None, "res")]
     assert by[("patch", "bn_adapt", 0.0, None, "res")].accuracy == identity.accuracy  # strength 0: no adaptation
-    assert by[("patch", "bn_adapt", 1.0, None, "vit_b")].accuracy == by[("patch", "identity", 1.0, None, "vit_b")].accuracy
+    assert (
+        by[("patch", "bn_adapt", 1.0, None, "vit_b")].accuracy == by[("patch", "identity", 1.0, None, "vit_b")].accuracy
+    )
     for cell in (by[("patch", "bn_adapt", 1.0, None, "res")], by[("patch", "finetune", 1.0, "all", "vit_b")]):
         assert cell.attacked_psnr == identity.attacked_psnr  # the release is scored as released
     # fine-tuning the whole unauthorized twin on 60 labelled NEs recovers accuracy the release took away
-    assert by[("patch", "finetune", 1.0, "all", "vit_b")].accuracy > by[("patch", "identity", 1.0, None, "vit_b")].accuracy
+    assert (
+        by[("patch", "finetune", 1.0, "all", "vit_b")].accuracy > by[("patch", "identity", 1.0, None, "vit_b")].accuracy
+    )
 
 
 def test_bn_adapt_uses_train_mode_statistics_of_the_release_only():
@@ -119,7 +143,11 @@ def test_bn_adapt_uses_train_mode_statistics_of_the_release_only():
     assert adapted is not res and not adapted.training and not res.training
     layer = next(m for m in adapted.modules() if isinstance(m, torch.nn.BatchNorm2d))
     original = next(m for m in res.modules() if isinstance(m, torch.nn.BatchNorm2d))
-    assert layer.momentum is None and int(layer.num_batches_tracked) == 1 and not torch.equal(layer.running_mean, original.running_mean)
+    assert (
+        layer.momentum is None
+        and int(layer.num_batches_tracked) == 1
+        and not torch.equal(layer.running_mean, original.running_mean)
+    )
     assert attack.adapt(ctx.model("twin"), 1.0) is ctx.model("twin")  # no BatchNorm: the model itself
     assert attack.budget(0.5).released == round(0.5 * len(ctx.released))
 
@@ -138,8 +166,12 @@ def test_augment_finetune_never_makes_noise_with_the_authorized_stem():
 
     with pytest.raises(ValueError, match="white box"):
         ATTACKS.create("augment_finetune", {"noise_models": ["authorized"]}).prepare(context(1))
-    with pytest.raises(ValueError, match="no noise model takes the release's"):  # a stem of another input size cannot make noise for this release
-        ATTACKS.create("augment_finetune", {"noise_models": ["twin"]}).prepare(replace(context(1), public_images=torch.rand(4, 1, 8, 8)))
+    with pytest.raises(
+        ValueError, match="no noise model takes the release's"
+    ):  # a stem of another input size cannot make noise for this release
+        ATTACKS.create("augment_finetune", {"noise_models": ["twin"]}).prepare(
+            replace(context(1), public_images=torch.rand(4, 1, 8, 8))
+        )
 
 
 @pytest.mark.slow
@@ -150,11 +182,25 @@ def test_identification_and_ladder_tables(ladder_run, tmp_path):
     assert identify[30]["ranking"].split(">")[0] == "vit_a" and len(identify[30]["ranking"].split(">")) == 3
     table = identification_table(results_frame(cells))
     assert list(table["released NEs"]) == [1, 30] and table["identified"].iloc[-1] == "1/1"
-    assert table["% [95% CI]"].iloc[-1] == "100.0 [20.7, 100.0]" and table["chance %"].iloc[-1] == "33.3"  # Wilson's for 1 of 1; 3 candidates
-    unranked = [c.model_copy(update={"attack_measured": {"chosen": c.attack_measured["chosen"]}}) if c.attack == "identify" else c for c in cells]
-    assert set(identification_table(results_frame(unranked))["chance %"]) == {"n/a"}  # no ranking recorded: no chance level, not 100 %
+    assert (
+        table["% [95% CI]"].iloc[-1] == "100.0 [20.7, 100.0]" and table["chance %"].iloc[-1] == "33.3"
+    )  # Wilson's for 1 of 1; 3 candidates
+    unranked = [
+        c.model_copy(update={"attack_measured": {"chosen": c.attack_measured["chosen"]}})
+        if c.attack == "identify"
+        else c
+        for c in cells
+    ]
+    assert set(identification_table(results_frame(unranked))["chance %"]) == {
+        "n/a"
+    }  # no ranking recorded: no chance level, not 100 %
     ladder, breaks = ladder_tables(results_frame(cells))
-    assert set(ladder.tier) == {"none", "architecture", "public_weights", "labelled_nes"}  # identify is analysis, not a rung; augment_finetune with noise_models: public weights
+    assert set(ladder.tier) == {
+        "none",
+        "architecture",
+        "public_weights",
+        "labelled_nes",
+    }  # identify is analysis, not a rung; augment_finetune with noise_models: public weights
     none_row = ladder[ladder.tier == "none"].iloc[0]
     assert none_row["unauth acc by NEs used"].startswith("0: ")  # identity and bn_adapt at strength 0 spend nothing
     low, high = (float(x) for x in none_row["best [95% CI]"].split("[")[1].rstrip("]").split(", "))

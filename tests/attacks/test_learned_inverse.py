@@ -13,7 +13,12 @@ from pydantic import ValidationError
 
 from nonxfer_bench.attacks import ATTACKS
 from nonxfer_bench.attacks.learned_inverse import THREATS, noise_period, periodic_mean
-from nonxfer_bench.attacks.testing import batch, check_harsher_at_strength_one, check_shape_dtype_and_determinism, context
+from nonxfer_bench.attacks.testing import (
+    batch,
+    check_harsher_at_strength_one,
+    check_shape_dtype_and_determinism,
+    context,
+)
 from nonxfer_bench.attacks.threat import Tier
 from nonxfer_bench.core.errors import UserError
 
@@ -51,10 +56,18 @@ def test_each_source_has_its_tier_and_spends_only_what_the_tier_grants(source):
     assert threat is THREATS[source]
     assert threat.tier == {"leaked": Tier.LABELLED_NES, "surrogate": Tier.PUBLIC_WEIGHTS, "architecture": Tier.ARCHITECTURE,
                            "identified": Tier.PUBLIC_WEIGHTS, "own_key": Tier.WHITE_BOX}[source]  # fmt: skip
-    assert (budget.released > 0) == threat.released and (budget.public > 0) == threat.public and (budget.labelled > 0) == threat.labelled
-    kind, count = {"leaked": ("labelled", 8), "identified": ("public", len(context(1).public_images))}.get(source, ("public", 8))
+    assert (
+        (budget.released > 0) == threat.released
+        and (budget.public > 0) == threat.public
+        and (budget.labelled > 0) == threat.labelled
+    )
+    kind, count = {"leaked": ("labelled", 8), "identified": ("public", len(context(1).public_images))}.get(
+        source, ("public", 8)
+    )
     assert getattr(budget, kind) == count
-    assert attack.measured(1.0)["chosen"] == {"surrogate": "twin", "architecture": "authorized-random0"}.get(source, "authorized")
+    assert attack.measured(1.0)["chosen"] == {"surrogate": "twin", "architecture": "authorized-random0"}.get(
+        source, "authorized"
+    )
 
 
 def test_fitting_is_deterministic_and_the_seed_changes_it_without_touching_the_global_random_state():
@@ -165,7 +178,13 @@ def sweep_cells(tmp_path_factory):
 
 
 def unauthorized_mean(cells, encoder: str, m: int | None) -> float:
-    chosen = [c for c in cells if c.encoder == encoder and c.model != "vit_a" and (c.attack == "identity" if m is None else c.attack_param.get("m") == m)]
+    chosen = [
+        c
+        for c in cells
+        if c.encoder == encoder
+        and c.model != "vit_a"
+        and (c.attack == "identity" if m is None else c.attack_param.get("m") == m)
+    ]
     assert len(chosen) == 5
     return sum(c.accuracy for c in chosen) / len(chosen)
 
@@ -183,4 +202,6 @@ def test_leaked_pairs_undo_the_release_and_more_pairs_do_not_do_worse(sweep_cell
     assert means[1] >= means[0] - 0.02 and means[2] >= means[1] - 0.02, means
     leaked = [c for c in sweep_cells if c.encoder == encoder and c.attack == "learned_inverse"]
     assert {c.tier for c in leaked} == {"labelled_nes"} and {c.budget_labelled for c in leaked} == {16, 64, 256}
-    assert {c.attack_measured["period"] for c in leaked} == ({7} if encoder == "reference" else {0})  # vit_a's 7x7/7 stem
+    assert {c.attack_measured["period"] for c in leaked} == (
+        {7} if encoder == "reference" else {0}
+    )  # vit_a's 7x7/7 stem

@@ -1,7 +1,6 @@
 """Reconstruction attacks: a trained denoiser beats the identity, purification is exact at t* = 0,
 draws are seeded, K-draw aggregation is right, and local save_pretrained models load."""
 
-
 import pytest
 import torch
 
@@ -91,7 +90,9 @@ def test_an_img2img_pipeline_saved_locally_regenerates_seeded_and_follows_its_pr
     assert torch.equal(first, attack(x, 1.0, torch.Generator().manual_seed(1)))
     assert not torch.equal(first, attack(x, 1.0, torch.Generator().manual_seed(2)))
     prompted = ATTACKS.create("img2img", {"source": tiny_img2img_dir(), "size": 16, "steps": 4, "prompt": "a shirt"})
-    assert not torch.equal(first, prompted(x, 1.0, torch.Generator().manual_seed(1)))  # the text encoder conditions the UNet
+    assert not torch.equal(
+        first, prompted(x, 1.0, torch.Generator().manual_seed(1))
+    )  # the text encoder conditions the UNet
     assert attack.parameter(1.0) == {"t_over_T": 0.5} and torch.equal(attack(x, 0.0, torch.Generator()), x)
 
 

@@ -50,7 +50,10 @@ def tiny_img2img_dir() -> str:
 
     folder = Path(tempfile.mkdtemp(prefix="nxb-sd-"))
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = {token: i for i, token in enumerate(letters + [c + "</w>" for c in letters] + ["<|startoftext|>", "<|endoftext|>"])}
+    vocab = {
+        token: i
+        for i, token in enumerate(letters + [c + "</w>" for c in letters] + ["<|startoftext|>", "<|endoftext|>"])
+    }
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
@@ -63,7 +66,8 @@ def tiny_img2img_dir() -> str:
                                 attention_head_dim=2, norm_num_groups=4)  # fmt: skip
     vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)  # fmt: skip
-    pipeline = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(clip_sample=False, steps_offset=1),
+    scheduler = DDIMScheduler(clip_sample=False, steps_offset=1)
+    pipeline = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                                               safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
     pipeline.save_pretrained(folder / "pipeline")
     return str(folder / "pipeline")
@@ -74,8 +78,20 @@ SPEC_PARAMS = {
     "identify": lambda: {"candidates": ["authorized", "twin", "res"]},
     "finetune": lambda: {"labelled": 8, "epochs": 1},
     "augment_finetune": lambda: {"images": 8, "epochs": 1},
-    "learned_inverse": lambda: {"pairs": "identified", "candidates": ["authorized", "twin", "res"], "m": 8, "steps": 5, "width": 8, "depth": 2},
-    "autoencoder": lambda: {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 10, "width": 16, "batch_size": 32},
+    "learned_inverse": lambda: {
+        "pairs": "identified",
+        "candidates": ["authorized", "twin", "res"],
+        "m": 8,
+        "steps": 5,
+        "width": 8,
+        "depth": 2,
+    },
+    "autoencoder": lambda: {
+        "dataset": {"name": "digits", "params": {"split": "train"}},
+        "epochs": 10,
+        "width": 16,
+        "batch_size": 32,
+    },
     "diffusion": lambda: {"source": str(ROOT / "suites/zoo/weights/fashion-ddpm"), "steps": 4},
     "diffusers_vae": lambda: {"source": tiny_vae_dir()},
     "img2img": lambda: {"source": tiny_img2img_dir(), "size": 16, "steps": 4},
@@ -84,7 +100,9 @@ SPEC_PARAMS = {
 
 
 # attacks that need a package a machine may lack (benchmarks/gpu_bundle.py carries neither to a lent GPU machine)
-REQUIRES = {name: "diffusers" for name in ("diffusers_vae", "diffusion", "img2img")} | {name: "torchattacks" for name in ("torchattacks", "pgd", "fgsm", "cw")}
+REQUIRES = {name: "diffusers" for name in ("diffusers_vae", "diffusion", "img2img")} | {
+    name: "torchattacks" for name in ("torchattacks", "pgd", "fgsm", "cw")
+}
 REQUIRES["tuned"] = "optuna"
 
 
@@ -103,10 +121,25 @@ def deterministic_cuda():
     """cuDNN's deterministic algorithms and float32 without TF32 while a test runs on CUDA: one seed, one result,
     and float32 that compares with the CPU's."""
     backends = torch.backends
-    before = backends.cudnn.deterministic, backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32
-    backends.cudnn.deterministic, backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = True, False, False, False
+    before = (
+        backends.cudnn.deterministic,
+        backends.cudnn.benchmark,
+        backends.cudnn.allow_tf32,
+        backends.cuda.matmul.allow_tf32,
+    )
+    (
+        backends.cudnn.deterministic,
+        backends.cudnn.benchmark,
+        backends.cudnn.allow_tf32,
+        backends.cuda.matmul.allow_tf32,
+    ) = True, False, False, False
     yield
-    backends.cudnn.deterministic, backends.cudnn.benchmark, backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = before
+    (
+        backends.cudnn.deterministic,
+        backends.cudnn.benchmark,
+        backends.cudnn.allow_tf32,
+        backends.cuda.matmul.allow_tf32,
+    ) = before
 
 
 # attacks that leave the images alone by design: the baseline, model adaptation, identification; and key recovery,

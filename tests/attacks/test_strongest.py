@@ -32,9 +32,17 @@ CELLS = [
 
 def test_strongest_attack_maximizes_the_mean_unauthorized_accuracy():
     best = strongest_attack(results_frame(CELLS), "a")
-    assert (best["step"].attack, best["step"].strength, best["label"]) == ("oracle_projection", 1.0, "oracle_projection 1")
+    assert (best["step"].attack, best["step"].strength, best["label"]) == (
+        "oracle_projection",
+        1.0,
+        "oracle_projection 1",
+    )
     assert best["unauth_mean"] == pytest.approx(0.60)
-    assert (best["unauth_max"], best["unauth_max_model"], best["auth"]) == (pytest.approx(0.70), "b", pytest.approx(0.85))
+    assert (best["unauth_max"], best["unauth_max_model"], best["auth"]) == (
+        pytest.approx(0.70),
+        "b",
+        pytest.approx(0.85),
+    )
 
 
 def test_strongest_attack_is_identity_when_nothing_helps_and_ties_keep_the_authorized_model():
@@ -55,7 +63,9 @@ def test_effect_table_has_the_strongest_attack_columns_per_encoding():
 
 
 def test_controls_are_shown_but_never_counted_as_unauthorized():
-    control = [cell(attack, strength, "r", 0.99, role="control") for attack, strength in (("identity", 1.0), ("blur", 0.5))]
+    control = [
+        cell(attack, strength, "r", 0.99, role="control") for attack, strength in (("identity", 1.0), ("blur", 0.5))
+    ]
     frame = results_frame(CELLS + control)
     assert strongest_attack(frame, "a")["unauth_mean"] == pytest.approx(0.60)  # as without the control
     row = effect_table(frame, ["a", "b", "c", "r"]).iloc[0]

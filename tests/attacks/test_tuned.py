@@ -32,7 +32,9 @@ def run(tmp_path_factory, digits_zoo):
     folder = tmp_path_factory.mktemp("tuned")
     protocol = folder / "protocol.yaml"
     tiers = {"none": [{"name": "identity"}]}
-    protocol.write_text(yaml.safe_dump({"name": "p-tuned", "version": 1, "full": tiers, "fast": tiers, "verdict": SPEC.model_dump()}))
+    protocol.write_text(
+        yaml.safe_dump({"name": "p-tuned", "version": 1, "full": tiers, "fast": tiers, "verdict": SPEC.model_dump()})
+    )
     attacks = [{"name": "identity"}, *({"name": "blur", "strengths": [1.0], "params": {"max_sigma": s}} for s in GRID)]
     attacks += [{"name": "tuned", "strengths": [1.0], "params": params} for params in (CHOICES, RANGE)]
     suite = load_suite(
@@ -60,12 +62,22 @@ def blur(sigma: float) -> str:
 
 def tuned_cell(cells, params: dict):
     """The released images' cell of the unauthorized model ``vit_b`` for the tuned entry with ``params``."""
-    return next(c for c in cells if c.attack == "tuned" and c.encoder != "clean" and c.attack_config["trials"] == params["trials"] and c.model == "vit_b")
+    return next(
+        c
+        for c in cells
+        if c.attack == "tuned"
+        and c.encoder != "clean"
+        and c.attack_config["trials"] == params["trials"]
+        and c.model == "vit_b"
+    )
 
 
 def trace(cell) -> list[tuple[float, float]]:
     """(max_sigma, tuning accuracy) of every trial, from the cell."""
-    return [(float(setting.split("=")[1]), float(value)) for setting, value in (item.rsplit(":", 1) for item in cell.attack_measured["trace"].split("; "))]
+    return [
+        (float(setting.split("=")[1]), float(value))
+        for setting, value in (item.rsplit(":", 1) for item in cell.attack_measured["trace"].split("; "))
+    ]
 
 
 def test_the_search_scores_each_trial_as_the_verdict_scores_that_setting_on_its_tuning_images(run):
@@ -94,12 +106,16 @@ def test_a_range_search_is_at_least_as_strong_on_the_tuning_images_as_every_grid
     assert best == pytest.approx(max(value for _, value in found), abs=1e-4)
     assert best >= max(grid) - 1e-4
     # the step's cells score the chosen setting on the tuning images as the search did
-    assert tuning_accuracy(release, images, "search=blur:max_sigma trials=12") == pytest.approx(cell.attack_measured["tuning_accuracy"], abs=1e-4)
+    assert tuning_accuracy(release, images, "search=blur:max_sigma trials=12") == pytest.approx(
+        cell.attack_measured["tuning_accuracy"], abs=1e-4
+    )
 
 
 def test_the_verdict_reports_the_tuned_step_on_the_report_images_only(run, tmp_path):
     suite, cells, release, images = run
-    without_grid = [c for c in cells if c.attack != "blur" and c.model != "res"]  # vit_b: the unauthorized model that blur helps
+    without_grid = [
+        c for c in cells if c.attack != "blur" and c.model != "res"
+    ]  # vit_b: the unauthorized model that blur helps
     [verdict] = verdicts(results_frame(without_grid), SPEC)
     tier = verdict.headline
     assert tier.step.attack == "tuned" and verdict.n == len(images.report) and verdict.tuning == len(images.tuning)

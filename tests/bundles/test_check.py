@@ -59,19 +59,34 @@ def write_cells(folder: Path, cells: list[Cell]) -> None:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int]]:
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_fresh_bundle_passes_with_every_group_replayed_bit_for_bit_and_check_writes_nothing_there(bundle, capsys):
     before = snapshot(bundle.parent.parent)
     code, lines = check(bundle, capsys, "--replay-groups", "99")
     assert code == 0, "\n".join(lines)
-    assert lines[-1].startswith(f"check: PASS {bundle}: files, manifest, cells, numbers, plan, weights, tables as recorded; replay: 3 of 3 groups")
+    assert lines[-1].startswith(
+        f"check: PASS {bundle}: files, manifest, cells, numbers, plan, weights, tables as recorded; replay: 3 of 3 groups"
+    )
     assert "21 cells bit for bit" in lines[-1]
-    assert snapshot(bundle.parent.parent) == before  # the project, its bundle included: nothing written, nothing touched
+    assert (
+        snapshot(bundle.parent.parent) == before
+    )  # the project, its bundle included: nothing written, nothing touched
     manifest = json.loads((bundle / BUNDLE).read_text())
-    assert manifest["cells"] == 21 and manifest["groups"] == 3 and manifest["code"] == ["nonxfer-bench 0.1.0, git 0123456789ab"]
-    assert manifest["suite_file"] == "suites/tiny.yaml" and manifest["resolved_suite"]["zoo"][0]["weights"]["path"] == "suites/zoo/vit_a.safetensors"
+    assert (
+        manifest["cells"] == 21
+        and manifest["groups"] == 3
+        and manifest["code"] == ["nonxfer-bench 0.1.0, git 0123456789ab"]
+    )
+    assert (
+        manifest["suite_file"] == "suites/tiny.yaml"
+        and manifest["resolved_suite"]["zoo"][0]["weights"]["path"] == "suites/zoo/vit_a.safetensors"
+    )
     assert manifest["datasets"][0]["listing"]["sklearn/datasets/data/digits.csv.gz"]["bytes"] > 0
     assert set(manifest["files"]) >= {"cells.jsonl.gz", "cells.csv", "leaderboard.md", "SUITE"}
 
@@ -84,12 +99,20 @@ def test_check_takes_the_suite_file_and_says_it_did_not_replay(bundle, capsys):
 def test_an_edited_accuracy_in_cells_csv_fails_by_its_hash_and_by_the_tables(copy, capsys):
     rows = list(csv.reader(io.StringIO((copy / "cells.csv").read_text())))
     column = rows[0].index("accuracy")
-    rows[1][column] = f"{float(rows[1][column]) + 0.05:.4f}" if float(rows[1][column]) < 0.9 else f"{float(rows[1][column]) - 0.05:.4f}"
+    rows[1][column] = (
+        f"{float(rows[1][column]) + 0.05:.4f}"
+        if float(rows[1][column]) < 0.9
+        else f"{float(rows[1][column]) - 0.05:.4f}"
+    )
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows)
     (copy / "cells.csv").write_text(text.getvalue())
     code, lines = check(copy, capsys, "--no-replay")
-    assert code == 1 and lines[-1].startswith("check: FAIL: files: cells.csv: ") and "changed after the bundle was written" in lines[-1]
+    assert (
+        code == 1
+        and lines[-1].startswith("check: FAIL: files: cells.csv: ")
+        and "changed after the bundle was written" in lines[-1]
+    )
     resign(copy)
     code, lines = check(copy, capsys, "--no-replay")
     assert code == 1 and lines[-1].startswith("check: FAIL: tables: cells.csv line 2 is not the table its cells give")
@@ -115,15 +138,21 @@ def test_swapped_outcome_bits_fail_the_replay_and_a_flipped_bit_the_numbers(copy
     resign(copy)
     code, lines = check(copy, capsys, "--replay-groups", "99")
     assert code == 1, "\n".join(lines)
-    assert "check: numbers: ok: n, accuracy and agreement of 21 cells from their outcome bits" in "\n".join(lines)  # a swap keeps every count
+    assert "check: numbers: ok: n, accuracy and agreement of 21 cells from their outcome bits" in "\n".join(
+        lines
+    )  # a swap keeps every count
     failed = [line for line in lines if line.startswith("check: replay: FAIL: ")]
-    assert len(failed) == 1 and f"{target.attack}@{target.attack_strength:g} {target.model}: 2 image outcome(s) of 60 differ" in failed[0]
+    assert (
+        len(failed) == 1
+        and f"{target.attack}@{target.attack_strength:g} {target.model}: 2 image outcome(s) of 60 differ" in failed[0]
+    )
     write_cells(copy, [*cells[:index], _swap(target, flip=True), *cells[index + 1 :]])
     resign(copy)
     code, lines = check(copy, capsys, "--no-replay")
     assert code == 1 and lines[-1].startswith("check: FAIL: numbers: ")
     assert (
-        f"{target.attack}@{target.attack_strength:g} {target.model}: accuracy {target.accuracy:.6g} (the bits give {target.accuracy - 1 / 60:.6g})" in lines[-1]
+        f"{target.attack}@{target.attack_strength:g} {target.model}: accuracy {target.accuracy:.6g} (the bits give {target.accuracy - 1 / 60:.6g})"
+        in lines[-1]
     )
 
 
@@ -133,7 +162,11 @@ def test_a_second_line_that_hides_a_cell_fails(copy, capsys):
     (copy / "cells.jsonl.gz").write_bytes(gzip.compress((lines(cells) + lines([hidden])).encode()))
     resign(copy)
     code, lines_ = check(copy, capsys, "--no-replay")
-    assert code == 1 and f"check: cells: FAIL: cells.jsonl.gz: 1 key on more than one line (first: {hidden.key}): only the last line is read" in lines_
+    assert (
+        code == 1
+        and f"check: cells: FAIL: cells.jsonl.gz: 1 key on more than one line (first: {hidden.key}): only the last line is read"
+        in lines_
+    )
 
 
 def test_a_missing_cell_fails_the_plan_and_the_manifest(copy, capsys):
@@ -153,8 +186,17 @@ def test_other_weights_in_the_manifest_fail_the_plan_and_the_weights(copy, capsy
     (copy / BUNDLE).write_text(json.dumps(data))
     code, lines = check(copy, capsys, "--no-replay")
     assert code == 1
-    assert any(line.startswith("check: plan: FAIL: 7 of 21 planned cells are missing (first: vit_a/clean/seed0 identity@1 res)") for line in lines)
-    assert any(line.startswith("check: weights: FAIL: zoo model 'res': weights sha256 ") and "000000000000... in BUNDLE.json" in line for line in lines)
+    assert any(
+        line.startswith(
+            "check: plan: FAIL: 7 of 21 planned cells are missing (first: vit_a/clean/seed0 identity@1 res)"
+        )
+        for line in lines
+    )
+    assert any(
+        line.startswith("check: weights: FAIL: zoo model 'res': weights sha256 ")
+        and "000000000000... in BUNDLE.json" in line
+        for line in lines
+    )
 
 
 def test_other_weight_files_here_fail_the_weights_and_are_not_replayed(copy, capsys):
@@ -176,7 +218,9 @@ def test_an_edited_leaderboard_line_fails_the_tables(copy, capsys):
     (copy / "leaderboard.md").write_text("\n".join(board))
     resign(copy)
     code, lines = check(copy, capsys, "--no-replay")
-    assert code == 1 and lines[-1].startswith(f"check: FAIL: tables: leaderboard.md line {number + 1} is not the table its cells give: '| 1 | vit_b |")
+    assert code == 1 and lines[-1].startswith(
+        f"check: FAIL: tables: leaderboard.md line {number + 1} is not the table its cells give: '| 1 | vit_b |"
+    )
 
 
 def test_an_extra_file_fails_unless_allowed_and_a_missing_one_fails(copy, capsys):
@@ -192,21 +236,36 @@ def test_an_extra_file_fails_unless_allowed_and_a_missing_one_fails(copy, capsys
 
 def test_cells_without_committed_code_are_refused_by_bundle_and_fail_the_check(copy, capsys):
     cells = cells_of(copy)
-    write_cells(copy, [cell.model_copy(update={"code": "nonxfer-bench 0.1.0, git 0123456789ab with uncommitted changes"}) for cell in cells[:3]] + cells[3:])
+    write_cells(
+        copy,
+        [
+            cell.model_copy(update={"code": "nonxfer-bench 0.1.0, git 0123456789ab with uncommitted changes"})
+            for cell in cells[:3]
+        ]
+        + cells[3:],
+    )
     resign(copy)
     code, lines = check(copy, capsys, "--no-replay")
-    assert code == 1 and any(line.startswith("check: manifest: FAIL: 3 of 21 cells do not record the committed code that computed them") for line in lines)
+    assert code == 1 and any(
+        line.startswith("check: manifest: FAIL: 3 of 21 cells do not record the committed code that computed them")
+        for line in lines
+    )
     assert main(["bundle", str(copy.parent.parent / "suites" / "tiny.yaml")]) == 2
     error = capsys.readouterr().err.strip()
     assert (
-        error.startswith(f"nonxfer-bench: error: {copy}: not a bundle of tiny.yaml's run: 3 of 21 cells do not record the committed code") and "\n" not in error
+        error.startswith(
+            f"nonxfer-bench: error: {copy}: not a bundle of tiny.yaml's run: 3 of 21 cells do not record the committed code"
+        )
+        and "\n" not in error
     )
 
 
 @pytest.mark.slow
 def test_a_rerun_by_other_code_refreshes_the_bundle_it_rewrote_so_the_check_still_passes(copy, capsys):
     suite = copy.parent.parent / "suites" / "tiny.yaml"
-    with mock.patch("nonxfer_bench.execution.runner.code_version", return_value="nonxfer-bench 0.1.0, git fedcba987654"):
+    with mock.patch(
+        "nonxfer_bench.execution.runner.code_version", return_value="nonxfer-bench 0.1.0, git fedcba987654"
+    ):
         assert main(["run", str(suite), "--no-tracking", "--fresh"]) == 0
     assert f"{copy / BUNDLE}: refreshed for this run's files" in capsys.readouterr().out
     assert json.loads((copy / BUNDLE).read_text())["code"] == ["nonxfer-bench 0.1.0, git fedcba987654"]
@@ -218,10 +277,16 @@ def test_a_rerun_by_other_code_refreshes_the_bundle_it_rewrote_so_the_check_stil
 def test_a_rerun_by_uncommitted_code_says_that_the_bundle_no_longer_matches(copy, capsys):
     suite = copy.parent.parent / "suites" / "tiny.yaml"
     before = (copy / BUNDLE).read_bytes()
-    with mock.patch("nonxfer_bench.execution.runner.code_version", return_value="nonxfer-bench 0.1.0, git fedcba987654 with uncommitted changes"):
+    with mock.patch(
+        "nonxfer_bench.execution.runner.code_version",
+        return_value="nonxfer-bench 0.1.0, git fedcba987654 with uncommitted changes",
+    ):
         assert main(["run", str(suite), "--no-tracking", "--fresh"]) == 0
     out = capsys.readouterr().out
-    assert f"{copy / BUNDLE}: not refreshed, so it no longer matches this run's files: " in out and "do not record the committed code" in out
+    assert (
+        f"{copy / BUNDLE}: not refreshed, so it no longer matches this run's files: " in out
+        and "do not record the committed code" in out
+    )
     assert (copy / BUNDLE).read_bytes() == before  # left as the submitter wrote it: the check names what changed
     code, lines = check(copy, capsys, "--no-replay")
     assert code == 1 and "changed after the bundle was written" in lines[-1]
@@ -248,7 +313,9 @@ def test_the_sample_is_the_checkers_draw_and_the_tolerance_rule():
     assert outcome_problem(recorded, replayed(1), exact=True).startswith("1 image outcome(s) of 200 differ")
     assert outcome_problem(recorded, replayed(2), exact=False) is None  # 99.0% agree: at the rule's edge
     assert int(200 * (1 - MIN_AGREEMENT)) == 2
-    assert outcome_problem(recorded, replayed(3), exact=False).startswith("98.5% of images' correct bits agree (at least 99%)")
+    assert outcome_problem(recorded, replayed(3), exact=False).startswith(
+        "98.5% of images' correct bits agree (at least 99%)"
+    )
 
 
 def test_cells_drawn_on_cuda_are_not_replayed_on_a_machine_without_one(copy, capsys, monkeypatch):
@@ -258,5 +325,10 @@ def test_cells_drawn_on_cuda_are_not_replayed_on_a_machine_without_one(copy, cap
     (copy / BUNDLE).write_text(json.dumps(data))
     code, lines = check(copy, capsys, "--replay-groups", "1")
     assert code == 1
-    assert any(line.startswith("check: plan: FAIL: none of the 21 cells the suite plans is in the bundle") for line in lines)  # CUDA draws: other keys
-    assert any(line.startswith("check: replay: FAIL: cannot replay here: ") and "(or check with --no-replay)" in line for line in lines)
+    assert any(
+        line.startswith("check: plan: FAIL: none of the 21 cells the suite plans is in the bundle") for line in lines
+    )  # CUDA draws: other keys
+    assert any(
+        line.startswith("check: replay: FAIL: cannot replay here: ") and "(or check with --no-replay)" in line
+        for line in lines
+    )

@@ -35,7 +35,9 @@ def test_every_committed_result_is_a_bundle_the_checker_passes(name, capsys):
     code = main(["check", str(RESULTS / name), "--no-replay"])
     out, err = capsys.readouterr()
     assert code == 0, out + err
-    assert out.splitlines()[-1].startswith(f"check: PASS {RESULTS / name}: files, manifest, cells, numbers, plan, weights, tables as recorded")
+    assert out.splitlines()[-1].startswith(
+        f"check: PASS {RESULTS / name}: files, manifest, cells, numbers, plan, weights, tables as recorded"
+    )
 
 
 def contents_of(name: str) -> tuple[Contents, Manifest]:
@@ -43,7 +45,9 @@ def contents_of(name: str) -> tuple[Contents, Manifest]:
     manifest = read_manifest(folder)
     suite, suite_file = bundle_suite(folder, manifest)
     cells = read_cells(folder)
-    return Contents(suite, suite_file, project_of(folder), cells, planned(suite, cells, manifest.draws, manifest.models)), manifest
+    return Contents(
+        suite, suite_file, project_of(folder), cells, planned(suite, cells, manifest.draws, manifest.models)
+    ), manifest
 
 
 def replayed(name: str, label: str):

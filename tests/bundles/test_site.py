@@ -29,7 +29,9 @@ def test_the_site_of_every_bundle_renders_in_chromium_with_rows_linked_to_their_
     first = tiny_bundle(project, digits_zoo)
     second = tiny_bundle(project, digits_zoo, name="tiny-gauss", encoders=[{"name": "gaussian", "strengths": [20.0]}])
     edited = shutil.copytree(first, project / "results" / "tiny-edited")
-    (edited / "leaderboard.md").write_text((edited / "leaderboard.md").read_text().replace("| 1 | vit_a |", "| 1 | vit_b |"))
+    (edited / "leaderboard.md").write_text(
+        (edited / "leaderboard.md").read_text().replace("| 1 | vit_a |", "| 1 | vit_b |")
+    )
     unbundled = shutil.copytree(second, project / "results" / "tiny-unbundled")
     (unbundled / "BUNDLE.json").unlink()
     (project / "results" / "notes").mkdir()  # a folder without results: not listed at all
@@ -55,16 +57,25 @@ def test_the_site_of_every_bundle_renders_in_chromium_with_rows_linked_to_their_
         assert cells[1] == "digits test (60 images)"
         assert cells[2] == "not a protocol verdict"  # the tiny suites run their own attacks only
         shown[(link.inner_text(), cells[header.index("encoding")])] = cells[header.index("gap: none")]
-    expected = {(bundle.name, encoding): gap for bundle in (first, second) for encoding, gap in ranking((bundle / "leaderboard.md").read_text()).items()}
+    expected = {
+        (bundle.name, encoding): gap
+        for bundle in (first, second)
+        for encoding, gap in ranking((bundle / "leaderboard.md").read_text()).items()
+    }
     assert shown == expected
     assert all(re.fullmatch(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]( broken)?", gap) for gap in shown.values())
     bundles = page.locator("xpath=//h2[.='Bundles']/following-sibling::table[1]")
     assert bundles.locator("tbody tr td:first-child").all_inner_texts() == ["tiny", "tiny-gauss"]
     left_out = page.locator("xpath=//h2[.='Left out']/following-sibling::ul[1]").inner_text()
-    assert "tiny-edited: its files do not match BUNDLE.json: leaderboard.md: its sha256 is not the one BUNDLE.json records" in left_out
+    assert (
+        "tiny-edited: its files do not match BUNDLE.json: leaderboard.md: its sha256 is not the one BUNDLE.json records"
+        in left_out
+    )
     assert "tiny-unbundled: no BUNDLE.json" in left_out and "notes" not in left_out
     column = header.index("gap: none")
     releases.locator("th").nth(column).click()
-    values = [float(text.split(" ")[0]) for text in releases.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()]
+    values = [
+        float(text.split(" ")[0]) for text in releases.locator(f"tbody tr td:nth-child({column + 1})").all_inner_texts()
+    ]
     assert values == sorted(values)
     page.close()

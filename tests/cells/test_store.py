@@ -72,7 +72,9 @@ def test_a_gzipped_copy_reads_as_the_store_and_the_same_cells_give_the_same_byte
     cells = [cell("a", 0.5), cell("b", 1.0)]
     (tmp_path / "cells.jsonl.gz").write_bytes(gzipped_lines(cells))
     assert CellStore(tmp_path / "cells.jsonl.gz", writable=False).cells == {"a": cells[0], "b": cells[1]}
-    assert gzipped_lines(cells) == gzipped_lines(list(cells))  # no time stamp: a rebuilt results folder is unchanged in git
+    assert gzipped_lines(cells) == gzipped_lines(
+        list(cells)
+    )  # no time stamp: a rebuilt results folder is unchanged in git
     with pytest.raises(AssertionError, match="read-only"):
         CellStore(tmp_path / "cells.jsonl.gz")
 
@@ -107,7 +109,7 @@ def test_a_gzipped_copy_with_a_torn_last_line_is_damaged_not_shorter(tmp_path):
     from nonxfer_bench.cells.store import lines
 
     text = lines([cell("a", 0.5), cell("b", 1.0)])
-    (tmp_path / "cells.jsonl.gz").write_bytes(gzip.compress(text[: -20].encode()))  # a results file is written whole
+    (tmp_path / "cells.jsonl.gz").write_bytes(gzip.compress(text[:-20].encode()))  # a results file is written whole
     with pytest.raises(UserError, match=r"cells.jsonl.gz: line 2 is not a finished cell"):
         CellStore(tmp_path / "cells.jsonl.gz", writable=False)
 

@@ -29,6 +29,8 @@ def test_a_group_returns_freed_memory_after_every_batch(tmp_path, digits_zoo, mo
 
     calls = []
     monkeypatch.setattr(group, "return_freed_memory", lambda: calls.append(1))
-    suite = load_suite(digits_suite(tmp_path, digits_zoo, encoders=[{"name": "patch", "strengths": [0.0]}]))  # 120 images, batch 50
+    suite = load_suite(
+        digits_suite(tmp_path, digits_zoo, encoders=[{"name": "patch", "strengths": [0.0]}])
+    )  # 120 images, batch 50
     Runner(suite).run()
     assert len(calls) == 2 * 3  # two groups (clean, patch 0) of three batches each

@@ -13,7 +13,9 @@ from nonxfer_bench.encoders import ENCODERS
 REGISTRIES = {"attack": ATTACKS, "encoder": ENCODERS, "dataset": DATASETS}
 
 
-@pytest.mark.parametrize("kind, name", [(kind, name) for kind, registry in REGISTRIES.items() for name in registry.names()])
+@pytest.mark.parametrize(
+    "kind, name", [(kind, name) for kind, registry in REGISTRIES.items() for name in registry.names()]
+)
 def test_every_registered_component_has_strict_params(kind, name):
     assert issubclass(REGISTRIES[kind].get(name).Params, Strict)
 
@@ -22,7 +24,9 @@ def test_create_turns_a_validation_error_into_one_line_naming_the_parameter():
     with pytest.raises(UserError) as caught:
         ATTACKS.create("blur", {"sigma": 2})
     assert str(caught.value) == "attack 'blur': parameter 'sigma': unknown key; valid keys here: max_sigma"
-    with pytest.raises(UserError, match=r"^attack 'jpeg_pil': parameter 'max_quality': .*less than or equal to 100 \(got 101\)$"):
+    with pytest.raises(
+        UserError, match=r"^attack 'jpeg_pil': parameter 'max_quality': .*less than or equal to 100 \(got 101\)$"
+    ):
         ATTACKS.create("jpeg_pil", {"max_quality": 101})
     with pytest.raises(UserError, match=r"^encoder 'patch': parameter 'tau': .*valid number.* \(got 'small'\)$"):
         ENCODERS.create("patch", {"tau": "small"})

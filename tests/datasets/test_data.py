@@ -49,7 +49,9 @@ def test_an_image_folder_subset_decodes_only_the_chosen_files_and_equals_the_ful
     for label in range(3):
         (tmp_path / f"c{label}").mkdir()
         for i in range(4):
-            Image.fromarray(np.full((20, 30, 3), 20 * label + i, dtype=np.uint8)).save(tmp_path / f"c{label}" / f"{i}.png")
+            Image.fromarray(np.full((20, 30, 3), 20 * label + i, dtype=np.uint8)).save(
+                tmp_path / f"c{label}" / f"{i}.png"
+            )
     dataset = DATASETS.create("image_folder", {"root": str(tmp_path), "size": 16})
     full = dataset.load().subset(5, 3)
     decoded = []
@@ -57,7 +59,11 @@ def test_an_image_folder_subset_decodes_only_the_chosen_files_and_equals_the_ful
     monkeypatch.setattr(data_module, "decode_image", lambda path, **kw: decoded.append(path) or original(path, **kw))
     chosen = dataset.load_subset(5, 3)
     assert len(decoded) == 5
-    assert torch.equal(chosen.images, full.images) and torch.equal(chosen.labels, full.labels) and chosen.classes == full.classes
+    assert (
+        torch.equal(chosen.images, full.images)
+        and torch.equal(chosen.labels, full.labels)
+        and chosen.classes == full.classes
+    )
 
 
 def test_a_cached_image_folder_subset_is_decoded_into_the_cache_file_and_read_back_equal(tmp_path, monkeypatch):
@@ -67,12 +73,18 @@ def test_a_cached_image_folder_subset_is_decoded_into_the_cache_file_and_read_ba
     for label in range(2):
         (tmp_path / "data" / f"c{label}").mkdir(parents=True)
         for i in range(3):
-            Image.fromarray(np.full((20, 30, 3), 40 * label + i, dtype=np.uint8)).save(tmp_path / "data" / f"c{label}" / f"{i}.png")
+            Image.fromarray(np.full((20, 30, 3), 40 * label + i, dtype=np.uint8)).save(
+                tmp_path / "data" / f"c{label}" / f"{i}.png"
+            )
     params = {"root": str(tmp_path / "data"), "size": 16}
     cached = load_cached("image_folder", params, 4, 1)
     expected = DATASETS.create("image_folder", params).load().subset(4, 1)
     assert torch.equal(cached.images, expected.images) and torch.equal(cached.labels, expected.labels)
-    assert sorted(p.suffix for p in (tmp_path / "cache" / "datasets").iterdir()) == [".TAG", ".json", ".npy"]  # no partial file left
+    assert sorted(p.suffix for p in (tmp_path / "cache" / "datasets").iterdir()) == [
+        ".TAG",
+        ".json",
+        ".npy",
+    ]  # no partial file left
 
 
 def test_image_folder_errors_name_what_to_provide(tmp_path, monkeypatch):

@@ -20,7 +20,9 @@ WNIDS = [CLASSES[i] for i in (0, 999, 1, 500, 0, 123)]  # image i has class WNID
 def write_folder(root: Path, count: int = len(WNIDS)) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for i in range(1, count + 1):
-        Image.fromarray(np.full((30 + i, 40, 3), 20 * i, dtype=np.uint8)).save(root / f"ILSVRC2012_val_{i:08d}.JPEG", quality=95)
+        Image.fromarray(np.full((30 + i, 40, 3), 20 * i, dtype=np.uint8)).save(
+            root / f"ILSVRC2012_val_{i:08d}.JPEG", quality=95
+        )
     return root
 
 
@@ -34,7 +36,10 @@ def write_devkit(folder: Path, wnids: list[str]) -> Path:
     """A devkit whose class IDs are a permutation of timm's order (as the real one's are), plus non-leaf synsets."""
     order = np.random.default_rng(0).permutation(1000)
     devkit_id = {CLASSES[j]: position + 1 for position, j in enumerate(order)}
-    entries = [(position + 1, CLASSES[j], 0) for position, j in enumerate(order)] + [(1001, "n00001740", 3), (1002, "n00002137", 2)]
+    entries = [(position + 1, CLASSES[j], 0) for position, j in enumerate(order)] + [
+        (1001, "n00001740", 3),
+        (1002, "n00002137", 2),
+    ]
     synsets = np.array(entries, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O"), ("num_children", "O")])
     (folder / "data").mkdir(parents=True, exist_ok=True)
     savemat(folder / "data" / "meta.mat", {"synsets": synsets})
@@ -48,7 +53,9 @@ def expected() -> list[int]:
 
 def test_loc_solution_labels_are_timm_class_indices(tmp_path):
     root = write_folder(tmp_path / "val")
-    data = load_dataset("imagenet_val", {"root": str(root), "solution": str(write_solution(tmp_path / "sol.csv", WNIDS)), "size": 16})
+    data = load_dataset(
+        "imagenet_val", {"root": str(root), "solution": str(write_solution(tmp_path / "sol.csv", WNIDS)), "size": 16}
+    )
     assert data.images.shape == (len(WNIDS), 3, 16, 16)
     assert data.labels.tolist() == expected() == [0, 999, 1, 500, 0, 123]
     assert data.classes == sorted(data.classes) and len(data.classes) == 1000
@@ -59,7 +66,9 @@ def test_devkit_labels_map_its_class_ids_through_meta_mat_to_timm_order(tmp_path
     devkit = write_devkit(tmp_path / "ILSVRC2012_devkit_t12", WNIDS)
     data = load_dataset("imagenet_val", {"root": str(root), "devkit": str(devkit), "size": 16})
     assert data.labels.tolist() == expected()
-    solution = load_dataset("imagenet_val", {"root": str(root), "solution": str(write_solution(tmp_path / "sol.csv", WNIDS)), "size": 16})
+    solution = load_dataset(
+        "imagenet_val", {"root": str(root), "solution": str(write_solution(tmp_path / "sol.csv", WNIDS)), "size": 16}
+    )
     assert (data.images == solution.images).all()  # images decoded in file order either way
 
 
@@ -68,10 +77,17 @@ def test_the_synset_mapping_must_list_timms_classes(tmp_path):
     solution = write_solution(tmp_path / "sol.csv", WNIDS)
     mapping = tmp_path / "LOC_synset_mapping.txt"
     mapping.write_text("".join(f"{w} some words, more\n" for w in reversed(CLASSES)))  # any order: labels use timm's
-    assert load_dataset("imagenet_val", {"root": str(root), "solution": str(solution), "synsets": str(mapping), "size": 16}).labels.tolist() == expected()
+    assert (
+        load_dataset(
+            "imagenet_val", {"root": str(root), "solution": str(solution), "synsets": str(mapping), "size": 16}
+        ).labels.tolist()
+        == expected()
+    )
     mapping.write_text("".join(f"{w} words\n" for w in CLASSES[:-1] + ["n99999999"]))
     with pytest.raises(UserError, match="1 unknown, first: \\['n99999999'\\]"):
-        load_dataset("imagenet_val", {"root": str(root), "solution": str(solution), "synsets": str(mapping), "size": 16})
+        load_dataset(
+            "imagenet_val", {"root": str(root), "solution": str(solution), "synsets": str(mapping), "size": 16}
+        )
 
 
 @pytest.mark.parametrize(
@@ -90,7 +106,11 @@ def test_the_synset_mapping_must_list_timms_classes(tmp_path):
 def test_every_mismatch_is_one_line(tmp_path, case, message):
     root = write_folder(tmp_path / "val")
     solution = tmp_path / "sol.csv"
-    wnids = {"missing_label": WNIDS[:-1], "unknown_wnid": WNIDS[:2] + ["n99999999"] + WNIDS[3:], "extra_label": WNIDS + [CLASSES[7]]}.get(case, WNIDS)
+    wnids = {
+        "missing_label": WNIDS[:-1],
+        "unknown_wnid": WNIDS[:2] + ["n99999999"] + WNIDS[3:],
+        "extra_label": WNIDS + [CLASSES[7]],
+    }.get(case, WNIDS)
     write_solution(solution, wnids)
     params = {"root": str(root), "solution": str(solution), "size": 16}
     if case == "duplicate":
@@ -120,7 +140,13 @@ def test_a_suite_with_both_or_no_label_sources_is_refused_in_one_line(tmp_path, 
 
     root = write_folder(tmp_path / "val")
     for params in ({"root": str(root)}, {"root": str(root), "solution": "a.csv", "devkit": "kit"}):
-        suite = digits_suite(tmp_path, digits_zoo, dataset={"name": "imagenet_val", "params": {**params, "channels": 1}})
-        done = subprocess.run([sys.executable, "-m", "nonxfer_bench.cli", "run", str(suite), "--no-tracking"], capture_output=True, text=True)
+        suite = digits_suite(
+            tmp_path, digits_zoo, dataset={"name": "imagenet_val", "params": {**params, "channels": 1}}
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "nonxfer_bench.cli", "run", str(suite), "--no-tracking"],
+            capture_output=True,
+            text=True,
+        )
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and len(lines) == 1 and "exactly one label source" in lines[0], done.stderr

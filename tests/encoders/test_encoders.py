@@ -66,7 +66,12 @@ def test_reference_equals_the_published_recipe(model, nominal_psnr):
     if model.geometry.overlapping:
         assert (encoding.flat_input.patches() - patches).abs().max() < 1e-5 * patches.abs().max()
         weight = model.first_conv.weight
-        assert torch.allclose(encoding.flat_input.first_layer(weight), weight.flatten(1) @ patches, rtol=1e-4, atol=1e-4 * float((weight.flatten(1) @ patches).abs().max()))
+        assert torch.allclose(
+            encoding.flat_input.first_layer(weight),
+            weight.flatten(1) @ patches,
+            rtol=1e-4,
+            atol=1e-4 * float((weight.flatten(1) @ patches).abs().max()),
+        )
     else:
         assert encoding.flat_input is None
 
@@ -164,13 +169,20 @@ def test_the_patch_encoder_makes_one_svd_per_first_layer(monkeypatch):
     import nonxfer_bench.encoders.patch as patch
 
     calls = []
-    monkeypatch.setattr(patch, "patch_subspace", lambda weight, tau, real=patch.patch_subspace: calls.append(tau) or real(weight, tau))
+    monkeypatch.setattr(
+        patch, "patch_subspace", lambda weight, tau, real=patch.patch_subspace: calls.append(tau) or real(weight, tau)
+    )
     torch.manual_seed(0)
     model = build_model(MODELS["overlapping"])
     encoder = ENCODERS.create("patch")
-    released = [encoder.encode(images(seed=seed), model, 20.0, torch.Generator().manual_seed(1)).images for seed in range(3)]
+    released = [
+        encoder.encode(images(seed=seed), model, 20.0, torch.Generator().manual_seed(1)).images for seed in range(3)
+    ]
     assert len(calls) == 1
-    assert torch.equal(released[2], ENCODERS.create("patch").encode(images(seed=2), model, 20.0, torch.Generator().manual_seed(1)).images)
+    assert torch.equal(
+        released[2],
+        ENCODERS.create("patch").encode(images(seed=2), model, 20.0, torch.Generator().manual_seed(1)).images,
+    )
     with torch.no_grad():
         model.first_conv.weight[0] *= -1  # another layer (same null space, other W): its own SVD
     encoder.encode(images(), model, 20.0, torch.Generator().manual_seed(1))

@@ -36,9 +36,19 @@ def model(name: str) -> ZooModel:
     parameters are all drawn at scale 0.5 (timm's small init makes its logits nearly constant in the input)."""
     if name != "tiny_vit":
         return build_model(fashion_specs()[name])
-    kwargs = {"img_size": 16, "patch_size": 4, "in_chans": 3, "embed_dim": 12, "depth": 2, "num_heads": 2, "num_classes": 10}
+    kwargs = {
+        "img_size": 16,
+        "patch_size": 4,
+        "in_chans": 3,
+        "embed_dim": 12,
+        "depth": 2,
+        "num_heads": 2,
+        "num_classes": 10,
+    }
     preprocess = {"input_size": [3, 16, 16], "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.3, 0.25]}
-    vit = build_model(ModelSpec(name="tiny_vit", arch="vit_tiny_patch16_224", kwargs=kwargs, preprocess=preprocess, seed=0))
+    vit = build_model(
+        ModelSpec(name="tiny_vit", arch="vit_tiny_patch16_224", kwargs=kwargs, preprocess=preprocess, seed=0)
+    )
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for parameter in vit.parameters():
@@ -64,7 +74,9 @@ def test_the_transformed_model_on_encrypted_images_gives_the_plain_models_logits
     deployed = encoder.authorized_view(plain_model, keyed_generator("release"))
     plain = logits(plain_model, clean)
     assert float((logits(deployed, released) - plain).abs().max()) < 1e-5
-    assert float((logits(plain_model, released) - plain).abs().max()) > 1e-2, "the plain model reads the release as it reads the clean images"
+    assert float((logits(plain_model, released) - plain).abs().max()) > 1e-2, (
+        "the plain model reads the release as it reads the clean images"
+    )
 
 
 @pytest.mark.parametrize("transform", ["shuffle", "flip"])
@@ -119,14 +131,18 @@ def test_the_release_stays_in_unit_range_reports_its_real_psnr_and_decrypts_back
     assert 0 <= float(encoding.images.min()) and float(encoding.images.max()) <= 1
     assert torch.equal(encoding.achieved_psnr, psnr_per_image(clean, encoding.images))
     assert float(encoding.achieved_psnr.max()) < 15  # a scrambled image is far from the clean one
-    assert torch.allclose(encoder.key(vit, vit.input_size, keyed_generator("release")).decrypt(encoding.images), clean, atol=1e-6, rtol=0)
+    assert torch.allclose(
+        encoder.key(vit, vit.input_size, keyed_generator("release")).decrypt(encoding.images), clean, atol=1e-6, rtol=0
+    )
 
 
 def test_pixels_outside_the_whole_blocks_are_released_unchanged():
     key = BlockKey.draw(7, (4, 4), 2, 16, KeyedBlockParams())  # 18 x 17 images: 4 x 4 whole blocks, then a remainder
     clean = torch.rand(2, 2, 18, 17, generator=torch.Generator().manual_seed(1))
     released = key.encrypt(clean)
-    assert torch.equal(released[..., 16:, :], clean[..., 16:, :]) and torch.equal(released[..., :, 16:], clean[..., :, 16:])
+    assert torch.equal(released[..., 16:, :], clean[..., 16:, :]) and torch.equal(
+        released[..., :, 16:], clean[..., :, 16:]
+    )
     assert not torch.equal(released[..., :16, :16], clean[..., :16, :16])
     assert torch.allclose(key.decrypt(released), clean, atol=1e-6, rtol=0)
 

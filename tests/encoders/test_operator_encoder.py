@@ -102,7 +102,9 @@ def test_operator_noise_moves_an_overlapping_stem_much_less_than_patch_noise(k, 
     ratio = float(first_layer_gain(deep, x, operator.images).mean() / first_layer_gain(deep, x, patch.images).mean())
     print(f"operator/patch first-layer response, deep stem, k={k}: {ratio:.3f}")
     assert ratio < bound
-    assert operator.info["patch_sigma_s"] == 0.0 and operator.info["exact_null"] == 0  # the patch null is not an image null
+    assert (
+        operator.info["patch_sigma_s"] == 0.0 and operator.info["exact_null"] == 0
+    )  # the patch null is not an image null
 
 
 def fashion_zoo_models() -> list:
@@ -145,7 +147,12 @@ def test_a_release_is_a_function_of_its_key_and_inputs_not_of_the_thread_count(n
     released = {}
     for threads in (1, 2):
         path = tmp_path / f"{threads}.pt"
-        subprocess.run([sys.executable, "-c", ENCODE_IN_A_FRESH_PROCESS, str(threads), name, str(path)], cwd=ROOT, check=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "-c", ENCODE_IN_A_FRESH_PROCESS, str(threads), name, str(path)],
+            cwd=ROOT,
+            check=True,
+            timeout=300,
+        )
         released[threads] = torch.load(path)
     assert (released[1] - released[2]).abs().max() < 1e-5
 
@@ -174,7 +181,9 @@ def test_the_basis_reaches_the_images_device_and_dtype_once_per_subspace():
     assert encoder.basis(subspace, images(deep, count=3, seed=1)) is basis  # another batch: the same tensor
     assert encoder.basis(subspace, x.double()).dtype == torch.float64  # another dtype: its own conversion
     first = encoder.encode(x, deep, 10.0, torch.Generator().manual_seed(1)).images
-    assert torch.equal(first, ENCODERS.create("operator", {"k": 4}).encode(x, deep, 10.0, torch.Generator().manual_seed(1)).images)
+    assert torch.equal(
+        first, ENCODERS.create("operator", {"k": 4}).encode(x, deep, 10.0, torch.Generator().manual_seed(1)).images
+    )
 
 
 def test_the_solve_time_estimate_times_a_cpu_copy_of_the_layer(monkeypatch):

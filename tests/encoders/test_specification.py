@@ -175,7 +175,11 @@ BROKEN = {
     "lies_about_psnr": (LiesAboutPsnr, "achieved_psnr", "the release's standard PSNR"),
     "draws_globally": (DrawsGlobally, "determinism_under_a_key", "drew from torch's global generator"),
     "changes_its_input": (ChangesItsInput, "release_shape_and_range", "changed the images it was given"),
-    "says_unkeyed": (SaysUnkeyed, "determinism_under_a_key", "declares keyed = False, but another seed gave another release"),
+    "says_unkeyed": (
+        SaysUnkeyed,
+        "determinism_under_a_key",
+        "declares keyed = False, but another seed gave another release",
+    ),
     "says_keyed": (SaysKeyed, "determinism_under_a_key", "another seed gave the same release"),
     "says_in_range": (SaysInRange, "release_shape_and_range", "declares in_unit_range"),
     "says_standard_psnr": (SaysStandardPsnr, "achieved_psnr", "a standard-PSNR target, released at [inf"),
@@ -187,7 +191,11 @@ BROKEN = {
     "transforms_in_place": (TransformsInPlace, "authorized_view", "changed the model it was given"),
     "wrong_shape": (WrongShape, "release_shape_and_range", "(3, 1, 24, 20) torch.float32 for (3, 1, 20, 24)"),
     "no_secret": (NoSecret, "declarations", "declare `secret`"),
-    "says_png8_keeps_it": (SaysPng8KeepsIt, "storage_formats", "declares storage format png8, but stored in it the release keeps"),
+    "says_png8_keeps_it": (
+        SaysPng8KeepsIt,
+        "storage_formats",
+        "declares storage format png8, but stored in it the release keeps",
+    ),
     "names_no_format": (NamesNoFormat, "declarations", "unknown storage format 'png'"),
 }
 

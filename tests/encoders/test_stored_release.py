@@ -36,7 +36,10 @@ def models(zoo: Path) -> dict:
 
 
 def encoder(source: Path, release: Path):
-    return ENCODERS.create("stored_release", {"release": str(release), "originals": str(source), "manifest_sha256": manifest_sha256(release)})
+    return ENCODERS.create(
+        "stored_release",
+        {"release": str(release), "originals": str(source), "manifest_sha256": manifest_sha256(release)},
+    )
 
 
 def originals(source: Path, release: Path, order: list[int]) -> torch.Tensor:

@@ -24,7 +24,9 @@ def small_suite(folder: Path, **overrides) -> Suite:
         "dataset": {"name": "digits", "limit": 40},
         "zoo": [{"name": "a", "seed": 0, **RESNET}, {"name": "b", "seed": 1, **RESNET}],
         "authorized": ["a"],
-        "encoders": [{"name": "gaussian", "strengths": [40.0]}],  # nearly clean, and attacked (the clean images face no attack)
+        "encoders": [
+            {"name": "gaussian", "strengths": [40.0]}
+        ],  # nearly clean, and attacked (the clean images face no attack)
         "attacks": [{"name": "identity"}],
         "batch_size": 10,
         "output": {"dir": str(folder / "runs"), "results": str(folder / "results"), "sample_images": 0},

@@ -14,13 +14,23 @@ def fits_in(limit: int, calls: list[int]):
         if len(chunk) > limit:
             raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {len(chunk)} images")
         return chunk * 2
+
     return function
 
 
 def test_an_out_of_memory_batch_is_split_into_chunks_that_fit_and_the_size_is_remembered(capsys):
     backoff, calls, batch = BatchBackOff(), [], torch.arange(64.0)
     assert torch.equal(backoff("m", fits_in(20, calls), batch), batch * 2)
-    assert calls == [64, 48, 32, 24, 16, 16, 16, 16]  # timm's decay_batch_step; each failing size fails on its first chunk
+    assert calls == [
+        64,
+        48,
+        32,
+        24,
+        16,
+        16,
+        16,
+        16,
+    ]  # timm's decay_batch_step; each failing size fails on its first chunk
     assert backoff.sizes == {"m": 16} and "m: out of memory at batch 64, retrying with 48" in capsys.readouterr().err
     calls.clear()
     backoff("m", fits_in(20, calls), batch)

@@ -15,12 +15,17 @@ from nonxfer_bench.linalg.bounds import NOT_COMPUTED
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from tests.execution.small import small_suite
 
-SETUP = {"encoders": [{"name": "gaussian", "strengths": [20.0]}], "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}]}
+SETUP = {
+    "encoders": [{"name": "gaussian", "strengths": [20.0]}],
+    "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
+}
 NOT_COMPUTED_TEXT = "Bounds were not computed for this run"
 
 
 def plan_keys(suite) -> dict[tuple[str, str, str], str]:
-    return {(group.key, step.label, model): key for group in plan_suite(suite) for (step, model), key in group.cells.items()}
+    return {
+        (group.key, step.label, model): key for group in plan_suite(suite) for (step, model), key in group.cells.items()
+    }
 
 
 def test_bounds_true_keeps_every_key_and_false_changes_only_the_baseline_keys(tmp_path):
@@ -28,7 +33,9 @@ def test_bounds_true_keeps_every_key_and_false_changes_only_the_baseline_keys(tm
     assert plan_keys(small_suite(tmp_path / "on", bounds=True, **SETUP)) == default
     off = plan_keys(small_suite(tmp_path / "off", bounds=False, **SETUP))
     assert off.keys() == default.keys()
-    assert {cell for cell, key in off.items() if key != default[cell]} == {cell for cell in default if cell[1] == "identity@1"}
+    assert {cell for cell, key in off.items() if key != default[cell]} == {
+        cell for cell in default if cell[1] == "identity@1"
+    }
 
 
 def test_without_bounds_the_baseline_cells_are_marked_and_hold_the_same_results(tmp_path):

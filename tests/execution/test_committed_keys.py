@@ -15,7 +15,11 @@ from nonxfer_bench.loading import load_suite
 from nonxfer_bench.schema.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = sorted(folder.name for folder in (ROOT / "results").iterdir() if results_cells(folder).is_file() and (ROOT / "suites" / f"{folder.name}.yaml").is_file())
+COMMITTED = sorted(
+    folder.name
+    for folder in (ROOT / "results").iterdir()
+    if results_cells(folder).is_file() and (ROOT / "suites" / f"{folder.name}.yaml").is_file()
+)
 
 
 @pytest.mark.slow
@@ -25,4 +29,6 @@ def test_a_committed_folder_holds_every_cell_its_suite_plans(name: str) -> None:
     cells = CellStore(results_cells(ROOT / "results" / name), writable=False).cells
     planned = {key for group in plan_of(suite, RunSettings.of(suite), cells) for key in group.cells.values()}
     missing = planned - set(cells)
-    assert not missing, f"{name}: {len(missing)} of {len(planned)} planned cells are not among the committed ones (re-keyed?)"
+    assert not missing, (
+        f"{name}: {len(missing)} of {len(planned)} planned cells are not among the committed ones (re-keyed?)"
+    )

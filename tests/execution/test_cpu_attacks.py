@@ -22,7 +22,10 @@ ATTACK_LIST = [
 
 
 def test_the_attacks_that_compute_on_the_cpu_say_so():
-    assert [name for name in ("jpeg_pil", "denoise_nlm", "blur", "jpeg_kornia") if ATTACKS.get(name).cpu_only] == ["jpeg_pil", "denoise_nlm"]
+    assert [name for name in ("jpeg_pil", "denoise_nlm", "blur", "jpeg_kornia") if ATTACKS.get(name).cpu_only] == [
+        "jpeg_pil",
+        "denoise_nlm",
+    ]
 
 
 def run(folder, monkeypatch, overlap: bool | None) -> tuple[Runner, list[str], object]:
@@ -52,9 +55,13 @@ def sequential(tmp_path, monkeypatch):
     return result
 
 
-def test_overlapped_cpu_attacks_run_on_pool_threads_and_give_the_sequential_cells_and_grids(tmp_path, monkeypatch, sequential):
+def test_overlapped_cpu_attacks_run_on_pool_threads_and_give_the_sequential_cells_and_grids(
+    tmp_path, monkeypatch, sequential
+):
     _, threads, overlapped = run(tmp_path / "overlapped", monkeypatch, overlap=True)
-    assert len(threads) == 3 * 4  # the gaussian group (the clean images face no attack) x three CPU-only steps x four batches
+    assert (
+        len(threads) == 3 * 4
+    )  # the gaussian group (the clean images face no attack) x three CPU-only steps x four batches
     assert all(name.startswith("nxb-cpu-attack") for name in threads)
     assert {cell.key: cell for cell in overlapped.cells} == {cell.key: cell for cell in sequential.cells}
     assert overlapped.samples.keys() == sequential.samples.keys()

@@ -40,22 +40,34 @@ def sequential(tmp_path_factory, digits_zoo):
 def test_a_process_pool_gives_the_sequential_cells_and_the_driver_alone_writes_them(tmp_path, digits_zoo, sequential):
     suite = small_suite(tmp_path, digits_zoo, "pool")
     seen = []
-    result = Runner(suite, executor=ProcessExecutor(workers=2, threads=1), on_group=lambda g, cells, sample: seen.append((g.key, sample))).run()
+    result = Runner(
+        suite,
+        executor=ProcessExecutor(workers=2, threads=1),
+        on_group=lambda g, cells, sample: seen.append((g.key, sample)),
+    ).run()
     assert by_key(result.cells) == sequential  # same keys, same numbers, every field
     assert sorted(key for key, _ in seen) == sorted(g.key for g in Runner(suite).groups)
-    assert all(sample is not None and sample.is_file() for _, sample in seen)  # grids drawn from rows the workers sent back
+    assert all(
+        sample is not None and sample.is_file() for _, sample in seen
+    )  # grids drawn from rows the workers sent back
     assert Runner(suite).run().computed_groups == 0  # the driver stored every cell
 
 
 @pytest.mark.slow
-def test_a_killed_worker_is_retried_and_an_exhausted_retry_names_the_missing_groups(tmp_path, digits_zoo, sequential, monkeypatch):
+def test_a_killed_worker_is_retried_and_an_exhausted_retry_names_the_missing_groups(
+    tmp_path, digits_zoo, sequential, monkeypatch
+):
     """One worker computes the three groups (three batches each) in turn; the fault point kills it at its fourth
     batch, the first of the second group, so exactly one group is delivered, whatever the machine's load."""
     monkeypatch.setenv("NXB_FAULT", "group_batch:4")  # the worker inherits it; the driver computes no batch
     finished: list[str] = []
     suite = small_suite(tmp_path, digits_zoo, "killed")
     with pytest.raises(WorkerDied, match="groups not computed: .*run the same command again to resume"):
-        Runner(suite, executor=ProcessExecutor(workers=1, threads=1, retries=0), on_group=lambda group, cells, sample: finished.append(group.key)).run()
+        Runner(
+            suite,
+            executor=ProcessExecutor(workers=1, threads=1, retries=0),
+            on_group=lambda group, cells, sample: finished.append(group.key),
+        ).run()
     assert len(finished) == 1
     monkeypatch.delenv("NXB_FAULT")
     resumed = Runner(suite).run()  # the rerun computes only what the dead worker lost
@@ -74,7 +86,11 @@ def test_a_worker_killed_while_the_driver_takes_a_group_is_replaced_by_a_retry(t
             killed.append(group.key)
 
     killed: list[str] = []
-    retried = Runner(small_suite(tmp_path, digits_zoo, "retried"), executor=ProcessExecutor(workers=1, threads=1, retries=1), on_group=kill_the_worker).run()
+    retried = Runner(
+        small_suite(tmp_path, digits_zoo, "retried"),
+        executor=ProcessExecutor(workers=1, threads=1, retries=1),
+        on_group=kill_the_worker,
+    ).run()
     assert killed and retried.computed_groups == 3 and by_key(retried.cells) == sequential
 
 
@@ -89,7 +105,9 @@ def test_ray_tasks_on_a_local_cluster_give_the_sequential_cells(tmp_path, digits
     assert by_key(result.cells) == sequential
 
 
-def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_same_cells(tmp_path, digits_zoo, sequential, monkeypatch):
+def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_same_cells(
+    tmp_path, digits_zoo, sequential, monkeypatch
+):
     from nonxfer_bench.zoo import ZooModel
 
     forward = ZooModel.forward
@@ -103,9 +121,16 @@ def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_s
     runner = Runner(small_suite(tmp_path, digits_zoo, "oom"))
     cells = {key: cell.record() for key, cell in by_key(runner.run().cells).items()}
     expected = {key: cell.record() for key, cell in sequential.items()}
-    differences = {(field, str(cell[field])) for key, cell in cells.items() for field in cell if field not in RUN_METADATA and cell[field] != expected[key].get(field)}
+    differences = {
+        (field, str(cell[field]))
+        for key, cell in cells.items()
+        for field in cell
+        if field not in RUN_METADATA and cell[field] != expected[key].get(field)
+    }
     # every cell number is the same; only the bound diagnostics (not backed off) record the error instead of failing
-    assert {field for field, _ in differences} == {"bound/error"} and all("out of memory" in text for _, text in differences)
+    assert {field for field, _ in differences} == {"bound/error"} and all(
+        "out of memory" in text for _, text in differences
+    )
     assert set(runner.backoff.sizes.values()) == {12}  # 25 -> 24 -> 16 -> 12, per model
 
 
@@ -117,7 +142,9 @@ def test_a_worker_prints_the_package_s_notices_as_lines_naming_it(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().endswith(f"worker {done.stdout.strip()}: operator encoder: one-time solve, estimated 3 s")
+    assert done.stderr.strip().endswith(
+        f"worker {done.stdout.strip()}: operator encoder: one-time solve, estimated 3 s"
+    )
 
 
 def test_the_command_line_selects_the_executor():

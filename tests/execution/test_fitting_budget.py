@@ -20,7 +20,10 @@ def fitted_run(folder, monkeypatch, released: int, batch_size: int) -> tuple[lis
         fit(self, context)
 
     monkeypatch.setattr(SubspaceImage, "fit", spy)
-    attacks = [{"name": "identity"}, {"name": "subspace_image", "strengths": [1.0], "params": {"released": released, "max_dims": 8}}]
+    attacks = [
+        {"name": "identity"},
+        {"name": "subspace_image", "strengths": [1.0], "params": {"released": released, "max_dims": 8}},
+    ]
     cells = Runner(small_suite(folder, attacks=attacks, batch_size=batch_size)).run().cells
     return seen, {cell.model: cell for cell in cells if cell.attack == "subspace_image"}
 
@@ -36,7 +39,11 @@ def test_the_fit_and_the_cells_do_not_depend_on_the_batch_size(tmp_path, monkeyp
     large, large_cells = fitted_run(tmp_path / "one-batch", monkeypatch, released=25, batch_size=40)
     assert torch.equal(small[0], large[0])  # the clean release does not depend on the batching
     for model, cell in small_cells.items():
-        assert (cell.accuracy, cell.outcomes, cell.budget_released) == (large_cells[model].accuracy, large_cells[model].outcomes, 25)
+        assert (cell.accuracy, cell.outcomes, cell.budget_released) == (
+            large_cells[model].accuracy,
+            large_cells[model].outcomes,
+            25,
+        )
 
 
 @pytest.mark.parametrize("batch_size", [10, 40])
@@ -44,14 +51,19 @@ def test_a_budget_above_the_group_is_clamped_to_its_images_and_the_cells_say_so(
     seen, cells = fitted_run(tmp_path, monkeypatch, released=100, batch_size=batch_size)
     assert [len(images) for images in seen] == [40]
     assert {cell.budget_released for cell in cells.values()} == {40}
-    assert "subspace_image asks for 100 released NEs, the group has 40: it fits on 40" in (tmp_path / "runs" / "small" / "run.log").read_text()
+    assert (
+        "subspace_image asks for 100 released NEs, the group has 40: it fits on 40"
+        in (tmp_path / "runs" / "small" / "run.log").read_text()
+    )
 
 
 def test_an_attack_without_a_budget_still_fits_on_the_first_batch(tmp_path, monkeypatch):
     """What committed suites did: unbudgeted attacks keep their sample even when another attack's budget spans batches."""
     seen: list[int] = []
     fit = SubspaceImage.fit
-    monkeypatch.setattr(SubspaceImage, "fit", lambda self, context: (seen.append(len(context.released)), fit(self, context)))
+    monkeypatch.setattr(
+        SubspaceImage, "fit", lambda self, context: (seen.append(len(context.released)), fit(self, context))
+    )
     attacks = [
         {"name": "identity"},
         {"name": "subspace_image", "strengths": [1.0], "params": {"max_dims": 8}},

@@ -23,7 +23,11 @@ def resumed_suite(tmp_path: Path):
 def test_an_old_store_resumes_with_nothing_to_compute_and_the_same_cells_table(tmp_path):
     suite = resumed_suite(tmp_path)
     result = Runner(suite).run()
-    assert (result.computed_groups, result.skipped_groups, len(result.cells)) == (0, 3, 10)  # the clean images face no attack now
+    assert (result.computed_groups, result.skipped_groups, len(result.cells)) == (
+        0,
+        3,
+        10,
+    )  # the clean images face no attack now
     assert all(cell.outcomes is None for cell in result.cells)  # schema 1 kept no per-image outcomes
     assert {cell.attack for cell in result.cells if cell.baseline} == {"identity"}
     csv = write_leaderboard(suite.name, result.cells, [m.name for m in suite.models], suite.results_dir())[1]
@@ -39,7 +43,10 @@ def test_recomputing_an_old_store_gives_the_same_numbers_and_adds_outcomes(tmp_p
     assert fresh.keys() == old.keys()
     for key, cell in fresh.items():
         assert (cell.accuracy, cell.agreement, cell.encoded_psnr, cell.attacked_psnr) == (
-            old[key].accuracy, old[key].agreement, old[key].encoded_psnr, old[key].attacked_psnr
+            old[key].accuracy,
+            old[key].agreement,
+            old[key].encoded_psnr,
+            old[key].attacked_psnr,
         )
         assert cell.outcomes is not None and cell.outcomes.correct_bits().sum() == round(cell.accuracy * cell.n)
         assert cell.record()["schema"] == SCHEMA

@@ -15,7 +15,10 @@ def test_a_run_prints_its_plan_and_logs_every_group_in_plain_lines(tmp_path, dig
     stream = io.StringIO()  # not a terminal: plain lines, no bar
     Runner(suite).run(Progress(suite.name, suite.run_dir() / "run.log", stream))
     shown = stream.getvalue().splitlines()
-    assert shown[0] == "digits: plan: 3 encodings x 2 attack steps x 3 models = 15 cells; 0 finished, 15 to compute in 3 encodings"
+    assert (
+        shown[0]
+        == "digits: plan: 3 encodings x 2 attack steps x 3 models = 15 cells; 0 finished, 15 to compute in 3 encodings"
+    )
     finished = [line for line in shown if "finished: vit_a/" in line]
     assert [line.split("encoding ")[1].split(" finished")[0] for line in finished] == ["1/3", "2/3", "3/3"]
     log = (suite.run_dir() / "run.log").read_text()

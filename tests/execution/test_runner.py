@@ -69,7 +69,13 @@ def test_fresh_recomputes_everything_and_a_plain_rerun_nothing(tmp_path, digits_
 
 
 def test_a_control_model_is_stored_with_its_role_and_left_out_of_the_unauthorized_mean(tmp_path, digits_zoo):
-    suite = digits_suite(tmp_path, digits_zoo, controls=["res"], encoders=[{"name": "patch", "strengths": [0.0]}], attacks=[{"name": "identity"}])
+    suite = digits_suite(
+        tmp_path,
+        digits_zoo,
+        controls=["res"],
+        encoders=[{"name": "patch", "strengths": [0.0]}],
+        attacks=[{"name": "identity"}],
+    )
     assert main(["run", str(suite)]) == 0
     frame = cells(tmp_path / "results")
     assert set(frame[frame.model == "res"].role) == {"control"}
@@ -82,11 +88,18 @@ def test_a_control_model_is_stored_with_its_role_and_left_out_of_the_unauthorize
 
 
 def test_every_stored_cell_records_the_code_that_computed_it_and_its_suite_entry(tmp_path, digits_zoo):
-    path = digits_suite(tmp_path, digits_zoo, attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.5], "params": {"max_sigma": 1.5}}])
+    path = digits_suite(
+        tmp_path,
+        digits_zoo,
+        attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.5], "params": {"max_sigma": 1.5}}],
+    )
     assert main(["run", str(path), "--no-tracking"]) == 0
     suite = load_suite(path)
     stored = CellStore(suite.run_dir() / "cells.jsonl", writable=False).cells.values()
     assert stored and {cell.code for cell in stored} == {code_version()}
-    assert {cell.attack: cell.attack_config for cell in stored} == {"identity": {}, "blur": {"max_sigma": 1.5}}  # the suite entry's params
+    assert {cell.attack: cell.attack_config for cell in stored} == {
+        "identity": {},
+        "blur": {"max_sigma": 1.5},
+    }  # the suite entry's params
     header = (suite.results_dir() / "leaderboard.md").read_text().split("\n\n")[1]
     assert f"cells computed by {code_version()}; tables written by {code_version()}" in header

@@ -71,7 +71,13 @@ def run_cli(
     command = [sys.executable, "-c", LAUNCHER, str(MEMORY_LIMIT), *argv]
     started = time.monotonic()
     process = subprocess.Popen(
-        command, cwd=cwd, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command,
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         out, err = process.communicate(timeout=timeout)
@@ -108,7 +114,9 @@ def _in_process(argv: list[str], cwd: Path, env: dict[str, str]) -> Outcome:
 
 def error_line(outcome: Outcome, *expected: str) -> str:
     """Assert a clean refusal: exit 2, one short ``nonxfer-bench: error:`` line containing ``expected``, no traceback."""
-    lines = [line for line in re.split(r"[\r\n]", PROGRESS.sub("", outcome.err)) if line.strip() and not PLAN.match(line)]
+    lines = [
+        line for line in re.split(r"[\r\n]", PROGRESS.sub("", outcome.err)) if line.strip() and not PLAN.match(line)
+    ]
     context = f"`nonxfer-bench {' '.join(outcome.argv)[:300]}` -> exit {outcome.code}\n{outcome.err[-3000:]}"
     assert "Traceback" not in outcome.err, context
     assert outcome.code == 2, context
@@ -163,4 +171,3 @@ def cwd(tmp_path: Path) -> Path:
     folder = tmp_path / "cwd"
     folder.mkdir()
     return folder
-

@@ -35,7 +35,9 @@ def edit_manifest(folder: Path, change) -> None:
 
 def test_a_folder_that_is_not_a_bundle(copy, cwd):
     (copy / BUNDLE).unlink()
-    refused("check", copy, cwd=cwd, expected=(f"{copy}: no BUNDLE.json; a bundle is a results folder with the BUNDLE.json",))
+    refused(
+        "check", copy, cwd=cwd, expected=(f"{copy}: no BUNDLE.json; a bundle is a results folder with the BUNDLE.json",)
+    )
     refused("check", copy / "nowhere", cwd=cwd, expected=("nowhere: no such folder",))
     refused("check", copy / "cells.csv", cwd=cwd, expected=("cells.csv: not a folder",))
 
@@ -64,14 +66,28 @@ def test_a_manifest_larger_than_its_bound_is_not_read(copy, cwd):
     "change, expected",
     [
         (lambda data: data["files"]["cells.csv"].update(bytes=10 * 10**9), "key 'files.cells.csv.bytes': "),
-        (lambda data: data["files"].update({f"f{i}": {"bytes": 2**30, "sha256": "0" * 64} for i in range(5)}), "'files' claims 5,"),
-        (lambda data: data["files"].update({"../../../etc/passwd": {"bytes": 1, "sha256": "0" * 64}}), "is not a relative path inside the bundle"),
+        (
+            lambda data: data["files"].update({f"f{i}": {"bytes": 2**30, "sha256": "0" * 64} for i in range(5)}),
+            "'files' claims 5,",
+        ),
+        (
+            lambda data: data["files"].update({"../../../etc/passwd": {"bytes": 1, "sha256": "0" * 64}}),
+            "is not a relative path inside the bundle",
+        ),
         (lambda data: data.update(suite_file="/etc/passwd"), "key 'suite_file': "),
         (lambda data: data.update(suite_file="../../suites/tiny.yaml"), "key 'suite_file': "),
         (lambda data: data.update(suite_file="suites/gone.yaml"), "its suite file"),
         (lambda data: data.update(cells=10**12), "key 'cells': "),
     ],
-    ids=["10GB-file", "5GB-bundle", "escaping-name", "absolute-suite", "escaping-suite", "missing-suite", "absurd-count"],
+    ids=[
+        "10GB-file",
+        "5GB-bundle",
+        "escaping-name",
+        "absolute-suite",
+        "escaping-suite",
+        "missing-suite",
+        "absurd-count",
+    ],
 )
 def test_a_manifest_with_absurd_or_escaping_claims(copy, cwd, change, expected):
     edit_manifest(copy, change)
@@ -131,7 +147,14 @@ def test_bundle_refuses_a_folder_without_results_and_never_replaces_a_foreign_ma
 def test_site_refuses_to_write_inside_a_bundle_or_over_a_foreign_folder(copy, cwd, tmp_path):
     results = copy.parent
     before = tree_digest(results)
-    refused("site", results, "--out", copy / "site", cwd=cwd, expected=("inside the bundle", "whose files its BUNDLE.json pins"))
+    refused(
+        "site",
+        results,
+        "--out",
+        copy / "site",
+        cwd=cwd,
+        expected=("inside the bundle", "whose files its BUNDLE.json pins"),
+    )
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")

@@ -114,7 +114,13 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory, digits_zoo: Path) -> tup
     """A digits run (operator encoder, a cached attack) over an empty cache: the cache it filled and its cells."""
     root = tmp_path_factory.mktemp("clean")
     operator._CACHE.clear()
-    outcome = run_cli("run", digits_suite(root, digits_zoo, **SUITE), "--no-tracking", cwd=root / "cwd", env={"NXB_CACHE": str(root / "cache")})
+    outcome = run_cli(
+        "run",
+        digits_suite(root, digits_zoo, **SUITE),
+        "--no-tracking",
+        cwd=root / "cwd",
+        env={"NXB_CACHE": str(root / "cache")},
+    )
     assert outcome.code == 0, outcome.err[-3000:]
     return root / "cache", cells(root / "runs" / "digits")
 
@@ -146,7 +152,13 @@ def test_a_run_over_a_poisoned_cache(clean_run, tmp_path: Path, cwd: Path, digit
         array, meta = disk.get(path.stem)
         disk.put(path.stem, *damage(np.array(array), meta))
     operator._CACHE.clear()  # a later process: the basis comes from disk
-    outcome = run_cli("run", digits_suite(tmp_path, digits_zoo, **SUITE), "--no-tracking", cwd=cwd, env={"NXB_CACHE": str(tmp_path / "cache")})
+    outcome = run_cli(
+        "run",
+        digits_suite(tmp_path, digits_zoo, **SUITE),
+        "--no-tracking",
+        cwd=cwd,
+        env={"NXB_CACHE": str(tmp_path / "cache")},
+    )
     assert outcome.code == 0, outcome.err[-3000:]
     assert cells(tmp_path / "runs" / "digits") == expected
     assert "damaged" in outcome.out, outcome.out[-2000:]  # the notice says which entry and why

@@ -40,7 +40,8 @@ HAMMER = textwrap.dedent(
 def test_two_processes_share_one_cache(tmp_path: Path) -> None:
     env = {**os.environ, "NXB_CACHE": str(tmp_path / "cache")}
     processes = [
-        subprocess.Popen([sys.executable, "-c", HAMMER, str(seed)], env=env, stderr=subprocess.PIPE, text=True) for seed in range(3)
+        subprocess.Popen([sys.executable, "-c", HAMMER, str(seed)], env=env, stderr=subprocess.PIPE, text=True)
+        for seed in range(3)
     ]
     for process in processes:
         _, err = process.communicate(timeout=120)
@@ -58,7 +59,9 @@ def test_a_mapped_entry_survives_eviction(tmp_path: Path) -> None:
     assert np.array_equal(held, np.arange(250, dtype=np.float32))
 
 
-def test_eviction_ignores_files_that_vanish_or_are_being_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eviction_ignores_files_that_vanish_or_are_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another process's array renamed into place before its metadata is not an orphan yet; a file that
     vanishes while eviction looks at it is skipped."""
     cache = ArrayCache("kind", root=tmp_path, limit_bytes=10**6)
@@ -88,14 +91,25 @@ def test_an_entry_whose_array_vanished_is_a_miss(tmp_path: Path) -> None:
 def results(store: Path) -> dict[str, tuple]:
     """Each cell's numbers by key (the last line of a key wins, as in the store); timings are left out."""
     cells = {json.loads(line)["key"]: json.loads(line) for line in store.read_text().splitlines()}
-    return {key: tuple(cell.get(name) for name in ("n", "accuracy", "agreement", "attacked_psnr", "attacked_ssim")) for key, cell in cells.items()}
+    return {
+        key: tuple(cell.get(name) for name in ("n", "accuracy", "agreement", "attacked_psnr", "attacked_ssim"))
+        for key, cell in cells.items()
+    }
 
 
-def test_attacked_outputs_evicted_between_runs_are_recomputed(tmp_path: Path, digits_zoo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attacked_outputs_evicted_between_runs_are_recomputed(
+    tmp_path: Path, digits_zoo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Half-evicted attack outputs (metadata left, arrays gone): the group recomputes them, same cells."""
     monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
-    suite = digits_suite(tmp_path, digits_zoo, dataset={"name": "digits", "limit": 40}, batch_size=20,
-                         encoders=[{"name": "patch", "strengths": [10.0]}], attacks=[{"name": "fgsm", "strengths": [1.0]}])
+    suite = digits_suite(
+        tmp_path,
+        digits_zoo,
+        dataset={"name": "digits", "limit": 40},
+        batch_size=20,
+        encoders=[{"name": "patch", "strengths": [10.0]}],
+        attacks=[{"name": "fgsm", "strengths": [1.0]}],
+    )
     assert main(["run", str(suite), "--no-tracking"]) == 0
     store = tmp_path / "runs" / "digits" / "cells.jsonl"
     first = results(store)

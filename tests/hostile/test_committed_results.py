@@ -27,7 +27,11 @@ from tests.hostile.conftest import REPO, refused, run_cli, tree_digest
 def committed(tmp_path_factory: pytest.TempPathFactory, digits_zoo: Path) -> Path:
     """A project whose suites/digits.yaml ran to the end once: its results/digits/ is the committed results."""
     folder = tmp_path_factory.mktemp("committed")
-    small = {"dataset": {"name": "digits", "limit": 60}, "encoders": [{"name": "reference", "strengths": [20.0]}], "attacks": [{"name": "identity"}]}
+    small = {
+        "dataset": {"name": "digits", "limit": 60},
+        "encoders": [{"name": "reference", "strengths": [20.0]}],
+        "attacks": [{"name": "identity"}],
+    }
     suite = yaml.safe_load(digits_suite(folder, digits_zoo, **small).read_text())
     suite["output"] = {"sample_images": 4}  # runs/ and results/ beside suites/, as in this repository
     (folder / "project" / "suites").mkdir(parents=True)
@@ -98,7 +102,9 @@ def cuda_copies(project: Path, records: list[dict]) -> list[dict]:
     keys = {a.key: b.key for a, b in zip(cpu, cuda)} | {
         key: other for a, b in zip(cpu, cuda) for key, other in zip(a.cells.values(), b.cells.values())
     }
-    return [record | {"key": keys[record["key"]], "group": keys[record["group"]], "device": "cuda"} for record in records]
+    return [
+        record | {"key": keys[record["key"]], "group": keys[record["group"]], "device": "cuda"} for record in records
+    ]
 
 
 def test_cuda_draws_never_replace_committed_cpu_cells(project: Path) -> None:
@@ -115,12 +121,16 @@ def test_a_cpu_run_never_replaces_committed_cuda_cells(project: Path) -> None:
     results = project / "results" / "digits"
     with gzip.open(results / "cells.jsonl.gz", "rt") as handle:
         records = [json.loads(line) for line in handle]
-    (results / "cells.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in cuda_copies(project, records)).encode(), mtime=0))
+    (results / "cells.jsonl.gz").write_bytes(
+        gzip.compress("".join(json.dumps(r) + "\n" for r in cuda_copies(project, records)).encode(), mtime=0)
+    )
     before = tree_digest(results)
     done = run_cli("run", "suites/digits.yaml", cwd=project)  # every cell is in the store: nothing to compute
     assert done.code == 0, done.err[-2000:]
     assert tree_digest(results) == before, "a CPU run rewrote committed CUDA results"
-    assert "cpu draws" in last_line(done.out) and str(project / "runs" / "digits" / "leaderboard") in last_line(done.out)
+    assert "cpu draws" in last_line(done.out) and str(project / "runs" / "digits" / "leaderboard") in last_line(
+        done.out
+    )
 
 
 def test_an_identical_rerun_regenerates_the_committed_tables_byte_for_byte(project: Path) -> None:
@@ -156,8 +166,11 @@ def test_a_plain_quickstart_run_here_still_writes_its_committed_results() -> Non
 
 @settings(max_examples=30, deadline=None, derandomize=True)
 @given(
-    limit=st.sampled_from([None, 60, 40]), precision=st.sampled_from(["fp32", "bf16"]), bounds=st.booleans(),
-    device=st.sampled_from(["cpu", "cuda"]), committed_kind=st.sampled_from([None, "cpu", "cuda"]),
+    limit=st.sampled_from([None, 60, 40]),
+    precision=st.sampled_from(["fp32", "bf16"]),
+    bounds=st.booleans(),
+    device=st.sampled_from(["cpu", "cuda"]),
+    committed_kind=st.sampled_from([None, "cpu", "cuda"]),
 )
 def test_a_run_may_replace_committed_results_only_with_their_own_plan(
     written_suite, limit: int | None, precision: str, bounds: bool, device: str, committed_kind: str | None

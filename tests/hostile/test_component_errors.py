@@ -39,7 +39,17 @@ SUITE = {
 }
 CELLS_PER_GROUP = 2 * 2  # a release: (identity, raising) x models (a, b)
 CLEAN_CELLS = 1 * 2  # the clean images: identity x models
-ERRORS = (ValueError, RuntimeError, TypeError, KeyError, IndexError, ZeroDivisionError, AssertionError, NotImplementedError, OSError)
+ERRORS = (
+    ValueError,
+    RuntimeError,
+    TypeError,
+    KeyError,
+    IndexError,
+    ZeroDivisionError,
+    AssertionError,
+    NotImplementedError,
+    OSError,
+)
 
 
 class Raising(Attack):
@@ -101,17 +111,28 @@ def stored(folder: Path) -> int:
 
 
 def run_faulty(folder: Path, suite: dict) -> tuple[object, Path]:
-    path = write_yaml(folder / "suite.yaml", {**suite, "output": {"dir": str(folder / "runs"), "results": str(folder / "results")}})
+    path = write_yaml(
+        folder / "suite.yaml", {**suite, "output": {"dir": str(folder / "runs"), "results": str(folder / "results")}}
+    )
     return run_cli("run", path, cwd=folder / "cwd"), path
 
 
-messages = st.text(max_size=200) | st.sampled_from(["", "\n", "line one\nline two\r\n", "\x1b[2J\x1b[31mred\x1b[0m", "a\u2028b\x85c\x0bd", "\x00\x07"])
-FAULTS = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+messages = st.text(max_size=200) | st.sampled_from(
+    ["", "\n", "line one\nline two\r\n", "\x1b[2J\x1b[31mred\x1b[0m", "a\u2028b\x85c\x0bd", "\x00\x07"]
+)
+FAULTS = settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @FAULTS
 @given(kind=st.sampled_from(ERRORS), message=messages, where=st.sampled_from(["fit", "forward", "parameter", "encode"]))
-def test_a_component_error_mid_run_is_one_line_naming_the_entry_and_keeps_finished_groups(registered, tmp_path_factory, kind, message, where):
+def test_a_component_error_mid_run_is_one_line_naming_the_entry_and_keeps_finished_groups(
+    registered, tmp_path_factory, kind, message, where
+):
     assume("Traceback" not in message)
     folder = tmp_path_factory.mktemp("faulty")
     suite = copy.deepcopy(SUITE)
@@ -124,7 +145,9 @@ def test_a_component_error_mid_run_is_one_line_naming_the_entry_and_keeps_finish
     outcome, path = run_faulty(folder, suite)
     line = error_line(outcome, f"{path}: {entry}: {kind.__name__}", "run the same command again to resume")
     assert "\x1b" not in line and "\x00" not in line
-    assert stored(folder) == CLEAN_CELLS + CELLS_PER_GROUP  # the groups before the failing one (at strength 30): clean and strength 20
+    assert (
+        stored(folder) == CLEAN_CELLS + CELLS_PER_GROUP
+    )  # the groups before the failing one (at strength 30): clean and strength 20
 
 
 def test_a_rerun_after_a_component_error_resumes_at_the_failed_group(registered, tmp_path):
@@ -139,7 +162,10 @@ def test_a_rerun_after_a_component_error_resumes_at_the_failed_group(registered,
 
 def test_an_attack_that_returns_another_shape_is_one_line(registered, tmp_path, monkeypatch):
     monkeypatch.setattr(Raising, "forward", lambda self, images, strength, generator: images[:, :, :4])
-    error_line(run_faulty(tmp_path, SUITE)[0], "attacks[1] (raising): ValueError: returned (6, 1, 4, 8) for a batch of shape (6, 1, 8, 8)")
+    error_line(
+        run_faulty(tmp_path, SUITE)[0],
+        "attacks[1] (raising): ValueError: returned (6, 1, 4, 8) for a batch of shape (6, 1, 8, 8)",
+    )
 
 
 # BatchNorm on one image: a layer after global pooling sees one value per channel
@@ -156,7 +182,9 @@ def test_bn_adapt_on_a_single_released_ne_keeps_the_layers_that_see_one_value():
     assert attack.budget(1.0).released == 1 and not adapted.training
     pairs = [(a, b) for a, b in zip(adapted.modules(), res.modules()) if isinstance(a, torch.nn.BatchNorm2d)]
     seen: dict[torch.nn.Module, int] = {}
-    hooks = [b.register_forward_pre_hook(lambda m, x: seen.__setitem__(m, x[0].numel() // x[0].shape[1])) for _, b in pairs]
+    hooks = [
+        b.register_forward_pre_hook(lambda m, x: seen.__setitem__(m, x[0].numel() // x[0].shape[1])) for _, b in pairs
+    ]
     res(ctx.released[:1])
     for hook in hooks:
         hook.remove()
@@ -189,6 +217,12 @@ def test_a_component_error_in_a_worker_process_is_the_same_one_line(tmp_path):
     which only the fitted attack sees) comes back from the worker as the driver's one line."""
     suite = {**SUITE, "public": {"name": "digits", "params": {"split": "train"}, "limit": 12},
              "attacks": [{"name": "identity"}, {"name": "augment_finetune", "params": {"noise_models": ["a"], "images": 4, "epochs": 1}}]}  # fmt: skip
-    path = write_yaml(tmp_path / "suite.yaml", {**suite, "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")}})
+    path = write_yaml(
+        tmp_path / "suite.yaml",
+        {**suite, "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")}},
+    )
     outcome = run_cli("run", path, "--executor", "process", "--workers", "1", cwd=tmp_path / "cwd")
-    error_line(outcome, f"{path}: attacks[1] (augment_finetune): ValueError: augment_finetune: noise_models may not hold the authorized model 'a'")
+    error_line(
+        outcome,
+        f"{path}: attacks[1] (augment_finetune): ValueError: augment_finetune: noise_models may not hold the authorized model 'a'",
+    )

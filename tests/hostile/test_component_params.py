@@ -107,14 +107,19 @@ def numeric_parameters(key: str, name: str) -> list[tuple[str, Any]]:
     """(parameter path, field) of every numeric parameter of a registered component."""
     found = []
     for field_name, field in REGISTRIES[key].get(name).Params.model_fields.items():
-        found += [(f"{field_name}{sub}", field) for sub, _ in numeric_values(field.annotation, field.get_default(call_default_factory=True), 0)]
+        found += [
+            (f"{field_name}{sub}", field)
+            for sub, _ in numeric_values(field.annotation, field.get_default(call_default_factory=True), 0)
+        ]
     return found
 
 
 def test_every_numeric_parameter_declares_both_bounds():
     for key, registry in REGISTRIES.items():
         for name in registry.names():
-            assert not unbounded(registry.get(name).Params), f"{key} {name!r}: unbounded {unbounded(registry.get(name).Params)}"
+            assert not unbounded(registry.get(name).Params), (
+                f"{key} {name!r}: unbounded {unbounded(registry.get(name).Params)}"
+            )
 
 
 def test_every_component_validates_with_the_parameters_it_needs():
@@ -122,11 +127,15 @@ def test_every_component_validates_with_the_parameters_it_needs():
     for key, registry in REGISTRIES.items():
         for name in registry.names():
             required = {f for f, field in registry.get(name).Params.model_fields.items() if field.is_required()}
-            assert required <= set(NEEDED.get((key, name), {})), f"{key} {name!r}: add its required parameters {required} to NEEDED"
+            assert required <= set(NEEDED.get((key, name), {})), (
+                f"{key} {name!r}: add its required parameters {required} to NEEDED"
+            )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("key", "name"), [(key, name) for key, registry in REGISTRIES.items() for name in registry.names()])
+@pytest.mark.parametrize(
+    ("key", "name"), [(key, name) for key, registry in REGISTRIES.items() for name in registry.names()]
+)
 def test_every_absurd_numeric_parameter_is_one_line_at_load(tmp_path, cwd, key, name):
     where = {"dataset": "dataset", "encoders": "encoders[0]", "attacks": "attacks[0]"}[key]
     for parameter, field in numeric_parameters(key, name):
@@ -134,52 +143,98 @@ def test_every_absurd_numeric_parameter_is_one_line_at_load(tmp_path, cwd, key, 
         for absurd in ABSURD:
             if field_name == "seed" and absurd == 10**18 < SEED_RANGE:
                 continue
-            [value] = [v for s, v in numeric_values(field.annotation, field.get_default(call_default_factory=True), absurd) if f"{field_name}{s}" == parameter]
+            [value] = [
+                v
+                for s, v in numeric_values(field.annotation, field.get_default(call_default_factory=True), absurd)
+                if f"{field_name}{s}" == parameter
+            ]
             spec = {"name": name, "params": {**NEEDED.get((key, name), {}), field_name: value}}
-            overrides = {"dataset": {"dataset": spec}, "encoders": {"encoders": [{**spec, "strengths": [20.0]}]}, "attacks": {"attacks": [spec]}}[key]
-            refused("list", "models", tiny_suite(tmp_path, **overrides), cwd=cwd, expected=(f"'{where}.params.{field_name}",))
+            overrides = {
+                "dataset": {"dataset": spec},
+                "encoders": {"encoders": [{**spec, "strengths": [20.0]}]},
+                "attacks": {"attacks": [spec]},
+            }[key]
+            refused(
+                "list",
+                "models",
+                tiny_suite(tmp_path, **overrides),
+                cwd=cwd,
+                expected=(f"'{where}.params.{field_name}",),
+            )
 
 
 # the campaign's cases, each refused at load with the key and what would be valid
 
 CASES = {
-    "finetune without public": ({"public": None, "attacks": [{"name": "finetune"}]}, ("'attacks[0]'", "needs the suite's 'public' dataset")),
-    "finetune on unlabelled public images": (
-        {"public": {"name": "skimage_photos"}, "attacks": [{"name": "finetune"}]}, ("'attacks[0]'", "labelled public images", "'skimage_photos'")
+    "finetune without public": (
+        {"public": None, "attacks": [{"name": "finetune"}]},
+        ("'attacks[0]'", "needs the suite's 'public' dataset"),
     ),
-    "augment_finetune without public": ({"public": None, "attacks": [{"name": "augment_finetune"}]}, ("'attacks[0]'", "'public' dataset")),
+    "finetune on unlabelled public images": (
+        {"public": {"name": "skimage_photos"}, "attacks": [{"name": "finetune"}]},
+        ("'attacks[0]'", "labelled public images", "'skimage_photos'"),
+    ),
+    "augment_finetune without public": (
+        {"public": None, "attacks": [{"name": "augment_finetune"}]},
+        ("'attacks[0]'", "'public' dataset"),
+    ),
     "unknown noise model": (
         {"attacks": [{"name": "augment_finetune", "params": {"noise_models": ["b", "resnet_typo"]}}]},
         ("'attacks[0].params.noise_models[1]'", "'resnet_typo' is not a model of the zoo; valid: a, b"),
     ),
     "unknown identify candidate": (
-        {"attacks": [{"name": "identify", "params": {"candidates": ["a", "vit_z"]}}]}, ("'attacks[0].params.candidates[1]'", "'vit_z'", "valid: a, b")
+        {"attacks": [{"name": "identify", "params": {"candidates": ["a", "vit_z"]}}]},
+        ("'attacks[0].params.candidates[1]'", "'vit_z'", "valid: a, b"),
     ),
     "unknown surrogate candidate": (
-        {"attacks": [{"name": "surrogate_projection", "params": {"candidates": ["nobody"]}}]}, ("'attacks[0].params.candidates[0]'", "'nobody'")
+        {"attacks": [{"name": "surrogate_projection", "params": {"candidates": ["nobody"]}}]},
+        ("'attacks[0].params.candidates[0]'", "'nobody'"),
     ),
-    "unknown torchattacks model": ({"attacks": [{"name": "pgd", "params": {"model": "c"}}]}, ("'attacks[0].params.model'", "'c' is not a model of the zoo")),
+    "unknown torchattacks model": (
+        {"attacks": [{"name": "pgd", "params": {"model": "c"}}]},
+        ("'attacks[0].params.model'", "'c' is not a model of the zoo"),
+    ),
     "unknown geometry model": (
-        {"attacks": [{"name": "patch_mean", "params": {"geometry_model": "c"}}]}, ("'attacks[0].params.geometry_model'", "'c' is not a model")
+        {"attacks": [{"name": "patch_mean", "params": {"geometry_model": "c"}}]},
+        ("'attacks[0].params.geometry_model'", "'c' is not a model"),
     ),
-    "huge finetune lr": ({"attacks": [{"name": "finetune", "params": {"lr": 1e300}}]}, ("'attacks[0].params.lr'", "less than or equal to 10")),
-    "a billion finetune epochs": ({"attacks": [{"name": "finetune", "params": {"epochs": 1_000_000_000}}]}, ("'attacks[0].params.epochs'", "10000")),
-    "a billion PGD steps": ({"attacks": [{"name": "pgd", "params": {"kwargs": {"steps": 10**9}}}]}, ("'attacks[0].params.kwargs'", "steps = 1000000000")),
-    "huge PGD eps": ({"attacks": [{"name": "pgd", "params": {"scaled": {"eps": 1e300}}}]}, ("'attacks[0].params.scaled.eps'", "less than or equal to 10000")),
+    "huge finetune lr": (
+        {"attacks": [{"name": "finetune", "params": {"lr": 1e300}}]},
+        ("'attacks[0].params.lr'", "less than or equal to 10"),
+    ),
+    "a billion finetune epochs": (
+        {"attacks": [{"name": "finetune", "params": {"epochs": 1_000_000_000}}]},
+        ("'attacks[0].params.epochs'", "10000"),
+    ),
+    "a billion PGD steps": (
+        {"attacks": [{"name": "pgd", "params": {"kwargs": {"steps": 10**9}}}]},
+        ("'attacks[0].params.kwargs'", "steps = 1000000000"),
+    ),
+    "huge PGD eps": (
+        {"attacks": [{"name": "pgd", "params": {"scaled": {"eps": 1e300}}}]},
+        ("'attacks[0].params.scaled.eps'", "less than or equal to 10000"),
+    ),
     "operator k above the input dimension": (
         {"encoders": [{"name": "operator", "strengths": [20.0], "params": {"k": 65}}]},
-        ("'encoders[0].params.k'", "65 is above the input dimension of the authorized model 'a' (1x8x8 = 64); at most 64"),
+        (
+            "'encoders[0].params.k'",
+            "65 is above the input dimension of the authorized model 'a' (1x8x8 = 64); at most 64",
+        ),
     ),
     "image_folder crop_pct 1e-5": (
         {"dataset": {"name": "image_folder", "params": {"root": "images", "crop_pct": 1e-5}}, "public": None},
         ("'dataset.params.crop_pct'", "greater than or equal to 0.01"),
     ),
     "image_folder resized past 16384 pixels": (
-        {"dataset": {"name": "image_folder", "params": {"root": "images", "size": 4096, "crop_pct": 0.2}}, "public": None},
+        {
+            "dataset": {"name": "image_folder", "params": {"root": "images", "size": 4096, "crop_pct": 0.2}},
+            "public": None,
+        },
         ("'dataset.params'", "20,480 pixels per side", "at most 16,384"),
     ),
     "autoencoder data of an unknown dataset": (
-        {"attacks": [{"name": "autoencoder", "params": {"dataset": {"name": "digitz"}}}]}, ("'attacks[0].params.dataset'", "unknown dataset 'digitz'")
+        {"attacks": [{"name": "autoencoder", "params": {"dataset": {"name": "digitz"}}}]},
+        ("'attacks[0].params.dataset'", "unknown dataset 'digitz'"),
     ),
 }
 
@@ -187,7 +242,9 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_component_parameters_are_checked_against_the_suite_at_load(tmp_path, cwd, case):
     overrides, expected = CASES[case]
-    refused("list", "models", tiny_suite(tmp_path, **overrides), cwd=cwd, expected=expected)  # public: None is a suite without one
+    refused(
+        "list", "models", tiny_suite(tmp_path, **overrides), cwd=cwd, expected=expected
+    )  # public: None is a suite without one
 
 
 # attacker data that may share images with the evaluated ones (the attacker would be scored on what it trained on)
@@ -207,16 +264,34 @@ def folder(root: Path, name: str, **params: Any) -> dict:
 OVERLAPS = {
     "public on the evaluated split": ({"public": {"name": "digits", "params": {"split": "test"}}}, "(digits test)"),
     "public on all splits": ({"public": {"name": "digits", "params": {"split": "all"}}}, "(digits test and digits)"),
-    "evaluated on all splits": ({"dataset": {"name": "digits", "params": {"split": "all"}}}, "(digits and digits train)"),
+    "evaluated on all splits": (
+        {"dataset": {"name": "digits", "params": {"split": "all"}}},
+        "(digits and digits train)",
+    ),
     "Fashion-MNIST's test split from another copy": (
-        {"dataset": {"name": "fashion_mnist", "params": {"root": "copy1"}}, "public": {"name": "fashion_mnist", "params": {"root": "copy2"}}},
+        {
+            "dataset": {"name": "fashion_mnist", "params": {"root": "copy1"}},
+            "public": {"name": "fashion_mnist", "params": {"root": "copy2"}},
+        },
         "(fashion_mnist test)",
     ),
-    "the evaluated image folder": (lambda root: {"dataset": folder(root, "val"), "public": folder(root, "val", size=16)}, "(folder "),
-    "a class folder of the evaluated one": (lambda root: {"dataset": folder(root, "val"), "public": folder(root, "val/cat")}, "/val and folder "),
-    "a link to the evaluated folder": (lambda root: {"dataset": folder(root, "val"), "public": folder(root, "link")}, "/val)"),
+    "the evaluated image folder": (
+        lambda root: {"dataset": folder(root, "val"), "public": folder(root, "val", size=16)},
+        "(folder ",
+    ),
+    "a class folder of the evaluated one": (
+        lambda root: {"dataset": folder(root, "val"), "public": folder(root, "val/cat")},
+        "/val and folder ",
+    ),
+    "a link to the evaluated folder": (
+        lambda root: {"dataset": folder(root, "val"), "public": folder(root, "link")},
+        "/val)",
+    ),
     "ImageNet-val's images in foolbox": (
-        {"dataset": {"name": "imagenet_val", "params": {"solution": "LOC_val_solution.csv"}}, "public": {"name": "foolbox_imagenet"}},
+        {
+            "dataset": {"name": "imagenet_val", "params": {"solution": "LOC_val_solution.csv"}},
+            "public": {"name": "foolbox_imagenet"},
+        },
         "(ilsvrc2012_val and ilsvrc2012_val foolbox)",
     ),
     "an autoencoder trained on the evaluated split": (
@@ -230,8 +305,16 @@ OVERLAPS = {
 def test_attacker_data_that_may_share_images_with_the_evaluated_ones_is_refused(tmp_path, cwd, case):
     overrides, expected = OVERLAPS[case]
     overrides = overrides(image_folders(tmp_path / "images")) if callable(overrides) else overrides
-    line = refused("list", "models", tiny_suite(tmp_path, **overrides), cwd=cwd, expected=(expected, "the attacker would hold images it is scored on"))
-    assert "'all' holds every split" in line and "a folder holds those of every folder inside it" in line  # the rule, in the error
+    line = refused(
+        "list",
+        "models",
+        tiny_suite(tmp_path, **overrides),
+        cwd=cwd,
+        expected=(expected, "the attacker would hold images it is scored on"),
+    )
+    assert (
+        "'all' holds every split" in line and "a folder holds those of every folder inside it" in line
+    )  # the rule, in the error
 
 
 def test_disjoint_attacker_data_loads(tmp_path, cwd):
@@ -265,7 +348,9 @@ def test_a_store_line_claiming_a_trillion_images_is_not_a_cell(tmp_path, cwd):
     store.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n")
     before = store.read_bytes()
     outcome = run_cli("leaderboard", suite, cwd=cwd, isolate=True)
-    error_line(outcome, f"{store}: line 1 is not a finished cell", "'outcomes.images'", "less than or equal to 1000000000")
+    error_line(
+        outcome, f"{store}: line 1 is not a finished cell", "'outcomes.images'", "less than or equal to 1000000000"
+    )
     assert store.read_bytes() == before
 
 
@@ -273,7 +358,9 @@ def test_a_store_line_claiming_a_trillion_images_is_not_a_cell(tmp_path, cwd):
 def test_outcomes_whose_bits_hold_another_count_of_images_are_refused(images):
     """Within the bound, a count the packed bits do not hold is refused from the string lengths (nothing unpacked)."""
     bits = pack_bits(np.ones(12, dtype=bool))  # 12 images
-    with pytest.raises(ValidationError, match=rf"'correct\[0\]' holds 4 base64 characters, {images:,} images pack into"):
+    with pytest.raises(
+        ValidationError, match=rf"'correct\[0\]' holds 4 base64 characters, {images:,} images pack into"
+    ):
         Outcomes(images=images, ids="x", correct=[bits], agree=[bits])
     with pytest.raises(ValidationError, match="1 draws of 'correct' but 2 of 'agree'"):
         Outcomes(images=12, ids="x", correct=[bits], agree=[bits, bits])

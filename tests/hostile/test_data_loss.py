@@ -38,7 +38,9 @@ def load_script(name: str):
 def tiny_ddpm_config(path: Path, output: str) -> Path:
     """The committed DDPM config shrunk to seconds of CPU (8 px, two 8-channel levels, 16 images), writing to ``output``."""
     data = yaml.safe_load(SPEC.read_text())
-    data.update(output=output, image_size=8, block_out_channels=[8, 8], attention=False, num_train_timesteps=20, batch_size=4)
+    data.update(
+        output=output, image_size=8, block_out_channels=[8, 8], attention=False, num_train_timesteps=20, batch_size=4
+    )
     data["dataset"]["limit"] = 16
     path.write_text(yaml.safe_dump(data))
     return path
@@ -64,9 +66,16 @@ def test_train_diffusion_never_replaces_what_it_did_not_write(zoo_copy: Path, cw
     """`output: weights` (a typo for weights/fashion-ddpm) deleted every zoo weight file; `output: fashion.yaml` the zoo file."""
     config = tiny_ddpm_config(zoo_copy / "typo.yaml", output)
     before = tree_digest(zoo_copy)
-    refused("train", "diffusion", config, "--steps", "2", cwd=cwd, expected=(str(zoo_copy / output), "new or empty folder"))
+    refused(
+        "train", "diffusion", config, "--steps", "2", cwd=cwd, expected=(str(zoo_copy / output), "new or empty folder")
+    )
     assert tree_digest(zoo_copy) == before
-    assert sorted(p.name for p in (zoo_copy / "weights").iterdir()) == ["fashion-ddpm", "resnet.safetensors", "vit_a.safetensors", "vit_b.safetensors"]
+    assert sorted(p.name for p in (zoo_copy / "weights").iterdir()) == [
+        "fashion-ddpm",
+        "resnet.safetensors",
+        "vit_a.safetensors",
+        "vit_b.safetensors",
+    ]
 
 
 def foreign_file(folder: Path) -> None:
@@ -90,11 +99,21 @@ def edited_card(folder: Path) -> None:
      (lambda folder: (folder / "WRITTEN_BY.json").write_text("{"), "WRITTEN_BY.json is damaged")],
     ids=["foreign file", "other command", "edited card", "no marker", "damaged marker"],
 )  # fmt: skip
-def test_train_diffusion_replaces_its_own_folder_only_while_it_holds_nothing_else(zoo_copy: Path, cwd: Path, change, expected: str) -> None:
+def test_train_diffusion_replaces_its_own_folder_only_while_it_holds_nothing_else(
+    zoo_copy: Path, cwd: Path, change, expected: str
+) -> None:
     folder = zoo_copy / "weights" / "fashion-ddpm"
     change(folder)
     before = tree_digest(folder)
-    refused("train", "diffusion", tiny_ddpm_config(zoo_copy / "ddpm.yaml", "weights/fashion-ddpm"), "--steps", "2", cwd=cwd, expected=(expected,))
+    refused(
+        "train",
+        "diffusion",
+        tiny_ddpm_config(zoo_copy / "ddpm.yaml", "weights/fashion-ddpm"),
+        "--steps",
+        "2",
+        cwd=cwd,
+        expected=(expected,),
+    )
     assert tree_digest(folder) == before
 
 
@@ -104,7 +123,9 @@ def test_the_committed_ddpm_is_provably_written_by_train_diffusion() -> None:
 
     written_by("nonxfer-bench train diffusion")(DDPM)
     listed = json.loads((DDPM / "WRITTEN_BY.json").read_text())["files"]
-    assert set(listed) == {p.relative_to(DDPM).as_posix() for p in DDPM.rglob("*") if p.is_file() and p.name != "WRITTEN_BY.json"}
+    assert set(listed) == {
+        p.relative_to(DDPM).as_posix() for p in DDPM.rglob("*") if p.is_file() and p.name != "WRITTEN_BY.json"
+    }
 
 
 def test_a_file_planted_while_the_staging_folder_is_built_stops_the_swap(tmp_path: Path) -> None:
@@ -135,7 +156,11 @@ def test_the_stale_staging_sweep_takes_only_the_names_staging_makes(tmp_path: Pa
     dead = 2**22 + 12345  # above Linux's default pid_max: no such process
     stale = tmp_path / f".model.staging-{dead}-abcd_123"
     stale.mkdir()
-    keep = [tmp_path / f".model.staging-{dead}-abcd_123.txt", tmp_path / f".model.backup-{dead}-abcdefgh", tmp_path / f".model.old-{dead}-abcdefgh.keep"]
+    keep = [
+        tmp_path / f".model.staging-{dead}-abcd_123.txt",
+        tmp_path / f".model.backup-{dead}-abcdefgh",
+        tmp_path / f".model.old-{dead}-abcdefgh.keep",
+    ]
     keep[0].write_text("a file")
     for folder in keep[1:]:
         folder.mkdir()
@@ -150,8 +175,12 @@ def test_the_stale_staging_sweep_takes_only_the_names_staging_makes(tmp_path: Pa
 
 
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["plain", "--overwrite"])
-@pytest.mark.parametrize("manifest", ["{}", "not json", "release"], ids=["empty manifest", "garbage manifest", "a release's manifest"])
-def test_encode_never_replaces_a_folder_that_merely_holds_a_manifest(tmp_path: Path, cwd: Path, digits_zoo: Path, manifest: str, overwrite: list[str]) -> None:
+@pytest.mark.parametrize(
+    "manifest", ["{}", "not json", "release"], ids=["empty manifest", "garbage manifest", "a release's manifest"]
+)
+def test_encode_never_replaces_a_folder_that_merely_holds_a_manifest(
+    tmp_path: Path, cwd: Path, digits_zoo: Path, manifest: str, overwrite: list[str]
+) -> None:
     """A folder with a file named manifest.json lost its other files, even when the manifest was a release's."""
     source = make_images(tmp_path / "photos")
     output = tmp_path / "documents"
@@ -162,7 +191,9 @@ def test_encode_never_replaces_a_folder_that_merely_holds_a_manifest(tmp_path: P
         (output / "manifest.json").write_text(manifest)
     (output / "thesis.tex").write_text("four years of work")
     before = tree_digest(output)
-    refused(*encode_args(source, output, digits_zoo, "30", *overwrite), cwd=cwd, expected=(str(output), "not a release"))
+    refused(
+        *encode_args(source, output, digits_zoo, "30", *overwrite), cwd=cwd, expected=(str(output), "not a release")
+    )
     assert tree_digest(output) == before
 
 
@@ -207,7 +238,9 @@ def test_eviction_in_the_caches_own_folder_takes_only_its_own_entries(tmp_path: 
 
     cache = ArrayCache("datasets", root=tmp_path, limit_bytes=0)
     cache.put("0" * 16, np.zeros(10, np.uint8))
-    assert (tmp_path / "datasets" / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    assert (
+        (tmp_path / "datasets" / "CACHEDIR.TAG").read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    )
     names = ["photo.json", "photo.npy", "a.npy", ".a.npy.abcdefgh.partial", "0123.npy", "CACHEDIR.TAG.bak"]
     before = plant_old(tmp_path / "datasets", names)
     cache.put("1" * 16, np.zeros(10, np.uint8))  # over the limit of 0 bytes: every other entry goes
@@ -237,7 +270,9 @@ def runtime_outcome(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[
     return code, capsys.readouterr().err
 
 
-def test_the_runtime_benchmark_keeps_a_table_with_whole_group_timings(finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_runtime_benchmark_keeps_a_table_with_whole_group_timings(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The documented command rewrote the committed RUNTIME.md from a fresh clone (no run logs) and dropped its
     whole-group timings: it now needs --replace, and even then keeps a table whose group timings it cannot measure."""
     out = tmp_path / "fashion-full"
@@ -253,11 +288,18 @@ def test_the_runtime_benchmark_keeps_a_table_with_whole_group_timings(finished_r
         code, err = runtime_outcome(capsys, finished_run, "--out", out, "--replace")
     finally:
         log.with_suffix(".away").rename(log)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "whole-group timings" in err and "fashion-full-subset: clean" in err
+    assert (
+        code == 2
+        and len(err.strip().splitlines()) == 1
+        and "whole-group timings" in err
+        and "fashion-full-subset: clean" in err
+    )
     assert tree_digest(out) == before
 
 
-def test_the_runtime_benchmark_replaces_its_own_table_when_asked(finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_runtime_benchmark_replaces_its_own_table_when_asked(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     assert runtime_outcome(capsys, finished_run, "--out", out, "--machine", "first")[0] == 0
     assert runtime_outcome(capsys, finished_run, "--out", out, "--machine", "second", "--replace")[0] == 0
@@ -277,18 +319,24 @@ def fashion_root(folder: Path, images: int = 12) -> Path:
     """A tiny valid Fashion-MNIST test split (IDX files, gzipped)."""
     folder.mkdir(parents=True, exist_ok=True)
     with gzip.open(folder / "t10k-images-idx3-ubyte.gz", "wb") as handle:
-        handle.write(bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (images, 28, 28)) + os.urandom(images * 784))
+        handle.write(
+            bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (images, 28, 28)) + os.urandom(images * 784)
+        )
     with gzip.open(folder / "t10k-labels-idx1-ubyte.gz", "wb") as handle:
         handle.write(bytes([0, 0, 8, 1]) + images.to_bytes(4, "big") + bytes(range(images)))
     return folder
 
 
-def bundle_outcome(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], out: Path, fashion: Path, pack=None) -> tuple[int, str]:
+def bundle_outcome(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], out: Path, fashion: Path, pack=None
+) -> tuple[int, str]:
     """gpu_bundle.main() with ``out`` as .gpu/ and ``pack`` standing in for the pip download (the test fails if
     it is reached and no ``pack`` is given: a refusal must come first)."""
     bundle = load_script("gpu_bundle")
     monkeypatch.setattr(bundle, "OUT", out)
-    monkeypatch.setattr(bundle, "pack_site", pack or (lambda *args: pytest.fail("downloads started before the refusal")))
+    monkeypatch.setattr(
+        bundle, "pack_site", pack or (lambda *args: pytest.fail("downloads started before the refusal"))
+    )
     monkeypatch.setattr(sys, "argv", ["gpu_bundle.py", "--fashion-root", str(fashion), "--fashion-images", "5"])
     try:
         bundle.main()
@@ -298,7 +346,9 @@ def bundle_outcome(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     return code, capsys.readouterr().err
 
 
-def test_gpu_bundle_never_replaces_a_gpu_folder_it_did_not_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpu_bundle_never_replaces_a_gpu_folder_it_did_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / ".gpu"
     out.mkdir()
     (out / "experiment.ipynb").write_text("someone's notebook")
@@ -308,7 +358,9 @@ def test_gpu_bundle_never_replaces_a_gpu_folder_it_did_not_write(tmp_path: Path,
     assert tree_digest(out) == before
 
 
-def test_gpu_bundle_replaces_its_own_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gpu_bundle_replaces_its_own_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The swap itself (pip stood in for by a fixed archive): a second bundle replaces the first, whole."""
     out, fashion = tmp_path / ".gpu", fashion_root(tmp_path / "fashion")
 
@@ -330,12 +382,19 @@ def test_gpu_bundle_replaces_its_own_bundle(tmp_path: Path, monkeypatch: pytest.
      lambda data: gzip.compress(b"\x00\x00\x08\x03" + (10**6).to_bytes(4, "big") * 3)],
     ids=["truncated gzip", "garbage after the gzip magic", "not gzip", "header beyond the data"],
 )  # fmt: skip
-def test_gpu_bundle_refuses_a_corrupt_fashion_file_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], damage) -> None:
+def test_gpu_bundle_refuses_a_corrupt_fashion_file_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], damage
+) -> None:
     fashion = fashion_root(tmp_path / "fashion", images=200)
     images = fashion / "t10k-images-idx3-ubyte.gz"
     images.write_bytes(damage(images.read_bytes()))
     code, err = bundle_outcome(monkeypatch, capsys, tmp_path / ".gpu", fashion)
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "t10k-images-idx3-ubyte.gz" in err and "Traceback" not in err
+    assert (
+        code == 2
+        and len(err.strip().splitlines()) == 1
+        and "t10k-images-idx3-ubyte.gz" in err
+        and "Traceback" not in err
+    )
     assert not (tmp_path / ".gpu").exists()
 
 
@@ -343,5 +402,7 @@ def test_error_lines_name_foreign_files_as_excerpts(tmp_path: Path, cwd: Path, z
     """A foreign file's name reaches the error line escaped and cut short (no raw newlines or escape codes)."""
     folder = zoo_copy / "weights" / "fashion-ddpm"
     (folder / ("\x1b[31mred\n" + "x" * 200)).write_text("x")
-    line = error_line(run_cli("train", "diffusion", tiny_ddpm_config(zoo_copy / "ddpm.yaml", "weights/fashion-ddpm"), cwd=cwd))
+    line = error_line(
+        run_cli("train", "diffusion", tiny_ddpm_config(zoo_copy / "ddpm.yaml", "weights/fashion-ddpm"), cwd=cwd)
+    )
     assert "\x1b" not in line and "\\x1b[31mred\\n" in line and len(line) < 600

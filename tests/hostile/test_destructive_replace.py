@@ -24,7 +24,12 @@ from tests.hostile.conftest import error_line, run_cli, tree_digest
 from tests.hostile.test_data_loss import bundle_outcome, fashion_root, finished_run, runtime_outcome, tiny_ddpm_config  # noqa: F401 - a fixture
 from tests.hostile.test_releases import encode_args, make_images
 
-PROPERTY = settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 HOURS_AGO = time.time() - 2 * 3600
 # names the commands write themselves, so that a foreign file of that name is the hardest case
 OWN_NAMES = ["manifest.json", "verify.json", "WRITTEN_BY.json", "MODEL_CARD.md", "unet", "scheduler", "RUNTIME.md", "runtime.png",
@@ -47,7 +52,11 @@ def plant(folder: Path, tree: dict[tuple[str, str | None], bytes], age: float | 
     planted = []
     for (name, sub), data in tree.items():
         path = folder / name if sub is None else folder / name / sub
-        if path.exists() or (sub is not None and (folder / name).is_file()) or (sub is None and (folder / name).is_dir()):
+        if (
+            path.exists()
+            or (sub is not None and (folder / name).is_file())
+            or (sub is None and (folder / name).is_dir())
+        ):
             continue
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(data)
@@ -70,7 +79,10 @@ def fresh(tmp_path: Path) -> Path:
 def test_train_diffusion(tree, tmp_path: Path) -> None:
     root = fresh(tmp_path)
     before = plant(root / "out", tree)
-    error_line(run_cli("train", "diffusion", tiny_ddpm_config(root / "ddpm.yaml", "out"), "--steps", "1", cwd=root), "not replaced")
+    error_line(
+        run_cli("train", "diffusion", tiny_ddpm_config(root / "ddpm.yaml", "out"), "--steps", "1", cwd=root),
+        "not replaced",
+    )
     assert survivors(before) == before
 
 
@@ -84,7 +96,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_encode(tree, overwrite: bool, tmp_path: Path, photos: Path, digits_zoo: Path) -> None:
     root = fresh(tmp_path)
     before = plant(root / "out", tree)
-    error_line(run_cli(*encode_args(photos, root / "out", digits_zoo, "20", *(["--overwrite"] if overwrite else [])), cwd=root), "not a release")
+    error_line(
+        run_cli(
+            *encode_args(photos, root / "out", digits_zoo, "20", *(["--overwrite"] if overwrite else [])), cwd=root
+        ),
+        "not a release",
+    )
     assert survivors(before) == before
 
 
@@ -113,7 +130,9 @@ def test_cache_in_its_own_folder(tree, tmp_path: Path) -> None:
     root = fresh(tmp_path)
     cache = ArrayCache("attacked", root=root, limit_bytes=0)
     cache.put("f" * 16, np.zeros(100, np.uint8))
-    before = plant(root / "attacked", {key: data for key, data in tree.items() if not CACHE_ENTRY.fullmatch(key[0])}, age=HOURS_AGO)
+    before = plant(
+        root / "attacked", {key: data for key, data in tree.items() if not CACHE_ENTRY.fullmatch(key[0])}, age=HOURS_AGO
+    )
     for key in range(3):
         cache.put(f"{key:016x}", np.zeros(100, np.uint8))
     assert survivors(before) == before
@@ -141,5 +160,9 @@ def test_runtime(tree, replace: bool, tmp_path: Path, finished_run: Path, capsys
         assert code == 2 and len(err.strip().splitlines()) == 1 and "--replace" in err
     else:
         assert code == 0 or (code == 2 and len(err.strip().splitlines()) == 1), err
-    kept = {path: digest for path, digest in before.items() if not (replace and Path(path).relative_to(root / "out").parts[0] in ours)}
+    kept = {
+        path: digest
+        for path, digest in before.items()
+        if not (replace and Path(path).relative_to(root / "out").parts[0] in ours)
+    }
     assert survivors(kept) == kept

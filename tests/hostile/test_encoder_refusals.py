@@ -44,24 +44,56 @@ def keyed_suite(tmp_path: Path, encoder: str, authorized: str) -> Path:
 
 
 def test_the_refusals_below_cover_every_first_layer_the_keyed_transform_cannot_fold_into():
-    assert {model for encoder, model, _ in REFUSALS if encoder == "keyed_block"} == {"convnext", "resnet", "resnet_deep", "mobilenet"}
+    assert {model for encoder, model, _ in REFUSALS if encoder == "keyed_block"} == {
+        "convnext",
+        "resnet",
+        "resnet_deep",
+        "mobilenet",
+    }
 
 
-@pytest.mark.parametrize("encoder, model, reason", REFUSALS, ids=[f"{encoder}-{model}" for encoder, model, _ in REFUSALS])
-def test_a_suite_whose_encoder_cannot_protect_an_authorized_model_is_one_line_at_load(tmp_path: Path, cwd: Path, encoder: str, model: str, reason: str):
+@pytest.mark.parametrize(
+    "encoder, model, reason", REFUSALS, ids=[f"{encoder}-{model}" for encoder, model, _ in REFUSALS]
+)
+def test_a_suite_whose_encoder_cannot_protect_an_authorized_model_is_one_line_at_load(
+    tmp_path: Path, cwd: Path, encoder: str, model: str, reason: str
+):
     path = keyed_suite(tmp_path, encoder, model)
-    refused("run", path, cwd=cwd, expected=(f"{path}: key 'encoders[1]': {encoder} cannot protect authorized model {model!r}: {reason}",))
+    refused(
+        "run",
+        path,
+        cwd=cwd,
+        expected=(f"{path}: key 'encoders[1]': {encoder} cannot protect authorized model {model!r}: {reason}",),
+    )
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("encoder, model, reason", REFUSALS, ids=[f"{encoder}-{model}" for encoder, model, _ in REFUSALS])
-def test_encode_with_an_encoder_that_cannot_protect_the_model_is_one_line(tmp_path: Path, cwd: Path, encoder: str, model: str, reason: str):
+@pytest.mark.parametrize(
+    "encoder, model, reason", REFUSALS, ids=[f"{encoder}-{model}" for encoder, model, _ in REFUSALS]
+)
+def test_encode_with_an_encoder_that_cannot_protect_the_model_is_one_line(
+    tmp_path: Path, cwd: Path, encoder: str, model: str, reason: str
+):
     photos = tmp_path / "photos"
     photos.mkdir()
     from PIL import Image
 
     Image.new("L", (28, 28), 128).save(photos / "a.png")
-    argv = ("encode", photos, tmp_path / "release", "--zoo", ZOO, "--model", model, "--encoder", encoder, "--strength", "20", "--seed-key", "k")
+    argv = (
+        "encode",
+        photos,
+        tmp_path / "release",
+        "--zoo",
+        ZOO,
+        "--model",
+        model,
+        "--encoder",
+        encoder,
+        "--strength",
+        "20",
+        "--seed-key",
+        "k",
+    )
     refused(*argv, cwd=cwd, expected=(f"--encoder {encoder} cannot protect --model {model}: {reason}",))
     assert not (tmp_path / "release").exists()
 
@@ -87,12 +119,24 @@ def fussy(monkeypatch):
 
 def test_a_plugins_refusal_with_line_breaks_and_escapes_is_still_one_clean_line(fussy, tmp_path: Path, cwd: Path):
     path = keyed_suite(tmp_path, "fussy", "resnet")
-    line = refused("run", path, cwd=cwd, expected=(f"{path}: key 'encoders[1]': fussy cannot protect authorized model 'resnet': no ResNets",))
+    line = refused(
+        "run",
+        path,
+        cwd=cwd,
+        expected=(f"{path}: key 'encoders[1]': fussy cannot protect authorized model 'resnet': no ResNets",),
+    )
     assert "\x1b" not in line
 
 
 def test_a_check_model_that_raises_is_one_line_naming_the_entry(fussy, monkeypatch, tmp_path: Path, cwd: Path):
     monkeypatch.setattr(Fussy, "error", RuntimeError("meta tensors have no values"))
     path = keyed_suite(tmp_path, "fussy", "vit_b")
-    refused("run", path, cwd=cwd, expected=(f"{path}: key 'encoders[1]': fussy cannot protect authorized model 'vit_a': its check_model raised RuntimeError",))
+    refused(
+        "run",
+        path,
+        cwd=cwd,
+        expected=(
+            f"{path}: key 'encoders[1]': fussy cannot protect authorized model 'vit_a': its check_model raised RuntimeError",
+        ),
+    )
     assert not (tmp_path / "runs").exists()

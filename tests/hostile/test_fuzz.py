@@ -21,15 +21,26 @@ from tests.helpers import digits_suite
 from tests.hostile.conftest import MAX_LINE
 
 # main() flushes denormals process-wide (torch.set_flush_denormal), so hypothesis must not draw subnormal floats.
-FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False), st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False),
+    st.text(max_size=30),
     st.sampled_from(["..", ".", "/", "../x", "a/b", "", "-1", "1e999", "nan", "vit_a", "patch", "blur", "digits"]),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 def outcome(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -67,7 +78,9 @@ def base_suite(tmp_path_factory: pytest.TempPathFactory, digits_zoo: Path) -> di
 
 @FUZZ
 @given(data=st.data())
-def test_suite_schema(base_suite: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], data: st.DataObject) -> None:
+def test_suite_schema(
+    base_suite: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], data: st.DataObject
+) -> None:
     suite = copy.deepcopy(base_suite)
     for _ in range(data.draw(st.integers(1, 3))):
         path = data.draw(st.sampled_from(paths_of(suite) or [("name",)]))
@@ -82,7 +95,11 @@ def test_suite_schema(base_suite: dict, tmp_path: Path, capsys: pytest.CaptureFi
         else:
             parent[path[-1]] = data.draw(values)
     file = tmp_path / "fuzz.yaml"
-    file.write_text(yaml.safe_dump(json.loads(json.dumps(suite, default=str)), allow_unicode=True) if _json_safe(suite) else "name: [")
+    file.write_text(
+        yaml.safe_dump(json.loads(json.dumps(suite, default=str)), allow_unicode=True)
+        if _json_safe(suite)
+        else "name: ["
+    )
     outcome(["list", "models", str(file)], capsys)
 
 
@@ -99,8 +116,14 @@ def _json_safe(data: object) -> bool:
     name=st.sampled_from(["NXB_CACHE_MAX_GB", "NXB_RELEASE_MAX_GB", "NXB_FAULT"]),
     value=st.one_of(st.text(max_size=40), st.floats(allow_subnormal=False).map(repr), st.integers().map(str)),
 )
-def test_environment_variables(base_suite: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                               monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+def test_environment_variables(
+    base_suite: dict,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    value: str,
+) -> None:
     value = value.replace("\x00", "")  # the environment cannot hold NUL
     file = tmp_path / "suite.yaml"
     file.write_text(yaml.safe_dump(base_suite))
@@ -112,13 +135,60 @@ def test_environment_variables(base_suite: dict, tmp_path: Path, capsys: pytest.
         assert math.isfinite(number) and number >= 0, f"{name}={value!r} accepted"
 
 
-TOKENS = st.sampled_from([
-    "run", "list", "leaderboard", "report", "encode", "verify", "zoo", "train", "diffusion", "models", "attacks",
-    "--limit", "--threads", "--workers", "--executor", "--steps", "--max-seconds", "--strength", "--format", "--param",
-    "--batch-size", "--zoo", "--model", "--encoder", "--models", "--out", "--experiment", "--run-id", "--fresh",
-    "--no-tracking", "--mlflow", "--seed-key", "0", "-1", "1e999", "nan", "x=&a [1]", "k=[[[", "/nonexistent.yaml",
-    "..", ".", "", "\x7f", "-", "--", "png8", "jpeg0", "patch", "process", "ray",
-])
+TOKENS = st.sampled_from(
+    [
+        "run",
+        "list",
+        "leaderboard",
+        "report",
+        "encode",
+        "verify",
+        "zoo",
+        "train",
+        "diffusion",
+        "models",
+        "attacks",
+        "--limit",
+        "--threads",
+        "--workers",
+        "--executor",
+        "--steps",
+        "--max-seconds",
+        "--strength",
+        "--format",
+        "--param",
+        "--batch-size",
+        "--zoo",
+        "--model",
+        "--encoder",
+        "--models",
+        "--out",
+        "--experiment",
+        "--run-id",
+        "--fresh",
+        "--no-tracking",
+        "--mlflow",
+        "--seed-key",
+        "0",
+        "-1",
+        "1e999",
+        "nan",
+        "x=&a [1]",
+        "k=[[[",
+        "/nonexistent.yaml",
+        "..",
+        ".",
+        "",
+        "\x7f",
+        "-",
+        "--",
+        "png8",
+        "jpeg0",
+        "patch",
+        "process",
+        "ray",
+    ]
+)
 
 
 @FUZZ

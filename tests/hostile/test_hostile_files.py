@@ -58,8 +58,23 @@ def test_hostile_input_images(tmp_path: Path, cwd: Path, digits_zoo: Path, kind:
     good = png_bytes(np.full((20, 20), 128, np.uint8))
     (source / "a.png").write_bytes(good)
     (source / "b.png").write_bytes(IMAGES[kind]())
-    outcome = run_cli("encode", source, tmp_path / "out", "--zoo", digits_zoo, "--model", "vit_a", "--encoder", "patch",
-                      "--strength", "20", "--seed-key", "k", cwd=cwd, isolate=kind == "decompression bomb")
+    outcome = run_cli(
+        "encode",
+        source,
+        tmp_path / "out",
+        "--zoo",
+        digits_zoo,
+        "--model",
+        "vit_a",
+        "--encoder",
+        "patch",
+        "--strength",
+        "20",
+        "--seed-key",
+        "k",
+        cwd=cwd,
+        isolate=kind == "decompression bomb",
+    )
     if kind.startswith("one pixel"):  # tiny but valid: resized like any other image
         assert outcome.code == 0, outcome.err[-2000:]
         return
@@ -100,7 +115,9 @@ def test_hostile_weight_files(tmp_path: Path, cwd: Path, digits_zoo: Path, name:
 
 def test_dataset_root_that_does_not_exist_is_not_replaced(tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     """fashion_mnist with a root that does not exist must not silently read the Debian copy instead."""
-    suite = digits_suite(tmp_path, digits_zoo, dataset={"name": "fashion_mnist", "params": {"root": str(tmp_path / "nowhere")}})
+    suite = digits_suite(
+        tmp_path, digits_zoo, dataset={"name": "fashion_mnist", "params": {"root": str(tmp_path / "nowhere")}}
+    )
     refused("run", suite, "--no-tracking", cwd=cwd, expected=("nowhere",))
 
 
@@ -123,9 +140,20 @@ def test_hostile_dataset_files(tmp_path: Path, cwd: Path, digits_zoo: Path, kind
     root = tmp_path / "fashion"
     root.mkdir()
     (root / "t10k-images-idx3-ubyte.gz").write_bytes(IDX_FILES[kind]())
-    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01" + struct.pack(">I", 10) + bytes(10)))
-    suite = digits_suite(tmp_path, digits_zoo, dataset={"name": "fashion_mnist", "params": {"root": str(root)}, "limit": 5})
-    refused("run", suite, "--no-tracking", cwd=cwd, expected=("t10k-images-idx3-ubyte.gz",), isolate=kind == "declares 2^32 images")
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(
+        gzip.compress(b"\x00\x00\x08\x01" + struct.pack(">I", 10) + bytes(10))
+    )
+    suite = digits_suite(
+        tmp_path, digits_zoo, dataset={"name": "fashion_mnist", "params": {"root": str(root)}, "limit": 5}
+    )
+    refused(
+        "run",
+        suite,
+        "--no-tracking",
+        cwd=cwd,
+        expected=("t10k-images-idx3-ubyte.gz",),
+        isolate=kind == "declares 2^32 images",
+    )
 
 
 SUITE_FILES = {
@@ -162,14 +190,28 @@ def test_package_weight_source_imports_nothing(tmp_path: Path, cwd: Path, digits
         model["weights"] = {"source": "none"}
     models[1]["weights"] = {"source": "package", "package": "evilpkg.sub", "file": "models/*.pth"}
     suite = suite_with_zoo(tmp_path, digits_zoo, models)
-    refused("run", suite, "--no-tracking", cwd=cwd, env={"PYTHONPATH": str(tmp_path / "site")}, expected=("evilpkg",), isolate=True)
+    refused(
+        "run",
+        suite,
+        "--no-tracking",
+        cwd=cwd,
+        env={"PYTHONPATH": str(tmp_path / "site")},
+        expected=("evilpkg",),
+        isolate=True,
+    )
     assert not (cwd / "IMPORTED").exists() and not (cwd / "IMPORTED_SUB").exists()
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"pretrained": True}, {"checkpoint_path": "/tmp/x.pth"}, {"pretrained_cfg_overlay": {"file": "/tmp/x.pth"}},
-     {"pretrained_cfg": {"file": "/tmp/x.pth"}}, {"pretrained_strict": False}, {"cache_dir": "/tmp"}],
+    [
+        {"pretrained": True},
+        {"checkpoint_path": "/tmp/x.pth"},
+        {"pretrained_cfg_overlay": {"file": "/tmp/x.pth"}},
+        {"pretrained_cfg": {"file": "/tmp/x.pth"}},
+        {"pretrained_strict": False},
+        {"cache_dir": "/tmp"},
+    ],
     ids=lambda k: next(iter(k)),
 )
 def test_zoo_kwargs_that_load_weights_are_refused(tmp_path: Path, cwd: Path, digits_zoo: Path, kwargs: dict) -> None:

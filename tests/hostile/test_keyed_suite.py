@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
         ("convnext", {}, ("VisionTransformer", "scramble: false")),
     ],
 )
-def test_the_keyed_transform_on_a_model_it_cannot_fold_into_is_refused(tmp_path: Path, cwd: Path, authorized: str, params: dict, expected: tuple) -> None:
+def test_the_keyed_transform_on_a_model_it_cannot_fold_into_is_refused(
+    tmp_path: Path, cwd: Path, authorized: str, params: dict, expected: tuple
+) -> None:
     suite = {
         "name": "keyed",
         "dataset": {"name": "digits", "limit": 20},

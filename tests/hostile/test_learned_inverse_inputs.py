@@ -44,8 +44,16 @@ def suite(tmp_path: Path, params: dict) -> Path:
         ({"pairs": "surrogate"}, "params"),  # which model?
     ],
 )
-def test_extreme_or_incomplete_parameters_are_refused_before_any_work(tmp_path: Path, cwd: Path, params: dict, key: str) -> None:
-    refused("list", "models", suite(tmp_path, params), cwd=cwd, expected=(f"'attacks[1].params{'' if key == 'params' else '.' + key}'",))
+def test_extreme_or_incomplete_parameters_are_refused_before_any_work(
+    tmp_path: Path, cwd: Path, params: dict, key: str
+) -> None:
+    refused(
+        "list",
+        "models",
+        suite(tmp_path, params),
+        cwd=cwd,
+        expected=(f"'attacks[1].params{'' if key == 'params' else '.' + key}'",),
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,5 +64,7 @@ def test_extreme_or_incomplete_parameters_are_refused_before_any_work(tmp_path: 
         ({"pairs": "identified", "candidates": ["a", "nobody"]}, "'nobody' is not a model"),
     ],
 )
-def test_a_pairs_model_the_zoo_does_not_hold_is_one_line(tmp_path: Path, cwd: Path, params: dict, expected: str) -> None:
+def test_a_pairs_model_the_zoo_does_not_hold_is_one_line(
+    tmp_path: Path, cwd: Path, params: dict, expected: str
+) -> None:
     refused("run", suite(tmp_path, params), cwd=cwd, expected=(expected,))

@@ -74,14 +74,25 @@ def taken_port():
 
 @pytest.mark.slow
 def test_ui_refuses_a_taken_port(tmp_path: Path, cwd: Path, taken_port: int) -> None:
-    line = refused("ui", tiny_suite(tmp_path), "--port", taken_port, cwd=cwd, isolate=True, timeout=30, expected=(f"--port {taken_port}",))
+    line = refused(
+        "ui",
+        tiny_suite(tmp_path),
+        "--port",
+        taken_port,
+        cwd=cwd,
+        isolate=True,
+        timeout=30,
+        expected=(f"--port {taken_port}",),
+    )
     assert "http://" not in line
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("host", ["nosuchhost.invalid", "x" * 300, "8.8.8.8"])
 def test_ui_refuses_a_host_it_cannot_serve_on(tmp_path: Path, cwd: Path, host: str) -> None:
-    refused("ui", tiny_suite(tmp_path), "--host", host, cwd=cwd, isolate=True, timeout=30, expected=("--host", host[:40]))
+    refused(
+        "ui", tiny_suite(tmp_path), "--host", host, cwd=cwd, isolate=True, timeout=30, expected=("--host", host[:40])
+    )
 
 
 def commands_with(option: str) -> set[str]:
@@ -101,7 +112,12 @@ def commands_with(option: str) -> set[str]:
 
 def device_commands(folder: Path) -> dict[str, list[object]]:
     """Every command that takes --device (found in the parser, so a new one is covered), with its other arguments."""
-    release = ["--zoo", tiny_suite(folder), "--model", "a"]  # the device is checked before the zoo or any folder is read
+    release = [
+        "--zoo",
+        tiny_suite(folder),
+        "--model",
+        "a",
+    ]  # the device is checked before the zoo or any folder is read
     arguments = {
         "run": [tiny_suite(folder), "--no-tracking"], "train diffusion": [ddpm_config(folder)],
         "encode": [folder / "photos", folder / "release", *release, "--encoder", "patch", "--strength", "10"],

@@ -30,7 +30,21 @@ def copies(pristine: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
 
 
 def attack(release: Path, originals: Path, zoo: Path, cwd: Path, *extra: object, expected: tuple[str, ...] = ()) -> str:
-    return refused("attack", release, "--originals", originals, "--zoo", zoo, "--protocol", NE_V1, "--ensemble", "fast", *extra, cwd=cwd, expected=expected)
+    return refused(
+        "attack",
+        release,
+        "--originals",
+        originals,
+        "--zoo",
+        zoo,
+        "--protocol",
+        NE_V1,
+        "--ensemble",
+        "fast",
+        *extra,
+        cwd=cwd,
+        expected=expected,
+    )
 
 
 def test_verify_labels_refuses_a_class_folder_the_zoo_does_not_know(copies, tmp_path: Path, digits_zoo: Path) -> None:
@@ -38,7 +52,15 @@ def test_verify_labels_refuses_a_class_folder_the_zoo_does_not_know(copies, tmp_
     (source / "0").rename(source / "cat")
     assert main(encode_args(source, tmp_path / "cats", digits_zoo)) == 0
     before = tree_digest(tmp_path / "cats")
-    refused("verify", tmp_path / "cats", "--zoo", digits_zoo, "--labels", cwd=tmp_path, expected=("class folder 'cat' names no class", "'0', '1'"))
+    refused(
+        "verify",
+        tmp_path / "cats",
+        "--zoo",
+        digits_zoo,
+        "--labels",
+        cwd=tmp_path,
+        expected=("class folder 'cat' names no class", "'0', '1'"),
+    )
     assert tree_digest(tmp_path / "cats") == before
 
 
@@ -47,17 +69,39 @@ def test_verify_labels_refuses_a_class_file_it_cannot_read(copies, tmp_path: Pat
     _, release = copies
     (tmp_path / "classes.txt").write_bytes(text.encode("latin-1"))
     before = tree_digest(release)
-    refused("verify", release, "--zoo", digits_zoo, "--labels", "--classes", tmp_path / "classes.txt", cwd=tmp_path, expected=("--classes", "classes.txt"))
+    refused(
+        "verify",
+        release,
+        "--zoo",
+        digits_zoo,
+        "--labels",
+        "--classes",
+        tmp_path / "classes.txt",
+        cwd=tmp_path,
+        expected=("--classes", "classes.txt"),
+    )
     assert tree_digest(release) == before
 
 
 BROKEN = {
-    "an original missing": (lambda source, release: (source / "0" / "img0.png").unlink(), ("0/img0.png", "is not an image in a class folder")),
-    "an original too many": (lambda source, release: shutil.copy(source / "0" / "img0.png", source / "1" / "new.png"), ("1/new.png", "is not in the release")),
+    "an original missing": (
+        lambda source, release: (source / "0" / "img0.png").unlink(),
+        ("0/img0.png", "is not an image in a class folder"),
+    ),
+    "an original too many": (
+        lambda source, release: shutil.copy(source / "0" / "img0.png", source / "1" / "new.png"),
+        ("1/new.png", "is not in the release"),
+    ),
     "a released file edited": (lambda source, release: (release / "0" / "img0.png").write_bytes(b"x"), ("0/img0.png",)),
     "no manifest": (lambda source, release: (release / "manifest.json").unlink(), ("manifest.json",)),
-    "a foreign run folder": (lambda source, release: (release / "attack").mkdir() or (release / "attack" / "notes.txt").write_text("mine"), ("no earlier",)),
-    "no authorized_agreement": (lambda source, release: drop_key(release, "authorized_agreement"), ("manifest.json", "authorized_agreement")),
+    "a foreign run folder": (
+        lambda source, release: (release / "attack").mkdir() or (release / "attack" / "notes.txt").write_text("mine"),
+        ("no earlier",),
+    ),
+    "no authorized_agreement": (
+        lambda source, release: drop_key(release, "authorized_agreement"),
+        ("manifest.json", "authorized_agreement"),
+    ),
     "no ssim_mean": (lambda source, release: drop_key(release, "ssim_mean"), ("manifest.json", "ssim_mean")),
 }
 
@@ -93,7 +137,10 @@ def test_attack_refuses_a_zoo_without_the_releases_model(copies, tmp_path: Path,
 
 
 OUTS = {
-    "an empty folder in the release": (lambda source, release: (release / "empty").mkdir() or release / "empty", ("inside the release",)),
+    "an empty folder in the release": (
+        lambda source, release: (release / "empty").mkdir() or release / "empty",
+        ("inside the release",),
+    ),
     "a new folder deep in the release": (lambda source, release: release / "a" / "b" / "c", ("inside the release",)),
     "the release itself": (lambda source, release: release, ("inside the release",)),
     "a new folder in the originals": (lambda source, release: source / "newdir", ("originals",)),
@@ -103,7 +150,9 @@ OUTS = {
 
 
 @pytest.mark.parametrize("case", list(OUTS))
-def test_attack_refuses_a_run_folder_inside_the_release_or_the_originals(copies, tmp_path: Path, digits_zoo: Path, case: str) -> None:
+def test_attack_refuses_a_run_folder_inside_the_release_or_the_originals(
+    copies, tmp_path: Path, digits_zoo: Path, case: str
+) -> None:
     source, release = copies
     where, expected = OUTS[case]
     out = where(source, release)
@@ -116,10 +165,30 @@ def test_a_refused_attack_leaves_no_folder_it_created(copies, tmp_path: Path, di
     """The suite file is written, then loaded as ``run`` loads it: a refusal there removed only the innermost new folder."""
     source, release = copies
     out = tmp_path / "runs" / "a" / "b"
-    attack(release, source, digits_zoo, tmp_path / "cwd", "--out", out, "--public", "{name: digits, params: {split: nope}}", expected=("split",))
+    attack(
+        release,
+        source,
+        digits_zoo,
+        tmp_path / "cwd",
+        "--out",
+        out,
+        "--public",
+        "{name: digits, params: {split: nope}}",
+        expected=("split",),
+    )
     assert not (tmp_path / "runs").exists()
     (tmp_path / "empty").mkdir()
-    attack(release, source, digits_zoo, tmp_path / "cwd", "--out", tmp_path / "empty", "--public", "{name: digits, params: {split: nope}}", expected=("split",))
+    attack(
+        release,
+        source,
+        digits_zoo,
+        tmp_path / "cwd",
+        "--out",
+        tmp_path / "empty",
+        "--public",
+        "{name: digits, params: {split: nope}}",
+        expected=("split",),
+    )
     assert list((tmp_path / "empty").iterdir()) == []
 
 
@@ -130,7 +199,19 @@ def test_a_finished_attack_run_is_one_encode_overwrite_may_replace(copies, tmp_p
     source, release = copies
     cwd = tmp_path / "cwd"
     for _ in range(2):  # the second run resumes the first, in its own marked folder
-        done = run_cli("attack", release, "--originals", source, "--zoo", digits_zoo, "--protocol", NE_V1, "--ensemble", "fast", cwd=cwd)
+        done = run_cli(
+            "attack",
+            release,
+            "--originals",
+            source,
+            "--zoo",
+            digits_zoo,
+            "--protocol",
+            NE_V1,
+            "--ensemble",
+            "fast",
+            cwd=cwd,
+        )
         assert done.code == 0, done.err[-2000:]
     assert json.loads((release / "attack" / MARKER).read_text())["written_by"] == "nonxfer-bench attack"
     assert run_cli(*encode_args(source, release, digits_zoo, "30", "--overwrite"), cwd=cwd).code == 0

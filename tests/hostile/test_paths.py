@@ -50,8 +50,12 @@ def test_odd_characters_in_the_output_folder(tmp_path: Path, cwd: Path, digits_z
     inside that folder."""
     odd = tmp_path / "odd dir ü,;=@"
     suite = digits_suite(
-        tmp_path, digits_zoo, dataset={"name": "digits", "limit": 40}, encoders=[{"name": "patch", "strengths": [0.0]}],
-        attacks=[{"name": "identity"}], output={"dir": str(odd / "runs"), "results": str(odd / "results"), "sample_images": 2},
+        tmp_path,
+        digits_zoo,
+        dataset={"name": "digits", "limit": 40},
+        encoders=[{"name": "patch", "strengths": [0.0]}],
+        attacks=[{"name": "identity"}],
+        output={"dir": str(odd / "runs"), "results": str(odd / "results"), "sample_images": 2},
         tracking={"enabled": True},
     )
     outcome = run_cli("run", suite, cwd=cwd)

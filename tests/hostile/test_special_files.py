@@ -35,7 +35,13 @@ def special(path: Path, kind: str) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "command"),
-    [("fifo", "leaderboard"), ("fifo", "run"), ("fifo symlink", "report"), ("/dev/zero symlink", "leaderboard"), ("folder", "leaderboard")],
+    [
+        ("fifo", "leaderboard"),
+        ("fifo", "run"),
+        ("fifo symlink", "report"),
+        ("/dev/zero symlink", "leaderboard"),
+        ("folder", "leaderboard"),
+    ],
 )
 def test_a_special_file_as_the_run_store(tmp_path: Path, cwd: Path, digits_zoo: Path, kind: str, command: str) -> None:
     suite = digits_suite(tmp_path, digits_zoo)
@@ -71,7 +77,9 @@ def test_a_gzipped_store_of_one_gigantic_line(tmp_path: Path, cwd: Path, digits_
     """100 MiB of JSON on one line (a list of zeros, which json.loads would hold as 50 million list entries):
     refused at the per-line bound before it is parsed."""
     suite = digits_suite(tmp_path, digits_zoo)
-    store = gzip_members(tmp_path / "results" / "digits" / "cells.jsonl.gz", (b'{"key": [', 1), (b"0," * (MIB // 2), 100), (b"0]}\n", 1))
+    store = gzip_members(
+        tmp_path / "results" / "digits" / "cells.jsonl.gz", (b'{"key": [', 1), (b"0," * (MIB // 2), 100), (b"0]}\n", 1)
+    )
     refused("leaderboard", suite, cwd=cwd, isolate=True, expected=(str(store), "line 1 is longer than"))
 
 

@@ -60,7 +60,9 @@ BAD_LINES = {
 
 
 @pytest.mark.parametrize(
-    ("bad", "command"), [(bad, "leaderboard") for bad in BAD_LINES] + [(bad, c) for bad in ("key only", "a list") for c in ("run", "report")]
+    ("bad", "command"),
+    [(bad, "leaderboard") for bad in BAD_LINES]
+    + [(bad, c) for bad in ("key only", "a list") for c in ("run", "report")],
 )
 def test_a_line_that_is_not_a_cell_is_refused(suite: Path, cwd: Path, bad: str, command: str) -> None:
     path = store_of(suite)
@@ -77,7 +79,11 @@ def test_a_line_that_is_not_a_cell_is_refused(suite: Path, cwd: Path, bad: str, 
 def test_read_only_commands_never_write_the_store(suite: Path, cwd: Path, tail: str, command: str) -> None:
     path = store_of(suite)
     lines = path.read_text().splitlines()
-    text = "\n".join(lines) if tail == "complete line without newline" else "\n".join(lines) + "\n" + lines[0][: len(lines[0]) // 2]
+    text = (
+        "\n".join(lines)
+        if tail == "complete line without newline"
+        else "\n".join(lines) + "\n" + lines[0][: len(lines[0]) // 2]
+    )
     path.write_text(text)
     outcome = run_cli(command, suite, cwd=cwd)
     assert outcome.code == 0, outcome.err[-2000:]
@@ -117,4 +123,6 @@ def test_the_store_is_never_truncated_by_a_refused_command(suite: Path, cwd: Pat
         error_line(run_cli("run", suite, "--no-tracking", cwd=cwd), "in use")
         assert run_cli("leaderboard", suite, cwd=cwd).code == 0
     after = tree_digest(suite.parent / "runs")
-    assert {k: v for k, v in after.items() if "cells.jsonl" in k} == {k: v for k, v in before.items() if "cells.jsonl" in k}
+    assert {k: v for k, v in after.items() if "cells.jsonl" in k} == {
+        k: v for k, v in before.items() if "cells.jsonl" in k
+    }

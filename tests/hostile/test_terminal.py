@@ -17,19 +17,44 @@ from tests.helpers import digits_suite, write_yaml
 from tests.hostile.conftest import Outcome, refused, run_cli
 
 FORBIDDEN = re.compile("[\\x00-\\x09\\x0b-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]")
-SEQUENCES = ["\x1b[31m", "\x1b]0;owned\x07", "\x1b[2J\x1b[H", "\r", "\b", "\x07", "\t", "\x9b31m", "\x7f", "\u202e", "\x1b]8;;http://x\x1b\\"]
+SEQUENCES = [
+    "\x1b[31m",
+    "\x1b]0;owned\x07",
+    "\x1b[2J\x1b[H",
+    "\r",
+    "\b",
+    "\x07",
+    "\t",
+    "\x9b31m",
+    "\x7f",
+    "\u202e",
+    "\x1b]8;;http://x\x1b\\",
+]
 NOT_SPACE = [sequence for sequence in SEQUENCES if not sequence[0].isspace()]
 # any text, with terminal sequences spliced in often
-nasty = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(SEQUENCES), min_size=1, max_size=6).map("".join)
-names = nasty.map(lambda text: text.replace("/", "").replace("\x00", "")[:60]).filter(lambda name: name not in ("", ".", ".."))
-FUZZ = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+nasty = st.lists(
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12) | st.sampled_from(SEQUENCES),
+    min_size=1,
+    max_size=6,
+).map("".join)
+names = nasty.map(lambda text: text.replace("/", "").replace("\x00", "")[:60]).filter(
+    lambda name: name not in ("", ".", "..")
+)
+FUZZ = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def assert_inert(outcome: Outcome) -> None:
     assert "Traceback" not in outcome.err and outcome.code in (0, 2), outcome.err[-2000:]
     for stream, text in (("stdout", outcome.out), ("stderr", outcome.err)):
         found = FORBIDDEN.search(text)
-        assert found is None, f"{stream} holds {found.group()!r}: {text[max(0, found.start() - 80) : found.end() + 80]!r}"
+        assert found is None, (
+            f"{stream} holds {found.group()!r}: {text[max(0, found.start() - 80) : found.end() + 80]!r}"
+        )
 
 
 @FUZZ
@@ -47,7 +72,18 @@ def test_list_suites_shows_descriptions_and_file_names_inert(description: str, n
     assert_inert(outcome)
 
 
-KEYS = ["name", "description", "dataset.name", "zoo", "authorized.0", "encoders.0.name", "attacks.0.name", "attacks.0.params.x", "output.dir", "seeds.0"]
+KEYS = [
+    "name",
+    "description",
+    "dataset.name",
+    "zoo",
+    "authorized.0",
+    "encoders.0.name",
+    "attacks.0.name",
+    "attacks.0.params.x",
+    "output.dir",
+    "seeds.0",
+]
 
 
 @FUZZ
@@ -71,7 +107,10 @@ def test_a_bad_value_in_a_suite_is_echoed_inert(digits_zoo: Path, value: str, ke
 
 
 @FUZZ
-@given(value=st.tuples(st.sampled_from(NOT_SPACE), nasty).map("".join), option=st.sampled_from(["suite", "--device", "--executor", "--workers"]))
+@given(
+    value=st.tuples(st.sampled_from(NOT_SPACE), nasty).map("".join),
+    option=st.sampled_from(["suite", "--device", "--executor", "--workers"]),
+)
 @example(value="\x1b]0;owned\x07", option="suite")
 def test_a_bad_command_line_value_is_echoed_inert(digits_zoo: Path, value: str, option: str) -> None:
     """Values refused before any work: a suite file that is not there, and option values that start with a
@@ -79,7 +118,11 @@ def test_a_bad_command_line_value_is_echoed_inert(digits_zoo: Path, value: str, 
     with tempfile.TemporaryDirectory() as folder:
         suite = digits_suite(Path(folder), digits_zoo)
         name = value.replace("\x00", "")
-        args = ["leaderboard", Path(folder) / f"{name.replace('/', '')}.yaml"] if option == "suite" else ["run", suite, option, name, "--no-tracking"]
+        args = (
+            ["leaderboard", Path(folder) / f"{name.replace('/', '')}.yaml"]
+            if option == "suite"
+            else ["run", suite, option, name, "--no-tracking"]
+        )
         assert_inert(run_cli(*args, cwd=Path(folder)))
 
 

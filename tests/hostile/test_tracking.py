@@ -80,24 +80,51 @@ def test_https_to_a_plain_http_port(tmp_path: Path, cwd: Path, digits_zoo: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("kind", "command"), [(kind, "leaderboard") for kind in KINDS] + [("silent", "report"), ("dead", "report")])
+@pytest.mark.parametrize(
+    ("kind", "command"), [(kind, "leaderboard") for kind in KINDS] + [("silent", "report"), ("dead", "report")]
+)
 def test_reading_back_from_a_broken_server(cwd: Path, kind: str, command: str) -> None:
     with server(kind) as address:
-        refused(command, "--experiment", "x", "--tracking-uri", f"http://{address}", cwd=cwd, timeout=BOUND, isolate=True, expected=(address,))
+        refused(
+            command,
+            "--experiment",
+            "x",
+            "--tracking-uri",
+            f"http://{address}",
+            cwd=cwd,
+            timeout=BOUND,
+            isolate=True,
+            expected=(address,),
+        )
 
 
 @pytest.mark.slow
 def test_tracking_uri_from_the_environment_is_probed(tmp_path: Path, cwd: Path, digits_zoo: Path) -> None:
     suite = digits_suite(tmp_path, digits_zoo)
     with server("silent") as address:
-        refused("leaderboard", suite, "--mlflow", cwd=cwd, timeout=BOUND, isolate=True, env={"MLFLOW_TRACKING_URI": f"http://{address}"},
-                expected=(address,))
+        refused(
+            "leaderboard",
+            suite,
+            "--mlflow",
+            cwd=cwd,
+            timeout=BOUND,
+            isolate=True,
+            env={"MLFLOW_TRACKING_URI": f"http://{address}"},
+            expected=(address,),
+        )
 
 
 @pytest.mark.parametrize(
     "uri",
-    ["ftp://example.invalid/x", "http://", "http://[::1", "http://127.0.0.1:99999", "no-scheme-at-all", "sqlite:///",
-     "http://user:pw@127.0.0.1:1/" + "x" * 5000],
+    [
+        "ftp://example.invalid/x",
+        "http://",
+        "http://[::1",
+        "http://127.0.0.1:99999",
+        "no-scheme-at-all",
+        "sqlite:///",
+        "http://user:pw@127.0.0.1:1/" + "x" * 5000,
+    ],
     ids=["ftp", "no host", "bad ipv6", "port out of range", "no scheme", "empty sqlite", "long"],
 )
 def test_malformed_tracking_uris(cwd: Path, uri: str) -> None:

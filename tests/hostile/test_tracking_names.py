@@ -28,7 +28,9 @@ MODEL = {
 CELLS = [cell for cell in ladder_cells() if cell.encoder == "patch" and cell.attack in ("identity", "blur")]
 QUOTES = ["it's", 'a"b', "back\\slash", "tick`", "x' or tags.`nxb.run_dir` != '", "%_", " ", "\t\x1b[31m\r"]
 # a folder name: anything but '/' and NUL (the file system's only limits); an experiment name: any text of 1 to 250 characters
-folders = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=24) | st.sampled_from(QUOTES)
+folders = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=24
+) | st.sampled_from(QUOTES)
 experiments = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40) | st.sampled_from(QUOTES)
 
 
@@ -50,11 +52,18 @@ def tracked(root: Path, folder: str, experiment: str, name: str, uri: str):
 
 
 @pytest.mark.slow
-@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(folder=folders, experiment=experiments, name=st.from_regex(PLAIN_NAME, fullmatch=True))
 @example(folder="it's", experiment="it's", name="x")
 @example(folder="x' or tags.`nxb.run_dir` != '", experiment='a"b\\c', name="s")
-def test_any_folder_and_experiment_name_is_resumed_reused_and_read_back(store: str, folder: str, experiment: str, name: str) -> None:
+def test_any_folder_and_experiment_name_is_resumed_reused_and_read_back(
+    store: str, folder: str, experiment: str, name: str
+) -> None:
     with tempfile.TemporaryDirectory() as temporary, pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         suite, path, group = tracked(Path(temporary), folder, experiment, name, store)

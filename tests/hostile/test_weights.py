@@ -30,8 +30,17 @@ def ddpm_copy(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize(
     "argument",
-    [["--steps", "-5"], ["--steps", "0"], ["--steps", "1.5"], ["--steps", "many"], ["--max-seconds", "-1"],
-     ["--max-seconds", "nan"], ["--max-seconds", "inf"], ["--max-seconds", "0"], ["--threads", "0"]],
+    [
+        ["--steps", "-5"],
+        ["--steps", "0"],
+        ["--steps", "1.5"],
+        ["--steps", "many"],
+        ["--max-seconds", "-1"],
+        ["--max-seconds", "nan"],
+        ["--max-seconds", "inf"],
+        ["--max-seconds", "0"],
+        ["--threads", "0"],
+    ],
     ids=lambda a: " ".join(a),
 )
 def test_bad_arguments_leave_the_model_untouched(ddpm_copy: tuple[Path, Path], cwd: Path, argument: list[str]) -> None:
@@ -44,11 +53,23 @@ def test_bad_arguments_leave_the_model_untouched(ddpm_copy: tuple[Path, Path], c
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("train_steps", 0), ("train_steps", -5), ("image_size", 10**9), ("batch_size", 10**12), ("block_out_channels", []),
-     ("block_out_channels", [0, 64]), ("block_out_channels", [10**7]), ("num_train_timesteps", 10**12), ("lr", float("nan")),
-     ("layers_per_block", 10**6), ("ema_decay", float("nan"))],
+    [
+        ("train_steps", 0),
+        ("train_steps", -5),
+        ("image_size", 10**9),
+        ("batch_size", 10**12),
+        ("block_out_channels", []),
+        ("block_out_channels", [0, 64]),
+        ("block_out_channels", [10**7]),
+        ("num_train_timesteps", 10**12),
+        ("lr", float("nan")),
+        ("layers_per_block", 10**6),
+        ("ema_decay", float("nan")),
+    ],
 )
-def test_bad_spec_values_leave_the_model_untouched(ddpm_copy: tuple[Path, Path], cwd: Path, key: str, value: object) -> None:
+def test_bad_spec_values_leave_the_model_untouched(
+    ddpm_copy: tuple[Path, Path], cwd: Path, key: str, value: object
+) -> None:
     spec, folder = ddpm_copy
     data = yaml.safe_load(spec.read_text())
     data[key] = value
@@ -59,7 +80,9 @@ def test_bad_spec_values_leave_the_model_untouched(ddpm_copy: tuple[Path, Path],
     assert tree_digest(folder) == before
 
 
-def test_failure_during_training_leaves_the_model_untouched(ddpm_copy: tuple[Path, Path], cwd: Path, tmp_path: Path) -> None:
+def test_failure_during_training_leaves_the_model_untouched(
+    ddpm_copy: tuple[Path, Path], cwd: Path, tmp_path: Path
+) -> None:
     """A dataset that turns out unreadable only when training starts: the old model stays whole."""
     spec, folder = ddpm_copy
     data = yaml.safe_load(spec.read_text())
@@ -85,7 +108,9 @@ def test_killed_training_leaves_the_model_untouched_and_a_finished_one_replaces_
     data["dataset"]["limit"] = 16
     spec.write_text(yaml.safe_dump(data))
     before = tree_digest(folder)
-    killed = run_cli("train", "diffusion", spec, "--steps", "2", cwd=cwd, env={"NXB_FAULT": "diffusion_staged"}, isolate=True)
+    killed = run_cli(
+        "train", "diffusion", spec, "--steps", "2", cwd=cwd, env={"NXB_FAULT": "diffusion_staged"}, isolate=True
+    )
     assert killed.code == -9, killed.err[-2000:]
     assert tree_digest(folder) == before
     done = run_cli("train", "diffusion", spec, "--steps", "2", cwd=cwd)

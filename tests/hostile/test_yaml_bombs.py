@@ -39,7 +39,9 @@ def bombs() -> dict[str, str]:
 
 
 CASES = [(name, "list models") for name in bombs()] + [
-    (name, command) for name in ("billion laughs in a value", "recursive alias", "deep nesting") for command in ("run", "leaderboard")
+    (name, command)
+    for name in ("billion laughs in a value", "recursive alias", "deep nesting")
+    for command in ("run", "leaderboard")
 ]
 
 
@@ -54,8 +56,13 @@ def test_suite_bombs(tmp_path: Path, cwd: Path, name: str, command: str) -> None
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "command"),
-    [("billion laughs at the top", "zoo train"), ("recursive alias", "train diffusion"), ("deep nesting", "encode"),
-     ("huge file", "zoo train"), ("laughs in mapping merges", "train diffusion")],
+    [
+        ("billion laughs at the top", "zoo train"),
+        ("recursive alias", "train diffusion"),
+        ("deep nesting", "encode"),
+        ("huge file", "zoo train"),
+        ("laughs in mapping merges", "train diffusion"),
+    ],
 )
 def test_zoo_and_diffusion_spec_bombs(tmp_path: Path, cwd: Path, name: str, command: str) -> None:
     """The zoo file of `zoo train` and `encode --zoo`, and the DDPM config of `train diffusion`."""
@@ -64,12 +71,28 @@ def test_zoo_and_diffusion_spec_bombs(tmp_path: Path, cwd: Path, name: str, comm
     args = {
         "zoo train": ["zoo", "train", path],
         "train diffusion": ["train", "diffusion", path],
-        "encode": ["encode", tmp_path, tmp_path / "out", "--zoo", path, "--model", "m", "--encoder", "patch", "--strength", "20", "--seed-key", "k"],
+        "encode": [
+            "encode",
+            tmp_path,
+            tmp_path / "out",
+            "--zoo",
+            path,
+            "--model",
+            "m",
+            "--encoder",
+            "patch",
+            "--strength",
+            "20",
+            "--seed-key",
+            "k",
+        ],
     }[command]
     refused(*args, cwd=cwd, expected=(str(path),), isolate=True)
 
 
-ONE_LINE_LAUGHS = "[&a0 [x,x,x,x,x,x,x,x,x,x], " + ", ".join(f"&a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)) + "]"
+ONE_LINE_LAUGHS = (
+    "[&a0 [x,x,x,x,x,x,x,x,x,x], " + ", ".join(f"&a{i} [{','.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)) + "]"
+)
 
 
 @pytest.mark.slow
@@ -81,9 +104,26 @@ ONE_LINE_LAUGHS = "[&a0 [x,x,x,x,x,x,x,x,x,x], " + ", ".join(f"&a{i} [{','.join(
 def test_encoder_param_bombs(tmp_path: Path, cwd: Path, value: str) -> None:
     """``--param NAME=VALUE`` reads VALUE as YAML: a hostile value is one line, and the echo is bounded."""
     (tmp_path / "in").mkdir()
-    line = refused("encode", tmp_path / "in", tmp_path / "out", "--zoo", tmp_path / "none.yaml", "--model", "m",
-                   "--encoder", "patch", "--strength", "20", "--seed-key", "k", "--param", f"k={value}", cwd=cwd,
-                   expected=("--param",), isolate=True)
+    line = refused(
+        "encode",
+        tmp_path / "in",
+        tmp_path / "out",
+        "--zoo",
+        tmp_path / "none.yaml",
+        "--model",
+        "m",
+        "--encoder",
+        "patch",
+        "--strength",
+        "20",
+        "--seed-key",
+        "k",
+        "--param",
+        f"k={value}",
+        cwd=cwd,
+        expected=("--param",),
+        isolate=True,
+    )
     assert len(line) < 400
 
 

@@ -19,7 +19,15 @@ def tiny_vit(std: float = 0.5, patch: int = 2, embed: int = 4, seed: int = 0):
         {
             "name": "tiny",
             "arch": "vit_tiny_patch16_224",
-            "kwargs": {"img_size": 8, "patch_size": patch, "in_chans": 1, "embed_dim": embed, "depth": 1, "num_heads": 1, "num_classes": 3},
+            "kwargs": {
+                "img_size": 8,
+                "patch_size": patch,
+                "in_chans": 1,
+                "embed_dim": embed,
+                "depth": 1,
+                "num_heads": 1,
+                "num_classes": 3,
+            },
             "preprocess": {"input_size": [1, 8, 8], "mean": [0.5], "std": [std]},
             "seed": seed,
         }
@@ -57,7 +65,9 @@ def test_hoffman_wielandt_holds_on_random_pairs():
     for m, d in ((4, 9), (16, 16), (32, 49), (64, 27)):
         for _ in range(5):
             a = torch.randn(m, d, generator=generator, dtype=torch.float64)
-            b = a + torch.randn(m, d, generator=generator, dtype=torch.float64) * torch.rand(1, generator=generator, dtype=torch.float64)
+            b = a + torch.randn(m, d, generator=generator, dtype=torch.float64) * torch.rand(
+                1, generator=generator, dtype=torch.float64
+            )
             lhs, rhs, ratio = hoffman_wielandt(a, b)
             assert lhs <= rhs * (1 + 1e-12) and 0 <= ratio <= 1 + 1e-12
 
@@ -90,23 +100,37 @@ def test_misalignment_is_zero_for_the_same_model_and_invariant_to_pixel_rescalin
     with torch.no_grad():
         authorized.std.mul_(0.5)
         authorized.first_conv.weight.mul_(0.5)
-    rescaled = encoder_subspace(authorized, ENCODERS.create(encoder.name, {}))[0].pixel_basis  # a fresh encoder: new weights
+    rescaled = encoder_subspace(authorized, ENCODERS.create(encoder.name, {}))[
+        0
+    ].pixel_basis  # a fresh encoder: new weights
     assert misalignment(other.pixel_weight(), rescaled) == pytest.approx(before, rel=1e-6)
 
 
 def test_the_runner_puts_bound_numbers_into_identity_cells(tmp_path, digits_zoo):
     from nonxfer_bench.cli import main
 
-    path = digits_suite(tmp_path, digits_zoo, attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
-                        encoders=[{"name": "patch", "strengths": [10.0]}], dataset={"name": "digits", "limit": 60})
+    path = digits_suite(
+        tmp_path,
+        digits_zoo,
+        attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
+        encoders=[{"name": "patch", "strengths": [10.0]}],
+        dataset={"name": "digits", "limit": 60},
+    )
     assert main(["run", str(path)]) == 0
-    cells = [Cell.from_record(json.loads(line)) for line in (tmp_path / "runs" / "digits" / "cells.jsonl").read_text().splitlines()]
+    cells = [
+        Cell.from_record(json.loads(line))
+        for line in (tmp_path / "runs" / "digits" / "cells.jsonl").read_text().splitlines()
+    ]
     identity = {c.model: c for c in cells if c.baseline and c.encoder == "patch"}
     assert set(identity) == {"vit_a", "vit_b", "res"}
     assert all(not c.bounds for c in cells if not c.baseline)
     auth = identity["vit_a"]
     assert "bound/error" not in auth.bounds
-    assert auth.bounds["bound/exact_null"] and auth.bounds["bound/sigma_s"] == 0.0 and auth.bounds["bound/auth_layer_ratio_median"] is None
+    assert (
+        auth.bounds["bound/exact_null"]
+        and auth.bounds["bound/sigma_s"] == 0.0
+        and auth.bounds["bound/auth_layer_ratio_median"] is None
+    )
     assert auth.bounds["bound/auth_layer_rel_median"] < 1e-4  # exact null space: only float residue reaches the layer
     assert auth.bounds["bound/misalignment"] < 1e-5 and auth.bounds["bound/lipschitz_estimate"] > 0
     assert identity["vit_b"].bounds["bound/misalignment"] > 0.05 and identity["vit_b"].bounds["bound/hw_ratio"] <= 1
@@ -120,11 +144,32 @@ def test_the_runner_puts_bound_numbers_into_identity_cells(tmp_path, digits_zoo)
 def test_the_theory_table_marks_ratios_that_are_one_by_construction():
     from nonxfer_bench.rendering.theory import theory_markdown
 
-    base = {"baseline": True, "authorized": "a", "model": "a", "encoder": "reference", "strength": 20.0, "role": "authorized"}
+    base = {
+        "baseline": True,
+        "authorized": "a",
+        "model": "a",
+        "encoder": "reference",
+        "strength": 20.0,
+        "role": "authorized",
+    }
     exact = base | {"bound/k": 1, "bound/auth_layer_ratio_median": 1.0, "bound/auth_layer_ratio_p95": 1.0}
-    straddling = base | {"encoder": "patch", "bound/k": 1, "bound/auth_layer_ratio_median": 6.68, "bound/auth_layer_ratio_p95": 7.67}
-    several = base | {"encoder": "operator", "bound/k": 4, "bound/auth_layer_ratio_median": 1.0, "bound/auth_layer_ratio_p95": 1.0}
-    rows = {line.split(" | ")[1]: line for line in theory_markdown([exact, straddling, several]).splitlines() if line.startswith("| a |")}
+    straddling = base | {
+        "encoder": "patch",
+        "bound/k": 1,
+        "bound/auth_layer_ratio_median": 6.68,
+        "bound/auth_layer_ratio_p95": 7.67,
+    }
+    several = base | {
+        "encoder": "operator",
+        "bound/k": 4,
+        "bound/auth_layer_ratio_median": 1.0,
+        "bound/auth_layer_ratio_p95": 1.0,
+    }
+    rows = {
+        line.split(" | ")[1]: line
+        for line in theory_markdown([exact, straddling, several]).splitlines()
+        if line.startswith("| a |")
+    }
     assert "| 1 † | 1 † |" in rows["reference 20"]
     assert "†" not in rows["patch 20"] and "†" not in rows["operator 20"]
 

@@ -164,7 +164,9 @@ def test_k_outside_the_input_dimension_is_refused():
 
 def test_ritz_stop_gives_upper_bounds_close_to_the_dense_values():
     conv, shape = make_conv("resnet_7x7_s2_p3_rgb")
-    settled = operator_subspace(conv, shape, 8, tol=1e-300, ritz_tol=1e-6, method="lobpcg")  # residual tolerance unreachable
+    settled = operator_subspace(
+        conv, shape, 8, tol=1e-300, ritz_tol=1e-6, method="lobpcg"
+    )  # residual tolerance unreachable
     dense = dense_singular_values(conv, shape)[:8]
     assert settled.stop == "ritz" and not settled.converged
     assert bool((settled.singular_values >= dense - 1e-12).all())  # Ritz values bound from above
@@ -196,7 +198,13 @@ def test_a_second_process_loads_the_basis_from_disk_and_other_settings_solve_aga
     env = os.environ | {"NXB_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
 
     def probe(mode: str, tol: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", DISK_PROBE, mode, tol], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
+        return subprocess.run(
+            [sys.executable, "-c", DISK_PROBE, mode, tol],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],
+        )
 
     solved = probe("solve", "1e-8")
     assert solved.returncode == 0, solved.stderr

@@ -133,13 +133,17 @@ def test_paired_bootstrap_over_images_is_seeded_contains_the_estimate_and_keeps_
     outcomes = rng.random((4, 300)) < np.array([[0.3], [0.5], [0.6], [0.4]])
     mean, maximum = bootstrap_over_images(outcomes, seed=7)
     assert bootstrap_over_images(outcomes, seed=7) == (mean, maximum)
-    assert mean.estimate == pytest.approx(outcomes.mean()) and maximum.estimate == pytest.approx(outcomes.mean(axis=1).max())
+    assert mean.estimate == pytest.approx(outcomes.mean()) and maximum.estimate == pytest.approx(
+        outcomes.mean(axis=1).max()
+    )
     for interval in (mean, maximum):
         assert interval.lo <= interval.estimate <= interval.hi
     twins = np.repeat(outcomes[:1], 3, axis=0)  # identical models: the resampled max is the resampled mean
     twin_mean, twin_max = bootstrap_over_images(twins)
     assert twin_mean[1:] == pytest.approx(twin_max[1:])
-    assert twin_mean.hi - twin_mean.lo == pytest.approx(wilson(int(twins[0].sum()), 300).hi - wilson(int(twins[0].sum()), 300).lo, rel=0.2)
+    assert twin_mean.hi - twin_mean.lo == pytest.approx(
+        wilson(int(twins[0].sum()), 300).hi - wilson(int(twins[0].sum()), 300).lo, rel=0.2
+    )
     wide = bootstrap_over_images(outcomes[:, :50])[0]
     assert wide.hi - wide.lo > mean.hi - mean.lo
 

@@ -15,7 +15,9 @@ FASHION_ZOO = ROOT / "suites" / "zoo" / "fashion.yaml"
 NE_V1 = ROOT / "suites" / "protocols" / "ne-v1.yaml"
 
 
-def export(folder: Path, count: int, name=lambda classes, label: classes[label].replace("/", "-"), seed: int = 0) -> tuple[Path, torch.Tensor, torch.Tensor]:
+def export(
+    folder: Path, count: int, name=lambda classes, label: classes[label].replace("/", "-"), seed: int = 0
+) -> tuple[Path, torch.Tensor, torch.Tensor]:
     """``count`` seeded Fashion-MNIST test images as 28 px PNGs in ``folder/<name(classes, label)>/<index>.png``;
     returns the folder, the images (uint8, in the sorted order of their paths) and their true labels."""
     data = DATASETS.create("fashion_mnist", {"split": "test"}).load().subset(count, seed=seed)

@@ -52,7 +52,10 @@ def owner_suite(tmp_path: Path, zoo: Path, photos: Path) -> Path:
         tmp_path / "suite.yaml",
         {
             "name": "owner-suite",
-            "dataset": {"name": "image_folder", "params": {"root": str(photos), "classes": [str(i) for i in range(10)], "size": 16, "crop_pct": 1.0}},
+            "dataset": {
+                "name": "image_folder",
+                "params": {"root": str(photos), "classes": [str(i) for i in range(10)], "size": 16, "crop_pct": 1.0},
+            },
             "zoo": str(zoo),
             "authorized": ["vit_a"],
             "encoders": [{"name": "patch", "strengths": [float(STRENGTH)]}],
@@ -86,25 +89,40 @@ def test_a_folder_encoded_verified_and_attacked_gets_the_suites_numbers_on_its_c
     printed = capsys.readouterr().out
     card = json.loads((release / "protection.json").read_text())
     evidence = card["evidence"]
-    assert evidence["protocol"] == {"name": "ne-v1", "version": 1, "ensemble": "fast"} and evidence["n"] + evidence["tuning"] == len(labels)
+    assert evidence["protocol"] == {"name": "ne-v1", "version": 1, "ensemble": "fast"} and evidence["n"] + evidence[
+        "tuning"
+    ] == len(labels)
     assert [tier["tier"] for tier in evidence["tiers"]][:1] == ["none"] and "cheapest known break" in printed
-    assert evidence["identification"].startswith("`identify` ranked the authorized model first in ")  # the zoo's models as candidates, whatever broke it
+    assert evidence["identification"].startswith(
+        "`identify` ranked the authorized model first in "
+    )  # the zoo's models as candidates, whatever broke it
 
     assert main(["run", str(suite_file), "--no-tracking"]) == 0
     found = find_cells("leaderboard", suite_file)
-    suite = [v for v in verdicts(results_frame(found.cells), load_protocol(NE_V1).verdict) if v.release.encoder == "patch"]
+    suite = [
+        v for v in verdicts(results_frame(found.cells), load_protocol(NE_V1).verdict) if v.release.encoder == "patch"
+    ]
     assert len(suite) == 1
     none = suite[0].tiers[0]
     card_none = evidence["tiers"][0]
     assert (card_none["step"], card_none["model"], card_none["broken"]) == (none.step.label, none.model, none.broken)
     assert card_none["best"] == {"estimate": none.best.estimate, "lo": none.best.lo, "hi": none.best.hi}
     assert card_none["gap"] == {"estimate": none.gap.estimate, "lo": none.gap.lo, "hi": none.gap.hi}
-    assert evidence["authorized"] == {"estimate": suite[0].auth.estimate, "lo": suite[0].auth.lo, "hi": suite[0].auth.hi}
+    assert evidence["authorized"] == {
+        "estimate": suite[0].auth.estimate,
+        "lo": suite[0].auth.lo,
+        "hi": suite[0].auth.hi,
+    }
     assert evidence["n"] == suite[0].n and evidence["target"] == suite[0].target
     # every tier either ran or was not needed (an attacker who knows less broke it): none is reported as unknown
     ran = [tier["tier"] for tier in evidence["tiers"] if tier["tier"] != "white_box"]
     assert evidence["not_run"] == [] and ran + evidence["not_needed"] == list(TIER_NAMES)
     assert not evidence["not_needed"] or evidence["break"].startswith("broken at")
     page = (release / "PROTECTION.md").read_text()
-    assert page.count("not needed: an attacker who knows less already breaks it") == len(evidence["not_needed"])  # a row per tier, whatever happened
-    assert "Not yet attacked" not in page and f"{100 * none.best.estimate:.1f}% [{100 * none.best.lo:.1f}, {100 * none.best.hi:.1f}]" in page
+    assert page.count("not needed: an attacker who knows less already breaks it") == len(
+        evidence["not_needed"]
+    )  # a row per tier, whatever happened
+    assert (
+        "Not yet attacked" not in page
+        and f"{100 * none.best.estimate:.1f}% [{100 * none.best.lo:.1f}, {100 * none.best.hi:.1f}]" in page
+    )

@@ -64,7 +64,9 @@ def test_verify_labels_class_folders_by_the_zoos_class_names_whatever_folders_ar
     report = json.loads((tmp_path / "release" / "verify.json").read_text())
     authorized = report["models"][0]
     assert report["classes"] == DATASETS.get("fashion_mnist").CLASSES
-    assert authorized["model"] == "vit_a" and authorized["accuracy"] == pytest.approx(accuracy(images, labels), abs=1e-12)
+    assert authorized["model"] == "vit_a" and authorized["accuracy"] == pytest.approx(
+        accuracy(images, labels), abs=1e-12
+    )
     assert authorized["accuracy"] > 0.5  # vit_a knows dresses and sneakers (labels 0 and 1 left it near 0)
     capsys.readouterr()
 
@@ -94,7 +96,9 @@ def test_encode_takes_an_image_at_the_models_input_size_as_it_is(photos, tmp_pat
     assert torch.equal(released, images.float() / 255.0)  # the clean encoder's release is the images, pixel for pixel
     capsys.readouterr()
     assert verify(tmp_path / "release", "--labels", "--models", "vit_a") == 0
-    assert json.loads((tmp_path / "release" / "verify.json").read_text())["models"][0]["accuracy"] == pytest.approx(accuracy(images, labels), abs=1e-12)
+    assert json.loads((tmp_path / "release" / "verify.json").read_text())["models"][0]["accuracy"] == pytest.approx(
+        accuracy(images, labels), abs=1e-12
+    )
 
 
 def test_encode_says_what_it_changed_in_an_image_of_another_shape(tmp_path, capsys):
@@ -117,7 +121,13 @@ def test_encode_refuses_a_storage_format_that_breaks_the_encoder(photos, tmp_pat
     capsys.readouterr()
     assert encode(source, tmp_path / "release", encoder="reference", strength="15") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "encoder reference" in err[0] and "--format png8" in err[0] and "only in float32" in err[0] and "--force" in err[0]
+    assert (
+        len(err) == 1
+        and "encoder reference" in err[0]
+        and "--format png8" in err[0]
+        and "only in float32" in err[0]
+        and "--force" in err[0]
+    )
     assert not (tmp_path / "release").exists()
     # with --force it is written, and both encode and verify say what storage did to the authorized model
     assert encode(source, tmp_path / "release", "--force", encoder="reference", strength="15") == 0
@@ -128,8 +138,13 @@ def test_encode_refuses_a_storage_format_that_breaks_the_encoder(photos, tmp_pat
     assert "Warning" in (tmp_path / "release" / "PROTECTION.md").read_text()
     assert verify(tmp_path / "release", "--originals", str(source), "--models", "vit_a") == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("after png8 storage"))
-    assert f"keeps its prediction on the originals for {100 * kept['kept'] / 24:.1f}% [" in line and "(n=24, 95% Wilson interval)" in line
-    assert json.loads((tmp_path / "release" / "verify.json").read_text())["stored_agreement"]["agreement"] == pytest.approx(kept["kept"] / 24)
+    assert (
+        f"keeps its prediction on the originals for {100 * kept['kept'] / 24:.1f}% [" in line
+        and "(n=24, 95% Wilson interval)" in line
+    )
+    assert json.loads((tmp_path / "release" / "verify.json").read_text())["stored_agreement"][
+        "agreement"
+    ] == pytest.approx(kept["kept"] / 24)
 
 
 # --- 4. the default model list on the shipped zoo; 5. what the manifest records -------------------------------------
@@ -144,7 +159,9 @@ def test_verify_skips_zoo_models_of_another_input_size_with_a_note(photos, tmp_p
     report = json.loads((tmp_path / "release" / "verify.json").read_text())
     assert [row["model"] for row in report["models"]] == ["vit_a", "vit_b", "resnet", "resnet_deep", "mobilenet"]
     assert report["skipped"] == {"convnext": [1, 32, 32]} and "not scored: convnext (1x32x32)" in printed
-    assert verify(tmp_path / "release", "--originals", str(photos[0]), "--models", "convnext") == 2  # named: refused, saying why
+    assert (
+        verify(tmp_path / "release", "--originals", str(photos[0]), "--models", "convnext") == 2
+    )  # named: refused, saying why
     assert "'convnext' takes 1x32x32" in capsys.readouterr().err
 
 
@@ -157,11 +174,25 @@ def test_the_manifest_records_batch_size_date_and_how_the_draws_depend_on_them(p
     created = datetime.fromisoformat(manifest["created"])
     assert created.utcoffset() == timedelta(0) and before <= created <= datetime.now(timezone.utc)
     assert manifest["batch_size"] == 8 and "batch size" in manifest["draws"]
-    assert encode(source, tmp_path / "release", *args, encoder="reference", strength="15") == 2  # never replaced silently
+    assert (
+        encode(source, tmp_path / "release", *args, encoder="reference", strength="15") == 2
+    )  # never replaced silently
     assert "--overwrite" in capsys.readouterr().err
     # the same key and batch size give the same release; another batch size other draws, as the manifest says
     for folder, batch in (("same", "8"), ("other", "5")):
-        assert encode(source, tmp_path / folder, "--format", "float32", "--batch-size", batch, encoder="reference", strength="15") == 0
+        assert (
+            encode(
+                source,
+                tmp_path / folder,
+                "--format",
+                "float32",
+                "--batch-size",
+                batch,
+                encoder="reference",
+                strength="15",
+            )
+            == 0
+        )
     first = manifest["images"][-1]["file"]
     assert (tmp_path / "same" / first).read_bytes() == (tmp_path / "release" / first).read_bytes()
     assert (tmp_path / "other" / first).read_bytes() != (tmp_path / "release" / first).read_bytes()
@@ -170,10 +201,18 @@ def test_the_manifest_records_batch_size_date_and_how_the_draws_depend_on_them(p
 def test_encode_writes_a_protection_card_that_is_not_yet_attacked(photos, tmp_path):
     assert encode(photos[0], tmp_path / "release", "--format", "float32", encoder="reference", strength="15") == 0
     card = json.loads((tmp_path / "release" / "protection.json").read_text())
-    weights = hashlib.sha256((FASHION_ZOO.parent / "weights" / "fashion" / "vit_a.safetensors").read_bytes()).hexdigest()
+    weights = hashlib.sha256(
+        (FASHION_ZOO.parent / "weights" / "fashion" / "vit_a.safetensors").read_bytes()
+    ).hexdigest()
     assert card["authorized"]["name"] == "vit_a" and card["authorized"]["weights_sha256"] == weights
-    assert card["protection"]["name"] == "reference" and card["storage"]["format"] == "float32" and card["evidence"] is None
+    assert (
+        card["protection"]["name"] == "reference"
+        and card["storage"]["format"] == "float32"
+        and card["evidence"] is None
+    )
     assert card["authorized_agreement"]["n"] == 24 and card["authorized_agreement"]["estimate"] == 1.0
     page = (tmp_path / "release" / "PROTECTION.md").read_text()
     assert "Not yet attacked" in page and weights in page and "`reference` at strength 15" in page
-    assert verify(tmp_path / "release", "--originals", str(photos[0]), "--models", "vit_a") == 0  # the card belongs to the release
+    assert (
+        verify(tmp_path / "release", "--originals", str(photos[0]), "--models", "vit_a") == 0
+    )  # the card belongs to the release

@@ -11,7 +11,15 @@ import pytest
 from nonxfer_bench.analysis import frame as frames
 from nonxfer_bench.analysis.frame import CELL_COLUMNS
 from nonxfer_bench.cells.cell import Cell, pack_bits
-from nonxfer_bench.metrics.statistics import Gain, bootstrap_over_images, holm, mcnemar_exact, paired_difference, paired_gain, wilson
+from nonxfer_bench.metrics.statistics import (
+    Gain,
+    bootstrap_over_images,
+    holm,
+    mcnemar_exact,
+    paired_difference,
+    paired_gain,
+    wilson,
+)
 from nonxfer_bench.rendering import leaderboard
 from nonxfer_bench.rendering.plots import _curve
 from nonxfer_bench.rendering.tables import attack_table, effect_table
@@ -107,13 +115,20 @@ def test_plot_error_bars_are_the_wilson_intervals():
     curve = _curve(frame, "attack_strength", "accuracy", ["b", "c"])
     interval = wilson(0.425 * 200, 200)
     assert curve.loc[0.5, "value"] == pytest.approx(42.5)
-    assert (curve.loc[0.5, "below"], curve.loc[0.5, "above"]) == (pytest.approx(100 * (0.425 - interval.lo)), pytest.approx(100 * (interval.hi - 0.425)))
+    assert (curve.loc[0.5, "below"], curve.loc[0.5, "above"]) == (
+        pytest.approx(100 * (0.425 - interval.lo)),
+        pytest.approx(100 * (interval.hi - 0.425)),
+    )
 
 
 def with_outcomes(record: dict, correct: np.ndarray, ids: str = "images-0") -> dict:
     """A cell record of schema 2: per-image correctness (and agreement) as packed bits, accuracy from them."""
     bits = pack_bits(correct)
-    return record | {"accuracy": float(correct.mean()), "n": len(correct), "outcomes": {"images": len(correct), "ids": ids, "correct": [bits], "agree": [bits]}}
+    return record | {
+        "accuracy": float(correct.mean()),
+        "n": len(correct),
+        "outcomes": {"images": len(correct), "ids": ids, "correct": [bits], "agree": [bits]},
+    }
 
 
 def outcome_cells(rng: np.random.Generator, n: int = 200) -> tuple[list[dict], dict]:
@@ -122,10 +137,14 @@ def outcome_cells(rng: np.random.Generator, n: int = 200) -> tuple[list[dict], d
     base = {"a": rng.random(n) < 0.8, "b": rng.random(n) < 0.2, "c": rng.random(n) < 0.3}
     bits = {("identity", m): flags for m, flags in base.items()}
     bits |= {("blur", m): flags | (rng.random(n) < (0.0 if m == "a" else 0.4)) for m, flags in base.items()}
-    bits |= {("jpeg", m): flags | (np.arange(n) == np.argmin(flags) if m != "a" else flags) for m, flags in base.items()}  # one image more
+    bits |= {
+        ("jpeg", m): flags | (np.arange(n) == np.argmin(flags) if m != "a" else flags) for m, flags in base.items()
+    }  # one image more
     bits |= {("noise", m): flags & (rng.random(n) > 0.05) for m, flags in base.items()}
     strengths = {"identity": 1.0, "blur": 0.5, "jpeg": 0.5, "noise": 0.5}
-    return [with_outcomes(cell(attack, strengths[attack], model, None), flags) for (attack, model), flags in bits.items()], bits
+    return [
+        with_outcomes(cell(attack, strengths[attack], model, None), flags) for (attack, model), flags in bits.items()
+    ], bits
 
 
 def test_with_outcomes_the_unauthorized_aggregates_use_the_paired_bootstrap():
@@ -165,14 +184,19 @@ def test_the_strongest_attack_reports_its_gain_and_a_holm_adjusted_p():
     small = [r for r in records if r["attack"] != "blur"]
     row = effect_table(results_frame(small), ["a", "b", "c"]).iloc[0]
     assert row["strongest attack"] == "jpeg 0.5"
-    adjusted = holm([paired_gain(before, np.vstack([bits[attack, m] for m in "bc"])).p for attack in ("jpeg", "noise")])[0]
+    adjusted = holm(
+        [paired_gain(before, np.vstack([bits[attack, m] for m in "bc"])).p for attack in ("jpeg", "noise")]
+    )[0]
     assert adjusted >= 0.05 and row["strongest: p (Holm)"] == f"{adjusted:.3f} (not significant)"
 
 
 def test_paired_columns_show_a_dash_without_outcomes_or_on_other_images(tmp_path):
     records, _ = outcome_cells(np.random.default_rng(3))
     old = [{k: v for k, v in r.items() if k != "outcomes"} for r in records]
-    for cells in (old, [r | {"outcomes": r["outcomes"] | {"ids": "other"}} if r["attack"] == "blur" else r for r in records]):
+    for cells in (
+        old,
+        [r | {"outcomes": r["outcomes"] | {"ids": "other"}} if r["attack"] == "blur" else r for r in records],
+    ):
         blur = attack_table(results_frame(cells)).set_index("attack").loc["blur 0.5"]
         assert (blur["auth Δ"], blur["auth p"], blur["unauth mean Δ"], blur["unauth p"]) == ("—",) * 4
         assert effect_table(results_frame(cells), ["a"]).iloc[0]["strongest: p (Holm)"] == "—"
@@ -200,7 +224,9 @@ def test_unlabeled_cells_compare_agreement_bits(tmp_path):
         packed = pack_bits(flags)
         none = pack_bits(np.zeros_like(flags))
         outcomes = record["outcomes"] | {"correct": [none], "agree": [packed], "labeled": none}
-        unlabeled.append(record | {"accuracy": None, "n_labeled": 0, "agreement": float(flags.mean()), "outcomes": outcomes})
+        unlabeled.append(
+            record | {"accuracy": None, "n_labeled": 0, "agreement": float(flags.mean()), "outcomes": outcomes}
+        )
     write_leaderboard("photos", unlabeled, ["a", "b", "c"], tmp_path)
     text = (tmp_path / "leaderboard.md").read_text()
     assert "| auth agree |" in text and "nan" not in text and "`n`: images per cell" in text
@@ -214,7 +240,11 @@ def test_unlabeled_cells_compare_agreement_bits(tmp_path):
 def test_change_and_p_texts():
     assert gain_text(Gain(-1e-17, -0.017, 0.0176, 1.0)) == "+0.0 [-1.7, +1.8]"  # never "-0.0"
     assert gain_text(None) == p_text(None) == "—"
-    assert (p_text(0.0004), p_text(0.0123), p_text(0.05, verdict=True)) == ("<0.001", "0.012", "0.050 (not significant)")
+    assert (p_text(0.0004), p_text(0.0123), p_text(0.05, verdict=True)) == (
+        "<0.001",
+        "0.012",
+        "0.050 (not significant)",
+    )
 
 
 def test_the_effect_table_compares_each_ne_with_the_clean_images_on_the_same_images():
@@ -228,7 +258,9 @@ def test_the_effect_table_compares_each_ne_with_the_clean_images_on_the_same_ima
     assert clean["auth Δ vs clean"] == "" and clean["p vs clean (auth; unauth)"] == ""
     auth_p, unauth_p = ne["p vs clean (auth; unauth)"].split("; ")
     assert auth_p == p_text(mcnemar_exact(clean_bits["a"], ne_bits["a"]))  # one model: exact McNemar
-    assert ne["auth Δ vs clean"] == gain_text(paired_gain(clean_bits["a"], ne_bits["a"]))  # Newcombe's interval, in points
+    assert ne["auth Δ vs clean"] == gain_text(
+        paired_gain(clean_bits["a"], ne_bits["a"])
+    )  # Newcombe's interval, in points
     unauthorized = np.stack([clean_bits["b"], clean_bits["c"]]), np.stack([ne_bits["b"], ne_bits["c"]])
     assert ne["unauth mean Δ vs clean"] == gain_text(paired_gain(*unauthorized))  # paired bootstrap over images
     assert unauth_p == "<0.001" and ne["unauth mean Δ vs clean"].startswith("-")

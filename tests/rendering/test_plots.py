@@ -14,9 +14,24 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from nonxfer_bench.analysis.frame import results_frame
-from nonxfer_bench.rendering.figures import DPI, FONT_SIZE, MAX_SERIES, TITLE_SIZE, errorbar, intervals_note, read_caption, save, styled
+from nonxfer_bench.rendering.figures import (
+    DPI,
+    FONT_SIZE,
+    MAX_SERIES,
+    TITLE_SIZE,
+    errorbar,
+    intervals_note,
+    read_caption,
+    save,
+    styled,
+)
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
-from nonxfer_bench.rendering.plots import accuracy_vs_strength_figure, attack_curves_figure, transfer_heatmap_figure, write_plots
+from nonxfer_bench.rendering.plots import (
+    accuracy_vs_strength_figure,
+    attack_curves_figure,
+    transfer_heatmap_figure,
+    write_plots,
+)
 from nonxfer_bench.rendering.security_plot import RELEASES_PER_PAGE, security_curves_figures
 from tests.synthetic import MODELS, ladder_cells, quickstart_cells
 
@@ -58,7 +73,10 @@ def texts(figure) -> list[matplotlib.text.Text]:
 def series(axis) -> list[tuple]:
     """One (colour, marker, line style, marker fill) per errorbar series of an axes."""
     lines = [container.lines[0] for container in axis.containers]
-    return [(line.get_color(), line.get_marker(), str(line.get_linestyle()), str(line.get_markerfacecolor())) for line in lines]
+    return [
+        (line.get_color(), line.get_marker(), str(line.get_linestyle()), str(line.get_markerfacecolor()))
+        for line in lines
+    ]
 
 
 @pytest.mark.slow
@@ -106,7 +124,11 @@ def test_the_attack_curves_facet_22_series_into_panels_per_encoder(figures, quic
 
 
 def test_strength_axes_say_which_psnr_and_never_mix_the_two(figures):
-    labels = {axis.get_title(): " ".join(axis.get_xlabel().split()) for axis in figures["accuracy_vs_strength"].axes if axis.get_title()}
+    labels = {
+        axis.get_title(): " ".join(axis.get_xlabel().split())
+        for axis in figures["accuracy_vs_strength"].axes
+        if axis.get_title()
+    }
     assert len(labels) == 8  # 2 authorized x (gaussian, operator, patch, reference)
     dots = {title for title, label in labels.items() if label == "evaluated model"}  # one strength: named in the title
     assert dots == {"operator 10 dB, authorized resnet", "operator 10 dB, authorized vit_a"}
@@ -129,7 +151,10 @@ def test_accuracy_panels_show_each_model_and_the_authorized_model_in_black(figur
     assert sum(style[0] == "black" for style in series(panel)) == 1
     assert figure.axes[0].get_ylabel() == "top-1 accuracy (%)"  # the first column's panels; the others share it
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
-    assert legend[:2] == ["authorized model of the panel", "authorized model, clean images"] and legend[2:] == QUICKSTART_MODELS
+    assert (
+        legend[:2] == ["authorized model of the panel", "authorized model, clean images"]
+        and legend[2:] == QUICKSTART_MODELS
+    )
 
 
 def test_more_models_than_styles_fall_back_to_the_unauthorized_mean_and_best(quickstart):
@@ -140,13 +165,20 @@ def test_more_models_than_styles_fall_back_to_the_unauthorized_mean_and_best(qui
     figure = accuracy_vs_strength_figure(many, models, "accuracy")
     panel = next(axis for axis in figure.axes if axis.get_title() == "patch, authorized resnet")
     assert len(series(panel)) == 3
-    assert [text.get_text() for text in figure.legends[0].get_texts()][2:] == ["unauthorized mean", "best unauthorized model"]
+    assert [text.get_text() for text in figure.legends[0].get_texts()][2:] == [
+        "unauthorized mean",
+        "best unauthorized model",
+    ]
 
 
 def test_the_same_cells_give_the_same_png_bytes(quickstart, tmp_path):
     _, frame = quickstart
-    first = save(transfer_heatmap_figure(frame, QUICKSTART_MODELS, "accuracy"), tmp_path / "first" / "transfer_heatmap.png")
-    second = save(transfer_heatmap_figure(frame, QUICKSTART_MODELS, "accuracy"), tmp_path / "second" / "transfer_heatmap.png")
+    first = save(
+        transfer_heatmap_figure(frame, QUICKSTART_MODELS, "accuracy"), tmp_path / "first" / "transfer_heatmap.png"
+    )
+    second = save(
+        transfer_heatmap_figure(frame, QUICKSTART_MODELS, "accuracy"), tmp_path / "second" / "transfer_heatmap.png"
+    )
     assert first.read_bytes() == second.read_bytes()
 
 
@@ -159,7 +191,9 @@ def test_security_curves_plot_each_tier_against_each_budget_with_clean_and_break
         "mean over unauthorized models by public clean images used",
         "best unauthorized model by public clean images used",
     ]
-    assert [" ".join(axis.get_xlabel().split()) for axis in panels[:1]] == ["NEs used (released + labelled) (count, log)"]
+    assert [" ".join(axis.get_xlabel().split()) for axis in panels[:1]] == [
+        "NEs used (released + labelled) (count, log)"
+    ]
     assert panels[0].get_ylabel().splitlines() == ["patch 20 dB", "unauthorized top-1 accuracy (%)"]
     assert len(series(panels[0])) == 5  # none, method, architecture, white box, labelled NEs
     legend = [text.get_text() for text in figure.legends[0].get_texts()]
@@ -168,7 +202,11 @@ def test_security_curves_plot_each_tier_against_each_budget_with_clean_and_break
     clean = frame[(frame.encoder == "clean") & frame.baseline]
     authorized = 100 * clean[clean.model == "a"].accuracy.mean()
     target = 100 * 0.9 * clean[clean.role == "unauthorized"].accuracy.mean()
-    levels = sorted(line.get_ydata()[0] for line in panels[0].get_lines() if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2)
+    levels = sorted(
+        line.get_ydata()[0]
+        for line in panels[0].get_lines()
+        if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2
+    )
     assert levels == pytest.approx(sorted([authorized, target]))
 
 
@@ -197,12 +235,36 @@ def bound_frame() -> pd.DataFrame:
     records = []
     for model, misalignment in (("a", 0.0), ("b", 0.2), ("c", 0.4), ("d", 0.6)):
         role = "authorized" if model == "a" else "unauthorized"
-        records.append({"baseline": True, "authorized": "a", "encoder": "clean", "strength": 0.0, "model": model, "role": role, "accuracy": 0.9, "bounds": {}})
+        records.append(
+            {
+                "baseline": True,
+                "authorized": "a",
+                "encoder": "clean",
+                "strength": 0.0,
+                "model": model,
+                "role": role,
+                "accuracy": 0.9,
+                "bounds": {},
+            }
+        )
         for encoder, strength in (("patch", 10.0), ("patch", 20.0), ("reference", 15.0)):
-            bounds = {"bound/misalignment": misalignment, "bound/unauth_layer_pred": 1 + misalignment, "bound/unauth_layer_obs_patch": 1.1 + misalignment}
+            bounds = {
+                "bound/misalignment": misalignment,
+                "bound/unauth_layer_pred": 1 + misalignment,
+                "bound/unauth_layer_obs_patch": 1.1 + misalignment,
+            }
             accuracy = 0.9 if model == "a" else 0.9 - misalignment
             records.append(
-                {"baseline": True, "authorized": "a", "encoder": encoder, "strength": strength, "model": model, "role": role, "accuracy": accuracy, "bounds": bounds}
+                {
+                    "baseline": True,
+                    "authorized": "a",
+                    "encoder": encoder,
+                    "strength": strength,
+                    "model": model,
+                    "role": role,
+                    "accuracy": accuracy,
+                    "bounds": bounds,
+                }
             )
     return pd.DataFrame(records).assign(position=range(len(records)))
 
@@ -214,7 +276,11 @@ def test_theory_plots_share_the_style_and_facet_by_encoder(tmp_path, monkeypatch
     built = {}
 
     def keep(figure, path):
-        built[path.name] = (figure, [text.get_fontsize() for text in texts(figure)], [axis.get_legend_handles_labels()[1] for axis in figure.axes])
+        built[path.name] = (
+            figure,
+            [text.get_fontsize() for text in texts(figure)],
+            [axis.get_legend_handles_labels()[1] for axis in figure.axes],
+        )
         return save(figure, path)
 
     monkeypatch.setattr(theory, "save", keep)
@@ -239,14 +305,20 @@ def test_the_html_report_captions_each_plot_with_its_own_caption(ladder, tmp_pat
     page = index.read_text()
     captions = re.findall(r"<figcaption>(.*?)</figcaption>", page)
     expected = [html.escape(read_caption(path)) for path in sorted(tmp_path.glob("*.png"))]
-    assert sorted(captions) == sorted(expected) and all(" " in caption for caption in captions)  # sentences, not file names
+    assert sorted(captions) == sorted(expected) and all(
+        " " in caption for caption in captions
+    )  # sentences, not file names
 
 
 def many_releases() -> list:
     """The ladder's patch release at ten strengths (10 to 19 dB): more releases of one authorized model than a page holds."""
     cells = ladder_cells()
     patch = [cell for cell in cells if cell.encoder == "patch"]
-    copies = [cell.model_copy(update={"strength": float(s), "key": f"{cell.key}-{s}", "group": f"g-{s}"}) for s in range(10, 20) for cell in patch]
+    copies = [
+        cell.model_copy(update={"strength": float(s), "key": f"{cell.key}-{s}", "group": f"g-{s}"})
+        for s in range(10, 20)
+        for cell in patch
+    ]
     return [cell for cell in cells if cell.encoder == "clean"] + copies
 
 
@@ -264,7 +336,9 @@ def test_security_curves_are_pages_of_at_most_four_releases_and_a_bounded_height
         assert 1 <= len(rows) <= RELEASES_PER_PAGE and len(panels(figure)) <= 16
         assert f"(page {name[-5]} of 3)" in figure.get_label()
         shown += rows
-        limits.add(tuple((axis.get_xlim(), axis.get_ylim()) for axis in panels(figure)[:4]))  # every page: the same axes
+        limits.add(
+            tuple((axis.get_xlim(), axis.get_ylim()) for axis in panels(figure)[:4])
+        )  # every page: the same axes
         path = save(figure, tmp_path / name)
         with Image.open(path) as image:
             assert image.height <= 2500 and image.width <= 2500  # at the DPI used
@@ -279,7 +353,13 @@ def single_point_figures(ladder) -> dict:
     return {
         "accuracy_vs_strength": accuracy_vs_strength_figure(frame, MODELS, "accuracy"),
         "attack_curves": attack_curves_figure(frame, "accuracy"),
-        "security_curves": next(iter(security_curves_figures(many[(many.attack != "patch_mean") & (many.attack != "subspace_patch")], "accuracy").values())),
+        "security_curves": next(
+            iter(
+                security_curves_figures(
+                    many[(many.attack != "patch_mean") & (many.attack != "subspace_patch")], "accuracy"
+                ).values()
+            )
+        ),
     }
 
 
@@ -295,7 +375,9 @@ def test_a_series_of_one_point_is_a_point_with_its_interval_never_a_lone_line(la
                     assert segment[1][1] > segment[0][1], f"{name}: a point without its interval"
                     checked += 1
             for line in axis.get_lines():
-                assert len(line.get_xdata()) != 1 or line.get_marker() not in ("", " ", "None", None), f"{name}: a lone line of one point"
+                assert len(line.get_xdata()) != 1 or line.get_marker() not in ("", " ", "None", None), (
+                    f"{name}: a lone line of one point"
+                )
     assert checked > 20
 
 
@@ -308,7 +390,9 @@ def test_a_release_of_one_strength_is_a_dot_plot_of_the_models(ladder):
     lines = [container.lines[0] for container in panel.containers]
     plain = frame[frame.baseline & (frame.encoder == "patch")]
     assert [list(line.get_xdata()) for line in lines] == [[0], [1], [2]]  # a model per category
-    assert [line.get_ydata()[0] for line in lines] == pytest.approx([100 * plain[plain.model == model].accuracy.mean() for model in MODELS])
+    assert [line.get_ydata()[0] for line in lines] == pytest.approx(
+        [100 * plain[plain.model == model].accuracy.mean() for model in MODELS]
+    )
 
 
 def test_attack_steps_of_one_strength_are_one_point_each_never_pooled(ladder):
@@ -316,10 +400,14 @@ def test_attack_steps_of_one_strength_are_one_point_each_never_pooled(ladder):
     figure = attack_curves_figure(frame, "accuracy")
     grid = panels(figure)
     column = [axis.get_title() for axis in grid if axis.get_subplotspec().is_first_row()].index("patch_mean")
-    panel = next(axis for axis in grid if axis.get_subplotspec().is_last_row() and axis.get_subplotspec().colspan.start == column)
+    panel = next(
+        axis for axis in grid if axis.get_subplotspec().is_last_row() and axis.get_subplotspec().colspan.start == column
+    )
     assert [tick.get_text() for tick in panel.get_xticklabels()] == ["100, 1", "2000, 10", "2000, 100"]
     assert panel.get_xlabel() == "public, released"  # the budgets that tell the three steps apart
-    hollow = [container.lines[0] for container in panel.containers if container.lines[0].get_markerfacecolor() == "none"]
+    hollow = [
+        container.lines[0] for container in panel.containers if container.lines[0].get_markerfacecolor() == "none"
+    ]
     (unauthorized,) = hollow  # one encoder strength: the unauthorized mean, one point per step
     attacked = frame[(frame.attack == "patch_mean") & (frame.encoder == "patch") & (frame.role == "unauthorized")]
     means = [100 * attacked[attacked.nes == released].accuracy.mean() for released in (1, 10, 100)]
@@ -330,15 +418,21 @@ def test_attack_steps_of_one_strength_are_one_point_each_never_pooled(ladder):
 def test_no_two_texts_of_a_figure_overlap(figures, ladder, quickstart):
     built = {**figures, **{f"{name} (one point)": figure for name, figure in single_point_figures(ladder).items()}}
     _, frame = quickstart
-    renamed = frame.replace({"authorized": {"resnet": "resnet_deep_distilled_twin"}, "model": {"resnet": "resnet_deep_distilled_twin"}})  # long panel titles
-    built["accuracy_vs_strength (long names)"] = accuracy_vs_strength_figure(renamed, [*QUICKSTART_MODELS, "resnet_deep_distilled_twin"], "accuracy")
+    renamed = frame.replace(
+        {"authorized": {"resnet": "resnet_deep_distilled_twin"}, "model": {"resnet": "resnet_deep_distilled_twin"}}
+    )  # long panel titles
+    built["accuracy_vs_strength (long names)"] = accuracy_vs_strength_figure(
+        renamed, [*QUICKSTART_MODELS, "resnet_deep_distilled_twin"], "accuracy"
+    )
     for name, figure in built.items():
         canvas = FigureCanvasAgg(figure)  # a figure saved by another test is closed: draw it on a canvas of its own
         canvas.draw()
         renderer = canvas.get_renderer()
         hidden = {id(label) for axes in figure.axes for axis in (axes.xaxis, axes.yaxis) for tick in axis.get_major_ticks() + axis.get_minor_ticks()
                   for label in (tick.label1, tick.label2) if not min(axis.get_view_interval()) <= tick.get_loc() <= max(axis.get_view_interval())}  # fmt: skip
-        boxes = [(text.get_text(), text.get_window_extent(renderer)) for text in texts(figure) if id(text) not in hidden]  # what is drawn
+        boxes = [
+            (text.get_text(), text.get_window_extent(renderer)) for text in texts(figure) if id(text) not in hidden
+        ]  # what is drawn
         for index, (first, box) in enumerate(boxes):
             for second, other in boxes[index + 1 :]:
                 assert not box.overlaps(other), f"{name}: {first!r} overlaps {second!r}"

@@ -37,7 +37,10 @@ def cell(encoder: str, strength: float, attack: str, model: str, correct: np.nda
 def release(encoder: str, strength: float, rates: dict[tuple[str, str], float], seed: int = 0, **extra) -> list[Cell]:
     """Cells of one release: ``rates[(attack, model)]`` is the share of images the model gets right."""
     rng = np.random.default_rng([len(encoder), int(strength), seed])
-    return [cell(encoder, strength, attack, model, rng.random(N) < rate, seed, **extra) for (attack, model), rate in rates.items()]
+    return [
+        cell(encoder, strength, attack, model, rng.random(N) < rate, seed, **extra)
+        for (attack, model), rate in rates.items()
+    ]
 
 
 STRONG = {("identity", "a"): 0.9, ("identity", "b"): 0.1, ("identity", "c"): 0.15, ("identity", "ctrl"): 0.95,
@@ -90,7 +93,9 @@ def split(spec: VerdictSpec = VerdictSpec()) -> tuple[np.ndarray, np.ndarray]:
     return order[: round(spec.tuning * N)], order[round(spec.tuning * N) :]
 
 
-def test_the_gap_is_authorized_minus_the_best_unauthorized_chosen_on_tuning_images_and_reported_on_the_rest(cells, tmp_path):
+def test_the_gap_is_authorized_minus_the_best_unauthorized_chosen_on_tuning_images_and_reported_on_the_rest(
+    cells, tmp_path
+):
     tuning, report = split()
     text = write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text()
     rows = {row["encoding"]: row for row in tables(text)["Protocol verdict"]}
@@ -98,8 +103,12 @@ def test_the_gap_is_authorized_minus_the_best_unauthorized_chosen_on_tuning_imag
         strength = float(encoding.split()[1])
         mine = [c for c in cells if (c.encoder, c.strength) == ("patch", strength)]
         auth = next(c for c in mine if c.baseline and c.model == "a").outcomes.correct_bits().astype(float)
-        unauthorized = {(c.attack, c.model): c.outcomes.correct_bits().astype(float) for c in mine if c.role == "unauthorized"}
-        chosen = max(unauthorized, key=lambda pair: (unauthorized[pair][tuning].mean(), pair[0] == "identity"))  # the control never counts
+        unauthorized = {
+            (c.attack, c.model): c.outcomes.correct_bits().astype(float) for c in mine if c.role == "unauthorized"
+        }
+        chosen = max(
+            unauthorized, key=lambda pair: (unauthorized[pair][tuning].mean(), pair[0] == "identity")
+        )  # the control never counts
         assert row["by attack"] == f"{'no attack' if chosen[0] == 'identity' else 'blur 0.5'} ({chosen[1]})"
         best = unauthorized[chosen][report]
         expected = paired_gain(best[None], auth[report][None])
@@ -107,7 +116,9 @@ def test_the_gap_is_authorized_minus_the_best_unauthorized_chosen_on_tuning_imag
         assert row["n"] == f"{len(report)} (+{len(tuning)} tuning)"
         assert row["PSNR dB"] == f"{strength:.1f}" and row["SSIM"] == f"{strength / 40:.3f}"
         assert row["gap: architecture"] == "not run" and row["white box (not ranked)"] == "not run"
-    assert "**Not a protocol verdict**: no attack of tiers method, architecture, public weights, labelled NEs ran" in text
+    assert (
+        "**Not a protocol verdict**: no attack of tiers method, architecture, public weights, labelled NEs ran" in text
+    )
 
 
 def tiered(tiers: dict[str, str], rates: dict[tuple[str, str], float]) -> list[Cell]:
@@ -117,33 +128,61 @@ def tiered(tiers: dict[str, str], rates: dict[tuple[str, str], float]) -> list[C
 
 
 def test_tiers_accumulate_and_white_box_is_never_ranked(tmp_path):
-    rates = STRONG | {("subspace", "a"): 0.85, ("subspace", "b"): 0.88, ("subspace", "c"): 0.3, ("oracle", "a"): 0.9, ("oracle", "b"): 0.9, ("oracle", "c"): 0.9}
+    rates = STRONG | {
+        ("subspace", "a"): 0.85,
+        ("subspace", "b"): 0.88,
+        ("subspace", "c"): 0.3,
+        ("oracle", "a"): 0.9,
+        ("oracle", "b"): 0.9,
+        ("oracle", "c"): 0.9,
+    }
     cells = tiered({"subspace": "architecture", "oracle": "white_box"}, rates)
     row = tables(write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text())["Protocol verdict"][0]
     none, architecture = gap(row["gap: none"]), gap(row["gap: architecture"].removesuffix(" broken"))
     assert architecture[0] < none[0]  # the architecture tier holds every attack of the tiers below, and more
     assert row["gap: method"] == "not run" and "broken" in row["gap: architecture"]
     assert gap(row["white box (not ranked)"].removesuffix(" broken"))[0] <= architecture[0]
-    assert row["by attack"].startswith("subspace 0.5 (b)")  # the ranking gap is the highest verdict tier's, never white box's
+    assert row["by attack"].startswith(
+        "subspace 0.5 (b)"
+    )  # the ranking gap is the highest verdict tier's, never white box's
     assert row["verdict"] == "broken at architecture: subspace 0.5 (b)"
 
 
 def test_a_release_holds_only_where_its_gap_is_above_0_and_one_that_ruins_its_own_model_shows_no_protection(tmp_path):
-    ruined = {("identity", "a"): 0.2, ("identity", "b"): 0.5, ("identity", "c"): 0.4, ("identity", "ctrl"): 0.95}  # b < 90 % of clean
+    ruined = {
+        ("identity", "a"): 0.2,
+        ("identity", "b"): 0.5,
+        ("identity", "c"): 0.4,
+        ("identity", "ctrl"): 0.95,
+    }  # b < 90 % of clean
     cells = release("clean", 0.0, CLEAN) + release("patch", 10.0, ruined) + release("patch", 20.0, STRONG)
-    rows = {row["encoding"]: row for row in tables(write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text())["Protocol verdict"]}
+    rows = {
+        row["encoding"]: row
+        for row in tables(write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text())["Protocol verdict"]
+    }
     assert rows["patch 20"]["verdict"].startswith("holds through none") and gap(rows["patch 20"]["gap: none"])[1] > 0
-    assert rows["patch 10"]["verdict"].startswith("no protection shown through none") and gap(rows["patch 10"]["gap: none"])[0] < 0
+    assert (
+        rows["patch 10"]["verdict"].startswith("no protection shown through none")
+        and gap(rows["patch 10"]["gap: none"])[0] < 0
+    )
     assert "broken" not in rows["patch 10"]["gap: none"]
 
 
 def test_a_release_broken_at_a_lower_tier_ranks_below_one_that_held_it_whatever_its_gap(tmp_path):
     """As AutoAttack ranks defences: what breaks a release first, its gap second. The broken release's gap is larger."""
-    broken = {("identity", "a"): 1.0, ("identity", "b"): 0.83, ("identity", "c"): 0.1, ("identity", "ctrl"): 0.95}  # b: 83 % >= 0.9 x 90 %
+    broken = {
+        ("identity", "a"): 1.0,
+        ("identity", "b"): 0.83,
+        ("identity", "c"): 0.1,
+        ("identity", "ctrl"): 0.95,
+    }  # b: 83 % >= 0.9 x 90 %
     held = {("identity", "a"): 0.4, ("identity", "b"): 0.28, ("identity", "c"): 0.2, ("identity", "ctrl"): 0.95}
     cells = release("clean", 0.0, CLEAN) + release("patch", 10.0, broken) + release("patch", 20.0, held)
     rows = tables(write_leaderboard("s", cells, MODELS, tmp_path)[0].read_text())["Protocol verdict"]
-    assert [(row["encoding"], row["verdict"].split(" (")[0].split(":")[0]) for row in rows] == [("patch 20", "holds through none"), ("patch 10", "broken at none")]
+    assert [(row["encoding"], row["verdict"].split(" (")[0].split(":")[0]) for row in rows] == [
+        ("patch 20", "holds through none"),
+        ("patch 10", "broken at none"),
+    ]
     assert gap(rows[1]["gap: none"].removesuffix(" broken"))[0] > gap(rows[0]["gap: none"])[0]
     assert rows[0]["tied with"] == rows[1]["tied with"] == ""  # held different tiers: never tied
 
@@ -154,10 +193,16 @@ def test_the_best_of_many_attacks_is_reported_on_images_it_was_not_chosen_on(tmp
     better than 50 %; chosen on the tuning images and reported on the others, it is 50 % within its interval."""
     rng = np.random.default_rng(7)
     cells = release("clean", 0.0, CLEAN) + release("patch", 20.0, {("identity", "a"): 0.9, ("identity", "b"): 0.1})
-    cells += [cell("patch", 20.0, f"noise{i:02d}", model, rng.random(N) < rate) for i in range(50) for model, rate in (("a", 0.9), ("b", 0.5))]
+    cells += [
+        cell("patch", 20.0, f"noise{i:02d}", model, rng.random(N) < rate)
+        for i in range(50)
+        for model, rate in (("a", 0.9), ("b", 0.5))
+    ]
     text = write_leaderboard("s", cells, ["a", "b"], tmp_path)[0].read_text()
     row = tables(text)["Protocol verdict"][0]
-    in_sample = max(c.accuracy for c in cells if c.encoder == "patch" and c.attack.startswith("noise") and c.model == "b")
+    in_sample = max(
+        c.accuracy for c in cells if c.encoder == "patch" and c.attack.startswith("noise") and c.model == "b"
+    )
     best, lo, hi = (float(v) for v in re.match(r"(\S+) \[(\S+), (\S+)\]", row["best unauth acc"]).groups())
     assert in_sample > 0.55 and lo <= 50.0 <= hi and best < 100 * in_sample
 
@@ -172,39 +217,63 @@ def test_with_several_seeds_the_outcomes_are_their_mean_and_the_gap_shows_their_
     per_seed = []
     for seed in (0, 1):
         auth = next(c for c in cells if c.encoder == "patch" and c.baseline and c.model == "a" and c.seed == seed)
-        best = next(c for c in cells if c.encoder == "patch" and c.attack == attack and c.model == model and c.seed == seed)
+        best = next(
+            c for c in cells if c.encoder == "patch" and c.attack == attack and c.model == model and c.seed == seed
+        )
         per_seed.append(auth.outcomes.correct_bits()[report].mean() - best.outcomes.correct_bits()[report].mean())
     assert gap(row["gap: none"])[0] == round(100 * np.mean(per_seed), 1)
     assert row["seeds"] == "2" and row["gap seed sd"] == f"{100 * np.std(per_seed, ddof=1):.1f}"
     assert "2 seeds (0, 1)" in text
 
 
-@pytest.mark.parametrize("measured", ["ratio", "clean_energy_in_vn"])  # the subspace estimator's variance ratio, the oracle's energy share
+@pytest.mark.parametrize(
+    "measured", ["ratio", "clean_energy_in_vn"]
+)  # the subspace estimator's variance ratio, the oracle's energy share
 def test_what_a_fitted_attack_measured_differs_between_seeds_but_does_not_split_its_step(tmp_path, measured):
     cells = [c for seed in (0, 1) for c in release("clean", 0.0, CLEAN, seed) + release("patch", 20.0, STRONG, seed)]
-    fitted = [c.model_copy(update={"attack_param": {"dims": 18}, "attack_measured": {measured: 1.0 + c.seed / 10}}) if c.attack == "blur" else c for c in cells]
+    fitted = [
+        c.model_copy(update={"attack_param": {"dims": 18}, "attack_measured": {measured: 1.0 + c.seed / 10}})
+        if c.attack == "blur"
+        else c
+        for c in cells
+    ]
     text = write_leaderboard("s", fitted, MODELS, tmp_path)[0].read_text()
     assert tables(text)["Protocol verdict"][0]["seeds"] == "2"
     blur = [row for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"]
-    assert len(blur) == 1 and blur[0]["param"] == "dims=18"  # one step over both seeds; its settings, not its measurements
+    assert (
+        len(blur) == 1 and blur[0]["param"] == "dims=18"
+    )  # one step over both seeds; its settings, not its measurements
     per_cell = (tmp_path / "cells.csv").read_text()
     assert f"{measured}=1.0" in per_cell and f"{measured}=1.1" in per_cell  # cells.csv: each cell's own measurements
 
 
 def test_two_entries_of_one_attack_that_read_the_same_stay_two_steps(tmp_path):
     cells = release("clean", 0.0, CLEAN) + release("patch", 20.0, STRONG)
-    entries = [c.model_copy(update={"attack_config": {"candidates": names}, "key": c.key + names[-1], "attack_param": {"removed": 1.0}, "attack_measured": {"chosen": "b"}})
+    chosen = {"attack_param": {"removed": 1.0}, "attack_measured": {"chosen": "b"}}
+    entries = [c.model_copy(update={"attack_config": {"candidates": names}, "key": c.key + names[-1], **chosen})
                for c in cells if c.attack == "blur" for names in (["b", "c"], ["b", "d"])]  # fmt: skip
     text = write_leaderboard("s", [c for c in cells if c.attack != "blur"] + entries, MODELS, tmp_path)[0].read_text()
-    blur = sorted(row["param"] for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5")
-    assert blur == ["removed=1.0 candidates=['b', 'c']", "removed=1.0 candidates=['b', 'd']"]  # the settings, then what tells them apart
+    blur = sorted(
+        row["param"] for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"
+    )
+    assert blur == [
+        "removed=1.0 candidates=['b', 'c']",
+        "removed=1.0 candidates=['b', 'd']",
+    ]  # the settings, then what tells them apart
 
 
 def test_each_budget_of_a_sweep_is_its_own_attack_step(tmp_path):
     cells = release("clean", 0.0, CLEAN) + release("patch", 20.0, STRONG)
-    swept = [c.model_copy(update={"budget_released": budget, "key": c.key + str(budget)}) for c in cells if c.attack == "blur" for budget in (10, 100)]
+    swept = [
+        c.model_copy(update={"budget_released": budget, "key": c.key + str(budget)})
+        for c in cells
+        if c.attack == "blur"
+        for budget in (10, 100)
+    ]
     text = write_leaderboard("s", [c for c in cells if c.attack != "blur"] + swept, MODELS, tmp_path)[0].read_text()
-    blur = [row["param"] for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"]
+    blur = [
+        row["param"] for row in tables(text)["Attacks"] if row["encoding"] == "patch 20" and row["attack"] == "blur 0.5"
+    ]
     assert sorted(blur) == ["released=10", "released=100"]
 
 
@@ -230,8 +299,13 @@ def test_the_header_says_what_was_run_from_the_cells_and_the_store_not_the_clock
         assert part in summary
     assert code_version().startswith("nonxfer-bench ") and " git " in code_version()
     stamped = [c.model_copy(update={"code": "nonxfer-bench 0.1.0, git 0123456789ab"}) for c in cells[:3]] + cells[3:]
-    summary = write_leaderboard("s", stamped, MODELS, tmp_path / "stamped", source=source)[0].read_text().split("\n\n")[1]
-    assert f"cells computed by nonxfer-bench 0.1.0, git 0123456789ab (not recorded for {len(cells) - 3} older cells)" in summary
+    summary = (
+        write_leaderboard("s", stamped, MODELS, tmp_path / "stamped", source=source)[0].read_text().split("\n\n")[1]
+    )
+    assert (
+        f"cells computed by nonxfer-bench 0.1.0, git 0123456789ab (not recorded for {len(cells) - 3} older cells)"
+        in summary
+    )
     again = write_leaderboard("s", cells, MODELS, tmp_path / "two", source=source)[0].read_text()
     assert again == first  # nothing from the clock: a rerun that computes nothing writes the same file
     assert "keep fractions in [0, 1]" in first and "in %" in first
@@ -259,8 +333,16 @@ def test_the_authorized_column_is_marked_and_no_attack_is_never_none(cells, tmp_
         assert row["a"].endswith(" (auth)") and not any(row[m].endswith("(auth)") for m in ("b", "c", "ctrl"))
     assert "`(auth)` marks the authorized model's value" in text
     assert {row["attack"] for row in found["Attacks"]} == {"no attack", "blur 0.5"}
-    steps = ("attack", "by attack", "strongest attack", "best attack", "cheapest break")  # a tier may be "none", a step never
-    assert all(not row.get(column, "").startswith("none") for rows in found.values() for row in rows for column in steps)
+    steps = (
+        "attack",
+        "by attack",
+        "strongest attack",
+        "best attack",
+        "cheapest break",
+    )  # a tier may be "none", a step never
+    assert all(
+        not row.get(column, "").startswith("none") for rows in found.values() for row in rows for column in steps
+    )
 
 
 @pytest.mark.slow

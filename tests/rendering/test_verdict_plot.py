@@ -20,7 +20,9 @@ def test_the_matrix_is_written_with_its_caption_and_the_same_cells_give_the_same
     assert [p.name for p in first] == [FILE]
     assert first[0].read_bytes() == second[0].read_bytes()
     text = read_caption(first[0])
-    assert "not a protocol verdict" in text and f"n = {N - N // 5} report images" in text and "95 % intervals" in text  # a fifth tunes
+    assert (
+        "not a protocol verdict" in text and f"n = {N - N // 5} report images" in text and "95 % intervals" in text
+    )  # a fifth tunes
 
 
 def test_no_release_with_a_verdict_writes_no_matrix(tmp_path):
@@ -29,7 +31,12 @@ def test_no_release_with_a_verdict_writes_no_matrix(tmp_path):
 
 
 def test_tiers_above_the_breaking_one_are_not_needed_and_the_others_are():
-    broken = {("identity", "a"): 0.9, ("identity", "b"): 0.9, ("blur", "a"): 0.9, ("blur", "b"): 0.9}  # b as good as clean
+    broken = {
+        ("identity", "a"): 0.9,
+        ("identity", "b"): 0.9,
+        ("blur", "a"): 0.9,
+        ("blur", "b"): 0.9,
+    }  # b as good as clean
     found = verdicts(frame_of(release("clean", 0.0, CLEAN), release("patch", 20.0, broken)))
     assert found[0].broken_at == "none"
     assert _needed(found[0], "none") and not _needed(found[0], "method") and not _needed(found[0], "white_box")

@@ -24,6 +24,7 @@ def tracked_suite(tmp_path, zoo):
 
 def run_tracked(path, suite, on_group=None):
     with Tracker(suite, path) as tracker:
+
         def log(group, cells, sample):
             tracker.log_group(group, cells, sample)
             if on_group:
@@ -43,13 +44,21 @@ def test_nested_runs_hold_every_cell_and_read_back_with_search_runs(tmp_path, di
     assert len(parents) == 1 and parents["status"].item() == "FINISHED"
     assert len(children) == 3  # clean, patch@0, reference@20 for vit_a
     assert set(children["tags.nxb.encoder"]) == {"clean", "patch", "reference"}
-    tiers = dict(zip(children["tags.nxb.encoder"], children["tags.nxb.attack_tiers"]))  # the threat model as data, per group
-    assert tiers == {"clean": "identity:none", "patch": "identity:none,blur:none", "reference": "identity:none,blur:none"}  # clean: no attack only
+    tiers = dict(
+        zip(children["tags.nxb.encoder"], children["tags.nxb.attack_tiers"])
+    )  # the threat model as data, per group
+    assert tiers == {
+        "clean": "identity:none",
+        "patch": "identity:none,blur:none",
+        "reference": "identity:none,blur:none",
+    }  # clean: no attack only
     for cell in result.cells:
         child = children[children["tags.nxb.group"] == cell.group]
         assert child[f"metrics.acc.{cell.attack}.{cell.model}"].item() == pytest.approx(cell.accuracy)
     client = mlflow.MlflowClient()
-    blur = client.get_metric_history(children[children["tags.nxb.encoder"] == "patch"]["run_id"].item(), "acc.blur.vit_b")
+    blur = client.get_metric_history(
+        children[children["tags.nxb.encoder"] == "patch"]["run_id"].item(), "acc.blur.vit_b"
+    )
     assert [m.step for m in blur] == [50]
 
 
@@ -70,13 +79,28 @@ def test_a_budget_sweep_run_logs_one_metric_series_per_step(tmp_path, digits_zoo
     )  # fmt: skip
     result, tracker = run_tracked(path, load_suite(path))
     client = mlflow.MlflowClient(uri)
-    runs = {run.data.tags["nxb.group"]: run for run in client.search_runs([tracker.experiment_id]) if "nxb.group" in run.data.tags}
-    names = {1: "patch_mean/public_80_released_1", 20: "patch_mean/public_10_released_20"}  # all 80 public images, or the 10 asked for
+    runs = {
+        run.data.tags["nxb.group"]: run
+        for run in client.search_runs([tracker.experiment_id])
+        if "nxb.group" in run.data.tags
+    }
+    names = {
+        1: "patch_mean/public_80_released_1",
+        20: "patch_mean/public_10_released_20",
+    }  # all 80 public images, or the 10 asked for
     sweep = [cell for cell in result.cells if cell.attack == "patch_mean"]
-    releases = {cell.group for cell in result.cells if cell.encoder != "clean"}  # patch@10: the clean images face only no attack
-    assert {cell.budget_released for cell in sweep} == set(names) and len(releases) == 1 and len(sweep) == 2 * len(releases) * 3
+    releases = {
+        cell.group for cell in result.cells if cell.encoder != "clean"
+    }  # patch@10: the clean images face only no attack
+    assert (
+        {cell.budget_released for cell in sweep} == set(names)
+        and len(releases) == 1
+        and len(sweep) == 2 * len(releases) * 3
+    )
     for cell in sweep:
-        logged = client.get_metric_history(runs[cell.group].info.run_id, f"acc.{names[cell.budget_released]}.{cell.model}")
+        logged = client.get_metric_history(
+            runs[cell.group].info.run_id, f"acc.{names[cell.budget_released]}.{cell.model}"
+        )
         assert [(m.step, m.value) for m in logged] == [(100, pytest.approx(cell.accuracy))]
     for cell in (c for c in result.cells if c.attack == "blur"):
         assert runs[cell.group].data.metrics[f"acc.blur.{cell.model}"] == pytest.approx(cell.accuracy)
@@ -127,7 +151,11 @@ def test_a_rerun_that_computes_nothing_logs_no_group_run_and_reads_back_whole(tm
     children = runs[runs["tags.mlflow.parentRunId"].notna()]
     assert len(children) == 3 and len(runs) == 5 and runs["status"].eq("FINISHED").all()  # two parents, groups once
     parent = mlflow.get_run(tracker.parent_id)
-    reused = {key.removeprefix("nxb.reuses."): value for key, value in parent.data.tags.items() if key.startswith("nxb.reuses.")}
+    reused = {
+        key.removeprefix("nxb.reuses."): value
+        for key, value in parent.data.tags.items()
+        if key.startswith("nxb.reuses.")
+    }
     assert reused == dict(zip(children["tags.nxb.group"], children["run_id"]))
     tracked = read_suite(uri, "digits-test")
     assert tracked.parent_id == tracker.parent_id
@@ -149,7 +177,11 @@ def test_the_compare_views_default_axes_are_the_encoding_not_encoder_internals(t
     path, suite, uri = tracked_suite(tmp_path, digits_zoo)
     run_tracked(path, suite)
     mlflow.set_tracking_uri(uri)
-    children = [r for r in mlflow.search_runs(experiment_names=["digits-test"], output_format="list") if "mlflow.parentRunId" in r.data.tags]
+    children = [
+        r
+        for r in mlflow.search_runs(experiment_names=["digits-test"], output_format="list")
+        if "mlflow.parentRunId" in r.data.tags
+    ]
     keys = {key for run in children for key in run.data.params}
     # MLflow's compare page offers the first three params (sorted) whose values differ between the runs
     differing = sorted(key for key in keys if len({run.data.params.get(key) for run in children}) > 1)[:3]

@@ -16,7 +16,18 @@ from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
 from tests.helpers import tracked_patch_group
 from tests.synthetic import IMAGES, MODELS, ladder_cells
 
-MEASURED = ("acc.", "agree.", "acc_flat.", "auth.acc", "auth.agree", "unauth.acc", "unauth.agree", "unauth.best_attack", "auth.best_attack", "security.")
+MEASURED = (
+    "acc.",
+    "agree.",
+    "acc_flat.",
+    "auth.acc",
+    "auth.agree",
+    "unauth.acc",
+    "unauth.agree",
+    "unauth.best_attack",
+    "auth.best_attack",
+    "security.",
+)
 SUFFIXES = ("_lo", "_hi", "_n")
 
 
@@ -61,9 +72,12 @@ def test_a_cell_metric_carries_wilsons_interval(logged):
     cell = next(c for c in released if c.attack == "blur" and c.model == "b")
     interval = wilson(cell.accuracy * IMAGES, IMAGES)
     metrics = child.data.metrics
-    assert (metrics["acc.blur.b"], metrics["acc.blur.b_lo"], metrics["acc.blur.b_hi"], metrics["acc.blur.b_n"]) == pytest.approx(
-        (cell.accuracy, interval.lo, interval.hi, IMAGES)
-    )
+    assert (
+        metrics["acc.blur.b"],
+        metrics["acc.blur.b_lo"],
+        metrics["acc.blur.b_hi"],
+        metrics["acc.blur.b_n"],
+    ) == pytest.approx((cell.accuracy, interval.lo, interval.hi, IMAGES))
 
 
 def test_the_unauthorized_mean_carries_the_paired_bootstrap_interval(logged):
@@ -82,7 +96,9 @@ def test_security_curve_points_are_metrics_with_step_equal_to_the_budget(logged)
     client, _, child, released = logged
     points = security_points(results_frame(released))
     method = points[(points.tier == "method") & (points.budget == "nes")]
-    assert history(client, child, "security.nes.method.unauth_mean") == pytest.approx(dict(zip(method.value, method["mean"])))
+    assert history(client, child, "security.nes.method.unauth_mean") == pytest.approx(
+        dict(zip(method.value, method["mean"]))
+    )
     assert sorted(history(client, child, "security.nes.method.unauth_mean")) == [1, 10, 100]
     assert sorted(history(client, child, "security.public.architecture.unauth_max_hi")) == [2000]
     assert sorted(history(client, child, "security.nes.labelled_nes.unauth_mean_n")) == [16, 128]

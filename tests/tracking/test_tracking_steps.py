@@ -35,7 +35,9 @@ def log(tmp_path, experiment: str, cells: list[Cell]):
         with Tracker(suite, path) as tracker:
             tracker.log_group(group, cells, None)
     client = mlflow.MlflowClient(uri)
-    return client, next(run for run in client.search_runs([tracker.experiment_id]) if "mlflow.parentRunId" in run.data.tags)
+    return client, next(
+        run for run in client.search_runs([tracker.experiment_id]) if "mlflow.parentRunId" in run.data.tags
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,15 @@ def history(client, run, key) -> list[tuple[int, float]]:
     return sorted((metric.step, metric.value) for metric in client.get_metric_history(run.info.run_id, key))
 
 
-def step_cell(attack: str, strength: float, model: str, accuracy: float, param: dict | None = None, config: dict | None = None, **threat) -> Cell:
+def step_cell(
+    attack: str,
+    strength: float,
+    model: str,
+    accuracy: float,
+    param: dict | None = None,
+    config: dict | None = None,
+    **threat,
+) -> Cell:
     return Cell(
         key=f"{attack}-{strength}-{model}-{param}-{config}-{threat}", suite="s", group="g", authorized="a", encoder="patch",
         strength=20.0, seed=0, attack=attack, attack_strength=strength, attack_param=param or {}, attack_config=config or {},
@@ -82,9 +92,15 @@ def test_a_budget_sweep_logs_one_series_per_step_with_that_steps_values(logged):
 def test_the_role_curves_of_a_budget_sweep_are_one_per_step_not_a_mix_of_budgets(logged):
     client, child, released = logged
     for budget, attack in SWEEP.items():
-        step = {c.model: c.accuracy for c in released if c.attack == "patch_mean" and (c.budget_released, c.budget_public) == budget}
+        step = {
+            c.model: c.accuracy
+            for c in released
+            if c.attack == "patch_mean" and (c.budget_released, c.budget_public) == budget
+        }
         assert history(client, child, f"auth.acc.{attack}") == [(100, pytest.approx(step["a"]))]
-        assert history(client, child, f"unauth.acc_mean.{attack}") == [(100, pytest.approx((step["b"] + step["c"]) / 2))]
+        assert history(client, child, f"unauth.acc_mean.{attack}") == [
+            (100, pytest.approx((step["b"] + step["c"]) / 2))
+        ]
         assert history(client, child, f"unauth.acc_max.{attack}") == [(100, pytest.approx(max(step["b"], step["c"])))]
     means = [history(client, child, f"unauth.acc_mean.{attack}")[0][1] for attack in SWEEP.values()]
     assert len(set(means)) == 3 and means[0] < means[-1] - 0.1  # the ladder: more NEs, more accuracy, kept apart
@@ -104,8 +120,17 @@ def test_attacks_with_one_step_per_strength_keep_their_plain_names(logged):
     metrics = child.data.metrics
     for cell in (c for c in released if c.attack in ("identity", "blur", "oracle_projection")):
         assert metrics[f"acc.{cell.attack}.{cell.model}"] == pytest.approx(cell.accuracy)
-    assert {"auth.acc.blur", "unauth.acc_mean.blur", "unauth.agree_max.oracle_projection", "auth.acc.identity"} <= metrics.keys()
-    attacks = {split_cell_metric(key)[1:3] for key in metrics if key.startswith("acc.") and not key.endswith(("_lo", "_hi", "_n"))}
+    assert {
+        "auth.acc.blur",
+        "unauth.acc_mean.blur",
+        "unauth.agree_max.oracle_projection",
+        "auth.acc.identity",
+    } <= metrics.keys()
+    attacks = {
+        split_cell_metric(key)[1:3]
+        for key in metrics
+        if key.startswith("acc.") and not key.endswith(("_lo", "_hi", "_n"))
+    }
     assert attacks == {
         ("identity", None), ("blur", None), ("oracle_projection", None),
         ("patch_mean", "public_100_released_1"), ("patch_mean", "public_2000_released_10"), ("patch_mean", "public_2000_released_100"),
@@ -117,7 +142,17 @@ def test_attacks_with_one_step_per_strength_keep_their_plain_names(logged):
 def test_the_strongest_attack_tag_names_the_step_of_a_sweep(tmp_path):
     cells = [step_cell("identity", 1.0, m, acc) for m, acc in zip(MODELS, (0.9, 0.1, 0.1))]
     for released, unauthorized in ((1, 0.3), (10, 0.6)):
-        cells += [step_cell("patch_mean", 1.0, m, 0.9 if m == "a" else unauthorized, {"released": released}, budget_released=released) for m in MODELS]
+        cells += [
+            step_cell(
+                "patch_mean",
+                1.0,
+                m,
+                0.9 if m == "a" else unauthorized,
+                {"released": released},
+                budget_released=released,
+            )
+            for m in MODELS
+        ]
     client, child = log(tmp_path, "best-step-test", cells)
     assert child.data.tags["nxb.best_attack"] == "patch_mean/released_10@1"
     assert child.data.metrics["unauth.best_attack_acc"] == pytest.approx(0.6)
@@ -139,12 +174,20 @@ def test_a_series_follows_its_entry_over_the_attack_strength():
 
 def test_two_suite_entries_that_read_the_same_are_told_apart_by_their_suite_params_with_safe_names(tmp_path):
     """Surrogate candidate lists with awkward characters: the names are valid for MLflow, distinct and logged."""
-    configs = [{"candidates": ["vit_a", "vit.b/../x"], "note": "über=1 a:b"}, {"candidates": ["res"]}, {"candidates": ["/"]}]
+    configs = [
+        {"candidates": ["vit_a", "vit.b/../x"], "note": "über=1 a:b"},
+        {"candidates": ["res"]},
+        {"candidates": ["/"]},
+    ]
     cells = [step_cell("identity", 1.0, m, acc) for m, acc in zip(MODELS, (0.9, 0.1, 0.1))]
     for config, accuracy in zip(configs, (0.2, 0.3, 0.4)):
         cells += [step_cell("surrogate", 1.0, m, accuracy, {"removed": 1.0}, config) for m in MODELS]
     names = names_of(cells)[("surrogate", 1.0)]
-    assert names == {"surrogate/candidates_vit_a_vit_b_x_note_ber_1_a_b", "surrogate/candidates_res", "surrogate/candidates"}
+    assert names == {
+        "surrogate/candidates_vit_a_vit_b_x_note_ber_1_a_b",
+        "surrogate/candidates_res",
+        "surrogate/candidates",
+    }
     assert all(SAFE.match(name) for name in names)
     client, child = log(tmp_path, "awkward-test", cells)
     for name, accuracy in zip(sorted(names, key=len, reverse=True), (0.2, 0.3, 0.4)):
@@ -160,27 +203,45 @@ def test_steps_alike_once_made_safe_or_too_long_end_in_a_hash_of_the_step(tmp_pa
     assert len(names) == 4 and all(SAFE.match(name) and len(name) <= len("blur/") + STEP_NAME_MAX for name in names)
     assert sum(name.startswith("blur/x_a_b_") for name in names) == 2
     client, child = log(tmp_path, "alike-test", cells)
-    logged = {key.removesuffix(".b") for key in child.data.metrics if key.startswith("acc.blur/") and key.endswith(".b")}
+    logged = {
+        key.removesuffix(".b") for key in child.data.metrics if key.startswith("acc.blur/") and key.endswith(".b")
+    }
     assert logged == {f"acc.{name}" for name in names}
     assert sorted(child.data.metrics[f"acc.{name}.b"] for name in names) == pytest.approx([0.2, 0.3, 0.4, 0.5])
 
 
 def test_strengths_that_share_an_mlflow_step_are_told_apart_by_the_strength():
     cells = [step_cell("blur", strength, "b", 0.5) for strength in (0.001, 0.004)] + [step_cell("blur", 0.5, "b", 0.5)]
-    assert names_of(cells) == {("blur", 0.001): {"blur/strength_0p001"}, ("blur", 0.004): {"blur/strength_0p004"}, ("blur", 0.5): {"blur/strength_0p5"}}
+    assert names_of(cells) == {
+        ("blur", 0.001): {"blur/strength_0p001"},
+        ("blur", 0.004): {"blur/strength_0p004"},
+        ("blur", 0.5): {"blur/strength_0p5"},
+    }
 
 
 def test_a_metric_name_splits_into_metric_attack_step_and_model():
     assert split_cell_metric("acc.blur.vit_a") == ("acc", "blur", None, "vit_a")
-    assert split_cell_metric("acc_flat.patch_mean/public_100_released_1.resnet-18_b_lo") == ("acc_flat", "patch_mean", "public_100_released_1", "resnet-18_b_lo")
-    assert split_cell_metric("agree.finetune/lr_0p01_scope_all.my.model") == ("agree", "finetune", "lr_0p01_scope_all", "my.model")
+    assert split_cell_metric("acc_flat.patch_mean/public_100_released_1.resnet-18_b_lo") == (
+        "acc_flat",
+        "patch_mean",
+        "public_100_released_1",
+        "resnet-18_b_lo",
+    )
+    assert split_cell_metric("agree.finetune/lr_0p01_scope_all.my.model") == (
+        "agree",
+        "finetune",
+        "lr_0p01_scope_all",
+        "my.model",
+    )
 
 
 def test_a_metric_name_too_long_for_mlflow_keeps_its_start_and_ends_in_a_hash():
     from nonxfer_bench.tracking.names import MAX_METRIC_NAME
     from nonxfer_bench.tracking.names import fitting as _fitting
 
-    long = "acc_flat.surrogate_projection/" + "x" * 100 + "." + "m" * 128  # a step name and a model name at their limits
+    long = (
+        "acc_flat.surrogate_projection/" + "x" * 100 + "." + "m" * 128
+    )  # a step name and a model name at their limits
     fitted, other = _fitting(long), _fitting(long[:-1] + "n")
     assert len(fitted + "_lo") <= 250 and fitted.startswith(long[:200]) and fitted != other
     assert _fitting("acc.blur.vit_a") == "acc.blur.vit_a" and MAX_METRIC_NAME == 247
