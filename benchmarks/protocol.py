@@ -136,6 +136,22 @@ thread(s), caches {report["caches"]}. Load average at the start: {report["load_s
 """
 
 
+def check_out(out: Path) -> str | None:
+    """Why ``out`` may not take the report (None when it may): a report there is replaced only when it is this
+    benchmark's own (its protocol.json names this script's command); a protocol.md alone, someone else's, is kept."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out}: not a folder"
+    report = out / "protocol.json"
+    if report.exists() or (out / "protocol.md").exists():
+        try:
+            ours = str(json.loads(report.read_text())["command"]).startswith("python benchmarks/protocol.py")
+        except (OSError, ValueError, KeyError, TypeError):
+            ours = False
+        if not ours:
+            return f"--out {out}: holds protocol.json or protocol.md that this benchmark did not write; give another folder"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ensemble", choices=sorted(PUBLIC), default="fast")
@@ -150,6 +166,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.images <= 10_000 or not 1 <= args.threads <= 256:
         parser.error("--images must be in 1..10,000 and --threads in 1..256")
+    if (refusal := check_out(args.out)) is not None:  # before the runs: an hour of work never ends in a refusal
+        parser.exit(2, f"protocol benchmark: {refusal}\n")
     load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="nxb-protocol-") as folder:
         work = Path(folder)

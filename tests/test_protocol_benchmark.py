@@ -62,3 +62,22 @@ def test_the_protocol_copy_breaks_nothing_and_the_baseline_runs_no_attack(tmp_pa
         and suite["public"]["limit"] == 15_000
         and suite["encoders"] == [{"name": "operator", "strengths": [10.0]}]
     )
+
+
+def test_a_folder_with_someone_elses_report_is_refused_before_any_run_and_kept(tmp_path):
+    mine = tmp_path / "theirs"
+    mine.mkdir()
+    (mine / "protocol.md").write_text("my own notes\n")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "protocol.py"), "--out", str(mine)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "did not write" in done.stderr
+    assert (mine / "protocol.md").read_text() == "my own notes\n" and sorted(p.name for p in mine.iterdir()) == [
+        "protocol.md"
+    ]
+    (mine / "protocol.json").write_text('{"command": "python benchmarks/protocol.py --images 40"}')
+    assert protocol.check_out(mine) is None  # its own earlier report: replaced by the next run
+    assert protocol.check_out(mine / "protocol.md") == f"--out {mine / 'protocol.md'}: not a folder"
