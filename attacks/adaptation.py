@@ -26,8 +26,10 @@ running statistics, as in eval mode, and ``bn_adapt`` keeps that layer's statist
 Reproducibility: shuffles and noise come from generators keyed by the attack, the model and the budget, the model's own
 draws in training (dropout, drop path) from a stream seeded from them, so a group computed twice gives the same outcome
 bits at the same torch thread count. The thread count itself changes them: the CPU kernels split their float sums by
-thread, and training carries the last-bit differences into the weights. On 200 Fashion-MNIST images of one quickstart-ladder
-group, 1 and 2 threads gave other outcome bits in 8 of its 42 fine-tuning cells, by up to 3.5 accuracy points (``bn_adapt``,
+thread, and training carries the last-bit differences into the weights. On 200 Fashion-MNIST images of one
+quickstart-ladder
+group, 1 and 2 threads gave other outcome bits in 8 of its 42 fine-tuning cells, by up to 3.5 accuracy points
+(``bn_adapt``,
 which trains nothing: none of 12). A bundle's replay computes with the suite's ``threads``: compute a bundle with them.
 """
 
@@ -91,7 +93,8 @@ class BnAdapt(_Adaptation):
     Params = NoParams
     threat = ThreatModel(
         tier=Tier.NONE,
-        text="knows nothing about the scheme; runs its own model in training mode on the unlabelled release (test-time BatchNorm adaptation)",
+        text="knows nothing about the scheme; runs its own model in training mode on the unlabelled release "
+        "(test-time BatchNorm adaptation)",
         released=True,
         queries="model",
     )
@@ -131,7 +134,8 @@ class TrainParams(Strict):
 
     scope: Literal["first_layer", "embeddings", "all"] = Field(
         "all",
-        description="train the stem only; the stem and a ViT's position embeddings (learns a keyed block transform); or the whole model",
+        description="train the stem only; the stem and a ViT's position embeddings (learns a keyed block transform); "
+        "or the whole model",
     )
     epochs: int = Field(5, ge=1, le=MAX_ITERATIONS, description="passes over the training images")
     lr: float = Field(1e-3, gt=0, le=MAX_LR, description="Adam learning rate")
@@ -156,7 +160,8 @@ class Finetune(_Adaptation):
     Params = FinetuneParams
     threat = ThreatModel(
         tier=Tier.LABELLED_NES,
-        text="holds labelled NEs of the same release (made for the authorized model) and fine-tunes its own model on them",
+        text="holds labelled NEs of the same release (made for the authorized model) and fine-tunes its own "
+        "model on them",
         labelled=True,
         queries="gradient",
         requires=frozenset({"public", "public_labels"}),
@@ -255,13 +260,15 @@ class AugmentFinetune(_Adaptation):
             raise ValueError("augment_finetune: needs a 'public' dataset in the suite (clean images to add noise to)")
         if context.authorized.name in self.params.noise_models:
             raise ValueError(
-                f"augment_finetune: noise_models may not hold the authorized model {context.authorized.name!r} (that is the white box)"
+                f"augment_finetune: noise_models may not hold the authorized model {context.authorized.name!r} (that "
+                "is the white box)"
             )
         size = tuple(context.public_images.shape[1:])
         self.stems = [name for name in self.params.noise_models if tuple(context.model(name).input_size) == size]
         if self.params.noise_models and not self.stems:
             raise ValueError(
-                f"augment_finetune: no noise model takes the release's {size} inputs (noise_models: {', '.join(self.params.noise_models)})"
+                f"augment_finetune: no noise model takes the release's {size} inputs (noise_models: "
+                f"{', '.join(self.params.noise_models)})"
             )
         self.data = context.public_images[: self.params.images]
         self.context = context

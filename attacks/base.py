@@ -36,7 +36,8 @@ class Encode(Protocol):
 class TuningImages:
     """The verdict's tuning images of the group's release, for an attack that searches its own settings (``tuned``).
 
-    The images the verdict picks each tier's strongest attack on (:meth:`~nonxfer_bench.schema.protocol.VerdictSpec.split`
+    The images the verdict picks each tier's strongest attack on
+    (:meth:`~nonxfer_bench.schema.protocol.VerdictSpec.split`
     of the suite's protocol, else its defaults), never those it reports on; their labels are what the evaluator's own
     choice already reads.
     - ``released``: (n) -> the first n tuning images in the split's order, as (their released NEs on the host, their
@@ -73,7 +74,8 @@ class AttackContext:
       ``key``: the attacker's own key instead (draws from a generator keyed by it alone, not by the group): for a
       scheme whose transform is public and whose secret is drawn from its generator, encodings under a key the
       attacker chose.
-    - ``tuning``: the verdict's tuning images and how to score them (:class:`TuningImages`); None where the runner has none.
+    - ``tuning``: the verdict's tuning images and how to score them (:class:`TuningImages`); None where the runner has
+      none.
     """
 
     authorized: "ZooModel"

@@ -36,7 +36,8 @@ class Identify(Attack):
     Params = IdentifyParams
     threat = ThreatModel(
         tier=Tier.PUBLIC_WEIGHTS,
-        text="knows the method and holds public candidate models and clean public images; asks which candidate the release was made for",
+        text="knows the method and holds public candidate models and clean public images; asks which candidate "
+        "the release was made for",
         released=True,
         public=True,
     )

@@ -43,7 +43,8 @@ from nonxfer_bench.core.params import MAX_ITERATIONS, Strict, ZooModelName
 
 
 def torchattacks_class(name: str) -> type:
-    import torchattacks  # heavy (~1 s): only the torchattacks wrapper needs it; every run and `list attacks` import this module
+    # heavy (~1 s): only the torchattacks wrapper needs it; every run and `list attacks` import this module
+    import torchattacks
 
     cls = getattr(torchattacks, name, None)
     if not (isinstance(cls, type) and issubclass(cls, torchattacks.attack.Attack)):
@@ -59,7 +60,8 @@ class TorchattacksParams(Strict):
     name: str = Field("PGD", description="torchattacks class name, e.g. PGD, FGSM, CW, APGD, DeepFool")
     kwargs: dict[str, Any] = Field(
         {},
-        description=f"fixed keyword arguments of the class (steps, ...); numbers finite, at most {MAX_ARGUMENT:,} in size",
+        description=f"fixed keyword arguments of the class (steps, ...); numbers finite, at most {MAX_ARGUMENT:,} in "
+        "size",
     )
     scaled: dict[str, Scaled] = Field(
         {"eps": 8 / 255, "alpha": 2 / 255}, description="keyword arguments set to strength x value"

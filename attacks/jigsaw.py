@@ -130,7 +130,8 @@ class BlockOrder(Attack):
     Params = JigsawParams
     threat = ThreatModel(
         tier=Tier.ARCHITECTURE,
-        text="ciphertext only: knows the block scheme and the authorized architecture's patch size, solves each released image as a jigsaw",
+        text="ciphertext only: knows the block scheme and the authorized architecture's patch size, solves each "
+        "released image as a jigsaw",
     )
     cpu_only = True
 

@@ -38,7 +38,8 @@ class KnownPlaintextParams(Strict):
         8,
         ge=1,
         le=MAX_IMAGES,
-        description="(plain, encrypted) pairs at strength 1 (the first public images, encrypted under the release's key)",
+        description="(plain, encrypted) pairs at strength 1 (the first public images, encrypted under the release's "
+        "key)",
     )
 
 
@@ -81,7 +82,8 @@ class KeyedKnownPlaintext(Attack):
     Params = KnownPlaintextParams
     threat = ThreatModel(
         tier=Tier.LABELLED_NES,
-        text="holds m clean images and their encryptions under the release's key (leaked or published pairs) and the block size; recovers the key by matching",
+        text="holds m clean images and their encryptions under the release's key (leaked or published pairs) and "
+        "the block size; recovers the key by matching",
         labelled=True,
     )
 

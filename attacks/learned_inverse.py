@@ -60,7 +60,8 @@ Source = Literal["leaked", "surrogate", "architecture", "identified", "own_key"]
 THREATS: dict[str, ThreatModel] = {
     "leaked": ThreatModel(
         tier=Tier.LABELLED_NES,
-        text="holds m released NEs of the authorized model with their leaked clean originals (known plaintext) and trains an inverse network on them",
+        text="holds m released NEs of the authorized model with their leaked clean originals (known plaintext) "
+        "and trains an inverse network on them",
         labelled=True,
     ),
     "surrogate": ThreatModel(
@@ -71,18 +72,21 @@ THREATS: dict[str, ThreatModel] = {
     ),
     "architecture": ThreatModel(
         tier=Tier.ARCHITECTURE,
-        text="knows the method, the release's PSNR and the authorized architecture; makes pairs for a random-weight copy of it and trains an inverse",
+        text="knows the method, the release's PSNR and the authorized architecture; makes pairs for a "
+        "random-weight copy of it and trains an inverse",
         public=True,
     ),
     "identified": ThreatModel(
         tier=Tier.PUBLIC_WEIGHTS,
-        text="holds public candidate models, clean public images and the release; makes pairs for the candidate the release identifies and trains an inverse",
+        text="holds public candidate models, clean public images and the release; makes pairs for the candidate "
+        "the release identifies and trains an inverse",
         released=True,
         public=True,
     ),
     "own_key": ThreatModel(
         tier=Tier.WHITE_BOX,
-        text="holds the authorized model and the public method but not the owner's key; makes pairs under its own key and trains an inverse",
+        text="holds the authorized model and the public method but not the owner's key; makes pairs under its "
+        "own key and trains an inverse",
         public=True,
     ),
 }
@@ -209,9 +213,10 @@ class LearnedInverse(Attack):
     threat = ThreatModel(
         tier=Tier.LABELLED_NES,
         text=(
-            "trains an inverse network on (clean, NE) pairs; its tier is its pairs source's: leaked NEs with their originals (labelled_nes), "
-            "pairs made for a public model or the identified candidate (public_weights), for a random copy of the authorized architecture "
-            "(architecture), for the authorized model under the attacker's own key (white_box)"
+            "trains an inverse network on (clean, NE) pairs; its tier is its pairs source's: leaked NEs with their "
+            "originals (labelled_nes), pairs made for a public model or the identified candidate (public_weights), "
+            "for a random copy of the authorized architecture (architecture), for the authorized model under the "
+            "attacker's own key (white_box)"
         ),
         released=True,
         public=True,
@@ -240,7 +245,8 @@ class LearnedInverse(Attack):
                 ) from None
             if model.name == context.authorized.name:
                 raise UserError(
-                    f"{self.name}: params.model {model.name!r} is the authorized model; pairs made for it are pairs: leaked or own_key"
+                    f"{self.name}: params.model {model.name!r} is the authorized model; pairs made for it are pairs: "
+                    "leaked or own_key"
                 )
             return model
         if source == "identified":
@@ -260,7 +266,8 @@ class LearnedInverse(Attack):
         clean = context.public_images[: self.params.m]
         if tuple(model.input_size) != tuple(clean.shape[1:]):
             raise UserError(
-                f"{self.name}: model {model.name!r} takes {tuple(model.input_size)} inputs, the release {tuple(clean.shape[1:])}"
+                f"{self.name}: model {model.name!r} takes {tuple(model.input_size)} inputs, the release "
+                f"{tuple(clean.shape[1:])}"
             )
         key = f"{self.name}/own_key/{self.params.seed}" if self.params.pairs == "own_key" else None
         noisy = context.encode(clean, model, key=key)
@@ -296,7 +303,8 @@ class LearnedInverse(Attack):
 
 
 def random_copy(model: ZooModel, seed: int) -> ZooModel:
-    """The model's architecture with random weights (seeded; the global random state is left as it was), on its device."""
+    """The model's architecture with random weights (seeded; the global random state is left as it was), on its
+    device."""
     spec = model.spec.model_copy(update={"name": f"{model.name}-random{seed}", "weights": WeightSource(), "seed": seed})
     with torch.random.fork_rng(devices=[]):
         copy = build_model(spec)
@@ -306,7 +314,8 @@ def random_copy(model: ZooModel, seed: int) -> ZooModel:
 def train_inverse(
     noisy: torch.Tensor, clean: torch.Tensor, params: LearnedInverseParams, generator: torch.Generator
 ) -> InverseNet:
-    """An :class:`InverseNet` trained on (noisy, clean) pairs: Adam, mean square error, shuffled epochs from ``generator``."""
+    """An :class:`InverseNet` trained on (noisy, clean) pairs: Adam, mean square error, shuffled epochs from
+    ``generator``."""
     noisy, clean = noisy.float(), clean.float().to(noisy.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))

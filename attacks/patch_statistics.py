@@ -38,7 +38,9 @@ class PatchMeanParams(LatticeParams, BudgetParams):
     )
     fold_gain: Literal["assume", "detect"] = Field(
         "assume",
-        description="assume the reference's fold gain (window count) on the image, or detect it from the release's mean",
+        description=(
+            "assume the reference's fold gain (window count) on the image, or detect it from the release's mean"
+        ),
     )
     ridge: Ridge = Field(1e-6, description="relative ridge in the Wiener solve")
 

@@ -75,7 +75,8 @@ class BudgetParams(Strict):
         None,
         ge=1,
         le=MAX_IMAGES,
-        description="released NEs the attacker observes for fitting (the group's first n, across batches); the first batch if unset",
+        description="released NEs the attacker observes for fitting (the group's first n, across batches); the first "
+        "batch if unset",
     )
     public: int | None = Field(
         None, ge=0, le=MAX_IMAGES, description="clean public images the attacker uses (first n); all if unset"

@@ -8,7 +8,8 @@ without one), never the images the verdict reports on. The search reads those im
 choice already does, and nothing else beyond the searched attack's threat model.
 
 For each strength of the step, an Optuna study (seeded TPE; a seeded grid, each combination at most once, when the space
-lists values alone) maximizes the mean accuracy of the group's unauthorized models on the tuning images, attacked by the inner
+lists values alone) maximizes the mean accuracy of the group's unauthorized models on the tuning images, attacked by the
+inner
 attack fitted with the trial's settings at that strength. The best trial (the earliest of equals) attacks the release.
 The cells record, in ``attack_measured``, the chosen settings (``tuned``), their accuracy there (``tuning_accuracy``, on
 ``tuning_images`` images) and every trial as ``settings:accuracy`` (``trace``).
@@ -116,7 +117,8 @@ class TunedParams(Strict):
     def _inner_settings(
         cls, space: dict[str, SearchRange | list], info: ValidationInfo
     ) -> dict[str, SearchRange | list]:
-        """Every searched key is a parameter of the inner attack; each end of a range and each listed value is valid there
+        """Every searched key is a parameter of the inner attack; each end of a range and each listed value is valid
+        there
         and keeps the inner attack's threat model."""
         if "attack" not in info.data or "params" not in info.data:
             return space
@@ -135,7 +137,8 @@ class TunedParams(Strict):
                 ).threat
                 if threat != base:
                     raise ValueError(
-                        f"'{key}' = {value!r} makes {inner.name} a {threat.tier.value!r} attack, not {base.tier.value!r}; a step keeps one threat model"
+                        f"'{key}' = {value!r} makes {inner.name} a {threat.tier.value!r} attack, not "
+                        f"{base.tier.value!r}; a step keeps one threat model"
                     )
         return space
 
@@ -155,8 +158,10 @@ class Tuned(Attack):
     search on the verdict's tuning images (module docstring).
 
     The step's strength passes through to the inner attack (to search a strength, search the attack's own parameter at
-    strength 1: ``blur``'s ``max_sigma``). Its threat model and budgets are the inner attack's; the search also reads the
-    labels of the tuning images, as the evaluator's choice of the strongest attack does. Each trial fits the inner attack
+    strength 1: ``blur``'s ``max_sigma``). Its threat model and budgets are the inner attack's; the search also reads
+    the
+    labels of the tuning images, as the evaluator's choice of the strongest attack does. Each trial fits the inner
+    attack
     anew (its ``released``/``public`` budgets apply) and attacks at most ``images`` tuning images in batches, with one
     draw from a generator keyed by ``seed`` and the strength (the same for every trial); an attack that adapts models
     adapts each unauthorized model once per trial. Cost: ``trials`` fits and attacks of those images per strength.
@@ -165,7 +170,8 @@ class Tuned(Attack):
     Params = TunedParams
     threat = ThreatModel(
         tier=Tier.NONE,
-        text="the searched attack's tier and budgets (recorded per cell); its settings are chosen on the labelled tuning images, never on the reported ones",
+        text="the searched attack's tier and budgets (recorded per cell); its settings are chosen on the "
+        "labelled tuning images, never on the reported ones",
     )
 
     def __init__(self, params: TunedParams) -> None:
@@ -191,7 +197,8 @@ class Tuned(Attack):
         released, labels = context.tuning.released(self.params.images)
         if not len(released):
             raise ValueError(
-                "tuned: no labelled tuning images to score a trial on: the evaluated images have no labels, or too few for the verdict's tuning share"
+                "tuned: no labelled tuning images to score a trial on: the evaluated images have no labels, or too "
+                "few for the verdict's tuning share"
             )
         self.context, self.tuning, self.studies = context, (released, labels), {}
 
@@ -253,8 +260,9 @@ class _Study:
         n = len(tuned.tuning[0])
         interval = wilson(min(self.best_score * n, n), n)
         tuning.note(
-            f"{what}: {_text(self.settings)} reaches {self.best_score:.1%} [{interval.lo:.1%}, {interval.hi:.1%}] mean unauthorized accuracy "
-            f"on n = {n} tuning images ({len(self.trials)} trials, {time.perf_counter() - began:.1f} s)"
+            f"{what}: {_text(self.settings)} reaches {self.best_score:.1%} [{interval.lo:.1%}, {interval.hi:.1%}] "
+            f"mean unauthorized accuracy on n = {n} tuning images ({len(self.trials)} trials, "
+            f"{time.perf_counter() - began:.1f} s)"
         )
 
     @property

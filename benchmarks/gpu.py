@@ -13,13 +13,15 @@
    (``--quick``, the CPU default: one encoding and two attacks, scaled to the grid's encodings);
 5. precision: fp32 against bf16 top-1 agreement per model;
 6. trained weights in fp32 and in ``--precision``: per-image agreement of correctness and time, for the Fashion-MNIST
-   zoo (suites/quickstart.yaml's encoders and its protocol ensemble's attacks that need no training, on ``--trained-images`` test
+   zoo (suites/quickstart.yaml's encoders and its protocol ensemble's attacks that need no training, on
+   ``--trained-images`` test
    images; Fashion-MNIST from ``--fashion-root``) and for imagenet-mini (the ``imagenet`` extra), where installed
    (``--quick``: one encoding, two attacks, two images);
 7. on CUDA, the tests marked ``cuda`` (after the encoders: before the long sections).
 Writes gpu.json and gpu.md under ``--out`` after every section, so a run stopped at a time limit keeps the
 sections it finished. On a lent GPU machine, run it through benchmarks/gpu.sh (see benchmarks/gpu_bundle.py).
-On the CPU the zoo defaults to mobilenetv2 (authorized) and efficientnet_b0 (``--models`` chooses), so that the dry check takes minutes.
+On the CPU the zoo defaults to mobilenetv2 (authorized) and efficientnet_b0 (``--models`` chooses), so that the dry
+check takes minutes.
 Every suite here runs without its bound diagnostics (``bounds: false``, as ``run --no-bounds``): they are a
 fixed cost per encoding (local Lipschitz estimates through every model on the first batch) that a bare loop
 does not pay and that does not grow with the images (with them, a 224-px CPU run measured suite/bare 0.05), so
@@ -157,7 +159,8 @@ def bench_data(suite, device: torch.device, batch: int) -> dict:
     reader.close()
     row = {"images": len(data), "decode_images_per_s": len(data) / decode_s, "loader_images_per_s": len(data) / read_s}
     print(
-        f"data: decode {row['decode_images_per_s']:,.0f} img/s (one process), cache to {device} {row['loader_images_per_s']:,.0f} img/s",
+        f"data: decode {row['decode_images_per_s']:,.0f} img/s (one process), cache to {device} "
+        f"{row['loader_images_per_s']:,.0f} img/s",
         flush=True,
     )
     return row
@@ -278,7 +281,8 @@ def bench_projection(
     precision: str,
     quick: bool,
 ) -> dict:
-    """imagenet.yaml's grid on ``images`` images (the dry check: a reduced grid), scaled to its encodings and 50,000 images."""
+    """imagenet.yaml's grid on ``images`` images (the dry check: a reduced grid), scaled to its encodings and 50,000
+    images."""
     from nonxfer_bench.execution.plan import plan_suite
 
     grid = {
@@ -314,8 +318,8 @@ def bench_projection(
         "projected_hours": per_image * FULL_VAL / 3600,
     }
     print(
-        f"projection: {groups} of {full_groups} encodings x {steps} steps x {len(zoo)} models on {images} images: {seconds:.1f} s, "
-        f"50k images about {row['projected_hours']:.2f} h",
+        f"projection: {groups} of {full_groups} encodings x {steps} steps x {len(zoo)} models on {images} images: "
+        f"{seconds:.1f} s, 50k images about {row['projected_hours']:.2f} h",
         flush=True,
     )
     return row
@@ -348,8 +352,8 @@ def compare_precisions(fp32_cells: list, other_cells: list) -> dict:
         "images": pairs[0][0].n,
         "image_agreement": same / sum(a.n for a, _ in pairs),
         "max_accuracy_difference": largest,
-        "max_difference_cell": f"{a.authorized}: {a.encoder} {a.strength:g}, {a.attack} {a.attack_strength:g}, {a.model} ({a.role}): "
-        f"fp32 {100 * a.accuracy:.1f} %, other {100 * b.accuracy:.1f} %",
+        "max_difference_cell": f"{a.authorized}: {a.encoder} {a.strength:g}, {a.attack} {a.attack_strength:g}, "
+        f"{a.model} ({a.role}): fp32 {100 * a.accuracy:.1f} %, other {100 * b.accuracy:.1f} %",
     }
 
 
@@ -405,8 +409,8 @@ def bench_trained(
         "other_s": other_s,
     } | compare_precisions(fp32_cells, other_cells)
     print(
-        f"{source.stem}: {row['cells']} cells of {row['images']} images, fp32 {fp32_s:.1f} s, {row['other_precision']} {other_s:.1f} s, "
-        f"per-image correctness agrees on {row['image_agreement']:.1%}",
+        f"{source.stem}: {row['cells']} cells of {row['images']} images, fp32 {fp32_s:.1f} s, "
+        f"{row['other_precision']} {other_s:.1f} s, per-image correctness agrees on {row['image_agreement']:.1%}",
         flush=True,
     )
     return row
@@ -443,9 +447,10 @@ def trained_line(row: dict) -> str:
     if "skipped" in row:
         return f"skipped: {row['skipped']}"
     return (
-        f"{row['suite']}: {row['cells']} cells of {row['images']} images: fp32 {row['fp32_s']:.1f} s, {row['other_precision']} "
-        f"{row['other_s']:.1f} s; per-image correctness agrees on {row['image_agreement']:.2%} of cell-images, largest accuracy "
-        f"difference {100 * row['max_accuracy_difference']:.1f} points ({row['max_difference_cell']})"
+        f"{row['suite']}: {row['cells']} cells of {row['images']} images: fp32 {row['fp32_s']:.1f} s, "
+        f"{row['other_precision']} {row['other_s']:.1f} s; per-image correctness agrees on "
+        f"{row['image_agreement']:.2%} of cell-images, largest accuracy difference "
+        f"{100 * row['max_accuracy_difference']:.1f} points ({row['max_difference_cell']})"
     )
 
 
@@ -457,34 +462,37 @@ def markdown(report: dict) -> str:
         "",
         f"`{report['command']}`",
         "",
-        f"torch {report['torch']}, {report['precision']}, batch {report['batch']}, random weights, {d['images']} synthetic "
-        "ImageNet-size JPEGs (imagenet_val layout).",
+        f"torch {report['torch']}, {report['precision']}, batch {report['batch']}, random weights, {d['images']} "
+        "synthetic ImageNet-size JPEGs (imagenet_val layout).",
         "",
         "## Suite throughput vs a bare timm eval loop",
         "",
     ]
     lines += failed(t) or [
         f"Same models, images, batch and precision, model building included: bare {t['bare_s']:.1f} s, suite "
-        f"{t['suite_s']:.1f} s, ratio **{t['ratio']:.2f}** (goal >= 0.9). Every suite here runs without its bound diagnostics "
-        "(`run --no-bounds`): a fixed cost per encoding on its first batch, which dominates on a CPU at 224 px. On CUDA the suite "
-        "runs with deterministic kernels and fp32 as fp32 (`make_deterministic`), the bare loop with torch's defaults.",
+        f"{t['suite_s']:.1f} s, ratio **{t['ratio']:.2f}** (goal >= 0.9). Every suite here runs without its bound "
+        "diagnostics (`run --no-bounds`): a fixed cost per encoding on its first batch, which dominates on a CPU at "
+        "224 px. On CUDA the suite runs with deterministic kernels and fp32 as fp32 (`make_deterministic`), the bare "
+        "loop with torch's defaults.",
         "",
     ]
     lines += ["| model | input | bare images/s | fp32 vs bf16 top-1 agreement |", "|---|---|---|---|"]
     lines += [
-        f"| {name} | {'x'.join(map(str, row['input_size']))} | {row['images_per_s']:,.1f} | {report['agreement'][name]:.1%} |"
+        f"| {name} | {'x'.join(map(str, row['input_size']))} | {row['images_per_s']:,.1f} | "
+        f"{report['agreement'][name]:.1%} |"
         for name, row in report["bare"].items()
     ]
     lines += [
         "",
-        "Random weights give nearly tied logits, so their agreement understates that of trained weights "
-        "(the trained-weights sections below compare real weights).",
+        "Random weights give nearly tied logits, so their agreement understates that of trained weights (the "
+        "trained-weights sections below compare real weights).",
         "",
         "## Data loading vs evaluation",
         "",
-        f"Decode into the uint8 cache {d['decode_images_per_s']:,.0f} img/s (one process, first run only); prefetching reader from the "
-        f"cache to the device {d['loader_images_per_s']:,.0f} img/s; the zoo evaluates {d['zoo_images_per_s']:,.0f} img/s (one image "
-        f"through every model): reader / evaluation **{d['loader_over_eval']:.1f}x**, decode / evaluation {d['decode_over_eval']:.2f}x.",
+        f"Decode into the uint8 cache {d['decode_images_per_s']:,.0f} img/s (one process, first run only); "
+        f"prefetching reader from the cache to the device {d['loader_images_per_s']:,.0f} img/s; the zoo evaluates "
+        f"{d['zoo_images_per_s']:,.0f} img/s (one image through every model): reader / evaluation "
+        f"**{d['loader_over_eval']:.1f}x**, decode / evaluation {d['decode_over_eval']:.2f}x.",
         "",
         "## Encoders as a share of one authorized forward (goal <= 5 %)",
         "",
@@ -502,10 +510,10 @@ def markdown(report: dict) -> str:
     ]
     lines += ["## Projected full suite", ""]
     lines += failed(p) or [
-        f"imagenet.yaml's grid ({p['groups']} of its {p['full_groups']} encodings x {p['steps']} attack steps x {p['models']} models) on "
-        f"{p['images']} images took {p['seconds']:.1f} s without bound diagnostics: {p['seconds_per_image']:.3f} s "
-        f"per image for all {p['full_groups']} encodings, so the "
-        f"50,000 images of ImageNet-val take about **{p['projected_hours']:.2f} h** plus {d['decode_hours']:.2f} h of decoding once "
+        f"imagenet.yaml's grid ({p['groups']} of its {p['full_groups']} encodings x {p['steps']} attack steps x "
+        f"{p['models']} models) on {p['images']} images took {p['seconds']:.1f} s without bound diagnostics: "
+        f"{p['seconds_per_image']:.3f} s per image for all {p['full_groups']} encodings, so the 50,000 images of "
+        f"ImageNet-val take about **{p['projected_hours']:.2f} h** plus {d['decode_hours']:.2f} h of decoding once "
         "(an upper bound: fixed costs scale too).",
         "",
     ]
@@ -578,7 +586,8 @@ def main() -> None:
         "--cuda-tests",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="on CUDA, run the tests marked cuda (gpu.sh figures leaves them to gpu.sh tests: two calls of a time limit)",
+        help="on CUDA, run the tests marked cuda (gpu.sh figures leaves them to gpu.sh tests: two calls of a "
+        "time limit)",
     )
     args = parser.parse_args()
     from nonxfer_bench.core.device import device_name, resolve_device
@@ -634,7 +643,8 @@ def main() -> None:
     def throughput() -> dict:
         suite_s, _ = suite_run(throughput_path, str(device), args.precision)
         print(
-            f"throughput: suite / bare {bare['seconds'] / suite_s:.2f} (bare {bare['seconds']:.1f} s, suite {suite_s:.1f} s)",
+            f"throughput: suite / bare {bare['seconds'] / suite_s:.2f} (bare {bare['seconds']:.1f} s, suite "
+            f"{suite_s:.1f} s)",
             flush=True,
         )
         return {"bare_s": bare["seconds"], "suite_s": suite_s, "ratio": bare["seconds"] / suite_s}

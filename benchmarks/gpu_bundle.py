@@ -90,7 +90,8 @@ NOT_CARRIED = {
     "mlflow-skinny": "part of mlflow",
     "mlflow-tracing": "part of mlflow",
     "ray": "gpu.py runs the local executor",
-    "optuna": "only the tuned attack imports it: gpu.py does not run it and its cuda registry test skips without optuna",
+    "optuna": "only the tuned attack imports it: gpu.py does not run it and its cuda registry test skips without "
+    "optuna",
 }
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 FASHION_TEST = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -206,7 +207,8 @@ def main() -> None:
     if not 1 <= args.fashion_images <= 10_000:
         fail(f"--fashion-images {args.fashion_images}: expected 1 to 10000 (the test split's size)")
     check_fashion(args.fashion_root)  # before minutes of downloads
-    try:  # built beside, then swapped in: a failed or killed run keeps the last bundle; only a bundle of ours is replaced
+    # built beside, then swapped in: a failed or killed run keeps the last bundle; only a bundle of ours is replaced
+    try:
         with staged_folder(OUT, written_by(COMMAND)) as staging:
             pack_site(staging, args.python_version)
             copy_fashion(staging, args.fashion_root, args.fashion_images)
@@ -216,15 +218,18 @@ def main() -> None:
     archive = OUT / "site.tar.xz"
     total = transfer_bytes()
     print(
-        f"gpu_bundle: {OUT.name}/{archive.name} {archive.stat().st_size / 2**20:.1f} MiB ({', '.join(pinned())}), Python {args.python_version}"
+        f"gpu_bundle: {OUT.name}/{archive.name} {archive.stat().st_size / 2**20:.1f} MiB ({', '.join(pinned())}), "
+        f"Python {args.python_version}"
     )
     print(f"gpu_bundle: a device call sends {total / 2**20:.1f} MiB of its {TRANSFER_LIMIT / 2**20:.0f} MiB")
     if total > TRANSFER_LIMIT:
         fail(
-            f"{total / 2**20:.1f} MiB is over the device call's {TRANSFER_LIMIT / 2**20:.0f} MiB; move large untracked files out of the checkout"
+            f"{total / 2**20:.1f} MiB is over the device call's {TRANSFER_LIMIT / 2**20:.0f} MiB; move large "
+            "untracked files out of the checkout"
         )
     print(
-        'gpu_bundle: the device calls: run(command="bash benchmarks/gpu.sh figures", carry=[".gpu"], timeout_s=540), then at once '
+        'gpu_bundle: the device calls: run(command="bash benchmarks/gpu.sh figures", carry=[".gpu"], '
+        "timeout_s=540), then at once "
         'run(command="bash benchmarks/gpu.sh tests", carry=[".gpu"], timeout_s=300)'
     )
 

@@ -112,9 +112,9 @@ def markdown(report: dict) -> str:
 
 `{report["command"]}`
 
-Release: {report["release"]}, {report["images"]:,} evaluated images, {report["public"]:,} public images, protocol
-{report["protocol"]} ensemble `{report["ensemble"]}` with every tier run (break threshold 1.0), {report["threads"]} torch
-thread(s), caches {report["caches"]}. Load average at the start: {report["load_start"]:.2f}.
+Release: {report["release"]}, {report["images"]:,} evaluated images, {report["public"]:,} public images,
+protocol {report["protocol"]} ensemble `{report["ensemble"]}` with every tier run (break threshold 1.0),
+{report["threads"]} torch thread(s), caches {report["caches"]}. Load average at the start: {report["load_start"]:.2f}.
 
 | run | wall s |
 |---|---|
@@ -148,7 +148,10 @@ def check_out(out: Path) -> str | None:
         except (OSError, ValueError, KeyError, TypeError):
             ours = False
         if not ours:
-            return f"--out {out}: holds protocol.json or protocol.md that this benchmark did not write; give another folder"
+            return (
+                f"--out {out}: holds protocol.json or protocol.md that this benchmark did not write; give another "
+                "folder"
+            )
     return None
 
 

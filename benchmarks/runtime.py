@@ -132,7 +132,8 @@ def markdown(
     lines = [
         "# Run time",
         "",
-        f"Measured on {machine}, for {', '.join(f'`{suite}`' for suite in suites)} (the cells' attack seconds{' and the run logs' if groups else ''}).",
+        f"Measured on {machine}, for {', '.join(f'`{suite}`' for suite in suites)} (the cells' attack "
+        f"seconds{' and the run logs' if groups else ''}).",
         "Wall seconds per 1,000 images: median over the encoding groups, range in brackets; they depend on the",
         "machine and its load (other jobs shared these cores).",
         "",
@@ -186,8 +187,9 @@ def check_replace(out: Path, replace: bool, groups: list[Timing]) -> str | None:
             return f"{table}: cannot read it ({error.strerror or error}), so it is not replaced"
         if dropped:
             return (
-                f"{table} has whole-group timings this run has no run log for ({', '.join(excerpt(row, 60) for row in sorted(dropped)[:3])}"
-                f"{', ...' if len(dropped) > 3 else ''}); it is not replaced: run where runs/<suite>/run.log is, or give a new --out folder"
+                f"{table} has whole-group timings this run has no run log for "
+                f"({', '.join(excerpt(row, 60) for row in sorted(dropped)[:3])}{', ...' if len(dropped) > 3 else ''}); "
+                "it is not replaced: run where runs/<suite>/run.log is, or give a new --out folder"
             )
     return None
 

@@ -5,7 +5,8 @@
 
 (a) ``encoder``: the reference encoder against the straightforward published recipe (unfold, add, fold)
     on the same normalized batch, per stem geometry (goal: >= 10x for tiling stems, never slower for
-    the others, which take the strided path); (b) the full ``encode`` against one forward of the authorized model (goal: <= 5 %).
+    the others, which take the strided path); (b) the full ``encode`` against one forward of the authorized model (goal:
+    <= 5 %).
 (c) ``throughput``: a suite's evaluation (clean encoding, identity attack, the Fashion-MNIST zoo)
     against a bare timm eval loop over the same images and batch size, both from dataset to
     predictions (goal: >= 0.9); the suite runs without its bound diagnostics (``bounds: false``, as
@@ -96,7 +97,8 @@ def bench_encoder(args: argparse.Namespace) -> dict:
 def write_suite(
     folder: Path, name: str, dataset: dict, zoo, authorized: str, encoders: list[dict], batch: int, bounds: bool = True
 ) -> Path:
-    """A suite with the identity attack only, no tracking and no sample images, written under ``folder``; ``bounds``: its bound diagnostics."""
+    """A suite with the identity attack only, no tracking and no sample images, written under ``folder``; ``bounds``:
+    its bound diagnostics."""
     suite = {
         "name": name,
         "dataset": dataset,
@@ -166,7 +168,8 @@ def bench_throughput(args: argparse.Namespace) -> dict:
         "suite_images_per_s": evaluations / suite_s,
     }
     print(
-        f"(c) suite/bare throughput {bare_s / suite_s:.2f} ({evaluations} model-image evaluations: bare {bare_s:.2f} s, suite {suite_s:.2f} s)",
+        f"(c) suite/bare throughput {bare_s / suite_s:.2f} ({evaluations} model-image evaluations: bare {bare_s:.2f} "
+        f"s, suite {suite_s:.2f} s)",
         flush=True,
     )
     return row
@@ -225,7 +228,8 @@ def bench_memory(args: argparse.Namespace) -> dict:
                 peaks.append(int(out.stdout.split()[-1]) / 1024)  # ru_maxrss is KiB on Linux
         rows[mode] = {"peak_rss_mib": peaks, "ratio": peaks[1] / peaks[0]}
         print(
-            f"(d) {mode}: peak RSS {peaks[0]:.0f} MiB at {sizes[0]} images, {peaks[1]:.0f} MiB at {sizes[1]}: {peaks[1] / peaks[0]:.2f}x",
+            f"(d) {mode}: peak RSS {peaks[0]:.0f} MiB at {sizes[0]} images, {peaks[1]:.0f} MiB at {sizes[1]}: "
+            f"{peaks[1] / peaks[0]:.2f}x",
             flush=True,
         )
     return {"images": list(sizes), "modes": rows}
@@ -254,7 +258,8 @@ def bench_ray(args: argparse.Namespace) -> dict:
     finally:
         ray.shutdown()
     print(
-        f"(e) Ray (2 workers) {ray_s:.1f} s vs local {local_s:.1f} s: speedup {local_s / ray_s:.2f}x; identical cells: {local_cells == ray_cells}",
+        f"(e) Ray (2 workers) {ray_s:.1f} s vs local {local_s:.1f} s: speedup {local_s / ray_s:.2f}x; identical "
+        f"cells: {local_cells == ray_cells}",
         flush=True,
     )
     return {
@@ -280,8 +285,9 @@ def markdown(report: dict) -> str:
         ]
         for arch, r in report["encoder"].items():
             lines.append(
-                f"| {arch} | {r['stem']} | {1e3 * r['recipe_s']:.2f} | {1e3 * r['encoder_s']:.2f} | {r['speedup_vs_recipe']:.2f}x | "
-                f"{1e3 * r['encode_s']:.2f} | {1e3 * r['forward_s']:.1f} | {r['encode_over_forward']:.2%} |"
+                f"| {arch} | {r['stem']} | {1e3 * r['recipe_s']:.2f} | {1e3 * r['encoder_s']:.2f} | "
+                f"{r['speedup_vs_recipe']:.2f}x | {1e3 * r['encode_s']:.2f} | {1e3 * r['forward_s']:.1f} | "
+                f"{r['encode_over_forward']:.2%} |"
             )
         lines.append("")
     if "throughput" in report:
@@ -289,8 +295,8 @@ def markdown(report: dict) -> str:
         lines += [
             "## (c) suite evaluation throughput vs a bare timm loop",
             "",
-            f"{r['images']} images x {r['models']} models, batch {r['batch']}: bare {r['bare_s']:.2f} s, suite {r['suite_s']:.2f} s, "
-            f"ratio **{r['throughput_ratio']:.2f}**",
+            f"{r['images']} images x {r['models']} models, batch {r['batch']}: bare {r['bare_s']:.2f} s, suite "
+            f"{r['suite_s']:.2f} s, ratio **{r['throughput_ratio']:.2f}**",
             "",
         ]
     if "memory" in report:
@@ -298,7 +304,8 @@ def markdown(report: dict) -> str:
         lines += [
             "## (d) peak RSS when the dataset grows 10x",
             "",
-            "Digits at 224 px, one random-weight mobilenetv3_small_050, reference encoder, identity attack; fresh process per run, dataset cache warm.",
+            "Digits at 224 px, one random-weight mobilenetv3_small_050, reference encoder, identity attack; fresh "
+            "process per run, dataset cache warm.",
             "",
             f"| release | {r['images'][0]} images (MiB) | {r['images'][1]} images (MiB) | ratio |",
             "|---|---|---|---|",
@@ -313,8 +320,8 @@ def markdown(report: dict) -> str:
         lines += [
             "## (e) Ray, 2 workers, vs the local executor",
             "",
-            f"{r['groups']} encoding groups: local {r['local_s']:.1f} s, Ray {r['ray_s']:.1f} s, speed-up **{r['speedup']:.2f}x**; "
-            f"identical cells: {r['identical_cells']}",
+            f"{r['groups']} encoding groups: local {r['local_s']:.1f} s, Ray {r['ray_s']:.1f} s, speed-up "
+            f"**{r['speedup']:.2f}x**; identical cells: {r['identical_cells']}",
             "",
         ]
     return "\n".join(lines)

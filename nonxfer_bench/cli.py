@@ -1,4 +1,5 @@
-"""The ``nonxfer-bench`` command line: run suites, train the zoo, list components, rebuild leaderboards and reports, open the UI."""
+"""The ``nonxfer-bench`` command line: run suites, train the zoo, list components, rebuild leaderboards and reports,
+open the UI."""
 
 from __future__ import annotations
 
@@ -105,9 +106,14 @@ def command_run(args: argparse.Namespace) -> int:
         "threads": args.threads,
     }
     options = RunOptions(
-        output=args.output, fresh=args.fresh, force=args.force, tracking=not args.no_tracking, executor=args.executor, workers=args.workers,
+        output=args.output,
+        fresh=args.fresh,
+        force=args.force,
+        tracking=not args.no_tracking,
+        executor=args.executor,
+        workers=args.workers,
         address=args.address,
-    )  # fmt: skip
+    )
     return run_suite(Path(args.suite), overrides, options)
 
 
@@ -126,7 +132,8 @@ def command_leaderboard(args: argparse.Namespace) -> int:
         found, Path(args.suite) if args.suite else None, Path(args.out) if args.out else None, _project(args)
     )
     print(
-        f"{paths[0]} ({len(found.cells)} cells from {found.origin}{'; ' + found.source.partial if found.source.partial else ''})"
+        f"{paths[0]} ({len(found.cells)} cells from "
+        f"{found.origin}{'; ' + found.source.partial if found.source.partial else ''})"
     )
     return 0
 
@@ -200,7 +207,10 @@ def _attacks_origin_problem() -> str | None:
     if where == checkout:
         return None
     found = f"from {where}" if where else "nowhere"
-    return f"nonxfer_bench is imported from {checkout.parent} but nonxfer_bench.attacks {found}; install this checkout with `pip install -e .`"
+    return (
+        f"nonxfer_bench is imported from {checkout.parent} but nonxfer_bench.attacks {found}; install this checkout "
+        "with `pip install -e .`"
+    )
 
 
 def _project(args: argparse.Namespace) -> Path:
@@ -268,13 +278,14 @@ def command_encode(args: argparse.Namespace) -> int:
     kept = manifest["authorized_agreement"]
     agreement = wilson(kept["kept"], kept["n"])
     print(
-        f"wrote {len(manifest['images'])} {manifest['format']} NE(s) for {args.model} to {args.output} "
-        f"(PSNR after storage: mean {manifest['psnr_mean']} dB, min {manifest['psnr_min']} dB; SSIM mean {manifest['ssim_mean']}; key id {manifest['key_id']})"
-        + (f"; {notes}" if notes else "")
+        f"wrote {len(manifest['images'])} {manifest['format']} NE(s) for {args.model} to {args.output} (PSNR after "
+        f"storage: mean {manifest['psnr_mean']} dB, min {manifest['psnr_min']} dB; SSIM mean "
+        f"{manifest['ssim_mean']}; key id {manifest['key_id']})" + (f"; {notes}" if notes else "")
     )
     print(
-        f"after {manifest['format']} storage {args.model} keeps its prediction on the originals for {100 * agreement.estimate:.1f}% "
-        f"[{100 * agreement.lo:.1f}, {100 * agreement.hi:.1f}] of the images (n={kept['n']}, 95% Wilson interval)"
+        f"after {manifest['format']} storage {args.model} keeps its prediction on the originals for "
+        f"{100 * agreement.estimate:.1f}% [{100 * agreement.lo:.1f}, {100 * agreement.hi:.1f}] of the images "
+        f"(n={kept['n']}, 95% Wilson interval)"
     )
     if manifest["forced_format"]:
         print(f"warning (--force): {manifest['forced_format']}", file=sys.stderr)
@@ -312,25 +323,40 @@ def command_attack(args: argparse.Namespace) -> int:
 
     settings = _settings(args)  # a device this machine lacks: one line before any work
     request = AttackRequest(
-        Path(args.release), Path(args.originals), Path(args.zoo), Path(args.protocol), args.ensemble, Path(args.classes) if args.classes else None,
-        args.public, Path(args.out) if args.out else None, args.batch_size, args.device or "auto", settings.precision, args.threads,
-    )  # fmt: skip
+        Path(args.release),
+        Path(args.originals),
+        Path(args.zoo),
+        Path(args.protocol),
+        args.ensemble,
+        Path(args.classes) if args.classes else None,
+        args.public,
+        Path(args.out) if args.out else None,
+        args.batch_size,
+        args.device or "auto",
+        settings.precision,
+        args.threads,
+    )
     card, _ = attack_release(request)
     evidence = card["evidence"]
     for tier in evidence["tiers"]:
         best = tier["best"]
-        print(f"  {tier['knows']}: best unauthorized accuracy {100 * best['estimate']:.1f}% [{100 * best['lo']:.1f}, {100 * best['hi']:.1f}] "
-              f"by {tier['step']} ({tier['model']}), n={evidence['n']}{'; broken' if tier['broken'] else ''}")  # fmt: skip
+        print(
+            f"  {tier['knows']}: best unauthorized accuracy {100 * best['estimate']:.1f}% [{100 * best['lo']:.1f}, "
+            f"{100 * best['hi']:.1f}] by {tier['step']} ({tier['model']}), "
+            f"n={evidence['n']}{'; broken' if tier['broken'] else ''}"
+        )
     print(f"cheapest known break: {evidence['break']}")
     if evidence["not_needed"]:
         print(
-            f"not needed (an attacker who knows less already breaks it): {', '.join(TIER_NAMES[tier] for tier in evidence['not_needed'])}"
+            "not needed (an attacker who knows less already breaks it): "
+            f"{', '.join(TIER_NAMES[tier] for tier in evidence['not_needed'])}"
         )
     if evidence["not_run"]:
         print(f"not run (nothing is known there): {', '.join(TIER_NAMES[tier] for tier in evidence['not_run'])}")
     print(f"identification: {evidence['identification']}")
     print(
-        f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, {evidence['protocol']['ensemble']} ensemble)"
+        f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, "
+        f"{evidence['protocol']['ensemble']} ensemble)"
     )
     return 0
 
@@ -340,8 +366,8 @@ def command_bundle(args: argparse.Namespace) -> int:
 
     path, manifest = write_bundle(Path(args.suite))
     print(
-        f"wrote {path} ({manifest.cells:,} cells of {manifest.groups:,} groups, {len(manifest.files)} files "
-        f"hashed); check it with `nonxfer-bench check {path.parent}`"
+        f"wrote {path} ({manifest.cells:,} cells of {manifest.groups:,} groups, {len(manifest.files)} files hashed); "
+        f"check it with `nonxfer-bench check {path.parent}`"
     )
     return 0
 
@@ -501,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument(
         "--originals",
-        help="the input folder given to encode: agreement with each model's predictions on it (this or --labels is needed)",
+        help="the input folder given to encode: agreement with each model's predictions on it (this or --labels "
+        "is needed)",
     )
     verify.add_argument(
         "--labels",
@@ -554,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="class names of the class folders, one per line (line 1 = label 0); default: the zoo dataset's",
     )
-    attack.add_argument("--public", metavar="YAML", help="clean images informed attackers hold, e.g. '{name: fashion_mnist, params: {split: train}}' "
+    attack.add_argument("--public", metavar="YAML", help="clean images informed attackers hold, e.g. '{name: "
+                                                         "fashion_mnist, params: {split: train}}' "
                         "(default: the zoo dataset's train split)")  # fmt: skip
     attack.add_argument(
         "--out", metavar="DIR", help="folder for the run (suite.yaml, runs/, results/); default: RELEASE/attack"

@@ -104,8 +104,8 @@ def load_suite(path: Path, require_weights: bool = True, output: Path | None = N
             weights = model.weights
             if weights.source == "file" and not weights.path.is_file():
                 raise UserError(
-                    f"{path}: key 'zoo[{i}].weights.path': weight file {weights.path} not found "
-                    f"(train it with `nonxfer-bench train zoo`, or point to an existing .safetensors/.pth)"
+                    f"{path}: key 'zoo[{i}].weights.path': weight file {weights.path} not found (train it with "
+                    "`nonxfer-bench train zoo`, or point to an existing .safetensors/.pth)"
                 )
             if weights.source == "package":
                 try:
@@ -162,7 +162,8 @@ def _with_protocol(suite: Suite, path: Path) -> Suite:
                 raise UserError(f"{key}: {error}") from None
             if actual != tier:
                 raise UserError(
-                    f"{key}: {spec.name} with these parameters is a {actual!r} attack, listed under {tier!r}; move it to its tier"
+                    f"{key}: {spec.name} with these parameters is a {actual!r} attack, listed under {tier!r}; move it "
+                    "to its tier"
                 )
             added.append(spec.model_copy(update={"params": params}))
             listed.add((spec.name, repr(params), tuple(spec.strengths)))
@@ -271,8 +272,9 @@ def _check_suite_bounds(suite: Suite, path: Path, key: str, params: BaseModel) -
             channels, height, width = _input_size(suite.model(name), path)
             if value > channels * height * width:
                 raise UserError(
-                    f"{path}: key '{key}.{sub}': {value:,} is above the input dimension of the authorized model {name!r} "
-                    f"({channels}x{height}x{width} = {channels * height * width:,}); at most {channels * height * width:,}"
+                    f"{path}: key '{key}.{sub}': {value:,} is above the input dimension of the authorized model "
+                    f"{name!r} ({channels}x{height}x{width} = {channels * height * width:,}); at most "
+                    f"{channels * height * width:,}"
                 )
 
 
@@ -292,17 +294,20 @@ def _check_requirements(suite: Suite, path: Path, key: str, attack: Attack) -> N
     requires, name = attack.threat.requires, attack.name
     if "public" in requires and suite.public is None:
         raise UserError(
-            f"{path}: key '{key}': attack {name!r} needs the suite's 'public' dataset (clean images the attacker holds, "
-            "from a source disjoint from the evaluated images, e.g. public: {name: fashion_mnist, params: {split: train}})"
+            f"{path}: key '{key}': attack {name!r} needs the suite's 'public' dataset (clean images the attacker "
+            "holds, from a source disjoint from the evaluated images, e.g. public: {name: fashion_mnist, params: "
+            "{split: train}})"
         )
     if "public_labels" in requires and not DATASETS.get(suite.public.name).labelled:
         raise UserError(
-            f"{path}: key '{key}': attack {name!r} needs labelled public images; the dataset {suite.public.name!r} of key 'public' has no labels"
+            f"{path}: key '{key}': attack {name!r} needs labelled public images; the dataset {suite.public.name!r} of "
+            "key 'public' has no labels"
         )
 
 
 def _nested_datasets(path: Path, key: str, params: BaseModel) -> list[tuple[str, DatasetSpec]]:
-    """The datasets an attack's parameters name (the clean images an autoencoder trains on), checked like the suite's."""
+    """The datasets an attack's parameters name (the clean images an autoencoder trains on), checked like the
+    suite's."""
     found = []
     for name in type(params).model_fields:
         value, sub = getattr(params, name), f"{key}.{name}"
@@ -318,8 +323,8 @@ def _nested_datasets(path: Path, key: str, params: BaseModel) -> list[tuple[str,
 
 
 DISJOINT_RULE = (
-    "a split holds none of another split's images ('all' holds every split), a folder holds those of every folder inside it, "
-    "and a limit draws from its whole source, so two limits of one source can share images"
+    "a split holds none of another split's images ('all' holds every split), a folder holds those of every folder "
+    "inside it, and a limit draws from its whole source, so two limits of one source can share images"
 )
 
 
@@ -334,8 +339,8 @@ def _check_disjoint(suite: Suite, path: Path, attacker_data: list[tuple[str, Dat
         if source[: len(evaluated)] == evaluated or evaluated[: len(source)] == source:
             shown = _shown(evaluated) if source == evaluated else f"{_shown(evaluated)} and {_shown(source)}"
             raise UserError(
-                f"{path}: keys 'dataset' and '{key}' may share images ({shown}): the attacker would hold images it is scored on. "
-                f"Give the attacker a disjoint source: {DISJOINT_RULE}"
+                f"{path}: keys 'dataset' and '{key}' may share images ({shown}): the attacker would hold images it is "
+                f"scored on. Give the attacker a disjoint source: {DISJOINT_RULE}"
             )
 
 
@@ -346,7 +351,8 @@ def _shown(source: tuple[str, ...]) -> str:
 
 def encoder_refusal(encoder: Encoder, spec: ModelSpec) -> str | None:
     """Why ``encoder`` cannot protect the zoo model ``spec`` (:meth:`Encoder.check_model` on its structure, built
-    without weights; only for encoders that check), or None; an error check_model raises (a plugin's bug) as a reason."""
+    without weights; only for encoders that check), or None; an error check_model raises (a plugin's bug) as a
+    reason."""
     if type(encoder).check_model is Encoder.check_model:
         return None
     try:
@@ -386,8 +392,8 @@ def check_results_folder(suite: Suite, suite_path: Path) -> None:
         return
     if owner != suite_path and not (owner.is_file() and os.path.samefile(owner, suite_path)):
         raise UserError(
-            f"{suite_path}: results folder {folder} holds the results of {owner}, not of this suite file; "
-            "write them elsewhere with --output DIR (or rename the suite)"
+            f"{suite_path}: results folder {folder} holds the results of {owner}, not of this suite file; write them "
+            "elsewhere with --output DIR (or rename the suite)"
         )
 
 

@@ -61,8 +61,8 @@ def train_zoo(zoo_path: Path, fresh: bool = False, only: list[str] | None = None
     unknown = [name for name in only or [] if name not in trainable]
     if unknown:
         raise UserError(
-            f"{zoo_path}: --only {', '.join(map(excerpt, unknown))}: no model of that name with file weights in this zoo; "
-            f"valid: {', '.join(trainable) if trainable else 'none (no model has weights: {source: file})'}"
+            f"{zoo_path}: --only {', '.join(map(excerpt, unknown))}: no model of that name with file weights in this "
+            f"zoo; valid: {', '.join(trainable) if trainable else 'none (no model has weights: {source: file})'}"
         )
     if zoo.dataset is None:
         raise UserError(f"{zoo_path}: key 'dataset': a zoo file needs a dataset to train on")

@@ -81,7 +81,8 @@ class ZooModel(nn.Module):
         mean, std = self.preprocessing["mean"], self.preprocessing["std"]
         if len(mean) != channels or len(std) != channels:
             raise UserError(
-                f"model {spec.name!r}: preprocess mean/std have {len(mean)}/{len(std)} values for {channels} input channels"
+                f"model {spec.name!r}: preprocess mean/std have {len(mean)}/{len(std)} values for {channels} input "
+                "channels"
             )
         self.interpolation: str = self.preprocessing["interpolation"]
         self.crop_pct: float = self.preprocessing["crop_pct"]
@@ -250,16 +251,16 @@ def load_by_position(net: nn.Module, state: dict, source: Path, model_name: str)
     theirs = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
     if len(theirs) != len(ours):
         raise UserError(
-            f"model {model_name!r}: weights {source} hold {len(theirs)} tensors, the architecture {len(ours)}; "
-            "they cannot be loaded by position"
+            f"model {model_name!r}: weights {source} hold {len(theirs)} tensors, the architecture {len(ours)}; they "
+            "cannot be loaded by position"
         )
     mapped = {}
     for i, ((their_key, value), (our_key, target)) in enumerate(zip(theirs, ours.items())):
         if not isinstance(value, torch.Tensor) or value.shape != target.shape:
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
             raise UserError(
-                f"model {model_name!r}: weights {source} do not fit by position: tensor {i} {their_key} "
-                f"{shape} vs {our_key} {tuple(target.shape)}"
+                f"model {model_name!r}: weights {source} do not fit by position: tensor {i} {their_key} {shape} vs "
+                f"{our_key} {tuple(target.shape)}"
             )
         mapped[our_key] = value.to(target.dtype)
     net.load_state_dict(mapped, strict=False)
@@ -277,7 +278,10 @@ def load_weights(net: nn.Module, path: Path, model_name: str, by_position: bool 
         text = str(error)
         if "WeightsUnpickler error:" in text:  # a pickle that holds more than tensors: possibly code
             refused = text.split("WeightsUnpickler error:")[1].strip().splitlines()[0].split(" Please")[0]
-            detail = f"refused by torch.load(weights_only=True): {refused} A checkpoint must hold tensors only; re-save it as .safetensors"
+            detail = (
+                f"refused by torch.load(weights_only=True): {refused} A checkpoint must hold tensors only; re-save it "
+                "as .safetensors"
+            )
         else:
             detail = f"{type(error).__name__}: {text.strip().splitlines()[0] if text.strip() else ''}"
         raise UserError(f"model {model_name!r}: cannot read weights {path}: {detail}") from None

@@ -85,14 +85,22 @@ def tracked_patch_group(tmp_path: Path, uri: str, experiment: str, models: list[
     from nonxfer_bench.loading import load_suite
 
     model = {
-        "arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
+        "arch": "resnet18",
+        "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
         "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},
-    }  # fmt: skip
-    path = write_yaml(tmp_path / "suite.yaml", {
-        "name": experiment, "dataset": {"name": "digits", "limit": 10}, "zoo": [{"name": name, **model} for name in models],
-        "authorized": [models[0]], "encoders": [{"name": "patch", "strengths": [strength]}], "attacks": [{"name": "identity"}],
-        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")},
-        "tracking": {"uri": uri, "experiment": experiment},
-    })  # fmt: skip
+    }
+    path = write_yaml(
+        tmp_path / "suite.yaml",
+        {
+            "name": experiment,
+            "dataset": {"name": "digits", "limit": 10},
+            "zoo": [{"name": name, **model} for name in models],
+            "authorized": [models[0]],
+            "encoders": [{"name": "patch", "strengths": [strength]}],
+            "attacks": [{"name": "identity"}],
+            "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")},
+            "tracking": {"uri": uri, "experiment": experiment},
+        },
+    )
     suite = load_suite(path)
     return suite, path, next(g for g in plan_suite(suite) if g.encoder.name == "patch")

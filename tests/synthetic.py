@@ -45,13 +45,26 @@ def cell(
     bits = pack_bits(correct)
     param = {k: v for k, v in threat.items() if k.startswith("budget_") and v}
     return Cell(
-        key=f"{encoder}-{attack}-{strength}-{model}-{json.dumps(param, sort_keys=True)}", suite="s", group=f"g-{encoder}", authorized="a",
-        encoder=encoder, strength=0.0 if encoder == "clean" else 20.0, seed=0, attack=attack, attack_strength=strength,
-        attack_param={k.removeprefix("budget_"): v for k, v in param.items()}, baseline=attack == "identity", model=model,
-        role="authorized" if model == "a" else "unauthorized", n=IMAGES, accuracy=float(correct.mean()), agreement=float(correct.mean()),
+        key=f"{encoder}-{attack}-{strength}-{model}-{json.dumps(param, sort_keys=True)}",
+        suite="s",
+        group=f"g-{encoder}",
+        authorized="a",
+        encoder=encoder,
+        strength=0.0 if encoder == "clean" else 20.0,
+        seed=0,
+        attack=attack,
+        attack_strength=strength,
+        attack_param={k.removeprefix("budget_"): v for k, v in param.items()},
+        baseline=attack == "identity",
+        model=model,
+        role="authorized" if model == "a" else "unauthorized",
+        n=IMAGES,
+        accuracy=float(correct.mean()),
+        agreement=float(correct.mean()),
         encoded_psnr=None if encoder == "clean" else 20.0,
-        outcomes={"images": IMAGES, "ids": "images", "correct": [bits], "agree": [bits]}, **threat,
-    )  # fmt: skip
+        outcomes={"images": IMAGES, "ids": "images", "correct": [bits], "agree": [bits]},
+        **threat,
+    )
 
 
 def ladder_cells(seed: int = 0) -> list[Cell]:

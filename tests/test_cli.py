@@ -15,8 +15,18 @@ from nonxfer_bench.core.registry import first_sentence
 @pytest.mark.slow
 def test_a_bad_suite_exits_2_with_one_line_and_no_traceback(tmp_path):
     suite = tmp_path / "bad.yaml"
-    suite.write_text(yaml.safe_dump({"name": "x", "dataset": {"name": "digits"}, "zoo": [], "authorized": ["a"],
-                                     "encoders": [{"name": "patch", "strengths": [1]}], "attacks": [{"name": "jpg"}]}))  # fmt: skip
+    suite.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "dataset": {"name": "digits"},
+                "zoo": [],
+                "authorized": ["a"],
+                "encoders": [{"name": "patch", "strengths": [1]}],
+                "attacks": [{"name": "jpg"}],
+            }
+        )
+    )
     done = subprocess.run(
         [sys.executable, "-m", "nonxfer_bench.cli", "run", str(suite)], capture_output=True, text=True
     )
@@ -116,15 +126,13 @@ def test_list_suites_elsewhere_lists_the_checkout_s_suites_by_absolute_path(tmp_
         )
     )
     assert main(["list", "suites"]) == 0
-    assert (
-        capsys.readouterr().out.splitlines()
-        == [
-            "suites/broken.yaml  (line 2 not valid YAML (expected ',' or ']', but got '<stream end>'))",
-            "suites/dated.yaml   (no description)",
-            "suites/laughs.yaml  (expands to more than 100,000 values through YAML aliases; refusing to read it)",  # bounded, like run
-            "suites/mine.yaml    My study.",
-        ]
-    )
+    assert capsys.readouterr().out.splitlines() == [
+        "suites/broken.yaml  (line 2 not valid YAML (expected ',' or ']', but got '<stream end>'))",
+        "suites/dated.yaml   (no description)",
+        # bounded, like run
+        "suites/laughs.yaml  (expands to more than 100,000 values through YAML aliases; refusing to read it)",
+        "suites/mine.yaml    My study.",
+    ]
 
 
 def test_python_dash_m_runs_the_cli():

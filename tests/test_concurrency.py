@@ -39,9 +39,12 @@ def test_two_simultaneous_runs_into_one_new_sqlite_store_keep_separate_correct_r
     for strength, folder in folders.items():  # the same suite and experiment, another encoder strength and run folder
         folder.mkdir()
         suites[strength] = digits_suite(
-            folder, digits_zoo, dataset={"name": "digits", "limit": 60}, encoders=[{"name": "patch", "strengths": [strength]}],
+            folder,
+            digits_zoo,
+            dataset={"name": "digits", "limit": 60},
+            encoders=[{"name": "patch", "strengths": [strength]}],
             tracking={"enabled": True, "experiment": "shared"},
-        )  # fmt: skip
+        )
     pids = [start(suite, uri) for suite in suites.values()]
     assert [exit_code(pid) for pid in pids] == [0, 0]
 

@@ -1,4 +1,5 @@
-"""The CUDA path of every registered attack and encoder: on a pretend CUDA device here, on the real one where there is one.
+"""The CUDA path of every registered attack and encoder: on a pretend CUDA device here, on the real one where there is
+one.
 
 Pretend CUDA (runs on the CPU, in every test run): :class:`PretendCuda` makes ``device="cuda"`` work on a machine
 without a GPU. Tensors sent to CUDA become :class:`CudaLike` tensors: they report ``cuda:0`` (``.device``,
@@ -72,7 +73,8 @@ CPU = torch.device("cpu")
 
 
 class CudaLike(torch.Tensor):
-    """A tensor that says it is on ``cuda:0`` and holds its values in ``data_``, a CPU tensor (see the module docstring)."""
+    """A tensor that says it is on ``cuda:0`` and holds its values in ``data_``, a CPU tensor (see the module
+    docstring)."""
 
     data_: torch.Tensor
 
@@ -113,7 +115,8 @@ class CudaLike(torch.Tensor):
         if func is torch.ops.aten.linalg_lstsq.default:
             if kwargs.get("driver") not in (None, "gels"):
                 raise RuntimeError(
-                    f"torch.linalg.lstsq: `driver` other than `gels` is not supported on CUDA (got {kwargs['driver']!r})"
+                    "torch.linalg.lstsq: `driver` other than `gels` is not supported on CUDA (got "
+                    f"{kwargs['driver']!r})"
                 )
             kwargs["driver"] = "gels"
         out = func(*tree_map(_host, args), **tree_map(_host, kwargs))
@@ -176,12 +179,14 @@ def _check_devices(func, args, kwargs) -> None:
         cpu = [tuple(t.shape) for t in tensors if not isinstance(t, CudaLike) and t.dim() > 0]
         if cpu:
             raise RuntimeError(
-                f"Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! ({name}, CPU tensors of shapes {cpu})"
+                "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu! "
+                f"({name}, CPU tensors of shapes {cpu})"
             )
     generator = kwargs.get("generator")
     if generator is not None and _generator_type(generator) != ("cuda" if on_cuda else "cpu"):
         raise RuntimeError(
-            f"Expected a '{'cuda' if on_cuda else 'cpu'}' device type for generator but found '{_generator_type(generator)}' ({name})"
+            f"Expected a '{'cuda' if on_cuda else 'cpu'}' device type for generator but found "
+            f"'{_generator_type(generator)}' ({name})"
         )
 
 
@@ -285,7 +290,8 @@ class PretendCuda(TorchFunctionMode):
             return args[0].data_.tolist()
         if func is torch.Tensor.numpy and isinstance(args[0], CudaLike):
             raise TypeError(
-                "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory first."
+                "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory "
+                "first."
             )
         if func in (
             torch.Tensor.new_tensor,
@@ -304,7 +310,8 @@ class PretendCuda(TorchFunctionMode):
             generator = kwargs.get("generator")
             if generator is not None and _generator_type(generator) != "cuda":
                 raise RuntimeError(
-                    f"Expected a 'cuda' device type for generator but found '{_generator_type(generator)}' ({func.__name__})"
+                    f"Expected a 'cuda' device type for generator but found '{_generator_type(generator)}' "
+                    f"({func.__name__})"
                 )
             return tree_map(_wrap, func(*args, **kwargs))
         return func(*args, **kwargs)

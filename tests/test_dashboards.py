@@ -399,7 +399,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_stopping_ui_by_its_pid_stops_the_server_and_every_child(tmp_path, monkeypatch):
-    """``kill <pid of nonxfer-bench ui>``: the MLflow server, its job runner and workers go too, and the port is free."""
+    """``kill <pid of nonxfer-bench ui>``: the MLflow server, its job runner and workers go too, and the port is
+    free."""
     from tests.helpers import DIGITS_ZOO, write_yaml
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

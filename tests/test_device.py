@@ -71,7 +71,8 @@ def test_cuda_on_ray_tasks_that_request_no_gpu_exits_2_with_one_line(tmp_path, d
         "run", str(digits_suite(tmp_path, digits_zoo)), "--device", "cuda", "--executor", "ray", "--no-tracking"
     )
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
-        "nonxfer-bench: error: device 'cuda' with --executor ray needs resources: {gpus: 1} in the suite (Ray hides GPUs from tasks that request none)"
+        "nonxfer-bench: error: device 'cuda' with --executor ray needs resources: {gpus: 1} in the suite (Ray hides "
+        "GPUs from tasks that request none)"
     ]
     assert not (tmp_path / "runs").exists()
 
@@ -242,9 +243,14 @@ def test_cuda_draws_have_keys_of_their_own_and_cpu_keys_stay_as_they_were(tmp_pa
 def test_deterministic_cuda_computes_fp32_as_fp32_and_leaves_the_cpu_alone(monkeypatch):
     from nonxfer_bench.core.device import make_deterministic
 
-    flags = lambda: (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,  # noqa: E731
-                     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
-                     torch.is_deterministic_algorithms_warn_only_enabled())  # fmt: skip
+    flags = lambda: (
+        torch.backends.cuda.matmul.fp32_precision,
+        torch.backends.cudnn.conv.fp32_precision,  # noqa: E731
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     before = flags()
     make_deterministic(torch.device("cpu"))
     assert flags() == before

@@ -118,8 +118,13 @@ def test_a_component_installed_later_appears_in_the_reference(site):
 @pytest.mark.slow
 def test_the_api_pages_render_the_classes_a_contributor_implements(site):
     components = (site / "api" / "components" / "index.html").read_text()
-    for anchor in ("nonxfer_bench.core.registry.Registry", "attacks.base.Attack", "attacks.threat.ThreatModel", "nonxfer_bench.encoders.base.Encoder",
-                   "nonxfer_bench.datasets.base.Dataset"):  # fmt: skip
+    for anchor in (
+        "nonxfer_bench.core.registry.Registry",
+        "attacks.base.Attack",
+        "attacks.threat.ThreatModel",
+        "nonxfer_bench.encoders.base.Encoder",
+        "nonxfer_bench.datasets.base.Dataset",
+    ):
         assert f'id="{anchor}"' in components, anchor
     assert "nonxfer_bench.attacks.base" in components  # attacks/ is documented under the name it is imported by
 

@@ -22,7 +22,8 @@ from nonxfer_bench.core import faults
 from nonxfer_bench.tracking.tracker import sqlite_uri
 from tests.helpers import digits_suite
 
-# Two encoding groups (clean, patch@0) of two batches each (the clean images face only identity); the autoencoder attack writes a cache entry.
+# Two encoding groups (clean, patch@0) of two batches each (the clean images face only identity); the autoencoder attack
+# writes a cache entry.
 AUTOENCODER = {"dataset": {"name": "digits", "params": {"split": "train"}}, "epochs": 1, "width": 8, "bottleneck": 2}
 KILLS = [
     ("mlflow_parent_started", 1),

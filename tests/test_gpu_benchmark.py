@@ -13,8 +13,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_the_gpu_script_runs_as_a_dry_check_on_the_cpu(tmp_path):
-    command = [sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--images", "32", "--threads", "1", "--repeats", "2",
-               "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]  # fmt: skip
+    command = [
+        sys.executable,
+        "benchmarks/gpu.py",
+        "--device",
+        "cpu",
+        "--images",
+        "32",
+        "--threads",
+        "1",
+        "--repeats",
+        "2",
+        "--out",
+        str(tmp_path / "out"),
+        "--work",
+        str(tmp_path / "work"),
+    ]
     done = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, env=os.environ | {"CUDA_VISIBLE_DEVICES": ""}, timeout=3000
     )
@@ -37,7 +51,8 @@ def test_the_gpu_script_runs_as_a_dry_check_on_the_cpu(tmp_path):
         assert "skipped" in row or (
             row["cells"] > 0 and row["other_precision"] == "bf16" and 0.5 <= row["image_agreement"] <= 1.0
         ), row
-    # quick: quickstart's first encoding and its protocol ensemble's first two plain attack steps (identity, jpeg_pil 0.75);
+    # quick: quickstart's first encoding and its protocol ensemble's first two plain attack steps (identity, jpeg_pil
+    # 0.75);
     # the clean images face only the no-attack step: 2 authorized x (2 steps + 1) x 6 models
     assert report["trained"]["suite"] == "quickstart.yaml" and report["trained"]["cells"] == 2 * (2 + 1) * 6
     assert set(report["seconds"]) == {"data_and_bare", *sections}
@@ -50,11 +65,26 @@ def test_a_report_stopped_between_sections_still_renders_what_it_finished(tmp_pa
     spec = importlib.util.spec_from_file_location("gpu_benchmark", ROOT / "benchmarks" / "gpu.py")
     gpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu)
-    report = {"device": "NVIDIA H200", "torch": "2.11.0", "precision": "bf16", "batch": 256, "command": "python benchmarks/gpu.py",
-              "seconds": {"data_and_bare": 50.0, "throughput": 30.0}, "bare": {"resnet50": {"input_size": [3, 224, 224], "images_per_s": 15000.0}},
-              "agreement": {"resnet50": 0.98}, "throughput": {"bare_s": 27.0, "suite_s": 30.0, "ratio": 0.9},
-              "data": {"images": 5000, "decode_images_per_s": 200.0, "loader_images_per_s": 20000.0, "zoo_images_per_s": 15000.0,
-                       "loader_over_eval": 1.33, "decode_over_eval": 0.013, "decode_hours": 0.07}}  # fmt: skip
+    report = {
+        "device": "NVIDIA H200",
+        "torch": "2.11.0",
+        "precision": "bf16",
+        "batch": 256,
+        "command": "python benchmarks/gpu.py",
+        "seconds": {"data_and_bare": 50.0, "throughput": 30.0},
+        "bare": {"resnet50": {"input_size": [3, 224, 224], "images_per_s": 15000.0}},
+        "agreement": {"resnet50": 0.98},
+        "throughput": {"bare_s": 27.0, "suite_s": 30.0, "ratio": 0.9},
+        "data": {
+            "images": 5000,
+            "decode_images_per_s": 200.0,
+            "loader_images_per_s": 20000.0,
+            "zoo_images_per_s": 15000.0,
+            "loader_over_eval": 1.33,
+            "decode_over_eval": 0.013,
+            "decode_hours": 0.07,
+        },
+    }
     report |= {name: gpu.NOT_REACHED for name in gpu.SECTIONS if name not in report}
     gpu.write_report(tmp_path, report)
     text = (tmp_path / "gpu.md").read_text()

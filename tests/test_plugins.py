@@ -96,8 +96,14 @@ def test_a_checkout_on_pythonpath_never_runs_the_installed_attacks(tmp_path):
     shutil.copytree(root / "nonxfer_bench", tmp_path / "nonxfer_bench", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(root / "attacks", tmp_path / "attacks", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(root / "pyproject.toml", tmp_path / "pyproject.toml")
-    done = subprocess.run([sys.executable, "-m", "nonxfer_bench", "list", "suites"], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "nonxfer_bench", "list", "suites"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
     assert f"nonxfer_bench is imported from {tmp_path}" in done.stderr and "pip install -e ." in done.stderr
 
@@ -155,8 +161,8 @@ def test_the_example_plugin_is_listed_with_its_threat_model(example_plugin, caps
     assert main(["list", "encoders"]) == 0
     listed = " ".join(capsys.readouterr().out.split())
     assert (
-        "uniform Adds uniform noise scaled per image to the target standard PSNR; ignores the model. [plugin: my-protections]"
-        in listed
+        "uniform Adds uniform noise scaled per image to the target standard PSNR; ignores the model. "
+        "[plugin: my-protections]" in listed
     )
     assert "threat model: Only the noise draws: noise blind to the model" in listed
 
@@ -206,11 +212,17 @@ def run_plugin_suite(folder: Path, capsys) -> tuple[str, dict[str, dict]]:
     would; returns its output and the stored cells by key."""
     forget_plugins()
     suite = {
-        "name": "plugin", "dataset": {"name": "digits", "limit": 12}, "zoo": [{"name": "a", **TINY_MODEL}, {"name": "b", **TINY_MODEL, "seed": 1}],
-        "authorized": ["a"], "encoders": [{"name": "gaussian", "strengths": [20.0]}, {"name": "uniform", "strengths": [20.0]}],
-        "attacks": [{"name": "identity"}], "batch_size": 6, "bounds": False,
-        "output": {"dir": str(folder / "runs"), "results": str(folder / "results")}, "tracking": {"enabled": False},
-    }  # fmt: skip
+        "name": "plugin",
+        "dataset": {"name": "digits", "limit": 12},
+        "zoo": [{"name": "a", **TINY_MODEL}, {"name": "b", **TINY_MODEL, "seed": 1}],
+        "authorized": ["a"],
+        "encoders": [{"name": "gaussian", "strengths": [20.0]}, {"name": "uniform", "strengths": [20.0]}],
+        "attacks": [{"name": "identity"}],
+        "batch_size": 6,
+        "bounds": False,
+        "output": {"dir": str(folder / "runs"), "results": str(folder / "results")},
+        "tracking": {"enabled": False},
+    }
     assert main(["run", str(write_yaml(folder / "suite.yaml", suite))]) == 0
     store = CellStore(folder / "runs" / "plugin" / "cells.jsonl", writable=False)
     return capsys.readouterr().out, {key: cell.model_dump() for key, cell in store.cells.items()}

@@ -44,7 +44,8 @@ def test_an_attack_listed_under_another_tier_is_one_line_naming_the_key(tmp_path
     path = protocol_file(tmp_path, none=[{"name": "identity"}], method=[{"name": "blur"}])
     with pytest.raises(
         UserError,
-        match=r"protocol.yaml: key 'full.method\[0\]': blur with these parameters is a 'none' attack, listed under 'method'",
+        match=r"protocol.yaml: key 'full.method\[0\]': blur with these parameters is a 'none' attack, listed "
+        r"under 'method'",
     ):
         load_suite(digits_suite(tmp_path, digits_zoo, protocol={"file": str(path)}))
 
@@ -77,19 +78,27 @@ def test_a_suite_without_attacks_needs_a_protocol(tmp_path, digits_zoo):
 def test_a_protocol_run_attacks_each_release_up_to_the_tier_that_breaks_it(tmp_path, digits_zoo):
     """AutoAttack's rule for a release: a 40 dB white-noise release is broken with no attack (the other models read it),
     so no higher tier's attack runs on it; a 0 dB patch release holds at tier none, so the architecture tier attacks it.
-    The leaderboard says `not needed` where a lower tier broke the release, and reading the cells back finds them whole."""
+    The leaderboard says `not needed` where a lower tier broke the release, and reading the cells back finds them
+    whole."""
     from nonxfer_bench.cli import main
 
     path = protocol_file(
-        tmp_path, none=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
-        architecture=[{"name": "subspace_patch", "strengths": [0.75], "params": {"max_dims": 4, "released": 40, "public": 60}}],
+        tmp_path,
+        none=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
+        architecture=[
+            {"name": "subspace_patch", "strengths": [0.75], "params": {"max_dims": 4, "released": 40, "public": 60}}
+        ],
         white_box=[{"name": "oracle_projection"}],
-    )  # fmt: skip
+    )
     suite_file = digits_suite(
-        tmp_path, digits_zoo, protocol={"file": str(path)}, attacks=[], public={"name": "digits", "params": {"split": "train"}, "limit": 60},
+        tmp_path,
+        digits_zoo,
+        protocol={"file": str(path)},
+        attacks=[],
+        public={"name": "digits", "params": {"split": "train"}, "limit": 60},
         dataset={"name": "digits", "params": {"split": "test"}, "limit": 60},
         encoders=[{"name": "gaussian", "strengths": [40.0]}, {"name": "patch", "strengths": [0.0]}],
-    )  # fmt: skip
+    )
     assert main(["run", str(suite_file), "--no-tracking"]) == 0
     from nonxfer_bench.cells.store import CellStore
 

@@ -34,8 +34,12 @@ def _explained() -> set[str]:
 def _table_headers(markdown: str) -> list[str]:
     """The header cells of every table in ``markdown``."""
     lines = markdown.splitlines()
-    return [cell.strip() for i, line in enumerate(lines[:-1]) if line.startswith("|") and lines[i + 1].startswith("|---")
-            for cell in line.strip("|").split("|")]  # fmt: skip
+    return [
+        cell.strip()
+        for i, line in enumerate(lines[:-1])
+        if line.startswith("|") and lines[i + 1].startswith("|---")
+        for cell in line.strip("|").split("|")
+    ]
 
 
 def _quickstart_frame() -> pd.DataFrame:

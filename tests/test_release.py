@@ -132,8 +132,25 @@ def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     zoo.write_text(yaml.safe_dump(ZOO))
     source = _image_folder(tmp_path / "in")
     out = tmp_path / "out"
-    argv = ["encode", str(source), str(out), "--zoo", str(zoo), "--model", "auth", "--encoder", "patch", "--strength", "30",
-            "--format", fmt, "--seed-key", "s3cret-key", "--batch-size", "3"]  # fmt: skip
+    argv = [
+        "encode",
+        str(source),
+        str(out),
+        "--zoo",
+        str(zoo),
+        "--model",
+        "auth",
+        "--encoder",
+        "patch",
+        "--strength",
+        "30",
+        "--format",
+        fmt,
+        "--seed-key",
+        "s3cret-key",
+        "--batch-size",
+        "3",
+    ]
     assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert "s3cret-key" not in (out / "manifest.json").read_text()
@@ -308,8 +325,11 @@ def test_the_verdict_rule_compares_95_percent_intervals():
     from nonxfer_bench.owner.verdict import verdict
 
     def rows(auth, best, n=200):
-        return [{"model": "a", "role": "authorized", "n": n, "accuracy": auth}, {"model": "u", "role": "unauthorized", "n": n, "accuracy": best},
-                {"model": "c", "role": "control", "n": n, "accuracy": 0.99}]  # fmt: skip
+        return [
+            {"model": "a", "role": "authorized", "n": n, "accuracy": auth},
+            {"model": "u", "role": "unauthorized", "n": n, "accuracy": best},
+            {"model": "c", "role": "control", "n": n, "accuracy": 0.99},
+        ]
 
     clear = verdict(rows(0.9, 0.3), "accuracy")
     assert clear["non_transferable"] is True
@@ -425,8 +445,8 @@ def test_encode_announces_the_one_time_operator_solve_then_the_cache_hit(tmp_pat
     second = capsys.readouterr().out
     assert "one-time solve" not in second
     assert (
-        f"operator subspace of auth's first layer (conv1) on 3x16x16 = 768 input pixels, k=8: loaded from the cache {entry}"
-        in second
+        "operator subspace of auth's first layer (conv1) on 3x16x16 = 768 input pixels, k=8: loaded from "
+        f"the cache {entry}" in second
     )
 
 
@@ -437,8 +457,12 @@ def test_a_run_logs_the_operator_solve_before_it_starts(tmp_path, digits_zoo, mo
 
     monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(linalg_operator, "_CACHE", OrderedDict())
-    small = {"dataset": {"name": "digits", "limit": 20}, "encoders": [{"name": "operator", "strengths": [30.0], "params": {"k": 4}}],
-             "attacks": [{"name": "identity"}], "batch_size": 20}  # fmt: skip
+    small = {
+        "dataset": {"name": "digits", "limit": 20},
+        "encoders": [{"name": "operator", "strengths": [30.0], "params": {"k": 4}}],
+        "attacks": [{"name": "identity"}],
+        "batch_size": 20,
+    }
     path = digits_suite(tmp_path, digits_zoo, **small)
     assert main(["run", str(path), "--no-tracking"]) == 0
     printed = capsys.readouterr().out

@@ -21,9 +21,24 @@ spec.loader.exec_module(runtime)
 
 
 def cell(key: str, group: str, attack: str, seconds: float | None, n: int = 500, encoder: str = "patch") -> Cell:
-    return Cell(key=key, suite="s", group=group, authorized="vit_a", encoder=encoder, strength=10.0, seed=0, attack=attack,
-                attack_strength=0.5, baseline=attack == "identity", model="vit_b", role="unauthorized", n=n,
-                accuracy=0.5, agreement=0.5, attack_seconds=seconds)  # fmt: skip
+    return Cell(
+        key=key,
+        suite="s",
+        group=group,
+        authorized="vit_a",
+        encoder=encoder,
+        strength=10.0,
+        seed=0,
+        attack=attack,
+        attack_strength=0.5,
+        baseline=attack == "identity",
+        model="vit_b",
+        role="unauthorized",
+        n=n,
+        accuracy=0.5,
+        agreement=0.5,
+        attack_seconds=seconds,
+    )
 
 
 def test_attack_seconds_are_per_1000_images_once_per_group_and_cache_hits_are_left_out():
@@ -57,8 +72,13 @@ def test_group_seconds_come_from_the_lines_the_progress_writer_logs(tmp_path):
 
 
 def test_the_script_reads_a_finished_suite_and_writes_a_figure_and_a_table(tmp_path, digits_zoo, capsys):
-    small = {"name": "timed", "dataset": {"name": "digits", "limit": 20}, "encoders": [{"name": "patch", "strengths": [0.0]}],
-             "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}], "batch_size": 20}  # fmt: skip
+    small = {
+        "name": "timed",
+        "dataset": {"name": "digits", "limit": 20},
+        "encoders": [{"name": "patch", "strengths": [0.0]}],
+        "attacks": [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
+        "batch_size": 20,
+    }
     suite = digits_suite(tmp_path, digits_zoo, **small)
     assert main(["run", str(suite), "--no-tracking"]) == 0
     assert runtime.main([str(suite), "--out", str(tmp_path / "out"), "--machine", "test box"]) == 0

@@ -11,8 +11,11 @@ from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
 
-RESNET = dict(arch="resnet18", kwargs={"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "num_classes": 10},
-              preprocess={"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]})  # fmt: skip
+RESNET = dict(
+    arch="resnet18",
+    kwargs={"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64], "num_classes": 10},
+    preprocess={"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]},
+)
 
 
 def spec(**changes) -> ModelSpec:

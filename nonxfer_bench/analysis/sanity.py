@@ -60,8 +60,9 @@ def tier_order(frame: pd.DataFrame, metric: str) -> list[Finding]:
             for low in VERDICT_TIERS[:high_index]:
                 if tiered[high] and tiered[low] and _below(tiered[high][0], tiered[low][0]):
                     findings.append(Finding("tier order", (
-                        f"{release.authorized} {release.label}: the {high} tier's best, {tiered[high][1]}, reaches {100 * tiered[high][0].estimate:.1f} %, "
-                        f"below the {low} tier's {tiered[low][1]}, {100 * tiered[low][0].estimate:.1f} %: its attacks are too weak (budgets, epochs?)"
+                        f"{release.authorized} {release.label}: the {high} tier's best, {tiered[high][1]}, reaches "
+                        f"{100 * tiered[high][0].estimate:.1f} %, below the {low} tier's {tiered[low][1]}, "
+                        f"{100 * tiered[low][0].estimate:.1f} %: its attacks are too weak (budgets, epochs?)"
                     )))  # fmt: skip
                     break
     return findings
@@ -92,8 +93,9 @@ def budget_sweeps(frame: pd.DataFrame, metric: str) -> list[Finding]:
                 proportion_interval(high, n), proportion_interval(low, n)
             ):
                 findings.append(Finding("budget sweep", (
-                    f"{release.authorized} {release.label}: {attack} {strength:g} with the larger budget {step.text} reaches {100 * high:.1f} % "
-                    f"(mean over unauthorized models), below {100 * low:.1f} % with less: the sweep is not monotone"
+                    f"{release.authorized} {release.label}: {attack} {strength:g} with the larger budget {step.text} "
+                    f"reaches {100 * high:.1f} % (mean over unauthorized models), below {100 * low:.1f} % with less: "
+                    "the sweep is not monotone"
                 )))  # fmt: skip
     return findings
 
@@ -105,8 +107,9 @@ def white_box(frame: pd.DataFrame, metric: str) -> list[Finding]:
         free = _best(part[part[STEP].map(lambda s: s.tier in WEIGHT_FREE and not s.baseline)], metric)
         if white and free and _below(white[0], free[0]):
             findings.append(Finding("white box", (
-                f"{release.authorized} {release.label}: the white box's best, {white[1]}, reaches {100 * white[0].estimate:.1f} %, below "
-                f"{free[1]} without any weights, {100 * free[0].estimate:.1f} %: the white-box attack is too weak to bound the others"
+                f"{release.authorized} {release.label}: the white box's best, {white[1]}, reaches "
+                f"{100 * white[0].estimate:.1f} %, below {free[1]} without any weights, {100 * free[0].estimate:.1f} "
+                "%: the white-box attack is too weak to bound the others"
             )))  # fmt: skip
     return findings
 

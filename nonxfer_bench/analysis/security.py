@@ -65,7 +65,8 @@ def security_points(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFra
 
 def clean_levels(frame: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """Per authorized model: its own clean ``metric`` (``authorized``) and the break target (``target``,
-    :data:`BREAK_FRACTION` of the unauthorized models' mean clean ``metric``), as the ladder's cheapest break uses it."""
+    :data:`BREAK_FRACTION` of the unauthorized models' mean clean ``metric``), as the ladder's cheapest break uses
+    it."""
     clean = frame[(frame.encoder == "clean") & frame.baseline].dropna(subset=[metric])
     authorized = clean[clean.model == clean.authorized].groupby("authorized")[metric].mean()
     target = BREAK_FRACTION * clean[clean.role == "unauthorized"].groupby("authorized")[metric].mean()

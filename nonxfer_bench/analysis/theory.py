@@ -68,8 +68,21 @@ def rank_correlation(cells: list[dict], predictor: str = "bound/misalignment") -
         x = [sum(v[0] for v in per_model[m]) / len(per_model[m]) for m in names]
         drop = [sum(v[1] for v in per_model[m]) / len(per_model[m]) for m in names]
         rho, p, interval = _spearman(x, drop)
-        rows.append({"authorized": authorized, "encoder": encoder, "strength": strength, "predictor": predictor, "models": names,
-                     "x": x, "drop": drop, "rho": rho, "p": p, "interval": interval, "n": len(names)})  # fmt: skip
+        rows.append(
+            {
+                "authorized": authorized,
+                "encoder": encoder,
+                "strength": strength,
+                "predictor": predictor,
+                "models": names,
+                "x": x,
+                "drop": drop,
+                "rho": rho,
+                "p": p,
+                "interval": interval,
+                "n": len(names),
+            }
+        )
     return rows
 
 

@@ -77,7 +77,8 @@ def tiered_plan(plan: list[EncodingGroup], cells: Mapping[str, Cell], spec: Verd
 def _broken(
     release: Release, cells: list[Cell], clean: list[EncodingGroup], finished: Mapping[str, Cell], spec: VerdictSpec
 ) -> bool:
-    """Whether the finished ``cells`` of ``release`` (with the clean images' no-attack cells for the break target) break it."""
+    """Whether the finished ``cells`` of ``release`` (with the clean images' no-attack cells for the break target) break
+    it."""
     clean_cells = [finished[key] for group in clean for key in group.cells.values() if key in finished]
     frame = results_frame(cells + clean_cells)
     metric = "accuracy" if frame["accuracy"].notna().any() else "agreement"

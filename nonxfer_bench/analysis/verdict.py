@@ -230,7 +230,8 @@ def survived(verdict: ReleaseVerdict) -> int:
 
 
 def verdicts(frame: pd.DataFrame, spec: VerdictSpec = VerdictSpec()) -> list[ReleaseVerdict]:
-    """Every release's verdict (``clean`` is not a release), ranked as AutoAttack ranks defences by what breaks them: the
+    """Every release's verdict (``clean`` is not a release), ranked as AutoAttack ranks defences by what breaks them:
+    the
     most tiers held first (:func:`survived`; a release broken with no attack holds none, whatever its gap), then the
     best headline gap. Releases whose cells keep no per-image outcomes (stores written before they were recorded) are
     left out."""

@@ -6,7 +6,8 @@ The run is an ordinary suite (:func:`attack_suite`), written as ``suite.yaml`` i
 (``image_folder`` over the folder ``encode`` read, labelled by the zoo's class names), its encoder ``stored_release``
 (the released files themselves, in their own storage format) and its attacks the protocol's ensemble. So the tables are
 a suite's, the same images through a suite with the same encoder give the same numbers, and a second ``attack`` reuses
-every finished cell. The card's evidence is the leaderboard's verdict section (:func:`~nonxfer_bench.analysis.verdict.verdicts`).
+every finished cell. The card's evidence is the leaderboard's verdict section
+(:func:`~nonxfer_bench.analysis.verdict.verdicts`).
 """
 
 from __future__ import annotations
@@ -79,14 +80,15 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
     suite, protocol = attack_suite(request, manifest)
     suite_file = out / SUITE_FILE
     comment = (
-        f"{HEADER}: protocol {protocol.name} ({request.ensemble}) on the release {release} as it lies on disk.\n"
-        f"# Rerun: `nonxfer-bench run {suite_file}`.\n"
+        f"{HEADER}: protocol {protocol.name} ({request.ensemble}) on the release {release} as it lies on disk.\n# "
+        f"Rerun: `nonxfer-bench run {suite_file}`.\n"
     )
     _write_checked(suite_file, comment + yaml.safe_dump(suite, sort_keys=False, width=160))
     code = run_suite(suite_file, {}, RunOptions(tracking=False))
     if code != 0:
         raise UserError(
-            f"{suite_file}: the attack run did not finish (exit code {code}); run `nonxfer-bench attack` again to resume it"
+            f"{suite_file}: the attack run did not finish (exit code {code}); run `nonxfer-bench attack` again to "
+            "resume it"
         )
     found = find_cells("attack", suite_file)
     evidence = attack_evidence(
@@ -118,7 +120,8 @@ def attack_suite(request: AttackRequest, manifest: dict) -> tuple[dict, object]:
     encoder = manifest["encoder"]
     suite = {
         "name": _name(release),
-        "description": f"Protocol {protocol.name} ({request.ensemble} ensemble) on the release {release.name} as stored ({manifest['format']}).",
+        "description": f"Protocol {protocol.name} ({request.ensemble} ensemble) on the release {release.name} as "
+        f"stored ({manifest['format']}).",
         "dataset": {"name": "image_folder", "params": params},
         "public": public_dataset(request.public, dataset).model_dump(mode="json"),
         "zoo": [model.model_dump(mode="json") for model in models],
@@ -171,8 +174,8 @@ def public_dataset(text: str | None, zoo_dataset: DatasetSpec | None) -> Dataset
     )
     if "split" not in fields:
         raise UserError(
-            "attack: no public images for informed attackers: the zoo names no dataset with a train split; give --public "
-            "'{name: DATASET, params: {...}}' (clean images from a source disjoint from the release's)"
+            "attack: no public images for informed attackers: the zoo names no dataset with a train split; give "
+            "--public '{name: DATASET, params: {...}}' (clean images from a source disjoint from the release's)"
         )
     return DatasetSpec(name=zoo_dataset.name, params={**zoo_dataset.params, "split": "train"})
 
@@ -185,12 +188,14 @@ def _check_sources(images, originals: Path, manifest: dict) -> None:
     missing, extra = sorted(sources - found), sorted(found - sources)
     if missing:
         raise UserError(
-            f"{originals}: {excerpt(missing[0])} (a source of the release) is not an image in a class folder of the originals"
-            f"{f' ({len(missing)} such)' if len(missing) > 1 else ''}; attack needs the folder encode read, laid out as root/<class>/<image>"
+            f"{originals}: {excerpt(missing[0])} (a source of the release) is not an image in a class folder of the "
+            f"originals{f' ({len(missing)} such)' if len(missing) > 1 else ''}; attack needs the folder encode read, "
+            "laid out as root/<class>/<image>"
         )
     if extra:
         raise UserError(
-            f"{originals}: {excerpt(extra[0])} is not in the release{f' ({len(extra)} such)' if len(extra) > 1 else ''}; give the folder encode read, as it was"
+            f"{originals}: {excerpt(extra[0])} is not in the "
+            f"release{f' ({len(extra)} such)' if len(extra) > 1 else ''}; give the folder encode read, as it was"
         )
 
 
@@ -216,8 +221,10 @@ def _write_checked(suite_file: Path, text: str) -> None:
 
 
 def _check_out(out: Path, release: Path, originals: Path) -> None:
-    """The run's folder is the release's own :data:`ATTACK` folder or lies outside the release, neither contains nor lies
-    inside the originals, and is new, empty, or one an earlier ``attack`` wrote (its suite file starts with :data:`HEADER`)."""
+    """The run's folder is the release's own :data:`ATTACK` folder or lies outside the release, neither contains nor
+    lies
+    inside the originals, and is new, empty, or one an earlier ``attack`` wrote (its suite file starts with
+    :data:`HEADER`)."""
     out_real, release_real, originals_real = out.resolve(), release.resolve(), originals.resolve()
     if out_real.is_relative_to(release_real) and out_real != release_real / ATTACK:
         raise UserError(
@@ -226,7 +233,8 @@ def _check_out(out: Path, release: Path, originals: Path) -> None:
         )
     if out_real.is_relative_to(originals_real) or originals_real.is_relative_to(out_real):
         raise UserError(
-            f"--out {out}: the run's folder and the originals {originals} must not contain each other; give a folder outside the originals"
+            f"--out {out}: the run's folder and the originals {originals} must not contain each other; give a folder "
+            "outside the originals"
         )
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(f"{out}: exists and is not a folder; give a new or empty folder with --out")
@@ -252,7 +260,8 @@ def attack_evidence(cells: list, protocol, ensemble: str, leaderboard: Path, rel
     found = [v for v in verdicts(frame, protocol.verdict) if v.release.encoder == "stored_release"]
     if not found:
         raise UserError(
-            f"{leaderboard.parent}: the run holds no verdict for the release (no authorized no-attack cell or no unauthorized model)"
+            f"{leaderboard.parent}: the run holds no verdict for the release (no authorized no-attack cell or no "
+            "unauthorized model)"
         )
     verdict = found[0]
     tiers = [*verdict.tiers, *([verdict.white_box] if verdict.white_box else [])]
@@ -263,7 +272,8 @@ def attack_evidence(cells: list, protocol, ensemble: str, leaderboard: Path, rel
         cheapest = f"none found: holds through {TIER_NAMES[verdict.headline.tier]}"
     else:
         cheapest = "none found: no attack ran"
-    identified = [f"`identify` ranked the authorized model first in {i['hits']} of {i['trials']} trial(s) from {i['nes']} released images"
+    identified = [f"`identify` ranked the authorized model first in {i['hits']} of {i['trials']} trial(s) from "
+                  f"{i['nes']} released images"
                   for i in identifications(frame) if i["encoding"] == verdict.release]  # fmt: skip
     return {
         "protocol": {"name": protocol.name, "version": protocol.version, "ensemble": ensemble},

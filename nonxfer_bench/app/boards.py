@@ -31,7 +31,8 @@ from nonxfer_bench.tracking.readback import log_to_parent
 
 
 def rebuild_leaderboard(found: FoundCells, suite_file: Path | None, out: Path | None, project: Path) -> list[Path]:
-    """``leaderboard``: the tables of ``found`` in ``out``, else the suite's results folder (only from every planned cell
+    """``leaderboard``: the tables of ``found`` in ``out``, else the suite's results folder (only from every planned
+    cell
     on its draws), else ``project/results/<name>`` (never over results already there); logged back to MLflow when the
     cells came from there. Returns the written paths."""
     if out is None and found.suite is None:  # cells from MLflow with no plan to check them against
@@ -70,7 +71,8 @@ def _check_replaces(folder: Path, cells: list[Cell], source: Source, origin: str
 
 
 def build_report(found: FoundCells, out: Path | None, project: Path, samples: bool = False) -> tuple[Path, int]:
-    """``report``: the HTML report of ``found`` in ``out`` (default: ``runs/<suite>/report``) with the sample grid of each
+    """``report``: the HTML report of ``found`` in ``out`` (default: ``runs/<suite>/report``) with the sample grid of
+    each
     release, the run's or (``samples``) recomputed; returns the index page and how many grids it shows."""
     if samples and found.suite is None:
         raise UserError(
@@ -106,7 +108,8 @@ def recompute_samples(suite: Suite, plan: list[EncodingGroup], folder: Path) -> 
     count = suite.output.sample_images
     if not count:
         raise UserError(
-            f"suite {suite.name!r} sets output.sample_images: 0, so it has no sample images to recompute: set it to 1 or more"
+            f"suite {suite.name!r} sets output.sample_images: 0, so it has no sample images to recompute: set it to 1 "
+            "or more"
         )
     runner = Runner(suite, RunSettings.of(suite, limit=count, bounds=False))
     limited = {group.label: group for group in runner.groups}

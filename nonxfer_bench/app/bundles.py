@@ -31,12 +31,14 @@ def write_bundle(suite_file: Path, output: Path | None = None) -> tuple[Path, Ma
     check_results_folder(suite, suite_file)  # the folder belongs to this suite file
     if not results_cells(folder).is_file():
         raise UserError(
-            f"{folder}: no results of {suite_file.name} there; run `nonxfer-bench run {suite_file}` first (a bundle is the folder a run wrote)"
+            f"{folder}: no results of {suite_file.name} there; run `nonxfer-bench run {suite_file}` first (a bundle "
+            "is the folder a run wrote)"
         )
     project = project_of(folder)
     if not suite_file.is_relative_to(project):
         raise UserError(
-            f"{suite_file}: a bundle names its suite file inside its project folder {project} (the folder that holds results/); move the suite there"
+            f"{suite_file}: a bundle names its suite file inside its project folder {project} (the folder that holds "
+            "results/); move the suite there"
         )
     if (folder / BUNDLE).exists():
         read_manifest(folder)  # replace only a bundle manifest, never someone's own file of that name
@@ -83,7 +85,8 @@ def build_site(results: Path, out: Path) -> tuple[Path, list[Listed]]:
     inside = next((item.folder for item in listed if out.is_relative_to(item.folder)), None)
     if inside is not None:
         raise UserError(
-            f"--out {out}: inside the bundle {inside}, whose files its BUNDLE.json pins; write the site elsewhere (e.g. site-results/)"
+            f"--out {out}: inside the bundle {inside}, whose files its BUNDLE.json pins; write the site elsewhere "
+            "(e.g. site-results/)"
         )
     with staged_folder(out, written_by(SITE_COMMAND)) as staging:
         atomic_write(staging / "index.html", site_html(listed, out))

@@ -1,4 +1,5 @@
-"""Whether cells may replace a suite's results folder, ``results/<suite>/`` (the committed results of the shipped suites).
+"""Whether cells may replace a suite's results folder, ``results/<suite>/`` (the committed results of the shipped
+suites).
 
 That folder holds the suite *as its file says*, run to the end. It is (re)written only from every planned cell
 of such a run, whose draws (CPU or CUDA: :func:`~nonxfer_bench.core.device.draw_kind`) are those of the cells
@@ -35,8 +36,8 @@ class Coverage:
 
     def note(self) -> str:
         return (
-            f"partial: {self.found:,} of {self.planned:,} planned cells "
-            f"({self.groups_found:,} of {self.groups_planned:,} encoding groups complete)"
+            f"partial: {self.found:,} of {self.planned:,} planned cells ({self.groups_found:,} of "
+            f"{self.groups_planned:,} encoding groups complete)"
         )
 
 

@@ -54,11 +54,13 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
         settings = settings.resolved()
     else:  # a Ray driver may have no GPU: its workers resolve their own, and the plan keys their draws
         settings = settings.on(ray_device(settings.device, suite.resources.gpus))
-    # before any work: results/<suite>/ only for the suite as written on the committed cells' draws, else a folder of the run's own
+    # before any work: results/<suite>/ only for the suite as written on the committed cells' draws, else a folder of
+    # the run's own
     differences = [] if options.force else run_differences(settings, suite, committed_draws(suite.results_dir()))
     board = suite.run_dir() / "leaderboard" if differences else suite.results_dir()
     elsewhere = (
-        f" (not {suite.results_dir()}: this run differs from its committed results: {'; '.join(differences)}; --force replaces them)"
+        f" (not {suite.results_dir()}: this run differs from its committed results: {'; '.join(differences)}; --force "
+        "replaces them)"
         if differences
         else ""
     )

@@ -44,7 +44,8 @@ class FoundCells:
 
 @dataclass(frozen=True)
 class MlflowQuery:
-    """Where to read cells back from MLflow (``--experiment``, ``--tracking-uri``, ``--run-id``); ``asked``: --mlflow."""
+    """Where to read cells back from MLflow (``--experiment``, ``--tracking-uri``, ``--run-id``); ``asked``:
+    --mlflow."""
 
     asked: bool = False
     experiment: str | None = None
@@ -57,7 +58,8 @@ class MlflowQuery:
 
 
 def plan_of(suite: Suite, settings: RunSettings, cells: Mapping[str, Cell]) -> list[EncodingGroup]:
-    """The plan ``cells`` were computed for: with the draws they record; for a protocol suite, cut per release at the tier
+    """The plan ``cells`` were computed for: with the draws they record; for a protocol suite, cut per release at the
+    tier
     that broke it (:mod:`nonxfer_bench.analysis.tiers`), as its run was."""
     plan = stored_plan(suite, settings, draws(cells.values()))
     protocol, _ = suite_protocol(suite)

@@ -46,7 +46,8 @@ def _check_listen(host: str, port: int) -> None:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except (OSError, ValueError) as error:  # unknown name, NUL byte, a label too long for IDNA
         raise UserError(
-            f"ui: --host {excerpt(host)} does not resolve ({error}); use an address of this machine, e.g. --host 127.0.0.1"
+            f"ui: --host {excerpt(host)} does not resolve ({error}); use an address of this machine, e.g. --host "
+            "127.0.0.1"
         ) from None
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,8 +55,8 @@ def _check_listen(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as error:
             raise UserError(
-                f"ui: cannot listen on --host {excerpt(host)} --port {port} ({error.strerror or error}): another server on "
-                "that port, or not an address of this machine; give another --port or --host"
+                f"ui: cannot listen on --host {excerpt(host)} --port {port} ({error.strerror or error}): another "
+                "server on that port, or not an address of this machine; give another --port or --host"
             ) from None
 
 

@@ -36,7 +36,8 @@ NAMED = 10  # file names a problem line names; beyond, how many more
 
 @dataclass(frozen=True)
 class CheckOptions:
-    """``replay``: replay a sample of groups; ``groups``: how many (None: :func:`~nonxfer_bench.bundles.replay.default_count`);
+    """``replay``: replay a sample of groups; ``groups``: how many (None:
+    :func:`~nonxfer_bench.bundles.replay.default_count`);
     ``seed``: the sample's seed (None: drawn from ``os.urandom``); ``allow_extra``: glob patterns of files that may lie
     in the folder without being in BUNDLE.json."""
 
@@ -76,10 +77,16 @@ class Verdict:
             replayed = next(
                 (part.summary for part in self.parts if part.name == "replay"), "not replayed (--no-replay)"
             )
-            return f"check: PASS {self.folder}: {', '.join(part.name for part in self.parts if part.name != 'replay')} as recorded; replay: {replayed}"
+            return (
+                f"check: PASS {self.folder}: {', '.join(part.name for part in self.parts if part.name != 'replay')} "
+                f"as recorded; replay: {replayed}"
+            )
         failed = [part for part in self.parts if not part.passed]
         count = sum(len(part.problems) for part in failed)
-        return f"check: FAIL: {failed[0].name}: {failed[0].problems[0]} ({count:,} problem{'s' if count > 1 else ''} in {', '.join(p.name for p in failed)})"
+        return (
+            f"check: FAIL: {failed[0].name}: {failed[0].problems[0]} ({count:,} problem{'s' if count > 1 else ''} in "
+            f"{', '.join(p.name for p in failed)})"
+        )
 
 
 def timed(name: str, work: Callable[[], tuple[list[str], str]]) -> Part:
@@ -153,7 +160,8 @@ def file_problems(folder: Path, manifest: Manifest, allowed: tuple[str, ...]) ->
             continue
         if present[name] != entry.bytes:
             problems.append(
-                f"{name}: {present[name]:,} bytes; BUNDLE.json records {entry.bytes:,} (changed after the bundle was written)"
+                f"{name}: {present[name]:,} bytes; BUNDLE.json records {entry.bytes:,} (changed after the bundle was "
+                "written)"
             )
         elif file_entry(folder / name, present[name]).sha256 != entry.sha256:
             problems.append(
@@ -194,5 +202,8 @@ def replay_part(contents: Contents, manifest: Manifest, options: CheckOptions, u
         if manifest.draws != "cuda"
         else f"within tolerance: {replay.MIN_AGREEMENT:.0%} of images, accuracy in its interval"
     )
-    summary = f"{len(done)} of {len(contents.plan):,} groups ({', '.join(group.group for group in done)}), {cells:,} cells {rule}; {how}"
+    summary = (
+        f"{len(done)} of {len(contents.plan):,} groups ({', '.join(group.group for group in done)}), {cells:,} cells "
+        f"{rule}; {how}"
+    )
     return Part("replay", problems, summary, time.perf_counter() - began)

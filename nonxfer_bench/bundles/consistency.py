@@ -37,7 +37,8 @@ def cell_label(group: EncodingGroup | None, cell: Cell) -> str:
 
 
 def numbers_from_bits(cell: Cell) -> dict[str, Any] | None:
-    """The numbers a cell's outcome bits give, as the runner computes them (:meth:`~nonxfer_bench.metrics.outcomes.Tally.metrics`):
+    """The numbers a cell's outcome bits give, as the runner computes them
+    (:meth:`~nonxfer_bench.metrics.outcomes.Tally.metrics`):
     accuracy = correct labeled images / labeled images per draw, agreement = agreeing images / images per draw, their
     mean over draws (and worst, spread and every draw's value with several draws). None without outcomes."""
     outcomes = cell.outcomes
@@ -92,13 +93,15 @@ def plan_problems(contents: Contents) -> list[str]:
     problems = []
     if missing and len(missing) == len(planned):
         problems.append(
-            f"none of the {len(planned):,} cells the suite plans is in the bundle ({len(contents.cells):,} cells there): the cells were computed with "
-            "other weights than BUNDLE.json 'models' records, another suite, or another version of its components"
+            f"none of the {len(planned):,} cells the suite plans is in the bundle ({len(contents.cells):,} cells "
+            "there): the cells were computed with other weights than BUNDLE.json 'models' records, another suite, or "
+            "another version of its components"
         )
     elif missing:
         group, step, model = planned[missing[0]]
         problems.append(
-            f"{len(missing):,} of {len(planned):,} planned cells are missing (first: {group.label} {step.label} {model})"
+            f"{len(missing):,} of {len(planned):,} planned cells are missing (first: {group.label} {step.label} "
+            f"{model})"
         )
     if extra and len(missing) != len(planned):
         cell = contents.cells[extra[0]]
@@ -110,10 +113,20 @@ def plan_problems(contents: Contents) -> list[str]:
         if cell is None:
             continue
         expected = {
-            "group": group.key, "authorized": group.authorized, "encoder": group.encoder.name, "strength": group.strength, "seed": group.seed,
-            "storage": group.storage, "precision": group.precision, "attack": step.spec.name, "attack_strength": step.strength,
-            "attack_config": step.spec.params, "model": model, "role": contents.suite.role(model, group.authorized), "suite": contents.suite.name,
-        }  # fmt: skip
+            "group": group.key,
+            "authorized": group.authorized,
+            "encoder": group.encoder.name,
+            "strength": group.strength,
+            "seed": group.seed,
+            "storage": group.storage,
+            "precision": group.precision,
+            "attack": step.spec.name,
+            "attack_strength": step.strength,
+            "attack_config": step.spec.params,
+            "model": model,
+            "role": contents.suite.role(model, group.authorized),
+            "suite": contents.suite.name,
+        }
         if (
             not cell.attack_config
         ):  # cells computed before they recorded it (fashion-full-subset's): their key still hashes the params
@@ -121,7 +134,8 @@ def plan_problems(contents: Contents) -> list[str]:
         wrong = [name for name, value in expected.items() if getattr(cell, name) != value]
         if wrong:
             problems.append(
-                f"cell {key} ({group.label} {step.label} {model}) says {', '.join(f'{n} {excerpt(getattr(cell, n), 40)}' for n in wrong[:3])}"
+                f"cell {key} ({group.label} {step.label} {model}) says "
+                f"{', '.join(f'{n} {excerpt(getattr(cell, n), 40)}' for n in wrong[:3])}"
             )
     return problems
 
@@ -135,7 +149,8 @@ def claim_problems(contents: Contents, manifest: Manifest) -> list[str]:
     if resolved != manifest.resolved_suite:
         key = first_difference(manifest.resolved_suite, resolved)
         problems.append(
-            f"{contents.suite_file} now loads another suite than BUNDLE.json 'resolved_suite' records (first difference at '{key}')"
+            f"{contents.suite_file} now loads another suite than BUNDLE.json 'resolved_suite' records (first "
+            f"difference at '{key}')"
         )
     datasets = [
         (key, spec.model_dump(mode="json")) for key, spec in suite_datasets(contents.suite, contents.suite_file)
@@ -147,7 +162,8 @@ def claim_problems(contents: Contents, manifest: Manifest) -> list[str]:
     names = [model.name for model in contents.suite.models]
     if sorted(manifest.models) != sorted(names):
         problems.append(
-            f"BUNDLE.json 'models' names {', '.join(sorted(manifest.models))}; the suite's zoo is {', '.join(sorted(names))}"
+            f"BUNDLE.json 'models' names {', '.join(sorted(manifest.models))}; the suite's zoo is "
+            f"{', '.join(sorted(names))}"
         )
     claims = {
         "cells": (manifest.cells, len(cells)),
@@ -171,8 +187,9 @@ def code_problems(cells: list[Cell]) -> list[str]:
     if not unknown:
         return []
     return [
-        f"{len(unknown):,} of {len(cells):,} cells do not record the committed code that computed them ({excerpt(unknown[0].code or 'no code field', 60)}): "
-        "recompute them with committed code (`nonxfer-bench run SUITE --fresh` in a clean checkout)"
+        f"{len(unknown):,} of {len(cells):,} cells do not record the committed code that computed them "
+        f"({excerpt(unknown[0].code or 'no code field', 60)}): recompute them with committed code (`nonxfer-bench run "
+        "SUITE --fresh` in a clean checkout)"
     ]
 
 
@@ -208,7 +225,8 @@ def cells_file_problems(contents: Contents, folder: Path) -> list[str]:
     repeated = sorted(key for key, count in keys.items() if count > 1)
     if repeated:
         return [
-            f"{path.name}: {len(repeated):,} key{'s' if len(repeated) > 1 else ''} on more than one line (first: {repeated[0]}): only the last line is read"
+            f"{path.name}: {len(repeated):,} key{'s' if len(repeated) > 1 else ''} on more than one line (first: "
+            f"{repeated[0]}): only the last line is read"
         ]
     return []
 

@@ -53,8 +53,9 @@ def bundle_suite(folder: Path, manifest: Manifest) -> tuple[Suite, Path]:
     suite_file = project / manifest.suite_file
     if not suite_file.is_file():
         raise UserError(
-            f"{folder}: its suite file {suite_file} (BUNDLE.json 'suite_file', inside the project folder {project}) is not there; "
-            "check a bundle where its run wrote it, <project>/results/<suite>, in a checkout that holds its suite file"
+            f"{folder}: its suite file {suite_file} (BUNDLE.json 'suite_file', inside the project folder {project}) "
+            "is not there; check a bundle where its run wrote it, <project>/results/<suite>, in a checkout that "
+            "holds its suite file"
         )
     return load_suite(suite_file, require_weights=False), suite_file
 

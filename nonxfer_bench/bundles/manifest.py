@@ -47,9 +47,22 @@ MAX_DEPTH = 8  # folders inside a bundle
 LISTED = 64  # a dataset's files are listed one by one up to this many; beyond, their count, size and one digest
 PIECE = 1 << 20
 PACKAGES = (
-    "nonxfer-bench", "torch", "torchvision", "timm", "numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "pillow",
-    "kornia", "diffusers", "safetensors", "pydantic", "matplotlib",
-)  # fmt: skip
+    "nonxfer-bench",
+    "torch",
+    "torchvision",
+    "timm",
+    "numpy",
+    "scipy",
+    "pandas",
+    "scikit-learn",
+    "scikit-image",
+    "pillow",
+    "kornia",
+    "diffusers",
+    "safetensors",
+    "pydantic",
+    "matplotlib",
+)
 Sha256 = Field(pattern=r"^[0-9a-f]{64}$")
 EXPECTED = "a bundle is a results folder with the BUNDLE.json that `nonxfer-bench bundle SUITE` writes"
 
@@ -176,7 +189,8 @@ def read_manifest(folder: Path) -> Manifest:
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> Path:
-    """``folder/BUNDLE.json`` (sorted keys, two-space indent, a final newline: the same manifest gives the same bytes)."""
+    """``folder/BUNDLE.json`` (sorted keys, two-space indent, a final newline: the same manifest gives the same
+    bytes)."""
     return atomic_write(folder / BUNDLE, json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
 
 
@@ -194,13 +208,15 @@ def folder_files(folder: Path) -> dict[str, int]:
                 entries += 1
                 if entries > MAX_FILES:
                     raise UserError(
-                        f"{folder}: more than {MAX_FILES:,} entries; a bundle holds a suite's results (about a dozen files)"
+                        f"{folder}: more than {MAX_FILES:,} entries; a bundle holds a suite's results (about a dozen "
+                        "files)"
                     )
                 name = inside / entry.name
                 mode = entry.stat(follow_symlinks=False).st_mode
                 if stat.S_ISLNK(mode):
                     raise UserError(
-                        f"{folder}: {name} is a symbolic link; a bundle holds only regular files (copy what it points to into the folder)"
+                        f"{folder}: {name} is a symbolic link; a bundle holds only regular files (copy what it points "
+                        "to into the folder)"
                     )
                 if stat.S_ISDIR(mode):
                     if len(name.parts) > MAX_DEPTH:
@@ -213,7 +229,8 @@ def folder_files(folder: Path) -> dict[str, int]:
                         found[str(name)] = entry.stat(follow_symlinks=False).st_size
                 else:
                     raise UserError(
-                        f"{folder}: {name} is a special file (a FIFO, a device or a socket); a bundle holds only regular files"
+                        f"{folder}: {name} is a special file (a FIFO, a device or a socket); a bundle holds only "
+                        "regular files"
                     )
     return dict(sorted(found.items()))
 
@@ -234,7 +251,8 @@ def file_entry(path: Path, size: int) -> FileEntry:
 
 
 def hashed_files(folder: Path) -> dict[str, FileEntry]:
-    """Every file of the bundle ``folder`` (:func:`folder_files`) with its size and sha256, within :data:`MAX_BUNDLE_BYTES`."""
+    """Every file of the bundle ``folder`` (:func:`folder_files`) with its size and sha256, within
+    :data:`MAX_BUNDLE_BYTES`."""
     sizes = folder_files(folder)
     if sum(sizes.values()) > MAX_BUNDLE_BYTES:
         raise UserError(
@@ -265,16 +283,22 @@ def dataset_record(key: str, name: str, params: dict, spec: dict) -> DataRecord:
     for file_name, path in sorted(named.items()):
         if not path.is_file():
             raise UserError(
-                f"dataset {key} ({name}): its file {path} is not there; a bundle records the checksums of the files the suite read"
+                f"dataset {key} ({name}): its file {path} is not there; a bundle records the checksums of the files "
+                "the suite read"
             )
         listing[file_name] = file_entry(path, path.stat().st_size)
     digest = hashlib.sha256(
         "".join(f"{file_name} {entry.sha256}\n" for file_name, entry in listing.items()).encode()
     ).hexdigest()
     return DataRecord(
-        key=key, spec=spec, source=list(dataset.source()), files=len(listing), bytes=sum(e.bytes for e in listing.values()), sha256=digest,
+        key=key,
+        spec=spec,
+        source=list(dataset.source()),
+        files=len(listing),
+        bytes=sum(e.bytes for e in listing.values()),
+        sha256=digest,
         listing=listing if len(listing) <= LISTED else {},
-    )  # fmt: skip
+    )
 
 
 def dataset_records(suite: Suite, suite_file: Path) -> list[DataRecord]:

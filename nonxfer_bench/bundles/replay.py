@@ -43,7 +43,8 @@ MIN_AGREEMENT = 0.99  # of images' correct bits, per draw, for cells drawn on CU
 
 @dataclass(frozen=True)
 class Replayed:
-    """One replayed group: its label, how many of its cells were compared, the problems found and the seconds it took."""
+    """One replayed group: its label, how many of its cells were compared, the problems found and the seconds it
+    took."""
 
     group: str
     cells: int
@@ -142,8 +143,8 @@ def outcome_problem(recorded: Cell, replayed: Cell, exact: bool) -> str | None:
         return "the bundle's cell has no per-image outcomes to compare"
     if (old.images, old.ids, len(old.correct)) != (new.images, new.ids, len(new.correct)):
         return (
-            f"replayed on {new.images:,} images (ids {new.ids}, {len(new.correct)} draws); "
-            f"the bundle's: {old.images:,} (ids {old.ids}, {len(old.correct)} draws)"
+            f"replayed on {new.images:,} images (ids {new.ids}, {len(new.correct)} draws); the bundle's: "
+            f"{old.images:,} (ids {old.ids}, {len(old.correct)} draws)"
         )
     metric = "accuracy" if recorded.accuracy is not None else "agreement"
     values = f"{metric} {getattr(recorded, metric)} recorded, {getattr(replayed, metric)} replayed"

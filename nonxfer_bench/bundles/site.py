@@ -2,7 +2,8 @@
 
 Each bundle (a folder with a BUNDLE.json) whose files still hash as its manifest records adds one row per release
 (protection = encoder, release settings: authorized model, strength, storage, precision) with its protocol verdict
-and protection gap per knowledge tier (:func:`release_rows`), each row linking to its bundle; a second table lists the bundles with what produced them. A
+and protection gap per knowledge tier (:func:`release_rows`), each row linking to its bundle; a second table lists the
+bundles with what produced them. A
 folder without a manifest, or whose files no longer match it, is listed apart and adds no row: the site shows only
 numbers whose files are pinned. Rows of different suites are not comparable (other data, zoo and attacks): the
 suite is the first column, and a click on a header sorts.
@@ -34,7 +35,8 @@ MAX_BUNDLES = 1000  # folders of a results folder looked at
 
 @dataclass(frozen=True)
 class Listed:
-    """A folder of the results folder: its name, its manifest (None: not a bundle) and why it adds no rows (None: it does)."""
+    """A folder of the results folder: its name, its manifest (None: not a bundle) and why it adds no rows (None: it
+    does)."""
 
     folder: Path
     manifest: Manifest | None
@@ -65,7 +67,8 @@ def find_bundles(results: Path) -> list[Listed]:
     hash as recorded (:func:`~nonxfer_bench.bundles.check.file_problems`)."""
     if not results.is_dir():
         raise UserError(
-            f"{results}: {'not a folder' if results.exists() else 'no such folder'}; give the folder that holds the bundles (results/)"
+            f"{results}: {'not a folder' if results.exists() else 'no such folder'}; give the folder that holds the "
+            "bundles (results/)"
         )
     folders = sorted(path for path in results.iterdir() if path.is_dir() and not path.is_symlink())[:MAX_BUNDLES]
     listed = []
@@ -128,7 +131,8 @@ def site_html(listed: list[Listed], site: Path) -> str:
             left.append(
                 (
                     item.folder.name,
-                    f"its cells give no ranking ({type(error).__name__}: {excerpt(str(error), 100)}); `nonxfer-bench check` says why",
+                    f"its cells give no ranking ({type(error).__name__}: {excerpt(str(error), 100)}); `nonxfer-bench "
+                    "check` says why",
                 )
             )
             continue
@@ -139,25 +143,33 @@ def site_html(listed: list[Listed], site: Path) -> str:
         releases.append(rows)
         bundles.append(
             {
-                "suite": link, "dataset": _dataset(manifest), "cells": f"{manifest.cells:,}", "groups": f"{manifest.groups:,}",
-                "code": "; ".join(manifest.code), "draws": manifest.draws or "", "precision": ", ".join(manifest.precisions),
+                "suite": link,
+                "dataset": _dataset(manifest),
+                "cells": f"{manifest.cells:,}",
+                "groups": f"{manifest.groups:,}",
+                "code": "; ".join(manifest.code),
+                "draws": manifest.draws or "",
+                "precision": ", ".join(manifest.precisions),
                 "files": f"{len(manifest.files)} ({sum(e.bytes for e in manifest.files.values()) / 1e6:.1f} MB)",
             }
-        )  # fmt: skip
+        )
     table = pd.concat(releases, ignore_index=True).fillna("") if releases else pd.DataFrame()
     score, glossary = verdict_text("accuracy", VerdictSpec(), seeds=False)
     left_out = "".join(f"<li>{html.escape(name)}: {html.escape(why)}</li>" for name, why in left)
     parts = [
         "<!DOCTYPE html>",
-        f'<html lang="en"><head><meta charset="utf-8"><title>nonxfer-bench: leaderboard of bundles</title><style>{STYLE}</style></head><body>',
+        '<html lang="en"><head><meta charset="utf-8"><title>nonxfer-bench: leaderboard of '
+        f"bundles</title><style>{STYLE}</style></head><body>",
         "<h1>Leaderboard of bundles</h1>",
-        f"<p>{len(table):,} releases from {len(bundles)} bundle{'s' if len(bundles) != 1 else ''}, each row linked to its bundle. "
-        "Every number here can be checked from its bundle alone: <code>nonxfer-bench check results/SUITE</code> verifies the hashes, "
-        "re-derives every table from the per-image outcome bits and replays a random sample of the cells. Rows of different suites are "
-        "not comparable (other images, models and attacks). Click a column header to sort.</p>",
+        f"<p>{len(table):,} releases from {len(bundles)} bundle{'s' if len(bundles) != 1 else ''}, each row linked to "
+        "its bundle. Every number here can be checked from its bundle alone: <code>nonxfer-bench check "
+        "results/SUITE</code> verifies the hashes, re-derives every table from the per-image outcome bits and "
+        "replays a random sample of the cells. Rows of different suites are not comparable (other images, models and "
+        "attacks). Click a column header to sort.</p>",
         "<h2>Protocol verdict</h2>",
         markdown_to_html(
-            "A release is protected only against the knowledge tiers it faced: `protocol` says whether its bundle's suite ran a "
+            "A release is protected only against the knowledge tiers it faced: `protocol` says whether its bundle's "
+            "suite ran a "
             "protocol (every release attacked at every tier until one breaks it) or only the attacks it lists. " + score
         ),
         _table(table, {"suite"}) if releases else "<p>No bundle to show.</p>",

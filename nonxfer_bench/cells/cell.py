@@ -151,7 +151,8 @@ class Cell(BaseModel):
     budget_public: int | None = Field(None, description="clean public images the attack used")
     attack_seconds: float | None = Field(
         None,
-        description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs read from the cache)",
+        description="wall seconds of the attack stage for this step over the group (fit, attack, adapt; 0 for outputs "
+        "read from the cache)",
     )
     device: str | None = Field(None, description="device type the attack ran on")
     code: str | None = Field(

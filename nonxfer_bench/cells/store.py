@@ -1,4 +1,5 @@
-"""Finished cells, one JSON line each (:meth:`Cell.record`), appended and fsynced: a killed run loses at most the line it was writing.
+"""Finished cells, one JSON line each (:meth:`Cell.record`), appended and fsynced: a killed run loses at most the line
+it was writing.
 
 Every line is validated against the cell schema when the store is opened (a line with only a key is not a
 cell); stores written before cells were typed (schema 1) are read as they are. Readers that only look
@@ -91,8 +92,8 @@ class CellStore:
         if not strict:
             return None
         raise UserError(
-            f"{self.path}: line {number} is not a finished cell ({excerpt(reason, 160)}); the file was edited or damaged: "
-            "restore it, delete that line (its cell is recomputed) or delete the file"
+            f"{self.path}: line {number} is not a finished cell ({excerpt(reason, 160)}); the file was edited or "
+            "damaged: restore it, delete that line (its cell is recomputed) or delete the file"
         )
 
     def __contains__(self, key: str) -> bool:
@@ -130,7 +131,8 @@ def store_lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
                 if size > MAX_STORE_BYTES:
                     holds = "decompresses to" if path.suffix == ".gz" else "holds"
                     raise UserError(
-                        f"{path}: {holds} more than {MAX_STORE_BYTES / 2**30:.1f} GiB of text; a cell store is far smaller ({EXPECTED})"
+                        f"{path}: {holds} more than {MAX_STORE_BYTES / 2**30:.1f} GiB of text; a cell store is far "
+                        f"smaller ({EXPECTED})"
                     )
                 end = piece.rfind(b"\n") + 1
                 if not end:
@@ -167,7 +169,8 @@ def _opened(path: Path) -> Iterator[BinaryIO]:
 def _check_length(path: Path, number: int, length: int) -> None:
     if length > MAX_LINE_BYTES:
         raise UserError(
-            f"{path}: line {number} is longer than {MAX_LINE_BYTES >> 20} MiB; a cell's line is far shorter ({EXPECTED})"
+            f"{path}: line {number} is longer than {MAX_LINE_BYTES >> 20} MiB; a cell's line is far shorter "
+            f"({EXPECTED})"
         )
 
 
@@ -210,8 +213,8 @@ def exclusive(run_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             raise UserError(
-                f"{run_dir} is in use by another run (pid {handle.read().strip() or '?'}); wait for it to finish, "
-                "or give this run another output.dir"
+                f"{run_dir} is in use by another run (pid {handle.read().strip() or '?'}); wait for it to finish, or "
+                "give this run another output.dir"
             ) from None
         handle.truncate(0)
         handle.write(str(os.getpid()))

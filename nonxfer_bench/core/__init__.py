@@ -1,1 +1,2 @@
-"""Foundations that import nothing internal: errors, hashing and keyed seeding, the typed cell, strict params, the registry, caches, fault points."""
+"""Foundations that import nothing internal: errors, hashing and keyed seeding, the typed cell, strict params, the
+registry, caches, fault points."""

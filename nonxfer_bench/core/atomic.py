@@ -88,7 +88,8 @@ def _entries(folder: Path) -> Iterator[Path]:
 
 def write_marker(folder: Path, command: str) -> Path:
     """Record that ``command`` (as a user types it, e.g. ``nonxfer-bench train diffusion``) wrote ``folder``:
-    :data:`MARKER` names the command and the sha256 of every file now in it. Call it last, when the folder is complete."""
+    :data:`MARKER` names the command and the sha256 of every file now in it. Call it last, when the folder is
+    complete."""
     files = {
         path.relative_to(folder).as_posix(): file_sha256(path)
         for path in sorted(_entries(folder))
@@ -105,8 +106,8 @@ def written_by(command: str) -> Callable[[Path], None]:
         why = _not_written_by(folder, command)
         if why:
             raise UserError(
-                f"{folder}: not a folder that `{command}` wrote ({why}), so it is not replaced; "
-                f"give a new or empty folder, or move this one away"
+                f"{folder}: not a folder that `{command}` wrote ({why}), so it is not replaced; give a new or empty "
+                "folder, or move this one away"
             )
 
     return check

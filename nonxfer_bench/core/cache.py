@@ -46,9 +46,9 @@ ENTRY = re.compile(r"(?P<key>[0-9a-f]{16,64})\.(?:npy|json)")
 PARTIAL = re.compile(r"\.[0-9a-f]{16,64}\.(?:npy|json)\.[a-z0-9_]{8}\.partial")  # tempfile's 8 random characters
 TAG = "CACHEDIR.TAG"
 TAG_TEXT = (
-    "Signature: 8a477f597d28d172789f06886806bc55\n"
-    "# This folder is a cache written by nonxfer-bench; it may be deleted (entries are recomputed).\n"
-    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+    "Signature: 8a477f597d28d172789f06886806bc55\n# This folder is a cache written by nonxfer-bench; it may be "
+    "deleted (entries are recomputed).\n# For information about cache directory tags see "
+    "https://bford.info/cachedir/\n"
 )
 
 __all__ = ["ArrayCache", "cache_root", "cache_limit_bytes"]
@@ -199,14 +199,15 @@ def _claim(folder: Path) -> None:
         return
     if not folder.is_dir():
         raise UserError(
-            f"{folder}: a file where the cache keeps its {folder.name}/ folder; point NXB_CACHE at a new or empty folder"
+            f"{folder}: a file where the cache keeps its {folder.name}/ folder; point NXB_CACHE at a new or empty "
+            "folder"
         )
     foreign = list(itertools.islice((path.name for path in folder.iterdir() if not _own(path.name)), 4))
     if foreign:
         raise UserError(
             f"NXB_CACHE={excerpt(str(folder.parent))}: {folder.name}/ holds files the cache did not write "
-            f"({', '.join(excerpt(name, 40) for name in foreign[:3])}{', ...' if len(foreign) > 3 else ''}) and no {TAG}; "
-            f"the cache deletes old entries in its folders, so point NXB_CACHE at a new or empty folder"
+            f"({', '.join(excerpt(name, 40) for name in foreign[:3])}{', ...' if len(foreign) > 3 else ''}) and no "
+            f"{TAG}; the cache deletes old entries in its folders, so point NXB_CACHE at a new or empty folder"
         )
     _tag(folder)
 

@@ -34,7 +34,8 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(
-                f"device {name!r}: CUDA is not available on this machine (torch {torch.__version__}); use --device cpu or auto"
+                f"device {name!r}: CUDA is not available on this machine (torch {torch.__version__}); use --device "
+                "cpu or auto"
             )
         count = torch.cuda.device_count()
         index = device.index if device.index is not None else torch.cuda.current_device()

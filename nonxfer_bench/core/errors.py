@@ -1,6 +1,7 @@
 """The one exception type that the CLI turns into a one-line message and exit code 2, :func:`excerpt`,
 which keeps any value echoed into such a message short, :func:`printable`, which keeps any text the CLI prints
-from steering the terminal, :func:`one_line`, an error message as one bounded line, and :func:`shown_path`, how a path is shown."""
+from steering the terminal, :func:`one_line`, an error message as one bounded line, and :func:`shown_path`, how a path
+is shown."""
 
 from __future__ import annotations
 
@@ -52,4 +53,7 @@ def shown_path(path: Path) -> str:
 def io_error(error: OSError) -> str:
     """An I/O error (a full disk, a read-only folder) as the text of one error line: the path(s) and what failed."""
     where = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
-    return f"{where + ': ' if where else ''}{error.strerror or error} (check the path, its permissions and free disk space)"
+    return (
+        f"{where + ': ' if where else ''}{error.strerror or error} (check the path, its permissions and free disk "
+        "space)"
+    )

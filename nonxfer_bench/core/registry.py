@@ -68,8 +68,8 @@ class Registry(Generic[T]):
                 lines = str(error).strip().splitlines()
                 self.broken[label] = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
                 print(
-                    f"nonxfer-bench: warning: {self.kind} plugin {label!r} (entry point group {self._entry_point_group}) "
-                    f"failed to import and is skipped: {self.broken[label]}",
+                    f"nonxfer-bench: warning: {self.kind} plugin {label!r} (entry point group "
+                    f"{self._entry_point_group}) failed to import and is skipped: {self.broken[label]}",
                     file=sys.stderr,
                 )
                 continue

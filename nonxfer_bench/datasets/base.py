@@ -105,13 +105,16 @@ class Dataset(ABC):
         """Raise a :class:`UserError` saying what to provide if the data is not there (cheap; before any work)."""
 
     def class_names(self) -> list[str] | None:
-        """The names of the labels in label order when the dataset fixes them (Fashion-MNIST's ten classes, ImageNet-1k's
-        WordNet IDs), else None: what a data owner's class folders are matched against (``verify --labels``, ``attack``)."""
+        """The names of the labels in label order when the dataset fixes them (Fashion-MNIST's ten classes,
+        ImageNet-1k's
+        WordNet IDs), else None: what a data owner's class folders are matched against (``verify --labels``,
+        ``attack``)."""
         return None
 
     def data_files(self) -> dict[str, Path] | None:
         """The files this dataset reads, each by a name that does not depend on where they lie (a file name, a path
-        inside the dataset's folder or package): result bundles record their checksums. None when it does not name them."""
+        inside the dataset's folder or package): result bundles record their checksums. None when it does not name
+        them."""
         return None
 
     def fingerprint(self) -> dict:
@@ -139,8 +142,8 @@ def check_resize(params: BaseModel) -> None:
     side = decode["size"] / decode["crop_pct"]
     if side > MAX_RESIZE:
         raise ValueError(
-            f"size {decode['size']} with crop_pct {decode['crop_pct']:g} resizes every image to {side:,.0f} pixels per side before "
-            f"the crop; at most {MAX_RESIZE:,} (raise crop_pct)"
+            f"size {decode['size']} with crop_pct {decode['crop_pct']:g} resizes every image to {side:,.0f} pixels "
+            f"per side before the crop; at most {MAX_RESIZE:,} (raise crop_pct)"
         )
 
 
@@ -203,7 +206,8 @@ def load_cached(name: str, params: dict, limit: int | None, seed: int) -> ImageS
     """The seeded subset of a dataset, decoded once and then read memory-mapped (uint8) from the cache.
 
     Keyed by the dataset's parameters (which fix the decoded resolution), the subset, the source
-    fingerprint and the dataset class's ``version``; the first run decodes and writes, every run (that one included) reads the cached array.
+    fingerprint and the dataset class's ``version``; the first run decodes and writes, every run (that one included)
+    reads the cached array.
     An entry that fails :func:`cache_damage` is logged (WARNING) and decoded again, which replaces it.
     """
     dataset = DATASETS.create(name, params)

@@ -81,16 +81,18 @@ class FashionMNIST(Dataset):
             TorchvisionFashion(str(target), train=self.params.split == "train", download=True)
             return target / "FashionMNIST" / "raw"
         raise UserError(
-            f"Fashion-MNIST IDX files not found in {root} ({named}; it {'exists' if root.is_dir() else 'does not exist'}); "
-            "install Debian's 'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist), point "
-            "dataset.params.root or FASHION_MNIST_ROOT at the folder, or set dataset.params.download: true when online"
+            f"Fashion-MNIST IDX files not found in {root} ({named}; it "
+            f"{'exists' if root.is_dir() else 'does not exist'}); install Debian's 'dataset-fashion-mnist' (apt-get "
+            "install dataset-fashion-mnist), point dataset.params.root or FASHION_MNIST_ROOT at the folder, or set "
+            "dataset.params.download: true when online"
         )
 
     def class_names(self) -> list[str]:
         return list(self.CLASSES)
 
     def source(self) -> tuple[str, ...]:
-        """The split (Fashion-MNIST's train and test sets are disjoint), wherever its files are: every copy holds the same images."""
+        """The split (Fashion-MNIST's train and test sets are disjoint), wherever its files are: every copy holds the
+        same images."""
         return ("fashion_mnist", self.params.split)
 
     def check(self) -> None:

@@ -59,7 +59,8 @@ class ClassFolderParams(FolderParams):
         None,
         min_length=1,
         max_length=MAX_CLASSES,
-        description="class names in label order; folders are matched to them by name or index (default: sorted folder names)",
+        description="class names in label order; folders are matched to them by name or index (default: sorted folder "
+        "names)",
     )
 
     @model_validator(mode="after")
@@ -83,7 +84,8 @@ def folded(name: str) -> str:
 
 
 def class_table(classes: list[str]) -> dict[str, int]:
-    """Folder name -> label for ``classes`` (index = label): each exact name, each :func:`folded` name that no two classes
+    """Folder name -> label for ``classes`` (index = label): each exact name, each :func:`folded` name that no two
+    classes
     share, and each index as a number (a name wins over an index). ValueError on a name listed twice."""
     exact: dict[str, int] = {}
     for index, name in enumerate(classes):
@@ -107,15 +109,16 @@ def class_labels(folders: list[str], classes: list[str], where: str) -> list[int
             shown = ", ".join(repr(folded(c) if "/" in c else c) for c in classes[:SHOWN_CLASSES])
             more = f" and {len(classes) - SHOWN_CLASSES:,} more" if len(classes) > SHOWN_CLASSES else ""
             raise UserError(
-                f"{where}: class folder {excerpt(folder)} names no class; valid: {shown}{more} (any case, '-' for other characters), "
-                f"or the class index 0..{len(classes) - 1}"
+                f"{where}: class folder {excerpt(folder)} names no class; valid: {shown}{more} (any case, '-' for "
+                f"other characters), or the class index 0..{len(classes) - 1}"
             )
     return [table[folder] if folder in table else table[folded(folder)] for folder in folders]
 
 
 @DATASETS.register("image_folder")
 class ImageFolder(Dataset):
-    """ImageNet-val layout: ``root/<class>/<image>``; labels are the sorted class-folder indices, or the named ``classes``."""
+    """ImageNet-val layout: ``root/<class>/<image>``; labels are the sorted class-folder indices, or the named
+    ``classes``."""
 
     Params = ClassFolderParams
     layout: ClassVar[str] = "a folder with one sub-folder of images per class"
@@ -131,7 +134,8 @@ class ImageFolder(Dataset):
             )
         if not root.is_dir():
             raise UserError(
-                f"{self.name}: dataset folder {root} {'is a file, not a folder' if root.exists() else 'does not exist'}; point dataset.params.root or "
+                f"{self.name}: dataset folder {root} "
+                f"{'is a file, not a folder' if root.exists() else 'does not exist'}; point dataset.params.root or "
                 f"{self.params.root_env} at {self.layout}"
             )
         return root

@@ -2,7 +2,8 @@
 
 The folder holds ``ILSVRC2012_val_00000001.JPEG`` ... (ILSVRC2012_img_val.tar). Labels come from either
 
-- ``devkit``: the ILSVRC2012 devkit folder (ILSVRC2012_devkit_t12.tar.gz): ``data/ILSVRC2012_validation_ground_truth.txt``
+- ``devkit``: the ILSVRC2012 devkit folder (ILSVRC2012_devkit_t12.tar.gz):
+  ``data/ILSVRC2012_validation_ground_truth.txt``
   gives the devkit's class ID (1..1000) of image i on line i, and ``data/meta.mat`` maps IDs to WordNet IDs
   (read with ``scipy.io``); or
 - ``solution``: Kaggle's ``LOC_val_solution.csv`` (``ImageId,PredictionString``, the first token of the
@@ -49,7 +50,8 @@ class ImageNetValParams(FolderParams):
     def _one_label_source(self) -> "ImageNetValParams":
         if (self.devkit is None) == (self.solution is None):
             raise ValueError(
-                "give exactly one label source: 'devkit' (the ILSVRC2012 devkit folder) or 'solution' (LOC_val_solution.csv)"
+                "give exactly one label source: 'devkit' (the ILSVRC2012 devkit folder) or 'solution' "
+                "(LOC_val_solution.csv)"
             )
         return self
 
@@ -79,7 +81,8 @@ def devkit_labels(devkit: Path, classes: list[str]) -> dict[str, int]:
         }
     except (ValueError, KeyError, TypeError) as error:
         raise UserError(
-            f"imagenet_val: {meta} is not the devkit's meta.mat (a 'synsets' struct with ILSVRC2012_ID, WNID, num_children): {error}"
+            f"imagenet_val: {meta} is not the devkit's meta.mat (a 'synsets' struct with ILSVRC2012_ID, WNID, "
+            f"num_children): {error}"
         ) from None
     index = {wnid: i for i, wnid in enumerate(classes)}
     truth = _existing(devkit / GROUND_TRUTH, "devkit ground truth")
@@ -107,12 +110,14 @@ def solution_labels(solution: Path, classes: list[str]) -> dict[str, int]:
         header = next(rows, None)
         if header != ["ImageId", "PredictionString"]:
             raise UserError(
-                f"imagenet_val: {solution}: expected the header 'ImageId,PredictionString', found {','.join(header or [])!r}"
+                f"imagenet_val: {solution}: expected the header 'ImageId,PredictionString', found "
+                f"{','.join(header or [])!r}"
             )
         for number, row in enumerate(rows, 2):
             if len(row) != 2 or not row[1].split():
                 raise UserError(
-                    f"imagenet_val: {solution} line {number}: expected 'ImageId,PredictionString', found {','.join(row)!r}"
+                    f"imagenet_val: {solution} line {number}: expected 'ImageId,PredictionString', found "
+                    f"{','.join(row)!r}"
                 )
             image, wnid = row[0], row[1].split()[0]
             if wnid not in index:
@@ -130,8 +135,8 @@ def check_synsets(path: Path, classes: list[str]) -> None:
         extra = sorted(set(listed) - set(classes))
         missing = sorted(set(classes) - set(listed))
         raise UserError(
-            f"imagenet_val: {path} lists {len(listed)} WordNet IDs that are not timm's {len(classes)} ImageNet-1k classes "
-            f"({len(extra)} unknown, first: {extra[:1]}; {len(missing)} missing, first: {missing[:1]})"
+            f"imagenet_val: {path} lists {len(listed)} WordNet IDs that are not timm's {len(classes)} ImageNet-1k "
+            f"classes ({len(extra)} unknown, first: {extra[:1]}; {len(missing)} missing, first: {missing[:1]})"
         )
 
 
@@ -186,8 +191,8 @@ class ImageNetVal(ImageFolder):
             stems = {p.stem for p in images}
             orphan = next(stem for stem in sorted(labels) if stem not in stems)
             raise UserError(
-                f"imagenet_val: {source} labels {len(labels)} images, {root} holds {len(images)} (first without a file: {orphan}); "
-                "give the whole folder (use the suite's dataset.limit for a subset)"
+                f"imagenet_val: {source} labels {len(labels)} images, {root} holds {len(images)} (first without a "
+                f"file: {orphan}); give the whole folder (use the suite's dataset.limit for a subset)"
             )
         return [(path, labels[path.stem]) for path in images], classes
 

@@ -109,7 +109,8 @@ class BlockKey:
         blocks = to_blocks(images, self.block)
         if blocks.shape[1:] != (len(self.scramble), len(self.shuffle)):
             raise ValueError(
-                f"a key for {len(self.scramble)} blocks of {len(self.shuffle)} values does not fit images {tuple(images.shape[1:])}"
+                f"a key for {len(self.scramble)} blocks of {len(self.shuffle)} values does not fit images "
+                f"{tuple(images.shape[1:])}"
             )
         return blocks
 
@@ -186,8 +187,9 @@ class KeyedBlockEncoder(Encoder):
     Params = KeyedBlockParams
     strength_unit = IGNORED
     secret = (
-        "The key (block permutation, in-block pixel shuffle, flip positions): the release assumes the authorized model is "
-        "deployed transformed with that key and that attackers hold neither the key nor plain/encrypted pairs made under it."
+        "The key (block permutation, in-block pixel shuffle, flip positions): the release assumes the authorized "
+        "model is deployed transformed with that key and that attackers hold neither the key nor plain/encrypted "
+        "pairs made under it."
     )
     in_unit_range = True
     storage_formats = ("float32", "png16", "png8")  # JPEG's blocks mix the shuffled values the key puts back
@@ -217,13 +219,15 @@ class KeyedBlockEncoder(Encoder):
         ):
             kernel, stride = ("x".join(map(str, v)) for v in (geometry.kernel_size, geometry.stride))
             return (
-                f"the keyed block transform needs a first layer that is a non-overlapping patch embedding (kernel == stride, "
-                f"no padding, one group); {model.first_conv_name} is {kernel}/{stride} with padding {geometry.padding[0]}"
+                "the keyed block transform needs a first layer that is a non-overlapping patch embedding (kernel == "
+                f"stride, no padding, one group); {model.first_conv_name} is {kernel}/{stride} with padding "
+                f"{geometry.padding[0]}"
             )
         if self.params.scramble and _scramble_prefix(model) is None:
             return (
-                f"block scrambling permutes position embeddings: it needs a fixed-grid timm VisionTransformer, not {model.spec.arch}; "
-                "set params {scramble: false} (pixel shuffling and flips are exact on any patch-embedding stem)"
+                "block scrambling permutes position embeddings: it needs a fixed-grid timm VisionTransformer, not "
+                f"{model.spec.arch}; set params {{scramble: false}} (pixel shuffling and flips are exact on any "
+                "patch-embedding stem)"
             )
         return None
 

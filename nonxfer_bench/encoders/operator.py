@@ -57,7 +57,8 @@ TYPICAL_ITERATIONS = (
     75  # LOBPCG iterations measured for 224-px stems at k = 64: 50-74 (nonxfer_bench/linalg/operator.py)
 )
 ITERATION_COST = 6  # one iteration ~ 6 x (a QR of the n x p block + p applications of A^T A), measured at 112-224 px
-EIGH_COST = 120  # a dense symmetric eigendecomposition with vectors takes as long as ~120 n^3 flops of matmul (measured, n = 768-3072)
+# a dense symmetric eigendecomposition with vectors takes as long as ~120 n^3 flops of matmul (measured, n = 768-3072)
+EIGH_COST = 120
 
 
 class OperatorParams(Strict):
@@ -85,7 +86,10 @@ def pixel_space_operator_subspace(
     """The authorized first layer's operator-level subspace as seen from [0, 1] pixels: conv(weight / std_c)."""
     channels, height, width = input_shape
     k = min(params.k, channels * height * width)
-    what = f"{model.name}'s first layer ({model.first_conv_name}) on {channels}x{height}x{width} = {channels * height * width:,} input pixels, k={k}"
+    what = (
+        f"{model.name}'s first layer ({model.first_conv_name}) on {channels}x{height}x{width} = "
+        f"{channels * height * width:,} input pixels, k={k}"
+    )
 
     def announce(event: str, entry: Path) -> None:
         if event == "load":
@@ -94,8 +98,9 @@ def pixel_space_operator_subspace(
         method = "exact (dense)" if channels * height * width <= DENSE_LIMIT else "LOBPCG, one thread"
         seconds = estimate_solve_seconds(model.first_conv, input_shape, k, model.pixel_scale(), params.max_iter)
         log.warning(
-            f"operator encoder: one-time solve of the subspace of {what}, {method}; estimated {_duration(seconds)} on this "
-            f"machine (from the problem size and timed pieces of the solve, a rough estimate); cached in {entry} for every later call"
+            f"operator encoder: one-time solve of the subspace of {what}, {method}; estimated {_duration(seconds)} on "
+            f"this machine (from the problem size and timed pieces of the solve, a rough estimate); cached in {entry} "
+            "for every later call"
         )
 
     return cached_operator_subspace(
@@ -164,8 +169,8 @@ class OperatorEncoder(Encoder):
 
     Params = OperatorParams
     secret = (
-        "The authorized model's first layer: the noise lies in the whole layer's least-sensitive image directions; the release "
-        "assumes attackers hold neither that layer nor a model whose first layer shares them."
+        "The authorized model's first layer: the noise lies in the whole layer's least-sensitive image directions; "
+        "the release assumes attackers hold neither that layer nor a model whose first layer shares them."
     )
     storage_formats = (
         "float32",
@@ -181,7 +186,8 @@ class OperatorEncoder(Encoder):
         )
 
     def basis(self, subspace: OperatorSubspace, images: torch.Tensor) -> torch.Tensor:
-        """The subspace's basis (k x n, one direction a row) in the images' device and dtype, converted once per subspace and device."""
+        """The subspace's basis (k x n, one direction a row) in the images' device and dtype, converted once per
+        subspace and device."""
         if self._placed is None or self._placed[0] is not subspace:
             self._placed = (subspace, {})
         placed, key = self._placed[1], (images.device, images.dtype)

@@ -40,8 +40,8 @@ class PatchEncoder(Encoder):
 
     Params = PatchParams
     secret = (
-        "The authorized model's first layer: the noise lies in its low-sensitivity patch subspace; the release assumes attackers "
-        "hold neither that layer nor a model whose first layer shares the subspace."
+        "The authorized model's first layer: the noise lies in its low-sensitivity patch subspace; the release "
+        "assumes attackers hold neither that layer nor a model whose first layer shares the subspace."
     )
     storage_formats = (
         "float32",
@@ -59,7 +59,8 @@ class PatchEncoder(Encoder):
         ] = []  # (W_eff, subspace, bases)
 
     def subspace(self, model: ZooModel, images: torch.Tensor) -> tuple[PatchSubspace, torch.Tensor]:
-        """:func:`~nonxfer_bench.linalg.subspace.pixel_space_subspace` of the model and its basis in the images' device and dtype, the SVD made
+        """:func:`~nonxfer_bench.linalg.subspace.pixel_space_subspace` of the model and its basis in the images' device
+        and dtype, the SVD made
         once per first layer (keyed by W_eff's values, so a changed or another layer gets its own) and the basis
         converted once per device."""
         weight = model.pixel_weight(torch.float32)

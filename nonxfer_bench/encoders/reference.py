@@ -192,8 +192,8 @@ class ReferenceEncoder(Encoder):
     strength_unit = "nominal PSNR (dB, peak 255 in the model's normalized space)"
     storage_formats = ("float32",)  # its unclipped values lie far outside [0, 1]: every image format clips them away
     secret = (
-        "The authorized model's first layer: one vector of its patch null space per image, repeated over every patch; the "
-        "release assumes attackers hold neither that layer nor a model whose first layer shares the null space."
+        "The authorized model's first layer: one vector of its patch null space per image, repeated over every patch; "
+        "the release assumes attackers hold neither that layer nor a model whose first layer shares the null space."
     )
 
     def __init__(self, params: BaseModel) -> None:

@@ -48,8 +48,14 @@ class StoredRelease(Encoder):
     """A release folder as it lies on disk: its stored files for its originals, its own encoder for other images."""
 
     Params = StoredReleaseParams
-    strength_unit = "the release's own (its manifest's strength), used when attackers encode their own images with the release's encoder"
-    secret = "What the release's own encoder keeps secret: the images are the owner's stored files, read from the release folder as they are."
+    strength_unit = (
+        "the release's own (its manifest's strength), used when attackers encode their own images with the release's "
+        "encoder"
+    )
+    secret = (
+        "What the release's own encoder keeps secret: the images are the owner's stored files, read from the release "
+        "folder as they are."
+    )
     storage_formats = ("float32",)  # what it returns is already the stored release: a run stores nothing again
 
     def __init__(self, params: StoredReleaseParams) -> None:
@@ -59,11 +65,13 @@ class StoredRelease(Encoder):
         where = self.folder / MANIFEST
         if manifest_sha256(self.folder) != params.manifest_sha256:
             raise UserError(
-                f"{where}: not the manifest this run was planned on (SHA-256 differs): the release was encoded again; run `attack` again"
+                f"{where}: not the manifest this run was planned on (SHA-256 differs): the release was encoded again; "
+                "run `attack` again"
             )
         if self.manifest.get("notes", {}).get(DEEP_SOURCE):
             raise UserError(
-                f"{where}: made from 16-bit sources, which a suite's dataset decodes at 8 bits: their released files cannot be matched"
+                f"{where}: made from 16-bit sources, which a suite's dataset decodes at 8 bits: their released files "
+                "cannot be matched"
             )
         self.files = vouched_files(self.folder, self.manifest)
         encoder = self.manifest["encoder"]
@@ -80,12 +88,15 @@ class StoredRelease(Encoder):
     def check_model(self, model: ZooModel) -> str | None:
         encoder = self.manifest["encoder"]["name"]
         if type(self.own).authorized_view is not Encoder.authorized_view:
-            return f"the release's encoder {encoder} deploys the authorized model with the owner's key, which an attack run does not hold"
+            return (
+                f"the release's encoder {encoder} deploys the authorized model with the owner's key, which an attack "
+                "run does not hold"
+            )
         if not self.is_authorized(model):
             made_for = self.manifest["model"]
             return (
-                f"the release in {self.folder} was made for the model {made_for['name']!r} "
-                f"(identity hash {excerpt(made_for['identity_hash'], 20)})"
+                f"the release in {self.folder} was made for the model {made_for['name']!r} (identity hash "
+                f"{excerpt(made_for['identity_hash'], 20)})"
             )
         return self.own.check_model(model)
 

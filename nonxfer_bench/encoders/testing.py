@@ -131,7 +131,8 @@ def accepted(encoder: Encoder, device: Device = "cpu") -> list[tuple[str, ZooMod
         if encoder.check_model(model_structure(model_spec(stem, channels))) is None
     ]
     assert models, (
-        f"{encoder.name}: check_model refuses every model of the specification ({', '.join(STEMS)}), so nothing of it can be checked"
+        f"{encoder.name}: check_model refuses every model of the specification ({', '.join(STEMS)}), so nothing of it "
+        "can be checked"
     )
     return models
 
@@ -178,7 +179,8 @@ def check_declarations(name: str, params: dict[str, Any] | None = None, device: 
         and len(cls.secret.split()) >= 5
         and "\n" not in cls.secret
     ), (
-        f"{name}: declare `secret`, one sentence: what the owner keeps secret and what the release assumes (got {cls.secret!r})"
+        f"{name}: declare `secret`, one sentence: what the owner keeps secret and what the release assumes (got "
+        f"{cls.secret!r})"
     )
     assert isinstance(cls.strength_unit, str) and cls.strength_unit.strip() and "\n" not in cls.strength_unit, (
         f"{name}: strength_unit {cls.strength_unit!r}"
@@ -301,7 +303,8 @@ def check_achieved_psnr(name: str, params: dict[str, Any] | None = None, device:
         same = all(torch.equal(releases[0], release) for release in releases[1:])
         if unit == IGNORED:
             assert same, (
-                f"{where}: strength_unit says the strength is ignored, but strengths {STRENGTHS} gave different releases"
+                f"{where}: strength_unit says the strength is ignored, but strengths {STRENGTHS} gave different "
+                "releases"
             )
         elif unit != STANDARD_PSNR:
             assert not same, (
@@ -348,7 +351,8 @@ def check_noise_subspace(name: str, params: dict[str, Any] | None = None, device
         q = torch.linalg.qr(basis).Q
         outside = windows - q @ (q.T @ windows)
         assert outside.norm() <= SPAN_TOLERANCE * windows.norm(), (
-            f"{where}: the noise has {float(outside.norm() / windows.norm()):.2g} of its norm outside the declared subspace"
+            f"{where}: the noise has {float(outside.norm() / windows.norm()):.2g} of its norm outside the declared "
+            "subspace"
         )
 
 
@@ -392,7 +396,8 @@ def check_storage_formats(name: str, params: dict[str, Any] | None = None, devic
     """Each declared storage format keeps the authorized model working: on every accepted model, the authorized view's
     predictions on the release stored in that format and read back agree with those on the ``float32`` release for at
     least as many of :data:`STORAGE_IMAGES` smooth images, encoded at :data:`STORAGE_STRENGTH`, as the same storage
-    keeps the model's predictions on the clean images, less :data:`STORAGE_MARGIN` (a lossy format changes a random-weight
+    keeps the model's predictions on the clean images, less :data:`STORAGE_MARGIN` (a lossy format changes a
+    random-weight
     model's predictions even on clean images)."""
     encoder = ENCODERS.create(name, params)
     for where, model in accepted(encoder, device):
@@ -403,8 +408,9 @@ def check_storage_formats(name: str, params: dict[str, Any] | None = None, devic
             kept = _kept(view, release, apply_storage(release, fmt).to(device))
             clean = _kept(model, images, apply_storage(images, fmt).to(device))
             assert kept >= clean - STORAGE_MARGIN, (
-                f"{where}: declares storage format {fmt}, but stored in it the release keeps the authorized model's predictions on "
-                f"{kept:.0%} of {STORAGE_IMAGES} images (stored clean images keep {clean:.0%}); leave {fmt} out of storage_formats"
+                f"{where}: declares storage format {fmt}, but stored in it the release keeps the authorized model's "
+                f"predictions on {kept:.0%} of {STORAGE_IMAGES} images (stored clean images keep {clean:.0%}); leave "
+                f"{fmt} out of storage_formats"
             )
 
 

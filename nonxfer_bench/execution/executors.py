@@ -4,7 +4,8 @@ An executor maps ``(group, missing cells)`` work items onto workers and yields e
 finishes. Workers rebuild the models and the dataset from the (picklable) suite and never touch the
 cell store or MLflow: the driver (:meth:`nonxfer_bench.execution.runner.Runner.run`) writes both as results
 arrive, so a failed worker loses only the groups it was computing. A one-line error a worker raises (a suite entry's
-:class:`~nonxfer_bench.execution.group.ComponentError`) reaches the driver as it was raised. Every draw is keyed by the group
+:class:`~nonxfer_bench.execution.group.ComponentError`) reaches the driver as it was raised. Every draw is keyed by the
+group
 (``keyed_generator``), so cells do not depend on the executor, the worker count or the completion order.
 """
 
@@ -76,8 +77,8 @@ class ProcessExecutor(Executor):
                 labels = ", ".join(group.label for group, _ in remaining.values())
                 if failures > self.retries:
                     raise WorkerDied(
-                        f"a worker process died (killed or out of memory) {failures} time(s); groups not computed: {labels}. "
-                        "Finished groups are stored: run the same command again to resume"
+                        f"a worker process died (killed or out of memory) {failures} time(s); groups not computed: "
+                        f"{labels}. Finished groups are stored: run the same command again to resume"
                     )
                 print(
                     f"nonxfer-bench: a worker process died; retrying {len(remaining)} group(s): {labels}",
@@ -131,8 +132,8 @@ class RayExecutor(Executor):
             yield group, cells, rows
         if lost:
             raise WorkerDied(
-                f"Ray workers died (killed, out of memory or node lost) after {self.retries} retries; groups not computed: "
-                f"{', '.join(lost)}. Finished groups are stored: run the same command again to resume"
+                f"Ray workers died (killed, out of memory or node lost) after {self.retries} retries; groups not "
+                f"computed: {', '.join(lost)}. Finished groups are stored: run the same command again to resume"
             )
 
 
@@ -175,7 +176,8 @@ def compute_task(
     wanted = set(cell_keys)
     if group is None or not wanted <= set(group.cells.values()):
         raise RuntimeError(
-            f"the worker's plan has no group {key} (the driver's group {index}) with these cells: driver and worker run different code"
+            f"the worker's plan has no group {key} (the driver's group {index}) with these cells: driver and worker "
+            "run different code"
         )
     return runner.compute(group, {cell: k for cell, k in group.cells.items() if k in wanted})
 
@@ -201,14 +203,16 @@ def ray_device(device: str, gpus: float) -> str:
     if gpus <= 0:
         if device.startswith("cuda"):
             raise UserError(
-                f"device {device!r} with --executor ray needs resources: {{gpus: 1}} in the suite (Ray hides GPUs from tasks that request none)"
+                f"device {device!r} with --executor ray needs resources: {{gpus: 1}} in the suite (Ray hides GPUs "
+                "from tasks that request none)"
             )
         return "cpu"
     return "cpu" if device == "cpu" else "cuda"
 
 
 def worker_device(device: str, assigned_gpus: list) -> str:
-    """The device a Ray worker uses: the GPU Ray assigned it (visible as cuda:0 there) unless the suite asks for the CPU."""
+    """The device a Ray worker uses: the GPU Ray assigned it (visible as cuda:0 there) unless the suite asks for the
+    CPU."""
     return "cuda" if assigned_gpus and device != "cpu" else device
 
 

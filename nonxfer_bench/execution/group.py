@@ -57,7 +57,8 @@ MESSAGE_LIMIT = 300  # characters of a component's error message shown in the er
 
 
 class ComponentError(UserError):
-    """A component raised while a group was computed; the message names its suite entry (``attacks[3] (finetune): ...``)."""
+    """A component raised while a group was computed; the message names its suite entry (``attacks[3] (finetune):
+    ...``)."""
 
 
 @contextlib.contextmanager
@@ -174,7 +175,8 @@ class AttackedBatches:
             attacked = attack(released, step.strength, self.generators[(step, draw)])
             if not isinstance(attacked, torch.Tensor) or attacked.shape != released.shape:
                 raise ValueError(
-                    f"returned {tuple(getattr(attacked, 'shape', ())) or type(attacked).__name__} for a batch of shape {tuple(released.shape)}"
+                    f"returned {tuple(getattr(attacked, 'shape', ())) or type(attacked).__name__} for a batch of "
+                    f"shape {tuple(released.shape)}"
                 )
         self.seconds[step] += time.perf_counter() - began
         self.devices[step] = "cpu" if attack.cpu_only else attacked.device.type
@@ -287,7 +289,8 @@ class GroupComputation:
             if budget and budget > count:
                 self.services.note(
                     self.group,
-                    f"{spec_steps[0].spec.name} asks for {budget} released NEs, the group has {count}: it fits on {count}",
+                    f"{spec_steps[0].spec.name} asks for {budget} released NEs, the group has {count}: it fits on "
+                    f"{count}",
                 )
             began = time.perf_counter()
             with blame(self.services.entry(spec_steps[0].spec)):
@@ -328,7 +331,8 @@ class GroupComputation:
         return [self.attacked_batches(step, draw, start, released) for draw in range(self.draws[step])]
 
     def attack_context(self, released: torch.Tensor, inputs: GroupInputs) -> AttackContext:
-        """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the release."""
+        """What informed attackers of this group may use; attackers' encodings use draws keyed apart from the
+        release."""
 
         def encode(images: torch.Tensor, model: ZooModel, key: str | None = None) -> torch.Tensor:
             generator = (
@@ -366,10 +370,12 @@ class GroupComputation:
         )
 
     def tuning_images(self, inputs: GroupInputs, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``limit`` of the verdict's tuning images (``VerdictSpec.split`` over the labelled images, as the verdict
+        """The first ``limit`` of the verdict's tuning images (``VerdictSpec.split`` over the labelled images, as the
+        verdict
         splits them) as (their released NEs on the host, their labels), in dataset order.
 
-        The group is encoded again from the start of its generator, batch by batch, up to the last of them, so each NE is
+        The group is encoded again from the start of its generator, batch by batch, up to the last of them, so each NE
+        is
         the one the group releases; only those images are kept."""
         labels = inputs.labels.cpu()
         labelled = torch.nonzero(labels >= 0).flatten().numpy()

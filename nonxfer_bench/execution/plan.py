@@ -89,7 +89,8 @@ def plugin_files(cls: type) -> list[tuple[str, Path]]:
         source = None
     if source is None:
         raise UserError(
-            f"plugin {cls.__module__}.{cls.__qualname__}: no source file to hash, so its cells could not be recomputed when it changes"
+            f"plugin {cls.__module__}.{cls.__qualname__}: no source file to hash, so its cells could not be "
+            "recomputed when it changes"
         )
     return [(Path(source).name, Path(source))]
 
@@ -190,6 +191,7 @@ def plan_suite(
 def stored_plan(
     suite: Suite, settings: RunSettings, draws: str | None, identities: dict[str, dict] | None = None
 ) -> list[EncodingGroup]:
-    """The plan of cells computed elsewhere: with the draws (``cpu``/``cuda``) they record (:func:`~nonxfer_bench.cells.store.draws`),
+    """The plan of cells computed elsewhere: with the draws (``cpu``/``cuda``) they record
+    (:func:`~nonxfer_bench.cells.store.draws`),
     else this run's; ``identities`` as for :func:`plan_suite`."""
     return plan_suite(suite, settings.on(draws) if draws and draws != settings.draws else settings, identities)

@@ -34,13 +34,14 @@ class Plan:
         if not todo:
             return f"plan: all {self.cells} cells of {self.groups} encodings are finished; nothing to compute"
         return (
-            f"plan: {self.groups} encodings x {self.attack_steps} attack steps x {self.models} models = {self.cells} cells; "
-            f"{self.finished_cells} finished, {todo} to compute in {self.pending_groups} encodings"
+            f"plan: {self.groups} encodings x {self.attack_steps} attack steps x {self.models} models = {self.cells} "
+            f"cells; {self.finished_cells} finished, {todo} to compute in {self.pending_groups} encodings"
         )
 
 
 class Progress:
-    """Reports a run's plan and groups: plain lines to ``stream``, a bar on ``bar_stream`` when it is a terminal, a log file."""
+    """Reports a run's plan and groups: plain lines to ``stream``, a bar on ``bar_stream`` when it is a terminal, a log
+    file."""
 
     def __init__(
         self, suite_name: str, log_path: Path | None, stream: TextIO | None = None, bar_stream: TextIO | None = None

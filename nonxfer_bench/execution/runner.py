@@ -134,7 +134,8 @@ class Runner:
 
     @cached_property
     def overlap_cpu_attacks(self) -> bool:
-        """Whether CPU-only attacks run on a thread pool beside the device work: not on the CPU, whose cores they would share."""
+        """Whether CPU-only attacks run on a thread pool beside the device work: not on the CPU, whose cores they would
+        share."""
         return self.device.type != "cpu"
 
     @cached_property
@@ -161,7 +162,8 @@ class Runner:
         return self._attacks[key]
 
     def entry(self, spec: EncoderSpec | AttackSpec | DatasetSpec) -> str:
-        """Where ``spec`` is in the suite file, as error lines name it: ``attacks[3] (finetune)``, ``public (digits)``."""
+        """Where ``spec`` is in the suite file, as error lines name it: ``attacks[3] (finetune)``, ``public
+        (digits)``."""
         suite = self.suite
         for key, specs in (("encoders", suite.encoders), ("attacks", suite.attacks)):
             for i, listed in enumerate(specs):
@@ -185,7 +187,8 @@ class Runner:
         return self._public_prepared[authorized.name]
 
     def clean_inputs(self, authorized: ZooModel) -> CleanInputs:
-        """The clean evaluation images at ``authorized``'s release format, one :class:`CleanInputs` per authorized model."""
+        """The clean evaluation images at ``authorized``'s release format, one :class:`CleanInputs` per authorized
+        model."""
         if self._dataset is None:
             spec = self.settings.dataset(self.suite)
             with blame(self.entry(spec)):
@@ -197,12 +200,14 @@ class Runner:
 
     @property
     def image_ids(self) -> str:
-        """Identifies the evaluated image list (dataset, parameters, subset): equal ids, same images in the same order."""
+        """Identifies the evaluated image list (dataset, parameters, subset): equal ids, same images in the same
+        order."""
         spec = self.settings.dataset(self.suite)
         return stable_hash({"dataset": spec.model_dump(mode="json"), "subset_seed": self.suite.seeds[0]})
 
     def missing(self, group: EncodingGroup) -> Missing:
-        """The cells of ``group`` to compute: those not in the store, or with ``fresh`` those not computed by this runner."""
+        """The cells of ``group`` to compute: those not in the store, or with ``fresh`` those not computed by this
+        runner."""
         if self.fresh:
             return {cell: key for cell, key in group.cells.items() if key not in self.computed}
         return {cell: key for cell, key in group.cells.items() if key not in self.store}
@@ -219,7 +224,8 @@ class Runner:
     def run(self, progress: Progress | None = None) -> RunResult:
         """Compute every group with missing cells through the executor; only this process writes the store.
 
-        ``progress`` reports the plan, phases and finished groups (default: to stderr and ``run.log`` in the run folder).
+        ``progress`` reports the plan, phases and finished groups (default: to stderr and ``run.log`` in the run
+        folder).
         """
         self.suite.run_dir().mkdir(parents=True, exist_ok=True)
         self.progress = progress or Progress(self.suite.name, self.suite.run_dir() / "run.log")
@@ -264,7 +270,8 @@ class Runner:
             self.progress.note(f"{group.label}: {text}")
 
     def compute(self, group: EncodingGroup, missing: Missing) -> tuple[list[Cell], dict[str, torch.Tensor]]:
-        """One group's missing cells and its sample rows; touches neither the store nor the tracker (runs in workers)."""
+        """One group's missing cells and its sample rows; touches neither the store nor the tracker (runs in
+        workers)."""
         self.phase(group, "clean predictions")
         authorized = self.model(group.authorized)
         clean = self.clean_inputs(authorized)
@@ -303,7 +310,8 @@ class Runner:
 
     @cached_property
     def verdict(self) -> VerdictSpec:
-        """How the suite's protocol computes its verdict (the defaults without a protocol, as the leaderboard's verdict)."""
+        """How the suite's protocol computes its verdict (the defaults without a protocol, as the leaderboard's
+        verdict)."""
         protocol, _ = suite_protocol(self.suite)
         return protocol.verdict if protocol else VerdictSpec()
 

@@ -74,8 +74,8 @@ class Purifier:
         path = Path(source)
         if not path.is_dir() and (source.startswith((".", "/")) or path.suffix):
             raise UserError(
-                f"diffusion model {source!r} not found: give a folder written by save_pretrained "
-                f"(with unet/ and scheduler/), or train one with `nonxfer-bench train diffusion suites/zoo/fashion-ddpm.yaml`"
+                f"diffusion model {source!r} not found: give a folder written by save_pretrained (with unet/ and "
+                "scheduler/), or train one with `nonxfer-bench train diffusion suites/zoo/fashion-ddpm.yaml`"
             )
         try:
             unet = UNet2DModel.from_pretrained(source, subfolder="unet")
@@ -83,8 +83,8 @@ class Purifier:
             sched = kind.from_pretrained(source, subfolder="scheduler")
         except (OSError, ValueError) as error:
             raise UserError(
-                f"cannot load diffusion model {source!r} (a save_pretrained folder with unet/ and scheduler/, "
-                f"or a hub id with HF_HUB_OFFLINE=0): {str(error).splitlines()[0]}"
+                f"cannot load diffusion model {source!r} (a save_pretrained folder with unet/ and scheduler/, or a "
+                f"hub id with HF_HUB_OFFLINE=0): {str(error).splitlines()[0]}"
             ) from None
         return cls(unet, sched, steps, scheduler)
 
@@ -322,12 +322,14 @@ def write_model_card(spec: DiffusionTrainSpec, card: dict, quality: dict) -> Pat
         "",
         f"- data: {spec.dataset.name} {spec.dataset.params or ''} ({card['train_images']} images, resized to "
         f"{spec.image_size}x{spec.image_size}, random horizontal flips)",
-        f"- model: diffusers UNet2DModel, {card['parameters']:,} parameters, channels {list(spec.block_out_channels)}, "
-        f"{spec.layers_per_block} layer(s) per block, attention {'on' if spec.attention else 'off'}; EMA {spec.ema_decay}",
+        f"- model: diffusers UNet2DModel, {card['parameters']:,} parameters, channels "
+        f"{list(spec.block_out_channels)}, {spec.layers_per_block} layer(s) per block, attention "
+        f"{'on' if spec.attention else 'off'}; EMA {spec.ema_decay}",
         f"- schedule: DDPM, T = {spec.num_train_timesteps}, {spec.beta_schedule} betas, epsilon prediction",
-        f"- training: {card['steps_taken']} steps (of {spec.train_steps} configured), batch {spec.batch_size}, "
-        f"AdamW lr {spec.lr}, seed {spec.seed}, bf16 autocast on GPU",
-        f"- time: {card['train_seconds']} s on {card['device']} (torch {card['torch']}); final loss {card['final_loss']}",
+        f"- training: {card['steps_taken']} steps (of {spec.train_steps} configured), batch {spec.batch_size}, AdamW "
+        f"lr {spec.lr}, seed {spec.seed}, bf16 autocast on GPU",
+        f"- time: {card['train_seconds']} s on {card['device']} (torch {card['torch']}); final loss "
+        f"{card['final_loss']}",
         "",
         "## Quality: purification of held-out clean test images (DDIM, up to 50 steps from t*)",
         "",

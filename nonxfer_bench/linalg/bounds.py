@@ -261,7 +261,8 @@ def _first_layer_numbers(
     d_norm: torch.Tensor,
     d_space: torch.Tensor,
 ) -> dict[str, Any]:
-    """The authorized first layer's change per patch, ||W d_l||, against ``sigma_max ||d_l||`` and ``sigma_S ||d_l||``."""
+    """The authorized first layer's change per patch, ||W d_l||, against ``sigma_max ||d_l||`` and ``sigma_S
+    ||d_l||``."""
     conv, geometry, subspace = authorized.first_conv, authorized.geometry, noise.patch
     weight = conv.weight.detach().double().flatten(1)  # normalized space
     response = torch.einsum("md,bdl->bml", weight, d_norm).norm(dim=1)  # ||W d_l||

@@ -363,7 +363,8 @@ class EigenResult:
     lambda_max: float  # ||A||^2 from Lanczos (a lower bound, tight to many digits in practice)
     iterations: int
     matvecs: int
-    stop: str  # "residual", "ritz" (Ritz values stagnated), "invariant" (nothing left to add), "max_iter", "dense" (exact)
+    # "residual", "ritz" (Ritz values stagnated), "invariant" (nothing left to add), "max_iter", "dense" (exact)
+    stop: str
 
 
 def smallest_eigenpairs(
@@ -665,7 +666,8 @@ def cache_damage(array: np.ndarray, meta: dict, operator: ConvOperator, k: int) 
     if error > ORTHONORMAL_TOL:
         return f"a basis that is not orthonormal (|V V^T - I| up to {error:.2g})"
     response = operator.forward(basis).reshape(k, -1).norm(dim=1)
-    # ||A|| <= ||conv||_F ||pad|| <= sqrt(H'W') ||W||_F (1 + the widest pad: no pixel is copied more than (1 + pad)^2 times)
+    # ||A|| <= ||conv||_F ||pad|| <= sqrt(H'W') ||W||_F (1 + the widest pad: no pixel is copied more than (1 + pad)^2
+    # times)
     upper = (
         float(operator.full_weight().norm())
         * math.sqrt(math.prod(operator.output_shape[1:]))

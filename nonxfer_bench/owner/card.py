@@ -89,30 +89,35 @@ def render(data: dict) -> str:
     lines = [
         "# Protection card",
         "",
-        "What protects the images in this folder, how that was checked, and what is not known. Written by nonxfer-bench;",
+        "What protects the images in this folder, how that was checked, and what is not known. Written by "
+        "nonxfer-bench;",
         "the same facts are in `protection.json`.",
         "",
         "## What was released",
         "",
-        f"- **Images**: {release['images']} files, stored as `{storage['format']}`, made on {release['created'] or 'an unrecorded date'} (UTC).",
+        f"- **Images**: {release['images']} files, stored as `{storage['format']}`, made on "
+        f"{release['created'] or 'an unrecorded date'} (UTC).",
         f"- **Who may use them**: the model `{model['name']}` (architecture `{model['arch']}`; {weights}).",
-        f"- **How they are protected**: `{protection['name']}` at strength {protection['strength']:g} ({protection.get('strength_unit', 'its own unit')}), "
-        f"parameters: {params}; drawn with a secret key the owner keeps (key id `{release['key_id']}`, never the key).",
-        f"- **Image quality after storage** (against the originals): PSNR mean {_db(storage['psnr_mean'])} dB, lowest {_db(storage['psnr_min'])} dB; "
-        f"SSIM mean {storage['ssim_mean']:.3f} (1 = identical).",
-        f"- **The authorized model still works**: it keeps its own prediction on {_percent(data['authorized_agreement'])} of the released "
-        f"images (n={data['authorized_agreement']['n']}, 95% interval).",
+        f"- **How they are protected**: `{protection['name']}` at strength {protection['strength']:g} "
+        f"({protection.get('strength_unit', 'its own unit')}), parameters: {params}; drawn with a secret key the "
+        f"owner keeps (key id `{release['key_id']}`, never the key).",
+        f"- **Image quality after storage** (against the originals): PSNR mean {_db(storage['psnr_mean'])} dB, lowest "
+        f"{_db(storage['psnr_min'])} dB; SSIM mean {storage['ssim_mean']:.3f} (1 = identical).",
+        "- **The authorized model still works**: it keeps its own prediction on "
+        f"{_percent(data['authorized_agreement'])} of the released images (n={data['authorized_agreement']['n']}, 95% "
+        "interval).",
     ]
     if protection.get("forced_format"):
         lines.append(
-            f"- **Warning**: written with `--force` in a format the encoder does not declare: {protection['forced_format']}."
+            "- **Warning**: written with `--force` in a format the encoder does not declare: "
+            f"{protection['forced_format']}."
         )
     lines += ["", "## Evidence", ""]
     evidence = data["evidence"]
     if evidence is None:
         lines += [
-            f"**{NOT_ATTACKED.capitalize()}.** Nothing here says the release resists anyone who processes the images before use. "
-            "Run `nonxfer-bench attack` on this folder to measure it against a protocol's attacks.",
+            f"**{NOT_ATTACKED.capitalize()}.** Nothing here says the release resists anyone who processes the images "
+            "before use. Run `nonxfer-bench attack` on this folder to measure it against a protocol's attacks.",
         ]
     else:
         lines += _evidence(evidence)
@@ -120,12 +125,14 @@ def render(data: dict) -> str:
         "",
         "## How to read it",
         "",
-        "- *Accuracy*: the share of images a model classifies correctly. An unauthorized model should stay far below the authorized one.",
-        "- *Gap*: the authorized model's accuracy on the release minus the best accuracy an attacker reached, in percentage points; "
-        "near 0 or below means no protection against that attacker.",
-        "- *Broken at a tier*: an attacker with that knowledge reaches the protocol's break target (a share of what unauthorized models "
-        "reach on the original images).",
-        "- Brackets are 95% intervals; n is the number of images. Only the attacks of the protocol were tried: a stronger one may exist.",
+        "- *Accuracy*: the share of images a model classifies correctly. An unauthorized model should stay far below "
+        "the authorized one.",
+        "- *Gap*: the authorized model's accuracy on the release minus the best accuracy an attacker reached, in "
+        "percentage points; near 0 or below means no protection against that attacker.",
+        "- *Broken at a tier*: an attacker with that knowledge reaches the protocol's break target (a share of what "
+        "unauthorized models reach on the original images).",
+        "- Brackets are 95% intervals; n is the number of images. Only the attacks of the protocol were tried: a "
+        "stronger one may exist.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -133,9 +140,10 @@ def render(data: dict) -> str:
 def _evidence(evidence: dict) -> list[str]:
     protocol = evidence["protocol"]
     lines = [
-        f"Attacked with protocol **{protocol['name']}** (version {protocol['version']}, {protocol['ensemble']} ensemble) on {evidence['attacked']} (UTC): "
-        f"every attack of each knowledge tier, scored by the unauthorized models of the zoo ({', '.join(evidence['unauthorized'])}) on "
-        f"{evidence['n']} images ({evidence['tuning']} more chose each tier's strongest attack).",
+        f"Attacked with protocol **{protocol['name']}** (version {protocol['version']}, {protocol['ensemble']} "
+        f"ensemble) on {evidence['attacked']} (UTC): every attack of each knowledge tier, scored by the unauthorized "
+        f"models of the zoo ({', '.join(evidence['unauthorized'])}) on {evidence['n']} images ({evidence['tuning']} "
+        "more chose each tier's strongest attack).",
         "",
         "| the attacker | best unauthorized accuracy [95% CI] | reached by | gap (points) |",
         "|---|---|---|---|",
@@ -153,7 +161,8 @@ def _evidence(evidence: dict) -> list[str]:
         "",
         f"- **Authorized model on the release**: {_percent(evidence['authorized'])}"
         + (
-            f"; break target: {100 * evidence['target']:.1f}% (the protocol's share of the unauthorized models' accuracy on the originals)."
+            f"; break target: {100 * evidence['target']:.1f}% (the protocol's share of the unauthorized models' "
+            "accuracy on the originals)."
             if evidence["target"] is not None
             else "."
         ),

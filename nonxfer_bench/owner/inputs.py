@@ -64,7 +64,8 @@ def decode_source(
 
 
 def geometry_notes(shape: tuple[int, int], size: int) -> list[str]:
-    """What decoding an image of ``shape`` (height, width) at ``size`` x ``size`` changes: nothing, a resize, or a crop."""
+    """What decoding an image of ``shape`` (height, width) at ``size`` x ``size`` changes: nothing, a resize, or a
+    crop."""
     if shape == (size, size):
         return []
     return [RESIZED] if shape[0] == shape[1] else [CROPPED]
@@ -127,8 +128,8 @@ def authorized_model(models: list, authorized: dict, zoo: Path):
     named = any(m.name == authorized["name"] for m in models)
     why = "its model of that name has other weights or settings" if named else "it has no model of that name"
     raise UserError(
-        f"{Path(zoo).absolute()}: does not hold the release's authorized model {authorized['name']!r} "
-        f"(identity hash {excerpt(authorized['identity_hash'], 20)}): {why}; pass the zoo or suite file the release was encoded with"
+        f"{Path(zoo).absolute()}: does not hold the release's authorized model {authorized['name']!r} (identity hash "
+        f"{excerpt(authorized['identity_hash'], 20)}): {why}; pass the zoo or suite file the release was encoded with"
     )
 
 
@@ -143,7 +144,8 @@ def read_class_file(path: Path) -> list[str]:
         raise UserError(f"--classes {path.absolute()}: file not found (one class name per line, line 1 = label 0)")
     if path.stat().st_size > MAX_CLASS_FILE_BYTES:
         raise UserError(
-            f"--classes {path.absolute()}: {path.stat().st_size:,} bytes; a class file has at most {MAX_CLASS_FILE_BYTES:,}"
+            f"--classes {path.absolute()}: {path.stat().st_size:,} bytes; a class file has at most "
+            f"{MAX_CLASS_FILE_BYTES:,}"
         )
     try:
         lines = path.read_bytes().decode("utf-8").splitlines()
@@ -155,7 +157,8 @@ def read_class_file(path: Path) -> list[str]:
     blank = next((i for i, name in enumerate(names) if not name), None)
     if blank is not None or not names:
         raise UserError(
-            f"--classes {path.absolute()}: {'line ' + str(blank + 1) + ' is blank' if names else 'no class names'}; one class name per line, line 1 = label 0"
+            f"--classes {path.absolute()}: {'line ' + str(blank + 1) + ' is blank' if names else 'no class names'}; "
+            "one class name per line, line 1 = label 0"
         )
     try:
         class_table(names)
@@ -178,7 +181,8 @@ def known_classes(zoo: Path, class_file: Path | None) -> list[str]:
     if not names:
         named = f"its dataset {dataset.name!r} fixes none" if dataset is not None else "it names no dataset"
         raise UserError(
-            f"{Path(zoo).absolute()}: no class names to label the class folders with ({named}); give --classes FILE (one class name per line, line 1 = label 0)"
+            f"{Path(zoo).absolute()}: no class names to label the class folders with ({named}); give --classes FILE "
+            "(one class name per line, line 1 = label 0)"
         )
     return names
 
@@ -190,6 +194,7 @@ def source_labels(sources: list[str], classes: list[str], where: str) -> torch.T
     if any(folder is None for folder in folders):
         loose = next(source for source, folder in zip(sources, folders) if folder is None)
         raise UserError(
-            f"{where}: labels need every source image inside a class folder (root/<class>/<image>); {excerpt(loose)} is not"
+            f"{where}: labels need every source image inside a class folder (root/<class>/<image>); {excerpt(loose)} "
+            "is not"
         )
     return torch.tensor(class_labels(folders, classes, where))

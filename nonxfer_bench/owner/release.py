@@ -37,13 +37,14 @@ from nonxfer_bench.storage.release import (
 from nonxfer_bench.zoo import build_model, dataset_preprocessing
 
 DRAWS = (
-    "one generator keyed by the seed key draws every batch in file order: the same key, source files, settings and batch size "
-    "give the same release (another batch size draws other noise)"
+    "one generator keyed by the seed key draws every batch in file order: the same key, source files, settings and "
+    "batch size give the same release (another batch size draws other noise)"
 )
+# the keys of the manifest encode_folder writes
 WRITTEN_KEYS = frozenset(
-    {"nonxfer_bench", "created", "format", "encoder", "forced_format", "model", "key_id", "batch_size", "draws", "decode", "release_size",
-     "psnr_mean", "psnr_min", "ssim_mean", "authorized_agreement", "notes", "images"}
-)  # fmt: skip  # the keys of the manifest encode_folder writes
+    {"nonxfer_bench", "created", "format", "encoder", "forced_format", "model", "key_id", "batch_size", "draws",
+     "decode", "release_size", "psnr_mean", "psnr_min", "ssim_mean", "authorized_agreement", "notes", "images"}
+)  # fmt: skip
 WRITTEN_ENTRY_KEYS = frozenset(
     {"file", "source", "sha256", "encoded_psnr", "psnr", "ssim"}
 )  # and of each of its images
@@ -56,13 +57,15 @@ def key_id(seed_key: str) -> str:
 
 
 def storage_refusal(encoder_name: str, encoder_class: type, fmt: str) -> str | None:
-    """Why storing ``encoder_name``'s releases in ``fmt`` would break them (the encoder's ``storage_formats``), or None."""
+    """Why storing ``encoder_name``'s releases in ``fmt`` would break them (the encoder's ``storage_formats``), or
+    None."""
     declared = [parse_format(name).name for name in encoder_class.storage_formats]
     if parse_format(fmt).name in declared:
         return None
     return (
-        f"--format {fmt}: encoder {encoder_name} keeps working only in {', '.join(declared)} (its declared storage formats; "
-        f"{fmt} would change what the authorized model sees); choose one of those, or pass --force to write it anyway"
+        f"--format {fmt}: encoder {encoder_name} keeps working only in {', '.join(declared)} (its declared storage "
+        f"formats; {fmt} would change what the authorized model sees); choose one of those, or pass --force to write "
+        "it anyway"
     )
 
 
@@ -116,7 +119,8 @@ def encode_folder(
         target = relative.with_suffix(storage.suffix)
         if target.parts[0] in (*BESIDE, ATTACK, MANIFEST):
             raise UserError(
-                f"{Path(source) / target.parts[0]}: a release keeps the name {target.parts[0]!r} for its own files; rename it"
+                f"{Path(source) / target.parts[0]}: a release keeps the name {target.parts[0]!r} for its own files; "
+                "rename it"
             )
         if target in targets:
             raise UserError(f"{source}: {targets[target]} and {relative} would both be written as {target}; rename one")
@@ -215,12 +219,14 @@ def _check_output(source: Path, output: Path, overwrite: bool) -> None:
     source_real, output_real = source.resolve(), output.resolve()
     if output_real == source_real or output_real.is_relative_to(source_real) or source_real.is_relative_to(output_real):
         raise UserError(
-            f"{output}: the output folder and the input folder {source} must not contain each other; choose a folder outside the input"
+            f"{output}: the output folder and the input folder {source} must not contain each other; choose a folder "
+            "outside the input"
         )
     check_replaceable(output, _release)
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise UserError(
-            f"{output}: holds a release written by an earlier encode; pass --overwrite to replace it, or choose a new or empty folder"
+            f"{output}: holds a release written by an earlier encode; pass --overwrite to replace it, or choose a new "
+            "or empty folder"
         )
 
 
@@ -251,11 +257,13 @@ def _written_keys(manifest: dict, where: Path) -> None:
         unknown = sorted(set(entry) - WRITTEN_ENTRY_KEYS)
         if unknown:
             raise UserError(
-                f"{where}: images[{i}] key {excerpt(unknown[0], 60)} is not one encode writes ({', '.join(sorted(WRITTEN_ENTRY_KEYS))})"
+                f"{where}: images[{i}] key {excerpt(unknown[0], 60)} is not one encode writes "
+                f"({', '.join(sorted(WRITTEN_ENTRY_KEYS))})"
             )
         if not entry.get("sha256"):
             raise UserError(
-                f"{where}: images[{i}] records no sha256, so nothing proves {excerpt(entry['file'], 60)} is the file encode wrote"
+                f"{where}: images[{i}] records no sha256, so nothing proves {excerpt(entry['file'], 60)} is the file "
+                "encode wrote"
             )
 
 

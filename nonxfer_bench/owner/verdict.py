@@ -31,7 +31,8 @@ def verdict(rows: list[dict], metric: str) -> dict[str, Any]:
         return {
             "non_transferable": None,
             "metric": metric,
-            "text": "verdict: none: no unauthorized model was scored (only the authorized model and controls); add some with --models",
+            "text": "verdict: none: no unauthorized model was scored (only the authorized model and controls); add "
+            "some with --models",
         }
     best = max(others, key=lambda row: row[metric])
     mine, theirs = _interval(authorized, metric), _interval(best, metric)
@@ -43,7 +44,13 @@ def verdict(rows: list[dict], metric: str) -> dict[str, Any]:
     if holds:
         text = f"verdict: the release is non-transferable: {comparison}"
     elif mine.estimate > theirs.estimate:
-        text = f"verdict: the release is NOT shown to be non-transferable: {comparison} overlap; more images would narrow them"
+        text = (
+            f"verdict: the release is NOT shown to be non-transferable: {comparison} overlap; more images would "
+            "narrow them"
+        )
     else:
-        text = f"verdict: the release is NOT non-transferable: {comparison}; an unauthorized model scores as high as the authorized one"
+        text = (
+            f"verdict: the release is NOT non-transferable: {comparison}; an unauthorized model scores as high as the "
+            "authorized one"
+        )
     return {"non_transferable": holds, "metric": metric, "text": text}

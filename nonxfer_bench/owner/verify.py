@@ -47,12 +47,14 @@ def verify_release(
     release = Path(release)
     if originals is None and not labels:
         raise UserError(
-            f"verify {release}: nothing to score against; pass --originals FOLDER (the input folder given to encode) and/or --labels (classes from its folders)"
+            f"verify {release}: nothing to score against; pass --originals FOLDER (the input folder given to encode) "
+            "and/or --labels (classes from its folders)"
         )
     target = release / VERIFY
     if target.exists() and not overwrite:
         raise UserError(
-            f"{target.absolute()}: exists (written by an earlier verify); pass --overwrite to replace it, or move it away first"
+            f"{target.absolute()}: exists (written by an earlier verify); pass --overwrite to replace it, or move it "
+            "away first"
         )
     manifest = read_manifest(release)
     models, suite_controls = load_models(zoo)
@@ -61,7 +63,8 @@ def verify_release(
     for name in sorted(control_names):
         if name == authorized.name or name not in {m.name for m in models}:
             raise UserError(
-                f"{zoo}: control {name!r} is not an unauthorized zoo model; valid: {', '.join(m.name for m in models if m is not authorized)}"
+                f"{zoo}: control {name!r} is not an unauthorized zoo model; valid: "
+                f"{', '.join(m.name for m in models if m is not authorized)}"
             )
     decode = manifest["decode"]
     size = tuple(manifest["release_size"] or (decode["channels"], decode["size"], decode["size"]))
@@ -71,7 +74,8 @@ def verify_release(
     if model_names and wrong:
         listed = ", ".join(f"{name!r} takes {'x'.join(map(str, shape))}" for name, shape in wrong.items())
         raise UserError(
-            f"{Path(zoo).absolute()}: {listed}, but the release's images are {'x'.join(map(str, size))}; choose models of that input size with --models"
+            f"{Path(zoo).absolute()}: {listed}, but the release's images are {'x'.join(map(str, size))}; choose "
+            "models of that input size with --models"
         )
     specs = [spec for spec in specs if spec.name not in wrong]  # the authorized model is always the release's size
     entries = manifest["images"]
@@ -90,7 +94,8 @@ def verify_release(
     shapes = {tuple(i.shape) for i in images}
     if shapes != {size}:
         raise UserError(
-            f"{release}: released images are {', '.join('x'.join(map(str, s)) for s in sorted(shapes))}; the manifest says {'x'.join(map(str, size))}"
+            f"{release}: released images are {', '.join('x'.join(map(str, s)) for s in sorted(shapes))}; the manifest "
+            f"says {'x'.join(map(str, size))}"
         )
     released = torch.stack(images)
     clean = None
@@ -134,7 +139,8 @@ def verify_release(
 
 
 def _share(name: str, hits: torch.Tensor) -> dict[str, Any]:
-    """``name``: the share of ``hits`` that are true, and ``name_ci``: its 95% Wilson interval [lo, hi] over the images."""
+    """``name``: the share of ``hits`` that are true, and ``name_ci``: its 95% Wilson interval [lo, hi] over the
+    images."""
     interval = wilson(int(hits.sum()), len(hits))
     return {name: float(hits.double().mean()), f"{name}_ci": [interval.lo, interval.hi]}
 
@@ -164,10 +170,14 @@ def stored_agreement_line(result: dict) -> str:
     """What storage did to the authorized model, as ``verify`` prints it."""
     found = result["stored_agreement"]
     if found is None:
-        return f"agreement after {result['format']} storage: not measured (pass --originals, the input folder given to encode)"
+        return (
+            f"agreement after {result['format']} storage: not measured (pass --originals, the input folder given to "
+            "encode)"
+        )
     return (
-        f"after {result['format']} storage the authorized model {found['model']} keeps its prediction on the originals for "
-        f"{100 * found['agreement']:.1f}% [{100 * found['lo']:.1f}, {100 * found['hi']:.1f}] of the images (n={found['n']}, 95% Wilson interval)"
+        f"after {result['format']} storage the authorized model {found['model']} keeps its prediction on the "
+        f"originals for {100 * found['agreement']:.1f}% [{100 * found['lo']:.1f}, {100 * found['hi']:.1f}] of the "
+        f"images (n={found['n']}, 95% Wilson interval)"
     )
 
 

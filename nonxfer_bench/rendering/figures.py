@@ -150,7 +150,8 @@ def intervals_note(figure) -> str:
 
 
 def caption(figure, text: str) -> None:
-    """Say what ``figure`` shows: its title (wrapped to its width) and its label, which :func:`save` writes into the PNG."""
+    """Say what ``figure`` shows: its title (wrapped to its width) and its label, which :func:`save` writes into the
+    PNG."""
     figure.suptitle(textwrap.fill(text, int(11 * figure.get_figwidth())), fontsize=TITLE_SIZE)
     figure.set_label(text)
 

@@ -26,7 +26,8 @@ def _label(release: Release) -> str:
 
 
 def _with_interval(row: pd.Series) -> str:
-    """A step's mean unauthorized accuracy with Wilson's interval on its n images (conservative for a mean over models)."""
+    """A step's mean unauthorized accuracy with Wilson's interval on its n images (conservative for a mean over
+    models)."""
     return with_interval(proportion_interval(row.accuracy, int(row.n)))
 
 
@@ -55,13 +56,16 @@ def ladder_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         release, target, row = found["release"], found["target"], found["cheapest"]
         breaks.append(
             {
-                "authorized": release.authorized, "encoding": _label(release), "target": "" if pd.isna(target) else f"{100 * target:.1f}",
+                "authorized": release.authorized,
+                "encoding": _label(release),
+                "target": "" if pd.isna(target) else f"{100 * target:.1f}",
                 "cheapest break": NOT_BROKEN if row is None else _step(row),
-                "tier": "" if row is None else row.tier, "NEs used": "" if row is None else int(row.nes),
+                "tier": "" if row is None else row.tier,
+                "NEs used": "" if row is None else int(row.nes),
                 "public": "" if row is None else int(row.public),
                 "unauth acc [95% CI]": "" if row is None else _with_interval(row),
             }
-        )  # fmt: skip
+        )
     return pd.DataFrame(rungs), pd.DataFrame(breaks)
 
 
@@ -95,16 +99,16 @@ def ladder_sections(frame: pd.DataFrame) -> list[Section]:
         Section(
             "Adversary ladder",
             markdown_table(rungs),
-            intro="Mean unauthorized accuracy (%) per knowledge tier (none < method < architecture < public weights < white box; "
-            "labelled NEs), best over the tier's attack steps at each budget: NEs used = released NEs observed + labelled NEs "
-            "trained on.",
+            intro="Mean unauthorized accuracy (%) per knowledge tier (none < method < architecture < public "
+            "weights < white box; labelled NEs), best over the tier's attack steps at each budget: NEs used = "
+            "released NEs observed + labelled NEs trained on.",
         ),
         Section(
             "Cheapest break",
             markdown_table(breaks),
-            intro=f"The cheapest attack step (lowest tier, then fewest NEs, public images; ties by attack name and strength) whose mean "
-            f"unauthorized accuracy reaches {BREAK_FRACTION:.0%} of the unauthorized models' clean accuracy (`target`); `{NOT_BROKEN}`: "
-            "no step of the suite does.",
+            intro="The cheapest attack step (lowest tier, then fewest NEs, public images; ties by attack name "
+            f"and strength) whose mean unauthorized accuracy reaches {BREAK_FRACTION:.0%} of the unauthorized models' "
+            f"clean accuracy (`target`); `{NOT_BROKEN}`: no step of the suite does.",
         ),
     ]
     identified = identification_table(frame)
@@ -113,9 +117,10 @@ def ladder_sections(frame: pd.DataFrame) -> list[Section]:
             Section(
                 "Identification",
                 markdown_table(identified),
-                intro="How often `identify` ranks the authorized model first among the public candidates of the release's input size, "
-                "with Wilson's 95% interval over the trials (one per release and budget; releases of one authorized model are not "
-                "independent trials of models in general), against guessing (`chance %`).",
+                intro="How often `identify` ranks the authorized model first among the public candidates of the "
+                "release's input size, with Wilson's 95% interval over the trials (one per release and budget; "
+                "releases of one authorized model are not independent trials of models in general), against guessing "
+                "(`chance %`).",
             )
         )
     return sections

@@ -16,9 +16,11 @@ model, a paired bootstrap over images for a mean over models), in the shared sty
   strength, against the attack strength where the attack's steps differ only by strength; otherwise (one step, a
   budget sweep at one strength, two suite entries of one attack) a dot plot with one category per attack step,
   named by the settings that tell the steps apart. Steps are never pooled.
-- ``security_curves_<authorized>.png``: when cells record their attacks' threat model, :mod:`nonxfer_bench.rendering.security_plot`.
+- ``security_curves_<authorized>.png``: when cells record their attacks' threat model,
+  :mod:`nonxfer_bench.rendering.security_plot`.
 
-A series with a single point is drawn as a point with its interval, never as a line (:func:`~nonxfer_bench.rendering.figures.errorbar`).
+A series with a single point is drawn as a point with its interval, never as a line
+(:func:`~nonxfer_bench.rendering.figures.errorbar`).
 
 Each ``*_figure`` function builds the figure (for tests and notebooks); :func:`write_plots` writes them.
 The bound scatters are :func:`nonxfer_bench.rendering.theory.write_theory_plots`.
@@ -71,7 +73,8 @@ def _curve(part: pd.DataFrame, by: str, metric: str, models: list[str], statisti
 
 
 def _errorbar(axis, curve: pd.DataFrame, x: list | None = None, **style):
-    """``curve`` (:func:`_curve`) at its index or at ``x``: a line through its points, or one point with its interval."""
+    """``curve`` (:func:`_curve`) at its index or at ``x``: a line through its points, or one point with its
+    interval."""
     return errorbar(
         axis, list(curve.index) if x is None else x, curve["value"], curve["below"], curve["above"], **style
     )
@@ -170,9 +173,9 @@ def accuracy_vs_strength_figure(frame: pd.DataFrame, models: list[str], metric: 
         figure.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
         caption(
             figure,
-            f"{metric_label(metric).capitalize()} of each model on the released images (no attack) against the encoder's strength, "
-            f"per authorized model and encoder (one strength: one point per model); {intervals_note(figure)}; "
-            "Wilson's for one model, a bootstrap over images for aggregates.",
+            f"{metric_label(metric).capitalize()} of each model on the released images (no attack) against the "
+            "encoder's strength, per authorized model and encoder (one strength: one point per model); "
+            f"{intervals_note(figure)}; Wilson's for one model, a bootstrap over images for aggregates.",
         )
     return figure
 
@@ -229,13 +232,15 @@ def transfer_heatmap_figure(frame: pd.DataFrame, models: list[str], metric: str)
         figure.colorbar(image, ax=axis, label=metric_label(metric))
         caption(
             figure,
-            f"Transfer with no attack: {metric_label(metric)} of each evaluated model on each release; boxed: the authorized model.",
+            f"Transfer with no attack: {metric_label(metric)} of each evaluated model on each release; boxed: the "
+            "authorized model.",
         )
     return figure
 
 
 def _attack_rows(attacked: pd.DataFrame) -> list[tuple[str, str, list[float]]]:
-    """(authorized model, encoder, its strengths) per row of the attack curves, at most ``STRENGTHS_PER_PANEL`` strengths a row."""
+    """(authorized model, encoder, its strengths) per row of the attack curves, at most ``STRENGTHS_PER_PANEL``
+    strengths a row."""
     rows = []
     for (authorized, encoder), part in attacked.groupby(["authorized", "encoder"], sort=True):
         strengths = sorted(part.strength.unique())
@@ -293,9 +298,10 @@ def attack_curves_figure(frame: pd.DataFrame, metric: str):
         figure.legend(handles=roles, loc="outside lower center", ncol=2, frameon=False)
         caption(
             figure,
-            f"{metric_label(metric).capitalize()} under each attack (columns), per authorized model and encoder (rows), one colour per "
-            "encoder strength: against the attack's strength (0 = weakest, 1 = strongest setting) where the attack's steps differ only "
-            f"by strength, else one point per attack step; {intervals_note(figure)}.",
+            f"{metric_label(metric).capitalize()} under each attack (columns), per authorized model and encoder "
+            "(rows), one colour per encoder strength: against the attack's strength (0 = weakest, 1 = strongest "
+            "setting) where the attack's steps differ only by strength, else one point per attack step; "
+            f"{intervals_note(figure)}.",
         )
     return figure
 
@@ -304,7 +310,8 @@ def _attack_panel(
     axis, part: pd.DataFrame, authorized: str, strengths: list[float], metric: str
 ) -> tuple[str, tuple[str, ...] | None]:
     """One attack's panel of a row: the authorized model and the unauthorized mean per encoder strength, as curves over
-    the attack strength or as a dot plot over the attack's steps; returns its x label and tick labels (None: strength)."""
+    the attack strength or as a dot plot over the attack's steps; returns its x label and tick labels (None:
+    strength)."""
     steps = sorted(set(part[STEP]))
     if not steps:  # the attack did not run on this row's release
         return "", None
@@ -333,7 +340,8 @@ def _attack_panel(
 
 def _step_labels(steps: list[Step]) -> tuple[list[str], str]:
     """Tick labels that tell an attack's steps apart and what they name: the settings that differ between the steps
-    (``released``: 10, 100, 1000), with the attack strength first where those do not tell them apart (or for one step)."""
+    (``released``: 10, 100, 1000), with the attack strength first where those do not tell them apart (or for one
+    step)."""
     settings = [dict(step.settings) for step in steps]
     keys = sorted({key for own in settings for key in own if len({str(other.get(key)) for other in settings}) > 1})
     values = [", ".join(str(own.get(key, "-")) for key in keys) for own in settings]

@@ -88,7 +88,8 @@ def run_summary(suite_name: str, frame: pd.DataFrame, source: Source | None) -> 
         f"**What was run**: suite {suite}",
         f"{images} images per cell",
         f"{_counted(len(seeds), 'seed')} ({', '.join(map(str, seeds))})",
-        f"{_counted(len(encodings), 'encoding')} of {_counted(frame.authorized.nunique(), 'authorized model')} (besides `clean`)",
+        f"{_counted(len(encodings), 'encoding')} of {_counted(frame.authorized.nunique(), 'authorized model')} "
+        "(besides `clean`)",
         f"{_counted(len(steps), 'attack step')} of {_counted(steps.attack.nunique(), 'attack')} (no attack included)",
         f"{_counted(len(models), 'model')}"
         + (f" ({controls} control{'s' if controls > 1 else ''})" if controls else ""),

@@ -4,7 +4,8 @@
 verdict first, sortable by a click on a column header), every plot the leaderboard wrote with the caption written
 into its PNG, and one sample grid per release (:class:`SampleGrid`: the clean images, the released images and each
 attack at its strongest setting, captioned with their PSNR), or one sentence saying that there are none and how to
-recompute them. Every file it references (``*.png``, ``samples/*.png``, ``cells.csv``, ``leaderboard.md``) is in the folder.
+recompute them. Every file it references (``*.png``, ``samples/*.png``, ``cells.csv``, ``leaderboard.md``) is in the
+folder.
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ def markdown_to_html(markdown: str) -> str:
 
 def _figure(source: str, caption: str) -> str:
     """An image with its caption (a plot's own caption, written into its PNG; a sample grid's rows)."""
-    return f'<figure><img src="{html.escape(source)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    return (
+        f'<figure><img src="{html.escape(source)}" '
+        f'alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+    )
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,8 @@ def per_release(grids: list[SampleGrid], cells: list[Cell]) -> list[tuple[Sample
 
 
 def sample_caption(grid: SampleGrid, cells: list[Cell]) -> str:
-    """What a grid's rows are, top to bottom, with their PSNR against the clean images (the cells' means over the images)."""
+    """What a grid's rows are, top to bottom, with their PSNR against the clean images (the cells' means over the
+    images)."""
     first = cells[0]
     release = Release.of(first)
     encoded = next(
@@ -157,7 +162,8 @@ def sample_caption(grid: SampleGrid, cells: list[Cell]) -> str:
 
 
 def _psnr(values: set) -> str:
-    """A row's PSNR (:func:`db`: ``inf`` for unchanged images), or its range over the suite entries the row stands for."""
+    """A row's PSNR (:func:`db`: ``inf`` for unchanged images), or its range over the suite entries the row stands
+    for."""
     shown = sorted({db(value) for value in values}, key=lambda text: float(text))
     return f"{shown[0]} dB" if len(shown) == 1 else f"{shown[0]} to {shown[-1]} dB"
 
@@ -168,14 +174,15 @@ def _samples_section(shown: list[tuple[SampleGrid, list[Cell]]], folder: Path, s
         command = f"nonxfer-bench report {suite_file or 'SUITE.yaml'} --samples"
         return [
             "<h2>Sample images</h2>",
-            f"<p>No sample images: the run's grids (runs/&lt;suite&gt;/samples/) are not here, as in a fresh clone with only the committed results; "
-            f"<code>{html.escape(command)}</code> recomputes them from the first images of each release.</p>",
+            "<p>No sample images: the run's grids (runs/&lt;suite&gt;/samples/) are not here, as in a fresh clone "
+            f"with only the committed results; <code>{html.escape(command)}</code> recomputes them from the first "
+            "images of each release.</p>",
         ]
     (folder / "samples").mkdir(exist_ok=True)
     out = [
         "<h2>Sample images</h2>",
-        "<p>One grid per release (of its first seed): a row each of the clean images, the released images and every attack at its strongest "
-        "setting, as the run saves them.</p>",
+        "<p>One grid per release (of its first seed): a row each of the clean images, the released images and every "
+        "attack at its strongest setting, as the run saves them.</p>",
     ]
     for grid, own in shown:
         name = file_stem(grid.label) + ".png"
@@ -185,10 +192,17 @@ def _samples_section(shown: list[tuple[SampleGrid, list[Cell]]], folder: Path, s
 
 
 def write_report(
-    suite_name: str, cells: list[Cell], models: list[str], samples: list[SampleGrid], folder: Path, source: Source | None = None,
-    protocol: Protocol | None = None, ensemble: str | None = None,
-) -> tuple[Path, int]:  # fmt: skip
-    """Write the report folder (leaderboard, plots, ``samples/``); return its ``index.html`` and how many sample grids it shows.
+    suite_name: str,
+    cells: list[Cell],
+    models: list[str],
+    samples: list[SampleGrid],
+    folder: Path,
+    source: Source | None = None,
+    protocol: Protocol | None = None,
+    ensemble: str | None = None,
+) -> tuple[Path, int]:
+    """Write the report folder (leaderboard, plots, ``samples/``); return its ``index.html`` and how many sample grids
+    it shows.
 
     ``samples`` are the groups' sample grids found (one per release is shown); ``source`` says where the cells came
     from (the leaderboard's "What was run" line, and the suite file the sentence on missing samples names);
@@ -202,7 +216,8 @@ def write_report(
     text = "\n".join(
         [
             "<!DOCTYPE html>",
-            f'<html lang="en"><head><meta charset="utf-8"><title>nonxfer-bench: {html.escape(suite_name)}</title><style>{STYLE}</style></head><body>',
+            '<html lang="en"><head><meta charset="utf-8"><title>nonxfer-bench: '
+            f"{html.escape(suite_name)}</title><style>{STYLE}</style></head><body>",
             markdown_to_html(board),
             '<p>Per-cell values: <a href="cells.csv">cells.csv</a>; the tables as Markdown: '
             '<a href="leaderboard.md">leaderboard.md</a>. Click a column header to sort.</p>',

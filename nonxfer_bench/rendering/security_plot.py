@@ -1,4 +1,5 @@
-"""The security-curves figures (``security_curves_<authorized>.png``) from :func:`~nonxfer_bench.analysis.security.security_points`.
+"""The security-curves figures (``security_curves_<authorized>.png``) from
+:func:`~nonxfer_bench.analysis.security.security_points`.
 
 Small multiples: one figure per authorized model (its releases share the clean and break-target lines), one row of
 panels per release and one column per (budget, statistic), at most :data:`RELEASES_PER_PAGE` releases a figure
@@ -41,10 +42,13 @@ def security_curves_figures(frame: pd.DataFrame, metric: str = "accuracy") -> di
     budgets = [b for b in BUDGETS if (points[points.budget == b].value > 0).any()] or ["nes"]
     tiers = [t for t in TIER_ORDER if t in set(points.tier)] + sorted(set(points.tier) - set(TIER_ORDER))
     shared = _Shared(
-        points, clean_levels(frame, metric), metric, [(budget, statistic) for budget in budgets for statistic in STATISTICS],
+        points,
+        clean_levels(frame, metric),
+        metric,
+        [(budget, statistic) for budget in budgets for statistic in STATISTICS],
         {tier: series_style(index) for index, tier in enumerate(tiers)},
         {budget: points[points.budget == budget].value.max() for budget in budgets},
-    )  # fmt: skip
+    )
     figures = {}
     releases = sorted(set(points[RELEASE]))
     for authorized in sorted({release.authorized for release in releases}):
@@ -137,15 +141,16 @@ def _page(shared: _Shared, authorized: str, releases: list[Release], page: str):
         figure.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
         caption(
             figure,
-            f"Security curves of the releases for authorized model {authorized}{page}: unauthorized {metric_label(shared.metric)} against "
-            "the attacker's budget, one curve per knowledge tier (at each budget the tier's strongest attack step), one row per release; "
-            f"{intervals_note(figure)}.",
+            f"Security curves of the releases for authorized model {authorized}{page}: unauthorized "
+            f"{metric_label(shared.metric)} against the attacker's budget, one curve per knowledge tier (at each "
+            f"budget the tier's strongest attack step), one row per release; {intervals_note(figure)}.",
         )
     return figure
 
 
 def _budget_axis(axis, largest: int) -> None:
-    """A log budget axis that also shows 0 (no NEs, no public images): symmetric log, linear below 1, ticks 0, 1, 10, ..."""
+    """A log budget axis that also shows 0 (no NEs, no public images): symmetric log, linear below 1, ticks 0, 1, 10,
+    ..."""
     axis.set_xscale("symlog", linthresh=1, linscale=0.5)
     decades = len(str(max(int(largest), 1)))
     ticks = [0] + [10**k for k in range(decades + 1) if 10**k <= 2 * max(largest, 1)]

@@ -95,7 +95,8 @@ def _against_clean(plain: pd.DataFrame, part: pd.DataFrame, release: Release, me
     return {
         "auth Δ vs clean": gain_text(auth),
         "unauth mean Δ vs clean": gain_text(unauthorized),
-        "p vs clean (auth; unauth)": f"{p_text(None if auth is None else auth.p)}; {p_text(None if unauthorized is None else unauthorized.p)}",
+        "p vs clean (auth; unauth)": f"{p_text(None if auth is None else auth.p)}; "
+        f"{p_text(None if unauthorized is None else unauthorized.p)}",
     }
 
 
@@ -124,9 +125,9 @@ def glossary(metric: str, seeds: bool, paired: bool, strongest: bool) -> str:
     for the NE-effect table (its strongest-attack gain), else the attack table (its change columns)."""
     unit = "labeled images" if metric == "accuracy" else "images"
     text = (
-        f"`n`: {unit} per cell. `x [lo, hi]`: the {metric} in % and its Wilson 95% score interval for a proportion "
-        "of n images. Means over seeds or attack draws use Wilson's interval at the mean with n images: "
-        "conservative, since those proportions share the images."
+        f"`n`: {unit} per cell. `x [lo, hi]`: the {metric} in % and its Wilson 95% score interval for a proportion of "
+        "n images. Means over seeds or attack draws use Wilson's interval at the mean with n images: conservative, "
+        "since those proportions share the images."
     )
     if paired:
         text += (
@@ -141,18 +142,18 @@ def glossary(metric: str, seeds: bool, paired: bool, strongest: bool) -> str:
     change = "`strongest: gain`: the strongest attack's gain in `unauth mean`" if strongest else "`Δ`: the change"
     if strongest:
         text += (
-            " `Δ vs clean`: the NE (no attack) against the clean images for the same model(s), images and seeds, in points "
-            "with its 95% interval and two-sided p-value (exact McNemar for one model, seed and draw; else a paired sign-flip "
-            "test over images)."
+            " `Δ vs clean`: the NE (no attack) against the clean images for the same model(s), images and seeds, in "
+            "points with its 95% interval and two-sided p-value (exact McNemar for one model, seed and draw; else a "
+            "paired sign-flip test over images)."
         )
         text += (
-            " `strongest attack`: the attack step (of any attack and strength) that raises `unauth mean` most; `no attack` "
-            "if none does. In the per-model columns, `(auth)` marks the authorized model's value."
+            " `strongest attack`: the attack step (of any attack and strength) that raises `unauth mean` most; `no "
+            "attack` if none does. In the per-model columns, `(auth)` marks the authorized model's value."
         )
     text += (
-        f" {change} against no attack on the same images, encoding and seeds, in points, with a 95% interval "
-        "(one model, seed and draw: Newcombe's method 10; a mean over models, seeds or draws: the paired bootstrap "
-        "over images)."
+        f" {change} against no attack on the same images, encoding and seeds, in points, with a 95% interval (one "
+        "model, seed and draw: Newcombe's method 10; a mean over models, seeds or draws: the paired bootstrap over "
+        "images)."
     )
     if strongest:
         text += (
@@ -166,7 +167,10 @@ def glossary(metric: str, seeds: bool, paired: bool, strongest: bool) -> str:
             "sign-flip test (normal approximation); not adjusted for the number of rows."
         )
     if not paired:
-        text += " `—`: a paired test needs per-image outcomes, which this store does not keep (rerun the suite to record them)."
+        text += (
+            " `—`: a paired test needs per-image outcomes, which this store does not keep (rerun the suite to record "
+            "them)."
+        )
     if seeds:
         text += " `seed sd`: the sample standard deviation between seeds, in points."
     return text

@@ -34,13 +34,15 @@ def predictors_markdown(cells: list[dict]) -> str:
     ):
         low, high = r["interval"] or (None, None)
         interval = f" [{_fmt(low, 2)}, {_fmt(high, 2)}]" if r["interval"] else ""
-        lines.append(f"| {r['authorized']} | {r['encoder']} {r['strength']:g} | {r['predictor'].removeprefix(PREFIX)} | "
+        lines.append(f"| {r['authorized']} | {r['encoder']} {r['strength']:g} | "
+                     f"{r['predictor'].removeprefix(PREFIX)} | "
                      f"{_fmt(r['rho'], 3)}{interval} | {_fmt(r['p'], 3)} | {r['n']} |")  # fmt: skip
     intro = (
         "What predicts the unauthorized accuracy drop (clean - NE, no attack), over the unauthorized models that have "
         "the number (Hoffman-Wielandt only for first layers of the authorized one's shape): "
         + "; ".join(f"`{k.removeprefix(PREFIX)}` = {v}" for k, v in PREDICTORS.items())
-        + f". Interval: percentile bootstrap over models ({RHO_RESAMPLES:,} resamples); with few models it is wide and the p-value is the better guide."
+        + f". Interval: percentile bootstrap over models ({RHO_RESAMPLES:,} resamples); with few models it is "
+        "wide and the p-value is the better guide."
     )
     return "\n".join([intro, "", *lines])
 
@@ -70,8 +72,9 @@ def theory_markdown(cells: list[dict]) -> str:
         groups.setdefault((c["authorized"], c["encoder"], c["strength"]), []).append(c)
     correlation = {(r["authorized"], r["encoder"], r["strength"]): r for r in misalignment_correlation(cells)}
     header = (
-        "| authorized | encoding | k | sigma_S | layer obs/pred median | p95 | mean-square obs/pred | layer obs/(‖W‖‖d‖) median "
-        "| L_g (local) | logit obs/bound | per model: misalignment / HW ratio / unauth layer obs (pred) | Spearman rho (p, n) |"
+        "| authorized | encoding | k | sigma_S | layer obs/pred median | p95 | mean-square obs/pred | layer "
+        "obs/(‖W‖‖d‖) median | L_g (local) | logit obs/bound | per model: misalignment / HW ratio / unauth layer obs "
+        "(pred) | Spearman rho (p, n) |"
     )
     lines = [header, "|" + "|".join("---" for _ in range(header.count("|") - 1)) + "|"]
     for (authorized, encoder, strength), part in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
@@ -82,7 +85,8 @@ def theory_markdown(cells: list[dict]) -> str:
                 continue
             pred = c.get("bound/unauth_layer_pred")
             models.append(
-                f"{c['model']}: {_fmt(c.get('bound/misalignment')) or 'n/a'} / {_fmt(c.get('bound/hw_ratio')) or 'n/a'} / "
+                f"{c['model']}: {_fmt(c.get('bound/misalignment')) or 'n/a'} / "
+                f"{_fmt(c.get('bound/hw_ratio')) or 'n/a'} / "
                 f"{_fmt(c.get('bound/unauth_layer_obs'))}{f' ({_fmt(pred)})' if pred is not None else ''}"
             )
         r = correlation.get((authorized, encoder, strength))
@@ -100,17 +104,18 @@ def theory_markdown(cells: list[dict]) -> str:
             f"{'; '.join(models)} | {spearman} |"
         )
     intro = (
-        "Bound tightness on the first batch of each encoding (nonxfer_bench/linalg/bounds.py states every convention). "
-        "layer obs/pred: ||W d_l|| / (sigma_S ||d_l||) per patch (1 = tight; empty for an exact null space, sigma_S = 0, "
-        "where obs/(‖W‖‖d‖) shows the numerical residue); mean-square obs/pred: sum ||W d_l||^2 / sum ||d_l||^2 over "
-        "mean_S sigma_i^2; † marks k = 1 with every patch's perturbation in the one chosen direction v, where "
-        "||W v|| = sigma ||v|| makes the ratio 1 by construction: a consistency check of the implementation, not evidence "
-        "that the bound is tight. L_g: largest local Jacobian norm of the network after the first layer at 4 clean images "
-        "(a lower bound of the global Lipschitz constant); logit obs/bound: ||f(x') - f(x)|| / (L_g sigma_S ||d||). "
-        "Per model: misalignment ||W'_eff Q||_F / ||W'_eff||_F in raw-pixel space (n/a: different D), Hoffman-Wielandt "
-        "ratio sum (sigma_i - sigma'_i)^2 / ||W_eff - W'_eff||_F^2 (<= 1; n/a: different shape), RMS first-layer response "
-        "change on the release (predicted c^2 ||W'_eff B||_F^2 in parentheses for same-geometry stems). Spearman: misalignment "
-        "vs accuracy drop (clean - NE, no attack) over the unauthorized models with a misalignment."
+        "Bound tightness on the first batch of each encoding (nonxfer_bench/linalg/bounds.py states every "
+        "convention). layer obs/pred: ||W d_l|| / (sigma_S ||d_l||) per patch (1 = tight; empty for an exact null "
+        "space, sigma_S = 0, where obs/(‖W‖‖d‖) shows the numerical residue); mean-square obs/pred: sum ||W d_l||^2 / "
+        "sum ||d_l||^2 over mean_S sigma_i^2; † marks k = 1 with every patch's perturbation in the one chosen "
+        "direction v, where ||W v|| = sigma ||v|| makes the ratio 1 by construction: a consistency check of the "
+        "implementation, not evidence that the bound is tight. L_g: largest local Jacobian norm of the network after "
+        "the first layer at 4 clean images (a lower bound of the global Lipschitz constant); logit obs/bound: ||f(x') "
+        "- f(x)|| / (L_g sigma_S ||d||). Per model: misalignment ||W'_eff Q||_F / ||W'_eff||_F in raw-pixel space "
+        "(n/a: different D), Hoffman-Wielandt ratio sum (sigma_i - sigma'_i)^2 / ||W_eff - W'_eff||_F^2 (<= 1; n/a: "
+        "different shape), RMS first-layer response change on the release (predicted c^2 ||W'_eff B||_F^2 in "
+        "parentheses for same-geometry stems). Spearman: misalignment vs accuracy drop (clean - NE, no attack) over "
+        "the unauthorized models with a misalignment."
     )
     predictors = predictors_markdown(cells)
     return "\n".join([intro, "", *lines] + (["", predictors] if predictors else []))
@@ -158,7 +163,8 @@ def write_theory_plots(frame: pd.DataFrame, folder: Path) -> list[Path]:
         ax.set_ylabel("observed RMS first-layer change\n(first-layer output units, log)")
         caption(
             fig,
-            "First layer: the predicted vs the observed RMS change of each model's first-layer response to the NE noise, per encoder.",
+            "First layer: the predicted vs the observed RMS change of each model's first-layer response to the NE "
+            "noise, per encoder.",
         )
     paths = [save(fig, folder / "theory_pred_vs_obs.png")]
     panels = sorted({(row["authorized"], row["encoder"]) for row in correlation}) or [("", "")]

@@ -121,32 +121,37 @@ def _first_line(found: list[ReleaseVerdict], protocol: Protocol | None, ensemble
             if missing
             else "this suite runs no protocol"
         )
-        return f"**Not a protocol verdict**: {why}{'; ' + ran + ' was named' if ran else ''}. A release is protected only against the tiers it faced."
+        return (
+            f"**Not a protocol verdict**: {why}{'; ' + ran + ' was named' if ran else ''}. A release is protected "
+            "only against the tiers it faced."
+        )
     return f"**Protocol verdict**: {ran}; every release faced every tier up to the one that broke it."
 
 
 def verdict_text(metric: str, spec: VerdictSpec, seeds: bool) -> tuple[str, str]:
     """What the verdict's score is (the intro after its first line) and its glossary, for ``metric`` under ``spec``."""
     score = (
-        f"Score: the **protection gap** at each knowledge tier = the authorized model's {metric} on "
-        f"the release (no attack) minus the best {metric} any unauthorized model reaches under any attack step of that tier or a lower one "
-        "(none < method < architecture < public weights < labelled NEs), in points; a gap near 0 or negative means no protection. "
-        "Ranked, as AutoAttack ranks defences, by how many tiers a release held, counted from `none` upward (held: not broken "
-        f"and the gap above 0 beyond its interval), then by the gap at the highest tier that ran; `broken`: that {metric} reaches "
-        f"{spec.break_fraction:.0%} of the unauthorized models' clean {metric}. White box is shown, never ranked."
+        f"Score: the **protection gap** at each knowledge tier = the authorized model's {metric} on the release (no "
+        f"attack) minus the best {metric} any unauthorized model reaches under any attack step of that tier or a "
+        "lower one (none < method < architecture < public weights < labelled NEs), in points; a gap near 0 or "
+        "negative means no protection. Ranked, as AutoAttack ranks defences, by how many tiers a release held, "
+        "counted from `none` upward (held: not broken and the gap above 0 beyond its interval), then by the gap at "
+        f"the highest tier that ran; `broken`: that {metric} reaches {spec.break_fraction:.0%} of the unauthorized "
+        f"models' clean {metric}. White box is shown, never ranked."
     )
     glossary = (
-        f"Each tier's strongest (attack step, unauthorized model) is chosen on a seeded {spec.tuning:.0%} of the images (`tuning`) and "
-        "reported on the rest (`n`), so choosing the best of many attacks inflates no number. `x [lo, hi]`: 95% intervals; a gap's is "
-        "paired over the reported images (Newcombe's for one model, key and draw; else a paired bootstrap). `clean gap`: the same "
-        "gap on the clean images with no attack, the authorized model's plain lead, which is not protection. `tied with`: the ranks "
-        "that held as many tiers and whose ranking gap intervals overlap this one's. `holds through` a tier: not "
-        "broken there and its gap's interval is "
-        "above 0; `no protection shown`: not broken, but the authorized model does no better than the best unauthorized one "
-        "(the release ruins its own model). `not run`: no attack of that tier ran, so the release is not known to "
-        "hold there; `not needed`: a lower tier already broke the release (as AutoAttack stops at a broken point, a protocol run "
-        "attacks it no further). Controls never count as unauthorized."
-        + (" With several seeds (NE keys): per-image outcomes are means over seeds, and `gap seed sd` is the standard deviation of the "
+        f"Each tier's strongest (attack step, unauthorized model) is chosen on a seeded {spec.tuning:.0%} of the "
+        "images (`tuning`) and reported on the rest (`n`), so choosing the best of many attacks inflates no number. "
+        "`x [lo, hi]`: 95% intervals; a gap's is paired over the reported images (Newcombe's for one model, key and "
+        "draw; else a paired bootstrap). `clean gap`: the same gap on the clean images with no attack, the "
+        "authorized model's plain lead, which is not protection. `tied with`: the ranks that held as many tiers and "
+        "whose ranking gap intervals overlap this one's. `holds through` a tier: not broken there and its gap's "
+        "interval is above 0; `no protection shown`: not broken, but the authorized model does no better than the "
+        "best unauthorized one (the release ruins its own model). `not run`: no attack of that tier ran, so the "
+        "release is not known to hold there; `not needed`: a lower tier already broke the release (as AutoAttack "
+        "stops at a broken point, a protocol run attacks it no further). Controls never count as unauthorized."
+        + (" With several seeds (NE keys): per-image outcomes are means over seeds, and `gap seed sd` is the "
+           "standard deviation of the "
            "ranking gap between seeds, in points." if seeds else "")
     )  # fmt: skip
     return score, glossary
@@ -157,7 +162,8 @@ def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensem
     found = verdicts(frame, spec)
     score, glossary = verdict_text(metric, spec, frame.seed.nunique() > 1)
     table = markdown_table(verdict_table(found, frame, metric)) if found else (
-        "No verdict: it needs each cell's per-image outcomes, which this store does not keep (rerun the suite to record them)."
+        "No verdict: it needs each cell's per-image outcomes, which this store does not keep (rerun the suite to "
+        "record them)."
     )  # fmt: skip
     return Section(
         "Protocol verdict", table, intro=f"{_first_line(found, protocol, ensemble)} {score}", glossary=glossary
@@ -167,8 +173,9 @@ def verdict_section(frame: pd.DataFrame, protocol: Protocol | None = None, ensem
 def sanity_section(frame: pd.DataFrame) -> Section:
     findings = sanity_findings(frame)
     intro = (
-        "Signs that an attack ran too weakly or not at all (as AutoAttack checks its runs): a tier's attacks weaker than a lower "
-        "tier's, a budget sweep that does worse with more, white box weaker than a weight-free attack, an attack that changes nothing."
+        "Signs that an attack ran too weakly or not at all (as AutoAttack checks its runs): a tier's attacks weaker "
+        "than a lower tier's, a budget sweep that does worse with more, white box weaker than a weight-free attack, "
+        "an attack that changes nothing."
     )
     table = "\n".join(f"- {f.check}: {f.text}" for f in findings) if findings else "None of the four checks fired."
     return Section("Sanity checks", table, intro=intro)

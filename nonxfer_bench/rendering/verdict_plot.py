@@ -76,8 +76,16 @@ def write_verdict_plot(
             for col, (column, tier) in enumerate(_by_column(verdict).items()):
                 if tier is not None:
                     dark = abs(gaps[row, col]) > 0.6 * limit
-                    axes.text(col, row, _cell_text(tier), ha="center", va="center", fontsize=8, color="white" if dark else "black",
-                              fontweight="bold" if tier.broken else "normal")  # fmt: skip
+                    axes.text(
+                        col,
+                        row,
+                        _cell_text(tier),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if dark else "black",
+                        fontweight="bold" if tier.broken else "normal",
+                    )
                 elif not _needed(verdict, column):
                     axes.add_patch(
                         plt.Rectangle(
@@ -98,7 +106,8 @@ def write_verdict_plot(
         bar.set_label("protection gap (points): authorized minus best unauthorized accuracy")
         caption(
             figure,
-            f"Protection gap per release and knowledge tier ({ran}); {shown}n = {', '.join(f'{k:,}' for k in n)} report images per release, "
-            "95 % intervals in brackets; blue: the authorized model leads, red: an unauthorized model does as well or better",
+            f"Protection gap per release and knowledge tier ({ran}); {shown}n = {', '.join(f'{k:,}' for k in n)} "
+            "report images per release, 95 % intervals in brackets; blue: the authorized model leads, red: an "
+            "unauthorized model does as well or better",
         )
         return [save(figure, folder / FILE)]

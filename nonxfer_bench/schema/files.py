@@ -58,7 +58,8 @@ def _check_expansion(root: yaml.Node, where: str) -> None:
             sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
             if sizes[key] > MAX_YAML_VALUES:
                 raise UserError(
-                    f"{where}: expands to more than {MAX_YAML_VALUES:,} values through YAML aliases; refusing to read it"
+                    f"{where}: expands to more than {MAX_YAML_VALUES:,} values through YAML aliases; refusing to read "
+                    "it"
                 )
             continue
         if key in sizes:
@@ -118,7 +119,8 @@ def read_yaml(path: Path) -> Any:
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise UserError(
-            f"{path}: more than {limit:,} bytes; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,} characters"
+            f"{path}: more than {limit:,} bytes; a suite, zoo or config file has at most {MAX_YAML_CHARACTERS:,} "
+            "characters"
         )
     try:
         text = data.decode("utf-8")

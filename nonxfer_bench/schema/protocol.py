@@ -40,7 +40,8 @@ class VerdictSpec(Frozen):
         0.9,
         gt=0,
         le=1,
-        description="a release counts as broken at a tier when the best unauthorized accuracy reaches this share of the unauthorized models' clean accuracy",
+        description="a release counts as broken at a tier when the best unauthorized accuracy reaches this share of "
+        "the unauthorized models' clean accuracy",
     )
 
     def split(self, count: int) -> tuple[np.ndarray, np.ndarray]:

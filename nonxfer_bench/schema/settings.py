@@ -44,7 +44,8 @@ class RunSettings:
 
     @property
     def draws(self) -> str:
-        """``cpu`` or ``cuda``: the generators the run's noise comes from (:func:`~nonxfer_bench.core.device.draw_kind`)."""
+        """``cpu`` or ``cuda``: the generators the run's noise comes from
+        (:func:`~nonxfer_bench.core.device.draw_kind`)."""
         return draw_kind(self.device)
 
     def dataset(self, suite: Suite) -> DatasetSpec:

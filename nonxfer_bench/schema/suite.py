@@ -280,14 +280,16 @@ class Suite(Frozen):
     device: str = Field(
         "auto",
         pattern=DEVICE_PATTERN,
-        description="auto (the first GPU if any), cpu, cuda or cuda:N; off the CPU its kind is part of cell keys (draws: cuda)",
+        description="auto (the first GPU if any), cpu, cuda or cuda:N; off the CPU its kind is part of cell keys "
+        "(draws: cuda)",
     )
     precision: Precision = Field(
         "fp32", description="fp32, or bf16/fp16 autocast for the models; part of the cell key when not fp32"
     )
     bounds: bool = Field(
         True,
-        description="compute the bound diagnostics of each encoding (its identity cells); false skips them and is part of those cells' keys",
+        description="compute the bound diagnostics of each encoding (its identity cells); false skips them and is part "
+        "of those cells' keys",
     )
     resources: ResourceSpec = ResourceSpec()
     output: OutputSpec = OutputSpec()
@@ -327,7 +329,8 @@ class Suite(Frozen):
                     step = stable_hash([spec.name, spec.params, strength])
                     if step in seen_steps:
                         raise ValueError(
-                            f"'{key}[{i}]': {spec.name} at strength {strength:g} is listed twice: it would do the same work twice"
+                            f"'{key}[{i}]': {spec.name} at strength {strength:g} is listed twice: it would do the "
+                            "same work twice"
                         )
                     seen_steps.add(step)
         return self
@@ -390,7 +393,7 @@ def resolve_package_file(weights: WeightSource, model_name: str, missing_ok: boo
             return None
         found = "no file" if not matches else f"{len(matches)} files ({', '.join(m.name for m in matches[:4])})"
         raise UserError(
-            f"model {model_name!r}: {weights.file!r} matches {found} in package {weights.package!r} ({folder}); "
-            "give a path or glob inside the package that matches exactly one file"
+            f"model {model_name!r}: {weights.file!r} matches {found} in package {weights.package!r} ({folder}); give "
+            "a path or glob inside the package that matches exactly one file"
         )
     return matches[0]

@@ -14,7 +14,8 @@ A released NE is a file, not a tensor. Storage formats (the suite key ``storage`
 release is written and read back); :func:`write_image` / :func:`read_image` are the file writer and
 reader, and reading a written file gives exactly :func:`apply_storage`'s result.
 
-Input images for ``encode``: 8-bit files (any PIL mode) are decoded with :func:`nonxfer_bench.datasets.base.decode_image`
+Input images for ``encode``: 8-bit files (any PIL mode) are decoded with
+:func:`nonxfer_bench.datasets.base.decode_image`
 (timm's eval resize + center crop); 16-bit PNGs are read at full depth with pypng and resized and cropped
 the same way in torch (antialiased); an alpha channel is dropped (not composited) and counted in the
 manifest's ``notes``.
@@ -121,7 +122,8 @@ def read_image(path: Path) -> tuple[torch.Tensor, list[str]]:
             array = np.load(path, allow_pickle=False, mmap_mode="r")  # the header first: a huge shape is not allocated
             if array.ndim != 3 or array.shape[0] not in (1, 3) or array.shape[1] * array.shape[2] > MAX_PIXELS:
                 raise ValueError(
-                    f"expected a C x H x W array with 1 or 3 channels and at most {MAX_PIXELS:,} pixels, got shape {array.shape}"
+                    f"expected a C x H x W array with 1 or 3 channels and at most {MAX_PIXELS:,} pixels, got shape "
+                    f"{array.shape}"
                 )
             return torch.from_numpy(np.array(array, dtype=np.float32)), notes
         if path.suffix.lower() == ".png":

@@ -84,7 +84,8 @@ class ManifestAgreement(BaseModel):
 
 
 class Manifest(BaseModel):
-    """What ``verify``, ``attack`` and the protection card rely on in ``manifest.json``; anything else is refused with one line."""
+    """What ``verify``, ``attack`` and the protection card rely on in ``manifest.json``; anything else is refused with
+    one line."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     format: str
@@ -164,12 +165,14 @@ def vouched_files(release: Path, manifest: dict) -> list[Path]:
             raise UserError(f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is listed twice")
         if path.relative_to(release).parts[0] in (*BESIDE, ATTACK, MANIFEST):
             raise UserError(
-                f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is a name a release keeps for its own files"
+                f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is a name a release keeps for "
+                "its own files"
             )
         seen.add(path)
         if any(part.is_symlink() for part in (path, *path.parents) if part.is_relative_to(release) and part != release):
             raise UserError(
-                f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is a symbolic link; a release holds plain files"
+                f"{where}: images[{i}].file {excerpt(manifest['images'][i]['file'])} is a symbolic link; a release "
+                "holds plain files"
             )
         if not path.is_file():
             raise UserError(
@@ -187,7 +190,8 @@ def vouched_files(release: Path, manifest: dict) -> list[Path]:
     if extra:
         more = f" and {len(extra) - 3} more" if len(extra) > 3 else ""
         raise UserError(
-            f"{release}: files the manifest does not list: {', '.join(excerpt(e, 60) for e in extra[:3])}{more}; the release was changed after encode"
+            f"{release}: files the manifest does not list: {', '.join(excerpt(e, 60) for e in extra[:3])}{more}; the "
+            "release was changed after encode"
         )
     return files
 
@@ -226,6 +230,7 @@ def read_released(path: Path, entry: dict, where: str) -> torch.Tensor:
     """One released file as C x H x W float in [0, 1] units, refused when its SHA-256 differs from the manifest's."""
     if entry.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
         raise UserError(
-            f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the manifest's); the release was changed after encode"
+            f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the "
+            "manifest's); the release was changed after encode"
         )
     return read_image(path)[0]

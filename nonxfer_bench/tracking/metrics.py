@@ -98,7 +98,8 @@ def _strongest_attack(authorized: str, frame: pd.DataFrame) -> dict | None:
 
 
 def _best_attack_metrics(best: dict, frame: pd.DataFrame, timestamp: int) -> list:
-    """The strongest attack step: ``unauth.best_attack_acc`` (mean), ``unauth.best_attack_acc_max`` and ``auth.best_attack_acc`` with intervals."""
+    """The strongest attack step: ``unauth.best_attack_acc`` (mean), ``unauth.best_attack_acc_max`` and
+    ``auth.best_attack_acc`` with intervals."""
     step = frame[frame.step == best["step"]]
     out = _aggregates(("unauth.best_attack_acc", "unauth.best_attack_acc_max"), step, "accuracy", timestamp, 0)
     if best["auth"] is not None:

@@ -35,7 +35,8 @@ class TrackedSuite:
 
     def download_samples(self, folder: Path) -> dict[str, Path]:
         """The group runs' sample grids under ``folder``, by group run name."""
-        import mlflow  # heavy (~1.5 s): mlflow only where it is used; `leaderboard` from the cell store imports this module without it
+        # heavy (~1.5 s): mlflow only where it is used; `leaderboard` from the cell store imports this module without it
+        import mlflow
 
         client = mlflow.MlflowClient(self.uri)
         samples = {}
@@ -60,7 +61,8 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
         found = mlflow.get_experiment_by_name(experiment)
     except Exception as error:  # unreachable servers raise many types
         raise UserError(
-            f"MLflow tracking at {shown_uri(uri)} is not usable: {type(error).__name__}: {excerpt((str(error).splitlines() or [''])[0], 200)}"
+            f"MLflow tracking at {shown_uri(uri)} is not usable: {type(error).__name__}: "
+            f"{excerpt((str(error).splitlines() or [''])[0], 200)}"
         ) from None
     if found is None:
         raise UserError(f"--experiment {excerpt(experiment)}: no such MLflow experiment at {shown_uri(uri)}")
@@ -83,7 +85,8 @@ def read_suite(uri: str, experiment: str, run_id: str | None = None) -> TrackedS
         parent = parents[parents["run_id"] == run_id].iloc[0]
     else:
         raise UserError(
-            f"--run-id {run_id}: not a suite invocation in experiment {experiment!r}; valid: {', '.join(parents['run_id'])}"
+            f"--run-id {run_id}: not a suite invocation in experiment {experiment!r}; valid: "
+            f"{', '.join(parents['run_id'])}"
         )
     reused = {parent[column] for column in reuse_columns if isinstance(parent[column], str)}
     own = (runs["tags.mlflow.parentRunId"] == parent["run_id"]) & (runs["tags.nxb.kind"] == "encoding")

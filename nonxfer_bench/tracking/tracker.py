@@ -6,7 +6,8 @@ invocation of the same suite (same parent run, groups already logged are not log
 store never holds duplicate groups and no parent is left RUNNING after a successful rerun. A parent is
 resumed only by a run writing the same run folder (tag ``nxb.run_dir``), so concurrent runs of one suite
 into different folders keep separate parents; MLflow's filter strings cannot escape a quote, so they hold only
-hashes and run ids (:func:`tag_equals`) and the run folder, any path, is compared in Python. Nested runs that a killed invocation left unfinished are
+hashes and run ids (:func:`tag_equals`) and the run folder, any path, is compared in Python. Nested runs that a killed
+invocation left unfinished are
 deleted (MLflow's soft delete) and their groups logged again. An ``http(s)`` tracking server is probed
 with a short connection first, so an unreachable one is reported at once instead of after minutes of
 MLflow's retries.
@@ -49,7 +50,8 @@ Cells that record their attack's threat model add the security curves
 (:mod:`nonxfer_bench.analysis.security`): ``security.<budget>.<tier>.unauth_mean`` and
 ``security.<budget>.<tier>.unauth_max`` (with ``_lo``, ``_hi``, ``_n``), step = the budget, where ``<budget>`` is
 ``nes`` (released + labelled NEs the attack used) or ``public`` (clean public images) and ``<tier>`` the knowledge
-tier; each point is the tier's strongest attack step at that budget. The plots, ``security_curves_<authorized>.png``, are with
+tier; each point is the tier's strongest attack step at that budget. The plots, ``security_curves_<authorized>.png``,
+are with
 the other plots among the parent run's ``leaderboard/`` artifacts (:meth:`Tracker.log_results`). The models'
 ``precision`` (fp32, ...) is a param of the parent run, with the suite's other settings.
 
@@ -144,7 +146,8 @@ def find_experiment(uri: str, name: str) -> str | None:
     store = sqlite_path(uri)
     if store is not None and not store.is_file():
         return None
-    import mlflow  # heavy (~1.5 s): mlflow only where it is used; `leaderboard` from the cell store imports this module without it
+    # heavy (~1.5 s): mlflow only where it is used; `leaderboard` from the cell store imports this module without it
+    import mlflow
 
     experiment = mlflow.MlflowClient(uri).get_experiment_by_name(name)
     return experiment.experiment_id if experiment is not None else None
@@ -174,7 +177,10 @@ def check_tracking_uri(uri: str) -> None:
     dead, silent, failing or wrong-protocol server is one line within ``PROBE_SECONDS`` instead of a hang
     (MLflow retries for minutes). Later MLflow requests get a bounded timeout and retry count too."""
     shown = shown_uri(uri)
-    hint = "point MLFLOW_TRACKING_URI, --tracking-uri or the suite's tracking.uri at a usable store, or run with --no-tracking"
+    hint = (
+        "point MLFLOW_TRACKING_URI, --tracking-uri or the suite's tracking.uri at a usable store, or run with "
+        "--no-tracking"
+    )
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 - raises ValueError for a port outside 0..65535
@@ -183,7 +189,8 @@ def check_tracking_uri(uri: str) -> None:
     scheme = parts.scheme.partition("+")[0]
     if scheme and scheme not in SCHEMES and len(scheme) > 1:  # one letter: a Windows drive
         raise UserError(
-            f"MLflow tracking at {shown} is not usable: unsupported scheme {excerpt(scheme, 20)}; valid: {', '.join(SCHEMES)}, or a folder path"
+            f"MLflow tracking at {shown} is not usable: unsupported scheme {excerpt(scheme, 20)}; valid: "
+            f"{', '.join(SCHEMES)}, or a folder path"
         )
     if scheme == "sqlite" and not uri.removeprefix("sqlite:///").strip("/"):
         raise UserError(f"MLflow tracking at {shown} is not usable: no database file; use sqlite:////ABSOLUTE/PATH.db")
@@ -346,8 +353,8 @@ class Tracker:
         resolved = {model.name: resolve_preprocessing(model) for model in self.suite.models}
         self.mlflow.log_params(
             {
-                f"preprocess.{name}": f"{'x'.join(map(str, p['input_size']))} {p['interpolation']} crop_pct={p['crop_pct']} "
-                f"mean={list(p['mean'])} std={list(p['std'])}"
+                f"preprocess.{name}": f"{'x'.join(map(str, p['input_size']))} {p['interpolation']} "
+                f"crop_pct={p['crop_pct']} mean={list(p['mean'])} std={list(p['std'])}"
                 for name, p in resolved.items()
             }
         )
@@ -384,13 +391,15 @@ class Tracker:
         (runs into other folders keep their own group runs, as they keep their own parents)."""
         found = self.mlflow.search_runs(
             [self.experiment_id],
-            filter_string=f"{tag_equals(GROUP_TAG, group.key)} and {tag_equals(CELLS_HASH_TAG, cells_hash)} and attributes.status = 'FINISHED'",
+            filter_string=f"{tag_equals(GROUP_TAG, group.key)} and {tag_equals(CELLS_HASH_TAG, cells_hash)} and "
+            "attributes.status = 'FINISHED'",
             output_format="list",
         )
         return next((run.info.run_id for run in found if run.data.tags.get(RUN_DIR_TAG) == self.run_dir), None)
 
     def log_group(self, group: EncodingGroup, finished: list[Cell], sample: Path | None) -> None:
-        """Log one finished encoding group as a nested run, once per parent run, unless an earlier run holds its cells."""
+        """Log one finished encoding group as a nested run, once per parent run, unless an earlier run holds its
+        cells."""
         if group.key in self.logged_groups:
             return
         cells = [

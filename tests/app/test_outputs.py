@@ -26,8 +26,14 @@ def elsewhere(tmp_path, monkeypatch):
 
 def tiny_suite(tmp_path: Path, zoo: Path, target: Path, name: str = "digits") -> Path:
     """A one-encoding digits suite at ``target`` with the default output folders (runs, results)."""
-    small = {"name": name, "dataset": {"name": "digits", "limit": 20}, "encoders": [{"name": "patch", "strengths": [0.0]}],
-             "attacks": [{"name": "identity"}], "batch_size": 20, "output": {"sample_images": 2}}  # fmt: skip
+    small = {
+        "name": name,
+        "dataset": {"name": "digits", "limit": 20},
+        "encoders": [{"name": "patch", "strengths": [0.0]}],
+        "attacks": [{"name": "identity"}],
+        "batch_size": 20,
+        "output": {"sample_images": 2},
+    }
     data = yaml.safe_load(digits_suite(tmp_path, zoo, **small).read_text())
     target.parent.mkdir(parents=True, exist_ok=True)
     return write_yaml(target, data)

@@ -1,4 +1,5 @@
-"""The training attacks are a function of the group: a fine-tuning group computed twice, whatever the process drew before
+"""The training attacks are a function of the group: a fine-tuning group computed twice, whatever the process drew
+before
 it, gives the same outcome bits. A bundle's replay computes one group alone, in a fresh process, and compares bits."""
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ TRAINING = [
 
 def outcomes(path, group: EncodingGroup, global_seed: int, cache, monkeypatch) -> dict:
     """Every cell's outcomes of ``group`` computed by a new runner in an empty cache, its models built first (building a
-    random-weight model seeds the global generators), then the global generators seeded with ``global_seed`` (what earlier
+    random-weight model seeds the global generators), then the global generators seeded with ``global_seed`` (what
+    earlier
     groups of a run, or nothing in a replay, leave behind)."""
     monkeypatch.setenv("NXB_CACHE", str(cache))
     runner = Runner(load_suite(path))
@@ -64,11 +66,21 @@ def test_a_fine_tuning_group_computed_twice_gives_the_same_outcome_bits(tmp_path
         {"name": "own", **MODEL, "seed": 0},
         {"name": "other", **MODEL, "kwargs": MODEL["kwargs"] | {"drop_rate": 0.5}, "seed": 1},
     ]
-    path = write_yaml(tmp_path / "suite.yaml", {
-        "name": "replay", "dataset": {"name": "digits", "limit": 40}, "public": {"name": "digits", "params": {"split": "train"}, "limit": 48},
-        "zoo": zoo, "authorized": ["own"], "encoders": [{"name": "patch", "strengths": [10.0]}], "attacks": TRAINING,
-        "batch_size": 40, "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")}, "tracking": {"enabled": False},
-    })  # fmt: skip
+    path = write_yaml(
+        tmp_path / "suite.yaml",
+        {
+            "name": "replay",
+            "dataset": {"name": "digits", "limit": 40},
+            "public": {"name": "digits", "params": {"split": "train"}, "limit": 48},
+            "zoo": zoo,
+            "authorized": ["own"],
+            "encoders": [{"name": "patch", "strengths": [10.0]}],
+            "attacks": TRAINING,
+            "batch_size": 40,
+            "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")},
+            "tracking": {"enabled": False},
+        },
+    )
     group = next(group for group in Runner(load_suite(path)).groups if group.encoder.name == "patch")
     first = outcomes(path, group, 1, tmp_path / "cache-1", monkeypatch)
     again = outcomes(path, group, 2, tmp_path / "cache-2", monkeypatch)

@@ -177,7 +177,8 @@ def test_embeddings_scope_trains_the_position_embeddings_too():
 
 def test_the_runner_scores_the_deployed_model_and_hands_it_to_attackers(tmp_path):
     """On a keyed release the authorized model (as deployed) agrees with its clean predictions on every image, the
-    unauthorized twin does not, and known-plaintext pairs (made through the group's context) decrypt the release for it."""
+    unauthorized twin does not, and known-plaintext pairs (made through the group's context) decrypt the release for
+    it."""
     suite = {
         "name": "keyed",
         "dataset": {"name": "fashion_mnist", "params": {"split": "test"}, "limit": 60},

@@ -100,7 +100,8 @@ def test_cells_record_tier_budget_and_compute(ladder_run):
     )  # ViTs: nothing to adapt
     assert by[("patch", "bn_adapt", 0.0, 0, None, "res")].budget_released == 0
     augmented = by[("patch", "augment_finetune", 1.0, 0, "all", "res")]
-    # noise made with a public model's stem (noise_models) is the public-weights tier; with the adapted model's own stem, the method tier
+    # noise made with a public model's stem (noise_models) is the public-weights tier; with the adapted model's own
+    # stem, the method tier
     assert (augmented.tier, augmented.budget_public, augmented.budget_labelled, augmented.attack_param["public"]) == (
         "public_weights",
         40,

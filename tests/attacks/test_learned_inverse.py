@@ -54,8 +54,16 @@ def test_each_source_has_its_tier_and_spends_only_what_the_tier_grants(source):
     attack = fitted(source)
     threat, budget = attack.threat, attack.budget(1.0)
     assert threat is THREATS[source]
-    assert threat.tier == {"leaked": Tier.LABELLED_NES, "surrogate": Tier.PUBLIC_WEIGHTS, "architecture": Tier.ARCHITECTURE,
-                           "identified": Tier.PUBLIC_WEIGHTS, "own_key": Tier.WHITE_BOX}[source]  # fmt: skip
+    assert (
+        threat.tier
+        == {
+            "leaked": Tier.LABELLED_NES,
+            "surrogate": Tier.PUBLIC_WEIGHTS,
+            "architecture": Tier.ARCHITECTURE,
+            "identified": Tier.PUBLIC_WEIGHTS,
+            "own_key": Tier.WHITE_BOX,
+        }[source]
+    )
     assert (
         (budget.released > 0) == threat.released
         and (budget.public > 0) == threat.public

@@ -58,17 +58,42 @@ def tiny_img2img_dir() -> str:
     (folder / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=16, num_attention_heads=2,
-                                                num_hidden_layers=1, max_position_embeddings=16, bos_token_id=len(vocab) - 2,
-                                                eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1))  # fmt: skip
-    unet = UNet2DConditionModel(sample_size=8, block_out_channels=(8, 16), layers_per_block=1, cross_attention_dim=16,
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                attention_head_dim=2, norm_num_groups=4)  # fmt: skip
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            intermediate_size=16,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            max_position_embeddings=16,
+            bos_token_id=len(vocab) - 2,
+            eos_token_id=len(vocab) - 1,
+            pad_token_id=len(vocab) - 1,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        cross_attention_dim=16,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
     vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)  # fmt: skip
     scheduler = DDIMScheduler(clip_sample=False, steps_offset=1)
-    pipeline = StableDiffusionImg2ImgPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                              safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    pipeline = StableDiffusionImg2ImgPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipeline.save_pretrained(folder / "pipeline")
     return str(folder / "pipeline")
 
@@ -143,7 +168,8 @@ def deterministic_cuda():
 
 
 # attacks that leave the images alone by design: the baseline, model adaptation, identification; and key recovery,
-# whose estimate on the specification's release (patch NEs, not keyed) is the identity (tests/attacks/test_keyed_attacks.py)
+# whose estimate on the specification's release (patch NEs, not keyed) is the identity
+# (tests/attacks/test_keyed_attacks.py)
 UNCHANGED_IMAGES = {"identity", "identify", "keyed_known_plaintext"} | {n for n in NAMES if ATTACKS.get(n).adapts_model}
 
 

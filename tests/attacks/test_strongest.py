@@ -23,11 +23,19 @@ def cell(attack, strength, model, accuracy, encoder="patch", authorized="a", psn
 
 
 CELLS = [
-    cell("identity", 1.0, "a", 0.90), cell("identity", 1.0, "b", 0.10), cell("identity", 1.0, "c", 0.12),
-    cell("blur", 0.5, "a", 0.80), cell("blur", 0.5, "b", 0.30), cell("blur", 0.5, "c", 0.20),
-    cell("oracle_projection", 1.0, "a", 0.85), cell("oracle_projection", 1.0, "b", 0.70), cell("oracle_projection", 1.0, "c", 0.50),
-    cell("oracle_projection", 0.5, "a", 0.88), cell("oracle_projection", 0.5, "b", 0.40), cell("oracle_projection", 0.5, "c", 0.40),
-]  # fmt: skip
+    cell("identity", 1.0, "a", 0.90),
+    cell("identity", 1.0, "b", 0.10),
+    cell("identity", 1.0, "c", 0.12),
+    cell("blur", 0.5, "a", 0.80),
+    cell("blur", 0.5, "b", 0.30),
+    cell("blur", 0.5, "c", 0.20),
+    cell("oracle_projection", 1.0, "a", 0.85),
+    cell("oracle_projection", 1.0, "b", 0.70),
+    cell("oracle_projection", 1.0, "c", 0.50),
+    cell("oracle_projection", 0.5, "a", 0.88),
+    cell("oracle_projection", 0.5, "b", 0.40),
+    cell("oracle_projection", 0.5, "c", 0.40),
+]
 
 
 def test_strongest_attack_maximizes_the_mean_unauthorized_accuracy():

@@ -1,4 +1,5 @@
-"""``tuned``: a search over another attack's settings on the verdict's tuning images, through the runner on the digits zoo.
+"""``tuned``: a search over another attack's settings on the verdict's tuning images, through the runner on the digits
+zoo.
 
 The suite runs, beside the tuned steps, ``blur`` at every point of a grid of ``max_sigma``: the verdict's own split of
 those cells' per-image outcomes (``_Images``) is the brute force the search must match, trial by trial.
@@ -39,10 +40,15 @@ def run(tmp_path_factory, digits_zoo):
     attacks += [{"name": "tuned", "strengths": [1.0], "params": params} for params in (CHOICES, RANGE)]
     suite = load_suite(
         digits_suite(
-            folder, digits_zoo, dataset={"name": "digits", "limit": 100}, encoders=[{"name": "patch", "strengths": [10.0]}], attacks=attacks,
-            protocol={"file": str(protocol), "ensemble": "fast"}, bounds=False,
+            folder,
+            digits_zoo,
+            dataset={"name": "digits", "limit": 100},
+            encoders=[{"name": "patch", "strengths": [10.0]}],
+            attacks=attacks,
+            protocol={"file": str(protocol), "ensemble": "fast"},
+            bounds=False,
         )
-    )  # fmt: skip
+    )
     cells = Runner(suite).run().cells
     frame = results_frame(cells)
     release = frame[frame.encoder != "clean"]

@@ -1,4 +1,5 @@
-"""``bundle`` and ``check`` on a tiny bundle (a digits suite of 21 cells): a fresh bundle passes with every group replayed
+"""``bundle`` and ``check`` on a tiny bundle (a digits suite of 21 cells): a fresh bundle passes with every group
+replayed
 bit for bit, and each kind of tampering fails with a line that says what, also when the tamperer refreshes the
 manifest's hashes (the manifest is no signature: the re-derived tables, the numbers from the bits, the plan and the
 replay are what catch an edit that keeps the hashes consistent)."""
@@ -71,7 +72,8 @@ def test_a_fresh_bundle_passes_with_every_group_replayed_bit_for_bit_and_check_w
     code, lines = check(bundle, capsys, "--replay-groups", "99")
     assert code == 0, "\n".join(lines)
     assert lines[-1].startswith(
-        f"check: PASS {bundle}: files, manifest, cells, numbers, plan, weights, tables as recorded; replay: 3 of 3 groups"
+        f"check: PASS {bundle}: files, manifest, cells, numbers, plan, weights, tables as recorded; replay: 3 of 3 "
+        "groups"
     )
     assert "21 cells bit for bit" in lines[-1]
     assert (
@@ -151,8 +153,8 @@ def test_swapped_outcome_bits_fail_the_replay_and_a_flipped_bit_the_numbers(copy
     code, lines = check(copy, capsys, "--no-replay")
     assert code == 1 and lines[-1].startswith("check: FAIL: numbers: ")
     assert (
-        f"{target.attack}@{target.attack_strength:g} {target.model}: accuracy {target.accuracy:.6g} (the bits give {target.accuracy - 1 / 60:.6g})"
-        in lines[-1]
+        f"{target.attack}@{target.attack_strength:g} {target.model}: accuracy {target.accuracy:.6g} (the "
+        f"bits give {target.accuracy - 1 / 60:.6g})" in lines[-1]
     )
 
 
@@ -164,7 +166,8 @@ def test_a_second_line_that_hides_a_cell_fails(copy, capsys):
     code, lines_ = check(copy, capsys, "--no-replay")
     assert (
         code == 1
-        and f"check: cells: FAIL: cells.jsonl.gz: 1 key on more than one line (first: {hidden.key}): only the last line is read"
+        and f"check: cells: FAIL: cells.jsonl.gz: 1 key on more than one line (first: {hidden.key}): only the "
+        "last line is read"
         in lines_
     )
 
@@ -254,7 +257,8 @@ def test_cells_without_committed_code_are_refused_by_bundle_and_fail_the_check(c
     error = capsys.readouterr().err.strip()
     assert (
         error.startswith(
-            f"nonxfer-bench: error: {copy}: not a bundle of tiny.yaml's run: 3 of 21 cells do not record the committed code"
+            f"nonxfer-bench: error: {copy}: not a bundle of tiny.yaml's run: 3 of 21 cells do not record the "
+            "committed code"
         )
         and "\n" not in error
     )
@@ -297,11 +301,31 @@ def test_the_sample_is_the_checkers_draw_and_the_tolerance_rule():
     assert sample_groups(plan, 3, seed=1) == sample_groups(plan, 3, seed=1) != sample_groups(plan, 3, seed=2)
     assert sample_groups(plan, 99, seed=1) == plan
     labels = np.arange(200) % 3 == 0
-    recorded = Cell.model_validate({
-        "key": "k", "suite": "s", "group": "g", "authorized": "a", "encoder": "patch", "strength": 10.0, "seed": 0, "attack": "identity",
-        "attack_strength": 1.0, "baseline": True, "model": "m", "role": "unauthorized", "n": 200, "accuracy": float(labels.mean()), "agreement": 1.0,
-        "outcomes": {"images": 200, "ids": "i", "correct": [pack_bits(labels)], "agree": [pack_bits(np.ones(200, bool))]},
-    })  # fmt: skip
+    recorded = Cell.model_validate(
+        {
+            "key": "k",
+            "suite": "s",
+            "group": "g",
+            "authorized": "a",
+            "encoder": "patch",
+            "strength": 10.0,
+            "seed": 0,
+            "attack": "identity",
+            "attack_strength": 1.0,
+            "baseline": True,
+            "model": "m",
+            "role": "unauthorized",
+            "n": 200,
+            "accuracy": float(labels.mean()),
+            "agreement": 1.0,
+            "outcomes": {
+                "images": 200,
+                "ids": "i",
+                "correct": [pack_bits(labels)],
+                "agree": [pack_bits(np.ones(200, bool))],
+            },
+        }
+    )
 
     def replayed(differ: int) -> Cell:
         bits = labels.copy()

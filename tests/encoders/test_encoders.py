@@ -1,4 +1,5 @@
-"""Encoders: the published recipe reproduced (bit for bit, or to float rounding on tiling stems), exact PSNR, determinism, subspace placement."""
+"""Encoders: the published recipe reproduced (bit for bit, or to float rounding on tiling stems), exact PSNR,
+determinism, subspace placement."""
 
 import pytest
 import torch
@@ -11,13 +12,25 @@ from nonxfer_bench.zoo import build_model
 
 PRE = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}
 MODELS = {
-    "patchify_null": ModelSpec(name="vit", arch="vit_tiny_patch16_224", preprocess=PRE,
-                               kwargs=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=12, depth=1, num_heads=2, num_classes=10)),
-    "patchify_full_rank": ModelSpec(name="cnx", arch="convnext_atto", preprocess=PRE,
-                                    kwargs=dict(in_chans=1, dims=[24, 24, 24, 24], depths=[1, 1, 1, 1], num_classes=10)),
-    "overlapping": ModelSpec(name="res", arch="resnet18", preprocess=PRE,
-                             kwargs=dict(in_chans=1, layers=[1, 1, 1, 1], channels=[8, 16, 32, 64], num_classes=10)),
-}  # fmt: skip
+    "patchify_null": ModelSpec(
+        name="vit",
+        arch="vit_tiny_patch16_224",
+        preprocess=PRE,
+        kwargs=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=12, depth=1, num_heads=2, num_classes=10),
+    ),
+    "patchify_full_rank": ModelSpec(
+        name="cnx",
+        arch="convnext_atto",
+        preprocess=PRE,
+        kwargs=dict(in_chans=1, dims=[24, 24, 24, 24], depths=[1, 1, 1, 1], num_classes=10),
+    ),
+    "overlapping": ModelSpec(
+        name="res",
+        arch="resnet18",
+        preprocess=PRE,
+        kwargs=dict(in_chans=1, layers=[1, 1, 1, 1], channels=[8, 16, 32, 64], num_classes=10),
+    ),
+}
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))

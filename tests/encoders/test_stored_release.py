@@ -25,8 +25,25 @@ def stored(tmp_path_factory: pytest.TempPathFactory, digits_zoo: Path) -> tuple[
     """Six 20 px images released for vit_a by patch at 20 dB in png8 (clipped and rounded: not what patch returns)."""
     root = tmp_path_factory.mktemp("stored")
     source = make_images(root / "photos")
-    args = ["encode", source, root / "release", "--zoo", digits_zoo, "--model", "vit_a", "--encoder", "patch", "--strength", "20", "--format", "png8",
-            "--seed-key", "k", "--threads", "1"]  # fmt: skip
+    args = [
+        "encode",
+        source,
+        root / "release",
+        "--zoo",
+        digits_zoo,
+        "--model",
+        "vit_a",
+        "--encoder",
+        "patch",
+        "--strength",
+        "20",
+        "--format",
+        "png8",
+        "--seed-key",
+        "k",
+        "--threads",
+        "1",
+    ]
     assert main([str(a) for a in args]) == 0
     return source, root / "release"
 
@@ -74,7 +91,29 @@ def test_a_release_encoded_again_after_planning_is_refused(stored, digits_zoo, t
     source, release = stored
     planned = manifest_sha256(release)
     copy = tmp_path / "release"
-    assert main(["encode", str(source), str(copy), "--zoo", str(digits_zoo), "--model", "vit_a", "--encoder", "patch", "--strength", "30",
-                 "--format", "png8", "--seed-key", "k", "--threads", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "encode",
+                str(source),
+                str(copy),
+                "--zoo",
+                str(digits_zoo),
+                "--model",
+                "vit_a",
+                "--encoder",
+                "patch",
+                "--strength",
+                "30",
+                "--format",
+                "png8",
+                "--seed-key",
+                "k",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     with pytest.raises(UserError, match="not the manifest this run was planned on"):
         ENCODERS.create("stored_release", {"release": str(copy), "originals": str(source), "manifest_sha256": planned})

@@ -16,7 +16,8 @@ RESNET = {
 
 
 def small_suite(folder: Path, **overrides) -> Suite:
-    """A digits suite with models ``a`` (authorized) and ``b``, the clean images and a 40 dB white-noise release; keys in
+    """A digits suite with models ``a`` (authorized) and ``b``, the clean images and a 40 dB white-noise release; keys
+    in
     ``overrides`` replace the defaults."""
     folder.mkdir(parents=True, exist_ok=True)
     suite = {

@@ -1,4 +1,5 @@
-"""CPU-only attacks (libjpeg, scikit-image) run on a thread pool beside the device work, with the cells of the sequential run (#14)."""
+"""CPU-only attacks (libjpeg, scikit-image) run on a thread pool beside the device work, with the cells of the
+sequential run (#14)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def test_the_attacks_that_compute_on_the_cpu_say_so():
 
 
 def run(folder, monkeypatch, overlap: bool | None) -> tuple[Runner, list[str], object]:
-    """Run the suite (overlap None: as the device decides); returns the runner, the threads the CPU-only attacks ran on, the result."""
+    """Run the suite (overlap None: as the device decides); returns the runner, the threads the CPU-only attacks ran on,
+    the result."""
     threads: list[str] = []
     for cls in (JpegPil, DenoiseNlm):
         forward = cls.forward
@@ -39,8 +41,12 @@ def run(folder, monkeypatch, overlap: bool | None) -> tuple[Runner, list[str], o
             return forward(self, images, strength, generator)
 
         monkeypatch.setattr(cls, "forward", spy)
-    suite = small_suite(folder, encoders=[{"name": "gaussian", "strengths": [20.0]}], attacks=ATTACK_LIST,
-                        output={"dir": str(folder / "runs"), "results": str(folder / "results"), "sample_images": 4})  # fmt: skip
+    suite = small_suite(
+        folder,
+        encoders=[{"name": "gaussian", "strengths": [20.0]}],
+        attacks=ATTACK_LIST,
+        output={"dir": str(folder / "runs"), "results": str(folder / "results"), "sample_images": 4},
+    )
     runner = Runner(suite)
     if overlap is not None:
         runner.overlap_cpu_attacks = overlap  # as on an accelerator: the CPU itself never overlaps

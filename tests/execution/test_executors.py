@@ -1,4 +1,5 @@
-"""Executors: a process pool and Ray compute exactly the cells the sequential runner computes, and a dead worker loses nothing."""
+"""Executors: a process pool and Ray compute exactly the cells the sequential runner computes, and a dead worker loses
+nothing."""
 
 from __future__ import annotations
 
@@ -137,8 +138,9 @@ def test_a_model_that_runs_out_of_memory_backs_off_to_smaller_batches_with_the_s
 @pytest.mark.slow
 def test_a_worker_prints_the_package_s_notices_as_lines_naming_it(tmp_path):
     script = (
-        "import logging, os; from nonxfer_bench.execution.executors import _init_worker; _init_worker(1, os.getcwd()); "
-        "logging.getLogger('nonxfer_bench.encoders.operator').info('operator encoder: one-time solve, estimated 3 s'); print(os.getpid())"
+        "import logging, os; from nonxfer_bench.execution.executors import _init_worker; _init_worker(1, "
+        "os.getcwd()); logging.getLogger('nonxfer_bench.encoders.operator').info('operator encoder: one-time solve, "
+        "estimated 3 s'); print(os.getpid())"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -11,7 +11,8 @@ from tests.execution.small import small_suite
 
 
 def fitted_run(folder, monkeypatch, released: int, batch_size: int) -> tuple[list[torch.Tensor], dict]:
-    """Run a clean-release suite with ``subspace_image`` at a ``released`` budget; returns what each fit saw and the attack's cells by model."""
+    """Run a clean-release suite with ``subspace_image`` at a ``released`` budget; returns what each fit saw and the
+    attack's cells by model."""
     seen: list[torch.Tensor] = []
     fit = SubspaceImage.fit
 
@@ -58,7 +59,8 @@ def test_a_budget_above_the_group_is_clamped_to_its_images_and_the_cells_say_so(
 
 
 def test_an_attack_without_a_budget_still_fits_on_the_first_batch(tmp_path, monkeypatch):
-    """What committed suites did: unbudgeted attacks keep their sample even when another attack's budget spans batches."""
+    """What committed suites did: unbudgeted attacks keep their sample even when another attack's budget spans
+    batches."""
     seen: list[int] = []
     fit = SubspaceImage.fit
     monkeypatch.setattr(

@@ -51,8 +51,7 @@ class Outcome:
 
 # The limit is set by a tiny launcher that then execs the CLI (a preexec_fn is unsafe in a threaded test process).
 LAUNCHER = (
-    "import os, resource, sys; limit = int(sys.argv[1]); "
-    "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
+    "import os, resource, sys; limit = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
     "os.execv(sys.executable, [sys.executable, '-m', 'nonxfer_bench.cli', *sys.argv[2:]])"
 )
 
@@ -113,7 +112,8 @@ def _in_process(argv: list[str], cwd: Path, env: dict[str, str]) -> Outcome:
 
 
 def error_line(outcome: Outcome, *expected: str) -> str:
-    """Assert a clean refusal: exit 2, one short ``nonxfer-bench: error:`` line containing ``expected``, no traceback."""
+    """Assert a clean refusal: exit 2, one short ``nonxfer-bench: error:`` line containing ``expected``, no
+    traceback."""
     lines = [
         line for line in re.split(r"[\r\n]", PROGRESS.sub("", outcome.err)) if line.strip() and not PLAN.match(line)
     ]

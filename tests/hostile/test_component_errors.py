@@ -23,7 +23,8 @@ from tests.helpers import write_yaml
 from tests.hostile.conftest import error_line, run_cli
 from tests.hostile.test_component_params import TINY_MODEL
 
-# plan order: the clean group (first), then gaussian@20 and gaussian@30. The clean images face only the no-attack step, so an
+# plan order: the clean group (first), then gaussian@20 and gaussian@30. The clean images face only the no-attack step,
+# so an
 # attack sees the two releases: one that fails in the second group it sees fails at gaussian@30, and leaves the clean
 # group's and gaussian@20's cells behind
 SUITE = {
@@ -215,8 +216,14 @@ def test_finetune_whose_last_batch_holds_one_image_trains():
 def test_a_component_error_in_a_worker_process_is_the_same_one_line(tmp_path):
     """Through the process pool: a built-in attack's own error (noise made with the authorized stem is the white box,
     which only the fitted attack sees) comes back from the worker as the driver's one line."""
-    suite = {**SUITE, "public": {"name": "digits", "params": {"split": "train"}, "limit": 12},
-             "attacks": [{"name": "identity"}, {"name": "augment_finetune", "params": {"noise_models": ["a"], "images": 4, "epochs": 1}}]}  # fmt: skip
+    suite = {
+        **SUITE,
+        "public": {"name": "digits", "params": {"split": "train"}, "limit": 12},
+        "attacks": [
+            {"name": "identity"},
+            {"name": "augment_finetune", "params": {"noise_models": ["a"], "images": 4, "epochs": 1}},
+        ],
+    }
     path = write_yaml(
         tmp_path / "suite.yaml",
         {**suite, "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")}},
@@ -224,5 +231,6 @@ def test_a_component_error_in_a_worker_process_is_the_same_one_line(tmp_path):
     outcome = run_cli("run", path, "--executor", "process", "--workers", "1", cwd=tmp_path / "cwd")
     error_line(
         outcome,
-        f"{path}: attacks[1] (augment_finetune): ValueError: augment_finetune: noise_models may not hold the authorized model 'a'",
+        f"{path}: attacks[1] (augment_finetune): ValueError: augment_finetune: noise_models may not hold the "
+        "authorized model 'a'",
     )

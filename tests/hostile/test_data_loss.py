@@ -36,7 +36,8 @@ def load_script(name: str):
 
 
 def tiny_ddpm_config(path: Path, output: str) -> Path:
-    """The committed DDPM config shrunk to seconds of CPU (8 px, two 8-channel levels, 16 images), writing to ``output``."""
+    """The committed DDPM config shrunk to seconds of CPU (8 px, two 8-channel levels, 16 images), writing to
+    ``output``."""
     data = yaml.safe_load(SPEC.read_text())
     data.update(
         output=output, image_size=8, block_out_channels=[8, 8], attention=False, num_train_timesteps=20, batch_size=4
@@ -63,7 +64,8 @@ def zoo_copy(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("output", ["weights", "fashion.yaml", "weights/vit_a.safetensors"])
 def test_train_diffusion_never_replaces_what_it_did_not_write(zoo_copy: Path, cwd: Path, output: str) -> None:
-    """`output: weights` (a typo for weights/fashion-ddpm) deleted every zoo weight file; `output: fashion.yaml` the zoo file."""
+    """`output: weights` (a typo for weights/fashion-ddpm) deleted every zoo weight file; `output: fashion.yaml` the zoo
+    file."""
     config = tiny_ddpm_config(zoo_copy / "typo.yaml", output)
     before = tree_digest(zoo_copy)
     refused(
@@ -95,7 +97,8 @@ def edited_card(folder: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [(foreign_file, "'notes.txt', which WRITTEN_BY.json does not list"), (other_command, "WRITTEN_BY.json names"),
-     (edited_card, "'MODEL_CARD.md' changed"), (lambda folder: (folder / "WRITTEN_BY.json").unlink(), "holds no WRITTEN_BY.json"),
+     (edited_card, "'MODEL_CARD.md' changed"), (lambda folder: (folder / "WRITTEN_BY.json").unlink(), "holds no "
+                                                                                                      "WRITTEN_BY.json"),
      (lambda folder: (folder / "WRITTEN_BY.json").write_text("{"), "WRITTEN_BY.json is damaged")],
     ids=["foreign file", "other command", "edited card", "no marker", "damaged marker"],
 )  # fmt: skip
@@ -255,8 +258,15 @@ def test_eviction_in_the_caches_own_folder_takes_only_its_own_entries(tmp_path: 
 def finished_run(tmp_path_factory: pytest.TempPathFactory, digits_zoo: Path) -> Path:
     """A finished small digits run (cells, run log): the suite file."""
     root = tmp_path_factory.mktemp("timed")
-    suite = digits_suite(root, digits_zoo, name="timed", dataset={"name": "digits", "limit": 20}, batch_size=20,
-                         encoders=[{"name": "patch", "strengths": [0.0]}], attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}])  # fmt: skip
+    suite = digits_suite(
+        root,
+        digits_zoo,
+        name="timed",
+        dataset={"name": "digits", "limit": 20},
+        batch_size=20,
+        encoders=[{"name": "patch", "strengths": [0.0]}],
+        attacks=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
+    )
     assert main(["run", str(suite), "--no-tracking"]) == 0
     return suite
 
@@ -307,8 +317,15 @@ def test_the_runtime_benchmark_replaces_its_own_table_when_asked(
 
 
 def test_the_documented_runtime_command_writes_under_runs() -> None:
-    documented = [line for text in ((REPO / "docs" / "guides" / "findings.md").read_text(), (REPO / "benchmarks" / "runtime.py").read_text())
-                  for line in text.splitlines() if "benchmarks/runtime.py suites/" in line]  # fmt: skip
+    documented = [
+        line
+        for text in (
+            (REPO / "docs" / "guides" / "findings.md").read_text(),
+            (REPO / "benchmarks" / "runtime.py").read_text(),
+        )
+        for line in text.splitlines()
+        if "benchmarks/runtime.py suites/" in line
+    ]
     assert len(documented) == 2 and all("--out runs/" in line for line in documented), documented
 
 

@@ -32,8 +32,23 @@ PROPERTY = settings(
 )
 HOURS_AGO = time.time() - 2 * 3600
 # names the commands write themselves, so that a foreign file of that name is the hardest case
-OWN_NAMES = ["manifest.json", "verify.json", "WRITTEN_BY.json", "MODEL_CARD.md", "unet", "scheduler", "RUNTIME.md", "runtime.png",
-             "site.tar.xz", "fashion-mnist", "CACHEDIR.TAG", "survey.json", "survey.npy", ".hidden", ".x.npy.abcdefgh.partial"]  # fmt: skip
+OWN_NAMES = [
+    "manifest.json",
+    "verify.json",
+    "WRITTEN_BY.json",
+    "MODEL_CARD.md",
+    "unet",
+    "scheduler",
+    "RUNTIME.md",
+    "runtime.png",
+    "site.tar.xz",
+    "fashion-mnist",
+    "CACHEDIR.TAG",
+    "survey.json",
+    "survey.npy",
+    ".hidden",
+    ".x.npy.abcdefgh.partial",
+]
 NAMES = st.one_of(
     st.text(st.characters(exclude_categories=("Cs",), exclude_characters="/\x00"), min_size=1, max_size=20).filter(
         lambda name: name not in (".", "..") and len(name.encode()) <= 200
@@ -151,7 +166,8 @@ def test_gpu_bundle(tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
 @settings(PROPERTY, max_examples=6)
 @given(tree=TREES, replace=st.booleans())
 def test_runtime(tree, replace: bool, tmp_path: Path, finished_run: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811 - the fixture
-    """Without --replace a RUNTIME.md or runtime.png of someone else's is refused; with it only those two are replaced."""
+    """Without --replace a RUNTIME.md or runtime.png of someone else's is refused; with it only those two are
+    replaced."""
     root = fresh(tmp_path)
     before = plant(root / "out", tree)
     code, err = runtime_outcome(capsys, finished_run, "--out", root / "out", *(["--replace"] if replace else []))

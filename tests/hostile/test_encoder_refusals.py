@@ -20,7 +20,8 @@ ZOO = ROOT / "suites/zoo/fashion.yaml"
 
 
 def refusals() -> list[tuple[str, str, str]]:
-    """(encoder, zoo model, reason) for every model of the zoo that a registered encoder (default parameters) refuses."""
+    """(encoder, zoo model, reason) for every model of the zoo that a registered encoder (default parameters)
+    refuses."""
     encoders = [ENCODERS.create(name) for name in encoders_with_defaults()]
     specs = load_zoo(ZOO).models
     return [
@@ -36,11 +37,19 @@ REFUSALS = refusals()
 
 
 def keyed_suite(tmp_path: Path, encoder: str, authorized: str) -> Path:
-    return write_yaml(tmp_path / "suite.yaml", {
-        "name": "refusal", "dataset": {"name": "digits", "limit": 20}, "zoo": str(ZOO), "authorized": ["vit_a", authorized],
-        "encoders": [{"name": "clean", "strengths": [0]}, {"name": encoder, "strengths": [20]}], "attacks": [{"name": "identity"}],
-        "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")}, "tracking": {"enabled": False},
-    })  # fmt: skip
+    return write_yaml(
+        tmp_path / "suite.yaml",
+        {
+            "name": "refusal",
+            "dataset": {"name": "digits", "limit": 20},
+            "zoo": str(ZOO),
+            "authorized": ["vit_a", authorized],
+            "encoders": [{"name": "clean", "strengths": [0]}, {"name": encoder, "strengths": [20]}],
+            "attacks": [{"name": "identity"}],
+            "output": {"dir": str(tmp_path / "runs"), "results": str(tmp_path / "results")},
+            "tracking": {"enabled": False},
+        },
+    )
 
 
 def test_the_refusals_below_cover_every_first_layer_the_keyed_transform_cannot_fold_into():
@@ -136,7 +145,8 @@ def test_a_check_model_that_raises_is_one_line_naming_the_entry(fussy, monkeypat
         path,
         cwd=cwd,
         expected=(
-            f"{path}: key 'encoders[1]': fussy cannot protect authorized model 'vit_a': its check_model raised RuntimeError",
+            f"{path}: key 'encoders[1]': fussy cannot protect authorized model 'vit_a': its check_model raised "
+            "RuntimeError",
         ),
     )
     assert not (tmp_path / "runs").exists()

@@ -22,24 +22,44 @@ from nonxfer_bench.core.errors import UserError
 from tests.helpers import DIGITS_ZOO, write_yaml
 from tests.hostile.conftest import refused, run_cli
 
-NETWORK = {"arch": "resnet18", "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
-           "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]}}  # fmt: skip
+NETWORK = {
+    "arch": "resnet18",
+    "kwargs": {"in_chans": 1, "layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8], "num_classes": 10},
+    "preprocess": {"input_size": [1, 8, 8], "mean": [0.3], "std": [0.4]},
+}
 BAD_DEVICES = ["CUDA", "cuda:", "cuda:01", "cpu:0", " cuda", "cuda ", "mps", "cuda\n", "cuda:\u0661", "gpu", ""]
 ZOO_NAMES = [model["name"] for model in DIGITS_ZOO["models"]]
 
 
 def tiny_suite(folder: Path) -> Path:
     """A suite of two random-weight ResNets on 10 digits: it loads without trained weights."""
-    return write_yaml(folder / "suite.yaml", {
-        "name": "tiny", "dataset": {"name": "digits", "limit": 10}, "zoo": [{"name": "a", **NETWORK}, {"name": "b", "seed": 1, **NETWORK}],
-        "authorized": ["a"], "encoders": [{"name": "patch", "strengths": [20.0]}], "attacks": [{"name": "identity"}],
-    })  # fmt: skip
+    return write_yaml(
+        folder / "suite.yaml",
+        {
+            "name": "tiny",
+            "dataset": {"name": "digits", "limit": 10},
+            "zoo": [{"name": "a", **NETWORK}, {"name": "b", "seed": 1, **NETWORK}],
+            "authorized": ["a"],
+            "encoders": [{"name": "patch", "strengths": [20.0]}],
+            "attacks": [{"name": "identity"}],
+        },
+    )
 
 
 def ddpm_config(folder: Path) -> Path:
     """A DDPM config on digits writing into ``folder``/ddpm."""
-    return write_yaml(folder / "ddpm.yaml", {"dataset": {"name": "digits"}, "output": "ddpm", "image_size": 8, "block_out_channels": [8],
-                                              "num_train_timesteps": 10, "train_steps": 1, "batch_size": 4})  # fmt: skip
+    return write_yaml(
+        folder / "ddpm.yaml",
+        {
+            "dataset": {"name": "digits"},
+            "output": "ddpm",
+            "image_size": 8,
+            "block_out_channels": [8],
+            "num_train_timesteps": 10,
+            "train_steps": 1,
+            "batch_size": 4,
+        },
+    )
 
 
 @pytest.fixture
@@ -119,11 +139,19 @@ def device_commands(folder: Path) -> dict[str, list[object]]:
         "a",
     ]  # the device is checked before the zoo or any folder is read
     arguments = {
-        "run": [tiny_suite(folder), "--no-tracking"], "train diffusion": [ddpm_config(folder)],
+        "run": [tiny_suite(folder), "--no-tracking"],
+        "train diffusion": [ddpm_config(folder)],
         "encode": [folder / "photos", folder / "release", *release, "--encoder", "patch", "--strength", "10"],
         "verify": [folder / "release", *release[:2], "--labels"],
-        "attack": [folder / "release", "--originals", folder / "photos", *release[:2], "--protocol", folder / "protocol.yaml"],
-    }  # fmt: skip
+        "attack": [
+            folder / "release",
+            "--originals",
+            folder / "photos",
+            *release[:2],
+            "--protocol",
+            folder / "protocol.yaml",
+        ],
+    }
     assert commands_with("--device") == set(arguments), "a command takes --device: give it its arguments here"
     return {command: [*command.split(), *rest] for command, rest in arguments.items()}
 

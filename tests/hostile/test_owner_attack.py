@@ -162,7 +162,8 @@ def test_attack_refuses_a_run_folder_inside_the_release_or_the_originals(
 
 
 def test_a_refused_attack_leaves_no_folder_it_created(copies, tmp_path: Path, digits_zoo: Path) -> None:
-    """The suite file is written, then loaded as ``run`` loads it: a refusal there removed only the innermost new folder."""
+    """The suite file is written, then loaded as ``run`` loads it: a refusal there removed only the innermost new
+    folder."""
     source, release = copies
     out = tmp_path / "runs" / "a" / "b"
     attack(
@@ -193,7 +194,8 @@ def test_a_refused_attack_leaves_no_folder_it_created(copies, tmp_path: Path, di
 
 
 def test_a_finished_attack_run_is_one_encode_overwrite_may_replace(copies, tmp_path: Path, digits_zoo: Path) -> None:
-    """``attack`` marks its finished run file by file, so ``encode --overwrite`` can prove the folder is a run's and replace it."""
+    """``attack`` marks its finished run file by file, so ``encode --overwrite`` can prove the folder is a run's and
+    replace it."""
     from nonxfer_bench.core.atomic import MARKER
 
     source, release = copies

@@ -312,7 +312,8 @@ def test_encode_overwrite_never_deletes_what_an_attack_run_did_not_write(
 
 
 def foreign_manifest(release: Path) -> None:
-    """A folder of the user's own whose hand-written manifest has every key verify needs and lists its photo, with no SHA-256."""
+    """A folder of the user's own whose hand-written manifest has every key verify needs and lists its photo, with no
+    SHA-256."""
     manifest = json.loads((release / "manifest.json").read_text())
     shutil.rmtree(release)
     release.mkdir()
@@ -351,7 +352,8 @@ def test_encode_overwrite_replaces_only_a_release_its_manifest_proves(
 
 
 def test_a_release_has_the_modes_the_umask_gives(pristine, tmp_path: Path, digits_zoo: Path) -> None:
-    """Staging through mkdtemp and mkstemp left the release folder 0700 and its manifest and card 0600 (its images 0644)."""
+    """Staging through mkdtemp and mkstemp left the release folder 0700 and its manifest and card 0600 (its images
+    0644)."""
     import stat
 
     mask = os.umask(0o022)

@@ -27,7 +27,8 @@ MODEL = {
 }  # fmt: skip
 CELLS = [cell for cell in ladder_cells() if cell.encoder == "patch" and cell.attack in ("identity", "blur")]
 QUOTES = ["it's", 'a"b', "back\\slash", "tick`", "x' or tags.`nxb.run_dir` != '", "%_", " ", "\t\x1b[31m\r"]
-# a folder name: anything but '/' and NUL (the file system's only limits); an experiment name: any text of 1 to 250 characters
+# a folder name: anything but '/' and NUL (the file system's only limits); an experiment name: any text of 1 to 250
+# characters
 folders = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=24
 ) | st.sampled_from(QUOTES)
@@ -42,11 +43,19 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def tracked(root: Path, folder: str, experiment: str, name: str, uri: str):
     """A suite of tiny random ResNets named ``name`` that runs into ``root/folder/runs`` and logs to ``experiment``."""
-    path = write_yaml(root / "suite.yaml", {
-        "name": name, "dataset": {"name": "digits", "limit": 10}, "zoo": [{"name": model, **MODEL} for model in MODELS],
-        "authorized": [MODELS[0]], "encoders": [{"name": "patch", "strengths": [20.0]}], "attacks": [{"name": "identity"}],
-        "output": {"dir": str(root / folder / "runs"), "results": str(root / "results")}, "tracking": {"uri": uri, "experiment": experiment},
-    })  # fmt: skip
+    path = write_yaml(
+        root / "suite.yaml",
+        {
+            "name": name,
+            "dataset": {"name": "digits", "limit": 10},
+            "zoo": [{"name": model, **MODEL} for model in MODELS],
+            "authorized": [MODELS[0]],
+            "encoders": [{"name": "patch", "strengths": [20.0]}],
+            "attacks": [{"name": "identity"}],
+            "output": {"dir": str(root / folder / "runs"), "results": str(root / "results")},
+            "tracking": {"uri": uri, "experiment": experiment},
+        },
+    )
     suite = load_suite(path)
     return suite, path, next(group for group in plan_suite(suite) if group.encoder.name == "patch")
 
@@ -88,10 +97,14 @@ def test_an_apostrophe_in_the_output_folder_with_tracking(tmp_path: Path, cwd: P
     """The campaign's case: `run` into a folder named with an apostrophe, then the leaderboard read back from MLflow."""
     odd = tmp_path / "bob's runs"
     suite = digits_suite(
-        tmp_path, digits_zoo, dataset={"name": "digits", "limit": 40}, encoders=[{"name": "patch", "strengths": [0.0]}],
-        attacks=[{"name": "identity"}], output={"dir": str(odd / "runs"), "results": str(odd / "results"), "sample_images": 0},
+        tmp_path,
+        digits_zoo,
+        dataset={"name": "digits", "limit": 40},
+        encoders=[{"name": "patch", "strengths": [0.0]}],
+        attacks=[{"name": "identity"}],
+        output={"dir": str(odd / "runs"), "results": str(odd / "results"), "sample_images": 0},
         tracking={"enabled": True, "experiment": "it's mine"},
-    )  # fmt: skip
+    )
     for _ in range(2):  # the second run resumes nothing and reuses every group run
         outcome = run_cli("run", suite, cwd=cwd)
         assert outcome.code == 0, outcome.err[-3000:]

@@ -180,13 +180,24 @@ def test_rank_correlation_tests_each_predictor_of_the_drop_with_a_bootstrap_inte
 
     def baseline(model, encoder, accuracy, **bounds):
         role = "authorized" if model == "a" else "unauthorized"
-        return {"baseline": True, "authorized": "a", "model": model, "encoder": encoder, "strength": 10.0 if encoder != "clean" else 0.0,
-                "role": role, "accuracy": accuracy} | {f"bound/{k}": v for k, v in bounds.items()}  # fmt: skip
+        return {
+            "baseline": True,
+            "authorized": "a",
+            "model": model,
+            "encoder": encoder,
+            "strength": 10.0 if encoder != "clean" else 0.0,
+            "role": role,
+            "accuracy": accuracy,
+        } | {f"bound/{k}": v for k, v in bounds.items()}
 
     models = [f"m{i}" for i in range(6)]
     cells = [baseline(m, "clean", 0.9) for m in ["a", *models]]
-    cells += [baseline(m, "patch", 0.9 - 0.1 * i, misalignment=0.1 * i + 0.05, hw_lhs=(1.0 if i % 2 else 2.0) if i < 4 else None)
-              for i, m in enumerate(models)]  # fmt: skip
+    cells += [
+        baseline(
+            m, "patch", 0.9 - 0.1 * i, misalignment=0.1 * i + 0.05, hw_lhs=(1.0 if i % 2 else 2.0) if i < 4 else None
+        )
+        for i, m in enumerate(models)
+    ]
     [misalignment] = rank_correlation(cells, "bound/misalignment")
     assert (misalignment["rho"], misalignment["n"]) == (1.0, 6) and misalignment["p"] < 0.01
     assert misalignment["interval"][0] <= 1.0 <= misalignment["interval"][1] + 1e-12

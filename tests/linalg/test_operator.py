@@ -30,10 +30,13 @@ GEOMETRIES = {
     "dilation_2": (dict(in_channels=2, out_channels=8, kernel_size=3, stride=1, padding=2, dilation=2), (2, 9, 9)),
     "groups_2": (dict(in_channels=4, out_channels=8, kernel_size=3, stride=2, padding=1, groups=2), (4, 8, 8)),
     "stride_exceeds_kernel": (dict(in_channels=1, out_channels=8, kernel_size=2, stride=3), (1, 12, 12)),
-    "circular_5x5_s2": (dict(in_channels=1, out_channels=8, kernel_size=5, stride=2, padding=2, padding_mode="circular"), (1, 12, 12)),
+    "circular_5x5_s2": (
+        dict(in_channels=1, out_channels=8, kernel_size=5, stride=2, padding=2, padding_mode="circular"),
+        (1, 12, 12),
+    ),
     # timm's TF-"same" stem (tf_efficientnet_*): padding 0, padded inside the forward, asymmetric on this grid
     "tf_same_3x3_s2": (dict(in_channels=2, out_channels=6, kernel_size=3, stride=2, same=True), (2, 10, 9)),
-}  # fmt: skip
+}
 TOLERANCE = 1e-7  # |sigma_i(operator) - sigma_i(dense)| <= TOLERANCE * ||A||, for solver tol 1e-10
 
 
@@ -184,8 +187,10 @@ if sys.argv[1] == "load":  # a second process must read the basis from disk, nev
     def refuse(*args, **kwargs):
         raise AssertionError("solved again")
     operator.operator_subspace = refuse
-result = operator.cached_operator_subspace(conv, shape, 6, float(sys.argv[2]), input_scale=torch.tensor([2.0, 3.0, 4.0]), max_iter=300)
-print(result.basis.dtype, float(result.basis.double().abs().sum()), result.singular_values.tolist(), result.stop, result.converged)
+scale = torch.tensor([2.0, 3.0, 4.0])
+result = operator.cached_operator_subspace(conv, shape, 6, float(sys.argv[2]), input_scale=scale, max_iter=300)
+total = float(result.basis.double().abs().sum())
+print(result.basis.dtype, total, result.singular_values.tolist(), result.stop, result.converged)
 """
 
 

@@ -74,8 +74,32 @@ def test_a_folder_encoded_verified_and_attacked_gets_the_suites_numbers_on_its_c
     group = next(g for g in plan_suite(load_suite(suite_file)) if g.encoder.name == "patch")
     release = tmp_path / "release"
     # the suite's draw key as the owner's seed key: the release holds the suite's NEs, file for file
-    assert main(["encode", str(photos), str(release), "--zoo", str(digits_zoo), "--model", "vit_a", "--encoder", "patch", "--strength", STRENGTH,
-                 "--format", "float32", "--seed-key", group.draw_key, "--batch-size", str(BATCH), "--threads", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "encode",
+                str(photos),
+                str(release),
+                "--zoo",
+                str(digits_zoo),
+                "--model",
+                "vit_a",
+                "--encoder",
+                "patch",
+                "--strength",
+                STRENGTH,
+                "--format",
+                "float32",
+                "--seed-key",
+                group.draw_key,
+                "--batch-size",
+                str(BATCH),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert main(["verify", str(release), "--zoo", str(digits_zoo), "--labels", "--threads", "1"]) == 0
     manifest = json.loads((release / "manifest.json").read_text())
     released = torch.stack([read_image(release / entry["file"])[0] for entry in manifest["images"]])
@@ -84,8 +108,25 @@ def test_a_folder_encoded_verified_and_attacked_gets_the_suites_numbers_on_its_c
     assert json.loads((release / "verify.json").read_text())["models"][0]["accuracy"] == pytest.approx(truth, abs=1e-12)
     assert truth > 0.5  # labels by class name: folders 2..9 numbered 0..7 left vit_a near chance
 
-    assert main(["attack", str(release), "--originals", str(photos), "--zoo", str(digits_zoo), "--protocol", str(NE_V1), "--ensemble", "fast",
-                 "--threads", "1"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "attack",
+                str(release),
+                "--originals",
+                str(photos),
+                "--zoo",
+                str(digits_zoo),
+                "--protocol",
+                str(NE_V1),
+                "--ensemble",
+                "fast",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     card = json.loads((release / "protection.json").read_text())
     evidence = card["evidence"]

@@ -21,8 +21,26 @@ from tests.owner.conftest import FASHION_ZOO
 
 
 def encode(source: Path, output: Path, *extra: str, encoder: str = "clean", strength: str = "0") -> int:
-    return main(["encode", str(source), str(output), "--zoo", str(FASHION_ZOO), "--model", "vit_a", "--encoder", encoder, "--strength", strength,
-                 "--seed-key", "owner-key", "--threads", "1", *extra])  # fmt: skip
+    return main(
+        [
+            "encode",
+            str(source),
+            str(output),
+            "--zoo",
+            str(FASHION_ZOO),
+            "--model",
+            "vit_a",
+            "--encoder",
+            encoder,
+            "--strength",
+            strength,
+            "--seed-key",
+            "owner-key",
+            "--threads",
+            "1",
+            *extra,
+        ]
+    )
 
 
 def verify(release: Path, *extra: str) -> int:
@@ -82,7 +100,8 @@ def test_a_class_file_names_the_labels_one_name_per_line(tmp_path):
     assert report["models"][0]["accuracy"] == pytest.approx(accuracy(images, 9 - labels), abs=1e-12)
 
 
-# --- 2. a release at the model's native geometry, no lossy crop --------------------------------------------------------
+# --- 2. a release at the model's native geometry, no lossy crop
+# --------------------------------------------------------
 
 
 def test_encode_takes_an_image_at_the_models_input_size_as_it_is(photos, tmp_path, capsys):

@@ -31,10 +31,24 @@ SHOWN = re.compile(r"^(-?\d+\.\d) \[(\d+\.\d), (\d+\.\d)\]")
 def cell(attack, strength, model, accuracy, encoder="patch", seed=0, n=200, **extra):
     """A cell record as the store keeps it (schema 1 unless ``extra`` adds outcomes)."""
     return {
-        "suite": "s", "group": "g", "authorized": "a", "encoder": encoder, "strength": 10.0, "seed": seed, "attack": attack, "attack_strength": strength,
-        "attack_param": {}, "model": model, "role": "authorized" if model == "a" else "unauthorized", "accuracy": accuracy,
-        "agreement": accuracy, "encoded_psnr": 10.0, "attacked_psnr": 20.0, "n": n, "key": f"{attack}{strength}{model}{encoder}{seed}",
-    } | extra  # fmt: skip
+        "suite": "s",
+        "group": "g",
+        "authorized": "a",
+        "encoder": encoder,
+        "strength": 10.0,
+        "seed": seed,
+        "attack": attack,
+        "attack_strength": strength,
+        "attack_param": {},
+        "model": model,
+        "role": "authorized" if model == "a" else "unauthorized",
+        "accuracy": accuracy,
+        "agreement": accuracy,
+        "encoded_psnr": 10.0,
+        "attacked_psnr": 20.0,
+        "n": n,
+        "key": f"{attack}{strength}{model}{encoder}{seed}",
+    } | extra
 
 
 CELLS = [

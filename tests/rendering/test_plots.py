@@ -311,7 +311,8 @@ def test_the_html_report_captions_each_plot_with_its_own_caption(ladder, tmp_pat
 
 
 def many_releases() -> list:
-    """The ladder's patch release at ten strengths (10 to 19 dB): more releases of one authorized model than a page holds."""
+    """The ladder's patch release at ten strengths (10 to 19 dB): more releases of one authorized model than a page
+    holds."""
     cells = ladder_cells()
     patch = [cell for cell in cells if cell.encoder == "patch"]
     copies = [
@@ -428,8 +429,14 @@ def test_no_two_texts_of_a_figure_overlap(figures, ladder, quickstart):
         canvas = FigureCanvasAgg(figure)  # a figure saved by another test is closed: draw it on a canvas of its own
         canvas.draw()
         renderer = canvas.get_renderer()
-        hidden = {id(label) for axes in figure.axes for axis in (axes.xaxis, axes.yaxis) for tick in axis.get_major_ticks() + axis.get_minor_ticks()
-                  for label in (tick.label1, tick.label2) if not min(axis.get_view_interval()) <= tick.get_loc() <= max(axis.get_view_interval())}  # fmt: skip
+        hidden = {
+            id(label)
+            for axes in figure.axes
+            for axis in (axes.xaxis, axes.yaxis)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+            for label in (tick.label1, tick.label2)
+            if not min(axis.get_view_interval()) <= tick.get_loc() <= max(axis.get_view_interval())
+        }
         boxes = [
             (text.get_text(), text.get_window_extent(renderer)) for text in texts(figure) if id(text) not in hidden
         ]  # what is drawn

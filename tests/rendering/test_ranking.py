@@ -1,4 +1,5 @@
-"""The leaderboard opens with what was run and its ranking, the protocol verdict, read back from the written Markdown."""
+"""The leaderboard opens with what was run and its ranking, the protocol verdict, read back from the written
+Markdown."""
 
 from __future__ import annotations
 
@@ -25,13 +26,29 @@ def cell(encoder: str, strength: float, attack: str, model: str, correct: np.nda
     role = "authorized" if model == "a" else ("control" if model == "ctrl" else "unauthorized")
     bits = pack_bits(correct)
     return Cell(
-        key=f"{encoder}{strength}{attack}{model}{seed}{extra}", suite="s", group=f"{encoder}{strength}{seed}", authorized="a",
-        encoder=encoder, strength=strength, seed=seed, attack=attack, attack_strength=1.0 if attack == "identity" else 0.5,
-        baseline=attack == "identity", model=model, role=role, n=len(correct), accuracy=float(correct.mean()),
-        agreement=float(correct.mean()), encoded_psnr=None if encoder == "clean" else strength, stored_psnr=None if encoder == "clean" else strength,
-        attacked_ssim=1.0 if encoder == "clean" else strength / 40, device="cpu", tier=extra.pop("tier", "none"),
-        outcomes={"images": len(correct), "ids": "same-images", "correct": [bits], "agree": [bits]}, **extra,
-    )  # fmt: skip
+        key=f"{encoder}{strength}{attack}{model}{seed}{extra}",
+        suite="s",
+        group=f"{encoder}{strength}{seed}",
+        authorized="a",
+        encoder=encoder,
+        strength=strength,
+        seed=seed,
+        attack=attack,
+        attack_strength=1.0 if attack == "identity" else 0.5,
+        baseline=attack == "identity",
+        model=model,
+        role=role,
+        n=len(correct),
+        accuracy=float(correct.mean()),
+        agreement=float(correct.mean()),
+        encoded_psnr=None if encoder == "clean" else strength,
+        stored_psnr=None if encoder == "clean" else strength,
+        attacked_ssim=1.0 if encoder == "clean" else strength / 40,
+        device="cpu",
+        tier=extra.pop("tier", "none"),
+        outcomes={"images": len(correct), "ids": "same-images", "correct": [bits], "agree": [bits]},
+        **extra,
+    )
 
 
 def release(encoder: str, strength: float, rates: dict[tuple[str, str], float], seed: int = 0, **extra) -> list[Cell]:
@@ -293,9 +310,18 @@ def test_the_header_says_what_was_run_from_the_cells_and_the_store_not_the_clock
     first = write_leaderboard("s", cells, MODELS, tmp_path / "one", source=source)[0].read_text()
     summary = first.split("\n\n")[1]
     assert summary.startswith("**What was run**: suite `s` (`")
-    for part in (f"{N} images per cell", "1 seed (0)", "2 encodings of 1 authorized model", "2 attack steps of 2 attacks",
-                 "4 models (1 control)", "precision fp32", "device cpu", "cells computed by unknown code (not recorded)", f"tables written by {code_version()}",
-                 "newest cell written 2026-03-04 (UTC)"):  # fmt: skip
+    for part in (
+        f"{N} images per cell",
+        "1 seed (0)",
+        "2 encodings of 1 authorized model",
+        "2 attack steps of 2 attacks",
+        "4 models (1 control)",
+        "precision fp32",
+        "device cpu",
+        "cells computed by unknown code (not recorded)",
+        f"tables written by {code_version()}",
+        "newest cell written 2026-03-04 (UTC)",
+    ):
         assert part in summary
     assert code_version().startswith("nonxfer-bench ") and " git " in code_version()
     stamped = [c.model_copy(update={"code": "nonxfer-bench 0.1.0, git 0123456789ab"}) for c in cells[:3]] + cells[3:]
@@ -320,8 +346,11 @@ def test_precision_and_device_are_a_header_line_when_shared_and_a_column_when_th
     found = tables(text)
     ranking = found["Protocol verdict"]
     assert sorted((row["encoding"], row["precision"], row["device"]) for row in ranking) == [
-        ("patch 10", "bf16", "cuda"), ("patch 10", "fp32", "cpu"), ("patch 20", "bf16", "cuda"), ("patch 20", "fp32", "cpu")
-    ]  # fmt: skip
+        ("patch 10", "bf16", "cuda"),
+        ("patch 10", "fp32", "cpu"),
+        ("patch 20", "bf16", "cuda"),
+        ("patch 20", "fp32", "cpu"),
+    ]
     assert {row["precision"] for row in found["NE effect (no attack)"]} == {"bf16", "fp32"}  # never averaged together
     assert len(found["Attacks"]) == 2 * 3 * 2
 

@@ -73,10 +73,15 @@ def test_a_budget_sweep_run_logs_one_metric_series_per_step(tmp_path, digits_zoo
         {"name": "patch_mean", "strengths": [1.0], "params": {"released": 20, "public": 10}},
     ]  # fmt: skip
     path = digits_suite(
-        tmp_path, digits_zoo, public={"name": "digits", "params": {"split": "train"}, "limit": 80}, dataset={"name": "digits", "limit": 60},
-        encoders=[{"name": "patch", "strengths": [10.0]}], attacks=attacks, batch_size=60,
+        tmp_path,
+        digits_zoo,
+        public={"name": "digits", "params": {"split": "train"}, "limit": 80},
+        dataset={"name": "digits", "limit": 60},
+        encoders=[{"name": "patch", "strengths": [10.0]}],
+        attacks=attacks,
+        batch_size=60,
         tracking={"enabled": True, "uri": uri, "experiment": "digits-sweep"},
-    )  # fmt: skip
+    )
     result, tracker = run_tracked(path, load_suite(path))
     client = mlflow.MlflowClient(uri)
     runs = {

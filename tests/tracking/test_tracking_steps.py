@@ -17,7 +17,8 @@ from nonxfer_bench.tracking.tracker import Tracker, sqlite_uri
 from tests.helpers import tracked_patch_group
 from tests.synthetic import MODELS, ladder_cells
 
-# the synthetic ladder's patch_mean steps at strength 1, by (released, public) NEs and images: the attack part of their names
+# the synthetic ladder's patch_mean steps at strength 1, by (released, public) NEs and images: the attack part of their
+# names
 SWEEP = {
     (1, 100): "patch_mean/public_100_released_1",
     (10, 2000): "patch_mean/public_2000_released_10",
@@ -42,7 +43,8 @@ def log(tmp_path, experiment: str, cells: list[Cell]):
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
-    """The synthetic ladder's patch release (budget sweeps of patch_mean, subspace_patch and finetune) as a group run."""
+    """The synthetic ladder's patch release (budget sweeps of patch_mean, subspace_patch and finetune) as a group
+    run."""
     released = [c for c in ladder_cells() if c.encoder == "patch"]
     client, child = log(tmp_path_factory.mktemp("steps"), "steps-test", released)
     return client, child, released
@@ -62,11 +64,25 @@ def step_cell(
     **threat,
 ) -> Cell:
     return Cell(
-        key=f"{attack}-{strength}-{model}-{param}-{config}-{threat}", suite="s", group="g", authorized="a", encoder="patch",
-        strength=20.0, seed=0, attack=attack, attack_strength=strength, attack_param=param or {}, attack_config=config or {},
-        baseline=attack == "identity", model=model, role="authorized" if model == "a" else "unauthorized", n=100,
-        accuracy=accuracy, agreement=accuracy, **threat,
-    )  # fmt: skip
+        key=f"{attack}-{strength}-{model}-{param}-{config}-{threat}",
+        suite="s",
+        group="g",
+        authorized="a",
+        encoder="patch",
+        strength=20.0,
+        seed=0,
+        attack=attack,
+        attack_strength=strength,
+        attack_param=param or {},
+        attack_config=config or {},
+        baseline=attack == "identity",
+        model=model,
+        role="authorized" if model == "a" else "unauthorized",
+        n=100,
+        accuracy=accuracy,
+        agreement=accuracy,
+        **threat,
+    )
 
 
 def names_of(cells: list[Cell]) -> dict[tuple[str, float], set[str]]:
@@ -132,10 +148,17 @@ def test_attacks_with_one_step_per_strength_keep_their_plain_names(logged):
         if key.startswith("acc.") and not key.endswith(("_lo", "_hi", "_n"))
     }
     assert attacks == {
-        ("identity", None), ("blur", None), ("oracle_projection", None),
-        ("patch_mean", "public_100_released_1"), ("patch_mean", "public_2000_released_10"), ("patch_mean", "public_2000_released_100"),
-        ("subspace_patch", "released_10"), ("subspace_patch", "released_100"), ("finetune", "labelled_16"), ("finetune", "labelled_128"),
-    }  # fmt: skip
+        ("identity", None),
+        ("blur", None),
+        ("oracle_projection", None),
+        ("patch_mean", "public_100_released_1"),
+        ("patch_mean", "public_2000_released_10"),
+        ("patch_mean", "public_2000_released_100"),
+        ("subspace_patch", "released_10"),
+        ("subspace_patch", "released_100"),
+        ("finetune", "labelled_16"),
+        ("finetune", "labelled_128"),
+    }
     assert child.data.tags["nxb.best_attack"] == "oracle_projection@1"
 
 
@@ -163,9 +186,12 @@ def test_a_series_follows_its_entry_over_the_attack_strength():
     """Two fine-tuning entries swept over strength (the labelled budget grows with it): one series per entry, named
     by what tells them apart at one strength (scope), not by the budget that changes along the curve."""
     cells = [
-        step_cell("finetune", strength, "b", 0.5, {"scope": scope, "lr": lr, "labelled": labelled}, budget_labelled=labelled)
-        for strength, labelled in ((0.125, 128), (1.0, 1024)) for scope, lr in (("all", 0.001), ("first_layer", 0.01))
-    ]  # fmt: skip
+        step_cell(
+            "finetune", strength, "b", 0.5, {"scope": scope, "lr": lr, "labelled": labelled}, budget_labelled=labelled
+        )
+        for strength, labelled in ((0.125, 128), (1.0, 1024))
+        for scope, lr in (("all", 0.001), ("first_layer", 0.01))
+    ]
     assert names_of(cells) == {
         ("finetune", 0.125): {"finetune/lr_0p001_scope_all", "finetune/lr_0p01_scope_first_layer"},
         ("finetune", 1.0): {"finetune/lr_0p001_scope_all", "finetune/lr_0p01_scope_first_layer"},
