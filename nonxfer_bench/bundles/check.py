@@ -197,6 +197,7 @@ def replay_part(contents: Contents, manifest: Manifest, options: CheckOptions, u
         )
     problems = [problem for group in done for problem in group.problems]
     cells = sum(group.cells for group in done)
+    threads = sorted({count for group in done for count in group.threads})
     rule = (
         "bit for bit"
         if manifest.draws != "cuda"
@@ -204,6 +205,6 @@ def replay_part(contents: Contents, manifest: Manifest, options: CheckOptions, u
     )
     summary = (
         f"{len(done)} of {len(contents.plan):,} groups ({', '.join(group.group for group in done)}), {cells:,} cells "
-        f"{rule}; {how}"
+        f"{rule} at {' and '.join(map(str, threads))} torch thread(s); {how}"
     )
     return Part("replay", problems, summary, time.perf_counter() - began)

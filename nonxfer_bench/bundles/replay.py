@@ -5,7 +5,8 @@ The runner computes whole encoding groups (an encoding and every attack step and
 drawn as groups: by default 2 % of them, at least one, chosen by a seed the checker draws (``os.urandom``) or gives
 (``--seed``), never one the bundle could choose. The replay computes in a private, empty cache (decoded datasets,
 trained attack models and attack outputs are all recomputed, none is read from an earlier run on this machine),
-with the suite's torch threads (a trained attack's float sums depend on them), on the draws the cells record.
+with the torch threads each cell records (a trained attack's float sums depend on them; the suite's ``threads`` for
+cells that record none), on the draws the cells record.
 
 Tolerance: cells drawn on the CPU (``draws: cpu``) are replayed on the CPU and must match bit for bit: every
 image's correct and agree bit of every draw. Cells drawn on CUDA are replayed on a GPU, whose kernels may round
@@ -50,6 +51,7 @@ class Replayed:
     cells: int
     problems: list[str]
     seconds: float
+    threads: tuple[int, ...] = ()
 
 
 def default_count(groups: int) -> int:
@@ -109,19 +111,34 @@ def data_problems(contents: Contents, manifest: Manifest) -> list[str]:
     return problems
 
 
+def by_threads(group: EncodingGroup, cells: dict[str, Cell], default: int) -> dict[int, dict]:
+    """``group``'s cells split by the torch threads their recorded cells ran with (``default`` where a cell records
+    none), as ``{threads: {(step, model): key}}``: a group resumed by runs of other thread counts replays in parts."""
+    parts: dict[int, dict] = {}
+    for cell, key in group.cells.items():
+        recorded = cells.get(key)
+        parts.setdefault((recorded.threads if recorded else None) or default, {})[cell] = key
+    return parts
+
+
 def replay_groups(contents: Contents, manifest: Manifest, groups: list[EncodingGroup]) -> Iterator[Replayed]:
-    """Compute ``groups`` again (in a private cache, with the suite's threads, on the cells' draws) and compare each
-    cell's outcomes with the bundle's (:func:`outcome_problem`)."""
+    """Compute ``groups`` again (in a private cache, with the threads the cells record, on the cells' draws) and
+    compare each cell's outcomes with the bundle's (:func:`outcome_problem`)."""
     exact = manifest.draws != "cuda"
     settings = RunSettings.of(contents.suite).on("cpu" if exact else "cuda").resolved()
-    with tempfile.TemporaryDirectory(prefix="nxb-replay-") as scratch, private_cache(), torch_threads(settings.threads):
+    default = settings.threads or torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="nxb-replay-") as scratch, private_cache():
         output = contents.suite.output.model_copy(
             update={"dir": Path(scratch) / "runs", "results": Path(scratch) / "results"}
         )
         runner = Runner(contents.suite.model_copy(update={"output": output}), settings)
         for group in groups:
             began = time.perf_counter()
-            computed, _ = runner.compute(group, dict(group.cells))
+            parts = by_threads(group, contents.cells, default)
+            computed = []
+            for threads, missing in sorted(parts.items()):
+                with torch_threads(threads):
+                    computed += runner.compute(group, missing)[0]
             problems = []
             compared = 0
             for cell in computed:
@@ -132,7 +149,7 @@ def replay_groups(contents: Contents, manifest: Manifest, groups: list[EncodingG
                 problem = outcome_problem(recorded, cell, exact)
                 if problem:
                     problems.append(f"{cell_label(group, cell)}: {problem}")
-            yield Replayed(group.label, compared, problems, time.perf_counter() - began)
+            yield Replayed(group.label, compared, problems, time.perf_counter() - began, tuple(sorted(parts)))
 
 
 def outcome_problem(recorded: Cell, replayed: Cell, exact: bool) -> str | None:

@@ -90,7 +90,8 @@ class Outcomes(BaseModel):
         return np.ones(self.images, dtype=bool) if self.labeled is None else unpack_bits(self.labeled, self.images)
 
 
-RUN_METADATA = frozenset({"attack_seconds", "device", "code"})  # how a run computed a cell, not what it measured
+# how a run computed a cell, not what it measured
+RUN_METADATA = frozenset({"attack_seconds", "device", "threads", "code"})
 # what fitted attacks found, in records written before it had its own field (``attack_measured``): there the
 # attacks put it into ``attack_param``, and reading such a record moves these entries out
 LEGACY_MEASURED = frozenset({"ratio", "chosen", "authorized_rank", "ranking", "fold_gain", "clean_energy_in_vn"})
@@ -99,7 +100,7 @@ LEGACY_MEASURED = frozenset({"ratio", "chosen", "authorized_rank", "ranking", "f
 class Cell(BaseModel):
     """One finished cell. ``baseline`` marks the no-attack step (a property of the attack, not its name).
 
-    Equality ignores :data:`RUN_METADATA` (wall seconds, device): the same cell computed by another run,
+    Equality ignores :data:`RUN_METADATA` (wall seconds, device, threads, code): the same cell computed by another run,
     executor or from cached attack outputs is the same cell.
     """
 
@@ -155,6 +156,13 @@ class Cell(BaseModel):
         "read from the cache)",
     )
     device: str | None = Field(None, description="device type the attack ran on")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="torch CPU threads the cell was computed with: float sums, and so a trained attack's bits, "
+        "depend on them (a replay uses the same number)",
+    )
     code: str | None = Field(
         None, description="the code that computed the cell (nonxfer_bench.core.version.code_version)"
     )
@@ -189,7 +197,7 @@ class Cell(BaseModel):
         data = self.model_dump(mode="json", exclude={"bounds", "outcomes"}, exclude_none=False)
         for key in ("n_labeled", "accuracy_flat", "accuracy_worst", "accuracy_spread", "accuracy_draws",
                     "agreement_worst", "agreement_spread", "agreement_draws", "tier", "budget_released",
-                    "budget_labelled", "budget_public", "attack_seconds", "device", "code"):  # fmt: skip
+                    "budget_labelled", "budget_public", "attack_seconds", "device", "threads", "code"):  # fmt: skip
             if data[key] is None:
                 data.pop(key)  # written only when they apply, as schema 1 did
         if data["precision"] == "fp32":

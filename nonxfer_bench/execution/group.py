@@ -544,6 +544,7 @@ class GroupComputation:
                     budget_public=budget.public,
                     attack_seconds=round(self.attacked_batches.seconds[step], 4),
                     device=self.attacked_batches.devices.get(step, "cpu"),
+                    threads=torch.get_num_threads(),
                     **tally.metrics(role),
                 )
             )
@@ -558,7 +559,8 @@ def _drain(ahead: list[Release], rest: Iterator[Release]) -> Iterator[Release]:
 
 
 def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int, size: int) -> list[str]:
-    """Cache keys of one attack draw's output batches: the group (its encoding and data), the attack, the batching."""
+    """Cache keys of one attack draw's output batches: the group (its encoding and data), the attack, the batching and
+    torch's CPU threads (a fitted attack's float sums depend on them; a cell records the count it ran with)."""
     attack = {"name": step.spec.name, "params": step.spec.params, "version": ATTACKS.get(step.spec.name).version}
     return [
         stable_hash(
@@ -569,6 +571,7 @@ def _attacked_keys(group: EncodingGroup, step: AttackStep, draw: int, count: int
                 "draw": draw,
                 "start": start,
                 "size": size,
+                "threads": torch.get_num_threads(),
             }
         )
         for start in range(0, count, size)

@@ -92,8 +92,11 @@ def train_autoencoder(config: AutoencoderConfig) -> tuple[ConvAutoencoder, tuple
 
 
 def load_or_train(config: AutoencoderConfig) -> ConvAutoencoder:
-    """The cached autoencoder for this config, trained first if the cache has none or an unreadable one."""
-    path = cache_root() / "autoencoders" / f"{stable_hash(config.model_dump(mode='json'))}.safetensors"
+    """The cached autoencoder for this config, trained first if the cache has none or an unreadable one. The entry is
+    keyed by torch's CPU threads too: training's float sums depend on them, and a run's cells must depend only on
+    the thread count they record."""
+    key = stable_hash({**config.model_dump(mode="json"), "threads": torch.get_num_threads()})
+    path = cache_root() / "autoencoders" / f"{key}.safetensors"
     if path.is_file():
         try:
             state = load_file(str(path))

@@ -694,15 +694,16 @@ def cached_operator_subspace(
     """:func:`operator_subspace`, memoized on the weight bytes: in memory (LRU of the last few layers) and on
     disk (``ArrayCache("operator")``, atomic), so a second process or run loads the basis instead of solving.
 
-    The key is the content: first-layer weights and geometry, input scale and shape, k, tol and the solver
-    settings that change the result (not ``device`` or ``callback``); on disk also this module's source, so a
+    The key is the content: first-layer weights and geometry, input scale and shape, k, tol, the solver
+    settings that change the result (not ``device`` or ``callback``) and torch's CPU threads (a solve's bits depend on
+    them, and a run's cells must depend only on its own thread count); on disk also this module's source, so a
     changed solver never reads an old basis. The basis comes back on ``device``. ``announce(event, entry)`` is
     called with ``"load"`` on a disk hit and with ``"solve"`` before a solve (``entry``: the cache file). A disk entry
     that fails :func:`cache_damage` is logged (WARNING) and solved again, which replaces it.
     """
     device = solver.get("device")
     settings = tuple(sorted((name, value) for name, value in solver.items() if name not in ("device", "callback")))
-    key = _digest(conv, input_shape, input_scale, k, tol, settings)
+    key = _digest(conv, input_shape, input_scale, k, tol, (*settings, ("threads", torch.get_num_threads())))
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]

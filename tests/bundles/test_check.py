@@ -17,6 +17,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from nonxfer_bench.bundles.manifest import BUNDLE, hashed_files
@@ -24,6 +25,7 @@ from nonxfer_bench.bundles.replay import MIN_AGREEMENT, outcome_problem, sample_
 from nonxfer_bench.cells.cell import Cell, pack_bits
 from nonxfer_bench.cells.store import CellStore, gzipped_lines, lines
 from nonxfer_bench.cli import main
+from nonxfer_bench.execution.runner import Runner
 from tests.bundles.tiny import tiny_bundle
 
 
@@ -75,7 +77,8 @@ def test_a_fresh_bundle_passes_with_every_group_replayed_bit_for_bit_and_check_w
         f"check: PASS {bundle}: files, manifest, cells, numbers, plan, weights, tables as recorded; replay: 3 of 3 "
         "groups"
     )
-    assert "21 cells bit for bit" in lines[-1]
+    assert "21 cells bit for bit at 1 torch thread(s)" in lines[-1]
+    assert {cell.threads for cell in cells_of(bundle)} == {1}  # the suite's threads, recorded on every cell
     assert (
         snapshot(bundle.parent.parent) == before
     )  # the project, its bundle included: nothing written, nothing touched
@@ -294,6 +297,27 @@ def test_a_rerun_by_uncommitted_code_says_that_the_bundle_no_longer_matches(copy
     assert (copy / BUNDLE).read_bytes() == before  # left as the submitter wrote it: the check names what changed
     code, lines = check(copy, capsys, "--no-replay")
     assert code == 1 and "changed after the bundle was written" in lines[-1]
+
+
+def test_each_cell_is_replayed_at_the_torch_threads_it_records(copy, capsys):
+    """A group that a run at 2 threads computed replays at 2 threads, whatever the suite file says (1): a trained
+    attack's bits depend on the thread count, so the suite's would replay other bits."""
+    cells = cells_of(copy)
+    group = cells[0].group
+    write_cells(copy, [cell.model_copy(update={"threads": 2}) if cell.group == group else cell for cell in cells])
+    resign(copy)
+    seen: dict[str, set[int]] = {}
+    compute = Runner.compute
+
+    def spy(runner, plan, missing):
+        seen.setdefault(plan.key, set()).add(torch.get_num_threads())
+        return compute(runner, plan, missing)
+
+    with mock.patch.object(Runner, "compute", spy):
+        code, lines = check(copy, capsys, "--replay-groups", "99")
+    assert code == 0, "\n".join(lines)
+    assert seen.pop(group) == {2} and list(seen.values()) == [{1}, {1}]
+    assert "21 cells bit for bit at 1 and 2 torch thread(s)" in lines[-1]
 
 
 def test_the_sample_is_the_checkers_draw_and_the_tolerance_rule():

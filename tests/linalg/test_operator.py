@@ -219,3 +219,6 @@ def test_a_second_process_loads_the_basis_from_disk_and_other_settings_solve_aga
     assert loaded.stdout == solved.stdout  # the same basis, singular values and solver report, bit for bit
     other = probe("load", "1e-6")  # another tolerance is another basis: it is not taken from the cache
     assert other.returncode != 0 and "solved again" in other.stderr
+    env["OMP_NUM_THREADS"] = "2"  # a solve's bits depend on torch's threads: another count solves its own basis
+    threads = probe("load", "1e-8")
+    assert threads.returncode != 0 and "solved again" in threads.stderr
