@@ -396,16 +396,34 @@ def command_site(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="nonxfer-bench", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"nonxfer-bench {nonxfer_bench.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+Commands = argparse._SubParsersAction  # what `add_subparsers` returns: each `_add_<command>` adds one command to it
+PRECISIONS = ("fp32", "bf16", "fp16")
 
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=threads_int, help="torch CPU threads")
+
+
+def _add_device(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--device``; ``default`` says in the help what no ``--device`` means."""
+    parser.add_argument(
+        "--device", type=device_name, help=f"auto (the first GPU if any), cpu, cuda or cuda:N ({default})"
+    )
+
+
+def _add_release_compute(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """How ``encode``, ``verify`` and ``attack`` compute on a release folder: --batch-size, --threads, --device."""
+    parser.add_argument("--batch-size", type=batch_int, default=batch_size)
+    _add_threads(parser)
+    _add_device(parser, "default auto")
+
+
+def _add_run(commands: Commands) -> None:
     run = commands.add_parser("run", help="run a suite: encode, attack, evaluate, log, leaderboard")
     run.add_argument("suite", help="suite YAML file, e.g. suites/quickstart.yaml")
     run.add_argument("--fresh", action="store_true", help="recompute cells that are already finished")
     run.add_argument("--limit", type=positive_int, help="evaluate a seeded random subset of N images")
-    run.add_argument("--threads", type=threads_int, help="torch CPU threads")
+    _add_threads(run)
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.add_argument(
         "--executor", choices=EXECUTOR_NAMES, default="local", help="where encoding groups run (default: this process)"
@@ -414,14 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--address", help="Ray cluster address for --executor ray (e.g. auto); default: a local Ray instance"
     )
-    run.add_argument(
-        "--device",
-        type=device_name,
-        help="auto (the first GPU if any), cpu, cuda or cuda:N (default: the suite's 'device', auto)",
-    )
-    run.add_argument(
-        "--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default: the suite's 'precision', fp32)"
-    )
+    _add_device(run, "default: the suite's 'device', auto")
+    run.add_argument("--precision", choices=PRECISIONS, help="model precision (default: the suite's 'precision', fp32)")
     run.add_argument(
         "--no-bounds", action="store_true", help="skip the bound diagnostics (as the suite key 'bounds: false')"
     )
@@ -434,38 +446,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output(run)
     run.set_defaults(handler=command_run)
 
+
+def _add_zoo_training(subcommands: Commands, name: str) -> None:
+    """Zoo training, as ``train zoo`` and as its older spelling ``zoo train``."""
+    train = subcommands.add_parser(name, help="train the zoo's models that have file weights")
+    train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
+    train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
+    train.add_argument("--only", nargs="+", help="train only these model names")
+    _add_threads(train)
+    train.set_defaults(handler=command_zoo_train)
+
+
+def _add_train(commands: Commands) -> None:
     training = commands.add_parser("train", help="train the zoo or a generative model used by attacks").add_subparsers(
         dest="train_command", required=True
     )
-    zoo = commands.add_parser("zoo", help="zoo utilities (`zoo train` is `train zoo`)").add_subparsers(
-        dest="zoo_command", required=True
-    )
-    for subcommands in (training, zoo):  # `train zoo` reads like `train diffusion`; `zoo train` is kept as an alias
-        train = subcommands.add_parser(
-            "zoo" if subcommands is training else "train", help="train the zoo's models that have file weights"
-        )
-        train.add_argument("zoo", help="zoo YAML file, e.g. suites/zoo/fashion.yaml")
-        train.add_argument("--fresh", action="store_true", help="retrain models whose weights exist")
-        train.add_argument("--only", nargs="+", help="train only these model names")
-        train.add_argument("--threads", type=threads_int, help="torch CPU threads")
-        train.set_defaults(handler=command_zoo_train)
+    _add_zoo_training(training, "zoo")
     diffusion = training.add_parser("diffusion", help="train a DDPM for diffusion purification")
     diffusion.add_argument("config", help="diffusion config YAML, e.g. suites/zoo/fashion-ddpm.yaml")
-    diffusion.add_argument(
-        "--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default: auto)"
-    )
+    _add_device(diffusion, "default: auto")
     diffusion.add_argument("--steps", type=bounded_int(1, MAX_TRAIN_STEPS), help="override train_steps")
     diffusion.add_argument(
         "--max-seconds", type=bounded_float(0, 1e7, low_open=True), help="stop training after this many seconds"
     )
-    diffusion.add_argument("--threads", type=threads_int, help="torch CPU threads")
+    _add_threads(diffusion)
     diffusion.set_defaults(handler=command_train_diffusion)
 
+
+def _add_zoo(commands: Commands) -> None:
+    zoo = commands.add_parser("zoo", help="zoo utilities (`zoo train` is `train zoo`)").add_subparsers(
+        dest="zoo_command", required=True
+    )
+    _add_zoo_training(zoo, "train")  # kept as an alias: `train zoo` reads like `train diffusion`
+
+
+def _add_list(commands: Commands) -> None:
     listing = commands.add_parser("list", help="list registered components or suites")
     listing.add_argument("what", choices=["attacks", "encoders", "datasets", "suites", "models"])
     listing.add_argument("suite", nargs="?", help="suite file (for 'models')")
     listing.set_defaults(handler=command_list)
 
+
+def _add_leaderboard(commands: Commands) -> None:
     board = commands.add_parser(
         "leaderboard", help="rebuild a suite's leaderboard and plots from its cell store or MLflow"
     )
@@ -476,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     board.set_defaults(handler=command_leaderboard)
 
+
+def _add_report(commands: Commands) -> None:
     report = commands.add_parser(
         "report", help="write a static HTML report (leaderboard, plots, sample images) in one folder"
     )
@@ -487,6 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.set_defaults(handler=command_report)
 
+
+def _add_encode(commands: Commands) -> None:
     encode = commands.add_parser("encode", help="turn an image folder into NE files for one authorized model")
     encode.add_argument("input", help="folder of images (searched recursively; class sub-folders are mirrored)")
     encode.add_argument("output", help="folder for the NE files and manifest.json")
@@ -504,11 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument(
         "--seed-key", help="secret key seeding the noise (default: env NXB_SEED_KEY); only its hash is written"
     )
-    encode.add_argument("--batch-size", type=batch_int, default=64)
-    encode.add_argument("--threads", type=threads_int, help="torch CPU threads")
-    encode.add_argument(
-        "--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)"
-    )
+    _add_release_compute(encode, batch_size=64)
     encode.add_argument(
         "--overwrite", action="store_true", help="replace the release already in OUTPUT (never anything else)"
     )
@@ -519,6 +541,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     encode.set_defaults(handler=command_encode)
 
+
+def _add_verify(commands: Commands) -> None:
     verify = commands.add_parser("verify", help="score zoo models on a released NE folder")
     verify.add_argument("release", help="folder written by `nonxfer-bench encode`")
     verify.add_argument("--zoo", required=True, help="zoo file or suite file with the models")
@@ -549,14 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--overwrite", action="store_true", help="replace the release's verify.json from an earlier verify"
     )
-    verify.add_argument("--batch-size", type=batch_int, default=64)
-    verify.add_argument("--threads", type=threads_int, help="torch CPU threads")
-    verify.add_argument(
-        "--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)"
-    )
-    verify.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default fp32)")
+    _add_release_compute(verify, batch_size=64)
+    verify.add_argument("--precision", choices=PRECISIONS, help="model precision (default fp32)")
     verify.set_defaults(handler=command_verify)
 
+
+def _add_attack(commands: Commands) -> None:
     attack = commands.add_parser(
         "attack", help="run a protocol's attack tiers on a release folder as stored, and fill its protection card"
     )
@@ -581,20 +603,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="class names of the class folders, one per line (line 1 = label 0); default: the zoo dataset's",
     )
-    attack.add_argument("--public", metavar="YAML", help="clean images informed attackers hold, e.g. '{name: "
-                                                         "fashion_mnist, params: {split: train}}' "
-                        "(default: the zoo dataset's train split)")  # fmt: skip
+    attack.add_argument(
+        "--public",
+        metavar="YAML",
+        help="clean images informed attackers hold, e.g. '{name: fashion_mnist, params: {split: train}}' "
+        "(default: the zoo dataset's train split)",
+    )
     attack.add_argument(
         "--out", metavar="DIR", help="folder for the run (suite.yaml, runs/, results/); default: RELEASE/attack"
     )
-    attack.add_argument("--batch-size", type=batch_int, default=256)
-    attack.add_argument("--threads", type=threads_int, help="torch CPU threads")
-    attack.add_argument(
-        "--device", type=device_name, help="auto (the first GPU if any), cpu, cuda or cuda:N (default auto)"
-    )
-    attack.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="model precision (default fp32)")
+    _add_release_compute(attack, batch_size=256)
+    attack.add_argument("--precision", choices=PRECISIONS, help="model precision (default fp32)")
     attack.set_defaults(handler=command_attack)
 
+
+def _add_bundle(commands: Commands) -> None:
     bundle = commands.add_parser(
         "bundle", help="write BUNDLE.json (hashes and provenance) into a suite's results folder"
     )
@@ -603,6 +626,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bundle.set_defaults(handler=command_bundle)
 
+
+def _add_check(commands: Commands) -> None:
     checking = commands.add_parser(
         "check", help="check a bundle: hashes, tables re-derived from the outcome bits, a replayed sample of groups"
     )
@@ -629,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     checking.set_defaults(handler=command_check)
 
+
+def _add_site(commands: Commands) -> None:
     site = commands.add_parser("site", help="one static leaderboard site from every bundle under a results folder")
     site.add_argument(
         "results", nargs="?", default="results", help="the folder that holds the bundles (default: results)"
@@ -640,11 +667,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     site.set_defaults(handler=command_site)
 
+
+def _add_ui(commands: Commands) -> None:
     ui = commands.add_parser("ui", help="start the MLflow UI on the store a suite logs to")
     ui.add_argument("suite")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=bounded_int(1, 65_535), default=5000)
     ui.set_defaults(handler=command_ui)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command, in the order `nonxfer-bench --help` lists them."""
+    parser = OneLineParser(prog="nonxfer-bench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"nonxfer-bench {nonxfer_bench.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_run(commands)
+    _add_train(commands)
+    _add_zoo(commands)
+    _add_list(commands)
+    _add_leaderboard(commands)
+    _add_report(commands)
+    _add_encode(commands)
+    _add_verify(commands)
+    _add_attack(commands)
+    _add_bundle(commands)
+    _add_check(commands)
+    _add_site(commands)
+    _add_ui(commands)
     return parser
 
 
