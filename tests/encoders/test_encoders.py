@@ -7,36 +7,14 @@ import torch.nn.functional as F
 
 from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.linalg.subspace import pixel_space_subspace
-from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import build_model
-
-PRE = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}
-MODELS = {
-    "patchify_null": ModelSpec(
-        name="vit",
-        arch="vit_tiny_patch16_224",
-        preprocess=PRE,
-        kwargs=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=12, depth=1, num_heads=2, num_classes=10),
-    ),
-    "patchify_full_rank": ModelSpec(
-        name="cnx",
-        arch="convnext_atto",
-        preprocess=PRE,
-        kwargs=dict(in_chans=1, dims=[24, 24, 24, 24], depths=[1, 1, 1, 1], num_classes=10),
-    ),
-    "overlapping": ModelSpec(
-        name="res",
-        arch="resnet18",
-        preprocess=PRE,
-        kwargs=dict(in_chans=1, layers=[1, 1, 1, 1], channels=[8, 16, 32, 64], num_classes=10),
-    ),
-}
+from tests.encoders.stems import STEMS
 
 
-@pytest.fixture(scope="module", params=sorted(MODELS))
+@pytest.fixture(scope="module", params=sorted(STEMS))
 def model(request):
     torch.manual_seed(0)
-    return build_model(MODELS[request.param])
+    return build_model(STEMS[request.param])
 
 
 def images(count: int = 4, seed: int = 0) -> torch.Tensor:
@@ -94,7 +72,7 @@ def test_reference_never_unfolds_or_folds(monkeypatch, name):
     """Tiling stems add one broadcast tile, overlapping ones one strided add per kernel offset; the flat
     input's first-layer output needs no unfolded tensor either."""
     torch.manual_seed(0)
-    model = build_model(MODELS[name])
+    model = build_model(STEMS[name])
 
     def refuse(*args, **kwargs):
         raise AssertionError("unfold/fold called by the encoder")
@@ -110,7 +88,7 @@ def test_reference_never_unfolds_or_folds(monkeypatch, name):
 def test_reference_matches_the_literal_recipe_when_the_patches_do_not_tile_the_image():
     """18 px is not a multiple of the 4 px patch: fold leaves the remainder at 0 in normalized space."""
     torch.manual_seed(0)
-    vit = build_model(MODELS["patchify_null"])
+    vit = build_model(STEMS["patchify_null"])
     x = torch.rand(2, 1, 18, 18, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(3)
     folded, _ = published_recipe(vit.normalize(x), vit.first_conv, 10.0, tau=1e-5)
@@ -121,7 +99,7 @@ def test_reference_matches_the_literal_recipe_when_the_patches_do_not_tile_the_i
 
 def test_reference_flat_input_path_leaves_the_authorized_stem_unchanged_for_an_exact_null_space():
     torch.manual_seed(0)
-    vit = build_model(MODELS["patchify_null"])
+    vit = build_model(STEMS["patchify_null"])
     x = images()
     encoding = ENCODERS.create("reference").encode(x, vit, 0.0, torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -149,7 +127,7 @@ def test_same_key_gives_identical_bytes_and_another_key_does_not(model, name):
 
 def test_patch_noise_lies_in_the_pixel_space_subspace_on_every_window_of_a_patchifying_stem():
     torch.manual_seed(0)
-    vit = build_model(MODELS["patchify_null"])
+    vit = build_model(STEMS["patchify_null"])
     x = images()
     encoding = ENCODERS.create("patch").encode(x, vit, 5.0, torch.Generator().manual_seed(2))
     conv = vit.first_conv
@@ -163,7 +141,7 @@ def test_patch_noise_lies_in_the_pixel_space_subspace_on_every_window_of_a_patch
 
 def test_patch_draws_differ_between_patches():
     torch.manual_seed(0)
-    vit = build_model(MODELS["patchify_null"])
+    vit = build_model(STEMS["patchify_null"])
     x = images(1)
     encoding = ENCODERS.create("patch").encode(x, vit, 5.0, torch.Generator().manual_seed(2))
     patches = F.unfold(encoding.images - x, kernel_size=4, stride=4)[0]
@@ -186,7 +164,7 @@ def test_the_patch_encoder_makes_one_svd_per_first_layer(monkeypatch):
         patch, "patch_subspace", lambda weight, tau, real=patch.patch_subspace: calls.append(tau) or real(weight, tau)
     )
     torch.manual_seed(0)
-    model = build_model(MODELS["overlapping"])
+    model = build_model(STEMS["overlapping"])
     encoder = ENCODERS.create("patch")
     released = [
         encoder.encode(images(seed=seed), model, 20.0, torch.Generator().manual_seed(1)).images for seed in range(3)

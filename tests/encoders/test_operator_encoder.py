@@ -12,24 +12,11 @@ from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.schema.suite import ModelSpec
 from nonxfer_bench.zoo import ZooModel, build_model
+from tests.encoders.stems import PRE, RESNET, STEMS
 
 ROOT = Path(__file__).resolve().parents[2]
-PRE = {"input_size": [1, 16, 16], "mean": [0.3], "std": [0.4]}
-RESNET = dict(layers=[1, 1, 1, 1], channels=[8, 16, 32, 64], num_classes=10)
 MODELS = {
-    "patchify_null": ModelSpec(
-        name="vit",
-        arch="vit_tiny_patch16_224",
-        preprocess=PRE,
-        kwargs=dict(img_size=16, patch_size=4, in_chans=1, embed_dim=12, depth=1, num_heads=2, num_classes=10),
-    ),
-    "patchify_full_rank": ModelSpec(
-        name="cnx",
-        arch="convnext_atto",
-        preprocess=PRE,
-        kwargs=dict(in_chans=1, dims=[24, 24, 24, 24], depths=[1, 1, 1, 1], num_classes=10),
-    ),
-    "overlapping": ModelSpec(name="res", arch="resnet18", preprocess=PRE, kwargs=dict(in_chans=1, **RESNET)),
+    **STEMS,
     "deep_stem": ModelSpec(
         name="deep",
         arch="resnet18",
