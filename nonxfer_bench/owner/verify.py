@@ -37,14 +37,14 @@ def verify_release(
     with the model's prediction on the originals (when given) and, with ``labels``, accuracy against the class folder
     each source image lies in, named by a class of ``class_file`` or else of the zoo's dataset
     (:func:`~nonxfer_bench.owner.inputs.known_classes`, :func:`~nonxfer_bench.owner.inputs.source_labels`); then the
-    verdict (:mod:`nonxfer_bench.owner.verdict`). Writes
-    ``verify.json``; its ``stored_agreement`` is the authorized model's agreement on the stored release.
+    verdict (:mod:`nonxfer_bench.owner.verdict`). Writes ``verify.json``; its ``stored_agreement`` is the authorized
+    model's agreement on the stored release.
 
     Without ``model_names`` every zoo model of the release's input size is scored and the others are listed in
     ``skipped``; named models of another input size are refused. Refused before any model runs: neither originals nor
     labels (nothing to score against), an existing ``verify.json`` without ``overwrite``, a zoo without the release's
     authorized model (by identity hash), a class folder that names no class. The authorized model is always scored;
-    the suite file's ``controls`` and ``controls`` are labelled controls and never count as unauthorized."""
+    the zoo file's controls and ``controls`` are labelled controls and never count as unauthorized."""
     release = Path(release)
     target = _report_target(release, originals, labels, overwrite)
     manifest = read_manifest(release)
