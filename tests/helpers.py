@@ -104,3 +104,16 @@ def tracked_patch_group(tmp_path: Path, uri: str, experiment: str, models: list[
     )
     suite = load_suite(path)
     return suite, path, next(g for g in plan_suite(suite) if g.encoder.name == "patch")
+
+
+def encode_args(
+    source: Path | str, output: Path | str, zoo: Path | str, model: str, encoder: str, strength: object, **options
+) -> list[str]:
+    """The arguments of ``nonxfer-bench encode``: ``options`` become ``--name value`` (``seed_key`` is
+    ``--seed-key``; ``True`` is a bare flag), in the order given."""
+    args = ["encode", str(source), str(output), "--zoo", str(zoo), "--model", model, "--encoder", encoder]
+    args += ["--strength", str(strength)]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        args += [flag] if value is True else [flag, str(value)]
+    return args

@@ -14,7 +14,7 @@ from nonxfer_bench.metrics.statistics import wilson
 from nonxfer_bench.owner.inputs import CROPPED, RESIZED
 from nonxfer_bench.schema.storage import parse_format
 from nonxfer_bench.storage.formats import apply_storage, read_image, write_image
-from tests.helpers import digits_suite
+from tests.helpers import digits_suite, encode_args
 
 CHANNELS = [1, 3]
 
@@ -132,25 +132,7 @@ def test_encode_then_verify_end_to_end(fmt, tmp_path, capsys):
     zoo.write_text(yaml.safe_dump(ZOO))
     source = _image_folder(tmp_path / "in")
     out = tmp_path / "out"
-    argv = [
-        "encode",
-        str(source),
-        str(out),
-        "--zoo",
-        str(zoo),
-        "--model",
-        "auth",
-        "--encoder",
-        "patch",
-        "--strength",
-        "30",
-        "--format",
-        fmt,
-        "--seed-key",
-        "s3cret-key",
-        "--batch-size",
-        "3",
-    ]
+    argv = encode_args(source, out, zoo, "auth", "patch", 30, format=fmt, seed_key="s3cret-key", batch_size=3)
     assert main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert "s3cret-key" not in (out / "manifest.json").read_text()
@@ -226,22 +208,7 @@ def _release(tmp_path):
     zoo.write_text(yaml.safe_dump(ZOO))
     source = _image_folder(tmp_path / "in")
     out = tmp_path / "out"
-    argv = [
-        "encode",
-        str(source),
-        str(out),
-        "--zoo",
-        str(zoo),
-        "--model",
-        "auth",
-        "--encoder",
-        "patch",
-        "--strength",
-        "30",
-        "--seed-key",
-        "k",
-    ]
-    assert main(argv) == 0
+    assert main(encode_args(source, out, zoo, "auth", "patch", 30, seed_key="k")) == 0
     return zoo, source, out
 
 
@@ -350,26 +317,12 @@ def test_encode_and_verify_errors_are_one_line_exit_2(tmp_path, capsys):
     source = tmp_path / "in"
     source.mkdir()
     (source / "broken.png").write_bytes(b"\x89PNG garbage")
-    base = [
-        "encode",
-        str(source),
-        str(tmp_path / "out"),
-        "--zoo",
-        str(zoo),
-        "--model",
-        "auth",
-        "--encoder",
-        "patch",
-        "--strength",
-        "30",
-        "--seed-key",
-        "k",
-    ]
-    assert main(base) == 2
+    out = tmp_path / "out"
+    assert main(encode_args(source, out, zoo, "auth", "patch", 30, seed_key="k")) == 2
     assert "broken.png: cannot read image" in capsys.readouterr().err
-    assert main(base + ["--format", "png4"]) == 2
+    assert main(encode_args(source, out, zoo, "auth", "patch", 30, seed_key="k", format="png4")) == 2
     assert "unknown storage format 'png4'" in capsys.readouterr().err
-    assert main(base[:6] + ["nope"] + base[7:]) == 2
+    assert main(encode_args(source, out, zoo, "nope", "patch", 30, seed_key="k")) == 2
     assert "no model 'nope'" in capsys.readouterr().err
     assert main(["verify", str(tmp_path), "--zoo", str(zoo), "--labels"]) == 2
     assert "no manifest.json" in capsys.readouterr().err
@@ -423,8 +376,7 @@ def test_encode_announces_the_one_time_operator_solve_then_the_cache_hit(tmp_pat
     zoo = tmp_path / "zoo.yaml"
     zoo.write_text(yaml.safe_dump(ZOO))
     source = _image_folder(tmp_path / "in")
-    argv = ["encode", str(source), str(tmp_path / "out"), "--zoo", str(zoo), "--model", "auth", "--encoder", "operator",
-            "--strength", "30", "--param", "k=8", "--seed-key", "k"]  # fmt: skip
+    argv = encode_args(source, tmp_path / "out", zoo, "auth", "operator", 30, param="k=8", seed_key="k")
     assert main(argv) == 0
     first = capsys.readouterr().out.splitlines()
     solve = [line for line in first if "one-time solve" in line]

@@ -17,6 +17,7 @@ from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.storage.formats import read_image
 from nonxfer_bench.storage.release import manifest_sha256
 from nonxfer_bench.zoo import build_model
+from tests.helpers import encode_args
 from tests.hostile.test_releases import make_images
 
 
@@ -25,26 +26,8 @@ def stored(tmp_path_factory: pytest.TempPathFactory, digits_zoo: Path) -> tuple[
     """Six 20 px images released for vit_a by patch at 20 dB in png8 (clipped and rounded: not what patch returns)."""
     root = tmp_path_factory.mktemp("stored")
     source = make_images(root / "photos")
-    args = [
-        "encode",
-        source,
-        root / "release",
-        "--zoo",
-        digits_zoo,
-        "--model",
-        "vit_a",
-        "--encoder",
-        "patch",
-        "--strength",
-        "20",
-        "--format",
-        "png8",
-        "--seed-key",
-        "k",
-        "--threads",
-        "1",
-    ]
-    assert main([str(a) for a in args]) == 0
+    options = dict(format="png8", seed_key="k", threads=1)
+    assert main(encode_args(source, root / "release", digits_zoo, "vit_a", "patch", 20, **options)) == 0
     return source, root / "release"
 
 
@@ -92,28 +75,7 @@ def test_a_release_encoded_again_after_planning_is_refused(stored, digits_zoo, t
     planned = manifest_sha256(release)
     copy = tmp_path / "release"
     assert (
-        main(
-            [
-                "encode",
-                str(source),
-                str(copy),
-                "--zoo",
-                str(digits_zoo),
-                "--model",
-                "vit_a",
-                "--encoder",
-                "patch",
-                "--strength",
-                "30",
-                "--format",
-                "png8",
-                "--seed-key",
-                "k",
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
+        main(encode_args(source, copy, digits_zoo, "vit_a", "patch", 30, format="png8", seed_key="k", threads=1)) == 0
     )
     with pytest.raises(UserError, match="not the manifest this run was planned on"):
         ENCODERS.create("stored_release", {"release": str(copy), "originals": str(source), "manifest_sha256": planned})

@@ -22,7 +22,7 @@ from nonxfer_bench.loading import load_protocol, load_suite, load_zoo
 from nonxfer_bench.rendering.verdict import TIER_NAMES
 from nonxfer_bench.storage.formats import read_image
 from nonxfer_bench.zoo import build_model
-from tests.helpers import write_yaml
+from tests.helpers import encode_args, write_yaml
 from tests.owner.conftest import NE_V1
 
 STRENGTH = "10"  # patch: standard PSNR in dB
@@ -74,32 +74,8 @@ def test_a_folder_encoded_verified_and_attacked_gets_the_suites_numbers_on_its_c
     group = next(g for g in plan_suite(load_suite(suite_file)) if g.encoder.name == "patch")
     release = tmp_path / "release"
     # the suite's draw key as the owner's seed key: the release holds the suite's NEs, file for file
-    assert (
-        main(
-            [
-                "encode",
-                str(photos),
-                str(release),
-                "--zoo",
-                str(digits_zoo),
-                "--model",
-                "vit_a",
-                "--encoder",
-                "patch",
-                "--strength",
-                STRENGTH,
-                "--format",
-                "float32",
-                "--seed-key",
-                group.draw_key,
-                "--batch-size",
-                str(BATCH),
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
+    options = dict(format="float32", seed_key=group.draw_key, batch_size=BATCH, threads=1)
+    assert main(encode_args(photos, release, digits_zoo, "vit_a", "patch", STRENGTH, **options)) == 0
     assert main(["verify", str(release), "--zoo", str(digits_zoo), "--labels", "--threads", "1"]) == 0
     manifest = json.loads((release / "manifest.json").read_text())
     released = torch.stack([read_image(release / entry["file"])[0] for entry in manifest["images"]])

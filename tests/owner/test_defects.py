@@ -17,29 +17,13 @@ from nonxfer_bench.datasets.base import DATASETS
 from nonxfer_bench.loading import load_zoo
 from nonxfer_bench.storage.formats import read_image
 from nonxfer_bench.zoo import build_model
+from tests.helpers import encode_args
 from tests.owner.conftest import FASHION_ZOO
 
 
 def encode(source: Path, output: Path, *extra: str, encoder: str = "clean", strength: str = "0") -> int:
     return main(
-        [
-            "encode",
-            str(source),
-            str(output),
-            "--zoo",
-            str(FASHION_ZOO),
-            "--model",
-            "vit_a",
-            "--encoder",
-            encoder,
-            "--strength",
-            strength,
-            "--seed-key",
-            "owner-key",
-            "--threads",
-            "1",
-            *extra,
-        ]
+        [*encode_args(source, output, FASHION_ZOO, "vit_a", encoder, strength, seed_key="owner-key", threads=1), *extra]
     )
 
 
