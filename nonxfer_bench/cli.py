@@ -88,13 +88,6 @@ def device_name(text: str) -> str:
 device_name.__name__ = "device (auto, cpu, cuda or cuda:N with N = 0, 1, ...)"
 
 
-def _set_threads(threads: int | None) -> None:
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-
-
 def command_run(args: argparse.Namespace) -> int:
     from nonxfer_bench.app.run import RunOptions, run_suite
 
@@ -166,34 +159,15 @@ def command_ui(args: argparse.Namespace) -> int:
 
 
 def command_zoo_train(args: argparse.Namespace) -> int:
-    from nonxfer_bench.training import train_zoo
+    from nonxfer_bench.app import train
 
-    _set_threads(args.threads)
-    cards = train_zoo(Path(args.zoo), fresh=args.fresh, only=args.only)
-    print(f"trained {len(cards)} model(s)" if cards else "all weights present (use --fresh to retrain)")
-    return 0
-
-
-def _settings(args: argparse.Namespace):
-    """The run settings of ``train diffusion``, ``encode`` and ``verify``: device (``auto`` decided and checked
-    before any work), precision, threads; torch's threads set."""
-    from nonxfer_bench.schema.settings import RunSettings
-
-    settings = RunSettings(
-        device=args.device or "auto", precision=getattr(args, "precision", None) or "fp32", threads=args.threads
-    ).resolved()
-    _set_threads(settings.threads)
-    return settings
+    return train.zoo(Path(args.zoo), args.fresh, args.only, args.threads)
 
 
 def command_train_diffusion(args: argparse.Namespace) -> int:
-    from nonxfer_bench.generative.diffusion import load_diffusion_spec, train_and_publish
+    from nonxfer_bench.app import train
 
-    spec = load_diffusion_spec(Path(args.config), train_steps=args.steps)  # everything validated before any write
-    settings = _settings(args)  # a device this machine lacks: one line before any write
-    card, quality = train_and_publish(spec, device=settings.device, max_seconds=args.max_seconds)
-    print(f"wrote {card}; purification PSNR by t*/T: {quality}")
-    return 0
+    return train.diffusion(Path(args.config), args.steps, args.device, args.max_seconds, args.threads)
 
 
 def _attacks_origin_problem() -> str | None:
@@ -242,12 +216,13 @@ def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
 
 
 def command_encode(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app.compute import resolved_settings
     from nonxfer_bench.app.notices import notices
     from nonxfer_bench.metrics.statistics import wilson
     from nonxfer_bench.owner.release import encode_folder
     from nonxfer_bench.schema.files import parse_yaml
 
-    settings = _settings(args)
+    settings = resolved_settings(args.device, None, args.threads)
     params = {}
     for item in args.param or []:
         name, sep, value = item.partition("=")
@@ -294,6 +269,7 @@ def command_encode(args: argparse.Namespace) -> int:
 
 
 def command_verify(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app.compute import resolved_settings
     from nonxfer_bench.owner.verify import format_table, stored_agreement_line, verify_release
 
     if args.classes and not args.labels:
@@ -301,7 +277,8 @@ def command_verify(args: argparse.Namespace) -> int:
     result = verify_release(
         Path(args.release), Path(args.zoo), args.models, Path(args.originals) if args.originals else None,
         labels=args.labels, class_file=Path(args.classes) if args.classes else None, batch_size=args.batch_size,
-        controls=args.controls, overwrite=args.overwrite, settings=_settings(args),
+        controls=args.controls, overwrite=args.overwrite,
+        settings=resolved_settings(args.device, args.precision, args.threads),
     )  # fmt: skip
     print(
         f"{args.release}: {result['format']} release for {result['authorized']['name']} "
@@ -319,9 +296,10 @@ def command_verify(args: argparse.Namespace) -> int:
 
 def command_attack(args: argparse.Namespace) -> int:
     from nonxfer_bench.app.attack import AttackRequest, attack_release
+    from nonxfer_bench.app.compute import resolved_settings
     from nonxfer_bench.rendering.verdict import TIER_NAMES
 
-    settings = _settings(args)  # a device this machine lacks: one line before any work
+    settings = resolved_settings(args.device, args.precision, args.threads)  # a device this machine lacks: one line
     request = AttackRequest(
         Path(args.release),
         Path(args.originals),
