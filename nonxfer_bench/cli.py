@@ -215,16 +215,12 @@ def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
     _add_output(parser)
 
 
-def command_encode(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.compute import resolved_settings
-    from nonxfer_bench.app.notices import notices
-    from nonxfer_bench.metrics.statistics import wilson
-    from nonxfer_bench.owner.release import encode_folder
+def _params(items: list[str] | None) -> dict:
+    """``--param NAME=VALUE`` options as a dict, each VALUE read as a plain YAML value (never a Python object)."""
     from nonxfer_bench.schema.files import parse_yaml
 
-    settings = resolved_settings(args.device, None, args.threads)
     params = {}
-    for item in args.param or []:
+    for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise UserError(f"--param {excerpt(item)}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
@@ -232,111 +228,47 @@ def command_encode(args: argparse.Namespace) -> int:
             params[name] = parse_yaml(value, "VALUE")  # plain YAML values only (never Python objects), bounded
         except UserError as error:
             raise UserError(f"--param {excerpt(item, 60)}: VALUE is not a plain YAML value ({error})") from None
-    seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
-    with notices("nonxfer-bench: %(message)s"):
-        manifest = encode_folder(
-            Path(args.zoo),
-            args.model,
-            args.encoder,
-            args.strength,
-            args.format,
-            seed_key,
-            Path(args.input),
-            Path(args.output),
-            params=params,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            force=args.force,
-            settings=settings,
-        )
-    notes = "; ".join(f"{note}: {count} image(s)" for note, count in manifest["notes"].items())
-    kept = manifest["authorized_agreement"]
-    agreement = wilson(kept["kept"], kept["n"])
-    print(
-        f"wrote {len(manifest['images'])} {manifest['format']} NE(s) for {args.model} to {args.output} (PSNR after "
-        f"storage: mean {manifest['psnr_mean']} dB, min {manifest['psnr_min']} dB; SSIM mean "
-        f"{manifest['ssim_mean']}; key id {manifest['key_id']})" + (f"; {notes}" if notes else "")
-    )
-    print(
-        f"after {manifest['format']} storage {args.model} keeps its prediction on the originals for "
-        f"{100 * agreement.estimate:.1f}% [{100 * agreement.lo:.1f}, {100 * agreement.hi:.1f}] of the images "
-        f"(n={kept['n']}, 95% Wilson interval)"
-    )
-    if manifest["forced_format"]:
-        print(f"warning (--force): {manifest['forced_format']}", file=sys.stderr)
-    print(f"wrote {Path(args.output) / 'PROTECTION.md'} (not yet attacked: `nonxfer-bench attack` fills its evidence)")
-    return 0
+    return params
+
+
+def command_encode(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app import owner
+    from nonxfer_bench.app.compute import resolved_settings
+
+    settings = resolved_settings(args.device, None, args.threads)  # a device this machine lacks: one line first
+    return owner.encode(
+        Path(args.input), args.output, Path(args.zoo), args.model, args.encoder, args.strength, args.format,
+        args.seed_key or os.environ.get("NXB_SEED_KEY", ""), _params(args.param), args.batch_size, args.overwrite,
+        args.force, settings,
+    )  # fmt: skip
 
 
 def command_verify(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app import owner
     from nonxfer_bench.app.compute import resolved_settings
-    from nonxfer_bench.owner.verify import format_table, stored_agreement_line, verify_release
 
     if args.classes and not args.labels:
         raise UserError("--classes names the classes of --labels; pass --labels too")
-    result = verify_release(
-        Path(args.release), Path(args.zoo), args.models, Path(args.originals) if args.originals else None,
-        labels=args.labels, class_file=Path(args.classes) if args.classes else None, batch_size=args.batch_size,
-        controls=args.controls, overwrite=args.overwrite,
-        settings=resolved_settings(args.device, args.precision, args.threads),
+    return owner.verify(
+        args.release, Path(args.zoo), args.models, Path(args.originals) if args.originals else None, args.labels,
+        Path(args.classes) if args.classes else None, args.batch_size, args.controls, args.overwrite,
+        resolved_settings(args.device, args.precision, args.threads),
     )  # fmt: skip
-    print(
-        f"{args.release}: {result['format']} release for {result['authorized']['name']} "
-        f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages [95% Wilson intervals]:"
-    )
-    print(format_table(result["models"]))
-    if result["skipped"]:
-        sizes = ", ".join(f"{name} ({'x'.join(map(str, size))})" for name, size in result["skipped"].items())
-        print(f"not scored: {sizes}: another input size than the release's (name them with --models to be told why)")
-    print(stored_agreement_line(result))
-    print(result["verdict"]["text"])
-    print(f"wrote {Path(args.release) / 'verify.json'}")
-    return 0
 
 
 def command_attack(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.attack import AttackRequest, attack_release
+    from nonxfer_bench.app import owner
+    from nonxfer_bench.app.attack import AttackRequest
     from nonxfer_bench.app.compute import resolved_settings
-    from nonxfer_bench.rendering.verdict import TIER_NAMES
 
     settings = resolved_settings(args.device, args.precision, args.threads)  # a device this machine lacks: one line
-    request = AttackRequest(
-        Path(args.release),
-        Path(args.originals),
-        Path(args.zoo),
-        Path(args.protocol),
-        args.ensemble,
-        Path(args.classes) if args.classes else None,
-        args.public,
-        Path(args.out) if args.out else None,
-        args.batch_size,
-        args.device or "auto",
-        settings.precision,
-        args.threads,
-    )
-    card, _ = attack_release(request)
-    evidence = card["evidence"]
-    for tier in evidence["tiers"]:
-        best = tier["best"]
-        print(
-            f"  {tier['knows']}: best unauthorized accuracy {100 * best['estimate']:.1f}% [{100 * best['lo']:.1f}, "
-            f"{100 * best['hi']:.1f}] by {tier['step']} ({tier['model']}), "
-            f"n={evidence['n']}{'; broken' if tier['broken'] else ''}"
+    return owner.attack(
+        AttackRequest(
+            Path(args.release), Path(args.originals), Path(args.zoo), Path(args.protocol), args.ensemble,
+            Path(args.classes) if args.classes else None, args.public, Path(args.out) if args.out else None,
+            args.batch_size, args.device or "auto", settings.precision, args.threads,
         )
-    print(f"cheapest known break: {evidence['break']}")
-    if evidence["not_needed"]:
-        print(
-            "not needed (an attacker who knows less already breaks it): "
-            f"{', '.join(TIER_NAMES[tier] for tier in evidence['not_needed'])}"
-        )
-    if evidence["not_run"]:
-        print(f"not run (nothing is known there): {', '.join(TIER_NAMES[tier] for tier in evidence['not_run'])}")
-    print(f"identification: {evidence['identification']}")
-    print(
-        f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, "
-        f"{evidence['protocol']['ensemble']} ensemble)"
-    )
-    return 0
+    )  # fmt: skip
 
 
 def command_bundle(args: argparse.Namespace) -> int:
