@@ -11,13 +11,16 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import nonxfer_bench
 from nonxfer_bench.core.environment import check_environment
 from nonxfer_bench.core.errors import UserError, excerpt, io_error, one_line
 from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
 from nonxfer_bench.execution import EXECUTOR_NAMES
+
+if TYPE_CHECKING:
+    from nonxfer_bench.app.sources import MlflowQuery
 
 # Each command imports its app module (and through it torch, timm, mlflow...) inside its handler, and torch itself
 # only where it computes: `nonxfer-bench --version`, `--help` and `list suites` stay fast (a few hundred ms, no torch).
@@ -110,46 +113,31 @@ def command_run(args: argparse.Namespace) -> int:
     return run_suite(Path(args.suite), overrides, options)
 
 
-def _found_cells(args: argparse.Namespace):
-    from nonxfer_bench.app.sources import MlflowQuery, find_cells
+def _mlflow_query(args: argparse.Namespace) -> MlflowQuery:
+    """``--mlflow``, ``--experiment``, ``--tracking-uri`` and ``--run-id`` of ``leaderboard`` and ``report``."""
+    from nonxfer_bench.app.sources import MlflowQuery
 
-    query = MlflowQuery(args.mlflow, args.experiment, args.tracking_uri, args.run_id)
-    return find_cells(args.command, Path(args.suite) if args.suite else None, args.output, query)
+    return MlflowQuery(args.mlflow, args.experiment, args.tracking_uri, args.run_id)
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.boards import rebuild_leaderboard
+    from nonxfer_bench.app import boards
 
-    found = _found_cells(args)
-    paths = rebuild_leaderboard(
-        found, Path(args.suite) if args.suite else None, Path(args.out) if args.out else None, _project(args)
-    )
-    print(
-        f"{paths[0]} ({len(found.cells)} cells from "
-        f"{found.origin}{'; ' + found.source.partial if found.source.partial else ''})"
-    )
-    return 0
+    suite, out = Path(args.suite) if args.suite else None, Path(args.out) if args.out else None
+    return boards.leaderboard(suite, args.output, _mlflow_query(args), out)
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.boards import build_report
+    from nonxfer_bench.app import boards
 
-    found = _found_cells(args)
-    index, grids = build_report(found, Path(args.out) if args.out else None, _project(args), samples=args.samples)
-    print(f"{index} ({len(found.cells)} cells, {grids} sample grids)")
-    return 0
+    suite, out = Path(args.suite) if args.suite else None, Path(args.out) if args.out else None
+    return boards.report(suite, args.output, _mlflow_query(args), out, args.samples)
 
 
 def command_list(args: argparse.Namespace) -> int:
     from nonxfer_bench.app import listing  # imports no torch: listing suites stays fast
 
-    if args.what == "suites":
-        listing.list_suites()
-    elif args.what == "models":
-        listing.list_models(Path(args.suite) if args.suite else None)
-    else:
-        listing.list_components(args.what)
-    return 0
+    return listing.show(args.what, Path(args.suite) if args.suite else None)
 
 
 def command_ui(args: argparse.Namespace) -> int:
@@ -185,34 +173,6 @@ def _attacks_origin_problem() -> str | None:
         f"nonxfer_bench is imported from {checkout.parent} but nonxfer_bench.attacks {found}; install this checkout "
         "with `pip install -e .`"
     )
-
-
-def _project(args: argparse.Namespace) -> Path:
-    """Where runs/ and results/ are without a suite file (reading from MLflow): --output, else the current folder."""
-    return Path(args.output).absolute() if args.output else Path.cwd()
-
-
-def _add_output(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--output",
-        metavar="DIR",
-        help="put runs/<suite>/ and results/<suite>/ under DIR (default: the suite's project folder: "
-        "the folder above the suite file's when that is named 'suites', else the suite file's own)",
-    )
-
-
-def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
-    parser.add_argument("suite", nargs="?", help="suite YAML file (optional with --experiment)")
-    parser.add_argument(
-        "--mlflow", action="store_true", help="read the cells back from MLflow instead of the cell store"
-    )
-    parser.add_argument("--experiment", help="MLflow experiment to read (default: the suite's); implies --mlflow")
-    parser.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, the suite's tracking.uri or store)"
-    )
-    parser.add_argument("--run-id", help="parent run of the invocation to read (default: the latest with group runs)")
-    parser.add_argument("--out", help=out_help)
-    _add_output(parser)
 
 
 def _params(items: list[str] | None) -> dict:
@@ -272,14 +232,9 @@ def command_attack(args: argparse.Namespace) -> int:
 
 
 def command_bundle(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.bundles import write_bundle
+    from nonxfer_bench.app import bundles
 
-    path, manifest = write_bundle(Path(args.suite))
-    print(
-        f"wrote {path} ({manifest.cells:,} cells of {manifest.groups:,} groups, {len(manifest.files)} files hashed); "
-        f"check it with `nonxfer-bench check {path.parent}`"
-    )
-    return 0
+    return bundles.bundle(Path(args.suite))
 
 
 def command_check(args: argparse.Namespace) -> int:
@@ -293,17 +248,9 @@ def command_check(args: argparse.Namespace) -> int:
 
 
 def command_site(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.bundles import build_site
+    from nonxfer_bench.app import bundles
 
-    index, listed = build_site(Path(args.results), Path(args.out))
-    included = sum(item.excluded is None for item in listed)
-    left_out = "; ".join(f"{item.folder.name}: {item.excluded}" for item in listed if item.excluded)
-    print(
-        f"{index} ({included} bundle{'s' if included != 1 else ''} whose files match their BUNDLE.json"
-        + (f"; left out: {left_out}" if left_out else "")
-        + ")"
-    )
-    return 0
+    return bundles.site(Path(args.results), Path(args.out))
 
 
 Commands = argparse._SubParsersAction  # what `add_subparsers` returns: each `_add_<command>` adds one command to it
@@ -326,6 +273,29 @@ def _add_release_compute(parser: argparse.ArgumentParser, batch_size: int) -> No
     parser.add_argument("--batch-size", type=batch_int, default=batch_size)
     _add_threads(parser)
     _add_device(parser, "default auto")
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="put runs/<suite>/ and results/<suite>/ under DIR (default: the suite's project folder: "
+        "the folder above the suite file's when that is named 'suites', else the suite file's own)",
+    )
+
+
+def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
+    parser.add_argument("suite", nargs="?", help="suite YAML file (optional with --experiment)")
+    parser.add_argument(
+        "--mlflow", action="store_true", help="read the cells back from MLflow instead of the cell store"
+    )
+    parser.add_argument("--experiment", help="MLflow experiment to read (default: the suite's); implies --mlflow")
+    parser.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, the suite's tracking.uri or store)"
+    )
+    parser.add_argument("--run-id", help="parent run of the invocation to read (default: the latest with group runs)")
+    parser.add_argument("--out", help=out_help)
+    _add_output(parser)
 
 
 def _add_run(commands: Commands) -> None:
