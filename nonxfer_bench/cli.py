@@ -4,7 +4,6 @@ open the UI."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import re
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import nonxfer_bench
+from nonxfer_bench.app.checkout import attacks_origin_problem
 from nonxfer_bench.core.environment import check_environment
 from nonxfer_bench.core.errors import UserError, excerpt, io_error, one_line
 from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 # Each command imports its app module (and through it torch, timm, mlflow...) inside its handler, and torch itself
 # only where it computes: `nonxfer-bench --version`, `--help` and `list suites` stay fast (a few hundred ms, no torch).
-
-SUITES_DIR = Path("suites")
 
 
 class Terminated(KeyboardInterrupt):
@@ -89,6 +87,22 @@ def device_name(text: str) -> str:
 
 
 device_name.__name__ = "device (auto, cpu, cuda or cuda:N with N = 0, 1, ...)"
+
+
+def _params(items: list[str] | None) -> dict:
+    """``--param NAME=VALUE`` options as a dict, each VALUE read as a plain YAML value (never a Python object)."""
+    from nonxfer_bench.schema.files import parse_yaml
+
+    params = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--param {excerpt(item)}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
+        try:
+            params[name] = parse_yaml(value, "VALUE")  # plain YAML values only (never Python objects), bounded
+        except UserError as error:
+            raise UserError(f"--param {excerpt(item, 60)}: VALUE is not a plain YAML value ({error})") from None
+    return params
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -156,39 +170,6 @@ def command_train_diffusion(args: argparse.Namespace) -> int:
     from nonxfer_bench.app import train
 
     return train.diffusion(Path(args.config), args.steps, args.device, args.max_seconds, args.threads)
-
-
-def _attacks_origin_problem() -> str | None:
-    """Run from a checkout (``PYTHONPATH=.``), ``nonxfer_bench`` comes from the checkout but its ``attacks``
-    from wherever the package was installed, or from nowhere: say so instead of running other code."""
-    checkout = Path(nonxfer_bench.__file__).resolve().parents[1] / "attacks"
-    if not ((checkout / "__init__.py").is_file() and (checkout.parent / "pyproject.toml").is_file()):
-        return None  # an installed package: attacks/ is inside it
-    spec = importlib.util.find_spec("nonxfer_bench.attacks")
-    where = Path(spec.origin).resolve().parent if spec and spec.origin else None
-    if where == checkout:
-        return None
-    found = f"from {where}" if where else "nowhere"
-    return (
-        f"nonxfer_bench is imported from {checkout.parent} but nonxfer_bench.attacks {found}; install this checkout "
-        "with `pip install -e .`"
-    )
-
-
-def _params(items: list[str] | None) -> dict:
-    """``--param NAME=VALUE`` options as a dict, each VALUE read as a plain YAML value (never a Python object)."""
-    from nonxfer_bench.schema.files import parse_yaml
-
-    params = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UserError(f"--param {excerpt(item)}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
-        try:
-            params[name] = parse_yaml(value, "VALUE")  # plain YAML values only (never Python objects), bounded
-        except UserError as error:
-            raise UserError(f"--param {excerpt(item, 60)}: VALUE is not a plain YAML value ({error})") from None
-    return params
 
 
 def command_encode(args: argparse.Namespace) -> int:
@@ -580,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input or an I/O error (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
     args = build_parser().parse_args(argv)
-    problem = _attacks_origin_problem()
+    problem = attacks_origin_problem()
     if problem:
         print(f"nonxfer-bench: error: {problem}", file=sys.stderr)
         return 2
