@@ -4,25 +4,26 @@ open the UI."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import re
 import signal
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import nonxfer_bench
+from nonxfer_bench.app.checkout import attacks_origin_problem
 from nonxfer_bench.core.environment import check_environment
 from nonxfer_bench.core.errors import UserError, excerpt, io_error, one_line
 from nonxfer_bench.core.params import MAX_STRENGTH, MAX_TRAIN_STEPS
 from nonxfer_bench.execution import EXECUTOR_NAMES
 
+if TYPE_CHECKING:
+    from nonxfer_bench.app.sources import MlflowQuery
+
 # Each command imports its app module (and through it torch, timm, mlflow...) inside its handler, and torch itself
 # only where it computes: `nonxfer-bench --version`, `--help` and `list suites` stay fast (a few hundred ms, no torch).
-
-SUITES_DIR = Path("suites")
 
 
 class Terminated(KeyboardInterrupt):
@@ -88,11 +89,20 @@ def device_name(text: str) -> str:
 device_name.__name__ = "device (auto, cpu, cuda or cuda:N with N = 0, 1, ...)"
 
 
-def _set_threads(threads: int | None) -> None:
-    import torch
+def _params(items: list[str] | None) -> dict:
+    """``--param NAME=VALUE`` options as a dict, each VALUE read as a plain YAML value (never a Python object)."""
+    from nonxfer_bench.schema.files import parse_yaml
 
-    if threads:
-        torch.set_num_threads(threads)
+    params = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UserError(f"--param {excerpt(item)}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
+        try:
+            params[name] = parse_yaml(value, "VALUE")  # plain YAML values only (never Python objects), bounded
+        except UserError as error:
+            raise UserError(f"--param {excerpt(item, 60)}: VALUE is not a plain YAML value ({error})") from None
+    return params
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -117,46 +127,31 @@ def command_run(args: argparse.Namespace) -> int:
     return run_suite(Path(args.suite), overrides, options)
 
 
-def _found_cells(args: argparse.Namespace):
-    from nonxfer_bench.app.sources import MlflowQuery, find_cells
+def _mlflow_query(args: argparse.Namespace) -> MlflowQuery:
+    """``--mlflow``, ``--experiment``, ``--tracking-uri`` and ``--run-id`` of ``leaderboard`` and ``report``."""
+    from nonxfer_bench.app.sources import MlflowQuery
 
-    query = MlflowQuery(args.mlflow, args.experiment, args.tracking_uri, args.run_id)
-    return find_cells(args.command, Path(args.suite) if args.suite else None, args.output, query)
+    return MlflowQuery(args.mlflow, args.experiment, args.tracking_uri, args.run_id)
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.boards import rebuild_leaderboard
+    from nonxfer_bench.app import boards
 
-    found = _found_cells(args)
-    paths = rebuild_leaderboard(
-        found, Path(args.suite) if args.suite else None, Path(args.out) if args.out else None, _project(args)
-    )
-    print(
-        f"{paths[0]} ({len(found.cells)} cells from "
-        f"{found.origin}{'; ' + found.source.partial if found.source.partial else ''})"
-    )
-    return 0
+    suite, out = Path(args.suite) if args.suite else None, Path(args.out) if args.out else None
+    return boards.leaderboard(suite, args.output, _mlflow_query(args), out)
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.boards import build_report
+    from nonxfer_bench.app import boards
 
-    found = _found_cells(args)
-    index, grids = build_report(found, Path(args.out) if args.out else None, _project(args), samples=args.samples)
-    print(f"{index} ({len(found.cells)} cells, {grids} sample grids)")
-    return 0
+    suite, out = Path(args.suite) if args.suite else None, Path(args.out) if args.out else None
+    return boards.report(suite, args.output, _mlflow_query(args), out, args.samples)
 
 
 def command_list(args: argparse.Namespace) -> int:
     from nonxfer_bench.app import listing  # imports no torch: listing suites stays fast
 
-    if args.what == "suites":
-        listing.list_suites()
-    elif args.what == "models":
-        listing.list_models(Path(args.suite) if args.suite else None)
-    else:
-        listing.list_components(args.what)
-    return 0
+    return listing.show(args.what, Path(args.suite) if args.suite else None)
 
 
 def command_ui(args: argparse.Namespace) -> int:
@@ -166,56 +161,99 @@ def command_ui(args: argparse.Namespace) -> int:
 
 
 def command_zoo_train(args: argparse.Namespace) -> int:
-    from nonxfer_bench.training import train_zoo
+    from nonxfer_bench.app import train
 
-    _set_threads(args.threads)
-    cards = train_zoo(Path(args.zoo), fresh=args.fresh, only=args.only)
-    print(f"trained {len(cards)} model(s)" if cards else "all weights present (use --fresh to retrain)")
-    return 0
-
-
-def _settings(args: argparse.Namespace):
-    """The run settings of ``train diffusion``, ``encode`` and ``verify``: device (``auto`` decided and checked
-    before any work), precision, threads; torch's threads set."""
-    from nonxfer_bench.schema.settings import RunSettings
-
-    settings = RunSettings(
-        device=args.device or "auto", precision=getattr(args, "precision", None) or "fp32", threads=args.threads
-    ).resolved()
-    _set_threads(settings.threads)
-    return settings
+    return train.zoo(Path(args.zoo), args.fresh, args.only, args.threads)
 
 
 def command_train_diffusion(args: argparse.Namespace) -> int:
-    from nonxfer_bench.generative.diffusion import load_diffusion_spec, train_and_publish
+    from nonxfer_bench.app import train
 
-    spec = load_diffusion_spec(Path(args.config), train_steps=args.steps)  # everything validated before any write
-    settings = _settings(args)  # a device this machine lacks: one line before any write
-    card, quality = train_and_publish(spec, device=settings.device, max_seconds=args.max_seconds)
-    print(f"wrote {card}; purification PSNR by t*/T: {quality}")
-    return 0
+    return train.diffusion(Path(args.config), args.steps, args.device, args.max_seconds, args.threads)
 
 
-def _attacks_origin_problem() -> str | None:
-    """Run from a checkout (``PYTHONPATH=.``), ``nonxfer_bench`` comes from the checkout but its ``attacks``
-    from wherever the package was installed, or from nowhere: say so instead of running other code."""
-    checkout = Path(nonxfer_bench.__file__).resolve().parents[1] / "attacks"
-    if not ((checkout / "__init__.py").is_file() and (checkout.parent / "pyproject.toml").is_file()):
-        return None  # an installed package: attacks/ is inside it
-    spec = importlib.util.find_spec("nonxfer_bench.attacks")
-    where = Path(spec.origin).resolve().parent if spec and spec.origin else None
-    if where == checkout:
-        return None
-    found = f"from {where}" if where else "nowhere"
-    return (
-        f"nonxfer_bench is imported from {checkout.parent} but nonxfer_bench.attacks {found}; install this checkout "
-        "with `pip install -e .`"
+def command_encode(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app import owner
+    from nonxfer_bench.app.compute import resolved_settings
+
+    settings = resolved_settings(args.device, None, args.threads)  # a device this machine lacks: one line first
+    return owner.encode(
+        Path(args.input), args.output, Path(args.zoo), args.model, args.encoder, args.strength, args.format,
+        args.seed_key or os.environ.get("NXB_SEED_KEY", ""), _params(args.param), args.batch_size, args.overwrite,
+        args.force, settings,
+    )  # fmt: skip
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app import owner
+    from nonxfer_bench.app.compute import resolved_settings
+
+    if args.classes and not args.labels:
+        raise UserError("--classes names the classes of --labels; pass --labels too")
+    return owner.verify(
+        args.release, Path(args.zoo), args.models, Path(args.originals) if args.originals else None, args.labels,
+        Path(args.classes) if args.classes else None, args.batch_size, args.controls, args.overwrite,
+        resolved_settings(args.device, args.precision, args.threads),
+    )  # fmt: skip
+
+
+def command_attack(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app import owner
+    from nonxfer_bench.app.attack import AttackRequest
+    from nonxfer_bench.app.compute import resolved_settings
+
+    settings = resolved_settings(args.device, args.precision, args.threads)  # a device this machine lacks: one line
+    return owner.attack(
+        AttackRequest(
+            Path(args.release), Path(args.originals), Path(args.zoo), Path(args.protocol), args.ensemble,
+            Path(args.classes) if args.classes else None, args.public, Path(args.out) if args.out else None,
+            args.batch_size, args.device or "auto", settings.precision, args.threads,
+        )
+    )  # fmt: skip
+
+
+def command_bundle(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app import bundles
+
+    return bundles.bundle(Path(args.suite))
+
+
+def command_check(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app.bundles import check
+    from nonxfer_bench.bundles.check import CheckOptions
+
+    options = CheckOptions(
+        replay=not args.no_replay, groups=args.replay_groups, seed=args.seed, allow_extra=tuple(args.allow_extra or ())
+    )
+    return check(Path(args.bundle), options)
+
+
+def command_site(args: argparse.Namespace) -> int:
+    from nonxfer_bench.app import bundles
+
+    return bundles.site(Path(args.results), Path(args.out))
+
+
+Commands = argparse._SubParsersAction  # what `add_subparsers` returns: each `_add_<command>` adds one command to it
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=threads_int, help="torch CPU threads")
+
+
+def _add_device(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--device``; ``default`` says in the help what no ``--device`` means."""
+    parser.add_argument(
+        "--device", type=device_name, help=f"auto (the first GPU if any), cpu, cuda or cuda:N ({default})"
     )
 
 
-def _project(args: argparse.Namespace) -> Path:
-    """Where runs/ and results/ are without a suite file (reading from MLflow): --output, else the current folder."""
-    return Path(args.output).absolute() if args.output else Path.cwd()
+def _add_release_compute(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    """How ``encode``, ``verify`` and ``attack`` compute on a release folder: --batch-size, --threads, --device."""
+    parser.add_argument("--batch-size", type=batch_int, default=batch_size)
+    _add_threads(parser)
+    _add_device(parser, "default auto")
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -239,183 +277,6 @@ def _add_cell_source(parser: argparse.ArgumentParser, out_help: str) -> None:
     parser.add_argument("--run-id", help="parent run of the invocation to read (default: the latest with group runs)")
     parser.add_argument("--out", help=out_help)
     _add_output(parser)
-
-
-def command_encode(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.notices import notices
-    from nonxfer_bench.metrics.statistics import wilson
-    from nonxfer_bench.owner.release import encode_folder
-    from nonxfer_bench.schema.files import parse_yaml
-
-    settings = _settings(args)
-    params = {}
-    for item in args.param or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise UserError(f"--param {excerpt(item)}: expected NAME=VALUE (VALUE read as YAML), e.g. --param k=24")
-        try:
-            params[name] = parse_yaml(value, "VALUE")  # plain YAML values only (never Python objects), bounded
-        except UserError as error:
-            raise UserError(f"--param {excerpt(item, 60)}: VALUE is not a plain YAML value ({error})") from None
-    seed_key = args.seed_key or os.environ.get("NXB_SEED_KEY", "")
-    with notices("nonxfer-bench: %(message)s"):
-        manifest = encode_folder(
-            Path(args.zoo),
-            args.model,
-            args.encoder,
-            args.strength,
-            args.format,
-            seed_key,
-            Path(args.input),
-            Path(args.output),
-            params=params,
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            force=args.force,
-            settings=settings,
-        )
-    notes = "; ".join(f"{note}: {count} image(s)" for note, count in manifest["notes"].items())
-    kept = manifest["authorized_agreement"]
-    agreement = wilson(kept["kept"], kept["n"])
-    print(
-        f"wrote {len(manifest['images'])} {manifest['format']} NE(s) for {args.model} to {args.output} (PSNR after "
-        f"storage: mean {manifest['psnr_mean']} dB, min {manifest['psnr_min']} dB; SSIM mean "
-        f"{manifest['ssim_mean']}; key id {manifest['key_id']})" + (f"; {notes}" if notes else "")
-    )
-    print(
-        f"after {manifest['format']} storage {args.model} keeps its prediction on the originals for "
-        f"{100 * agreement.estimate:.1f}% [{100 * agreement.lo:.1f}, {100 * agreement.hi:.1f}] of the images "
-        f"(n={kept['n']}, 95% Wilson interval)"
-    )
-    if manifest["forced_format"]:
-        print(f"warning (--force): {manifest['forced_format']}", file=sys.stderr)
-    print(f"wrote {Path(args.output) / 'PROTECTION.md'} (not yet attacked: `nonxfer-bench attack` fills its evidence)")
-    return 0
-
-
-def command_verify(args: argparse.Namespace) -> int:
-    from nonxfer_bench.owner.verify import format_table, stored_agreement_line, verify_release
-
-    if args.classes and not args.labels:
-        raise UserError("--classes names the classes of --labels; pass --labels too")
-    result = verify_release(
-        Path(args.release), Path(args.zoo), args.models, Path(args.originals) if args.originals else None,
-        labels=args.labels, class_file=Path(args.classes) if args.classes else None, batch_size=args.batch_size,
-        controls=args.controls, overwrite=args.overwrite, settings=_settings(args),
-    )  # fmt: skip
-    print(
-        f"{args.release}: {result['format']} release for {result['authorized']['name']} "
-        f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages [95% Wilson intervals]:"
-    )
-    print(format_table(result["models"]))
-    if result["skipped"]:
-        sizes = ", ".join(f"{name} ({'x'.join(map(str, size))})" for name, size in result["skipped"].items())
-        print(f"not scored: {sizes}: another input size than the release's (name them with --models to be told why)")
-    print(stored_agreement_line(result))
-    print(result["verdict"]["text"])
-    print(f"wrote {Path(args.release) / 'verify.json'}")
-    return 0
-
-
-def command_attack(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.attack import AttackRequest, attack_release
-    from nonxfer_bench.rendering.verdict import TIER_NAMES
-
-    settings = _settings(args)  # a device this machine lacks: one line before any work
-    request = AttackRequest(
-        Path(args.release),
-        Path(args.originals),
-        Path(args.zoo),
-        Path(args.protocol),
-        args.ensemble,
-        Path(args.classes) if args.classes else None,
-        args.public,
-        Path(args.out) if args.out else None,
-        args.batch_size,
-        args.device or "auto",
-        settings.precision,
-        args.threads,
-    )
-    card, _ = attack_release(request)
-    evidence = card["evidence"]
-    for tier in evidence["tiers"]:
-        best = tier["best"]
-        print(
-            f"  {tier['knows']}: best unauthorized accuracy {100 * best['estimate']:.1f}% [{100 * best['lo']:.1f}, "
-            f"{100 * best['hi']:.1f}] by {tier['step']} ({tier['model']}), "
-            f"n={evidence['n']}{'; broken' if tier['broken'] else ''}"
-        )
-    print(f"cheapest known break: {evidence['break']}")
-    if evidence["not_needed"]:
-        print(
-            "not needed (an attacker who knows less already breaks it): "
-            f"{', '.join(TIER_NAMES[tier] for tier in evidence['not_needed'])}"
-        )
-    if evidence["not_run"]:
-        print(f"not run (nothing is known there): {', '.join(TIER_NAMES[tier] for tier in evidence['not_run'])}")
-    print(f"identification: {evidence['identification']}")
-    print(
-        f"wrote {Path(args.release) / 'PROTECTION.md'} (protocol {evidence['protocol']['name']}, "
-        f"{evidence['protocol']['ensemble']} ensemble)"
-    )
-    return 0
-
-
-def command_bundle(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.bundles import write_bundle
-
-    path, manifest = write_bundle(Path(args.suite))
-    print(
-        f"wrote {path} ({manifest.cells:,} cells of {manifest.groups:,} groups, {len(manifest.files)} files hashed); "
-        f"check it with `nonxfer-bench check {path.parent}`"
-    )
-    return 0
-
-
-def command_check(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.bundles import check
-    from nonxfer_bench.bundles.check import CheckOptions
-
-    options = CheckOptions(
-        replay=not args.no_replay, groups=args.replay_groups, seed=args.seed, allow_extra=tuple(args.allow_extra or ())
-    )
-    return check(Path(args.bundle), options)
-
-
-def command_site(args: argparse.Namespace) -> int:
-    from nonxfer_bench.app.bundles import build_site
-
-    index, listed = build_site(Path(args.results), Path(args.out))
-    included = sum(item.excluded is None for item in listed)
-    left_out = "; ".join(f"{item.folder.name}: {item.excluded}" for item in listed if item.excluded)
-    print(
-        f"{index} ({included} bundle{'s' if included != 1 else ''} whose files match their BUNDLE.json"
-        + (f"; left out: {left_out}" if left_out else "")
-        + ")"
-    )
-    return 0
-
-
-Commands = argparse._SubParsersAction  # what `add_subparsers` returns: each `_add_<command>` adds one command to it
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def _add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=threads_int, help="torch CPU threads")
-
-
-def _add_device(parser: argparse.ArgumentParser, default: str) -> None:
-    """``--device``; ``default`` says in the help what no ``--device`` means."""
-    parser.add_argument(
-        "--device", type=device_name, help=f"auto (the first GPU if any), cpu, cuda or cuda:N ({default})"
-    )
-
-
-def _add_release_compute(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    """How ``encode``, ``verify`` and ``attack`` compute on a release folder: --batch-size, --threads, --device."""
-    parser.add_argument("--batch-size", type=batch_int, default=batch_size)
-    _add_threads(parser)
-    _add_device(parser, "default auto")
 
 
 def _add_run(commands: Commands) -> None:
@@ -700,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 bad input or an I/O error (one line on stderr), 130 Ctrl-C, 143 SIGTERM."""
     args = build_parser().parse_args(argv)
-    problem = _attacks_origin_problem()
+    problem = attacks_origin_problem()
     if problem:
         print(f"nonxfer-bench: error: {problem}", file=sys.stderr)
         return 2

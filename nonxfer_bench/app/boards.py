@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from nonxfer_bench.app.destination import committed_draws
-from nonxfer_bench.app.sources import FoundCells
+from nonxfer_bench.app.sources import FoundCells, MlflowQuery, find_cells
 from nonxfer_bench.cells.cell import Cell
 from nonxfer_bench.cells.release import Release
 from nonxfer_bench.cells.results import results_cells
@@ -28,6 +28,33 @@ from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import Suite
 from nonxfer_bench.storage.samples import sample_file, save_sample_grid
 from nonxfer_bench.tracking.readback import log_to_parent
+
+
+def leaderboard(suite_file: Path | None, output: Path | None, query: MlflowQuery, out: Path | None) -> int:
+    """``leaderboard``: the cells found (:func:`~nonxfer_bench.app.sources.find_cells`) as tables
+    (:func:`rebuild_leaderboard`), then where they went and where the cells came from."""
+    found = find_cells("leaderboard", suite_file, output, query)
+    paths = rebuild_leaderboard(found, suite_file, out, _project(output))
+    print(
+        f"{paths[0]} ({len(found.cells)} cells from "
+        f"{found.origin}{'; ' + found.source.partial if found.source.partial else ''})"
+    )
+    return 0
+
+
+def report(suite_file: Path | None, output: Path | None, query: MlflowQuery, out: Path | None, samples: bool) -> int:
+    """``report``: the cells found (:func:`~nonxfer_bench.app.sources.find_cells`) as an HTML report
+    (:func:`build_report`), then its index page and what it shows."""
+    found = find_cells("report", suite_file, output, query)
+    index, grids = build_report(found, out, _project(output), samples=samples)
+    print(f"{index} ({len(found.cells)} cells, {grids} sample grids)")
+    return 0
+
+
+def _project(output: Path | None) -> Path:
+    """Where runs/ and results/ are without a suite file (reading from MLflow): ``output`` (--output), else the current
+    folder."""
+    return Path(output).absolute() if output else Path.cwd()
 
 
 def rebuild_leaderboard(found: FoundCells, suite_file: Path | None, out: Path | None, project: Path) -> list[Path]:

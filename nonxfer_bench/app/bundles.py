@@ -20,6 +20,16 @@ SHOWN = 10  # problems of one part printed one by one; beyond, how many more
 SITE_COMMAND = "nonxfer-bench site"
 
 
+def bundle(suite_file: Path) -> int:
+    """``bundle``: BUNDLE.json written into the suite's results folder (:func:`write_bundle`), then what it pins."""
+    path, manifest = write_bundle(suite_file)
+    print(
+        f"wrote {path} ({manifest.cells:,} cells of {manifest.groups:,} groups, {len(manifest.files)} files hashed); "
+        f"check it with `nonxfer-bench check {path.parent}`"
+    )
+    return 0
+
+
 def write_bundle(suite_file: Path, output: Path | None = None) -> tuple[Path, Manifest]:
     """``bundle``: BUNDLE.json written (or refreshed) in the suite's results folder (under ``output`` when the run
     had ``--output``), the folder its run wrote, and only there; refused when that folder holds no cells, other
@@ -75,6 +85,20 @@ def check(target: Path, options: CheckOptions) -> int:
             print(f"check: {part.name}: FAIL: ... and {len(part.problems) - SHOWN:,} more", flush=True)
     print(one_line(verdict.line(), 4000))
     return 0 if verdict.passed else 1
+
+
+def site(results: Path, out: Path) -> int:
+    """``site``: the leaderboard site of the bundles under ``results`` (:func:`build_site`), then its index page,
+    how many bundles it shows and why any were left out."""
+    index, listed = build_site(results, out)
+    included = sum(item.excluded is None for item in listed)
+    left_out = "; ".join(f"{item.folder.name}: {item.excluded}" for item in listed if item.excluded)
+    print(
+        f"{index} ({included} bundle{'s' if included != 1 else ''} whose files match their BUNDLE.json"
+        + (f"; left out: {left_out}" if left_out else "")
+        + ")"
+    )
+    return 0
 
 
 def build_site(results: Path, out: Path) -> tuple[Path, list[Listed]]:

@@ -15,6 +15,17 @@ SUITES_DIR = Path("suites")
 WIDTH = 110
 
 
+def show(what: str, suite_file: Path | None) -> int:
+    """``list``: the suites, a suite's models, or the registered attacks, encoders or datasets (``what``)."""
+    if what == "suites":
+        list_suites()
+    elif what == "models":
+        list_models(suite_file)
+    else:
+        list_components(what)
+    return 0
+
+
 def _suite_files() -> tuple[Path, list[Path]]:
     """The suite files ``list suites`` shows: ./suites/*.yaml, else those of the checkout the package runs from."""
     for folder in (SUITES_DIR.resolve(), Path(__file__).resolve().parents[2] / SUITES_DIR):
