@@ -34,11 +34,15 @@ from nonxfer_bench.bundles.consistency import cell_label
 from nonxfer_bench.bundles.contents import Contents
 from nonxfer_bench.bundles.manifest import Manifest, dataset_records
 from nonxfer_bench.cells.cell import Cell
+from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.execution.plan import EncodingGroup
 from nonxfer_bench.execution.runner import Runner
 from nonxfer_bench.schema.settings import RunSettings
 
 FRACTION = 0.02  # of the groups replayed by default
+# the most torch threads a replay starts: a bundle's cells name the count, and a tampered one must not make the
+# checker start a thousand threads on a small machine
+MAX_THREADS = max(64, 8 * (os.cpu_count() or 1))
 MIN_AGREEMENT = 0.99  # of images' correct bits, per draw, for cells drawn on CUDA
 
 
@@ -135,6 +139,11 @@ def replay_groups(contents: Contents, manifest: Manifest, groups: list[EncodingG
         for group in groups:
             began = time.perf_counter()
             parts = by_threads(group, contents.cells, default)
+            if max(parts) > MAX_THREADS:
+                raise UserError(
+                    f"cells of {group.label} ran at {max(parts):,} torch threads; replaying them here would start that "
+                    f"many (at most {MAX_THREADS} on this machine's {os.cpu_count()} cores): replay on a larger machine"
+                )
             computed = []
             for threads, missing in sorted(parts.items()):
                 with torch_threads(threads):

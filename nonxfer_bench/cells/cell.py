@@ -159,7 +159,7 @@ class Cell(BaseModel):
     threads: int | None = Field(
         None,
         ge=1,
-        le=4096,
+        le=1024,
         description="torch CPU threads the cell was computed with: float sums, and so a trained attack's bits, "
         "depend on them (a replay uses the same number)",
     )

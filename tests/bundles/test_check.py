@@ -320,6 +320,18 @@ def test_each_cell_is_replayed_at_the_torch_threads_it_records(copy, capsys):
     assert "21 cells bit for bit at 1 and 2 torch thread(s)" in lines[-1]
 
 
+def test_a_thread_count_no_machine_here_could_replay_is_refused_before_any_work(copy, capsys):
+    """A tampered bundle naming 1,000 threads does not make the checker start them: the replay says it cannot run
+    here, in one line, and computes nothing."""
+    cells = cells_of(copy)
+    write_cells(copy, [cell.model_copy(update={"threads": 1000}) for cell in cells])
+    resign(copy)
+    with mock.patch.object(Runner, "compute", side_effect=AssertionError("computed")):
+        code, lines = check(copy, capsys, "--replay-groups", "1")
+    assert code != 0
+    assert any("cannot replay here: cells of vit_a/" in line and "ran at 1,000 torch threads" in line for line in lines)
+
+
 def test_the_sample_is_the_checkers_draw_and_the_tolerance_rule():
     plan = list(range(50))
     assert sample_groups(plan, 3, seed=1) == sample_groups(plan, 3, seed=1) != sample_groups(plan, 3, seed=2)
