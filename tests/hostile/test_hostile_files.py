@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.helpers import DIGITS_ZOO, digits_suite
+from tests.helpers import DIGITS_ZOO, digits_suite, encode_args
 from tests.hostile.conftest import error_line, refused, run_cli, suite_with_zoo
 
 
@@ -59,19 +59,7 @@ def test_hostile_input_images(tmp_path: Path, cwd: Path, digits_zoo: Path, kind:
     (source / "a.png").write_bytes(good)
     (source / "b.png").write_bytes(IMAGES[kind]())
     outcome = run_cli(
-        "encode",
-        source,
-        tmp_path / "out",
-        "--zoo",
-        digits_zoo,
-        "--model",
-        "vit_a",
-        "--encoder",
-        "patch",
-        "--strength",
-        "20",
-        "--seed-key",
-        "k",
+        *encode_args(source, tmp_path / "out", digits_zoo, "vit_a", "patch", 20, seed_key="k"),
         cwd=cwd,
         isolate=kind == "decompression bomb",
     )

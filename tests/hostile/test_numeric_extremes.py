@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import DIGITS_PREPROCESS, DIGITS_ZOO, digits_suite
+from tests.helpers import DIGITS_PREPROCESS, DIGITS_ZOO, digits_suite, encode_args
 from tests.hostile.conftest import refused
 
 INF, NAN = float("inf"), float("nan")
@@ -113,44 +113,8 @@ CLI_CASES = [
     (["run", "{suite}", "--workers", str(10**6), "--executor", "process"], "--workers"),
     (["run", "{suite}", "--threads", str(10**9)], "--threads"),
     (["run", "{suite}", "--limit", "-1"], "--limit"),
-    (
-        [
-            "encode",
-            "{tmp}",
-            "{tmp}/out",
-            "--zoo",
-            "{zoo}",
-            "--model",
-            "vit_a",
-            "--encoder",
-            "patch",
-            "--strength",
-            "1e308",
-            "--seed-key",
-            "k",
-        ],
-        "--strength",
-    ),
-    (
-        [
-            "encode",
-            "{tmp}",
-            "{tmp}/out",
-            "--zoo",
-            "{zoo}",
-            "--model",
-            "vit_a",
-            "--encoder",
-            "patch",
-            "--strength",
-            "20",
-            "--seed-key",
-            "k",
-            "--batch-size",
-            str(10**12),
-        ],
-        "--batch-size",
-    ),
+    (encode_args("{tmp}", "{tmp}/out", "{zoo}", "vit_a", "patch", "1e308", seed_key="k"), "--strength"),
+    (encode_args("{tmp}", "{tmp}/out", "{zoo}", "vit_a", "patch", 20, seed_key="k", batch_size=10**12), "--batch-size"),
     (["ui", "{suite}", "--port", "99999"], "--port"),
     (["ui", "{suite}", "--port", "-1"], "--port"),
     (["train", "diffusion", "{suite}", "--steps", str(10**30)], "--steps"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import digits_suite
+from tests.helpers import digits_suite, encode_args
 from tests.hostile.conftest import refused
 
 LAUGHS = "\n".join(
@@ -71,21 +71,7 @@ def test_zoo_and_diffusion_spec_bombs(tmp_path: Path, cwd: Path, name: str, comm
     args = {
         "zoo train": ["zoo", "train", path],
         "train diffusion": ["train", "diffusion", path],
-        "encode": [
-            "encode",
-            tmp_path,
-            tmp_path / "out",
-            "--zoo",
-            path,
-            "--model",
-            "m",
-            "--encoder",
-            "patch",
-            "--strength",
-            "20",
-            "--seed-key",
-            "k",
-        ],
+        "encode": encode_args(tmp_path, tmp_path / "out", path, "m", "patch", 20, seed_key="k"),
     }[command]
     refused(*args, cwd=cwd, expected=(str(path),), isolate=True)
 
@@ -105,19 +91,7 @@ def test_encoder_param_bombs(tmp_path: Path, cwd: Path, value: str) -> None:
     """``--param NAME=VALUE`` reads VALUE as YAML: a hostile value is one line, and the echo is bounded."""
     (tmp_path / "in").mkdir()
     line = refused(
-        "encode",
-        tmp_path / "in",
-        tmp_path / "out",
-        "--zoo",
-        tmp_path / "none.yaml",
-        "--model",
-        "m",
-        "--encoder",
-        "patch",
-        "--strength",
-        "20",
-        "--seed-key",
-        "k",
+        *encode_args(tmp_path / "in", tmp_path / "out", tmp_path / "none.yaml", "m", "patch", 20, seed_key="k"),
         "--param",
         f"k={value}",
         cwd=cwd,
