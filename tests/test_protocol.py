@@ -15,16 +15,27 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "suites" / "protocols" / "ne-v1.yaml"
 
 
-def protocol_file(folder: Path, **tiers) -> Path:
+def protocol_file(folder: Path, verdict: dict | None = None, **tiers) -> Path:
     path = folder / "protocol.yaml"
-    path.write_text(yaml.safe_dump({"name": "p-test", "version": 1, "full": tiers, "fast": tiers}))
+    protocol = {"name": "p-test", "version": 1, "full": tiers, "fast": tiers}
+    protocol |= {"verdict": verdict} if verdict else {}
+    path.write_text(yaml.safe_dump(protocol))
     return path
 
 
-def test_the_shipped_protocol_lists_every_verdict_tier_in_both_ensembles():
-    protocol = load_protocol(PROTOCOL)
+@pytest.mark.parametrize("version", ["ne-v1", "ne-v2"])
+def test_the_shipped_protocol_lists_every_verdict_tier_in_both_ensembles(version):
+    protocol = load_protocol(PROTOCOL.with_name(f"{version}.yaml"))
+    assert protocol.name == version
     for ensemble in (protocol.full, protocol.fast):
         assert set(ensemble) == {"none", "method", "architecture", "public_weights", "labelled_nes", "white_box"}
+
+
+def test_version_2_changes_only_when_a_run_stops_attacking_a_release():
+    first, second = load_protocol(PROTOCOL), load_protocol(PROTOCOL.with_name("ne-v2.yaml"))
+    assert (first.full, first.fast) == (second.full, second.fast)
+    changed = {key for key, value in second.verdict if getattr(first.verdict, key) != value}
+    assert changed == {"no_attack_stage", "stop"} and second.verdict.stop == "unheld"
 
 
 def test_a_suite_runs_the_protocols_ensemble_with_placeholders_expanded(tmp_path, digits_zoo):
@@ -114,3 +125,39 @@ def test_a_protocol_run_attacks_each_release_up_to_the_tier_that_breaks_it(tmp_p
     assert "not needed: broken at none" in board and "partial" not in board
     assert main(["leaderboard", str(suite_file), "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "cells.csv").read_text() == (tmp_path / "results" / "digits" / "cells.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_protocol_that_stops_where_a_release_is_not_held_attacks_only_the_releases_that_hold(tmp_path, digits_zoo):
+    """ne-v2's rule: every release is scored with no attack first. A 40 dB white-noise release is broken there and a
+    0 dB one, which ruins the authorized model as much as the others, is not held there: neither faces any attack.
+    A 0 dB patch release holds with no attack, so the none tier's blur and then the architecture tier attack it."""
+    from nonxfer_bench.cells.store import CellStore
+    from nonxfer_bench.cli import main
+
+    path = protocol_file(
+        tmp_path,
+        verdict={"no_attack_stage": True, "stop": "unheld"},
+        none=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
+        architecture=[
+            {"name": "subspace_patch", "strengths": [0.75], "params": {"max_dims": 4, "released": 40, "public": 60}}
+        ],
+    )
+    suite_file = digits_suite(
+        tmp_path,
+        digits_zoo,
+        protocol={"file": str(path)},
+        attacks=[],
+        public={"name": "digits", "params": {"split": "train"}, "limit": 60},
+        dataset={"name": "digits", "params": {"split": "test"}, "limit": 60},
+        encoders=[{"name": "gaussian", "strengths": [40.0, 0.0]}, {"name": "patch", "strengths": [0.0]}],
+    )
+    assert main(["run", str(suite_file), "--no-tracking"]) == 0
+    cells = CellStore(tmp_path / "runs" / "digits" / "cells.jsonl", writable=False).cells.values()
+    attacks = {(c.encoder, c.strength): set() for c in cells}
+    for c in cells:
+        attacks[c.encoder, c.strength].add(c.attack)
+    assert attacks[("gaussian", 40.0)] == attacks[("gaussian", 0.0)] == {"identity"}
+    assert attacks[("patch", 0.0)] == {"identity", "blur", "subspace_patch"}
+    board = (tmp_path / "results" / "digits" / "leaderboard.md").read_text()
+    assert "not needed: broken at none" in board and "not needed: not held at none" in board

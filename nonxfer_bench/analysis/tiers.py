@@ -1,7 +1,9 @@
-"""A protocol run attacks each release tier by tier and stops at the tier that breaks it, as AutoAttack stops attacking
+"""A protocol run attacks each release tier by tier and stops at the tier that settles it, as AutoAttack stops attacking
 a point once it is broken: a release broken at a tier stays broken whatever a higher tier's attacks do, so they are
-not needed, and the verdict says so (``not needed: broken at ...``). This is what makes the protocol's strong ensemble
-affordable: most releases break at a low, cheap tier.
+not needed, and the verdict says so (``not needed: broken at ...``). A protocol whose verdict stops at ``unheld``
+(ne-v2) also stops at the first tier a release does not hold (its gap not above 0 beyond its interval: a higher tier
+only lowers it), and with ``no_attack_stage`` scores every release with no attack before any attack runs. This is
+what makes the protocol's strong ensemble affordable: most releases settle at a low, cheap stage.
 
 :func:`tiered_plan` cuts a suite's plan to what such a run needs given the cells already finished; ``run`` computes
 it pass after pass until nothing is missing, and readers (``leaderboard``, ``report``) apply the same cut to the cells
@@ -28,26 +30,31 @@ def _release(group: EncodingGroup) -> Release:
     return Release(group.authorized, group.encoder.name, group.strength, group.storage, group.precision)
 
 
-def step_tiers(plan: list[EncodingGroup]) -> dict[AttackStep, int]:
-    """Each step's place in :data:`ORDER`: no attack first, then its attack's tier as the instance declares it (a
-    learned inverse's depends on its pairs). An attack that only measures (``identify``) breaks nothing and asks its
-    question whatever breaks the release: it runs with no attack."""
-    tiers: dict[int, int] = {}
+def step_stages(plan: list[EncodingGroup], spec: VerdictSpec) -> dict[AttackStep, int]:
+    """Each step's stage, the order a protocol run attacks in: no attack first, then its attack's tier in
+    :data:`ORDER` as the instance declares it (a learned inverse's depends on its pairs); with ``no_attack_stage`` no
+    attack is a stage of its own, before the none tier's attacks. An attack that only measures (``identify``) breaks
+    nothing and asks its question whatever breaks the release: it runs with no attack."""
+    shift = 1 if spec.no_attack_stage else 0
+    stages: dict[int, int] = {}
     out = {}
     for group in plan:
         for step, _ in group.cells:
-            spec = id(step.spec)
-            if spec not in tiers:
+            key = id(step.spec)
+            if key not in stages:
                 attack = ATTACKS.create(step.spec.name, step.spec.params)
-                tiers[spec] = 0 if attack.baseline or attack.measures_only else ORDER.index(attack.threat.tier.value)
-            out[step] = tiers[spec]
+                first = attack.baseline or attack.measures_only
+                stages[key] = 0 if first else shift + ORDER.index(attack.threat.tier.value)
+            out[step] = stages[key]
     return out
 
 
 def tiered_plan(plan: list[EncodingGroup], cells: Mapping[str, Cell], spec: VerdictSpec) -> list[EncodingGroup]:
-    """``plan`` cut, per release, to the tiers up to the first that breaks it, as far as ``cells`` (finished cells by
-    key) tell: a release's next tier is planned once every cell of its lower tiers is finished and none broke it."""
-    tiers = step_tiers(plan)
+    """``plan`` cut, per release, to the stages up to the first that settles it (``spec.stop``), as far as ``cells``
+    (finished cells by key) tell: a release's next stage is planned once every cell of its lower stages is finished and
+    none settled it."""
+    stages = step_stages(plan, spec)
+    last = (1 if spec.no_attack_stage else 0) + len(ORDER) - 1  # white box: only where nothing settled the release
     by_release: dict[Release, list[EncodingGroup]] = {}
     for group in plan:
         by_release.setdefault(_release(group), []).append(group)
@@ -55,34 +62,35 @@ def tiered_plan(plan: list[EncodingGroup], cells: Mapping[str, Cell], spec: Verd
     levels = {release: 0 for release in by_release}
     for release, groups in by_release.items():
         if release.clean:
-            levels[release] = len(ORDER)
+            levels[release] = last + 1
             continue
         reference = clean.get(release.authorized + release.precision, [])
-        while levels[release] < len(ORDER) - 1:
-            keys = [key for group in groups for (step, _), key in group.cells.items() if tiers[step] <= levels[release]]
+        while levels[release] < last:
+            level = levels[release]
+            keys = [key for group in groups for (step, _), key in group.cells.items() if stages[step] <= level]
             if any(key not in cells for key in keys):
-                break  # this tier is still to compute
-            if _broken(release, [cells[key] for key in keys], reference, cells, spec):
+                break  # this stage is still to compute
+            if _settled(release, [cells[key] for key in keys], reference, cells, spec):
                 break
             levels[release] += 1
     cut = [
         replace(
-            group, cells={cell: key for cell, key in group.cells.items() if tiers[cell[0]] <= levels[_release(group)]}
+            group, cells={cell: key for cell, key in group.cells.items() if stages[cell[0]] <= levels[_release(group)]}
         )
         for group in plan
     ]
     return [group for group in cut if group.cells]
 
 
-def _broken(
+def _settled(
     release: Release, cells: list[Cell], clean: list[EncodingGroup], finished: Mapping[str, Cell], spec: VerdictSpec
 ) -> bool:
-    """Whether the finished ``cells`` of ``release`` (with the clean images' no-attack cells for the break target) break
-    it."""
+    """Whether the finished ``cells`` of ``release`` (with the clean images' no-attack cells for the break target)
+    settle it: break it, or with ``spec.stop == "unheld"`` show a tier it does not hold."""
     clean_cells = [finished[key] for group in clean for key in group.cells.values() if key in finished]
     frame = results_frame(cells + clean_cells)
     metric = "accuracy" if frame["accuracy"].notna().any() else "agreement"
     verdict = release_verdict(
         release, frame[frame.encoder != "clean"], frame[frame.encoder == "clean"] if clean_cells else None, spec, metric
     )
-    return verdict is not None and verdict.broken_at is not None
+    return verdict is not None and verdict.settled_at is not None

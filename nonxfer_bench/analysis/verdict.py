@@ -62,6 +62,7 @@ class ReleaseVerdict:
     clean_gap: Interval | None  # the authorized model's lead on the clean images (no attack)
     target: float | None  # the break target: break_fraction of the unauthorized models' clean accuracy
     seeds: int  # NE keys (the per-image outcomes are their mean)
+    stop: str = "broken"  # the protocol's stop rule (VerdictSpec.stop): after which tier a run attacks it no further
 
     @property
     def headline(self) -> TierVerdict | None:
@@ -74,14 +75,26 @@ class ReleaseVerdict:
         return next((tier.tier for tier in self.tiers if tier.broken), None)
 
     @property
+    def unheld_at(self) -> str | None:
+        """The lowest tier the release does not hold: broken there, or its gap not above 0 beyond its interval."""
+        return next((tier.tier for tier in self.tiers if tier.broken or tier.gap.lo <= 0), None)
+
+    @property
+    def settled_at(self) -> str | None:
+        """The tier after which a protocol run attacks the release no further, by its ``stop`` rule: the first that
+        breaks it, or (``unheld``) the first it does not hold, since an attacker who knows more only lowers the gap.
+        None: it held wherever it was attacked."""
+        return self.broken_at if self.stop == "broken" else self.unheld_at
+
+    @property
     def unknown(self) -> tuple[str, ...]:
-        """The missing tiers the verdict depends on: those below the tier that breaks it (a release broken at a tier
-        stays broken whatever a higher tier's attacks do), or every missing tier when nothing broke it."""
-        broken = self.broken_at
+        """The missing tiers the verdict depends on: those below the tier that settles it (a release broken at a tier
+        stays broken whatever a higher tier's attacks do), or every missing tier when nothing settled it."""
+        settled = self.settled_at
         return (
             self.missing
-            if broken is None
-            else tuple(t for t in self.missing if VERDICT_TIERS.index(t) < VERDICT_TIERS.index(broken))
+            if settled is None
+            else tuple(t for t in self.missing if VERDICT_TIERS.index(t) < VERDICT_TIERS.index(settled))
         )
 
 
@@ -193,6 +206,7 @@ def release_verdict(
         clean_gap,
         target,
         int(cells.seed.nunique()),
+        spec.stop,
     )
 
 
@@ -221,12 +235,8 @@ def survived(verdict: ReleaseVerdict) -> int:
     """How many verdict tiers the release held, counted from the lowest: a tier holds where it is not broken and its gap
     is above 0 beyond its interval. A release whose own model does no better than an unauthorized one holds nothing,
     however far up the tiers it went unbroken."""
-    held = 0
-    for tier in verdict.tiers:
-        if tier.broken or tier.gap.lo <= 0:
-            break
-        held += 1
-    return held
+    unheld = verdict.unheld_at
+    return len(verdict.tiers) if unheld is None else [tier.tier for tier in verdict.tiers].index(unheld)
 
 
 def verdicts(frame: pd.DataFrame, spec: VerdictSpec = VerdictSpec()) -> list[ReleaseVerdict]:

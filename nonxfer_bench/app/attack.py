@@ -34,7 +34,7 @@ from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.loading import absolute, encoder_refusal, load_protocol, load_suite
 from nonxfer_bench.owner.card import KNOWS, NOT_MEASURED, interval, write_card
 from nonxfer_bench.owner.inputs import authorized_model, known_classes, read_zoo
-from nonxfer_bench.rendering.verdict import TIER_NAMES
+from nonxfer_bench.rendering.verdict import TIER_NAMES, settled_text
 from nonxfer_bench.schema.files import parse_yaml
 from nonxfer_bench.schema.suite import DatasetSpec
 from nonxfer_bench.storage.release import (
@@ -296,7 +296,8 @@ def attack_evidence(cells: list, protocol, ensemble: str, leaderboard: Path, rel
             for tier in tiers
         ],  # fmt: skip
         "not_run": list(verdict.unknown),  # tiers below any break that no attack ran: nothing is known there
-        "not_needed": [tier for tier in verdict.missing if tier not in verdict.unknown],  # above the break
+        "not_needed": [tier for tier in verdict.missing if tier not in verdict.unknown],  # above what settled it
+        "settled": settled_text(verdict),  # broken at <tier> / not held at <tier>: why no higher tier ran
         "break": cheapest,
         "identification": "; ".join(identified) or NOT_MEASURED,
         "leaderboard": leaderboard.relative_to(release).as_posix()

@@ -12,6 +12,7 @@ from typing import Any
 from nonxfer_bench.app.attack import AttackRequest, attack_release
 from nonxfer_bench.app.notices import notices
 from nonxfer_bench.metrics.statistics import wilson
+from nonxfer_bench.owner.card import not_needed_reason
 from nonxfer_bench.owner.release import encode_folder
 from nonxfer_bench.owner.verify import format_table, stored_agreement_line, verify_release
 from nonxfer_bench.rendering.verdict import TIER_NAMES
@@ -89,7 +90,7 @@ def attack(request: AttackRequest) -> int:
     print(f"cheapest known break: {evidence['break']}")
     if evidence["not_needed"]:
         print(
-            "not needed (an attacker who knows less already breaks it): "
+            f"not needed ({not_needed_reason(evidence)}): "
             f"{', '.join(TIER_NAMES[tier] for tier in evidence['not_needed'])}"
         )
     if evidence["not_run"]:

@@ -137,6 +137,15 @@ def render(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def not_needed_reason(evidence: dict) -> str:
+    """Why the tiers above the one that settled the release were not attacked: it was broken there, or (a protocol
+    that stops at ``unheld``) it held no gap there. Cards written before ``settled`` was recorded were all broken."""
+    if not (evidence.get("settled") or "").startswith("not held"):
+        return "an attacker who knows less already breaks it"
+    where = evidence["settled"].removeprefix("not held ")
+    return f"the release holds no protection {where}, and an attacker who knows more only lowers the gap"
+
+
 def _evidence(evidence: dict) -> list[str]:
     protocol = evidence["protocol"]
     lines = [
@@ -154,7 +163,7 @@ def _evidence(evidence: dict) -> list[str]:
             f"{_points(tier['gap'])}{' broken' if tier['broken'] else ''} |"
         )
     for tier in evidence["not_needed"]:
-        lines.append(f"| {KNOWS[tier]} | not needed: an attacker who knows less already breaks it | | |")
+        lines.append(f"| {KNOWS[tier]} | not needed: {not_needed_reason(evidence)} | | |")
     for tier in evidence["not_run"]:
         lines.append(f"| {KNOWS[tier]} | not run: nothing is known | | |")
     lines += [

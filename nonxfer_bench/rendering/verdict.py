@@ -29,16 +29,27 @@ TIER_NAMES = {
 NOT_RUN = "not run"
 
 
-def _tier_cell(found: TierVerdict | None, broken_at: str | None = None) -> str:
+def settled_text(verdict: ReleaseVerdict) -> str | None:
+    """Why a protocol run attacked the release no further, ``broken at <tier>`` or (a protocol that stops at
+    ``unheld``) ``not held at <tier>``; None where nothing settled it."""
+    tier = verdict.settled_at
+    if tier is None:
+        return None
+    return f"{'broken' if tier == verdict.broken_at else 'not held'} at {TIER_NAMES[tier]}"
+
+
+def _tier_cell(found: TierVerdict | None, settled: str | None = None) -> str:
     if found is None:
-        return f"not needed: broken at {TIER_NAMES[broken_at]}" if broken_at else NOT_RUN
+        return f"not needed: {settled}" if settled else NOT_RUN
     return gap_text(found.gap.estimate, found.gap) + (" broken" if found.broken else "")
 
 
 def _below(verdict: ReleaseVerdict, tier: str) -> str | None:
-    """The tier below ``tier`` that already broke the release (its attacks were then not needed), if any."""
-    broken = verdict.broken_at
-    return broken if broken is not None and VERDICT_TIERS.index(broken) < VERDICT_TIERS.index(tier) else None
+    """Why ``tier``'s attacks were not needed (:func:`settled_text`) where a lower tier settled the release, else
+    None."""
+    settled = verdict.settled_at
+    below = settled is not None and VERDICT_TIERS.index(settled) < VERDICT_TIERS.index(tier)
+    return settled_text(verdict) if below else None
 
 
 def _headline(verdict: ReleaseVerdict) -> str:
@@ -75,7 +86,7 @@ def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str)
                 for tier in VERDICT_TIERS
             }
             | {
-                "white box (not ranked)": _tier_cell(verdict.white_box, verdict.broken_at),
+                "white box (not ranked)": _tier_cell(verdict.white_box, settled_text(verdict)),
                 "clean gap": ""
                 if verdict.clean_gap is None
                 else gap_text(verdict.clean_gap.estimate, verdict.clean_gap),
@@ -125,7 +136,8 @@ def _first_line(found: list[ReleaseVerdict], protocol: Protocol | None, ensemble
             f"**Not a protocol verdict**: {why}{'; ' + ran + ' was named' if ran else ''}. A release is protected "
             "only against the tiers it faced."
         )
-    return f"**Protocol verdict**: {ran}; every release faced every tier up to the one that broke it."
+    until = "the first it did not hold" if protocol.verdict.stop == "unheld" else "the one that broke it"
+    return f"**Protocol verdict**: {ran}; every release faced every tier up to {until}."
 
 
 def verdict_text(metric: str, spec: VerdictSpec, seeds: bool) -> tuple[str, str]:
@@ -150,6 +162,9 @@ def verdict_text(metric: str, spec: VerdictSpec, seeds: bool) -> tuple[str, str]
         "best unauthorized one (the release ruins its own model). `not run`: no attack of that tier ran, so the "
         "release is not known to hold there; `not needed`: a lower tier already broke the release (as AutoAttack "
         "stops at a broken point, a protocol run attacks it no further). Controls never count as unauthorized."
+        + (" `not held`: this protocol also stops at the first tier a release does not hold, since an attacker who "
+           "knows more only lowers the gap; it scores each release with no attack before any attack runs."
+           if spec.stop == "unheld" else "")
         + (" With several seeds (NE keys): per-image outcomes are means over seeds, and `gap seed sd` is the "
            "standard deviation of the "
            "ranking gap between seeds, in points." if seeds else "")

@@ -4,7 +4,8 @@ Rows are releases (protection = encoder at its strength, for its authorized mode
 knowledge tiers and the white box; each cell's colour is the protection gap at that tier (blue: the authorized model
 leads, red: an unauthorized model does at least as well), with the gap and its 95 % interval written in it and
 ``broken`` where the tier breaks the release. A tier no attack of which ran is grey (``not run``); one above the tier
-that broke the release is hatched (``not needed``): the protocol attacks a broken release no further. It is the table
+that settled the release is hatched (``not needed``): the protocol attacks a broken (or, ne-v2, unheld) release no
+further. It is the table
 of :func:`~nonxfer_bench.rendering.verdict.verdict_table` drawn, for a paper's figure, not a second verdict.
 """
 
@@ -32,9 +33,9 @@ def _by_column(verdict: ReleaseVerdict) -> dict[str, TierVerdict | None]:
 
 
 def _needed(verdict: ReleaseVerdict, column: str) -> bool:
-    """False for a tier above the one that broke the release (the protocol did not attack it there)."""
-    broken = verdict.broken_at
-    return broken is None or (column != "white_box" and VERDICT_TIERS.index(column) <= VERDICT_TIERS.index(broken))
+    """False for a tier above the one that settled the release (the protocol did not attack it there)."""
+    settled = verdict.settled_at
+    return settled is None or (column != "white_box" and VERDICT_TIERS.index(column) <= VERDICT_TIERS.index(settled))
 
 
 def _cell_text(found: TierVerdict) -> str:

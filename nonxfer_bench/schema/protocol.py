@@ -43,6 +43,17 @@ class VerdictSpec(Frozen):
         description="a release counts as broken at a tier when the best unauthorized accuracy reaches this share of "
         "the unauthorized models' clean accuracy",
     )
+    no_attack_stage: bool = Field(
+        False,
+        description="a protocol run scores each release with no attack first, as a stage of its own: a release that "
+        "settles there (see 'stop') faces none of the none tier's attacks",
+    )
+    stop: Literal["broken", "unheld"] = Field(
+        "broken",
+        description="after which tier a protocol run attacks a release no further: 'broken', the first that breaks "
+        "it; 'unheld', the first it does not hold (broken, or its gap not above 0 beyond its interval: an attacker "
+        "who knows more only lowers the gap)",
+    )
 
     def split(self, count: int) -> tuple[np.ndarray, np.ndarray]:
         """(tuning, report) positions among ``count`` evaluated images (the labelled ones, in dataset order, when the

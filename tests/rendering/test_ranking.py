@@ -15,7 +15,7 @@ from nonxfer_bench.core.version import code_version
 from nonxfer_bench.metrics.statistics import paired_gain
 from nonxfer_bench.rendering.leaderboard import write_leaderboard
 from nonxfer_bench.rendering.provenance import Source
-from nonxfer_bench.schema.protocol import VerdictSpec
+from nonxfer_bench.schema.protocol import Protocol, VerdictSpec
 
 N = 400
 GAP = re.compile(r"^([+-]\d+\.\d)(?: \[([+-]\d+\.\d), ([+-]\d+\.\d)\])?$")
@@ -183,6 +183,30 @@ def test_a_release_holds_only_where_its_gap_is_above_0_and_one_that_ruins_its_ow
         and gap(rows["patch 10"]["gap: none"])[0] < 0
     )
     assert "broken" not in rows["patch 10"]["gap: none"]
+
+
+def test_a_protocol_that_stops_where_a_release_is_not_held_says_why_its_higher_tiers_did_not_run(tmp_path):
+    """ne-v2's rule: a release that ruins its own model (no gap with no attack) is not held at none, so its higher
+    tiers are `not needed`, as they are above a break, and say which; a release that holds stays `not run` where
+    nothing ran. The same cells under ne-v1's rule leave the unheld release's tiers `not run`."""
+    ruined = {("identity", "a"): 0.2, ("identity", "b"): 0.5, ("identity", "c"): 0.4, ("identity", "ctrl"): 0.95}
+    cells = release("clean", 0.0, CLEAN) + release("patch", 10.0, ruined) + release("patch", 20.0, STRONG)
+    tiers = {"none": [{"name": "identity"}], "method": [{"name": "blur"}]}
+
+    def board(spec: VerdictSpec, folder: str) -> tuple[str, dict[str, dict[str, str]]]:
+        protocol = Protocol(name="p-test", version=2, full=tiers, fast=tiers, verdict=spec)
+        text = write_leaderboard("s", cells, MODELS, tmp_path / folder, protocol=protocol, ensemble="full")[0]
+        text = text.read_text()
+        return text, {row["encoding"]: row for row in tables(text)["Protocol verdict"]}
+
+    text, rows = board(VerdictSpec(no_attack_stage=True, stop="unheld"), "v2")
+    assert rows["patch 10"]["verdict"] == "no protection shown through none"
+    unheld = rows["patch 10"]
+    assert unheld["gap: method"] == unheld["white box (not ranked)"] == "not needed: not held at none"
+    assert rows["patch 20"]["gap: method"] == "not run"  # it held at none and nothing of method ran
+    assert "`not held`: this protocol also stops at the first tier a release does not hold" in text
+    text, rows = board(VerdictSpec(), "v1")
+    assert rows["patch 10"]["gap: method"] == "not run" and "not held" not in text
 
 
 def test_a_release_broken_at_a_lower_tier_ranks_below_one_that_held_it_whatever_its_gap(tmp_path):
