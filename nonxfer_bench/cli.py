@@ -452,7 +452,7 @@ def _add_attack(commands: Commands) -> None:
         required=True,
         help="zoo file or suite file with the release's authorized model and the models that attack it",
     )
-    attack.add_argument("--protocol", required=True, help="protocol file, e.g. suites/protocols/ne-v1.yaml")
+    attack.add_argument("--protocol", required=True, help="protocol file, e.g. suites/protocols/ne-v2.yaml")
     attack.add_argument(
         "--ensemble",
         choices=("full", "fast"),

@@ -34,7 +34,7 @@ from nonxfer_bench.encoders import ENCODERS
 from nonxfer_bench.loading import absolute, encoder_refusal, load_protocol, load_suite
 from nonxfer_bench.owner.card import KNOWS, NOT_MEASURED, interval, write_card
 from nonxfer_bench.owner.inputs import authorized_model, known_classes, read_zoo
-from nonxfer_bench.rendering.verdict import TIER_NAMES, settled_text
+from nonxfer_bench.rendering.verdict import headline_text, settled_text
 from nonxfer_bench.schema.files import parse_yaml
 from nonxfer_bench.schema.suite import DatasetSpec
 from nonxfer_bench.storage.release import (
@@ -265,13 +265,8 @@ def attack_evidence(cells: list, protocol, ensemble: str, leaderboard: Path, rel
         )
     verdict = found[0]
     tiers = [*verdict.tiers, *([verdict.white_box] if verdict.white_box else [])]
-    broken = next((tier for tier in verdict.tiers if tier.broken), None)
-    if broken is not None:
-        cheapest = f"broken at {TIER_NAMES[broken.tier]}: {broken.step.label} ({broken.model})"
-    elif verdict.headline is not None:
-        cheapest = f"none found: holds through {TIER_NAMES[verdict.headline.tier]}"
-    else:
-        cheapest = "none found: no attack ran"
+    headline = headline_text(verdict)  # broken at <tier>: <step> (<model>), or what it held (or did not) without one
+    cheapest = headline if verdict.broken_at else f"none found: {headline}"
     identified = [f"`identify` ranked the authorized model first in {i['hits']} of {i['trials']} trial(s) from "
                   f"{i['nes']} released images"
                   for i in identifications(frame) if i["encoding"] == verdict.release]  # fmt: skip

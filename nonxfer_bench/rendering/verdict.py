@@ -52,7 +52,7 @@ def _below(verdict: ReleaseVerdict, tier: str) -> str | None:
     return settled_text(verdict) if below else None
 
 
-def _headline(verdict: ReleaseVerdict) -> str:
+def headline_text(verdict: ReleaseVerdict) -> str:
     """``broken at <tier>: <step> (<model>)``; ``holds through <tier>`` (the highest tier that ran) only where the gap
     there is positive beyond its interval; else ``no protection shown through <tier>``: no unauthorized model recovers,
     but the authorized model does no better than they do (a release that ruins its own model protects nothing)."""
@@ -80,7 +80,7 @@ def verdict_table(found: list[ReleaseVerdict], frame: pd.DataFrame, metric: str)
         rows.append(
             {"rank": rank, "authorized": release.authorized, "encoding": release.label}
             | ({"precision": release.precision} if precisions else {})
-            | {"verdict": _headline(verdict)}
+            | {"verdict": headline_text(verdict)}
             | {
                 f"gap: {TIER_NAMES[tier]}": _tier_cell(by_tier.get(tier), _below(verdict, tier))
                 for tier in VERDICT_TIERS
