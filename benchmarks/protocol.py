@@ -1,6 +1,7 @@
 """What the protocol costs per release on this machine: one release faces every tier of an ensemble of
 suites/protocols/ne-v1.yaml, timed per attack step and per tier, against the same release's plain evaluation (no
-attack) measured in the same run.
+attack) measured in the same run. ne-v2 has the same ensembles and budgets: a release that holds costs the same
+under it, and a settled one less (docs/concepts/protocol.md).
 
     python benchmarks/protocol.py --ensemble fast --images 200 --out results/bench/protocol-fast
     python benchmarks/protocol.py --ensemble full --images 1000 --out results/bench/protocol-full
