@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nonxfer_bench.analysis.tiers import tiered_plan
 from nonxfer_bench.core.errors import UserError
+from nonxfer_bench.execution.plan import plan_suite
 from nonxfer_bench.loading import load_protocol, load_suite
 from tests.helpers import digits_suite
 
@@ -125,6 +127,14 @@ def test_a_protocol_run_attacks_each_release_up_to_the_tier_that_breaks_it(tmp_p
     assert "not needed: broken at none" in board and "partial" not in board
     assert main(["leaderboard", str(suite_file), "--out", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "cells.csv").read_text() == (tmp_path / "results" / "digits" / "cells.csv").read_text()
+    # a run resumed before the clean images were scored knows no break target: no release goes past tier none yet
+    unscored = {c.key: c for c in cells if c.encoder != "clean"}
+    suite = load_suite(suite_file)
+    cut = tiered_plan(plan_suite(suite), unscored, load_protocol(path).verdict)
+    assert {step.spec.name for group in cut if group.encoder.name != "clean" for step, _ in group.cells} == {
+        "identity",
+        "blur",
+    }
 
 
 @pytest.mark.slow

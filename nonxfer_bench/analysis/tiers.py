@@ -70,6 +70,8 @@ def tiered_plan(plan: list[EncodingGroup], cells: Mapping[str, Cell], spec: Verd
             keys = [key for group in groups for (step, _), key in group.cells.items() if stages[step] <= level]
             if any(key not in cells for key in keys):
                 break  # this stage is still to compute
+            if any(key not in cells for group in reference for key in group.cells.values()):
+                break  # the break target is the clean images' no-attack accuracy: unknown until they are scored
             if _settled(release, [cells[key] for key in keys], reference, cells, spec):
                 break
             levels[release] += 1
