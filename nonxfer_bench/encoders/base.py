@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel
@@ -80,6 +80,15 @@ class Encoder(ABC):
         """Encode images (B x C x H x W float in [0, 1], at ``model``'s input size) for the authorized ``model``:
         a release of the same shape, dtype and device, every random number drawn from ``generator`` (never the
         global one), neither the images nor the model changed."""
+
+    @classmethod
+    def draw_identity(cls, base: dict[str, Any]) -> dict[str, Any]:
+        """What of an encoding group's identity (``base`` in :func:`nonxfer_bench.execution.plan.plan_suite`: dataset,
+        encoder identity, authorized model, strength, seed, ...) seeds the draws of its encoder and attacks: ``base``
+        itself. An encoder whose params say where files lie, when their content is pinned otherwise, leaves those
+        paths out, so that moving the files keeps the draws (:class:`~nonxfer_bench.encoders.stored_release.
+        StoredRelease`). Cell keys hold the whole ``base`` either way."""
+        return base
 
     def check_model(self, model: ZooModel) -> str | None:
         """Why this encoder cannot protect ``model`` as the authorized model, or None when it can: one line (no

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import Field
@@ -32,6 +33,7 @@ from nonxfer_bench.metrics.image_quality import psnr_per_image
 from nonxfer_bench.storage.release import MANIFEST, inside, manifest_sha256, read_manifest, read_released, vouched_files
 from nonxfer_bench.zoo import ZooModel
 
+PATHS = ("release", "originals")  # the params that say where the folders lie, left out of the draws' identity
 DEEP_SOURCE = "16-bit source"  # the manifest note of a source decoded at 16 bits, which no dataset reproduces
 
 
@@ -57,6 +59,19 @@ class StoredRelease(Encoder):
         "folder as they are."
     )
     storage_formats = ("float32",)  # what it returns is already the stored release: a run stores nothing again
+
+    @classmethod
+    def draw_identity(cls, base: dict[str, Any]) -> dict[str, Any]:
+        """The group's identity without the folders' paths: the params ``release`` and ``originals``, and the dataset's
+        ``root`` where it is the originals. ``manifest_sha256`` pins what they hold (the released files, by their
+        SHA-256 where it records them, and the originals by the source names that ``attack`` checks them against), so
+        the same release and originals draw the same numbers wherever they lie."""
+        encoder, dataset = base["encoder"], base["dataset"]
+        params = {key: value for key, value in encoder["params"].items() if key not in PATHS}
+        folder = dataset.get("params", {})
+        if folder.get("root") is not None and Path(folder["root"]) == Path(encoder["params"]["originals"]):
+            folder = {key: value for key, value in folder.items() if key != "root"}
+        return base | {"encoder": encoder | {"params": params}, "dataset": dataset | {"params": folder}}
 
     def __init__(self, params: StoredReleaseParams) -> None:
         super().__init__(params)

@@ -3,7 +3,9 @@
 A cell's key hashes its resolved configuration (dataset, both models' identities including weight
 hashes, encoder and attack names, parameters and code versions, strengths, seed), so a finished cell
 is recognized in any later run and a changed one is recomputed. The clean images (encoder ``clean``, every plan's
-reference) face only the no-attack step: no table reads an attack on them.
+reference) face only the no-attack step: no table reads an attack on them. A group's random draws are seeded by the
+hash of what its encoder's ``draw_identity`` keeps of that configuration: all of it, but for ``stored_release``, which
+leaves out where its folders lie.
 
 An encoder or attack from a plugin (an entry point of another distribution, ``Registry.plugins``) is not
 covered by the package's version: its identity also holds ``source``, a hash of its code (:func:`plugin_source`),
@@ -55,7 +57,7 @@ class EncodingGroup:
     key: str
     cells: dict[tuple[AttackStep, str], str] = field(default_factory=dict)
     storage: str = "float32"  # how the release is stored (nonxfer_bench.storage.formats); float32 is lossless
-    draw_key: str = ""  # seeds the encoder's and attacks' draws: the float32 group's key, so storages share draws
+    draw_key: str = ""  # seeds the draws of encoder and attacks: the float32 key of Encoder.draw_identity
     precision: str = "fp32"  # the models' precision; not fp32 is part of every key of the group
 
     def __post_init__(self) -> None:
@@ -139,6 +141,7 @@ def plan_suite(
     for authorized in suite.authorized:
         for encoder in encoders:
             encoder_id = component_identity(ENCODERS, encoder.name, encoder.params)
+            draw_identity = ENCODERS.get(encoder.name).draw_identity
             strengths = [0.0] if encoder.name == "clean" else encoder.strengths
             for strength in strengths:
                 for seed, storage in ((seed, storage) for seed in suite.seeds for storage in suite.storage):
@@ -153,7 +156,7 @@ def plan_suite(
                     }
                     if draws != "cpu":  # CUDA's generators draw other numbers: other cells (CPU keys unchanged)
                         base["draws"] = draws
-                    draw_key = stable_hash(base)
+                    draw_key = stable_hash(draw_identity(base))
                     if storage != "float32":  # float32 (lossless) keeps the keys of suites without 'storage'
                         base["storage"] = storage
                     if precision != "fp32":  # fp32 keeps every existing key; the same draws either way

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from nonxfer_bench.app.attack import AttackRequest, attack_suite
 from nonxfer_bench.cli import main
 from nonxfer_bench.core.errors import UserError
 from nonxfer_bench.core.hashing import keyed_generator
 from nonxfer_bench.datasets import DATASETS
 from nonxfer_bench.encoders import ENCODERS
-from nonxfer_bench.loading import load_zoo
+from nonxfer_bench.execution.plan import plan_suite
+from nonxfer_bench.loading import load_suite, load_zoo
 from nonxfer_bench.storage.formats import read_image
-from nonxfer_bench.storage.release import manifest_sha256
+from nonxfer_bench.storage.release import manifest_sha256, read_manifest
 from nonxfer_bench.zoo import build_model
-from tests.helpers import encode_args
+from tests.helpers import encode_args, write_yaml
 from tests.hostile.test_releases import make_images
+from tests.owner.conftest import NE_V1
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +83,19 @@ def test_a_release_encoded_again_after_planning_is_refused(stored, digits_zoo, t
     )
     with pytest.raises(UserError, match="not the manifest this run was planned on"):
         ENCODERS.create("stored_release", {"release": str(copy), "originals": str(source), "manifest_sha256": planned})
+
+
+def test_a_release_and_its_originals_moved_elsewhere_draw_the_same_numbers(stored, digits_zoo, tmp_path):
+    """Its draws are keyed on the manifest (what the folders hold), not on where they lie; its cell keys keep the paths,
+    so a moved release is computed into a run of its own."""
+    source, release = stored
+    moved = shutil.copytree(release, tmp_path / "there" / "moved"), shutil.copytree(source, tmp_path / "there" / "pics")
+    plans = []
+    for folder, originals in ((release, source), moved):
+        request = AttackRequest(folder, originals, digits_zoo, NE_V1, ensemble="fast")
+        suite, _ = attack_suite(request, read_manifest(folder))
+        planned = plan_suite(load_suite(write_yaml(tmp_path / f"{folder.name}.yaml", suite)))
+        plans.append(next(group for group in planned if group.encoder.name == "stored_release"))
+    here, there = plans
+    assert there.draw_key == here.draw_key and there.key != here.key
+    assert set(there.cells.values()).isdisjoint(here.cells.values())

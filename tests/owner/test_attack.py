@@ -5,6 +5,7 @@ card carries the numbers an ordinary suite reports for the same images (issue 27
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,32 @@ def test_a_folder_encoded_verified_and_attacked_gets_the_suites_numbers_on_its_c
         "Not yet attacked" not in page
         and f"{100 * none.best.estimate:.1f}% [{100 * none.best.lo:.1f}, {100 * none.best.hi:.1f}]" in page
     )
+
+
+@pytest.mark.slow
+def test_a_release_moved_with_its_originals_gets_the_same_card(digits_zoo, tmp_path):
+    """The card does not depend on where the folders lie: a release and its originals copied elsewhere (under another
+    name) and attacked there draw what they drew where they were made, so every tier reports the same numbers, and
+    every attack gets the same result on every image."""
+    photos, _ = digit_photos(tmp_path / "here" / "photos", count=26)
+    release = tmp_path / "here" / "release"
+    options = dict(format="float32", seed_key="the owner's key", batch_size=BATCH, threads=1)
+    # 5 dB holds through no tier, and ne-v1 attacks every tier up to the first that breaks it: attackers that draw run
+    assert main(encode_args(photos, release, digits_zoo, "vit_a", "patch", "5", **options)) == 0
+    moved = shutil.copytree(release, tmp_path / "there" / "moved"), shutil.copytree(photos, tmp_path / "there" / "pics")
+    tiers, outcomes = [], []
+    for folder, originals in ((release, photos), moved):
+        args = ["attack", folder, "--originals", originals, "--zoo", digits_zoo, "--protocol", NE_V1]
+        assert main([*map(str, args), "--ensemble", "fast", "--threads", "1"]) == 0
+        evidence = json.loads((folder / "protection.json").read_text())["evidence"]
+        tiers.append(
+            [(tier["tier"], tier["step"], tier["model"], tier["best"], tier["gap"]) for tier in evidence["tiers"]]
+        )
+        cells = find_cells("attack", folder / "attack" / "suite.yaml").cells
+        ran = [c for c in cells if c.encoder == "stored_release"]  # outcomes.ids names the dataset, folder and all
+        outcomes.append(
+            sorted((c.attack, c.attack_strength, c.model, c.outcomes.correct, c.outcomes.agree) for c in ran)
+        )
+    assert len(tiers[0]) > 1  # a tier above no knowledge ran: its attackers draw at random
+    assert tiers[1] == tiers[0]
+    assert outcomes[1] == outcomes[0]
