@@ -77,6 +77,20 @@ def test_a_bad_protocol_is_one_line(tmp_path, digits_zoo, tiers, expected):
         load_suite(digits_suite(tmp_path, digits_zoo, protocol={"file": str(path)}))
 
 
+@pytest.mark.parametrize(
+    ("verdict", "expected"),
+    [
+        ({"no_attack_stage": "yes"}, r"verdict.no_attack_stage.*valid boolean"),
+        ({"stop": "Unheld"}, r"verdict.stop.*'broken' or 'unheld'"),
+    ],
+)
+def test_a_protocol_whose_stop_rule_is_not_exactly_valid_is_one_line(tmp_path, digits_zoo, verdict, expected):
+    """A stop rule decides which attacks run at all: "yes" for true, or a misspelt rule, is refused, not guessed."""
+    path = protocol_file(tmp_path, verdict=verdict, none=[{"name": "identity"}])
+    with pytest.raises(UserError, match=expected):
+        load_suite(digits_suite(tmp_path, digits_zoo, protocol={"file": str(path)}))
+
+
 def test_a_missing_protocol_file_is_one_line(tmp_path, digits_zoo):
     with pytest.raises(UserError, match="protocol file not found"):
         load_suite(digits_suite(tmp_path, digits_zoo, protocol={"file": "nowhere.yaml"}))

@@ -2,8 +2,9 @@
 a point once it is broken: a release broken at a tier stays broken whatever a higher tier's attacks do, so they are
 not needed, and the verdict says so (``not needed: broken at ...``). A protocol whose verdict stops at ``unheld``
 (ne-v2) also stops at the first tier a release does not hold (its gap not above 0 beyond its interval: a higher tier
-only lowers it), and with ``no_attack_stage`` scores every release with no attack before any attack runs. This is
-what makes the protocol's strong ensemble affordable: most releases settle at a low, cheap stage.
+can only lower it, up to the noise of choosing each tier's attack), and with ``no_attack_stage`` scores every release
+with no attack before any attack runs. This is what makes the protocol's strong ensemble affordable: most releases
+settle at a low, cheap stage.
 
 :func:`tiered_plan` cuts a suite's plan to what such a run needs given the cells already finished; ``run`` computes
 it pass after pass until nothing is missing, and readers (``leaderboard``, ``report``) apply the same cut to the cells

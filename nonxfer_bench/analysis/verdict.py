@@ -82,7 +82,8 @@ class ReleaseVerdict:
     @property
     def settled_at(self) -> str | None:
         """The tier after which a protocol run attacks the release no further, by its ``stop`` rule: the first that
-        breaks it, or (``unheld``) the first it does not hold, since an attacker who knows more only lowers the gap.
+        breaks it, or (``unheld``) the first it does not hold, since an attacker who knows more can only lower the gap
+        (up to the noise of choosing each tier's attack on the tuning images).
         None: it held wherever it was attacked."""
         return self.broken_at if self.stop == "broken" else self.unheld_at
 

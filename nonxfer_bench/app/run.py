@@ -79,7 +79,7 @@ def run_suite(suite_file: Path, overrides: dict, options: RunOptions) -> int:
             executor = create_executor(options.executor, workers=options.workers, address=options.address)
             runner = Runner(suite, settings, fresh=options.fresh, executor=executor)
             protocol, ensemble = suite_protocol(suite)
-            if protocol is not None:  # tier by tier, each release up to the tier that breaks it
+            if protocol is not None:  # tier by tier, each release up to the tier that settles it
                 plan = runner.groups
                 runner.groups = tiered_plan(plan, runner.store.cells, protocol.verdict)
                 while any(runner.missing(group) for group in runner.groups):

@@ -59,8 +59,7 @@ class MlflowQuery:
 
 def plan_of(suite: Suite, settings: RunSettings, cells: Mapping[str, Cell]) -> list[EncodingGroup]:
     """The plan ``cells`` were computed for: with the draws they record; for a protocol suite, cut per release at the
-    tier
-    that broke it (:mod:`nonxfer_bench.analysis.tiers`), as its run was."""
+    tier that settled it (:mod:`nonxfer_bench.analysis.tiers`), as its run was."""
     plan = stored_plan(suite, settings, draws(cells.values()))
     protocol, _ = suite_protocol(suite)
     return plan if protocol is None else tiered_plan(plan, cells, protocol.verdict)

@@ -70,7 +70,7 @@ def planned(
 ) -> list[EncodingGroup]:
     """The suite's plan as its file says, on ``draws``; with ``identities`` (a manifest's ``models``) in place of the
     weight files here, any model they lack taken from here (the manifest check names it). A protocol suite's plan is cut
-    per release at the tier that broke it, by ``cells``, as its run was (:mod:`nonxfer_bench.analysis.tiers`)."""
+    per release at the tier that settled it, by ``cells``, as its run was (:mod:`nonxfer_bench.analysis.tiers`)."""
     if identities is not None:
         identities = {model.name: identities.get(model.name) or model.identity() for model in suite.models}
     plan = stored_plan(suite, RunSettings.of(suite), draws, identities)

@@ -119,12 +119,13 @@ def _dataset(manifest: Manifest) -> str:
 def site_html(listed: list[Listed], site: Path) -> str:
     """The site's index page: the releases of every included bundle, the bundles, the folders left out."""
     left = [(item.folder.name, item.excluded) for item in listed if item.excluded]
-    releases, bundles = [], []
+    releases, bundles, stops = [], [], set()
     for item in listed:
         if item.excluded:
             continue
         manifest = item.manifest
         spec, protocol = protocol_of(item.folder, manifest)
+        stops.add(spec.stop)
         try:
             rows = release_rows(list(read_cells(item.folder).values()), spec)
         except Exception as error:  # noqa: BLE001 - cells no run writes (pinned, but never checked) may break the ranking: leave them out
@@ -154,7 +155,8 @@ def site_html(listed: list[Listed], site: Path) -> str:
             }
         )
     table = pd.concat(releases, ignore_index=True).fillna("") if releases else pd.DataFrame()
-    score, glossary = verdict_text("accuracy", VerdictSpec(), seeds=False)
+    # the glossary explains `not held` where a bundle's protocol stops there (ne-v2)
+    score, glossary = verdict_text("accuracy", VerdictSpec(stop="unheld" if "unheld" in stops else "broken"), False)
     left_out = "".join(f"<li>{html.escape(name)}: {html.escape(why)}</li>" for name, why in left)
     parts = [
         "<!DOCTYPE html>",
@@ -169,8 +171,8 @@ def site_html(listed: list[Listed], site: Path) -> str:
         "<h2>Protocol verdict</h2>",
         markdown_to_html(
             "A release is protected only against the knowledge tiers it faced: `protocol` says whether its bundle's "
-            "suite ran a "
-            "protocol (every release attacked at every tier until one breaks it) or only the attacks it lists. " + score
+            "suite ran a protocol (every release attacked tier by tier until one settles it: breaks it or, ne-v2, "
+            "finds it not held) or only the attacks it lists. " + score
         ),
         _table(table, {"suite"}) if releases else "<p>No bundle to show.</p>",
         markdown_to_html(glossary),

@@ -59,6 +59,7 @@ class StoredRelease(Encoder):
         "folder as they are."
     )
     storage_formats = ("float32",)  # what it returns is already the stored release: a run stores nothing again
+    version = "2"  # 2: draws keyed on the manifest, not the folders' paths (draw_identity): other draws, other cells
 
     @classmethod
     def draw_identity(cls, base: dict[str, Any]) -> dict[str, Any]:

@@ -138,12 +138,13 @@ def render(data: dict) -> str:
 
 
 def not_needed_reason(evidence: dict) -> str:
-    """Why the tiers above the one that settled the release were not attacked: it was broken there, or (a protocol
-    that stops at ``unheld``) it held no gap there. Cards written before ``settled`` was recorded were all broken."""
-    if not (evidence.get("settled") or "").startswith("not held"):
+    """Why the tiers above the one that settled the release (``settled``) were not attacked: it was broken there, or (a
+    protocol that stops at ``unheld``) it showed no protection there."""
+    settled = evidence["settled"]
+    if not settled.startswith("not held"):
         return "an attacker who knows less already breaks it"
-    where = evidence["settled"].removeprefix("not held ")
-    return f"the release holds no protection {where}, and an attacker who knows more only lowers the gap"
+    where = settled.removeprefix("not held ")
+    return f"no protection shown {where}, and an attacker who knows more can only lower the gap"
 
 
 def _evidence(evidence: dict) -> list[str]:

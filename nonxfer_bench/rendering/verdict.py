@@ -27,6 +27,16 @@ TIER_NAMES = {
     "labelled_nes": "labelled NEs",
 }
 NOT_RUN = "not run"
+NOT_NEEDED_BROKEN = (
+    "`not needed`: a lower tier already broke the release (as AutoAttack stops at a broken point, a protocol run "
+    "attacks it no further)."
+)
+NOT_NEEDED_UNHELD = (
+    "`not needed`: a lower tier already settled the release, so a protocol run attacks it no further: it broke the "
+    "release (as AutoAttack stops at a broken point), or the release did not hold there (`not held`: no gap above 0 "
+    "beyond its interval, which an attacker who knows more can only lower, up to the noise of choosing each tier's "
+    "attack on the tuning images). Each release is scored with no attack before any attack runs."
+)
 
 
 def settled_text(verdict: ReleaseVerdict) -> str | None:
@@ -160,11 +170,9 @@ def verdict_text(metric: str, spec: VerdictSpec, seeds: bool) -> tuple[str, str]
         "whose ranking gap intervals overlap this one's. `holds through` a tier: not broken there and its gap's "
         "interval is above 0; `no protection shown`: not broken, but the authorized model does no better than the "
         "best unauthorized one (the release ruins its own model). `not run`: no attack of that tier ran, so the "
-        "release is not known to hold there; `not needed`: a lower tier already broke the release (as AutoAttack "
-        "stops at a broken point, a protocol run attacks it no further). Controls never count as unauthorized."
-        + (" `not held`: this protocol also stops at the first tier a release does not hold, since an attacker who "
-           "knows more only lowers the gap; it scores each release with no attack before any attack runs."
-           if spec.stop == "unheld" else "")
+        "release is not known to hold there; "
+        + (NOT_NEEDED_UNHELD if spec.stop == "unheld" else NOT_NEEDED_BROKEN)
+        + " Controls never count as unauthorized."
         + (" With several seeds (NE keys): per-image outcomes are means over seeds, and `gap seed sd` is the "
            "standard deviation of the "
            "ranking gap between seeds, in points." if seeds else "")

@@ -45,6 +45,7 @@ class VerdictSpec(Frozen):
     )
     no_attack_stage: bool = Field(
         False,
+        strict=True,
         description="a protocol run scores each release with no attack first, as a stage of its own: a release that "
         "settles there (see 'stop') faces none of the none tier's attacks",
     )
@@ -52,7 +53,7 @@ class VerdictSpec(Frozen):
         "broken",
         description="after which tier a protocol run attacks a release no further: 'broken', the first that breaks "
         "it; 'unheld', the first it does not hold (broken, or its gap not above 0 beyond its interval: an attacker "
-        "who knows more only lowers the gap)",
+        "who knows more can only lower the gap, up to the noise of choosing each tier's attack)",
     )
 
     def split(self, count: int) -> tuple[np.ndarray, np.ndarray]:

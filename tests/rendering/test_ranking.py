@@ -204,7 +204,7 @@ def test_a_protocol_that_stops_where_a_release_is_not_held_says_why_its_higher_t
     unheld = rows["patch 10"]
     assert unheld["gap: method"] == unheld["white box (not ranked)"] == "not needed: not held at none"
     assert rows["patch 20"]["gap: method"] == "not run"  # it held at none and nothing of method ran
-    assert "`not held`: this protocol also stops at the first tier a release does not hold" in text
+    assert "or the release did not hold there (`not held`: no gap above 0 beyond its interval" in text
     text, rows = board(VerdictSpec(), "v1")
     assert rows["patch 10"]["gap: method"] == "not run" and "not held" not in text
 
