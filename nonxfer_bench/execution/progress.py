@@ -95,8 +95,9 @@ class Progress:
 
     def group_done(self, group: str) -> None:
         self.done += 1
-        seconds = time.monotonic() - self.started.pop(group, time.monotonic())
-        text = f"encoding {self.done}/{self.total} finished: {group}" + (f" ({seconds:.1f} s)" if seconds else "")
+        began = self.started.pop(group, None)  # None: computed by a worker, which reports no phases to time it by
+        took = "" if began is None else f" ({time.monotonic() - began:.1f} s)"
+        text = f"encoding {self.done}/{self.total} finished: {group}{took}"
         if self.bar is not None:
             self.bar.update()
             self._line(text, show=False)

@@ -43,3 +43,15 @@ def test_a_note_is_shown_beside_the_bar_and_logged(tmp_path):
     progress.close()
     assert "note: g: patch_mean asks for 100" in bar_stream.getvalue()
     assert "note: g: patch_mean asks for 100" in (tmp_path / "run.log").read_text()
+
+
+def test_a_group_a_worker_computed_is_finished_without_a_time_it_cannot_know():
+    """Workers of a process pool report no phases: the line says the group finished and gives no (negative) time."""
+    stream = io.StringIO()
+    progress = Progress("s", None, stream)
+    progress.group_done("vit_a/patch@10/seed0")
+    progress.phase("vit_a/patch@20/seed0", "encode")
+    progress.group_done("vit_a/patch@20/seed0")
+    first, second = stream.getvalue().splitlines()
+    assert first.endswith("finished: vit_a/patch@10/seed0")
+    assert second.split("finished: vit_a/patch@20/seed0 (")[1].endswith(" s)") and " (-" not in second
