@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from nonxfer_bench.analysis.frame import results_frame, unauthorized_models
 from nonxfer_bench.analysis.ladder import identifications
 from nonxfer_bench.analysis.verdict import verdicts
+from nonxfer_bench.app.notices import notices
 from nonxfer_bench.app.run import RunOptions, run_suite
 from nonxfer_bench.app.sources import find_cells
 from nonxfer_bench.core.atomic import atomic_write, write_marker
@@ -43,6 +44,7 @@ from nonxfer_bench.storage.release import (
     HEADER,
     MANIFEST,
     SUITE_FILE,
+    check_sources,
     check_unchanged,
     manifest_sha256,
     read_manifest,
@@ -77,7 +79,8 @@ def attack_release(request: AttackRequest) -> tuple[dict, Path]:
     check_unchanged(vouched_files(release, manifest), manifest, str(release / MANIFEST))
     out = absolute(request.out) if request.out else release / ATTACK
     _check_out(out, release, absolute(request.originals))
-    suite, protocol = attack_suite(request, manifest)
+    with notices("nonxfer-bench: %(message)s"):  # e.g. that the originals cannot be checked by content
+        suite, protocol = attack_suite(request, manifest)
     suite_file = out / SUITE_FILE
     comment = (
         f"{HEADER}: protocol {protocol.name} ({request.ensemble}) on the release {release} as it lies on disk.\n# "
@@ -112,7 +115,7 @@ def attack_suite(request: AttackRequest, manifest: dict) -> tuple[dict, object]:
         key: decode[key] for key in ("size", "crop_pct", "interpolation")
     }
     images = DATASETS.create("image_folder", params)
-    _check_sources(images, originals, manifest)
+    _check_sources(images, originals, manifest, str(release / MANIFEST))
     stored = {"release": str(release), "originals": str(originals), "manifest_sha256": manifest_sha256(release)}
     problem = encoder_refusal(ENCODERS.create("stored_release", stored), authorized)
     if problem:
@@ -180,8 +183,10 @@ def public_dataset(text: str | None, zoo_dataset: DatasetSpec | None) -> Dataset
     return DatasetSpec(name=zoo_dataset.name, params={**zoo_dataset.params, "split": "train"})
 
 
-def _check_sources(images, originals: Path, manifest: dict) -> None:
-    """The originals' class folders hold exactly the release's source images (the suite scores those)."""
+def _check_sources(images, originals: Path, manifest: dict, where: str) -> None:
+    """The originals' class folders hold exactly the release's source images (the suite scores those), each the file
+    encode read (by the SHA-256 the manifest records: the run's draws are keyed on the manifest, which so pins
+    them)."""
     files, _ = images.files()
     found = {path.relative_to(originals).as_posix() for path, _ in files}
     sources = {entry["source"] for entry in manifest["images"]}
@@ -197,6 +202,7 @@ def _check_sources(images, originals: Path, manifest: dict) -> None:
             f"{originals}: {excerpt(extra[0])} is not in the "
             f"release{f' ({len(extra)} such)' if len(extra) > 1 else ''}; give the folder encode read, as it was"
         )
+    check_sources(originals, manifest, where)
 
 
 def _write_checked(suite_file: Path, text: str) -> None:

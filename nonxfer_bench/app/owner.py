@@ -56,10 +56,11 @@ def verify(
 ) -> int:  # fmt: skip
     """``verify``: the zoo's models scored on ``release`` (:func:`~nonxfer_bench.owner.verify.verify_release`), then
     their table, the models of another input size left out, the agreement after storage and the verdict."""
-    result = verify_release(
-        Path(release), zoo, models, originals, labels=labels, class_file=class_file, batch_size=batch_size,
-        controls=controls, overwrite=overwrite, settings=settings,
-    )  # fmt: skip
+    with notices("nonxfer-bench: %(message)s"):  # e.g. that the originals cannot be checked by content
+        result = verify_release(
+            Path(release), zoo, models, originals, labels=labels, class_file=class_file, batch_size=batch_size,
+            controls=controls, overwrite=overwrite, settings=settings,
+        )  # fmt: skip
     print(
         f"{release}: {result['format']} release for {result['authorized']['name']} "
         f"({result['encoder']['name']}@{result['encoder']['strength']:g}), percentages [95% Wilson intervals]:"

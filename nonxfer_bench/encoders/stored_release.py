@@ -30,7 +30,15 @@ from nonxfer_bench.datasets.base import decode_image
 from nonxfer_bench.encoders.base import ENCODERS, Encoder, Encoding
 from nonxfer_bench.linalg.subspace import NoiseSubspace
 from nonxfer_bench.metrics.image_quality import psnr_per_image
-from nonxfer_bench.storage.release import MANIFEST, inside, manifest_sha256, read_manifest, read_released, vouched_files
+from nonxfer_bench.storage.release import (
+    MANIFEST,
+    check_source,
+    inside,
+    manifest_sha256,
+    read_manifest,
+    read_released,
+    vouched_files,
+)
 from nonxfer_bench.zoo import ZooModel
 
 PATHS = ("release", "originals")  # the params that say where the folders lie, left out of the draws' identity
@@ -64,9 +72,10 @@ class StoredRelease(Encoder):
     @classmethod
     def draw_identity(cls, base: dict[str, Any]) -> dict[str, Any]:
         """The group's identity without the folders' paths: the params ``release`` and ``originals``, and the dataset's
-        ``root`` where it is the originals. ``manifest_sha256`` pins what they hold (the released files, by their
-        SHA-256 where it records them, and the originals by the source names that ``attack`` checks them against), so
-        the same release and originals draw the same numbers wherever they lie."""
+        ``root`` where it is the originals. ``manifest_sha256`` pins what they hold (the released files and the
+        originals by the SHA-256 it records of each, checked before they are used; a release written before it recorded
+        the originals' pins them by name only), so the same release and originals draw the same numbers wherever they
+        lie."""
         encoder, dataset = base["encoder"], base["dataset"]
         params = {key: value for key, value in encoder["params"].items() if key not in PATHS}
         folder = dataset.get("params", {})
@@ -130,13 +139,14 @@ class StoredRelease(Encoder):
 
     def index(self, model: ZooModel) -> dict[bytes, int]:
         """Each original's pixels as the runner's dataset gives them (decoded as the manifest says, brought to the
-        model's input) -> its entry; built once."""
+        model's input) -> its entry; built once, each original refused unless it is the file encode read."""
         if self._index is None:
             decode, where = self.manifest["decode"], str(self.folder / MANIFEST)
             settings = {key: decode[key] for key in ("size", "crop_pct", "interpolation")}
             index: dict[bytes, int] = {}
             for i, entry in enumerate(self.manifest["images"]):
                 path = inside(Path(self.params.originals), entry["source"], f"images[{i}].source", where)
+                check_source(path, entry)
                 clean = model.prepare(decode_image(path, channels=decode["channels"], **settings)[None].float() / 255.0)
                 index.setdefault(_keys(clean)[0], i)
             self._index = index

@@ -34,6 +34,7 @@ from nonxfer_bench.storage.release import (
     MANIFEST,
     check_attack_run,
     check_unchanged,
+    file_sha256,
     read_manifest,
     vouched_files,
 )
@@ -49,7 +50,7 @@ WRITTEN_KEYS = frozenset(
      "decode", "release_size", "psnr_mean", "psnr_min", "ssim_mean", "authorized_agreement", "notes", "images"}
 )  # fmt: skip
 WRITTEN_ENTRY_KEYS = frozenset(
-    {"file", "source", "sha256", "encoded_psnr", "psnr", "ssim"}
+    {"file", "source", "source_sha256", "sha256", "encoded_psnr", "psnr", "ssim"}
 )  # and of each of its images
 CROP_PCT = 1.0  # no crop beyond what makes an image square: an image at the model's input size is taken as it is
 
@@ -113,8 +114,9 @@ def encode_folder(
     (``Encoder.storage_formats``) is refused unless ``force``. An existing release at ``output`` is replaced only with
     ``overwrite``, and anything else there (:func:`_check_output`) never. The authorized model and the encoder run on
     ``settings.device``; the release's draws come from one generator keyed by ``seed_key`` (:data:`DRAWS`). The manifest
-    records each file's SHA-256, PSNR and SSIM against its decoded source, and how often the authorized model keeps
-    its prediction after storage."""
+    records each file's SHA-256, PSNR and SSIM against its decoded source, the SHA-256 of each source as read (what
+    ``verify`` and ``attack`` check the originals against), and how often the authorized model keeps its prediction
+    after storage."""
     storage = _storage_format(fmt)
     _check_seed_key(seed_key)
     spec, encoder = _protection(zoo, model_name, encoder_name, params)
@@ -213,44 +215,54 @@ def _encode_images(
     bar = tqdm(total=len(files), desc=desc, unit="img", disable=not progress)
     for start in range(0, len(files), batch_size):
         batch_files = files[start : start + batch_size]
-        clean = model.prepare(torch.stack(_decode_batch(recipe, source, batch_files, notes)))
+        decoded, source_hashes = _decode_batch(recipe, source, batch_files, notes)
+        clean = model.prepare(torch.stack(decoded))
         with torch.no_grad():
             encoding = recipe.encoder.encode(clean.to(model.device), model, recipe.strength, recipe.generator)
         stored = apply_storage(encoding.images.cpu(), recipe.storage)
         kept += int((recipe.deployed.predict(stored, batch_size) == model.predict(clean, batch_size)).sum())
-        entries += _write_batch(recipe.storage, staging, batch_files, clean, stored, encoding.achieved_psnr.cpu())
+        entries += _write_batch(
+            recipe.storage, staging, batch_files, source_hashes, clean, stored, encoding.achieved_psnr.cpu()
+        )
         bar.update(len(batch_files))
     bar.close()
     return entries, notes, kept
 
 
-def _decode_batch(recipe: _Recipe, source: Path, batch_files: list[Path], notes: dict[str, int]) -> list[torch.Tensor]:
+def _decode_batch(
+    recipe: _Recipe, source: Path, batch_files: list[Path], notes: dict[str, int]
+) -> tuple[list[torch.Tensor], list[str]]:
     """Decode ``batch_files`` (relative to ``source``) at the model's input size, counting each image's notes (resized,
-    cropped, alpha dropped, ...) into ``notes``."""
-    decode, decoded = recipe.decode, []
+    cropped, alpha dropped, ...) into ``notes``; returns the decoded images and the SHA-256 of each file, hashed just
+    before it is decoded."""
+    decode, decoded, hashes = recipe.decode, [], []
     for relative in batch_files:
+        hashes.append(file_sha256(source / relative))
         image, image_notes = decode_source(
             source / relative, decode["size"], decode["crop_pct"], recipe.channels, decode["interpolation"]
         )
         for note in image_notes:
             notes[note] = notes.get(note, 0) + 1
         decoded.append(image)
-    return decoded
+    return decoded, hashes
 
 
 def _write_batch(
     storage: StorageFormat,
     staging: Path,
     batch_files: list[Path],
+    source_hashes: list[str],
     clean: torch.Tensor,
     stored: torch.Tensor,
     encoded_psnr: torch.Tensor,
 ) -> list[dict]:
     """Write each stored image under ``staging`` at its source's relative path (with the format's suffix); returns
-    their manifest entries: the SHA-256 of the file as written, and PSNR and SSIM against the decoded source."""
+    their manifest entries: the source's path and SHA-256, the SHA-256 of the file as written, and PSNR and SSIM against
+    the decoded source."""
     psnr, ssim = psnr_per_image(clean, stored), ssim_per_image(clean, stored)
     entries = []
-    for relative, image, image_psnr, stored_psnr, stored_ssim in zip(batch_files, stored, encoded_psnr, psnr, ssim):
+    rows = zip(batch_files, source_hashes, stored, encoded_psnr, psnr, ssim)
+    for relative, source_sha256, image, image_psnr, stored_psnr, stored_ssim in rows:
         target = (staging / relative).with_suffix(storage.suffix)
         write_image(target, image, storage)
         faults.point("release_image_written")
@@ -258,6 +270,7 @@ def _write_batch(
             {
                 "file": target.relative_to(staging).as_posix(),
                 "source": relative.as_posix(),
+                "source_sha256": source_sha256,
                 "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
                 "encoded_psnr": _round(image_psnr),
                 "psnr": _round(stored_psnr),

@@ -16,7 +16,15 @@ from nonxfer_bench.owner.inputs import authorized_model, decode_source, known_cl
 from nonxfer_bench.owner.verdict import verdict
 from nonxfer_bench.schema.settings import RunSettings
 from nonxfer_bench.schema.suite import ModelSpec
-from nonxfer_bench.storage.release import MANIFEST, VERIFY, inside, read_manifest, read_released, vouched_files
+from nonxfer_bench.storage.release import (
+    MANIFEST,
+    VERIFY,
+    check_sources,
+    inside,
+    read_manifest,
+    read_released,
+    vouched_files,
+)
 from nonxfer_bench.zoo import build_model, resolve_preprocessing
 
 
@@ -43,7 +51,9 @@ def verify_release(
     Without ``model_names`` every zoo model of the release's input size is scored and the others are listed in
     ``skipped``; named models of another input size are refused. Refused before any model runs: neither originals nor
     labels (nothing to score against), an existing ``verify.json`` without ``overwrite``, a zoo without the release's
-    authorized model (by identity hash), a class folder that names no class. The authorized model is always scored;
+    authorized model (by identity hash), a class folder that names no class, an original that is not the file encode
+    read (by the SHA-256 the manifest records, :func:`~nonxfer_bench.storage.release.check_sources`): its agreement
+    would be measured against another image than the release was made from. The authorized model is always scored;
     the zoo file's controls and ``controls`` are labelled controls and never count as unauthorized."""
     release = Path(release)
     target = _report_target(release, originals, labels, overwrite)
@@ -54,6 +64,8 @@ def verify_release(
     size = _release_size(manifest)
     specs, wrong = _scored_specs(models, authorized, model_names, size, zoo)
     classes, truth = _labels(release, zoo, manifest["images"], labels, class_file)
+    if originals is not None:
+        check_sources(Path(originals), manifest, str(release / MANIFEST))
     released = _read_release(release, manifest, size, progress)
     clean = _read_originals(Path(originals), release, manifest, progress) if originals is not None else None
     rows = []

@@ -5,13 +5,17 @@ A release holds exactly the files its manifest lists plus, optionally, :data:`BE
 protection card) and the folder :data:`ATTACK` (an ``attack`` run on it). Anything else means the folder was changed
 after ``encode``: :func:`vouched_files` refuses it, and ``encode --overwrite`` replaces only such a folder. Each
 manifest entry records the file's SHA-256 (releases written since it was added), checked when a file is read
-(:func:`read_released`). The reader here is shared by ``verify``, ``attack`` and the ``stored_release`` encoder.
+(:func:`read_released`), and its source image's SHA-256 (``source_sha256``, since it was added), against which
+``verify``, ``attack`` and the ``stored_release`` encoder check the originals they are given (:func:`check_sources`):
+an original changed after encode is refused, not scored in place of the one the release was made from. The reader here
+is shared by ``verify``, ``attack`` and the ``stored_release`` encoder.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -36,14 +40,20 @@ ATTACK_COMMAND = "nonxfer-bench attack"  # names the command in the ownership ma
 SUITE_FILE = "suite.yaml"  # the run's suite, in its folder
 HEADER = "# Written by `nonxfer-bench attack`"  # the first line of a suite file `attack` wrote
 MAX_MANIFEST_BYTES = 256 << 20
+CHUNK = 1 << 20  # files are hashed in chunks of this many bytes: memory stays bounded whatever their size
+
+log = logging.getLogger(__name__)
 
 
 class ManifestImage(BaseModel):
-    """One released file: its path in the release and the source image it came from."""
+    """One released file: its path in the release and SHA-256, and the source image it came from (its path under the
+    folder encode read and the SHA-256 of its bytes). Either hash is missing in releases written before it was
+    recorded."""
 
     model_config = ConfigDict(extra="allow", strict=True)
     file: str = Field(min_length=1, max_length=4096)
     source: str = Field(min_length=1, max_length=4096)
+    source_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
@@ -211,19 +221,56 @@ def check_attack_run(folder: Path) -> None:
     written_by(ATTACK_COMMAND)(folder)
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks of :data:`CHUNK`."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def check_unchanged(files: list[Path], manifest: dict, where: str) -> None:
     """Refuse a release whose files are not those encode wrote (each file's SHA-256 against the manifest's, read in
     chunks): ``attack`` checks every file before any work, where a run would meet the first changed one midway."""
     for path, entry in zip(files, manifest["images"]):
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-        if entry.get("sha256") and digest.hexdigest() != entry["sha256"]:
+        if entry.get("sha256") and file_sha256(path) != entry["sha256"]:
             raise UserError(
                 f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the "
                 "manifest's); the release was changed after encode"
             )
+
+
+def check_source(path: Path, entry: dict) -> None:
+    """Refuse the original at ``path`` unless it is the file encode read for the manifest ``entry`` (its SHA-256 against
+    the entry's ``source_sha256``, read in chunks); an entry without one is not checked."""
+    expected = entry.get("source_sha256")
+    if not expected:
+        return
+    if not path.is_file():
+        raise UserError(f"{path}: not found, and it is a source of the release; give the folder encode read, as it was")
+    found = file_sha256(path)
+    if found != expected:
+        raise UserError(
+            f"{path}: differs from the image encode read for this release (SHA-256 {found[:12]}..., the manifest "
+            f"records {expected[:12]}...): it was changed after encode; give the folder encode read, as it was, or "
+            "encode again"
+        )
+
+
+def check_sources(originals: Path, manifest: dict, where: str) -> None:
+    """Refuse originals that are not the files encode read (:func:`check_source`, every source before any work). A
+    manifest written before sources were hashed cannot be checked by content: one notice says so."""
+    entries = manifest["images"]
+    for i, entry in enumerate(entries):
+        check_source(inside(originals, entry["source"], f"images[{i}].source", where), entry)
+    unpinned = sum(not entry.get("source_sha256") for entry in entries)
+    if unpinned:
+        log.warning(
+            f"{where}: records no SHA-256 for {unpinned} of {len(entries)} source image(s) (written before encode "
+            f"recorded them): those originals are matched by name only, not checked by content; encode again to pin "
+            "them"
+        )
 
 
 def read_released(path: Path, entry: dict, where: str) -> torch.Tensor:
