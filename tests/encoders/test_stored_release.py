@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image, ImageOps
 
 from nonxfer_bench.app.attack import AttackRequest, attack_suite
 from nonxfer_bench.cli import main
@@ -83,6 +84,20 @@ def test_a_release_encoded_again_after_planning_is_refused(stored, digits_zoo, t
     )
     with pytest.raises(UserError, match="not the manifest this run was planned on"):
         ENCODERS.create("stored_release", {"release": str(copy), "originals": str(source), "manifest_sha256": planned})
+
+
+def test_an_original_edited_after_encode_is_refused(stored, digits_zoo, tmp_path):
+    """A rerun of the attack suite (``nonxfer-bench run``) on an original changed after encode under the same name: the
+    released file made from the old image was returned for the new one's pixels."""
+    source, release = stored
+    source = shutil.copytree(source, tmp_path / "photos")
+    edited = source / "0" / "img0.png"
+    with Image.open(edited) as image:
+        ImageOps.invert(image.convert("L")).save(edited)
+    zoo = models(digits_zoo)
+    images = zoo["vit_a"].prepare(originals(source, release, [0, 1]))
+    with pytest.raises(UserError, match=f"{edited}: differs from the image encode read"):
+        encoder(source, release).encode(images, zoo["vit_a"], 20.0, keyed_generator("attacker"))
 
 
 def test_a_release_and_its_originals_moved_elsewhere_draw_the_same_numbers(stored, digits_zoo, tmp_path):

@@ -3,14 +3,16 @@ release whose folder, originals or run folder do not match. Each is one line, be
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image, ImageOps
 
 from nonxfer_bench.cli import main
-from tests.hostile.conftest import refused, run_cli, tree_digest
+from tests.hostile.conftest import error_line, refused, run_cli, tree_digest
 from tests.hostile.test_releases import encode_args, make_images
 
 NE_V1 = Path(__file__).resolve().parents[2] / "suites" / "protocols" / "ne-v1.yaml"
@@ -147,6 +149,34 @@ OUTS = {
     "a folder of the originals": (lambda source, release: source / "0", ("originals",)),
     "a folder holding the originals": (lambda source, release: source.parent, ("originals",)),
 }
+
+
+def edit_in_place(path: Path) -> None:
+    """Other pixels under the same name: an original retouched (or replaced) after encode."""
+    with Image.open(path) as image:
+        edited = ImageOps.invert(image.convert("L"))
+    edited.save(path)
+
+
+@pytest.mark.parametrize("command", ["verify", "attack"])
+def test_an_original_edited_after_encode_is_refused_by_its_content(
+    copies, tmp_path: Path, digits_zoo: Path, command: str
+) -> None:
+    """Its name still matches the manifest's source, so only its SHA-256 tells it from the image the release was made
+    from: scored, it would measure agreement (verify) or the whole card (attack) against another image."""
+    source, release = copies
+    edited = source / "0" / "img2.png"
+    edit_in_place(edited)
+    before, listed = tree_digest(source, release), paths(source, release)
+    if command == "verify":
+        outcome = run_cli("verify", release, "--zoo", digits_zoo, "--originals", source, cwd=tmp_path / "cwd")
+        line = error_line(outcome, str(edited), "differs from the image encode read", "encode again")
+    else:
+        line = attack(release, source, digits_zoo, tmp_path / "cwd", expected=(str(edited), "differs", "encode again"))
+    manifest = json.loads((release / "manifest.json").read_text())
+    recorded = next(entry["source_sha256"] for entry in manifest["images"] if entry["source"] == "0/img2.png")
+    assert f"SHA-256 {hashlib.sha256(edited.read_bytes()).hexdigest()[:12]}" in line and recorded[:12] in line
+    assert tree_digest(source, release) == before and paths(source, release) == listed
 
 
 @pytest.mark.parametrize("case", list(OUTS))
