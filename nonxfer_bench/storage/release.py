@@ -268,7 +268,7 @@ def check_sources(originals: Path, manifest: dict, where: str) -> None:
     if unpinned:
         log.warning(
             f"{where}: records no SHA-256 for {unpinned} of {len(entries)} source image(s) (written before encode "
-            f"recorded them): those originals are matched by name only, not checked by content; encode again to pin "
+            "recorded them): those originals are matched by name only, not checked by content; encode again to pin "
             "them"
         )
 
