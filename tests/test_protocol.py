@@ -101,6 +101,31 @@ def test_a_suite_without_attacks_needs_a_protocol(tmp_path, digits_zoo):
         load_suite(digits_suite(tmp_path, digits_zoo, attacks=[]))
 
 
+SUBSPACE = {"name": "subspace_patch", "strengths": [0.75], "params": {"max_dims": 4, "released": 40, "public": 60}}
+
+
+def run_protocol(tmp_path: Path, zoo: Path, encoders: list[dict], verdict: dict | None = None, **tiers) -> tuple:
+    """A 60-image digits suite of ``encoders`` run under a protocol of blur (tier none) and subspace estimation
+    (architecture), plus ``tiers``; returns (protocol file, suite file, the run's cells)."""
+    from nonxfer_bench.cells.store import CellStore
+    from nonxfer_bench.cli import main
+
+    none = [{"name": "identity"}, {"name": "blur", "strengths": [0.5]}]
+    path = protocol_file(tmp_path, verdict=verdict, none=none, architecture=[SUBSPACE], **tiers)
+    suite_file = digits_suite(
+        tmp_path,
+        zoo,
+        protocol={"file": str(path)},
+        attacks=[],
+        public={"name": "digits", "params": {"split": "train"}, "limit": 60},
+        dataset={"name": "digits", "params": {"split": "test"}, "limit": 60},
+        encoders=encoders,
+    )
+    assert main(["run", str(suite_file), "--no-tracking"]) == 0
+    store = CellStore(tmp_path / "runs" / "digits" / "cells.jsonl", writable=False)
+    return path, suite_file, list(store.cells.values())
+
+
 @pytest.mark.slow
 def test_a_protocol_run_attacks_each_release_up_to_the_tier_that_breaks_it(tmp_path, digits_zoo):
     """AutoAttack's rule for a release: a 40 dB white-noise release is broken with no attack (the other models read it),
@@ -109,27 +134,8 @@ def test_a_protocol_run_attacks_each_release_up_to_the_tier_that_breaks_it(tmp_p
     whole."""
     from nonxfer_bench.cli import main
 
-    path = protocol_file(
-        tmp_path,
-        none=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
-        architecture=[
-            {"name": "subspace_patch", "strengths": [0.75], "params": {"max_dims": 4, "released": 40, "public": 60}}
-        ],
-        white_box=[{"name": "oracle_projection"}],
-    )
-    suite_file = digits_suite(
-        tmp_path,
-        digits_zoo,
-        protocol={"file": str(path)},
-        attacks=[],
-        public={"name": "digits", "params": {"split": "train"}, "limit": 60},
-        dataset={"name": "digits", "params": {"split": "test"}, "limit": 60},
-        encoders=[{"name": "gaussian", "strengths": [40.0]}, {"name": "patch", "strengths": [0.0]}],
-    )
-    assert main(["run", str(suite_file), "--no-tracking"]) == 0
-    from nonxfer_bench.cells.store import CellStore
-
-    cells = CellStore(tmp_path / "runs" / "digits" / "cells.jsonl", writable=False).cells.values()
+    encoders = [{"name": "gaussian", "strengths": [40.0]}, {"name": "patch", "strengths": [0.0]}]
+    path, suite_file, cells = run_protocol(tmp_path, digits_zoo, encoders, white_box=[{"name": "oracle_projection"}])
     attacks = {(c.encoder, c.attack) for c in cells}
     assert (
         ("gaussian", "blur") in attacks
@@ -143,12 +149,9 @@ def test_a_protocol_run_attacks_each_release_up_to_the_tier_that_breaks_it(tmp_p
     assert (tmp_path / "again" / "cells.csv").read_text() == (tmp_path / "results" / "digits" / "cells.csv").read_text()
     # a run resumed before the clean images were scored knows no break target: no release goes past tier none yet
     unscored = {c.key: c for c in cells if c.encoder != "clean"}
-    suite = load_suite(suite_file)
-    cut = tiered_plan(plan_suite(suite), unscored, load_protocol(path).verdict)
-    assert {step.spec.name for group in cut if group.encoder.name != "clean" for step, _ in group.cells} == {
-        "identity",
-        "blur",
-    }
+    cut = tiered_plan(plan_suite(load_suite(suite_file)), unscored, load_protocol(path).verdict)
+    steps = {step.spec.name for group in cut if group.encoder.name != "clean" for step, _ in group.cells}
+    assert steps == {"identity", "blur"}
 
 
 @pytest.mark.slow
@@ -156,28 +159,8 @@ def test_a_protocol_that_stops_where_a_release_is_not_held_attacks_only_the_rele
     """ne-v2's rule: every release is scored with no attack first. A 40 dB white-noise release is broken there and a
     0 dB one, which ruins the authorized model as much as the others, is not held there: neither faces any attack.
     A 0 dB patch release holds with no attack, so the none tier's blur and then the architecture tier attack it."""
-    from nonxfer_bench.cells.store import CellStore
-    from nonxfer_bench.cli import main
-
-    path = protocol_file(
-        tmp_path,
-        verdict={"no_attack_stage": True, "stop": "unheld"},
-        none=[{"name": "identity"}, {"name": "blur", "strengths": [0.5]}],
-        architecture=[
-            {"name": "subspace_patch", "strengths": [0.75], "params": {"max_dims": 4, "released": 40, "public": 60}}
-        ],
-    )
-    suite_file = digits_suite(
-        tmp_path,
-        digits_zoo,
-        protocol={"file": str(path)},
-        attacks=[],
-        public={"name": "digits", "params": {"split": "train"}, "limit": 60},
-        dataset={"name": "digits", "params": {"split": "test"}, "limit": 60},
-        encoders=[{"name": "gaussian", "strengths": [40.0, 0.0]}, {"name": "patch", "strengths": [0.0]}],
-    )
-    assert main(["run", str(suite_file), "--no-tracking"]) == 0
-    cells = CellStore(tmp_path / "runs" / "digits" / "cells.jsonl", writable=False).cells.values()
+    encoders = [{"name": "gaussian", "strengths": [40.0, 0.0]}, {"name": "patch", "strengths": [0.0]}]
+    _, _, cells = run_protocol(tmp_path, digits_zoo, encoders, verdict={"no_attack_stage": True, "stop": "unheld"})
     attacks = {(c.encoder, c.strength): set() for c in cells}
     for c in cells:
         attacks[c.encoder, c.strength].add(c.attack)
