@@ -12,6 +12,7 @@ pool or on Ray; this process alone writes a group's sample grid and then its cel
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from nonxfer_bench.schema.suite import AttackSpec, DatasetSpec, EncoderSpec, Sui
 from nonxfer_bench.storage.samples import sample_file, save_sample_grid
 from nonxfer_bench.zoo import ZooModel, build_model
 
+log = logging.getLogger(__name__)
 Work = list[tuple[EncodingGroup, Missing]]
 Result = tuple[EncodingGroup, list[Cell], dict[str, torch.Tensor]]
 
@@ -260,14 +262,19 @@ class Runner:
         )
 
     def phase(self, group: EncodingGroup, phase: str) -> None:
-        """A group computed in this process entered ``phase`` (workers of other executors report nothing)."""
+        """A group entered ``phase``: reported by the driver's progress, or in a worker (which has none) as a log
+        line, which a process pool's workers print on the driver's terminal (a long group is not silent)."""
         if self.progress is not None:
             self.progress.phase(group.label, phase)
+        else:
+            log.info(f"{group.label}: {phase}")
 
     def note(self, group: EncodingGroup, text: str) -> None:
-        """Tell the user something about a group computed in this process (shown and logged in run.log)."""
+        """Tell the user something about a group (shown and logged in run.log; in a worker, a log line)."""
         if self.progress is not None:
             self.progress.note(f"{group.label}: {text}")
+        else:
+            log.info(f"note: {group.label}: {text}")
 
     def compute(self, group: EncodingGroup, missing: Missing) -> tuple[list[Cell], dict[str, torch.Tensor]]:
         """One group's missing cells and its sample rows; touches neither the store nor the tracker (runs in

@@ -38,7 +38,10 @@ def sequential(tmp_path_factory, digits_zoo):
 
 
 @pytest.mark.slow
-def test_a_process_pool_gives_the_sequential_cells_and_the_driver_alone_writes_them(tmp_path, digits_zoo, sequential):
+def test_a_process_pool_gives_the_sequential_cells_and_the_driver_alone_writes_them(
+    tmp_path, digits_zoo, sequential, capfd
+):
+    """... and its workers say which group is in which phase, as lines on the driver's terminal."""
     suite = small_suite(tmp_path, digits_zoo, "pool")
     seen = []
     result = Runner(
@@ -52,6 +55,8 @@ def test_a_process_pool_gives_the_sequential_cells_and_the_driver_alone_writes_t
         sample is not None and sample.is_file() for _, sample in seen
     )  # grids drawn from rows the workers sent back
     assert Runner(suite).run().computed_groups == 0  # the driver stored every cell
+    shown = capfd.readouterr().err
+    assert all(f"{group.label}: batch 3/3: attack and score" in shown for group in Runner(suite).groups)
 
 
 @pytest.mark.slow
