@@ -17,6 +17,7 @@ import torch
 from pydantic import Field, model_serializer, model_validator
 
 from nonxfer_bench.core.errors import UserError, excerpt
+from nonxfer_bench.core.hashing import stable_hash
 from nonxfer_bench.core.params import Strict
 from nonxfer_bench.datasets.base import (
     DATASETS,
@@ -185,13 +186,16 @@ class ImageFolder(Dataset):
         return {path.relative_to(root).as_posix(): path for path, _ in self.files()[0]}
 
     def fingerprint(self) -> dict:
+        """Every file's name, size, modification and change time (cheap: one stat each). The change time is set by
+        the system on any write and cannot be restored (``cp -p`` and ``rsync -a`` restore only the modification
+        time), so an image edited in place, even to the same size, is decoded again, never read stale from the cache."""
         files, _ = self.files()
-        stats = [path.stat() for path, _ in files]
+        root = self.root()
+        stats = [(path.relative_to(root).as_posix(), path.stat()) for path, _ in files]
         return {
-            "root": str(self.root()),
+            "root": str(root),
             "files": len(files),
-            "bytes": sum(s.st_size for s in stats),
-            "mtime": max(s.st_mtime for s in stats),
+            "stats": stable_hash([(name, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for name, s in stats]),
         }
 
     def load(self) -> ImageSet:

@@ -248,7 +248,8 @@ def check_source(path: Path, entry: dict) -> None:
     if not expected:
         return
     if not path.is_file():
-        raise UserError(f"{path}: not found, and it is a source of the release; give the folder encode read, as it was")
+        what = "not a regular file" if path.exists() else "not found"
+        raise UserError(f"{path}: {what}, and it is a source of the release; give the folder encode read, as it was")
     found = file_sha256(path)
     if found != expected:
         raise UserError(
@@ -262,9 +263,14 @@ def check_sources(originals: Path, manifest: dict, where: str) -> None:
     """Refuse originals that are not the files encode read (:func:`check_source`, every source before any work). A
     manifest written before sources were hashed cannot be checked by content: one notice says so."""
     entries = manifest["images"]
+    unpinned = sum(not entry.get("source_sha256") for entry in entries)
+    if 0 < unpinned < len(entries):  # encode hashes every source or (before it did) none
+        raise UserError(
+            f"{where}: records a source SHA-256 for {len(entries) - unpinned} of {len(entries)} images but not the "
+            "others: encode writes all or none, so the manifest was edited after encode; encode again"
+        )
     for i, entry in enumerate(entries):
         check_source(inside(originals, entry["source"], f"images[{i}].source", where), entry)
-    unpinned = sum(not entry.get("source_sha256") for entry in entries)
     if unpinned:
         log.warning(
             f"{where}: records no SHA-256 for {unpinned} of {len(entries)} source image(s) (written before encode "

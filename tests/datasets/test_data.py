@@ -87,6 +87,26 @@ def test_a_cached_image_folder_subset_is_decoded_into_the_cache_file_and_read_ba
     ]  # no partial file left
 
 
+def test_an_image_edited_in_place_to_the_same_size_and_modification_time_is_decoded_again(tmp_path, monkeypatch):
+    """The cache must not serve an image folder's old pixels: ``cp -p`` or ``rsync -a`` give an edited file its old
+    size and modification time, and only the change time (which nothing can restore) tells."""
+    import os
+
+    from nonxfer_bench.datasets.base import load_cached
+
+    monkeypatch.setenv("NXB_CACHE", str(tmp_path / "cache"))
+    image = tmp_path / "data" / "c0" / "0.bmp"  # uncompressed: the same size whatever the pixels
+    image.parent.mkdir(parents=True)
+    Image.fromarray(np.full((16, 16, 3), 10, dtype=np.uint8)).save(image)
+    params = {"root": str(tmp_path / "data"), "size": 16}
+    assert int(load_cached("image_folder", params, None, 0).images.max()) == 10
+    before = image.stat()
+    Image.fromarray(np.full((16, 16, 3), 200, dtype=np.uint8)).save(image)
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert image.stat().st_size == before.st_size and image.stat().st_mtime_ns == before.st_mtime_ns
+    assert int(load_cached("image_folder", params, None, 0).images.max()) == 200
+
+
 def test_image_folder_errors_name_what_to_provide(tmp_path, monkeypatch):
     monkeypatch.delenv("IMAGENET_VAL", raising=False)
     with pytest.raises(UserError, match="IMAGENET_VAL"):

@@ -56,3 +56,17 @@ def test_a_release_without_source_hashes_still_verifies_with_one_notice(released
     notices = [line for line in capsys.readouterr().out.splitlines() if NOT_PINNED in line]
     assert len(notices) == 1 and "6 of 6 source image(s)" in notices[0] and str(path) in notices[0]
     assert json.loads((release / "verify.json").read_text())["stored_agreement"]["n"] == 6
+
+
+def test_a_manifest_that_hashes_some_sources_but_not_others_is_refused(released, digits_zoo, capsys) -> None:
+    """encode hashes every source or none: a manifest with one hash removed was edited, and the edited original it
+    would let through is not matched by name only."""
+    source, release = released
+    path = release / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["images"][0]["source_sha256"] = None
+    path.write_text(json.dumps(manifest, indent=1))
+    assert verify(release, digits_zoo, source) == 2
+    error = capsys.readouterr().err
+    assert "records a source SHA-256 for 5 of 6 images but not the others" in error and "encode again" in error
+    assert not (release / "verify.json").exists()
