@@ -271,7 +271,7 @@ def _write_batch(
                 "file": target.relative_to(staging).as_posix(),
                 "source": relative.as_posix(),
                 "source_sha256": source_sha256,
-                "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+                "sha256": file_sha256(target),
                 "encoded_psnr": _round(image_psnr),
                 "psnr": _round(stored_psnr),
                 "ssim": _round(stored_ssim),

@@ -234,11 +234,17 @@ def check_unchanged(files: list[Path], manifest: dict, where: str) -> None:
     """Refuse a release whose files are not those encode wrote (each file's SHA-256 against the manifest's, read in
     chunks): ``attack`` checks every file before any work, where a run would meet the first changed one midway."""
     for path, entry in zip(files, manifest["images"]):
-        if entry.get("sha256") and file_sha256(path) != entry["sha256"]:
-            raise UserError(
-                f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the "
-                "manifest's); the release was changed after encode"
-            )
+        check_released(path, entry, where)
+
+
+def check_released(path: Path, entry: dict, where: str) -> None:
+    """Refuse the released file at ``path`` unless its SHA-256 is the one its manifest ``entry`` records (an entry
+    written before encode recorded it is not checked)."""
+    if entry.get("sha256") and file_sha256(path) != entry["sha256"]:
+        raise UserError(
+            f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the "
+            "manifest's); the release was changed after encode"
+        )
 
 
 def check_source(path: Path, entry: dict) -> None:
@@ -281,9 +287,5 @@ def check_sources(originals: Path, manifest: dict, where: str) -> None:
 
 def read_released(path: Path, entry: dict, where: str) -> torch.Tensor:
     """One released file as C x H x W float in [0, 1] units, refused when its SHA-256 differs from the manifest's."""
-    if entry.get("sha256") and hashlib.sha256(path.read_bytes()).hexdigest() != entry["sha256"]:
-        raise UserError(
-            f"{where}: {excerpt(entry['file'])} is not the file encode wrote (its SHA-256 differs from the "
-            "manifest's); the release was changed after encode"
-        )
+    check_released(path, entry, where)
     return read_image(path)[0]
