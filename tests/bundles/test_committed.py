@@ -9,18 +9,29 @@ from pathlib import Path
 
 import pytest
 
+from nonxfer_bench.analysis.frame import results_frame
+from nonxfer_bench.analysis.verdict import verdicts
 from nonxfer_bench.bundles.consistency import code_problems
 from nonxfer_bench.bundles.contents import Contents, bundle_suite, planned, project_of, read_cells
 from nonxfer_bench.bundles.manifest import Manifest, read_manifest
 from nonxfer_bench.bundles.replay import data_problems, replay_groups
 from nonxfer_bench.cli import main
+from nonxfer_bench.loading import load_protocol
+from nonxfer_bench.rendering.text import gap_text
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 FOLDERS = sorted(path.parent.name for path in RESULTS.glob("*/SUITE"))
 
 
 def test_the_folders_are_the_committed_suites():
-    assert {"quickstart", "fashion-full", "fashion-full-subset", "identification", "quickstart-ladder"} <= set(FOLDERS)
+    assert {
+        "quickstart",
+        "fashion-full",
+        "fashion-full-subset",
+        "fashion-protocol",
+        "identification",
+        "quickstart-ladder",
+    } <= set(FOLDERS)
 
 
 @pytest.mark.parametrize("name", FOLDERS)
@@ -38,6 +49,32 @@ def test_every_committed_result_is_a_bundle_the_checker_passes(name, capsys):
     assert out.splitlines()[-1].startswith(
         f"check: PASS {RESULTS / name}: files, manifest, cells, numbers, plan, weights, tables as recorded"
     )
+
+
+def test_findings_restate_the_full_size_protocol_verdict():
+    """FINDINGS 3 and 5 and the README quote `fashion-protocol/` (protocol ne-v2, full ensemble, 24 releases x 3
+    keys): no release holds the method tier, and each quoted gap is the committed verdict's."""
+    spec = load_protocol(RESULTS.parent / "suites" / "protocols" / "ne-v2.yaml").verdict
+    found = verdicts(results_frame(list(read_cells(RESULTS / "fashion-protocol").values())), spec)
+    assert len(found) == 24 and {v.seeds for v in found} == {3}
+    assert all(v.settled_at in ("none", "method") for v in found)  # nothing went past the method tier
+    settled_at_none = [v for v in found if v.settled_at == "none"]
+    assert (len(settled_at_none), sum(v.broken_at == "none" for v in settled_at_none)) == (19, 15)
+    held = sorted((v for v in found if v.settled_at == "method"), key=lambda v: (v.release.strength, v.release.encoder))
+    assert [(v.release.authorized, v.release.encoder, v.release.strength, v.broken_at) for v in held] == [
+        ("vit_a", "reference", 0.0, "method"),
+        ("vit_a", "operator", 10.0, "method"),
+        ("vit_a", "patch", 10.0, "method"),
+        ("vit_a", "reference", 15.0, "method"),
+        ("vit_a", "reference", 30.0, "method"),
+    ]
+    findings = " ".join((RESULTS / "FINDINGS.md").read_text().split())
+    readme = " ".join((RESULTS.parent / "README.md").read_text().split())
+    for verdict in held:
+        for tier in verdict.tiers:
+            assert gap_text(tier.gap.estimate, tier.gap) in findings, (verdict.release, tier.tier)
+    reference_0 = held[0].tiers[-1]
+    assert f"{gap_text(reference_0.gap.estimate, reference_0.gap)} points" in readme
 
 
 def contents_of(name: str) -> tuple[Contents, Manifest]:
